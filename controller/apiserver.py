@@ -1,0 +1,165 @@
+"""The lab's API server: HTTP + JSON on loopback, in front of the cluster store.
+
+The CLI applies, deletes, lists and scales through it; the controller (kube-proxy) long-
+polls ``/lab/v1/snapshot`` and reports which resourceVersion every switch carries
+(``/lab/v1/dataplane``), so callers can wait for the dataplane instead of sleeping.
+Every request but ``/healthz`` needs the lab's bearer token (a root-only file).
+
+Routes (all under /lab/v1):
+  GET  snapshot?since=N&timeout=S   every object, once the version passes N
+  GET  objects?kind=K[&namespace=NS][&name=N]
+  POST apply     {"objects": [...], "dryRun": false}  -> 200 results | 422 errors
+  POST delete    {"kind", "namespace", "name"}
+  POST scale     {"namespace", "name", "replicas"}
+  GET  dataplane / POST dataplane {"version": N, "switches": [dpid...]}
+  GET  lab       the cluster's nodes, external hosts and sandbox pids (for exec)
+  POST shutdown
+"""
+
+from __future__ import annotations
+
+import hmac
+import json
+import logging
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from urllib.parse import parse_qs, urlparse
+
+from services.errors import ApplyError, KubelabError, NotFound
+
+LOG = logging.getLogger('kubelab.api')
+
+
+class APIServer:
+    def __init__(self, store, token: str, lab_info, on_shutdown, host='127.0.0.1', port=0):
+        self.store = store
+        self.token = token
+        self.lab_info = lab_info          # callable -> dict
+        self.on_shutdown = on_shutdown
+        self.dataplane = {'version': 0, 'switches': []}
+        self.dp_cond = threading.Condition()
+        handler = type('Handler', (_Handler,), {'api': self})
+        self.httpd = ThreadingHTTPServer((host, port), handler)
+        self.httpd.daemon_threads = True
+        self.port = self.httpd.server_address[1]
+        self.thread = threading.Thread(target=self.httpd.serve_forever, name='apiserver',
+                                       daemon=True)
+
+    def start(self):
+        self.thread.start()
+
+    def stop(self):
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+    def report_dataplane(self, body: dict):
+        with self.dp_cond:
+            self.dataplane = {'version': int(body['version']),
+                              'switches': sorted(body.get('switches', [])),
+                              'time': time.time()}
+            self.dp_cond.notify_all()
+
+    def wait_dataplane(self, version: int, switches: int, timeout: float) -> bool:
+        deadline = time.monotonic() + timeout
+        with self.dp_cond:
+            while not (self.dataplane['version'] >= version
+                       and len(self.dataplane['switches']) >= switches):
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return False
+                self.dp_cond.wait(left)
+            return True
+
+
+class _Handler(BaseHTTPRequestHandler):
+    api: APIServer
+    protocol_version = 'HTTP/1.1'
+
+    def log_message(self, fmt, *args):      # quiet: the controller polls all the time
+        LOG.debug(fmt, *args)
+
+    def _send(self, code: int, body):
+        data = json.dumps(body).encode()
+        self.send_response(code)
+        self.send_header('Content-Type', 'application/json')
+        self.send_header('Content-Length', str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    def _authorized(self) -> bool:
+        got = self.headers.get('Authorization', '')
+        if hmac.compare_digest(got.encode(), f'Bearer {self.api.token}'.encode()):
+            return True
+        self._send(401, {'error': 'unauthorized: send the lab token (root-only file '
+                                  '/run/kubelab/token) as "Authorization: Bearer ..."'})
+        return False
+
+    def _body(self) -> dict:
+        length = int(self.headers.get('Content-Length') or 0)
+        return json.loads(self.rfile.read(length) or b'{}')
+
+    def do_GET(self):
+        url = urlparse(self.path)
+        q = {k: v[-1] for k, v in parse_qs(url.query).items()}
+        if url.path == '/healthz':
+            return self._send(200, {'ok': True})
+        if not self._authorized():
+            return
+        self._dispatch(lambda: self._get(url.path, q))
+
+    def do_POST(self):
+        url = urlparse(self.path)
+        if not self._authorized():
+            return
+        body = self._body()
+        self._dispatch(lambda: self._post(url.path, body))
+
+    def _dispatch(self, fn):
+        try:
+            code, body = fn()
+        except ApplyError as exc:
+            code, body = 422, {'error': str(exc), 'errors': [str(e) for e in exc.errors]}
+        except NotFound as exc:
+            code, body = 404, {'error': f'Error from server (NotFound): {exc}'}
+        except KubelabError as exc:
+            code, body = 400, {'error': str(exc)}
+        except (ValueError, KeyError, TypeError) as exc:
+            code, body = 400, {'error': f'bad request: {exc}'}
+        self._send(code, body)
+
+    def _get(self, path, q):
+        store = self.api.store
+        if path == '/lab/v1/snapshot':
+            since = int(q.get('since', 0))
+            rv, objects = store.snapshot(since, min(float(q.get('timeout', 0)), 60))
+            return 200, {'resourceVersion': str(rv), 'objects': objects}
+        if path == '/lab/v1/objects':
+            kind, ns, name = q['kind'], q.get('namespace'), q.get('name')
+            if name:
+                return 200, store.get(kind, ns, name)
+            return 200, {'items': store.list(kind, ns), 'resourceVersion': str(store.rv)}
+        if path == '/lab/v1/dataplane':
+            return 200, dict(self.api.dataplane, storeVersion=store.rv)
+        if path == '/lab/v1/lab':
+            return 200, self.api.lab_info()
+        return 404, {'error': f'no route {path}'}
+
+    def _post(self, path, body):
+        store = self.api.store
+        if path == '/lab/v1/apply':
+            return 200, store.apply(body['objects'], dry_run=bool(body.get('dryRun')))
+        if path == '/lab/v1/delete':
+            msg = store.delete(body['kind'], body.get('namespace'), body['name'],
+                               body.get('gracePeriodSeconds'))
+            return 200, {'message': msg, 'resourceVersion': str(store.rv)}
+        if path == '/lab/v1/scale':
+            msg = store.scale(body['namespace'], body['name'], body['replicas'])
+            return 200, {'message': msg, 'resourceVersion': str(store.rv)}
+        if path == '/lab/v1/dataplane':
+            self.api.report_dataplane(body)
+            return 200, {'ok': True}
+        if path == '/lab/v1/shutdown':
+            threading.Thread(target=self.api.on_shutdown, daemon=True).start()
+            return 200, {'message': 'lab shutting down'}
+        return 404, {'error': f'no route {path}'}

@@ -1,0 +1,335 @@
+"""The Ryu shell of kube-proxy: the only module of kubelab that imports Ryu.
+
+It watches the lab's API server, turns each new snapshot into ``ClusterState``, asks the
+pure pipeline (controller/pipeline.py) what every switch should hold, and sends each
+switch only the difference from what it holds (flows are told apart by content cookie).
+When a switch (re)connects it first reads the switch's flows, groups and meters and then
+reconciles: what is right stays untouched, nothing is flushed.
+
+The one packet that reaches the controller is a new connection to a Service port without
+ready endpoints (or to a ClusterIP port no Service declares): the switch cannot build the
+TCP RST or ICMP port-unreachable that kube-proxy's REJECT sends, so this app builds it.
+That path is rate-limited on the switch by an OpenFlow meter.
+
+Run it as ``python -m controller.ryu_app --ofp-port PORT`` with ``KUBELAB_API``,
+``KUBELAB_TOKEN_FILE`` and ``KUBELAB_CLUSTER_FILE`` in the environment.
+"""
+
+import eventlet.wsgi
+
+if not hasattr(eventlet.wsgi, 'ALREADY_HANDLED'):   # Ryu 4.34 on today's eventlet
+    eventlet.wsgi.ALREADY_HANDLED = object()
+
+import json                                          # noqa: E402
+import logging                                       # noqa: E402
+import os                                            # noqa: E402
+import sys                                           # noqa: E402
+import urllib.request                                # noqa: E402
+
+from ryu.base import app_manager                     # noqa: E402
+from ryu.controller import ofp_event                 # noqa: E402
+from ryu.controller.handler import (DEAD_DISPATCHER, MAIN_DISPATCHER,  # noqa: E402
+                                    set_ev_cls)
+from ryu.lib import hub                              # noqa: E402
+from ryu.lib.packet import ethernet, icmp, ipv4, packet, tcp, udp  # noqa: E402
+from ryu.ofproto import ofproto_v1_3, ofproto_v1_3_parser  # noqa: E402
+
+from controller import flows as F                    # noqa: E402
+from controller import pipeline                      # noqa: E402
+from controller.state import ClusterState            # noqa: E402
+
+LOG = logging.getLogger('kubelab.controller')
+
+
+def _pad_nat_body(original):
+    """Ryu 4.34 declares NXActionNAT's length rounded up to 8 but writes the body
+    unpadded (OVS then rejects the message with OFPBRC_BAD_LEN): pad it."""
+    def serialize_body(self):
+        body = original(self)
+        header = 10            # experimenter header (8) + subtype (2)
+        return body + bytes(-(header + len(body)) % 8)
+    return serialize_body
+
+
+ofproto_v1_3_parser.NXActionNAT.serialize_body = _pad_nat_body(
+    ofproto_v1_3_parser.NXActionNAT.serialize_body)
+
+
+# ---------------------------------------------------------------- spec -> Ryu
+def _action(parser, ofp, action):
+    if isinstance(action, F.Output):
+        port = ofp.OFPP_IN_PORT if action.port == 'in_port' else action.port
+        return parser.OFPActionOutput(port)
+    if isinstance(action, F.ToController):
+        return parser.OFPActionOutput(ofp.OFPP_CONTROLLER, action.max_len)
+    if isinstance(action, F.SetField):
+        return parser.OFPActionSetField(**{action.field: action.value})
+    if isinstance(action, F.Move):
+        return parser.NXActionRegMove(src_field=action.src, dst_field=action.dst,
+                                      n_bits=action.n_bits)
+    if isinstance(action, F.Group):
+        return parser.OFPActionGroup(action.group_id)
+    if isinstance(action, F.Ct):
+        nat = []
+        if action.nat is not None:
+            if action.nat.dst is None:
+                nat = [parser.NXActionNAT(flags=0)]
+            else:
+                kw = dict(range_ipv4_min=action.nat.dst, range_ipv4_max=action.nat.dst)
+                if action.nat.port:
+                    kw.update(range_proto_min=action.nat.port, range_proto_max=action.nat.port)
+                nat = [parser.NXActionNAT(flags=2, **kw)]       # 2: DNAT
+        return parser.NXActionCT(
+            flags=1 if action.commit else 0, zone_src=None, zone_ofs_nbits=action.zone,
+            recirc_table=ofp.OFPTT_ALL if action.table is None else action.table,
+            alg=0, actions=nat)
+    raise TypeError(f'unknown action {action!r}')
+
+
+def _instructions(parser, ofp, spec):
+    inst = []
+    if spec.meter is not None:
+        inst.append(parser.OFPInstructionMeter(spec.meter, ofp.OFPIT_METER))
+    if spec.actions:
+        inst.append(parser.OFPInstructionActions(
+            ofp.OFPIT_APPLY_ACTIONS, [_action(parser, ofp, a) for a in spec.actions]))
+    if spec.goto is not None:
+        inst.append(parser.OFPInstructionGotoTable(spec.goto))
+    return inst
+
+
+class Switch:
+    """What the controller knows one connected switch holds."""
+
+    def __init__(self, dp):
+        self.dp = dp
+        self.flows = set()        # cookies
+        self.groups = {}          # group id -> content hash (None: unknown content)
+        self.meters = {}          # meter id -> MeterSpec (None: unknown)
+        self.pending = {'flows', 'groups', 'meters'}
+        self.ready = False
+        self.version = -1         # the store version this switch is known to carry
+        self.barrier = None       # (xid, version) of the barrier in flight
+
+
+class KubeProxy(app_manager.RyuApp):
+    OFP_VERSIONS = [ofproto_v1_3.OFP_VERSION]
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        from services.cluster import load_cluster_file
+        self.api = os.environ['KUBELAB_API']
+        with open(os.environ['KUBELAB_TOKEN_FILE']) as f:
+            self.token = f.read().strip()
+        self.cluster = load_cluster_file(os.environ['KUBELAB_CLUSTER_FILE'])
+        self.state = None
+        self.version = 0
+        self.switches = {}
+        self.reject_cookies = set()
+        hub.spawn(self._watch)
+
+    # ------------------------------------------------------------ API watch
+    def _watch(self):
+        version = '0'
+        while True:
+            try:
+                req = urllib.request.Request(
+                    f'{self.api}/lab/v1/snapshot?since={version}&timeout=20',
+                    headers={'Authorization': f'Bearer {self.token}'})
+                with urllib.request.urlopen(req, timeout=30) as resp:
+                    body = json.loads(resp.read())
+            except Exception as exc:       # the API may be starting or gone: retry
+                LOG.warning('watching the API server: %s', exc)
+                hub.sleep(0.5)
+                continue
+            if body['resourceVersion'] == version:
+                continue
+            version = body['resourceVersion']
+            self.state = ClusterState.from_objects(self.cluster, body['objects'])
+            self.version = int(version)
+            for sw in list(self.switches.values()):
+                if sw.ready:
+                    self._sync(sw)
+
+    def _report(self):
+        """Tell the API server which switches carry the newest version (once each
+        switch has answered the barrier sent after that version's changes)."""
+        current = sorted(dpid for dpid, sw in self.switches.items()
+                         if sw.ready and sw.version == self.version)
+        body = json.dumps({'version': self.version, 'switches': current}).encode()
+        req = urllib.request.Request(f'{self.api}/lab/v1/dataplane', data=body, headers={
+            'Authorization': f'Bearer {self.token}', 'Content-Type': 'application/json'})
+        try:
+            urllib.request.urlopen(req, timeout=5).close()
+        except Exception as exc:
+            LOG.warning('reporting to the API server: %s', exc)
+
+    # ------------------------------------------------------------ switch lifecycle
+    @set_ev_cls(ofp_event.EventOFPStateChange, [MAIN_DISPATCHER, DEAD_DISPATCHER])
+    def _state_change(self, ev):
+        dp = ev.datapath
+        if ev.state == DEAD_DISPATCHER:
+            if dp.id is not None and self.switches.get(dp.id, None) is not None \
+                    and self.switches[dp.id].dp is dp:
+                LOG.info('switch %#x disconnected', dp.id)
+                del self.switches[dp.id]
+            return
+        LOG.info('switch %#x connected: reading what it holds', dp.id)
+        self.switches[dp.id] = Switch(dp)
+        parser, ofp = dp.ofproto_parser, dp.ofproto
+        dp.send_msg(parser.OFPFlowStatsRequest(dp, table_id=ofp.OFPTT_ALL))
+        dp.send_msg(parser.OFPGroupDescStatsRequest(dp))
+        dp.send_msg(parser.OFPMeterConfigStatsRequest(dp, meter_id=ofp.OFPM_ALL))
+
+    def _switch(self, ev):
+        sw = self.switches.get(ev.msg.datapath.id)
+        return sw if sw is not None and sw.dp is ev.msg.datapath else None
+
+    def _stats_part_done(self, sw, ev, what):
+        if not ev.msg.flags & sw.dp.ofproto.OFPMPF_REPLY_MORE:
+            sw.pending.discard(what)
+            if not sw.pending:
+                sw.ready = True
+                self._sync(sw)
+
+    @set_ev_cls(ofp_event.EventOFPFlowStatsReply, MAIN_DISPATCHER)
+    def _flow_stats(self, ev):
+        sw = self._switch(ev)
+        if sw is not None:
+            sw.flows.update(s.cookie for s in ev.msg.body)
+            self._stats_part_done(sw, ev, 'flows')
+
+    @set_ev_cls(ofp_event.EventOFPGroupDescStatsReply, MAIN_DISPATCHER)
+    def _group_stats(self, ev):
+        sw = self._switch(ev)
+        if sw is not None:
+            sw.groups.update((g.group_id, None) for g in ev.msg.body)
+            self._stats_part_done(sw, ev, 'groups')
+
+    @set_ev_cls(ofp_event.EventOFPMeterConfigStatsReply, MAIN_DISPATCHER)
+    def _meter_stats(self, ev):
+        sw = self._switch(ev)
+        if sw is not None:
+            sw.meters.update((m.meter_id, None) for m in ev.msg.body)
+            self._stats_part_done(sw, ev, 'meters')
+
+    @set_ev_cls(ofp_event.EventOFPErrorMsg, MAIN_DISPATCHER)
+    def _error(self, ev):
+        msg = ev.msg
+        LOG.error('switch %#x refused a message: type=%s code=%s data=%s',
+                  msg.datapath.id, msg.type, msg.code, bytes(msg.data[:64]).hex())
+
+    # ------------------------------------------------------------ reconcile
+    def _sync(self, sw):
+        if self.state is None:
+            return
+        dp = sw.dp
+        parser, ofp = dp.ofproto_parser, dp.ofproto
+        want = pipeline.desired(self.state, dp.id)
+        for meter in want.meters:
+            if sw.meters.get(meter.meter_id, 'absent') != meter:
+                cmd = ofp.OFPMC_MODIFY if meter.meter_id in sw.meters else ofp.OFPMC_ADD
+                dp.send_msg(parser.OFPMeterMod(
+                    dp, command=cmd, flags=ofp.OFPMF_PKTPS | ofp.OFPMF_BURST,
+                    meter_id=meter.meter_id,
+                    bands=[parser.OFPMeterBandDrop(rate=meter.rate_pps,
+                                                   burst_size=meter.burst)]))
+                sw.meters[meter.meter_id] = meter
+        for group in want.groups:
+            if sw.groups.get(group.group_id, 'absent') != group.content:
+                cmd = ofp.OFPGC_MODIFY if group.group_id in sw.groups else ofp.OFPGC_ADD
+                buckets = [parser.OFPBucket(weight=b.weight, actions=[
+                    _action(parser, ofp, a) for a in b.actions]) for b in group.buckets]
+                dp.send_msg(parser.OFPGroupMod(dp, cmd, ofp.OFPGT_SELECT, group.group_id,
+                                               buckets))
+                sw.groups[group.group_id] = group.content
+        wanted = want.by_cookie()
+        self.reject_cookies.update(
+            c for c, f in wanted.items() if any(isinstance(a, F.ToController)
+                                                 for a in f.actions))
+        for cookie, spec in wanted.items():
+            if cookie not in sw.flows:
+                dp.send_msg(parser.OFPFlowMod(
+                    dp, cookie=cookie, table_id=spec.table, priority=spec.priority,
+                    command=ofp.OFPFC_ADD, match=parser.OFPMatch(**spec.match_dict()),
+                    instructions=_instructions(parser, ofp, spec)))
+                sw.flows.add(cookie)
+        for cookie in sorted(sw.flows - set(wanted)):
+            dp.send_msg(parser.OFPFlowMod(
+                dp, cookie=cookie, cookie_mask=0xFFFFFFFFFFFFFFFF, table_id=ofp.OFPTT_ALL,
+                command=ofp.OFPFC_DELETE, out_port=ofp.OFPP_ANY, out_group=ofp.OFPG_ANY))
+            sw.flows.discard(cookie)
+        for gid in sorted(set(sw.groups) - {g.group_id for g in want.groups}):
+            dp.send_msg(parser.OFPGroupMod(dp, ofp.OFPGC_DELETE, ofp.OFPGT_SELECT, gid))
+            del sw.groups[gid]
+        barrier = parser.OFPBarrierRequest(dp)
+        dp.set_xid(barrier)
+        sw.barrier = (barrier.xid, self.version)
+        dp.send_msg(barrier)
+
+    @set_ev_cls(ofp_event.EventOFPBarrierReply, MAIN_DISPATCHER)
+    def _barrier(self, ev):
+        sw = self._switch(ev)
+        if sw is not None and sw.barrier and sw.barrier[0] == ev.msg.xid:
+            sw.version = sw.barrier[1]
+            sw.barrier = None
+            self._report()
+
+    # ------------------------------------------------------------ REJECT
+    @set_ev_cls(ofp_event.EventOFPPacketIn, MAIN_DISPATCHER)
+    def _packet_in(self, ev):
+        msg = ev.msg
+        reply = reject_packet(msg.data)
+        if reply is None:
+            return
+        dp = msg.datapath
+        parser, ofp = dp.ofproto_parser, dp.ofproto
+        dp.send_msg(parser.OFPPacketOut(
+            dp, buffer_id=ofp.OFP_NO_BUFFER, in_port=ofp.OFPP_CONTROLLER,
+            actions=[parser.OFPActionOutput(msg.match['in_port'])], data=reply))
+
+
+def reject_packet(data: bytes):
+    """The answer kube-proxy's REJECT gives: TCP RST for a SYN, ICMP port-unreachable for
+    UDP; None for anything else (dropped)."""
+    pkt = packet.Packet(data)
+    eth = pkt.get_protocol(ethernet.ethernet)
+    ip = pkt.get_protocol(ipv4.ipv4)
+    if eth is None or ip is None:
+        return None
+    out = packet.Packet()
+    out.add_protocol(ethernet.ethernet(dst=eth.src, src=eth.dst, ethertype=eth.ethertype))
+    seg = pkt.get_protocol(tcp.tcp)
+    if seg is not None:
+        if not seg.has_flags(tcp.TCP_SYN) or seg.has_flags(tcp.TCP_RST):
+            return None
+        out.add_protocol(ipv4.ipv4(src=ip.dst, dst=ip.src, proto=ip.proto, ttl=64))
+        out.add_protocol(tcp.tcp(src_port=seg.dst_port, dst_port=seg.src_port, seq=0,
+                                 ack=(seg.seq + 1) & 0xFFFFFFFF,
+                                 bits=tcp.TCP_RST | tcp.TCP_ACK, window_size=0))
+    elif pkt.get_protocol(udp.udp) is not None:
+        quoted = data[14:14 + ip.header_length * 4 + 8]
+        out.add_protocol(ipv4.ipv4(src=ip.dst, dst=ip.src, proto=1, ttl=64))
+        out.add_protocol(icmp.icmp(type_=icmp.ICMP_DEST_UNREACH,
+                                   code=icmp.ICMP_PORT_UNREACH_CODE,
+                                   data=icmp.dest_unreach(data=quoted)))
+    else:
+        return None
+    out.serialize()
+    return bytes(out.data)
+
+
+def main(argv=None):
+    from ryu.cmd import manager
+    args = list(sys.argv[1:] if argv is None else argv)
+    port = '6653'
+    if '--ofp-port' in args:
+        i = args.index('--ofp-port')
+        port = args[i + 1]
+        del args[i:i + 2]
+    manager.main(args=['--ofp-listen-host', '127.0.0.1', '--ofp-tcp-listen-port', port,
+                       *args, 'controller.ryu_app'])
+
+
+if __name__ == '__main__':
+    main()

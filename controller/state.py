@@ -1,0 +1,118 @@
+"""What the dataplane needs to know of the cluster, distilled from Kubernetes objects.
+
+``ClusterState.from_objects`` reads the API server's snapshot (Pods, Services,
+EndpointSlices) and keeps only what turns into flows: where each pod lives, and for each
+Service port its virtual IP and its ready endpoints. The same snapshot always gives the
+same state, so the flows computed from it are stable. No Ryu import here.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+PROTOCOL_NUMBERS = {'TCP': 6, 'UDP': 17}
+
+
+@dataclass(frozen=True)
+class PodNet:
+    namespace: str
+    name: str
+    node: str
+    ip: str
+
+    @property
+    def owner(self) -> str:
+        return f'pod {self.namespace}/{self.name}'
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    ip: str
+    port: int
+    node: str
+
+
+@dataclass(frozen=True)
+class ServicePort:
+    """One (Service, port) pair: ``ns/svc/tcp/p80`` in kube-proxy's naming."""
+    namespace: str
+    service: str
+    port_name: str
+    protocol: str
+    vip: str
+    port: int
+    endpoints: tuple = ()
+
+    @property
+    def key(self) -> str:
+        return f'{self.namespace}/{self.service}/{self.protocol.lower()}/' \
+               f'{self.port_name or "p" + str(self.port)}'
+
+    @property
+    def proto_number(self) -> int:
+        return PROTOCOL_NUMBERS[self.protocol]
+
+
+@dataclass
+class ClusterState:
+    cluster: object
+    pods: list = field(default_factory=list)           # [PodNet]
+    service_ports: list = field(default_factory=list)  # [ServicePort]
+
+    def pods_on(self, node_name: str) -> list:
+        return [p for p in self.pods if p.node == node_name]
+
+    def vips(self) -> dict[str, str]:
+        """Every ClusterIP -> the Service that owns it."""
+        return {sp.vip: f'{sp.namespace}/{sp.service}' for sp in self.service_ports}
+
+    @classmethod
+    def from_objects(cls, cluster, objects: dict) -> 'ClusterState':
+        """``objects`` maps a kind ('Pod', 'Service', 'EndpointSlice') to its items."""
+        node_names = {n.name for n in cluster.nodes}
+        pods = []
+        for pod in objects.get('Pod', []):
+            ip = pod.get('status', {}).get('podIP')
+            node = pod.get('spec', {}).get('nodeName')
+            if ip and node in node_names:
+                meta = pod['metadata']
+                pods.append(PodNet(meta.get('namespace', 'default'), meta['name'], node, ip))
+        pods.sort(key=lambda p: (p.node, p.ip))
+        slices = {}
+        for eps in objects.get('EndpointSlice', []):
+            meta = eps['metadata']
+            svc = meta.get('labels', {}).get('kubernetes.io/service-name')
+            if svc:
+                slices.setdefault((meta.get('namespace', 'default'), svc), []).append(eps)
+        ports = []
+        for svc in objects.get('Service', []):
+            ports.extend(_service_ports(svc, slices))
+        ports.sort(key=lambda sp: sp.key)
+        return cls(cluster, pods, ports)
+
+
+def _service_ports(svc: dict, slices: dict) -> list:
+    spec = svc.get('spec', {})
+    vip = spec.get('clusterIP')
+    if not vip or vip == 'None':
+        return []
+    meta = svc['metadata']
+    ns = meta.get('namespace', 'default')
+    out = []
+    for port in spec.get('ports', []):
+        name = port.get('name') or ''
+        protocol = port.get('protocol', 'TCP')
+        if protocol not in PROTOCOL_NUMBERS:
+            continue
+        endpoints = set()
+        for eps in slices.get((ns, meta['name']), []):
+            for sp in eps.get('ports') or []:
+                if (sp.get('name') or '') != name or sp.get('protocol', 'TCP') != protocol:
+                    continue
+                for ep in eps.get('endpoints') or []:
+                    if ep.get('conditions', {}).get('ready', True) is not False:
+                        for addr in ep.get('addresses', []):
+                            endpoints.add(Endpoint(addr, sp['port'], ep.get('nodeName', '')))
+        out.append(ServicePort(ns, meta['name'], name, protocol, vip, port['port'],
+                               tuple(sorted(endpoints, key=lambda e: (e.ip, e.port)))))
+    return out

@@ -1,0 +1,430 @@
+"""``kubelab``: the lab's one command, with kubectl's verbs and output shapes.
+
+  kubelab up [-f cluster.yaml] [-f manifest-or-dir ...] [--detach]
+  kubelab down
+  kubelab apply -f FILE|DIR [--wait]      kubelab delete -f FILE | KIND NAME
+  kubelab get KIND [NAME] [-o wide|json|yaml|name] [-n NS | -A]
+  kubelab scale deployment NAME --replicas N
+  kubelab exec POD|node/NAME|host/NAME [-c CONTAINER] -- CMD...
+  kubelab logs POD [-c CONTAINER]
+  kubelab wait                             (every pod ready, the dataplane caught up)
+  kubelab demo                             (bring up the default lab, show traffic, tear down)
+  kubelab bench                            (the benchmark table)
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import datetime, timezone
+
+from kubelab import printers
+from kubelab.client import STATE_DIR, Client, NoLab
+from services import manifests
+from services.errors import ApplyError, KubelabError, ValidationError
+
+STORE_KIND = {'pods': 'Pod', 'deployments': 'Deployment', 'services': 'Service',
+              'endpointslices': 'EndpointSlice', 'nodes': 'Node'}
+DELETE_KINDS = {'pods': 'Pod', 'deployments': 'Deployment', 'services': 'Service',
+                'endpointslices': 'EndpointSlice', 'namespaces': 'Namespace'}
+
+
+def read_paths(paths: list[str]) -> list[dict]:
+    """Every object in the files (or the *.yaml/*.yml/*.json files of the directories)."""
+    docs = []
+    for path in paths:
+        if os.path.isdir(path):
+            files = sorted(os.path.join(path, f) for f in os.listdir(path)
+                           if f.endswith(('.yaml', '.yml', '.json')))
+            if not files:
+                raise KubelabError(f'{path}: no .yaml, .yml or .json files in this directory')
+        elif os.path.exists(path):
+            files = [path]
+        else:
+            raise KubelabError(f'the path "{path}" does not exist')
+        for name in files:
+            with open(name) as f:
+                docs.extend(manifests.load_documents(f.read(), name))
+    return docs
+
+
+# ---------------------------------------------------------------- up / down
+def cmd_up(args) -> int:
+    from kubelab.daemon import running_daemon
+    from services.cluster import load_cluster
+    if os.geteuid() != 0:
+        raise KubelabError('the lab needs root (network namespaces and Open vSwitch): '
+                           'run `sudo kubelab up`')
+    pid = running_daemon()
+    if pid:
+        raise KubelabError(f'a lab is already running (daemon pid {pid}): '
+                           '`kubelab down` stops it')
+    cluster_file, objects = None, []
+    for path in args.filename or []:
+        if os.path.isfile(path):
+            with open(path) as f:
+                text = f.read()
+            docs = manifests.load_documents(text, path) if 'kind: Cluster' not in text \
+                else None
+            if docs is None:
+                load_cluster(text, path)            # check it before booting
+                cluster_file = os.path.abspath(path)
+                continue
+        objects.extend(read_paths([path]))
+    errors = []
+    for obj in objects:
+        try:
+            manifests.validate(obj)
+        except ApplyError as exc:
+            errors.extend(exc.errors)
+        except ValidationError as exc:
+            errors.append(exc)
+    if errors:
+        raise ApplyError(errors)
+    os.makedirs(STATE_DIR, mode=0o700, exist_ok=True)
+    argv = [sys.executable, '-m', 'kubelab.daemon']
+    if cluster_file:
+        argv += ['--cluster', cluster_file]
+    if objects:
+        fd, mpath = tempfile.mkstemp(prefix='manifests-', suffix='.json', dir=STATE_DIR)
+        with os.fdopen(fd, 'w') as f:
+            json.dump(objects, f)
+        argv += ['--manifests', mpath]
+    for name in ('ready', 'api.json'):
+        if os.path.exists(os.path.join(STATE_DIR, name)):
+            os.unlink(os.path.join(STATE_DIR, name))
+    log_path = os.path.join(STATE_DIR, 'daemon.log')
+    with open(log_path, 'ab') as log:
+        proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=log,
+                                stderr=subprocess.STDOUT, start_new_session=True,
+                                cwd='/', env=dict(os.environ, PYTHONPATH=_pythonpath()))
+    print('Bringing the lab up', end='', flush=True)
+    start = time.monotonic()
+    while not os.path.exists(os.path.join(STATE_DIR, 'ready')):
+        if proc.poll() is not None:
+            print(' failed.')
+            raise KubelabError('the lab did not come up:\n' + _tail(log_path, 15))
+        if time.monotonic() - start > 180:
+            proc.terminate()
+            raise KubelabError('the lab did not come up within 180 s:\n' + _tail(log_path))
+        print('.', end='', flush=True)
+        time.sleep(0.5)
+    print(f' ready in {time.monotonic() - start:.1f} s.')
+    client = Client()
+    info = client.lab()
+    print(f'Nodes: {", ".join(n["name"] + " " + n["ip"] for n in info["nodes"])}')
+    print(f'External hosts: {", ".join(h["name"] + " " + h["ip"] for h in info["hosts"])}')
+    print(f'Datapath: {info["datapath"]} (Open vSwitch); controller pid '
+          f'{info["controllerPid"]}; state in {STATE_DIR}')
+    if args.detach:
+        print('Try: kubelab get nodes -o wide; `kubelab down` stops the lab.')
+        return 0
+    print('The lab runs until Ctrl-C (or `kubelab down` from another shell).')
+    try:
+        while proc.poll() is None:
+            time.sleep(0.5)
+    except KeyboardInterrupt:
+        print('\nTaking the lab down...')
+        return cmd_down(args)
+    return 0
+
+
+def _pythonpath() -> str:
+    return os.pathsep.join(p for p in sys.path if p)
+
+
+def _tail(path: str, lines: int = 30) -> str:
+    try:
+        with open(path, errors='replace') as f:
+            return ''.join(f.readlines()[-lines:])
+    except OSError:
+        return ''
+
+
+def cmd_down(args) -> int:
+    from kubelab.daemon import running_daemon, state_path
+    from topo.cleanup import clean_leftovers
+    pid = running_daemon()
+    if pid is None:
+        removed = clean_leftovers(state_path('pids'))
+        print('No lab is running.' + (f' Removed leftovers: {"; ".join(removed)}.'
+                                      if removed else ''))
+        return 0
+    try:
+        Client().shutdown()
+    except KubelabError:
+        os.kill(pid, 15)
+    deadline = time.monotonic() + 60
+    while running_daemon() and time.monotonic() < deadline:
+        time.sleep(0.2)
+    if running_daemon():
+        os.kill(pid, 9)
+    clean_leftovers(state_path('pids'))
+    print('The lab is down.')
+    return 0
+
+
+# ---------------------------------------------------------------- objects
+def _print_results(result: dict):
+    for warning in result.get('warnings', []):
+        print(f'Warning: {warning}', file=sys.stderr)
+    for ref, action in result['results']:
+        print(f'{ref} {action}')
+
+
+def cmd_apply(args) -> int:
+    objects = read_paths(args.filename)
+    client = Client()
+    _print_results(client.apply(objects, dry_run=args.dry_run))
+    if args.wait and not args.dry_run:
+        for ns in sorted({o.get('metadata', {}).get('namespace', 'default') for o in objects}):
+            client.wait_ready(ns, timeout=args.timeout)
+    return 0
+
+
+def cmd_delete(args) -> int:
+    client = Client()
+    targets = []
+    if args.filename:
+        for obj in read_paths(args.filename):
+            kind, ns, name = manifests.key(obj)
+            targets.append((kind, ns or None, name))
+    else:
+        if not args.kind or not args.name:
+            raise KubelabError('delete needs -f FILE or KIND NAME (e.g. `kubelab delete pod '
+                               'web`)')
+        word = args.kind
+        if '/' in word:
+            word, args.name = word.split('/', 1)
+        kind = DELETE_KINDS.get(printers.kind_alias(word) if word not in ('ns', 'namespace',
+                                'namespaces') else 'namespaces')
+        if kind is None:
+            raise KubelabError(f'cannot delete {word}; valid: '
+                               + ', '.join(sorted(DELETE_KINDS)))
+        targets.append((kind, None if kind == 'Namespace' else args.namespace, args.name))
+    code = 0
+    for kind, ns, name in targets:
+        try:
+            print(client.delete(kind, ns, name, args.grace_period)['message'])
+        except KubelabError as exc:
+            print(f'Error from server (NotFound): {exc}' if 'not found' in str(exc)
+                  else f'error: {exc}', file=sys.stderr)
+            code = 1
+    if args.wait:
+        for kind, ns, name in targets:
+            def gone(kind=kind, ns=ns, name=name):
+                try:
+                    client.get(kind, ns, name)
+                    return False
+                except KubelabError:
+                    return True
+            client.wait_for(gone, f'{kind} {name} to be deleted', timeout=60)
+        client.wait_dataplane()
+    return code
+
+
+def cmd_get(args) -> int:
+    kind = printers.kind_alias(args.kind)
+    client = Client()
+    now = datetime.now(timezone.utc)
+    if kind == 'hosts':
+        objs = [{'kind': 'Host', 'metadata': {'name': h['name']},
+                 'status': {'addresses': [{'type': 'ExternalIP', 'address': h['ip']}]}}
+                for h in client.lab()['hosts']]
+        if args.name:
+            objs = [o for o in objs if o['metadata']['name'] == args.name]
+            if not objs:
+                raise KubelabError(f'hosts "{args.name}" not found')
+    else:
+        ns = None if args.all_namespaces or kind == 'nodes' else args.namespace
+        if args.name:
+            objs = [client.get(STORE_KIND[kind], ns, args.name)]
+        else:
+            objs = client.list(STORE_KIND[kind], ns)
+    out = printers.render(kind, objs, args.output, now, namespace=args.namespace,
+                          single=bool(args.name))
+    print(out)
+    return 0
+
+
+def cmd_scale(args) -> int:
+    word = args.kind
+    if '/' in word:
+        word, args.name = word.split('/', 1)
+    if printers.kind_alias(word) != 'deployments':
+        raise KubelabError(f'scale works on deployments, not "{word}"')
+    print(Client().scale(args.namespace, args.name, args.replicas)['message'])
+    return 0
+
+
+def cmd_wait(args) -> int:
+    Client().wait_ready(args.namespace, timeout=args.timeout)
+    print('All pods are ready and every switch carries the current state.')
+    return 0
+
+
+# ---------------------------------------------------------------- exec / logs
+def exec_target(client: Client, target: str, namespace: str, container: str | None):
+    """(pid whose network namespace to enter, environment) for an exec target."""
+    from topo.images.runtime import container_env
+    info = client.lab()
+    if target.startswith(('node/', 'host/')):
+        kind, name = target.split('/', 1)
+        items = info['nodes'] if kind == 'node' else info['hosts']
+        for item in items:
+            if item['name'] == name:
+                return item['pid'], dict(os.environ)
+        raise KubelabError(f'{kind} "{name}" not found; valid: '
+                           + ', '.join(f'{kind}/{i["name"]}' for i in items))
+    name = target.split('/', 1)[1] if target.startswith(('pod/', 'po/')) else target
+    pod = client.get('Pod', namespace, name)
+    pid = info['sandboxes'].get(pod['metadata']['uid'])
+    if pid is None:
+        raise KubelabError(f'pod {name} has no running sandbox (phase '
+                           f'{pod["status"].get("phase")})')
+    spec = _container(pod, container)
+    env = container_env(spec, name, os.path.join(info['stateDir'], 'busybox-bin'))
+    return pid, env
+
+
+def _container(pod: dict, name: str | None) -> dict:
+    containers = pod['spec']['containers']
+    if name is None:
+        if len(containers) > 1:
+            print(f'Defaulted container "{containers[0]["name"]}" out of: '
+                  + ', '.join(c['name'] for c in containers), file=sys.stderr)
+        return containers[0]
+    for c in containers:
+        if c['name'] == name:
+            return c
+    raise KubelabError(f'container {name} is not valid for pod {pod["metadata"]["name"]}; '
+                       'valid: ' + ', '.join(c['name'] for c in containers))
+
+
+def cmd_exec(args) -> int:
+    if not args.command:
+        raise KubelabError('exec needs a command after --, e.g. '
+                           '`kubelab exec web-abc -- wget -qO- 10.96.0.10`')
+    client = Client()
+    pid, env = exec_target(client, args.target, args.namespace, args.container)
+    argv = ['nsenter', f'--net=/proc/{pid}/ns/net', '--', *args.command]
+    os.execvpe('nsenter', argv, env)
+
+
+def cmd_logs(args) -> int:
+    client = Client()
+    pod = client.get('Pod', args.namespace, args.pod)
+    spec = _container(pod, args.container)
+    meta = pod['metadata']
+    path = os.path.join(client.lab()['stateDir'], 'pods',
+                        f'{meta["namespace"]}_{meta["name"]}_{meta["uid"]}',
+                        f'{spec["name"]}.log')
+    try:
+        with open(path, errors='replace') as f:
+            sys.stdout.write(f.read())
+            while args.follow:
+                line = f.readline()
+                if line:
+                    sys.stdout.write(line)
+                    sys.stdout.flush()
+                else:
+                    time.sleep(0.2)
+    except FileNotFoundError:
+        raise KubelabError(f'container "{spec["name"]}" in pod "{meta["name"]}" has not '
+                           'started yet') from None
+    except KeyboardInterrupt:
+        pass
+    return 0
+
+
+def cmd_demo(args) -> int:
+    from kubelab.demo import run_demo
+    return run_demo()
+
+
+def cmd_bench(args) -> int:
+    from kubelab.bench import run_bench
+    return run_bench(args)
+
+
+# ---------------------------------------------------------------- parser
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog='kubelab', description='An emulated Kubernetes network '
+                                'lab: Mininet + Open vSwitch + a Ryu kube-proxy.')
+    sub = p.add_subparsers(dest='verb', required=True, metavar='COMMAND')
+
+    def add(name, fn, help_text):
+        sp = sub.add_parser(name, help=help_text)
+        sp.set_defaults(fn=fn)
+        sp.add_argument('-n', '--namespace', default='default')
+        return sp
+
+    sp = add('up', cmd_up, 'bring up a lab (default: 3 nodes, 2 external hosts)')
+    sp.add_argument('-f', '--filename', action='append',
+                    help='a cluster file (kind: Cluster) or manifests to apply; repeatable')
+    sp.add_argument('--detach', action='store_true', help='return once the lab is ready')
+    add('down', cmd_down, 'take the lab down and remove everything it created')
+    sp = add('apply', cmd_apply, 'create or update objects from files')
+    sp.add_argument('-f', '--filename', action='append', required=True)
+    sp.add_argument('--dry-run', action='store_true', help='validate only')
+    sp.add_argument('--wait', action='store_true',
+                    help='wait until pods are ready and the switches carry the change')
+    sp.add_argument('--timeout', type=float, default=60)
+    sp = add('delete', cmd_delete, 'delete objects')
+    sp.add_argument('kind', nargs='?')
+    sp.add_argument('name', nargs='?')
+    sp.add_argument('-f', '--filename', action='append')
+    sp.add_argument('--grace-period', type=int, default=None)
+    sp.add_argument('--wait', action='store_true')
+    sp = add('get', cmd_get, 'list objects as kubectl does')
+    sp.add_argument('kind')
+    sp.add_argument('name', nargs='?')
+    sp.add_argument('-o', '--output', choices=['wide', 'json', 'yaml', 'name'])
+    sp.add_argument('-A', '--all-namespaces', action='store_true')
+    sp = add('scale', cmd_scale, 'set the replicas of a deployment')
+    sp.add_argument('kind')
+    sp.add_argument('name', nargs='?')
+    sp.add_argument('--replicas', type=int, required=True)
+    sp = add('exec', cmd_exec, 'run a command in a pod, node/NAME or host/NAME')
+    sp.add_argument('target')
+    sp.add_argument('-c', '--container')
+    sp.add_argument('command', nargs=argparse.REMAINDER)
+    sp = add('logs', cmd_logs, "print a container's log")
+    sp.add_argument('pod')
+    sp.add_argument('-c', '--container')
+    sp.add_argument('-f', '--follow', action='store_true')
+    sp = add('wait', cmd_wait, 'wait until all pods are ready and the dataplane caught up')
+    sp.add_argument('--timeout', type=float, default=60)
+    add('demo', cmd_demo, 'bring up the default lab, show traffic through it, take it down')
+    sp = add('bench', cmd_bench, 'measure the dataplane: direct vs through a ClusterIP')
+    sp.add_argument('--connections', type=int, default=10000)
+    sp.add_argument('--seconds', type=float, default=5)
+    return p
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    if getattr(args, 'command', None) and args.command[0] == '--':
+        args.command = args.command[1:]
+    try:
+        return args.fn(args) or 0
+    except ApplyError as exc:
+        for err in exc.errors:
+            print(f'error: {str(err).lstrip(": ")}', file=sys.stderr)
+        print('Nothing was applied.', file=sys.stderr)
+        return 1
+    except NoLab as exc:
+        print(f'error: {exc}', file=sys.stderr)
+        return 1
+    except (KubelabError, ValueError) as exc:
+        print(f'error: {exc}', file=sys.stderr)
+        return 1
+
+
+if __name__ == '__main__':
+    sys.exit(main())

@@ -1,0 +1,119 @@
+"""A small client of the lab's API server, for the CLI, the tests and the benchmark."""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+import urllib.error
+import urllib.request
+
+from services.errors import ApplyError, KubelabError, NotFound, ValidationError
+
+STATE_DIR = os.environ.get('KUBELAB_STATE_DIR', '/run/kubelab')
+
+
+class NoLab(KubelabError):
+    pass
+
+
+class Client:
+    def __init__(self, state_dir: str = STATE_DIR):
+        try:
+            with open(os.path.join(state_dir, 'api.json')) as f:
+                self.url = json.load(f)['url']
+            with open(os.path.join(state_dir, 'token')) as f:
+                self.token = f.read().strip()
+        except FileNotFoundError:
+            raise NoLab('no lab is running: start one with `kubelab up`') from None
+        except PermissionError:
+            raise KubelabError('the lab belongs to root: run kubelab with sudo') from None
+        self.state_dir = state_dir
+
+    def _call(self, method: str, path: str, body=None, timeout: float = 30):
+        data = json.dumps(body).encode() if body is not None else None
+        req = urllib.request.Request(self.url + path, data=data, method=method, headers={
+            'Authorization': f'Bearer {self.token}', 'Content-Type': 'application/json'})
+        try:
+            with urllib.request.urlopen(req, timeout=timeout) as resp:
+                return json.loads(resp.read())
+        except urllib.error.HTTPError as exc:
+            payload = json.loads(exc.read() or b'{}')
+            if exc.code == 422:
+                raise ApplyError([ValidationError('', '', e) for e in payload['errors']]) \
+                    from None
+            if exc.code == 404:
+                raise NotFound(payload.get('error', 'not found')) from None
+            raise KubelabError(payload.get('error', f'HTTP {exc.code}')) from None
+        except urllib.error.URLError as exc:
+            raise NoLab(f'the lab does not answer at {self.url} ({exc.reason}): is it up? '
+                        '`kubelab up` starts one') from None
+
+    # ------------------------------------------------------------ API
+    def apply(self, objects: list[dict], dry_run: bool = False) -> dict:
+        return self._call('POST', '/lab/v1/apply', {'objects': objects, 'dryRun': dry_run})
+
+    def delete(self, kind: str, namespace: str | None, name: str, grace=None) -> dict:
+        return self._call('POST', '/lab/v1/delete', {
+            'kind': kind, 'namespace': namespace, 'name': name, 'gracePeriodSeconds': grace})
+
+    def scale(self, namespace: str, name: str, replicas: int) -> dict:
+        return self._call('POST', '/lab/v1/scale', {'namespace': namespace, 'name': name,
+                                                     'replicas': replicas})
+
+    def list(self, kind: str, namespace: str | None = None) -> list[dict]:
+        q = f'?kind={kind}' + (f'&namespace={namespace}' if namespace else '')
+        return self._call('GET', '/lab/v1/objects' + q)['items']
+
+    def get(self, kind: str, namespace: str | None, name: str) -> dict:
+        q = f'?kind={kind}&name={name}' + (f'&namespace={namespace}' if namespace else '')
+        return self._call('GET', '/lab/v1/objects' + q)
+
+    def lab(self) -> dict:
+        return self._call('GET', '/lab/v1/lab')
+
+    def dataplane(self) -> dict:
+        return self._call('GET', '/lab/v1/dataplane')
+
+    def shutdown(self) -> dict:
+        return self._call('POST', '/lab/v1/shutdown', {})
+
+    # ------------------------------------------------------------ waiting
+    def wait_dataplane(self, timeout: float = 10) -> float:
+        """Wait until every switch carries the store's current version; seconds taken."""
+        start = time.monotonic()
+        while True:
+            dp = self.dataplane()
+            switches = len(self.lab()['nodes']) + 2
+            if dp['version'] >= dp['storeVersion'] and len(dp['switches']) >= switches:
+                return time.monotonic() - start
+            if time.monotonic() - start > timeout:
+                raise KubelabError(f'the dataplane is at version {dp["version"]}, the store '
+                                   f'at {dp["storeVersion"]}, after {timeout} s')
+            time.sleep(0.02)
+
+    def wait_for(self, predicate, what: str, timeout: float = 30, interval: float = 0.1):
+        deadline = time.monotonic() + timeout
+        while True:
+            value = predicate()
+            if value:
+                return value
+            if time.monotonic() > deadline:
+                raise KubelabError(f'timed out after {timeout} s waiting for {what}')
+            time.sleep(interval)
+
+    def wait_ready(self, namespace: str = 'default', timeout: float = 60):
+        """Wait until every pod of the namespace is Ready and every Deployment complete,
+        and the dataplane carries it."""
+        def settled():
+            pods = self.list('Pod', namespace)
+            deps = self.list('Deployment', namespace)
+            pods_ok = all(p['metadata'].get('deletionTimestamp') is None and any(
+                c['type'] == 'Ready' and c['status'] == 'True'
+                for c in p['status'].get('conditions', [])) for p in pods)
+            deps_ok = all(d.get('status', {}).get('readyReplicas', 0) == d['spec']['replicas']
+                          and d['status'].get('replicas', 0) == d['spec']['replicas']
+                          for d in deps)
+            return pods_ok and deps_ok
+        self.wait_for(settled, f'the pods in namespace {namespace} to be ready', timeout)
+        self.wait_dataplane()

@@ -1,0 +1,260 @@
+"""The lab daemon: one running emulated cluster, from ``kubelab up`` to ``kubelab down``.
+
+It wires the parts together in the order a cluster boots: clean what a crashed run left,
+make sure Open vSwitch runs, start the API server (store + controllers), start the Ryu
+controller (kube-proxy), build the Mininet network and wait until every switch carries
+its flows, start one kubelet per node, apply the user's manifests, and say it is ready.
+On SIGTERM, SIGINT or ``POST /lab/v1/shutdown`` it takes everything down again and
+removes what it created, nothing else.
+
+State lives in ``$KUBELAB_STATE_DIR`` (default /run/kubelab): the API address and token,
+the pid registry, the controller's and the daemon's logs, the pods' logs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import secrets
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+
+from services.cluster import default_cluster, load_cluster_file
+from services.errors import KubelabError
+
+LOG = logging.getLogger('kubelab.daemon')
+STATE_DIR = os.environ.get('KUBELAB_STATE_DIR', '/run/kubelab')
+OVS_CTL = '/usr/share/openvswitch/scripts/ovs-ctl'
+
+
+def state_path(*parts: str) -> str:
+    return os.path.join(STATE_DIR, *parts)
+
+
+def cluster_document(cluster) -> dict:
+    """The cluster file that describes ``cluster`` (what the controller is given)."""
+    lo, hi = cluster.node_port_range
+    return {
+        'apiVersion': 'kubelab.io/v1alpha1', 'kind': 'Cluster',
+        'metadata': {'name': cluster.name},
+        'networking': {'serviceSubnet': cluster.service_cidr,
+                       'podSubnet': cluster.cluster_cidr, 'nodeSubnet': cluster.node_cidr,
+                       'externalSubnet': cluster.external_cidr,
+                       'loadBalancerPool': cluster.lb_pool, 'nodePortRange': f'{lo}-{hi}'},
+        'nodes': [{'name': n.name, 'role': n.role, 'ip': n.ip, 'podCIDR': n.pod_cidr}
+                  for n in cluster.nodes],
+        'clients': [{'name': c.name, 'ip': c.ip} for c in cluster.clients],
+    }
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(('127.0.0.1', 0))
+        return s.getsockname()[1]
+
+
+def ensure_openvswitch():
+    """Start Open vSwitch when ``ovs-vsctl`` gets no answer."""
+    if shutil.which('ovs-vsctl') is None:
+        raise KubelabError('Open vSwitch is not installed: run `make install` (or '
+                           '`apt-get install openvswitch-switch`) as root')
+    if subprocess.run(['ovs-vsctl', '--timeout=5', 'show'], capture_output=True).returncode:
+        subprocess.run([OVS_CTL, 'start', '--system-id=random'], capture_output=True)
+        if subprocess.run(['ovs-vsctl', '--timeout=5', 'show'],
+                          capture_output=True).returncode:
+            raise KubelabError('Open vSwitch does not answer and would not start: check '
+                               f'that ovsdb-server and ovs-vswitchd run ({OVS_CTL} start)')
+
+
+def running_daemon() -> int | None:
+    """The pid of a live lab daemon, if there is one."""
+    from topo.cleanup import start_time
+    try:
+        with open(state_path('daemon.pid')) as f:
+            pid, started = f.read().split()
+    except (OSError, ValueError):
+        return None
+    return int(pid) if start_time(int(pid)) == started else None
+
+
+class Lab:
+    def __init__(self, cluster, manifests: list[dict]):
+        self.cluster = cluster
+        self.manifests = manifests
+        self.done = threading.Event()
+        self.agents = []
+        self.network = None
+        self.controller = None
+        self.api = None
+        self.store = None
+        self.registry = None
+
+    # ------------------------------------------------------------ up
+    def up(self):
+        from controller.apiserver import APIServer
+        from services.store import Store
+        from topo.cleanup import PidRegistry, clean_leftovers, start_time
+        from topo.kubelet import NodeAgent
+        from topo.network import LabNetwork
+
+        if os.geteuid() != 0:
+            raise KubelabError('the lab needs root (network namespaces and Open vSwitch): '
+                               'run it with sudo')
+        for tool in ('mnexec', 'ethtool', 'busybox'):
+            if shutil.which(tool) is None:
+                raise KubelabError(f'{tool} is missing: run `make install` as root')
+        ensure_openvswitch()
+        os.makedirs(STATE_DIR, mode=0o700, exist_ok=True)
+        for what in clean_leftovers(state_path('pids'), skip_pid=os.getpid()):
+            LOG.warning('removed leftovers of an earlier run: %s', what)
+        shutil.rmtree(state_path('pods'), ignore_errors=True)
+        with open(state_path('daemon.pid'), 'w') as f:
+            f.write(f'{os.getpid()} {start_time(os.getpid())}')
+        self.registry = PidRegistry(state_path('pids'))
+        token = secrets.token_hex(24)
+        fd = os.open(state_path('token'), os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, 'w') as f:
+            f.write(token)
+        with open(state_path('cluster.json'), 'w') as f:
+            json.dump(cluster_document(self.cluster), f)
+
+        self.store = Store(self.cluster)
+        self.api = APIServer(self.store, token, self.lab_info, self.done.set)
+        self.api.start()
+        api_url = f'http://127.0.0.1:{self.api.port}'
+
+        ofp_port = free_port()
+        self._start_controller(api_url, ofp_port)
+        self.network = LabNetwork(self.cluster, ofp_port)
+        self.network.start()
+        for host in self.network.net.hosts:
+            self.registry.add(host.pid, f'host {host.name}')
+        switches = len(self.network.net.switches)
+        if not self.api.wait_dataplane(self.store.rv, switches, timeout=60):
+            raise KubelabError('the switches did not get their flows within 60 s: see '
+                               + state_path('controller.log'))
+        busybox_dir = state_path('busybox-bin')
+        os.makedirs(busybox_dir, exist_ok=True)
+        subprocess.run(['busybox', '--install', '-s', busybox_dir], check=True)
+        for node in self.cluster.nodes:
+            agent = NodeAgent(node, self.store, self.network, self.registry, STATE_DIR,
+                              busybox_dir)
+            agent.start()
+            self.agents.append(agent)
+        if self.manifests:
+            result = self.store.apply(self.manifests)
+            for ref, action in result['results']:
+                LOG.info('%s %s', ref, action)
+        with open(state_path('api.json'), 'w') as f:
+            json.dump({'url': api_url, 'pid': os.getpid(), 'datapath': self.network.datapath},
+                      f)
+
+    def _start_controller(self, api_url: str, ofp_port: int):
+        env = dict(os.environ, KUBELAB_API=api_url,
+                   KUBELAB_TOKEN_FILE=state_path('token'),
+                   KUBELAB_CLUSTER_FILE=state_path('cluster.json'),
+                   PYTHONPATH=os.pathsep.join(p for p in sys.path if p))
+        log = open(state_path('controller.log'), 'ab')
+        self.controller = subprocess.Popen(
+            [sys.executable, '-m', 'controller.ryu_app', '--ofp-port', str(ofp_port)],
+            stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, env=env,
+            start_new_session=True)
+        log.close()
+        self.registry.add(self.controller.pid, 'controller')
+        self._controller_args = (api_url, ofp_port)
+
+    def lab_info(self) -> dict:
+        from topo import wiring
+        net = self.network
+        nodes, hosts, sandboxes = [], [], {}
+        if net is not None and net.net is not None:
+            for node in self.cluster.nodes:
+                nodes.append({'name': node.name, 'ip': node.ip, 'role': node.role,
+                              'bridge': wiring.node_bridge(node),
+                              'pid': net.node_host(node.name).pid})
+            for client in self.cluster.clients:
+                hosts.append({'name': client.name, 'ip': client.ip,
+                              'pid': net.client_host(client.name).pid})
+        for agent in self.agents:
+            for uid, rt in list(agent.pods.items()):
+                sandboxes[uid] = rt.host.pid
+        return {'nodes': nodes, 'hosts': hosts, 'sandboxes': sandboxes,
+                'datapath': net.datapath if net else None,
+                'controllerPid': self.controller.pid if self.controller else None,
+                'stateDir': STATE_DIR}
+
+    # ------------------------------------------------------------ run / down
+    def supervise(self):
+        """Until shutdown: restart the controller if it dies (switches keep forwarding
+        meanwhile: they are fail-secure)."""
+        while not self.done.wait(0.5):
+            if self.controller is not None and self.controller.poll() is not None:
+                LOG.warning('the controller exited (%s); starting it again',
+                            self.controller.returncode)
+                self._start_controller(*self._controller_args)
+
+    def down(self):
+        from topo.cleanup import clean_leftovers
+        for agent in self.agents:
+            agent.stop()
+        if self.network is not None:
+            self.network.stop()
+        if self.controller is not None:
+            self.controller.terminate()
+            try:
+                self.controller.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                self.controller.kill()
+        if self.api is not None:
+            self.api.stop()
+        clean_leftovers(state_path('pids'), skip_pid=os.getpid())
+        for name in ('api.json', 'token', 'daemon.pid', 'ready'):
+            try:
+                os.unlink(state_path(name))
+            except FileNotFoundError:
+                pass
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(prog='kubelab-daemon')
+    parser.add_argument('--cluster')
+    parser.add_argument('--manifests', help='a JSON file with the objects to apply')
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, stream=sys.stdout,
+                        format='%(asctime)s %(name)s %(levelname)s %(message)s')
+    cluster = load_cluster_file(args.cluster) if args.cluster else default_cluster()
+    manifests = []
+    if args.manifests:
+        with open(args.manifests) as f:
+            manifests = json.load(f)
+    lab = Lab(cluster, manifests)
+    for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+        signal.signal(sig, lambda *_: lab.done.set())
+    code = 0
+    try:
+        lab.up()
+        open(state_path('ready'), 'w').close()
+        LOG.info('lab is ready')
+        lab.supervise()
+    except KubelabError as exc:
+        LOG.error('%s', exc)
+        print(f'error: {exc}', file=sys.stderr)
+        code = 1
+    except Exception:
+        LOG.exception('the lab failed')
+        code = 1
+    finally:
+        lab.down()
+        LOG.info('lab is down')
+    return code
+
+
+if __name__ == '__main__':
+    sys.exit(main())

@@ -1,0 +1,237 @@
+"""Allocators of addresses: Service ClusterIPs and per-node pod IPs.
+
+Each allocator is plain state (a set of used integers in an inclusive range)
+plus a strategy for picking the next free one, mirroring the component that
+does the job in a real cluster:
+
+* ``ClusterIPAllocator``: the API server's Service IP allocator. Random pick,
+  preferring the upper ("dynamic") part of the range so that the lower 1/16
+  (16 to 256 addresses) stays free for Services that ask for a fixed
+  ``clusterIP``. The network and broadcast addresses are never handed out;
+  the first host address (``10.96.0.1``, the ``kubernetes`` Service) and the
+  tenth (``10.96.0.10``, cluster DNS) are reserved from the start.
+* ``PodIPAllocator``: the CNI ``host-local`` IPAM plugin on one node. Skips the
+  network address, the pod gateway (``.1``) and broadcast; allocates round-robin
+  after the last reserved address, so a replaced pod gets a new IP.
+* NodePorts come with NodePort Services: a ``NodePortAllocator`` will be a
+  ``_Pool`` over ports with the same random-scan strategy as ClusterIPs.
+
+Errors are ``AllocationError`` and carry the valid range. For all-or-nothing
+applies the store works on ``copy()`` (or ``snapshot()``/``restore()``) and
+keeps the copy only when everything succeeded.
+"""
+
+import ipaddress
+import os
+import random
+
+from services.errors import AllocationError
+
+
+class _Pool:
+    """Used integers of the inclusive range ``first..last``."""
+
+    def __init__(self, first: int, last: int):
+        self.first = first
+        self.last = last
+        self.used: set[int] = set()
+
+    def __contains__(self, value: int) -> bool:
+        return value in self.used
+
+    def in_range(self, value: int) -> bool:
+        return self.first <= value <= self.last
+
+    def scan(self, low: int, high: int, start: int) -> int | None:
+        """First free value of ``low..high`` going up from ``start``, wrapping."""
+        count = high - low + 1
+        if count <= 0:
+            return None
+        offset = (start - low) % count
+        for step in range(count):
+            value = low + (offset + step) % count
+            if value not in self.used:
+                return value
+        return None
+
+    def copy(self) -> '_Pool':
+        pool = _Pool(self.first, self.last)
+        pool.used = set(self.used)
+        return pool
+
+
+def _default_rng() -> random.Random:
+    return random.Random(int.from_bytes(os.urandom(8), 'big'))
+
+
+def _parse_ip(ip: str) -> int | None:
+    try:
+        return int(ipaddress.IPv4Address(ip))
+    except (ipaddress.AddressValueError, ValueError, TypeError):
+        return None
+
+
+def _text(value: int) -> str:
+    return str(ipaddress.IPv4Address(value))
+
+
+class ClusterIPAllocator:
+    """Service ClusterIPs from one CIDR (``10.96.0.0/12`` by default)."""
+
+    #: Host offsets reserved at start: 1 = the ``kubernetes`` Service, 10 = DNS.
+    SYSTEM_OFFSETS = (1, 10)
+
+    def __init__(self, cidr: str, rng: random.Random | None = None):
+        self.network = ipaddress.IPv4Network(cidr)
+        self.cidr = str(self.network)
+        self._rng = rng or _default_rng()
+        base = int(self.network.network_address)
+        self._pool = _Pool(base + 1, int(self.network.broadcast_address) - 1)
+        self._system = frozenset(base + offset for offset in self.SYSTEM_OFFSETS
+                                 if self._pool.in_range(base + offset))
+        self._pool.used |= self._system
+        size = self._pool.last - self._pool.first + 1
+        static = 0 if size < 16 else min(max(16, size // 16), 256)
+        self._static_last = self._pool.first + static - 1
+
+    @property
+    def kubernetes_ip(self) -> str:
+        """The first host address, reserved for the ``kubernetes`` Service."""
+        return _text(int(self.network.network_address) + 1)
+
+    @property
+    def dns_ip(self) -> str:
+        """The tenth host address, reserved for cluster DNS."""
+        return _text(int(self.network.network_address) + 10)
+
+    def allocate(self) -> str:
+        """A random free ClusterIP (dynamic band first, then the static band)."""
+        pool = self._pool
+        bands = [(self._static_last + 1, pool.last),
+                 (pool.first, self._static_last)]
+        for low, high in bands:
+            if high < low:
+                continue
+            start = low + self._rng.randrange(high - low + 1)
+            value = pool.scan(low, high, start)
+            if value is not None:
+                pool.used.add(value)
+                return _text(value)
+        raise AllocationError(
+            f'range is full: every address of the Service range {self.cidr} '
+            f'is allocated')
+
+    def reserve(self, ip: str) -> str:
+        """Take the address a Service asked for (``spec.clusterIP``)."""
+        value = _parse_ip(ip)
+        if value is None or not self._pool.in_range(value):
+            raise AllocationError(
+                f'failed to allocate IP {ip}: provided IP is not in the '
+                f'valid range. '
+                f'The range of valid IPs is {self.cidr}')
+        if value in self._pool:
+            raise AllocationError(
+                f'failed to allocate IP {ip}: provided IP is already allocated')
+        self._pool.used.add(value)
+        return _text(value)
+
+    def release(self, ip: str) -> None:
+        """Give an address back; unknown, free or system addresses are ignored."""
+        value = _parse_ip(ip)
+        if value is not None and value not in self._system:
+            self._pool.used.discard(value)
+
+    def is_allocated(self, ip: str) -> bool:
+        value = _parse_ip(ip)
+        return value is not None and value in self._pool
+
+    def allocated(self) -> list[str]:
+        """Addresses handed out to Services (without the system reservations)."""
+        return [_text(v) for v in sorted(self._pool.used - self._system)]
+
+    def snapshot(self) -> frozenset:
+        return frozenset(self._pool.used)
+
+    def restore(self, snapshot: frozenset) -> None:
+        self._pool.used = set(snapshot)
+
+    def copy(self) -> 'ClusterIPAllocator':
+        """An independent copy (sharing the random generator)."""
+        clone = ClusterIPAllocator(self.cidr, self._rng)
+        clone._pool = self._pool.copy()
+        return clone
+
+
+class PodIPAllocator:
+    """Pod IPs of one node's pod CIDR, as the host-local IPAM plugin hands them out."""
+
+    def __init__(self, cidr: str):
+        self.network = ipaddress.IPv4Network(cidr)
+        self.cidr = str(self.network)
+        base = int(self.network.network_address)
+        self._pool = _Pool(base + 2, int(self.network.broadcast_address) - 1)
+        self._last_reserved: int | None = None
+
+    @property
+    def gateway(self) -> str:
+        """The node's pod gateway, the first address of the CIDR."""
+        return _text(int(self.network.network_address) + 1)
+
+    @property
+    def valid_range(self) -> str:
+        return f'{_text(self._pool.first)}-{_text(self._pool.last)}'
+
+    def allocate(self) -> str:
+        """The next free address after the last one reserved (wrapping)."""
+        pool = self._pool
+        start = pool.first if self._last_reserved is None \
+            else self._last_reserved + 1
+        value = pool.scan(pool.first, pool.last, start)
+        if value is None:
+            raise AllocationError(
+                f'no IP addresses available in range {self.cidr} '
+                f'(valid: {self.valid_range})')
+        pool.used.add(value)
+        self._last_reserved = value
+        return _text(value)
+
+    def reserve(self, ip: str) -> str:
+        """Take a given address (e.g. when the store reloads running pods)."""
+        value = _parse_ip(ip)
+        if value is None or not self._pool.in_range(value):
+            raise AllocationError(
+                f'failed to allocate IP {ip}: provided IP is not in the '
+                f'valid range. '
+                f'The range of valid IPs is {self.valid_range} ({self.cidr})')
+        if value in self._pool:
+            raise AllocationError(
+                f'failed to allocate IP {ip}: provided IP is already allocated')
+        self._pool.used.add(value)
+        self._last_reserved = value
+        return _text(value)
+
+    def release(self, ip: str) -> None:
+        """Give an address back; the round-robin position is kept."""
+        value = _parse_ip(ip)
+        if value is not None:
+            self._pool.used.discard(value)
+
+    def is_allocated(self, ip: str) -> bool:
+        value = _parse_ip(ip)
+        return value is not None and value in self._pool
+
+    def allocated(self) -> list[str]:
+        return [_text(v) for v in sorted(self._pool.used)]
+
+    def snapshot(self) -> tuple:
+        return frozenset(self._pool.used), self._last_reserved
+
+    def restore(self, snapshot: tuple) -> None:
+        used, self._last_reserved = snapshot
+        self._pool.used = set(used)
+
+    def copy(self) -> 'PodIPAllocator':
+        clone = PodIPAllocator(self.cidr)
+        clone._pool = self._pool.copy()
+        clone._last_reserved = self._last_reserved
+        return clone

@@ -1,0 +1,87 @@
+"""The container images kubelab can emulate, as data.
+
+A pod's containers are not real containers: the node agent runs a built-in
+program (written in ``topo/images/``) that behaves like the image. This module
+only says which image references map to which program, so validation can
+reject an unknown image with a message that lists the supported ones.
+
+An image reference is ``[registry/]repository[:tag][@digest]``; the kind is
+chosen by the repository alone, any tag or digest is accepted.
+"""
+
+import difflib
+
+#: What the user may write, for messages (one line per emulated image).
+SUPPORTED_IMAGES = (
+    'registry.k8s.io/e2e-test-images/agnhost:<tag>'
+    ' (also k8s.gcr.io/e2e-test-images/agnhost,'
+    ' gcr.io/kubernetes-e2e-test-images/agnhost)',
+    'registry.k8s.io/pause:<tag> (also k8s.gcr.io/pause)',
+    'busybox[:tag] (also docker.io/library/busybox, docker.io/busybox)',
+)
+
+#: Repository -> image kind. Add an emulated image here and in SUPPORTED_IMAGES.
+IMAGE_REPOSITORIES = {
+    'registry.k8s.io/e2e-test-images/agnhost': 'agnhost',
+    'k8s.gcr.io/e2e-test-images/agnhost': 'agnhost',
+    'gcr.io/kubernetes-e2e-test-images/agnhost': 'agnhost',
+    'registry.k8s.io/pause': 'pause',
+    'k8s.gcr.io/pause': 'pause',
+    'busybox': 'busybox',
+    'docker.io/library/busybox': 'busybox',
+    'docker.io/busybox': 'busybox',
+}
+
+#: The agnhost subcommands kubelab emulates.
+AGNHOST_SUBCOMMANDS = ('netexec', 'serve-hostname', 'pause')
+
+#: How the agnhost binary is named in ``command: [/agnhost, netexec]``.
+AGNHOST_BINARIES = ('/agnhost', 'agnhost')
+#: The agnhost image's CMD, used when a container gives neither command nor args.
+AGNHOST_DEFAULT_ARGS = ('pause',)
+
+
+def repository(image: str) -> str:
+    """The repository part of an image reference (no tag, no digest)."""
+    name = image.split('@', 1)[0]
+    slash = name.rfind('/')
+    colon = name.rfind(':')
+    if colon > slash:
+        name = name[:colon]
+    return name
+
+
+def image_kind(image: str) -> str | None:
+    """'agnhost', 'pause' or 'busybox' for a supported image, else None."""
+    if not isinstance(image, str) or not image or image != image.strip():
+        return None
+    return IMAGE_REPOSITORIES.get(repository(image))
+
+
+def unknown_image_message(image: str) -> str:
+    """Why ``image`` cannot run in kubelab, listing the supported images."""
+    hint = ''
+    if isinstance(image, str):
+        close = difflib.get_close_matches(repository(image),
+                                          IMAGE_REPOSITORIES, n=1, cutoff=0.6)
+        if close:
+            hint = f'; did you mean "{close[0]}"?'
+    return (f'image "{image}" is not supported by kubelab{hint}; '
+            f'supported: {"; ".join(SUPPORTED_IMAGES)}')
+
+
+def agnhost_subcommand(command: list | None, args: list | None) -> str | None:
+    """The agnhost subcommand a container runs, or None when there is none.
+
+    The image's entrypoint is ``/agnhost`` and its default CMD ``pause``: the
+    subcommand is ``args[0]`` (``pause`` without args), or ``command[1]``
+    when ``command`` spells out ``/agnhost`` itself (then the CMD is not
+    used). None for a command that is not agnhost (``sh -c ...``).
+    """
+    if command:
+        if command[0] not in AGNHOST_BINARIES:
+            return None
+        words = list(command[1:]) + list(args or [])
+    else:
+        words = list(args or AGNHOST_DEFAULT_ARGS)
+    return words[0] if words else None

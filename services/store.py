@@ -1,0 +1,556 @@
+"""The cluster store: the lab's API server state, and the controllers that keep it whole.
+
+Objects are plain dicts in Kubernetes shape, keyed by (kind, namespace, name). Every
+change runs, under one lock, the controllers a real control plane runs after it:
+the Deployment controller (pods from templates), the scheduler (a node for each pod) and
+the EndpointSlice controller (slices from selectors and readiness). Then the store's
+resourceVersion goes up once and watchers wake.
+
+``apply`` is all-or-nothing: every object of the request is validated and checked
+against the cluster (names, ClusterIPs) before anything changes; one error rejects all.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import random
+import threading
+import time
+
+from services import endpoints, manifests, naming, selectors
+from services.allocators import ClusterIPAllocator
+from services.errors import AllocationError, ApplyError, KubelabError, NotFound, \
+    ValidationError
+
+KUBELET_VERSION = 'v1.31.0-kubelab'
+CONTROL_PLANE_TAINT = {'key': 'node-role.kubernetes.io/control-plane', 'effect': 'NoSchedule'}
+USER_KINDS = ('Namespace', 'Pod', 'Deployment', 'Service', 'EndpointSlice')
+
+
+def node_object(node, created: str) -> dict:
+    labels = {'kubernetes.io/hostname': node.name, 'kubernetes.io/os': 'linux'}
+    spec = {'podCIDR': node.pod_cidr, 'podCIDRs': [node.pod_cidr]}
+    if node.role == 'control-plane':
+        labels['node-role.kubernetes.io/control-plane'] = ''
+        spec['taints'] = [dict(CONTROL_PLANE_TAINT)]
+    return {
+        'apiVersion': 'v1', 'kind': 'Node',
+        'metadata': {'name': node.name, 'uid': naming.new_uid(), 'labels': labels,
+                     'creationTimestamp': created},
+        'spec': spec,
+        'status': {
+            'addresses': [{'type': 'InternalIP', 'address': node.ip},
+                          {'type': 'Hostname', 'address': node.name}],
+            'conditions': [{'type': 'Ready', 'status': 'Unknown',
+                            'reason': 'NodeStatusUnknown'}],
+            'nodeInfo': {'kubeletVersion': KUBELET_VERSION, 'osImage': 'kubelab',
+                         'kernelVersion': _kernel(), 'containerRuntimeVersion': 'kubelab://1',
+                         'architecture': 'amd64', 'operatingSystem': 'linux'},
+        },
+    }
+
+
+def _kernel() -> str:
+    import platform
+    return platform.release()
+
+
+def tolerates(pod: dict, taint: dict) -> bool:
+    for tol in pod['spec'].get('tolerations') or []:
+        if tol.get('operator') == 'Exists' and not tol.get('key'):
+            return True
+        if tol.get('key') == taint['key'] and tol.get('effect') in (None, '', taint['effect']):
+            return True
+    return False
+
+
+def owned_by(obj: dict, owner: dict) -> bool:
+    return any(ref.get('uid') == owner['metadata']['uid']
+               for ref in obj['metadata'].get('ownerReferences') or [])
+
+
+def is_ready(pod: dict) -> bool:
+    return any(c.get('type') == 'Ready' and c.get('status') == 'True'
+               for c in pod.get('status', {}).get('conditions') or [])
+
+
+class Store:
+    def __init__(self, cluster, rng: random.Random | None = None):
+        self.cluster = cluster
+        self.rng = rng or random.Random()
+        self.cond = threading.Condition()
+        self.rv = 1
+        self.objects: dict[tuple, dict] = {}
+        self.cluster_ips = ClusterIPAllocator(cluster.service_cidr)
+        created = naming.now_rfc3339()
+        for node in cluster.nodes:
+            self._put(node_object(node, created))
+        for ns in ('default', 'kube-system'):
+            self._put({'apiVersion': 'v1', 'kind': 'Namespace',
+                       'metadata': {'name': ns, 'uid': naming.new_uid(),
+                                    'creationTimestamp': created},
+                       'status': {'phase': 'Active'}})
+
+    # ------------------------------------------------------------ reading
+    def get(self, kind: str, namespace: str | None, name: str) -> dict:
+        with self.cond:
+            obj = self.objects.get((kind, namespace or '', name))
+            if obj is None:
+                raise NotFound(f'{kind.lower()}s "{name}" not found'
+                               + (f' in namespace "{namespace}"' if namespace else ''))
+            return copy.deepcopy(obj)
+
+    def list(self, kind: str, namespace: str | None = None) -> list[dict]:
+        with self.cond:
+            return [copy.deepcopy(o) for (k, ns, _), o in sorted(self.objects.items())
+                    if k == kind and (namespace is None or ns == namespace)]
+
+    def snapshot(self, since: int = 0, timeout: float = 0) -> tuple[int, dict]:
+        """Wait until the resourceVersion passes ``since`` (or ``timeout``), then return
+        every object grouped by kind."""
+        deadline = time.monotonic() + timeout
+        with self.cond:
+            while self.rv <= since and time.monotonic() < deadline:
+                self.cond.wait(deadline - time.monotonic())
+            out: dict[str, list] = {}
+            for (kind, _, _), obj in sorted(self.objects.items()):
+                out.setdefault(kind, []).append(copy.deepcopy(obj))
+            return self.rv, out
+
+    def wait(self, since: int, timeout: float) -> int:
+        deadline = time.monotonic() + timeout
+        with self.cond:
+            while self.rv <= since and time.monotonic() < deadline:
+                self.cond.wait(deadline - time.monotonic())
+            return self.rv
+
+    # ------------------------------------------------------------ writing
+    def apply(self, docs: list[dict], dry_run: bool = False) -> dict:
+        """Create or update every object in ``docs``, or none of them."""
+        errors: list[ValidationError] = []
+        objs = []
+        for doc in docs:
+            try:
+                objs.append(manifests.validate(doc))
+            except ApplyError as exc:
+                errors.extend(exc.errors)
+            except ValidationError as exc:
+                errors.append(exc)
+        with self.cond:
+            seen = set()
+            ips = self.cluster_ips.copy()
+            for obj in objs:
+                errors.extend(self._check(obj, seen, ips))
+            if errors:
+                raise ApplyError(errors)
+            warnings = self._warnings(objs)
+            if dry_run:
+                return {'results': [[self._ref(o), 'validated'] for o in objs],
+                        'warnings': warnings}
+            results = []
+            for obj in objs:
+                results.append([self._ref(obj), self._upsert(obj)])
+            self.cluster_ips = ips
+            self._changed()
+            return {'results': results, 'warnings': warnings}
+
+    @staticmethod
+    def _ref(obj):
+        return f'{obj["kind"].lower()}/{obj["metadata"]["name"]}'
+
+    def _check(self, obj: dict, seen: set, ips: ClusterIPAllocator) -> list:
+        key = manifests.key(obj)
+        ref = manifests.object_ref(obj)
+        if key in seen:
+            return [ValidationError(ref, 'metadata.name',
+                                    'appears twice in this apply; names must be unique')]
+        seen.add(key)
+        kind, ns, name = key
+        errs = []
+        if kind != 'Namespace' and ('Namespace', '', ns) not in self.objects and not any(
+                manifests.key(o) == ('Namespace', '', ns) for o in [obj]):
+            errs.append(ValidationError(ref, 'metadata.namespace',
+                                        f'namespace "{ns}" not found; existing: '
+                                        + ', '.join(sorted(n for k, _, n in self.objects
+                                                           if k == 'Namespace'))))
+        old = self.objects.get(key)
+        if kind == 'Service':
+            errs.extend(self._check_service(obj, old, ips, ref))
+        if kind == 'Pod' and old is not None and old['spec'] != _user_spec(obj, old):
+            errs.append(ValidationError(ref, 'spec', 'Forbidden: pod updates may not change '
+                                        'fields other than labels and annotations; '
+                                        'delete the pod and apply it again'))
+        if kind == 'EndpointSlice' and old is not None and old['metadata'].get(
+                'labels', {}).get('endpointslice.kubernetes.io/managed-by', '').startswith(
+                'endpointslice-controller'):
+            errs.append(ValidationError(ref, 'metadata.name', 'this EndpointSlice is managed '
+                                        'by the EndpointSlice controller'))
+        return errs
+
+    def _check_service(self, obj, old, ips, ref) -> list:
+        spec = obj['spec']
+        want = spec.get('clusterIP') or ''
+        if old is not None:
+            have = old['spec'].get('clusterIP')
+            if want and want != have:
+                return [ValidationError(ref, 'spec.clusterIP', f'Invalid value: "{want}": '
+                                        f'field is immutable (it is {have})')]
+            spec['clusterIP'] = have
+            spec['clusterIPs'] = [have]
+            return []
+        if want == 'None':
+            spec['clusterIPs'] = ['None']
+            return []
+        try:
+            if want:
+                ips.reserve(want)
+            else:
+                want = ips.allocate()
+        except AllocationError as exc:
+            return [ValidationError(ref, 'spec.clusterIP',
+                                    f'Invalid value: "{want}": {exc}')]
+        spec['clusterIP'] = want
+        spec['clusterIPs'] = [want]
+        return []
+
+    def _warnings(self, objs) -> list[str]:
+        out = []
+        pods = [o for o in self.objects.values() if o['kind'] == 'Pod']
+        templates = [o for o in objs if o['kind'] in ('Pod', 'Deployment')]
+        for obj in objs:
+            sel = obj['kind'] == 'Service' and obj['spec'].get('selector')
+            if not sel:
+                continue
+            ns = obj['metadata']['namespace']
+            labels = [p['metadata'].get('labels', {}) for p in pods
+                      if p['metadata']['namespace'] == ns]
+            labels += [(t['spec']['template']['metadata'].get('labels', {})
+                        if t['kind'] == 'Deployment' else t['metadata'].get('labels', {}))
+                       for t in templates if t['metadata']['namespace'] == ns]
+            if not any(selectors.matches(sel, lab) for lab in labels):
+                out.append(f'{manifests.object_ref(obj)}: spec.selector '
+                           f'{selectors.format_selector(sel)} matches no pods (yet); the '
+                           f'Service rejects connections until a ready pod matches')
+        return out
+
+    def _upsert(self, obj: dict) -> str:
+        key = manifests.key(obj)
+        old = self.objects.get(key)
+        if old is None:
+            meta = obj['metadata']
+            meta['uid'] = naming.new_uid()
+            meta['creationTimestamp'] = naming.now_rfc3339()
+            meta.setdefault('generation', 1)
+            obj.setdefault('status', _initial_status(obj))
+            self._put(obj)
+            return 'created'
+        new = copy.deepcopy(old)
+        new['metadata']['labels'] = obj['metadata'].get('labels', {})
+        new['metadata']['annotations'] = obj['metadata'].get('annotations', {})
+        if 'spec' in obj:
+            if obj['spec'] != old.get('spec'):
+                new['metadata']['generation'] = old['metadata'].get('generation', 1) + 1
+            new['spec'] = obj['spec']
+        for field in ('endpoints', 'ports', 'addressType'):
+            if field in obj:
+                new[field] = obj[field]
+        if _same(new, old):
+            return 'unchanged'
+        self._put(new)
+        return 'configured'
+
+    def _put(self, obj: dict):
+        meta = obj['metadata']
+        meta['resourceVersion'] = str(self.rv + 1)
+        self.objects[(obj['kind'], meta.get('namespace', ''), meta['name'])] = obj
+
+    def _remove(self, key):
+        obj = self.objects.pop(key, None)
+        if obj is not None and obj['kind'] == 'Service':
+            ip = obj['spec'].get('clusterIP')
+            if ip and ip != 'None':
+                self.cluster_ips.release(ip)
+        return obj
+
+    def delete(self, kind: str, namespace: str | None, name: str,
+               grace_seconds: int | None = None) -> str:
+        with self.cond:
+            key = (kind, namespace or '', name)
+            obj = self.objects.get(key)
+            if obj is None:
+                raise NotFound(f'{kind.lower()}s "{name}" not found'
+                               + (f' in namespace "{namespace}"' if namespace else ''))
+            if kind == 'Node':
+                raise KubelabError('nodes are part of the cluster file; change it and run '
+                                   '`kubelab up` again')
+            if kind == 'Namespace':
+                if name in ('default', 'kube-system'):
+                    raise KubelabError(f'namespace "{name}" cannot be deleted')
+                for k in list(self.objects):
+                    if k[1] == name:
+                        self._delete_one(k, grace_seconds)
+            self._delete_one(key, grace_seconds)
+            self._changed()
+            return f'{kind.lower()} "{name}" deleted'
+
+    def _delete_one(self, key, grace_seconds):
+        obj = self.objects.get(key)
+        if obj is None:
+            return
+        if key[0] == 'Pod':
+            self._terminate_pod(obj, grace_seconds)
+        elif key[0] == 'Deployment':
+            self._remove(key)
+            for pod in self._pods(key[1]):
+                if owned_by(pod, obj):
+                    self._terminate_pod(pod, None)
+        else:
+            self._remove(key)
+
+    def _terminate_pod(self, pod, grace_seconds):
+        meta = pod['metadata']
+        if meta.get('deletionTimestamp'):
+            return
+        if not pod['spec'].get('nodeName') or pod.get('status', {}).get('phase') in (
+                'Succeeded', 'Failed') and not pod['status'].get('podIP'):
+            self._remove(manifests.key(pod))
+            return
+        grace = pod['spec'].get('terminationGracePeriodSeconds', 30)
+        meta['deletionTimestamp'] = naming.now_rfc3339()
+        meta['deletionGracePeriodSeconds'] = grace if grace_seconds is None else grace_seconds
+        self._put(pod)
+
+    def scale(self, namespace: str, name: str, replicas: int) -> str:
+        if not isinstance(replicas, int) or isinstance(replicas, bool) or replicas < 0:
+            raise KubelabError(f'--replicas: must be a whole number >= 0, got {replicas!r}')
+        with self.cond:
+            key = ('Deployment', namespace, name)
+            if key not in self.objects:
+                raise NotFound(f'deployments.apps "{name}" not found in namespace '
+                               f'"{namespace}"')
+            self.objects[key]['spec']['replicas'] = replicas
+            self._put(self.objects[key])
+            self._changed()
+            return f'deployment.apps/{name} scaled'
+
+    # ------------------------------------------------------------ the kubelet's side
+    def update_pod_status(self, namespace: str, name: str, uid: str, status: dict):
+        with self.cond:
+            pod = self.objects.get(('Pod', namespace, name))
+            if pod is None or pod['metadata']['uid'] != uid or pod.get('status') == status:
+                return
+            pod['status'] = status
+            self._put(pod)
+            self._changed()
+
+    def pod_gone(self, namespace: str, name: str, uid: str):
+        """The kubelet finished terminating a pod: remove it for good."""
+        with self.cond:
+            pod = self.objects.get(('Pod', namespace, name))
+            if pod is not None and pod['metadata']['uid'] == uid:
+                self._remove(('Pod', namespace, name))
+                self._changed()
+
+    def set_node_ready(self, name: str, ready: bool):
+        with self.cond:
+            node = self.objects[('Node', '', name)]
+            cond = {'type': 'Ready', 'status': 'True' if ready else 'False',
+                    'reason': 'KubeletReady' if ready else 'KubeletNotReady'}
+            if node['status']['conditions'] != [cond]:
+                node['status']['conditions'] = [cond]
+                self._put(node)
+                self._changed()
+
+    # ------------------------------------------------------------ controllers
+    def _changed(self):
+        for _ in range(5):       # controllers may feed each other; settle in a few rounds
+            if not self._reconcile():
+                break
+        self.rv += 1
+        self.cond.notify_all()
+
+    def _pods(self, namespace=None) -> list[dict]:
+        return [o for (k, ns, _), o in self.objects.items()
+                if k == 'Pod' and (namespace is None or ns == namespace)]
+
+    def _reconcile(self) -> bool:
+        before = self.rv, len(self.objects)
+        changed = False
+        for (kind, _, _), dep in list(self.objects.items()):
+            if kind == 'Deployment':
+                changed |= self._reconcile_deployment(dep)
+        changed |= self._schedule()
+        changed |= self._reconcile_endpoints()
+        return changed or before != (self.rv, len(self.objects))
+
+    def _reconcile_deployment(self, dep: dict) -> bool:
+        ns = dep['metadata']['namespace']
+        spec = dep['spec']
+        want = spec.get('replicas', 1)
+        template = spec['template']
+        tpl_hash = naming.pod_template_hash(template)
+        pods = [p for p in self._pods(ns) if owned_by(p, dep)]
+        live = [p for p in pods if not p['metadata'].get('deletionTimestamp')]
+        current = [p for p in live
+                   if p['metadata'].get('labels', {}).get('pod-template-hash') == tpl_hash]
+        old = [p for p in live if p not in current]
+        changed = False
+        for _ in range(want - len(current)):
+            self._create_pod(dep, template, tpl_hash)
+            changed = True
+        if len(current) > want:
+            # Scale down: not-ready pods first, then the newest (as the ReplicaSet does).
+            newest_first = sorted(current, key=lambda p: p['metadata']['creationTimestamp'],
+                                  reverse=True)
+            victims = sorted(newest_first, key=is_ready)[:len(current) - want]
+            for pod in victims:
+                self._terminate_pod(pod, None)
+                changed = True
+        # Rolling update: retire an old pod for each ready pod of the new template.
+        ready_new = sum(1 for p in current if is_ready(p))
+        retire = max(0, len(old) + ready_new - want) if want else len(old)
+        for pod in sorted(old, key=lambda p: is_ready(p))[:retire]:
+            self._terminate_pod(pod, None)
+            changed = True
+        status = {
+            'observedGeneration': dep['metadata'].get('generation', 1),
+            'replicas': len(live), 'updatedReplicas': len(current),
+            'readyReplicas': sum(1 for p in live if is_ready(p)),
+            'availableReplicas': sum(1 for p in live if is_ready(p)),
+        }
+        if dep.get('status') != status:
+            dep['status'] = status
+            self._put(dep)
+            changed = True
+        return changed
+
+    def _create_pod(self, dep, template, tpl_hash):
+        ns = dep['metadata']['namespace']
+        while True:
+            name = f'{dep["metadata"]["name"]}-{tpl_hash}-{naming.random_suffix(5, self.rng)}'
+            if ('Pod', ns, name) not in self.objects:
+                break
+        labels = dict(template['metadata'].get('labels', {}))
+        labels['pod-template-hash'] = tpl_hash
+        pod = {
+            'apiVersion': 'v1', 'kind': 'Pod',
+            'metadata': {'name': name, 'namespace': ns, 'labels': labels,
+                         'annotations': dict(template['metadata'].get('annotations', {})),
+                         'uid': naming.new_uid(), 'creationTimestamp': naming.now_rfc3339(),
+                         'generateName': f'{dep["metadata"]["name"]}-{tpl_hash}-',
+                         'ownerReferences': [{
+                             'apiVersion': 'apps/v1', 'kind': 'ReplicaSet',
+                             'name': f'{dep["metadata"]["name"]}-{tpl_hash}',
+                             'uid': dep['metadata']['uid'], 'controller': True}]},
+            'spec': copy.deepcopy(template['spec']),
+        }
+        pod['status'] = _initial_status(pod)
+        self._put(pod)
+
+    def _schedule(self) -> bool:
+        nodes = [o for (k, _, _), o in self.objects.items() if k == 'Node']
+        load = {n['metadata']['name']: 0 for n in nodes}
+        pending = []
+        for pod in self._pods():
+            node = pod['spec'].get('nodeName')
+            if node:
+                load[node] = load.get(node, 0) + 1
+            else:
+                pending.append(pod)
+        changed = False
+        for pod in sorted(pending, key=lambda p: p['metadata']['creationTimestamp']):
+            fits = [n['metadata']['name'] for n in nodes
+                    if all(tolerates(pod, t) for t in n['spec'].get('taints') or [])]
+            conds = [c for c in pod['status'].get('conditions') or []
+                     if c['type'] != 'PodScheduled']
+            if not fits:
+                conds.append({'type': 'PodScheduled', 'status': 'False',
+                              'reason': 'Unschedulable',
+                              'message': f'0/{len(nodes)} nodes are available: '
+                                         'untolerated taint'})
+                if conds != pod['status'].get('conditions'):
+                    pod['status']['conditions'] = conds
+                    self._put(pod)
+                    changed = True
+                continue
+            target = min(fits, key=lambda n: (load[n], n))
+            load[target] += 1
+            pod['spec']['nodeName'] = target
+            pod['status']['conditions'] = conds + [{'type': 'PodScheduled', 'status': 'True'}]
+            self._put(pod)
+            changed = True
+        return changed
+
+    def _reconcile_endpoints(self) -> bool:
+        changed = False
+        slices = {}
+        for (kind, ns, name), obj in list(self.objects.items()):
+            if kind == 'EndpointSlice' and obj['metadata'].get('labels', {}).get(
+                    'endpointslice.kubernetes.io/managed-by', '').startswith(
+                    'endpointslice-controller'):
+                svc = obj['metadata']['labels'].get('kubernetes.io/service-name')
+                slices.setdefault((ns, svc), []).append(obj)
+        wanted = set()
+        for (kind, ns, name), svc in list(self.objects.items()):
+            if kind != 'Service':
+                continue
+            existing = slices.get((ns, name), [])
+            new = endpoints.compute_endpoint_slices(svc, self._pods(ns), existing, rng=self.rng)
+            by_name = {s['metadata']['name']: s for s in existing}
+            for sl in new:
+                wanted.add((ns, sl['metadata']['name']))
+                old = by_name.get(sl['metadata']['name'])
+                if old is not None and _same_slice(old, sl):
+                    continue
+                if old is not None:
+                    sl['metadata']['uid'] = old['metadata']['uid']
+                    sl['metadata']['creationTimestamp'] = old['metadata']['creationTimestamp']
+                else:
+                    sl['metadata']['uid'] = naming.new_uid()
+                    sl['metadata']['creationTimestamp'] = naming.now_rfc3339()
+                self._put(sl)
+                changed = True
+        for (ns, _), items in slices.items():
+            for sl in items:
+                if (ns, sl['metadata']['name']) not in wanted:
+                    self._remove(('EndpointSlice', ns, sl['metadata']['name']))
+                    changed = True
+        return changed
+
+
+def _same(a: dict, b: dict) -> bool:
+    strip = ('resourceVersion',)
+    ma = {k: v for k, v in a['metadata'].items() if k not in strip}
+    mb = {k: v for k, v in b['metadata'].items() if k not in strip}
+    return ma == mb and {k: v for k, v in a.items() if k != 'metadata'} == \
+        {k: v for k, v in b.items() if k != 'metadata'}
+
+
+def _same_slice(a: dict, b: dict) -> bool:
+    return (a.get('endpoints'), a.get('ports'), a['metadata'].get('labels')) == \
+        (b.get('endpoints'), b.get('ports'), b['metadata'].get('labels'))
+
+
+def _user_spec(new: dict, old: dict) -> dict:
+    """A pod's spec as the user sent it, with what the scheduler filled in kept."""
+    spec = copy.deepcopy(new['spec'])
+    if old['spec'].get('nodeName') and not spec.get('nodeName'):
+        spec['nodeName'] = old['spec']['nodeName']
+    return spec
+
+
+def _initial_status(obj: dict) -> dict:
+    if obj['kind'] == 'Pod':
+        return {'phase': 'Pending', 'conditions': []}
+    if obj['kind'] == 'Deployment':
+        return {}
+    if obj['kind'] == 'Service':
+        return {'loadBalancer': {}}
+    if obj['kind'] == 'Namespace':
+        return {'phase': 'Active'}
+    return {}
+
+
+def to_json(obj) -> str:
+    return json.dumps(obj, sort_keys=True)

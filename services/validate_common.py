@@ -1,0 +1,361 @@
+"""Shared pieces of manifest validation: name rules and a problem collector.
+
+``Checker`` walks one object, reads typed fields (``string``, ``integer``,
+``boolean``, ``mapping``, ``sequence``), fills defaults into the (copied)
+object and collects every problem as a ``ValidationError`` with the path of
+the field, so ``validate`` can report all problems of an object at once.
+
+The name rules are Kubernetes' (``k8s.io/apimachinery/pkg/util/validation``):
+DNS-1123 labels and subdomains, DNS-1035 labels, label keys and values, and
+IANA service names (named ports).
+"""
+
+import difflib
+import ipaddress
+import re
+
+from services.errors import ValidationError
+
+MISSING = object()
+
+_DNS1123_LABEL = re.compile(r'[a-z0-9]([-a-z0-9]*[a-z0-9])?\Z')
+_DNS1035_LABEL = re.compile(r'[a-z]([-a-z0-9]*[a-z0-9])?\Z')
+_QUALIFIED_NAME = re.compile(r'[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?\Z')
+_IANA_SVC_NAME = re.compile(r'[a-z0-9]([a-z0-9-]*[a-z0-9])?\Z')
+
+
+def dns1123_label_problem(name: str) -> str | None:
+    """None when ``name`` is a DNS-1123 label (``my-name``), else why not."""
+    if len(name) > 63:
+        return f'"{name}" must be no more than 63 characters'
+    if not _DNS1123_LABEL.match(name):
+        return (f'"{name}" is not a valid name: a lowercase RFC 1123 label must '
+                f"consist of lower case alphanumeric characters or '-', and "
+                f'must start and end with an alphanumeric character '
+                f"(e.g. 'my-name' or '123-abc')")
+    return None
+
+
+def dns1123_subdomain_problem(name: str) -> str | None:
+    """None when ``name`` is a DNS-1123 subdomain (``web.v1``), else why not."""
+    if len(name) > 253:
+        return f'"{name}" must be no more than 253 characters'
+    if not all(_DNS1123_LABEL.match(part) for part in name.split('.')):
+        return (f'"{name}" is not a valid name: a lowercase RFC 1123 subdomain '
+                f"must consist of lower case alphanumeric characters, '-' or "
+                f"'.', and must start and end with an alphanumeric character "
+                f"(e.g. 'example.com')")
+    return None
+
+
+def dns1035_label_problem(name: str) -> str | None:
+    """None when ``name`` is a DNS-1035 label (Service names), else why not."""
+    if len(name) > 63:
+        return f'"{name}" must be no more than 63 characters'
+    if not _DNS1035_LABEL.match(name):
+        return (f'"{name}" is not a valid name: a DNS-1035 label must consist '
+                f"of lower case alphanumeric characters or '-', start with an "
+                f'alphabetic character, and end with an alphanumeric '
+                f"character (e.g. 'my-name' or 'abc-123')")
+    return None
+
+
+def iana_svc_name_problem(name: str) -> str | None:
+    """None when ``name`` may name a port (IANA service name), else why not."""
+    if len(name) > 15:
+        return f'port name "{name}" must be no more than 15 characters'
+    if not _IANA_SVC_NAME.match(name) or '--' in name:
+        return (f'port name "{name}" must contain only lower case alphanumeric '
+                f"characters and '-', must start and end with an alphanumeric "
+                f"character and must not contain '--'")
+    if not re.search('[a-z]', name):
+        return f'port name "{name}" must contain at least one letter'
+    return None
+
+
+def label_key_problem(key: str) -> str | None:
+    """None when ``key`` is a valid label/annotation key (``[prefix/]name``)."""
+    prefix, _, name = key.rpartition('/')
+    if '/' in key and not prefix:
+        return f'key "{key}": prefix part must be non-empty'
+    if prefix and dns1123_subdomain_problem(prefix):
+        return (f'key "{key}": prefix part must be a DNS subdomain '
+                f"(e.g. 'example.com')")
+    if not name or len(name) > 63 or not _QUALIFIED_NAME.match(name):
+        return (f'key "{key}": name part must be 1-63 characters, '
+                f"alphanumeric, '-', '_' or '.', and must start and end with "
+                f"an alphanumeric character (e.g. 'app' or 'example.com/tier')")
+    return None
+
+
+def label_value_problem(value: str) -> str | None:
+    """None when ``value`` is a valid label value (may be empty)."""
+    if value and (len(value) > 63 or not _QUALIFIED_NAME.match(value)):
+        return (f'value "{value}" must be no more than 63 characters, '
+                f"alphanumeric, '-', '_' or '.', and must start and end with "
+                f'an alphanumeric character')
+    return None
+
+
+def parse_ipv4(text) -> ipaddress.IPv4Address | None:
+    """The IPv4 address ``text`` spells, or None."""
+    try:
+        return ipaddress.IPv4Address(text)
+    except (ipaddress.AddressValueError, ValueError, TypeError):
+        return None
+
+
+def describe(value) -> str:
+    """A value with its type for messages: ``string "three"``, ``integer 3``."""
+    if value is None:
+        return 'null'
+    if isinstance(value, bool):
+        return f'boolean {str(value).lower()}'
+    if isinstance(value, int):
+        return f'integer {value}'
+    if isinstance(value, float):
+        return f'number {value}'
+    if isinstance(value, str):
+        return f'string "{value}"'
+    if isinstance(value, list):
+        return 'list'
+    if isinstance(value, dict):
+        return 'mapping'
+    return type(value).__name__
+
+
+def join(path: str, key) -> str:
+    """``join('spec', 'ports')`` -> ``spec.ports``; ints become ``[i]``."""
+    if isinstance(key, int):
+        return f'{path}[{key}]'
+    return f'{path}.{key}' if path else str(key)
+
+
+#: Protocols of ports that kubelab forwards (SCTP is Kubernetes' third).
+PROTOCOLS = ('TCP', 'UDP')
+UNSUPPORTED_PROTOCOLS = ('SCTP',)
+
+
+def map_key(path: str, key: str) -> str:
+    """The path of a map entry, as Kubernetes writes it: ``metadata.labels[app]``."""
+    return f'{path}[{key}]'
+
+
+def choices(values) -> str:
+    return ', '.join(values)
+
+
+def suggestion(word, candidates) -> str:
+    """``'; did you mean "x"?'`` for a close candidate, else ``''``."""
+    if not isinstance(word, str):
+        return ''
+    folded = {c.lower(): c for c in candidates}
+    if word.lower() in folded:
+        return f'; did you mean "{folded[word.lower()]}"?'
+    close = difflib.get_close_matches(word, list(candidates), n=1, cutoff=0.7)
+    return f'; did you mean "{close[0]}"?' if close else ''
+
+
+def _is_integer(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+_TYPES = {
+    'string': (lambda v: isinstance(v, str), 'a string'),
+    'integer': (_is_integer, 'an integer'),
+    'boolean': (lambda v: isinstance(v, bool), 'a boolean (true or false)'),
+    'mapping': (lambda v: isinstance(v, dict), 'a mapping'),
+    'list': (lambda v: isinstance(v, list), 'a list'),
+}
+
+
+class Checker:
+    """Collects the problems of one object (``ref`` like ``Pod default/web``)."""
+
+    def __init__(self, ref: str):
+        self.ref = ref
+        self.errors: list[ValidationError] = []
+
+    def error(self, path: str, message: str) -> None:
+        self.errors.append(ValidationError(self.ref, path, message))
+
+    def field(self, obj: dict, key: str, path: str, kind: str, *,
+              required: bool = False, default=MISSING):
+        """``obj[key]`` when it has type ``kind``; fills ``default`` when absent.
+
+        A null value counts as absent (as in Kubernetes). Returns None when the
+        field is absent without default or has the wrong type (reported).
+        """
+        where = join(path, key)
+        if obj.get(key) is None:
+            obj.pop(key, None)
+            if required:
+                self.error(where, 'required value')
+            elif default is not MISSING:
+                obj[key] = default() if callable(default) else default
+                return obj[key]
+            return None
+        value = obj[key]
+        check, expected = _TYPES[kind]
+        if not check(value):
+            hint = ''
+            if kind == 'string' and (_is_integer(value)
+                                     or isinstance(value, (bool, float))):
+                hint = ' (quote it)'
+            self.error(where, f'must be {expected}, got {describe(value)}{hint}')
+            return None
+        return value
+
+    def string(self, obj, key, path, **kw) -> str | None:
+        return self.field(obj, key, path, 'string', **kw)
+
+    def integer(self, obj, key, path, *, minimum=None, maximum=None,
+                **kw) -> int | None:
+        value = self.field(obj, key, path, 'integer', **kw)
+        if value is None:
+            return None
+        if (minimum is not None and value < minimum) or \
+                (maximum is not None and value > maximum):
+            if maximum is None:
+                bound = f'must be greater than or equal to {minimum}'
+            else:
+                bound = f'must be {minimum}-{maximum}'
+            self.error(join(path, key), f'{value} is out of range, {bound}')
+            return None
+        return value
+
+    def boolean(self, obj, key, path, **kw) -> bool | None:
+        return self.field(obj, key, path, 'boolean', **kw)
+
+    def mapping(self, obj, key, path, **kw) -> dict | None:
+        return self.field(obj, key, path, 'mapping', **kw)
+
+    def sequence(self, obj, key, path, **kw) -> list | None:
+        return self.field(obj, key, path, 'list', **kw)
+
+    def items(self, obj, key, path, *, required=False, non_empty=False,
+              default=MISSING):
+        """``(path[i], item)`` for each mapping in the list ``obj[key]``."""
+        values = self.sequence(obj, key, path, required=required,
+                               default=default)
+        where = join(path, key)
+        if values is None:
+            return []
+        if non_empty and not values:
+            self.error(where, 'must have at least one item')
+        result = []
+        for index, item in enumerate(values):
+            if isinstance(item, dict):
+                result.append((join(where, index), item))
+            else:
+                self.error(join(where, index),
+                           f'must be a mapping, got {describe(item)}')
+        return result
+
+    def one_of(self, obj, key, path, allowed, *, default=MISSING,
+               required=False, later=(), unsupported=()) -> str | None:
+        """A string field with a closed set of values (``restartPolicy``).
+
+        ``later``: values a later kubelab version will support;
+        ``unsupported``: real Kubernetes values kubelab does not emulate.
+        """
+        value = self.string(obj, key, path, default=default, required=required)
+        if value is None or value in allowed:
+            return value
+        where = join(path, key)
+        if value in later:
+            self.error(where, f'"{value}" is not supported yet; '
+                              f'supported: {choices(allowed)}')
+        elif value in unsupported:
+            self.error(where, f'"{value}" is not supported by kubelab; '
+                              f'supported: {choices(allowed)}')
+        else:
+            hint = suggestion(value, list(allowed) + list(later)
+                              + list(unsupported))
+            self.error(where, f'unsupported value "{value}"{hint or ";"} '
+                              f'supported: {choices(allowed)}')
+        return None
+
+    def known_fields(self, obj: dict, path: str, supported, ignored=(),
+                     unsupported=()) -> None:
+        """Report keys of ``obj`` that are neither supported nor ignored."""
+        for key in obj:
+            where = join(path, key) if isinstance(key, str) else path
+            if not isinstance(key, str):
+                self.error(where, f'field names must be strings, '
+                                  f'got {describe(key)}')
+            elif key in supported or key in ignored:
+                continue
+            elif key in unsupported:
+                self.error(where, f'is not supported by kubelab; supported '
+                                  f'fields here: {choices(supported)}')
+            else:
+                hint = suggestion(key, list(supported) + list(ignored))
+                self.error(where, f'unknown field "{key}"{hint or ";"} '
+                                  f'supported fields here: '
+                                  f'{choices(supported)}')
+
+    def string_map(self, obj, key, path, *, labels: bool) -> dict | None:
+        """A ``{str: str}`` map: labels (keys and values checked) or annotations."""
+        values = self.mapping(obj, key, path)
+        if values is None:
+            return None
+        where = join(path, key)
+        for name, value in values.items():
+            if not isinstance(name, str):
+                self.error(where, f'keys must be strings, got {describe(name)}')
+                continue
+            problem = label_key_problem(name)
+            if problem:
+                self.error(where, problem)
+            if not isinstance(value, str):
+                self.error(map_key(where, name),
+                           f'must be a string, got {describe(value)} '
+                           f'(quote it)')
+            elif labels and label_value_problem(value):
+                self.error(map_key(where, name), label_value_problem(value))
+        return values
+
+    def name(self, value, path, problem_of) -> None:
+        """Check a name with one of the ``*_problem`` rules above."""
+        problem = problem_of(value)
+        if problem:
+            self.error(path, problem)
+
+    def port_number(self, value, path) -> bool:
+        """True when ``value`` is a port number 1-65535 (else reported)."""
+        if not _is_integer(value):
+            self.error(path, f'must be an integer, got {describe(value)}')
+            return False
+        if not 1 <= value <= 65535:
+            self.error(path, f'{value} is not a valid port number, '
+                             f'must be 1-65535')
+            return False
+        return True
+
+    def port(self, obj, key, path, *, required=False) -> int | None:
+        """An integer port field (``port``, ``containerPort``)."""
+        value = self.field(obj, key, path, 'integer', required=required)
+        if value is not None and not self.port_number(value, join(path, key)):
+            return None
+        return value
+
+    def int_or_name(self, obj, key, path, *, required=False):
+        """A port given as number 1-65535 or IANA service name (``targetPort``)."""
+        where = join(path, key)
+        if obj.get(key) is None:
+            return self.field(obj, key, path, 'integer', required=required)
+        value = obj[key]
+        if isinstance(value, str):
+            if value.isdigit():
+                self.error(where, f'"{value}" is a string: write the port '
+                                  f'number without quotes, or a port name')
+                return None
+            problem = iana_svc_name_problem(value)
+            if problem:
+                self.error(where, problem)
+                return None
+            return value
+        if not self.port_number(value, where):
+            return None
+        return value

@@ -1,0 +1,138 @@
+"""Validation of ``v1`` Service objects.
+
+kubelab emulates kube-proxy, so a Service is checked for what the dataplane
+needs: type, ports (port, targetPort, protocol), clusterIP (empty = allocate,
+``None`` = headless, or an IPv4 address; whether it lies in the Service range
+is the store's job), selector, session affinity and traffic policies.
+
+``SERVICE_TYPES`` is the set the dataplane implements today; NodePort and
+LoadBalancer are listed in ``LATER_SERVICE_TYPES`` and get a "not supported
+yet" error until they move over.
+"""
+
+from services.validate_common import (
+    PROTOCOLS, UNSUPPORTED_PROTOCOLS, Checker, dns1123_label_problem, join,
+    parse_ipv4)
+
+SERVICE_TYPES = ('ClusterIP',)
+LATER_SERVICE_TYPES = ('NodePort', 'LoadBalancer')
+UNSUPPORTED_SERVICE_TYPES = ('ExternalName',)
+#: Types whose Services are reachable from outside the cluster.
+EXTERNAL_SERVICE_TYPES = ('NodePort', 'LoadBalancer')
+
+SERVICE_FIELDS = ('apiVersion', 'kind', 'metadata', 'spec', 'status')
+SERVICE_SPEC_FIELDS = ('type', 'ports', 'selector', 'clusterIP',
+                       'sessionAffinity', 'sessionAffinityConfig',
+                       'internalTrafficPolicy', 'externalTrafficPolicy',
+                       'publishNotReadyAddresses')
+IGNORED_SERVICE_SPEC_FIELDS = ('allocateLoadBalancerNodePorts', 'clusterIPs',
+                               'ipFamilies', 'ipFamilyPolicy',
+                               'loadBalancerClass', 'trafficDistribution')
+UNSUPPORTED_SERVICE_SPEC_FIELDS = ('externalIPs', 'externalName',
+                                   'healthCheckNodePort', 'loadBalancerIP',
+                                   'loadBalancerSourceRanges')
+SERVICE_PORT_FIELDS = ('name', 'protocol', 'port', 'targetPort', 'nodePort',
+                       'appProtocol')
+
+SESSION_AFFINITIES = ('None', 'ClientIP')
+TRAFFIC_POLICIES = ('Cluster', 'Local')
+#: Default and bounds of ``sessionAffinityConfig.clientIP.timeoutSeconds``.
+AFFINITY_TIMEOUT_DEFAULT = 10800
+AFFINITY_TIMEOUT_MAX = 86400
+
+
+def validate_service(chk: Checker, obj: dict) -> None:
+    """Check a Service (metadata is checked by the caller); fill defaults."""
+    chk.known_fields(obj, '', SERVICE_FIELDS)
+    spec = chk.mapping(obj, 'spec', '', required=True)
+    if spec is None:
+        return
+    chk.known_fields(spec, 'spec', SERVICE_SPEC_FIELDS,
+                     IGNORED_SERVICE_SPEC_FIELDS,
+                     UNSUPPORTED_SERVICE_SPEC_FIELDS)
+    service_type = chk.one_of(spec, 'type', 'spec', SERVICE_TYPES,
+                              default='ClusterIP', later=LATER_SERVICE_TYPES,
+                              unsupported=UNSUPPORTED_SERVICE_TYPES)
+    _ports(chk, spec, service_type)
+    _cluster_ip(chk, spec)
+    chk.string_map(spec, 'selector', 'spec', labels=True)
+    _session_affinity(chk, spec)
+    chk.one_of(spec, 'internalTrafficPolicy', 'spec', TRAFFIC_POLICIES,
+               default='Cluster')
+    policy = chk.one_of(spec, 'externalTrafficPolicy', 'spec',
+                        TRAFFIC_POLICIES)
+    if policy and service_type and service_type not in EXTERNAL_SERVICE_TYPES:
+        chk.error('spec.externalTrafficPolicy',
+                  f'may only be set for externally-accessible services '
+                  f'(type {" or ".join(EXTERNAL_SERVICE_TYPES)}), '
+                  f'not {service_type}')
+    chk.boolean(spec, 'publishNotReadyAddresses', 'spec', default=False)
+
+
+def _ports(chk, spec, service_type) -> None:
+    ports = chk.items(spec, 'ports', 'spec', required=True, non_empty=True)
+    names: set[str] = set()
+    seen: set[tuple] = set()
+    for path, port in ports:
+        chk.known_fields(port, path, SERVICE_PORT_FIELDS)
+        number = chk.port(port, 'port', path, required=True)
+        protocol = chk.one_of(port, 'protocol', path, PROTOCOLS,
+                              default='TCP', unsupported=UNSUPPORTED_PROTOCOLS)
+        name = chk.string(port, 'name', path)
+        if name:
+            chk.name(name, join(path, 'name'), dns1123_label_problem)
+            if name in names:
+                chk.error(join(path, 'name'), f'Duplicate value: "{name}"')
+            names.add(name)
+        elif len(ports) > 1:
+            chk.error(join(path, 'name'),
+                      'required value: every port needs a name when the '
+                      'Service has more than one port')
+        if 'targetPort' in port and port['targetPort'] is not None:
+            chk.int_or_name(port, 'targetPort', path)
+        elif number is not None:
+            port['targetPort'] = number
+        chk.string(port, 'appProtocol', path)
+        if port.get('nodePort') is not None and \
+                service_type not in EXTERNAL_SERVICE_TYPES:
+            chk.error(join(path, 'nodePort'),
+                      f'may not be used when type is {service_type}')
+        if number is not None and protocol is not None:
+            if (number, protocol) in seen:
+                chk.error(path, f'Duplicate value: port {number}/{protocol} '
+                                f'is listed twice')
+            seen.add((number, protocol))
+
+
+def _cluster_ip(chk, spec) -> None:
+    cluster_ip = chk.string(spec, 'clusterIP', 'spec', default='')
+    if cluster_ip in ('', 'None', None):
+        return
+    if parse_ipv4(cluster_ip) is None:
+        chk.error('spec.clusterIP',
+                  f'"{cluster_ip}" is not a valid IPv4 address; use an '
+                  f'address of the Service range, "None" for a headless '
+                  f'Service, or leave it empty to get one allocated')
+
+
+def _session_affinity(chk, spec) -> None:
+    affinity = chk.one_of(spec, 'sessionAffinity', 'spec', SESSION_AFFINITIES,
+                          default='None')
+    config = chk.mapping(spec, 'sessionAffinityConfig', 'spec')
+    if affinity == 'None' and config:
+        chk.error('spec.sessionAffinityConfig',
+                  'must not be set when sessionAffinity is None')
+        return
+    if affinity != 'ClientIP':
+        return
+    if config is None:
+        config = spec['sessionAffinityConfig'] = {}
+    path = 'spec.sessionAffinityConfig'
+    chk.known_fields(config, path, ('clientIP',))
+    client_ip = chk.mapping(config, 'clientIP', path, default=dict)
+    if client_ip is not None:
+        cpath = join(path, 'clientIP')
+        chk.known_fields(client_ip, cpath, ('timeoutSeconds',))
+        chk.integer(client_ip, 'timeoutSeconds', cpath, minimum=1,
+                    maximum=AFFINITY_TIMEOUT_MAX,
+                    default=AFFINITY_TIMEOUT_DEFAULT)

@@ -1,0 +1,612 @@
+"""A stand-in for Kubernetes' e2e test image agnhost, run inside a pod.
+
+Usage: ``python -m topo.images.agnhost SUBCOMMAND [flags]``, what the image
+``registry.k8s.io/e2e-test-images/agnhost`` runs as ``/agnhost SUBCOMMAND``.
+Flags follow Go's rules: ``-flag``/``--flag``, ``--flag=value`` or
+``--flag value``; booleans only as ``--flag`` or ``--flag=false``. A bad flag
+exits 2 with a message, like a Go program.
+
+Subcommands, with the behaviour of the real image:
+
+``netexec [--http-port=8080] [--udp-port=8081] [--delay-shutdown=0]``
+    HTTP/1.1 server (keep-alive) with ``/`` (``NOW: <time>``), ``/hostname``
+    (also ``/hostName``), ``/clientip`` (``IP:PORT`` of the TCP peer),
+    ``/echo?msg=X[&code=N]``, ``/healthz`` (200 while the UDP server runs,
+    else 412), ``/exit?code=N[&wait=D][&timeout=D]`` and ``/shutdown``.
+    Unlike agnhost, whose ``/`` handler catches every path, other paths are
+    404 here. A UDP server (``--udp-port=-1`` disables it) answers
+    ``hostname``, ``echo TEXT`` and ``clientip``; like agnhost it trims and
+    lower-cases a datagram first (so ``echo Hi`` answers ``hi``) and does not
+    answer unknown commands. SIGTERM exits 0 after ``--delay-shutdown``
+    seconds, serving all the while.
+``serve-hostname [--port=9376] [--http=true] [--tcp] [--udp] [--close]``
+    Serve the hostname over HTTP (any path), or over raw TCP (write it,
+    close) and/or UDP (one reply per datagram) with ``--http=false``. After
+    SIGTERM it keeps serving for 60 s ("Awaiting pod deletion"), as agnhost
+    does, so the pod's grace period decides when it stops.
+``pause``
+    Block until SIGTERM or SIGINT, then exit 0 (agnhost's own ``pause`` exits
+    2 and 1; kubelab follows ``registry.k8s.io/pause``, which also runs this).
+
+The hostname is ``$HOSTNAME`` (the node agent sets it to the pod name), else
+the system's. Logs go to stderr in Go's ``log`` format, one line at startup
+and none per request: the servers must keep up with benchmarks of thousands
+of short connections per second.
+"""
+
+import asyncio
+import http
+import os
+import re
+import signal
+import socket
+import sys
+import time
+from urllib.parse import parse_qsl, unquote
+
+BACKLOG = 4096
+MAX_HEADER_BYTES = 64 * 1024
+CLOSE = b'Connection: close\r\n'
+KEEP_ALIVE = b'Connection: keep-alive\r\n'
+UDP_BUFFER = 2048  # agnhost reads datagrams into a 2048-byte buffer
+SERVE_HOSTNAME_LINGER = 60  # seconds serve-hostname serves after SIGTERM
+
+
+# --- command line, as Go's flag package parses it ----------------------------
+
+class UsageError(Exception):
+    """A bad command line: the message is printed and the exit code is 2."""
+
+
+def parse_go_bool(text):
+    """Go's strconv.ParseBool."""
+    if text in ('1', 't', 'T', 'TRUE', 'true', 'True'):
+        return True
+    if text in ('0', 'f', 'F', 'FALSE', 'false', 'False'):
+        return False
+    raise ValueError(text)
+
+
+def parse_go_int(text):
+    """Go's strconv.ParseInt(text, 0, 64): decimal, 0x.., 0o.., 0b.., 0.."""
+    try:
+        return int(text, 0)
+    except ValueError:
+        if re.fullmatch(r'[+-]?0[0-7_]+', text):
+            return int(text, 8)
+        raise
+
+
+def parse_flags(args, defaults):
+    """Parse ``args`` against ``{name: default}``; the default's type rules.
+
+    Returns the flag values; positional arguments are an error, since no
+    emulated subcommand takes any.
+    """
+    values = dict(defaults)
+    i = 0
+    while i < len(args):
+        arg = args[i]
+        if arg == '--':
+            i += 1
+            break
+        if len(arg) < 2 or arg[0] != '-':
+            break
+        body = arg[2:] if arg.startswith('--') else arg[1:]
+        if not body or body[0] in '-=':
+            raise UsageError(f'bad flag syntax: {arg}')
+        name, has_value, value = body.partition('=')
+        if name in ('h', 'help'):
+            raise UsageError('')
+        if name not in defaults:
+            raise UsageError(f'flag provided but not defined: -{name}')
+        if isinstance(defaults[name], bool):
+            try:
+                values[name] = parse_go_bool(value) if has_value else True
+            except ValueError:
+                raise UsageError(f'invalid boolean value "{value}" for '
+                                 f'-{name}: parse error') from None
+        else:
+            if not has_value:
+                i += 1
+                if i == len(args):
+                    raise UsageError(f'flag needs an argument: -{name}')
+                value = args[i]
+            try:
+                values[name] = parse_go_int(value)
+            except ValueError:
+                raise UsageError(f'invalid value "{value}" for flag -{name}:'
+                                 f' parse error') from None
+        i += 1
+    if args[i:]:
+        raise UsageError(f'accepts 0 arg(s), received {len(args) - i}: '
+                         f'{" ".join(args[i:])}')
+    return values
+
+
+def go_duration(text):
+    """Seconds in a Go duration string such as ``1.5s``, ``300ms``, ``2m``."""
+    units = {'ns': 1e-9, 'us': 1e-6, 'µs': 1e-6, 'μs': 1e-6, 'ms': 1e-3,
+             's': 1.0, 'm': 60.0, 'h': 3600.0}
+    sign, body = (-1, text[1:]) if text[:1] == '-' else (1, text.lstrip('+'))
+    if body == '0':
+        return 0.0
+    parts = re.findall(r'(\d*\.?\d*)(ns|us|µs|μs|ms|s|m|h)', body)
+    if not parts or ''.join(n + u for n, u in parts) != body \
+            or any(n in ('', '.') for n, _ in parts):
+        raise ValueError(text)
+    return sign * sum(float(n) * units[u] for n, u in parts)
+
+
+# --- small helpers -----------------------------------------------------------
+
+def hostname():
+    """The pod's hostname: $HOSTNAME, else the system's."""
+    return os.environ.get('HOSTNAME') or socket.gethostname()
+
+
+def host_port(address):
+    """``IP:PORT`` (``[IPv6]:PORT``) from a socket address, as Go prints it."""
+    host, port = address[0], address[1]
+    return f'[{host}]:{port}' if ':' in host else f'{host}:{port}'
+
+
+def log(message):
+    """One line on stderr, prefixed like Go's log package."""
+    stamp = time.strftime('%Y/%m/%d %H:%M:%S')
+    sys.stderr.write(f'{stamp} {message}\n')
+    sys.stderr.flush()
+
+
+def fatal(message):
+    """Go's log.Fatal: log and exit 1."""
+    log(message)
+    sys.exit(1)
+
+
+def default_sigint():
+    """Let SIGINT kill the process as it kills a Go program."""
+    if signal.getsignal(signal.SIGINT) is signal.default_int_handler:
+        signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
+def tcp_listener(port):
+    """A listening TCP socket on 0.0.0.0:port (SO_REUSEADDR, big backlog)."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind(('0.0.0.0', port))
+    except OSError as err:
+        sock.close()
+        fatal(f'listen tcp :{port}: bind: {err.strerror.lower()}')
+    sock.listen(BACKLOG)
+    sock.setblocking(False)
+    return sock
+
+
+def udp_socket(port):
+    """A UDP socket bound to 0.0.0.0:port with SO_REUSEADDR."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind(('0.0.0.0', port))
+    except OSError as err:
+        sock.close()
+        fatal(f'listen udp :{port}: bind: {err.strerror.lower()}')
+    sock.setblocking(False)
+    return sock
+
+
+class Exit:
+    """The process's pending exit: set once, awaited by the subcommand."""
+
+    def __init__(self, loop):
+        self.loop = loop
+        self.future = loop.create_future()
+
+    def now(self, code):
+        if not self.future.done():
+            self.future.set_result(code)
+
+    def later(self, seconds, code):
+        self.loop.call_later(max(seconds, 0), self.now, code)
+
+
+# --- a minimal, fast HTTP/1.1 server -----------------------------------------
+
+class Reply:
+    """What a handler answers; ``after`` runs once the reply is written."""
+
+    __slots__ = ('status', 'body', 'close', 'after')
+
+    def __init__(self, status=200, body=b'', close=False, after=None):
+        self.status = status
+        self.body = body
+        self.close = close
+        self.after = after
+
+
+class Request:
+    """One parsed request: method, path, raw query, peer, form body."""
+
+    __slots__ = ('method', 'path', 'query', 'peer', 'body', 'form_body')
+
+    def __init__(self, method, path, query, peer, body, form_body):
+        self.method = method
+        self.path = path
+        self.query = query
+        self.peer = peer
+        self.body = body
+        self.form_body = form_body
+
+    def form_value(self, name):
+        """Go's Request.FormValue: urlencoded body first, then the query."""
+        sources = (self.body.decode('latin-1') if self.form_body else '',
+                   self.query)
+        for source in sources:
+            for key, value in parse_qsl(source, keep_blank_values=True):
+                if key == name:
+                    return value
+        return ''
+
+
+def status_line(code):
+    try:
+        phrase = http.HTTPStatus(code).phrase
+    except ValueError:
+        phrase = f'status code {code}'
+    return f'HTTP/1.1 {code} {phrase}\r\n'.encode()
+
+
+_date_cache = [0, b'']
+
+
+def http_date():
+    """The Date header value, computed at most once a second."""
+    now = int(time.time())
+    if now != _date_cache[0]:
+        _date_cache[0] = now
+        _date_cache[1] = time.strftime('%a, %d %b %Y %H:%M:%S GMT',
+                                       time.gmtime(now)).encode()
+    return _date_cache[1]
+
+
+class HttpProtocol(asyncio.Protocol):
+    """Parse requests off one connection and answer with ``handler(req)``."""
+
+    def __init__(self, handler):
+        self.handler = handler
+        self.buffer = b''
+        self.transport = None
+        self.peer = ''
+
+    def connection_made(self, transport):
+        self.transport = transport
+        self.peer = host_port(transport.get_extra_info('peername'))
+
+    def data_received(self, data):
+        buffer = self.buffer + data if self.buffer else data
+        while buffer and not self.transport.is_closing():
+            buffer = buffer.lstrip(b'\r\n')
+            end = buffer.find(b'\r\n\r\n')
+            if end < 0:
+                if len(buffer) > MAX_HEADER_BYTES:
+                    self.fail(431)
+                break
+            consumed = self.handle(buffer, end)
+            if consumed is None:
+                break  # body not complete yet
+            buffer = buffer[consumed:]
+        self.buffer = buffer
+
+    def handle(self, buffer, end):
+        """Answer the request at the start of ``buffer``; bytes consumed."""
+        lines = buffer[:end].split(b'\r\n')
+        request_line = lines[0].split(b' ')
+        if len(request_line) != 3 or not request_line[2].startswith(b'HTTP/'):
+            self.fail(400)
+            return len(buffer)
+        method, target, version = request_line
+        length, connection, form_body = 0, b'', False
+        for line in lines[1:]:
+            name, _, value = line.partition(b':')
+            name = name.strip().lower()
+            if name == b'content-length':
+                length = int(value) if value.strip().isdigit() else -1
+                if length < 0:
+                    self.fail(400)
+                    return len(buffer)
+            elif name == b'connection':
+                connection = value.strip().lower()
+            elif name == b'transfer-encoding':
+                self.fail(501)
+                return len(buffer)
+            elif name == b'content-type':
+                form_body = value.strip().lower().startswith(
+                    b'application/x-www-form-urlencoded')
+        total = end + 4 + length
+        if len(buffer) < total:
+            return None
+        keep_alive = (connection != b'close' if version == b'HTTP/1.1'
+                      else connection == b'keep-alive')
+        path, _, query = target.decode('latin-1').partition('?')
+        if not path.startswith('/'):  # absolute-form, as proxies send
+            path = '/' + path.split('://', 1)[-1].partition('/')[2]
+        if '%' in path:
+            path = unquote(path)
+        request = Request(method.decode('latin-1'), path, query, self.peer,
+                          buffer[end + 4:total], form_body)
+        reply = self.handler(request)
+        if not keep_alive or reply.close:
+            connection_header = CLOSE
+        elif version != b'HTTP/1.1':  # an HTTP/1.0 client asked keep-alive
+            connection_header = KEEP_ALIVE
+        else:
+            connection_header = b''
+        self.send(reply, connection_header, method == b'HEAD')
+        if reply.after is not None:
+            reply.after()
+        return total
+
+    def send(self, reply, connection_header, head_only=False):
+        """Write ``reply``; close after it if the header says close."""
+        body = reply.body
+        parts = [status_line(reply.status),
+                 b'Content-Type: text/plain; charset=utf-8\r\nDate: ',
+                 http_date(),
+                 b'\r\nContent-Length: ', str(len(body)).encode(), b'\r\n']
+        parts.append(connection_header)
+        parts.append(b'\r\n')
+        if not head_only:
+            parts.append(body)
+        self.transport.write(b''.join(parts))
+        if connection_header is CLOSE:
+            self.transport.close()
+
+    def fail(self, status):
+        text = f'{status} {http.HTTPStatus(status).phrase}'.encode()
+        self.send(Reply(status, text), CLOSE)
+
+
+class UdpProtocol(asyncio.DatagramProtocol):
+    """Answer each datagram with ``answer(data, addr)`` unless it is None."""
+
+    def __init__(self, answer):
+        self.answer = answer
+        self.transport = None
+
+    def connection_made(self, transport):
+        self.transport = transport
+
+    def datagram_received(self, data, addr):
+        reply = self.answer(data[:UDP_BUFFER], addr)
+        if reply is not None:
+            self.transport.sendto(reply, addr)
+
+
+class WriteAndClose(asyncio.Protocol):
+    """serve-hostname --tcp: write the hostname and close."""
+
+    def __init__(self, payload):
+        self.payload = payload
+
+    def connection_made(self, transport):
+        transport.write(self.payload)
+        transport.close()
+
+
+# --- netexec ----------------------------------------------------------------
+
+def go_now(started):
+    """time.Now() as Go's %v prints it, monotonic reading included."""
+    ns = time.time_ns()
+    seconds, fraction = divmod(ns, 10**9)
+    local = time.localtime(seconds)
+    digits = f'.{fraction:09d}'.rstrip('0') if fraction else ''
+    return (time.strftime('%Y-%m-%d %H:%M:%S', local) + digits
+            + time.strftime(' %z %Z', local)
+            + f' m=+{time.monotonic() - started:.9f}')
+
+
+class Netexec:
+    """The HTTP routes and UDP commands of ``agnhost netexec``."""
+
+    def __init__(self, exit_, udp_enabled):
+        self.exit = exit_
+        self.udp_ready = udp_enabled
+        self.name = hostname().encode()
+        self.started = time.monotonic()
+        self.routes = {
+            '/': self.root, '/hostname': self.hostname,
+            '/hostName': self.hostname, '/clientip': self.clientip,
+            '/echo': self.echo, '/healthz': self.healthz,
+            '/exit': self.exit_route, '/shutdown': self.shutdown,
+        }
+
+    def http(self, request):
+        route = self.routes.get(request.path)
+        if route is None:
+            return Reply(404, b'404 page not found\n')
+        return route(request)
+
+    def root(self, request):
+        return Reply(body=f'NOW: {go_now(self.started)}'.encode())
+
+    def hostname(self, request):
+        return Reply(body=self.name)
+
+    def clientip(self, request):
+        return Reply(body=request.peer.encode())
+
+    def echo(self, request):
+        msg, code = request.form_value('msg'), request.form_value('code')
+        if not code:
+            return Reply(body=msg.encode())
+        try:
+            status = int(code)
+        except ValueError:
+            return Reply(body=f'argument \'code\' must be an integer or '
+                              f'empty, got "{code}"\n'.encode())
+        return Reply(status, msg.encode())
+
+    def healthz(self, request):
+        return Reply(200 if self.udp_ready else 412)
+
+    def exit_route(self, request):
+        """Exit with ``code`` after ``wait``; ``timeout`` is only checked."""
+        durations = {}
+        for name in ('timeout', 'wait'):
+            text = request.form_value(name)
+            try:
+                durations[name] = go_duration(text) if text else 0.0
+            except ValueError:
+                return Reply(body=f'argument \'{name}\' must be a valid '
+                                  f'golang duration or empty, got "{text}"\n'
+                                  .encode())
+        text = request.form_value('code')
+        try:
+            code = int(text) if text else 0
+        except ValueError:
+            return Reply(body=f'argument \'code\' must be an integer [0-127]'
+                              f' or empty, got "{text}"\n'.encode())
+        wait = durations['wait']
+        log(f'Will begin shutdown in {wait}s, then will exit with {code}')
+        return Reply(close=True, after=lambda: self.exit.later(wait, code))
+
+    def shutdown(self, request):
+        return Reply(close=True, after=lambda: self.exit.now(0))
+
+    def udp(self, data, addr):
+        text = data.decode('utf-8', 'surrogateescape').strip().lower()
+        if text == 'hostname':
+            return self.name
+        if text.startswith('echo '):
+            return text[5:].encode('utf-8', 'surrogateescape')
+        if text == 'clientip':
+            return host_port(addr).encode()
+        return None
+
+
+async def netexec(flags):
+    loop = asyncio.get_running_loop()
+    exit_ = Exit(loop)
+    if flags['sctp-port'] != -1:
+        fatal('SCTP is not emulated by kubelab; leave --sctp-port at -1')
+    app = Netexec(exit_, flags['udp-port'] > 0)
+    udp = None
+    if flags['udp-port'] > 0:
+        sock = udp_socket(flags['udp-port'])
+        udp, _ = await loop.create_datagram_endpoint(
+            lambda: UdpProtocol(app.udp), sock=sock)
+        log(f'Started UDP server on port {flags["udp-port"]}')
+    server = await loop.create_server(
+        lambda: HttpProtocol(app.http), sock=tcp_listener(flags['http-port']),
+        backlog=BACKLOG)
+    log(f'Started HTTP server on port {flags["http-port"]}')
+
+    def on_sigterm():
+        delay = flags['delay-shutdown']
+        if delay > 0:
+            log(f'Sleeping {delay} seconds before terminating...')
+        exit_.later(delay, 0)
+
+    loop.add_signal_handler(signal.SIGTERM, on_sigterm)
+    code = await exit_.future
+    server.close()
+    if udp is not None:
+        udp.close()
+    return code
+
+
+# --- serve-hostname ----------------------------------------------------------
+
+async def serve_hostname(flags):
+    if flags['http'] and (flags['tcp'] or flags['udp']):
+        fatal("Can't server TCP/UDP mode and HTTP mode at the same time "
+              '(add --http=false to --tcp or --udp)')
+    loop = asyncio.get_running_loop()
+    exit_ = Exit(loop)
+    name = hostname().encode()
+    port = flags['port']
+    if flags['tcp']:
+        await loop.create_server(lambda: WriteAndClose(name),
+                                 sock=tcp_listener(port), backlog=BACKLOG)
+    if flags['udp']:
+        await loop.create_datagram_endpoint(
+            lambda: UdpProtocol(lambda data, addr: name),
+            sock=udp_socket(port))
+    if flags['http']:
+        reply = Reply(body=name, close=flags['close'])
+        await loop.create_server(lambda: HttpProtocol(lambda request: reply),
+                                 sock=tcp_listener(port), backlog=BACKLOG)
+    log(f'Serving on port {port}.')
+
+    def on_sigterm():
+        log('Shutting down after receiving signal: terminated.')
+        log('Awaiting pod deletion.')
+        exit_.later(SERVE_HOSTNAME_LINGER, 0)
+
+    loop.add_signal_handler(signal.SIGTERM, on_sigterm)
+    return await exit_.future
+
+
+# --- pause -------------------------------------------------------------------
+
+def pause(flags):
+    """Block until SIGTERM or SIGINT; exit 0."""
+    wanted = {signal.SIGTERM, signal.SIGINT}
+    signal.pthread_sigmask(signal.SIG_BLOCK, wanted)
+    print('Paused', flush=True)
+    got = signal.sigwait(wanted)
+    print(f'Shutting down, got signal: {signal.Signals(got).name}', flush=True)
+    return 0
+
+
+# --- entry point -------------------------------------------------------------
+
+SUBCOMMANDS = {
+    'netexec': ({'http-port': 8080, 'udp-port': 8081, 'sctp-port': -1,
+                 'delay-shutdown': 0}, netexec),
+    'serve-hostname': ({'port': 9376, 'tcp': False, 'udp': False,
+                        'http': True, 'close': False}, serve_hostname),
+    'pause': ({}, pause),
+}
+
+
+def usage(subcommand=None):
+    if subcommand is None:
+        return ('Usage: agnhost SUBCOMMAND [flags]\n'
+                f'Subcommands emulated by kubelab: {", ".join(SUBCOMMANDS)}')
+    defaults = SUBCOMMANDS[subcommand][0]
+    flags = ' '.join(f'[--{name}={str(value).lower()}]'
+                     for name, value in defaults.items())
+    return f'Usage: agnhost {subcommand} {flags}'.rstrip()
+
+
+def main(argv=None):
+    """Run a subcommand; returns the process's exit code."""
+    argv = sys.argv[1:] if argv is None else argv
+    if not argv or argv[0] in ('-h', '--help', 'help'):
+        print(usage())
+        return 0
+    if argv[0] not in SUBCOMMANDS:
+        print(f'Error: unknown command "{argv[0]}" for "agnhost"\n{usage()}',
+              file=sys.stderr)
+        return 2
+    defaults, run = SUBCOMMANDS[argv[0]]
+    try:
+        flags = parse_flags(argv[1:], defaults)
+    except UsageError as err:
+        if not str(err):
+            print(usage(argv[0]))
+            return 0
+        print(f'{err}\n{usage(argv[0])}', file=sys.stderr)
+        return 2
+    if run is pause:
+        return pause(flags)
+    default_sigint()
+    return asyncio.run(run(flags))
+
+
+if __name__ == '__main__':
+    sys.exit(main())

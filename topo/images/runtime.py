@@ -1,0 +1,125 @@
+"""From a container spec to the process the node agent execs in the pod.
+
+Pure translation, no side effects: the node agent calls ``container_argv``
+and ``container_env`` and runs the result inside the pod's namespace.
+
+Kubernetes' rules decide the command line: ``command`` replaces the image's
+ENTRYPOINT, ``args`` replace its CMD, and ``$(VAR)`` in either expands to the
+container's own ``env`` (``$$`` escapes a ``$``; an undefined name stays as
+written). The emulated images declare what their real counterparts do:
+
+=========== ============== ========= ==========================================
+image       ENTRYPOINT     CMD       runs here as
+=========== ============== ========= ==========================================
+agnhost     ``/agnhost``   ``pause`` ``python -m topo.images.agnhost ARGS``
+pause       ``/pause``     (none)    ``python -m topo.images.agnhost pause``
+busybox     (none)         ``sh``    the command itself, busybox applets first
+=========== ============== ========= ==========================================
+
+A command that is not an emulated binary (``sh -c ...`` in any image) runs
+unchanged, and ``container_env`` puts the lab's busybox applet directory first
+in PATH so that ``sh``, ``wget``, ``nc`` and ``sleep`` are busybox's. Which
+image references are supported is decided by ``services.images``.
+"""
+
+import re
+
+from services.images import AGNHOST_BINARIES, image_kind, unknown_image_message
+
+AGNHOST_MODULE = 'topo.images.agnhost'
+PAUSE_BINARY = '/pause'
+
+#: PATH of the real images (and of most container images).
+IMAGE_PATH = '/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin'
+
+#: Image kind -> (ENTRYPOINT, CMD), as ``docker inspect`` shows them.
+IMAGE_CONFIG = {
+    'agnhost': (['/agnhost'], ['pause']),
+    'pause': ([PAUSE_BINARY], []),
+    'busybox': ([], ['sh']),
+}
+
+_REFERENCE = re.compile(r'\$\$|\$\(([^()$]*)\)')
+
+
+def _name(container):
+    return container.get('name') or '<unnamed>'
+
+
+def _spec_env(container):
+    """The container's ``env`` list as a dict, each value expanded in order.
+
+    ``valueFrom`` (downward API, secrets, config maps) is not emulated: such
+    a variable is left out, so a ``$(NAME)`` reference to it stays literal.
+    """
+    env = {}
+    for var in container.get('env') or []:
+        if 'name' in var and 'valueFrom' not in var:
+            env[var['name']] = expand(str(var.get('value', '')), env)
+    return env
+
+
+def expand(text, env):
+    """Kubernetes' ``$(VAR)`` expansion of ``text`` using ``env``."""
+    def replace(match):
+        if match.group(0) == '$$':
+            return '$'
+        return env.get(match.group(1), match.group(0))
+    return _REFERENCE.sub(replace, text)
+
+
+def _words(container):
+    """The image's ENTRYPOINT/CMD combined with command/args, expanded."""
+    image = container.get('image')
+    kind = image_kind(image)
+    if kind not in IMAGE_CONFIG:
+        raise ValueError(f'container "{_name(container)}": '
+                         f'{unknown_image_message(image)}')
+    entrypoint, cmd = IMAGE_CONFIG[kind]
+    command = list(container.get('command') or [])
+    args = list(container.get('args') or [])
+    if command:
+        words = command + args
+    else:
+        words = entrypoint + (args or cmd)
+    if not words:
+        raise ValueError(f'container "{_name(container)}": no command to run:'
+                         f' image "{image}" has no ENTRYPOINT or CMD, set '
+                         f'command or args')
+    env = _spec_env(container)
+    return [expand(str(word), env) for word in words]
+
+
+def _emulated(words, python):
+    """The python argv for an emulated binary, or None for anything else."""
+    if words[0] in AGNHOST_BINARIES:
+        return [python, '-m', AGNHOST_MODULE] + words[1:]
+    if words[0] == PAUSE_BINARY:
+        return [python, '-m', AGNHOST_MODULE, 'pause']
+    return None
+
+
+def container_argv(container: dict, python: str) -> list[str]:
+    """The argv to exec for ``container`` (a pod spec's container dict).
+
+    ``python`` is the interpreter that runs the emulated images. Raises
+    ValueError naming the supported images when the image is unknown.
+    """
+    words = _words(container)
+    return _emulated(words, python) or words
+
+
+def container_env(container: dict, pod_name: str,
+                  busybox_dir: str) -> dict[str, str]:
+    """The environment of ``container``'s process in pod ``pod_name``.
+
+    PATH starts with ``busybox_dir`` (the lab's busybox applet links),
+    HOSTNAME is the pod name, emulated images get PYTHONUNBUFFERED=1 so their
+    logs appear at once; the container's own ``env`` overrides all of these,
+    as it overrides image defaults in Kubernetes.
+    """
+    env = {'PATH': f'{busybox_dir}:{IMAGE_PATH}', 'HOSTNAME': pod_name}
+    if _emulated(_words(container), 'python') is not None:
+        env['PYTHONUNBUFFERED'] = '1'
+    env.update(_spec_env(container))
+    return env

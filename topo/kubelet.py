@@ -1,0 +1,350 @@
+"""The node agent ("kubelet") of one lab node.
+
+It watches the store for pods bound to its node and makes them real: an address from the
+node's pod CIDR (host-local IPAM: a replaced pod gets a new address), a Mininet host on
+the node's bridge (the pod sandbox: one network namespace for all its containers), one
+process per container, restarts per ``restartPolicy``, readiness probes sent from the
+node's own address, graceful termination (SIGTERM, then SIGKILL after the grace period)
+and the pod's status written back to the store.
+"""
+
+from __future__ import annotations
+
+import http.client
+import logging
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+
+from services.allocators import PodIPAllocator
+from services.naming import now_rfc3339
+from topo.images.runtime import container_argv, container_env
+from topo.netns import netns_executor
+
+LOG = logging.getLogger('kubelab.kubelet')
+TICK = 0.2
+MAX_BACKOFF = 10.0
+UNPROBED_READY_AFTER = 2.0    # a container without a readiness probe whose declared
+                              # ports never open is called ready after this long
+
+
+@dataclass
+class Container:
+    spec: dict
+    proc: subprocess.Popen | None = None
+    started: str = ''
+    started_mono: float = 0.0
+    restarts: int = 0
+    last_exit: dict | None = None
+    next_start: float = 0.0      # backoff: when it may start again
+    ready: bool = False
+    probe_ok: int = 0
+    probe_fail: int = 0
+    next_probe: float = 0.0
+    probing: bool = False
+
+
+@dataclass
+class PodRuntime:
+    namespace: str
+    name: str
+    uid: str
+    ip: str
+    host: object
+    log_dir: str
+    restart_policy: str
+    containers: dict = field(default_factory=dict)
+    terminating_until: float | None = None
+    start_time: str = ''
+
+
+class NodeAgent:
+    def __init__(self, node, store, network, registry, state_dir: str, busybox_dir: str):
+        self.node = node
+        self.store = store
+        self.network = network
+        self.registry = registry
+        self.state_dir = state_dir
+        self.busybox_dir = busybox_dir
+        self.ipam = PodIPAllocator(node.pod_cidr)
+        self.pods: dict[str, PodRuntime] = {}
+        self.stopping = threading.Event()
+        self.thread = threading.Thread(target=self._run, name=f'kubelet-{node.name}',
+                                       daemon=True)
+        node_pid = network.node_host(node.name).pid
+        self.prober = netns_executor(node_pid, workers=4, name=f'probe-{node.name}')
+
+    # ------------------------------------------------------------ loop
+    def start(self):
+        self.store.set_node_ready(self.node.name, True)
+        self.thread.start()
+
+    def stop(self):
+        self.stopping.set()
+        self.thread.join(timeout=10)
+        for rt in list(self.pods.values()):
+            self._kill(rt, grace=0)
+            self._remove(rt)
+        self.prober.shutdown(wait=False, cancel_futures=True)
+
+    def _run(self):
+        version = 0
+        while not self.stopping.is_set():
+            version = self.store.wait(version, TICK)
+            try:
+                self.sync()
+            except Exception:       # keep the node alive; the next tick retries
+                LOG.exception('kubelet %s: sync failed', self.node.name)
+                time.sleep(TICK)
+
+    def sync(self):
+        wanted = {}
+        for pod in self.store.list('Pod'):
+            if pod['spec'].get('nodeName') == self.node.name:
+                wanted[pod['metadata']['uid']] = pod
+        for uid, rt in list(self.pods.items()):
+            if uid not in wanted:
+                self._kill(rt, grace=0)
+                self._remove(rt)
+        for uid, pod in wanted.items():
+            rt = self.pods.get(uid)
+            if pod['metadata'].get('deletionTimestamp'):
+                if rt is None:
+                    self.store.pod_gone(pod['metadata']['namespace'],
+                                        pod['metadata']['name'], uid)
+                else:
+                    self._terminate(rt, pod)
+                continue
+            if rt is None:
+                rt = self._create(pod)
+            self._tend(rt)
+            self._report(rt, pod)
+
+    # ------------------------------------------------------------ pod lifecycle
+    def _create(self, pod) -> PodRuntime:
+        meta = pod['metadata']
+        ip = self.ipam.allocate()
+        host = self.network.add_pod(self.node.name, ip)
+        self.registry.add(host.pid, f'pod sandbox {meta["namespace"]}/{meta["name"]}')
+        log_dir = os.path.join(self.state_dir, 'pods',
+                               f'{meta["namespace"]}_{meta["name"]}_{meta["uid"]}')
+        os.makedirs(log_dir, exist_ok=True)
+        rt = PodRuntime(meta['namespace'], meta['name'], meta['uid'], ip, host, log_dir,
+                        pod['spec'].get('restartPolicy', 'Always'), start_time=now_rfc3339())
+        for spec in pod['spec']['containers']:
+            rt.containers[spec['name']] = Container(spec)
+        self.pods[meta['uid']] = rt
+        LOG.info('pod %s/%s on %s: %s', rt.namespace, rt.name, self.node.name, ip)
+        return rt
+
+    def _start_container(self, rt: PodRuntime, c: Container):
+        argv = container_argv(c.spec, sys.executable)
+        env = container_env(c.spec, rt.name, self.busybox_dir)
+        env['PYTHONPATH'] = os.pathsep.join(p for p in sys.path if p)
+        log = open(os.path.join(rt.log_dir, f'{c.spec["name"]}.log'), 'ab')
+        try:
+            c.proc = rt.host.popen(argv, stdin=subprocess.DEVNULL, stdout=log,
+                                   stderr=subprocess.STDOUT, env=env, cwd='/')
+        finally:
+            log.close()
+        self.registry.add(c.proc.pid, f'container {rt.namespace}/{rt.name}/{c.spec["name"]}')
+        c.started = now_rfc3339()
+        c.started_mono = time.monotonic()
+        c.ready = False
+        c.probe_ok = c.probe_fail = 0
+        probe = c.spec.get('readinessProbe')
+        c.next_probe = c.started_mono + (probe or {}).get('initialDelaySeconds', 0)
+
+    def _tend(self, rt: PodRuntime):
+        """Start what should run, notice what exited, probe what is due."""
+        now = time.monotonic()
+        for c in rt.containers.values():
+            if c.proc is not None and c.proc.poll() is not None:
+                code = c.proc.returncode
+                c.last_exit = {'exitCode': code if code >= 0 else 128 - code,
+                               'reason': 'Completed' if code == 0 else 'Error',
+                               'startedAt': c.started, 'finishedAt': now_rfc3339()}
+                c.proc = None
+                c.ready = False
+                again = rt.restart_policy == 'Always' or (
+                    rt.restart_policy == 'OnFailure' and code != 0)
+                if again:
+                    c.restarts += 1
+                    c.next_start = now + min(MAX_BACKOFF, 2 ** (c.restarts - 1) * 0.5)
+                else:
+                    c.next_start = float('inf')
+            if c.proc is None and now >= c.next_start:
+                self._start_container(rt, c)
+            if c.proc is not None:
+                self._check_ready(rt, c, now)
+
+    def _check_ready(self, rt: PodRuntime, c: Container, now: float):
+        probe = c.spec.get('readinessProbe')
+        if probe is None:
+            if not c.ready:
+                c.ready = (now - c.started_mono > UNPROBED_READY_AFTER
+                           or _ports_bound(c.proc.pid, c.spec.get('ports') or []))
+            return
+        if c.probing or now < c.next_probe:
+            return
+        c.probing = True
+        c.next_probe = now + probe.get('periodSeconds', 10)
+        future = self.prober.submit(run_probe, probe, rt.ip, c.spec)
+
+        def done(fut, c=c, probe=probe):
+            ok = False
+            try:
+                ok = fut.result()
+            except Exception:
+                ok = False
+            if ok:
+                c.probe_ok, c.probe_fail = c.probe_ok + 1, 0
+                if c.probe_ok >= probe.get('successThreshold', 1):
+                    c.ready = True
+            else:
+                c.probe_fail, c.probe_ok = c.probe_fail + 1, 0
+                if c.probe_fail >= probe.get('failureThreshold', 3) or not c.ready:
+                    c.ready = False
+            c.probing = False
+        future.add_done_callback(done)
+
+    def _terminate(self, rt: PodRuntime, pod):
+        if rt.terminating_until is None:
+            grace = pod['metadata'].get('deletionGracePeriodSeconds',
+                                        pod['spec'].get('terminationGracePeriodSeconds', 30))
+            rt.terminating_until = time.monotonic() + grace
+            for c in rt.containers.values():
+                c.next_start = float('inf')
+                _signal(c.proc, signal.SIGTERM)
+            self._report(rt, pod)
+        running = [c for c in rt.containers.values()
+                   if c.proc is not None and c.proc.poll() is None]
+        if running and time.monotonic() < rt.terminating_until:
+            return
+        self._kill(rt, grace=0)
+        self._remove(rt)
+        self.store.pod_gone(rt.namespace, rt.name, rt.uid)
+
+    def _kill(self, rt: PodRuntime, grace: float):
+        for c in rt.containers.values():
+            _signal(c.proc, signal.SIGKILL)
+            if c.proc is not None:
+                try:
+                    c.proc.wait(timeout=2)
+                except subprocess.TimeoutExpired:
+                    pass
+            c.proc = None
+
+    def _remove(self, rt: PodRuntime):
+        self.network.remove_pod(rt.host)
+        self.ipam.release(rt.ip)
+        self.pods.pop(rt.uid, None)
+        LOG.info('pod %s/%s removed from %s', rt.namespace, rt.name, self.node.name)
+
+    # ------------------------------------------------------------ status
+    def _report(self, rt: PodRuntime, pod):
+        statuses = []
+        for c in rt.containers.values():
+            if c.proc is not None:
+                state = {'running': {'startedAt': c.started}}
+            elif c.last_exit is not None and c.next_start == float('inf'):
+                state = {'terminated': c.last_exit}
+            elif c.last_exit is not None:
+                state = {'waiting': {'reason': 'CrashLoopBackOff'}}
+            else:
+                state = {'waiting': {'reason': 'ContainerCreating'}}
+            st = {'name': c.spec['name'], 'image': c.spec['image'], 'ready': c.ready,
+                  'restartCount': c.restarts, 'started': c.proc is not None, 'state': state,
+                  'containerID': f'kubelab://{c.proc.pid}' if c.proc is not None else ''}
+            if c.last_exit is not None:
+                st['lastState'] = {'terminated': c.last_exit}
+            statuses.append(st)
+        all_ready = all(c.ready for c in rt.containers.values())
+        if rt.terminating_until is not None:
+            all_ready = False
+        done = [s['state'].get('terminated') for s in statuses]
+        if all(done):
+            phase = 'Succeeded' if all(d['exitCode'] == 0 for d in done) else 'Failed'
+        else:
+            phase = 'Running'
+        flag = 'True' if all_ready else 'False'
+        status = {
+            'phase': phase, 'hostIP': self.node.ip, 'hostIPs': [{'ip': self.node.ip}],
+            'podIP': rt.ip, 'podIPs': [{'ip': rt.ip}], 'startTime': rt.start_time,
+            'conditions': [{'type': 'PodScheduled', 'status': 'True'},
+                           {'type': 'Initialized', 'status': 'True'},
+                           {'type': 'ContainersReady', 'status': flag},
+                           {'type': 'Ready', 'status': flag}],
+            'containerStatuses': statuses,
+        }
+        self.store.update_pod_status(rt.namespace, rt.name, rt.uid, status)
+
+    def sandbox_pid(self, uid: str) -> int | None:
+        rt = self.pods.get(uid)
+        return rt.host.pid if rt is not None else None
+
+
+def _signal(proc, sig):
+    if proc is not None and proc.poll() is None:
+        try:
+            os.kill(proc.pid, sig)
+        except ProcessLookupError:
+            pass
+
+
+def _ports_bound(pid: int, ports: list) -> bool:
+    """Are all the container's declared ports bound inside its network namespace?"""
+    want = {(p.get('protocol', 'TCP'), p['containerPort']) for p in ports}
+    if not want:
+        return True
+    have = set()
+    for proto, path, listen_state in (('TCP', 'tcp', '0A'), ('UDP', 'udp', '07')):
+        try:
+            with open(f'/proc/{pid}/net/{path}') as f:
+                next(f)
+                for line in f:
+                    cols = line.split()
+                    if cols[3] == listen_state:
+                        have.add((proto, int(cols[1].rsplit(':', 1)[1], 16)))
+        except OSError:
+            return False
+    return want <= have
+
+
+def _resolve_port(port, spec: dict) -> int:
+    if isinstance(port, int):
+        return port
+    for p in spec.get('ports') or []:
+        if p.get('name') == port:
+            return p['containerPort']
+    raise ValueError(f'no container port named {port!r}')
+
+
+def run_probe(probe: dict, ip: str, spec: dict) -> bool:
+    """One readiness probe, from the node's network namespace, as kubelet sends it."""
+    timeout = probe.get('timeoutSeconds', 1)
+    if 'httpGet' in probe:
+        get = probe['httpGet']
+        conn = http.client.HTTPConnection(ip, _resolve_port(get['port'], spec),
+                                          timeout=timeout)
+        try:
+            conn.request('GET', get.get('path', '/'),
+                         headers={'User-Agent': 'kube-probe/1.31'})
+            return 200 <= conn.getresponse().status < 400
+        except OSError:
+            return False
+        finally:
+            conn.close()
+    if 'tcpSocket' in probe:
+        try:
+            with socket.create_connection((ip, _resolve_port(probe['tcpSocket']['port'], spec)),
+                                          timeout=timeout):
+                return True
+        except OSError:
+            return False
+    return False

@@ -1,0 +1,172 @@
+"""The lab's Mininet network: node bridges, underlay, external network, and pods at run time.
+
+``ClusterTopo`` is plain data (names and cables from topo/wiring.py); ``LabNetwork``
+turns it into Open vSwitch bridges and Mininet hosts, connects the bridges to the
+controller, and adds and removes pod hosts while the lab runs. Every Mininet call goes
+through one lock: Mininet's host shells are not thread-safe.
+
+On the userspace datapath (no Open vSwitch kernel module) TCP through a bridge only works
+with TX checksum offload off on every veth: ``_offload_off`` does that for every link.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import logging
+import os
+import subprocess
+import threading
+from functools import partial
+
+from mininet.link import Link, OVSLink
+from mininet.log import setLogLevel
+from mininet.net import Mininet
+from mininet.node import Host, OVSSwitch, RemoteController
+from mininet.topo import Topo
+
+from topo import wiring
+
+LOG = logging.getLogger('kubelab.topo')
+
+
+def detect_datapath() -> str:
+    """'kernel' where the Open vSwitch kernel module is loaded or loadable, else 'user'."""
+    forced = os.environ.get('KUBELAB_DATAPATH')
+    if forced in ('user', 'kernel'):
+        return forced
+    if os.path.exists('/sys/module/openvswitch'):
+        return 'kernel'
+    probe = subprocess.run(['modprobe', '-q', 'openvswitch'], capture_output=True)
+    return 'kernel' if probe.returncode == 0 else 'user'
+
+
+class ClusterTopo(Topo):
+    """Node bridges on an underlay, node hosts, an external network with clients."""
+
+    def build(self, cluster):
+        ul = self.addSwitch(wiring.UNDERLAY_BRIDGE, dpid=f'{wiring.UNDERLAY_DPID:016x}')
+        ex = self.addSwitch(wiring.EXTERNAL_BRIDGE, dpid=f'{wiring.EXTERNAL_DPID:016x}')
+        self.addLink(ex, ul, port1=wiring.EXTERNAL_UPLINK_PORT,
+                     port2=wiring.UNDERLAY_EXTERNAL_PORT, cls=OVSLink)
+        node_prefix = ipaddress.IPv4Network(cluster.node_cidr).prefixlen
+        for node in cluster.nodes:
+            br = self.addSwitch(wiring.node_bridge(node), dpid=f'{wiring.node_dpid(node):016x}')
+            self.addLink(br, ul, port1=wiring.UPLINK_PORT, port2=node.index, cls=OVSLink)
+            host = self.addHost(wiring.node_host_name(node), ip=f'{node.ip}/{node_prefix}',
+                                mac=wiring.mac_for(node.ip))
+            self.addLink(host, br, port2=wiring.NODE_HOST_PORT)
+        ext_prefix = ipaddress.IPv4Network(cluster.external_cidr).prefixlen
+        for j, client in enumerate(cluster.clients, start=1):
+            host = self.addHost(wiring.client_host_name(j), ip=f'{client.ip}/{ext_prefix}',
+                                mac=wiring.mac_for(client.ip))
+            self.addLink(host, ex, port2=wiring.client_port(j))
+
+
+class LabNetwork:
+    """The running Mininet network of one lab."""
+
+    def __init__(self, cluster, controller_port: int, datapath: str | None = None):
+        self.cluster = cluster
+        self.controller_port = controller_port
+        self.datapath = datapath or detect_datapath()
+        self.lock = threading.RLock()
+        self.net = None
+        self._pod_count = 0
+
+    # ------------------------------------------------------------ start / stop
+    def start(self):
+        setLogLevel('warning')
+        switch = partial(OVSSwitch, datapath=self.datapath, protocols='OpenFlow13',
+                         failMode='secure', reconnectms=1000)
+        self.net = Mininet(topo=ClusterTopo(cluster=self.cluster), switch=switch,
+                           controller=None, autoSetMacs=False, build=False,
+                           waitConnected=False)
+        self.net.addController(RemoteController('c0', ip='127.0.0.1',
+                                                port=self.controller_port))
+        self.net.build()
+        self.net.start()
+        for link in self.net.links:
+            if not isinstance(link, OVSLink):
+                self._offload_off(link)
+        self._name_tables()
+        for node in self.cluster.nodes:
+            host = self.node_host(node.name)
+            for cidr in (self.cluster.cluster_cidr, self.cluster.service_cidr,
+                         self.cluster.external_cidr):
+                host.cmd(f'ip route replace {cidr} dev {host.defaultIntf()}')
+        for j, _client in enumerate(self.cluster.clients, start=1):
+            host = self.net.get(wiring.client_host_name(j))
+            host.cmd(f'ip route replace default via {self.cluster.external_gateway}')
+
+    def stop(self):
+        with self.lock:
+            if self.net is not None:
+                self.net.stop()
+                self.net = None
+
+    def _offload_off(self, link):
+        if self.datapath != 'user':
+            return
+        for intf in (link.intf1, link.intf2):
+            intf.node.cmd(f'ethtool -K {intf.name} tx off >/dev/null 2>&1')
+
+    def _name_tables(self):
+        """Give the pipeline's tables their names in OVSDB: dumps then say
+        ``table=ServiceLB`` instead of ``table=40``."""
+        from controller.pipeline import TABLES
+        for sw in self.net.switches:
+            args = []
+            for t in TABLES:
+                args += ['--', f'--id=@t{t.id}', 'create', 'Flow_Table', f'name={t.name}',
+                         '--', 'set', 'Bridge', sw.name, f'flow_tables:{t.id}=@t{t.id}']
+            subprocess.run(['ovs-vsctl', *args], check=True, capture_output=True)
+
+    def switches_connected(self) -> bool:
+        with self.lock:
+            return all(sw.connected() for sw in self.net.switches)
+
+    # ------------------------------------------------------------ hosts
+    def node_host(self, node_name: str):
+        node = self.cluster.node(node_name)
+        return self.net.get(wiring.node_host_name(node))
+
+    def client_host(self, client_name: str):
+        for j, client in enumerate(self.cluster.clients, start=1):
+            if client.name == client_name:
+                return self.net.get(wiring.client_host_name(j))
+        raise KeyError(client_name)
+
+    def add_pod(self, node_name: str, ip: str) -> Host:
+        """A new pod sandbox: a host with ``ip`` on ``node_name``'s bridge."""
+        node = self.cluster.node(node_name)
+        prefix = ipaddress.IPv4Network(node.pod_cidr).prefixlen
+        port = wiring.pod_port(node, ip)
+        with self.lock:
+            self._pod_count += 1
+            name = f'{wiring.PREFIX}p{self._pod_count}'
+            host = self.net.addHost(name, ip=None, inNamespace=True)
+            bridge = self.net.get(wiring.node_bridge(node))
+            link = self.net.addLink(host, bridge, port2=port, cls=Link)
+            bridge.vsctl('add-port', bridge.name, link.intf2.name, '--', 'set',
+                         'Interface', link.intf2.name, f'ofport_request={port}')
+            bridge.cmd(f'ip link set {link.intf2.name} up')
+            intf = link.intf1
+            host.setMAC(wiring.mac_for(ip), intf)
+            host.setIP(ip, prefix, intf)
+            host.cmd(f'ip route replace default via {wiring.pod_gateway(node)} dev {intf}')
+            host.cmd('ip link set lo up')
+            self._offload_off(link)
+            return host
+
+    def remove_pod(self, host: Host):
+        with self.lock:
+            if self.net is None or host not in self.net.hosts:
+                return
+            for intf in list(host.intfList()):
+                link = intf.link
+                if link is None:
+                    continue
+                other = link.intf2 if link.intf1 is intf else link.intf1
+                other.node.vsctl('--if-exists', 'del-port', other.node.name, other.name)
+                self.net.links.remove(link)
+            self.net.delHost(host)

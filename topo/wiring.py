@@ -1,0 +1,110 @@
+"""The lab's cabling plan: which bridge is which, which port goes where, which MAC is whose.
+
+Pure data derived from a ClusterConfig, shared by the topology (which builds the cables)
+and the controller (which programs the flows on them), so the two never disagree.
+No Mininet import here.
+
+Bridges (all Open vSwitch, all named ``kl-*`` so the lab can find and remove its own):
+
+- one per node, ``kl-n<i>`` (datapath id ``i``): port 1 is the uplink to the underlay,
+  port 2 the node's own network namespace (its InternalIP), ports 1000+ the pods;
+  a pod's port number is 1000 + its address's offset inside the node's pod CIDR, so the
+  controller derives it from ``status.podIP`` alone;
+- the underlay ``kl-ul`` (datapath id ``0x100``) that links the nodes: port ``i`` goes to
+  node ``i``, port 250 to the external network;
+- the external network ``kl-ex`` (datapath id ``0x101``) with the client hosts: port 1 is
+  its uplink to the underlay, client ``j`` (1-based) is on port 100+j.
+
+MAC addresses are derived from IP addresses, as OVN-Kubernetes does (``0a:58`` + the four
+address bytes) so that every dump can be read without a lookup table. Router-side MACs
+(the node bridge on the underlay, the external router) use ``0a:5a`` + the address.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from dataclasses import dataclass
+
+PREFIX = 'kl-'
+
+UPLINK_PORT = 1
+NODE_HOST_PORT = 2
+POD_PORT_BASE = 1000
+UNDERLAY_DPID = 0x100
+EXTERNAL_DPID = 0x101
+UNDERLAY_EXTERNAL_PORT = 250
+EXTERNAL_UPLINK_PORT = 1
+CLIENT_PORT_BASE = 100
+
+
+def mac_for(ip: str, prefix: str = '0a:58') -> str:
+    """The MAC address the lab gives the interface that owns ``ip``."""
+    packed = ipaddress.IPv4Address(ip).packed
+    return prefix + ''.join(f':{b:02x}' for b in packed)
+
+
+def router_mac(ip: str) -> str:
+    """The MAC of a lab router port (node bridge on the underlay, external gateway)."""
+    return mac_for(ip, prefix='0a:5a')
+
+
+def node_bridge(node) -> str:
+    return f'{PREFIX}n{node.index}'
+
+
+def node_dpid(node) -> int:
+    return node.index
+
+
+def node_host_name(node) -> str:
+    return f'{PREFIX}h{node.index}'
+
+
+def client_host_name(index: int) -> str:
+    return f'{PREFIX}c{index}'
+
+
+UNDERLAY_BRIDGE = f'{PREFIX}ul'
+EXTERNAL_BRIDGE = f'{PREFIX}ex'
+
+
+def pod_port(node, pod_ip: str) -> int:
+    """The OpenFlow port of the pod with address ``pod_ip`` on ``node``'s bridge."""
+    net = ipaddress.IPv4Network(node.pod_cidr)
+    offset = int(ipaddress.IPv4Address(pod_ip)) - int(net.network_address)
+    if not 0 < offset < net.num_addresses - 1:
+        raise ValueError(f'{pod_ip} is not a pod address of node {node.name} ({net})')
+    return POD_PORT_BASE + offset
+
+
+def pod_gateway(node) -> str:
+    """The pods' default gateway on ``node``: the first address of its pod CIDR."""
+    return str(ipaddress.IPv4Network(node.pod_cidr).network_address + 1)
+
+
+def client_port(index: int) -> int:
+    return CLIENT_PORT_BASE + index
+
+
+@dataclass(frozen=True)
+class SwitchRole:
+    """What one datapath id is: a node bridge, the underlay or the external network."""
+    kind: str            # 'node' | 'underlay' | 'external'
+    node: object = None  # the NodeSpec for kind 'node'
+
+
+def switch_role(cluster, dpid: int) -> SwitchRole | None:
+    if dpid == UNDERLAY_DPID:
+        return SwitchRole('underlay')
+    if dpid == EXTERNAL_DPID:
+        return SwitchRole('external')
+    for node in cluster.nodes:
+        if node_dpid(node) == dpid:
+            return SwitchRole('node', node)
+    return None
+
+
+def all_bridges(cluster) -> list[tuple[str, int]]:
+    """Every bridge of the lab as (name, dpid)."""
+    bridges = [(node_bridge(n), node_dpid(n)) for n in cluster.nodes]
+    return bridges + [(UNDERLAY_BRIDGE, UNDERLAY_DPID), (EXTERNAL_BRIDGE, EXTERNAL_DPID)]
