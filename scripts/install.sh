@@ -49,7 +49,7 @@ if [ ! -x "$venv/bin/python" ] || [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; 
       -r "$repo/requirements.txt"
   echo "$want" > "$stamp"
 fi
-if ! "$venv/bin/python" -c "import kubelab, os, sys; sys.exit(os.path.dirname(os.path.dirname(kubelab.__file__)) != '$repo')" 2>/dev/null; then
+if [ ! -x "$venv/bin/kubelab" ] || ! (cd / && "$venv/bin/python" -c "import kubelab, os, sys; sys.exit(os.path.dirname(os.path.dirname(os.path.abspath(kubelab.__file__))) != '$repo')") 2>/dev/null; then
   say "installing kubelab from $repo"
   "$venv/bin/pip" install -q --disable-pip-version-check --no-build-isolation --no-deps -e "$repo"
 fi

@@ -11,8 +11,9 @@ does the job in a real cluster:
   the first host address (``10.96.0.1``, the ``kubernetes`` Service) and the
   tenth (``10.96.0.10``, cluster DNS) are reserved from the start.
 * ``PodIPAllocator``: the CNI ``host-local`` IPAM plugin on one node. Skips the
-  network address, the pod gateway (``.1``) and broadcast; allocates round-robin
-  after the last reserved address, so a replaced pod gets a new IP.
+  network address, the pod gateway (``.1``) and broadcast; allocates
+  round-robin after the last reserved address, so a replaced pod gets a new
+  IP.
 * NodePorts come with NodePort Services: a ``NodePortAllocator`` will be a
   ``_Pool`` over ports with the same random-scan strategy as ClusterIPs.
 
@@ -43,7 +44,7 @@ class _Pool:
         return self.first <= value <= self.last
 
     def scan(self, low: int, high: int, start: int) -> int | None:
-        """First free value of ``low..high`` going up from ``start``, wrapping."""
+        """First free value of ``low..high`` from ``start`` up, wrapping."""
         count = high - low + 1
         if count <= 0:
             return None
@@ -78,7 +79,8 @@ def _text(value: int) -> str:
 class ClusterIPAllocator:
     """Service ClusterIPs from one CIDR (``10.96.0.0/12`` by default)."""
 
-    #: Host offsets reserved at start: 1 = the ``kubernetes`` Service, 10 = DNS.
+    #: Host offsets reserved from the start: 1 = ``kubernetes`` Service,
+    #: 10 = cluster DNS.
     SYSTEM_OFFSETS = (1, 10)
 
     def __init__(self, cidr: str, rng: random.Random | None = None):
@@ -87,8 +89,9 @@ class ClusterIPAllocator:
         self._rng = rng or _default_rng()
         base = int(self.network.network_address)
         self._pool = _Pool(base + 1, int(self.network.broadcast_address) - 1)
-        self._system = frozenset(base + offset for offset in self.SYSTEM_OFFSETS
-                                 if self._pool.in_range(base + offset))
+        self._system = frozenset(
+            base + offset for offset in self.SYSTEM_OFFSETS
+            if self._pool.in_range(base + offset))
         self._pool.used |= self._system
         size = self._pool.last - self._pool.first + 1
         static = 0 if size < 16 else min(max(16, size // 16), 256)
@@ -105,7 +108,7 @@ class ClusterIPAllocator:
         return _text(int(self.network.network_address) + 10)
 
     def allocate(self) -> str:
-        """A random free ClusterIP (dynamic band first, then the static band)."""
+        """A random free ClusterIP (dynamic band first, then static band)."""
         pool = self._pool
         bands = [(self._static_last + 1, pool.last),
                  (pool.first, self._static_last)]
@@ -131,12 +134,13 @@ class ClusterIPAllocator:
                 f'The range of valid IPs is {self.cidr}')
         if value in self._pool:
             raise AllocationError(
-                f'failed to allocate IP {ip}: provided IP is already allocated')
+                f'failed to allocate IP {ip}: provided IP is already '
+                f'allocated')
         self._pool.used.add(value)
         return _text(value)
 
     def release(self, ip: str) -> None:
-        """Give an address back; unknown, free or system addresses are ignored."""
+        """Give an address back (unknown, free or system ones: no-op)."""
         value = _parse_ip(ip)
         if value is not None and value not in self._system:
             self._pool.used.discard(value)
@@ -146,7 +150,7 @@ class ClusterIPAllocator:
         return value is not None and value in self._pool
 
     def allocated(self) -> list[str]:
-        """Addresses handed out to Services (without the system reservations)."""
+        """Addresses handed out to Services (not the system reservations)."""
         return [_text(v) for v in sorted(self._pool.used - self._system)]
 
     def snapshot(self) -> frozenset:
@@ -163,7 +167,7 @@ class ClusterIPAllocator:
 
 
 class PodIPAllocator:
-    """Pod IPs of one node's pod CIDR, as the host-local IPAM plugin hands them out."""
+    """Pod IPs of one node's pod CIDR, handed out as host-local IPAM does."""
 
     def __init__(self, cidr: str):
         self.network = ipaddress.IPv4Network(cidr)
@@ -205,7 +209,8 @@ class PodIPAllocator:
                 f'The range of valid IPs is {self.valid_range} ({self.cidr})')
         if value in self._pool:
             raise AllocationError(
-                f'failed to allocate IP {ip}: provided IP is already allocated')
+                f'failed to allocate IP {ip}: provided IP is already '
+                f'allocated')
         self._pool.used.add(value)
         self._last_reserved = value
         return _text(value)

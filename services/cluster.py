@@ -1,4 +1,4 @@
-"""The cluster file: which nodes and external clients the lab has, and its subnets.
+"""The cluster file: the lab's nodes, external clients and subnets.
 
 The file is optional and so is every field in it; what is left out gets the
 defaults of ``default_cluster()`` (three nodes, two clients)::
@@ -11,7 +11,8 @@ defaults of ``default_cluster()`` (three nodes, two clients)::
                  loadBalancerPool: 198.51.100.0/24, nodePortRange: 30000-32767}
     nodes:
       - {name: control-plane, role: control-plane}
-      - {name: worker-1, role: worker, ip: 10.128.0.12, podCIDR: 192.168.2.0/24}
+      - {name: worker-1, role: worker, ip: 10.128.0.12,
+         podCIDR: 192.168.2.0/24}
     clients:
       - {name: client-1}
 
@@ -369,7 +370,7 @@ def default_cluster() -> ClusterConfig:
 
 
 def load_cluster(text: str, source: str) -> ClusterConfig:
-    """Parse and check a cluster file's text (``source`` names it in errors)."""
+    """Parse and check a cluster file's text (``source`` names it)."""
     documents = [data for _, data in parse_yaml(text, source)
                  if data is not None]
     if len(documents) > 1:

@@ -1,4 +1,4 @@
-"""The endpoint controller: a Service plus pods -> the Service's EndpointSlices.
+"""The endpoint controller: a Service and pods -> its EndpointSlices.
 
 A pure function with the rules of Kubernetes' EndpointSlice controller:
 
@@ -162,7 +162,7 @@ def _assign_names(keys: list[tuple], service_name: str, owned: list[dict],
 def compute_endpoint_slices(service: dict, pods: list[dict],
                             existing: list[dict],
                             rng: random.Random | None = None) -> list[dict]:
-    """The EndpointSlices the controller wants for ``service`` (see module doc).
+    """The EndpointSlices the controller wants for ``service``.
 
     ``existing`` are the slices stored now (any; only the ones this controller
     manages for this Service are reused).

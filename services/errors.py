@@ -4,10 +4,11 @@ Every message names the object (``ref``, e.g. ``Service default/web`` or a file
 name), the path of the offending field (``spec.ports[0].port``) and what would
 have been accepted, so the user can fix the manifest without reading code:
 
-    Service default/web: spec.ports[0].port: 70000 is not a valid port number, must be 1-65535
+    Service default/web: spec.ports[0].port: 70000 is not a valid port
+    number, must be 1-65535
 
-``ValidationError`` is one problem; ``ApplyError`` carries all problems found in
-one object (or one apply), one per line.
+``ValidationError`` is one problem; ``ApplyError`` carries all problems found
+in one object (or one apply), one per line.
 """
 
 
@@ -16,7 +17,7 @@ class KubelabError(Exception):
 
 
 class ValidationError(KubelabError):
-    """One problem in a manifest or cluster file, with the path to the bad field."""
+    """One problem in a manifest or cluster file, with the bad field's path."""
 
     def __init__(self, ref: str, path: str, message: str):
         self.ref = ref
@@ -35,7 +36,7 @@ class ValidationError(KubelabError):
 
 
 class ApplyError(KubelabError):
-    """All problems found in an object (or an apply); ``str()`` has one per line."""
+    """All problems of an object (or an apply); ``str()``: one per line."""
 
     def __init__(self, errors: list[ValidationError]):
         self.errors = list(errors)
@@ -54,4 +55,4 @@ class Conflict(KubelabError):
 
 
 class AllocationError(KubelabError):
-    """An IP address or port could not be allocated; the message names the valid range."""
+    """No IP address or port to allocate; the message names the range."""

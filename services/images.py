@@ -20,7 +20,8 @@ SUPPORTED_IMAGES = (
     'busybox[:tag] (also docker.io/library/busybox, docker.io/busybox)',
 )
 
-#: Repository -> image kind. Add an emulated image here and in SUPPORTED_IMAGES.
+#: Repository -> image kind. A new emulated image goes here and in
+#: SUPPORTED_IMAGES.
 IMAGE_REPOSITORIES = {
     'registry.k8s.io/e2e-test-images/agnhost': 'agnhost',
     'k8s.gcr.io/e2e-test-images/agnhost': 'agnhost',
@@ -37,7 +38,7 @@ AGNHOST_SUBCOMMANDS = ('netexec', 'serve-hostname', 'pause')
 
 #: How the agnhost binary is named in ``command: [/agnhost, netexec]``.
 AGNHOST_BINARIES = ('/agnhost', 'agnhost')
-#: The agnhost image's CMD, used when a container gives neither command nor args.
+#: The agnhost image's CMD: what runs without command and args.
 AGNHOST_DEFAULT_ARGS = ('pause',)
 
 

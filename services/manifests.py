@@ -172,7 +172,7 @@ def key(obj: dict) -> tuple[str, str, str]:
 
 
 def object_ref(obj: dict) -> str:
-    """``Service default/web`` (``Namespace dev`` for cluster-scoped objects)."""
+    """``Service default/web`` (``Namespace dev`` when cluster-scoped)."""
     kind, namespace, name = key(obj)
     return f'{kind} {namespace}/{name}' if namespace else f'{kind} {name}'
 
@@ -195,7 +195,7 @@ def _metadata(chk: Checker, meta: dict, name_rule, namespaced: bool) -> None:
 
 
 def validate(obj: dict) -> dict:
-    """A normalised deep copy of ``obj``, or ``ApplyError`` with all problems."""
+    """A normalised deep copy of ``obj``; ``ApplyError`` with all problems."""
     if not isinstance(obj, dict):
         raise ApplyError([ValidationError(
             '<object>', '', f'must be a Kubernetes object (a mapping), got '

@@ -1,8 +1,8 @@
-"""Generated names and identities: pod-template hashes, random suffixes, UIDs, times.
+"""Generated names and identities: template hashes, suffixes, UIDs, times.
 
 Kubernetes names generated objects with a suffix drawn from an alphabet without
 vowels and without look-alike characters (so no words and no ``0``/``o`` or
-``1``/``l`` confusion): ``web-7c5ddbdf54-x2kqv``. The same alphabet is used here.
+``1``/``l`` confusion): ``web-7c5ddbdf54-x2kqv``. kubelab uses the same.
 """
 
 import datetime
@@ -45,7 +45,7 @@ def pod_template_hash(template: dict, collision_count: int = 0) -> str:
 
 
 def random_suffix(n: int = 5, rng: random.Random | None = None) -> str:
-    """``n`` random characters of the safe alphabet (``generateName`` style)."""
+    """``n`` random characters of the safe alphabet (as ``generateName``)."""
     rng = rng or random.SystemRandom()
     return ''.join(rng.choice(SAFE_ALPHABET) for _ in range(n))
 

@@ -38,7 +38,7 @@ def _requirement_holds(expression: dict, labels: dict) -> bool:
 
 
 def matches_label_selector(sel: dict | None, labels: dict | None) -> bool:
-    """True when a LabelSelector (``matchLabels``/``matchExpressions``) holds."""
+    """True when a LabelSelector (matchLabels/matchExpressions) holds."""
     if sel is None:
         return False
     labels = labels or {}
@@ -50,13 +50,13 @@ def matches_label_selector(sel: dict | None, labels: dict | None) -> bool:
 
 
 def format_selector(selector: dict | None) -> str:
-    """``{'tier': 'fe', 'app': 'web'}`` -> ``'app=web,tier=fe'`` (sorted, as kubectl)."""
+    """``{'tier': 'fe', 'app': 'web'}`` -> ``'app=web,tier=fe'`` (sorted)."""
     return ','.join(f'{key}={value}'
                     for key, value in sorted((selector or {}).items()))
 
 
 def format_label_selector(sel: dict | None) -> str:
-    """A LabelSelector as kubectl prints it: ``app=web,tier in (a,b),!canary``."""
+    """A LabelSelector as kubectl prints it: ``app=web,tier in (a,b),!x``."""
     if sel is None:
         return '<none>'
     parts = [f'{key}={value}'

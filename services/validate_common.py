@@ -29,22 +29,22 @@ def dns1123_label_problem(name: str) -> str | None:
     if len(name) > 63:
         return f'"{name}" must be no more than 63 characters'
     if not _DNS1123_LABEL.match(name):
-        return (f'"{name}" is not a valid name: a lowercase RFC 1123 label must '
-                f"consist of lower case alphanumeric characters or '-', and "
-                f'must start and end with an alphanumeric character '
+        return (f'"{name}" is not a valid name: a lowercase RFC 1123 label '
+                f"must consist of lower case alphanumeric characters or '-', "
+                f'and must start and end with an alphanumeric character '
                 f"(e.g. 'my-name' or '123-abc')")
     return None
 
 
 def dns1123_subdomain_problem(name: str) -> str | None:
-    """None when ``name`` is a DNS-1123 subdomain (``web.v1``), else why not."""
+    """None when ``name`` is a DNS-1123 subdomain (``web.v1``), else why."""
     if len(name) > 253:
         return f'"{name}" must be no more than 253 characters'
     if not all(_DNS1123_LABEL.match(part) for part in name.split('.')):
-        return (f'"{name}" is not a valid name: a lowercase RFC 1123 subdomain '
-                f"must consist of lower case alphanumeric characters, '-' or "
-                f"'.', and must start and end with an alphanumeric character "
-                f"(e.g. 'example.com')")
+        return (f'"{name}" is not a valid name: a lowercase RFC 1123 '
+                f'subdomain must consist of lower case alphanumeric '
+                f"characters, '-' or '.', and must start and end with an "
+                f"alphanumeric character (e.g. 'example.com')")
     return None
 
 
@@ -65,16 +65,16 @@ def iana_svc_name_problem(name: str) -> str | None:
     if len(name) > 15:
         return f'port name "{name}" must be no more than 15 characters'
     if not _IANA_SVC_NAME.match(name) or '--' in name:
-        return (f'port name "{name}" must contain only lower case alphanumeric '
-                f"characters and '-', must start and end with an alphanumeric "
-                f"character and must not contain '--'")
+        return (f'port name "{name}" must contain only lower case '
+                f"alphanumeric characters and '-', must start and end with "
+                f"an alphanumeric character and must not contain '--'")
     if not re.search('[a-z]', name):
         return f'port name "{name}" must contain at least one letter'
     return None
 
 
 def label_key_problem(key: str) -> str | None:
-    """None when ``key`` is a valid label/annotation key (``[prefix/]name``)."""
+    """None when ``key`` is a valid label or annotation key, else why."""
     prefix, _, name = key.rpartition('/')
     if '/' in key and not prefix:
         return f'key "{key}": prefix part must be non-empty'
@@ -84,7 +84,8 @@ def label_key_problem(key: str) -> str | None:
     if not name or len(name) > 63 or not _QUALIFIED_NAME.match(name):
         return (f'key "{key}": name part must be 1-63 characters, '
                 f"alphanumeric, '-', '_' or '.', and must start and end with "
-                f"an alphanumeric character (e.g. 'app' or 'example.com/tier')")
+                f"an alphanumeric character (e.g. 'app' or "
+                f"'example.com/tier')")
     return None
 
 
@@ -106,7 +107,7 @@ def parse_ipv4(text) -> ipaddress.IPv4Address | None:
 
 
 def describe(value) -> str:
-    """A value with its type for messages: ``string "three"``, ``integer 3``."""
+    """A value and its type for messages: ``string "three"``."""
     if value is None:
         return 'null'
     if isinstance(value, bool):
@@ -137,7 +138,7 @@ UNSUPPORTED_PROTOCOLS = ('SCTP',)
 
 
 def map_key(path: str, key: str) -> str:
-    """The path of a map entry, as Kubernetes writes it: ``metadata.labels[app]``."""
+    """The path of a map entry, as Kubernetes writes it: ``labels[app]``."""
     return f'{path}[{key}]'
 
 
@@ -170,7 +171,7 @@ _TYPES = {
 
 
 class Checker:
-    """Collects the problems of one object (``ref`` like ``Pod default/web``)."""
+    """Collects the problems of one object (``ref``: ``Pod default/web``)."""
 
     def __init__(self, ref: str):
         self.ref = ref
@@ -181,7 +182,7 @@ class Checker:
 
     def field(self, obj: dict, key: str, path: str, kind: str, *,
               required: bool = False, default=MISSING):
-        """``obj[key]`` when it has type ``kind``; fills ``default`` when absent.
+        """``obj[key]`` if it has type ``kind``; fills ``default`` if absent.
 
         A null value counts as absent (as in Kubernetes). Returns None when the
         field is absent without default or has the wrong type (reported).
@@ -202,7 +203,8 @@ class Checker:
             if kind == 'string' and (_is_integer(value)
                                      or isinstance(value, (bool, float))):
                 hint = ' (quote it)'
-            self.error(where, f'must be {expected}, got {describe(value)}{hint}')
+            self.error(where,
+                       f'must be {expected}, got {describe(value)}{hint}')
             return None
         return value
 
@@ -296,14 +298,15 @@ class Checker:
                                   f'{choices(supported)}')
 
     def string_map(self, obj, key, path, *, labels: bool) -> dict | None:
-        """A ``{str: str}`` map: labels (keys and values checked) or annotations."""
+        """A ``{str: str}`` map: labels (keys, values checked), annotations."""
         values = self.mapping(obj, key, path)
         if values is None:
             return None
         where = join(path, key)
         for name, value in values.items():
             if not isinstance(name, str):
-                self.error(where, f'keys must be strings, got {describe(name)}')
+                self.error(where,
+                           f'keys must be strings, got {describe(name)}')
                 continue
             problem = label_key_problem(name)
             if problem:
@@ -341,7 +344,7 @@ class Checker:
         return value
 
     def int_or_name(self, obj, key, path, *, required=False):
-        """A port given as number 1-65535 or IANA service name (``targetPort``)."""
+        """A port number 1-65535 or an IANA service name (``targetPort``)."""
         where = join(path, key)
         if obj.get(key) is None:
             return self.field(obj, key, path, 'integer', required=required)

@@ -29,7 +29,7 @@ DEPLOYMENT_RESTART_POLICIES = ('Always',)
 
 
 def validate_deployment(chk: Checker, obj: dict) -> None:
-    """Check a Deployment (metadata is checked by the caller); fill defaults."""
+    """Check a Deployment (the caller checks metadata); fill defaults."""
     chk.known_fields(obj, '', DEPLOYMENT_FIELDS)
     spec = chk.mapping(obj, 'spec', '', required=True)
     if spec is None:

@@ -61,7 +61,7 @@ RESTART_POLICIES = ('Always', 'OnFailure', 'Never')
 
 def validate_pod_spec(chk: Checker, spec: dict, path: str, *,
                       restart_policies=RESTART_POLICIES) -> None:
-    """Check ``spec`` (a PodSpec at ``path``) and fill its defaults in place."""
+    """Check ``spec`` (a PodSpec at ``path``), fill its defaults in place."""
     chk.known_fields(spec, path, POD_SPEC_FIELDS, IGNORED_POD_SPEC_FIELDS,
                      UNSUPPORTED_POD_SPEC_FIELDS)
     container_names: set[str] = set()

@@ -1,0 +1,122 @@
+"""Drive a running lab from Python: what the tests, the demo and the benchmark share.
+
+``LabControl`` runs the real ``kubelab`` command for everything a user would type, and
+runs ``kubelab.netprobe`` inside a pod's, node's or external host's network namespace to
+send traffic and read back what happened.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import tempfile
+
+from kubelab.client import Client
+
+
+class CommandError(Exception):
+    def __init__(self, argv, proc):
+        super().__init__(f'`{" ".join(argv)}` exited {proc.returncode}:\n'
+                         f'{proc.stdout}{proc.stderr}')
+        self.proc = proc
+
+
+class LabControl:
+    def __init__(self):
+        self.python = sys.executable
+        self._client = None
+
+    @property
+    def client(self) -> Client:
+        if self._client is None:
+            self._client = Client()
+        return self._client
+
+    # ------------------------------------------------------------ the CLI
+    def kubelab(self, *args: str, check: bool = True, timeout: float = 240,
+                input_text: str | None = None) -> subprocess.CompletedProcess:
+        argv = [self.python, '-m', 'kubelab.cli', *args]
+        proc = subprocess.run(argv, capture_output=True, text=True, timeout=timeout,
+                              input=input_text, cwd='/',
+                              env=dict(os.environ, PYTHONPATH=os.pathsep.join(
+                                  p for p in sys.path if p)))
+        if check and proc.returncode != 0:
+            raise CommandError(['kubelab', *args], proc)
+        return proc
+
+    def up(self, *files: str):
+        args = ['up', '--detach']
+        for f in files:
+            args += ['-f', f]
+        self._client = None
+        return self.kubelab(*args)
+
+    def down(self):
+        self._client = None
+        return self.kubelab('down')
+
+    def apply(self, text: str, wait: bool = True, check: bool = True):
+        with tempfile.NamedTemporaryFile('w', suffix='.yaml', delete=False) as f:
+            f.write(text)
+        try:
+            args = ['apply', '-f', f.name] + (['--wait'] if wait else [])
+            return self.kubelab(*args, check=check)
+        finally:
+            os.unlink(f.name)
+
+    def delete(self, text: str, wait: bool = True):
+        with tempfile.NamedTemporaryFile('w', suffix='.yaml', delete=False) as f:
+            f.write(text)
+        try:
+            return self.kubelab('delete', '-f', f.name, *(['--wait'] if wait else []),
+                                check=False)
+        finally:
+            os.unlink(f.name)
+
+    def get_json(self, *args: str) -> dict:
+        return json.loads(self.kubelab('get', *args, '-o', 'json').stdout)
+
+    # ------------------------------------------------------------ objects
+    def pods(self, selector: dict | None = None, namespace: str = 'default') -> list[dict]:
+        items = self.client.list('Pod', namespace)
+        if selector:
+            items = [p for p in items if all(p['metadata'].get('labels', {}).get(k) == v
+                                              for k, v in selector.items())]
+        return [p for p in items if not p['metadata'].get('deletionTimestamp')]
+
+    def cluster_ip(self, service: str, namespace: str = 'default') -> str:
+        return self.client.get('Service', namespace, service)['spec']['clusterIP']
+
+    def pod_ip(self, pod: str, namespace: str = 'default') -> str:
+        return self.client.get('Pod', namespace, pod)['status']['podIP']
+
+    # ------------------------------------------------------------ traffic
+    def netns_pid(self, target: str, namespace: str = 'default') -> int:
+        from kubelab.cli import exec_target
+        return exec_target(self.client, target, namespace, None)[0]
+
+    def run_in(self, target: str, argv: list[str], timeout: float = 120,
+               namespace: str = 'default') -> subprocess.CompletedProcess:
+        pid = self.netns_pid(target, namespace)
+        return subprocess.run(['nsenter', f'--net=/proc/{pid}/ns/net', '--', *argv],
+                              capture_output=True, text=True, timeout=timeout)
+
+    def probe(self, target: str, mode: str, host: str, port: int, extra: str | None = None,
+              count: int = 1, timeout: float = 2, seconds: float = 30,
+              namespace: str = 'default'):
+        argv = [self.python, '-m', 'kubelab.netprobe', mode, host, str(port)]
+        if extra is not None:
+            argv.append(extra)
+        argv += ['--count', str(count), '--timeout', str(timeout), '--seconds', str(seconds)]
+        env_path = os.pathsep.join(p for p in sys.path if p)
+        proc = self.run_in(target, ['env', f'PYTHONPATH={env_path}', *argv],
+                           timeout=seconds + count * timeout + 30, namespace=namespace)
+        if proc.returncode != 0:
+            raise RuntimeError(f'netprobe in {target} failed: {proc.stderr}')
+        return json.loads(proc.stdout)
+
+    def http(self, target: str, host: str, port: int, path: str, count: int = 1,
+             timeout: float = 2) -> list[dict]:
+        return self.probe(target, 'http', host, port, path, count=count, timeout=timeout)
