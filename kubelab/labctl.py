@@ -90,7 +90,7 @@ class LabControl:
         return self.client.get('Service', namespace, service)['spec']['clusterIP']
 
     def pod_ip(self, pod: str, namespace: str = 'default') -> str:
-        return self.client.get('Pod', namespace, pod)['status']['podIP']
+        return self.client.get('Pod', namespace, pod).get('status', {}).get('podIP')
 
     # ------------------------------------------------------------ traffic
     def netns_pid(self, target: str, namespace: str = 'default') -> int:

@@ -371,7 +371,7 @@ def default_cluster() -> ClusterConfig:
 
 def load_cluster(text: str, source: str) -> ClusterConfig:
     """Parse and check a cluster file's text (``source`` names it)."""
-    documents = [data for _, data in parse_yaml(text, source)
+    documents = [data for _, data in parse_yaml(text, f'Cluster {source}')
                  if data is not None]
     if len(documents) > 1:
         raise ValidationError(f'Cluster {source}', '',

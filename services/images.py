@@ -59,14 +59,28 @@ def image_kind(image: str) -> str | None:
     return IMAGE_REPOSITORIES.get(repository(image))
 
 
+#: The name to suggest for a repository's last component (``agnhost``).
+_CANONICAL = {'agnhost': 'registry.k8s.io/e2e-test-images/agnhost',
+              'pause': 'registry.k8s.io/pause',
+              'busybox': 'busybox'}
+
+
+def _close_repository(image: str) -> str | None:
+    base = repository(image).rsplit('/', 1)[-1]
+    if base in _CANONICAL:
+        return _CANONICAL[base]
+    close = difflib.get_close_matches(repository(image), IMAGE_REPOSITORIES,
+                                      n=1, cutoff=0.6)
+    return close[0] if close else None
+
+
 def unknown_image_message(image: str) -> str:
     """Why ``image`` cannot run in kubelab, listing the supported images."""
     hint = ''
     if isinstance(image, str):
-        close = difflib.get_close_matches(repository(image),
-                                          IMAGE_REPOSITORIES, n=1, cutoff=0.6)
+        close = _close_repository(image)
         if close:
-            hint = f'; did you mean "{close[0]}"?'
+            hint = f'; did you mean "{close}"?'
     return (f'image "{image}" is not supported by kubelab{hint}; '
             f'supported: {"; ".join(SUPPORTED_IMAGES)}')
 

@@ -1,0 +1,51 @@
+"""Traffic tests: a real lab (Mininet + Open vSwitch + the Ryu controller) per module.
+
+They need root; elsewhere they are skipped with the reason shown (``pytest -ra``).
+Each module shares one running lab across its tests and resets only what a test changed.
+"""
+
+import os
+import subprocess
+
+import pytest
+
+from kubelab.labctl import LabControl
+
+NEEDS_ROOT = 'traffic tests need root (network namespaces, Open vSwitch): run `sudo make test`'
+
+
+def pytest_collection_modifyitems(config, items):
+    if os.geteuid() == 0:
+        return
+    skip = pytest.mark.skip(reason=NEEDS_ROOT)
+    for item in items:
+        if 'tests/traffic/' in str(item.fspath):
+            item.add_marker(skip)
+
+
+def lab_leftovers() -> dict:
+    """What of a lab is on this machine: bridges, interfaces, recorded live processes."""
+    from topo.cleanup import PidRegistry, lab_bridges, lab_links, start_time
+    from kubelab.daemon import state_path
+    live = [pid for pid, started, _ in PidRegistry(state_path('pids')).entries()
+            if start_time(pid) == started]
+    return {'bridges': lab_bridges(), 'links': lab_links(), 'processes': live}
+
+
+@pytest.fixture(scope='module')
+def lab():
+    ctl = LabControl()
+    ctl.up()
+    try:
+        yield ctl
+    finally:
+        ctl.down()
+
+
+@pytest.fixture(scope='module')
+def ovs_flows():
+    def dump(bridge):
+        out = subprocess.run(['ovs-ofctl', '-O', 'OpenFlow13', 'dump-flows', bridge],
+                             capture_output=True, text=True, check=True)
+        return out.stdout
+    return dump
