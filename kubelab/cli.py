@@ -393,7 +393,7 @@ def build_parser() -> argparse.ArgumentParser:
     sp = add('exec', cmd_exec, 'run a command in a pod, node/NAME or host/NAME')
     sp.add_argument('target')
     sp.add_argument('-c', '--container')
-    sp.add_argument('command', nargs=argparse.REMAINDER)
+    sp.set_defaults(command=[])
     sp = add('logs', cmd_logs, "print a container's log")
     sp.add_argument('pod')
     sp.add_argument('-c', '--container')
@@ -408,9 +408,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv=None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    command = []
+    if '--' in argv:                      # kubelab exec TARGET [-c C] -- CMD...
+        i = argv.index('--')
+        argv, command = argv[:i], argv[i + 1:]
     args = build_parser().parse_args(argv)
-    if getattr(args, 'command', None) and args.command[0] == '--':
-        args.command = args.command[1:]
+    if command:
+        args.command = command
     try:
         return args.fn(args) or 0
     except ApplyError as exc:

@@ -75,13 +75,13 @@ def ensure_openvswitch():
 
 def running_daemon() -> int | None:
     """The pid of a live lab daemon, if there is one."""
-    from topo.cleanup import start_time
+    from topo.cleanup import is_alive
     try:
         with open(state_path('daemon.pid')) as f:
             pid, started = f.read().split()
     except (OSError, ValueError):
         return None
-    return int(pid) if start_time(int(pid)) == started else None
+    return int(pid) if is_alive(int(pid), started) else None
 
 
 class Lab:

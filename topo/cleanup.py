@@ -31,6 +31,11 @@ def start_time(pid: int) -> str | None:
     return stat.rsplit(')', 1)[1].split()[19]
 
 
+def is_alive(pid: int, started: str) -> bool:
+    """Is ``pid`` still the process that started at ``started``, and not a zombie?"""
+    return start_time(pid) == started and not _zombie(pid)
+
+
 class PidRegistry:
     """An append-only file of ``pid starttime what`` lines."""
 
@@ -61,7 +66,7 @@ class PidRegistry:
     def kill_all(self, skip: int | None = None, timeout: float = 3.0) -> int:
         """Kill every recorded process that still is the one recorded; returns how many."""
         alive = [pid for pid, started, _ in self.entries()
-                 if pid != skip and start_time(pid) == started]
+                 if pid != skip and is_alive(pid, started)]
         for sig in (signal.SIGTERM, signal.SIGKILL):
             for pid in alive:
                 try:
