@@ -404,6 +404,8 @@ def build_parser() -> argparse.ArgumentParser:
     sp = add('bench', cmd_bench, 'measure the dataplane: direct vs through a ClusterIP')
     sp.add_argument('--connections', type=int, default=10000)
     sp.add_argument('--seconds', type=float, default=5)
+    sp.add_argument('--fin-close', action='store_true',
+                    help='end short connections with FIN (server TIME_WAIT) instead of RST')
     return p
 
 

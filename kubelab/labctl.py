@@ -105,14 +105,17 @@ class LabControl:
 
     def probe(self, target: str, mode: str, host: str, port: int, extra: str | None = None,
               count: int = 1, timeout: float = 2, seconds: float = 30,
-              namespace: str = 'default'):
+              namespace: str = 'default', reset: bool = False):
         argv = [self.python, '-m', 'kubelab.netprobe', mode, host, str(port)]
         if extra is not None:
             argv.append(extra)
         argv += ['--count', str(count), '--timeout', str(timeout), '--seconds', str(seconds)]
+        if reset:
+            argv.append('--reset')
         env_path = os.pathsep.join(p for p in sys.path if p)
         proc = self.run_in(target, ['env', f'PYTHONPATH={env_path}', *argv],
-                           timeout=seconds + count * timeout + 30, namespace=namespace)
+                           timeout=(seconds if mode == 'rate' else count * timeout) + 30,
+                           namespace=namespace)
         if proc.returncode != 0:
             raise RuntimeError(f'netprobe in {target} failed: {proc.stderr}')
         return json.loads(proc.stdout)

@@ -17,6 +17,7 @@ import argparse
 import errno
 import json
 import socket
+import struct
 import sys
 import time
 
@@ -72,9 +73,10 @@ def udp_request(host: str, port: int, payload: str, timeout: float) -> dict:
 
 
 def connection_rate(host: str, port: int, count: int, seconds: float,
-                    timeout: float) -> dict:
-    """Open and close TCP connections back to back (the client closes first, with a
-    request each so the server really serves it); count failures."""
+                    timeout: float, reset: bool = False) -> dict:
+    """Open TCP connections back to back, one request each (the server answers and
+    closes); count failures. With ``reset`` the client ends each connection with an RST
+    once it has read the whole answer, so the server keeps no TIME_WAIT socket."""
     ok = failed = 0
     errors: dict[str, int] = {}
     start = time.monotonic()
@@ -85,6 +87,8 @@ def connection_rate(host: str, port: int, count: int, seconds: float,
                 s.sendall(request)
                 while s.recv(4096):
                     pass
+                if reset:
+                    s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, LINGER_RESET)
             ok += 1
         except OSError as exc:
             failed += 1
@@ -93,6 +97,9 @@ def connection_rate(host: str, port: int, count: int, seconds: float,
     elapsed = time.monotonic() - start
     return {'ok': ok, 'failed': failed, 'errors': errors, 'seconds': round(elapsed, 3),
             'per_second': round(ok / elapsed, 1) if elapsed else 0.0}
+
+
+LINGER_RESET = struct.pack('ii', 1, 0)
 
 
 def _ms(start: float) -> float:
@@ -108,9 +115,10 @@ def main(argv=None) -> int:
     p.add_argument('--count', type=int, default=1)
     p.add_argument('--seconds', type=float, default=30)
     p.add_argument('--timeout', type=float, default=2)
+    p.add_argument('--reset', action='store_true', help='rate: end connections with RST')
     a = p.parse_args(argv)
     if a.mode == 'rate':
-        out = connection_rate(a.host, a.port, a.count, a.seconds, a.timeout)
+        out = connection_rate(a.host, a.port, a.count, a.seconds, a.timeout, a.reset)
     elif a.mode == 'tcp':
         out = [tcp_connect(a.host, a.port, a.timeout) for _ in range(a.count)]
     elif a.mode == 'udp':

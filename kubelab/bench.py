@@ -1,0 +1,141 @@
+"""``kubelab bench``: the dataplane measured side by side, printed as a table.
+
+One lab, one pair of pods (client on worker-1, server on worker-2, so every packet
+crosses two node bridges and the underlay), one Service in front of the server. Each
+measurement runs direct (pod IP) and through the ClusterIP alternately, several rounds,
+so that a noisy machine slows both sides alike; the table shows the ratio VIP/direct.
+
+  throughput      iperf3 TCP, client pod -> server pod:5201 vs -> ClusterIP:5201
+  connections/s   new TCP connections (connect, GET, close) back to back
+  failed          short connections through the ClusterIP that failed, out of N
+
+Short connections end with an RST from the client once it has read the whole answer.
+With an ordinary close the server keeps each connection in TIME_WAIT for 60 s; once the
+client's ephemeral ports wrap (about 14,000 connections to one destination), new SYNs
+land on those TIME_WAIT sockets and Linux rejects some of them (PAWS: the per-connection
+timestamp offsets differ), direct or through the VIP alike, and the client waits for a
+SYN retransmit. That is the kernel's behaviour, not the dataplane's: ``--fin-close``
+measures it anyway.
+"""
+
+from __future__ import annotations
+
+import json
+import statistics
+import subprocess
+import sys
+import time
+
+from kubelab.daemon import running_daemon
+from kubelab.labctl import LabControl
+from services.errors import KubelabError
+
+MANIFESTS = """
+apiVersion: v1
+kind: Pod
+metadata: {name: bench-server, labels: {app: bench-server}}
+spec:
+  nodeName: worker-2
+  containers:
+  - name: netexec
+    image: registry.k8s.io/e2e-test-images/agnhost:2.53
+    args: [netexec, --http-port=8080, --udp-port=-1]
+    ports: [{containerPort: 8080}]
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: bench-client}
+spec:
+  nodeName: worker-1
+  containers:
+  - {name: pause, image: 'registry.k8s.io/pause:3.10'}
+---
+apiVersion: v1
+kind: Service
+metadata: {name: bench}
+spec:
+  selector: {app: bench-server}
+  ports:
+  - {name: http, port: 80, targetPort: 8080}
+  - {name: iperf, port: 5201, targetPort: 5201}
+"""
+
+
+def iperf(lab: LabControl, host: str, seconds: float) -> float:
+    proc = lab.run_in('bench-client', ['iperf3', '-c', host, '-t', str(seconds), '-J'],
+                      timeout=seconds + 30)
+    if proc.returncode != 0:
+        raise KubelabError(f'iperf3 to {host} failed: {proc.stdout[-500:]}{proc.stderr}')
+    return json.loads(proc.stdout)['end']['sum_received']['bits_per_second'] / 1e9
+
+
+def rate(lab: LabControl, host: str, port: int, count: int, seconds: float,
+         reset: bool) -> dict:
+    return lab.probe('bench-client', 'rate', host, port, count=count, seconds=seconds,
+                     timeout=2, reset=reset)
+
+
+def run_bench(args) -> int:
+    if running_daemon():
+        raise KubelabError('the benchmark brings up its own lab: `kubelab down` first')
+    lab = LabControl()
+    print('Bringing up a lab for the benchmark...', flush=True)
+    lab.up()
+    try:
+        return _measure(lab, args)
+    finally:
+        lab.down()
+
+
+def _measure(lab: LabControl, args) -> int:
+    lab.apply(MANIFESTS)
+    server_ip, vip = lab.pod_ip('bench-server'), lab.cluster_ip('bench')
+    pid = lab.netns_pid('bench-server')
+    iperf_server = subprocess.Popen(['nsenter', f'--net=/proc/{pid}/ns/net', '--',
+                                     'iperf3', '-s', '-p', '5201'],
+                                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    rounds = 2
+    try:
+        time.sleep(0.5)
+        tput = {'direct': [], 'vip': []}
+        conns = {'direct': [], 'vip': []}
+        print(f'Measuring: {rounds} rounds, direct and through the ClusterIP alternately',
+              flush=True)
+        for _ in range(rounds):
+            for side, host in (('direct', server_ip), ('vip', vip)):
+                tput[side].append(iperf(lab, host, args.seconds))
+                r = rate(lab, host, 8080 if side == 'direct' else 80, 10 ** 9, args.seconds,
+                         not args.fin_close)
+                conns[side].append(r['per_second'])
+        print(f'Opening {args.connections} short connections through the ClusterIP...',
+              flush=True)
+        long_run = rate(lab, vip, 80, args.connections, 600, not args.fin_close)
+    finally:
+        iperf_server.terminate()
+        iperf_server.wait()
+    rows = [
+        ('TCP throughput (Gbit/s), iperf3', statistics.mean(tput['direct']),
+         statistics.mean(tput['vip']), 0.95),
+        ('new TCP connections per second', statistics.mean(conns['direct']),
+         statistics.mean(conns['vip']), 0.95),
+    ]
+    print()
+    print(f'{"measure":36} {"direct":>10} {"ClusterIP":>10} {"ratio":>7} {"target":>7}')
+    for name, direct, vip_value, target in rows:
+        ratio = vip_value / direct if direct else 0.0
+        print(f'{name:36} {direct:10.2f} {vip_value:10.2f} {ratio:7.2f} {">=" + str(target):>7}')
+    failed = long_run['failed']
+    out_of = f'{failed}/{long_run["ok"] + failed}'
+    print(f'{"failed short connections via VIP":36} {"":10} {out_of:>10} {"":7} {"0":>7}')
+    if long_run['errors']:
+        print(f'  failures by kind: {long_run["errors"]}')
+    print(f'  ({long_run["per_second"]:.0f} connections/s over {long_run["seconds"]:.1f} s; '
+          f'client pod on worker-1, server pod on worker-2; '
+          f'rounds of {args.seconds:.0f} s; connections closed with '
+          f'{"FIN" if args.fin_close else "RST"})')
+    return 0
+
+
+if __name__ == '__main__':
+    sys.exit(run_bench(type('A', (), {'seconds': 5, 'connections': 10000,
+                                      'fin_close': False})()))

@@ -1,0 +1,488 @@
+"""A fake OpenFlow 1.3 switch for unit tests: walk a packet through a ``SwitchConfig``.
+
+``walk(config, packet, in_port, conntrack)`` plays one switch: it looks the packet up
+table by table (highest priority wins, masked matches, ``ct_state`` as (value, mask)),
+runs each flow's apply-actions in order (SetField, Move, Output, Group, ToController, Ct)
+and follows its goto. It returns a ``Walk``: the trace of the flows that matched, as
+(table name, flow owner, flow in ovs-ofctl syntax), and one outcome:
+
+- ``('output', port, packet)``: the packet left on ``port`` (as it is on the wire);
+- ``('drop', table name)``: no flow sent it anywhere (the table where it ended);
+- ``('controller', packet)``: a packet-in.
+
+Packets are plain dicts keyed by Ryu's OXM field names (``eth_src``, ``ipv4_dst``,
+``tcp_dst``, ``arp_spa``...) plus ``tcp_flags``; ``tcp()``, ``udp()``, ``icmp()`` and
+``arp_request()`` build them, ``answer()`` turns a received packet into its reply.
+
+Conntrack is a small model of the one table that the userspace datapath shares across
+bridges, separated by zone; one ``Conntrack`` object is meant to be shared by several
+walks (a SYN, then its reply) and several switches:
+
+- a lookup sets ``ct_state``: ``+trk`` and ``+new`` (no connection, or one that has not
+  seen a reply yet), ``+est`` (a reply was seen), ``+rpl`` (the packet is the reply
+  direction) or ``+inv`` (a TCP segment that may not open a connection: SYN+ACK, SYN
+  with RST or FIN, no SYN/ACK/RST at all; a lone ACK does open one, as Linux
+  conntrack picks up connections mid-stream by default);
+- ``commit`` records the connection by its original tuple, with the DNAT target when the
+  action carries ``nat(dst=...)``;
+- ``nat`` without arguments applies a recorded translation: an original-direction
+  packet gets the DNAT target as destination, a reply gets the original destination
+  (the VIP:port) back as its source;
+- ``ct(table=N)`` forks as OVS does: the packet continues the current actions untracked
+  and a tracked copy continues in table ``N``.
+
+Other OpenFlow rules the model keeps: a table miss drops, ``output`` to the port the
+packet came in on is dropped (only ``IN_PORT`` sends it back), a goto must go forward.
+A packet that visits too many tables, a goto backwards, a missing group or two different
+flows that match at the same priority raise ``SimError``: the pipeline is broken.
+
+``Lab`` puts every switch of a ``ClusterState`` together, cabled as topo/wiring.py says,
+so a test can send a packet from a pod and follow it to wherever it ends.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import zlib
+from dataclasses import dataclass, field
+
+from controller.flows import (CT_STATE_BITS, Ct, Group, Move, Output, SetField,
+                              ToController)
+from controller.pipeline import TABLE_NAMES, desired
+from topo import wiring
+
+MAX_TABLE_VISITS = 64
+TCP_FLAGS = {'F': 0x01, 'S': 0x02, 'R': 0x04, 'P': 0x08, 'A': 0x10}
+MAC_FIELDS = ('eth_src', 'eth_dst', 'arp_sha', 'arp_tha')
+IP_FIELDS = ('ipv4_src', 'ipv4_dst', 'arp_spa', 'arp_tpa')
+METADATA = ('in_port', 'ct_state', 'ct_zone', 'reg0', 'reg1', 'reg2', 'reg3')
+
+
+class SimError(AssertionError):
+    """The pipeline did something a sane pipeline never does (loop, backward goto...)."""
+
+
+# ---------------------------------------------------------------- packets
+def tcp_flags(letters: str) -> int:
+    """'SA' -> the SYN and ACK bits of the ``tcp_flags`` field."""
+    return sum(TCP_FLAGS[letter] for letter in set(letters))
+
+
+def tcp(src, dst, sport, dport, eth_src, eth_dst, flags='S') -> dict:
+    """A TCP segment; ``flags`` as letters: 'S', 'SA', 'A', 'R', 'FA'..."""
+    return {'eth_src': eth_src, 'eth_dst': eth_dst, 'eth_type': 0x0800, 'ipv4_src': src,
+            'ipv4_dst': dst, 'ip_proto': 6, 'tcp_src': sport, 'tcp_dst': dport,
+            'tcp_flags': tcp_flags(flags)}
+
+
+def udp(src, dst, sport, dport, eth_src, eth_dst) -> dict:
+    return {'eth_src': eth_src, 'eth_dst': eth_dst, 'eth_type': 0x0800, 'ipv4_src': src,
+            'ipv4_dst': dst, 'ip_proto': 17, 'udp_src': sport, 'udp_dst': dport}
+
+
+def icmp(src, dst, eth_src, eth_dst, icmp_type=8) -> dict:
+    return {'eth_src': eth_src, 'eth_dst': eth_dst, 'eth_type': 0x0800, 'ipv4_src': src,
+            'ipv4_dst': dst, 'ip_proto': 1, 'icmpv4_type': icmp_type, 'icmpv4_code': 0}
+
+
+def arp_request(sha, spa, tpa, op=1) -> dict:
+    """Who has ``tpa``? Tell ``spa`` (broadcast, as a host sends it)."""
+    return {'eth_src': sha, 'eth_dst': 'ff:ff:ff:ff:ff:ff', 'eth_type': 0x0806,
+            'arp_op': op, 'arp_sha': sha, 'arp_spa': spa, 'arp_tha': '00:00:00:00:00:00',
+            'arp_tpa': tpa}
+
+
+def answer(pkt: dict, flags='SA') -> dict:
+    """The reply a host sends to ``pkt``: addresses, ports and MACs swapped."""
+    out = dict(pkt)
+    for a, b in (('eth_src', 'eth_dst'), ('ipv4_src', 'ipv4_dst'), ('tcp_src', 'tcp_dst'),
+                 ('udp_src', 'udp_dst')):
+        if a in pkt:
+            out[a], out[b] = pkt[b], pkt[a]
+    if 'tcp_flags' in pkt:
+        out['tcp_flags'] = tcp_flags(flags)
+    return out
+
+
+def l4(pkt: dict) -> tuple:
+    """(source port, destination port) of a TCP/UDP packet, (0, 0) otherwise."""
+    for proto in ('tcp', 'udp'):
+        if f'{proto}_src' in pkt:
+            return pkt[f'{proto}_src'], pkt[f'{proto}_dst']
+    return 0, 0
+
+
+def _set_l4(pkt: dict, which: str, port: int) -> None:
+    for proto in ('tcp', 'udp'):
+        if f'{proto}_{which}' in pkt:
+            pkt[f'{proto}_{which}'] = port
+
+
+# ---------------------------------------------------------------- conntrack
+@dataclass
+class Connection:
+    zone: int
+    orig: tuple                  # (proto, src, sport, dst, dport) as first seen
+    dnat: tuple | None           # (ip, port) the original destination is translated to
+    seen_reply: bool = False
+
+    @property
+    def reply(self) -> tuple:
+        proto, src, sport, dst, dport = self.orig
+        if self.dnat is not None:
+            dst, dport = self.dnat[0], self.dnat[1] or dport
+        return proto, dst, dport, src, sport
+
+
+class Conntrack:
+    """The shared connection table: entries keyed by zone and direction."""
+
+    def __init__(self):
+        self.connections: list[Connection] = []
+
+    def __len__(self):
+        return len(self.connections)
+
+    def find(self, zone: int, pkt: dict) -> tuple[Connection | None, bool]:
+        """The connection ``pkt`` belongs to in ``zone``, and whether it is the reply."""
+        key = five_tuple(pkt)
+        for conn in self.connections:
+            if conn.zone != zone:
+                continue
+            if conn.orig == key:
+                return conn, False
+            if conn.reply == key:
+                return conn, True
+        return None, False
+
+    def execute(self, action: Ct, pkt: dict) -> dict:
+        """Run one ``ct`` action: the tracked copy of ``pkt`` (NATed, ct_state set)."""
+        if action.nat is None and action.commit is False and action.table is None:
+            raise SimError(f'{action.ofctl()} does nothing')
+        out = dict(pkt)
+        conn, is_reply = self.find(action.zone, pkt)
+        if conn is not None:
+            state = {'trk', 'est', 'rpl'} if is_reply else (
+                {'trk', 'est'} if conn.seen_reply else {'trk', 'new'})
+            if is_reply:
+                conn.seen_reply = True
+            if action.nat is not None and conn.dnat is not None:
+                _translate(out, conn, is_reply)
+        elif _cannot_open(pkt):
+            state = {'trk', 'inv'}
+        else:
+            state = {'trk', 'new'}
+            dnat = None
+            if action.nat is not None and action.nat.dst is not None:
+                dnat = (action.nat.dst, action.nat.port)
+            if action.commit:
+                conn = Connection(action.zone, five_tuple(pkt), dnat)
+                self.connections.append(conn)
+                if dnat is not None:
+                    _translate(out, conn, False)
+            elif dnat is not None:
+                raise SimError(f'{action.ofctl()}: NAT without commit is not modelled')
+        out['ct_state'] = sum(CT_STATE_BITS[s] for s in state)
+        out['ct_zone'] = action.zone
+        return out
+
+
+def five_tuple(pkt: dict) -> tuple:
+    sport, dport = l4(pkt)
+    return pkt.get('ip_proto'), pkt.get('ipv4_src'), sport, pkt.get('ipv4_dst'), dport
+
+
+def _cannot_open(pkt: dict) -> bool:
+    """A TCP segment that conntrack refuses as the first of a connection."""
+    if pkt.get('ip_proto') != 6:
+        return False
+    flags = pkt.get('tcp_flags', 0)
+    syn, ack, rst, fin = (flags & TCP_FLAGS[f] for f in 'SARF')
+    if syn:
+        return bool(ack or rst or fin)
+    return not (ack or rst)
+
+
+def _translate(pkt: dict, conn: Connection, is_reply: bool) -> None:
+    _, _, _, orig_dst, orig_dport = conn.orig
+    if is_reply:
+        pkt['ipv4_src'] = orig_dst
+        _set_l4(pkt, 'src', orig_dport)
+    else:
+        pkt['ipv4_dst'] = conn.dnat[0]
+        if conn.dnat[1]:
+            _set_l4(pkt, 'dst', conn.dnat[1])
+
+
+# ---------------------------------------------------------------- matching
+def _number(fieldname: str, value) -> int:
+    if fieldname in MAC_FIELDS:
+        return int(str(value).replace(':', ''), 16)
+    if fieldname in IP_FIELDS:
+        return int(ipaddress.IPv4Address(value))
+    return int(value)
+
+
+def _width(fieldname: str) -> int:
+    return 48 if fieldname in MAC_FIELDS else 32
+
+
+def _text(fieldname: str, number: int):
+    if fieldname in MAC_FIELDS:
+        raw = f'{number:012x}'
+        return ':'.join(raw[i:i + 2] for i in range(0, 12, 2))
+    if fieldname in IP_FIELDS:
+        return str(ipaddress.IPv4Address(number))
+    return number
+
+
+def matches(match: tuple, pkt: dict) -> bool:
+    """Does ``pkt`` carry every field of ``match`` (masked where a (value, mask) is given)?"""
+    for name, want in match:
+        if name not in pkt:
+            return False
+        have = _number(name, pkt[name])
+        if isinstance(want, tuple):
+            value, mask = (_number(name, w) for w in want)
+            if have & mask != value & mask:
+                return False
+        elif have != _number(name, want):
+            return False
+    return True
+
+
+# ---------------------------------------------------------------- the walk
+@dataclass
+class Walk:
+    """What one switch did with one packet."""
+    trace: list = field(default_factory=list)    # (table name, owner, ofctl text)
+    outcome: tuple = ()
+    meters: list = field(default_factory=list)   # meter ids the packet passed
+
+    @property
+    def tables(self) -> list[str]:
+        return [step[0] for step in self.trace]
+
+
+def _choose(bucket, pkt: dict, count: int) -> int:
+    if bucket is None:
+        return zlib.crc32(repr(five_tuple(pkt)).encode()) % count
+    index = bucket(pkt, count) if callable(bucket) else bucket
+    if not 0 <= index < count:
+        raise SimError(f'bucket {index} of a group with {count} buckets')
+    return index
+
+
+def walk(config, packet: dict, in_port: int, conntrack: Conntrack | None = None,
+         bucket=None, table_names: dict | None = None) -> Walk:
+    """Send ``packet`` into the switch holding ``config`` on ``in_port``.
+
+    ``bucket`` picks the bucket of a select group: an index, a function
+    ``(packet, bucket count) -> index``, or None for a hash of the 5-tuple."""
+    names = TABLE_NAMES if table_names is None else table_names
+    conntrack = Conntrack() if conntrack is None else conntrack
+    tables = {}
+    for f in config.flows:
+        tables.setdefault(f.table, []).append(f)
+    groups = {g.group_id: g for g in config.groups}
+    start = {k: v for k, v in packet.items() if k not in METADATA}
+    start['in_port'] = in_port
+    result = Walk()
+    sent = []                        # ('output', port, pkt) / ('controller', pkt)
+    threads = [(start, 0)]           # (packet, table): forks of ct(table=...) queue up
+    visits = 0
+    end = names.get(0, 0)
+    while threads:
+        pkt, table = threads.pop(0)
+        while table is not None:
+            visits += 1
+            if visits > MAX_TABLE_VISITS:
+                raise SimError(f'packet loops: {visits} table visits: {result.trace}')
+            end = names.get(table, table)
+            hit = _lookup(tables.get(table, []), pkt, end)
+            if hit is None:
+                break                # table miss: drop
+            result.trace.append((end, hit.owner, hit.to_ofctl(names)))
+            if hit.meter is not None:
+                result.meters.append(hit.meter)
+            forks = _apply(hit.actions, pkt, conntrack, groups, bucket, sent, result)
+            threads += forks
+            if hit.goto is not None and hit.goto <= table:
+                raise SimError(f'goto backwards from table {table}: {hit.to_ofctl(names)}')
+            table = hit.goto
+    if len(sent) > 1:
+        raise SimError(f'packet duplicated: {sent}')
+    result.outcome = sent[0] if sent else ('drop', end)
+    return result
+
+
+def _lookup(flows: list, pkt: dict, table_name):
+    hits = [f for f in flows if matches(f.match, pkt)]
+    if not hits:
+        return None
+    top = max(f.priority for f in hits)
+    best = {f.cookie: f for f in hits if f.priority == top}
+    if len(best) > 1:
+        raise SimError(f'{table_name}: flows overlap at priority {top}: '
+                       f'{[f.to_ofctl() for f in best.values()]}')
+    return next(iter(best.values()))
+
+
+def _apply(actions, pkt: dict, conntrack: Conntrack, groups: dict, bucket, sent: list,
+           result: Walk) -> list:
+    """Run apply-actions on ``pkt`` in place; return the forked (packet, table) pairs."""
+    forks = []
+    for action in actions:
+        if isinstance(action, SetField):
+            pkt[action.field] = action.value
+        elif isinstance(action, Move):
+            mask = (1 << action.n_bits) - 1
+            src = _number(action.src, pkt.get(action.src, 0)) & mask
+            dst = _number(action.dst, pkt.get(action.dst, 0)) & ~mask
+            pkt[action.dst] = _text(action.dst, (dst | src) & ((1 << _width(action.dst)) - 1))
+        elif isinstance(action, Output):
+            port = pkt['in_port'] if action.port == 'in_port' else action.port
+            if action.port != 'in_port' and port == pkt['in_port']:
+                continue             # OpenFlow never outputs to the ingress port
+            sent.append(('output', port, _wire(pkt)))
+        elif isinstance(action, ToController):
+            sent.append(('controller', _wire(pkt)))
+        elif isinstance(action, Group):
+            group = groups.get(action.group_id)
+            if group is None:
+                raise SimError(f'group {action.group_id} is not on the switch')
+            chosen = group.buckets[_choose(bucket, pkt, len(group.buckets))]
+            result.trace.append((f'group:{group.group_id}', group.owner,
+                                 ','.join(a.ofctl() for a in chosen.actions)))
+            clone = dict(pkt)
+            forks += _apply(chosen.actions, clone, conntrack, groups, bucket, sent,
+                            result)
+        elif isinstance(action, Ct):
+            tracked = conntrack.execute(action, pkt)
+            if action.table is not None:
+                forks.append((tracked, action.table))
+            elif action.nat is not None:
+                raise SimError(f'{action.ofctl()}: NAT without recirculation is not '
+                               f'modelled')
+        else:
+            raise SimError(f'unknown action {action!r}')
+    return forks
+
+
+def _wire(pkt: dict) -> dict:
+    """The packet as it leaves the switch: no pipeline metadata."""
+    return {k: v for k, v in pkt.items() if k not in METADATA}
+
+
+# ---------------------------------------------------------------- the lab
+@dataclass(frozen=True)
+class Attachment:
+    """Where a host plugs in: switch, port, its MAC and its gateway's MAC."""
+    dpid: int
+    port: int
+    mac: str
+    gateway_mac: str
+
+
+@dataclass
+class Trip:
+    """A packet's way through several switches: one (dpid, Walk) per switch."""
+    hops: list
+
+    @property
+    def outcome(self) -> tuple:
+        return self.hops[-1][1].outcome
+
+    @property
+    def dpids(self) -> list[int]:
+        return [dpid for dpid, _ in self.hops]
+
+
+class Lab:
+    """Every switch of one cluster state, cabled as topo/wiring.py builds them, sharing
+    one conntrack table (as the userspace datapath does)."""
+
+    def __init__(self, state, conntrack: Conntrack | None = None):
+        self.state = state
+        self.cluster = state.cluster
+        self.conntrack = Conntrack() if conntrack is None else conntrack
+        self.configs = {dpid: desired(state, dpid)
+                        for _, dpid in wiring.all_bridges(self.cluster)}
+
+    def cable(self, dpid: int, port: int) -> tuple[int, int] | None:
+        """The (switch, port) at the other end of a switch-to-switch cable."""
+        if dpid == wiring.UNDERLAY_DPID:
+            if port == wiring.UNDERLAY_EXTERNAL_PORT:
+                return wiring.EXTERNAL_DPID, wiring.EXTERNAL_UPLINK_PORT
+            for node in self.cluster.nodes:
+                if node.index == port:
+                    return wiring.node_dpid(node), wiring.UPLINK_PORT
+            return None
+        if dpid == wiring.EXTERNAL_DPID:
+            if port == wiring.EXTERNAL_UPLINK_PORT:
+                return wiring.UNDERLAY_DPID, wiring.UNDERLAY_EXTERNAL_PORT
+            return None
+        if port == wiring.UPLINK_PORT:
+            return wiring.UNDERLAY_DPID, dpid
+        return None
+
+    def attachment(self, ip: str) -> Attachment:
+        """Where the pod, node or external client with address ``ip`` is plugged in."""
+        for node in self.cluster.nodes:
+            gateway = wiring.mac_for(wiring.pod_gateway(node))
+            if ip == node.ip:
+                return Attachment(wiring.node_dpid(node), wiring.NODE_HOST_PORT,
+                                  wiring.mac_for(ip), gateway)
+            for pod in self.state.pods_on(node.name):
+                if pod.ip == ip:
+                    return Attachment(wiring.node_dpid(node), wiring.pod_port(node, ip),
+                                      wiring.mac_for(ip), gateway)
+        for j, client in enumerate(self.cluster.clients, start=1):
+            if client.ip == ip:
+                return Attachment(wiring.EXTERNAL_DPID, wiring.client_port(j),
+                                  wiring.mac_for(ip),
+                                  wiring.router_mac(self.cluster.external_gateway))
+        raise KeyError(f'no host has address {ip}')
+
+    def owner_of(self, dpid: int, port: int) -> str | None:
+        """The address of the host on (dpid, port), None for a cable or an empty port."""
+        ips = [n.ip for n in self.cluster.nodes] + [p.ip for p in self.state.pods]
+        ips += [c.ip for c in self.cluster.clients]
+        for ip in ips:
+            where = self.attachment(ip)
+            if (where.dpid, where.port) == (dpid, port):
+                return ip
+        return None
+
+    def walk(self, dpid: int, pkt: dict, in_port: int, bucket=None) -> Walk:
+        return walk(self.configs[dpid], pkt, in_port, self.conntrack, bucket)
+
+    def travel(self, dpid: int, pkt: dict, in_port: int, bucket=None) -> Trip:
+        """Follow ``pkt`` over the cables until it leaves on a host port or stops."""
+        hops = []
+        while True:
+            step = self.walk(dpid, pkt, in_port, bucket)
+            hops.append((dpid, step))
+            if step.outcome[0] != 'output':
+                return Trip(hops)
+            far = self.cable(dpid, step.outcome[1])
+            if far is None:
+                return Trip(hops)
+            if len(hops) > 8:
+                raise SimError(f'packet bounces between switches: {[d for d, _ in hops]}')
+            (dpid, in_port), pkt = far, step.outcome[2]
+
+    def send(self, pkt: dict, sender: str | None = None, bucket=None) -> Trip:
+        """``sender`` (default: the packet's source address) sends ``pkt``."""
+        where = self.attachment(sender or pkt.get('ipv4_src') or pkt['arp_spa'])
+        return self.travel(where.dpid, pkt, where.port, bucket)
+
+    def packet(self, src: str, dst: str, dport: int, proto='tcp', sport=40000,
+               flags='S') -> dict:
+        """A packet as host ``src`` puts it on its wire: to its gateway's MAC."""
+        where = self.attachment(src)
+        if proto == 'tcp':
+            return tcp(src, dst, sport, dport, where.mac, where.gateway_mac, flags)
+        if proto == 'udp':
+            return udp(src, dst, sport, dport, where.mac, where.gateway_mac)
+        return icmp(src, dst, where.mac, where.gateway_mac)

@@ -1,0 +1,579 @@
+"""The pure pipeline, driven by traffic: packets walked through every switch's flows.
+
+One cluster state (the default three nodes, a few pods, three Services) is turned into
+flows with ``controller.pipeline.desired`` and put on fake switches (tests/unit/flowsim.py)
+cabled as the lab cables them. Each test sends packets as a pod, a node or an external
+client would and checks where they end, kube-proxy style: one table of cases per path.
+Then golden flows of one small state, the properties the Ryu shell relies on (cookies,
+group ids, the declared pipeline) and the REJECT answers built by the controller.
+"""
+
+import random
+
+import pytest
+from ryu.lib.packet import ethernet, icmp, ipv4, packet, tcp, udp
+
+from controller.flows import Ct, Output, SwitchConfig, flow
+from controller.pipeline import (REJECT_METER, REJECT_RATE_PPS, T, TABLE_NAMES,
+                                 PipelineError, check_pipeline, desired, group_id)
+from controller.ryu_app import reject_packet
+from controller.state import ClusterState
+from services.cluster import default_cluster
+from tests.unit.flowsim import Conntrack, Lab, SimError, answer, arp_request, l4, walk
+from topo import wiring
+
+CLUSTER = default_cluster()
+CP, W1, W2 = CLUSTER.nodes                   # control-plane, worker-1, worker-2
+SWITCH = {'control-plane': 1, 'worker-1': 2, 'worker-2': 3,
+          'underlay': wiring.UNDERLAY_DPID, 'external': wiring.EXTERNAL_DPID}
+WEB_VIP, DB_VIP, IDLE_VIP = '10.96.0.20', '10.96.0.30', '10.96.0.40'
+CLIENT, CLIENT_W2 = '192.168.1.5', '192.168.3.5'
+WEB_1, WEB_2, WEB_3, DB_1, IDLE_1 = ('192.168.1.10', '192.168.2.10', '192.168.3.10',
+                                     '192.168.3.20', '192.168.2.30')
+EXTERNAL_1, EXTERNAL_2 = '203.0.113.10', '203.0.113.11'
+
+
+# ---------------------------------------------------------------- the cluster
+def pod(name, node, ip, namespace='default'):
+    return {'apiVersion': 'v1', 'kind': 'Pod',
+            'metadata': {'name': name, 'namespace': namespace},
+            'spec': {'nodeName': node, 'containers': [{'name': 'c', 'image': 'pause'}]},
+            'status': {'phase': 'Running', 'podIP': ip}}
+
+
+def service(name, vip, *ports, namespace='default'):
+    return {'apiVersion': 'v1', 'kind': 'Service',
+            'metadata': {'name': name, 'namespace': namespace},
+            'spec': {'clusterIP': vip, 'ports': [dict(p) for p in ports]}}
+
+
+def endpoint_slice(svc, ports, *endpoints, namespace='default', suffix='abcde'):
+    """``endpoints``: (ip, node, ready) triples."""
+    return {'apiVersion': 'discovery.k8s.io/v1', 'kind': 'EndpointSlice',
+            'metadata': {'name': f'{svc}-{suffix}', 'namespace': namespace,
+                         'labels': {'kubernetes.io/service-name': svc}},
+            'addressType': 'IPv4', 'ports': [dict(p) for p in ports],
+            'endpoints': [{'addresses': [ip], 'nodeName': node,
+                           'conditions': {'ready': ready}}
+                          for ip, node, ready in endpoints]}
+
+
+HTTP = {'name': 'http', 'port': 80, 'protocol': 'TCP', 'targetPort': 8080}
+DNS = {'name': 'dns', 'port': 53, 'protocol': 'UDP', 'targetPort': 5353}
+HTTP_EP = {'name': 'http', 'port': 8080, 'protocol': 'TCP'}
+DNS_EP = {'name': 'dns', 'port': 5353, 'protocol': 'UDP'}
+PG = {'name': '', 'port': 5432, 'protocol': 'TCP'}
+
+
+def objects(web_2_ready=True, shuffle=None):
+    pods = [pod('client', 'control-plane', CLIENT), pod('web-1', 'control-plane', WEB_1),
+            pod('web-2', 'worker-1', WEB_2), pod('web-3', 'worker-2', WEB_3),
+            pod('db-1', 'worker-2', DB_1), pod('idle-1', 'worker-1', IDLE_1),
+            pod('client', 'worker-2', CLIENT_W2, namespace='other')]
+    services = [service('web', WEB_VIP, HTTP, DNS), service('db', DB_VIP, PG),
+                service('idle', IDLE_VIP, HTTP, DNS)]
+    web_eps = [(WEB_1, 'control-plane', True), (WEB_2, 'worker-1', web_2_ready),
+               (WEB_3, 'worker-2', False)]
+    if shuffle is not None:
+        for items in (pods, services, web_eps):
+            shuffle(items)
+    slices = [endpoint_slice('web', [HTTP_EP, DNS_EP], *web_eps),
+              endpoint_slice('db', [PG], (DB_1, 'worker-2', True)),
+              endpoint_slice('idle', [HTTP_EP, DNS_EP], (IDLE_1, 'worker-1', False))]
+    return {'Pod': pods, 'Service': services, 'EndpointSlice': slices}
+
+
+def cluster_state(**kw):
+    return ClusterState.from_objects(CLUSTER, objects(**kw))
+
+
+STATE = cluster_state()
+
+
+@pytest.fixture
+def lab():
+    return Lab(STATE)
+
+
+def receiver(lab, trip):
+    """The address of the host a trip ended at (None: it did not reach a host)."""
+    if trip.outcome[0] != 'output':
+        return None
+    return lab.owner_of(trip.dpids[-1], trip.outcome[1])
+
+
+def switches(names):
+    return [SWITCH[n] for n in names]
+
+
+# ---------------------------------------------------------------- traffic that arrives
+TRAFFIC = [
+    {'name': 'pod to pod on the same node', 'src': CLIENT, 'dst': WEB_1, 'port': 8080,
+     'want': f'{WEB_1}:8080', 'path': ['control-plane']},
+    {'name': 'pod to pod on another node', 'src': CLIENT, 'dst': WEB_2, 'port': 8080,
+     'want': f'{WEB_2}:8080', 'path': ['control-plane', 'underlay', 'worker-1']},
+    {'name': 'pod to ClusterIP, endpoint on the same node', 'src': CLIENT, 'dst': WEB_VIP,
+     'port': 80, 'bucket': 0, 'want': f'{WEB_1}:8080', 'path': ['control-plane']},
+    {'name': 'pod to ClusterIP, endpoint on another node', 'src': CLIENT, 'dst': WEB_VIP,
+     'port': 80, 'bucket': 1, 'want': f'{WEB_2}:8080',
+     'path': ['control-plane', 'underlay', 'worker-1']},
+    {'name': 'pod on a node without endpoints to ClusterIP', 'src': CLIENT_W2,
+     'dst': WEB_VIP, 'port': 80, 'bucket': 0, 'want': f'{WEB_1}:8080',
+     'path': ['worker-2', 'underlay', 'control-plane']},
+    {'name': 'pod to ClusterIP over UDP', 'src': CLIENT, 'dst': WEB_VIP, 'port': 53,
+     'proto': 'udp', 'bucket': 1, 'want': f'{WEB_2}:5353',
+     'path': ['control-plane', 'underlay', 'worker-1']},
+    {'name': 'pod to a Service with an unnamed port', 'src': CLIENT, 'dst': DB_VIP,
+     'port': 5432, 'want': f'{DB_1}:5432', 'path': ['control-plane', 'underlay', 'worker-2']},
+    {'name': 'node to ClusterIP', 'src': CP.ip, 'dst': WEB_VIP, 'port': 80, 'bucket': 1,
+     'want': f'{WEB_2}:8080', 'path': ['control-plane', 'underlay', 'worker-1']},
+    {'name': 'node to pod on another node', 'src': CP.ip, 'dst': DB_1, 'port': 5432,
+     'want': f'{DB_1}:5432', 'path': ['control-plane', 'underlay', 'worker-2']},
+    {'name': 'pod to its own node', 'src': CLIENT, 'dst': CP.ip, 'port': 10250,
+     'want': f'{CP.ip}:10250', 'path': ['control-plane']},
+    {'name': 'pod to another node', 'src': CLIENT, 'dst': W1.ip, 'port': 10250,
+     'want': f'{W1.ip}:10250', 'path': ['control-plane', 'underlay', 'worker-1']},
+    {'name': 'external client to node IP', 'src': EXTERNAL_1, 'dst': W1.ip, 'port': 22,
+     'want': f'{W1.ip}:22', 'path': ['external', 'underlay', 'worker-1']},
+    {'name': 'node to external client', 'src': CP.ip, 'dst': EXTERNAL_2, 'port': 8080,
+     'want': f'{EXTERNAL_2}:8080', 'path': ['control-plane', 'underlay', 'external']},
+    {'name': 'external client to external client', 'src': EXTERNAL_1, 'dst': EXTERNAL_2,
+     'port': 8080, 'want': f'{EXTERNAL_2}:8080', 'path': ['external']},
+]
+
+
+def send(lab, case, sport=40000, flags='S', bucket=None):
+    pkt = lab.packet(case['src'], case['dst'], case['port'], case.get('proto', 'tcp'),
+                     sport=sport, flags=flags)
+    return pkt, lab.send(pkt, bucket=case.get('bucket') if bucket is None else bucket)
+
+
+@pytest.mark.parametrize('case', TRAFFIC, ids=[c['name'] for c in TRAFFIC])
+def test_traffic_arrives(lab, case):
+    _, trip = send(lab, case)
+    assert trip.dpids == switches(case['path'])
+    got = trip.outcome[2]
+    host = receiver(lab, trip)
+    assert f'{host}:{l4(got)[1]}' == f'{got["ipv4_dst"]}:{l4(got)[1]}' == case['want']
+    assert (got['ipv4_src'], l4(got)[0]) == (case['src'], 40000)      # never SNATed
+    where = lab.attachment(host)
+    assert (got['eth_src'], got['eth_dst']) == (where.gateway_mac, where.mac)
+
+
+@pytest.mark.parametrize('case', TRAFFIC, ids=[c['name'] for c in TRAFFIC])
+def test_reply_comes_back_un_natted(lab, case):
+    _, trip = send(lab, case)
+    host = receiver(lab, trip)
+    back = lab.send(answer(trip.outcome[2]), sender=host)
+    assert back.dpids == switches(reversed(case['path']))
+    assert receiver(lab, back) == case['src']
+    got = back.outcome[2]
+    # The client hears from the address it called (the VIP:port for a Service).
+    assert (got['ipv4_src'], l4(got)[0]) == (case['dst'], case['port'])
+    assert (got['ipv4_dst'], l4(got)[1]) == (case['src'], 40000)
+    where = lab.attachment(case['src'])
+    assert (got['eth_src'], got['eth_dst']) == (where.gateway_mac, where.mac)
+    # The rest of the connection sticks to the same endpoint whatever the group picks.
+    for bucket in (0, 1):
+        _, more = send(lab, case, flags='A', bucket=bucket)
+        assert receiver(lab, more) == host
+
+
+def test_pod_to_pod_on_another_node_crosses_the_underlay_with_router_macs(lab):
+    trip = lab.send(lab.packet(CLIENT, WEB_2, 8080))
+    (cp, first), (ul, middle), (w1, last) = trip.hops
+    _, port, on_wire = first.outcome
+    assert port == wiring.UPLINK_PORT
+    assert (on_wire['eth_src'], on_wire['eth_dst']) == (wiring.router_mac(CP.ip),
+                                                        wiring.router_mac(W1.ip))
+    assert middle.outcome[:2] == ('output', W1.index)
+    assert last.outcome[1] == wiring.pod_port(W1, WEB_2)
+    assert last.tables == ['Classifier', 'ConntrackZone', 'ConntrackState', 'ServiceLB',
+                           'ConntrackCommit', 'L3Forwarding']
+
+
+def test_clusterip_goes_through_the_services_select_group(lab):
+    step = lab.walk(1, lab.packet(CLIENT, WEB_VIP, 80), wiring.pod_port(CP, CLIENT),
+                    bucket=0)
+    gid = group_id('default/web/tcp/http', set())
+    assert step.tables == ['Classifier', 'ConntrackZone', 'ConntrackState', 'ServiceLB',
+                           f'group:{gid}', 'L3Forwarding']
+    assert step.trace[3][1] == step.trace[4][1] == 'service default/web/tcp/http'
+
+
+@pytest.mark.parametrize('node', CLUSTER.nodes, ids=[n.name for n in CLUSTER.nodes])
+@pytest.mark.parametrize('port, proto, owner, want', [
+    (80, 'tcp', 'default/web/tcp/http', {f'{WEB_1}:8080', f'{WEB_2}:8080'}),
+    (53, 'udp', 'default/web/udp/dns', {f'{WEB_1}:5353', f'{WEB_2}:5353'}),
+])
+def test_every_bucket_dnats_to_a_ready_endpoint(node, port, proto, owner, want):
+    """web-3 is not ready: no bucket on any node ever sends a connection to it."""
+    [group] = [g for g in desired(STATE, wiring.node_dpid(node)).groups
+               if g.owner == f'service {owner}']
+    reached = set()
+    for bucket in range(len(group.buckets)):
+        lab = Lab(STATE)
+        trip = lab.send(lab.packet(node.ip, WEB_VIP, port, proto), bucket=bucket)
+        got = trip.outcome[2]
+        assert receiver(lab, trip) == got['ipv4_dst']
+        reached.add(f'{got["ipv4_dst"]}:{l4(got)[1]}')
+    assert reached == want
+
+
+def test_a_retransmitted_syn_keeps_its_endpoint(lab):
+    first = lab.send(lab.packet(CLIENT, WEB_VIP, 80), bucket=0)
+    again = lab.send(lab.packet(CLIENT, WEB_VIP, 80), bucket=1)
+    assert receiver(lab, first) == receiver(lab, again) == WEB_1
+
+
+@pytest.mark.xfail(strict=True, reason='hairpin: a pod calling its own Service is sent '
+                   'back out its own port (OpenFlow drops it) without SNAT')
+def test_pod_to_its_own_service_hairpins(lab):
+    trip = lab.send(lab.packet(WEB_1, WEB_VIP, 80), bucket=0)     # bucket 0: web-1 itself
+    assert receiver(lab, trip) == WEB_1
+    assert trip.outcome[2]['ipv4_src'] != WEB_1     # else the pod drops it as a martian
+
+
+@pytest.mark.xfail(strict=True, reason='no egress SNAT: the external network has no '
+                   'route back to pod IPs, so a pod never hears an external answer')
+def test_pod_to_external_client_hears_back(lab):
+    trip = lab.send(lab.packet(CLIENT, EXTERNAL_1, 8080))
+    assert receiver(lab, trip) == EXTERNAL_1
+    back = lab.send(answer(trip.outcome[2]), sender=EXTERNAL_1)
+    assert receiver(lab, back) == CLIENT
+
+
+@pytest.mark.xfail(strict=True, raises=ValueError, reason='desired() raises ValueError '
+                   'for a pod whose status.podIP is outside its node\'s pod CIDR (e.g. a '
+                   'manifest exported from a real cluster), and the Ryu watch loop dies')
+def test_a_pod_ip_outside_its_nodes_cidr_is_skipped():
+    objs = objects()
+    objs['Pod'].append(pod('exported', 'worker-1', '10.244.1.7'))
+    state = ClusterState.from_objects(CLUSTER, objs)
+    assert cookies(state, 2).keys() == cookies(STATE, 2).keys()
+
+
+# ---------------------------------------------------------------- traffic that stops
+STOPPED = [
+    {'name': 'pod to ClusterIP without ready endpoints', 'src': CLIENT, 'dst': IDLE_VIP,
+     'port': 80, 'want': ('controller', 'control-plane', 'service default/idle/tcp/http')},
+    {'name': 'pod to ClusterIP without ready endpoints over UDP', 'src': CLIENT_W2,
+     'dst': IDLE_VIP, 'port': 53, 'proto': 'udp',
+     'want': ('controller', 'worker-2', 'service default/idle/udp/dns')},
+    {'name': 'pod to ClusterIP on an undeclared port', 'src': CLIENT, 'dst': WEB_VIP,
+     'port': 8080, 'want': ('controller', 'control-plane', 'service default/web')},
+    {'name': 'pod to ClusterIP with the wrong protocol', 'src': CLIENT, 'dst': WEB_VIP,
+     'port': 80, 'proto': 'udp', 'want': ('controller', 'control-plane',
+                                          'service default/web')},
+    {'name': 'pod pings a ClusterIP', 'src': CLIENT, 'dst': WEB_VIP, 'port': 0,
+     'proto': 'icmp', 'want': ('controller', 'control-plane', 'service default/web')},
+    {'name': 'external client to pod IP', 'src': EXTERNAL_1, 'dst': WEB_1, 'port': 8080,
+     'want': ('drop', 'external', 'L3Forwarding')},
+    {'name': 'external client to ClusterIP', 'src': EXTERNAL_1, 'dst': WEB_VIP,
+     'port': 80, 'want': ('drop', 'external', 'L3Forwarding')},
+    {'name': 'pod to an address nobody routes', 'src': CLIENT, 'dst': '198.18.0.1',
+     'port': 53, 'proto': 'udp', 'want': ('drop', 'control-plane', 'L3Forwarding')},
+    {'name': 'pod sends with another pod IP', 'src': WEB_1, 'sender': CLIENT,
+     'dst': WEB_2, 'port': 8080, 'want': ('drop', 'control-plane', 'Classifier')},
+    {'name': 'pod sends with another pod MAC', 'src': CLIENT, 'eth_src': WEB_1,
+     'dst': WEB_2, 'port': 8080, 'want': ('drop', 'control-plane', 'Classifier')},
+    {'name': 'external client sends with another client IP', 'src': EXTERNAL_2,
+     'sender': EXTERNAL_1, 'dst': W1.ip, 'port': 22, 'want': ('drop', 'external',
+                                                              'Classifier')},
+    {'name': 'SYN+FIN (ct_state +inv)', 'src': CLIENT, 'dst': WEB_1, 'port': 8080,
+     'flags': 'SF', 'want': ('drop', 'control-plane', 'ConntrackState')},
+    {'name': 'SYN+ACK that answers no SYN (ct_state +inv)', 'src': CLIENT, 'dst': WEB_2,
+     'port': 8080, 'flags': 'SA', 'want': ('drop', 'control-plane', 'ConntrackState')},
+]
+
+
+@pytest.mark.parametrize('case', STOPPED, ids=[c['name'] for c in STOPPED])
+def test_traffic_stops(lab, case):
+    pkt = lab.packet(case['src'], case['dst'], case['port'], case.get('proto', 'tcp'),
+                     flags=case.get('flags', 'S'))
+    if 'eth_src' in case:
+        pkt['eth_src'] = wiring.mac_for(case['eth_src'])
+    if 'sender' in case:                  # the sender's own MAC, another's address
+        pkt['eth_src'] = wiring.mac_for(case['sender'])
+    trip = lab.send(pkt, sender=case.get('sender'))
+    kind, where, detail = case['want']
+    assert trip.dpids[-1] == SWITCH[where]
+    last = trip.hops[-1][1]
+    if kind == 'controller':
+        assert trip.outcome == ('controller', pkt)
+        assert last.trace[-1][:2] == ('ServiceLB', detail)     # the flow that sent it up
+        assert last.meters == [REJECT_METER]                    # ... is rate-limited
+    else:
+        assert trip.outcome == ('drop', detail)
+
+
+def test_the_reject_meter_is_on_every_node_bridge():
+    for node in CLUSTER.nodes:
+        [meter] = desired(STATE, wiring.node_dpid(node)).meters
+        assert (meter.meter_id, meter.rate_pps) == (REJECT_METER, REJECT_RATE_PPS)
+
+
+# ---------------------------------------------------------------- ARP
+ARP = [
+    {'name': 'pod asks for its gateway', 'src': CLIENT, 'target': '192.168.1.1'},
+    {'name': 'pod asks for a pod on another node', 'src': CLIENT, 'target': WEB_2},
+    {'name': 'pod asks for a ClusterIP', 'src': CLIENT, 'target': WEB_VIP},
+    {'name': 'node asks for another node', 'src': CP.ip, 'target': W1.ip},
+    {'name': 'external client asks for its router', 'src': EXTERNAL_1,
+     'target': CLUSTER.external_gateway},
+    {'name': 'external client asks for another client', 'src': EXTERNAL_1,
+     'target': EXTERNAL_2},
+]
+
+
+@pytest.mark.parametrize('case', ARP, ids=[c['name'] for c in ARP])
+def test_arp_is_answered_with_the_gateway_mac(lab, case):
+    where = lab.attachment(case['src'])
+    trip = lab.send(arp_request(where.mac, case['src'], case['target']))
+    assert len(trip.hops) == 1
+    kind, port, got = trip.outcome
+    assert (kind, port) == ('output', where.port)
+    assert got == {'eth_src': where.gateway_mac, 'eth_dst': where.mac, 'eth_type': 0x0806,
+                   'arp_op': 2, 'arp_sha': where.gateway_mac, 'arp_spa': case['target'],
+                   'arp_tha': where.mac, 'arp_tpa': case['src']}
+
+
+def test_arp_with_another_pods_address_is_dropped(lab):
+    mine = lab.attachment(CLIENT)
+    trip = lab.send(arp_request(mine.mac, WEB_1, '192.168.1.1'), sender=CLIENT)
+    assert trip.outcome == ('drop', 'Classifier')
+
+
+def test_arp_replies_are_not_forwarded(lab):
+    mine = lab.attachment(CLIENT)
+    trip = lab.send(arp_request(mine.mac, CLIENT, '192.168.1.1', op=2))
+    assert trip.outcome == ('drop', 'ARPResponder')
+
+
+# ---------------------------------------------------------------- golden flows
+GOLDEN_OBJECTS = {
+    'Pod': [pod('web-1', 'control-plane', '192.168.1.10'),
+            pod('web-2', 'worker-1', '192.168.2.10'),
+            pod('web-3', 'worker-2', '192.168.3.10')],
+    'Service': [service('web', WEB_VIP, {'port': 80, 'targetPort': 8080})],
+    'EndpointSlice': [endpoint_slice('web', [{'port': 8080}],
+                                     ('192.168.1.10', 'control-plane', True),
+                                     ('192.168.2.10', 'worker-1', True))],
+}
+# control-plane's bridge kl-n1: flows sorted, then groups, then meters.
+GOLDEN_CONTROL_PLANE = '''
+table=ARPResponder,priority=0 actions=drop
+table=ARPResponder,priority=200,arp,arp_op=1 actions=move:NXM_OF_ETH_SRC[0..47]->NXM_OF_ETH_DST[0..47],set_field:0a:58:c0:a8:01:01->eth_src,set_field:2->arp_op,move:NXM_NX_ARP_SHA[0..47]->NXM_NX_ARP_THA[0..47],set_field:0a:58:c0:a8:01:01->arp_sha,move:NXM_OF_ARP_TPA[0..31]->NXM_NX_REG2[0..31],move:NXM_OF_ARP_SPA[0..31]->NXM_OF_ARP_TPA[0..31],move:NXM_NX_REG2[0..31]->NXM_OF_ARP_SPA[0..31],IN_PORT
+table=Classifier,priority=0 actions=drop
+table=Classifier,priority=200,arp,arp_sha=0a:58:0a:80:00:0b,arp_spa=10.128.0.11,eth_src=0a:58:0a:80:00:0b,in_port=2 actions=goto_table:ARPResponder
+table=Classifier,priority=200,arp,arp_sha=0a:58:c0:a8:01:0a,arp_spa=192.168.1.10,eth_src=0a:58:c0:a8:01:0a,in_port=1010 actions=goto_table:ARPResponder
+table=Classifier,priority=200,ip,eth_src=0a:58:0a:80:00:0b,in_port=2,nw_src=10.128.0.11 actions=goto_table:ConntrackZone
+table=Classifier,priority=200,ip,eth_src=0a:58:c0:a8:01:0a,in_port=1010,nw_src=192.168.1.10 actions=goto_table:ConntrackZone
+table=Classifier,priority=200,ip,in_port=1 actions=goto_table:ConntrackZone
+table=ConntrackCommit,priority=0 actions=goto_table:L3Forwarding
+table=ConntrackCommit,priority=200,ip,ct_state=+new+trk actions=ct(commit,zone=1),goto_table:L3Forwarding
+table=ConntrackState,priority=0 actions=drop
+table=ConntrackState,priority=190,ip,ct_state=-new+trk actions=goto_table:L3Forwarding
+table=ConntrackState,priority=200,ip,ct_state=+new+trk actions=goto_table:ServiceLB
+table=ConntrackState,priority=210,ip,ct_state=+inv+trk actions=drop
+table=ConntrackZone,priority=200,ip actions=ct(table=21,zone=1,nat)
+table=L3Forwarding,priority=0 actions=drop
+table=L3Forwarding,priority=100,ip,nw_dst=10.128.0.12 actions=set_field:0a:5a:0a:80:00:0b->eth_src,set_field:0a:5a:0a:80:00:0c->eth_dst,output:1
+table=L3Forwarding,priority=100,ip,nw_dst=10.128.0.13 actions=set_field:0a:5a:0a:80:00:0b->eth_src,set_field:0a:5a:0a:80:00:0d->eth_dst,output:1
+table=L3Forwarding,priority=100,ip,nw_dst=192.168.2.0/255.255.255.0 actions=set_field:0a:5a:0a:80:00:0b->eth_src,set_field:0a:5a:0a:80:00:0c->eth_dst,output:1
+table=L3Forwarding,priority=100,ip,nw_dst=192.168.3.0/255.255.255.0 actions=set_field:0a:5a:0a:80:00:0b->eth_src,set_field:0a:5a:0a:80:00:0d->eth_dst,output:1
+table=L3Forwarding,priority=100,ip,nw_dst=203.0.113.0/255.255.255.0 actions=set_field:0a:5a:0a:80:00:0b->eth_src,set_field:0a:5a:cb:00:71:01->eth_dst,output:1
+table=L3Forwarding,priority=200,ip,nw_dst=10.128.0.11 actions=set_field:0a:58:c0:a8:01:01->eth_src,set_field:0a:58:0a:80:00:0b->eth_dst,output:2
+table=L3Forwarding,priority=200,ip,nw_dst=192.168.1.10 actions=set_field:0a:58:c0:a8:01:01->eth_src,set_field:0a:58:c0:a8:01:0a->eth_dst,output:1010
+table=ServiceLB,priority=0 actions=goto_table:ConntrackCommit
+table=ServiceLB,priority=100,ip,nw_dst=10.96.0.20 actions=meter:1,controller(max_len=128)
+table=ServiceLB,priority=200,tcp,nw_dst=10.96.0.20,tp_dst=80 actions=group:1532575838
+group_id=1532575838,type=select,bucket=weight:1,actions=ct(commit,table=70,zone=1,nat(dst=192.168.1.10:8080)),bucket=weight:1,actions=ct(commit,table=70,zone=1,nat(dst=192.168.2.10:8080))
+meter=1,pktps,burst,band=type=drop,rate=200,burst_size=200
+'''
+
+
+def test_golden_flows_of_a_node_bridge():
+    config = desired(ClusterState.from_objects(CLUSTER, GOLDEN_OBJECTS), 1)
+    got = sorted(f.to_ofctl(TABLE_NAMES) for f in config.flows)
+    got += [g.to_ofctl() for g in config.groups] + [m.to_ofctl() for m in config.meters]
+    assert got == GOLDEN_CONTROL_PLANE.strip().split('\n')
+
+
+# ---------------------------------------------------------------- properties
+ALL_DPIDS = [dpid for _, dpid in wiring.all_bridges(CLUSTER)]
+
+
+def cookies(state, dpid):
+    return {f.cookie: f for f in desired(state, dpid).flows}
+
+
+@pytest.mark.parametrize('dpid', ALL_DPIDS)
+def test_cookies_are_unique_within_a_switch(dpid):
+    flows = desired(STATE, dpid).flows
+    assert len({f.cookie for f in flows}) == len(flows) > 0
+
+
+@pytest.mark.parametrize('seed', [1, 2, 3])
+def test_the_same_state_gives_the_same_flows(seed):
+    shuffled = cluster_state(shuffle=random.Random(seed).shuffle)
+    for dpid in ALL_DPIDS:
+        assert cookies(shuffled, dpid).keys() == cookies(STATE, dpid).keys()
+        assert desired(shuffled, dpid).groups == desired(STATE, dpid).groups
+
+
+def test_new_endpoints_change_only_that_services_groups():
+    changed = cluster_state(web_2_ready=False)
+    for dpid in ALL_DPIDS:
+        assert cookies(changed, dpid).keys() == cookies(STATE, dpid).keys()
+        before = {g.group_id: g for g in desired(STATE, dpid).groups}
+        after = {g.group_id: g for g in desired(changed, dpid).groups}
+        assert before.keys() == after.keys()
+        differ = {before[gid].owner for gid in before if before[gid] != after[gid]}
+        assert differ == ({'service default/web/tcp/http', 'service default/web/udp/dns'}
+                          if before else set())
+
+
+def test_losing_the_last_endpoint_changes_only_that_services_flow():
+    gone = ClusterState.from_objects(CLUSTER, {**objects(), 'EndpointSlice': [
+        s for s in objects()['EndpointSlice'] if s['metadata']['name'] != 'db-abcde']})
+    for dpid in (1, 2, 3):
+        before, after = cookies(STATE, dpid), cookies(gone, dpid)
+        changed = {f.owner for _, f in before.items() ^ after.items()}
+        assert changed == {'service default/db/tcp/p5432'}
+
+
+def test_check_pipeline_refuses_an_undeclared_goto():
+    bad = SwitchConfig(flows=[flow(T['ARPResponder'], 10, goto=T['L3Forwarding'])])
+    with pytest.raises(PipelineError, match='ARPResponder may not go to L3Forwarding'):
+        check_pipeline(bad)
+
+
+def test_check_pipeline_refuses_an_undeclared_recirculation():
+    bad = SwitchConfig(flows=[flow(T['ConntrackZone'], 10, {'eth_type': 0x0800},
+                                   (Ct(zone=1, table=T['L3Forwarding']),))])
+    with pytest.raises(PipelineError, match='ConntrackZone may not go to L3Forwarding'):
+        check_pipeline(bad)
+
+
+def web_group(state, dpid=1):
+    [group] = [g for g in desired(state, dpid).groups
+               if g.owner == 'service default/web/tcp/http']
+    return group.group_id
+
+
+@pytest.mark.parametrize('others', [[], ['api'], ['a', 'zz', 'web-2', 'metrics'],
+                                    [f'svc-{i}' for i in range(40)]])
+def test_group_ids_are_stable_while_other_services_come_and_go(others):
+    objs = objects()
+    for i, name in enumerate(others):
+        vip = f'10.96.1.{i + 1}'
+        objs['Service'].append(service(name, vip, HTTP))
+        objs['EndpointSlice'].append(endpoint_slice(name, [HTTP_EP],
+                                                    (WEB_1, 'control-plane', True)))
+    assert web_group(ClusterState.from_objects(CLUSTER, objs)) == web_group(STATE)
+
+
+@pytest.mark.xfail(strict=True, reason='group_id() probes past crc32 collisions in '
+                   'key order, so a colliding Service shifts the other one\'s group id')
+def test_group_ids_are_stable_across_a_crc32_collision():
+    first, second = 'svc-1000400', 'svc-599820'    # their port keys share a crc32
+
+    def second_gid(*names):
+        objs = {'Service': [], 'EndpointSlice': []}
+        for i, name in enumerate(names):
+            objs['Service'].append(service(name, f'10.96.2.{i + 1}', {'port': 80}))
+            objs['EndpointSlice'].append(endpoint_slice(name, [{'port': 80}],
+                                                        (WEB_1, 'control-plane', True)))
+        state = ClusterState.from_objects(CLUSTER, objs)
+        [group] = [g for g in desired(state, 1).groups
+                   if g.owner == f'service default/{second}/tcp/p80']
+        return group.group_id
+    assert group_id(f'default/{first}/tcp/p80', set()) == \
+        group_id(f'default/{second}/tcp/p80', set())
+    assert second_gid(second) == second_gid(first, second)
+
+
+UDP_PACKET = {'eth_type': 0x0800, 'ipv4_src': '10.0.0.1', 'ipv4_dst': '10.0.0.2',
+              'ip_proto': 17, 'udp_src': 1, 'udp_dst': 2}
+
+
+def test_the_fake_switch_fails_loudly_on_a_loop():
+    loop = SwitchConfig(flows=[flow(0, 1, actions=(Ct(zone=1, table=0),))])
+    with pytest.raises(SimError, match='loops'):
+        walk(loop, UDP_PACKET, 1, Conntrack())
+
+
+def test_the_fake_switch_fails_loudly_on_overlapping_flows():
+    overlap = SwitchConfig(flows=[flow(0, 5, {'in_port': 1}, (Output(2),)),
+                                  flow(0, 5, {'eth_type': 0x0800}, (Output(3),))])
+    with pytest.raises(SimError, match='overlap'):
+        walk(overlap, UDP_PACKET, 1)
+
+
+# ---------------------------------------------------------------- REJECT
+def frame(pkt):
+    """The bytes of a flowsim packet, as the packet-in carries them."""
+    out = packet.Packet()
+    out.add_protocol(ethernet.ethernet(src=pkt['eth_src'], dst=pkt['eth_dst'],
+                                       ethertype=pkt['eth_type']))
+    out.add_protocol(ipv4.ipv4(src=pkt['ipv4_src'], dst=pkt['ipv4_dst'],
+                               proto=pkt['ip_proto'], identification=7))
+    if pkt['ip_proto'] == 6:
+        out.add_protocol(tcp.tcp(src_port=pkt['tcp_src'], dst_port=pkt['tcp_dst'],
+                                 seq=1000, bits=pkt['tcp_flags'], window_size=64240))
+    elif pkt['ip_proto'] == 17:
+        out.add_protocol(udp.udp(src_port=pkt['udp_src'], dst_port=pkt['udp_dst']))
+        out.add_protocol(b'a DNS query, say')
+    else:
+        out.add_protocol(icmp.icmp(type_=8, code=0, data=icmp.echo(id_=1, seq=1)))
+    out.serialize()
+    return bytes(out.data)
+
+
+def parsed(data):
+    pkt = packet.Packet(data)
+    return (pkt.get_protocol(ethernet.ethernet), pkt.get_protocol(ipv4.ipv4), pkt)
+
+
+def test_a_syn_to_a_service_without_endpoints_gets_rst_ack(lab):
+    trip = lab.send(lab.packet(CLIENT, IDLE_VIP, 80, sport=40123))
+    kind, sent = trip.outcome
+    assert kind == 'controller'
+    eth, ip, pkt = parsed(reject_packet(frame(sent)))
+    seg = pkt.get_protocol(tcp.tcp)
+    assert (eth.src, eth.dst) == (sent['eth_dst'], sent['eth_src'])
+    assert (ip.src, ip.dst, ip.proto) == (IDLE_VIP, CLIENT, 6)
+    assert (seg.src_port, seg.dst_port) == (80, 40123)
+    assert seg.ack == 1001
+    assert seg.has_flags(tcp.TCP_RST, tcp.TCP_ACK) and not seg.has_flags(tcp.TCP_SYN)
+
+
+def test_rst_ack_wraps_the_sequence_number():
+    data = bytearray(frame(Lab(STATE).packet(CLIENT, IDLE_VIP, 80)))
+    data[14 + 20 + 4:14 + 20 + 8] = b'\xff\xff\xff\xff'     # seq = 2**32 - 1
+    _, _, pkt = parsed(reject_packet(bytes(data)))
+    assert pkt.get_protocol(tcp.tcp).ack == 0
+
+
+def test_a_udp_datagram_to_a_service_without_endpoints_gets_port_unreachable(lab):
+    trip = lab.send(lab.packet(CLIENT, IDLE_VIP, 80, 'udp', sport=40123))
+    kind, sent = trip.outcome
+    assert kind == 'controller'
+    original = frame(sent)
+    eth, ip, pkt = parsed(reject_packet(original))
+    answer_icmp = pkt.get_protocol(icmp.icmp)
+    assert (eth.src, eth.dst) == (sent['eth_dst'], sent['eth_src'])
+    assert (ip.src, ip.dst, ip.proto) == (IDLE_VIP, CLIENT, 1)
+    assert (answer_icmp.type, answer_icmp.code) == (3, 3)
+    assert answer_icmp.data.data == original[14:14 + 20 + 8]   # IP header + 8 bytes
+
+
+@pytest.mark.parametrize('flags', ['A', 'R', 'FA', 'PA'])
+def test_no_reject_for_a_tcp_segment_that_is_not_a_syn(flags):
+    pkt = Lab(STATE).packet(CLIENT, IDLE_VIP, 80, flags=flags)
+    assert reject_packet(frame(pkt)) is None
+
+
+def test_no_reject_for_icmp():
+    assert reject_packet(frame(Lab(STATE).packet(CLIENT, WEB_VIP, 0, 'icmp'))) is None
