@@ -60,11 +60,15 @@ class Move:
 
 @dataclass(frozen=True)
 class Nat:
-    """``nat`` alone reverses an existing translation; with dst/port it is DNAT."""
+    """``nat`` alone applies an existing translation (and reverses it on replies);
+    ``Nat(dst=IP, port=P)`` is DNAT, ``Nat(src=IP)`` SNAT (masquerade)."""
     dst: str | None = None
     port: int | None = None
+    src: str | None = None
 
     def ofctl(self):
+        if self.src is not None:
+            return f'nat(src={self.src})'
         if self.dst is None:
             return 'nat'
         return f'nat(dst={self.dst}' + (f':{self.port}' if self.port else '') + ')'

@@ -11,6 +11,8 @@ The node-bridge pipeline, with the stage of kube-proxy's iptables rules each tab
                                     from its own IP and MAC (spoof guard), else drop
   ARPResponder    (the node's ARP)  answers every ARP request with the gateway's MAC:
                                     all traffic is routed, never bridged or flooded
+  UnSNAT          (conntrack)       replies to the node's masquerade (hairpin, egress)
+                                    get their destination back (SNAT zone)
   ConntrackZone   (conntrack)       ct(nat) in the node's zone: replies are un-NATed
   ConntrackState  (conntrack)       invalid -> drop; established -> L3Forwarding;
                                     new -> ServiceLB
@@ -19,11 +21,16 @@ The node-bridge pipeline, with the stage of kube-proxy's iptables rules each tab
                                     no ready endpoint -> the controller REJECTs
   ConntrackCommit (conntrack)       commits every other new connection
   L3Forwarding    (routing)         local pod or node -> its port; other node's pods ->
-                                    the underlay; external network -> the underlay
+                                    the underlay; external network -> SNAT
+  SNAT            (KUBE-POSTROUTING) masquerade: a pod that reached itself through a
+                                    Service (hairpin) is seen as the pod gateway; a pod
+                                    talking to the external network as its node
+  Output          (output)          delivers what SNAT translated (hairpin: back out the
+                                    pod's own port)
 
 Conntrack zones: all userspace bridges share one conntrack table, so each node bridge
-tracks in its own zone (the node's index). A connection is committed once on every node
-bridge it crosses.
+tracks in its own zone (the node's index) and masquerades in another (1000 + index). A
+connection is committed once on every node bridge it crosses.
 """
 
 from __future__ import annotations
@@ -40,6 +47,7 @@ ETH_IP = 0x0800
 ETH_ARP = 0x0806
 REJECT_METER = 1
 REJECT_RATE_PPS = 200
+SNAT_ZONE_BASE = 1000
 
 
 @dataclass(frozen=True)
@@ -51,15 +59,18 @@ class Table:
 
 
 TABLES = (
-    Table(0, 'Classifier', 'raw PREROUTING', ('ARPResponder', 'ConntrackZone', 'L3Forwarding')),
+    Table(0, 'Classifier', 'raw PREROUTING', ('ARPResponder', 'UnSNAT', 'L3Forwarding')),
     Table(10, 'ARPResponder', 'ARP (the node answers for its routes)', ()),
+    Table(15, 'UnSNAT', 'conntrack (un-masquerade)', ('ConntrackZone',)),
     Table(20, 'ConntrackZone', 'conntrack', ('ConntrackState',)),
     Table(21, 'ConntrackState', 'conntrack (ctstate INVALID/ESTABLISHED)',
           ('ServiceLB', 'L3Forwarding')),
     Table(40, 'ServiceLB', 'nat PREROUTING: KUBE-SERVICES -> KUBE-SVC -> KUBE-SEP (DNAT)',
           ('ConntrackCommit', 'L3Forwarding')),
     Table(60, 'ConntrackCommit', 'conntrack commit', ('L3Forwarding',)),
-    Table(70, 'L3Forwarding', 'routing (FORWARD)', ()),
+    Table(70, 'L3Forwarding', 'routing (FORWARD)', ('SNAT', 'Output')),
+    Table(75, 'SNAT', 'nat POSTROUTING: KUBE-POSTROUTING (masquerade)', ('Output',)),
+    Table(80, 'Output', 'output', ()),
 )
 T = {t.name: t.id for t in TABLES}
 TABLE_NAMES = {t.id: t.name for t in TABLES}
@@ -111,8 +122,11 @@ def arp_responder(gateway_mac: str, owner: str) -> list:
 
 
 def port_guard(port: int, ip: str, mac: str, ip_next: str, owner: str) -> list:
-    """Classifier: traffic from ``port`` must carry its own IP and MAC (spoof guard)."""
+    """Classifier: traffic from ``port`` must carry its own IP and MAC (spoof guard).
+    A gratuitous ARP for its own address is not answered (it would look like a clash)."""
     return [
+        flow(T['Classifier'], 210, {'in_port': port, 'eth_type': ETH_ARP, 'arp_tpa': ip},
+             owner=owner),
         flow(T['Classifier'], 200, {'in_port': port, 'eth_type': ETH_IP, 'eth_src': mac,
                                     'ipv4_src': ip}, goto=T[ip_next], owner=owner),
         flow(T['Classifier'], 200, {'in_port': port, 'eth_type': ETH_ARP, 'eth_src': mac,
@@ -153,15 +167,23 @@ def node_bridge(state, node) -> SwitchConfig:
 
     # Classifier: the underlay, the node itself, each pod.
     add([flow(T['Classifier'], 200, {'in_port': wiring.UPLINK_PORT, 'eth_type': ETH_IP},
-              goto=T['ConntrackZone'], owner='underlay'),
+              goto=T['UnSNAT'], owner='underlay'),
          flow(T['Classifier'], 0, owner='spoof guard')])
     add(port_guard(wiring.NODE_HOST_PORT, node.ip, wiring.mac_for(node.ip),
-                   'ConntrackZone', f'node {node.name}'))
+                   'UnSNAT', f'node {node.name}'))
     local_pods = state.pods_on(node.name)
     for pod in local_pods:
         add(port_guard(wiring.pod_port(node, pod.ip), pod.ip, wiring.mac_for(pod.ip),
-                       'ConntrackZone', pod.owner))
+                       'UnSNAT', pod.owner))
     add(arp_responder(gw_mac, f'node {node.name}'))
+
+    # UnSNAT: replies to the addresses this node masquerades as.
+    snat_zone = SNAT_ZONE_BASE + node.index
+    gateway = wiring.pod_gateway(node)
+    for addr, why in ((gateway, 'hairpin masquerade'), (node.ip, 'egress masquerade')):
+        add([flow(T['UnSNAT'], 200, {'eth_type': ETH_IP, 'ipv4_dst': addr},
+                  (Ct(zone=snat_zone, table=T['ConntrackZone'], nat=Nat()),), owner=why)])
+    add([flow(T['UnSNAT'], 0, goto=T['ConntrackZone'], owner='conntrack')])
 
     # Conntrack: un-NAT replies, drop invalid, send new connections to ServiceLB.
     add([flow(T['ConntrackZone'], 200, {'eth_type': ETH_IP},
@@ -206,8 +228,30 @@ def node_bridge(state, node) -> SwitchConfig:
 
     # L3Forwarding: local pods and the node, then the other nodes, then the outside.
     for pod in local_pods:
-        cfg.flows.append(route(pod.ip + '/32', wiring.pod_port(node, pod.ip), gw_mac,
-                               wiring.mac_for(pod.ip), pod.owner))
+        port = wiring.pod_port(node, pod.ip)
+        cfg.flows.append(route(pod.ip + '/32', port, gw_mac, wiring.mac_for(pod.ip),
+                               pod.owner))
+        # Hairpin: the pod reached itself through a Service. OpenFlow never outputs to
+        # the in_port, and the pod would drop a packet from its own address: masquerade
+        # it as the gateway and send it back out the pod's own port (IN_PORT).
+        add([flow(T['L3Forwarding'], 220, {'eth_type': ETH_IP, 'in_port': port,
+                                           'ipv4_src': pod.ip, 'ipv4_dst': pod.ip},
+                  goto=T['SNAT'], owner=pod.owner),
+             flow(T['L3Forwarding'], 210, {'eth_type': ETH_IP, 'in_port': port,
+                                           'ipv4_dst': pod.ip},
+                  goto=T['Output'], owner=pod.owner),
+             flow(T['Output'], 200, {'eth_type': ETH_IP, 'ipv4_dst': pod.ip},
+                  (SetField('eth_src', gw_mac), SetField('eth_dst', wiring.mac_for(pod.ip)),
+                   Output('in_port')), owner=pod.owner)])
+    add([flow(T['SNAT'], 200, {'eth_type': ETH_IP, 'ipv4_dst': (
+              node.pod_cidr.split('/')[0], str(ipaddress.IPv4Network(node.pod_cidr).netmask))},
+              (Ct(zone=snat_zone, commit=True, table=T['Output'], nat=Nat(src=gateway)),),
+              owner='hairpin masquerade'),
+         flow(T['SNAT'], 100, {'eth_type': ETH_IP},
+              (Ct(zone=snat_zone, commit=True, table=T['Output'], nat=Nat(src=node.ip)),),
+              owner='egress masquerade'),
+         flow(T['SNAT'], 0, owner='egress masquerade'),
+         flow(T['Output'], 0, owner='output')])
     cfg.flows.append(route(node.ip + '/32', wiring.NODE_HOST_PORT, gw_mac,
                            wiring.mac_for(node.ip), f'node {node.name}'))
     for other in cluster.nodes:
@@ -216,9 +260,20 @@ def node_bridge(state, node) -> SwitchConfig:
         for dst in (other.pod_cidr, other.ip + '/32'):
             cfg.flows.append(route(dst, wiring.UPLINK_PORT, uplink_mac,
                                    wiring.router_mac(other.ip), f'node {other.name}', 100))
+    # The outside: pods leave masqueraded as the node (SNAT), the node as itself.
+    ext = ipaddress.IPv4Network(cluster.external_cidr)
+    ext_match = {'eth_type': ETH_IP, 'ipv4_dst': (str(ext.network_address), str(ext.netmask))}
+    pods_net = ipaddress.IPv4Network(node.pod_cidr)
+    add([flow(T['L3Forwarding'], 110, dict(ext_match, ipv4_src=(
+              str(pods_net.network_address), str(pods_net.netmask))),
+              goto=T['SNAT'], owner='external network')])
     cfg.flows.append(route(cluster.external_cidr, wiring.UPLINK_PORT, uplink_mac,
                            wiring.router_mac(cluster.external_gateway), 'external network',
                            100))
+    add([flow(T['Output'], 100, ext_match,
+              (SetField('eth_src', uplink_mac),
+               SetField('eth_dst', wiring.router_mac(cluster.external_gateway)),
+               Output(wiring.UPLINK_PORT)), owner='external network')])
     cfg.flows.append(flow(T['L3Forwarding'], 0, owner='no route'))
     return cfg
 

@@ -72,7 +72,10 @@ def _action(parser, ofp, action):
     if isinstance(action, F.Ct):
         nat = []
         if action.nat is not None:
-            if action.nat.dst is None:
+            if action.nat.src is not None:
+                nat = [parser.NXActionNAT(flags=1, range_ipv4_min=action.nat.src,   # SNAT
+                                          range_ipv4_max=action.nat.src)]
+            elif action.nat.dst is None:
                 nat = [parser.NXActionNAT(flags=0)]
             else:
                 kw = dict(range_ipv4_min=action.nat.dst, range_ipv4_max=action.nat.dst)
@@ -145,11 +148,14 @@ class KubeProxy(app_manager.RyuApp):
             if body['resourceVersion'] == version:
                 continue
             version = body['resourceVersion']
-            self.state = ClusterState.from_objects(self.cluster, body['objects'])
-            self.version = int(version)
-            for sw in list(self.switches.values()):
-                if sw.ready:
-                    self._sync(sw)
+            try:
+                self.state = ClusterState.from_objects(self.cluster, body['objects'])
+                self.version = int(version)
+                for sw in list(self.switches.values()):
+                    if sw.ready:
+                        self._sync(sw)
+            except Exception:      # a bad object must not stop every later update
+                LOG.exception('computing the flows of version %s failed', version)
 
     def _report(self):
         """Tell the API server which switches carry the newest version (once each

@@ -8,6 +8,7 @@ same state, so the flows computed from it are stable. No Ryu import here.
 
 from __future__ import annotations
 
+import ipaddress
 from dataclasses import dataclass, field
 
 PROTOCOL_NUMBERS = {'TCP': 6, 'UDP': 17}
@@ -69,12 +70,12 @@ class ClusterState:
     @classmethod
     def from_objects(cls, cluster, objects: dict) -> 'ClusterState':
         """``objects`` maps a kind ('Pod', 'Service', 'EndpointSlice') to its items."""
-        node_names = {n.name for n in cluster.nodes}
+        cidrs = {n.name: ipaddress.IPv4Network(n.pod_cidr) for n in cluster.nodes}
         pods = []
         for pod in objects.get('Pod', []):
             ip = pod.get('status', {}).get('podIP')
             node = pod.get('spec', {}).get('nodeName')
-            if ip and node in node_names:
+            if ip and node in cidrs and _inside(ip, cidrs[node]):
                 meta = pod['metadata']
                 pods.append(PodNet(meta.get('namespace', 'default'), meta['name'], node, ip))
         pods.sort(key=lambda p: (p.node, p.ip))
@@ -91,6 +92,16 @@ class ClusterState:
         return cls(cluster, pods, ports)
 
 
+def _inside(ip: str, net) -> bool:
+    """A pod address the node can own (not the network, gateway or broadcast address)."""
+    try:
+        addr = ipaddress.IPv4Address(ip)
+    except ValueError:
+        return False
+    return addr in net and int(addr) - int(net.network_address) not in (
+        0, 1, net.num_addresses - 1)
+
+
 def _service_ports(svc: dict, slices: dict) -> list:
     spec = svc.get('spec', {})
     vip = spec.get('clusterIP')
@@ -104,15 +115,23 @@ def _service_ports(svc: dict, slices: dict) -> list:
         protocol = port.get('protocol', 'TCP')
         if protocol not in PROTOCOL_NUMBERS:
             continue
-        endpoints = set()
+        ready, fallback = set(), set()
         for eps in slices.get((ns, meta['name']), []):
             for sp in eps.get('ports') or []:
                 if (sp.get('name') or '') != name or sp.get('protocol', 'TCP') != protocol:
                     continue
                 for ep in eps.get('endpoints') or []:
-                    if ep.get('conditions', {}).get('ready', True) is not False:
-                        for addr in ep.get('addresses', []):
-                            endpoints.add(Endpoint(addr, sp['port'], ep.get('nodeName', '')))
+                    cond = ep.get('conditions', {})
+                    # kube-proxy: the ready endpoints; when there are none, those that
+                    # are terminating but still serving (a rollout never black-holes).
+                    if cond.get('ready', True) is not False:
+                        chosen = ready
+                    elif cond.get('serving') and cond.get('terminating'):
+                        chosen = fallback
+                    else:
+                        continue
+                    for addr in ep.get('addresses', []):
+                        chosen.add(Endpoint(addr, sp['port'], ep.get('nodeName', '')))
         out.append(ServicePort(ns, meta['name'], name, protocol, vip, port['port'],
-                               tuple(sorted(endpoints, key=lambda e: (e.ip, e.port)))))
+                               tuple(sorted(ready or fallback, key=lambda e: (e.ip, e.port)))))
     return out

@@ -242,7 +242,7 @@ class Store:
             meta['uid'] = naming.new_uid()
             meta['creationTimestamp'] = naming.now_rfc3339()
             meta.setdefault('generation', 1)
-            obj.setdefault('status', _initial_status(obj))
+            obj['status'] = _initial_status(obj)   # as the API server: not the creator's
             self._put(obj)
             return 'created'
         new = copy.deepcopy(old)

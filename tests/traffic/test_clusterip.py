@@ -248,3 +248,21 @@ spec:
         assert len([e for s in slices for e in s['endpoints']]) == 3
     finally:
         web.kubelab('delete', 'service', 'web-headless')
+
+
+def test_a_pod_reaches_itself_through_its_own_service(web):
+    """Hairpin: with one replica, every request of the pod to its own Service comes back
+    to it; the server sees the node's pod gateway (kube-proxy masquerades hairpin)."""
+    web.kubelab('scale', 'deployment', 'web', '--replicas', '1')
+    try:
+        web.client.wait_ready()
+        [pod] = web_pods(web).values()
+        name, vip = pod['metadata']['name'], web.cluster_ip('web')
+        tcp = web.http(f'pod/{name}', vip, 80, '/clientip', count=10)
+        udp = web.probe(f'pod/{name}', 'udp', vip, 53, 'clientip', count=5)
+        gateway = pod['status']['podIP'].rsplit('.', 1)[0] + '.1'
+        assert all(r['ok'] for r in tcp + udp), tcp + udp
+        assert {r['body'].split(':')[0] for r in tcp + udp} == {gateway}
+    finally:
+        web.kubelab('scale', 'deployment', 'web', '--replicas', '3')
+        web.client.wait_ready()

@@ -3,6 +3,9 @@ containers share one network namespace, exec into pods, nodes and external hosts
 the kubectl shapes a user's scripts read."""
 
 import json
+import os
+import subprocess
+import sys
 import time
 
 import pytest
@@ -183,3 +186,26 @@ def test_get_output_shapes(pods):
     assert pods.kubelab('get', 'pod', 'a1', '-o', 'name').stdout.strip() == 'pod/a1'
     missing = pods.kubelab('get', 'pod', 'nope', check=False)
     assert missing.returncode == 1 and 'not found' in missing.stderr
+
+
+def test_pods_reach_external_hosts_masqueraded_as_their_node(pods):
+    host = pods.get_json('hosts')['items'][0]
+    name = host['metadata']['name']
+    address = host['status']['addresses'][0]['address']
+    pid = pods.netns_pid(f'host/{name}')
+    server = subprocess.Popen(['nsenter', f'--net=/proc/{pid}/ns/net', '--', sys.executable,
+                               '-m', 'topo.images.agnhost', 'netexec', '--http-port=8080',
+                               '--udp-port=-1'], stdout=subprocess.DEVNULL,
+                              stderr=subprocess.DEVNULL, env=dict(
+                                  os.environ, PYTHONPATH=os.pathsep.join(sys.path)))
+    try:
+        time.sleep(0.5)
+        [r] = pods.http('b1', address, 8080, '/clientip')
+        assert r['ok'], r
+        node = pods.client.get('Node', None, 'worker-2')
+        node_ip = [a['address'] for a in node['status']['addresses']
+                   if a['type'] == 'InternalIP'][0]
+        assert r['body'].split(':')[0] == node_ip
+    finally:
+        server.terminate()
+        server.wait()
