@@ -157,7 +157,10 @@ class Store:
 
     @staticmethod
     def _ref(obj):
-        return f'{obj["kind"].lower()}/{obj["metadata"]["name"]}'
+        """``deployment.apps/web``, as kubectl names what it applied."""
+        group = obj['apiVersion'].split('/')[0] if '/' in obj['apiVersion'] else ''
+        kind = obj['kind'].lower() + (f'.{group}' if group else '')
+        return f'{kind}/{obj["metadata"]["name"]}'
 
     def _check(self, obj: dict, seen: set, ips: ClusterIPAllocator) -> list:
         key = manifests.key(obj)

@@ -24,15 +24,22 @@ walks (a SYN, then its reply) and several switches:
   with RST or FIN, no SYN/ACK/RST at all; a lone ACK does open one, as Linux
   conntrack picks up connections mid-stream by default);
 - ``commit`` records the connection by its original tuple, with the DNAT target when the
-  action carries ``nat(dst=...)``;
-- ``nat`` without arguments applies a recorded translation: an original-direction
-  packet gets the DNAT target as destination, a reply gets the original destination
-  (the VIP:port) back as its source;
+  action carries ``nat(dst=...)`` and the SNAT source when it carries ``nat(src=...)``.
+  SNAT keeps the source port unless the reply tuple it gives is already taken in the
+  zone; then it takes the first free port of the ephemeral range (1024-65535), as
+  conntrack does for ``nat(src=IP)`` without a port range;
+- ``nat`` (with or without arguments) on a packet of a recorded connection applies the
+  recorded translation: an original-direction packet gets the DNAT target as
+  destination and the SNAT address as source; a reply gets the original destination
+  (the VIP:port) back as its source and the original source back as its destination;
+- zones are separate tables: one bridge may track a packet in two zones (its own, and
+  the zone it masquerades in), each zone keeping its own connection and translation;
 - ``ct(table=N)`` forks as OVS does: the packet continues the current actions untracked
-  and a tracked copy continues in table ``N``.
+  and a tracked copy continues in table ``N`` (with the same ``in_port``).
 
 Other OpenFlow rules the model keeps: a table miss drops, ``output`` to the port the
-packet came in on is dropped (only ``IN_PORT`` sends it back), a goto must go forward.
+packet came in on is dropped (only ``IN_PORT``, ``Output('in_port')``, sends it back
+out that port), a goto must go forward.
 A packet that visits too many tables, a goto backwards, a missing group or two different
 flows that match at the same priority raise ``SimError``: the pipeline is broken.
 
@@ -43,6 +50,7 @@ so a test can send a packet from a pod and follow it to wherever it ends.
 from __future__ import annotations
 
 import ipaddress
+import itertools
 import zlib
 from dataclasses import dataclass, field
 
@@ -52,6 +60,7 @@ from controller.pipeline import TABLE_NAMES, desired
 from topo import wiring
 
 MAX_TABLE_VISITS = 64
+SNAT_PORT_MIN, SNAT_PORT_MAX = 1024, 65535
 TCP_FLAGS = {'F': 0x01, 'S': 0x02, 'R': 0x04, 'P': 0x08, 'A': 0x10}
 MAC_FIELDS = ('eth_src', 'eth_dst', 'arp_sha', 'arp_tha')
 IP_FIELDS = ('ipv4_src', 'ipv4_dst', 'arp_spa', 'arp_tpa')
@@ -124,14 +133,26 @@ class Connection:
     zone: int
     orig: tuple                  # (proto, src, sport, dst, dport) as first seen
     dnat: tuple | None           # (ip, port) the original destination is translated to
+    snat: tuple | None = None    # (ip, port) the original source is translated to
     seen_reply: bool = False
 
     @property
     def reply(self) -> tuple:
-        proto, src, sport, dst, dport = self.orig
-        if self.dnat is not None:
-            dst, dport = self.dnat[0], self.dnat[1] or dport
-        return proto, dst, dport, src, sport
+        return reply_tuple(self.orig, self.dnat, self.snat)
+
+    @property
+    def translated(self) -> bool:
+        return self.dnat is not None or self.snat is not None
+
+
+def reply_tuple(orig: tuple, dnat: tuple | None, snat: tuple | None) -> tuple:
+    """The 5-tuple a reply carries, for a connection first seen as ``orig``."""
+    proto, src, sport, dst, dport = orig
+    if dnat is not None:
+        dst, dport = dnat[0], dnat[1] or dport
+    if snat is not None:
+        src, sport = snat[0], snat[1] or sport
+    return proto, dst, dport, src, sport
 
 
 class Conntrack:
@@ -142,6 +163,9 @@ class Conntrack:
 
     def __len__(self):
         return len(self.connections)
+
+    def in_zone(self, zone: int) -> list[Connection]:
+        return [c for c in self.connections if c.zone == zone]
 
     def find(self, zone: int, pkt: dict) -> tuple[Connection | None, bool]:
         """The connection ``pkt`` belongs to in ``zone``, and whether it is the reply."""
@@ -166,25 +190,40 @@ class Conntrack:
                 {'trk', 'est'} if conn.seen_reply else {'trk', 'new'})
             if is_reply:
                 conn.seen_reply = True
-            if action.nat is not None and conn.dnat is not None:
+            if action.nat is not None and conn.translated:
                 _translate(out, conn, is_reply)
         elif _cannot_open(pkt):
             state = {'trk', 'inv'}
         else:
             state = {'trk', 'new'}
-            dnat = None
-            if action.nat is not None and action.nat.dst is not None:
-                dnat = (action.nat.dst, action.nat.port)
+            nat = action.nat
+            dnat = (nat.dst, nat.port) if nat is not None and nat.dst is not None else None
+            snat_ip = nat.src if nat is not None else None
             if action.commit:
-                conn = Connection(action.zone, five_tuple(pkt), dnat)
+                orig = five_tuple(pkt)
+                snat = None if snat_ip is None else self._snat(action.zone, orig, dnat,
+                                                               snat_ip)
+                conn = Connection(action.zone, orig, dnat, snat)
                 self.connections.append(conn)
-                if dnat is not None:
+                if conn.translated:
                     _translate(out, conn, False)
-            elif dnat is not None:
+            elif dnat is not None or snat_ip is not None:
                 raise SimError(f'{action.ofctl()}: NAT without commit is not modelled')
         out['ct_state'] = sum(CT_STATE_BITS[s] for s in state)
         out['ct_zone'] = action.zone
         return out
+
+    def _snat(self, zone: int, orig: tuple, dnat, ip: str) -> tuple:
+        """The (address, port) a new connection is masqueraded as: its own source port
+        when the reply tuple is free in the zone, else the first free ephemeral port."""
+        taken = {t for c in self.in_zone(zone) for t in (c.orig, c.reply)}
+        sport = orig[2]
+        if not sport:                     # no ports (ICMP): the address alone
+            return ip, 0
+        for port in itertools.chain((sport,), range(SNAT_PORT_MIN, SNAT_PORT_MAX + 1)):
+            if reply_tuple(orig, dnat, (ip, port)) not in taken:
+                return ip, port
+        raise SimError(f'zone {zone}: no port left to masquerade {orig} as {ip}')
 
 
 def five_tuple(pkt: dict) -> tuple:
@@ -204,14 +243,23 @@ def _cannot_open(pkt: dict) -> bool:
 
 
 def _translate(pkt: dict, conn: Connection, is_reply: bool) -> None:
-    _, _, _, orig_dst, orig_dport = conn.orig
+    _, orig_src, orig_sport, orig_dst, orig_dport = conn.orig
     if is_reply:
-        pkt['ipv4_src'] = orig_dst
-        _set_l4(pkt, 'src', orig_dport)
-    else:
+        if conn.dnat is not None:             # the reply comes from the VIP:port again
+            pkt['ipv4_src'] = orig_dst
+            _set_l4(pkt, 'src', orig_dport)
+        if conn.snat is not None:             # ... and goes to the real client
+            pkt['ipv4_dst'] = orig_src
+            _set_l4(pkt, 'dst', orig_sport)
+        return
+    if conn.dnat is not None:
         pkt['ipv4_dst'] = conn.dnat[0]
         if conn.dnat[1]:
             _set_l4(pkt, 'dst', conn.dnat[1])
+    if conn.snat is not None:
+        pkt['ipv4_src'] = conn.snat[0]
+        if conn.snat[1]:
+            _set_l4(pkt, 'src', conn.snat[1])
 
 
 # ---------------------------------------------------------------- matching

@@ -1,0 +1,121 @@
+"""``kubelab demo``: the main job. Bring up the default lab, send real traffic through
+it, print what every server saw, take the lab down.
+
+Each step prints the command a user would type and what came back, so the output reads
+as a walk through the seed: Pod -> Pod, Pod -> ClusterIP -> EndpointSlice -> Pod IP ->
+Container, readiness and REJECT, and what an external client can (not) reach.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections import Counter
+
+from kubelab.daemon import running_daemon
+from kubelab.labctl import LabControl
+from services.errors import KubelabError
+
+EXAMPLES = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+                        'examples')
+
+
+def step(title: str):
+    print(f'\n=== {title}')
+
+
+def show(lab: LabControl, *args: str):
+    print(f'$ kubelab {" ".join(args)}')
+    print(lab.kubelab(*args).stdout.rstrip())
+
+
+def verdict(results: list[dict]) -> str:
+    bad = Counter(r.get('error') for r in results if not r['ok'])
+    return 'all answered' if not bad else ', '.join(f'{n} {e}' for e, n in bad.items())
+
+
+def run_demo() -> int:
+    if running_daemon():
+        raise KubelabError('a lab is already running: the demo brings up its own '
+                           '(`kubelab down` first)')
+    lab = LabControl()
+    step('Bring up the default lab: 3 nodes (1 control-plane, 2 workers), 2 external hosts')
+    print(lab.up().stdout.rstrip())
+    try:
+        walk(lab)
+    finally:
+        step('Take the lab down')
+        print(lab.down().stdout.rstrip())
+    return 0
+
+
+def walk(lab: LabControl):
+    show(lab, 'get', 'nodes', '-o', 'wide')
+    show(lab, 'apply', '-f', os.path.join(EXAMPLES, 'demo.yaml'), '--wait')
+    show(lab, 'get', 'pods', '-o', 'wide')
+    show(lab, 'get', 'services')
+    show(lab, 'get', 'endpointslices')
+    pods = {p['metadata']['name']: p for p in lab.pods({'app': 'web'})}
+    vip = lab.cluster_ip('web')
+    client_ip = lab.pod_ip('client')
+
+    step('Pod -> Pod across nodes (client on control-plane, web pods on the workers)')
+    name, pod = sorted(pods.items())[0]
+    [r] = lab.http('client', pod['status']['podIP'], 8080, '/clientip')
+    print(f'client ({client_ip}) -> {name} ({pod["status"]["podIP"]}:8080)/clientip: '
+          f'the server saw {r.get("body", r.get("error"))}')
+
+    step(f'Pod -> ClusterIP {vip}:80 -> EndpointSlice -> one of 3 pods (60 new connections)')
+    results = lab.http('client', vip, 80, '/hostname', count=60)
+    for host, n in sorted(Counter(r['body'] for r in results if r['ok']).items()):
+        print(f'  {host} ({pods[host]["status"]["podIP"]}, {pods[host]["spec"]["nodeName"]})'
+              f' answered {n}')
+    print(f'  {verdict(results)}')
+    [r] = lab.http('client', vip, 80, '/clientip')
+    print(f'  the server saw the client as {r["body"]} (no SNAT inside the cluster); the '
+          'answer came back from the VIP (un-DNAT by conntrack)')
+    udp = lab.probe('client', 'udp', vip, 53, 'hostname', count=10)
+    print(f'  UDP {vip}:53 -> targetPort dns-ish (8081): answered by '
+          f'{sorted({r["body"] for r in udp if r["ok"]})}; {verdict(udp)}')
+
+    step('Hairpin: a web pod calls its own Service')
+    r = lab.http(name, vip, 80, '/clientip', count=9)
+    seen = Counter(x['body'].split(':')[0] for x in r if x['ok'])
+    print(f'  {name} ({pod["status"]["podIP"]}) -> {vip}:80, 9 times: {verdict(r)}; the '
+          f'servers saw the caller as {dict(seen)}')
+    print('  the other replicas see the pod\'s own IP; when the pod answers itself, it sees '
+          'its node\'s pod gateway (.1): hairpin traffic is masqueraded, as kube-proxy does')
+
+    step('The multi-container pod: app + logger sidecar over localhost, one IP')
+    time.sleep(2.5)
+    logs = lab.kubelab('logs', 'app-with-sidecar', '-c', 'logger').stdout.strip()
+    print(f'$ kubelab logs app-with-sidecar -c logger\n  {logs.splitlines()[-1]}')
+    print(f'  pod IP {lab.pod_ip("app-with-sidecar")}, shared by both containers')
+
+    step('Scale to zero: the Service rejects at once (TCP RST / ICMP port-unreachable)')
+    show(lab, 'scale', 'deployment', 'web', '--replicas', '0')
+    lab.client.wait_for(lambda: not lab.pods({'app': 'web'}), 'the pods to terminate')
+    lab.client.wait_dataplane()
+    [tcp] = lab.probe('client', 'tcp', vip, 80)
+    [udp1] = lab.probe('client', 'udp', vip, 53, 'hostname')
+    print(f'  TCP {vip}:80 -> {tcp["error"]} after {tcp["ms"]} ms; '
+          f'UDP {vip}:53 -> {udp1["error"]} after {udp1["ms"]} ms')
+    show(lab, 'scale', 'deployment', 'web', '--replicas', '3')
+    lab.client.wait_ready()
+    new = {p['metadata']['name']: p['status']['podIP'] for p in lab.pods({'app': 'web'})}
+    results = lab.http('client', vip, 80, '/hostname', count=30)
+    print(f'  new pods, new names and IPs: {new}\n  the same ClusterIP serves them: '
+          f'{verdict(results)}')
+
+    step('From outside the cluster: ClusterIPs and pod IPs are internal-only')
+    hosts = lab.get_json('hosts')['items']
+    host = hosts[0]['metadata']['name']
+    nodes = lab.get_json('nodes')['items']
+    node_ip = [a['address'] for a in nodes[1]['status']['addresses']
+               if a['type'] == 'InternalIP'][0]
+    ping = lab.run_in(f'host/{host}', ['ping', '-c1', '-W1', node_ip])
+    print(f'  {host} -> node {node_ip}: ping {"answered" if ping.returncode == 0 else "lost"}')
+    [r] = lab.probe(f'host/{host}', 'tcp', vip, 80, timeout=1)
+    print(f'  {host} -> ClusterIP {vip}:80: {r["error"]} (not routed outside the cluster)')
+    print('  NodePort, LoadBalancer and Ingress, the ways in from outside, come with the '
+          'next issues.')
