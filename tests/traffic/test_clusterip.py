@@ -266,3 +266,48 @@ def test_a_pod_reaches_itself_through_its_own_service(web):
     finally:
         web.kubelab('scale', 'deployment', 'web', '--replicas', '3')
         web.client.wait_ready()
+
+
+def test_a_rejected_apply_changes_nothing_in_the_running_lab(web):
+    vip = web.cluster_ip('web')
+    before = {k: web.get_json(k)['items'] for k in ('pods', 'services', 'endpointslices')}
+    proc = web.apply(f"""
+apiVersion: v1
+kind: Service
+metadata: {{name: fresh}}
+spec:
+  selector: {{app: web}}
+  ports: [{{port: 80, targetPort: 8080}}]
+---
+apiVersion: v1
+kind: Service
+metadata: {{name: thief}}
+spec:
+  clusterIP: {vip}
+  ports: [{{port: 80}}]
+---
+apiVersion: v1
+kind: Service
+metadata: {{name: outside}}
+spec:
+  clusterIP: 172.16.0.10
+  ports: [{{port: 80}}]
+---
+apiVersion: v1
+kind: Service
+metadata: {{name: bad-port}}
+spec:
+  ports: [{{port: 70000}}]
+""", check=False)
+    assert proc.returncode == 1
+    assert 'Service default/thief: spec.clusterIP' in proc.stderr
+    assert 'already allocated' in proc.stderr
+    assert 'Service default/outside: spec.clusterIP' in proc.stderr
+    assert '10.96.0.0/12' in proc.stderr
+    assert 'Service default/bad-port: spec.ports[0].port' in proc.stderr
+    assert '65535' in proc.stderr
+    assert 'Nothing was applied.' in proc.stderr
+    after = {k: web.get_json(k)['items'] for k in ('pods', 'services', 'endpointslices')}
+    assert after == before
+    [r] = web.http('client', vip, 80, '/hostname')
+    assert r['ok']
