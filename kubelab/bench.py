@@ -125,8 +125,11 @@ def _measure(lab: LabControl, args) -> int:
         ratio = vip_value / direct if direct else 0.0
         print(f'{name:36} {direct:10.2f} {vip_value:10.2f} {ratio:7.2f} {">=" + str(target):>7}')
     failed = long_run['failed']
-    out_of = f'{failed}/{long_run["ok"] + failed}'
+    total = long_run['ok'] + failed
+    out_of = f'{failed}/{total}'
+    stalled = f'{long_run["stalled"]}/{total}'
     print(f'{"failed short connections via VIP":36} {"":10} {out_of:>10} {"":7} {"0":>7}')
+    print(f'{"  ...that needed a SYN retransmit":36} {"":10} {stalled:>10} {"":7} {"0":>7}')
     if long_run['errors']:
         print(f'  failures by kind: {long_run["errors"]}')
     print(f'  ({long_run["per_second"]:.0f} connections/s over {long_run["seconds"]:.1f} s; '

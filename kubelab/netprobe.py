@@ -77,13 +77,16 @@ def connection_rate(host: str, port: int, count: int, seconds: float,
     """Open TCP connections back to back, one request each (the server answers and
     closes); count failures. With ``reset`` the client ends each connection with an RST
     once it has read the whole answer, so the server keeps no TIME_WAIT socket."""
-    ok = failed = 0
+    ok = failed = stalled = 0
     errors: dict[str, int] = {}
     start = time.monotonic()
     request = f'GET /hostname HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n'.encode()
     while ok + failed < count and time.monotonic() - start < seconds:
+        began = time.monotonic()
         try:
             with socket.create_connection((host, port), timeout=timeout) as s:
+                # A connect that took ~1 s needed a SYN retransmit: its first SYN was lost.
+                stalled += time.monotonic() - began > STALL_SECONDS
                 s.sendall(request)
                 while s.recv(4096):
                     pass
@@ -95,11 +98,13 @@ def connection_rate(host: str, port: int, count: int, seconds: float,
             kind = _error(exc)
             errors[kind] = errors.get(kind, 0) + 1
     elapsed = time.monotonic() - start
-    return {'ok': ok, 'failed': failed, 'errors': errors, 'seconds': round(elapsed, 3),
+    return {'ok': ok, 'failed': failed, 'stalled': stalled, 'errors': errors,
+            'seconds': round(elapsed, 3),
             'per_second': round(ok / elapsed, 1) if elapsed else 0.0}
 
 
 LINGER_RESET = struct.pack('ii', 1, 0)
+STALL_SECONDS = 0.9
 
 
 def _ms(start: float) -> float:

@@ -1,6 +1,8 @@
 """docs/pipeline.md stays true to the code: its table sections are the pipeline's tables
-in order, and every flow, group and meter line it shows is one the pure pipeline produces
-for the state the page documents (the default cluster, Service default/web -> two pods)."""
+in order, every flow, group and meter line it shows is one the pure pipeline produces
+for the state the page documents (the default cluster, Service default/web -> two pods),
+and each walk-through shows, in order, the flows its packets really take on the fake
+switches of tests/unit/flowsim.py, and the addresses they really arrive with."""
 
 import pathlib
 import re
@@ -11,6 +13,7 @@ import yaml
 from controller.pipeline import TABLE_NAMES, TABLES, desired
 from controller.state import ClusterState
 from services.cluster import default_cluster
+from tests.unit.flowsim import Lab, answer, l4
 from topo import wiring
 
 PAGE = pathlib.Path(__file__).resolve().parents[2] / 'docs' / 'pipeline.md'
@@ -90,3 +93,55 @@ def test_every_flow_line_is_produced_by_the_pipeline(text):
     assert len(shown) > len(TABLES)
     missing = [line for line in shown if line not in produced(documented_state(text))]
     assert missing == []
+
+
+# heading -> (sender, destination, port, group bucket); the destination host answers.
+WALKS = {
+    '## Walk-through: a pod calls its own Service (hairpin)':
+        ('192.168.1.10', '10.96.0.20', 80, 0),
+    '## Walk-through: a pod calls the external network (egress)':
+        ('192.168.1.10', '203.0.113.10', 80, None),
+}
+
+
+def section_text(text, heading):
+    lines = text.splitlines()
+    start = lines.index(heading)
+    end = next((i for i in range(start + 1, len(lines)) if lines[i].startswith('## ')),
+               len(lines))
+    return '\n'.join(lines[start + 1:end])
+
+
+def flows_taken(trip):
+    """The flow lines a trip hit, switch after switch (the group's bucket is no flow)."""
+    return [text for _, step in trip.hops for table, _, text in step.trace
+            if not table.startswith('group:')]
+
+
+def addresses(pkt):
+    """``src:sport -> dst:dport``, as the page writes a packet."""
+    sport, dport = l4(pkt)
+    return f'{pkt["ipv4_src"]}:{sport} -> {pkt["ipv4_dst"]}:{dport}'
+
+
+def arrival(trip):
+    kind, _, got = trip.outcome
+    assert kind == 'output'
+    return addresses(got)
+
+
+@pytest.mark.parametrize('heading', WALKS)
+def test_a_walk_through_shows_the_flows_its_packets_take(text, heading):
+    sender, dst, port, bucket = WALKS[heading]
+    lab = Lab(documented_state(text))
+    there = lab.send(lab.packet(sender, dst, port), bucket=bucket)
+    receiver = lab.owner_of(there.dpids[-1], there.outcome[1])
+    reply = answer(there.outcome[2])
+    back = lab.send(reply, sender=receiver)
+    assert lab.owner_of(back.dpids[-1], back.outcome[1]) == sender
+    body = section_text(text, heading)
+    shown = [line for line in body.splitlines() if line.startswith('table=')]
+    assert shown == flows_taken(there) + flows_taken(back)
+    for packet in (f'{sender}:40000 -> {dst}:{port}', arrival(there), addresses(reply),
+                   arrival(back)):
+        assert f'`{packet}`' in body

@@ -3,9 +3,10 @@
 One cluster state (the default three nodes, a few pods, three Services) is turned into
 flows with ``controller.pipeline.desired`` and put on fake switches (tests/unit/flowsim.py)
 cabled as the lab cables them. Each test sends packets as a pod, a node or an external
-client would and checks where they end, kube-proxy style: one table of cases per path.
-Then golden flows of one small state, the properties the Ryu shell relies on (cookies,
-group ids, the declared pipeline) and the REJECT answers built by the controller.
+client would and checks where they end, kube-proxy style: one table of cases per path,
+then the masqueraded paths (hairpin, egress). Then golden flows of one small state, the
+properties the Ryu shell relies on (cookies, group ids, the declared pipeline, conntrack
+zones) and the REJECT answers built by the controller.
 """
 
 import random
@@ -13,8 +14,8 @@ import random
 import pytest
 from ryu.lib.packet import ethernet, icmp, ipv4, packet, tcp, udp
 
-from controller.flows import Ct, Output, SwitchConfig, flow
-from controller.pipeline import (REJECT_METER, REJECT_RATE_PPS, T, TABLE_NAMES,
+from controller.flows import Ct, Nat, Output, SwitchConfig, flow
+from controller.pipeline import (REJECT_METER, REJECT_RATE_PPS, T, TABLE_NAMES, TABLES,
                                  PipelineError, check_pipeline, desired, group_id)
 from controller.ryu_app import reject_packet
 from controller.state import ClusterState
@@ -48,13 +49,15 @@ def service(name, vip, *ports, namespace='default'):
 
 
 def endpoint_slice(svc, ports, *endpoints, namespace='default', suffix='abcde'):
-    """``endpoints``: (ip, node, ready) triples."""
+    """``endpoints``: (ip, node, ready) triples; ``ready`` may be a whole conditions
+    dict (``{'ready': False, 'serving': True, 'terminating': True}``)."""
     return {'apiVersion': 'discovery.k8s.io/v1', 'kind': 'EndpointSlice',
             'metadata': {'name': f'{svc}-{suffix}', 'namespace': namespace,
                          'labels': {'kubernetes.io/service-name': svc}},
             'addressType': 'IPv4', 'ports': [dict(p) for p in ports],
             'endpoints': [{'addresses': [ip], 'nodeName': node,
-                           'conditions': {'ready': ready}}
+                           'conditions': ready if isinstance(ready, dict)
+                           else {'ready': ready}}
                           for ip, node, ready in endpoints]}
 
 
@@ -188,17 +191,17 @@ def test_pod_to_pod_on_another_node_crosses_the_underlay_with_router_macs(lab):
                                                         wiring.router_mac(W1.ip))
     assert middle.outcome[:2] == ('output', W1.index)
     assert last.outcome[1] == wiring.pod_port(W1, WEB_2)
-    assert last.tables == ['Classifier', 'ConntrackZone', 'ConntrackState', 'ServiceLB',
-                           'ConntrackCommit', 'L3Forwarding']
+    assert last.tables == ['Classifier', 'UnSNAT', 'ConntrackZone', 'ConntrackState',
+                           'ServiceLB', 'ConntrackCommit', 'L3Forwarding']
 
 
 def test_clusterip_goes_through_the_services_select_group(lab):
     step = lab.walk(1, lab.packet(CLIENT, WEB_VIP, 80), wiring.pod_port(CP, CLIENT),
                     bucket=0)
     gid = group_id('default/web/tcp/http', set())
-    assert step.tables == ['Classifier', 'ConntrackZone', 'ConntrackState', 'ServiceLB',
-                           f'group:{gid}', 'L3Forwarding']
-    assert step.trace[3][1] == step.trace[4][1] == 'service default/web/tcp/http'
+    assert step.tables == ['Classifier', 'UnSNAT', 'ConntrackZone', 'ConntrackState',
+                           'ServiceLB', f'group:{gid}', 'L3Forwarding']
+    assert step.trace[4][1] == step.trace[5][1] == 'service default/web/tcp/http'
 
 
 @pytest.mark.parametrize('node', CLUSTER.nodes, ids=[n.name for n in CLUSTER.nodes])
@@ -226,31 +229,217 @@ def test_a_retransmitted_syn_keeps_its_endpoint(lab):
     assert receiver(lab, first) == receiver(lab, again) == WEB_1
 
 
-@pytest.mark.xfail(strict=True, reason='hairpin: a pod calling its own Service is sent '
-                   'back out its own port (OpenFlow drops it) without SNAT')
-def test_pod_to_its_own_service_hairpins(lab):
-    trip = lab.send(lab.packet(WEB_1, WEB_VIP, 80), bucket=0)     # bucket 0: web-1 itself
+# ---------------------------------------------------------------- hairpin
+HAIRPIN = [
+    {'name': 'web-1 calls web over TCP', 'pod': WEB_1, 'node': CP, 'vip': WEB_VIP,
+     'port': 80, 'proto': 'tcp', 'bucket': 0, 'target': 8080},
+    {'name': 'web-2 calls web over UDP', 'pod': WEB_2, 'node': W1, 'vip': WEB_VIP,
+     'port': 53, 'proto': 'udp', 'bucket': 1, 'target': 5353},
+    {'name': 'db-1 calls db, its only endpoint', 'pod': DB_1, 'node': W2, 'vip': DB_VIP,
+     'port': 5432, 'proto': 'tcp', 'bucket': 0, 'target': 5432},
+]
+
+
+def hairpin(lab, case, flags='S', bucket=None):
+    pkt = lab.packet(case['pod'], case['vip'], case['port'], case['proto'], flags=flags)
+    return lab.send(pkt, bucket=case['bucket'] if bucket is None else bucket)
+
+
+@pytest.mark.parametrize('case', HAIRPIN, ids=[c['name'] for c in HAIRPIN])
+def test_a_pod_that_calls_its_own_service_gets_its_own_answer(lab, case):
+    pod_ip, node = case['pod'], case['node']
+    gateway = wiring.pod_gateway(node)
+    trip = hairpin(lab, case)
+    assert trip.dpids == [wiring.node_dpid(node)]              # it never leaves the node
+    assert receiver(lab, trip) == pod_ip                       # back out its own port
+    got = trip.outcome[2]
+    # The server side sees the node's pod gateway, not its own address (which it would
+    # drop as a martian, or answer to itself without the un-DNAT).
+    assert got['ipv4_src'] == gateway != pod_ip
+    assert (got['ipv4_dst'], l4(got)[1]) == (pod_ip, case['target'])
+    assert (got['eth_src'], got['eth_dst']) == (wiring.mac_for(gateway),
+                                                wiring.mac_for(pod_ip))
+    back = lab.send(answer(got), sender=pod_ip)
+    assert back.dpids == [wiring.node_dpid(node)]
+    assert receiver(lab, back) == pod_ip
+    got = back.outcome[2]
+    # The client side hears from the VIP:port it called, on the port it called from.
+    assert (got['ipv4_src'], l4(got)[0]) == (case['vip'], case['port'])
+    assert (got['ipv4_dst'], l4(got)[1]) == (pod_ip, 40000)
+    assert (got['eth_src'], got['eth_dst']) == (wiring.mac_for(gateway),
+                                                wiring.mac_for(pod_ip))
+
+
+@pytest.mark.parametrize('case', HAIRPIN, ids=[c['name'] for c in HAIRPIN])
+def test_the_rest_of_a_hairpin_connection_goes_the_same_way(lab, case):
+    first = hairpin(lab, case)
+    lab.send(answer(first.outcome[2]), sender=case['pod'])
+    for bucket in (0, 1):                 # whatever the group would pick now
+        more = hairpin(lab, case, flags='A', bucket=bucket)
+        assert receiver(lab, more) == case['pod']
+        assert without_flags(more.outcome[2]) == without_flags(first.outcome[2])
+
+
+def without_flags(pkt):
+    return {k: v for k, v in pkt.items() if k != 'tcp_flags'}
+
+
+def test_the_hairpin_tables(lab):
+    case = HAIRPIN[0]
+    gid = group_id('default/web/tcp/http', set())
+    [(_, there)] = hairpin(lab, case).hops
+    assert there.tables == ['Classifier', 'UnSNAT', 'ConntrackZone', 'ConntrackState',
+                            'ServiceLB', f'group:{gid}', 'L3Forwarding', 'SNAT', 'Output']
+    assert there.trace[-1][2].endswith('IN_PORT')
+    [(_, back)] = lab.send(answer(there.outcome[2]), sender=case['pod']).hops
+    assert back.tables == ['Classifier', 'UnSNAT', 'ConntrackZone', 'ConntrackState',
+                           'L3Forwarding', 'Output']
+    # Tracked in the node's zone (the DNAT) and in its SNAT zone (the masquerade).
+    assert sorted({c.zone for c in lab.conntrack.connections}) == [1, 1001]
+
+
+def test_a_pod_that_calls_another_local_endpoint_is_not_masqueraded(lab):
+    trip = lab.send(lab.packet(CLIENT, WEB_VIP, 80), bucket=0)    # web-1, same node
     assert receiver(lab, trip) == WEB_1
-    assert trip.outcome[2]['ipv4_src'] != WEB_1     # else the pod drops it as a martian
+    assert trip.outcome[2]['ipv4_src'] == CLIENT
+    assert 'SNAT' not in trip.hops[0][1].tables
 
 
-@pytest.mark.xfail(strict=True, reason='no egress SNAT: the external network has no '
-                   'route back to pod IPs, so a pod never hears an external answer')
-def test_pod_to_external_client_hears_back(lab):
+# ---------------------------------------------------------------- egress
+EGRESS = [
+    {'name': 'pod on control-plane over TCP', 'src': CLIENT, 'node': CP, 'dst': EXTERNAL_1,
+     'port': 8080, 'proto': 'tcp'},
+    {'name': 'pod on worker-1 over TCP', 'src': WEB_2, 'node': W1, 'dst': EXTERNAL_2,
+     'port': 443, 'proto': 'tcp'},
+    {'name': 'pod on worker-2 over UDP', 'src': CLIENT_W2, 'node': W2, 'dst': EXTERNAL_1,
+     'port': 53, 'proto': 'udp'},
+]
+
+
+@pytest.mark.parametrize('case', EGRESS, ids=[c['name'] for c in EGRESS])
+def test_a_pod_reaches_the_external_network_as_its_node(lab, case):
+    node = case['node']
+    path = switches([node.name, 'underlay', 'external'])
+    trip = lab.send(lab.packet(case['src'], case['dst'], case['port'], case['proto']))
+    assert trip.dpids == path
+    assert receiver(lab, trip) == case['dst']
+    got = trip.outcome[2]
+    assert (got['ipv4_src'], l4(got)[0]) == (node.ip, 40000)       # masqueraded
+    assert (got['ipv4_dst'], l4(got)[1]) == (case['dst'], case['port'])
+    back = lab.send(answer(got), sender=case['dst'])
+    assert back.dpids == path[::-1]
+    assert receiver(lab, back) == case['src']
+    got = back.outcome[2]
+    assert (got['ipv4_src'], l4(got)[0]) == (case['dst'], case['port'])
+    assert (got['ipv4_dst'], l4(got)[1]) == (case['src'], 40000)
+    where = lab.attachment(case['src'])
+    assert (got['eth_src'], got['eth_dst']) == (where.gateway_mac, where.mac)
+
+
+def test_the_egress_tables(lab):
     trip = lab.send(lab.packet(CLIENT, EXTERNAL_1, 8080))
-    assert receiver(lab, trip) == EXTERNAL_1
+    assert trip.hops[0][1].tables == ['Classifier', 'UnSNAT', 'ConntrackZone',
+                                      'ConntrackState', 'ServiceLB', 'ConntrackCommit',
+                                      'L3Forwarding', 'SNAT', 'Output']
     back = lab.send(answer(trip.outcome[2]), sender=EXTERNAL_1)
-    assert receiver(lab, back) == CLIENT
+    assert back.hops[-1][1].tables == ['Classifier', 'UnSNAT', 'ConntrackZone',
+                                       'ConntrackState', 'L3Forwarding']
 
 
-@pytest.mark.xfail(strict=True, raises=ValueError, reason='desired() raises ValueError '
-                   'for a pod whose status.podIP is outside its node\'s pod CIDR (e.g. a '
-                   'manifest exported from a real cluster), and the Ryu watch loop dies')
-def test_a_pod_ip_outside_its_nodes_cidr_is_skipped():
+def test_two_pods_of_a_node_with_the_same_source_port_both_hear_back(lab):
+    first = lab.send(lab.packet(CLIENT, EXTERNAL_1, 8080))
+    second = lab.send(lab.packet(WEB_1, EXTERNAL_1, 8080))
+    one, two = first.outcome[2], second.outcome[2]
+    assert one['ipv4_src'] == two['ipv4_src'] == CP.ip
+    assert l4(one)[0] != l4(two)[0]           # conntrack picks another port for the second
+    assert receiver(lab, lab.send(answer(two), sender=EXTERNAL_1)) == WEB_1
+    assert receiver(lab, lab.send(answer(one), sender=EXTERNAL_1)) == CLIENT
+
+
+@pytest.mark.parametrize('case', TRAFFIC, ids=[c['name'] for c in TRAFFIC])
+def test_only_pod_traffic_to_the_external_network_is_masqueraded(lab, case):
+    _, trip = send(lab, case)
+    assert all('SNAT' not in walk.tables for _, walk in trip.hops)
+
+
+@pytest.mark.xfail(strict=True, reason='egress SNAT picks its port in the SNAT zone only: '
+                   'a connection of the node itself (zone 1) with the same tuple is not '
+                   'seen, so a pod is masqueraded onto it and takes over its replies')
+def test_a_masqueraded_pod_never_takes_over_a_connection_of_its_node(lab):
+    node_conn = lab.send(lab.packet(CP.ip, EXTERNAL_1, 8080))
+    assert receiver(lab, node_conn) == EXTERNAL_1
+    pod_conn = lab.send(lab.packet(CLIENT, EXTERNAL_1, 8080))     # same source port
+    on_wire = pod_conn.outcome[2]
+    assert (on_wire['ipv4_src'], l4(on_wire)[0]) != (CP.ip, 40000)
+    # The external server's answer to the node's own connection reaches the node.
+    back = lab.send(answer(node_conn.outcome[2]), sender=EXTERNAL_1)
+    assert receiver(lab, back) == CP.ip
+
+
+# ---------------------------------------------------------------- pods the flows skip
+@pytest.mark.parametrize('node, ip', [
+    ('worker-1', '10.244.1.7'),          # exported from a real cluster
+    ('worker-1', '192.168.1.77'),        # another node's pod CIDR
+    ('worker-1', '192.168.2.0'),         # the network address
+    ('worker-1', '192.168.2.1'),         # the node's pod gateway
+    ('worker-1', '192.168.2.255'),       # the broadcast address
+    ('worker-1', 'not-an-ip'),
+    ('no-such-node', '192.168.2.77'),
+])
+def test_a_pod_ip_its_node_cannot_own_is_skipped(node, ip):
     objs = objects()
-    objs['Pod'].append(pod('exported', 'worker-1', '10.244.1.7'))
+    objs['Pod'].append(pod('exported', node, ip))
     state = ClusterState.from_objects(CLUSTER, objs)
-    assert cookies(state, 2).keys() == cookies(STATE, 2).keys()
+    assert state.pods == STATE.pods
+    for dpid in ALL_DPIDS:
+        assert cookies(state, dpid).keys() == cookies(STATE, dpid).keys()
+
+
+# ---------------------------------------------------------------- which endpoints
+SERVING_TERMINATING = {'ready': False, 'serving': True, 'terminating': True}
+GONE = {'ready': False, 'serving': False, 'terminating': True}
+
+
+def state_with_web(*endpoints):
+    objs = objects()
+    objs['EndpointSlice'][0] = endpoint_slice('web', [HTTP_EP, DNS_EP], *endpoints)
+    return ClusterState.from_objects(CLUSTER, objs)
+
+
+def web_port(state, key='default/web/tcp/http'):
+    [port] = [sp for sp in state.service_ports if sp.key == key]
+    return port
+
+
+def bucket_targets(state, dpid=1, owner='service default/web/tcp/http'):
+    [group] = [g for g in desired(state, dpid).groups if g.owner == owner]
+    return [f'{a.nat.dst}:{a.nat.port}' for b in group.buckets for a in b.actions]
+
+
+def test_without_ready_endpoints_a_terminating_serving_one_is_used():
+    state = state_with_web((WEB_1, 'control-plane', SERVING_TERMINATING),
+                           (WEB_2, 'worker-1', GONE), (WEB_3, 'worker-2', False))
+    assert [e.ip for e in web_port(state).endpoints] == [WEB_1]
+    for dpid in (1, 2, 3):
+        assert bucket_targets(state, dpid) == [f'{WEB_1}:8080']
+    lab = Lab(state)
+    trip = lab.send(lab.packet(CLIENT_W2, WEB_VIP, 80))
+    assert receiver(lab, trip) == WEB_1
+
+
+def test_a_terminating_endpoint_is_not_used_while_a_ready_one_exists():
+    state = state_with_web((WEB_1, 'control-plane', SERVING_TERMINATING),
+                           (WEB_2, 'worker-1', True))
+    assert [e.ip for e in web_port(state).endpoints] == [WEB_2]
+    assert bucket_targets(state) == [f'{WEB_2}:8080']
+
+
+def test_a_terminating_endpoint_that_no_longer_serves_is_never_used():
+    state = state_with_web((WEB_1, 'control-plane', GONE), (WEB_2, 'worker-1', False))
+    assert web_port(state).endpoints == ()
+    lab = Lab(state)
+    trip = lab.send(lab.packet(CLIENT, WEB_VIP, 80))
+    assert trip.outcome[0] == 'controller'                 # REJECT, as kube-proxy
 
 
 # ---------------------------------------------------------------- traffic that stops
@@ -344,6 +533,20 @@ def test_arp_with_another_pods_address_is_dropped(lab):
     assert trip.outcome == ('drop', 'Classifier')
 
 
+@pytest.mark.parametrize('who', [CLIENT, CP.ip, EXTERNAL_1], ids=['pod', 'node',
+                                                                  'external client'])
+@pytest.mark.parametrize('spa', ['own', '0.0.0.0'], ids=['announcement', 'probe'])
+def test_a_gratuitous_arp_is_dropped_not_answered(lab, who, spa):
+    """Answered, the host would see its own address at the gateway MAC: a clash."""
+    where = lab.attachment(who)
+    trip = lab.send(arp_request(where.mac, who if spa == 'own' else spa, who), sender=who)
+    assert trip.outcome == ('drop', 'Classifier')
+    [(table, _, text)] = trip.hops[0][1].trace
+    assert (table, text) == ('Classifier', f'table=Classifier,priority=210,arp,'
+                                           f'arp_tpa={who},in_port={where.port} '
+                                           f'actions=drop')
+
+
 def test_arp_replies_are_not_forwarded(lab):
     mine = lab.attachment(CLIENT)
     trip = lab.send(arp_request(mine.mac, CLIENT, '192.168.1.1', op=2))
@@ -367,9 +570,11 @@ table=ARPResponder,priority=200,arp,arp_op=1 actions=move:NXM_OF_ETH_SRC[0..47]-
 table=Classifier,priority=0 actions=drop
 table=Classifier,priority=200,arp,arp_sha=0a:58:0a:80:00:0b,arp_spa=10.128.0.11,eth_src=0a:58:0a:80:00:0b,in_port=2 actions=goto_table:ARPResponder
 table=Classifier,priority=200,arp,arp_sha=0a:58:c0:a8:01:0a,arp_spa=192.168.1.10,eth_src=0a:58:c0:a8:01:0a,in_port=1010 actions=goto_table:ARPResponder
-table=Classifier,priority=200,ip,eth_src=0a:58:0a:80:00:0b,in_port=2,nw_src=10.128.0.11 actions=goto_table:ConntrackZone
-table=Classifier,priority=200,ip,eth_src=0a:58:c0:a8:01:0a,in_port=1010,nw_src=192.168.1.10 actions=goto_table:ConntrackZone
-table=Classifier,priority=200,ip,in_port=1 actions=goto_table:ConntrackZone
+table=Classifier,priority=200,ip,eth_src=0a:58:0a:80:00:0b,in_port=2,nw_src=10.128.0.11 actions=goto_table:UnSNAT
+table=Classifier,priority=200,ip,eth_src=0a:58:c0:a8:01:0a,in_port=1010,nw_src=192.168.1.10 actions=goto_table:UnSNAT
+table=Classifier,priority=200,ip,in_port=1 actions=goto_table:UnSNAT
+table=Classifier,priority=210,arp,arp_tpa=10.128.0.11,in_port=2 actions=drop
+table=Classifier,priority=210,arp,arp_tpa=192.168.1.10,in_port=1010 actions=drop
 table=ConntrackCommit,priority=0 actions=goto_table:L3Forwarding
 table=ConntrackCommit,priority=200,ip,ct_state=+new+trk actions=ct(commit,zone=1),goto_table:L3Forwarding
 table=ConntrackState,priority=0 actions=drop
@@ -383,11 +588,23 @@ table=L3Forwarding,priority=100,ip,nw_dst=10.128.0.13 actions=set_field:0a:5a:0a
 table=L3Forwarding,priority=100,ip,nw_dst=192.168.2.0/255.255.255.0 actions=set_field:0a:5a:0a:80:00:0b->eth_src,set_field:0a:5a:0a:80:00:0c->eth_dst,output:1
 table=L3Forwarding,priority=100,ip,nw_dst=192.168.3.0/255.255.255.0 actions=set_field:0a:5a:0a:80:00:0b->eth_src,set_field:0a:5a:0a:80:00:0d->eth_dst,output:1
 table=L3Forwarding,priority=100,ip,nw_dst=203.0.113.0/255.255.255.0 actions=set_field:0a:5a:0a:80:00:0b->eth_src,set_field:0a:5a:cb:00:71:01->eth_dst,output:1
+table=L3Forwarding,priority=110,ip,nw_dst=203.0.113.0/255.255.255.0,nw_src=192.168.1.0/255.255.255.0 actions=goto_table:SNAT
 table=L3Forwarding,priority=200,ip,nw_dst=10.128.0.11 actions=set_field:0a:58:c0:a8:01:01->eth_src,set_field:0a:58:0a:80:00:0b->eth_dst,output:2
 table=L3Forwarding,priority=200,ip,nw_dst=192.168.1.10 actions=set_field:0a:58:c0:a8:01:01->eth_src,set_field:0a:58:c0:a8:01:0a->eth_dst,output:1010
+table=L3Forwarding,priority=210,ip,in_port=1010,nw_dst=192.168.1.10 actions=goto_table:Output
+table=L3Forwarding,priority=220,ip,in_port=1010,nw_dst=192.168.1.10,nw_src=192.168.1.10 actions=goto_table:SNAT
+table=Output,priority=0 actions=drop
+table=Output,priority=100,ip,nw_dst=203.0.113.0/255.255.255.0 actions=set_field:0a:5a:0a:80:00:0b->eth_src,set_field:0a:5a:cb:00:71:01->eth_dst,output:1
+table=Output,priority=200,ip,nw_dst=192.168.1.10 actions=set_field:0a:58:c0:a8:01:01->eth_src,set_field:0a:58:c0:a8:01:0a->eth_dst,IN_PORT
+table=SNAT,priority=0 actions=drop
+table=SNAT,priority=100,ip actions=ct(commit,table=80,zone=1001,nat(src=10.128.0.11))
+table=SNAT,priority=200,ip,nw_dst=192.168.1.0/255.255.255.0 actions=ct(commit,table=80,zone=1001,nat(src=192.168.1.1))
 table=ServiceLB,priority=0 actions=goto_table:ConntrackCommit
 table=ServiceLB,priority=100,ip,nw_dst=10.96.0.20 actions=meter:1,controller(max_len=128)
 table=ServiceLB,priority=200,tcp,nw_dst=10.96.0.20,tp_dst=80 actions=group:1532575838
+table=UnSNAT,priority=0 actions=goto_table:ConntrackZone
+table=UnSNAT,priority=200,ip,nw_dst=10.128.0.11 actions=ct(table=20,zone=1001,nat)
+table=UnSNAT,priority=200,ip,nw_dst=192.168.1.1 actions=ct(table=20,zone=1001,nat)
 group_id=1532575838,type=select,bucket=weight:1,actions=ct(commit,table=70,zone=1,nat(dst=192.168.1.10:8080)),bucket=weight:1,actions=ct(commit,table=70,zone=1,nat(dst=192.168.2.10:8080))
 meter=1,pktps,burst,band=type=drop,rate=200,burst_size=200
 '''
@@ -441,6 +658,30 @@ def test_losing_the_last_endpoint_changes_only_that_services_flow():
         before, after = cookies(STATE, dpid), cookies(gone, dpid)
         changed = {f.owner for _, f in before.items() ^ after.items()}
         assert changed == {'service default/db/tcp/p5432'}
+
+
+def ct_actions(config):
+    acts = [a for f in config.flows for a in f.actions]
+    acts += [a for g in config.groups for b in g.buckets for a in b.actions]
+    return [a for a in acts if isinstance(a, Ct)]
+
+
+@pytest.mark.parametrize('node', CLUSTER.nodes, ids=[n.name for n in CLUSTER.nodes])
+def test_a_node_bridge_tracks_only_in_its_own_zones(node):
+    """Its zone (the node's index) and its SNAT zone (1000 + the index), never another
+    node's: the bridges share one conntrack table."""
+    zones = {a.zone for a in ct_actions(desired(STATE, wiring.node_dpid(node)))}
+    assert zones == {node.index, 1000 + node.index}
+
+
+def test_the_other_switches_track_nothing():
+    for dpid in (wiring.UNDERLAY_DPID, wiring.EXTERNAL_DPID):
+        assert ct_actions(desired(STATE, dpid)) == []
+
+
+def test_every_table_a_node_bridge_uses_is_declared():
+    used = {f.table for f in desired(STATE, 1).flows}
+    assert used == {t.id for t in TABLES}
 
 
 def test_check_pipeline_refuses_an_undeclared_goto():
@@ -509,6 +750,33 @@ def test_the_fake_switch_fails_loudly_on_overlapping_flows():
                                   flow(0, 5, {'eth_type': 0x0800}, (Output(3),))])
     with pytest.raises(SimError, match='overlap'):
         walk(overlap, UDP_PACKET, 1)
+
+
+def test_the_fake_switch_sends_a_packet_back_only_through_in_port():
+    back = SwitchConfig(flows=[flow(0, 1, actions=(Output('in_port'),))])
+    assert walk(back, UDP_PACKET, 7).outcome[:2] == ('output', 7)
+    same = SwitchConfig(flows=[flow(0, 1, actions=(Output(7),))])
+    assert walk(same, UDP_PACKET, 7).outcome[0] == 'drop'
+
+
+def nat_switch(zone, nat):
+    return SwitchConfig(flows=[flow(0, 1, actions=(Ct(zone=zone, commit=nat.src is not None,
+                                                      table=1, nat=nat),)),
+                               flow(1, 1, actions=(Output(2),))])
+
+
+def test_the_fake_switch_masquerades_and_un_masquerades_in_one_zone_only():
+    ct = Conntrack()
+    out = walk(nat_switch(5, Nat(src='10.9.9.9')), UDP_PACKET, 1, ct).outcome[2]
+    assert (out['ipv4_src'], out['udp_src'], out['ipv4_dst']) == ('10.9.9.9', 1, '10.0.0.2')
+    reply = answer(out)
+    assert walk(nat_switch(6, Nat()), reply, 1, ct).outcome[2] == reply   # another zone
+    got = walk(nat_switch(5, Nat()), reply, 1, ct).outcome[2]
+    assert (got['ipv4_src'], got['ipv4_dst'], got['udp_dst']) == ('10.0.0.2', '10.0.0.1', 1)
+    # Another source masqueraded onto the same tuple gets another port.
+    other = dict(UDP_PACKET, ipv4_src='10.0.0.3')
+    out = walk(nat_switch(5, Nat(src='10.9.9.9')), other, 1, ct).outcome[2]
+    assert (out['ipv4_src'], out['udp_src']) == ('10.9.9.9', 1024)
 
 
 # ---------------------------------------------------------------- REJECT

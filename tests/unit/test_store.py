@@ -1,0 +1,538 @@
+"""The cluster store (services/store.py): the lab's API server and the controllers that
+run after every change, driven as kubectl and the kubelets drive them.
+
+``apply`` is all-or-nothing; the Deployment controller, the scheduler and the
+EndpointSlice controller settle inside each change; ``update_pod_status`` and
+``pod_gone`` play the kubelet (a pod's IP, its readiness, the end of its termination).
+A fake clock makes every creationTimestamp distinct, so "newest" means something.
+"""
+
+import datetime
+import re
+import threading
+import time
+
+import pytest
+
+from services import naming
+from services.cluster import default_cluster, load_cluster
+from services.errors import ApplyError, KubelabError, NotFound
+from services.store import CONTROL_PLANE_TAINT, Store
+
+AGNHOST = 'registry.k8s.io/e2e-test-images/agnhost:2.39'
+SAFE = f'[{naming.SAFE_ALPHABET}]'
+EPOCH = datetime.datetime(2024, 5, 1, 12, 0, tzinfo=datetime.timezone.utc).timestamp()
+
+
+# ---------------------------------------------------------------- fixtures
+@pytest.fixture(autouse=True)
+def clock(monkeypatch):
+    """Every timestamp the store takes is one second after the previous one."""
+    real = naming.now_rfc3339
+    ticks = [EPOCH]
+
+    def now(moment=None):
+        if moment is not None:
+            return real(moment)
+        ticks[0] += 1
+        return real(ticks[0])
+    monkeypatch.setattr(naming, 'now_rfc3339', now)
+
+
+@pytest.fixture
+def store():
+    return Store(default_cluster())
+
+
+# ---------------------------------------------------------------- objects
+def container(http_port=8080):
+    return {'name': 'web', 'image': AGNHOST,
+            'args': ['netexec', f'--http-port={http_port}'],
+            'ports': [{'containerPort': http_port}]}
+
+
+def pod(name, namespace='default', labels=None, **spec):
+    return {'apiVersion': 'v1', 'kind': 'Pod',
+            'metadata': {'name': name, 'namespace': namespace,
+                         'labels': labels or {'app': 'web'}},
+            'spec': {'containers': [container()], **spec}}
+
+
+def deployment(name='web', replicas=3, http_port=8080, namespace='default'):
+    return {'apiVersion': 'apps/v1', 'kind': 'Deployment',
+            'metadata': {'name': name, 'namespace': namespace},
+            'spec': {'replicas': replicas, 'selector': {'matchLabels': {'app': name}},
+                     'template': {'metadata': {'labels': {'app': name}},
+                                  'spec': {'containers': [container(http_port)]}}}}
+
+
+def service(name='web', cluster_ip=None, namespace='default', app=None):
+    spec = {'selector': {'app': app or name}, 'ports': [{'port': 80, 'targetPort': 8080}]}
+    if cluster_ip is not None:
+        spec['clusterIP'] = cluster_ip
+    return {'apiVersion': 'v1', 'kind': 'Service',
+            'metadata': {'name': name, 'namespace': namespace}, 'spec': spec}
+
+
+def namespace(name):
+    return {'apiVersion': 'v1', 'kind': 'Namespace', 'metadata': {'name': name}}
+
+
+def names(store, kind, namespace_=None):
+    return [o['metadata']['name'] for o in store.list(kind, namespace_)]
+
+
+def rejected(store, docs):
+    """The (path, message) of every problem of an apply that must fail."""
+    with pytest.raises(ApplyError) as info:
+        store.apply(docs)
+    return [(e.path, e.message) for e in info.value.errors]
+
+
+# ---------------------------------------------------------------- the kubelet's side
+def start(store, name, ip, ready=True, namespace_='default'):
+    """The kubelet started pod ``name`` with address ``ip`` (Ready or not)."""
+    obj = store.get('Pod', namespace_, name)
+    conds = [c for c in obj['status'].get('conditions') or [] if c['type'] != 'Ready']
+    conds.append({'type': 'Ready', 'status': 'True' if ready else 'False'})
+    store.update_pod_status(namespace_, name, obj['metadata']['uid'],
+                            {'phase': 'Running', 'podIP': ip, 'conditions': conds})
+
+
+def gone(store, name, namespace_='default'):
+    """The kubelet finished terminating pod ``name``."""
+    store.pod_gone(namespace_, name, store.get('Pod', namespace_, name)['metadata']['uid'])
+
+
+def pods(store, namespace_='default', live=None):
+    """Pods oldest first; ``live``: True only those not terminating, False only those."""
+    out = sorted(store.list('Pod', namespace_),
+                 key=lambda p: p['metadata']['creationTimestamp'])
+    if live is not None:
+        out = [p for p in out if bool(p['metadata'].get('deletionTimestamp')) != live]
+    return out
+
+
+def endpoints(store, svc='web', namespace_='default'):
+    """{pod name: conditions} of every endpoint of the Service's managed slices."""
+    out = {}
+    for sl in store.list('EndpointSlice', namespace_):
+        if sl['metadata']['labels'].get('kubernetes.io/service-name') == svc:
+            for ep in sl.get('endpoints') or []:
+                out[ep['targetRef']['name']] = ep['conditions']
+    return out
+
+
+# ---------------------------------------------------------------- all or nothing
+def test_one_invalid_object_rejects_the_whole_apply(store):
+    rv = store.snapshot()[0]
+    bad = pod('broken')
+    bad['spec']['containers'][0]['image'] = 'nginx'             # not an emulated image
+    problems = rejected(store, [service(cluster_ip='10.96.0.50'), deployment(), bad])
+    assert [path for path, _ in problems] == ['spec.containers[0].image']
+    assert names(store, 'Service', 'default') == names(store, 'Deployment') == []
+    assert names(store, 'Pod') == names(store, 'EndpointSlice') == []
+    assert store.snapshot()[0] == rv                            # nobody was woken
+
+
+def test_a_rejected_apply_takes_no_cluster_ip(store):
+    before = store.cluster_ips.allocated()
+    bad = pod('broken')
+    del bad['spec']['containers']
+    rejected(store, [service('a', cluster_ip='10.96.0.50'), service('b'), bad])
+    assert store.cluster_ips.allocated() == before
+    # The address the rejected apply asked for is still free for the next one.
+    store.apply([service('a', cluster_ip='10.96.0.50')])
+    assert store.get('Service', 'default', 'a')['spec']['clusterIP'] == '10.96.0.50'
+
+
+def test_every_problem_of_an_apply_is_reported_at_once(store):
+    first, second = pod('one'), pod('two')
+    first['spec']['containers'][0]['image'] = 'nginx'
+    second['spec']['restartPolicy'] = 'Sometimes'
+    problems = rejected(store, [first, second])
+    assert [path for path, _ in problems] == ['spec.containers[0].image',
+                                              'spec.restartPolicy']
+
+
+def test_a_dry_run_changes_nothing(store):
+    out = store.apply([deployment(), service()], dry_run=True)
+    assert out['results'] == [['deployment.apps/web', 'validated'],
+                              ['service/web', 'validated']]
+    assert names(store, 'Deployment') == names(store, 'Pod') == []
+    assert store.cluster_ips.allocated() == []
+
+
+def test_the_same_name_twice_in_one_apply_is_rejected(store):
+    problems = rejected(store, [pod('a'), pod('a', labels={'app': 'other'})])
+    assert len(problems) == 1
+    path, message = problems[0]
+    assert path == 'metadata.name' and 'appears twice' in message
+    assert names(store, 'Pod') == []
+
+
+def test_the_same_name_for_two_kinds_is_fine(store):
+    out = store.apply([deployment('web'), service('web')])
+    assert out['results'] == [['deployment.apps/web', 'created'],
+                              ['service/web', 'created']]
+
+
+# ---------------------------------------------------------------- ClusterIPs
+def cluster_ip_error(store, docs):
+    with pytest.raises(ApplyError) as info:
+        store.apply(docs)
+    [error] = info.value.errors
+    assert error.path == 'spec.clusterIP'
+    assert str(error).startswith(f'{error.ref}: spec.clusterIP: ')   # names the field
+    return error
+
+
+def test_a_cluster_ip_outside_the_service_range_is_rejected(store):
+    error = cluster_ip_error(store, [service(cluster_ip='10.200.0.5')])
+    assert 'not in the valid range' in error.message and '10.96.0.0/12' in error.message
+    assert error.ref == 'Service default/web'
+
+
+@pytest.mark.parametrize('taken', ['10.96.0.1', '10.96.0.10'],
+                         ids=['the kubernetes Service', 'cluster DNS'])
+def test_the_system_cluster_ips_are_taken(store, taken):
+    error = cluster_ip_error(store, [service(cluster_ip=taken)])
+    assert 'already allocated' in error.message
+
+
+def test_a_cluster_ip_another_service_has_is_rejected(store):
+    store.apply([service('a', cluster_ip='10.96.0.50')])
+    error = cluster_ip_error(store, [service('b', cluster_ip='10.96.0.50')])
+    assert 'already allocated' in error.message and error.ref == 'Service default/b'
+
+
+def test_two_services_of_one_apply_cannot_share_a_cluster_ip(store):
+    error = cluster_ip_error(store, [service('a', cluster_ip='10.96.0.50'),
+                                     service('b', cluster_ip='10.96.0.50')])
+    assert error.ref == 'Service default/b'
+    assert names(store, 'Service', 'default') == []
+
+
+def test_a_cluster_ip_cannot_change(store):
+    store.apply([service(cluster_ip='10.96.0.50')])
+    error = cluster_ip_error(store, [service(cluster_ip='10.96.0.51')])
+    assert 'field is immutable' in error.message and '10.96.0.50' in error.message
+    # Left out, it keeps the one it has.
+    store.apply([service()])
+    assert store.get('Service', 'default', 'web')['spec']['clusterIP'] == '10.96.0.50'
+    assert store.get('Service', 'default', 'web')['metadata']['generation'] == 1
+
+
+@pytest.mark.xfail(strict=True, reason='_upsert sets metadata.labels and annotations to {} '
+                   'where the stored object has none, so _same() sees a change: a second '
+                   'apply of the same manifest says "configured" and bumps the '
+                   'resourceVersion (a Pod, whose stored spec has the nodeName the user\'s '
+                   'has not, says it every time)')
+@pytest.mark.parametrize('obj', [service(), pod('a'), deployment()],
+                         ids=['Service', 'Pod', 'Deployment'])
+def test_applying_the_same_manifest_again_is_unchanged(store, obj):
+    store.apply([obj])
+    rv = store.snapshot()[0]
+    assert store.apply([obj])['results'][0][1] == 'unchanged'
+    assert store.snapshot()[0] == rv
+
+
+def test_an_allocated_cluster_ip_is_in_range_and_kept(store):
+    store.apply([service()])
+    ip = store.get('Service', 'default', 'web')['spec']['clusterIP']
+    assert ip.startswith('10.') and store.cluster_ips.is_allocated(ip)
+    assert store.get('Service', 'default', 'web')['spec']['clusterIPs'] == [ip]
+    store.apply([service()])
+    assert store.get('Service', 'default', 'web')['spec']['clusterIP'] == ip
+
+
+def test_deleting_a_service_frees_its_cluster_ip(store):
+    store.apply([service('a', cluster_ip='10.96.0.50')])
+    store.delete('Service', 'default', 'a')
+    store.apply([service('b', cluster_ip='10.96.0.50')])
+    assert store.get('Service', 'default', 'b')['spec']['clusterIP'] == '10.96.0.50'
+
+
+# ---------------------------------------------------------------- status
+def test_the_status_of_a_created_object_is_the_servers_not_the_creators(store):
+    fake = pod('a')
+    fake['status'] = {'phase': 'Running', 'podIP': '192.168.2.50',
+                      'conditions': [{'type': 'Ready', 'status': 'True'}]}
+    svc = service()
+    svc['status'] = {'loadBalancer': {'ingress': [{'ip': '198.51.100.7'}]}}
+    store.apply([fake, svc])
+    got = store.get('Pod', 'default', 'a')['status']
+    assert got['phase'] == 'Pending' and 'podIP' not in got
+    assert [c['type'] for c in got['conditions']] == ['PodScheduled']
+    assert store.get('Service', 'default', 'web')['status'] == {'loadBalancer': {}}
+    assert endpoints(store) == {}                  # no IP, not ready: no endpoint
+
+
+def test_the_status_of_an_applied_update_is_ignored_too(store):
+    store.apply([pod('a')])
+    start(store, 'a', '192.168.2.10')
+    again = pod('a')
+    again['status'] = {'phase': 'Failed'}
+    store.apply([again])
+    assert store.get('Pod', 'default', 'a')['status']['phase'] == 'Running'
+
+
+# ---------------------------------------------------------------- Deployments
+def test_a_deployment_gets_its_replicas_as_pods(store):
+    store.apply([deployment(replicas=3)])
+    dep = store.get('Deployment', 'default', 'web')
+    tpl_hash = naming.pod_template_hash(dep['spec']['template'])
+    got = pods(store)
+    assert len(got) == 3
+    for p in got:
+        meta = p['metadata']
+        assert re.fullmatch(f'web-{tpl_hash}-{SAFE}{{5}}', meta['name'])
+        assert meta['labels'] == {'app': 'web', 'pod-template-hash': tpl_hash}
+        [ref] = meta['ownerReferences']
+        assert ref == {'apiVersion': 'apps/v1', 'kind': 'ReplicaSet',
+                       'name': f'web-{tpl_hash}', 'uid': dep['metadata']['uid'],
+                       'controller': True}
+        assert p['spec']['containers'] == dep['spec']['template']['spec']['containers']
+    assert len({p['metadata']['name'] for p in got}) == 3
+    assert dep['status']['replicas'] == dep['status']['updatedReplicas'] == 3
+    assert dep['status']['readyReplicas'] == 0
+
+
+def test_ready_pods_count_in_the_deployment_status(store):
+    store.apply([deployment(replicas=2)])
+    first, second = (p['metadata']['name'] for p in pods(store))
+    start(store, first, '192.168.2.10')
+    start(store, second, '192.168.3.10', ready=False)
+    status = store.get('Deployment', 'default', 'web')['status']
+    assert (status['readyReplicas'], status['availableReplicas']) == (1, 1)
+
+
+def test_scaling_down_removes_not_ready_pods_first_then_the_newest(store):
+    store.apply([deployment(replicas=4)])
+    oldest, second, third, newest = (p['metadata']['name'] for p in pods(store))
+    start(store, oldest, '192.168.2.10', ready=False)
+    for name, ip in ((second, '192.168.3.10'), (third, '192.168.2.11'),
+                     (newest, '192.168.3.11')):
+        start(store, name, ip)
+    store.scale('default', 'web', 2)
+    assert [p['metadata']['name'] for p in pods(store, live=False)] == [oldest, newest]
+    assert [p['metadata']['name'] for p in pods(store, live=True)] == [second, third]
+    # A pod that is terminating is the kubelet's until it is gone; no replacement.
+    gone(store, oldest)
+    assert len(pods(store, live=True)) == 2
+
+
+def test_scaling_up_adds_pods(store):
+    store.apply([deployment(replicas=1)])
+    store.scale('default', 'web', 3)
+    assert len(pods(store, live=True)) == 3
+    with pytest.raises(KubelabError, match='replicas'):
+        store.scale('default', 'web', -1)
+    with pytest.raises(NotFound):
+        store.scale('default', 'nope', 1)
+
+
+def test_a_new_template_replaces_the_pods_as_the_new_ones_become_ready(store):
+    store.apply([deployment(replicas=2)])
+    old = [p['metadata']['name'] for p in pods(store)]
+    for name, ip in zip(old, ('192.168.2.10', '192.168.3.10')):
+        start(store, name, ip)
+    store.apply([deployment(replicas=2, http_port=9090)])       # a template change
+    tpl = store.get('Deployment', 'default', 'web')['spec']['template']
+    new = [p['metadata']['name'] for p in pods(store) if p['metadata']['name'] not in old]
+    assert len(new) == 2
+    assert all(n.startswith(f'web-{naming.pod_template_hash(tpl)}-') for n in new)
+    assert not any(n.startswith(old[0].rsplit('-', 1)[0]) for n in new)
+    # Nothing old goes before something new is ready.
+    assert [p['metadata']['name'] for p in pods(store, live=False)] == []
+    start(store, new[0], '192.168.2.11')
+    assert len([p for p in pods(store, live=False)
+                if p['metadata']['name'] in old]) == 1
+    start(store, new[1], '192.168.3.11')
+    assert sorted(p['metadata']['name'] for p in pods(store, live=False)) == sorted(old)
+    status = store.get('Deployment', 'default', 'web')['status']
+    assert (status['replicas'], status['updatedReplicas'], status['readyReplicas']) == \
+        (2, 2, 2)
+    assert status['observedGeneration'] == 2
+
+
+def test_deleting_a_deployment_terminates_its_pods(store):
+    store.apply([deployment(replicas=2)])
+    store.delete('Deployment', 'default', 'web')
+    assert names(store, 'Deployment') == []
+    assert len(pods(store, live=True)) == 0 and len(pods(store, live=False)) == 2
+
+
+# ---------------------------------------------------------------- the scheduler
+def test_pods_avoid_the_tainted_control_plane(store):
+    store.apply([pod(f'p{i}') for i in range(6)])
+    nodes = [p['spec']['nodeName'] for p in pods(store)]
+    assert sorted(nodes) == ['worker-1'] * 3 + ['worker-2'] * 3
+    for p in pods(store):
+        assert {'type': 'PodScheduled', 'status': 'True'} in p['status']['conditions']
+
+
+@pytest.mark.parametrize('toleration', [
+    dict(CONTROL_PLANE_TAINT),
+    {'key': CONTROL_PLANE_TAINT['key'], 'operator': 'Exists'},
+    {'operator': 'Exists'},
+], ids=['the taint', 'its key', 'everything'])
+def test_a_pod_that_tolerates_the_taint_may_go_to_the_control_plane(store, toleration):
+    store.apply([pod(f'p{i}', tolerations=[toleration]) for i in range(3)])
+    assert sorted(p['spec']['nodeName'] for p in pods(store)) == [
+        'control-plane', 'worker-1', 'worker-2']
+
+
+@pytest.mark.xfail(strict=True, reason='_upsert stores the applied spec, which has no '
+                   'nodeName, so re-applying a scheduled pod unschedules it and the '
+                   'scheduler may put it on another node while it runs with an IP of its '
+                   'old node\'s pod CIDR')
+def test_applying_a_running_pod_again_keeps_it_on_its_node(store):
+    store.apply([pod('a'), pod('b'), pod('c')])       # a, c: worker-1; b: worker-2
+    assert store.get('Pod', 'default', 'a')['spec']['nodeName'] == 'worker-1'
+    start(store, 'a', '192.168.2.10')
+    store.delete('Pod', 'default', 'b')
+    gone(store, 'b')                                            # worker-2 is empty now
+    store.apply([pod('a')])
+    got = store.get('Pod', 'default', 'a')
+    assert (got['spec']['nodeName'], got['metadata']['generation']) == ('worker-1', 1)
+
+
+def test_a_pod_with_a_node_name_stays_on_that_node(store):
+    store.apply([pod('pinned', nodeName='control-plane')])
+    assert store.get('Pod', 'default', 'pinned')['spec']['nodeName'] == 'control-plane'
+
+
+def test_a_pod_no_node_accepts_is_unschedulable():
+    alone = Store(load_cluster('nodes: [{name: control-plane, role: control-plane}]\n',
+                               'cluster.yaml'))
+    alone.apply([pod('a')])
+    got = alone.get('Pod', 'default', 'a')
+    assert 'nodeName' not in got['spec']
+    [cond] = got['status']['conditions']
+    assert (cond['type'], cond['status'], cond['reason']) == ('PodScheduled', 'False',
+                                                              'Unschedulable')
+    assert cond['message'] == '0/1 nodes are available: untolerated taint'
+
+
+# ---------------------------------------------------------------- EndpointSlices
+def test_endpoint_slices_follow_readiness_and_deletion(store):
+    store.apply([deployment(replicas=2), service()])
+    a, b = (p['metadata']['name'] for p in pods(store))
+    assert endpoints(store) == {}                    # no IPs yet: an empty slice
+    assert len(store.list('EndpointSlice', 'default')) == 1
+    start(store, a, '192.168.2.10', ready=False)
+    start(store, b, '192.168.3.10')
+    assert endpoints(store) == {
+        a: {'ready': False, 'serving': False, 'terminating': False},
+        b: {'ready': True, 'serving': True, 'terminating': False}}
+    start(store, a, '192.168.2.10')
+    assert endpoints(store)[a] == {'ready': True, 'serving': True, 'terminating': False}
+    # Deleted: terminating, no longer ready, still serving as before.
+    store.delete('Pod', 'default', a)
+    assert endpoints(store)[a] == {'ready': False, 'serving': True, 'terminating': True}
+    start(store, a, '192.168.2.10', ready=False)     # its readiness probe fails now
+    assert endpoints(store)[a] == {'ready': False, 'serving': False, 'terminating': True}
+    gone(store, a)
+    assert set(endpoints(store)) == {b}              # its replacement has no IP yet
+    assert len(pods(store, live=True)) == 2
+
+
+def test_an_endpoint_carries_its_address_port_and_node(store):
+    store.apply([pod('a'), service()])
+    start(store, 'a', '192.168.2.10')
+    [sl] = store.list('EndpointSlice', 'default')
+    assert sl['metadata']['labels']['kubernetes.io/service-name'] == 'web'
+    assert sl['ports'] == [{'name': '', 'port': 8080, 'protocol': 'TCP'}]
+    [ep] = sl['endpoints']
+    assert ep['addresses'] == ['192.168.2.10']
+    assert ep['nodeName'] == store.get('Pod', 'default', 'a')['spec']['nodeName']
+    assert ep['targetRef']['name'] == 'a'
+
+
+def test_deleting_the_service_deletes_its_slices(store):
+    store.apply([pod('a'), service()])
+    store.delete('Service', 'default', 'web')
+    assert store.list('EndpointSlice', 'default') == []
+
+
+# ---------------------------------------------------------------- namespaces
+def test_deleting_a_namespace_deletes_what_is_in_it(store):
+    store.apply([namespace('dev')])
+    store.apply([deployment(namespace='dev', replicas=2),
+                 service(namespace='dev', cluster_ip='10.96.0.50'),
+                 pod('lonely', namespace='dev', labels={'app': 'lonely'})])
+    store.apply([deployment(replicas=1)])                       # in default: untouched
+    for p in pods(store, 'dev'):
+        start(store, p['metadata']['name'], '192.168.2.20', namespace_='dev')
+    assert store.list('EndpointSlice', 'dev')
+    store.delete('Namespace', None, 'dev')
+    assert 'dev' not in names(store, 'Namespace')
+    for kind in ('Deployment', 'Service', 'EndpointSlice'):
+        assert store.list(kind, 'dev') == []
+    assert not store.cluster_ips.is_allocated('10.96.0.50')
+    # Its pods terminate, then the kubelets finish them.
+    assert pods(store, 'dev', live=True) == []
+    for p in pods(store, 'dev'):
+        gone(store, p['metadata']['name'], namespace_='dev')
+    assert store.list('Pod', 'dev') == []
+    assert len(pods(store, 'default', live=True)) == 1
+    assert names(store, 'Deployment', 'default') == ['web']
+
+
+@pytest.mark.parametrize('name', ['default', 'kube-system'])
+def test_the_builtin_namespaces_cannot_be_deleted(store, name):
+    with pytest.raises(KubelabError, match='cannot be deleted'):
+        store.delete('Namespace', None, name)
+
+
+def test_an_object_in_a_missing_namespace_is_rejected(store):
+    [(path, message)] = rejected(store, [pod('a', namespace='dev')])
+    assert path == 'metadata.namespace'
+    assert 'namespace "dev" not found' in message and 'default' in message
+
+
+@pytest.mark.xfail(strict=True, reason='Store._check looks for the namespace among the '
+                   'stored objects and the object itself (`for o in [obj]`), not among '
+                   'the other objects of the same apply')
+def test_a_namespace_and_its_objects_in_one_apply(store):
+    out = store.apply([namespace('dev'), pod('a', namespace='dev')])
+    assert out['results'] == [['namespace/dev', 'created'], ['pod/a', 'created']]
+
+
+# ---------------------------------------------------------------- watching
+def test_a_snapshot_of_a_newer_version_returns_at_once(store):
+    rv, objs = store.snapshot()
+    store.apply([pod('a')])
+    begun = time.monotonic()
+    newer, objs = store.snapshot(rv, timeout=5)
+    assert time.monotonic() - begun < 1
+    assert newer > rv
+    assert [o['metadata']['name'] for o in objs['Pod']] == ['a']
+    assert {'Node', 'Namespace', 'Pod'} <= objs.keys()
+
+
+def test_a_snapshot_waits_for_a_change(store):
+    rv, _ = store.snapshot()
+    later = threading.Timer(0.05, store.apply, args=([pod('a')],))
+    later.start()
+    begun = time.monotonic()
+    newer, objs = store.snapshot(rv, timeout=5)
+    later.join()
+    assert 0.03 < time.monotonic() - begun < 1
+    assert newer == rv + 1 and [o['metadata']['name'] for o in objs['Pod']] == ['a']
+
+
+def test_a_snapshot_without_a_change_returns_after_the_timeout(store):
+    rv, _ = store.snapshot()
+    begun = time.monotonic()
+    same, _ = store.snapshot(rv, timeout=0.1)
+    assert same == rv
+    assert 0.09 < time.monotonic() - begun < 1
+
+
+def test_a_snapshot_is_a_copy(store):
+    store.apply([pod('a')])
+    _, objs = store.snapshot()
+    objs['Pod'][0]['metadata']['name'] = 'changed'
+    assert names(store, 'Pod') == ['a']
