@@ -260,17 +260,15 @@ def node_bridge(state, node) -> SwitchConfig:
         for dst in (other.pod_cidr, other.ip + '/32'):
             cfg.flows.append(route(dst, wiring.UPLINK_PORT, uplink_mac,
                                    wiring.router_mac(other.ip), f'node {other.name}', 100))
-    # The outside: pods leave masqueraded as the node (SNAT), the node as itself.
+    # The outside: every new connection leaves masqueraded as the node (SNAT): the pods'
+    # and the node's own share one SNAT zone, so their ports never clash. Replies (to
+    # connections that came in from outside) leave as they are.
     ext = ipaddress.IPv4Network(cluster.external_cidr)
     ext_match = {'eth_type': ETH_IP, 'ipv4_dst': (str(ext.network_address), str(ext.netmask))}
-    pods_net = ipaddress.IPv4Network(node.pod_cidr)
-    add([flow(T['L3Forwarding'], 110, dict(ext_match, ipv4_src=(
-              str(pods_net.network_address), str(pods_net.netmask))),
-              goto=T['SNAT'], owner='external network')])
-    cfg.flows.append(route(cluster.external_cidr, wiring.UPLINK_PORT, uplink_mac,
-                           wiring.router_mac(cluster.external_gateway), 'external network',
-                           100))
-    add([flow(T['Output'], 100, ext_match,
+    add([flow(T['L3Forwarding'], 100, ext_match, goto=T['SNAT'], owner='external network'),
+         flow(T['SNAT'], 110, {'eth_type': ETH_IP, 'ct_state': ct_state('+trk+rpl')},
+              goto=T['Output'], owner='egress masquerade'),
+         flow(T['Output'], 100, ext_match,
               (SetField('eth_src', uplink_mac),
                SetField('eth_dst', wiring.router_mac(cluster.external_gateway)),
                Output(wiring.UPLINK_PORT)), owner='external network')])

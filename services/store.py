@@ -140,8 +140,9 @@ class Store:
         with self.cond:
             seen = set()
             ips = self.cluster_ips.copy()
+            new_namespaces = {o['metadata']['name'] for o in objs if o['kind'] == 'Namespace'}
             for obj in objs:
-                errors.extend(self._check(obj, seen, ips))
+                errors.extend(self._check(obj, seen, ips, new_namespaces))
             if errors:
                 raise ApplyError(errors)
             warnings = self._warnings(objs)
@@ -152,7 +153,8 @@ class Store:
             for obj in objs:
                 results.append([self._ref(obj), self._upsert(obj)])
             self.cluster_ips = ips
-            self._changed()
+            if any(action != 'unchanged' for _, action in results):
+                self._changed()
             return {'results': results, 'warnings': warnings}
 
     @staticmethod
@@ -162,7 +164,8 @@ class Store:
         kind = obj['kind'].lower() + (f'.{group}' if group else '')
         return f'{kind}/{obj["metadata"]["name"]}'
 
-    def _check(self, obj: dict, seen: set, ips: ClusterIPAllocator) -> list:
+    def _check(self, obj: dict, seen: set, ips: ClusterIPAllocator,
+               new_namespaces: set) -> list:
         key = manifests.key(obj)
         ref = manifests.object_ref(obj)
         if key in seen:
@@ -171,8 +174,8 @@ class Store:
         seen.add(key)
         kind, ns, name = key
         errs = []
-        if kind != 'Namespace' and ('Namespace', '', ns) not in self.objects and not any(
-                manifests.key(o) == ('Namespace', '', ns) for o in [obj]):
+        if kind != 'Namespace' and ('Namespace', '', ns) not in self.objects \
+                and ns not in new_namespaces:
             errs.append(ValidationError(ref, 'metadata.namespace',
                                         f'namespace "{ns}" not found; existing: '
                                         + ', '.join(sorted(n for k, _, n in self.objects
@@ -249,12 +252,17 @@ class Store:
             self._put(obj)
             return 'created'
         new = copy.deepcopy(old)
-        new['metadata']['labels'] = obj['metadata'].get('labels', {})
-        new['metadata']['annotations'] = obj['metadata'].get('annotations', {})
+        for field in ('labels', 'annotations'):
+            if field in obj['metadata']:
+                new['metadata'][field] = obj['metadata'][field]
+            else:
+                new['metadata'].pop(field, None)
         if 'spec' in obj:
-            if obj['spec'] != old.get('spec'):
+            # A pod keeps the node the scheduler gave it (its spec cannot change anyway).
+            spec = _user_spec(obj, old) if obj['kind'] == 'Pod' else obj['spec']
+            if spec != old.get('spec'):
                 new['metadata']['generation'] = old['metadata'].get('generation', 1) + 1
-            new['spec'] = obj['spec']
+            new['spec'] = spec
         for field in ('endpoints', 'ports', 'addressType'):
             if field in obj:
                 new[field] = obj[field]

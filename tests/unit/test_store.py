@@ -223,11 +223,6 @@ def test_a_cluster_ip_cannot_change(store):
     assert store.get('Service', 'default', 'web')['metadata']['generation'] == 1
 
 
-@pytest.mark.xfail(strict=True, reason='_upsert sets metadata.labels and annotations to {} '
-                   'where the stored object has none, so _same() sees a change: a second '
-                   'apply of the same manifest says "configured" and bumps the '
-                   'resourceVersion (a Pod, whose stored spec has the nodeName the user\'s '
-                   'has not, says it every time)')
 @pytest.mark.parametrize('obj', [service(), pod('a'), deployment()],
                          ids=['Service', 'Pod', 'Deployment'])
 def test_applying_the_same_manifest_again_is_unchanged(store, obj):
@@ -383,10 +378,6 @@ def test_a_pod_that_tolerates_the_taint_may_go_to_the_control_plane(store, toler
         'control-plane', 'worker-1', 'worker-2']
 
 
-@pytest.mark.xfail(strict=True, reason='_upsert stores the applied spec, which has no '
-                   'nodeName, so re-applying a scheduled pod unschedules it and the '
-                   'scheduler may put it on another node while it runs with an IP of its '
-                   'old node\'s pod CIDR')
 def test_applying_a_running_pod_again_keeps_it_on_its_node(store):
     store.apply([pod('a'), pod('b'), pod('c')])       # a, c: worker-1; b: worker-2
     assert store.get('Pod', 'default', 'a')['spec']['nodeName'] == 'worker-1'
@@ -492,9 +483,6 @@ def test_an_object_in_a_missing_namespace_is_rejected(store):
     assert 'namespace "dev" not found' in message and 'default' in message
 
 
-@pytest.mark.xfail(strict=True, reason='Store._check looks for the namespace among the '
-                   'stored objects and the object itself (`for o in [obj]`), not among '
-                   'the other objects of the same apply')
 def test_a_namespace_and_its_objects_in_one_apply(store):
     out = store.apply([namespace('dev'), pod('a', namespace='dev')])
     assert out['results'] == [['namespace/dev', 'created'], ['pod/a', 'created']]
