@@ -55,6 +55,20 @@ class _Pool:
                 return value
         return None
 
+    def take(self, ip: str, valid: str) -> int:
+        """Mark a requested address used, or say why it cannot be (the API server's
+        words, with the valid range)."""
+        value = _parse_ip(ip)
+        if value is None or not self.in_range(value):
+            raise AllocationError(
+                f'failed to allocate IP {ip}: provided IP is not in the valid range. '
+                f'The range of valid IPs is {valid}')
+        if value in self.used:
+            raise AllocationError(
+                f'failed to allocate IP {ip}: provided IP is already allocated')
+        self.used.add(value)
+        return value
+
     def copy(self) -> '_Pool':
         pool = _Pool(self.first, self.last)
         pool.used = set(self.used)
@@ -126,18 +140,7 @@ class ClusterIPAllocator:
 
     def reserve(self, ip: str) -> str:
         """Take the address a Service asked for (``spec.clusterIP``)."""
-        value = _parse_ip(ip)
-        if value is None or not self._pool.in_range(value):
-            raise AllocationError(
-                f'failed to allocate IP {ip}: provided IP is not in the '
-                f'valid range. '
-                f'The range of valid IPs is {self.cidr}')
-        if value in self._pool:
-            raise AllocationError(
-                f'failed to allocate IP {ip}: provided IP is already '
-                f'allocated')
-        self._pool.used.add(value)
-        return _text(value)
+        return _text(self._pool.take(ip, self.cidr))
 
     def release(self, ip: str) -> None:
         """Give an address back (unknown, free or system ones: no-op)."""
@@ -201,17 +204,7 @@ class PodIPAllocator:
 
     def reserve(self, ip: str) -> str:
         """Take a given address (e.g. when the store reloads running pods)."""
-        value = _parse_ip(ip)
-        if value is None or not self._pool.in_range(value):
-            raise AllocationError(
-                f'failed to allocate IP {ip}: provided IP is not in the '
-                f'valid range. '
-                f'The range of valid IPs is {self.valid_range} ({self.cidr})')
-        if value in self._pool:
-            raise AllocationError(
-                f'failed to allocate IP {ip}: provided IP is already '
-                f'allocated')
-        self._pool.used.add(value)
+        value = self._pool.take(ip, f'{self.valid_range} ({self.cidr})')
         self._last_reserved = value
         return _text(value)
 

@@ -10,34 +10,22 @@ import time
 
 import pytest
 
-PODS = """
+
+def echo_pod(name: str, node: str) -> str:
+    """An agnhost netexec pod pinned to ``node``."""
+    return f"""
 apiVersion: v1
 kind: Pod
-metadata: {name: a1, labels: {app: echo}}
+metadata: {{name: {name}, labels: {{app: echo}}}}
 spec:
-  nodeName: worker-1
+  nodeName: {node}
   containers:
-  - {name: netexec, image: registry.k8s.io/e2e-test-images/agnhost:2.53,
-     args: [netexec, --http-port=8080, --udp-port=8081], ports: [{containerPort: 8080}]}
----
-apiVersion: v1
-kind: Pod
-metadata: {name: a2, labels: {app: echo}}
-spec:
-  nodeName: worker-1
-  containers:
-  - {name: netexec, image: registry.k8s.io/e2e-test-images/agnhost:2.53,
-     args: [netexec, --http-port=8080, --udp-port=8081], ports: [{containerPort: 8080}]}
----
-apiVersion: v1
-kind: Pod
-metadata: {name: b1, labels: {app: echo}}
-spec:
-  nodeName: worker-2
-  containers:
-  - {name: netexec, image: registry.k8s.io/e2e-test-images/agnhost:2.53,
-     args: [netexec, --http-port=8080, --udp-port=8081], ports: [{containerPort: 8080}]}
----
+  - {{name: netexec, image: registry.k8s.io/e2e-test-images/agnhost:2.53,
+     args: [netexec, --http-port=8080, --udp-port=8081], ports: [{{containerPort: 8080}}]}}
+---"""
+
+
+PODS = echo_pod('a1', 'worker-1') + echo_pod('a2', 'worker-1') + echo_pod('b1', 'worker-2') + """
 # The seed's multi-container pod: an app and a logger sidecar that talks to it over
 # localhost, both in the pod's one network namespace.
 apiVersion: v1
