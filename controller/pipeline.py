@@ -83,9 +83,14 @@ class PipelineError(Exception):
 def check_pipeline(config: SwitchConfig) -> None:
     """Refuse a goto (or a ct recirculation) that the source table does not declare."""
     allowed = {t.id: {T[n] for n in t.gotos} for t in TABLES}
+    groups = {g.group_id: g for g in config.groups}
     for f in config.flows:
         targets = [f.goto] if f.goto is not None else []
-        targets += [a.table for a in f.actions if isinstance(a, Ct) and a.table is not None]
+        actions = list(f.actions)
+        for a in f.actions:                 # a group's buckets continue where its flow is
+            if isinstance(a, Group) and a.group_id in groups:
+                actions += [b for bucket in groups[a.group_id].buckets for b in bucket.actions]
+        targets += [a.table for a in actions if isinstance(a, Ct) and a.table is not None]
         for target in targets:
             if target not in allowed.get(f.table, set()):
                 raise PipelineError(f'{TABLE_NAMES.get(f.table, f.table)} may not go to '

@@ -24,7 +24,6 @@ import socket
 import subprocess
 import sys
 import threading
-import time
 
 from services.cluster import default_cluster, load_cluster_file
 from services.errors import KubelabError

@@ -10,9 +10,11 @@ zones) and the REJECT answers built by the controller.
 """
 
 import random
+import socket
+import struct
+from types import SimpleNamespace
 
 import pytest
-from ryu.lib.packet import ethernet, icmp, ipv4, packet, tcp, udp
 
 from controller.flows import Ct, Nat, Output, SwitchConfig, flow
 from controller.pipeline import (REJECT_METER, REJECT_RATE_PPS, T, TABLE_NAMES, TABLES,
@@ -781,47 +783,69 @@ def test_the_fake_switch_masquerades_and_un_masquerades_in_one_zone_only():
 
 # ---------------------------------------------------------------- REJECT
 def frame(pkt):
-    """The bytes of a flowsim packet, as the packet-in carries them."""
-    out = packet.Packet()
-    out.add_protocol(ethernet.ethernet(src=pkt['eth_src'], dst=pkt['eth_dst'],
-                                       ethertype=pkt['eth_type']))
-    out.add_protocol(ipv4.ipv4(src=pkt['ipv4_src'], dst=pkt['ipv4_dst'],
-                               proto=pkt['ip_proto'], identification=7))
+    """The bytes of a flowsim packet, as the packet-in carries them (built by hand, so
+    that only controller/ryu_app.py imports Ryu)."""
+    mac = lambda m: bytes.fromhex(m.replace(':', ''))         # noqa: E731
     if pkt['ip_proto'] == 6:
-        out.add_protocol(tcp.tcp(src_port=pkt['tcp_src'], dst_port=pkt['tcp_dst'],
-                                 seq=1000, bits=pkt['tcp_flags'], window_size=64240))
+        flags = pkt['tcp_flags']
+        l4 = struct.pack('!HHIIBBHHH', pkt['tcp_src'], pkt['tcp_dst'], 1000, 0, 5 << 4,
+                         flags, 64240, 0, 0)
     elif pkt['ip_proto'] == 17:
-        out.add_protocol(udp.udp(src_port=pkt['udp_src'], dst_port=pkt['udp_dst']))
-        out.add_protocol(b'a DNS query, say')
+        body = b'a DNS query, say'
+        l4 = struct.pack('!HHHH', pkt['udp_src'], pkt['udp_dst'], 8 + len(body), 0) + body
     else:
-        out.add_protocol(icmp.icmp(type_=8, code=0, data=icmp.echo(id_=1, seq=1)))
-    out.serialize()
-    return bytes(out.data)
+        l4 = struct.pack('!BBHHH', 8, 0, 0, 1, 1)
+    ip = struct.pack('!BBHHHBBH4s4s', 0x45, 0, 20 + len(l4), 7, 0, 64, pkt['ip_proto'], 0,
+                     socket.inet_aton(pkt['ipv4_src']), socket.inet_aton(pkt['ipv4_dst']))
+    return (mac(pkt['eth_dst']) + mac(pkt['eth_src']) + struct.pack('!H', pkt['eth_type'])
+            + ip + l4)
 
 
 def parsed(data):
-    pkt = packet.Packet(data)
-    return (pkt.get_protocol(ethernet.ethernet), pkt.get_protocol(ipv4.ipv4), pkt)
+    """(ethernet, ipv4, layer 4) of an answer, as plain namespaces."""
+    mac = lambda b: ':'.join(f'{x:02x}' for x in b)           # noqa: E731
+    eth = SimpleNamespace(dst=mac(data[0:6]), src=mac(data[6:12]))
+    ihl = (data[14] & 0x0F) * 4
+    header = data[14:14 + ihl]
+    ip = SimpleNamespace(proto=header[9], src=socket.inet_ntoa(header[12:16]),
+                         dst=socket.inet_ntoa(header[16:20]), checksum_ok=_sum(header) == 0)
+    rest = data[14 + ihl:]
+    if ip.proto == 6:
+        src, dst, seq, ack, _, flags = struct.unpack('!HHIIBB', rest[:14])
+        l4 = SimpleNamespace(src_port=src, dst_port=dst, seq=seq, ack=ack, flags=flags)
+    else:
+        l4 = SimpleNamespace(type=rest[0], code=rest[1], quoted=rest[8:])
+    return eth, ip, l4
+
+
+def _sum(data: bytes) -> int:
+    """The ones'-complement sum an IP header with a right checksum folds to 0xffff."""
+    total = sum(struct.unpack(f'!{len(data) // 2}H', data))
+    while total >> 16:
+        total = (total & 0xFFFF) + (total >> 16)
+    return 0xFFFF - total
+
+
+TCP_SYN, TCP_RST, TCP_ACK = 0x02, 0x04, 0x10
 
 
 def test_a_syn_to_a_service_without_endpoints_gets_rst_ack(lab):
     trip = lab.send(lab.packet(CLIENT, IDLE_VIP, 80, sport=40123))
     kind, sent = trip.outcome
     assert kind == 'controller'
-    eth, ip, pkt = parsed(reject_packet(frame(sent)))
-    seg = pkt.get_protocol(tcp.tcp)
+    eth, ip, seg = parsed(reject_packet(frame(sent)))
     assert (eth.src, eth.dst) == (sent['eth_dst'], sent['eth_src'])
-    assert (ip.src, ip.dst, ip.proto) == (IDLE_VIP, CLIENT, 6)
+    assert (ip.src, ip.dst, ip.proto) == (IDLE_VIP, CLIENT, 6) and ip.checksum_ok
     assert (seg.src_port, seg.dst_port) == (80, 40123)
     assert seg.ack == 1001
-    assert seg.has_flags(tcp.TCP_RST, tcp.TCP_ACK) and not seg.has_flags(tcp.TCP_SYN)
+    assert seg.flags & TCP_RST and seg.flags & TCP_ACK and not seg.flags & TCP_SYN
 
 
 def test_rst_ack_wraps_the_sequence_number():
     data = bytearray(frame(Lab(STATE).packet(CLIENT, IDLE_VIP, 80)))
     data[14 + 20 + 4:14 + 20 + 8] = b'\xff\xff\xff\xff'     # seq = 2**32 - 1
-    _, _, pkt = parsed(reject_packet(bytes(data)))
-    assert pkt.get_protocol(tcp.tcp).ack == 0
+    _, _, seg = parsed(reject_packet(bytes(data)))
+    assert seg.ack == 0
 
 
 def test_a_udp_datagram_to_a_service_without_endpoints_gets_port_unreachable(lab):
@@ -829,12 +853,11 @@ def test_a_udp_datagram_to_a_service_without_endpoints_gets_port_unreachable(lab
     kind, sent = trip.outcome
     assert kind == 'controller'
     original = frame(sent)
-    eth, ip, pkt = parsed(reject_packet(original))
-    answer_icmp = pkt.get_protocol(icmp.icmp)
+    eth, ip, answer_icmp = parsed(reject_packet(original))
     assert (eth.src, eth.dst) == (sent['eth_dst'], sent['eth_src'])
-    assert (ip.src, ip.dst, ip.proto) == (IDLE_VIP, CLIENT, 1)
+    assert (ip.src, ip.dst, ip.proto) == (IDLE_VIP, CLIENT, 1) and ip.checksum_ok
     assert (answer_icmp.type, answer_icmp.code) == (3, 3)
-    assert answer_icmp.data.data == original[14:14 + 20 + 8]   # IP header + 8 bytes
+    assert answer_icmp.quoted == original[14:14 + 20 + 8]      # IP header + 8 bytes
 
 
 @pytest.mark.parametrize('flags', ['A', 'R', 'FA', 'PA'])
