@@ -121,7 +121,7 @@ class _Handler(BaseHTTPRequestHandler):
         except ApplyError as exc:
             code, body = 422, {'error': str(exc), 'errors': [str(e) for e in exc.errors]}
         except NotFound as exc:
-            code, body = 404, {'error': f'Error from server (NotFound): {exc}'}
+            code, body = 404, {'error': str(exc)}
         except KubelabError as exc:
             code, body = 400, {'error': str(exc)}
         except (ValueError, KeyError, TypeError) as exc:

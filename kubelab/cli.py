@@ -26,10 +26,10 @@ from datetime import datetime, timezone
 from kubelab import printers
 from kubelab.client import STATE_DIR, Client, NoLab
 from services import manifests
-from services.errors import ApplyError, KubelabError, ValidationError
+from services.errors import ApplyError, KubelabError, NotFound, ValidationError
 
 STORE_KIND = {'pods': 'Pod', 'deployments': 'Deployment', 'services': 'Service',
-              'endpointslices': 'EndpointSlice', 'nodes': 'Node'}
+              'endpointslices': 'EndpointSlice', 'nodes': 'Node', 'namespaces': 'Namespace'}
 DELETE_KINDS = {'pods': 'Pod', 'deployments': 'Deployment', 'services': 'Service',
                 'endpointslices': 'EndpointSlice', 'namespaces': 'Namespace'}
 
@@ -152,6 +152,9 @@ def cmd_down(args) -> int:
     pid = running_daemon()
     if pid is None:
         removed = clean_leftovers(state_path('pids'))
+        for name in ('api.json', 'token', 'daemon.pid', 'ready'):
+            if os.path.exists(state_path(name)):
+                os.unlink(state_path(name))
         print('No lab is running.' + (f' Removed leftovers: {"; ".join(removed)}.'
                                       if removed else ''))
         return 0
@@ -174,7 +177,7 @@ def _print_results(result: dict):
     for warning in result.get('warnings', []):
         print(f'Warning: {warning}', file=sys.stderr)
     for ref, action in result['results']:
-        print(f'{ref} {action}')
+        print(f'{ref} {"created (dry run)" if action == "validated" else action}')
 
 
 def cmd_apply(args) -> int:
@@ -182,8 +185,7 @@ def cmd_apply(args) -> int:
     client = Client()
     _print_results(client.apply(objects, dry_run=args.dry_run))
     if args.wait and not args.dry_run:
-        for ns in sorted({o.get('metadata', {}).get('namespace', 'default') for o in objects}):
-            client.wait_ready(ns, timeout=args.timeout)
+        client.wait_applied(objects, timeout=args.timeout)
     return 0
 
 
@@ -195,12 +197,12 @@ def cmd_delete(args) -> int:
             kind, ns, name = manifests.key(obj)
             targets.append((kind, ns or None, name))
     else:
-        if not args.kind or not args.name:
-            raise KubelabError('delete needs -f FILE or KIND NAME (e.g. `kubelab delete pod '
-                               'web`)')
-        word = args.kind
-        if '/' in word:
+        word = args.kind or ''
+        if '/' in word:                                   # kubelab delete pod/web
             word, args.name = word.split('/', 1)
+        if not word or not args.name:
+            raise KubelabError('delete needs -f FILE, KIND NAME or KIND/NAME (e.g. '
+                               '`kubelab delete pod web`)')
         kind = DELETE_KINDS.get(printers.kind_alias(word) if word not in ('ns', 'namespace',
                                 'namespaces') else 'namespaces')
         if kind is None:
@@ -211,9 +213,11 @@ def cmd_delete(args) -> int:
     for kind, ns, name in targets:
         try:
             print(client.delete(kind, ns, name, args.grace_period)['message'])
+        except NotFound as exc:
+            print(f'Error from server (NotFound): {exc}', file=sys.stderr)
+            code = 1
         except KubelabError as exc:
-            print(f'Error from server (NotFound): {exc}' if 'not found' in str(exc)
-                  else f'error: {exc}', file=sys.stderr)
+            print(f'error: {exc}', file=sys.stderr)
             code = 1
     if args.wait:
         for kind, ns, name in targets:
@@ -241,13 +245,14 @@ def cmd_get(args) -> int:
             if not objs:
                 raise KubelabError(f'hosts "{args.name}" not found')
     else:
-        ns = None if args.all_namespaces or kind == 'nodes' else args.namespace
+        ns = None if args.all_namespaces or kind in printers.CLUSTER_SCOPED \
+            else args.namespace
         if args.name:
             objs = [client.get(STORE_KIND[kind], ns, args.name)]
         else:
             objs = client.list(STORE_KIND[kind], ns)
     out = printers.render(kind, objs, args.output, now, namespace=args.namespace,
-                          single=bool(args.name))
+                          single=bool(args.name), all_namespaces=args.all_namespaces)
     print(out)
     return 0
 
@@ -427,6 +432,9 @@ def main(argv=None) -> int:
         return 1
     except NoLab as exc:
         print(f'error: {exc}', file=sys.stderr)
+        return 1
+    except NotFound as exc:
+        print(f'Error from server (NotFound): {exc}', file=sys.stderr)
         return 1
     except (KubelabError, ValueError) as exc:
         print(f'error: {exc}', file=sys.stderr)

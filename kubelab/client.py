@@ -19,6 +19,9 @@ class NoLab(KubelabError):
 
 class Client:
     def __init__(self, state_dir: str = STATE_DIR):
+        from kubelab.daemon import running_daemon
+        if running_daemon() is None:
+            raise NoLab('no lab is running: start one with `kubelab up`')
         try:
             with open(os.path.join(state_dir, 'api.json')) as f:
                 self.url = json.load(f)['url']
@@ -101,6 +104,29 @@ class Client:
             if time.monotonic() > deadline:
                 raise KubelabError(f'timed out after {timeout} s waiting for {what}')
             time.sleep(interval)
+
+    def wait_applied(self, objects: list[dict], timeout: float = 60):
+        """Wait until the Pods and Deployments among ``objects`` are ready (not the
+        rest of the cluster), then until the dataplane carries them."""
+        def settled():
+            for obj in objects:
+                kind = obj.get('kind')
+                meta = obj.get('metadata') or {}
+                ns = meta.get('namespace', 'default')
+                if kind == 'Pod':
+                    pod = self.get('Pod', ns, meta['name'])
+                    if not any(c['type'] == 'Ready' and c['status'] == 'True'
+                               for c in pod.get('status', {}).get('conditions', [])):
+                        return False
+                elif kind == 'Deployment':
+                    dep = self.get('Deployment', ns, meta['name'])
+                    st, want = dep.get('status', {}), dep['spec'].get('replicas', 1)
+                    if (st.get('readyReplicas', 0), st.get('replicas', 0),
+                            st.get('updatedReplicas', 0)) != (want, want, want):
+                        return False
+            return True
+        self.wait_for(settled, 'the applied pods to be ready', timeout)
+        self.wait_dataplane()
 
     def wait_ready(self, namespace: str = 'default', timeout: float = 60):
         """Wait until every pod of the namespace is Ready and every Deployment complete,

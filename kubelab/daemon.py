@@ -233,6 +233,7 @@ def main(argv=None):
     if args.manifests:
         with open(args.manifests) as f:
             manifests = json.load(f)
+        os.unlink(args.manifests)
     lab = Lab(cluster, manifests)
     for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
         signal.signal(sig, lambda *_: lab.done.set())

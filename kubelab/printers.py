@@ -25,16 +25,17 @@ KIND_ALIASES = {
     'endpointslices': ('endpointslice', 'endpointslices'),
     'nodes': ('no', 'node', 'nodes'),
     'hosts': ('host', 'hosts'),
+    'namespaces': ('ns', 'namespace', 'namespaces'),
 }
 
 #: Canonical kind -> prefix of ``-o name`` (kubectl adds the API group).
 NAME_PREFIX = {
     'pods': 'pod', 'deployments': 'deployment.apps', 'services': 'service',
     'endpointslices': 'endpointslice.discovery.k8s.io', 'nodes': 'node',
-    'hosts': 'host',
+    'hosts': 'host', 'namespaces': 'namespace',
 }
 
-CLUSTER_SCOPED = ('nodes', 'hosts')
+CLUSTER_SCOPED = ('nodes', 'hosts', 'namespaces')
 OUTPUTS = (None, 'wide', 'json', 'yaml', 'name')
 
 # tabwriter settings of kubectl: minimum cell width 6, padding 3.
@@ -358,6 +359,12 @@ def host_row(host: dict, now: datetime, wide: bool) -> list[str]:
     return [_meta(host).get('name', ''), _address(_status(host), 'ExternalIP')]
 
 
+def namespace_row(ns: dict, now: datetime, wide: bool) -> list[str]:
+    """NAME STATUS AGE."""
+    return [_meta(ns).get('name', ''), _status(ns).get('phase', 'Active'),
+            age(_meta(ns).get('creationTimestamp'), now)]
+
+
 #: Canonical kind -> (header, wide header, row function).
 ROWS = {
     'pods': (['NAME', 'READY', 'STATUS', 'RESTARTS', 'AGE'],
@@ -372,11 +379,13 @@ ROWS = {
               ['INTERNAL-IP', 'EXTERNAL-IP', 'OS-IMAGE', 'KERNEL-VERSION',
                'CONTAINER-RUNTIME'], node_row),
     'hosts': (['NAME', 'IP'], [], host_row),
+    'namespaces': (['NAME', 'STATUS', 'AGE'], [], namespace_row),
 }
 
 
 def render(kind: str, objs: list[dict], output: str | None, now: datetime,
-           *, namespace: str = 'default', single: bool = False) -> str:
+           *, namespace: str = 'default', single: bool = False,
+           all_namespaces: bool = False) -> str:
     """Print ``objs`` of canonical ``kind`` in ``output`` format.
 
     ``single`` prints one object by itself for json/yaml (``kubectl get pod
@@ -406,4 +415,8 @@ def render(kind: str, objs: list[dict], output: str | None, now: datetime,
     header, wide_header, row = ROWS[kind]
     wide = output == 'wide'
     rows = [row(obj, now, wide) for obj in objs]
-    return format_table(header + (wide_header if wide else []), rows)
+    header = header + (wide_header if wide else [])
+    if all_namespaces and kind not in CLUSTER_SCOPED:      # kubectl get -A
+        header = ['NAMESPACE'] + header
+        rows = [[_meta(obj).get('namespace', 'default')] + r for obj, r in zip(objs, rows)]
+    return format_table(header, rows)

@@ -221,7 +221,7 @@ class Store:
         return []
 
     def _warnings(self, objs) -> list[str]:
-        out = []
+        out = [w for obj in objs for w in _not_emulated(obj)]
         pods = [o for o in self.objects.values() if o['kind'] == 'Pod']
         templates = [o for o in objs if o['kind'] in ('Pod', 'Deployment')]
         for obj in objs:
@@ -528,6 +528,23 @@ class Store:
                     self._remove(('EndpointSlice', ns, sl['metadata']['name']))
                     changed = True
         return changed
+
+
+NOT_EMULATED = ('livenessProbe', 'startupProbe', 'lifecycle')
+
+
+def _not_emulated(obj: dict) -> list[str]:
+    """Warnings for container fields kubelab accepts but does not act on."""
+    if obj['kind'] == 'Pod':
+        spec, path = obj['spec'], 'spec'
+    elif obj['kind'] == 'Deployment':
+        spec, path = obj['spec']['template']['spec'], 'spec.template.spec'
+    else:
+        return []
+    return [f'{manifests.object_ref(obj)}: {path}.containers[{i}].{field}: accepted but not '
+            f'run by kubelab (it runs readinessProbe only)'
+            for i, c in enumerate(spec.get('containers', [])) for field in NOT_EMULATED
+            if field in c]
 
 
 def _same(a: dict, b: dict) -> bool:

@@ -28,7 +28,7 @@ from topo.netns import netns_executor
 
 LOG = logging.getLogger('kubelab.kubelet')
 TICK = 0.2
-MAX_BACKOFF = 10.0
+BACKOFF, MAX_BACKOFF = 10.0, 300.0    # kubelet's CrashLoopBackOff: 10 s, 20 s, 40 s...
 UNPROBED_READY_AFTER = 2.0    # a container without a readiness probe whose declared
                               # ports never open is called ready after this long
 
@@ -143,6 +143,8 @@ class NodeAgent:
         return rt
 
     def _start_container(self, rt: PodRuntime, c: Container):
+        if c.last_exit is not None:
+            c.restarts += 1        # counted when it starts again, as kubelet does
         argv = container_argv(c.spec, sys.executable)
         env = container_env(c.spec, rt.name, self.busybox_dir)
         env['PYTHONPATH'] = os.pathsep.join(p for p in sys.path if p)
@@ -174,8 +176,7 @@ class NodeAgent:
                 again = rt.restart_policy == 'Always' or (
                     rt.restart_policy == 'OnFailure' and code != 0)
                 if again:
-                    c.restarts += 1
-                    c.next_start = now + min(MAX_BACKOFF, 2 ** (c.restarts - 1) * 0.5)
+                    c.next_start = now + min(MAX_BACKOFF, BACKOFF * 2 ** c.restarts)
                 else:
                     c.next_start = float('inf')
             if c.proc is None and now >= c.next_start:

@@ -153,12 +153,17 @@ spec:
   - {name: c, image: busybox, command: [sh, -c, 'echo started; sleep 0.3; exit 3']}
 """, wait=False)
     try:
-        pods.client.wait_for(lambda: pods.client.get('Pod', 'default', 'crasher')['status']
-                             .get('containerStatuses', [{}])[0].get('restartCount', 0) >= 2,
-                             'two restarts', timeout=20)
-        st = pods.client.get('Pod', 'default', 'crasher')['status']['containerStatuses'][0]
-        assert st['lastState']['terminated']['exitCode'] == 3
-        assert pods.kubelab('logs', 'crasher').stdout.count('started') >= 2
+        def status():
+            return pods.client.get('Pod', 'default', 'crasher')['status'].get(
+                'containerStatuses', [{}])[0]
+        # Between the exit and the restart: CrashLoopBackOff, as kubelet says it.
+        pods.client.wait_for(lambda: status().get('state', {}).get('waiting', {}).get(
+            'reason') == 'CrashLoopBackOff', 'the back-off', timeout=10)
+        pods.client.wait_for(lambda: status().get('restartCount', 0) >= 1, 'a restart',
+                             timeout=20)                    # kubelet's first back-off: 10 s
+        assert status()['lastState']['terminated']['exitCode'] == 3
+        pods.client.wait_for(lambda: pods.kubelab('logs', 'crasher').stdout.count(
+            'started') >= 2, 'the restarted container to log', timeout=5)
     finally:
         pods.kubelab('delete', 'pod', 'crasher', '--grace-period', '0', '--wait')
 
@@ -173,7 +178,16 @@ def test_get_output_shapes(pods):
     assert one['kind'] == 'Pod' and one['metadata']['name'] == 'a1'
     assert pods.kubelab('get', 'pod', 'a1', '-o', 'name').stdout.strip() == 'pod/a1'
     missing = pods.kubelab('get', 'pod', 'nope', check=False)
-    assert missing.returncode == 1 and 'not found' in missing.stderr
+    assert missing.returncode == 1
+    assert missing.stderr.startswith('Error from server (NotFound): pods "nope" not found')
+    assert missing.stderr.count('NotFound') == 1
+    gone = pods.kubelab('delete', 'pod/nope', check=False)
+    assert gone.returncode == 1 and gone.stderr.count('NotFound') == 1
+    every = pods.kubelab('get', 'pods', '-A').stdout.splitlines()
+    assert every[0].split()[:2] == ['NAMESPACE', 'NAME']
+    assert any(line.split()[:2] == ['default', 'a1'] for line in every)
+    spaces = pods.kubelab('get', 'ns').stdout
+    assert 'default' in spaces and 'kube-system' in spaces
 
 
 def test_pods_reach_external_hosts_masqueraded_as_their_node(pods):

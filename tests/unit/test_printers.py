@@ -340,3 +340,27 @@ def test_unknown_kind_suggests_and_lists():
     message = str(err.value)
     assert '"servise"' in message and 'did you mean "service"' in message
     assert 'pods (po, pod)' in message and 'hosts (host)' in message
+
+
+def test_all_namespaces_adds_a_namespace_column():
+    from datetime import datetime, timezone
+    from kubelab.printers import render
+    pods = [{'metadata': {'name': 'a', 'namespace': 'shop',
+                          'creationTimestamp': '2026-11-26T03:00:00Z'},
+             'spec': {'containers': [{'name': 'c'}]}, 'status': {'phase': 'Running'}}]
+    out = render('pods', pods, None, datetime(2026, 11, 26, 3, 1, tzinfo=timezone.utc),
+                 all_namespaces=True).splitlines()
+    assert out[0].split()[:2] == ['NAMESPACE', 'NAME']
+    assert out[1].split()[:2] == ['shop', 'a']
+
+
+def test_namespaces_print_name_status_age():
+    from datetime import datetime, timezone
+    from kubelab.printers import kind_alias, render
+    assert kind_alias('ns') == 'namespaces'
+    out = render('namespaces', [{'metadata': {'name': 'default',
+                                              'creationTimestamp': '2026-11-26T03:00:00Z'},
+                                 'status': {'phase': 'Active'}}], None,
+                 datetime(2026, 11, 26, 3, 0, 30, tzinfo=timezone.utc)).splitlines()
+    assert out[0].split() == ['NAME', 'STATUS', 'AGE']
+    assert out[1].split() == ['default', 'Active', '30s']
