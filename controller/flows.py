@@ -80,6 +80,7 @@ class Ct:
     commit: bool = False
     table: int | None = None     # recirculate into this table; None: continue here
     nat: Nat | None = None
+    mark: int | None = None      # with commit: set ct_mark to this (exec(set_field))
 
     def ofctl(self):
         parts = ['commit'] if self.commit else []
@@ -88,7 +89,42 @@ class Ct:
         parts.append(f'zone={self.zone}')
         if self.nat is not None:
             parts.append(self.nat.ofctl())
+        if self.mark is not None:
+            parts.append(f'exec(set_field:{self.mark:#x}->ct_mark)')
         return f'ct({",".join(parts)})'
+
+
+@dataclass(frozen=True)
+class Resubmit:
+    """Nicira resubmit: look the packet up in ``table`` and come back."""
+    table: int
+
+    def ofctl(self):
+        return f'resubmit(,{self.table})'
+
+
+@dataclass(frozen=True)
+class LearnAffinity:
+    """Learn, into ``table``, a flow for this client and the Service address and port
+    held in reg7 and reg8[0..15] that loads the endpoint this connection was DNATed to
+    into reg3 (IP) and reg4[0..15] (port) and sets reg5[0] (affinity hit). It lives
+    ``timeout`` seconds after its last use: sessionAffinity ClientIP."""
+    table: int
+    timeout: int
+    proto: int
+    cookie: int
+
+    @property
+    def l4_field(self) -> str:
+        return 'tcp_dst' if self.proto == 6 else 'udp_dst'
+
+    def ofctl(self):
+        l4 = 'NXM_OF_TCP_DST' if self.proto == 6 else 'NXM_OF_UDP_DST'
+        return (f'learn(table={self.table},idle_timeout={self.timeout},priority=200,'
+                f'cookie={self.cookie:#x},eth_type=0x800,nw_proto={self.proto},'
+                f'NXM_OF_IP_SRC[],NXM_OF_IP_DST[]=NXM_NX_REG7[],'
+                f'{l4}[]=NXM_NX_REG8[0..15],load:NXM_OF_IP_DST[]->NXM_NX_REG3[],'
+                f'load:{l4}[]->NXM_NX_REG4[0..15],load:0x1->NXM_NX_REG5[0])')
 
 
 @dataclass(frozen=True)
@@ -181,6 +217,8 @@ def _match_ofctl(match: dict) -> list[str]:
             continue
         if key == 'ct_state':
             out.append(f'ct_state={ct_state_text(*value)}')
+        elif key == 'ct_mark' and isinstance(value, tuple):
+            out.append(f'ct_mark={value[0]:#x}/{value[1]:#x}')
         elif isinstance(value, tuple):
             out.append(f'{OFCTL_FIELD.get(key, key)}={value[0]}/{value[1]}')
         else:

@@ -39,15 +39,20 @@ import ipaddress
 import zlib
 from dataclasses import dataclass
 
-from controller.flows import (Bucket, Ct, Group, GroupSpec, MeterSpec, Move, Nat, Output,
-                              SetField, SwitchConfig, ToController, ct_state, flow)
+from controller.flows import (Bucket, Ct, Group, GroupSpec, LearnAffinity, MeterSpec, Move,
+                              Nat, Output, Resubmit, SetField, SwitchConfig, ToController,
+                              ct_state, flow)
 from topo import wiring
 
 ETH_IP = 0x0800
 ETH_ARP = 0x0806
+AFFINITY_COOKIE = 0x4B41FF0000000000    # the cookie of learned affinity flows (kept on resync)
 REJECT_METER = 1
 REJECT_RATE_PPS = 200
 SNAT_ZONE_BASE = 1000
+# ct_mark bits (the connection remembers them, both directions):
+CT_MARK_NODE_MASQ = 0x1      # [0]: reached through a NodePort with externalTrafficPolicy
+                             #      Cluster: masquerade as the node (KUBE-MARK-MASQ)
 
 
 @dataclass(frozen=True)
@@ -65,11 +70,18 @@ TABLES = (
     Table(20, 'ConntrackZone', 'conntrack', ('ConntrackState',)),
     Table(21, 'ConntrackState', 'conntrack (ctstate INVALID/ESTABLISHED)',
           ('ServiceLB', 'L3Forwarding')),
+    Table(30, 'SessionAffinity', 'KUBE-SEP -m recent --rcheck (sessionAffinity ClientIP)',
+          ()),
     Table(40, 'ServiceLB', 'nat PREROUTING: KUBE-SERVICES -> KUBE-SVC -> KUBE-SEP (DNAT)',
-          ('ConntrackCommit', 'L3Forwarding')),
+          ('EndpointDNAT', 'AffinityLearn', 'ConntrackCommit', 'L3Forwarding')),
+    Table(45, 'EndpointDNAT', 'KUBE-SEP DNAT for a client with session affinity',
+          ('L3Forwarding',)),
+    Table(50, 'AffinityLearn', 'KUBE-SEP -m recent --set (remember the client)',
+          ('L3Forwarding',)),
     Table(60, 'ConntrackCommit', 'conntrack commit', ('L3Forwarding',)),
     Table(70, 'L3Forwarding', 'routing (FORWARD)', ('SNAT', 'Output')),
-    Table(75, 'SNAT', 'nat POSTROUTING: KUBE-POSTROUTING (masquerade)', ('Output',)),
+    Table(75, 'SNAT', 'nat POSTROUTING: KUBE-POSTROUTING (masquerade)',
+          ('Output', 'L3Forwarding')),
     Table(80, 'Output', 'output', ()),
 )
 T = {t.name: t.id for t in TABLES}
@@ -152,6 +164,64 @@ def route(dst: str, port: int, src_mac: str, dst_mac: str, owner: str,
                 owner=owner)
 
 
+def load_balance(cfg: SwitchConfig, match: dict, sp, endpoints, zone: int, key: str,
+                 taken: set, mark: int | None = None, affinity: int | None = None):
+    """ServiceLB: ``match`` -> a select group over ``endpoints`` (DNAT, commit, and the
+    ct_mark ``mark``); REJECT when the Service has no endpoint at all; drop when it has
+    some but a traffic policy leaves none for this node.
+
+    With session affinity each bucket also learns the client's choice into
+    SessionAffinity; a later connection of that client finds it there (reg5[0] set),
+    and goes to EndpointDNAT, which DNATs to the endpoint in reg3/reg4."""
+    owner = f'service {sp.key}'
+    if not sp.endpoints:
+        cfg.flows.append(flow(T['ServiceLB'], 200, match, (ToController(),),
+                              meter=REJECT_METER, owner=owner))
+        return
+    if not endpoints:
+        cfg.flows.append(flow(T['ServiceLB'], 200, match, owner=owner))
+        return
+    gid = group_id(key, taken)
+    l4 = 'tcp_dst' if match['ip_proto'] == 6 else 'udp_dst'
+    after = T['AffinityLearn'] if affinity else T['L3Forwarding']
+    buckets = tuple(Bucket((Ct(zone=zone, commit=True, table=after,
+                               nat=Nat(dst=ep.ip, port=ep.port), mark=mark),))
+                    for ep in endpoints)
+    cfg.groups.append(GroupSpec(gid, buckets, owner=owner))
+    if not affinity:
+        cfg.flows.append(flow(T['ServiceLB'], 200, match, (Group(gid),), owner=owner))
+        return
+    # Session affinity: remember which Service address and port this is (reg7, reg8)
+    # so that AffinityLearn, after the DNAT, can learn the client's endpoint.
+    dst = int(ipaddress.IPv4Address(match['ipv4_dst']))
+    cfg.flows += [
+        flow(T['ServiceLB'], 200, match, (SetField('reg7', dst), SetField('reg8', match[l4]),
+                                          Group(gid)), owner=owner),
+        flow(T['ServiceLB'], 210, dict(match, reg5=(1, 1)), (SetField('reg6', mark or 0),),
+             goto=T['EndpointDNAT'], owner=owner),
+        flow(T['AffinityLearn'], 200, {'eth_type': ETH_IP, 'ip_proto': match['ip_proto'],
+                                       'reg7': dst, 'reg8': match[l4]},
+             (LearnAffinity(T['SessionAffinity'], affinity, match['ip_proto'],
+                            AFFINITY_COOKIE),), goto=T['L3Forwarding'], owner=owner)]
+    for ep in endpoints:
+        hit = {'eth_type': ETH_IP, 'reg3': int(ipaddress.IPv4Address(ep.ip)),
+               'reg4': ep.port, 'reg6': mark or 0}
+        cfg.flows.append(flow(T['EndpointDNAT'], 200, hit, (
+            Ct(zone=zone, commit=True, table=T['L3Forwarding'],
+               nat=Nat(dst=ep.ip, port=ep.port), mark=mark),), owner=owner))
+
+
+def also_back_out(f) -> list:
+    """``f`` (which ends in output to the uplink) plus its twin for packets that came
+    in on the uplink: OpenFlow drops an output to the in_port, so those leave by IN_PORT
+    (a NodePort DNATed to another node, the reply of a remote endpoint)."""
+    *rest, out = f.actions
+    assert isinstance(out, Output) and out.port == wiring.UPLINK_PORT, f
+    twin = flow(f.table, f.priority + 1, dict(f.match, in_port=wiring.UPLINK_PORT),
+                (*rest, Output('in_port')), owner=f.owner)
+    return [f, twin]
+
+
 def group_id(key: str, taken: set) -> int:
     """A stable group id for a Service port: crc32 of its name, probing past collisions."""
     gid = (zlib.crc32(key.encode()) & 0x7FFFFFFF) or 1
@@ -196,6 +266,8 @@ def node_bridge(state, node) -> SwitchConfig:
          flow(T['ConntrackState'], 210, {'eth_type': ETH_IP, 'ct_state': ct_state('+trk+inv')},
               owner='conntrack'),
          flow(T['ConntrackState'], 200, {'eth_type': ETH_IP, 'ct_state': ct_state('+trk+new')},
+              (Resubmit(T['SessionAffinity']),) if any(
+                  sp.affinity_timeout for sp in state.service_ports) else (),
               goto=T['ServiceLB'], owner='conntrack'),
          flow(T['ConntrackState'], 190, {'eth_type': ETH_IP, 'ct_state': ct_state('+trk-new')},
               goto=T['L3Forwarding'], owner='conntrack'),
@@ -205,26 +277,28 @@ def node_bridge(state, node) -> SwitchConfig:
               (Ct(zone=zone, commit=True),), goto=T['L3Forwarding'], owner='conntrack'),
          flow(T['ConntrackCommit'], 0, goto=T['L3Forwarding'], owner='conntrack')])
 
-    # ServiceLB: one flow per Service port, one select group per Service port.
+    # ServiceLB: per Service port a flow for its ClusterIP and, for a NodePort, one for
+    # this node's IP; each goes to a select group whose buckets DNAT to one endpoint.
     taken = set()
     vips = {}
     for sp in state.service_ports:
-        owner = f'service {sp.key}'
         vips.setdefault(sp.vip, f'service {sp.namespace}/{sp.service}')
         l4_dst = 'tcp_dst' if sp.protocol == 'TCP' else 'udp_dst'
-        match = {'eth_type': ETH_IP, 'ip_proto': sp.proto_number, 'ipv4_dst': sp.vip,
-                 l4_dst: sp.port}
-        if not sp.endpoints:
-            add([flow(T['ServiceLB'], 200, match, (ToController(),), meter=REJECT_METER,
-                      owner=owner)])
-            continue
-        gid = group_id(sp.key, taken)
-        buckets = tuple(
-            Bucket((Ct(zone=zone, commit=True, table=T['L3Forwarding'],
-                       nat=Nat(dst=ep.ip, port=ep.port)),))
-            for ep in sp.endpoints)
-        cfg.groups.append(GroupSpec(gid, buckets, owner=owner))
-        add([flow(T['ServiceLB'], 200, match, (Group(gid),), owner=owner)])
+        base = {'eth_type': ETH_IP, 'ip_proto': sp.proto_number}
+        # internalTrafficPolicy Local: a node's pods reach only the node's endpoints.
+        eps = sp.local_endpoints(node.name) if sp.internal_local else sp.endpoints
+        load_balance(cfg, dict(base, ipv4_dst=sp.vip, **{l4_dst: sp.port}), sp, eps, zone,
+                     sp.key + ('@' + node.name if sp.internal_local else ''), taken,
+                     affinity=sp.affinity_timeout)
+        if sp.node_port:
+            # externalTrafficPolicy Cluster: any endpoint, masqueraded as this node (so
+            # replies come back here); Local: this node's endpoints, client IP kept.
+            eps = sp.local_endpoints(node.name) if sp.external_local else sp.endpoints
+            load_balance(cfg, dict(base, ipv4_dst=node.ip, **{l4_dst: sp.node_port}), sp,
+                         eps, zone, f'{sp.key}/nodeport' + (
+                             '@' + node.name if sp.external_local else ''), taken,
+                         mark=None if sp.external_local else CT_MARK_NODE_MASQ,
+                         affinity=sp.affinity_timeout)
     for vip, owner in sorted(vips.items()):
         # A ClusterIP answers only on its ports: anything else is rejected, as nftables'
         # kube-proxy does (the controller drops what it cannot answer, e.g. ICMP).
@@ -248,6 +322,15 @@ def node_bridge(state, node) -> SwitchConfig:
              flow(T['Output'], 200, {'eth_type': ETH_IP, 'ipv4_dst': pod.ip},
                   (SetField('eth_src', gw_mac), SetField('eth_dst', wiring.mac_for(pod.ip)),
                    Output('in_port')), owner=pod.owner)])
+    # NodePort with externalTrafficPolicy Cluster: the connection carries the mark; its
+    # packets (not its replies) are masqueraded as this node, then routed.
+    add([flow(T['L3Forwarding'], 230, {'eth_type': ETH_IP, 'ct_state': ct_state('+trk-rpl'),
+                                       'ct_mark': (CT_MARK_NODE_MASQ, CT_MARK_NODE_MASQ)},
+              goto=T['SNAT'], owner='nodeport masquerade'),
+         flow(T['SNAT'], 250, {'eth_type': ETH_IP,
+                               'ct_mark': (CT_MARK_NODE_MASQ, CT_MARK_NODE_MASQ)},
+              (Ct(zone=snat_zone, commit=True, table=T['L3Forwarding'],
+                  nat=Nat(src=node.ip)),), owner='nodeport masquerade')])
     add([flow(T['SNAT'], 200, {'eth_type': ETH_IP, 'ipv4_dst': (
               node.pod_cidr.split('/')[0], str(ipaddress.IPv4Network(node.pod_cidr).netmask))},
               (Ct(zone=snat_zone, commit=True, table=T['Output'], nat=Nat(src=gateway)),),
@@ -263,8 +346,8 @@ def node_bridge(state, node) -> SwitchConfig:
         if other.name == node.name:
             continue
         for dst in (other.pod_cidr, other.ip + '/32'):
-            cfg.flows.append(route(dst, wiring.UPLINK_PORT, uplink_mac,
-                                   wiring.router_mac(other.ip), f'node {other.name}', 100))
+            add(also_back_out(route(dst, wiring.UPLINK_PORT, uplink_mac,
+                                    wiring.router_mac(other.ip), f'node {other.name}', 100)))
     # The outside: every new connection leaves masqueraded as the node (SNAT): the pods'
     # and the node's own share one SNAT zone, so their ports never clash. Replies (to
     # connections that came in from outside) leave as they are.
@@ -273,10 +356,10 @@ def node_bridge(state, node) -> SwitchConfig:
     add([flow(T['L3Forwarding'], 100, ext_match, goto=T['SNAT'], owner='external network'),
          flow(T['SNAT'], 110, {'eth_type': ETH_IP, 'ct_state': ct_state('+trk+rpl')},
               goto=T['Output'], owner='egress masquerade'),
-         flow(T['Output'], 100, ext_match,
-              (SetField('eth_src', uplink_mac),
-               SetField('eth_dst', wiring.router_mac(cluster.external_gateway)),
-               Output(wiring.UPLINK_PORT)), owner='external network')])
+         *also_back_out(flow(T['Output'], 100, ext_match,
+                             (SetField('eth_src', uplink_mac),
+                              SetField('eth_dst', wiring.router_mac(cluster.external_gateway)),
+                              Output(wiring.UPLINK_PORT)), owner='external network'))])
     cfg.flows.append(flow(T['L3Forwarding'], 0, owner='no route'))
     return cfg
 

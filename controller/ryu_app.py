@@ -69,6 +69,22 @@ def _action(parser, ofp, action):
                                       n_bits=action.n_bits)
     if isinstance(action, F.Group):
         return parser.OFPActionGroup(action.group_id)
+    if isinstance(action, F.Resubmit):
+        return parser.NXActionResubmitTable(in_port=0xFFF8, table_id=action.table)  # IN_PORT (16 bit)
+    if isinstance(action, F.LearnAffinity):
+        l4 = f'{action.l4_field}_nxm'
+        return parser.NXActionLearn(
+            table_id=action.table, priority=200, idle_timeout=action.timeout,
+            cookie=action.cookie, specs=[
+                parser.NXFlowSpecMatch(src=0x0800, dst=('eth_type_nxm', 0), n_bits=16),
+                parser.NXFlowSpecMatch(src=action.proto, dst=('ip_proto_nxm', 0), n_bits=8),
+                parser.NXFlowSpecMatch(src=('ipv4_src_nxm', 0), dst=('ipv4_src_nxm', 0),
+                                       n_bits=32),
+                parser.NXFlowSpecMatch(src=('reg7', 0), dst=('ipv4_dst_nxm', 0), n_bits=32),
+                parser.NXFlowSpecMatch(src=('reg8', 0), dst=(l4, 0), n_bits=16),
+                parser.NXFlowSpecLoad(src=('ipv4_dst_nxm', 0), dst=('reg3', 0), n_bits=32),
+                parser.NXFlowSpecLoad(src=(l4, 0), dst=('reg4', 0), n_bits=16),
+                parser.NXFlowSpecLoad(src=1, dst=('reg5', 0), n_bits=1)])
     if isinstance(action, F.Ct):
         nat = []
         if action.nat is not None:
@@ -82,6 +98,8 @@ def _action(parser, ofp, action):
                 if action.nat.port:
                     kw.update(range_proto_min=action.nat.port, range_proto_max=action.nat.port)
                 nat = [parser.NXActionNAT(flags=2, **kw)]       # 2: DNAT
+        if action.mark is not None:
+            nat.append(parser.OFPActionSetField(ct_mark=action.mark))
         return parser.NXActionCT(
             flags=1 if action.commit else 0, zone_src=None, zone_ofs_nbits=action.zone,
             recirc_table=ofp.OFPTT_ALL if action.table is None else action.table,
@@ -260,7 +278,7 @@ class KubeProxy(app_manager.RyuApp):
                     command=ofp.OFPFC_ADD, match=parser.OFPMatch(**spec.match_dict()),
                     instructions=_instructions(parser, ofp, spec)))
                 sw.flows.add(cookie)
-        for cookie in sorted(sw.flows - set(wanted)):
+        for cookie in sorted(sw.flows - set(wanted) - {pipeline.AFFINITY_COOKIE}):
             dp.send_msg(parser.OFPFlowMod(
                 dp, cookie=cookie, cookie_mask=0xFFFFFFFFFFFFFFFF, table_id=ofp.OFPTT_ALL,
                 command=ofp.OFPFC_DELETE, out_port=ofp.OFPP_ANY, out_group=ofp.OFPG_ANY))

@@ -43,6 +43,13 @@ class ServicePort:
     vip: str
     port: int
     endpoints: tuple = ()
+    node_port: int | None = None      # type NodePort: this port on every node's IP
+    external_local: bool = False      # externalTrafficPolicy: Local
+    internal_local: bool = False      # internalTrafficPolicy: Local
+    affinity_timeout: int | None = None   # sessionAffinity ClientIP: seconds
+
+    def local_endpoints(self, node_name: str) -> tuple:
+        return tuple(ep for ep in self.endpoints if ep.node == node_name)
 
     @property
     def key(self) -> str:
@@ -132,6 +139,15 @@ def _service_ports(svc: dict, slices: dict) -> list:
                         continue
                     for addr in ep.get('addresses', []):
                         chosen.add(Endpoint(addr, sp['port'], ep.get('nodeName', '')))
-        out.append(ServicePort(ns, meta['name'], name, protocol, vip, port['port'],
-                               tuple(sorted(ready or fallback, key=lambda e: (e.ip, e.port)))))
+        node_port = port.get('nodePort') if spec.get('type') in ('NodePort',
+                                                                 'LoadBalancer') else None
+        out.append(ServicePort(
+            ns, meta['name'], name, protocol, vip, port['port'],
+            tuple(sorted(ready or fallback, key=lambda e: (e.ip, e.port))),
+            node_port=node_port,
+            external_local=spec.get('externalTrafficPolicy') == 'Local',
+            internal_local=spec.get('internalTrafficPolicy') == 'Local',
+            affinity_timeout=(spec.get('sessionAffinityConfig') or {}).get(
+                'clientIP', {}).get('timeoutSeconds', 10800)
+            if spec.get('sessionAffinity') == 'ClientIP' else None))
     return out

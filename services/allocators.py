@@ -1,4 +1,4 @@
-"""Allocators of addresses: Service ClusterIPs and per-node pod IPs.
+"""Allocators: Service ClusterIPs, per-node pod IPs and NodePorts.
 
 Each allocator is plain state (a set of used integers in an inclusive range)
 plus a strategy for picking the next free one, mirroring the component that
@@ -14,8 +14,11 @@ does the job in a real cluster:
   network address, the pod gateway (``.1``) and broadcast; allocates
   round-robin after the last reserved address, so a replaced pod gets a new
   IP.
-* NodePorts come with NodePort Services: a ``NodePortAllocator`` will be a
-  ``_Pool`` over ports with the same random-scan strategy as ClusterIPs.
+* ``NodePortAllocator``: the API server's NodePort allocator over the
+  configured range (``30000-32767`` by default). Random pick from the upper
+  band; the lower band of ``min(max(16, size // 32), 128)`` ports
+  (Kubernetes' ServiceNodePortStaticSubrange) is used only when the upper one
+  is full, so Services that ask for a fixed ``nodePort`` find it free.
 
 Errors are ``AllocationError`` and carry the valid range. For all-or-nothing
 applies the store works on ``copy()`` (or ``snapshot()``/``restore()``) and
@@ -52,6 +55,18 @@ class _Pool:
         for step in range(count):
             value = low + (offset + step) % count
             if value not in self.used:
+                return value
+        return None
+
+    def pick(self, rng: random.Random, split: int) -> int | None:
+        """Take a random free value, from ``split..last`` first, then from
+        ``first..split - 1``; None when every value is used."""
+        for low, high in ((split, self.last), (self.first, split - 1)):
+            if high < low:
+                continue
+            value = self.scan(low, high, low + rng.randrange(high - low + 1))
+            if value is not None:
+                self.used.add(value)
                 return value
         return None
 
@@ -123,17 +138,9 @@ class ClusterIPAllocator:
 
     def allocate(self) -> str:
         """A random free ClusterIP (dynamic band first, then static band)."""
-        pool = self._pool
-        bands = [(self._static_last + 1, pool.last),
-                 (pool.first, self._static_last)]
-        for low, high in bands:
-            if high < low:
-                continue
-            start = low + self._rng.randrange(high - low + 1)
-            value = pool.scan(low, high, start)
-            if value is not None:
-                pool.used.add(value)
-                return _text(value)
+        value = self._pool.pick(self._rng, self._static_last + 1)
+        if value is not None:
+            return _text(value)
         raise AllocationError(
             f'range is full: every address of the Service range {self.cidr} '
             f'is allocated')
@@ -232,4 +239,74 @@ class PodIPAllocator:
         clone = PodIPAllocator(self.cidr)
         clone._pool = self._pool.copy()
         clone._last_reserved = self._last_reserved
+        return clone
+
+
+class NodePortAllocator:
+    """NodePorts of the inclusive range ``first..last``, as the API server
+    hands them out."""
+
+    def __init__(self, first: int = 30000, last: int = 32767,
+                 rng: random.Random | None = None):
+        self._pool = _Pool(first, last)
+        self._rng = rng or _default_rng()
+        size = last - first + 1
+        static = min(max(16, size // 32), 128)
+        # A range no larger than the static band is all dynamic.
+        self.static_size = static if static < size else 0
+
+    @property
+    def first(self) -> int:
+        return self._pool.first
+
+    @property
+    def last(self) -> int:
+        return self._pool.last
+
+    @property
+    def valid_range(self) -> str:
+        """``30000-32767``, as the error messages write it."""
+        return f'{self.first}-{self.last}'
+
+    def allocate(self) -> int:
+        """A random free port (upper band first, then the static band)."""
+        value = self._pool.pick(self._rng, self.first + self.static_size)
+        if value is None:
+            raise AllocationError(
+                f'range is full: every port of the NodePort range '
+                f'{self.valid_range} is allocated')
+        return value
+
+    def reserve(self, port: int) -> int:
+        """Take the port a Service asked for (``spec.ports[].nodePort``)."""
+        if not isinstance(port, int) or isinstance(port, bool) or \
+                not self._pool.in_range(port):
+            raise AllocationError(
+                f'provided port is not in the valid range. '
+                f'The range of valid ports is {self.valid_range}')
+        if port in self._pool:
+            raise AllocationError('provided port is already allocated')
+        self._pool.used.add(port)
+        return port
+
+    def release(self, port: int) -> None:
+        """Give a port back (free or unknown ports: no-op)."""
+        self._pool.used.discard(port)
+
+    def is_allocated(self, port: int) -> bool:
+        return port in self._pool
+
+    def allocated(self) -> list[int]:
+        return sorted(self._pool.used)
+
+    def snapshot(self) -> frozenset:
+        return frozenset(self._pool.used)
+
+    def restore(self, snapshot: frozenset) -> None:
+        self._pool.used = set(snapshot)
+
+    def copy(self) -> 'NodePortAllocator':
+        """An independent copy (sharing the random generator)."""
+        clone = NodePortAllocator(self.first, self.last, self._rng)
+        clone._pool = self._pool.copy()
         return clone

@@ -7,7 +7,15 @@ the EndpointSlice controller (slices from selectors and readiness). Then the sto
 resourceVersion goes up once and watchers wake.
 
 ``apply`` is all-or-nothing: every object of the request is validated and checked
-against the cluster (names, ClusterIPs) before anything changes; one error rejects all.
+against the cluster (names, ClusterIPs, NodePorts) before anything changes; one error
+rejects all. The checks run on copies of the allocators, kept only when all passed.
+
+NodePorts follow the API server: a requested ``nodePort`` is reserved, a missing one
+allocated and written into ``spec.ports[i].nodePort``. On an update a port without one
+keeps the one it had (matched by name, else by port and protocol). Ports no longer used
+are released after the Service's new ones are taken (so it never gets back a port it
+gives up) and are free for the next object at once; none of it counts until the whole
+apply commits. Going back to ClusterIP, and deleting the Service, release them all.
 """
 
 from __future__ import annotations
@@ -19,9 +27,10 @@ import threading
 import time
 
 from services import endpoints, manifests, naming, selectors
-from services.allocators import ClusterIPAllocator
+from services.allocators import ClusterIPAllocator, NodePortAllocator
 from services.errors import AllocationError, ApplyError, KubelabError, NotFound, \
     ValidationError
+from services.validate_service import EXTERNAL_SERVICE_TYPES, HEADLESS_EXTERNAL
 
 KUBELET_VERSION = 'v1.31.0-kubelab'
 CONTROL_PLANE_TAINT = {'key': 'node-role.kubernetes.io/control-plane', 'effect': 'NoSchedule'}
@@ -83,6 +92,7 @@ class Store:
         self.rv = 1
         self.objects: dict[tuple, dict] = {}
         self.cluster_ips = ClusterIPAllocator(cluster.service_cidr)
+        self.node_ports = NodePortAllocator(*cluster.node_port_range)
         created = naming.now_rfc3339()
         for node in cluster.nodes:
             self._put(node_object(node, created))
@@ -140,9 +150,10 @@ class Store:
         with self.cond:
             seen = set()
             ips = self.cluster_ips.copy()
+            ports = self.node_ports.copy()
             new_namespaces = {o['metadata']['name'] for o in objs if o['kind'] == 'Namespace'}
             for obj in objs:
-                errors.extend(self._check(obj, seen, ips, new_namespaces))
+                errors.extend(self._check(obj, seen, ips, ports, new_namespaces))
             if errors:
                 raise ApplyError(errors)
             warnings = self._warnings(objs)
@@ -153,6 +164,7 @@ class Store:
             for obj in objs:
                 results.append([self._ref(obj), self._upsert(obj)])
             self.cluster_ips = ips
+            self.node_ports = ports
             if any(action != 'unchanged' for _, action in results):
                 self._changed()
             return {'results': results, 'warnings': warnings}
@@ -165,7 +177,7 @@ class Store:
         return f'{kind}/{obj["metadata"]["name"]}'
 
     def _check(self, obj: dict, seen: set, ips: ClusterIPAllocator,
-               new_namespaces: set) -> list:
+               ports: NodePortAllocator, new_namespaces: set) -> list:
         key = manifests.key(obj)
         ref = manifests.object_ref(obj)
         if key in seen:
@@ -183,6 +195,7 @@ class Store:
         old = self.objects.get(key)
         if kind == 'Service':
             errs.extend(self._check_service(obj, old, ips, ref))
+            errs.extend(_assign_node_ports(obj, old, ports, ref))
         if kind == 'Pod' and old is not None and old['spec'] != _user_spec(obj, old):
             errs.append(ValidationError(ref, 'spec', 'Forbidden: pod updates may not change '
                                         'fields other than labels and annotations; '
@@ -282,6 +295,8 @@ class Store:
             ip = obj['spec'].get('clusterIP')
             if ip and ip != 'None':
                 self.cluster_ips.release(ip)
+            for port in _node_ports(obj['spec']):
+                self.node_ports.release(port)
         return obj
 
     def delete(self, kind: str, namespace: str | None, name: str,
@@ -545,6 +560,92 @@ def _not_emulated(obj: dict) -> list[str]:
             f'run by kubelab (it runs readinessProbe only)'
             for i, c in enumerate(spec.get('containers', [])) for field in NOT_EMULATED
             if field in c]
+
+
+def _node_ports(spec: dict) -> set[int]:
+    """The nodePorts a Service spec holds."""
+    return {p['nodePort'] for p in spec.get('ports') or [] if p.get('nodePort')}
+
+
+def _kept_node_ports(ports: list[dict], old_ports: list[dict]) -> None:
+    """Give each port without a nodePort the one its old self had, as the API server
+    patches them in: matched by name, else by port and protocol; never a value that
+    another port of the new spec uses for the same protocol."""
+    taken = {(p['protocol'], p['nodePort']) for p in ports if p.get('nodePort')}
+    matchers = (lambda p, o: p.get('name', '') == o.get('name', ''),
+                lambda p, o: (p['port'], p['protocol']) == (o['port'], o['protocol']))
+    for same in matchers:
+        for port in ports:
+            if port.get('nodePort'):
+                continue
+            for old in old_ports:
+                value = old.get('nodePort')
+                if value and same(port, old) and (port['protocol'], value) not in taken:
+                    port['nodePort'] = value
+                    taken.add((port['protocol'], value))
+                    break
+
+
+def _assign_node_ports(obj: dict, old: dict | None, allocator: NodePortAllocator,
+                       ref: str) -> list[ValidationError]:
+    """Reserve, keep or allocate the nodePorts of a Service being applied (writing
+    them into its spec) and release those its old version no longer uses."""
+    spec = obj['spec']
+    had = _node_ports(old['spec']) if old is not None else set()
+    if spec.get('type') not in EXTERNAL_SERVICE_TYPES:
+        for port in spec['ports']:
+            port.pop('nodePort', None)
+        for value in had:
+            allocator.release(value)
+        return []
+    errors = []
+    if spec.get('clusterIP') == 'None':          # a headless Service turned NodePort
+        errors.append(ValidationError(ref, 'spec.clusterIP', 'Invalid value: "None": '
+                                      + HEADLESS_EXTERNAL.format(type=spec['type'])))
+    ports = spec['ports']
+    if old is not None:
+        _kept_node_ports(ports, old['spec'].get('ports') or [])
+    reserved = set(had)
+    for i, port in enumerate(ports):
+        value = port.get('nodePort')
+        if not value or value in reserved:
+            continue
+        try:
+            allocator.reserve(value)
+        except AllocationError as exc:
+            errors.append(ValidationError(ref, f'spec.ports[{i}].nodePort',
+                                          f'Invalid value: {value}: {exc}'))
+            continue
+        reserved.add(value)
+    for i, port in enumerate(ports):
+        if port.get('nodePort'):
+            continue
+        shared = _shared_node_port(port, ports)
+        if shared:
+            port['nodePort'] = shared
+            continue
+        try:
+            port['nodePort'] = allocator.allocate()
+        except AllocationError as exc:
+            errors.append(ValidationError(ref, f'spec.ports[{i}].nodePort',
+                                          f'failed to allocate a nodePort: {exc}'))
+    for value in had - _node_ports(spec):
+        allocator.release(value)
+    return errors
+
+
+def _shared_node_port(port: dict, ports: list[dict]) -> int | None:
+    """The nodePort of another port with the same number and another protocol (53/TCP
+    and 53/UDP share one, as the API server allocates them), if this protocol does
+    not use it yet."""
+    used = {p['nodePort'] for p in ports
+            if p.get('nodePort') and p['protocol'] == port['protocol']}
+    for other in ports:
+        value = other.get('nodePort')
+        if value and other['port'] == port['port'] and \
+                other['protocol'] != port['protocol'] and value not in used:
+            return value
+    return None
 
 
 def _same(a: dict, b: dict) -> bool:

@@ -1,24 +1,30 @@
 """Validation of ``v1`` Service objects.
 
 kubelab emulates kube-proxy, so a Service is checked for what the dataplane
-needs: type, ports (port, targetPort, protocol), clusterIP (empty = allocate,
-``None`` = headless, or an IPv4 address; whether it lies in the Service range
-is the store's job), selector, session affinity and traffic policies.
+needs: type, ports (port, targetPort, protocol, nodePort), clusterIP (empty =
+allocate, ``None`` = headless, or an IPv4 address; whether it lies in the
+Service range is the store's job), selector, session affinity and traffic
+policies.
 
-``SERVICE_TYPES`` is the set the dataplane implements today; NodePort and
-LoadBalancer are listed in ``LATER_SERVICE_TYPES`` and get a "not supported
-yet" error until they move over.
+``SERVICE_TYPES`` is the set the dataplane implements today (ClusterIP and
+NodePort); LoadBalancer is listed in ``LATER_SERVICE_TYPES`` and gets a "not
+supported yet" error until it moves over. A ``nodePort`` is checked here only
+as a port number (1-65535) and for duplicates within the Service; whether it
+lies in the cluster's NodePort range and is free is the store's job, as it is
+the API server's allocator's in Kubernetes.
 """
 
 from services.validate_common import (
-    PROTOCOLS, UNSUPPORTED_PROTOCOLS, Checker, dns1123_label_problem, join,
-    parse_ipv4)
+    MISSING, PROTOCOLS, UNSUPPORTED_PROTOCOLS, Checker, dns1123_label_problem,
+    join, parse_ipv4)
 
-SERVICE_TYPES = ('ClusterIP',)
-LATER_SERVICE_TYPES = ('NodePort', 'LoadBalancer')
+SERVICE_TYPES = ('ClusterIP', 'NodePort')
+LATER_SERVICE_TYPES = ('LoadBalancer',)
 UNSUPPORTED_SERVICE_TYPES = ('ExternalName',)
 #: Types whose Services are reachable from outside the cluster.
 EXTERNAL_SERVICE_TYPES = ('NodePort', 'LoadBalancer')
+#: Kubernetes' words for a headless Service of an external type.
+HEADLESS_EXTERNAL = "may not be set to 'None' for {type} services"
 
 SERVICE_FIELDS = ('apiVersion', 'kind', 'metadata', 'spec', 'status')
 SERVICE_SPEC_FIELDS = ('type', 'ports', 'selector', 'clusterIP',
@@ -53,15 +59,17 @@ def validate_service(chk: Checker, obj: dict) -> None:
     service_type = chk.one_of(spec, 'type', 'spec', SERVICE_TYPES,
                               default='ClusterIP', later=LATER_SERVICE_TYPES,
                               unsupported=UNSUPPORTED_SERVICE_TYPES)
+    external = service_type in EXTERNAL_SERVICE_TYPES
     _ports(chk, spec, service_type)
-    _cluster_ip(chk, spec)
+    _cluster_ip(chk, spec, service_type)
     chk.string_map(spec, 'selector', 'spec', labels=True)
     _session_affinity(chk, spec)
     chk.one_of(spec, 'internalTrafficPolicy', 'spec', TRAFFIC_POLICIES,
                default='Cluster')
     policy = chk.one_of(spec, 'externalTrafficPolicy', 'spec',
-                        TRAFFIC_POLICIES)
-    if policy and service_type and service_type not in EXTERNAL_SERVICE_TYPES:
+                        TRAFFIC_POLICIES,
+                        default='Cluster' if external else MISSING)
+    if policy and service_type and not external:
         chk.error('spec.externalTrafficPolicy',
                   f'may only be set for externally-accessible services '
                   f'(type {" or ".join(EXTERNAL_SERVICE_TYPES)}), '
@@ -73,6 +81,7 @@ def _ports(chk, spec, service_type) -> None:
     ports = chk.items(spec, 'ports', 'spec', required=True, non_empty=True)
     names: set[str] = set()
     seen: set[tuple] = set()
+    node_ports: set[tuple] = set()
     for path, port in ports:
         chk.known_fields(port, path, SERVICE_PORT_FIELDS)
         number = chk.port(port, 'port', path, required=True)
@@ -93,10 +102,7 @@ def _ports(chk, spec, service_type) -> None:
         elif number is not None:
             port['targetPort'] = number
         chk.string(port, 'appProtocol', path)
-        if port.get('nodePort') is not None and \
-                service_type not in EXTERNAL_SERVICE_TYPES:
-            chk.error(join(path, 'nodePort'),
-                      f'may not be used when type is {service_type}')
+        _node_port(chk, port, path, service_type, protocol, node_ports)
         if number is not None and protocol is not None:
             if (number, protocol) in seen:
                 chk.error(path, f'Duplicate value: port {number}/{protocol} '
@@ -104,8 +110,30 @@ def _ports(chk, spec, service_type) -> None:
             seen.add((number, protocol))
 
 
-def _cluster_ip(chk, spec) -> None:
+def _node_port(chk, port, path, service_type, protocol, taken) -> None:
+    """``nodePort``: a port number, only on external types, and not twice
+    for one protocol (TCP and UDP may share one, as in Kubernetes)."""
+    if port.get('nodePort') is None:
+        port.pop('nodePort', None)
+        return
+    if service_type is not None and \
+            service_type not in EXTERNAL_SERVICE_TYPES:
+        chk.error(join(path, 'nodePort'),
+                  f'may not be used when type is {service_type}')
+        return
+    number = chk.port(port, 'nodePort', path)
+    if number is None or protocol is None:
+        return
+    if (number, protocol) in taken:
+        chk.error(join(path, 'nodePort'), f'Duplicate value: {number}')
+    taken.add((number, protocol))
+
+
+def _cluster_ip(chk, spec, service_type) -> None:
     cluster_ip = chk.string(spec, 'clusterIP', 'spec', default='')
+    if cluster_ip == 'None' and service_type in EXTERNAL_SERVICE_TYPES:
+        chk.error('spec.clusterIP', 'Invalid value: "None": '
+                  + HEADLESS_EXTERNAL.format(type=service_type))
     if cluster_ip in ('', 'None', None):
         return
     if parse_ipv4(cluster_ip) is None:
