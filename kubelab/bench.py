@@ -8,6 +8,9 @@ so that a noisy machine slows both sides alike; the table shows the ratio VIP/di
   throughput      iperf3 TCP, client pod -> server pod:5201 vs -> ClusterIP:5201
   connections/s   new TCP connections (connect, GET, close) back to back
   failed          short connections through the ClusterIP that failed, out of N
+  NodePort        an external host through a NodePort of the control-plane node, which
+                  runs no endpoint (two hops: DNAT and SNAT there, then the underlay),
+                  against pod -> pod direct
 
 Short connections end with an RST from the client once it has read the whole answer.
 With an ordinary close the server keeps each connection in TIME_WAIT for 60 s; once the
@@ -54,6 +57,7 @@ apiVersion: v1
 kind: Service
 metadata: {name: bench}
 spec:
+  type: NodePort
   selector: {app: bench-server}
   ports:
   - {name: http, port: 80, targetPort: 8080}
@@ -61,17 +65,18 @@ spec:
 """
 
 
-def iperf(lab: LabControl, host: str, seconds: float) -> float:
-    proc = lab.run_in('bench-client', ['iperf3', '-c', host, '-t', str(seconds), '-J'],
-                      timeout=seconds + 30)
+def iperf(lab: LabControl, host: str, seconds: float, port: int = 5201,
+          source: str = 'bench-client') -> float:
+    proc = lab.run_in(source, ['iperf3', '-c', host, '-p', str(port), '-t', str(seconds),
+                               '-J'], timeout=seconds + 30)
     if proc.returncode != 0:
         raise KubelabError(f'iperf3 to {host} failed: {proc.stdout[-500:]}{proc.stderr}')
     return json.loads(proc.stdout)['end']['sum_received']['bits_per_second'] / 1e9
 
 
 def rate(lab: LabControl, host: str, port: int, count: int, seconds: float,
-         reset: bool) -> dict:
-    return lab.probe('bench-client', 'rate', host, port, count=count, seconds=seconds,
+         reset: bool, source: str = 'bench-client') -> dict:
+    return lab.probe(source, 'rate', host, port, count=count, seconds=seconds,
                      timeout=2, reset=reset)
 
 
@@ -90,6 +95,12 @@ def run_bench(args) -> int:
 def _measure(lab: LabControl, args) -> int:
     lab.apply(MANIFESTS)
     server_ip, vip = lab.pod_ip('bench-server'), lab.cluster_ip('bench')
+    svc = lab.client.get('Service', 'default', 'bench')
+    node_ports = {p['name']: p['nodePort'] for p in svc['spec']['ports']}
+    nodes = {n['metadata']['name']: n for n in lab.client.list('Node')}
+    cp_ip = [a['address'] for a in nodes['control-plane']['status']['addresses']
+             if a['type'] == 'InternalIP'][0]
+    outside = 'host/' + lab.client.lab()['hosts'][0]['name']
     pid = lab.netns_pid('bench-server')
     iperf_server = subprocess.Popen(['nsenter', f'--net=/proc/{pid}/ns/net', '--',
                                      'iperf3', '-s', '-p', '5201'],
@@ -97,15 +108,18 @@ def _measure(lab: LabControl, args) -> int:
     rounds = 2
     try:
         time.sleep(0.5)
-        tput = {'direct': [], 'vip': []}
-        conns = {'direct': [], 'vip': []}
-        print(f'Measuring: {rounds} rounds, direct and through the ClusterIP alternately',
-              flush=True)
+        tput = {'direct': [], 'vip': [], 'nodeport': []}
+        conns = {'direct': [], 'vip': [], 'nodeport': []}
+        print(f'Measuring: {rounds} rounds, direct, through the ClusterIP and through a '
+              'NodePort alternately', flush=True)
+        paths = (('direct', 'bench-client', server_ip, 5201, 8080),
+                 ('vip', 'bench-client', vip, 5201, 80),
+                 ('nodeport', outside, cp_ip, node_ports['iperf'], node_ports['http']))
         for _ in range(rounds):
-            for side, host in (('direct', server_ip), ('vip', vip)):
-                tput[side].append(iperf(lab, host, args.seconds))
-                r = rate(lab, host, 8080 if side == 'direct' else 80, 10 ** 9, args.seconds,
-                         not args.fin_close)
+            for side, source, host, iperf_port, http_port in paths:
+                tput[side].append(iperf(lab, host, args.seconds, iperf_port, source))
+                r = rate(lab, host, http_port, 10 ** 9, args.seconds, not args.fin_close,
+                         source)
                 conns[side].append(r['per_second'])
         print(f'Opening {args.connections} short connections through the ClusterIP...',
               flush=True)
@@ -113,14 +127,17 @@ def _measure(lab: LabControl, args) -> int:
     finally:
         iperf_server.terminate()
         iperf_server.wait()
+    mean = statistics.mean
     rows = [
-        ('TCP throughput (Gbit/s), iperf3', statistics.mean(tput['direct']),
-         statistics.mean(tput['vip']), 0.95),
-        ('new TCP connections per second', statistics.mean(conns['direct']),
-         statistics.mean(conns['vip']), 0.95),
+        ('ClusterIP: TCP Gbit/s (iperf3)', mean(tput['direct']), mean(tput['vip']), 0.95),
+        ('ClusterIP: new connections/s', mean(conns['direct']), mean(conns['vip']), 0.95),
+        ('NodePort, other node: TCP Gbit/s', mean(tput['direct']), mean(tput['nodeport']),
+         0.9),
+        ('NodePort, other node: connections/s', mean(conns['direct']),
+         mean(conns['nodeport']), 0.9),
     ]
     print()
-    print(f'{"measure":36} {"direct":>10} {"ClusterIP":>10} {"ratio":>7} {"target":>7}')
+    print(f'{"measure":36} {"direct":>10} {"via":>10} {"ratio":>7} {"target":>7}')
     for name, direct, vip_value, target in rows:
         ratio = vip_value / direct if direct else 0.0
         print(f'{name:36} {direct:10.2f} {vip_value:10.2f} {ratio:7.2f} {">=" + str(target):>7}')

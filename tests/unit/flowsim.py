@@ -1,9 +1,9 @@
 """A fake OpenFlow 1.3 switch for unit tests: walk a packet through a ``SwitchConfig``.
 
 ``walk(config, packet, in_port, conntrack)`` plays one switch: it looks the packet up
-table by table (highest priority wins, masked matches, ``ct_state`` as (value, mask)),
-runs each flow's apply-actions in order (SetField, Move, Output, Group, ToController, Ct)
-and follows its goto. It returns a ``Walk``: the trace of the flows that matched, as
+table by table (highest priority wins, masked matches, ``ct_state`` and ``ct_mark`` as
+(value, mask)), runs each flow's apply-actions in order (SetField, Move, Output or
+``IN_PORT``, Group, ToController, Ct) and follows its goto. It returns a ``Walk``: the trace of the flows that matched, as
 (table name, flow owner, flow in ovs-ofctl syntax), and one outcome:
 
 - ``('output', port, packet)``: the packet left on ``port`` (as it is on the wire);
@@ -34,8 +34,17 @@ walks (a SYN, then its reply) and several switches:
   (the VIP:port) back as its source and the original source back as its destination;
 - zones are separate tables: one bridge may track a packet in two zones (its own, and
   the zone it masquerades in), each zone keeping its own connection and translation;
+- ``ct_mark``: a connection's mark is set by ``commit`` with ``Ct(mark=...)``
+  (``exec(set_field:M->ct_mark)``; a mark without ``commit`` is refused, as OVS does) and
+  kept for both directions; every lookup loads the mark of the connection it finds *in
+  that zone* into the packet's ``ct_mark``, and 0 when it finds none (a new packet not
+  committed, an invalid one). So a packet recirculated by the SNAT zone carries that
+  zone's mark, not the one its node zone gave it. A packet never tracked on this switch
+  has ``ct_state`` and ``ct_mark`` 0 (a match on them treats a missing field as 0);
 - ``ct(table=N)`` forks as OVS does: the packet continues the current actions untracked
-  and a tracked copy continues in table ``N`` (with the same ``in_port``).
+  and a tracked copy continues in table ``N`` (with the same ``in_port``). ``N`` may be
+  an earlier table than the current one (a recirculation, e.g. SNAT -> L3Forwarding):
+  only a ``goto_table`` must go forward; a recirculation loop ends in ``SimError``.
 
 Other OpenFlow rules the model keeps: a table miss drops, ``output`` to the port the
 packet came in on is dropped (only ``IN_PORT``, ``Output('in_port')``, sends it back
@@ -64,7 +73,9 @@ SNAT_PORT_MIN, SNAT_PORT_MAX = 1024, 65535
 TCP_FLAGS = {'F': 0x01, 'S': 0x02, 'R': 0x04, 'P': 0x08, 'A': 0x10}
 MAC_FIELDS = ('eth_src', 'eth_dst', 'arp_sha', 'arp_tha')
 IP_FIELDS = ('ipv4_src', 'ipv4_dst', 'arp_spa', 'arp_tpa')
-METADATA = ('in_port', 'ct_state', 'ct_zone', 'reg0', 'reg1', 'reg2', 'reg3')
+METADATA = ('in_port', 'ct_state', 'ct_zone', 'ct_mark', 'reg0', 'reg1', 'reg2', 'reg3')
+# Pipeline fields an OpenFlow match sees as 0 on a packet that never set them.
+ZERO_DEFAULT = ('ct_state', 'ct_mark')
 
 
 class SimError(AssertionError):
@@ -135,6 +146,7 @@ class Connection:
     dnat: tuple | None           # (ip, port) the original destination is translated to
     snat: tuple | None = None    # (ip, port) the original source is translated to
     seen_reply: bool = False
+    mark: int = 0                # ct_mark: set at commit, seen by both directions
 
     @property
     def reply(self) -> tuple:
@@ -183,6 +195,8 @@ class Conntrack:
         """Run one ``ct`` action: the tracked copy of ``pkt`` (NATed, ct_state set)."""
         if action.nat is None and action.commit is False and action.table is None:
             raise SimError(f'{action.ofctl()} does nothing')
+        if action.mark is not None and not action.commit:
+            raise SimError(f'{action.ofctl()}: ct_mark is set only with commit')
         out = dict(pkt)
         conn, is_reply = self.find(action.zone, pkt)
         if conn is not None:
@@ -192,6 +206,8 @@ class Conntrack:
                 conn.seen_reply = True
             if action.nat is not None and conn.translated:
                 _translate(out, conn, is_reply)
+            if action.commit and action.mark is not None:
+                conn.mark = action.mark
         elif _cannot_open(pkt):
             state = {'trk', 'inv'}
         else:
@@ -203,7 +219,8 @@ class Conntrack:
                 orig = five_tuple(pkt)
                 snat = None if snat_ip is None else self._snat(action.zone, orig, dnat,
                                                                snat_ip)
-                conn = Connection(action.zone, orig, dnat, snat)
+                conn = Connection(action.zone, orig, dnat, snat,
+                                  mark=action.mark or 0)
                 self.connections.append(conn)
                 if conn.translated:
                     _translate(out, conn, False)
@@ -211,6 +228,7 @@ class Conntrack:
                 raise SimError(f'{action.ofctl()}: NAT without commit is not modelled')
         out['ct_state'] = sum(CT_STATE_BITS[s] for s in state)
         out['ct_zone'] = action.zone
+        out['ct_mark'] = conn.mark if conn is not None else 0
         return out
 
     def _snat(self, zone: int, orig: tuple, dnat, ip: str) -> tuple:
@@ -287,9 +305,9 @@ def _text(fieldname: str, number: int):
 def matches(match: tuple, pkt: dict) -> bool:
     """Does ``pkt`` carry every field of ``match`` (masked where a (value, mask) is given)?"""
     for name, want in match:
-        if name not in pkt:
+        if name not in pkt and name not in ZERO_DEFAULT:
             return False
-        have = _number(name, pkt[name])
+        have = _number(name, pkt.get(name, 0))
         if isinstance(want, tuple):
             value, mask = (_number(name, w) for w in want)
             if have & mask != value & mask:

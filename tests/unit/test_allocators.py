@@ -1,11 +1,13 @@
-"""ClusterIP and pod IP allocation: ranges, reservations, order, exhaustion."""
+"""ClusterIP, pod IP and NodePort allocation: ranges, reservations, order,
+exhaustion."""
 
 import ipaddress
 import random
 
 import pytest
 
-from services.allocators import ClusterIPAllocator, PodIPAllocator
+from services.allocators import (
+    ClusterIPAllocator, NodePortAllocator, PodIPAllocator)
 from services.errors import AllocationError
 
 
@@ -172,3 +174,124 @@ def test_pod_copy_and_snapshot():
     pods.allocate()
     pods.restore(saved)
     assert pods.allocate() == '192.168.1.3'
+
+
+# ---------------------------------------------------------------- NodePorts
+
+def node_ports(first=30000, last=32767, seed=1):
+    return NodePortAllocator(first, last, rng=random.Random(seed))
+
+
+@pytest.mark.parametrize('first, last, static', [
+    (30000, 32767, 86),       # 2768 ports // 32
+    (30000, 30099, 16),       # at least 16
+    (20000, 39999, 128),      # at most 128
+    (30000, 30016, 16),       # 17 ports: 16 static, 1 dynamic
+    (30000, 30015, 0),        # no larger than the static band: all dynamic
+    (30000, 30000, 0),
+])
+def test_static_band_size(first, last, static):
+    assert node_ports(first, last).static_size == static
+
+
+def test_allocate_stays_in_the_upper_band_of_the_range():
+    ports = node_ports()
+    seen = {ports.allocate() for _ in range(500)}
+    assert len(seen) == 500
+    assert all(30086 <= port <= 32767 for port in seen)
+    assert sorted(seen) == ports.allocated()
+
+
+def test_the_static_band_is_used_only_when_the_upper_band_is_full():
+    ports = node_ports(30000, 30031)                 # 16 static, 16 dynamic
+    upper = {ports.allocate() for _ in range(16)}
+    assert upper == set(range(30016, 30032))
+    lower = {ports.allocate() for _ in range(16)}
+    assert lower == set(range(30000, 30016))
+    with pytest.raises(AllocationError) as info:
+        ports.allocate()
+    assert str(info.value) == ('range is full: every port of the NodePort '
+                               'range 30000-30031 is allocated')
+
+
+def test_a_full_upper_band_with_requested_ports_still_leaves_the_rest():
+    ports = node_ports(30000, 30031)
+    for port in range(30016, 30032):
+        ports.reserve(port)
+    ports.reserve(30003)
+    got = {ports.allocate() for _ in range(15)}
+    assert got == set(range(30000, 30016)) - {30003}
+
+
+def test_node_port_allocation_is_random_but_reproducible_with_a_seed():
+    first = [node_ports(seed=7).allocate() for _ in range(3)]
+    assert first == [node_ports(seed=7).allocate() for _ in range(3)]
+    assert first != [node_ports(seed=8).allocate() for _ in range(3)]
+
+
+@pytest.mark.parametrize('port', [29999, 32768, 40000, 80, 0, -1, True,
+                                  '30080', None])
+def test_reserve_outside_the_range_names_the_range(port):
+    with pytest.raises(AllocationError) as info:
+        node_ports().reserve(port)
+    assert str(info.value) == ('provided port is not in the valid range. '
+                               'The range of valid ports is 30000-32767')
+
+
+def test_the_message_carries_the_configured_range():
+    with pytest.raises(AllocationError) as info:
+        node_ports(31000, 31999).reserve(30080)
+    assert str(info.value).endswith('The range of valid ports is 31000-31999')
+
+
+@pytest.mark.parametrize('port', [30000, 30085, 30086, 32767])
+def test_reserve_anywhere_in_the_range(port):
+    ports = node_ports()
+    assert ports.reserve(port) == port
+    assert ports.is_allocated(port)
+
+
+def test_a_port_is_reserved_once_and_can_be_taken_again_after_release():
+    ports = node_ports()
+    ports.reserve(30080)
+    with pytest.raises(AllocationError) as info:
+        ports.reserve(30080)
+    assert str(info.value) == 'provided port is already allocated'
+    ports.release(30080)
+    assert not ports.is_allocated(30080)
+    assert ports.reserve(30080) == 30080
+
+
+def test_an_allocated_port_cannot_be_reserved_and_is_free_after_release():
+    ports = node_ports(30000, 30016)                 # one dynamic port
+    assert ports.allocate() == 30016
+    with pytest.raises(AllocationError, match='already allocated'):
+        ports.reserve(30016)
+    ports.release(30016)
+    assert ports.allocate() == 30016
+
+
+def test_release_of_a_free_or_foreign_port_is_a_no_op():
+    ports = node_ports()
+    ports.release(30080)
+    ports.release(80)
+    assert ports.allocated() == []
+
+
+def test_node_port_copy_is_independent():
+    ports = node_ports()
+    ports.reserve(30080)
+    trial = ports.copy()
+    trial.reserve(30081)
+    trial.release(30080)
+    assert ports.allocated() == [30080]
+    assert trial.allocated() == [30081]
+    assert (trial.first, trial.last, trial.static_size) == (30000, 32767, 86)
+
+
+def test_node_port_snapshot_and_restore():
+    ports = node_ports()
+    saved = ports.snapshot()
+    ports.reserve(30080)
+    ports.restore(saved)
+    assert not ports.is_allocated(30080)

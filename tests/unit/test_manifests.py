@@ -485,11 +485,12 @@ def test_deployment_ignored_fields():
 # ---------------------------------------------------------------- services
 
 @pytest.mark.parametrize('spec, path, words', [
-    ({'type': 'NodePort'}, 'spec.type',
-     ['"NodePort" is not supported yet; supported: ClusterIP']),
-    ({'type': 'LoadBalancer'}, 'spec.type', ['not supported yet']),
+    ({'type': 'LoadBalancer'}, 'spec.type',
+     ['"LoadBalancer" is not supported yet; supported: ClusterIP, NodePort']),
     ({'type': 'ExternalName'}, 'spec.type',
-     ['not supported by kubelab', 'ClusterIP']),
+     ['"ExternalName" is not supported by kubelab; '
+      'supported: ClusterIP, NodePort']),
+    ({'type': 'Nodeport'}, 'spec.type', ['did you mean "NodePort"']),
     ({'type': 'clusterip'}, 'spec.type', ['did you mean "ClusterIP"']),
     ({'ports': []}, 'spec.ports', ['at least one']),
     ({'ports': [{'port': 70000}]}, 'spec.ports[0].port',
@@ -558,6 +559,105 @@ def test_service_without_selector_is_valid():
     obj = service()
     del obj['spec']['selector']
     assert 'selector' not in validate(obj)['spec']
+
+
+# ---------------------------------------------------------------- NodePort
+
+def test_node_port_service_defaults():
+    spec = validate(service(type='NodePort'))['spec']
+    assert spec['type'] == 'NodePort'
+    assert spec['externalTrafficPolicy'] == 'Cluster'
+    assert spec['internalTrafficPolicy'] == 'Cluster'
+    assert spec['ports'] == [{'port': 80, 'protocol': 'TCP',
+                              'targetPort': 80}]     # the store allocates one
+
+
+def test_cluster_ip_service_gets_no_external_traffic_policy():
+    assert 'externalTrafficPolicy' not in validate(service())['spec']
+
+
+@pytest.mark.parametrize('external, internal', [
+    ('Local', 'Cluster'), ('Cluster', 'Local'), ('Local', 'Local')])
+def test_node_port_traffic_policies(external, internal):
+    spec = validate(service(type='NodePort', externalTrafficPolicy=external,
+                            internalTrafficPolicy=internal))['spec']
+    assert (spec['externalTrafficPolicy'],
+            spec['internalTrafficPolicy']) == (external, internal)
+
+
+@pytest.mark.parametrize('node_port', [1, 30080, 40000, 65535])
+def test_a_requested_node_port_is_kept(node_port):
+    """Any port number passes here: the store checks the cluster's range."""
+    spec = validate(service(type='NodePort', ports=[
+        {'port': 80, 'nodePort': node_port}]))['spec']
+    assert spec['ports'][0]['nodePort'] == node_port
+
+
+def test_a_null_node_port_means_allocate_one():
+    spec = validate(service(type='NodePort', ports=[
+        {'port': 80, 'nodePort': None}]))['spec']
+    assert 'nodePort' not in spec['ports'][0]
+
+
+def test_tcp_and_udp_may_share_a_node_port():
+    spec = validate(service(type='NodePort', ports=[
+        {'name': 'dns', 'port': 53, 'protocol': 'UDP', 'nodePort': 30053},
+        {'name': 'dns-tcp', 'port': 53, 'nodePort': 30053}]))['spec']
+    assert [p['nodePort'] for p in spec['ports']] == [30053, 30053]
+
+
+HEADLESS_NODE_PORT = ('Invalid value: "None": may not be set to \'None\' '
+                      'for NodePort services')
+
+
+@pytest.mark.parametrize('spec, path, words', [
+    ({'ports': [{'port': 80, 'nodePort': 70000}]}, 'spec.ports[0].nodePort',
+     ['70000 is not a valid port number, must be 1-65535']),
+    ({'ports': [{'port': 80, 'nodePort': 0}]}, 'spec.ports[0].nodePort',
+     ['0 is not a valid port number']),
+    ({'ports': [{'port': 80, 'nodePort': '30080'}]}, 'spec.ports[0].nodePort',
+     ['must be an integer, got string "30080"']),
+    ({'ports': [{'port': 80, 'nodePort': True}]}, 'spec.ports[0].nodePort',
+     ['got boolean true']),
+    ({'ports': [{'name': 'a', 'port': 80, 'nodePort': 30080},
+                {'name': 'b', 'port': 81, 'nodePort': 30080}]},
+     'spec.ports[1].nodePort', ['Duplicate value: 30080']),
+    ({'ports': [{'name': 'a', 'port': 80, 'protocol': 'UDP',
+                 'nodePort': 30080},
+                {'name': 'b', 'port': 81, 'protocol': 'UDP',
+                 'nodePort': 30080}]},
+     'spec.ports[1].nodePort', ['Duplicate value: 30080']),
+    ({'clusterIP': 'None'}, 'spec.clusterIP', [HEADLESS_NODE_PORT]),
+    ({'externalTrafficPolicy': 'Node'}, 'spec.externalTrafficPolicy',
+     ['Cluster, Local']),
+    ({'internalTrafficPolicy': 'local'}, 'spec.internalTrafficPolicy',
+     ['did you mean "Local"']),
+])
+def test_node_port_service_errors(spec, path, words):
+    assert_problem(service(type='NodePort', **spec), path, *words)
+
+
+def test_a_duplicate_node_port_is_reported_once_on_the_later_port():
+    found = problems(service(type='NodePort', ports=[
+        {'name': 'a', 'port': 80, 'nodePort': 30080},
+        {'name': 'b', 'port': 81, 'nodePort': 30081},
+        {'name': 'c', 'port': 82, 'nodePort': 30080}]))
+    assert found == [('spec.ports[2].nodePort', 'Duplicate value: 30080')]
+
+
+def test_a_headless_node_port_service_gets_kubernetes_words():
+    found = problems(service(type='NodePort', clusterIP='None'))
+    assert found == [('spec.clusterIP', HEADLESS_NODE_PORT)]
+
+
+def test_a_headless_cluster_ip_service_is_still_fine():
+    assert validate(service(clusterIP='None'))['spec']['clusterIP'] == 'None'
+
+
+def test_a_node_port_on_an_unsupported_type_reports_only_the_type():
+    found = problems(service(type='LoadBalancer', ports=[
+        {'port': 80, 'nodePort': 30080}]))
+    assert [path for path, _ in found] == ['spec.type']
 
 
 # ----------------------------------------------------------- endpointslices

@@ -524,3 +524,262 @@ def test_a_snapshot_is_a_copy(store):
     _, objs = store.snapshot()
     objs['Pod'][0]['metadata']['name'] = 'changed'
     assert names(store, 'Pod') == ['a']
+
+
+# ---------------------------------------------------------------- NodePorts
+def node_port_service(name='web', ports=None, namespace='default', **spec):
+    """A NodePort Service; ``ports``: (name, port, nodePort or None[, protocol])."""
+    ports = ports or [('', 80, None)]
+    body = []
+    for port_name, number, node_port, *protocol in ports:
+        item = {'port': number, 'targetPort': 8080}
+        if port_name:
+            item['name'] = port_name
+        if node_port is not None:
+            item['nodePort'] = node_port
+        if protocol:
+            item['protocol'] = protocol[0]
+        body.append(item)
+    return {'apiVersion': 'v1', 'kind': 'Service',
+            'metadata': {'name': name, 'namespace': namespace},
+            'spec': {'type': 'NodePort', 'selector': {'app': name}, 'ports': body,
+                     **spec}}
+
+
+def node_ports_of(store, name='web', namespace_='default'):
+    """{port name or number: nodePort} of a stored Service."""
+    spec = store.get('Service', namespace_, name)['spec']
+    return {p.get('name') or p['port']: p.get('nodePort') for p in spec['ports']}
+
+
+def node_port_errors(store, docs):
+    """The full text of every problem of an apply that must fail."""
+    with pytest.raises(ApplyError) as info:
+        store.apply(docs)
+    return [str(e) for e in info.value.errors]
+
+
+def test_a_node_port_is_allocated_from_the_upper_band_and_written_back(store):
+    store.apply([node_port_service()])
+    got = store.get('Service', 'default', 'web')['spec']
+    [port] = got['ports']
+    assert 30086 <= port['nodePort'] <= 32767
+    assert store.node_ports.allocated() == [port['nodePort']]
+    assert got['externalTrafficPolicy'] == got['internalTrafficPolicy'] == 'Cluster'
+    assert store.cluster_ips.is_allocated(got['clusterIP'])
+
+
+def test_a_requested_node_port_is_reserved(store):
+    store.apply([node_port_service(ports=[('', 80, 30080)])])
+    assert node_ports_of(store) == {80: 30080}
+    assert store.node_ports.allocated() == [30080]
+
+
+def test_a_node_port_outside_the_range_is_refused_with_the_range(store):
+    assert node_port_errors(store, [node_port_service(ports=[('', 80, 40000)])]) == [
+        'Service default/web: spec.ports[0].nodePort: Invalid value: 40000: provided '
+        'port is not in the valid range. The range of valid ports is 30000-32767']
+    assert names(store, 'Service', 'default') == []
+    assert store.node_ports.allocated() == []
+
+
+def test_the_node_port_range_comes_from_the_cluster_file():
+    small = Store(load_cluster('nodes: [{name: worker-1}]\n'
+                               'networking: {nodePortRange: 31000-31099}\n',
+                               'cluster.yaml'))
+    assert node_port_errors(small, [node_port_service(ports=[('', 80, 30080)])]) == [
+        'Service default/web: spec.ports[0].nodePort: Invalid value: 30080: provided '
+        'port is not in the valid range. The range of valid ports is 31000-31099']
+    small.apply([node_port_service(ports=[('a', 80, None), ('b', 81, 31000)])])
+    allocated = node_ports_of(small)['a']
+    assert 31016 <= allocated <= 31099                  # 16 static ports below
+
+
+def test_a_node_port_another_service_has_is_refused(store):
+    store.apply([node_port_service('a', ports=[('', 80, 30080)])])
+    assert node_port_errors(store, [node_port_service('b', ports=[('', 80, 30080)])]) \
+        == ['Service default/b: spec.ports[0].nodePort: Invalid value: 30080: '
+            'provided port is already allocated']
+    assert names(store, 'Service', 'default') == ['a']
+
+
+def test_two_services_of_one_apply_cannot_share_a_node_port(store):
+    assert node_port_errors(store, [node_port_service('a', ports=[('', 80, 30080)]),
+                                    node_port_service('b', ports=[('', 80, 30080)])]) \
+        == ['Service default/b: spec.ports[0].nodePort: Invalid value: 30080: '
+            'provided port is already allocated']
+    assert names(store, 'Service', 'default') == []
+    assert store.node_ports.allocated() == [] and store.cluster_ips.allocated() == []
+
+
+def test_every_refused_port_of_a_service_is_reported(store):
+    store.apply([node_port_service('a', ports=[('', 80, 30080)])])
+    errors = node_port_errors(store, [node_port_service(
+        'b', ports=[('x', 80, 30080), ('y', 81, 30081), ('z', 82, 29000)])])
+    assert [e.split(': ')[1] for e in errors] == ['spec.ports[0].nodePort',
+                                                 'spec.ports[2].nodePort']
+
+
+def test_a_rejected_apply_takes_no_node_port_and_releases_none(store):
+    store.apply([node_port_service('a', ports=[('', 80, 30080)])])
+    before = store.node_ports.allocated()
+    broken = pod('broken')
+    del broken['spec']['containers']
+    rv = store.snapshot()[0]
+    rejected(store, [node_port_service('a', ports=[('', 80, 30081)]),   # moves 30080
+                     node_port_service('b'),                           # allocates one
+                     node_port_service('c', ports=[('', 80, 30090)]),
+                     service('d'), broken])
+    assert store.node_ports.allocated() == before == [30080]
+    assert node_ports_of(store, 'a') == {80: 30080}
+    assert names(store, 'Service', 'default') == ['a']
+    assert store.snapshot()[0] == rv
+    # What the rejected apply asked for is free for the next one.
+    store.apply([node_port_service('c', ports=[('', 80, 30081)])])
+    assert node_ports_of(store, 'c') == {80: 30081}
+
+
+def test_a_dry_run_takes_no_node_port(store):
+    out = store.apply([node_port_service(ports=[('', 80, 30080)])], dry_run=True)
+    assert out['results'] == [['service/web', 'validated']]
+    assert store.node_ports.allocated() == []
+
+
+def test_applying_a_node_port_service_again_keeps_its_ports_unchanged(store):
+    store.apply([node_port_service(ports=[('http', 80, None), ('admin', 81, 30081)])])
+    first = node_ports_of(store)
+    rv = store.snapshot()[0]
+    again = store.apply([node_port_service(ports=[('http', 80, None),
+                                                  ('admin', 81, None)])])
+    assert again['results'] == [['service/web', 'unchanged']]
+    assert node_ports_of(store) == first and first['admin'] == 30081
+    assert store.get('Service', 'default', 'web')['metadata']['generation'] == 1
+    assert store.snapshot()[0] == rv
+    assert store.node_ports.allocated() == sorted(first.values())
+
+
+def test_a_port_keeps_its_node_port_by_name_when_its_number_changes(store):
+    store.apply([node_port_service(ports=[('http', 80, None), ('https', 443, None)])])
+    first = node_ports_of(store)
+    store.apply([node_port_service(ports=[('https', 8443, None), ('http', 8080, None)])])
+    assert node_ports_of(store) == first
+    assert store.node_ports.allocated() == sorted(first.values())
+
+
+def test_a_renamed_port_keeps_its_node_port_by_port_and_protocol(store):
+    store.apply([node_port_service(ports=[('', 80, None)])])
+    [first] = node_ports_of(store).values()
+    store.apply([node_port_service(ports=[('http', 80, None)])])
+    assert node_ports_of(store) == {'http': first}
+    # Another protocol is another port: a new nodePort, and the old one goes back.
+    store.apply([node_port_service(ports=[('dns', 80, None, 'UDP')])])
+    [second] = node_ports_of(store).values()
+    assert second != first and store.node_ports.allocated() == [second]
+
+
+def test_an_added_port_gets_a_node_port_and_a_removed_one_gives_it_back(store):
+    store.apply([node_port_service(ports=[('http', 80, 30080), ('metrics', 9090, 30090)])])
+    store.apply([node_port_service(ports=[('http', 80, None), ('dns', 53, None, 'UDP')])])
+    got = node_ports_of(store)
+    assert got['http'] == 30080 and got['dns'] not in (30080, 30090)
+    assert store.node_ports.allocated() == sorted([30080, got['dns']])
+
+
+def test_a_changed_node_port_moves_and_the_old_one_is_free_at_once(store):
+    store.apply([node_port_service('a', ports=[('', 80, 30080)])])
+    store.apply([node_port_service('a', ports=[('', 80, 30081)]),
+                 node_port_service('b', ports=[('', 80, 30080)])])
+    assert node_ports_of(store, 'a') == {80: 30081}
+    assert node_ports_of(store, 'b') == {80: 30080}
+    assert store.node_ports.allocated() == [30080, 30081]
+
+
+def test_a_change_to_a_taken_node_port_is_refused_and_keeps_the_old_one(store):
+    store.apply([node_port_service('a', ports=[('', 80, 30080)]),
+                 node_port_service('b', ports=[('', 80, 30081)])])
+    assert node_port_errors(store, [node_port_service('a', ports=[('', 80, 30081)])]) \
+        == ['Service default/a: spec.ports[0].nodePort: Invalid value: 30081: '
+            'provided port is already allocated']
+    assert node_ports_of(store, 'a') == {80: 30080}
+    assert store.node_ports.allocated() == [30080, 30081]
+
+
+def test_two_ports_may_swap_their_node_ports(store):
+    store.apply([node_port_service(ports=[('a', 80, 30080), ('b', 81, 30081)])])
+    store.apply([node_port_service(ports=[('a', 80, 30081), ('b', 81, 30080)])])
+    assert node_ports_of(store) == {'a': 30081, 'b': 30080}
+    assert store.node_ports.allocated() == [30080, 30081]
+
+
+def test_a_node_port_given_to_another_port_is_not_kept_twice(store):
+    store.apply([node_port_service(ports=[('a', 80, 30080), ('b', 81, 30081)])])
+    store.apply([node_port_service(ports=[('a', 80, None), ('b', 81, 30080)])])
+    got = node_ports_of(store)
+    assert got['b'] == 30080 and got['a'] not in (30080, 30081)
+    assert store.node_ports.allocated() == sorted([30080, got['a']])
+
+
+def test_tcp_and_udp_of_one_port_number_share_an_allocated_node_port(store):
+    store.apply([node_port_service('dns', ports=[('dns', 53, None, 'UDP'),
+                                                 ('dns-tcp', 53, None, 'TCP')])])
+    got = node_ports_of(store, 'dns')
+    assert got['dns'] == got['dns-tcp']
+    assert store.node_ports.allocated() == [got['dns']]
+    store.delete('Service', 'default', 'dns')
+    assert store.node_ports.allocated() == []
+
+
+def test_node_port_to_cluster_ip_and_back_keeps_the_cluster_ip(store):
+    store.apply([node_port_service(ports=[('', 80, 30080)],
+                                   externalTrafficPolicy='Local')])
+    ip = store.get('Service', 'default', 'web')['spec']['clusterIP']
+    assert store.apply([service()])['results'] == [['service/web', 'configured']]
+    spec = store.get('Service', 'default', 'web')['spec']
+    assert (spec['type'], spec['clusterIP']) == ('ClusterIP', ip)
+    assert 'nodePort' not in spec['ports'][0]
+    assert 'externalTrafficPolicy' not in spec
+    assert store.node_ports.allocated() == []
+    # Taken again at once by another Service; back to NodePort: a new one.
+    store.apply([node_port_service('other', ports=[('', 80, 30080)])])
+    store.apply([node_port_service()])
+    spec = store.get('Service', 'default', 'web')['spec']
+    assert (spec['type'], spec['clusterIP']) == ('NodePort', ip)
+    assert spec['externalTrafficPolicy'] == 'Cluster'
+    assert spec['ports'][0]['nodePort'] not in (None, 30080)
+    assert store.node_ports.allocated() == sorted([30080, spec['ports'][0]['nodePort']])
+
+
+def test_a_headless_service_cannot_become_node_port(store):
+    store.apply([service(cluster_ip='None')])
+    assert node_port_errors(store, [node_port_service()]) == [
+        'Service default/web: spec.clusterIP: Invalid value: "None": may not be set '
+        "to 'None' for NodePort services"]
+    assert store.get('Service', 'default', 'web')['spec']['type'] == 'ClusterIP'
+    assert store.node_ports.allocated() == []
+
+
+def test_deleting_a_service_frees_its_node_ports(store):
+    store.apply([node_port_service('a', ports=[('x', 80, 30080), ('y', 81, None)])])
+    store.delete('Service', 'default', 'a')
+    assert store.node_ports.allocated() == []
+    store.apply([node_port_service('b', ports=[('', 80, 30080)])])
+    assert node_ports_of(store, 'b') == {80: 30080}
+
+
+def test_deleting_a_namespace_frees_the_node_ports_in_it(store):
+    store.apply([namespace('dev')])
+    store.apply([node_port_service(namespace='dev', ports=[('', 80, 30080)]),
+                 node_port_service('kept', ports=[('', 80, 30081)])])
+    store.delete('Namespace', None, 'dev')
+    assert store.node_ports.allocated() == [30081]
+    store.apply([node_port_service(ports=[('', 80, 30080)])])
+    assert node_ports_of(store) == {80: 30080}
+
+
+def test_a_cluster_ip_service_with_a_node_port_is_still_refused(store):
+    svc = service()
+    svc['spec']['ports'][0]['nodePort'] = 30080
+    [(path, message)] = rejected(store, [svc])
+    assert (path, message) == ('spec.ports[0].nodePort',
+                               'may not be used when type is ClusterIP')
+    assert store.node_ports.allocated() == []
