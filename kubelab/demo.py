@@ -110,12 +110,26 @@ def walk(lab: LabControl):
     step('From outside the cluster: ClusterIPs and pod IPs are internal-only')
     hosts = lab.get_json('hosts')['items']
     host = hosts[0]['metadata']['name']
-    nodes = lab.get_json('nodes')['items']
-    node_ip = [a['address'] for a in nodes[1]['status']['addresses']
-               if a['type'] == 'InternalIP'][0]
-    ping = lab.run_in(f'host/{host}', ['ping', '-c1', '-W1', node_ip])
-    print(f'  {host} -> node {node_ip}: ping {"answered" if ping.returncode == 0 else "lost"}')
+    host_ip = hosts[0]['status']['addresses'][0]['address']
+    nodes = {n['metadata']['name']: [a['address'] for a in n['status']['addresses']
+                                     if a['type'] == 'InternalIP'][0]
+             for n in lab.get_json('nodes')['items']}
     [r] = lab.probe(f'host/{host}', 'tcp', vip, 80, timeout=1)
-    print(f'  {host} -> ClusterIP {vip}:80: {r["error"]} (not routed outside the cluster)')
-    print('  NodePort, LoadBalancer and Ingress, the ways in from outside, come with the '
-          'next issues.')
+    print(f'  {host} ({host_ip}) -> ClusterIP {vip}:80: {r["error"]} (not routed outside '
+          'the cluster)')
+
+    step('External client -> NodeIP:NodePort -> ClusterIP -> Pod')
+    show(lab, 'get', 'services')
+    for name, ip in nodes.items():
+        got = lab.http(f'host/{host}', ip, 30080, '/clientip', count=4)
+        seen = sorted({x['body'].split(':')[0] for x in got if x['ok']})
+        print(f'  {host} -> {name} {ip}:30080 (externalTrafficPolicy Cluster): '
+              f'{verdict(got)}; the pods saw the client as {seen} (masqueraded as the node)')
+    for name, ip in nodes.items():
+        got = lab.http(f'host/{host}', ip, 30081, '/clientip', count=2, timeout=1)
+        seen = sorted({x['body'].split(':')[0] for x in got if x['ok']})
+        print(f'  {host} -> {name} {ip}:30081 (Local): {verdict(got)}'
+              + (f'; the pods saw {seen}, the real client' if seen else
+                 ' (no web pod on this node: dropped)'))
+    print('  LoadBalancer and Ingress, the other ways in from outside, come with the next '
+          'issues.')

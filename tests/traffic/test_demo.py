@@ -10,5 +10,7 @@ def test_the_demo_shows_every_path_and_cleans_up():
     assert out.count('all answered') >= 4, out
     assert 'refused after' in out and 'timeout (not routed outside the cluster)' in out
     assert 'app says app-with-sidecar' in out
+    assert out.count('(masqueraded as the node)') == 3
+    assert 'the real client' in out and '(no web pod on this node: dropped)' in out
     assert 'The lab is down.' in out
     assert lab_leftovers() == {'bridges': [], 'links': [], 'processes': []}

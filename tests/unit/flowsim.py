@@ -63,8 +63,8 @@ import itertools
 import zlib
 from dataclasses import dataclass, field
 
-from controller.flows import (CT_STATE_BITS, Ct, Group, Move, Output, SetField,
-                              ToController)
+from controller.flows import (CT_STATE_BITS, Ct, Group, LearnAffinity, Move, Output,
+                              Resubmit, SetField, ToController, flow)
 from controller.pipeline import TABLE_NAMES, desired
 from topo import wiring
 
@@ -73,9 +73,30 @@ SNAT_PORT_MIN, SNAT_PORT_MAX = 1024, 65535
 TCP_FLAGS = {'F': 0x01, 'S': 0x02, 'R': 0x04, 'P': 0x08, 'A': 0x10}
 MAC_FIELDS = ('eth_src', 'eth_dst', 'arp_sha', 'arp_tha')
 IP_FIELDS = ('ipv4_src', 'ipv4_dst', 'arp_spa', 'arp_tpa')
-METADATA = ('in_port', 'ct_state', 'ct_zone', 'ct_mark', 'reg0', 'reg1', 'reg2', 'reg3')
+REGISTERS = tuple(f'reg{i}' for i in range(16))
+METADATA = ('in_port', 'ct_state', 'ct_zone', 'ct_mark') + REGISTERS
 # Pipeline fields an OpenFlow match sees as 0 on a packet that never set them.
-ZERO_DEFAULT = ('ct_state', 'ct_mark')
+ZERO_DEFAULT = ('ct_state', 'ct_mark') + REGISTERS
+
+
+LEARNED_OWNER = 'learned'    # the owner of the flows a ``learn`` action installs
+
+
+@dataclass(frozen=True)
+class Load:
+    """NXM load of a constant into ``n_bits`` of ``dst`` from bit ``offset`` on: the
+    actions of a learned flow (``load:0x1->NXM_NX_REG5[0]``)."""
+    value: int
+    dst: str
+    n_bits: int
+    offset: int = 0
+
+    def ofctl(self):
+        nxm = 'NXM_NX_' + self.dst.upper()
+        bits = '' if self.n_bits == 32 else (
+            f'{self.offset}' if self.n_bits == 1 else
+            f'{self.offset}..{self.offset + self.n_bits - 1}')
+        return f'load:{self.value:#x}->{nxm}[{bits}]'
 
 
 class SimError(AssertionError):
@@ -344,42 +365,126 @@ def walk(config, packet: dict, in_port: int, conntrack: Conntrack | None = None,
     """Send ``packet`` into the switch holding ``config`` on ``in_port``.
 
     ``bucket`` picks the bucket of a select group: an index, a function
-    ``(packet, bucket count) -> index``, or None for a hash of the 5-tuple."""
-    names = TABLE_NAMES if table_names is None else table_names
-    conntrack = Conntrack() if conntrack is None else conntrack
-    tables = {}
-    for f in config.flows:
-        tables.setdefault(f.table, []).append(f)
-    groups = {g.group_id: g for g in config.groups}
+    ``(packet, bucket count) -> index``, or None for a hash of the 5-tuple. Flows that
+    ``learn`` installs are added to ``config.flows`` (the switch keeps them)."""
+    run = _Run(config, Conntrack() if conntrack is None else conntrack, bucket,
+               TABLE_NAMES if table_names is None else table_names)
     start = {k: v for k, v in packet.items() if k not in METADATA}
     start['in_port'] = in_port
-    result = Walk()
-    sent = []                        # ('output', port, pkt) / ('controller', pkt)
     threads = [(start, 0)]           # (packet, table): forks of ct(table=...) queue up
-    visits = 0
-    end = names.get(0, 0)
+    end = run.names.get(0, 0)
     while threads:
         pkt, table = threads.pop(0)
+        end = run.pipeline(pkt, table, threads)
+    if len(run.sent) > 1:
+        raise SimError(f'packet duplicated: {run.sent}')
+    run.result.outcome = run.sent[0] if run.sent else ('drop', end)
+    return run.result
+
+
+class _Run:
+    """One packet on one switch: its tables, what it sent, what it went through."""
+
+    def __init__(self, config, conntrack: Conntrack, bucket, names: dict):
+        self.config, self.conntrack, self.bucket, self.names = config, conntrack, bucket, names
+        self.tables = {}
+        for f in config.flows:
+            self.tables.setdefault(f.table, []).append(f)
+        self.groups = {g.group_id: g for g in config.groups}
+        self.result = Walk()
+        self.sent = []               # ('output', port, pkt) / ('controller', pkt)
+        self.visits = 0
+
+    def pipeline(self, pkt: dict, table, threads: list, resubmitted=False):
+        """Look ``pkt`` up from ``table`` on, following gotos; return the name of the
+        table it ended in. A resubmit's table miss just returns to the resubmitter."""
+        end = self.names.get(table, table)
         while table is not None:
-            visits += 1
-            if visits > MAX_TABLE_VISITS:
-                raise SimError(f'packet loops: {visits} table visits: {result.trace}')
-            end = names.get(table, table)
-            hit = _lookup(tables.get(table, []), pkt, end)
+            self.visits += 1
+            if self.visits > MAX_TABLE_VISITS:
+                raise SimError(f'packet loops: {self.visits} table visits: '
+                               f'{self.result.trace}')
+            end = self.names.get(table, table)
+            hit = _lookup(self.tables.get(table, []), pkt, end)
             if hit is None:
-                break                # table miss: drop
-            result.trace.append((end, hit.owner, hit.to_ofctl(names)))
+                break                # table miss: drop (a resubmit: back to the caller)
+            self.result.trace.append((end, hit.owner, hit.to_ofctl(self.names)))
             if hit.meter is not None:
-                result.meters.append(hit.meter)
-            forks = _apply(hit.actions, pkt, conntrack, groups, bucket, sent, result)
-            threads += forks
+                self.result.meters.append(hit.meter)
+            threads += self.apply(hit.actions, pkt, threads)
             if hit.goto is not None and hit.goto <= table:
-                raise SimError(f'goto backwards from table {table}: {hit.to_ofctl(names)}')
+                raise SimError(f'goto backwards from table {table}: '
+                               f'{hit.to_ofctl(self.names)}')
             table = hit.goto
-    if len(sent) > 1:
-        raise SimError(f'packet duplicated: {sent}')
-    result.outcome = sent[0] if sent else ('drop', end)
-    return result
+        return end
+
+    def apply(self, actions, pkt: dict, threads: list) -> list:
+        """Run apply-actions on ``pkt`` in place; return the forked (packet, table) pairs."""
+        forks = []
+        for action in actions:
+            if isinstance(action, SetField):
+                pkt[action.field] = action.value
+            elif isinstance(action, (Move, Load)):
+                if isinstance(action, Move):     # bits 0.. of src to bits 0.. of dst
+                    value, offset = _number(action.src, pkt.get(action.src, 0)), 0
+                else:
+                    value, offset = action.value, action.offset
+                mask = ((1 << action.n_bits) - 1) << offset
+                src = (value << offset) & mask
+                dst = _number(action.dst, pkt.get(action.dst, 0)) & ~mask
+                pkt[action.dst] = _text(action.dst,
+                                        (dst | src) & ((1 << _width(action.dst)) - 1))
+            elif isinstance(action, Output):
+                port = pkt['in_port'] if action.port == 'in_port' else action.port
+                if action.port != 'in_port' and port == pkt['in_port']:
+                    continue         # OpenFlow never outputs to the ingress port
+                self.sent.append(('output', port, _wire(pkt)))
+            elif isinstance(action, ToController):
+                self.sent.append(('controller', _wire(pkt)))
+            elif isinstance(action, Group):
+                group = self.groups.get(action.group_id)
+                if group is None:
+                    raise SimError(f'group {action.group_id} is not on the switch')
+                chosen = group.buckets[_choose(self.bucket, pkt, len(group.buckets))]
+                self.result.trace.append((f'group:{group.group_id}', group.owner,
+                                          ','.join(a.ofctl() for a in chosen.actions)))
+                forks += self.apply(chosen.actions, dict(pkt), threads)
+            elif isinstance(action, Ct):
+                tracked = self.conntrack.execute(action, pkt)
+                if action.table is not None:
+                    forks.append((tracked, action.table))
+                elif action.nat is not None:
+                    raise SimError(f'{action.ofctl()}: NAT without recirculation is not '
+                                   f'modelled')
+            elif isinstance(action, Resubmit):
+                # The same packet (not a copy): what the resubmitted table does to it
+                # (registers loaded, say) is seen by the rest of these actions.
+                self.pipeline(pkt, action.table, threads, resubmitted=True)
+            elif isinstance(action, LearnAffinity):
+                self.learn(action, pkt)
+            else:
+                raise SimError(f'unknown action {action!r}')
+        return forks
+
+    def learn(self, action: LearnAffinity, pkt: dict) -> None:
+        """Install (or refresh) the learned flow: this client, the Service address and
+        port in reg7/reg8 -> load the endpoint (the packet's destination now) into
+        reg3/reg4 and set reg5[0]. An existing flow with the same match is replaced,
+        as ``learn`` does; timeouts are not modelled (a learned flow never expires)."""
+        l4_dst = l4(pkt)[1]
+        match = {'eth_type': 0x0800, 'ip_proto': action.proto,
+                 'ipv4_src': pkt['ipv4_src'],
+                 'ipv4_dst': _text('ipv4_dst', _number('reg7', pkt.get('reg7', 0))),
+                 action.l4_field: _number('reg8', pkt.get('reg8', 0)) & 0xFFFF}
+        learned = flow(action.table, 200, match, (
+            Load(_number('ipv4_dst', pkt['ipv4_dst']), 'reg3', 32),
+            Load(l4_dst, 'reg4', 16), Load(1, 'reg5', 1)), owner=LEARNED_OWNER)
+        flows = self.config.flows
+        flows[:] = [f for f in flows if not (f.owner == LEARNED_OWNER and
+                                             (f.table, f.priority, f.match) ==
+                                             (learned.table, learned.priority,
+                                              learned.match))]
+        flows.append(learned)
 
 
 def _lookup(flows: list, pkt: dict, table_name):
@@ -392,47 +497,6 @@ def _lookup(flows: list, pkt: dict, table_name):
         raise SimError(f'{table_name}: flows overlap at priority {top}: '
                        f'{[f.to_ofctl() for f in best.values()]}')
     return next(iter(best.values()))
-
-
-def _apply(actions, pkt: dict, conntrack: Conntrack, groups: dict, bucket, sent: list,
-           result: Walk) -> list:
-    """Run apply-actions on ``pkt`` in place; return the forked (packet, table) pairs."""
-    forks = []
-    for action in actions:
-        if isinstance(action, SetField):
-            pkt[action.field] = action.value
-        elif isinstance(action, Move):
-            mask = (1 << action.n_bits) - 1
-            src = _number(action.src, pkt.get(action.src, 0)) & mask
-            dst = _number(action.dst, pkt.get(action.dst, 0)) & ~mask
-            pkt[action.dst] = _text(action.dst, (dst | src) & ((1 << _width(action.dst)) - 1))
-        elif isinstance(action, Output):
-            port = pkt['in_port'] if action.port == 'in_port' else action.port
-            if action.port != 'in_port' and port == pkt['in_port']:
-                continue             # OpenFlow never outputs to the ingress port
-            sent.append(('output', port, _wire(pkt)))
-        elif isinstance(action, ToController):
-            sent.append(('controller', _wire(pkt)))
-        elif isinstance(action, Group):
-            group = groups.get(action.group_id)
-            if group is None:
-                raise SimError(f'group {action.group_id} is not on the switch')
-            chosen = group.buckets[_choose(bucket, pkt, len(group.buckets))]
-            result.trace.append((f'group:{group.group_id}', group.owner,
-                                 ','.join(a.ofctl() for a in chosen.actions)))
-            clone = dict(pkt)
-            forks += _apply(chosen.actions, clone, conntrack, groups, bucket, sent,
-                            result)
-        elif isinstance(action, Ct):
-            tracked = conntrack.execute(action, pkt)
-            if action.table is not None:
-                forks.append((tracked, action.table))
-            elif action.nat is not None:
-                raise SimError(f'{action.ofctl()}: NAT without recirculation is not '
-                               f'modelled')
-        else:
-            raise SimError(f'unknown action {action!r}')
-    return forks
 
 
 def _wire(pkt: dict) -> dict:

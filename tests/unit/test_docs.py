@@ -1,8 +1,11 @@
 """docs/pipeline.md stays true to the code: its table sections are the pipeline's tables
 in order, every flow, group and meter line it shows is one the pure pipeline produces
-for the state the page documents (the default cluster, Service default/web -> two pods),
-and each walk-through shows, in order, the flows its packets really take on the fake
-switches of tests/unit/flowsim.py, and the addresses they really arrive with."""
+for the state the page documents (the default cluster, the NodePort Service default/web
+-> two pods; the session-affinity sections add the page's second Service, which selects
+the same pods), or one a ``learn`` action installs when a pod connects to that second
+Service on the fake switches of tests/unit/flowsim.py, and each walk-through shows, in
+order, the flows its packets really take on those switches, and the addresses they
+really arrive with."""
 
 import pathlib
 import re
@@ -13,7 +16,7 @@ import yaml
 from controller.pipeline import TABLE_NAMES, TABLES, desired
 from controller.state import ClusterState
 from services.cluster import default_cluster
-from tests.unit.flowsim import Lab, answer, l4
+from tests.unit.flowsim import LEARNED_OWNER, Lab, answer, l4
 from topo import wiring
 
 PAGE = pathlib.Path(__file__).resolve().parents[2] / 'docs' / 'pipeline.md'
@@ -25,21 +28,37 @@ def text():
     return PAGE.read_text(encoding='utf-8')
 
 
-def documented_state(text):
-    """The page's Service (its first yaml block) with web-1 and web-2 behind it."""
-    service = yaml.safe_load(re.search(r'```yaml\n(.*?)```', text, re.S).group(1))
-    pods = [('web-1', 'control-plane', '192.168.1.10'), ('web-2', 'worker-1', '192.168.2.10')]
-    endpoint_slice = {
-        'metadata': {'name': 'web-6xq2k', 'namespace': 'default',
-                     'labels': {'kubernetes.io/service-name': 'web'}},
+PODS = [('web-1', 'control-plane', '192.168.1.10'), ('web-2', 'worker-1', '192.168.2.10')]
+
+
+def page_services(text):
+    """The Services of the page's yaml blocks, in order."""
+    return [yaml.safe_load(block) for block in re.findall(r'```yaml\n(.*?)```', text, re.S)]
+
+
+def state_of(services):
+    """``services`` with web-1 and web-2 behind each of them."""
+    slices = [{
+        'metadata': {'name': f'{svc["metadata"]["name"]}-6xq2k', 'namespace': 'default',
+                     'labels': {'kubernetes.io/service-name': svc['metadata']['name']}},
         'ports': [{'name': 'http', 'port': 8080, 'protocol': 'TCP'}],
         'endpoints': [{'addresses': [ip], 'nodeName': node, 'conditions': {'ready': True}}
-                      for _, node, ip in pods]}
+                      for _, node, ip in PODS]} for svc in services]
     return ClusterState.from_objects(default_cluster(), {
         'Pod': [{'metadata': {'name': name, 'namespace': 'default'},
                  'spec': {'nodeName': node}, 'status': {'podIP': ip}}
-                for name, node, ip in pods],
-        'Service': [service], 'EndpointSlice': [endpoint_slice]})
+                for name, node, ip in PODS],
+        'Service': services, 'EndpointSlice': slices})
+
+
+def documented_state(text):
+    """The page's Service (its first yaml block) with web-1 and web-2 behind it."""
+    return state_of(page_services(text)[:1])
+
+
+def sticky_state(text):
+    """The state of the session-affinity sections: every Service of the page."""
+    return state_of(page_services(text))
 
 
 def produced(state):
@@ -50,6 +69,22 @@ def produced(state):
         lines.update(f.to_ofctl(TABLE_NAMES) for f in config.flows)
         lines.update(g.to_ofctl() for g in config.groups)
         lines.update(m.to_ofctl() for m in config.meters)
+    return lines
+
+
+def learned(state):
+    """The flows ``learn`` installs when each pod connects to each sticky Service port,
+    whichever endpoint the group picks."""
+    lines = set()
+    for sp in state.service_ports:
+        if not sp.affinity_timeout:
+            continue
+        for _, _, pod_ip in PODS:
+            for bucket in range(len(sp.endpoints)):
+                lab = Lab(state)
+                lab.send(lab.packet(pod_ip, sp.vip, sp.port), bucket=bucket)
+                lines.update(f.to_ofctl(TABLE_NAMES) for config in lab.configs.values()
+                             for f in config.flows if f.owner == LEARNED_OWNER)
     return lines
 
 
@@ -82,16 +117,26 @@ def test_each_table_section_shows_a_flow_of_its_table(text, table):
 def test_the_documented_state_is_the_one_described(text):
     state = documented_state(text)
     [port] = state.service_ports
-    assert (port.key, port.vip, port.port) == ('default/web/tcp/http', '10.96.0.20', 80)
+    assert (port.key, port.vip, port.port, port.node_port) == (
+        'default/web/tcp/http', '10.96.0.20', 80, 30080)
+    assert not (port.external_local or port.internal_local or port.affinity_timeout)
     assert [(e.ip, e.port) for e in port.endpoints] == [('192.168.1.10', 8080),
                                                         ('192.168.2.10', 8080)]
+    ports = {sp.service: sp for sp in sticky_state(text).service_ports}
+    web, sticky = ports['web'], ports['web-sticky']
+    assert web == port
+    assert (sticky.key, sticky.vip, sticky.affinity_timeout) == (
+        'default/web-sticky/tcp/http', '10.96.0.21', 600)
+    assert sticky.endpoints == port.endpoints
 
 
 def test_every_flow_line_is_produced_by_the_pipeline(text):
     shown = [line for line in text.splitlines()
              if line.startswith(('table=', 'group_id=', 'meter='))]
     assert len(shown) > len(TABLES)
-    missing = [line for line in shown if line not in produced(documented_state(text))]
+    lines = produced(documented_state(text)) | produced(sticky_state(text))
+    lines |= learned(sticky_state(text))
+    missing = [line for line in shown if line not in lines]
     assert missing == []
 
 
@@ -101,6 +146,8 @@ WALKS = {
         ('192.168.1.10', '10.96.0.20', 80, 0),
     '## Walk-through: a pod calls the external network (egress)':
         ('192.168.1.10', '203.0.113.10', 80, None),
+    '## Walk-through: an external client calls a NodePort on a node without the endpoint':
+        ('203.0.113.10', '10.128.0.13', 30080, 0),
 }
 
 
