@@ -1,10 +1,11 @@
 """A fake OpenFlow 1.3 switch for unit tests: walk a packet through a ``SwitchConfig``.
 
 ``walk(config, packet, in_port, conntrack)`` plays one switch: it looks the packet up
-table by table (highest priority wins, masked matches, ``ct_state`` and ``ct_mark`` as
-(value, mask)), runs each flow's apply-actions in order (SetField, Move, Output or
-``IN_PORT``, Group, ToController, Ct) and follows its goto. It returns a ``Walk``: the trace of the flows that matched, as
-(table name, flow owner, flow in ovs-ofctl syntax), and one outcome:
+table by table (highest priority wins, masked matches, ``ct_state``, ``ct_mark`` and the
+registers as (value, mask)), runs each flow's apply-actions in order (SetField, Move,
+Output or ``IN_PORT``, Group, ToController, Ct, Resubmit, LearnAffinity) and follows its
+goto. It returns a ``Walk``: the trace of the flows that matched, as (table name, flow
+owner, flow in ovs-ofctl syntax), and one outcome:
 
 - ``('output', port, packet)``: the packet left on ``port`` (as it is on the wire);
 - ``('drop', table name)``: no flow sent it anywhere (the table where it ended);
@@ -46,6 +47,13 @@ walks (a SYN, then its reply) and several switches:
   an earlier table than the current one (a recirculation, e.g. SNAT -> L3Forwarding):
   only a ``goto_table`` must go forward; a recirculation loop ends in ``SimError``.
 
+Nicira extensions: ``resubmit(,N)`` looks the same packet up in table ``N`` (following
+its gotos) and comes back to the next action, keeping what that table did to it (the
+registers a learned flow loads); a miss there just returns. ``learn`` (``LearnAffinity``)
+installs the session-affinity flow it describes into the switch's ``config.flows``
+(owner ``LEARNED_OWNER``, actions ``Load``), replacing a learned flow with the same
+match; timeouts are not modelled. Registers (reg0-reg15) start at 0 on every switch.
+
 Other OpenFlow rules the model keeps: a table miss drops, ``output`` to the port the
 packet came in on is dropped (only ``IN_PORT``, ``Output('in_port')``, sends it back
 out that port), a goto must go forward.
@@ -77,8 +85,6 @@ REGISTERS = tuple(f'reg{i}' for i in range(16))
 METADATA = ('in_port', 'ct_state', 'ct_zone', 'ct_mark') + REGISTERS
 # Pipeline fields an OpenFlow match sees as 0 on a packet that never set them.
 ZERO_DEFAULT = ('ct_state', 'ct_mark') + REGISTERS
-
-
 LEARNED_OWNER = 'learned'    # the owner of the flows a ``learn`` action installs
 
 
@@ -386,7 +392,8 @@ class _Run:
     """One packet on one switch: its tables, what it sent, what it went through."""
 
     def __init__(self, config, conntrack: Conntrack, bucket, names: dict):
-        self.config, self.conntrack, self.bucket, self.names = config, conntrack, bucket, names
+        self.config, self.conntrack, self.bucket = config, conntrack, bucket
+        self.names = names
         self.tables = {}
         for f in config.flows:
             self.tables.setdefault(f.table, []).append(f)
@@ -395,7 +402,7 @@ class _Run:
         self.sent = []               # ('output', port, pkt) / ('controller', pkt)
         self.visits = 0
 
-    def pipeline(self, pkt: dict, table, threads: list, resubmitted=False):
+    def pipeline(self, pkt: dict, table, threads: list):
         """Look ``pkt`` up from ``table`` on, following gotos; return the name of the
         table it ended in. A resubmit's table miss just returns to the resubmitter."""
         end = self.names.get(table, table)
@@ -459,7 +466,7 @@ class _Run:
             elif isinstance(action, Resubmit):
                 # The same packet (not a copy): what the resubmitted table does to it
                 # (registers loaded, say) is seen by the rest of these actions.
-                self.pipeline(pkt, action.table, threads, resubmitted=True)
+                self.pipeline(pkt, action.table, threads)
             elif isinstance(action, LearnAffinity):
                 self.learn(action, pkt)
             else:
