@@ -75,7 +75,7 @@ TABLES = (
     Table(40, 'ServiceLB', 'nat PREROUTING: KUBE-SERVICES -> KUBE-SVC -> KUBE-SEP (DNAT)',
           ('EndpointDNAT', 'AffinityLearn', 'ConntrackCommit', 'L3Forwarding')),
     Table(45, 'EndpointDNAT', 'KUBE-SEP DNAT for a client with session affinity',
-          ('L3Forwarding',)),
+          ('L3Forwarding',)),   # its miss resubmits to ServiceLB (an endpoint that went)
     Table(50, 'AffinityLearn', 'KUBE-SEP -m recent --set (remember the client)',
           ('L3Forwarding',)),
     Table(60, 'ConntrackCommit', 'conntrack commit', ('L3Forwarding',)),
@@ -120,6 +120,8 @@ def desired(state, dpid: int) -> SwitchConfig:
         config = underlay(state.cluster)
     else:
         config = external(state.cluster)
+    # One flow may serve two owners (an endpoint of two sticky Service ports): keep one.
+    config.flows = list({f.cookie: f for f in config.flows}.values())
     check_pipeline(config)
     return config
 
@@ -275,7 +277,10 @@ def node_bridge(state, node) -> SwitchConfig:
          flow(T['ServiceLB'], 0, goto=T['ConntrackCommit'], owner='conntrack'),
          flow(T['ConntrackCommit'], 200, {'eth_type': ETH_IP, 'ct_state': ct_state('+trk+new')},
               (Ct(zone=zone, commit=True),), goto=T['L3Forwarding'], owner='conntrack'),
-         flow(T['ConntrackCommit'], 0, goto=T['L3Forwarding'], owner='conntrack')])
+         flow(T['ConntrackCommit'], 0, goto=T['L3Forwarding'], owner='conntrack'),
+         # A client remembered for an endpoint that is gone: forget it, choose again.
+         flow(T['EndpointDNAT'], 0, None, (SetField('reg5', 0), Resubmit(T['ServiceLB'])),
+              owner='session affinity')])
 
     # ServiceLB: per Service port a flow for its ClusterIP and, for a NodePort, one for
     # this node's IP; each goes to a select group whose buckets DNAT to one endpoint.
@@ -327,7 +332,7 @@ def node_bridge(state, node) -> SwitchConfig:
     add([flow(T['L3Forwarding'], 230, {'eth_type': ETH_IP, 'ct_state': ct_state('+trk-rpl'),
                                        'ct_mark': (CT_MARK_NODE_MASQ, CT_MARK_NODE_MASQ)},
               goto=T['SNAT'], owner='nodeport masquerade'),
-         flow(T['SNAT'], 250, {'eth_type': ETH_IP,
+         flow(T['SNAT'], 250, {'eth_type': ETH_IP, 'ct_state': ct_state('+trk-rpl'),
                                'ct_mark': (CT_MARK_NODE_MASQ, CT_MARK_NODE_MASQ)},
               (Ct(zone=snat_zone, commit=True, table=T['L3Forwarding'],
                   nat=Nat(src=node.ip)),), owner='nodeport masquerade')])

@@ -809,9 +809,6 @@ def test_a_node_port_field_without_type_node_port_opens_nothing(svc_type):
     assert receiver(lab, trip) == W2.ip                    # the node itself, no Service
 
 
-@pytest.mark.xfail(strict=True, reason='SNAT p250 matches ct_mark only: a reply of a '
-                   'NodePort connection, routed to the external network through SNAT, '
-                   'is committed again in the SNAT zone (a spurious connection)')
 def test_a_reply_to_a_node_port_connection_is_not_masqueraded_again(np_lab):
     trip = np_lab.send(np_lab.packet(EXTERNAL_1, W2.ip, WEB_NP), bucket=0)
     np_lab.send(answer(trip.outcome[2]), sender=WEB_1)                   # SYN+ACK
@@ -906,10 +903,6 @@ def test_without_a_sticky_service_new_connections_skip_session_affinity():
     assert new.actions == () and new.goto == T['ServiceLB']
 
 
-@pytest.mark.xfail(strict=True, reason='a learned endpoint that is no longer an endpoint '
-                   'has no EndpointDNAT flow: the client\'s new connections are dropped '
-                   '(EndpointDNAT has no miss flow back to the group) until the learned '
-                   'flow idles out, which each retry postpones')
 def test_a_client_whose_endpoint_left_is_balanced_again():
     lab = Lab(STICKY_STATE)
     assert receiver(lab, lab.send(lab.packet(CLIENT, STICKY_VIP, 80), bucket=1)) == WEB_2
@@ -1006,6 +999,7 @@ table=ConntrackState,priority=190,ip,ct_state=-new+trk actions=goto_table:L3Forw
 table=ConntrackState,priority=200,ip,ct_state=+new+trk actions=goto_table:ServiceLB
 table=ConntrackState,priority=210,ip,ct_state=+inv+trk actions=drop
 table=ConntrackZone,priority=200,ip actions=ct(table=21,zone=1,nat)
+table=EndpointDNAT,priority=0 actions=set_field:0->reg5,resubmit(,40)
 table=L3Forwarding,priority=0 actions=drop
 table=L3Forwarding,priority=100,ip,nw_dst=10.128.0.12 actions=set_field:0a:5a:0a:80:00:0b->eth_src,set_field:0a:5a:0a:80:00:0c->eth_dst,output:1
 table=L3Forwarding,priority=100,ip,nw_dst=10.128.0.13 actions=set_field:0a:5a:0a:80:00:0b->eth_src,set_field:0a:5a:0a:80:00:0d->eth_dst,output:1
@@ -1029,7 +1023,7 @@ table=SNAT,priority=0 actions=drop
 table=SNAT,priority=100,ip actions=ct(commit,table=80,zone=1001,nat(src=10.128.0.11))
 table=SNAT,priority=110,ip,ct_state=+rpl+trk actions=goto_table:Output
 table=SNAT,priority=200,ip,nw_dst=192.168.1.0/255.255.255.0 actions=ct(commit,table=80,zone=1001,nat(src=192.168.1.1))
-table=SNAT,priority=250,ip,ct_mark=0x1/0x1 actions=ct(commit,table=70,zone=1001,nat(src=10.128.0.11))
+table=SNAT,priority=250,ip,ct_mark=0x1/0x1,ct_state=-rpl+trk actions=ct(commit,table=70,zone=1001,nat(src=10.128.0.11))
 table=ServiceLB,priority=0 actions=goto_table:ConntrackCommit
 table=ServiceLB,priority=100,ip,nw_dst=10.96.0.20 actions=meter:1,controller(max_len=128)
 table=ServiceLB,priority=200,tcp,nw_dst=10.128.0.11,tp_dst=30080 actions=group:2114320505
@@ -1064,10 +1058,6 @@ def test_cookies_are_unique_within_a_switch(dpid):
     assert len({f.cookie for f in flows}) == len(flows) > 0
 
 
-@pytest.mark.xfail(strict=True, reason='EndpointDNAT flows match only the endpoint '
-                   '(reg3, reg4) and the mark (reg6): a sticky NodePort with '
-                   'externalTrafficPolicy Local (or two sticky Services sharing an '
-                   'endpoint) yields the same flow twice')
 def test_cookies_are_unique_with_sticky_services():
     objs = sticky_objects()
     objs['Service'][-1]['spec']['externalTrafficPolicy'] = 'Local'
