@@ -6,27 +6,9 @@ Two web pods run on worker-1 and worker-2; the control-plane node runs none of t
 
 import pytest
 
-APP = """
-apiVersion: v1
-kind: Pod
-metadata: {name: web-1, labels: {app: web}}
-spec:
-  nodeName: worker-1
-  containers:
-  - {name: netexec, image: registry.k8s.io/e2e-test-images/agnhost:2.53,
-     args: [netexec, --http-port=8080, --udp-port=8081],
-     ports: [{containerPort: 8080}, {containerPort: 8081, protocol: UDP}]}
----
-apiVersion: v1
-kind: Pod
-metadata: {name: web-2, labels: {app: web}}
-spec:
-  nodeName: worker-2
-  containers:
-  - {name: netexec, image: registry.k8s.io/e2e-test-images/agnhost:2.53,
-     args: [netexec, --http-port=8080, --udp-port=8081],
-     ports: [{containerPort: 8080}, {containerPort: 8081, protocol: UDP}]}
----
+from tests.traffic.manifests import echo_pod
+
+APP = echo_pod('web-1', 'worker-1', 'web') + echo_pod('web-2', 'worker-2', 'web') + """
 apiVersion: v1
 kind: Pod
 metadata: {name: probe-cp}
@@ -46,7 +28,7 @@ spec:
 
 
 def service(name, node_port=None, svc_type='NodePort', etp=None, itp=None):
-    lines = [f'apiVersion: v1', 'kind: Service', f'metadata: {{name: {name}}}', 'spec:',
+    lines = ['apiVersion: v1', 'kind: Service', f'metadata: {{name: {name}}}', 'spec:',
              f'  type: {svc_type}', '  selector: {app: web}']
     if etp:
         lines.append(f'  externalTrafficPolicy: {etp}')

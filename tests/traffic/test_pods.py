@@ -10,19 +10,7 @@ import time
 
 import pytest
 
-
-def echo_pod(name: str, node: str) -> str:
-    """An agnhost netexec pod pinned to ``node``."""
-    return f"""
-apiVersion: v1
-kind: Pod
-metadata: {{name: {name}, labels: {{app: echo}}}}
-spec:
-  nodeName: {node}
-  containers:
-  - {{name: netexec, image: registry.k8s.io/e2e-test-images/agnhost:2.53,
-     args: [netexec, --http-port=8080, --udp-port=8081], ports: [{{containerPort: 8080}}]}}
----"""
+from tests.traffic.manifests import echo_pod
 
 
 PODS = echo_pod('a1', 'worker-1') + echo_pod('a2', 'worker-1') + echo_pod('b1', 'worker-2') + """

@@ -177,19 +177,25 @@ def test_traffic_arrives(lab, case):
     assert (got['eth_src'], got['eth_dst']) == (where.gateway_mac, where.mac)
 
 
-@pytest.mark.parametrize('case', TRAFFIC, ids=[c['name'] for c in TRAFFIC])
-def test_reply_comes_back_un_natted(lab, case):
+def check_reply(lab, case):
+    """The answer to ``case`` retraces its path and comes from the address the client
+    called (the VIP:port of a Service, the NodeIP:NodePort), with the right MACs."""
     _, trip = send(lab, case)
     host = receiver(lab, trip)
     back = lab.send(answer(trip.outcome[2]), sender=host)
     assert back.dpids == switches(reversed(case['path']))
     assert receiver(lab, back) == case['src']
     got = back.outcome[2]
-    # The client hears from the address it called (the VIP:port for a Service).
     assert (got['ipv4_src'], l4(got)[0]) == (case['dst'], case['port'])
     assert (got['ipv4_dst'], l4(got)[1]) == (case['src'], 40000)
     where = lab.attachment(case['src'])
     assert (got['eth_src'], got['eth_dst']) == (where.gateway_mac, where.mac)
+    return host
+
+
+@pytest.mark.parametrize('case', TRAFFIC, ids=[c['name'] for c in TRAFFIC])
+def test_reply_comes_back_un_natted(lab, case):
+    host = check_reply(lab, case)
     # The rest of the connection sticks to the same endpoint whatever the group picks.
     for bucket in (0, 1):
         _, more = send(lab, case, flags='A', bucket=bucket)
@@ -644,17 +650,7 @@ def test_node_port_traffic_arrives(np_lab, case):
 
 @pytest.mark.parametrize('case', NODEPORT, ids=[c['name'] for c in NODEPORT])
 def test_node_port_reply_comes_back_from_the_node_port(np_lab, case):
-    _, trip = send(np_lab, case)
-    host = receiver(np_lab, trip)
-    back = np_lab.send(answer(trip.outcome[2]), sender=host)
-    assert back.dpids == switches(reversed(case['path']))
-    assert receiver(np_lab, back) == case['src']
-    got = back.outcome[2]
-    # The client hears from the NodeIP:NodePort (or ClusterIP:port) it called.
-    assert (got['ipv4_src'], l4(got)[0]) == (case['dst'], case['port'])
-    assert (got['ipv4_dst'], l4(got)[1]) == (case['src'], 40000)
-    where = np_lab.attachment(case['src'])
-    assert (got['eth_src'], got['eth_dst']) == (where.gateway_mac, where.mac)
+    host = check_reply(np_lab, case)
     for bucket in (0, 1):                 # the rest of the connection: the same endpoint
         _, more = send(np_lab, case, flags='A', bucket=bucket)
         assert receiver(np_lab, more) == host
