@@ -235,6 +235,15 @@ class Store:
 
     def _warnings(self, objs) -> list[str]:
         out = [w for obj in objs for w in _not_emulated(obj)]
+        nodes = sorted(n for k, _, n in self.objects if k == 'Node')
+        for obj in objs:
+            spec = obj.get('spec') or {}
+            if obj['kind'] == 'Deployment':
+                spec = spec['template']['spec']
+            node = spec.get('nodeName') if obj['kind'] in ('Pod', 'Deployment') else None
+            if node and node not in nodes:
+                out.append(f'{manifests.object_ref(obj)}: spec.nodeName: node "{node}" does '
+                           f'not exist, the pod stays Pending; nodes: {", ".join(nodes)}')
         pods = [o for o in self.objects.values() if o['kind'] == 'Pod']
         templates = [o for o in objs if o['kind'] in ('Pod', 'Deployment')]
         for obj in objs:

@@ -783,3 +783,14 @@ def test_a_cluster_ip_service_with_a_node_port_is_still_refused(store):
     assert (path, message) == ('spec.ports[0].nodePort',
                                'may not be used when type is ClusterIP')
     assert store.node_ports.allocated() == []
+
+
+def test_a_pod_pinned_to_a_node_that_does_not_exist_gets_a_warning():
+    from services.cluster import default_cluster
+    from services.store import Store
+    pod = {'apiVersion': 'v1', 'kind': 'Pod', 'metadata': {'name': 'p'},
+           'spec': {'nodeName': 'nowhere', 'containers': [
+               {'name': 'c', 'image': 'busybox', 'command': ['sleep', '9']}]}}
+    warnings = Store(default_cluster()).apply([pod])['warnings']
+    assert any('spec.nodeName: node "nowhere" does not exist' in w and 'worker-1' in w
+               for w in warnings), warnings
