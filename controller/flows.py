@@ -16,7 +16,6 @@ import hashlib
 from dataclasses import dataclass, field
 
 COOKIE_MARK = 0x4B << 56     # top byte 'K': a flow of kubelab's controller
-COOKIE_MARK_MASK = 0xFF << 56
 
 
 # ---------------------------------------------------------------- actions

@@ -21,7 +21,7 @@ does the job in a real cluster:
   is full, so Services that ask for a fixed ``nodePort`` find it free.
 
 Errors are ``AllocationError`` and carry the valid range. For all-or-nothing
-applies the store works on ``copy()`` (or ``snapshot()``/``restore()``) and
+applies the store works on ``copy()`` and
 keeps the copy only when everything succeeded.
 """
 
@@ -163,12 +163,6 @@ class ClusterIPAllocator:
         """Addresses handed out to Services (not the system reservations)."""
         return [_text(v) for v in sorted(self._pool.used - self._system)]
 
-    def snapshot(self) -> frozenset:
-        return frozenset(self._pool.used)
-
-    def restore(self, snapshot: frozenset) -> None:
-        self._pool.used = set(snapshot)
-
     def copy(self) -> 'ClusterIPAllocator':
         """An independent copy (sharing the random generator)."""
         clone = ClusterIPAllocator(self.cidr, self._rng)
@@ -227,13 +221,6 @@ class PodIPAllocator:
 
     def allocated(self) -> list[str]:
         return [_text(v) for v in sorted(self._pool.used)]
-
-    def snapshot(self) -> tuple:
-        return frozenset(self._pool.used), self._last_reserved
-
-    def restore(self, snapshot: tuple) -> None:
-        used, self._last_reserved = snapshot
-        self._pool.used = set(used)
 
     def copy(self) -> 'PodIPAllocator':
         clone = PodIPAllocator(self.cidr)
@@ -298,12 +285,6 @@ class NodePortAllocator:
 
     def allocated(self) -> list[int]:
         return sorted(self._pool.used)
-
-    def snapshot(self) -> frozenset:
-        return frozenset(self._pool.used)
-
-    def restore(self, snapshot: frozenset) -> None:
-        self._pool.used = set(snapshot)
 
     def copy(self) -> 'NodePortAllocator':
         """An independent copy (sharing the random generator)."""

@@ -50,9 +50,5 @@ class NotFound(KubelabError):
     """A named object, node or client does not exist."""
 
 
-class Conflict(KubelabError):
-    """The request clashes with what is already stored."""
-
-
 class AllocationError(KubelabError):
     """No IP address or port to allocate; the message names the range."""

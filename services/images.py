@@ -83,20 +83,3 @@ def unknown_image_message(image: str) -> str:
             hint = f'; did you mean "{close}"?'
     return (f'image "{image}" is not supported by kubelab{hint}; '
             f'supported: {"; ".join(SUPPORTED_IMAGES)}')
-
-
-def agnhost_subcommand(command: list | None, args: list | None) -> str | None:
-    """The agnhost subcommand a container runs, or None when there is none.
-
-    The image's entrypoint is ``/agnhost`` and its default CMD ``pause``: the
-    subcommand is ``args[0]`` (``pause`` without args), or ``command[1]``
-    when ``command`` spells out ``/agnhost`` itself (then the CMD is not
-    used). None for a command that is not agnhost (``sh -c ...``).
-    """
-    if command:
-        if command[0] not in AGNHOST_BINARIES:
-            return None
-        words = list(command[1:]) + list(args or [])
-    else:
-        words = list(args or AGNHOST_DEFAULT_ARGS)
-    return words[0] if words else None

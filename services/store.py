@@ -21,7 +21,6 @@ apply commits. Going back to ClusterIP, and deleting the Service, release them a
 from __future__ import annotations
 
 import copy
-import json
 import random
 import threading
 import time
@@ -34,7 +33,6 @@ from services.validate_service import EXTERNAL_SERVICE_TYPES, HEADLESS_EXTERNAL
 
 KUBELET_VERSION = 'v1.31.0-kubelab'
 CONTROL_PLANE_TAINT = {'key': 'node-role.kubernetes.io/control-plane', 'effect': 'NoSchedule'}
-USER_KINDS = ('Namespace', 'Pod', 'Deployment', 'Service', 'EndpointSlice')
 
 
 def node_object(node, created: str) -> dict:
@@ -689,6 +687,3 @@ def _initial_status(obj: dict) -> dict:
         return {'phase': 'Active'}
     return {}
 
-
-def to_json(obj) -> str:
-    return json.dumps(obj, sort_keys=True)

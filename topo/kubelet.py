@@ -285,9 +285,6 @@ class NodeAgent:
         }
         self.store.update_pod_status(rt.namespace, rt.name, rt.uid, status)
 
-    def sandbox_pid(self, uid: str) -> int | None:
-        rt = self.pods.get(uid)
-        return rt.host.pid if rt is not None else None
 
 
 def _signal(proc, sig):

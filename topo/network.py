@@ -121,10 +121,6 @@ class LabNetwork:
                          '--', 'set', 'Bridge', sw.name, f'flow_tables:{t.id}=@t{t.id}']
             subprocess.run(['ovs-vsctl', *args], check=True, capture_output=True)
 
-    def switches_connected(self) -> bool:
-        with self.lock:
-            return all(sw.connected() for sw in self.net.switches)
-
     # ------------------------------------------------------------ hosts
     def node_host(self, node_name: str):
         node = self.cluster.node(node_name)
