@@ -69,12 +69,13 @@ def cmd_up(args) -> int:
         if os.path.isfile(path):
             with open(path) as f:
                 text = f.read()
-            docs = manifests.load_documents(text, path) if 'kind: Cluster' not in text \
-                else None
-            if docs is None:
+            docs = manifests.load_documents(text, path)
+            if any(d.get('kind') == 'Cluster' for d in docs):
                 load_cluster(text, path)            # check it before booting
                 cluster_file = os.path.abspath(path)
-                continue
+            else:
+                objects.extend(docs)
+            continue
         objects.extend(read_paths([path]))
     errors = []
     for obj in objects:

@@ -88,7 +88,7 @@ class NodeAgent:
         self.stopping.set()
         self.thread.join(timeout=10)
         for rt in list(self.pods.values()):
-            self._kill(rt, grace=0)
+            self._kill(rt)
             self._remove(rt)
         self.prober.shutdown(wait=False, cancel_futures=True)
 
@@ -109,7 +109,7 @@ class NodeAgent:
                 wanted[pod['metadata']['uid']] = pod
         for uid, rt in list(self.pods.items()):
             if uid not in wanted:
-                self._kill(rt, grace=0)
+                self._kill(rt)
                 self._remove(rt)
         for uid, pod in wanted.items():
             rt = self.pods.get(uid)
@@ -227,11 +227,12 @@ class NodeAgent:
                    if c.proc is not None and c.proc.poll() is None]
         if running and time.monotonic() < rt.terminating_until:
             return
-        self._kill(rt, grace=0)
+        self._kill(rt)
         self._remove(rt)
         self.store.pod_gone(rt.namespace, rt.name, rt.uid)
 
-    def _kill(self, rt: PodRuntime, grace: float):
+    def _kill(self, rt: PodRuntime):
+        """SIGKILL every container of the pod and reap it."""
         for c in rt.containers.values():
             _signal(c.proc, signal.SIGKILL)
             if c.proc is not None:

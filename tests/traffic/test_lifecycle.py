@@ -8,6 +8,7 @@ import time
 from kubelab.daemon import running_daemon
 from kubelab.labctl import LabControl
 from tests.traffic.conftest import lab_leftovers
+from tests.traffic.manifests import echo_pod
 
 DEPLOY = """
 apiVersion: apps/v1
@@ -76,3 +77,37 @@ def test_up_after_a_crash_cleans_the_crashed_run_and_comes_up():
 def test_down_without_a_lab_says_so():
     out = LabControl().kubelab('down').stdout
     assert 'No lab is running' in out
+
+
+def test_a_cluster_file_shapes_the_lab(tmp_path):
+    cluster = tmp_path / 'cluster.yaml'
+    cluster.write_text("""
+apiVersion: kubelab.io/v1alpha1
+kind: Cluster
+metadata: {name: small}
+networking: {podSubnet: 172.20.0.0/16}
+nodes:
+  - {name: cp, role: control-plane, podCIDR: 172.20.7.0/24}
+  - {name: w1, role: worker, ip: 10.128.0.50, podCIDR: 172.20.9.0/24}
+clients:
+  - {name: outside, ip: 203.0.113.99}
+""")
+    lab = LabControl()
+    lab.up(str(cluster))
+    try:
+        nodes = {n['metadata']['name']: n for n in lab.get_json('nodes')['items']}
+        assert set(nodes) == {'cp', 'w1'}
+        assert [a['address'] for a in nodes['w1']['status']['addresses']
+                if a['type'] == 'InternalIP'] == ['10.128.0.50']
+        hosts = lab.get_json('hosts')['items']
+        assert [(h['metadata']['name'], h['status']['addresses'][0]['address'])
+                for h in hosts] == [('outside', '203.0.113.99')]
+        lab.apply(echo_pod('a', 'cp') + echo_pod('b', 'w1'))
+        assert lab.pod_ip('a').startswith('172.20.7.')
+        assert lab.pod_ip('b').startswith('172.20.9.')
+        [r] = lab.http('a', lab.pod_ip('b'), 8080, '/clientip')
+        assert r['ok'] and r['body'].split(':')[0] == lab.pod_ip('a')
+        ping = lab.run_in('host/outside', ['ping', '-c1', '-W2', '10.128.0.50'])
+        assert ping.returncode == 0
+    finally:
+        lab.down()
