@@ -204,7 +204,13 @@ def load_balance(cfg: SwitchConfig, match: dict, sp, endpoints, zone: int, key: 
         flow(T['AffinityLearn'], 200, {'eth_type': ETH_IP, 'ip_proto': match['ip_proto'],
                                        'reg7': dst, 'reg8': match[l4]},
              (LearnAffinity(T['SessionAffinity'], affinity, match['ip_proto'],
-                            AFFINITY_COOKIE),), goto=T['L3Forwarding'], owner=owner)]
+                            AFFINITY_COOKIE),), goto=T['L3Forwarding'], owner=owner),
+        # A flow that looks at the source port (0: never used): the userspace datapath
+        # then caches this Service's new connections per source port, so each one is
+        # looked up afresh and finds what the previous one learned (else a cached miss
+        # would send the client's next connections to the group for a few hundred ms).
+        flow(T['SessionAffinity'], 1, dict(match, **{l4.replace('dst', 'src'): 0}),
+             owner=owner)]
     for ep in endpoints:
         hit = {'eth_type': ETH_IP, 'reg3': int(ipaddress.IPv4Address(ep.ip)),
                'reg4': ep.port, 'reg6': mark or 0}

@@ -185,7 +185,7 @@ def test_client_ip_session_affinity_sticks_then_spreads_when_switched_off(np_lab
                                        '  selector: {app: web}\n'
                                        '  sessionAffinity: ClientIP\n'
                                        '  sessionAffinityConfig: {clientIP: '
-                                       '{timeoutSeconds: 2}}\n')
+                                       '{timeoutSeconds: 5}}\n')
     np_lab.apply(sticky)
     try:
         vip, port = np_lab.cluster_ip('sticky'), node_port(np_lab, 'sticky')
@@ -198,7 +198,7 @@ def test_client_ip_session_affinity_sticks_then_spreads_when_switched_off(np_lab
         # The switch forgets a client after timeoutSeconds without a new connection.
         assert affinity_flows(np_lab, 'kl-n1')
         np_lab.client.wait_for(lambda: not affinity_flows(np_lab, 'kl-n1'),
-                               'the affinity to expire', timeout=10)
+                               'the affinity to expire', timeout=20)
         np_lab.apply(service('sticky'))                   # sessionAffinity back to None
         got = np_lab.http('probe-cp', vip, 80, '/hostname', count=30)
         assert {r['body'] for r in got} == {'web-1', 'web-2'}, got
