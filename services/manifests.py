@@ -2,11 +2,19 @@
 
 ``load_documents`` turns a (multi-document) YAML file into objects; a YAML
 syntax error is a ``ValidationError`` with the line, never an empty result.
+The objects must survive the trip to the API server as JSON, so the loader
+also refuses, with the line, what JSON cannot carry or what would exhaust the
+lab: tags without a JSON type (``!!binary``, ``!!set``), recursive aliases,
+alias bombs, nesting deeper than ``MAX_DEPTH``, absurdly long integers, lone
+surrogates, control characters.
+
 ``validate`` checks one object and returns a normalised deep copy with the
 defaults Kubernetes would fill (``namespace: default``, ``protocol: TCP``,
-``targetPort`` = ``port`` ...); all problems of the object are raised together
-as an ``ApplyError``. Per-kind rules live in ``validate_<kind>.py``; the
-shared checker and name rules in ``validate_common.py``.
+``targetPort`` = ``port`` ...) and without the metadata the API server sets
+itself (``uid``, ``deletionTimestamp`` ... of ``kubectl get -o yaml``
+output); all problems of the object are raised together as an
+``ApplyError``. Per-kind rules live in ``validate_<kind>.py``; the shared
+checker and name rules in ``validate_common.py``.
 
 Supported objects (``SUPPORTED_KINDS``): ``v1`` Pod, Service, Namespace;
 ``apps/v1`` Deployment; ``discovery.k8s.io/v1`` EndpointSlice.
@@ -26,11 +34,16 @@ from services.validate_pod import validate_pod_spec
 from services.validate_service import validate_service
 
 METADATA_FIELDS = ('name', 'namespace', 'labels', 'annotations')
-#: Set by the API server (present in ``kubectl get -o yaml`` output): ignored.
-IGNORED_METADATA_FIELDS = ('creationTimestamp', 'deletionGracePeriodSeconds',
-                           'deletionTimestamp', 'finalizers', 'generateName',
-                           'generation', 'managedFields', 'ownerReferences',
-                           'resourceVersion', 'selfLink', 'uid')
+#: Set by the API server (present in ``kubectl get -o yaml`` output): dropped,
+#: the store sets its own.
+SERVER_METADATA_FIELDS = ('creationTimestamp', 'deletionGracePeriodSeconds',
+                          'deletionTimestamp', 'generation', 'managedFields',
+                          'resourceVersion', 'selfLink', 'uid')
+#: Written by users but not acted on by kubelab: type-checked and kept.
+USER_METADATA_FIELDS = ('finalizers', 'generateName', 'ownerReferences')
+IGNORED_METADATA_FIELDS = SERVER_METADATA_FIELDS + USER_METADATA_FIELDS
+OWNER_REFERENCE_FIELDS = ('apiVersion', 'kind', 'name', 'uid', 'controller',
+                          'blockOwnerDeletion')
 POD_FIELDS = ('apiVersion', 'kind', 'metadata', 'spec', 'status')
 NAMESPACE_FIELDS = ('apiVersion', 'kind', 'metadata', 'spec', 'status')
 DEFAULT_NAMESPACE = 'default'
@@ -64,9 +77,41 @@ SUPPORTED_KINDS = {
 }
 
 
+#: How deep a document may nest (Kubernetes objects need about 15 levels);
+#: deeper input is rejected before it can exhaust Python's recursion limit.
+MAX_DEPTH = 64
+#: How many values aliases (``*name``) may add to a document: a few copies of
+#: a container are fine, a "billion laughs" bomb is not.
+MAX_ALIAS_VALUES = 100_000
+#: Integers longer than this cannot be a Kubernetes field (int64 has 19).
+MAX_INTEGER_DIGITS = 100
+#: YAML types that have no JSON equivalent (the CLI sends objects as JSON).
+NON_JSON_TAGS = {'tag:yaml.org,2002:binary': '!!binary (bytes)',
+                 'tag:yaml.org,2002:set': '!!set',
+                 'tag:yaml.org,2002:omap': '!!omap',
+                 'tag:yaml.org,2002:pairs': '!!pairs'}
+
+
 class _Loader(yaml.SafeLoader):
-    """SafeLoader that rejects duplicate keys (as kubectl does) and keeps
-    timestamps as strings (as JSON would)."""
+    """SafeLoader that rejects duplicate keys (as kubectl does), keeps
+    timestamps as strings (as JSON would) and refuses input that is not a
+    JSON document in YAML's clothes: nesting deeper than ``MAX_DEPTH``,
+    recursive or exploding aliases, tags without a JSON type."""
+
+    def __init__(self, stream):
+        super().__init__(stream)
+        self._depth = 0
+
+    def compose_node(self, parent, index):
+        self._depth += 1
+        try:
+            if self._depth > MAX_DEPTH:
+                raise yaml.composer.ComposerError(
+                    None, None, f'the document nests more than {MAX_DEPTH} '
+                                f'levels deep', self.peek_event().start_mark)
+            return super().compose_node(parent, index)
+        finally:
+            self._depth -= 1
 
     def construct_mapping(self, node, deep=False):
         if isinstance(node, yaml.MappingNode):
@@ -89,8 +134,75 @@ _Loader.add_constructor('tag:yaml.org,2002:timestamp',
                         yaml.SafeLoader.construct_yaml_str)
 
 
-def yaml_problem(exc: yaml.YAMLError, source: str) -> ValidationError:
+def _node_problem(node, message: str) -> yaml.MarkedYAMLError:
+    return yaml.composer.ComposerError(None, None, message, node.start_mark)
+
+
+def _check_node(node, depth: int, memo: dict, active: set) -> tuple[int, int]:
+    """``(values, height)`` of a composed node, aliases expanded; raises a
+    YAML error (with the node's line) for what JSON cannot carry."""
+    if id(node) in active:
+        raise _node_problem(node, 'an alias refers to the collection that '
+                                  'contains it (a recursive structure)')
+    if id(node) in memo:
+        size, height = memo[id(node)]
+    else:
+        size, height = 1, 0
+        if node.tag in NON_JSON_TAGS:
+            raise _node_problem(node, f'{NON_JSON_TAGS[node.tag]} values '
+                                      f'cannot be sent to the API server; '
+                                      f'use a string, a list or a mapping')
+        if isinstance(node, yaml.ScalarNode):
+            _check_scalar(node)
+        else:
+            children = node.value if isinstance(node, yaml.SequenceNode) \
+                else [part for pair in node.value for part in pair]
+            active.add(id(node))
+            for child in children:
+                child_size, child_height = _check_node(child, depth + 1,
+                                                       memo, active)
+                size += child_size
+                height = max(height, child_height + 1)
+            active.discard(id(node))
+        memo[id(node)] = size, height
+    if depth + height > MAX_DEPTH:
+        raise _node_problem(node, f'the document nests more than {MAX_DEPTH} '
+                                  f'levels deep (through aliases)')
+    return size, height
+
+
+def _check_scalar(node) -> None:
+    if node.tag == 'tag:yaml.org,2002:int' and \
+            len(node.value.lstrip('+-')) > MAX_INTEGER_DIGITS:
+        raise _node_problem(node, f'an integer of {len(node.value)} digits '
+                                  f'is out of range (at most 64 bits)')
+    if any(0xD800 <= ord(char) <= 0xDFFF for char in node.value):
+        raise _node_problem(node, 'a string holds a lone UTF-16 surrogate '
+                                  '(\\uD800-\\uDFFF), which is not valid '
+                                  'Unicode')
+
+
+def _check_document(node) -> None:
+    memo: dict = {}
+    _check_node(node, 1, memo, set())
+    values = memo[id(node)][0]
+    if values - len(memo) > MAX_ALIAS_VALUES:
+        raise _node_problem(node, f'aliases expand the document to {values} '
+                                  f'values (at most {MAX_ALIAS_VALUES} may '
+                                  f'come from aliases); write it out or use '
+                                  f'fewer aliases')
+
+
+def yaml_problem(exc: yaml.YAMLError, source: str,
+                 text: str = '') -> ValidationError:
     """A YAML syntax error as a ValidationError naming the line."""
+    if isinstance(exc, yaml.reader.ReaderError):
+        line = text.count('\n', 0, exc.position) + 1
+        column = exc.position - (text.rfind('\n', 0, exc.position) + 1) + 1
+        return ValidationError(source, f'line {line}',
+                               f'unacceptable character '
+                               f'#x{exc.character:04x}: {exc.reason} '
+                               f'(column {column})')
     mark = getattr(exc, 'problem_mark', None) or \
         getattr(exc, 'context_mark', None)
     problem = getattr(exc, 'problem', None) or str(exc)
@@ -112,17 +224,23 @@ def yaml_problem(exc: yaml.YAMLError, source: str) -> ValidationError:
 
 def parse_yaml(text: str, source: str) -> list[tuple[int, object]]:
     """Every YAML document of ``text`` as ``(first line, data)``."""
-    loader = _Loader(text)
     documents = []
+    loader = None
     try:
+        loader = _Loader(text)
         while loader.check_node():
             node = loader.get_node()
+            _check_document(node)
             documents.append((node.start_mark.line + 1,
                               loader.construct_document(node)))
     except yaml.YAMLError as exc:
-        raise yaml_problem(exc, source) from None
+        raise yaml_problem(exc, source, text) from None
+    except RecursionError:
+        raise ValidationError(source, '', 'invalid YAML: the document nests '
+                                          'too deeply') from None
     finally:
-        loader.dispose()
+        if loader is not None:
+            loader.dispose()
     return documents
 
 
@@ -192,6 +310,20 @@ def _metadata(chk: Checker, meta: dict, name_rule, namespaced: bool) -> None:
         meta.pop('namespace', None)
     chk.string_map(meta, 'labels', 'metadata', labels=True)
     chk.string_map(meta, 'annotations', 'metadata', labels=False)
+    for field in SERVER_METADATA_FIELDS:
+        meta.pop(field, None)
+    chk.string(meta, 'generateName', 'metadata')
+    finalizers = chk.sequence(meta, 'finalizers', 'metadata')
+    for index, value in enumerate(finalizers or ()):
+        if not isinstance(value, str):
+            chk.error(f'metadata.finalizers[{index}]',
+                      f'must be a string, got {describe(value)}')
+    for path, ref in chk.items(meta, 'ownerReferences', 'metadata'):
+        chk.known_fields(ref, path, OWNER_REFERENCE_FIELDS)
+        for field in ('apiVersion', 'kind', 'name', 'uid'):
+            chk.string(ref, field, path, required=True)
+        chk.boolean(ref, 'controller', path)
+        chk.boolean(ref, 'blockOwnerDeletion', path)
 
 
 def validate(obj: dict) -> dict:
@@ -204,9 +336,12 @@ def validate(obj: dict) -> dict:
     chk = Checker(object_ref(obj))
     kind = obj.get('kind')
     supported = choices(sorted(SUPPORTED_KINDS))
-    if not isinstance(kind, str) or not kind:
-        chk.error('kind', f'required value (a string); supported kinds: '
-                          f'{supported}')
+    if kind is None or kind == '':
+        chk.error('kind', f'required value; supported kinds: {supported}')
+        raise ApplyError(chk.errors)
+    if not isinstance(kind, str):
+        chk.error('kind', f'must be a string, got {describe(kind)}; '
+                          f'supported kinds: {supported}')
         raise ApplyError(chk.errors)
     if kind not in SUPPORTED_KINDS:
         later = ' yet' if kind in LATER_KINDS else ''
@@ -218,6 +353,9 @@ def validate(obj: dict) -> dict:
     given = obj.get('apiVersion')
     if given is None:
         chk.error('apiVersion', f'required value; {kind} is {api_version}')
+    elif not isinstance(given, str):
+        chk.error('apiVersion', f'must be a string, got {describe(given)}; '
+                                f'{kind} is {api_version}')
     elif given != api_version:
         chk.error('apiVersion', f'"{given}" is not the API version of {kind}; '
                                 f'use {api_version}')

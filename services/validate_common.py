@@ -7,12 +7,16 @@ the field, so ``validate`` can report all problems of an object at once.
 
 The name rules are Kubernetes' (``k8s.io/apimachinery/pkg/util/validation``):
 DNS-1123 labels and subdomains, DNS-1035 labels, label keys and values, and
-IANA service names (named ports).
+IANA service names (named ports). Integer fields have the width of their Go
+type (int32 unless told otherwise), as the API server's decoder enforces;
+``parse_quantity`` reads resource quantities (``250m``, ``64Mi``).
 """
 
 import difflib
 import ipaddress
+import math
 import re
+from fractions import Fraction
 
 from services.errors import ValidationError
 
@@ -157,6 +161,42 @@ def suggestion(word, candidates) -> str:
     return f'; did you mean "{close[0]}"?' if close else ''
 
 
+#: The largest values of Kubernetes' integer fields (Go int32 and int64).
+INT32_MAX = 2**31 - 1
+INT64_MAX = 2**63 - 1
+
+#: A resource quantity (``100m``, ``64Mi``, ``1.5``, ``2e3``), as
+#: ``k8s.io/apimachinery/pkg/api/resource`` parses it.
+_QUANTITY = re.compile(r'([+-]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+))'
+                       r'(Ki|Mi|Gi|Ti|Pi|Ei|[numkMGTPE]|[eE][+-]?[0-9]+)?\Z')
+_QUANTITY_SUFFIXES = {
+    '': 1, 'n': Fraction(1, 10**9), 'u': Fraction(1, 10**6),
+    'm': Fraction(1, 1000), 'k': 10**3, 'M': 10**6, 'G': 10**9,
+    'T': 10**12, 'P': 10**15, 'E': 10**18, 'Ki': 2**10, 'Mi': 2**20,
+    'Gi': 2**30, 'Ti': 2**40, 'Pi': 2**50, 'Ei': 2**60}
+
+
+def parse_quantity(value) -> Fraction | None:
+    """The amount a resource quantity (``"250m"``, ``"1Gi"``, ``2``) stands
+    for, or None when it is not one."""
+    if _is_integer(value):
+        return Fraction(value)
+    if isinstance(value, float):
+        return Fraction(value) if math.isfinite(value) else None
+    if not isinstance(value, str):
+        return None
+    match = _QUANTITY.match(value)
+    if not match:
+        return None
+    number, suffix = match.group(1), match.group(2) or ''
+    if suffix[:1] in ('e', 'E'):
+        exponent = int(suffix[1:])
+        if abs(exponent) > 100:
+            return None
+        return Fraction(number) * Fraction(10) ** exponent
+    return Fraction(number) * _QUANTITY_SUFFIXES[suffix]
+
+
 def _is_integer(value) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
 
@@ -212,10 +252,13 @@ class Checker:
         return self.field(obj, key, path, 'string', **kw)
 
     def integer(self, obj, key, path, *, minimum=None, maximum=None,
-                **kw) -> int | None:
+                bits=32, **kw) -> int | None:
+        """An integer field; Kubernetes' are int32 unless ``bits=64``, and
+        a larger value is refused as the API server's JSON decoder does."""
         value = self.field(obj, key, path, 'integer', **kw)
         if value is None:
             return None
+        largest = INT32_MAX if bits == 32 else INT64_MAX
         if (minimum is not None and value < minimum) or \
                 (maximum is not None and value > maximum):
             if maximum is None:
@@ -223,6 +266,11 @@ class Checker:
             else:
                 bound = f'must be {minimum}-{maximum}'
             self.error(join(path, key), f'{value} is out of range, {bound}')
+            return None
+        if not -largest - 1 <= value <= largest:
+            self.error(join(path, key), f'{value} is out of range, must be '
+                                        f'at most {largest} (a {bits}-bit '
+                                        f'integer)')
             return None
         return value
 
@@ -296,6 +344,15 @@ class Checker:
                 self.error(where, f'unknown field "{key}"{hint or ";"} '
                                   f'supported fields here: '
                                   f'{choices(supported)}')
+
+    def typed(self, obj: dict, path: str, types: dict) -> None:
+        """Check the type of each field of ``types`` (name -> ``'string'``,
+        ``'integer'``, ``'boolean'``, ``'mapping'`` or ``'list'``) that
+        ``obj`` has: fields kubelab keeps without acting on them still have
+        the type the API server would decode them into."""
+        for key, kind in types.items():
+            if key in obj:
+                self.field(obj, key, path, kind)
 
     def string_map(self, obj, key, path, *, labels: bool) -> dict | None:
         """A ``{str: str}`` map: labels (keys, values checked), annotations."""

@@ -2,38 +2,67 @@
 
 Checks what the node agent needs to run the pod: containers with supported
 images (``services.images``), their ports and readiness probes, env, restart
-policy, grace period. Fields that real Kubernetes accepts but that do not
-matter in the lab are kept and ignored (``IGNORED_*``); fields kubelab cannot
-emulate (``UNSUPPORTED_*``) are errors, as are unknown fields.
+policy, grace period, tolerations (the scheduler reads them). Fields that real
+Kubernetes accepts but that do not matter in the lab are kept and ignored
+(``IGNORED_*``, with the type the API server would decode them into, and the
+API server's checks where they are simple: resource quantities, pull policy,
+liveness and startup probes); fields kubelab cannot emulate
+(``UNSUPPORTED_*``) are errors, as are unknown fields.
 """
 
 from services.images import (AGNHOST_BINARIES, AGNHOST_SUBCOMMANDS,
                              image_kind, unknown_image_message)
 from services.validate_common import (
-    PROTOCOLS, UNSUPPORTED_PROTOCOLS, Checker, choices, describe,
+    MISSING, PROTOCOLS, UNSUPPORTED_PROTOCOLS, Checker, choices, describe,
     dns1123_label_problem, dns1123_subdomain_problem, iana_svc_name_problem,
-    join, suggestion)
+    join, label_key_problem, label_value_problem, map_key, parse_quantity,
+    suggestion)
 
 POD_SPEC_FIELDS = ('containers', 'nodeName', 'restartPolicy',
                    'terminationGracePeriodSeconds', 'tolerations')
-IGNORED_POD_SPEC_FIELDS = (
-    'activeDeadlineSeconds', 'affinity', 'automountServiceAccountToken',
-    'dnsConfig', 'dnsPolicy', 'enableServiceLinks', 'hostAliases', 'hostname',
-    'imagePullSecrets', 'nodeSelector', 'os', 'overhead', 'preemptionPolicy',
-    'priority', 'priorityClassName', 'readinessGates', 'runtimeClassName',
-    'schedulerName', 'securityContext', 'serviceAccount',
-    'serviceAccountName', 'setHostnameAsFQDN', 'shareProcessNamespace',
-    'subdomain', 'topologySpreadConstraints', 'volumes')
+#: Pod spec fields kept but not acted on: name -> type.
+IGNORED_POD_SPEC_FIELDS = {
+    'activeDeadlineSeconds': 'integer', 'affinity': 'mapping',
+    'automountServiceAccountToken': 'boolean', 'dnsConfig': 'mapping',
+    'dnsPolicy': 'string', 'enableServiceLinks': 'boolean',
+    'hostAliases': 'list', 'hostname': 'string', 'imagePullSecrets': 'list',
+    'nodeSelector': 'mapping', 'os': 'mapping', 'overhead': 'mapping',
+    'preemptionPolicy': 'string', 'priority': 'integer',
+    'priorityClassName': 'string', 'readinessGates': 'list',
+    'runtimeClassName': 'string', 'schedulerName': 'string',
+    'securityContext': 'mapping', 'serviceAccount': 'string',
+    'serviceAccountName': 'string', 'setHostnameAsFQDN': 'boolean',
+    'shareProcessNamespace': 'boolean', 'subdomain': 'string',
+    'topologySpreadConstraints': 'list', 'volumes': 'list'}
+DNS_POLICIES = ('ClusterFirst', 'ClusterFirstWithHostNet', 'Default', 'None')
+PREEMPTION_POLICIES = ('PreemptLowerPriority', 'Never')
 UNSUPPORTED_POD_SPEC_FIELDS = ('ephemeralContainers', 'hostIPC',
                                'hostNetwork', 'hostPID', 'initContainers')
 
+TOLERATION_FIELDS = ('key', 'operator', 'value', 'effect',
+                     'tolerationSeconds')
+TOLERATION_OPERATORS = ('Exists', 'Equal')
+TAINT_EFFECTS = ('NoSchedule', 'PreferNoSchedule', 'NoExecute')
+
 CONTAINER_FIELDS = ('name', 'image', 'command', 'args', 'ports', 'env',
                     'readinessProbe')
-IGNORED_CONTAINER_FIELDS = (
-    'envFrom', 'imagePullPolicy', 'lifecycle', 'livenessProbe',
-    'resizePolicy', 'resources', 'securityContext', 'startupProbe', 'stdin',
-    'stdinOnce', 'terminationMessagePath', 'terminationMessagePolicy', 'tty',
-    'volumeDevices', 'volumeMounts', 'workingDir')
+#: Container fields kept but not acted on: name -> type.
+IGNORED_CONTAINER_FIELDS = {
+    'envFrom': 'list', 'imagePullPolicy': 'string', 'lifecycle': 'mapping',
+    'livenessProbe': 'mapping', 'resizePolicy': 'list',
+    'resources': 'mapping', 'securityContext': 'mapping',
+    'startupProbe': 'mapping', 'stdin': 'boolean', 'stdinOnce': 'boolean',
+    'terminationMessagePath': 'string', 'terminationMessagePolicy': 'string',
+    'tty': 'boolean', 'volumeDevices': 'list', 'volumeMounts': 'list',
+    'workingDir': 'string'}
+PULL_POLICIES = ('Always', 'IfNotPresent', 'Never')
+TERMINATION_MESSAGE_POLICIES = ('File', 'FallbackToLogsOnError')
+#: Probes the kubelet of kubelab does not run (checked, then ignored).
+OTHER_PROBES = ('livenessProbe', 'startupProbe')
+
+RESOURCE_FIELDS = ('limits', 'requests')
+IGNORED_RESOURCE_FIELDS = ('claims',)
+STANDARD_RESOURCES = ('cpu', 'memory', 'ephemeral-storage')
 
 CONTAINER_PORT_FIELDS = ('containerPort', 'protocol', 'name')
 UNSUPPORTED_CONTAINER_PORT_FIELDS = ('hostPort', 'hostIP')
@@ -44,6 +73,7 @@ PROBE_FIELDS = ('httpGet', 'tcpSocket', 'initialDelaySeconds',
 IGNORED_PROBE_FIELDS = ('terminationGracePeriodSeconds',)
 PROBE_HANDLERS = ('httpGet', 'tcpSocket')
 UNSUPPORTED_PROBE_HANDLERS = ('exec', 'grpc')
+ALL_PROBE_HANDLERS = PROBE_HANDLERS + UNSUPPORTED_PROBE_HANDLERS
 #: Probe timing fields: (name, minimum, default), as Kubernetes defaults them.
 PROBE_TIMING = (('initialDelaySeconds', 0, 0), ('periodSeconds', 1, 10),
                 ('timeoutSeconds', 1, 1), ('successThreshold', 1, 1),
@@ -75,8 +105,57 @@ def validate_pod_spec(chk: Checker, spec: dict, path: str, *,
     chk.one_of(spec, 'restartPolicy', path, restart_policies,
                default='Always')
     chk.integer(spec, 'terminationGracePeriodSeconds', path, minimum=0,
-                default=30)
-    chk.sequence(spec, 'tolerations', path)
+                default=30, bits=64)
+    for tpath, toleration in chk.items(spec, 'tolerations', path):
+        _toleration(chk, toleration, tpath)
+    _ignored_pod_fields(chk, spec, path)
+
+
+def _ignored_pod_fields(chk, spec, path) -> None:
+    """The API server's checks of fields kubelab keeps but does not use."""
+    chk.typed(spec, path, IGNORED_POD_SPEC_FIELDS)
+    for field in ('hostname', 'subdomain'):
+        value = spec.get(field)
+        if isinstance(value, str) and value:
+            chk.name(value, join(path, field), dns1123_label_problem)
+    if isinstance(spec.get('dnsPolicy'), str):
+        chk.one_of(spec, 'dnsPolicy', path, DNS_POLICIES)
+    if isinstance(spec.get('preemptionPolicy'), str):
+        chk.one_of(spec, 'preemptionPolicy', path, PREEMPTION_POLICIES)
+    if isinstance(spec.get('nodeSelector'), dict):
+        chk.string_map(spec, 'nodeSelector', path, labels=True)
+    if type(spec.get('activeDeadlineSeconds')) is int:
+        chk.integer(spec, 'activeDeadlineSeconds', path, minimum=1, bits=64)
+
+
+def _toleration(chk, toleration, path) -> None:
+    """A toleration, as the scheduler reads it and the API server checks it
+    (an empty ``operator`` means Equal, an empty ``effect`` every effect)."""
+    chk.known_fields(toleration, path, TOLERATION_FIELDS)
+    key = chk.string(toleration, 'key', path)
+    if key and label_key_problem(key):
+        chk.error(join(path, 'key'), label_key_problem(key))
+    operator = 'Equal'
+    if toleration.get('operator') not in (None, ''):
+        operator = chk.one_of(toleration, 'operator', path,
+                              TOLERATION_OPERATORS)
+    value = chk.string(toleration, 'value', path)
+    if operator == 'Exists' and value:
+        chk.error(join(path, 'operator'),
+                  "value must be empty when `operator` is 'Exists'")
+    elif value and label_value_problem(value):
+        chk.error(join(path, 'value'), label_value_problem(value))
+    if toleration.get('key') in (None, '') and operator == 'Equal':
+        chk.error(join(path, 'operator'),
+                  'must be Exists when `key` is empty, which means "match '
+                  'all values and all keys"')
+    effect = toleration.get('effect')
+    if effect != '':
+        effect = chk.one_of(toleration, 'effect', path, TAINT_EFFECTS)
+    seconds = chk.integer(toleration, 'tolerationSeconds', path, bits=64)
+    if seconds is not None and effect != 'NoExecute':
+        chk.error(join(path, 'effect'),
+                  "must be 'NoExecute' when `tolerationSeconds` is set")
 
 
 def _container(chk, container, path, names, port_names) -> None:
@@ -105,6 +184,72 @@ def _container(chk, container, path, names, port_names) -> None:
     probe = chk.mapping(container, 'readinessProbe', path)
     if probe is not None:
         _probe(chk, probe, join(path, 'readinessProbe'), own_ports)
+    _ignored_container_fields(chk, container, path, own_ports)
+
+
+def _ignored_container_fields(chk, container, path, own_ports) -> None:
+    """The API server's checks of fields kubelab keeps but does not use."""
+    chk.typed(container, path, IGNORED_CONTAINER_FIELDS)
+    if isinstance(container.get('imagePullPolicy'), str):
+        chk.one_of(container, 'imagePullPolicy', path, PULL_POLICIES)
+    if isinstance(container.get('terminationMessagePolicy'), str):
+        chk.one_of(container, 'terminationMessagePolicy', path,
+                   TERMINATION_MESSAGE_POLICIES)
+    for name in OTHER_PROBES:
+        if isinstance(container.get(name), dict):
+            _probe(chk, container[name], join(path, name), own_ports,
+                   run=False)
+    if isinstance(container.get('resources'), dict):
+        _resources(chk, container['resources'], join(path, 'resources'))
+
+
+def _resources(chk, resources, path) -> None:
+    """``limits``/``requests``: resource names with quantities, each request
+    at most its limit (as the API server checks them)."""
+    chk.known_fields(resources, path, RESOURCE_FIELDS,
+                     IGNORED_RESOURCE_FIELDS)
+    chk.sequence(resources, 'claims', path)
+    amounts: dict[str, dict] = {}
+    for field in RESOURCE_FIELDS:
+        amounts[field] = {}
+        values = chk.mapping(resources, field, path)
+        where = join(path, field)
+        for name, value in (values or {}).items():
+            if not isinstance(name, str):
+                chk.error(where, f'keys must be strings, got {describe(name)}')
+                continue
+            rpath = map_key(where, name)
+            problem = _resource_name_problem(name)
+            if problem:
+                chk.error(rpath, problem)
+                continue
+            amount = parse_quantity(value)
+            if amount is None:
+                chk.error(rpath, f'{describe(value)} is not a quantity; write '
+                                 f'one like "250m", "1", "64Mi" or "1Gi"')
+            elif amount < 0:
+                chk.error(rpath, f'Invalid value: "{value}": must be greater '
+                                 f'than or equal to 0')
+            else:
+                amounts[field][name] = amount
+    for name, request in amounts['requests'].items():
+        limit = amounts['limits'].get(name)
+        if limit is not None and request > limit:
+            chk.error(map_key(join(path, 'requests'), name),
+                      f'Invalid value: "{resources["requests"][name]}": must '
+                      f'be less than or equal to {name} limit of '
+                      f'{resources["limits"][name]}')
+
+
+def _resource_name_problem(name: str) -> str | None:
+    if '/' in name:
+        return label_key_problem(name)
+    if name in STANDARD_RESOURCES or name.startswith('hugepages-'):
+        return None
+    hint = suggestion(name, STANDARD_RESOURCES)
+    return (f'"{name}" is not a standard resource name{hint or ";"} use '
+            f'{choices(STANDARD_RESOURCES)}, hugepages-<size> or a '
+            f'fully-qualified name (e.g. example.com/gpu)')
 
 
 def _strings(chk, obj, key, path):
@@ -191,38 +336,63 @@ def _env(chk, env, path) -> None:
         chk.one_of(ref, 'fieldPath', rpath, ENV_FIELD_PATHS, required=True)
 
 
-def _probe(chk, probe, path, own_ports) -> None:
+def _probe(chk, probe, path, own_ports, run=True) -> None:
+    """A probe at ``path``; ``run``: the kubelet runs it (readinessProbe), so
+    its handler must be one kubelab emulates and its timing gets defaults."""
     handlers = [h for h in PROBE_HANDLERS if h in probe]
     for handler in UNSUPPORTED_PROBE_HANDLERS:
         if handler in probe:
-            chk.error(join(path, handler),
-                      f'"{handler}" probes are not supported by kubelab; '
-                      f'supported: {choices(PROBE_HANDLERS)}')
+            if run:
+                chk.error(join(path, handler),
+                          f'"{handler}" probes are not supported by kubelab; '
+                          f'supported: {choices(PROBE_HANDLERS)}')
+            else:
+                chk.mapping(probe, handler, path)
             handlers.append(handler)
     chk.known_fields(probe, path, PROBE_FIELDS,
                      IGNORED_PROBE_FIELDS + UNSUPPORTED_PROBE_HANDLERS)
     if not handlers:
+        supported = PROBE_HANDLERS if run else ALL_PROBE_HANDLERS
         chk.error(path, f'must specify a handler; supported: '
-                        f'{choices(PROBE_HANDLERS)}')
+                        f'{choices(supported)}')
     elif len(handlers) > 1:
         chk.error(path, f'may not specify more than 1 handler type, got '
                         f'{choices(handlers)}')
     http = chk.mapping(probe, 'httpGet', path)
     if http is not None:
         hpath = join(path, 'httpGet')
-        chk.known_fields(http, hpath, ('path', 'port', 'scheme'),
-                         ('httpHeaders',), ('host',))
-        chk.string(http, 'path', hpath, default='/')
-        chk.one_of(http, 'scheme', hpath, HTTP_SCHEMES, default='HTTP',
-                   unsupported=('HTTPS',))
+        if run:
+            chk.known_fields(http, hpath, ('path', 'port', 'scheme'),
+                             ('httpHeaders',), ('host',))
+            chk.string(http, 'path', hpath, default='/')
+            chk.one_of(http, 'scheme', hpath, HTTP_SCHEMES, default='HTTP',
+                       unsupported=('HTTPS',))
+        else:
+            chk.known_fields(http, hpath, ('path', 'port', 'scheme', 'host',
+                                           'httpHeaders'))
+            chk.string(http, 'path', hpath)
+            chk.one_of(http, 'scheme', hpath, ('HTTP', 'HTTPS'))
         _probe_port(chk, http, hpath, own_ports)
     tcp = chk.mapping(probe, 'tcpSocket', path)
     if tcp is not None:
         tpath = join(path, 'tcpSocket')
-        chk.known_fields(tcp, tpath, ('port',), (), ('host',))
+        if run:
+            chk.known_fields(tcp, tpath, ('port',), (), ('host',))
+        else:
+            chk.known_fields(tcp, tpath, ('port', 'host'))
         _probe_port(chk, tcp, tpath, own_ports)
     for name, minimum, default in PROBE_TIMING:
-        chk.integer(probe, name, path, minimum=minimum, default=default)
+        chk.integer(probe, name, path, minimum=minimum,
+                    default=default if run else MISSING)
+    grace = 'terminationGracePeriodSeconds'
+    if run and probe.get(grace) is not None:
+        chk.error(join(path, grace), 'must not be set for readinessProbes')
+    else:
+        chk.integer(probe, grace, path, minimum=1, bits=64)
+    threshold = probe.get('successThreshold')
+    if not run and type(threshold) is int and threshold != 1:
+        chk.error(join(path, 'successThreshold'),
+                  f'Invalid value: {threshold}: must be 1')
 
 
 def _probe_port(chk, handler, path, own_ports) -> None:

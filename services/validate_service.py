@@ -11,12 +11,14 @@ NodePort); LoadBalancer is listed in ``LATER_SERVICE_TYPES`` and gets a "not
 supported yet" error until it moves over. A ``nodePort`` is checked here only
 as a port number (1-65535) and for duplicates within the Service; whether it
 lies in the cluster's NodePort range and is free is the store's job, as it is
-the API server's allocator's in Kubernetes.
+the API server's allocator's in Kubernetes. Fields kubelab keeps without using
+(``IGNORED_SERVICE_SPEC_FIELDS``) are type-checked; ``clusterIPs`` and
+``ipFamilies`` must describe a single-stack IPv4 Service.
 """
 
 from services.validate_common import (
-    MISSING, PROTOCOLS, UNSUPPORTED_PROTOCOLS, Checker, dns1123_label_problem,
-    join, parse_ipv4)
+    MISSING, PROTOCOLS, UNSUPPORTED_PROTOCOLS, Checker, describe,
+    dns1123_label_problem, join, parse_ipv4)
 
 SERVICE_TYPES = ('ClusterIP', 'NodePort')
 LATER_SERVICE_TYPES = ('LoadBalancer',)
@@ -31,9 +33,13 @@ SERVICE_SPEC_FIELDS = ('type', 'ports', 'selector', 'clusterIP',
                        'sessionAffinity', 'sessionAffinityConfig',
                        'internalTrafficPolicy', 'externalTrafficPolicy',
                        'publishNotReadyAddresses')
-IGNORED_SERVICE_SPEC_FIELDS = ('allocateLoadBalancerNodePorts', 'clusterIPs',
-                               'ipFamilies', 'ipFamilyPolicy',
-                               'loadBalancerClass', 'trafficDistribution')
+#: Spec fields kept but not acted on: name -> type.
+IGNORED_SERVICE_SPEC_FIELDS = {
+    'allocateLoadBalancerNodePorts': 'boolean', 'clusterIPs': 'list',
+    'ipFamilies': 'list', 'ipFamilyPolicy': 'string',
+    'loadBalancerClass': 'string', 'trafficDistribution': 'string'}
+IP_FAMILY_POLICIES = ('SingleStack', 'PreferDualStack', 'RequireDualStack')
+IP_FAMILIES = ('IPv4',)
 UNSUPPORTED_SERVICE_SPEC_FIELDS = ('externalIPs', 'externalName',
                                    'healthCheckNodePort', 'loadBalancerIP',
                                    'loadBalancerSourceRanges')
@@ -75,6 +81,34 @@ def validate_service(chk: Checker, obj: dict) -> None:
                   f'(type {" or ".join(EXTERNAL_SERVICE_TYPES)}), '
                   f'not {service_type}')
     chk.boolean(spec, 'publishNotReadyAddresses', 'spec', default=False)
+    _ignored_fields(chk, spec)
+
+
+def _ignored_fields(chk, spec) -> None:
+    """The API server's checks of fields kubelab keeps but does not use
+    (kubelab is IPv4 single-stack: ``clusterIPs`` may only repeat
+    ``clusterIP``)."""
+    chk.typed(spec, 'spec', IGNORED_SERVICE_SPEC_FIELDS)
+    if isinstance(spec.get('ipFamilyPolicy'), str):
+        chk.one_of(spec, 'ipFamilyPolicy', 'spec', IP_FAMILY_POLICIES)
+    for index, family in enumerate(spec.get('ipFamilies') or ()):
+        if family not in IP_FAMILIES:
+            chk.error(f'spec.ipFamilies[{index}]',
+                      f'unsupported value {describe(family)}; kubelab is '
+                      f'single-stack, supported: {", ".join(IP_FAMILIES)}')
+    cluster_ips = spec.get('clusterIPs')
+    if isinstance(cluster_ips, list) and cluster_ips:
+        first = spec.get('clusterIP')
+        if not all(isinstance(ip, str) for ip in cluster_ips):
+            chk.error('spec.clusterIPs', 'must be a list of strings')
+        elif len(cluster_ips) > 1:
+            chk.error('spec.clusterIPs', f'may hold one address, got '
+                                         f'{len(cluster_ips)}; kubelab is '
+                                         f'single-stack (IPv4)')
+        elif first and cluster_ips[0] != first:
+            chk.error('spec.clusterIPs[0]',
+                      f'Invalid value: "{cluster_ips[0]}": must be the same '
+                      f'as spec.clusterIP "{first}"')
 
 
 def _ports(chk, spec, service_type) -> None:
