@@ -1,8 +1,9 @@
 """The lab's API server: HTTP + JSON on loopback, in front of the cluster store.
 
-The CLI applies, deletes, lists and scales through it; the controller (kube-proxy) long-
-polls ``/lab/v1/snapshot`` and reports which resourceVersion every switch carries
-(``/lab/v1/dataplane``), so callers can wait for the dataplane instead of sleeping.
+The CLI applies, deletes, lists, scales and restarts rollouts through it; the controller
+(kube-proxy) long-polls ``/lab/v1/snapshot`` and reports which resourceVersion every
+switch carries (``/lab/v1/dataplane``), so callers can wait for the dataplane instead of
+sleeping.
 Every request but ``/healthz`` needs the lab's bearer token (a root-only file).
 
 Routes (all under /lab/v1):
@@ -11,6 +12,7 @@ Routes (all under /lab/v1):
   POST apply     {"objects": [...], "dryRun": false}  -> 200 results | 422 errors
   POST delete    {"kind", "namespace", "name"}
   POST scale     {"namespace", "name", "replicas"}
+  POST rollout/restart  {"namespace", "name"}   a Deployment's pods replaced anew
   GET  dataplane / POST dataplane {"version": N, "switches": [dpid...]}
   GET  lab       the cluster's nodes, external hosts and sandbox pids (for exec)
   POST shutdown
@@ -155,6 +157,9 @@ class _Handler(BaseHTTPRequestHandler):
             return 200, {'message': msg, 'resourceVersion': str(store.rv)}
         if path == '/lab/v1/scale':
             msg = store.scale(body['namespace'], body['name'], body['replicas'])
+            return 200, {'message': msg, 'resourceVersion': str(store.rv)}
+        if path == '/lab/v1/rollout/restart':
+            msg = store.restart_rollout(body['namespace'], body['name'])
             return 200, {'message': msg, 'resourceVersion': str(store.rv)}
         if path == '/lab/v1/dataplane':
             self.api.report_dataplane(body)

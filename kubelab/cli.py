@@ -5,6 +5,8 @@
   kubelab apply -f FILE|DIR [--wait]      kubelab delete -f FILE | KIND NAME
   kubelab get KIND [NAME] [-o wide|json|yaml|name] [-n NS | -A]
   kubelab scale deployment NAME --replicas N
+  kubelab rollout restart deployment NAME
+  kubelab rollout status deployment NAME [--timeout 60s]
   kubelab exec POD|node/NAME|host/NAME [-c CONTAINER] -- CMD...
   kubelab logs POD [-c CONTAINER]
   kubelab wait                             (every pod ready, the dataplane caught up)
@@ -17,6 +19,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import subprocess
 import sys
 import tempfile
@@ -268,6 +271,76 @@ def cmd_scale(args) -> int:
     return 0
 
 
+def deployment_name(args) -> str:
+    """The NAME of ``deployment NAME``, ``deploy NAME`` or ``deployment/NAME``."""
+    word, name = args.kind, args.name
+    if '/' in word:
+        if name is not None:
+            raise KubelabError('there is no need to specify a resource type as a separate '
+                               'argument when passing arguments in resource/name form '
+                               f'(e.g. `kubelab rollout {args.action} {word}`)')
+        word, name = word.split('/', 1)
+    if printers.kind_alias(word) != 'deployments':
+        raise KubelabError(f'rollout works on deployments, not "{word}"')
+    if not name:
+        raise KubelabError(f'rollout {args.action} needs the name of a deployment, e.g. '
+                           f'`kubelab rollout {args.action} deployment web`')
+    return name
+
+
+_NUMBER = r'(\d+(?:\.\d*)?|\.\d+)'
+_DURATION = re.compile(_NUMBER + '(ms|s|m|h)')
+_UNIT_SECONDS = {'ms': 0.001, 's': 1, 'm': 60, 'h': 3600}
+
+
+def parse_duration(text: str) -> float:
+    """Seconds of a kubectl duration (``60s``, ``2m``, ``1m30s``, ``500ms``) or of a
+    plain number of seconds; 0 means no limit."""
+    if re.fullmatch(_NUMBER, text):
+        return float(text)
+    parts = _DURATION.findall(text)
+    if not parts or ''.join(number + unit for number, unit in parts) != text:
+        raise argparse.ArgumentTypeError(f'invalid duration "{text}": use a number with '
+                                         'a unit, e.g. 60s, 2m or 1m30s')
+    return sum(float(number) * _UNIT_SECONDS[unit] for number, unit in parts)
+
+
+def cmd_rollout_restart(args) -> int:
+    print(Client().restart_rollout(args.namespace, deployment_name(args))['message'])
+    return 0
+
+
+def cmd_rollout_status(args) -> int:
+    """Print each new progress line of the rollout until it is done, as kubectl does
+    (it watches; this long-polls the store's snapshot, which wakes on every change)."""
+    name = deployment_name(args)
+    client = Client()
+    deadline = time.monotonic() + args.timeout if args.timeout else None
+    version, last = 0, None
+    try:
+        while True:
+            left = 60.0 if deadline is None else max(0.0, deadline - time.monotonic())
+            version, objects = client.snapshot(version, timeout=min(left, 60.0))
+            deploy = next((d for d in objects.get('Deployment', [])
+                           if (d['metadata']['namespace'], d['metadata']['name'])
+                           == (args.namespace, name)), None)
+            if deploy is None:
+                raise NotFound(f'deployments.apps "{name}" not found in namespace '
+                               f'"{args.namespace}"')
+            line, done = printers.rollout_status(deploy)
+            if line != last:
+                print(line, flush=True)
+                last = line
+            if done:
+                return 0
+            if deadline is not None and time.monotonic() >= deadline:
+                print(f'error: timed out after {args.timeout:g}s waiting for deployment '
+                      f'"{name}" rollout to finish', file=sys.stderr)
+                return 1
+    except KeyboardInterrupt:
+        return 130
+
+
 def cmd_wait(args) -> int:
     Client().wait_ready(args.namespace, timeout=args.timeout)
     print('All pods are ready and every switch carries the current state.')
@@ -396,6 +469,23 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument('kind')
     sp.add_argument('name', nargs='?')
     sp.add_argument('--replicas', type=int, required=True)
+    sp = add('rollout', None, "manage a deployment's rollout: restart, status")
+    actions = sp.add_subparsers(dest='action', required=True, metavar='ACTION')
+    for action, fn, help_text in (
+            ('restart', cmd_rollout_restart, 'replace every pod of a deployment anew'),
+            ('status', cmd_rollout_status, 'follow a rollout until it is done')):
+        ap = actions.add_parser(action, help=help_text)
+        ap.set_defaults(fn=fn)
+        # Also after the action (`rollout status deploy web -n dev`), without
+        # overriding one given before it.
+        ap.add_argument('-n', '--namespace', default=argparse.SUPPRESS)
+        ap.add_argument('kind', metavar='deployment', help='deployment, deploy or '
+                        'deployment/NAME')
+        ap.add_argument('name', nargs='?')
+        if action == 'status':
+            ap.add_argument('--timeout', type=parse_duration, default=60.0,
+                            help='how long to wait, e.g. 60s or 5m (0: no limit; '
+                                 'default 60s)')
     sp = add('exec', cmd_exec, 'run a command in a pod, node/NAME or host/NAME')
     sp.add_argument('target')
     sp.add_argument('-c', '--container')

@@ -64,6 +64,17 @@ class Client:
         return self._call('POST', '/lab/v1/scale', {'namespace': namespace, 'name': name,
                                                      'replicas': replicas})
 
+    def restart_rollout(self, namespace: str, name: str) -> dict:
+        return self._call('POST', '/lab/v1/rollout/restart', {'namespace': namespace,
+                                                              'name': name})
+
+    def snapshot(self, since: int = 0, timeout: float = 0) -> tuple[int, dict]:
+        """Every object by kind, once the store's version passes ``since`` (the server
+        waits at most ``timeout`` seconds, and never more than 60)."""
+        body = self._call('GET', f'/lab/v1/snapshot?since={since}&timeout={timeout}',
+                          timeout=min(timeout, 60) + 30)
+        return int(body['resourceVersion']), body['objects']
+
     def list(self, kind: str, namespace: str | None = None) -> list[dict]:
         q = f'?kind={kind}' + (f'&namespace={namespace}' if namespace else '')
         return self._call('GET', '/lab/v1/objects' + q)['items']

@@ -6,7 +6,8 @@ entry point: a table (``-o wide`` adds columns), ``json``, ``yaml`` or
 ``name``. Columns and cell rules follow kubectl's printers (STATUS of a pod,
 EXTERNAL-IP of a Service, ``+ N more...`` of an EndpointSlice, ...) so what a
 learner reads here reads the same on a real cluster. ``hosts`` is the lab's
-own kind: the external client hosts of the cluster file.
+own kind: the external client hosts of the cluster file. ``rollout_status`` is
+the line ``kubectl rollout status`` prints for a Deployment.
 
 The returned text has no trailing newline: ``print()`` it.
 """
@@ -363,6 +364,31 @@ def namespace_row(ns: dict, now: datetime, wide: bool) -> list[str]:
     """NAME STATUS AGE."""
     return [_meta(ns).get('name', ''), _status(ns).get('phase', 'Active'),
             age(_meta(ns).get('creationTimestamp'), now)]
+
+
+def rollout_status(deploy: dict) -> tuple[str, bool]:
+    """``kubectl rollout status``'s line for a Deployment, and whether its
+    rollout is done: every replica updated, no old one left (terminating pods
+    are no replicas), every updated one available."""
+    meta, spec, status = _meta(deploy), _spec(deploy), _status(deploy)
+    name = meta.get('name', '')
+    waiting = f'Waiting for deployment "{name}" rollout to finish: '
+    if meta.get('generation', 0) > status.get('observedGeneration', 0):
+        return 'Waiting for deployment spec update to be observed...', False
+    desired = spec.get('replicas', 1)
+    replicas = status.get('replicas', 0)
+    updated = status.get('updatedReplicas', 0)
+    available = status.get('availableReplicas', 0)
+    if updated < desired:
+        return (f'{waiting}{updated} out of {desired} new replicas have been '
+                f'updated...', False)
+    if replicas > updated:
+        return (f'{waiting}{replicas - updated} old replicas are pending '
+                f'termination...', False)
+    if available < updated:
+        return (f'{waiting}{available} of {updated} updated replicas are '
+                f'available...', False)
+    return f'deployment "{name}" successfully rolled out', True
 
 
 #: Canonical kind -> (header, wide header, row function).

@@ -334,16 +334,20 @@ def test_a_new_template_replaces_the_pods_as_the_new_ones_become_ready(store):
         start(store, name, ip)
     store.apply([deployment(replicas=2, http_port=9090)])       # a template change
     tpl = store.get('Deployment', 'default', 'web')['spec']['template']
-    new = [p['metadata']['name'] for p in pods(store) if p['metadata']['name'] not in old]
-    assert len(new) == 2
-    assert all(n.startswith(f'web-{naming.pod_template_hash(tpl)}-') for n in new)
-    assert not any(n.startswith(old[0].rsplit('-', 1)[0]) for n in new)
+    # The default strategy (25%/25% of 2: one pod more, none fewer) adds one new pod.
+    [first] = [p['metadata']['name'] for p in pods(store)
+               if p['metadata']['name'] not in old]
+    assert first.startswith(f'web-{naming.pod_template_hash(tpl)}-')
+    assert not first.startswith(old[0].rsplit('-', 1)[0])
     # Nothing old goes before something new is ready.
     assert [p['metadata']['name'] for p in pods(store, live=False)] == []
-    start(store, new[0], '192.168.2.11')
+    start(store, first, '192.168.2.11')
     assert len([p for p in pods(store, live=False)
                 if p['metadata']['name'] in old]) == 1
-    start(store, new[1], '192.168.3.11')
+    [second] = [p['metadata']['name'] for p in pods(store, live=True)
+                if p['metadata']['name'] not in old + [first]]
+    assert second.startswith(f'web-{naming.pod_template_hash(tpl)}-')
+    start(store, second, '192.168.3.11')
     assert sorted(p['metadata']['name'] for p in pods(store, live=False)) == sorted(old)
     status = store.get('Deployment', 'default', 'web')['status']
     assert (status['replicas'], status['updatedReplicas'], status['readyReplicas']) == \
