@@ -23,6 +23,7 @@ if not hasattr(eventlet.wsgi, 'ALREADY_HANDLED'):   # Ryu 4.34 on today's eventl
 import json                                          # noqa: E402
 import logging                                       # noqa: E402
 import os                                            # noqa: E402
+import subprocess                                    # noqa: E402
 import sys                                           # noqa: E402
 import urllib.request                                # noqa: E402
 
@@ -149,6 +150,7 @@ class KubeProxy(app_manager.RyuApp):
         self.version = 0
         self.switches = {}
         self.reject_cookies = set()
+        self.flushes = []          # conntrack entries to delete once the flows are in
         hub.spawn(self._watch)
 
     # ------------------------------------------------------------ API watch
@@ -169,8 +171,12 @@ class KubeProxy(app_manager.RyuApp):
                 continue
             version = body['resourceVersion']
             try:
-                self.state = ClusterState.from_objects(self.cluster, body['objects'])
+                old, self.state = self.state, ClusterState.from_objects(self.cluster,
+                                                                        body['objects'])
                 self.version = int(version)
+                # After the switches hold the new flows (see _barrier): flushed any
+                # earlier, a datagram could re-create an entry to the gone endpoint.
+                self.flushes.extend(pipeline.stale_udp_flushes(old, self.state))
                 for sw in list(self.switches.values()):
                     if sw.ready:
                         self._sync(sw)
@@ -299,6 +305,11 @@ class KubeProxy(app_manager.RyuApp):
         if sw is not None and sw.barrier and sw.barrier[0] == ev.msg.xid:
             sw.version = sw.barrier[1]
             sw.barrier = None
+            if self.flushes and all(s.version == self.version
+                                    for s in self.switches.values() if s.ready):
+                flushes, self.flushes = self.flushes, []
+                for flush in flushes:
+                    flush_conntrack(flush)
             self._report()
 
     # ------------------------------------------------------------ REJECT
@@ -313,6 +324,15 @@ class KubeProxy(app_manager.RyuApp):
         dp.send_msg(parser.OFPPacketOut(
             dp, buffer_id=ofp.OFP_NO_BUFFER, in_port=ofp.OFPP_CONTROLLER,
             actions=[parser.OFPActionOutput(msg.match['in_port'])], data=reply))
+
+
+def flush_conntrack(flush):
+    """Delete conntrack entries (all bridges share the userspace datapath's table)."""
+    argv = ['ovs-appctl', 'dpctl/flush-conntrack', f'zone={flush.zone}', flush.orig,
+            flush.reply]
+    proc = subprocess.run(argv, capture_output=True, text=True)
+    if proc.returncode != 0:
+        LOG.warning('%s: %s', ' '.join(argv), proc.stderr.strip())
 
 
 def reject_packet(data: bytes):

@@ -192,8 +192,10 @@ class Lab:
     # ------------------------------------------------------------ run / down
     def supervise(self):
         """Until shutdown: restart the controller if it dies (switches keep forwarding
-        meanwhile: they are fail-secure)."""
+        meanwhile: they are fail-secure), and let time-driven controller steps happen
+        (minReadySeconds)."""
         while not self.done.wait(0.5):
+            self.store.tick()
             if self.controller is not None and self.controller.poll() is not None:
                 LOG.warning('the controller exited (%s); starting it again',
                             self.controller.returncode)

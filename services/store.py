@@ -958,7 +958,7 @@ class Store:
         return changed
 
 
-NOT_EMULATED = ('livenessProbe', 'startupProbe', 'lifecycle')
+NOT_EMULATED = ('livenessProbe', 'startupProbe', 'lifecycle.postStart')
 
 
 def _not_emulated(obj: dict) -> list[str]:
@@ -970,9 +970,17 @@ def _not_emulated(obj: dict) -> list[str]:
     else:
         return []
     return [f'{manifests.object_ref(obj)}: {path}.containers[{i}].{field}: accepted but not '
-            f'run by kubelab (it runs readinessProbe only)'
+            f'run by kubelab (it runs readinessProbe and preStop hooks)'
             for i, c in enumerate(spec.get('containers', [])) for field in NOT_EMULATED
-            if field in c]
+            if _has(c, field)]
+
+
+def _has(obj: dict, dotted: str) -> bool:
+    for part in dotted.split('.'):
+        if not isinstance(obj, dict) or part not in obj:
+            return False
+        obj = obj[part]
+    return True
 
 
 def _node_ports(spec: dict) -> set[int]:

@@ -45,10 +45,10 @@ TOLERATION_OPERATORS = ('Exists', 'Equal')
 TAINT_EFFECTS = ('NoSchedule', 'PreferNoSchedule', 'NoExecute')
 
 CONTAINER_FIELDS = ('name', 'image', 'command', 'args', 'ports', 'env',
-                    'readinessProbe')
+                    'readinessProbe', 'lifecycle')
 #: Container fields kept but not acted on: name -> type.
 IGNORED_CONTAINER_FIELDS = {
-    'envFrom': 'list', 'imagePullPolicy': 'string', 'lifecycle': 'mapping',
+    'envFrom': 'list', 'imagePullPolicy': 'string',
     'livenessProbe': 'mapping', 'resizePolicy': 'list',
     'resources': 'mapping', 'securityContext': 'mapping',
     'startupProbe': 'mapping', 'stdin': 'boolean', 'stdinOnce': 'boolean',
@@ -88,6 +88,10 @@ ENV_FIELD_PATHS = ('metadata.name', 'metadata.namespace', 'metadata.uid',
 
 RESTART_POLICIES = ('Always', 'OnFailure', 'Never')
 
+LIFECYCLE_FIELDS = ('preStop', 'postStart')
+#: Hook handlers: the kubelet of kubelab runs all three for preStop.
+HOOK_HANDLERS = ('exec', 'httpGet', 'sleep')
+
 
 def validate_pod_spec(chk: Checker, spec: dict, path: str, *,
                       restart_policies=RESTART_POLICIES) -> None:
@@ -96,16 +100,16 @@ def validate_pod_spec(chk: Checker, spec: dict, path: str, *,
                      UNSUPPORTED_POD_SPEC_FIELDS)
     container_names: set[str] = set()
     port_names: set[str] = set()
+    grace = chk.integer(spec, 'terminationGracePeriodSeconds', path, minimum=0,
+                        default=30, bits=64)
     for cpath, container in chk.items(spec, 'containers', path,
                                       required=True, non_empty=True):
-        _container(chk, container, cpath, container_names, port_names)
+        _container(chk, container, cpath, container_names, port_names, grace)
     node = chk.string(spec, 'nodeName', path)
     if node:
         chk.name(node, join(path, 'nodeName'), dns1123_subdomain_problem)
     chk.one_of(spec, 'restartPolicy', path, restart_policies,
                default='Always')
-    chk.integer(spec, 'terminationGracePeriodSeconds', path, minimum=0,
-                default=30, bits=64)
     for tpath, toleration in chk.items(spec, 'tolerations', path):
         _toleration(chk, toleration, tpath)
     _ignored_pod_fields(chk, spec, path)
@@ -158,7 +162,7 @@ def _toleration(chk, toleration, path) -> None:
                   "must be 'NoExecute' when `tolerationSeconds` is set")
 
 
-def _container(chk, container, path, names, port_names) -> None:
+def _container(chk, container, path, names, port_names, grace) -> None:
     chk.known_fields(container, path, CONTAINER_FIELDS,
                      IGNORED_CONTAINER_FIELDS)
     name = chk.string(container, 'name', path, required=True)
@@ -184,7 +188,54 @@ def _container(chk, container, path, names, port_names) -> None:
     probe = chk.mapping(container, 'readinessProbe', path)
     if probe is not None:
         _probe(chk, probe, join(path, 'readinessProbe'), own_ports)
+    lifecycle = chk.mapping(container, 'lifecycle', path)
+    if lifecycle is not None:
+        lpath = join(path, 'lifecycle')
+        chk.known_fields(lifecycle, lpath, LIFECYCLE_FIELDS)
+        for hook in LIFECYCLE_FIELDS:
+            handler = chk.mapping(lifecycle, hook, lpath)
+            if handler is not None:
+                _hook(chk, handler, join(lpath, hook), own_ports, grace)
     _ignored_container_fields(chk, container, path, own_ports)
+
+
+def _hook(chk, handler, path, own_ports, grace) -> None:
+    """A lifecycle hook: exactly one of exec, httpGet and sleep (Kubernetes keeps a
+    tcpSocket handler for old manifests but never runs it; kubelab refuses it)."""
+    chk.known_fields(handler, path, HOOK_HANDLERS, (), ('tcpSocket',))
+    present = [h for h in HOOK_HANDLERS if h in handler]
+    if not present:
+        chk.error(path, f'must specify a handler type; supported: '
+                        f'{choices(HOOK_HANDLERS)}')
+    elif len(present) > 1:
+        chk.error(path, f'may not specify more than 1 handler type, got '
+                        f'{choices(present)}')
+    exec_ = chk.mapping(handler, 'exec', path)
+    if exec_ is not None:
+        epath = join(path, 'exec')
+        chk.known_fields(exec_, epath, ('command',))
+        command = _strings(chk, exec_, 'command', epath)
+        if command is None or command == []:
+            chk.error(join(epath, 'command'), 'Required value')
+    http = chk.mapping(handler, 'httpGet', path)
+    if http is not None:
+        hpath = join(path, 'httpGet')
+        chk.known_fields(http, hpath, ('path', 'port', 'scheme'), ('httpHeaders',),
+                         ('host',))
+        chk.string(http, 'path', hpath, default='/')
+        chk.one_of(http, 'scheme', hpath, HTTP_SCHEMES, default='HTTP',
+                   unsupported=('HTTPS',))
+        _probe_port(chk, http, hpath, own_ports)
+    sleep = chk.mapping(handler, 'sleep', path)
+    if sleep is not None:
+        spath = join(path, 'sleep')
+        chk.known_fields(sleep, spath, ('seconds',))
+        seconds = chk.integer(sleep, 'seconds', spath, minimum=0, required=True,
+                              bits=64)
+        if isinstance(grace, int) and isinstance(seconds, int) and seconds > grace:
+            chk.error(join(spath, 'seconds'),
+                      f'Invalid value: {seconds}: must be non-negative and less than '
+                      f'terminationGracePeriodSeconds ({grace})')
 
 
 def _ignored_container_fields(chk, container, path, own_ports) -> None:

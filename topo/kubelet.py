@@ -47,6 +47,8 @@ class Container:
     probe_fail: int = 0
     next_probe: float = 0.0
     probing: bool = False
+    pre_stop: object = None      # a preStop hook under way: a callable, true once done
+    hook_proc: subprocess.Popen | None = None    # an exec hook's process
 
 
 @dataclass
@@ -61,6 +63,7 @@ class PodRuntime:
     containers: dict = field(default_factory=dict)
     terminating_until: float | None = None
     start_time: str = ''
+    transitions: dict = field(default_factory=dict)   # condition type -> (status, since)
 
 
 class NodeAgent:
@@ -221,8 +224,16 @@ class NodeAgent:
             rt.terminating_until = time.monotonic() + grace
             for c in rt.containers.values():
                 c.next_start = float('inf')
-                _signal(c.proc, signal.SIGTERM)
+                hook = (c.spec.get('lifecycle') or {}).get('preStop')
+                if hook and c.proc is not None and c.proc.poll() is None:
+                    c.pre_stop = self._start_pre_stop(rt, c, hook, grace)
+                else:
+                    _signal(c.proc, signal.SIGTERM)
             self._report(rt, pod)
+        for c in rt.containers.values():
+            if c.pre_stop is not None and c.pre_stop():
+                c.pre_stop = None      # the hook is over: now the signal, as kubelet does
+                _signal(c.proc, signal.SIGTERM)
         running = [c for c in rt.containers.values()
                    if c.proc is not None and c.proc.poll() is None]
         if running and time.monotonic() < rt.terminating_until:
@@ -231,9 +242,34 @@ class NodeAgent:
         self._remove(rt)
         self.store.pod_gone(rt.namespace, rt.name, rt.uid)
 
+    def _start_pre_stop(self, rt: PodRuntime, c: Container, hook: dict, grace: float):
+        """Start a container's preStop hook; returns a callable that says when it is over.
+        The grace period runs meanwhile: a hook still going when it ends is killed with
+        the container."""
+        if 'sleep' in hook:
+            until = time.monotonic() + hook['sleep']['seconds']
+            return lambda: time.monotonic() >= until
+        if 'httpGet' in hook:
+            probe = {'httpGet': hook['httpGet'], 'timeoutSeconds': max(1, grace)}
+            return self.prober.submit(run_probe, probe, rt.ip, c.spec).done
+        env = container_env(c.spec, rt.name, self.busybox_dir)
+        try:
+            c.hook_proc = rt.host.popen(hook['exec']['command'], stdin=subprocess.DEVNULL,
+                                        stdout=subprocess.DEVNULL,
+                                        stderr=subprocess.DEVNULL, env=env, cwd='/')
+        except OSError as exc:
+            LOG.warning('pod %s/%s: preStop hook of %s failed: %s', rt.namespace, rt.name,
+                        c.spec['name'], exc)
+            return lambda: True
+        self.registry.add(c.hook_proc.pid,
+                          f'preStop hook {rt.namespace}/{rt.name}/{c.spec["name"]}')
+        return lambda proc=c.hook_proc: proc.poll() is not None
+
     def _kill(self, rt: PodRuntime):
-        """SIGKILL every container of the pod and reap it."""
+        """SIGKILL every container of the pod (and any preStop hook) and reap it."""
         for c in rt.containers.values():
+            _signal(c.hook_proc, signal.SIGKILL)
+            c.hook_proc = None
             _signal(c.proc, signal.SIGKILL)
             if c.proc is not None:
                 try:
@@ -278,14 +314,23 @@ class NodeAgent:
         status = {
             'phase': phase, 'hostIP': self.node.ip, 'hostIPs': [{'ip': self.node.ip}],
             'podIP': rt.ip, 'podIPs': [{'ip': rt.ip}], 'startTime': rt.start_time,
-            'conditions': [{'type': 'PodScheduled', 'status': 'True'},
-                           {'type': 'Initialized', 'status': 'True'},
-                           {'type': 'ContainersReady', 'status': flag},
-                           {'type': 'Ready', 'status': flag}],
+            'conditions': [_condition(rt, 'PodScheduled', 'True'),
+                           _condition(rt, 'Initialized', 'True'),
+                           _condition(rt, 'ContainersReady', flag),
+                           _condition(rt, 'Ready', flag)],
             'containerStatuses': statuses,
         }
         self.store.update_pod_status(rt.namespace, rt.name, rt.uid, status)
 
+
+
+def _condition(rt: PodRuntime, kind: str, status: str) -> dict:
+    """A pod condition whose lastTransitionTime moves only when its status does (the
+    deployment controller counts minReadySeconds from it)."""
+    last = rt.transitions.get(kind)
+    if last is None or last[0] != status:
+        last = rt.transitions[kind] = (status, now_rfc3339())
+    return {'type': kind, 'status': status, 'lastTransitionTime': last[1]}
 
 
 def _signal(proc, sig):

@@ -21,7 +21,8 @@ import pytest
 from controller.flows import (Ct, LearnAffinity, Nat, Output, Resubmit, SwitchConfig,
                               flow)
 from controller.pipeline import (REJECT_METER, REJECT_RATE_PPS, T, TABLE_NAMES, TABLES,
-                                 PipelineError, check_pipeline, desired, group_id)
+                                 PipelineError, check_pipeline, desired, group_id,
+                                 stale_udp_flushes)
 from controller.ryu_app import reject_packet
 from controller.state import ClusterState
 from services.cluster import default_cluster
@@ -1300,3 +1301,33 @@ def test_no_reject_for_a_tcp_segment_that_is_not_a_syn(flags):
 
 def test_no_reject_for_icmp():
     assert reject_packet(frame(Lab(STATE).packet(CLIENT, WEB_VIP, 0, 'icmp'))) is None
+
+
+# ---------------------------------------------------------------- conntrack cleanup
+def test_a_udp_endpoint_that_goes_away_gets_its_entries_flushed_in_every_node_zone():
+    flushes = stale_udp_flushes(cluster_state(), cluster_state(web_2_ready=False))
+    assert {f.zone for f in flushes} == {1, 2, 3}
+    assert {(f.orig, f.reply) for f in flushes} == {
+        (f'ct_nw_dst={WEB_VIP},ct_nw_proto=17,ct_tp_dst=53',
+         f'ct_nw_src={WEB_2},ct_nw_proto=17,ct_tp_src=5353')}
+
+
+def test_a_udp_node_port_also_flushes_what_came_in_through_the_node_port():
+    def state(*eps):
+        objs = objects()
+        objs['Service'] = [node_port_service('dns', WEB_VIP, dict(DNS, nodePort=30053))]
+        objs['EndpointSlice'] = [endpoint_slice('dns', [DNS_EP], *eps)]
+        return ClusterState.from_objects(CLUSTER, objs)
+    both = state((WEB_1, 'control-plane', True), (WEB_2, 'worker-1', True))
+    flushes = stale_udp_flushes(both, state((WEB_1, 'control-plane', True)))
+    assert {f.orig for f in flushes} == {f'ct_nw_dst={WEB_VIP},ct_nw_proto=17,ct_tp_dst=53',
+                                         'ct_nw_proto=17,ct_tp_dst=30053'}
+    assert {f.reply for f in flushes} == {f'ct_nw_src={WEB_2},ct_nw_proto=17,ct_tp_src=5353'}
+
+
+def test_tcp_endpoints_and_unchanged_udp_endpoints_flush_nothing():
+    assert stale_udp_flushes(None, STATE) == []
+    assert stale_udp_flushes(STATE, cluster_state()) == []
+    objs = objects()
+    objs['EndpointSlice'][1]['endpoints'] = []          # db (TCP) loses its endpoint
+    assert stale_udp_flushes(STATE, ClusterState.from_objects(CLUSTER, objs)) == []
