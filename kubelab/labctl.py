@@ -12,6 +12,7 @@ import os
 import subprocess
 import sys
 import tempfile
+import uuid
 
 from kubelab.client import Client
 
@@ -120,6 +121,41 @@ class LabControl:
             raise RuntimeError(f'netprobe in {target} failed: {proc.stderr}')
         return json.loads(proc.stdout)
 
+    def background(self, target: str, mode: str, host: str, port: int, *, path: str = '/',
+                   interval: float = 0.02, timeout: float = 1, seconds: float = 300,
+                   sport: int | None = None, namespace: str = 'default') -> 'Background':
+        """Start a steady netprobe (stream, keepalive, udpstream) in ``target``; its
+        ``stop()`` ends it and returns what it measured."""
+        until = os.path.join(tempfile.gettempdir(), f'kubelab-stop-{uuid.uuid4().hex}')
+        argv = [self.python, '-m', 'kubelab.netprobe', mode, host, str(port), path,
+                '--interval', str(interval), '--timeout', str(timeout),
+                '--seconds', str(seconds), '--until', until]
+        if sport is not None:
+            argv += ['--sport', str(sport)]
+        pid = self.netns_pid(target, namespace)
+        env_path = os.pathsep.join(p for p in sys.path if p)
+        proc = subprocess.Popen(['nsenter', f'--net=/proc/{pid}/ns/net', '--', 'env',
+                                 f'PYTHONPATH={env_path}', *argv],
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        return Background(proc, until)
+
     def http(self, target: str, host: str, port: int, path: str, count: int = 1,
              timeout: float = 2) -> list[dict]:
         return self.probe(target, 'http', host, port, path, count=count, timeout=timeout)
+
+
+class Background:
+    """A netprobe running in a lab host until ``stop()``."""
+
+    def __init__(self, proc: subprocess.Popen, until: str):
+        self.proc, self.until = proc, until
+
+    def stop(self, timeout: float = 30) -> dict:
+        open(self.until, 'w').close()
+        try:
+            out, err = self.proc.communicate(timeout=timeout)
+        finally:
+            os.unlink(self.until)
+        if self.proc.returncode != 0:
+            raise RuntimeError(f'netprobe failed: {err}')
+        return json.loads(out)

@@ -9,6 +9,14 @@ kubelab.netprobe ...`` semantics (see ``kubelab.labctl.LabControl.probe``).
   tcp  HOST PORT [--timeout S]                    connect only
   udp  HOST PORT PAYLOAD [--count N] [--timeout S]
   rate HOST PORT [--count N] [--seconds S]        short connections back to back
+  stream HOST PORT [--interval I] [--seconds S] [--until FILE]
+                                                  a steady load: a new connection and
+                                                  one request every I seconds, each
+                                                  outcome with its time (epoch seconds)
+  keepalive HOST PORT [--interval I] [--seconds S] [--until FILE]
+                                                  one connection, a request every I s
+  udpstream HOST PORT [--interval I] [--seconds S] [--until FILE] [--sport P]
+                                                  datagrams from one source port
 """
 
 from __future__ import annotations
@@ -16,6 +24,7 @@ from __future__ import annotations
 import argparse
 import errno
 import json
+import os
 import socket
 import struct
 import sys
@@ -103,6 +112,61 @@ def connection_rate(host: str, port: int, count: int, seconds: float,
             'per_second': round(ok / elapsed, 1) if elapsed else 0.0}
 
 
+def _steady(one, interval: float, seconds: float, until: str | None) -> dict:
+    """Call ``one()`` every ``interval`` s until ``seconds`` pass or the file ``until``
+    exists; record each outcome as [epoch time, 'ok' or the error, body]."""
+    events = []
+    end = time.monotonic() + seconds
+    next_at = time.monotonic()
+    while time.monotonic() < end and not (until and os.path.exists(until)):
+        began = time.time()
+        result = one()
+        events.append([round(began, 3), 'ok' if result['ok'] else
+                       result.get('error') or f'status {result.get("status")}',
+                       result.get('body', '')])
+        next_at += interval
+        time.sleep(max(0.0, next_at - time.monotonic()))
+    failed = [e for e in events if e[1] != 'ok']
+    return {'sent': len(events), 'failed': len(failed), 'events': events}
+
+
+def keepalive(host: str, port: int, interval: float, seconds: float, until, timeout):
+    """One HTTP/1.1 connection kept open, a request on it every ``interval`` s."""
+    request = f'GET /hostname HTTP/1.1\r\nHost: {host}\r\n\r\n'.encode()
+    sock = socket.create_connection((host, port), timeout=timeout)
+
+    def one():
+        try:
+            sock.sendall(request)
+            data = sock.recv(65536)
+        except OSError as exc:
+            return {'ok': False, 'error': _error(exc)}
+        head, _, body = data.partition(b'\r\n\r\n')
+        return {'ok': head.startswith(b'HTTP/1.1 200'), 'body': body.decode(errors='replace'),
+                'error': 'closed' if not data else None}
+    try:
+        return _steady(one, interval, seconds, until)
+    finally:
+        sock.close()
+
+
+def udp_stream(host: str, port: int, interval: float, seconds: float, until, timeout,
+               sport: int = 0) -> dict:
+    """Datagrams ('hostname', agnhost netexec's UDP command) from one source port."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.bind(('', sport))
+        s.settimeout(timeout)
+
+        def one():
+            try:
+                s.sendto(b'hostname', (host, port))
+                reply, _ = s.recvfrom(65536)
+            except OSError as exc:
+                return {'ok': False, 'error': _error(exc)}
+            return {'ok': True, 'body': reply.decode(errors='replace')}
+        return _steady(one, interval, seconds, until)
+
+
 LINGER_RESET = struct.pack('ii', 1, 0)
 STALL_SECONDS = 0.9
 
@@ -113,7 +177,8 @@ def _ms(start: float) -> float:
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog='netprobe')
-    p.add_argument('mode', choices=['http', 'tcp', 'udp', 'rate'])
+    p.add_argument('mode', choices=['http', 'tcp', 'udp', 'rate', 'stream', 'keepalive',
+                                    'udpstream'])
     p.add_argument('host')
     p.add_argument('port', type=int)
     p.add_argument('extra', nargs='?', default='/')
@@ -121,8 +186,18 @@ def main(argv=None) -> int:
     p.add_argument('--seconds', type=float, default=30)
     p.add_argument('--timeout', type=float, default=2)
     p.add_argument('--reset', action='store_true', help='rate: end connections with RST')
+    p.add_argument('--interval', type=float, default=0.02)
+    p.add_argument('--until', help='stream modes: stop once this file exists')
+    p.add_argument('--sport', type=int, default=0, help='udpstream: the source port')
     a = p.parse_args(argv)
-    if a.mode == 'rate':
+    if a.mode == 'stream':
+        out = _steady(lambda: http_get(a.host, a.port, a.extra, a.timeout), a.interval,
+                      a.seconds, a.until)
+    elif a.mode == 'keepalive':
+        out = keepalive(a.host, a.port, a.interval, a.seconds, a.until, a.timeout)
+    elif a.mode == 'udpstream':
+        out = udp_stream(a.host, a.port, a.interval, a.seconds, a.until, a.timeout, a.sport)
+    elif a.mode == 'rate':
         out = connection_rate(a.host, a.port, a.count, a.seconds, a.timeout, a.reset)
     elif a.mode == 'tcp':
         out = [tcp_connect(a.host, a.port, a.timeout) for _ in range(a.count)]
