@@ -60,21 +60,12 @@ class Move:
 @dataclass(frozen=True)
 class Nat:
     """``nat`` alone applies an existing translation (and reverses it on replies);
-    ``Nat(dst=IP, port=P)`` is DNAT, ``Nat(src=IP)`` SNAT (masquerade).
-
-    ``Nat(src=KEEP_SOURCE)`` (``nat(src)``) is the kernel's null binding: the source
-    stays as it is unless the connection's reply tuple clashes with one conntrack already
-    holds (a client port reused against a closed connection to the same endpoint through
-    a VIP); then only the source port changes. Without it, two entries would share a
-    reply tuple and the endpoint's answer would be un-NATed by the wrong one."""
-    KEEP_SOURCE = '0.0.0.0'
+    ``Nat(dst=IP, port=P)`` is DNAT, ``Nat(src=IP)`` SNAT (masquerade)."""
     dst: str | None = None
     port: int | None = None
     src: str | None = None
 
     def ofctl(self):
-        if self.src == self.KEEP_SOURCE:
-            return 'nat(src)'
         if self.src is not None:
             return f'nat(src={self.src})'
         if self.dst is None:

@@ -282,8 +282,7 @@ def node_bridge(state, node) -> SwitchConfig:
          flow(T['ConntrackState'], 0, owner='conntrack'),
          flow(T['ServiceLB'], 0, goto=T['ConntrackCommit'], owner='conntrack'),
          flow(T['ConntrackCommit'], 200, {'eth_type': ETH_IP, 'ct_state': ct_state('+trk+new')},
-              (Ct(zone=zone, commit=True, table=T['L3Forwarding'],
-                  nat=Nat(src=Nat.KEEP_SOURCE)),), owner='conntrack'),
+              (Ct(zone=zone, commit=True),), goto=T['L3Forwarding'], owner='conntrack'),
          flow(T['ConntrackCommit'], 0, goto=T['L3Forwarding'], owner='conntrack'),
          # A client remembered for an endpoint that is gone: forget it, choose again.
          flow(T['EndpointDNAT'], 0, None, (SetField('reg5', 0), Resubmit(T['ServiceLB'])),

@@ -89,9 +89,7 @@ def _action(parser, ofp, action):
     if isinstance(action, F.Ct):
         nat = []
         if action.nat is not None:
-            if action.nat.src == F.Nat.KEEP_SOURCE:
-                nat = [parser.NXActionNAT(flags=1)]                  # null SNAT binding
-            elif action.nat.src is not None:
+            if action.nat.src is not None:
                 nat = [parser.NXActionNAT(flags=1, range_ipv4_min=action.nat.src,   # SNAT
                                           range_ipv4_max=action.nat.src)]
             elif action.nat.dst is None:

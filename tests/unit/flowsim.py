@@ -71,7 +71,7 @@ import itertools
 import zlib
 from dataclasses import dataclass, field
 
-from controller.flows import (CT_STATE_BITS, Ct, Group, LearnAffinity, Move, Nat, Output,
+from controller.flows import (CT_STATE_BITS, Ct, Group, LearnAffinity, Move, Output,
                               Resubmit, SetField, ToController, flow)
 from controller.pipeline import TABLE_NAMES, desired
 from topo import wiring
@@ -242,8 +242,6 @@ class Conntrack:
             nat = action.nat
             dnat = (nat.dst, nat.port) if nat is not None and nat.dst is not None else None
             snat_ip = nat.src if nat is not None else None
-            if snat_ip == Nat.KEEP_SOURCE:     # null binding: a new port only on a clash
-                snat_ip = pkt['ipv4_src']
             if action.commit:
                 orig = five_tuple(pkt)
                 snat = None if snat_ip is None else self._snat(action.zone, orig, dnat,

@@ -990,7 +990,7 @@ table=Classifier,priority=200,ip,in_port=1 actions=goto_table:UnSNAT
 table=Classifier,priority=210,arp,arp_tpa=10.128.0.11,in_port=2 actions=drop
 table=Classifier,priority=210,arp,arp_tpa=192.168.1.10,in_port=1010 actions=drop
 table=ConntrackCommit,priority=0 actions=goto_table:L3Forwarding
-table=ConntrackCommit,priority=200,ip,ct_state=+new+trk actions=ct(commit,table=70,zone=1,nat(src))
+table=ConntrackCommit,priority=200,ip,ct_state=+new+trk actions=ct(commit,zone=1),goto_table:L3Forwarding
 table=ConntrackState,priority=0 actions=drop
 table=ConntrackState,priority=190,ip,ct_state=-new+trk actions=goto_table:L3Forwarding
 table=ConntrackState,priority=200,ip,ct_state=+new+trk actions=goto_table:ServiceLB
