@@ -66,7 +66,7 @@ class Table:
 TABLES = (
     Table(0, 'Classifier', 'raw PREROUTING', ('ARPResponder', 'UnSNAT', 'L3Forwarding')),
     Table(10, 'ARPResponder', 'ARP (the node answers for its routes)', ()),
-    Table(15, 'UnSNAT', 'conntrack (un-masquerade)', ('ConntrackZone',)),
+    Table(15, 'UnSNAT', 'conntrack (un-masquerade)', ('ConntrackZone', 'ConntrackState')),
     Table(20, 'ConntrackZone', 'conntrack', ('ConntrackState',)),
     Table(21, 'ConntrackState', 'conntrack (ctstate INVALID/ESTABLISHED)',
           ('ServiceLB', 'L3Forwarding')),
@@ -263,9 +263,15 @@ def node_bridge(state, node) -> SwitchConfig:
     # UnSNAT: replies to the addresses this node masquerades as.
     snat_zone = SNAT_ZONE_BASE + node.index
     gateway = wiring.pod_gateway(node)
+    # Both lookups in one flow, the first without recirculation: every bridge is a port
+    # set of one userspace datapath, a packet keeps its recirculation count from bridge
+    # to bridge, and the datapath drops it at the seventh. A pod's SYN to a NodePort on
+    # another node, to an endpoint on a third, takes six this way (seven with a
+    # recirculation here).
     for addr, why in ((gateway, 'hairpin masquerade'), (node.ip, 'egress masquerade')):
         add([flow(T['UnSNAT'], 200, {'eth_type': ETH_IP, 'ipv4_dst': addr},
-                  (Ct(zone=snat_zone, table=T['ConntrackZone'], nat=Nat()),), owner=why)])
+                  (Ct(zone=snat_zone, nat=Nat()),
+                   Ct(zone=zone, table=T['ConntrackState'], nat=Nat())), owner=why)])
     add([flow(T['UnSNAT'], 0, goto=T['ConntrackZone'], owner='conntrack')])
 
     # Conntrack: un-NAT replies, drop invalid, send new connections to ServiceLB.

@@ -29,6 +29,8 @@ walks (a SYN, then its reply) and several switches:
   SNAT keeps the source port unless the reply tuple it gives is already taken in the
   zone; then it takes the first free port of the ephemeral range (1024-65535), as
   conntrack does for ``nat(src=IP)`` without a port range;
+- ``nat`` without ``commit`` and without a table to recirculate to translates the packet
+  in place (the datapath does) but leaves the pipeline's ct_state as it was;
 - ``nat`` (with or without arguments) on a packet of a recorded connection applies the
   recorded translation: an original-direction packet gets the DNAT target as
   destination and the SNAT address as source; a reply gets the original destination
@@ -287,6 +289,10 @@ def _cannot_open(pkt: dict) -> bool:
     return not (ack or rst)
 
 
+#: The header fields a NAT may rewrite.
+TRANSLATED = ('ipv4_src', 'ipv4_dst', 'tcp_src', 'tcp_dst', 'udp_src', 'udp_dst')
+
+
 def _translate(pkt: dict, conn: Connection, is_reply: bool) -> None:
     _, orig_src, orig_sport, orig_dst, orig_dport = conn.orig
     if is_reply:
@@ -460,9 +466,13 @@ class _Run:
                 tracked = self.conntrack.execute(action, pkt)
                 if action.table is not None:
                     forks.append((tracked, action.table))
+                elif action.nat is not None and not action.commit:
+                    # The datapath translates the packet; the pipeline's view of its
+                    # conntrack state is not updated (no recirculation).
+                    pkt.update({k: tracked[k] for k in TRANSLATED if k in tracked})
                 elif action.nat is not None:
-                    raise SimError(f'{action.ofctl()}: NAT without recirculation is not '
-                                   f'modelled')
+                    raise SimError(f'{action.ofctl()}: a committing NAT without '
+                                   f'recirculation is not modelled')
             elif isinstance(action, Resubmit):
                 # The same packet (not a copy): what the resubmitted table does to it
                 # (registers loaded, say) is seen by the rest of these actions.

@@ -313,7 +313,7 @@ def test_the_hairpin_tables(lab):
                             'ServiceLB', f'group:{gid}', 'L3Forwarding', 'SNAT', 'Output']
     assert there.trace[-1][2].endswith('IN_PORT')
     [(_, back)] = lab.send(answer(there.outcome[2]), sender=case['pod']).hops
-    assert back.tables == ['Classifier', 'UnSNAT', 'ConntrackZone', 'ConntrackState',
+    assert back.tables == ['Classifier', 'UnSNAT', 'ConntrackState',
                            'L3Forwarding', 'Output']
     # Tracked in the node's zone (the DNAT) and in its SNAT zone (the masquerade).
     assert sorted({c.zone for c in lab.conntrack.connections}) == [1, 1001]
@@ -363,7 +363,7 @@ def test_the_egress_tables(lab):
                                       'ConntrackState', 'ServiceLB', 'ConntrackCommit',
                                       'L3Forwarding', 'SNAT', 'Output']
     back = lab.send(answer(trip.outcome[2]), sender=EXTERNAL_1)
-    assert back.hops[-1][1].tables == ['Classifier', 'UnSNAT', 'ConntrackZone',
+    assert back.hops[-1][1].tables == ['Classifier', 'UnSNAT',
                                        'ConntrackState', 'L3Forwarding']
 
 
@@ -665,9 +665,9 @@ def test_the_node_port_tables_on_a_node_without_the_endpoint(np_lab):
     trip = np_lab.send(np_lab.packet(EXTERNAL_1, W2.ip, WEB_NP), bucket=0)
     w2 = trip.hops[2][1]
     assert trip.hops[2][0] == SWITCH['worker-2']
-    assert w2.tables == ['Classifier', 'UnSNAT', 'ConntrackZone', 'ConntrackState',
+    assert w2.tables == ['Classifier', 'UnSNAT', 'ConntrackState',
                          'ServiceLB', f'group:{gid}', 'L3Forwarding', 'SNAT', 'L3Forwarding']
-    assert [owner for _, owner, _ in w2.trace[6:8]] == ['nodeport masquerade'] * 2
+    assert [owner for _, owner, _ in w2.trace[5:7]] == ['nodeport masquerade'] * 2
     assert w2.trace[-1][2].startswith('table=L3Forwarding,priority=101,ip,in_port=1,')
     assert w2.trace[-1][2].endswith(',IN_PORT')
     assert w2.outcome[:2] == ('output', wiring.UPLINK_PORT)
@@ -686,9 +686,9 @@ def test_the_node_port_reply_is_un_snatted_then_un_dnatted(np_lab):
     back = np_lab.send(answer(trip.outcome[2]), sender=WEB_2)
     w2 = back.hops[2][1]
     assert back.hops[2][0] == SWITCH['worker-2']
-    assert w2.tables[:5] == ['Classifier', 'UnSNAT', 'ConntrackZone', 'ConntrackState',
+    assert w2.tables[:4] == ['Classifier', 'UnSNAT', 'ConntrackState',
                              'L3Forwarding']
-    assert 'zone=1003' in w2.trace[1][2] and 'zone=3' in w2.trace[2][2]
+    assert 'ct(zone=1003,nat),ct(table=21,zone=3,nat)' in w2.trace[1][2]
     assert w2.trace[-1][2].startswith('table=Output,priority=101,ip,in_port=1,')
     assert w2.outcome[2]['ipv4_src'] == W2.ip
 
@@ -866,8 +866,9 @@ def test_a_client_keeps_its_endpoint_across_connections(case, first):
     [memory] = learned(lab, SWITCH[case['node']])           # one learned flow per client
     assert memory.table == T['SessionAffinity']
     node = [t for d, t in trips[1].hops if d == SWITCH[case['node']]][0]
-    assert node.tables[3:7] == ['ConntrackState', 'SessionAffinity', 'ServiceLB',
-                                'EndpointDNAT']
+    at = node.tables.index('ConntrackState')
+    assert node.tables[at:at + 4] == ['ConntrackState', 'SessionAffinity', 'ServiceLB',
+                                      'EndpointDNAT']
     if case['dst'] == W2.ip:              # still masqueraded as the node (NodePort mark)
         assert trips[1].outcome[2]['ipv4_src'] == W2.ip
         assert 'nodeport masquerade' in [owner for _, owner, _ in node.trace]
@@ -1026,8 +1027,8 @@ table=ServiceLB,priority=100,ip,nw_dst=10.96.0.20 actions=meter:1,controller(max
 table=ServiceLB,priority=200,tcp,nw_dst=10.128.0.11,tp_dst=30080 actions=group:2114320505
 table=ServiceLB,priority=200,tcp,nw_dst=10.96.0.20,tp_dst=80 actions=group:1532575838
 table=UnSNAT,priority=0 actions=goto_table:ConntrackZone
-table=UnSNAT,priority=200,ip,nw_dst=10.128.0.11 actions=ct(table=20,zone=1001,nat)
-table=UnSNAT,priority=200,ip,nw_dst=192.168.1.1 actions=ct(table=20,zone=1001,nat)
+table=UnSNAT,priority=200,ip,nw_dst=10.128.0.11 actions=ct(zone=1001,nat),ct(table=21,zone=1,nat)
+table=UnSNAT,priority=200,ip,nw_dst=192.168.1.1 actions=ct(zone=1001,nat),ct(table=21,zone=1,nat)
 group_id=1532575838,type=select,bucket=weight:1,actions=ct(commit,table=70,zone=1,nat(dst=192.168.1.10:8080)),bucket=weight:1,actions=ct(commit,table=70,zone=1,nat(dst=192.168.2.10:8080))
 group_id=2114320505,type=select,bucket=weight:1,actions=ct(commit,table=70,zone=1,nat(dst=192.168.1.10:8080),exec(set_field:0x1->ct_mark)),bucket=weight:1,actions=ct(commit,table=70,zone=1,nat(dst=192.168.2.10:8080),exec(set_field:0x1->ct_mark))
 meter=1,pktps,burst,band=type=drop,rate=200,burst_size=200
