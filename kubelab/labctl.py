@@ -121,6 +121,15 @@ class LabControl:
             raise RuntimeError(f'netprobe in {target} failed: {proc.stderr}')
         return json.loads(proc.stdout)
 
+    def craft(self, target: str, *args: str, namespace: str = 'default') -> dict:
+        """Run ``kubelab.craft`` (hand-made packets, scapy) in ``target``; its JSON."""
+        env_path = os.pathsep.join(p for p in sys.path if p)
+        proc = self.run_in(target, ['env', f'PYTHONPATH={env_path}', self.python, '-m',
+                                    'kubelab.craft', *args], namespace=namespace)
+        if proc.returncode != 0:
+            raise RuntimeError(f'craft {" ".join(args)} in {target} failed: {proc.stderr}')
+        return json.loads(proc.stdout)
+
     def background(self, target: str, mode: str, host: str, port: int, *, path: str = '/',
                    interval: float = 0.02, timeout: float = 1, seconds: float = 300,
                    sport: int | None = None, namespace: str = 'default') -> 'Background':
