@@ -54,7 +54,14 @@ def validate_deployment(chk: Checker, obj: dict) -> None:
     chk.known_fields(spec, 'spec', DEPLOYMENT_SPEC_FIELDS,
                      IGNORED_DEPLOYMENT_SPEC_FIELDS)
     chk.integer(spec, 'replicas', 'spec', minimum=0, default=1)
-    chk.integer(spec, 'minReadySeconds', 'spec', minimum=0)
+    min_ready = chk.integer(spec, 'minReadySeconds', 'spec', minimum=0)
+    # Accepted but not acted on; checked as the API server checks them.
+    chk.boolean(spec, 'paused', 'spec')
+    chk.integer(spec, 'revisionHistoryLimit', 'spec', minimum=0)
+    deadline = chk.integer(spec, 'progressDeadlineSeconds', 'spec')
+    if deadline is not None and deadline <= (min_ready or 0):
+        chk.error('spec.progressDeadlineSeconds',
+                  f'Invalid value: {deadline}: must be greater than minReadySeconds')
     validate_strategy(chk, spec)
     errors_before = len(chk.errors)
     selector = chk.mapping(spec, 'selector', 'spec', required=True)
