@@ -53,6 +53,8 @@ SNAT_ZONE_BASE = 1000
 # ct_mark bits (the connection remembers them, both directions):
 CT_MARK_NODE_MASQ = 0x1      # [0]: reached through a NodePort with externalTrafficPolicy
                              #      Cluster: masquerade as the node (KUBE-MARK-MASQ)
+# reg0 bits (one bridge's pipeline; registers start at 0 on every bridge):
+REG0_LOCAL_ORIGIN = 0x1      # [0]: sent by this node or one of its pods (Classifier)
 
 
 @dataclass(frozen=True)
@@ -147,7 +149,8 @@ def port_guard(port: int, ip: str, mac: str, ip_next: str, owner: str) -> list:
         flow(T['Classifier'], 210, {'in_port': port, 'eth_type': ETH_ARP, 'arp_tpa': ip},
              owner=owner),
         flow(T['Classifier'], 200, {'in_port': port, 'eth_type': ETH_IP, 'eth_src': mac,
-                                    'ipv4_src': ip}, goto=T[ip_next], owner=owner),
+                                    'ipv4_src': ip},
+             (SetField('reg0', REG0_LOCAL_ORIGIN),), goto=T[ip_next], owner=owner),
         flow(T['Classifier'], 200, {'in_port': port, 'eth_type': ETH_ARP, 'eth_src': mac,
                                     'arp_spa': ip, 'arp_sha': mac},
              goto=T['ARPResponder'], owner=owner),
@@ -167,7 +170,8 @@ def route(dst: str, port: int, src_mac: str, dst_mac: str, owner: str,
 
 
 def load_balance(cfg: SwitchConfig, match: dict, sp, endpoints, zone: int, key: str,
-                 taken: set, mark: int | None = None, affinity: int | None = None):
+                 taken: set, mark: int | None = None, affinity: int | None = None,
+                 priority: int = 200):
     """ServiceLB: ``match`` -> a select group over ``endpoints`` (DNAT, commit, and the
     ct_mark ``mark``); REJECT when the Service has no endpoint at all; drop when it has
     some but a traffic policy leaves none for this node.
@@ -177,11 +181,11 @@ def load_balance(cfg: SwitchConfig, match: dict, sp, endpoints, zone: int, key: 
     and goes to EndpointDNAT, which DNATs to the endpoint in reg3/reg4."""
     owner = f'service {sp.key}'
     if not sp.endpoints:
-        cfg.flows.append(flow(T['ServiceLB'], 200, match, (ToController(),),
+        cfg.flows.append(flow(T['ServiceLB'], priority, match, (ToController(),),
                               meter=REJECT_METER, owner=owner))
         return
     if not endpoints:
-        cfg.flows.append(flow(T['ServiceLB'], 200, match, owner=owner))
+        cfg.flows.append(flow(T['ServiceLB'], priority, match, owner=owner))
         return
     gid = group_id(key, taken)
     l4 = 'tcp_dst' if match['ip_proto'] == 6 else 'udp_dst'
@@ -191,14 +195,15 @@ def load_balance(cfg: SwitchConfig, match: dict, sp, endpoints, zone: int, key: 
                     for ep in endpoints)
     cfg.groups.append(GroupSpec(gid, buckets, owner=owner))
     if not affinity:
-        cfg.flows.append(flow(T['ServiceLB'], 200, match, (Group(gid),), owner=owner))
+        cfg.flows.append(flow(T['ServiceLB'], priority, match, (Group(gid),), owner=owner))
         return
     # Session affinity: remember which Service address and port this is (reg7, reg8)
     # so that AffinityLearn, after the DNAT, can learn the client's endpoint.
     dst = int(ipaddress.IPv4Address(match['ipv4_dst']))
     cfg.flows += [
-        flow(T['ServiceLB'], 200, match, (SetField('reg7', dst), SetField('reg8', match[l4]),
-                                          Group(gid)), owner=owner),
+        flow(T['ServiceLB'], priority, match, (SetField('reg7', dst),
+                                               SetField('reg8', match[l4]), Group(gid)),
+             owner=owner),
         flow(T['ServiceLB'], 210, dict(match, reg5=(1, 1)), (SetField('reg6', mark or 0),),
              goto=T['EndpointDNAT'], owner=owner),
         flow(T['AffinityLearn'], 200, {'eth_type': ETH_IP, 'ip_proto': match['ip_proto'],
@@ -311,11 +316,18 @@ def node_bridge(state, node) -> SwitchConfig:
             # externalTrafficPolicy Cluster: any endpoint, masqueraded as this node (so
             # replies come back here); Local: this node's endpoints, client IP kept.
             eps = sp.local_endpoints(node.name) if sp.external_local else sp.endpoints
-            load_balance(cfg, dict(base, ipv4_dst=node.ip, **{l4_dst: sp.node_port}), sp,
-                         eps, zone, f'{sp.key}/nodeport' + (
+            nodeport = dict(base, ipv4_dst=node.ip, **{l4_dst: sp.node_port})
+            load_balance(cfg, nodeport, sp, eps, zone, f'{sp.key}/nodeport' + (
                              '@' + node.name if sp.external_local else ''), taken,
                          mark=None if sp.external_local else CT_MARK_NODE_MASQ,
                          affinity=sp.affinity_timeout)
+            if sp.external_local:
+                # The policy is about external clients: this node's own pods (and the
+                # node) reach every endpoint, as kube-proxy sends them to KUBE-SVC.
+                load_balance(cfg, dict(nodeport, reg0=(REG0_LOCAL_ORIGIN,
+                                                       REG0_LOCAL_ORIGIN)),
+                             sp, sp.endpoints, zone, f'{sp.key}/nodeport-from-node',
+                             taken, priority=205)
     for vip, owner in sorted(vips.items()):
         # A ClusterIP answers only on its ports: anything else is rejected, as nftables'
         # kube-proxy does (the controller drops what it cannot answer, e.g. ICMP).

@@ -118,6 +118,10 @@ def test_local_policy_keeps_the_client_ip_and_drops_on_nodes_without_endpoints(
         assert w1_name['body'] == 'web-1'              # only its own node's endpoint
         [cp] = np_lab.probe(host, 'tcp', nodes['control-plane'], port, timeout=1)
         assert cp['ok'] is False and cp['error'] == 'timeout', cp      # dropped
+        # The node's own pods are not external clients: every endpoint, own IP kept.
+        got = np_lab.http('probe-cp', nodes['control-plane'], port, '/clientip', count=6)
+        assert all(r['ok'] for r in got), got
+        assert {r['body'].split(':')[0] for r in got} == {np_lab.pod_ip('probe-cp')}
     finally:
         np_lab.kubelab('delete', 'service', 'local')
 
