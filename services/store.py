@@ -17,32 +17,22 @@ are released after the Service's new ones are taken (so it never gets back a por
 gives up) and are free for the next object at once; none of it counts until the whole
 apply commits. Going back to ClusterIP, and deleting the Service, release them all.
 
-Deployments roll out as Kubernetes' deployment and ReplicaSet controllers roll them out,
-without ReplicaSet objects: a Deployment's pods are grouped by their pod-template-hash,
-and a ``ReplicaSet`` record per hash keeps its size and revision. RollingUpdate grows
-the new template's pods into the room maxSurge leaves (rounded up) and removes old ones
-(not ready first, then the newest) while replicas - maxUnavailable (rounded down) stay
-available, i.e. Ready for minReadySeconds; Recreate removes every old pod and starts
-the new ones once the last old one is gone. Terminating pods are not replicas. A change
-of replicas mid-rollout is shared out in proportion among the templates. The status
-carries the counts and the Available and Progressing conditions, the Deployment the
-``deployment.kubernetes.io/revision`` annotation. ``tick`` re-runs the controllers
-for what time alone changes (minReadySeconds).
+The Deployment controller's records and decisions are services/deployments.py's; the
+store runs it and makes and terminates the pods it asks for. ``tick`` re-runs the
+controllers for what time alone changes (minReadySeconds).
 """
 
 from __future__ import annotations
 
 import copy
-import datetime
-import itertools
-import math
 import random
 import threading
 import time
-from dataclasses import dataclass, field
 
 from services import endpoints, manifests, naming, selectors
 from services.allocators import ClusterIPAllocator, NodePortAllocator
+from services.deployments import MAX_PASSES, DeploymentController, ReplicaSet, \
+    keep_rollout_marks, new_pod, owned_by, stamp_restart
 from services.errors import AllocationError, ApplyError, KubelabError, NotFound, \
     ValidationError
 from services.validate_deployment import default_strategy
@@ -89,226 +79,12 @@ def tolerates(pod: dict, taint: dict) -> bool:
     return False
 
 
-def owned_by(obj: dict, owner: dict) -> bool:
-    return any(ref.get('uid') == owner['metadata']['uid']
-               for ref in obj['metadata'].get('ownerReferences') or [])
-
-
-def is_ready(pod: dict) -> bool:
-    return any(c.get('type') == 'Ready' and c.get('status') == 'True'
-               for c in pod.get('status', {}).get('conditions') or [])
-
-
-#: The Deployment annotation with the revision of its current template.
-REVISION = 'deployment.kubernetes.io/revision'
-#: The pod template annotation ``kubectl rollout restart`` sets.
-RESTARTED_AT = 'kubectl.kubernetes.io/restartedAt'
-#: Old ReplicaSets without pods that are remembered (revisionHistoryLimit's default).
-REVISION_HISTORY = 10
-#: Deployment controller passes per change: a scaling event, then a scale-up, a
-#: scale-down and a scale-up into the room it left is the most one change asks for.
-MAX_PASSES = 8
-
-
-@dataclass
-class ReplicaSet:
-    """What the deployment controller keeps of one ReplicaSet of a Deployment.
-
-    kubelab has no ReplicaSet objects; their pods name them (``web-<hash>``, an
-    ownerReference of kind ReplicaSet) and this record holds the rest the controller
-    reads and writes: the template, the size (``spec.replicas``), the revision, and
-    the Deployment's replicas and replicas + maxSurge when it was last sized (the
-    desired-replicas and max-replicas annotations, which tell a scaling event from a
-    rollout and the proportions of one). ``pods`` and the counts are its status,
-    refreshed at every pass.
-    """
-    name: str
-    hash: str
-    template: dict
-    created: int
-    revision: int
-    replicas: int = 0
-    desired: int = 0
-    max_replicas: int = 0
-    pods: list = field(default_factory=list)
-    active: int = 0
-    ready: int = 0
-    available: int = 0
-
-
-def _active(pod: dict) -> bool:
-    """Neither terminating nor finished: a pod that counts as a replica."""
-    return not pod['metadata'].get('deletionTimestamp') and \
-        pod.get('status', {}).get('phase') not in ('Succeeded', 'Failed')
-
-
-def _seconds(timestamp: str) -> float:
-    """An RFC 3339 time as seconds since the epoch."""
-    return datetime.datetime.fromisoformat(timestamp.replace('Z', '+00:00')).timestamp()
-
-
-def _ready_since(pod: dict) -> str:
-    """The Ready condition's lastTransitionTime ('' when there is none)."""
-    for cond in pod.get('status', {}).get('conditions') or []:
-        if cond.get('type') == 'Ready':
-            return cond.get('lastTransitionTime') or ''
-    return ''
-
-
-def _available(pod: dict, min_ready: int, now: float) -> bool:
-    """Ready for at least ``min_ready`` seconds (minReadySeconds). The time is the
-    Ready condition's lastTransitionTime; a Ready pod without one counts as available
-    at once (kubelab's kubelet does not write it)."""
-    if not is_ready(pod):
-        return False
-    since = _ready_since(pod)
-    return not min_ready or not since or _seconds(since) + min_ready < now
-
-
-#: Pods in these phases go first when a ReplicaSet shrinks.
-_PHASE_RANK = {'Pending': 0, 'Unknown': 1, 'Running': 2}
-
-
-def _deletion_rank(pod: dict) -> tuple:
-    """Sort key of the ReplicaSet controller's choice of pods to remove, first first:
-    unscheduled, then pending, then not ready, then ready for the shortest time, then
-    restarted most, then newest."""
-    status = pod.get('status', {})
-    since = _ready_since(pod)
-    restarts = sum(c.get('restartCount', 0) for c in status.get('containerStatuses') or [])
-    return (bool(pod['spec'].get('nodeName')), _PHASE_RANK.get(status.get('phase'), 2),
-            is_ready(pod), -_seconds(since) if since else -math.inf, -restarts,
-            -_seconds(pod['metadata']['creationTimestamp']))
-
-
-def _scaled(value, total: int, round_up: bool) -> int:
-    """An IntOrString (``1``, ``"25%"``) as a number of pods out of ``total``."""
-    if isinstance(value, int):
-        return value
-    share = int(value[:-1]) * total
-    return -(-share // 100) if round_up else share // 100
-
-
-def _fenceposts(dep: dict) -> tuple[int, int]:
-    """(maxSurge, maxUnavailable) as numbers of pods: surge rounds up, unavailable
-    down; when both come to 0 (a small percentage), unavailable is 1 so the rollout
-    can move; never more unavailable than replicas. Recreate: (0, 0)."""
-    strategy = dep['spec']['strategy']
-    if strategy['type'] != 'RollingUpdate':
-        return 0, 0
-    replicas = dep['spec']['replicas']
-    surge = _scaled(strategy['rollingUpdate']['maxSurge'], replicas, True)
-    unavailable = _scaled(strategy['rollingUpdate']['maxUnavailable'], replicas, False)
-    if surge == 0 and unavailable == 0:
-        unavailable = 1
-    return surge, min(unavailable, replicas)
-
-
-def _proportion(rs: ReplicaSet, dep: dict, to_add: int, added: int) -> int:
-    """The pods a ReplicaSet gains (or loses) in a scaling event: its size scaled
-    from the old maximum (replicas + maxSurge when it was last sized) to the new one,
-    rounded half up, within what is still to be added (or removed)."""
-    if to_add == added:
-        return 0
-    replicas = dep['spec']['replicas']
-    if replicas == 0:
-        share = -rs.replicas
-    else:
-        before = rs.max_replicas or dep['status'].get('replicas', 0)
-        if not before:
-            return 0
-        share = math.floor(rs.replicas * (replicas + _fenceposts(dep)[0]) / before + 0.5) \
-            - rs.replicas
-    left = to_add - added
-    return min(share, left) if to_add > 0 else max(share, left)
-
-
-def _prune_history(sets: dict[str, ReplicaSet], new: ReplicaSet | None) -> None:
-    """Forget all but the newest REVISION_HISTORY old ReplicaSets without pods."""
-    idle = sorted((rs for rs in sets.values()
-                   if rs is not new and not rs.replicas and not rs.pods),
-                  key=lambda rs: rs.created)
-    for rs in idle[:max(0, len(idle) - REVISION_HISTORY)]:
-        del sets[rs.hash]
-
-
-def _condition(status: dict, kind: str) -> dict | None:
-    return next((c for c in status.get('conditions') or [] if c['type'] == kind), None)
-
-
-def _set_condition(status: dict, kind: str, value: str, reason: str, message: str,
-                   touch: bool = False) -> None:
-    """Set a Deployment condition as the controller does: the same status and reason
-    change nothing (unless ``touch``: a new lastUpdateTime); the same status keeps
-    its lastTransitionTime; the condition set goes last."""
-    current = _condition(status, kind)
-    if current and (current['status'], current['reason']) == (value, reason) and not touch:
-        return
-    now = naming.now_rfc3339()
-    cond = {'type': kind, 'status': value, 'lastUpdateTime': now,
-            'lastTransitionTime': current['lastTransitionTime']
-            if current and current['status'] == value else now,
-            'reason': reason, 'message': message}
-    status['conditions'] = [c for c in status.get('conditions') or []
-                            if c['type'] != kind] + [cond]
-
-
-def _deployment_status(dep: dict, before: dict, sets: dict[str, ReplicaSet],
-                       new: ReplicaSet | None) -> dict:
-    """The Deployment's status from its ReplicaSets (terminating pods are not
-    replicas), with the Available and Progressing conditions: Available while at least
-    replicas - maxUnavailable pods are available; Progressing NewReplicaSetAvailable
-    once the new ReplicaSet has every replica available, ReplicaSetUpdated whenever a
-    count moved forward since ``before``."""
-    spec, meta = dep['spec'], dep['metadata']
-    available = sum(rs.available for rs in sets.values())
-    status = {
-        'observedGeneration': meta.get('generation', 1),
-        'replicas': sum(rs.active for rs in sets.values()),
-        'updatedReplicas': new.active if new else 0,
-        'readyReplicas': sum(rs.ready for rs in sets.values()),
-        'availableReplicas': available,
-        'unavailableReplicas': max(0, sum(rs.replicas for rs in sets.values()) - available),
-        'conditions': dep['status'].get('conditions') or [],
-    }
-    replicas = spec['replicas']
-    if available >= replicas - _fenceposts(dep)[1]:
-        _set_condition(status, 'Available', 'True', 'MinimumReplicasAvailable',
-                       'Deployment has minimum availability.')
-    else:
-        _set_condition(status, 'Available', 'False', 'MinimumReplicasUnavailable',
-                       'Deployment does not have minimum availability.')
-    progressing = _condition(status, 'Progressing')
-    if status['replicas'] == status['updatedReplicas'] and progressing \
-            and progressing['reason'] == 'NewReplicaSetAvailable':
-        return status               # a finished rollout: no progress to estimate
-    subject = f'ReplicaSet "{new.name}"' if new else f'Deployment "{meta["name"]}"'
-    if status['updatedReplicas'] == status['replicas'] == available == replicas:
-        _set_condition(status, 'Progressing', 'True', 'NewReplicaSetAvailable',
-                       f'{subject} has successfully progressed.')
-    elif _moved_forward(before, status):
-        _set_condition(status, 'Progressing', 'True', 'ReplicaSetUpdated',
-                       f'{subject} is progressing.', touch=True)
-    return status
-
-
-def _moved_forward(before: dict, after: dict) -> bool:
-    """More updated, ready or available pods, or fewer old ones, than ``before``."""
-    return after['updatedReplicas'] > before.get('updatedReplicas', 0) \
-        or after['readyReplicas'] > before.get('readyReplicas', 0) \
-        or after['availableReplicas'] > before.get('availableReplicas', 0) \
-        or after['replicas'] - after['updatedReplicas'] < \
-        before.get('replicas', 0) - before.get('updatedReplicas', 0)
-
-
 class Store:
     def __init__(self, cluster, rng: random.Random | None = None, clock=time.time):
         self.cluster = cluster
         self.rng = rng or random.Random()
         self.clock = clock       # seconds since the epoch: when pods become available
-        #: Deployment uid -> pod-template-hash -> its ReplicaSet record.
-        self.replica_sets: dict[str, dict[str, ReplicaSet]] = {}
-        self._rs_serial = itertools.count(1)      # the records' creation order
+        self.deployments = DeploymentController()
         self.cond = threading.Condition()
         self.rv = 1
         self.objects: dict[tuple, dict] = {}
@@ -322,6 +98,12 @@ class Store:
                        'metadata': {'name': ns, 'uid': naming.new_uid(),
                                     'creationTimestamp': created},
                        'status': {'phase': 'Active'}})
+
+    @property
+    def replica_sets(self) -> dict[str, dict[str, ReplicaSet]]:
+        """The deployment controller's records: Deployment uid -> pod-template-hash ->
+        its ReplicaSet."""
+        return self.deployments.replica_sets
 
     # ------------------------------------------------------------ reading
     def get(self, kind: str, namespace: str | None, name: str) -> dict:
@@ -489,7 +271,7 @@ class Store:
         if obj['kind'] == 'Deployment':
             default_strategy(obj['spec'])
             if old is not None:
-                _keep_rollout_marks(obj, old)
+                keep_rollout_marks(obj, old)
         if old is None:
             meta = obj['metadata']
             meta['uid'] = naming.new_uid()
@@ -562,7 +344,7 @@ class Store:
             self._terminate_pod(obj, grace_seconds)
         elif key[0] == 'Deployment':
             self._remove(key)
-            self.replica_sets.pop(obj['metadata']['uid'], None)
+            self.deployments.forget(obj)
             for pod in self._pods(key[1]):
                 if owned_by(pod, obj):
                     self._terminate_pod(pod, None)
@@ -606,13 +388,7 @@ class Store:
             if dep is None:
                 raise NotFound(f'deployments.apps "{name}" not found in namespace '
                                f'"{namespace}"')
-            now = naming.now_rfc3339()
-            meta = dep['spec']['template']['metadata']
-            if meta.get('annotations', {}).get(RESTARTED_AT) == now:
-                raise KubelabError(f'failed to create patch for {name}: if restart has '
-                                   'already been triggered within the past second, '
-                                   'please wait before attempting to trigger another')
-            meta.setdefault('annotations', {})[RESTARTED_AT] = now
+            stamp_restart(dep, naming.now_rfc3339())
             dep['metadata']['generation'] = dep['metadata'].get('generation', 1) + 1
             self._put(dep)
             self._changed()
@@ -686,183 +462,30 @@ class Store:
         move without a pod becoming ready, as the real controllers do between events."""
         before = copy.deepcopy((dep['metadata'].get('annotations'), dep.get('status')))
         dep.setdefault('status', {})
-        now = self.clock()
-        changed = self._manage_pods(dep, self._replica_sets(dep, now))
+        ns, now = dep['metadata']['namespace'], self.clock()
+        changed = self._manage_pods(dep, now)
         for _ in range(MAX_PASSES):
-            if not self._sync_deployment(dep, self._replica_sets(dep, now)):
+            if not self.deployments.sync(dep, self._pods(ns), now):
                 break
-            self._manage_pods(dep, self._replica_sets(dep, now))
+            self._manage_pods(dep, now)
             changed = True
-        sets = self._replica_sets(dep, now)
-        new = sets.get(naming.pod_template_hash(dep['spec']['template']))
-        _prune_history(sets, new)
-        dep['status'] = _deployment_status(dep, before[1] or {}, sets, new)
+        dep['status'] = self.deployments.status(dep, self._pods(ns), now, before[1] or {})
         if (dep['metadata'].get('annotations'), dep['status']) != before:
             self._put(dep)
             changed = True
         return changed
 
-    def _replica_sets(self, dep: dict, now: float) -> dict[str, ReplicaSet]:
-        """The Deployment's ReplicaSet records by pod-template-hash, with their pods."""
-        sets = self.replica_sets.setdefault(dep['metadata']['uid'], {})
-        min_ready = dep['spec'].get('minReadySeconds', 0)
-        for rs in sets.values():
-            rs.pods, rs.active, rs.ready, rs.available = [], 0, 0, 0
-        for pod in self._pods(dep['metadata']['namespace']):
-            rs = sets.get(pod['metadata'].get('labels', {}).get('pod-template-hash'))
-            if rs is None or not owned_by(pod, dep):
-                continue              # not made by this Deployment's controller
-            rs.pods.append(pod)
-            if _active(pod):
-                rs.active += 1
-                rs.ready += is_ready(pod)
-                rs.available += _available(pod, min_ready, now)
-        return sets
-
-    def _manage_pods(self, dep: dict, sets: dict[str, ReplicaSet]) -> bool:
-        """The ReplicaSet controller: create or terminate pods until every record has
-        ``replicas`` active pods; the pods to remove are ranked as Kubernetes ranks them."""
-        changed = False
-        for rs in sets.values():
-            active = [p for p in rs.pods if _active(p)]
-            for _ in range(rs.replicas - len(active)):
+    def _manage_pods(self, dep: dict, now: float) -> bool:
+        """Make and terminate the pods the ReplicaSet controller asks for; True when it
+        asked for any."""
+        pods = self._pods(dep['metadata']['namespace'])
+        changes = self.deployments.pod_changes(dep, pods, now)
+        for rs, missing, surplus in changes:
+            for _ in range(missing):
                 self._create_pod(dep, rs)
-                changed = True
-            for pod in sorted(active, key=_deletion_rank)[:max(0, len(active) - rs.replicas)]:
+            for pod in surplus:
                 self._terminate_pod(pod, None)
-                changed = True
-        return changed
-
-    def _sync_deployment(self, dep: dict, sets: dict[str, ReplicaSet]) -> bool:
-        """One pass of the deployment controller; True when it resized a ReplicaSet.
-
-        A change of ``replicas`` while ReplicaSets of several templates have pods is a
-        scaling event, handled before any rollout step (the pods are shared out in
-        proportion); then, or when that moved nothing, the strategy's step."""
-        new = self._new_replica_set(dep, sets, create=False)
-        olds = [rs for rs in sets.values() if rs is not new]
-        replicas = dep['spec']['replicas']
-        if any(rs.replicas and rs.desired != replicas for rs in sets.values()) \
-                and self._scale(dep, new, olds):
-            return True
-        if dep['spec']['strategy']['type'] == 'Recreate':
-            return self._rollout_recreate(dep, sets, new, olds)
-        return self._rollout_rolling(dep, sets)
-
-    def _new_replica_set(self, dep: dict, sets: dict[str, ReplicaSet],
-                         create: bool) -> ReplicaSet | None:
-        """The record of the current template (made when ``create``), given the next
-        revision when an older one is newer; the Deployment's revision annotation
-        follows it."""
-        template = dep['spec']['template']
-        tpl_hash = naming.pod_template_hash(template)
-        rs = sets.get(tpl_hash)
-        revision = max((o.revision for h, o in sets.items() if h != tpl_hash), default=0) + 1
-        if rs is None:
-            if not create:
-                return None
-            surge, _ = _fenceposts(dep)
-            replicas = dep['spec']['replicas']
-            rs = ReplicaSet(name=f'{dep["metadata"]["name"]}-{tpl_hash}', hash=tpl_hash,
-                            template=copy.deepcopy(template), created=next(self._rs_serial),
-                            revision=revision, desired=replicas,
-                            max_replicas=replicas + surge)
-            sets[tpl_hash] = rs
-            _set_condition(dep['status'], 'Progressing', 'True', 'NewReplicaSetCreated',
-                           f'Created new replica set "{rs.name}"')
-        elif rs.revision < revision:
-            rs.revision = revision
-        dep['metadata'].setdefault('annotations', {})[REVISION] = str(rs.revision)
-        return rs
-
-    def _resize(self, dep: dict, rs: ReplicaSet, size: int) -> bool:
-        """Set a record's size and note the Deployment's replicas and maximum it was
-        sized for (the desired-replicas and max-replicas annotations); True when its size
-        changed."""
-        surge, _ = _fenceposts(dep)
-        rs.desired = dep['spec']['replicas']
-        rs.max_replicas = rs.desired + surge
-        resized = rs.replicas != size
-        rs.replicas = size
-        return resized
-
-    def _scale(self, dep: dict, new: ReplicaSet | None, olds: list[ReplicaSet]) -> bool:
-        """A scaling event. One ReplicaSet with pods takes all the replicas; with a
-        complete new one the old ones go; otherwise, rolling, the pods that may be added
-        or must go are shared out in proportion to the sizes of the ReplicaSets with
-        pods, largest first, what rounding leaves to the first."""
-        replicas = dep['spec']['replicas']
-        active = [rs for rs in olds + [new] if rs is not None and rs.replicas]
-        if len(active) == 1:
-            return self._resize(dep, active[0], replicas)
-        if new is not None and new.replicas == new.desired == new.available == replicas:
-            return any([self._resize(dep, rs, 0) for rs in active if rs is not new])
-        if dep['spec']['strategy']['type'] != 'RollingUpdate':
-            return False
-        surge, _ = _fenceposts(dep)
-        allowed = replicas + surge if replicas else 0
-        to_add = allowed - sum(rs.replicas for rs in active)
-        newer_first = to_add > 0         # a tie: scale up the newer, down the older
-        active.sort(key=lambda rs: (-rs.replicas, -rs.created if newer_first else rs.created))
-        sizes, added = [], 0
-        for rs in active:
-            share = _proportion(rs, dep, to_add, added)
-            sizes.append(rs.replicas + share)
-            added += share
-        sizes[0] = max(0, sizes[0] + to_add - added)
-        return any([self._resize(dep, rs, size) for rs, size in zip(active, sizes)])
-
-    def _rollout_rolling(self, dep: dict, sets: dict[str, ReplicaSet]) -> bool:
-        """A RollingUpdate step: grow the new ReplicaSet into the room maxSurge leaves,
-        else shrink the old ones as far as maxUnavailable allows."""
-        new = self._new_replica_set(dep, sets, create=True)
-        olds = [rs for rs in sets.values() if rs is not new]
-        replicas = dep['spec']['replicas']
-        surge, unavailable = _fenceposts(dep)
-        if new.replicas > replicas:
-            return self._resize(dep, new, replicas)
-        if new.replicas < replicas:
-            room = replicas + surge - sum(rs.replicas for rs in sets.values())
-            if room > 0:
-                grown = new.replicas + min(room, replicas - new.replicas)
-                return self._resize(dep, new, grown)
-        if not any(rs.replicas for rs in olds):
-            return False
-        min_available = replicas - unavailable
-        budget = sum(rs.replicas for rs in sets.values()) - min_available \
-            - (new.replicas - new.available)
-        if budget <= 0:
-            return False
-        olds.sort(key=lambda rs: rs.created)
-        resized = False
-        # Unhealthy pods first, oldest ReplicaSet first: they would block the rollout.
-        for rs in olds:
-            unhealthy = min(budget, rs.replicas - rs.available)
-            if unhealthy > 0:
-                resized |= self._resize(dep, rs, rs.replicas - unhealthy)
-                budget -= unhealthy
-        # Then available ones, as long as min_available stay available.
-        spare = sum(rs.available for rs in sets.values()) - min_available
-        for rs in olds:
-            if spare <= 0:
-                break
-            down = min(rs.replicas, spare)
-            if down:
-                resized |= self._resize(dep, rs, rs.replicas - down)
-                spare -= down
-        return resized
-
-    def _rollout_recreate(self, dep: dict, sets: dict[str, ReplicaSet],
-                          new: ReplicaSet | None, olds: list[ReplicaSet]) -> bool:
-        """A Recreate step: old ReplicaSets to 0; once none of their pods is left (a
-        terminating one counts), the new one, made only now, to ``replicas``."""
-        if any([self._resize(dep, rs, 0) for rs in olds if rs.replicas]):
-            return True
-        if any(p.get('status', {}).get('phase') not in ('Succeeded', 'Failed')
-               for rs in olds for p in rs.pods):
-            return False
-        new = new or self._new_replica_set(dep, sets, create=True)
-        return self._resize(dep, new, dep['spec']['replicas'])
+        return bool(changes)
 
     def _create_pod(self, dep: dict, rs: ReplicaSet):
         ns = dep['metadata']['namespace']
@@ -870,20 +493,7 @@ class Store:
             name = f'{rs.name}-{naming.random_suffix(5, self.rng)}'
             if ('Pod', ns, name) not in self.objects:
                 break
-        template = rs.template
-        labels = dict(template['metadata'].get('labels', {}))
-        labels['pod-template-hash'] = rs.hash
-        pod = {
-            'apiVersion': 'v1', 'kind': 'Pod',
-            'metadata': {'name': name, 'namespace': ns, 'labels': labels,
-                         'annotations': dict(template['metadata'].get('annotations', {})),
-                         'uid': naming.new_uid(), 'creationTimestamp': naming.now_rfc3339(),
-                         'generateName': f'{rs.name}-',
-                         'ownerReferences': [{
-                             'apiVersion': 'apps/v1', 'kind': 'ReplicaSet', 'name': rs.name,
-                             'uid': dep['metadata']['uid'], 'controller': True}]},
-            'spec': copy.deepcopy(template['spec']),
-        }
+        pod = new_pod(dep, rs, name)
         pod['status'] = _initial_status(pod)
         self._put(pod)
 
@@ -1080,20 +690,6 @@ def _same(a: dict, b: dict) -> bool:
 def _same_slice(a: dict, b: dict) -> bool:
     return (a.get('endpoints'), a.get('ports'), a['metadata'].get('labels')) == \
         (b.get('endpoints'), b.get('ports'), b['metadata'].get('labels'))
-
-
-def _keep_rollout_marks(obj: dict, old: dict) -> None:
-    """Carry the revision annotation and the template's restartedAt annotation of a
-    stored Deployment into an applied one that does not set them: kubectl apply leaves
-    what it did not write, so applying the manifest again neither undoes a
-    ``rollout restart`` nor forgets the revision."""
-    revision = old['metadata'].get('annotations', {}).get(REVISION)
-    if revision is not None:
-        obj['metadata'].setdefault('annotations', {}).setdefault(REVISION, revision)
-    restarted = old['spec']['template']['metadata'].get('annotations', {}).get(RESTARTED_AT)
-    if restarted is not None:
-        obj['spec']['template']['metadata'].setdefault('annotations', {}).setdefault(
-            RESTARTED_AT, restarted)
 
 
 def _user_spec(new: dict, old: dict) -> dict:

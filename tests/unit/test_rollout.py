@@ -1,4 +1,4 @@
-"""Deployment rollouts (services/store.py's deployment controller) and ``kubelab rollout``.
+"""Deployment rollouts (services/deployments.py (the deployment controller)) and ``kubelab rollout``.
 
 The store is driven as the kubelets drive it: a fake kubelet marks pods Ready (or not)
 with ``update_pod_status`` and finishes terminations with ``pod_gone``, one pod at a
@@ -19,8 +19,9 @@ from kubelab import cli, printers
 from kubelab.client import Client
 from services import naming
 from services.cluster import default_cluster
+from services.deployments import RESTARTED_AT, REVISION
 from services.errors import ApplyError, KubelabError, NotFound
-from services.store import RESTARTED_AT, REVISION, Store
+from services.store import Store
 
 AGNHOST = 'registry.k8s.io/e2e-test-images/agnhost:2.39'
 EPOCH = datetime.datetime(2024, 5, 1, 12, 0, tzinfo=datetime.timezone.utc).timestamp()
