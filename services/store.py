@@ -24,6 +24,7 @@ controllers for what time alone changes (minReadySeconds).
 
 from __future__ import annotations
 
+import json
 import copy
 import random
 import threading
@@ -199,6 +200,11 @@ class Store:
         if kind == 'Service':
             errs.extend(self._check_service(obj, old, ips, ref))
             errs.extend(_assign_node_ports(obj, old, ports, ref))
+        if kind == 'Deployment' and old is not None and \
+                obj['spec'].get('selector') != old['spec'].get('selector'):
+            shown = json.dumps(obj['spec'].get('selector'), sort_keys=True)
+            errs.append(ValidationError(ref, 'spec.selector', f'Invalid value: {shown}: '
+                                        'field is immutable'))
         if kind == 'Pod' and old is not None and old['spec'] != _user_spec(obj, old):
             errs.append(ValidationError(ref, 'spec', 'Forbidden: pod updates may not change '
                                         'fields other than labels and annotations; '

@@ -1,4 +1,4 @@
-"""Deployment rollouts (services/deployments.py (the deployment controller)) and ``kubelab rollout``.
+"""Deployment rollouts (the controller in services/deployments.py) and ``kubelab rollout``.
 
 The store is driven as the kubelets drive it: a fake kubelet marks pods Ready (or not)
 with ``update_pod_status`` and finishes terminations with ``pod_gone``, one pod at a
