@@ -50,6 +50,7 @@ AFFINITY_COOKIE = 0x4B41FF0000000000    # the cookie of learned affinity flows (
 REJECT_METER = 1
 REJECT_RATE_PPS = 200
 SNAT_ZONE_BASE = 1000
+EDGE_ZONE = 2000             # the cloud load balancer's conntrack zone
 # ct_mark bits (the connection remembers them, both directions):
 CT_MARK_NODE_MASQ = 0x1      # [0]: reached through a NodePort with externalTrafficPolicy
                              #      Cluster: masquerade as the node (KUBE-MARK-MASQ)
@@ -66,12 +67,13 @@ class Table:
 
 
 TABLES = (
-    Table(0, 'Classifier', 'raw PREROUTING', ('ARPResponder', 'UnSNAT', 'L3Forwarding')),
+    Table(0, 'Classifier', 'raw PREROUTING',
+          ('ARPResponder', 'UnSNAT', 'ConntrackZone', 'L3Forwarding')),
     Table(10, 'ARPResponder', 'ARP (the node answers for its routes)', ()),
     Table(15, 'UnSNAT', 'conntrack (un-masquerade)', ('ConntrackZone', 'ConntrackState')),
     Table(20, 'ConntrackZone', 'conntrack', ('ConntrackState',)),
     Table(21, 'ConntrackState', 'conntrack (ctstate INVALID/ESTABLISHED)',
-          ('ServiceLB', 'L3Forwarding')),
+          ('ServiceLB', 'L3Forwarding', 'Output')),
     Table(30, 'SessionAffinity', 'KUBE-SEP -m recent --rcheck (sessionAffinity ClientIP)',
           ()),
     Table(40, 'ServiceLB', 'nat PREROUTING: KUBE-SERVICES -> KUBE-SVC -> KUBE-SEP (DNAT)',
@@ -120,6 +122,8 @@ def desired(state, dpid: int) -> SwitchConfig:
         config = node_bridge(state, role.node)
     elif role.kind == 'underlay':
         config = underlay(state.cluster)
+    elif role.kind == 'edge':
+        config = cloud_edge(state)
     else:
         config = external(state.cluster)
     # One flow may serve two owners (an endpoint of two sticky Service ports): keep one.
@@ -428,7 +432,84 @@ def external(cluster) -> SwitchConfig:
     for node in cluster.nodes:
         cfg.flows.append(route(node.ip + '/32', wiring.EXTERNAL_UPLINK_PORT, gw_mac,
                                wiring.router_mac(node.ip), f'node {node.name}'))
+    cfg.flows.append(route(cluster.lb_pool, wiring.EXTERNAL_UPLINK_PORT, gw_mac,
+                           wiring.load_balancer_mac(cluster), 'cloud load balancer'))
     cfg.flows.append(flow(T['L3Forwarding'], 0, owner='no route'))
+    return cfg
+
+
+# ---------------------------------------------------------------- cloud edge
+def cloud_edge(state) -> SwitchConfig:
+    """The cloud's load balancer, between the external network and the nodes.
+
+    A new connection from outside to a LoadBalancer Service's address and port (from a
+    ``loadBalancerSourceRanges`` address, when it has some) goes to a select group over
+    the Service's target nodes, whose buckets DNAT it to NodeIP:NodePort: a
+    passthrough load balancer, the client's address kept (Google's network load
+    balancer, AWS's NLB with instance targets). The targets are every Ready node with
+    ``externalTrafficPolicy: Cluster``, and the nodes with an endpoint of their own with
+    ``Local`` (what the health checks of ``healthCheckNodePort`` find). Replies are
+    un-DNATed on the way back out; all other traffic passes by its destination MAC."""
+    cluster = state.cluster
+    lb_mac = wiring.load_balancer_mac(cluster)
+    pool = ipaddress.IPv4Network(cluster.lb_pool)
+    cfg = SwitchConfig()
+    add = cfg.flows.extend
+    add([flow(T['Classifier'], 200, {'in_port': port, 'eth_type': ETH_IP},
+              goto=T['ConntrackZone'], owner='cloud load balancer')
+         for port in (wiring.EDGE_EXTERNAL_PORT, wiring.EDGE_UNDERLAY_PORT)])
+    add([flow(T['Classifier'], 0, owner='cloud load balancer'),
+         flow(T['ConntrackZone'], 200, {'eth_type': ETH_IP},
+              (Ct(zone=EDGE_ZONE, table=T['ConntrackState'], nat=Nat()),),
+              owner='cloud load balancer'),
+         flow(T['ConntrackState'], 210, {'eth_type': ETH_IP, 'ct_state': ct_state('+trk+inv')},
+              owner='cloud load balancer'),
+         flow(T['ConntrackState'], 200, {'eth_type': ETH_IP, 'ct_state': ct_state('+trk+new'),
+                                         'in_port': wiring.EDGE_EXTERNAL_PORT,
+                                         'ipv4_dst': (str(pool.network_address),
+                                                      str(pool.netmask))},
+              goto=T['ServiceLB'], owner='cloud load balancer'),
+         flow(T['ConntrackState'], 190, {'eth_type': ETH_IP, 'ct_state': ct_state('+trk-new')},
+              goto=T['Output'], owner='cloud load balancer'),
+         # Any other new connection passes, committed so that its replies are tracked.
+         flow(T['ConntrackState'], 180, {'eth_type': ETH_IP, 'ct_state': ct_state('+trk+new')},
+              (Ct(zone=EDGE_ZONE, commit=True),), goto=T['Output'],
+              owner='cloud load balancer'),
+         flow(T['ServiceLB'], 0, owner='cloud load balancer')])
+    taken = set()
+    for sp in state.service_ports:
+        if not sp.lb_ip or not sp.node_port:
+            continue
+        owner = f'service {sp.key}'
+        match = {'eth_type': ETH_IP, 'ip_proto': sp.proto_number, 'ipv4_dst': sp.lb_ip,
+                 ('tcp_dst' if sp.protocol == 'TCP' else 'udp_dst'): sp.port}
+        targets = state.lb_targets(sp)
+        if targets:
+            gid = group_id(f'{sp.key}/loadbalancer', taken)
+            cfg.groups.append(GroupSpec(gid, tuple(
+                Bucket((Ct(zone=EDGE_ZONE, commit=True, table=T['L3Forwarding'],
+                           nat=Nat(dst=node.ip, port=sp.node_port)),))
+                for node in targets), owner=owner))
+            actions = (Group(gid),)
+        else:
+            actions = ()            # no healthy target: the cloud drops it
+        for source in sp.source_ranges or ('0.0.0.0/0',):
+            net = ipaddress.IPv4Network(source)
+            sources = {} if net.prefixlen == 0 else {
+                'ipv4_src': (str(net.network_address), str(net.netmask))}
+            cfg.flows.append(flow(T['ServiceLB'], 200, dict(match, **sources), actions,
+                                  owner=owner))
+    for node in cluster.nodes:
+        owner = f'node {node.name}'
+        add([flow(T['L3Forwarding'], 200, {'eth_type': ETH_IP, 'ipv4_dst': node.ip},
+                  (SetField('eth_src', lb_mac), SetField('eth_dst', wiring.router_mac(node.ip)),
+                   Output(wiring.EDGE_UNDERLAY_PORT)), owner=owner),
+             flow(T['Output'], 200, {'eth_dst': wiring.router_mac(node.ip)},
+                  (Output(wiring.EDGE_UNDERLAY_PORT),), owner=owner)])
+    add([flow(T['L3Forwarding'], 0, owner='no route'),
+         flow(T['Output'], 200, {'eth_dst': wiring.router_mac(cluster.external_gateway)},
+              (Output(wiring.EDGE_EXTERNAL_PORT),), owner='external network'),
+         flow(T['Output'], 0, owner='output')])
     return cfg
 
 

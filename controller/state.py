@@ -47,6 +47,8 @@ class ServicePort:
     external_local: bool = False      # externalTrafficPolicy: Local
     internal_local: bool = False      # internalTrafficPolicy: Local
     affinity_timeout: int | None = None   # sessionAffinity ClientIP: seconds
+    lb_ip: str | None = None          # type LoadBalancer: status.loadBalancer.ingress[0].ip
+    source_ranges: tuple = ()         # loadBalancerSourceRanges (empty: everyone)
 
     def local_endpoints(self, node_name: str) -> tuple:
         return tuple(ep for ep in self.endpoints if ep.node == node_name)
@@ -66,9 +68,19 @@ class ClusterState:
     cluster: object
     pods: list = field(default_factory=list)           # [PodNet]
     service_ports: list = field(default_factory=list)  # [ServicePort]
+    not_ready: frozenset = frozenset()                 # names of nodes not Ready
 
     def pods_on(self, node_name: str) -> list:
         return [p for p in self.pods if p.node == node_name]
+
+    def lb_targets(self, sp) -> list:
+        """The nodes the cloud load balancer sends ``sp``'s connections to: every Ready
+        node (externalTrafficPolicy Cluster), or those with an endpoint of their own
+        (Local: the nodes whose healthCheckNodePort would answer 200)."""
+        nodes = [n for n in self.cluster.nodes if n.name not in self.not_ready]
+        if sp.external_local:
+            nodes = [n for n in nodes if sp.local_endpoints(n.name)]
+        return nodes
 
     def vips(self) -> dict[str, str]:
         """Every ClusterIP -> the Service that owns it."""
@@ -96,7 +108,11 @@ class ClusterState:
         for svc in objects.get('Service', []):
             ports.extend(_service_ports(svc, slices))
         ports.sort(key=lambda sp: sp.key)
-        return cls(cluster, pods, ports)
+        not_ready = frozenset(
+            n['metadata']['name'] for n in objects.get('Node', [])
+            if not any(c.get('type') == 'Ready' and c.get('status') == 'True'
+                       for c in (n.get('status') or {}).get('conditions') or ()))
+        return cls(cluster, pods, ports, not_ready)
 
 
 def _inside(ip: str, net) -> bool:
@@ -141,6 +157,8 @@ def _service_ports(svc: dict, slices: dict) -> list:
                         chosen.add(Endpoint(addr, sp['port'], ep.get('nodeName', '')))
         node_port = port.get('nodePort') if spec.get('type') in ('NodePort',
                                                                  'LoadBalancer') else None
+        ingress = (svc.get('status') or {}).get('loadBalancer', {}).get('ingress') or [{}]
+        lb_ip = ingress[0].get('ip') if spec.get('type') == 'LoadBalancer' else None
         out.append(ServicePort(
             ns, meta['name'], name, protocol, vip, port['port'],
             tuple(sorted(ready or fallback, key=lambda e: (e.ip, e.port))),
@@ -149,5 +167,6 @@ def _service_ports(svc: dict, slices: dict) -> list:
             internal_local=spec.get('internalTrafficPolicy') == 'Local',
             affinity_timeout=(spec.get('sessionAffinityConfig') or {}).get(
                 'clientIP', {}).get('timeoutSeconds', 10800)
-            if spec.get('sessionAffinity') == 'ClientIP' else None))
+            if spec.get('sessionAffinity') == 'ClientIP' else None,
+            lb_ip=lb_ip, source_ranges=tuple(spec.get('loadBalancerSourceRanges') or ())))
     return out

@@ -98,7 +98,7 @@ class Client:
         start = time.monotonic()
         while True:
             dp = self.dataplane()
-            switches = len(self.lab()['nodes']) + 2
+            switches = len(self.lab()['nodes']) + 3     # + underlay, edge, external
             if dp['version'] >= dp['storeVersion'] and len(dp['switches']) >= switches:
                 return time.monotonic() - start
             if time.monotonic() - start > timeout:

@@ -1,4 +1,4 @@
-"""The lab's Mininet network: node bridges, underlay, external network, and pods at run time.
+"""The lab's Mininet network: node bridges, underlay, cloud edge, external network, pods.
 
 ``ClusterTopo`` is plain data (names and cables from topo/wiring.py); ``LabNetwork``
 turns it into Open vSwitch bridges and Mininet hosts, connects the bridges to the
@@ -41,13 +41,17 @@ def detect_datapath() -> str:
 
 
 class ClusterTopo(Topo):
-    """Node bridges on an underlay, node hosts, an external network with clients."""
+    """Node bridges on an underlay, node hosts, the cloud edge, an external network with
+    clients."""
 
     def build(self, cluster):
         ul = self.addSwitch(wiring.UNDERLAY_BRIDGE, dpid=f'{wiring.UNDERLAY_DPID:016x}')
         ex = self.addSwitch(wiring.EXTERNAL_BRIDGE, dpid=f'{wiring.EXTERNAL_DPID:016x}')
-        self.addLink(ex, ul, port1=wiring.EXTERNAL_UPLINK_PORT,
-                     port2=wiring.UNDERLAY_EXTERNAL_PORT, cls=OVSLink)
+        lb = self.addSwitch(wiring.EDGE_BRIDGE, dpid=f'{wiring.EDGE_DPID:016x}')
+        self.addLink(ex, lb, port1=wiring.EXTERNAL_UPLINK_PORT,
+                     port2=wiring.EDGE_EXTERNAL_PORT, cls=OVSLink)
+        self.addLink(lb, ul, port1=wiring.EDGE_UNDERLAY_PORT,
+                     port2=wiring.UNDERLAY_EXTERNAL_PORT)       # a veth pair (see wiring)
         node_prefix = ipaddress.IPv4Network(cluster.node_cidr).prefixlen
         for node in cluster.nodes:
             br = self.addSwitch(wiring.node_bridge(node), dpid=f'{wiring.node_dpid(node):016x}')

@@ -13,7 +13,12 @@ Bridges (all Open vSwitch, all named ``kl-*`` so the lab can find and remove its
 - the underlay ``kl-ul`` (datapath id ``0x100``) that links the nodes: port ``i`` goes to
   node ``i``, port 250 to the external network;
 - the external network ``kl-ex`` (datapath id ``0x101``) with the client hosts: port 1 is
-  its uplink to the underlay, client ``j`` (1-based) is on port 100+j.
+  its uplink, client ``j`` (1-based) is on port 100+j;
+- the cloud edge ``kl-lb`` (datapath id ``0x102``) between them, the emulated cloud load
+  balancer: port 1 to the external network, port 2 to the underlay (port 250 there). That
+  second cable is a veth pair, not a patch port: the packet leaves the datapath and comes
+  back in, as it would cross from a cloud's load balancer into the cluster's network,
+  which also gives the cluster side a fresh budget of datapath recirculations.
 
 MAC addresses are derived from IP addresses, as OVN-Kubernetes does (``0a:58`` + the four
 address bytes) so that every dump can be read without a lookup table. Router-side MACs
@@ -35,6 +40,9 @@ EXTERNAL_DPID = 0x101
 UNDERLAY_EXTERNAL_PORT = 250
 EXTERNAL_UPLINK_PORT = 1
 CLIENT_PORT_BASE = 100
+EDGE_DPID = 0x102
+EDGE_EXTERNAL_PORT = 1
+EDGE_UNDERLAY_PORT = 2
 
 
 def mac_for(ip: str, prefix: str = '0a:58') -> str:
@@ -66,6 +74,13 @@ def client_host_name(index: int) -> str:
 
 UNDERLAY_BRIDGE = f'{PREFIX}ul'
 EXTERNAL_BRIDGE = f'{PREFIX}ex'
+EDGE_BRIDGE = f'{PREFIX}lb'
+
+
+def load_balancer_mac(cluster) -> str:
+    """The cloud load balancer's MAC: the external router sends the pool's addresses to
+    it (the router MAC of the pool's network address)."""
+    return router_mac(str(ipaddress.IPv4Network(cluster.lb_pool).network_address))
 
 
 def pod_port(node, pod_ip: str) -> int:
@@ -89,7 +104,7 @@ def client_port(index: int) -> int:
 @dataclass(frozen=True)
 class SwitchRole:
     """What one datapath id is: a node bridge, the underlay or the external network."""
-    kind: str            # 'node' | 'underlay' | 'external'
+    kind: str            # 'node' | 'underlay' | 'external' | 'edge'
     node: object = None  # the NodeSpec for kind 'node'
 
 
@@ -98,6 +113,8 @@ def switch_role(cluster, dpid: int) -> SwitchRole | None:
         return SwitchRole('underlay')
     if dpid == EXTERNAL_DPID:
         return SwitchRole('external')
+    if dpid == EDGE_DPID:
+        return SwitchRole('edge')
     for node in cluster.nodes:
         if node_dpid(node) == dpid:
             return SwitchRole('node', node)
@@ -107,4 +124,5 @@ def switch_role(cluster, dpid: int) -> SwitchRole | None:
 def all_bridges(cluster) -> list[tuple[str, int]]:
     """Every bridge of the lab as (name, dpid)."""
     bridges = [(node_bridge(n), node_dpid(n)) for n in cluster.nodes]
-    return bridges + [(UNDERLAY_BRIDGE, UNDERLAY_DPID), (EXTERNAL_BRIDGE, EXTERNAL_DPID)]
+    return bridges + [(UNDERLAY_BRIDGE, UNDERLAY_DPID), (EXTERNAL_BRIDGE, EXTERNAL_DPID),
+                      (EDGE_BRIDGE, EDGE_DPID)]

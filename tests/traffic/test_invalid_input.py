@@ -18,7 +18,7 @@ from services.errors import KubelabError
 from tests.invalid_corpus import corpus, fuzz_cases, lab_state, load_text
 
 DEMO = Path(__file__).resolve().parents[2] / 'examples' / 'demo.yaml'
-BRIDGES = ('kl-n1', 'kl-n2', 'kl-n3', 'kl-ul', 'kl-ex')
+BRIDGES = ('kl-n1', 'kl-n2', 'kl-n3', 'kl-ul', 'kl-lb', 'kl-ex')
 
 
 @pytest.fixture(scope='module')

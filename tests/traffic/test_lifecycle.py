@@ -35,7 +35,7 @@ def test_down_leaves_no_bridge_interface_or_process_and_spares_others():
         lab.up()
         lab.apply(DEPLOY)
         during = lab_leftovers()
-        assert len(during['bridges']) == 5 and during['processes']
+        assert len(during['bridges']) == 6 and during['processes']
         lab.down()
         assert lab_leftovers() == {'bridges': [], 'links': [], 'processes': []}
         assert 'keep-me0' in subprocess.run(['ovs-vsctl', 'list-br'], capture_output=True,

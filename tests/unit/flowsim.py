@@ -560,14 +560,19 @@ class Lab:
         """The (switch, port) at the other end of a switch-to-switch cable."""
         if dpid == wiring.UNDERLAY_DPID:
             if port == wiring.UNDERLAY_EXTERNAL_PORT:
-                return wiring.EXTERNAL_DPID, wiring.EXTERNAL_UPLINK_PORT
+                return wiring.EDGE_DPID, wiring.EDGE_UNDERLAY_PORT
             for node in self.cluster.nodes:
                 if node.index == port:
                     return wiring.node_dpid(node), wiring.UPLINK_PORT
             return None
+        if dpid == wiring.EDGE_DPID:
+            return {wiring.EDGE_UNDERLAY_PORT: (wiring.UNDERLAY_DPID,
+                                                wiring.UNDERLAY_EXTERNAL_PORT),
+                    wiring.EDGE_EXTERNAL_PORT: (wiring.EXTERNAL_DPID,
+                                                wiring.EXTERNAL_UPLINK_PORT)}.get(port)
         if dpid == wiring.EXTERNAL_DPID:
             if port == wiring.EXTERNAL_UPLINK_PORT:
-                return wiring.UNDERLAY_DPID, wiring.UNDERLAY_EXTERNAL_PORT
+                return wiring.EDGE_DPID, wiring.EDGE_EXTERNAL_PORT
             return None
         if port == wiring.UPLINK_PORT:
             return wiring.UNDERLAY_DPID, dpid

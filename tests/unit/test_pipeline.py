@@ -11,6 +11,7 @@ declared pipeline, conntrack zones) and the REJECT answers built by the controll
 Known pipeline bugs are strict xfails: they fail today, and must be un-marked when fixed.
 """
 
+import ipaddress
 import random
 import socket
 import struct
@@ -20,9 +21,9 @@ import pytest
 
 from controller.flows import (Ct, LearnAffinity, Nat, Output, Resubmit, SwitchConfig,
                               flow)
-from controller.pipeline import (REJECT_METER, REJECT_RATE_PPS, T, TABLE_NAMES, TABLES,
-                                 PipelineError, check_pipeline, desired, group_id,
-                                 stale_udp_flushes)
+from controller.pipeline import (EDGE_ZONE, REJECT_METER, REJECT_RATE_PPS, TABLE_NAMES,
+                                 TABLES, PipelineError, T, check_pipeline, desired,
+                                 group_id, stale_udp_flushes)
 from controller.ryu_app import reject_packet
 from controller.state import ClusterState
 from services.cluster import default_cluster
@@ -121,7 +122,14 @@ def receiver(lab, trip):
 
 
 def switches(names):
-    return [SWITCH[n] for n in names]
+    """The datapath ids of a path; between the underlay and the external network every
+    packet crosses the cloud edge."""
+    out = []
+    for name in names:
+        if out and {out[-1], SWITCH[name]} == {wiring.UNDERLAY_DPID, wiring.EXTERNAL_DPID}:
+            out.append(wiring.EDGE_DPID)
+        out.append(SWITCH[name])
+    return out
 
 
 # ---------------------------------------------------------------- traffic that arrives
@@ -663,8 +671,8 @@ def test_the_node_port_tables_on_a_node_without_the_endpoint(np_lab):
     L3Forwarding) and sends the packet back out the uplink it came in on."""
     gid = group_id('default/web/tcp/http/nodeport', set())
     trip = np_lab.send(np_lab.packet(EXTERNAL_1, W2.ip, WEB_NP), bucket=0)
-    w2 = trip.hops[2][1]
-    assert trip.hops[2][0] == SWITCH['worker-2']
+    w2 = trip.hops[3][1]
+    assert trip.hops[3][0] == SWITCH['worker-2']
     assert w2.tables == ['Classifier', 'UnSNAT', 'ConntrackState',
                          'ServiceLB', f'group:{gid}', 'L3Forwarding', 'SNAT', 'L3Forwarding']
     assert [owner for _, owner, _ in w2.trace[5:7]] == ['nodeport masquerade'] * 2
@@ -675,7 +683,7 @@ def test_the_node_port_tables_on_a_node_without_the_endpoint(np_lab):
     assert (on_wire['eth_src'], on_wire['eth_dst']) == (wiring.router_mac(W2.ip),
                                                         wiring.router_mac(CP.ip))
     conns = {c.zone: c for c in np_lab.conntrack.connections}
-    assert sorted(conns) == [1, 3, 1003]
+    assert sorted(conns) == [1, 3, 1003, EDGE_ZONE]       # EDGE_ZONE: the cloud edge
     assert (conns[3].dnat, conns[3].mark) == ((WEB_1, 8080), 1)
     assert (conns[1003].snat, conns[1003].mark) == ((W2.ip, 40000), 0)
     assert (conns[1].orig[1], conns[1].mark) == (W2.ip, 0)    # a plain connection there
@@ -765,11 +773,14 @@ def test_node_port_traffic_stops(np_lab, case):
 
 
 def test_the_external_switch_routes_no_cluster_ip_and_no_pod_ip():
-    """Only the node IPs (and the clients) are routed outside the cluster."""
+    """Only the node IPs, the load balancer pool (and the clients) are routed outside the
+    cluster."""
     config = desired(NP_STATE, wiring.EXTERNAL_DPID)
     routed = {f.match_dict()['ipv4_dst'] for f in config.flows
               if 'ipv4_dst' in f.match_dict()}
-    assert routed == {n.ip for n in CLUSTER.nodes} | {c.ip for c in CLUSTER.clients}
+    pool = ipaddress.IPv4Network(CLUSTER.lb_pool)
+    assert routed == {n.ip for n in CLUSTER.nodes} | {c.ip for c in CLUSTER.clients} | {
+        (str(pool.network_address), str(pool.netmask))}
 
 
 def test_a_reject_from_a_node_port_comes_from_the_node_ip_and_port(np_lab):
