@@ -1341,3 +1341,92 @@ def test_tcp_endpoints_and_unchanged_udp_endpoints_flush_nothing():
     objs = objects()
     objs['EndpointSlice'][1]['endpoints'] = []          # db (TCP) loses its endpoint
     assert stale_udp_flushes(STATE, ClusterState.from_objects(CLUSTER, objs)) == []
+
+
+# ---------------------------------------------------------------- the cloud load balancer
+# lb: a LoadBalancer (198.51.100.10:80 -> NodePort 30090) over web-1 (control-plane) and
+# web-2 (worker-1); lb-local the same with externalTrafficPolicy Local (30091,
+# 198.51.100.11); lb-ranges only for 203.0.113.10/32 (30092, 198.51.100.12).
+LB_IP, LB_LOCAL_IP, LB_RANGES_IP = '198.51.100.10', '198.51.100.11', '198.51.100.12'
+
+
+def lb_service(name, vip, lb_ip, node_port, **spec):
+    svc = node_port_service(name, vip, dict(HTTP, nodePort=node_port), **spec)
+    svc['spec']['type'] = 'LoadBalancer'
+    svc['status'] = {'loadBalancer': {'ingress': [{'ip': lb_ip, 'ipMode': 'VIP'}]}}
+    return svc
+
+
+def lb_objects(not_ready=()):
+    objs = objects()
+    both = [(WEB_1, 'control-plane', True), (WEB_2, 'worker-1', True)]
+    objs['Service'] = [
+        lb_service('lb', '10.96.0.90', LB_IP, 30090),
+        lb_service('lb-local', '10.96.0.91', LB_LOCAL_IP, 30091,
+                   externalTrafficPolicy='Local'),
+        lb_service('lb-ranges', '10.96.0.92', LB_RANGES_IP, 30092,
+                   loadBalancerSourceRanges=[EXTERNAL_1 + '/32'])]
+    objs['EndpointSlice'] = [endpoint_slice(s, [HTTP_EP], *both)
+                             for s in ('lb', 'lb-local', 'lb-ranges')]
+    objs['Node'] = [{'metadata': {'name': n.name}, 'status': {'conditions': [
+        {'type': 'Ready', 'status': 'False' if n.name in not_ready else 'True'}]}}
+        for n in CLUSTER.nodes]
+    return objs
+
+
+LB_STATE = ClusterState.from_objects(CLUSTER, lb_objects())
+
+
+def edge_targets(state, name):
+    """The NodeIP:NodePort targets of the cloud edge's group for Service ``name``."""
+    config = desired(state, wiring.EDGE_DPID)
+    [sp] = [sp for sp in state.service_ports if sp.service == name]
+    gid = group_id(f'{sp.key}/loadbalancer', set())
+    groups = {g.group_id: g for g in config.groups}
+    if gid not in groups:
+        return []
+    return sorted((a.nat.dst, a.nat.port) for b in groups[gid].buckets for a in b.actions)
+
+
+def test_a_load_balancer_address_reaches_a_pod_through_a_node_port_and_answers_back():
+    lab = Lab(LB_STATE)
+    for bucket in range(2):        # every group on the way picks its bucket ``bucket``
+        trip = lab.send(lab.packet(EXTERNAL_1, LB_IP, 80, sport=41000 + bucket),
+                        bucket=bucket)
+        assert trip.dpids[:3] == [wiring.EXTERNAL_DPID, wiring.EDGE_DPID,
+                                  wiring.UNDERLAY_DPID]
+        host = receiver(lab, trip)
+        assert host in (WEB_1, WEB_2)
+        back = lab.send(answer(trip.outcome[2]), sender=host)
+        assert receiver(lab, back) == EXTERNAL_1
+        got = back.outcome[2]
+        assert (got['ipv4_src'], l4(got)[0]) == (LB_IP, 80)      # from the LB address
+
+
+def test_cluster_policy_targets_every_ready_node_and_local_only_nodes_with_endpoints():
+    assert edge_targets(LB_STATE, 'lb') == sorted((n.ip, 30090) for n in CLUSTER.nodes)
+    assert edge_targets(LB_STATE, 'lb-local') == [(CP.ip, 30091), (W1.ip, 30091)]
+    down = ClusterState.from_objects(CLUSTER, lb_objects(not_ready=('worker-1',)))
+    assert edge_targets(down, 'lb') == [(CP.ip, 30090), (W2.ip, 30090)]
+
+
+def test_local_policy_keeps_the_client_address_up_to_the_pod():
+    lab = Lab(LB_STATE)
+    trip = lab.send(lab.packet(EXTERNAL_1, LB_LOCAL_IP, 80))
+    assert receiver(lab, trip) in (WEB_1, WEB_2)
+    assert trip.outcome[2]['ipv4_src'] == EXTERNAL_1
+
+
+def test_source_ranges_let_only_listed_clients_through():
+    lab = Lab(LB_STATE)
+    allowed = lab.send(lab.packet(EXTERNAL_1, LB_RANGES_IP, 80))
+    assert receiver(lab, allowed) in (WEB_1, WEB_2)
+    denied = lab.send(lab.packet(EXTERNAL_2, LB_RANGES_IP, 80))
+    assert denied.outcome[:2] == ('drop', 'ServiceLB')
+    assert denied.dpids[-1] == wiring.EDGE_DPID
+
+
+def test_a_load_balancer_port_it_does_not_serve_is_dropped_at_the_edge():
+    lab = Lab(LB_STATE)
+    trip = lab.send(lab.packet(EXTERNAL_1, LB_IP, 8080))
+    assert trip.outcome[:2] == ('drop', 'ServiceLB') and trip.dpids[-1] == wiring.EDGE_DPID
