@@ -1,4 +1,5 @@
-"""Allocators: Service ClusterIPs, per-node pod IPs and NodePorts.
+"""Allocators: Service ClusterIPs, per-node pod IPs, NodePorts and load
+balancer addresses.
 
 Each allocator is plain state (a set of used integers in an inclusive range)
 plus a strategy for picking the next free one, mirroring the component that
@@ -19,6 +20,11 @@ does the job in a real cluster:
   band; the lower band of ``min(max(16, size // 32), 128)`` ports
   (Kubernetes' ServiceNodePortStaticSubrange) is used only when the upper one
   is full, so Services that ask for a fixed ``nodePort`` find it free.
+  ``healthCheckNodePort`` comes from the same allocator, as in Kubernetes.
+* ``LoadBalancerIPAllocator``: a cloud's load balancer IPAM (MetalLB's, a
+  cloud's address pool) over the cluster file's ``loadBalancerPool``. Lowest
+  free host address first, so the addresses a lab hands out are predictable;
+  every address remembers the Service holding it, so a refusal can name it.
 
 Errors are ``AllocationError`` and carry the valid range. For all-or-nothing
 applies the store works on ``copy()`` and
@@ -290,4 +296,68 @@ class NodePortAllocator:
         """An independent copy (sharing the random generator)."""
         clone = NodePortAllocator(self.first, self.last, self._rng)
         clone._pool = self._pool.copy()
+        return clone
+
+
+class LoadBalancerIPAllocator:
+    """Addresses of the load balancer pool (``198.51.100.0/24`` by default),
+    each held by one Service (``owner``, e.g. ``Service default/web``).
+
+    The network and broadcast addresses are never handed out (a /31 or /32
+    pool has none, as ``ipaddress`` counts hosts). The first host address is
+    handed out like the others: the pool is the load balancer's alone (the
+    cluster file refuses a pool that overlaps another subnet, and no router or
+    host of the lab has an address in it).
+    """
+
+    def __init__(self, cidr: str):
+        self.network = ipaddress.IPv4Network(cidr)
+        self.cidr = str(self.network)
+        self.first = int(self.network.network_address)
+        self.last = int(self.network.broadcast_address)
+        if self.network.prefixlen < 31:
+            self.first, self.last = self.first + 1, self.last - 1
+        self._owners: dict[int, str] = {}
+
+    @property
+    def valid_range(self) -> str:
+        """``198.51.100.1-198.51.100.254``, as the error messages write it."""
+        return f'{_text(self.first)}-{_text(self.last)}'
+
+    def allocate(self, owner: str) -> str:
+        """The lowest free address, now held by ``owner``."""
+        for value in range(self.first, self.last + 1):
+            if value not in self._owners:
+                self._owners[value] = owner
+                return _text(value)
+        raise AllocationError(
+            f'no addresses left in the load balancer pool {self.cidr}')
+
+    def reserve(self, ip: str, owner: str) -> str:
+        """Take the address a Service asked for (``spec.loadBalancerIP``)."""
+        value = _parse_ip(ip)
+        if value is None or not self.first <= value <= self.last:
+            raise AllocationError(
+                f'provided IP is not in the load balancer pool {self.cidr} '
+                f'(valid: {self.valid_range})')
+        if value in self._owners:
+            raise AllocationError(f'provided IP is already allocated to '
+                                  f'{self._owners[value]}')
+        self._owners[value] = owner
+        return _text(value)
+
+    def release(self, ip: str) -> None:
+        """Give an address back (free or unknown ones: no-op)."""
+        self._owners.pop(_parse_ip(ip), None)
+
+    def owner(self, ip: str) -> str | None:
+        """Who holds ``ip``, or None when it is free."""
+        return self._owners.get(_parse_ip(ip))
+
+    def allocated(self) -> list[str]:
+        return [_text(v) for v in sorted(self._owners)]
+
+    def copy(self) -> 'LoadBalancerIPAllocator':
+        clone = LoadBalancerIPAllocator(self.cidr)
+        clone._owners = dict(self._owners)
         return clone

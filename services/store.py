@@ -7,8 +7,9 @@ the EndpointSlice controller (slices from selectors and readiness). Then the sto
 resourceVersion goes up once and watchers wake.
 
 ``apply`` is all-or-nothing: every object of the request is validated and checked
-against the cluster (names, ClusterIPs, NodePorts) before anything changes; one error
-rejects all. The checks run on copies of the allocators, kept only when all passed.
+against the cluster (names, ClusterIPs, NodePorts, load balancer addresses) before
+anything changes; one error rejects all. The checks run on copies of the allocators,
+kept only when all passed.
 
 NodePorts follow the API server: a requested ``nodePort`` is reserved, a missing one
 allocated and written into ``spec.ports[i].nodePort``. On an update a port without one
@@ -16,6 +17,17 @@ keeps the one it had (matched by name, else by port and protocol). Ports no long
 are released after the Service's new ones are taken (so it never gets back a port it
 gives up) and are free for the next object at once; none of it counts until the whole
 apply commits. Going back to ClusterIP, and deleting the Service, release them all.
+A LoadBalancer Service is a NodePort Service plus a load balancer: it keeps its
+ClusterIP and nodePorts across NodePort <-> LoadBalancer changes. With
+``externalTrafficPolicy: Local`` it also holds a ``spec.healthCheckNodePort`` (requested
+or allocated like a nodePort, then immutable, released when no longer needed).
+
+The store also plays the cloud controller manager's service controller with the lab's
+one load balancer: a LoadBalancer Service gets an address of the cluster's
+``loadBalancerPool`` (its ``spec.loadBalancerIP`` when it asks for a free one of the
+pool), written into ``status.loadBalancer.ingress`` at apply and kept across applies;
+it is released when the Service is deleted or stops being a LoadBalancer. A pool with
+no address left refuses the apply rather than leave the Service ``<pending>``.
 
 The Deployment controller's records and decisions are services/deployments.py's; the
 store runs it and makes and terminates the pods it asks for. ``tick`` re-runs the
@@ -31,7 +43,8 @@ import threading
 import time
 
 from services import endpoints, manifests, naming, selectors
-from services.allocators import ClusterIPAllocator, NodePortAllocator
+from services.allocators import ClusterIPAllocator, LoadBalancerIPAllocator, \
+    NodePortAllocator
 from services.deployments import MAX_PASSES, DeploymentController, ReplicaSet, \
     keep_rollout_marks, new_pod, owned_by, stamp_restart
 from services.errors import AllocationError, ApplyError, KubelabError, NotFound, \
@@ -91,6 +104,7 @@ class Store:
         self.objects: dict[tuple, dict] = {}
         self.cluster_ips = ClusterIPAllocator(cluster.service_cidr)
         self.node_ports = NodePortAllocator(*cluster.node_port_range)
+        self.lb_ips = LoadBalancerIPAllocator(cluster.lb_pool)
         created = naming.now_rfc3339()
         for node in cluster.nodes:
             self._put(node_object(node, created))
@@ -155,9 +169,10 @@ class Store:
             seen = set()
             ips = self.cluster_ips.copy()
             ports = self.node_ports.copy()
+            lb_ips = self.lb_ips.copy()
             new_namespaces = {o['metadata']['name'] for o in objs if o['kind'] == 'Namespace'}
             for obj in objs:
-                errors.extend(self._check(obj, seen, ips, ports, new_namespaces))
+                errors.extend(self._check(obj, seen, ips, ports, lb_ips, new_namespaces))
             if errors:
                 raise ApplyError(errors)
             warnings = self._warnings(objs)
@@ -169,6 +184,7 @@ class Store:
                 results.append([self._ref(obj), self._upsert(obj)])
             self.cluster_ips = ips
             self.node_ports = ports
+            self.lb_ips = lb_ips
             if any(action != 'unchanged' for _, action in results):
                 self._changed()
             return {'results': results, 'warnings': warnings}
@@ -181,7 +197,8 @@ class Store:
         return f'{kind}/{obj["metadata"]["name"]}'
 
     def _check(self, obj: dict, seen: set, ips: ClusterIPAllocator,
-               ports: NodePortAllocator, new_namespaces: set) -> list:
+               ports: NodePortAllocator, lb_ips: LoadBalancerIPAllocator,
+               new_namespaces: set) -> list:
         key = manifests.key(obj)
         ref = manifests.object_ref(obj)
         if key in seen:
@@ -200,6 +217,7 @@ class Store:
         if kind == 'Service':
             errs.extend(self._check_service(obj, old, ips, ref))
             errs.extend(_assign_node_ports(obj, old, ports, ref))
+            errs.extend(_assign_load_balancer_ip(obj, old, lb_ips, ref))
         if kind == 'Deployment' and old is not None and \
                 obj['spec'].get('selector') != old['spec'].get('selector'):
             shown = json.dumps(obj['spec'].get('selector'), sort_keys=True)
@@ -283,7 +301,10 @@ class Store:
             meta['uid'] = naming.new_uid()
             meta['creationTimestamp'] = naming.now_rfc3339()
             meta.setdefault('generation', 1)
-            obj['status'] = _initial_status(obj)   # as the API server: not the creator's
+            # As the API server: the status is not the creator's. A Service's (its load
+            # balancer) was written by _check.
+            if obj['kind'] != 'Service':
+                obj['status'] = _initial_status(obj)
             self._put(obj)
             return 'created'
         new = copy.deepcopy(old)
@@ -301,6 +322,8 @@ class Store:
         for field in ('endpoints', 'ports', 'addressType'):
             if field in obj:
                 new[field] = obj[field]
+        if obj['kind'] == 'Service':
+            new['status'] = obj['status']          # its load balancer, as _check left it
         if _same(new, old):
             return 'unchanged'
         self._put(new)
@@ -317,8 +340,11 @@ class Store:
             ip = obj['spec'].get('clusterIP')
             if ip and ip != 'None':
                 self.cluster_ips.release(ip)
-            for port in _node_ports(obj['spec']):
+            for port in _held_node_ports(obj['spec']):
                 self.node_ports.release(port)
+            address = _load_balancer_ip(obj)
+            if address:
+                self.lb_ips.release(address)
         return obj
 
     def delete(self, kind: str, namespace: str | None, name: str,
@@ -604,6 +630,13 @@ def _node_ports(spec: dict) -> set[int]:
     return {p['nodePort'] for p in spec.get('ports') or [] if p.get('nodePort')}
 
 
+def _held_node_ports(spec: dict) -> set[int]:
+    """Every port of the NodePort range a Service spec holds: its nodePorts and its
+    healthCheckNodePort."""
+    health = spec.get('healthCheckNodePort')
+    return _node_ports(spec) | ({health} if health else set())
+
+
 def _kept_node_ports(ports: list[dict], old_ports: list[dict]) -> None:
     """Give each port without a nodePort the one its old self had, as the API server
     patches them in: matched by name, else by port and protocol; never a value that
@@ -625,14 +658,15 @@ def _kept_node_ports(ports: list[dict], old_ports: list[dict]) -> None:
 
 def _assign_node_ports(obj: dict, old: dict | None, allocator: NodePortAllocator,
                        ref: str) -> list[ValidationError]:
-    """Reserve, keep or allocate the nodePorts of a Service being applied (writing
-    them into its spec) and release those its old version no longer uses."""
+    """Reserve, keep or allocate the nodePorts and the healthCheckNodePort of a Service
+    being applied (writing them into its spec) and release those its old version no
+    longer uses, after the new ones are taken."""
     spec = obj['spec']
-    had = _node_ports(old['spec']) if old is not None else set()
+    old_spec = old['spec'] if old is not None else {}
     if spec.get('type') not in EXTERNAL_SERVICE_TYPES:
         for port in spec['ports']:
             port.pop('nodePort', None)
-        for value in had:
+        for value in _held_node_ports(old_spec):
             allocator.release(value)
         return []
     errors = []
@@ -641,8 +675,8 @@ def _assign_node_ports(obj: dict, old: dict | None, allocator: NodePortAllocator
                                       + HEADLESS_EXTERNAL.format(type=spec['type'])))
     ports = spec['ports']
     if old is not None:
-        _kept_node_ports(ports, old['spec'].get('ports') or [])
-    reserved = set(had)
+        _kept_node_ports(ports, old_spec.get('ports') or [])
+    reserved = _node_ports(old_spec)
     for i, port in enumerate(ports):
         value = port.get('nodePort')
         if not value or value in reserved:
@@ -666,7 +700,8 @@ def _assign_node_ports(obj: dict, old: dict | None, allocator: NodePortAllocator
         except AllocationError as exc:
             errors.append(ValidationError(ref, f'spec.ports[{i}].nodePort',
                                           f'failed to allocate a nodePort: {exc}'))
-    for value in had - _node_ports(spec):
+    errors.extend(_assign_health_check_node_port(spec, old_spec, allocator, ref))
+    for value in _held_node_ports(old_spec) - _held_node_ports(spec):
         allocator.release(value)
     return errors
 
@@ -683,6 +718,78 @@ def _shared_node_port(port: dict, ports: list[dict]) -> int | None:
                 other['protocol'] != port['protocol'] and value not in used:
             return value
     return None
+
+
+def _needs_health_check(spec: dict) -> bool:
+    """A LoadBalancer Service with ``externalTrafficPolicy: Local``: its load balancer
+    sends only to nodes with a local endpoint, found by health checks on a port of its
+    own (``healthCheckNodePort``)."""
+    return (spec.get('type'), spec.get('externalTrafficPolicy')) == ('LoadBalancer', 'Local')
+
+
+def _assign_health_check_node_port(spec: dict, old_spec: dict, allocator: NodePortAllocator,
+                                   ref: str) -> list[ValidationError]:
+    """Keep, reserve or allocate ``spec.healthCheckNodePort``, as the API server does:
+    a Service that had one keeps it (another value is refused, the field is immutable
+    while needed); one that starts to need it gets the requested port or a free one.
+    (Validation has refused the field where it is not needed.)"""
+    if not _needs_health_check(spec):
+        return []
+    want = spec.get('healthCheckNodePort')
+    if _needs_health_check(old_spec):
+        have = old_spec['healthCheckNodePort']
+        if want and want != have:
+            return [ValidationError(ref, 'spec.healthCheckNodePort',
+                                    f'Invalid value: {want}: field is immutable (it is {have})')]
+        spec['healthCheckNodePort'] = have
+        return []
+    try:
+        spec['healthCheckNodePort'] = allocator.reserve(want) if want else allocator.allocate()
+    except AllocationError as exc:
+        if want:
+            return [ValidationError(ref, 'spec.healthCheckNodePort',
+                                    f'Invalid value: {want}: {exc}')]
+        return [ValidationError(ref, 'spec.healthCheckNodePort',
+                                f'failed to allocate a healthCheckNodePort: {exc}')]
+    return []
+
+
+def _load_balancer_ip(svc: dict) -> str | None:
+    """The load balancer address the store gave a Service (``status.loadBalancer``)."""
+    ingress = (svc.get('status') or {}).get('loadBalancer', {}).get('ingress') or []
+    return ingress[0]['ip'] if ingress else None
+
+
+def _assign_load_balancer_ip(obj: dict, old: dict | None, allocator: LoadBalancerIPAllocator,
+                             ref: str) -> list[ValidationError]:
+    """Give a LoadBalancer Service its address, as a cloud's service controller and LB
+    IPAM do, and write the status the store keeps (the user's is ignored): the address
+    it has, unless ``spec.loadBalancerIP`` asks for another; else the one it asks for,
+    or the lowest free one. An address given up (for another one, or because the
+    Service is no LoadBalancer any more) goes back to the pool at once, free for the
+    next object of the apply."""
+    spec = obj['spec']
+    had = _load_balancer_ip(old) if old is not None else None
+    obj['status'] = {'loadBalancer': {}}
+    address = None
+    if spec.get('type') == 'LoadBalancer':
+        want = spec.get('loadBalancerIP')
+        try:
+            if want and want != had:
+                address = allocator.reserve(want, ref)
+            else:
+                address = had or allocator.allocate(ref)
+        except AllocationError as exc:
+            if want:
+                return [ValidationError(ref, 'spec.loadBalancerIP',
+                                        f'Invalid value: "{want}": {exc}')]
+            return [ValidationError(ref, 'spec.type',
+                                    f'Invalid value: "LoadBalancer": {exc}; delete a '
+                                    f'LoadBalancer Service or use type NodePort')]
+        obj['status']['loadBalancer']['ingress'] = [{'ip': address, 'ipMode': 'VIP'}]
+    if had and had != address:
+        allocator.release(had)
+    return []
 
 
 def _same(a: dict, b: dict) -> bool:
@@ -711,8 +818,6 @@ def _initial_status(obj: dict) -> dict:
         return {'phase': 'Pending', 'conditions': []}
     if obj['kind'] == 'Deployment':
         return {}
-    if obj['kind'] == 'Service':
-        return {'loadBalancer': {}}
     if obj['kind'] == 'Namespace':
         return {'phase': 'Active'}
     return {}

@@ -303,25 +303,20 @@ class Checker:
         return result
 
     def one_of(self, obj, key, path, allowed, *, default=MISSING,
-               required=False, later=(), unsupported=()) -> str | None:
+               required=False, unsupported=()) -> str | None:
         """A string field with a closed set of values (``restartPolicy``).
 
-        ``later``: values a later kubelab version will support;
         ``unsupported``: real Kubernetes values kubelab does not emulate.
         """
         value = self.string(obj, key, path, default=default, required=required)
         if value is None or value in allowed:
             return value
         where = join(path, key)
-        if value in later:
-            self.error(where, f'"{value}" is not supported yet; '
-                              f'supported: {choices(allowed)}')
-        elif value in unsupported:
+        if value in unsupported:
             self.error(where, f'"{value}" is not supported by kubelab; '
                               f'supported: {choices(allowed)}')
         else:
-            hint = suggestion(value, list(allowed) + list(later)
-                              + list(unsupported))
+            hint = suggestion(value, list(allowed) + list(unsupported))
             self.error(where, f'unsupported value "{value}"{hint or ";"} '
                               f'supported: {choices(allowed)}')
         return None

@@ -1,48 +1,64 @@
 """Validation of ``v1`` Service objects.
 
-kubelab emulates kube-proxy, so a Service is checked for what the dataplane
-needs: type, ports (port, targetPort, protocol, nodePort), clusterIP (empty =
-allocate, ``None`` = headless, or an IPv4 address; whether it lies in the
-Service range is the store's job), selector, session affinity and traffic
-policies.
+kubelab emulates kube-proxy and a cloud load balancer, so a Service is checked
+for what the dataplane needs: type, ports (port, targetPort, protocol,
+nodePort), clusterIP (empty = allocate, ``None`` = headless, or an IPv4
+address; whether it lies in the Service range is the store's job), selector,
+session affinity, traffic policies and the LoadBalancer fields.
 
-``SERVICE_TYPES`` is the set the dataplane implements today (ClusterIP and
-NodePort); LoadBalancer is listed in ``LATER_SERVICE_TYPES`` and gets a "not
-supported yet" error until it moves over. A ``nodePort`` is checked here only
-as a port number (1-65535) and for duplicates within the Service; whether it
-lies in the cluster's NodePort range and is free is the store's job, as it is
-the API server's allocator's in Kubernetes. Fields kubelab keeps without using
+``SERVICE_TYPES`` is what the dataplane implements (ClusterIP, NodePort and
+LoadBalancer); ExternalName is refused. A ``nodePort`` or
+``healthCheckNodePort`` is checked here only as a port number (1-65535) and a
+nodePort for duplicates within the Service; whether it lies in the cluster's
+NodePort range and is free is the store's job, as it is the API server's
+allocator's in Kubernetes. The same goes for ``loadBalancerIP``: here an IPv4
+address, the store checks it against the load balancer pool.
+
+The LoadBalancer fields follow the API server: ``loadBalancerSourceRanges``,
+``loadBalancerClass``, ``allocateLoadBalancerNodePorts`` and
+``healthCheckNodePort`` only on a LoadBalancer Service (the last only with
+``externalTrafficPolicy: Local``); ``loadBalancerIP`` is kept on any type, as
+the API server keeps it. Two values Kubernetes allows are refused because the
+lab's one load balancer cannot honour them: a ``loadBalancerClass`` (it hands
+the Service to another implementation, and there is none) and
+``allocateLoadBalancerNodePorts: false`` (the lab's load balancer forwards to
+NodeIP:NodePort). Fields kubelab keeps without using
 (``IGNORED_SERVICE_SPEC_FIELDS``) are type-checked; ``clusterIPs`` and
 ``ipFamilies`` must describe a single-stack IPv4 Service.
 """
+
+import ipaddress
 
 from services.validate_common import (
     MISSING, PROTOCOLS, UNSUPPORTED_PROTOCOLS, Checker, describe,
     dns1123_label_problem, join, parse_ipv4)
 
-SERVICE_TYPES = ('ClusterIP', 'NodePort')
-LATER_SERVICE_TYPES = ('LoadBalancer',)
+SERVICE_TYPES = ('ClusterIP', 'NodePort', 'LoadBalancer')
 UNSUPPORTED_SERVICE_TYPES = ('ExternalName',)
 #: Types whose Services are reachable from outside the cluster.
 EXTERNAL_SERVICE_TYPES = ('NodePort', 'LoadBalancer')
 #: Kubernetes' words for a headless Service of an external type.
 HEADLESS_EXTERNAL = "may not be set to 'None' for {type} services"
+#: Kubernetes' words for a LoadBalancer field on another type.
+ONLY_LOAD_BALANCER = "may only be used when `type` is 'LoadBalancer'"
+#: Kubernetes' words for a malformed ``loadBalancerSourceRanges`` entry.
+SOURCE_RANGES_FORMAT = ('must be a list of IP ranges. For example, '
+                        '10.240.0.0/24,10.250.0.0/24')
 
 SERVICE_FIELDS = ('apiVersion', 'kind', 'metadata', 'spec', 'status')
 SERVICE_SPEC_FIELDS = ('type', 'ports', 'selector', 'clusterIP',
                        'sessionAffinity', 'sessionAffinityConfig',
                        'internalTrafficPolicy', 'externalTrafficPolicy',
-                       'publishNotReadyAddresses')
+                       'publishNotReadyAddresses', 'loadBalancerIP',
+                       'loadBalancerSourceRanges', 'loadBalancerClass',
+                       'allocateLoadBalancerNodePorts', 'healthCheckNodePort')
 #: Spec fields kept but not acted on: name -> type.
 IGNORED_SERVICE_SPEC_FIELDS = {
-    'allocateLoadBalancerNodePorts': 'boolean', 'clusterIPs': 'list',
-    'ipFamilies': 'list', 'ipFamilyPolicy': 'string',
-    'loadBalancerClass': 'string', 'trafficDistribution': 'string'}
+    'clusterIPs': 'list', 'ipFamilies': 'list', 'ipFamilyPolicy': 'string',
+    'trafficDistribution': 'string'}
 IP_FAMILY_POLICIES = ('SingleStack', 'PreferDualStack', 'RequireDualStack')
 IP_FAMILIES = ('IPv4',)
-UNSUPPORTED_SERVICE_SPEC_FIELDS = ('externalIPs', 'externalName',
-                                   'healthCheckNodePort', 'loadBalancerIP',
-                                   'loadBalancerSourceRanges')
+UNSUPPORTED_SERVICE_SPEC_FIELDS = ('externalIPs', 'externalName')
 SERVICE_PORT_FIELDS = ('name', 'protocol', 'port', 'targetPort', 'nodePort',
                        'appProtocol')
 
@@ -63,7 +79,7 @@ def validate_service(chk: Checker, obj: dict) -> None:
                      IGNORED_SERVICE_SPEC_FIELDS,
                      UNSUPPORTED_SERVICE_SPEC_FIELDS)
     service_type = chk.one_of(spec, 'type', 'spec', SERVICE_TYPES,
-                              default='ClusterIP', later=LATER_SERVICE_TYPES,
+                              default='ClusterIP',
                               unsupported=UNSUPPORTED_SERVICE_TYPES)
     external = service_type in EXTERNAL_SERVICE_TYPES
     _ports(chk, spec, service_type)
@@ -81,7 +97,92 @@ def validate_service(chk: Checker, obj: dict) -> None:
                   f'(type {" or ".join(EXTERNAL_SERVICE_TYPES)}), '
                   f'not {service_type}')
     chk.boolean(spec, 'publishNotReadyAddresses', 'spec', default=False)
+    _load_balancer(chk, spec, service_type)
+    _health_check_node_port(chk, spec, service_type, policy)
     _ignored_fields(chk, spec)
+
+
+def _load_balancer(chk, spec, service_type) -> None:
+    """``loadBalancerIP``, ``loadBalancerSourceRanges``, ``loadBalancerClass``
+    and ``allocateLoadBalancerNodePorts`` (defaulted to true on a LoadBalancer
+    Service, as the API server does). An unknown ``service_type`` (already
+    reported) is not held against them."""
+    balanced = service_type == 'LoadBalancer'
+    elsewhere = service_type is not None and not balanced
+    address = chk.string(spec, 'loadBalancerIP', 'spec')
+    if address and parse_ipv4(address) is None:
+        chk.error('spec.loadBalancerIP',
+                  f'"{address}" is not a valid IPv4 address; use a free '
+                  f'address of the load balancer pool, or leave it out to '
+                  f'get one allocated')
+    ranges = chk.sequence(spec, 'loadBalancerSourceRanges', 'spec')
+    if ranges:
+        if elsewhere:
+            chk.error('spec.loadBalancerSourceRanges', ONLY_LOAD_BALANCER)
+        for index, value in enumerate(ranges):
+            problem = _source_range_problem(value)
+            if problem:
+                chk.error(f'spec.loadBalancerSourceRanges[{index}]', problem)
+    lb_class = chk.string(spec, 'loadBalancerClass', 'spec')
+    if lb_class is not None:
+        chk.error('spec.loadBalancerClass', ONLY_LOAD_BALANCER if elsewhere
+                  else f'"{lb_class}" is not supported by kubelab: a class '
+                       f'hands the Service to another load balancer '
+                       f'implementation, and the lab has only its cloud load '
+                       f'balancer, which serves the Services without one; '
+                       f'leave loadBalancerClass out')
+    allocate = chk.boolean(spec, 'allocateLoadBalancerNodePorts', 'spec',
+                           default=True if balanced else MISSING)
+    if allocate is not None and elsewhere:
+        chk.error('spec.allocateLoadBalancerNodePorts', ONLY_LOAD_BALANCER)
+    elif allocate is False:
+        chk.error('spec.allocateLoadBalancerNodePorts',
+                  'false is not supported by kubelab: the lab\'s cloud load '
+                  'balancer forwards to NodeIP:NodePort, so a LoadBalancer '
+                  'Service needs its nodePorts; leave the field out or set '
+                  'it to true')
+
+
+def _source_range_problem(value) -> str | None:
+    """Why ``value`` is not an IPv4 range as the API server's strict CIDR
+    validation wants it (``10.0.0.0/24``: address, ``/``, prefix length, no
+    bits set beyond it, canonical), or None. A range is kept as written, so
+    what the load balancer filters on is what the manifest says."""
+    if not isinstance(value, str):
+        return f'must be a string, got {describe(value)}'
+    invalid = f'Invalid value: "{value}": '
+    address, slash, _ = value.partition('/')
+    if not slash:
+        one = parse_ipv4(address)
+        hint = f' (for this one address write {one}/32)' if one else ''
+        return invalid + SOURCE_RANGES_FORMAT + hint
+    try:
+        network = ipaddress.ip_network(value, strict=False)
+    except ValueError:
+        return invalid + SOURCE_RANGES_FORMAT
+    if network.version != 4:
+        return invalid + 'kubelab is single-stack: use IPv4 ranges'
+    if network.network_address != ipaddress.ip_address(address):
+        return (invalid + f'must not have bits set beyond the prefix length '
+                          f'(did you mean "{network}" or "{address}/32"?)')
+    if str(network) != value:
+        return invalid + f'must be in canonical form ("{network}")'
+    return None
+
+
+def _health_check_node_port(chk, spec, service_type, policy) -> None:
+    """``healthCheckNodePort``: a port number, only where the API server
+    allows one (a LoadBalancer Service with ``externalTrafficPolicy:
+    Local``, the one kind whose load balancer health-checks the nodes).
+    Nothing is reported when the type or the policy is itself invalid."""
+    port = chk.port(spec, 'healthCheckNodePort', 'spec')
+    if port is None or service_type is None or \
+            (service_type in EXTERNAL_SERVICE_TYPES and policy is None):
+        return
+    if (service_type, policy) != ('LoadBalancer', 'Local'):
+        chk.error('spec.healthCheckNodePort',
+                  f"Invalid value: {port}: may only be set when `type` is "
+                  f"'LoadBalancer' and `externalTrafficPolicy` is 'Local'")
 
 
 def _ignored_fields(chk, spec) -> None:

@@ -110,7 +110,8 @@ def store_state(store) -> dict:
     version, objects = store.snapshot()
     return {'resourceVersion': version, 'objects': objects,
             'clusterIPs': store.cluster_ips.allocated(),
-            'nodePorts': store.node_ports.allocated()}
+            'nodePorts': store.node_ports.allocated(),
+            'lbIPs': store.lb_ips.allocated()}
 
 
 # ---------------------------------------------------------------- a running lab

@@ -485,8 +485,7 @@ def test_deployment_ignored_fields():
 # ---------------------------------------------------------------- services
 
 @pytest.mark.parametrize('spec, path, words', [
-    ({'type': 'LoadBalancer'}, 'spec.type',
-     ['"LoadBalancer" is not supported yet; supported: ClusterIP, NodePort']),
+    ({'type': 'Loadbalancer'}, 'spec.type', ['did you mean "LoadBalancer"']),
     ({'type': 'ExternalName'}, 'spec.type',
      ['"ExternalName" is not supported by kubelab; '
       'supported: ClusterIP, NodePort']),
@@ -655,7 +654,7 @@ def test_a_headless_cluster_ip_service_is_still_fine():
 
 
 def test_a_node_port_on_an_unsupported_type_reports_only_the_type():
-    found = problems(service(type='LoadBalancer', ports=[
+    found = problems(service(type='ExternalName', ports=[
         {'port': 80, 'nodePort': 30080}]))
     assert [path for path, _ in found] == ['spec.type']
 

@@ -1,0 +1,131 @@
+"""LoadBalancer Services through the emulated cloud load balancer (the kl-lb edge):
+External Client -> LB address -> NodeIP:NodePort -> ClusterIP's endpoints -> Pod.
+
+Two web pods run on worker-1 and worker-2; the control-plane node runs none of them.
+"""
+
+import pytest
+
+from tests.traffic.manifests import echo_pod
+
+APP = echo_pod('web-1', 'worker-1', 'web') + echo_pod('web-2', 'worker-2', 'web')
+
+
+def lb_service(name, *, etp=None, ranges=None, svc_type='LoadBalancer', node_port=None):
+    lines = ['apiVersion: v1', 'kind: Service', f'metadata: {{name: {name}}}', 'spec:',
+             f'  type: {svc_type}', '  selector: {app: web}']
+    if etp:
+        lines.append(f'  externalTrafficPolicy: {etp}')
+    if ranges:
+        lines.append(f'  loadBalancerSourceRanges: {ranges}')
+    port = '{name: http, port: 80, targetPort: 8080'
+    lines += ['  ports:', f'  - {port}' + (f', nodePort: {node_port}}}' if node_port else '}')]
+    return '\n'.join(lines) + '\n'
+
+
+@pytest.fixture(scope='module')
+def lb_lab(lab):
+    lab.apply(APP)
+    lab.client.wait_ready()
+    return lab
+
+
+@pytest.fixture(scope='module')
+def clients(lb_lab):
+    hosts = lb_lab.get_json('hosts')['items']
+    return [(f'host/{h["metadata"]["name"]}', h['status']['addresses'][0]['address'])
+            for h in hosts]
+
+
+@pytest.fixture(scope='module')
+def nodes(lb_lab):
+    return {n['metadata']['name']: [a['address'] for a in n['status']['addresses']
+                                    if a['type'] == 'InternalIP'][0]
+            for n in lb_lab.get_json('nodes')['items']}
+
+
+def lb_address(lab, name):
+    svc = lab.client.get('Service', 'default', name)
+    return svc['status']['loadBalancer']['ingress'][0]['ip']
+
+
+def test_a_load_balancer_address_reaches_the_pods_through_every_node(lb_lab, clients,
+                                                                      nodes):
+    lb_lab.apply(lb_service('web'))
+    try:
+        ip = lb_address(lb_lab, 'web')
+        svc = lb_lab.client.get('Service', 'default', 'web')
+        port = svc['spec']['ports'][0]['nodePort']
+        table = lb_lab.kubelab('get', 'svc', 'web').stdout
+        assert ip in table and f'80:{port}/TCP' in table and 'LoadBalancer' in table
+        host, _ = clients[0]
+        seen = lb_lab.http(host, ip, 80, '/clientip', count=30)
+        assert all(r['ok'] for r in seen), seen
+        # externalTrafficPolicy Cluster: each node the LB picked masquerades as itself.
+        via = {r['body'].split(':')[0] for r in seen}
+        assert via <= set(nodes.values()) and len(via) >= 2, via
+        names = lb_lab.http(host, ip, 80, '/hostname', count=20)
+        assert {r['body'] for r in names} == {'web-1', 'web-2'}
+        # The Service's other faces still work: its NodePort on a node, its ClusterIP.
+        [direct] = lb_lab.http(host, nodes['control-plane'], port, '/hostname')
+        assert direct['ok'], direct
+    finally:
+        lb_lab.kubelab('delete', 'service', 'web')
+
+
+def test_local_policy_keeps_the_client_address_and_skips_nodes_without_endpoints(
+        lb_lab, clients):
+    lb_lab.apply(lb_service('local', etp='Local'))
+    try:
+        ip = lb_address(lb_lab, 'local')
+        svc = lb_lab.client.get('Service', 'default', 'local')
+        assert svc['spec']['healthCheckNodePort']
+        host, client_ip = clients[0]
+        seen = lb_lab.http(host, ip, 80, '/clientip', count=20)
+        # Never the control-plane node (no endpoint there): every connection is served.
+        assert all(r['ok'] for r in seen), seen
+        assert {r['body'].split(':')[0] for r in seen} == {client_ip}
+    finally:
+        lb_lab.kubelab('delete', 'service', 'local')
+
+
+def test_source_ranges_let_only_the_listed_clients_through(lb_lab, clients):
+    (allowed, allowed_ip), (denied, _) = clients[:2]
+    lb_lab.apply(lb_service('ranged', ranges=f'[{allowed_ip}/32]'))
+    try:
+        ip = lb_address(lb_lab, 'ranged')
+        assert all(r['ok'] for r in lb_lab.http(allowed, ip, 80, '/hostname', count=4))
+        [blocked] = lb_lab.probe(denied, 'tcp', ip, 80, timeout=1)
+        assert blocked['ok'] is False and blocked['error'] == 'timeout', blocked
+    finally:
+        lb_lab.kubelab('delete', 'service', 'ranged')
+
+
+def test_addresses_are_released_and_reused_and_type_changes_keep_the_node_port(
+        lb_lab, clients):
+    host, _ = clients[0]
+    lb_lab.apply(lb_service('first'))
+    first = lb_address(lb_lab, 'first')
+    lb_lab.apply(lb_service('second'))
+    second = lb_address(lb_lab, 'second')
+    assert first != second
+    lb_lab.kubelab('delete', 'service', 'first')
+    lb_lab.apply(lb_service('third'))
+    assert lb_address(lb_lab, 'third') == first          # the first free address again
+    try:
+        port = lb_lab.client.get('Service', 'default', 'second')['spec']['ports'][0][
+            'nodePort']
+        lb_lab.apply(lb_service('second', svc_type='NodePort'))
+        svc = lb_lab.client.get('Service', 'default', 'second')
+        assert svc['spec']['ports'][0]['nodePort'] == port
+        assert not (svc.get('status') or {}).get('loadBalancer', {}).get('ingress')
+        [gone] = lb_lab.probe(host, 'tcp', second, 80, timeout=1)
+        assert gone['ok'] is False, gone                 # the address is no longer served
+        lb_lab.apply(lb_service('second'))
+        svc = lb_lab.client.get('Service', 'default', 'second')
+        assert svc['spec']['ports'][0]['nodePort'] == port
+        assert all(r['ok'] for r in lb_lab.http(host, lb_address(lb_lab, 'second'), 80,
+                                                '/hostname', count=3))
+    finally:
+        for name in ('second', 'third'):
+            lb_lab.kubelab('delete', 'service', name)
