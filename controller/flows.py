@@ -145,7 +145,8 @@ NXM_FIELD = {
     'arp_tpa': 'NXM_OF_ARP_TPA', 'arp_sha': 'NXM_NX_ARP_SHA', 'arp_tha': 'NXM_NX_ARP_THA',
     'reg2': 'NXM_NX_REG2',
 }
-CT_STATE_BITS = {'new': 0x01, 'est': 0x02, 'rel': 0x04, 'rpl': 0x08, 'inv': 0x10, 'trk': 0x20}
+CT_STATE_BITS = {'new': 0x01, 'est': 0x02, 'rel': 0x04, 'rpl': 0x08, 'inv': 0x10, 'trk': 0x20,
+                 'snat': 0x40, 'dnat': 0x80}
 ETH_TYPE_NAMES = {0x0800: 'ip', 0x0806: 'arp'}
 IP_PROTO_NAMES = {6: 'tcp', 17: 'udp', 1: 'icmp'}
 

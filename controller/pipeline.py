@@ -469,13 +469,19 @@ def cloud_edge(state) -> SwitchConfig:
                                          'ipv4_dst': (str(pool.network_address),
                                                       str(pool.netmask))},
               goto=T['ServiceLB'], owner='cloud load balancer'),
+         # A load balancer's connection from outside, DNATed to a node: routed to it.
+         flow(T['ConntrackState'], 195, {'eth_type': ETH_IP,
+                                         'in_port': wiring.EDGE_EXTERNAL_PORT,
+                                         'ct_state': ct_state('+trk-new+dnat')},
+              goto=T['L3Forwarding'], owner='cloud load balancer'),
+         # Everything else passes by its destination MAC, new connections committed so
+         # that their replies are tracked.
          flow(T['ConntrackState'], 190, {'eth_type': ETH_IP, 'ct_state': ct_state('+trk-new')},
               goto=T['Output'], owner='cloud load balancer'),
-         # Any other new connection passes, committed so that its replies are tracked.
          flow(T['ConntrackState'], 180, {'eth_type': ETH_IP, 'ct_state': ct_state('+trk+new')},
               (Ct(zone=EDGE_ZONE, commit=True),), goto=T['Output'],
-              owner='cloud load balancer'),
-         flow(T['ServiceLB'], 0, owner='cloud load balancer')])
+              owner='cloud load balancer')])
+    add([flow(T['ServiceLB'], 0, owner='cloud load balancer')])
     taken = set()
     for sp in state.service_ports:
         if not sp.lb_ip or not sp.node_port:

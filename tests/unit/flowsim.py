@@ -23,7 +23,8 @@ walks (a SYN, then its reply) and several switches:
   seen a reply yet), ``+est`` (a reply was seen), ``+rpl`` (the packet is the reply
   direction) or ``+inv`` (a TCP segment that may not open a connection: SYN+ACK, SYN
   with RST or FIN, no SYN/ACK/RST at all; a lone ACK does open one, as Linux
-  conntrack picks up connections mid-stream by default);
+  conntrack picks up connections mid-stream by default); a packet of a recorded
+  connection with a DNAT also gets ``+dnat``;
 - ``commit`` records the connection by its original tuple, with the DNAT target when the
   action carries ``nat(dst=...)`` and the SNAT source when it carries ``nat(src=...)``.
   SNAT keeps the source port unless the reply tuple it gives is already taken in the
@@ -233,6 +234,8 @@ class Conntrack:
                 {'trk', 'est'} if conn.seen_reply else {'trk', 'new'})
             if is_reply:
                 conn.seen_reply = True
+            if conn.dnat is not None:
+                state.add('dnat')
             if action.nat is not None and conn.translated:
                 _translate(out, conn, is_reply)
             if action.commit and action.mark is not None:
