@@ -428,6 +428,11 @@ def external(cluster) -> SwitchConfig:
                        'L3Forwarding', owner))
         cfg.flows.append(route(client.ip + '/32', wiring.client_port(j), gw_mac,
                                wiring.mac_for(client.ip), owner))
+    checker, owner = cluster.health_checker, "the cloud load balancer's health checker"
+    add(port_guard(wiring.HEALTH_CHECKER_PORT, checker, wiring.mac_for(checker),
+                   'L3Forwarding', owner))
+    cfg.flows.append(route(checker + '/32', wiring.HEALTH_CHECKER_PORT, gw_mac,
+                           wiring.mac_for(checker), owner))
     add(arp_responder(gw_mac, 'external router'))
     for node in cluster.nodes:
         cfg.flows.append(route(node.ip + '/32', wiring.EXTERNAL_UPLINK_PORT, gw_mac,

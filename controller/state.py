@@ -69,14 +69,19 @@ class ClusterState:
     pods: list = field(default_factory=list)           # [PodNet]
     service_ports: list = field(default_factory=list)  # [ServicePort]
     not_ready: frozenset = frozenset()                 # names of nodes not Ready
+    lb_health: dict = field(default_factory=dict)      # (ns, svc) -> healthy node names
 
     def pods_on(self, node_name: str) -> list:
         return [p for p in self.pods if p.node == node_name]
 
     def lb_targets(self, sp) -> list:
-        """The nodes the cloud load balancer sends ``sp``'s connections to: every Ready
-        node (externalTrafficPolicy Cluster), or those with an endpoint of their own
-        (Local: the nodes whose healthCheckNodePort would answer 200)."""
+        """The nodes the cloud load balancer sends ``sp``'s connections to: those its
+        health checks found answering (kube-proxy's healthz for externalTrafficPolicy
+        Cluster, the Service's healthCheckNodePort for Local). Until the first checks
+        are in: every Ready node, or (Local) those with an endpoint of their own."""
+        healthy = self.lb_health.get((sp.namespace, sp.service))
+        if healthy is not None:
+            return [n for n in self.cluster.nodes if n.name in healthy]
         nodes = [n for n in self.cluster.nodes if n.name not in self.not_ready]
         if sp.external_local:
             nodes = [n for n in nodes if sp.local_endpoints(n.name)]
@@ -112,7 +117,10 @@ class ClusterState:
             n['metadata']['name'] for n in objects.get('Node', [])
             if not any(c.get('type') == 'Ready' and c.get('status') == 'True'
                        for c in (n.get('status') or {}).get('conditions') or ()))
-        return cls(cluster, pods, ports, not_ready)
+        lb_health = {(h['metadata'].get('namespace', 'default'), h['metadata']['name']):
+                     frozenset(h['status']['healthyNodes'])
+                     for h in objects.get('LoadBalancerHealth', [])}
+        return cls(cluster, pods, ports, not_ready, lb_health)
 
 
 def _inside(ip: str, net) -> bool:

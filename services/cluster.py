@@ -19,7 +19,8 @@ defaults of ``default_cluster()`` (three nodes, two clients)::
 Defaults by position (1-based ``i``): node ``i`` gets host ``10+i`` of the
 node subnet and the ``i``-th /24 of the pod subnet (``192.168.i.0/24``); its
 role is control-plane for the first node and worker for the others. Client
-``i`` gets host ``10+i-1`` of the external subnet. Reserved addresses: ``.1``
+``i`` gets host ``10+i-1`` of the external subnet; its last host address is the cloud
+load balancer's health checker. Reserved addresses: ``.1``
 of the external subnet (the lab's router), of the node subnet (its gateway)
 and of every pod CIDR (the node's pod gateway).
 
@@ -89,6 +90,7 @@ class ClusterConfig:
     node_cidr: str = '10.128.0.0/24'
     external_cidr: str = '203.0.113.0/24'
     external_gateway: str = '203.0.113.1'
+    health_checker: str = '203.0.113.254'   # the cloud LB's health checks come from here
     lb_pool: str = '198.51.100.0/24'
     node_port_range: tuple[int, int] = (30000, 32767)
 
@@ -270,6 +272,7 @@ def _networking(p: _Parser, data: dict) -> dict:
     fields['node_port_range'] = _port_range(p, net.get('nodePortRange'))
     external = networks['externalSubnet']
     fields['external_gateway'] = str(external.network_address + 1)
+    fields['health_checker'] = str(external.broadcast_address - 1)
     return fields
 
 
@@ -350,7 +353,8 @@ def _nodes(p: _Parser, data: dict, fields: dict, names: dict) -> tuple:
 
 def _clients(p: _Parser, data: dict, fields: dict, names: dict) -> tuple:
     external = ipaddress.IPv4Network(fields['external_cidr'])
-    used_ips: dict = {}
+    used_ips: dict = {ipaddress.IPv4Address(fields['health_checker']):
+                      "the cloud load balancer's health checker"}
     clients = []
     for position, entry in enumerate(_entries(p, data, 'clients',
                                               DEFAULT_CLIENTS)):

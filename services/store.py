@@ -453,6 +453,26 @@ class Store:
                 self._remove(('Pod', namespace, name))
                 self._changed()
 
+    # ------------------------------------------------------------ the cloud's side
+    def set_lb_health(self, namespace: str, name: str, healthy: list[str] | None):
+        """What the cloud load balancer's health checks found for a LoadBalancer
+        Service: the nodes that answer (None: the Service has no load balancer any
+        more). Kept as a ``LoadBalancerHealth`` object, which the controller reads to
+        program the cloud edge; it is not a Kubernetes kind and cannot be applied."""
+        with self.cond:
+            key = (LB_HEALTH_KIND, namespace, name)
+            if healthy is None:
+                if self.objects.pop(key, None) is not None:
+                    self._changed()
+                return
+            old = self.objects.get(key)
+            if old is not None and old['status']['healthyNodes'] == sorted(healthy):
+                return
+            self._put({'apiVersion': 'kubelab.io/v1alpha1', 'kind': LB_HEALTH_KIND,
+                       'metadata': {'name': name, 'namespace': namespace},
+                       'status': {'healthyNodes': sorted(healthy)}})
+            self._changed()
+
     def set_node_ready(self, name: str, ready: bool):
         with self.cond:
             node = self.objects[('Node', '', name)]
@@ -600,6 +620,7 @@ class Store:
         return changed
 
 
+LB_HEALTH_KIND = 'LoadBalancerHealth'
 NOT_EMULATED = ('livenessProbe', 'startupProbe', 'lifecycle.postStart')
 
 

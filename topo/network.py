@@ -64,6 +64,10 @@ class ClusterTopo(Topo):
             host = self.addHost(wiring.client_host_name(j), ip=f'{client.ip}/{ext_prefix}',
                                 mac=wiring.mac_for(client.ip))
             self.addLink(host, ex, port2=wiring.client_port(j))
+        checker = self.addHost(wiring.HEALTH_CHECKER_HOST,
+                               ip=f'{cluster.health_checker}/{ext_prefix}',
+                               mac=wiring.mac_for(cluster.health_checker))
+        self.addLink(checker, ex, port2=wiring.HEALTH_CHECKER_PORT)
 
 
 class LabNetwork:
@@ -98,9 +102,10 @@ class LabNetwork:
             for cidr in (self.cluster.cluster_cidr, self.cluster.service_cidr,
                          self.cluster.external_cidr):
                 host.cmd(f'ip route replace {cidr} dev {host.defaultIntf()}')
-        for j, _client in enumerate(self.cluster.clients, start=1):
-            host = self.net.get(wiring.client_host_name(j))
-            host.cmd(f'ip route replace default via {self.cluster.external_gateway}')
+        for name in [wiring.client_host_name(j) for j in
+                     range(1, len(self.cluster.clients) + 1)] + [wiring.HEALTH_CHECKER_HOST]:
+            self.net.get(name).cmd(
+                f'ip route replace default via {self.cluster.external_gateway}')
 
     def stop(self):
         with self.lock:
@@ -129,6 +134,20 @@ class LabNetwork:
     def node_host(self, node_name: str):
         node = self.cluster.node(node_name)
         return self.net.get(wiring.node_host_name(node))
+
+    def health_checker_host(self):
+        return self.net.get(wiring.HEALTH_CHECKER_HOST)
+
+    def set_uplink(self, node_name: str, up: bool):
+        """Cut a node off the underlay (or reconnect it), as a failed node or a pulled
+        cable would be: its underlay port stops forwarding either way (OpenFlow
+        port-mod); flows and state stay as they are."""
+        node = self.cluster.node(node_name)
+        state = 'up' if up else 'down'
+        for bridge, port in ((wiring.UNDERLAY_BRIDGE, node.index),
+                             (wiring.node_bridge(node), wiring.UPLINK_PORT)):
+            subprocess.run(['ovs-ofctl', '-O', 'OpenFlow13', 'mod-port', bridge, str(port),
+                            state], check=True, capture_output=True)
 
     def client_host(self, client_name: str):
         for j, client in enumerate(self.cluster.clients, start=1):

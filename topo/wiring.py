@@ -13,7 +13,8 @@ Bridges (all Open vSwitch, all named ``kl-*`` so the lab can find and remove its
 - the underlay ``kl-ul`` (datapath id ``0x100``) that links the nodes: port ``i`` goes to
   node ``i``, port 250 to the external network;
 - the external network ``kl-ex`` (datapath id ``0x101``) with the client hosts: port 1 is
-  its uplink, client ``j`` (1-based) is on port 100+j;
+  its uplink, client ``j`` (1-based) is on port 100+j, the cloud load balancer's health
+  checker (host ``kl-hc``, the external subnet's last host address) on port 99;
 - the cloud edge ``kl-lb`` (datapath id ``0x102``) between them, the emulated cloud load
   balancer: port 1 to the external network, port 2 to the underlay (port 250 there). That
   second cable is a veth pair, not a patch port: the packet leaves the datapath and comes
@@ -40,6 +41,8 @@ EXTERNAL_DPID = 0x101
 UNDERLAY_EXTERNAL_PORT = 250
 EXTERNAL_UPLINK_PORT = 1
 CLIENT_PORT_BASE = 100
+HEALTH_CHECKER_PORT = 99
+HEALTH_CHECKER_HOST = f'{PREFIX}hc'
 EDGE_DPID = 0x102
 EDGE_EXTERNAL_PORT = 1
 EDGE_UNDERLAY_PORT = 2

@@ -773,14 +773,14 @@ def test_node_port_traffic_stops(np_lab, case):
 
 
 def test_the_external_switch_routes_no_cluster_ip_and_no_pod_ip():
-    """Only the node IPs, the load balancer pool (and the clients) are routed outside the
-    cluster."""
+    """Only the node IPs, the load balancer pool (and the clients and the health checker)
+    are routed outside the cluster."""
     config = desired(NP_STATE, wiring.EXTERNAL_DPID)
     routed = {f.match_dict()['ipv4_dst'] for f in config.flows
               if 'ipv4_dst' in f.match_dict()}
     pool = ipaddress.IPv4Network(CLUSTER.lb_pool)
     assert routed == {n.ip for n in CLUSTER.nodes} | {c.ip for c in CLUSTER.clients} | {
-        (str(pool.network_address), str(pool.netmask))}
+        (str(pool.network_address), str(pool.netmask)), CLUSTER.health_checker}
 
 
 def test_a_reject_from_a_node_port_comes_from_the_node_ip_and_port(np_lab):
@@ -1429,4 +1429,18 @@ def test_source_ranges_let_only_listed_clients_through():
 def test_a_load_balancer_port_it_does_not_serve_is_dropped_at_the_edge():
     lab = Lab(LB_STATE)
     trip = lab.send(lab.packet(EXTERNAL_1, LB_IP, 8080))
+    assert trip.outcome[:2] == ('drop', 'ServiceLB') and trip.dpids[-1] == wiring.EDGE_DPID
+
+
+def test_the_health_checks_decide_the_targets_once_they_are_in():
+    objs = lb_objects()
+    objs['LoadBalancerHealth'] = [{'metadata': {'name': 'lb', 'namespace': 'default'},
+                                   'status': {'healthyNodes': ['worker-2']}},
+                                  {'metadata': {'name': 'lb-local', 'namespace': 'default'},
+                                   'status': {'healthyNodes': []}}]
+    state = ClusterState.from_objects(CLUSTER, objs)
+    assert edge_targets(state, 'lb') == [(W2.ip, 30090)]
+    assert edge_targets(state, 'lb-local') == []         # nobody healthy: dropped
+    lab = Lab(state)
+    trip = lab.send(lab.packet(EXTERNAL_1, LB_LOCAL_IP, 80))
     assert trip.outcome[:2] == ('drop', 'ServiceLB') and trip.dpids[-1] == wiring.EDGE_DPID

@@ -798,3 +798,17 @@ def test_a_pod_pinned_to_a_node_that_does_not_exist_gets_a_warning():
     warnings = Store(default_cluster()).apply([pod])['warnings']
     assert any('spec.nodeName: node "nowhere" does not exist' in w and 'worker-1' in w
                for w in warnings), warnings
+
+
+def test_the_cloud_health_of_a_load_balancer_is_kept_and_forgotten():
+    store = Store(default_cluster())
+    version = store.rv
+    store.set_lb_health('default', 'web', ['worker-2', 'worker-1'])
+    [health] = store.snapshot()[1]['LoadBalancerHealth']
+    assert health['status']['healthyNodes'] == ['worker-1', 'worker-2']
+    assert store.rv > version
+    version = store.rv
+    store.set_lb_health('default', 'web', ['worker-1', 'worker-2'])       # no change
+    assert store.rv == version
+    store.set_lb_health('default', 'web', None)
+    assert 'LoadBalancerHealth' not in store.snapshot()[1]
