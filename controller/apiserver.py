@@ -13,6 +13,7 @@ Routes (all under /lab/v1):
   POST delete    {"kind", "namespace", "name"}
   POST scale     {"namespace", "name", "replicas"}
   POST rollout/restart  {"namespace", "name"}   a Deployment's pods replaced anew
+  POST node/fail, node/restore  {"name"}        cut a node off the network / reconnect it
   GET  dataplane / POST dataplane {"version": N, "switches": [dpid...]}
   GET  lab       the cluster's nodes, external hosts and sandbox pids (for exec)
   POST shutdown
@@ -34,11 +35,13 @@ LOG = logging.getLogger('kubelab.api')
 
 
 class APIServer:
-    def __init__(self, store, token: str, lab_info, on_shutdown, host='127.0.0.1', port=0):
+    def __init__(self, store, token: str, lab_info, on_shutdown, host='127.0.0.1', port=0,
+                 on_node_network=None):
         self.store = store
         self.token = token
         self.lab_info = lab_info          # callable -> dict
         self.on_shutdown = on_shutdown
+        self.on_node_network = on_node_network    # callable(name, up) -> message
         self.dataplane = {'version': 0, 'switches': []}
         self.dp_cond = threading.Condition()
         handler = type('Handler', (_Handler,), {'api': self})
@@ -161,6 +164,10 @@ class _Handler(BaseHTTPRequestHandler):
         if path == '/lab/v1/rollout/restart':
             msg = store.restart_rollout(body['namespace'], body['name'])
             return 200, {'message': msg, 'resourceVersion': str(store.rv)}
+        if path in ('/lab/v1/node/fail', '/lab/v1/node/restore') and \
+                self.api.on_node_network is not None:
+            msg = self.api.on_node_network(body['name'], path.endswith('restore'))
+            return 200, {'message': msg}
         if path == '/lab/v1/dataplane':
             self.api.report_dataplane(body)
             return 200, {'ok': True}

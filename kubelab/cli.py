@@ -7,6 +7,7 @@
   kubelab scale deployment NAME --replicas N
   kubelab rollout restart deployment NAME
   kubelab rollout status deployment NAME [--timeout 60s]
+  kubelab node fail|restore NAME               (cut a node off the network, reconnect it)
   kubelab exec POD|node/NAME|host/NAME [-c CONTAINER] -- CMD...
   kubelab logs POD [-c CONTAINER]
   kubelab wait                             (every pod ready, the dataplane caught up)
@@ -271,6 +272,11 @@ def cmd_scale(args) -> int:
     return 0
 
 
+def cmd_node(args) -> int:
+    print(Client().node_network(args.name, args.action == 'restore')['message'])
+    return 0
+
+
 def deployment_name(args) -> str:
     """The NAME of ``deployment NAME``, ``deploy NAME`` or ``deployment/NAME``."""
     word, name = args.kind, args.name
@@ -469,6 +475,9 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument('kind')
     sp.add_argument('name', nargs='?')
     sp.add_argument('--replicas', type=int, required=True)
+    sp = add('node', cmd_node, 'fail a node (cut it off the network) or restore it')
+    sp.add_argument('action', choices=['fail', 'restore'])
+    sp.add_argument('name')
     sp = add('rollout', None, "manage a deployment's rollout: restart, status")
     actions = sp.add_subparsers(dest='action', required=True, metavar='ACTION')
     for action, fn, help_text in (

@@ -89,6 +89,9 @@ class Lab:
         self.manifests = manifests
         self.done = threading.Event()
         self.agents = []
+        self.failed_nodes: set[str] = set()
+        self.proxy_health = []         # kube-proxy's health servers, one per node
+        self.checker = None            # the cloud load balancer's health checks
         self.network = None
         self.controller = None
         self.api = None
@@ -125,7 +128,8 @@ class Lab:
             json.dump(cluster_document(self.cluster), f)
 
         self.store = Store(self.cluster)
-        self.api = APIServer(self.store, token, self.lab_info, self.done.set)
+        self.api = APIServer(self.store, token, self.lab_info, self.done.set,
+                             on_node_network=self.node_network)
         self.api.start()
         api_url = f'http://127.0.0.1:{self.api.port}'
 
@@ -147,6 +151,7 @@ class Lab:
                               busybox_dir)
             agent.start()
             self.agents.append(agent)
+        self._start_cloud()
         if self.manifests:
             result = self.store.apply(self.manifests)
             for ref, action in result['results']:
@@ -169,6 +174,57 @@ class Lab:
         self.registry.add(self.controller.pid, 'controller')
         self._controller_args = (api_url, ofp_port)
 
+    # ------------------------------------------------------------ the cloud
+    def _start_cloud(self):
+        """kube-proxy's health servers on every node, and the cloud load balancer's
+        health checks from its own host outside the cluster; what they find goes to the
+        store (LoadBalancerHealth), which the controller turns into the edge's targets."""
+        from topo.cloudlb import HealthChecker, ProxyHealthServer
+        from topo.netns import netns_executor
+        for node in self.cluster.nodes:
+            pid = self.network.node_host(node.name).pid
+            self.proxy_health.append(ProxyHealthServer(
+                node.name, netns_executor(pid, workers=1, name=f'healthz-{node.name}')))
+        checker_pid = self.network.health_checker_host().pid
+        self.checker = HealthChecker(netns_executor(checker_pid, workers=8,
+                                                    name='lb-health-checks'),
+                                     self._publish_health)
+        self.checker.start()
+        threading.Thread(target=self._sync_cloud, name='cloud-lb', daemon=True).start()
+
+    def _publish_health(self, key: str, healthy: list[str]):
+        namespace, name = key.split('/', 1)
+        self.store.set_lb_health(namespace, name, healthy)
+
+    def _sync_cloud(self):
+        version, keys = 0, set()
+        while not self.done.is_set():
+            version = self.store.wait(version, 1.0)
+            try:
+                services = self.store.list('Service')
+                slices = self.store.list('EndpointSlice')
+                for server in self.proxy_health:
+                    server.sync(services, slices)
+                targets = health_check_targets(self.cluster, services)
+                self.checker.set_targets(targets)
+                for key in keys - set(targets):
+                    self.store.set_lb_health(*key.split('/', 1), None)
+                keys = set(targets)
+            except Exception:        # keep the cloud alive; the next change retries
+                LOG.exception('syncing the cloud load balancer failed')
+
+    def node_network(self, name: str, up: bool) -> str:
+        """``kubelab node fail|restore``: the node's cable to the underlay cut or put back.
+        Its pods, kubelet and flows carry on; only the network cannot reach it, as in a
+        network partition or a node that stopped answering."""
+        self.cluster.node(name)                 # NotFound names the nodes
+        self.network.set_uplink(name, up)
+        if up:
+            self.failed_nodes.discard(name)
+        else:
+            self.failed_nodes.add(name)
+        return f'node/{name} ' + ('restored' if up else 'failed: cut off the network')
+
     def lab_info(self) -> dict:
         from topo import wiring
         net = self.network
@@ -187,6 +243,7 @@ class Lab:
         return {'nodes': nodes, 'hosts': hosts, 'sandboxes': sandboxes,
                 'datapath': net.datapath if net else None,
                 'controllerPid': self.controller.pid if self.controller else None,
+                'failedNodes': sorted(self.failed_nodes),
                 'stateDir': STATE_DIR}
 
     # ------------------------------------------------------------ run / down
@@ -203,6 +260,10 @@ class Lab:
 
     def down(self):
         from topo.cleanup import clean_leftovers
+        if self.checker is not None:
+            self.checker.stop()
+        for server in self.proxy_health:
+            server.close()
         for agent in self.agents:
             agent.stop()
         if self.network is not None:
@@ -221,6 +282,27 @@ class Lab:
                 os.unlink(state_path(name))
             except FileNotFoundError:
                 pass
+
+
+#: kube-proxy's own health port, which clouds check for externalTrafficPolicy Cluster.
+PROXY_HEALTHZ_PORT = 10256
+
+
+def health_check_targets(cluster, services: list[dict]) -> dict:
+    """What the cloud checks for each LoadBalancer Service ("namespace/name"): every
+    node's kube-proxy healthz (externalTrafficPolicy Cluster: a live node can forward
+    anywhere) or the Service's healthCheckNodePort (Local: 200 only on a node with an
+    endpoint of its own)."""
+    out = {}
+    for svc in services:
+        spec, meta = svc['spec'], svc['metadata']
+        if spec.get('type') != 'LoadBalancer':
+            continue
+        port = spec.get('healthCheckNodePort') if spec.get(
+            'externalTrafficPolicy') == 'Local' else PROXY_HEALTHZ_PORT
+        out[f'{meta["namespace"]}/{meta["name"]}'] = [(n.name, n.ip, port)
+                                                      for n in cluster.nodes]
+    return out
 
 
 def main(argv=None):

@@ -3,7 +3,8 @@ it, print what every server saw, take the lab down.
 
 Each step prints the command a user would type and what came back, so the output reads
 as a walk through the seed: Pod -> Pod, Pod -> ClusterIP -> EndpointSlice -> Pod IP ->
-Container, readiness and REJECT, and what an external client can (not) reach.
+Container, readiness and REJECT, what an external client can (not) reach, NodePorts and
+the cloud load balancer.
 """
 
 from __future__ import annotations
@@ -131,5 +132,16 @@ def walk(lab: LabControl):
         print(f'  {host} -> {name} {ip}:30081 (Local): {verdict(got)}'
               + (f'; the pods saw {seen}, the real client' if seen else
                  ' (no web pod on this node: dropped)'))
-    print('  LoadBalancer and Ingress, the other ways in from outside, come with the next '
-          'issues.')
+
+    step('External client -> cloud load balancer -> NodeIP:NodePort -> ClusterIP -> Pod')
+    lb = lab.client.get('Service', 'default', 'web-lb')
+    lb_ip = lb['status']['loadBalancer']['ingress'][0]['ip']
+    node_port = lb['spec']['ports'][0]['nodePort']
+    got = lab.http(f'host/{host}', lb_ip, 80, '/clientip', count=30)
+    via = Counter(x['body'].split(':')[0] for x in got if x['ok'])
+    names = {ip: name for name, ip in nodes.items()}
+    print(f'  {host} -> {lb_ip}:80 (type LoadBalancer, nodePort {node_port}), 30 new '
+          f'connections: {verdict(got)}')
+    print('  the cloud spread them over the nodes: '
+          + ', '.join(f'{names.get(ip, ip)} {n}' for ip, n in sorted(via.items())))
+    print('  Ingress, the layer-7 way in, comes with the next issue.')

@@ -140,14 +140,14 @@ class LabNetwork:
 
     def set_uplink(self, node_name: str, up: bool):
         """Cut a node off the underlay (or reconnect it), as a failed node or a pulled
-        cable would be: its underlay port stops forwarding either way (OpenFlow
-        port-mod); flows and state stay as they are."""
+        cable would be: both ends of its cable stop receiving and forwarding (OpenFlow
+        port config; a patch port ignores "down"); flows and state stay as they are."""
         node = self.cluster.node(node_name)
-        state = 'up' if up else 'down'
         for bridge, port in ((wiring.UNDERLAY_BRIDGE, node.index),
                              (wiring.node_bridge(node), wiring.UPLINK_PORT)):
-            subprocess.run(['ovs-ofctl', '-O', 'OpenFlow13', 'mod-port', bridge, str(port),
-                            state], check=True, capture_output=True)
+            for setting in (('receive', 'forward') if up else ('no-receive', 'no-forward')):
+                subprocess.run(['ovs-ofctl', '-O', 'OpenFlow13', 'mod-port', bridge,
+                                str(port), setting], check=True, capture_output=True)
 
     def client_host(self, client_name: str):
         for j, client in enumerate(self.cluster.clients, start=1):

@@ -4,16 +4,27 @@ External Client -> LB address -> NodeIP:NodePort -> ClusterIP's endpoints -> Pod
 Two web pods run on worker-1 and worker-2; the control-plane node runs none of them.
 """
 
+import json
+import time
+
 import pytest
 
 from tests.traffic.manifests import echo_pod
 
-APP = echo_pod('web-1', 'worker-1', 'web') + echo_pod('web-2', 'worker-2', 'web')
+# web-1 and web-2 behind "web"; solo (worker-2 only) for the node failure test, so that
+# failing worker-1 takes away a load balancer target and no endpoint.
+APP = (echo_pod('web-1', 'worker-1', 'web') + echo_pod('web-2', 'worker-2', 'web')
+       + echo_pod('solo', 'worker-2', 'solo'))
+#: How long after a node stops answering the cloud stops sending it new connections:
+#: health checks every second, two failures in a row (topo/cloudlb.py), plus the
+#: dataplane update.
+FAILOVER_BOUND = 4.0
 
 
-def lb_service(name, *, etp=None, ranges=None, svc_type='LoadBalancer', node_port=None):
+def lb_service(name, *, etp=None, ranges=None, svc_type='LoadBalancer', node_port=None,
+               app='web'):
     lines = ['apiVersion: v1', 'kind: Service', f'metadata: {{name: {name}}}', 'spec:',
-             f'  type: {svc_type}', '  selector: {app: web}']
+             f'  type: {svc_type}', f'  selector: {{app: {app}}}']
     if etp:
         lines.append(f'  externalTrafficPolicy: {etp}')
     if ranges:
@@ -129,3 +140,57 @@ def test_addresses_are_released_and_reused_and_type_changes_keep_the_node_port(
     finally:
         for name in ('second', 'third'):
             lb_lab.kubelab('delete', 'service', name)
+
+
+def test_the_health_check_node_port_says_which_nodes_have_an_endpoint(lb_lab, clients,
+                                                                       nodes):
+    lb_lab.apply(lb_service('local', etp='Local'))
+    try:
+        port = lb_lab.client.get('Service', 'default', 'local')['spec']['healthCheckNodePort']
+        host, _ = clients[0]
+        answers = {}
+        for name, ip in nodes.items():
+            [r] = lb_lab.http(host, ip, port, '/healthz')
+            answers[name] = (r['status'], json.loads(r['body'])['localEndpoints'])
+        assert answers == {'control-plane': (503, 0), 'worker-1': (200, 1),
+                           'worker-2': (200, 1)}
+        [proxy] = lb_lab.http(host, nodes['control-plane'], 10256, '/healthz')
+        assert proxy['status'] == 200, proxy            # kube-proxy itself is healthy
+    finally:
+        lb_lab.kubelab('delete', 'service', 'local')
+
+
+def test_a_failed_node_stops_getting_connections_within_the_bound_and_comes_back(
+        lb_lab, clients, nodes):
+    lb_lab.apply(lb_service('solo', app='solo'))
+    host, _ = clients[0]
+    try:
+        ip = lb_address(lb_lab, 'solo')
+        # Cluster policy: the node the cloud picked is the client address solo sees.
+        stream = lb_lab.background(host, 'stream', ip, 80, path='/clientip',
+                                   interval=0.05, timeout=1)
+        time.sleep(2)
+        failed_at = time.time()
+        lb_lab.kubelab('node', 'fail', 'worker-1')
+        time.sleep(FAILOVER_BOUND + 3)
+        restored_at = time.time()
+        lb_lab.kubelab('node', 'restore', 'worker-1')
+        time.sleep(FAILOVER_BOUND + 3)
+        result = stream.stop()
+    finally:
+        lb_lab.kubelab('node', 'restore', 'worker-1', check=False)
+        lb_lab.kubelab('delete', 'service', 'solo')
+    events = result['events']
+    failures = [t for t, outcome, _ in events if outcome != 'ok']
+    last_failure = max(failures, default=failed_at) - failed_at
+    via_w1 = [t for t, outcome, body in events
+              if outcome == 'ok' and body.split(':')[0] == nodes['worker-1']]
+    back = min((t for t in via_w1 if t > restored_at), default=None)
+    print(f'node worker-1 failed under load: {result["sent"]} requests, {len(failures)} '
+          f'failed, the last {last_failure:.1f} s after the failure; back in the load '
+          f'balancer {back - restored_at:.1f} s after the restore' if back else
+          'never back')
+    assert any(t < failed_at for t in via_w1)           # it was a target before
+    assert last_failure <= FAILOVER_BOUND
+    assert not [t for t in via_w1 if failed_at + FAILOVER_BOUND < t < restored_at]
+    assert back is not None and back - restored_at <= FAILOVER_BOUND
