@@ -68,7 +68,7 @@ class Table:
 
 TABLES = (
     Table(0, 'Classifier', 'raw PREROUTING',
-          ('ARPResponder', 'UnSNAT', 'ConntrackZone', 'L3Forwarding')),
+          ('ARPResponder', 'UnSNAT', 'ConntrackZone', 'L3Forwarding', 'Output')),
     Table(10, 'ARPResponder', 'ARP (the node answers for its routes)', ()),
     Table(15, 'UnSNAT', 'conntrack (un-masquerade)', ('ConntrackZone', 'ConntrackState')),
     Table(20, 'ConntrackZone', 'conntrack', ('ConntrackState',)),
@@ -454,38 +454,53 @@ def cloud_edge(state) -> SwitchConfig:
     balancer, AWS's NLB with instance targets). The targets are every Ready node with
     ``externalTrafficPolicy: Cluster``, and the nodes with an endpoint of their own with
     ``Local`` (what the health checks of ``healthCheckNodePort`` find). Replies are
-    un-DNATed on the way back out; all other traffic passes by its destination MAC."""
+    un-DNATed on the way back out; all other traffic passes by its destination MAC,
+    untracked."""
     cluster = state.cluster
     lb_mac = wiring.load_balancer_mac(cluster)
     pool = ipaddress.IPv4Network(cluster.lb_pool)
     cfg = SwitchConfig()
     add = cfg.flows.extend
+    # Conntrack only for what a load balancer has to do with: new connections to the
+    # pool from outside, and the replies of the nodes' NodePorts behind a load balancer
+    # (to un-DNAT them). Everything else passes by its destination MAC, untracked.
+    add([flow(T['Classifier'], 210, {'in_port': wiring.EDGE_EXTERNAL_PORT,
+                                     'eth_type': ETH_IP,
+                                     'ipv4_dst': (str(pool.network_address),
+                                                  str(pool.netmask))},
+              goto=T['ConntrackZone'], owner='cloud load balancer')])
+    for sp in state.service_ports:
+        if sp.lb_ip and sp.node_port:
+            add([flow(T['Classifier'], 210, {
+                'in_port': wiring.EDGE_UNDERLAY_PORT, 'eth_type': ETH_IP,
+                'ip_proto': sp.proto_number, 'ipv4_src': node.ip,
+                ('tcp_src' if sp.protocol == 'TCP' else 'udp_src'): sp.node_port},
+                goto=T['ConntrackZone'], owner=f'service {sp.key}')
+                for node in cluster.nodes])
     add([flow(T['Classifier'], 200, {'in_port': port, 'eth_type': ETH_IP},
-              goto=T['ConntrackZone'], owner='cloud load balancer')
+              goto=T['Output'], owner='cloud load balancer')
          for port in (wiring.EDGE_EXTERNAL_PORT, wiring.EDGE_UNDERLAY_PORT)])
     add([flow(T['Classifier'], 0, owner='cloud load balancer'),
          flow(T['ConntrackZone'], 200, {'eth_type': ETH_IP},
               (Ct(zone=EDGE_ZONE, table=T['ConntrackState'], nat=Nat()),),
               owner='cloud load balancer'),
-         flow(T['ConntrackState'], 210, {'eth_type': ETH_IP, 'ct_state': ct_state('+trk+inv')},
+         flow(T['ConntrackState'], 210, {'eth_type': ETH_IP, 'ct_state': ct_state('+trk+inv'),
+                                         'in_port': wiring.EDGE_EXTERNAL_PORT},
               owner='cloud load balancer'),
          flow(T['ConntrackState'], 200, {'eth_type': ETH_IP, 'ct_state': ct_state('+trk+new'),
-                                         'in_port': wiring.EDGE_EXTERNAL_PORT,
-                                         'ipv4_dst': (str(pool.network_address),
-                                                      str(pool.netmask))},
+                                         'in_port': wiring.EDGE_EXTERNAL_PORT},
               goto=T['ServiceLB'], owner='cloud load balancer'),
          # A load balancer's connection from outside, DNATed to a node: routed to it.
          flow(T['ConntrackState'], 195, {'eth_type': ETH_IP,
                                          'in_port': wiring.EDGE_EXTERNAL_PORT,
                                          'ct_state': ct_state('+trk-new+dnat')},
               goto=T['L3Forwarding'], owner='cloud load balancer'),
-         # Everything else passes by its destination MAC, new connections committed so
-         # that their replies are tracked.
-         flow(T['ConntrackState'], 190, {'eth_type': ETH_IP, 'ct_state': ct_state('+trk-new')},
-              goto=T['Output'], owner='cloud load balancer'),
-         flow(T['ConntrackState'], 180, {'eth_type': ETH_IP, 'ct_state': ct_state('+trk+new')},
-              (Ct(zone=EDGE_ZONE, commit=True),), goto=T['Output'],
-              owner='cloud load balancer')])
+         # From the nodes: a load balancer's replies, un-DNATed, and whatever else came
+         # from a NodePort that also serves a load balancer (a client that used the
+         # NodePort directly: not the edge's connection, so untracked here or INVALID):
+         # out by their destination MAC.
+         flow(T['ConntrackState'], 190, {'eth_type': ETH_IP, 'ct_state': ct_state('+trk')},
+              goto=T['Output'], owner='cloud load balancer')])
     add([flow(T['ServiceLB'], 0, owner='cloud load balancer')])
     taken = set()
     for sp in state.service_ports:

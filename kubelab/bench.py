@@ -11,6 +11,8 @@ so that a noisy machine slows both sides alike; the table shows the ratio VIP/di
   NodePort        an external host through a NodePort of the control-plane node, which
                   runs no endpoint (two hops: DNAT and SNAT there, then the underlay),
                   against pod -> pod direct
+  LoadBalancer    the same external host through the cloud load balancer (kl-lb: DNAT to
+                  a NodeIP:NodePort, then the NodePort path), against the NodePort path
 
 Each path has a client pod of its own (all on worker-1), as two clients would: a
 server keeps a closed connection in TIME_WAIT for 60 s, keyed by the client's address
@@ -84,6 +86,16 @@ spec:
   ports:
   - {name: http, port: 80, targetPort: 8080}
   - {name: iperf, port: 5201, targetPort: 5201}
+---
+apiVersion: v1
+kind: Service
+metadata: {name: bench-lb}
+spec:
+  type: LoadBalancer
+  selector: {app: bench-server}
+  ports:
+  - {name: http, port: 80, targetPort: 8080}
+  - {name: iperf, port: 5201, targetPort: 5201}
 """
 
 
@@ -125,6 +137,8 @@ def _measure(lab: LabControl, args) -> int:
     cp_ip = [a['address'] for a in nodes['control-plane']['status']['addresses']
              if a['type'] == 'InternalIP'][0]
     outside = 'host/' + lab.client.lab()['hosts'][0]['name']
+    lb_ip = lab.client.get('Service', 'default', 'bench-lb')['status']['loadBalancer'][
+        'ingress'][0]['ip']
     pid = lab.netns_pid('bench-server')
     iperf_server = subprocess.Popen(['nsenter', f'--net=/proc/{pid}/ns/net', '--',
                                      'iperf3', '-s', '-p', '5201'],
@@ -132,13 +146,14 @@ def _measure(lab: LabControl, args) -> int:
     rounds = 2
     try:
         time.sleep(0.5)
-        tput = {'direct': [], 'vip': [], 'nodeport': []}
-        conns = {'direct': [], 'vip': [], 'nodeport': []}
+        tput = {'direct': [], 'vip': [], 'nodeport': [], 'lb': []}
+        conns = {'direct': [], 'vip': [], 'nodeport': [], 'lb': []}
         print(f'Measuring: {rounds} rounds, direct, through the ClusterIP and through a '
               'NodePort alternately', flush=True)
         paths = (('direct', 'bench-direct', server_ip, 5201, 8080),
                  ('vip', 'bench-vip', vip, 5201, 80),
-                 ('nodeport', outside, cp_ip, node_ports['iperf'], node_ports['http']))
+                 ('nodeport', outside, cp_ip, node_ports['iperf'], node_ports['http']),
+                 ('lb', outside, lb_ip, 5201, 80))
         for _ in range(rounds):
             for side, source, host, iperf_port, http_port in paths:
                 tput[side].append(iperf(lab, host, args.seconds, iperf_port, source))
@@ -159,6 +174,10 @@ def _measure(lab: LabControl, args) -> int:
          0.9),
         ('NodePort, other node: connections/s', mean(conns['direct']),
          mean(conns['nodeport']), 0.9),
+        ('LoadBalancer vs NodePort: TCP Gbit/s', mean(tput['nodeport']), mean(tput['lb']),
+         0.9),
+        ('LoadBalancer vs NodePort: conns/s', mean(conns['nodeport']), mean(conns['lb']),
+         0.9),
     ]
     print()
     print(f'{"measure":36} {"direct":>10} {"via":>10} {"ratio":>7} {"target":>7}')

@@ -5,8 +5,6 @@ or scripted servers. Each test reads like what a load balancer sees: which statu
 body a node answers, which nodes it is told to send to, and how soon."""
 
 import datetime
-import http.client
-import http.server
 import json
 import socket
 import threading
@@ -36,14 +34,17 @@ def wait_for(predicate, timeout=5.0):
 
 
 def get(port, path='/healthz', method='GET'):
-    """(status, headers, body) of one request to 127.0.0.1:``port``."""
-    conn = http.client.HTTPConnection(LOCALHOST, port, timeout=2)
-    try:
-        conn.request(method, path)
-        resp = conn.getresponse()
-        return resp.status, dict(resp.getheaders()), resp.read().decode()
-    finally:
-        conn.close()
+    """(status, headers, body) of one request to 127.0.0.1:``port``, read off the wire
+    to the server's close."""
+    with socket.create_connection((LOCALHOST, port), timeout=2) as sock:
+        sock.sendall(f'{method} {path} HTTP/1.1\r\nHost: {LOCALHOST}:{port}\r\n\r\n'.encode())
+        data = b''
+        while chunk := sock.recv(4096):
+            data += chunk
+    head, _, body = data.decode().partition('\r\n\r\n')
+    status_line, *lines = head.split('\r\n')
+    assert status_line.startswith('HTTP/1.1 ')
+    return int(status_line.split()[1]), dict(line.split(': ', 1) for line in lines), body
 
 
 def answer(port, path='/healthz'):
@@ -246,7 +247,7 @@ def test_sync_is_idempotent_and_thread_safe(servers):
             for _ in range(30):
                 for services, slices in states:
                     server.sync(services, slices)
-        except Exception as exc:       # noqa: BLE001 - reported by the assertion below
+        except Exception as exc:       # reported by the assertion below
             errors.append(exc)
     threads = [threading.Thread(target=churn, args=((one, other, ([], [])),))
                for _ in range(6)]
@@ -284,30 +285,39 @@ def test_close_closes_every_socket(servers):
 
 # ---------------------------------------------------------------- the cloud's side
 class Backend:
-    """An HTTP server on 127.0.0.1 whose answers a test scripts: the statuses in
+    """A health check target on 127.0.0.1 whose answers a test scripts: the statuses in
     ``script`` first, then 200. ``statuses`` is every status it has answered."""
 
     def __init__(self):
         self.script, self.statuses = [], []
-        backend = self
+        self.listener = socket.create_server((LOCALHOST, 0))
+        self.listener.settimeout(0.01)
+        self.port = self.listener.getsockname()[1]
+        self.closing = False
+        self.thread = threading.Thread(target=self._serve, daemon=True)
+        self.thread.start()
 
-        class Handler(http.server.BaseHTTPRequestHandler):
-            def do_GET(self):
-                status = backend.script.pop(0) if backend.script else 200
-                backend.statuses.append(status)
-                self.send_response(status)
-                self.send_header('Content-Length', '0')
-                self.end_headers()
-
-            def log_message(self, *args):
-                pass
-        self.server = http.server.ThreadingHTTPServer((LOCALHOST, 0), Handler)
-        self.port = self.server.server_address[1]
-        threading.Thread(target=self.server.serve_forever, args=(0.01,), daemon=True).start()
+    def _serve(self):
+        while not self.closing:
+            try:
+                conn, _ = self.listener.accept()
+            except socket.timeout:
+                continue
+            with conn:
+                try:
+                    conn.settimeout(2)
+                    conn.recv(4096)        # the probe's request: one segment on loopback
+                    status = self.script.pop(0) if self.script else 200
+                    self.statuses.append(status)
+                    conn.sendall(f'HTTP/1.1 {status} Scripted\r\nContent-Length: 0\r\n\r\n'
+                                 .encode())
+                except OSError:            # the prober gave up: its probe has failed
+                    pass
 
     def close(self):
-        self.server.shutdown()
-        self.server.server_close()
+        self.closing = True
+        self.thread.join()
+        self.listener.close()
 
 
 class Published:

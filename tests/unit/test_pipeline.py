@@ -21,9 +21,9 @@ import pytest
 
 from controller.flows import (Ct, LearnAffinity, Nat, Output, Resubmit, SwitchConfig,
                               flow)
-from controller.pipeline import (EDGE_ZONE, REJECT_METER, REJECT_RATE_PPS, TABLE_NAMES,
-                                 TABLES, PipelineError, T, check_pipeline, desired,
-                                 group_id, stale_udp_flushes)
+from controller.pipeline import (REJECT_METER, REJECT_RATE_PPS, TABLE_NAMES, TABLES,
+                                 PipelineError, T, check_pipeline, desired, group_id,
+                                 stale_udp_flushes)
 from controller.ryu_app import reject_packet
 from controller.state import ClusterState
 from services.cluster import default_cluster
@@ -683,7 +683,7 @@ def test_the_node_port_tables_on_a_node_without_the_endpoint(np_lab):
     assert (on_wire['eth_src'], on_wire['eth_dst']) == (wiring.router_mac(W2.ip),
                                                         wiring.router_mac(CP.ip))
     conns = {c.zone: c for c in np_lab.conntrack.connections}
-    assert sorted(conns) == [1, 3, 1003, EDGE_ZONE]       # EDGE_ZONE: the cloud edge
+    assert sorted(conns) == [1, 3, 1003]          # the cloud edge tracks LB traffic only
     assert (conns[3].dnat, conns[3].mark) == ((WEB_1, 8080), 1)
     assert (conns[1003].snat, conns[1003].mark) == ((W2.ip, 40000), 0)
     assert (conns[1].orig[1], conns[1].mark) == (W2.ip, 0)    # a plain connection there
