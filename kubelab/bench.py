@@ -12,7 +12,9 @@ so that a noisy machine slows both sides alike; the table shows the ratio VIP/di
                   runs no endpoint (two hops: DNAT and SNAT there, then the underlay),
                   against pod -> pod direct
   LoadBalancer    the same external host through the cloud load balancer (kl-lb: DNAT to
-                  a NodeIP:NodePort, then the NodePort path), against the NodePort path
+                  a NodeIP:NodePort, then the NodePort path), against the NodePort path;
+                  and the time from a node's failure to the last new connection the cloud
+                  sends it
 
 Each path has a client pod of its own (all on worker-1), as two clients would: a
 server keeps a closed connection in TIME_WAIT for 60 s, keyed by the client's address
@@ -163,6 +165,9 @@ def _measure(lab: LabControl, args) -> int:
         print(f'Opening {args.connections} short connections through the ClusterIP...',
               flush=True)
         long_run = rate(lab, vip, 80, args.connections, 600, not args.fin_close, 'bench-burst')
+        print('Failing the control-plane node under load through the load balancer...',
+              flush=True)
+        failover = node_failover(lab, outside, lb_ip, 'control-plane')
     finally:
         iperf_server.terminate()
         iperf_server.wait()
@@ -196,7 +201,31 @@ def _measure(lab: LabControl, args) -> int:
           f'client pods on worker-1, server pod on worker-2; '
           f'rounds of {args.seconds:.0f} s; connections closed with '
           f'{"FIN" if args.fin_close else "RST"})')
+    print(f'{"LoadBalancer: node failure -> last":36} {"":10} '
+          f'{failover["last"]:>9.1f}s {"":7} {"<=2.5s":>7}')
+    print(f'  connection sent to it ({failover["failed"]} of {failover["sent"]} new '
+          f'connections failed, one every 50 ms from an external host; health checks '
+          f'every 1 s, two failures in a row)')
     return 0
+
+
+def node_failover(lab: LabControl, source: str, lb_ip: str, node: str) -> dict:
+    """Fail ``node`` under a steady stream of new connections through the load balancer:
+    how long until the cloud stops sending it any (the last one that failed), then put
+    it back."""
+    stream = lab.background(source, 'stream', lb_ip, 80, path='/hostname', interval=0.05,
+                            timeout=1)
+    time.sleep(2)
+    failed_at = time.time()
+    lab.kubelab('node', 'fail', node)
+    try:
+        time.sleep(6)
+    finally:
+        lab.kubelab('node', 'restore', node)
+    result = stream.stop()
+    failures = [t for t, outcome, _ in result['events'] if outcome != 'ok' and t >= failed_at]
+    return {'sent': result['sent'], 'failed': len(failures),
+            'last': max(failures, default=failed_at) - failed_at}
 
 
 if __name__ == '__main__':
