@@ -43,6 +43,34 @@ from kubelab.daemon import running_daemon
 from kubelab.labctl import LabControl
 from services.errors import KubelabError
 
+def _client_pod(name: str) -> str:
+    return f"""---
+apiVersion: v1
+kind: Pod
+metadata: {{name: {name}}}
+spec:
+  nodeName: worker-1
+  containers:
+  - {{name: pause, image: 'registry.k8s.io/pause:3.10'}}
+"""
+
+
+def _service(name: str, kind: str) -> str:
+    return f"""---
+apiVersion: v1
+kind: Service
+metadata: {{name: {name}}}
+spec:
+  type: {kind}
+  selector: {{app: bench-server}}
+  ports:
+  - {{name: http, port: 80, targetPort: 8080}}
+  - {{name: iperf, port: 5201, targetPort: 5201}}
+"""
+
+
+#: The server on worker-2, a client pod per path on worker-1, the Service as a NodePort
+#: and as a LoadBalancer.
 MANIFESTS = """
 apiVersion: v1
 kind: Pod
@@ -54,51 +82,8 @@ spec:
     image: registry.k8s.io/e2e-test-images/agnhost:2.53
     args: [netexec, --http-port=8080, --udp-port=-1]
     ports: [{containerPort: 8080}]
----
-apiVersion: v1
-kind: Pod
-metadata: {name: bench-direct}
-spec:
-  nodeName: worker-1
-  containers:
-  - {name: pause, image: 'registry.k8s.io/pause:3.10'}
----
-apiVersion: v1
-kind: Pod
-metadata: {name: bench-vip}
-spec:
-  nodeName: worker-1
-  containers:
-  - {name: pause, image: 'registry.k8s.io/pause:3.10'}
----
-apiVersion: v1
-kind: Pod
-metadata: {name: bench-burst}
-spec:
-  nodeName: worker-1
-  containers:
-  - {name: pause, image: 'registry.k8s.io/pause:3.10'}
----
-apiVersion: v1
-kind: Service
-metadata: {name: bench}
-spec:
-  type: NodePort
-  selector: {app: bench-server}
-  ports:
-  - {name: http, port: 80, targetPort: 8080}
-  - {name: iperf, port: 5201, targetPort: 5201}
----
-apiVersion: v1
-kind: Service
-metadata: {name: bench-lb}
-spec:
-  type: LoadBalancer
-  selector: {app: bench-server}
-  ports:
-  - {name: http, port: 80, targetPort: 8080}
-  - {name: iperf, port: 5201, targetPort: 5201}
-"""
+""" + ''.join(map(_client_pod, ('bench-direct', 'bench-vip', 'bench-burst'))) + \
+    _service('bench', 'NodePort') + _service('bench-lb', 'LoadBalancer')
 
 
 def iperf(lab: LabControl, host: str, seconds: float, port: int, source: str) -> float:

@@ -27,6 +27,7 @@ import threading
 
 from services.cluster import default_cluster, load_cluster_file
 from services.errors import KubelabError
+from topo import cloudlb
 
 LOG = logging.getLogger('kubelab.daemon')
 STATE_DIR = os.environ.get('KUBELAB_STATE_DIR', '/run/kubelab')
@@ -179,14 +180,13 @@ class Lab:
         """kube-proxy's health servers on every node, and the cloud load balancer's
         health checks from its own host outside the cluster; what they find goes to the
         store (LoadBalancerHealth), which the controller turns into the edge's targets."""
-        from topo.cloudlb import HealthChecker, ProxyHealthServer
         from topo.netns import netns_executor
         for node in self.cluster.nodes:
             pid = self.network.node_host(node.name).pid
-            self.proxy_health.append(ProxyHealthServer(
+            self.proxy_health.append(cloudlb.ProxyHealthServer(
                 node.name, netns_executor(pid, workers=1, name=f'healthz-{node.name}')))
         checker_pid = self.network.health_checker_host().pid
-        self.checker = HealthChecker(netns_executor(checker_pid, workers=8,
+        self.checker = cloudlb.HealthChecker(netns_executor(checker_pid, workers=8,
                                                     name='lb-health-checks'),
                                      self._publish_health)
         self.checker.start()
@@ -205,7 +205,7 @@ class Lab:
                 slices = self.store.list('EndpointSlice')
                 for server in self.proxy_health:
                     server.sync(services, slices)
-                targets = health_check_targets(self.cluster, services)
+                targets = cloudlb.health_check_targets(self.cluster, services)
                 self.checker.set_targets(targets)
                 for key in keys - set(targets):
                     self.store.set_lb_health(*key.split('/', 1), None)
@@ -282,27 +282,6 @@ class Lab:
                 os.unlink(state_path(name))
             except FileNotFoundError:
                 pass
-
-
-#: kube-proxy's own health port, which clouds check for externalTrafficPolicy Cluster.
-PROXY_HEALTHZ_PORT = 10256
-
-
-def health_check_targets(cluster, services: list[dict]) -> dict:
-    """What the cloud checks for each LoadBalancer Service ("namespace/name"): every
-    node's kube-proxy healthz (externalTrafficPolicy Cluster: a live node can forward
-    anywhere) or the Service's healthCheckNodePort (Local: 200 only on a node with an
-    endpoint of its own)."""
-    out = {}
-    for svc in services:
-        spec, meta = svc['spec'], svc['metadata']
-        if spec.get('type') != 'LoadBalancer':
-            continue
-        port = spec.get('healthCheckNodePort') if spec.get(
-            'externalTrafficPolicy') == 'Local' else PROXY_HEALTHZ_PORT
-        out[f'{meta["namespace"]}/{meta["name"]}'] = [(n.name, n.ip, port)
-                                                      for n in cluster.nodes]
-    return out
 
 
 def main(argv=None):

@@ -219,13 +219,7 @@ def _hook(chk, handler, path, own_ports, grace) -> None:
             chk.error(join(epath, 'command'), 'Required value')
     http = chk.mapping(handler, 'httpGet', path)
     if http is not None:
-        hpath = join(path, 'httpGet')
-        chk.known_fields(http, hpath, ('path', 'port', 'scheme'), ('httpHeaders',),
-                         ('host',))
-        chk.string(http, 'path', hpath, default='/')
-        chk.one_of(http, 'scheme', hpath, HTTP_SCHEMES, default='HTTP',
-                   unsupported=('HTTPS',))
-        _probe_port(chk, http, hpath, own_ports)
+        _http_get(chk, http, join(path, 'httpGet'), own_ports)
     sleep = chk.mapping(handler, 'sleep', path)
     if sleep is not None:
         spath = join(path, 'sleep')
@@ -413,17 +407,13 @@ def _probe(chk, probe, path, own_ports, run=True) -> None:
     if http is not None:
         hpath = join(path, 'httpGet')
         if run:
-            chk.known_fields(http, hpath, ('path', 'port', 'scheme'),
-                             ('httpHeaders',), ('host',))
-            chk.string(http, 'path', hpath, default='/')
-            chk.one_of(http, 'scheme', hpath, HTTP_SCHEMES, default='HTTP',
-                       unsupported=('HTTPS',))
+            _http_get(chk, http, hpath, own_ports)
         else:
             chk.known_fields(http, hpath, ('path', 'port', 'scheme', 'host',
                                            'httpHeaders'))
             chk.string(http, 'path', hpath)
             chk.one_of(http, 'scheme', hpath, ('HTTP', 'HTTPS'))
-        _probe_port(chk, http, hpath, own_ports)
+            _probe_port(chk, http, hpath, own_ports)
     tcp = chk.mapping(probe, 'tcpSocket', path)
     if tcp is not None:
         tpath = join(path, 'tcpSocket')
@@ -444,6 +434,15 @@ def _probe(chk, probe, path, own_ports, run=True) -> None:
     if not run and type(threshold) is int and threshold != 1:
         chk.error(join(path, 'successThreshold'),
                   f'Invalid value: {threshold}: must be 1')
+
+
+def _http_get(chk, http, path, own_ports) -> None:
+    """An httpGet the kubelet sends (a readiness probe, a preStop hook): plain HTTP to
+    the pod's address, so no ``host`` and no HTTPS."""
+    chk.known_fields(http, path, ('path', 'port', 'scheme'), ('httpHeaders',), ('host',))
+    chk.string(http, 'path', path, default='/')
+    chk.one_of(http, 'scheme', path, HTTP_SCHEMES, default='HTTP', unsupported=('HTTPS',))
+    _probe_port(chk, http, path, own_ports)
 
 
 def _probe_port(chk, handler, path, own_ports) -> None:

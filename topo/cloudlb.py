@@ -335,6 +335,23 @@ def probe(ip: str, port: int, timeout: float) -> bool:
     return len(parts) >= 2 and parts[0].startswith(b'HTTP/') and parts[1] == b'200'
 
 
+def health_check_targets(cluster, services: list[dict]) -> dict:
+    """What the cloud checks for each LoadBalancer Service ("namespace/name"): every
+    node's kube-proxy healthz (externalTrafficPolicy Cluster: a live node can forward
+    anywhere) or the Service's healthCheckNodePort (Local: 200 only on a node with an
+    endpoint of its own)."""
+    out = {}
+    for svc in services:
+        spec, meta = svc['spec'], svc['metadata']
+        if spec.get('type') != 'LoadBalancer':
+            continue
+        port = spec.get('healthCheckNodePort') if spec.get(
+            'externalTrafficPolicy') == 'Local' else HEALTHZ_PORT
+        out[f'{meta["namespace"]}/{meta["name"]}'] = [(n.name, n.ip, port)
+                                                      for n in cluster.nodes]
+    return out
+
+
 @dataclass
 class _Health:
     healthy: bool

@@ -10,7 +10,7 @@ import time
 
 import pytest
 
-from tests.traffic.manifests import echo_pod
+from tests.traffic.manifests import echo_pod, shell_pods
 
 APP = echo_pod('web-1', 'worker-1', 'web') + echo_pod('web-2', 'worker-2', 'web') + """
 apiVersion: v1
@@ -29,19 +29,8 @@ metadata: {name: empty}
 spec:
   selector: {app: nothing-has-this-label}
   ports: [{port: 80, targetPort: 8080}]
-""" + ''.join(f"""---
-apiVersion: v1
-kind: Pod
-metadata: {{name: {name}}}
-spec:
-  nodeName: {node}
-  tolerations: [{{key: node-role.kubernetes.io/control-plane, effect: NoSchedule}}]
-  containers:
-  - name: shell
-    image: busybox:1.36
-    command: [sh, -c, 'trap "exit 0" TERM; while true; do sleep 1; done']
-""" for name, node in (('attacker', 'worker-1'), ('bystander', 'worker-1'),
-                       ('victim', 'worker-2'), ('load', 'control-plane')))
+""" + shell_pods(('attacker', 'worker-1'), ('bystander', 'worker-1'),
+                   ('victim', 'worker-2'), ('load', 'control-plane'))
 
 #: TCP flag combinations no connection may start with: dropped as INVALID, unanswered.
 NEVER_ANSWERED = ('null', 'fin', 'xmas', 'syn-fin', 'syn-rst', 'syn-ack', 'rst', 'all')

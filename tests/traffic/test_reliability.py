@@ -11,6 +11,8 @@ from collections import Counter
 
 import pytest
 
+from tests.traffic.manifests import shell_pods
+
 APP = """
 apiVersion: apps/v1
 kind: Deployment
@@ -45,19 +47,8 @@ spec:
   ports:
   - {name: http, port: 80, targetPort: http}
   - {name: udp, port: 53, targetPort: udp, protocol: UDP}
-""" + ''.join(f"""---
-apiVersion: v1
-kind: Pod
-metadata: {{name: {name}}}
-spec:
-  nodeName: {node}
-  tolerations: [{{key: node-role.kubernetes.io/control-plane, effect: NoSchedule}}]
-  containers:
-  - name: shell
-    image: busybox:1.36
-    command: [sh, -c, 'trap "exit 0" TERM; while true; do sleep 1; done']
-""" for name, node in (('load', 'control-plane'), ('burst', 'worker-1'),
-                       ('reuse', 'worker-1')))
+""" + shell_pods(('load', 'control-plane'), ('burst', 'worker-1'),
+                   ('reuse', 'worker-1'))
 
 
 @pytest.fixture(scope='module')

@@ -470,3 +470,19 @@ def test_removed_keys_are_forgotten(backends, checkers):
 def test_checker_settings_are_checked(executor, options, message):
     with pytest.raises(ValueError, match=message):
         HealthChecker(executor, print, **options)
+
+
+def test_the_cloud_checks_kube_proxy_for_cluster_and_the_service_port_for_local():
+    from services.cluster import default_cluster
+    from topo.cloudlb import HEALTHZ_PORT, health_check_targets
+    cluster = default_cluster()
+
+    def svc(name, kind, **spec):
+        return {'metadata': {'namespace': 'default', 'name': name},
+                'spec': dict(type=kind, **spec)}
+    targets = health_check_targets(cluster, [
+        svc('plain', 'NodePort'), svc('cluster', 'LoadBalancer'),
+        svc('local', 'LoadBalancer', externalTrafficPolicy='Local', healthCheckNodePort=32100)])
+    assert set(targets) == {'default/cluster', 'default/local'}
+    assert targets['default/cluster'] == [(n.name, n.ip, HEALTHZ_PORT) for n in cluster.nodes]
+    assert targets['default/local'] == [(n.name, n.ip, 32100) for n in cluster.nodes]
