@@ -42,6 +42,7 @@ from dataclasses import dataclass
 from controller.flows import (Bucket, Ct, Group, GroupSpec, LearnAffinity, MeterSpec, Move,
                               Nat, Output, Resubmit, SetField, SwitchConfig, ToController,
                               ct_state, flow)
+from controller.state import PROTOCOL_NUMBERS
 from topo import wiring
 
 ETH_IP = 0x0800
@@ -332,6 +333,17 @@ def node_bridge(state, node) -> SwitchConfig:
                                                        REG0_LOCAL_ORIGIN)),
                              sp, sp.endpoints, zone, f'{sp.key}/nodeport-from-node',
                              taken, priority=205)
+    # hostPort (the CNI portmap plugin's DNAT): this node's address and the port ->
+    # the pod, the client's address kept, whether the pod is ready or not.
+    for pod in local_pods:
+        for protocol, host_port, container_port in pod.host_ports:
+            number = PROTOCOL_NUMBERS[protocol]
+            add([flow(T['ServiceLB'], 190, {
+                'eth_type': ETH_IP, 'ip_proto': number, 'ipv4_dst': node.ip,
+                ('tcp_dst' if number == 6 else 'udp_dst'): host_port},
+                (Ct(zone=zone, commit=True, table=T['L3Forwarding'],
+                    nat=Nat(dst=pod.ip, port=container_port)),),
+                owner=f'{pod.owner} hostPort')])
     for vip, owner in sorted(vips.items()):
         # A ClusterIP answers only on its ports: anything else is rejected, as nftables'
         # kube-proxy does (the controller drops what it cannot answer, e.g. ICMP).

@@ -20,6 +20,7 @@ class PodNet:
     name: str
     node: str
     ip: str
+    host_ports: tuple = ()      # (protocol, hostPort, containerPort): portmap's DNAT
 
     @property
     def owner(self) -> str:
@@ -101,7 +102,12 @@ class ClusterState:
             node = pod.get('spec', {}).get('nodeName')
             if ip and node in cidrs and _inside(ip, cidrs[node]):
                 meta = pod['metadata']
-                pods.append(PodNet(meta.get('namespace', 'default'), meta['name'], node, ip))
+                host_ports = tuple(sorted(
+                    (port.get('protocol', 'TCP'), port['hostPort'], port['containerPort'])
+                    for c in pod['spec'].get('containers') or []
+                    for port in c.get('ports') or [] if port.get('hostPort')))
+                pods.append(PodNet(meta.get('namespace', 'default'), meta['name'], node, ip,
+                                   host_ports))
         pods.sort(key=lambda p: (p.node, p.ip))
         slices = {}
         for eps in objects.get('EndpointSlice', []):

@@ -98,6 +98,7 @@ class Lab:
         self.api = None
         self.store = None
         self.registry = None
+        self.l7 = None
 
     # ------------------------------------------------------------ up
     def up(self):
@@ -153,6 +154,7 @@ class Lab:
             agent.start()
             self.agents.append(agent)
         self._start_cloud()
+        self._start_l7()
         if self.manifests:
             result = self.store.apply(self.manifests)
             for ref, action in result['results']:
@@ -191,6 +193,30 @@ class Lab:
                                      self._publish_health)
         self.checker.start()
         threading.Thread(target=self._sync_cloud, name='cloud-lb', daemon=True).start()
+
+    # ------------------------------------------------------------ Ingress, Gateway API
+    def _start_l7(self):
+        """The lab's own add-ons (ingress-nginx on the cluster file's node, the
+        GatewayClass), and the controller that renders their nginx configuration."""
+        from services import addons
+        from services.l7control import L7Controller
+        objects = [addons.gateway_class_object()]
+        if self.cluster.ingress_node:
+            objects = addons.ingress_nginx_objects(self.cluster.ingress_node) + objects
+        self.store.apply(objects)
+        l7_dir = state_path('l7')
+        shutil.rmtree(l7_dir, ignore_errors=True)       # a crashed run's configurations
+        self.l7 = L7Controller(self.store, l7_dir, ingress=bool(self.cluster.ingress_node))
+        threading.Thread(target=self._sync_l7, name='l7', daemon=True).start()
+
+    def _sync_l7(self):
+        version = 0
+        while not self.done.is_set():
+            version = self.store.wait(version, 1.0)
+            try:
+                self.l7.sync()
+            except Exception:        # keep the controller alive; the next change retries
+                LOG.exception('syncing Ingress and Gateway API failed')
 
     def _publish_health(self, key: str, healthy: list[str]):
         namespace, name = key.split('/', 1)

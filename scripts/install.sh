@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Install what kubelab needs on a Debian/Ubuntu machine, as root. Safe to run again:
 # every step checks first and does nothing when its work is already done.
-#   - Debian packages: Open vSwitch, Mininet's mnexec, busybox, iperf3, ethtool, ...
+#   - Debian packages: Open vSwitch, Mininet's mnexec, busybox, iperf3, ethtool, nginx
+#     (installed without starting its own service: the lab runs nginx in its pods), ...
 #   - Open vSwitch started if it does not answer (no systemd needed)
 #   - a Python virtual environment in $KUBELAB_VENV (default: .venv in the repo) with the
 #     pinned dependencies of requirements.txt and kubelab itself (editable)
@@ -19,7 +20,7 @@ if [ "$(id -u)" -ne 0 ]; then
 fi
 
 packages=(openvswitch-switch mininet busybox iperf3 ethtool iputils-ping iproute2 curl
-          tcpdump util-linux python3 python3-venv python3-dev)
+          tcpdump util-linux python3 python3-venv python3-dev nginx openssl)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
@@ -28,7 +29,15 @@ if [ "${#missing[@]}" -gt 0 ]; then
   say "installing Debian packages: ${missing[*]}"
   export DEBIAN_FRONTEND=noninteractive
   apt-get update -qq
+  # Debian's nginx package starts a system nginx on port 80: the lab only wants the
+  # binary. A policy-rc.d that refuses service starts (unless the machine has its own).
+  if [ ! -e /usr/sbin/policy-rc.d ]; then
+    printf '#!/bin/sh\nexit 101\n' > /usr/sbin/policy-rc.d
+    chmod +x /usr/sbin/policy-rc.d
+    trap 'rm -f /usr/sbin/policy-rc.d' EXIT
+  fi
   apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+  if trap -p EXIT | grep -q policy-rc.d; then rm -f /usr/sbin/policy-rc.d; trap - EXIT; fi
 fi
 
 if ! ovs-vsctl --timeout=5 show >/dev/null 2>&1; then

@@ -40,7 +40,9 @@ from services.validate_common import (choices, describe,
 API_VERSION = 'kubelab.io/v1alpha1'
 KIND = 'Cluster'
 TOP_LEVEL_FIELDS = ('apiVersion', 'kind', 'metadata', 'networking', 'nodes',
-                    'clients')
+                    'clients', 'addons')
+ADDON_FIELDS = ('ingressNginx',)
+INGRESS_ADDON_FIELDS = ('enabled', 'node')
 #: networking key -> ClusterConfig field, for the subnets.
 SUBNET_FIELDS = {'serviceSubnet': 'service_cidr', 'podSubnet': 'cluster_cidr',
                  'nodeSubnet': 'node_cidr', 'externalSubnet': 'external_cidr',
@@ -93,6 +95,7 @@ class ClusterConfig:
     health_checker: str = '203.0.113.254'   # the cloud LB's health checks come from here
     lb_pool: str = '198.51.100.0/24'
     node_port_range: tuple[int, int] = (30000, 32767)
+    ingress_node: str | None = None     # where the ingress-nginx controller runs (None: off)
 
     def node(self, name: str) -> NodeSpec:
         """The node called ``name``; NotFound lists the node names."""
@@ -309,7 +312,27 @@ def _build(data, source: str) -> ClusterConfig:
     names: dict = {}
     nodes = _nodes(p, data, fields, names)
     clients = _clients(p, data, fields, names)
-    return ClusterConfig(name=name, nodes=nodes, clients=clients, **fields)
+    return ClusterConfig(name=name, nodes=nodes, clients=clients,
+                         ingress_node=_ingress_node(p, data, nodes), **fields)
+
+
+def _ingress_node(p: _Parser, data: dict, nodes: tuple) -> str | None:
+    """``addons.ingressNginx``: on by default, on the first worker (else the first node)."""
+    addons = p.mapping(data.get('addons'), 'addons')
+    p.known(addons, 'addons', ADDON_FIELDS)
+    ingress = p.mapping(addons.get('ingressNginx'), 'addons.ingressNginx')
+    p.known(ingress, 'addons.ingressNginx', INGRESS_ADDON_FIELDS)
+    enabled = ingress.get('enabled', True)
+    if not isinstance(enabled, bool):
+        p.fail('addons.ingressNginx.enabled', f'must be true or false, got {describe(enabled)}')
+    if not enabled:
+        return None
+    workers = [n.name for n in nodes if n.role == 'worker'] or [nodes[0].name]
+    name = p.string(ingress, 'node', 'addons.ingressNginx.node') or workers[0]
+    if name not in {n.name for n in nodes}:
+        p.fail('addons.ingressNginx.node', f'node "{name}" is not in the cluster; nodes: '
+                                           f'{choices(n.name for n in nodes)}')
+    return name
 
 
 def _entries(p: _Parser, data: dict, key: str, default) -> list:

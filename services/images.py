@@ -18,6 +18,12 @@ SUPPORTED_IMAGES = (
     ' gcr.io/kubernetes-e2e-test-images/agnhost)',
     'registry.k8s.io/pause:<tag> (also k8s.gcr.io/pause)',
     'busybox[:tag] (also docker.io/library/busybox, docker.io/busybox)',
+    'gcr.io/k8s-staging-gateway-api/echo-basic:<tag> (Gateway API conformance\'s echo '
+    'server: JSON of the request and the pod that answered, on $HTTP_PORT, default 3000)',
+    'registry.k8s.io/ingress-nginx/controller:<tag> (the lab\'s nginx, serving the '
+    'Ingresses of its --controller-class)',
+    'ghcr.io/nginx/nginx-gateway-fabric/nginx:<tag> (the lab\'s nginx for one Gateway, '
+    '--gateway=NAMESPACE/NAME)',
 )
 
 #: Repository -> image kind. A new emulated image goes here and in
@@ -31,6 +37,9 @@ IMAGE_REPOSITORIES = {
     'busybox': 'busybox',
     'docker.io/library/busybox': 'busybox',
     'docker.io/busybox': 'busybox',
+    'gcr.io/k8s-staging-gateway-api/echo-basic': 'echo-basic',
+    'registry.k8s.io/ingress-nginx/controller': 'ingress-nginx',
+    'ghcr.io/nginx/nginx-gateway-fabric/nginx': 'nginx-gateway',
 }
 
 #: The agnhost subcommands kubelab emulates.
@@ -53,7 +62,8 @@ def repository(image: str) -> str:
 
 
 def image_kind(image: str) -> str | None:
-    """'agnhost', 'pause' or 'busybox' for a supported image, else None."""
+    """'agnhost', 'pause', 'busybox', 'ingress-nginx' or 'nginx-gateway' for a
+    supported image, else None."""
     if not isinstance(image, str) or not image or image != image.strip():
         return None
     return IMAGE_REPOSITORIES.get(repository(image))

@@ -473,6 +473,21 @@ class Store:
                        'status': {'healthyNodes': sorted(healthy)}})
             self._changed()
 
+    def set_status(self, kind: str, namespace: str, name: str, uid: str, status: dict) -> bool:
+        """A controller's status write (Ingress addresses, Gateway API conditions):
+        ``status`` replaces the object's when the object is still the one the controller
+        read (``uid``) and the status differs. True when it was written."""
+        with self.cond:
+            obj = self.objects.get((kind, namespace or '', name))
+            if obj is None or obj['metadata'].get('uid') != uid \
+                    or obj.get('status') == status:
+                return False
+            obj = copy.deepcopy(obj)
+            obj['status'] = copy.deepcopy(status)
+            self._put(obj)
+            self._changed()
+            return True
+
     def set_node_ready(self, name: str, ready: bool):
         with self.cond:
             node = self.objects[('Node', '', name)]
@@ -550,26 +565,48 @@ class Store:
         self._put(pod)
 
     def _schedule(self) -> bool:
+        """kube-scheduler's filters that matter here (taints, nodeSelector, free host
+        ports), then the least loaded node that fits."""
         nodes = [o for (k, _, _), o in self.objects.items() if k == 'Node']
         load = {n['metadata']['name']: 0 for n in nodes}
+        used = {n['metadata']['name']: set() for n in nodes}   # (hostPort, protocol)
         pending = []
         for pod in self._pods():
             node = pod['spec'].get('nodeName')
             if node:
                 load[node] = load.get(node, 0) + 1
+                used.setdefault(node, set()).update(host_ports(pod))
             else:
                 pending.append(pod)
         changed = False
         for pod in sorted(pending, key=lambda p: p['metadata']['creationTimestamp']):
-            fits = [n['metadata']['name'] for n in nodes
-                    if all(tolerates(pod, t) for t in n['spec'].get('taints') or [])]
+            wanted = host_ports(pod)
+            selector = pod['spec'].get('nodeSelector') or {}
+            reasons = {}
+            fits = []
+            for n in nodes:
+                name = n['metadata']['name']
+                taint = next((t for t in n['spec'].get('taints') or []
+                              if not tolerates(pod, t)), None)
+                if taint:
+                    why = f"had untolerated taint {{{taint['key']}: {taint.get('value', '')}}}"
+                elif any(n['metadata'].get('labels', {}).get(k) != v
+                         for k, v in selector.items()):
+                    why = "didn't match Pod's node affinity/selector"
+                elif wanted & used[name]:
+                    why = "didn't have free ports for the requested pod ports"
+                else:
+                    fits.append(name)
+                    continue
+                reasons[why] = reasons.get(why, 0) + 1
             conds = [c for c in pod['status'].get('conditions') or []
                      if c['type'] != 'PodScheduled']
             if not fits:
                 conds.append({'type': 'PodScheduled', 'status': 'False',
                               'reason': 'Unschedulable',
-                              'message': f'0/{len(nodes)} nodes are available: '
-                                         'untolerated taint'})
+                              'message': f'0/{len(nodes)} nodes are available: ' + ', '.join(
+                                  sorted(f'{count} node(s) {why}'
+                                         for why, count in reasons.items())) + '.'})
                 if conds != pod['status'].get('conditions'):
                     pod['status']['conditions'] = conds
                     self._put(pod)
@@ -577,6 +614,7 @@ class Store:
                 continue
             target = min(fits, key=lambda n: (load[n], n))
             load[target] += 1
+            used[target].update(wanted)
             pod['spec']['nodeName'] = target
             pod['status']['conditions'] = conds + [{'type': 'PodScheduled', 'status': 'True'}]
             self._put(pod)
@@ -622,6 +660,13 @@ class Store:
 
 LB_HEALTH_KIND = 'LoadBalancerHealth'
 NOT_EMULATED = ('livenessProbe', 'startupProbe', 'lifecycle.postStart')
+
+
+def host_ports(pod: dict) -> set:
+    """The (hostPort, protocol) pairs a pod takes on its node."""
+    return {(p['hostPort'], p.get('protocol', 'TCP'))
+            for c in pod['spec'].get('containers') or [] for p in c.get('ports') or []
+            if p.get('hostPort')}
 
 
 def _not_emulated(obj: dict) -> list[str]:

@@ -64,8 +64,9 @@ RESOURCE_FIELDS = ('limits', 'requests')
 IGNORED_RESOURCE_FIELDS = ('claims',)
 STANDARD_RESOURCES = ('cpu', 'memory', 'ephemeral-storage')
 
-CONTAINER_PORT_FIELDS = ('containerPort', 'protocol', 'name')
-UNSUPPORTED_CONTAINER_PORT_FIELDS = ('hostPort', 'hostIP')
+CONTAINER_PORT_FIELDS = ('containerPort', 'protocol', 'name', 'hostPort')
+#: hostIP: kubelab's hostPort DNAT listens on the node's one address.
+UNSUPPORTED_CONTAINER_PORT_FIELDS = ('hostIP',)
 
 PROBE_FIELDS = ('httpGet', 'tcpSocket', 'initialDelaySeconds',
                 'periodSeconds', 'timeoutSeconds', 'successThreshold',
@@ -99,7 +100,7 @@ def validate_pod_spec(chk: Checker, spec: dict, path: str, *,
     chk.known_fields(spec, path, POD_SPEC_FIELDS, IGNORED_POD_SPEC_FIELDS,
                      UNSUPPORTED_POD_SPEC_FIELDS)
     container_names: set[str] = set()
-    port_names: set[str] = set()
+    port_names: set = set()     # names, and ('hostPort', port, protocol) pairs
     grace = chk.integer(spec, 'terminationGracePeriodSeconds', path, minimum=0,
                         default=30, bits=64)
     for cpath, container in chk.items(spec, 'containers', path,
@@ -343,8 +344,14 @@ def _container_port(chk, port, path, port_names, own_ports) -> None:
     chk.known_fields(port, path, CONTAINER_PORT_FIELDS, (),
                      UNSUPPORTED_CONTAINER_PORT_FIELDS)
     chk.port(port, 'containerPort', path, required=True)
-    chk.one_of(port, 'protocol', path, PROTOCOLS, default='TCP',
-               unsupported=UNSUPPORTED_PROTOCOLS)
+    protocol = chk.one_of(port, 'protocol', path, PROTOCOLS, default='TCP',
+                          unsupported=UNSUPPORTED_PROTOCOLS)
+    host_port = chk.port(port, 'hostPort', path)
+    if host_port is not None and protocol is not None:
+        # The API server: a hostPort/protocol pair is unique within a pod.
+        if ('hostPort', host_port, protocol) in port_names:
+            chk.error(join(path, 'hostPort'), f'Duplicate value: "{host_port}/{protocol}"')
+        port_names.add(('hostPort', host_port, protocol))
     name = chk.string(port, 'name', path)
     if name is None:
         return

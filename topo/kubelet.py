@@ -149,8 +149,9 @@ class NodeAgent:
         if c.last_exit is not None:
             c.restarts += 1        # counted when it starts again, as kubelet does
         argv = container_argv(c.spec, sys.executable)
-        env = container_env(c.spec, rt.name, self.busybox_dir)
+        env = container_env(c.spec, rt.name, self.busybox_dir, self._fields(rt))
         env['PYTHONPATH'] = os.pathsep.join(p for p in sys.path if p)
+        env['KUBELAB_L7_DIR'] = os.path.join(self.state_dir, 'l7')   # the proxies' configs
         log = open(os.path.join(rt.log_dir, f'{c.spec["name"]}.log'), 'ab')
         try:
             c.proc = rt.host.popen(argv, stdin=subprocess.DEVNULL, stdout=log,
@@ -164,6 +165,13 @@ class NodeAgent:
         c.probe_ok = c.probe_fail = 0
         probe = c.spec.get('readinessProbe')
         c.next_probe = c.started_mono + (probe or {}).get('initialDelaySeconds', 0)
+
+    def _fields(self, rt: PodRuntime) -> dict:
+        """The downward API's values of a pod (``valueFrom.fieldRef``)."""
+        return {'metadata.name': rt.name, 'metadata.namespace': rt.namespace,
+                'metadata.uid': rt.uid, 'spec.nodeName': self.node.name,
+                'status.podIP': rt.ip, 'status.hostIP': self.node.ip,
+                'spec.serviceAccountName': 'default'}
 
     def _tend(self, rt: PodRuntime):
         """Start what should run, notice what exited, probe what is due."""
@@ -252,7 +260,7 @@ class NodeAgent:
         if 'httpGet' in hook:
             probe = {'httpGet': hook['httpGet'], 'timeoutSeconds': max(1, grace)}
             return self.prober.submit(run_probe, probe, rt.ip, c.spec).done
-        env = container_env(c.spec, rt.name, self.busybox_dir)
+        env = container_env(c.spec, rt.name, self.busybox_dir, self._fields(rt))
         try:
             c.hook_proc = rt.host.popen(hook['exec']['command'], stdin=subprocess.DEVNULL,
                                         stdout=subprocess.DEVNULL,

@@ -25,7 +25,7 @@ def test_default_cluster():
     assert cluster.clients == (ClientSpec('client-1', '203.0.113.10'),
                                ClientSpec('client-2', '203.0.113.11'))
     assert cluster == ClusterConfig(nodes=cluster.nodes,
-                                    clients=cluster.clients)
+                                    clients=cluster.clients, ingress_node='worker-1')
 
 
 @pytest.mark.parametrize('text', ['', '# nothing\n', 'kind: Cluster\n',
@@ -174,3 +174,18 @@ def test_load_cluster_file(tmp_path):
     with pytest.raises(KubelabError) as info:
         load_cluster_file(tmp_path / 'missing.yaml')
     assert 'missing.yaml' in str(info.value)
+
+
+def test_the_ingress_add_on_is_on_by_default_on_the_first_worker():
+    assert load_cluster('addons: {ingressNginx: {enabled: false}}', 'c.yaml').ingress_node \
+        is None
+    assert load_cluster('addons: {ingressNginx: {node: worker-2}}', 'c.yaml').ingress_node \
+        == 'worker-2'
+    assert load_cluster('nodes: [{name: solo}]', 'c.yaml').ingress_node == 'solo'
+    for text, where in (('addons: {ingressNginx: {node: nope}}', 'addons.ingressNginx.node'),
+                        ('addons: {ingressNginx: {enabled: yes please}}',
+                         'addons.ingressNginx.enabled'),
+                        ('addons: {dns: {}}', 'addons.dns')):
+        with pytest.raises(ValidationError) as err:
+            load_cluster(text, 'c.yaml')
+        assert where in str(err.value)

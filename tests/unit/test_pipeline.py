@@ -1444,3 +1444,44 @@ def test_the_health_checks_decide_the_targets_once_they_are_in():
     lab = Lab(state)
     trip = lab.send(lab.packet(EXTERNAL_1, LB_LOCAL_IP, 80))
     assert trip.outcome[:2] == ('drop', 'ServiceLB') and trip.dpids[-1] == wiring.EDGE_DPID
+
+
+# ---------------------------------------------------------------- hostPort
+def host_port_state():
+    objs = objects()
+    [web_2] = [p for p in objs['Pod'] if p['metadata']['name'] == 'web-2']
+    web_2['spec']['containers'][0]['ports'] = [
+        {'containerPort': 8080, 'hostPort': 80, 'protocol': 'TCP'},
+        {'containerPort': 5353, 'hostPort': 53, 'protocol': 'UDP'}]
+    return ClusterState.from_objects(CLUSTER, objs)
+
+
+HOST_PORT = [
+    {'name': 'external client to a hostPort keeps its IP', 'src': EXTERNAL_1,
+     'dst': W1.ip, 'port': 80, 'want': f'{WEB_2}:8080', 'seen': EXTERNAL_1,
+     'path': ['external', 'underlay', 'worker-1']},
+    {'name': 'external client to a UDP hostPort', 'src': EXTERNAL_2, 'dst': W1.ip,
+     'port': 53, 'proto': 'udp', 'want': f'{WEB_2}:5353', 'seen': EXTERNAL_2,
+     'path': ['external', 'underlay', 'worker-1']},
+    {'name': 'pod on another node to a hostPort', 'src': CLIENT, 'dst': W1.ip, 'port': 80,
+     'want': f'{WEB_2}:8080', 'seen': CLIENT, 'path': ['control-plane', 'underlay',
+                                                        'worker-1']},
+    {'name': 'pod on the same node to a hostPort', 'src': IDLE_1, 'dst': W1.ip, 'port': 80,
+     'want': f'{WEB_2}:8080', 'seen': IDLE_1, 'path': ['worker-1']},
+    {'name': 'a hostPort is only on the node of its pod', 'src': EXTERNAL_1, 'dst': W2.ip,
+     'port': 80, 'want': f'{W2.ip}:80', 'seen': EXTERNAL_1,
+     'path': ['external', 'underlay', 'worker-2']},
+]
+
+
+@pytest.mark.parametrize('case', HOST_PORT, ids=[c['name'] for c in HOST_PORT])
+def test_a_host_port_dnats_to_its_pod_and_the_reply_comes_back(case):
+    hp_lab = Lab(host_port_state())
+    _, trip = send(hp_lab, case)
+    assert trip.dpids == switches(case['path'])
+    got = trip.outcome[2]
+    host = receiver(hp_lab, trip)
+    assert f'{host}:{l4(got)[1]}' == f'{got["ipv4_dst"]}:{l4(got)[1]}' == case['want']
+    assert got['ipv4_src'] == case['seen']
+    if host != case['dst']:
+        assert check_reply(Lab(host_port_state()), case) == WEB_2

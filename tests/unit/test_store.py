@@ -407,7 +407,40 @@ def test_a_pod_no_node_accepts_is_unschedulable():
     [cond] = got['status']['conditions']
     assert (cond['type'], cond['status'], cond['reason']) == ('PodScheduled', 'False',
                                                               'Unschedulable')
-    assert cond['message'] == '0/1 nodes are available: untolerated taint'
+    assert cond['message'] == ('0/1 nodes are available: 1 node(s) had untolerated taint '
+                               '{node-role.kubernetes.io/control-plane: }.')
+
+
+def host_port_pod(name, port=80, **spec):
+    p = pod(name, **spec)
+    p['spec']['containers'][0]['ports'] = [{'containerPort': 8080, 'hostPort': port}]
+    return p
+
+
+def test_pods_with_one_host_port_go_to_different_nodes_and_the_third_waits(store):
+    store.apply([host_port_pod('a'), host_port_pod('b'), host_port_pod('c'),
+                 host_port_pod('d', port=81)])
+    nodes = {n: store.get('Pod', 'default', n)['spec'].get('nodeName') for n in 'abcd'}
+    assert {nodes['a'], nodes['b']} == {'worker-1', 'worker-2'}
+    assert nodes['c'] is None and nodes['d'] is not None
+    [cond] = store.get('Pod', 'default', 'c')['status']['conditions']
+    assert cond['message'] == (
+        '0/3 nodes are available: 1 node(s) had untolerated taint '
+        "{node-role.kubernetes.io/control-plane: }, 2 node(s) didn't have free ports for "
+        'the requested pod ports.')
+    uid = store.get('Pod', 'default', 'a')['metadata']['uid']
+    store.delete('Pod', 'default', 'a')
+    store.pod_gone('default', 'a', uid)          # the kubelet saw it stop
+    store.tick()
+    assert store.get('Pod', 'default', 'c')['spec'].get('nodeName') == nodes['a']
+
+
+def test_node_selector_picks_the_labelled_node(store):
+    store.apply([pod('sel', nodeSelector={'kubernetes.io/hostname': 'worker-2'}),
+                 pod('none', nodeSelector={'disk': 'ssd'})])
+    assert store.get('Pod', 'default', 'sel')['spec']['nodeName'] == 'worker-2'
+    [cond] = store.get('Pod', 'default', 'none')['status']['conditions']
+    assert "2 node(s) didn't match Pod's node affinity/selector" in cond['message']
 
 
 # ---------------------------------------------------------------- EndpointSlices

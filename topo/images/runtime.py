@@ -14,6 +14,13 @@ image       ENTRYPOINT     CMD       runs here as
 agnhost     ``/agnhost``   ``pause`` ``python -m topo.images.agnhost ARGS``
 pause       ``/pause``     (none)    ``python -m topo.images.agnhost pause``
 busybox     (none)         ``sh``    the command itself, busybox applets first
+echo-basic  ``/echo-       (none)    ``python -m topo.images.echo_basic``
+            basic``
+ingress-    ``/nginx-      (none)    ``python -m topo.images.nginx_proxy ARGS``
+nginx       ingress-
+            controller``
+nginx-      ``/nginx-      (none)    ``python -m topo.images.nginx_proxy ARGS``
+gateway     gateway``
 =========== ============== ========= ==========================================
 
 A command that is not an emulated binary (``sh -c ...`` in any image) runs
@@ -28,6 +35,11 @@ from services.images import AGNHOST_BINARIES, image_kind, unknown_image_message
 
 AGNHOST_MODULE = 'topo.images.agnhost'
 PAUSE_BINARY = '/pause'
+NGINX_MODULE = 'topo.images.nginx_proxy'
+ECHO_BASIC_MODULE = 'topo.images.echo_basic'
+ECHO_BASIC_BINARY = '/echo-basic'
+#: The entrypoints of the images that run the lab's nginx.
+NGINX_BINARIES = ('/nginx-ingress-controller', '/nginx-gateway')
 
 #: PATH of the real images (and of most container images).
 IMAGE_PATH = '/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin'
@@ -37,6 +49,9 @@ IMAGE_CONFIG = {
     'agnhost': (['/agnhost'], ['pause']),
     'pause': ([PAUSE_BINARY], []),
     'busybox': ([], ['sh']),
+    'echo-basic': ([ECHO_BASIC_BINARY], []),
+    'ingress-nginx': (['/nginx-ingress-controller'], []),
+    'nginx-gateway': (['/nginx-gateway'], []),
 }
 
 _REFERENCE = re.compile(r'\$\$|\$\(([^()$]*)\)')
@@ -46,16 +61,24 @@ def _name(container):
     return container.get('name') or '<unnamed>'
 
 
-def _spec_env(container):
+def _spec_env(container, fields=None):
     """The container's ``env`` list as a dict, each value expanded in order.
 
-    ``valueFrom`` (downward API, secrets, config maps) is not emulated: such
-    a variable is left out, so a ``$(NAME)`` reference to it stays literal.
+    ``valueFrom.fieldRef`` (the downward API) takes its value from ``fields``
+    (``metadata.name``, ``status.podIP``...: what the kubelet knows of the pod); other
+    ``valueFrom`` sources (secrets, config maps) are not emulated: such a variable is
+    left out, so a ``$(NAME)`` reference to it stays literal.
     """
     env = {}
+    fields = fields or {}
     for var in container.get('env') or []:
-        if 'name' in var and 'valueFrom' not in var:
+        if 'name' not in var:
+            continue
+        ref = (var.get('valueFrom') or {}).get('fieldRef') or {}
+        if 'valueFrom' not in var:
             env[var['name']] = expand(str(var.get('value', '')), env)
+        elif ref.get('fieldPath') in fields:
+            env[var['name']] = fields[ref['fieldPath']]
     return env
 
 
@@ -96,6 +119,10 @@ def _emulated(words, python):
         return [python, '-m', AGNHOST_MODULE] + words[1:]
     if words[0] == PAUSE_BINARY:
         return [python, '-m', AGNHOST_MODULE, 'pause']
+    if words[0] == ECHO_BASIC_BINARY:
+        return [python, '-m', ECHO_BASIC_MODULE] + words[1:]
+    if words[0] in NGINX_BINARIES:
+        return [python, '-m', NGINX_MODULE, words[0]] + words[1:]
     return None
 
 
@@ -110,7 +137,7 @@ def container_argv(container: dict, python: str) -> list[str]:
 
 
 def container_env(container: dict, pod_name: str,
-                  busybox_dir: str) -> dict[str, str]:
+                  busybox_dir: str, fields: dict | None = None) -> dict[str, str]:
     """The environment of ``container``'s process in pod ``pod_name``.
 
     PATH starts with ``busybox_dir`` (the lab's busybox applet links),
@@ -121,5 +148,5 @@ def container_env(container: dict, pod_name: str,
     env = {'PATH': f'{busybox_dir}:{IMAGE_PATH}', 'HOSTNAME': pod_name}
     if _emulated(_words(container), 'python') is not None:
         env['PYTHONUNBUFFERED'] = '1'
-    env.update(_spec_env(container))
+    env.update(_spec_env(container, fields))
     return env
