@@ -36,12 +36,13 @@ LOG = logging.getLogger('kubelab.api')
 
 class APIServer:
     def __init__(self, store, token: str, lab_info, on_shutdown, host='127.0.0.1', port=0,
-                 on_node_network=None):
+                 on_node_network=None, proxies=None):
         self.store = store
         self.token = token
         self.lab_info = lab_info          # callable -> dict
         self.on_shutdown = on_shutdown
         self.on_node_network = on_node_network    # callable(name, up) -> message
+        self.proxies = proxies    # callable -> {'version': rv, 'pending': [...]} (nginx)
         self.dataplane = {'version': 0, 'switches': []}
         self.dp_cond = threading.Condition()
         handler = type('Handler', (_Handler,), {'api': self})
@@ -145,7 +146,8 @@ class _Handler(BaseHTTPRequestHandler):
                 return 200, store.get(kind, ns, name)
             return 200, {'items': store.list(kind, ns), 'resourceVersion': str(store.rv)}
         if path == '/lab/v1/dataplane':
-            return 200, dict(self.api.dataplane, storeVersion=store.rv)
+            proxies = self.api.proxies() if self.api.proxies else None
+            return 200, dict(self.api.dataplane, storeVersion=store.rv, proxies=proxies)
         if path == '/lab/v1/lab':
             return 200, self.api.lab_info()
         return 404, {'error': f'no route {path}'}

@@ -33,9 +33,11 @@ from services import manifests
 from services.errors import ApplyError, KubelabError, NotFound, ValidationError
 
 STORE_KIND = {'pods': 'Pod', 'deployments': 'Deployment', 'services': 'Service',
-              'endpointslices': 'EndpointSlice', 'nodes': 'Node', 'namespaces': 'Namespace'}
-DELETE_KINDS = {'pods': 'Pod', 'deployments': 'Deployment', 'services': 'Service',
-                'endpointslices': 'EndpointSlice', 'namespaces': 'Namespace'}
+              'endpointslices': 'EndpointSlice', 'nodes': 'Node', 'namespaces': 'Namespace',
+              'secrets': 'Secret', 'ingresses': 'Ingress', 'ingressclasses': 'IngressClass',
+              'gatewayclasses': 'GatewayClass', 'gateways': 'Gateway',
+              'httproutes': 'HTTPRoute'}
+DELETE_KINDS = {word: kind for word, kind in STORE_KIND.items() if kind != 'Node'}
 
 
 def read_paths(paths: list[str]) -> list[dict]:
@@ -213,7 +215,8 @@ def cmd_delete(args) -> int:
         if kind is None:
             raise KubelabError(f'cannot delete {word}; valid: '
                                + ', '.join(sorted(DELETE_KINDS)))
-        targets.append((kind, None if kind == 'Namespace' else args.namespace, args.name))
+        targets.append((kind, args.namespace if manifests.namespaced(kind) else None,
+                        args.name))
     code = 0
     for kind, ns, name in targets:
         try:

@@ -98,16 +98,21 @@ class Client:
 
     # ------------------------------------------------------------ waiting
     def wait_dataplane(self, timeout: float = 10) -> float:
-        """Wait until every switch carries the store's current version; seconds taken."""
+        """Wait until every switch carries the store's current version, and every ready
+        Ingress/Gateway proxy runs the configuration of that version; seconds taken."""
         start = time.monotonic()
         while True:
             dp = self.dataplane()
             switches = len(self.lab()['nodes']) + 3     # + underlay, edge, external
-            if dp['version'] >= dp['storeVersion'] and len(dp['switches']) >= switches:
+            proxies = dp.get('proxies') or {'version': dp['storeVersion'], 'pending': []}
+            if dp['version'] >= dp['storeVersion'] and len(dp['switches']) >= switches \
+                    and proxies['version'] >= dp['storeVersion'] and not proxies['pending']:
                 return time.monotonic() - start
             if time.monotonic() - start > timeout:
-                raise KubelabError(f'the dataplane is at version {dp["version"]}, the store '
-                                   f'at {dp["storeVersion"]}, after {timeout} s')
+                raise KubelabError(
+                    f'the dataplane is at version {dp["version"]}, the proxies at '
+                    f'{proxies["version"]} ({"; ".join(proxies["pending"]) or "loaded"}), '
+                    f'the store at {dp["storeVersion"]}, after {timeout} s')
             time.sleep(0.02)
 
     def wait_for(self, predicate, what: str, timeout: float = 30, interval: float = 0.1):

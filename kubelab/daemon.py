@@ -131,7 +131,7 @@ class Lab:
 
         self.store = Store(self.cluster)
         self.api = APIServer(self.store, token, self.lab_info, self.done.set,
-                             on_node_network=self.node_network)
+                             on_node_network=self.node_network, proxies=self.proxies)
         self.api.start()
         api_url = f'http://127.0.0.1:{self.api.port}'
 
@@ -208,6 +208,9 @@ class Lab:
         shutil.rmtree(l7_dir, ignore_errors=True)       # a crashed run's configurations
         self.l7 = L7Controller(self.store, l7_dir, ingress=bool(self.cluster.ingress_node))
         threading.Thread(target=self._sync_l7, name='l7', daemon=True).start()
+
+    def proxies(self) -> dict | None:
+        return self.l7.proxies() if self.l7 is not None else None
 
     def _sync_l7(self):
         version = 0

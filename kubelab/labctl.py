@@ -152,6 +152,32 @@ class LabControl:
              timeout: float = 2) -> list[dict]:
         return self.probe(target, 'http', host, port, path, count=count, timeout=timeout)
 
+    def request(self, target: str, host: str, port: int, path: str = '/', *,
+                count: int = 1, host_header: str | None = None, method: str = 'GET',
+                headers: dict | None = None, tls: bool = False, sni: str | None = None,
+                cacert: str | None = None, timeout: float = 3) -> list[dict]:
+        """HTTP(S) requests from ``target`` (netprobe's ``request`` mode), each on a new
+        connection: their status, body, Location and (HTTPS) certificate subject."""
+        extra = ['--method', method]
+        if host_header:
+            extra += ['--host-header', host_header]
+        for name, value in (headers or {}).items():
+            extra += ['--header', f'{name}: {value}']
+        if tls:
+            extra.append('--tls')
+        if sni:
+            extra += ['--sni', sni]
+        if cacert:
+            extra += ['--cacert', cacert]
+        argv = [self.python, '-m', 'kubelab.netprobe', 'request', host, str(port), path,
+                '--count', str(count), '--timeout', str(timeout), *extra]
+        env_path = os.pathsep.join(p for p in sys.path if p)
+        proc = self.run_in(target, ['env', f'PYTHONPATH={env_path}', *argv],
+                           timeout=count * timeout + 30)
+        if proc.returncode != 0:
+            raise RuntimeError(f'netprobe request in {target} failed: {proc.stderr}')
+        return json.loads(proc.stdout)
+
 
 class Background:
     """A netprobe running in a lab host until ``stop()``."""

@@ -17,6 +17,11 @@ kubelab.netprobe ...`` semantics (see ``kubelab.labctl.LabControl.probe``).
                                                   one connection, a request every I s
   udpstream HOST PORT [--interval I] [--seconds S] [--until FILE] [--sport P]
                                                   datagrams from one source port
+  request HOST PORT PATH [--count N] [--method M] [--host-header H] [--header 'K: V']
+          [--tls [--sni NAME] [--cacert FILE]]   HTTP(S) as a browser would send it (one
+                                                  connection per request): status, body,
+                                                  the Location header, the certificate's
+                                                  subject
 """
 
 from __future__ import annotations
@@ -57,6 +62,61 @@ def http_get(host: str, port: int, path: str, timeout: float) -> dict:
     status = int(head.split(b' ', 2)[1]) if head.startswith(b'HTTP/') else 0
     return {'ok': 200 <= status < 300, 'status': status, 'body': body.decode(errors='replace'),
             'ms': _ms(start)}
+
+
+def request(host: str, port: int, path: str, timeout: float, method: str = 'GET',
+            host_header: str | None = None, headers: list[str] = (), tls: bool = False,
+            sni: str | None = None, cacert: str | None = None) -> dict:
+    """One HTTP or HTTPS request on a new connection (HTTPS: verified against
+    ``cacert`` for the name ``sni`` when given, else unverified)."""
+    import http.client
+    import ssl
+    start = time.monotonic()
+    try:
+        if tls:
+            ctx = ssl.create_default_context(cafile=cacert) if cacert else \
+                ssl._create_unverified_context()
+            if not cacert:
+                ctx.check_hostname = False
+            conn = http.client.HTTPSConnection(host, port, timeout=timeout, context=ctx)
+            if sni:                        # connect to the address, name the host
+                raw = socket.create_connection((host, port), timeout=timeout)
+                conn.sock = ctx.wrap_socket(raw, server_hostname=sni)
+        else:
+            conn = http.client.HTTPConnection(host, port, timeout=timeout)
+        conn.putrequest(method, path, skip_host=True)
+        conn.putheader('Host', host_header or sni or host)
+        for header in headers:
+            name, _, value = header.partition(':')
+            conn.putheader(name.strip(), value.strip())
+        conn.putheader('Connection', 'close')
+        conn.endheaders()
+        subject = _subject(conn.sock) if tls else None
+        reply = conn.getresponse()
+        body = reply.read().decode(errors='replace')
+        conn.close()
+    except ssl.SSLError as exc:
+        return {'ok': False, 'error': f'tls: {exc.reason or exc}', 'ms': _ms(start)}
+    except OSError as exc:
+        return {'ok': False, 'error': _error(exc), 'ms': _ms(start)}
+    except http.client.HTTPException as exc:
+        return {'ok': False, 'error': f'http: {exc!r}', 'ms': _ms(start)}
+    return {'ok': 200 <= reply.status < 300, 'status': reply.status, 'body': body,
+            'location': reply.getheader('Location'), 'subject': subject, 'ms': _ms(start)}
+
+
+def _subject(sock) -> str | None:
+    """The common name of the server's certificate (verified or not)."""
+    import ssl
+    import tempfile
+    der = sock.getpeercert(binary_form=True)
+    if not der:
+        return None
+    with tempfile.NamedTemporaryFile('w', suffix='.pem') as f:
+        f.write(ssl.DER_cert_to_PEM_cert(der))
+        f.flush()
+        cert = ssl._ssl._test_decode_cert(f.name)     # the stdlib's own PEM decoder
+    return dict(x[0] for x in cert.get('subject', ())).get('commonName')
 
 
 def tcp_connect(host: str, port: int, timeout: float) -> dict:
@@ -178,7 +238,7 @@ def _ms(start: float) -> float:
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog='netprobe')
     p.add_argument('mode', choices=['http', 'tcp', 'udp', 'rate', 'stream', 'keepalive',
-                                    'udpstream'])
+                                    'udpstream', 'request'])
     p.add_argument('host')
     p.add_argument('port', type=int)
     p.add_argument('extra', nargs='?', default='/')
@@ -189,6 +249,12 @@ def main(argv=None) -> int:
     p.add_argument('--interval', type=float, default=0.02)
     p.add_argument('--until', help='stream modes: stop once this file exists')
     p.add_argument('--sport', type=int, default=0, help='udpstream: the source port')
+    p.add_argument('--method', default='GET', help='request: the HTTP method')
+    p.add_argument('--host-header', help='request: the Host header (default: the host)')
+    p.add_argument('--header', action='append', default=[], help="request: 'Name: value'")
+    p.add_argument('--tls', action='store_true', help='request: HTTPS')
+    p.add_argument('--sni', help='request: the TLS server name (and Host)')
+    p.add_argument('--cacert', help='request: verify the server against this CA')
     a = p.parse_args(argv)
     if a.mode == 'stream':
         out = _steady(lambda: http_get(a.host, a.port, a.extra, a.timeout), a.interval,
@@ -201,6 +267,9 @@ def main(argv=None) -> int:
         out = connection_rate(a.host, a.port, a.count, a.seconds, a.timeout, a.reset)
     elif a.mode == 'tcp':
         out = [tcp_connect(a.host, a.port, a.timeout) for _ in range(a.count)]
+    elif a.mode == 'request':
+        out = [request(a.host, a.port, a.extra, a.timeout, a.method, a.host_header,
+                       a.header, a.tls, a.sni, a.cacert) for _ in range(a.count)]
     elif a.mode == 'udp':
         out = [udp_request(a.host, a.port, a.extra, a.timeout) for _ in range(a.count)]
     else:

@@ -4,8 +4,11 @@ Pure functions over plain dicts in Kubernetes shape (what the lab's API
 returns); the time is passed in so output is reproducible. ``render`` is the
 entry point: a table (``-o wide`` adds columns), ``json``, ``yaml`` or
 ``name``. Columns and cell rules follow kubectl's printers (STATUS of a pod,
-EXTERNAL-IP of a Service, ``+ N more...`` of an EndpointSlice, ...) so what a
-learner reads here reads the same on a real cluster. ``hosts`` is the lab's
+EXTERNAL-IP of a Service, ``+ N more...`` of an EndpointSlice, HOSTS and
+PORTS of an Ingress, ...) so what a learner reads here reads the same on a
+real cluster. The Gateway API kinds print the columns their CRDs declare
+(``additionalPrinterColumns``), as kubectl prints a custom resource. A Secret's
+table shows its type and how many keys it holds, never their values. ``hosts`` is the lab's
 own kind: the external client hosts of the cluster file. ``rollout_status`` is
 the line ``kubectl rollout status`` prints for a Deployment.
 
@@ -27,16 +30,28 @@ KIND_ALIASES = {
     'nodes': ('no', 'node', 'nodes'),
     'hosts': ('host', 'hosts'),
     'namespaces': ('ns', 'namespace', 'namespaces'),
+    'secrets': ('secret', 'secrets'),
+    'ingresses': ('ing', 'ingress', 'ingresses'),
+    'ingressclasses': ('ingressclass', 'ingressclasses'),
+    'gatewayclasses': ('gc', 'gatewayclass', 'gatewayclasses'),
+    'gateways': ('gtw', 'gateway', 'gateways'),
+    'httproutes': ('httproute', 'httproutes'),
 }
 
 #: Canonical kind -> prefix of ``-o name`` (kubectl adds the API group).
 NAME_PREFIX = {
     'pods': 'pod', 'deployments': 'deployment.apps', 'services': 'service',
     'endpointslices': 'endpointslice.discovery.k8s.io', 'nodes': 'node',
-    'hosts': 'host', 'namespaces': 'namespace',
+    'hosts': 'host', 'namespaces': 'namespace', 'secrets': 'secret',
+    'ingresses': 'ingress.networking.k8s.io',
+    'ingressclasses': 'ingressclass.networking.k8s.io',
+    'gatewayclasses': 'gatewayclass.gateway.networking.k8s.io',
+    'gateways': 'gateway.gateway.networking.k8s.io',
+    'httproutes': 'httproute.gateway.networking.k8s.io',
 }
 
-CLUSTER_SCOPED = ('nodes', 'hosts', 'namespaces')
+CLUSTER_SCOPED = ('nodes', 'hosts', 'namespaces', 'ingressclasses',
+                  'gatewayclasses')
 OUTPUTS = (None, 'wide', 'json', 'yaml', 'name')
 
 # tabwriter settings of kubectl: minimum cell width 6, padding 3.
@@ -366,6 +381,119 @@ def namespace_row(ns: dict, now: datetime, wide: bool) -> list[str]:
             age(_meta(ns).get('creationTimestamp'), now)]
 
 
+def secret_row(secret: dict, now: datetime, wide: bool) -> list[str]:
+    """NAME TYPE DATA AGE: how many keys, never what they hold."""
+    meta = _meta(secret)
+    return [meta.get('name', ''), secret.get('type') or '',
+            str(len(secret.get('data') or {})),
+            age(meta.get('creationTimestamp'), now)]
+
+
+#: kubectl cuts an Ingress's ADDRESS to this width (unless -o wide).
+LOAD_BALANCER_WIDTH = 16
+
+
+def ingress_hosts(rules: list[dict]) -> str:
+    """HOSTS: the first three rule hosts, ``+ N more...`` when there are
+    more rules (kubectl counts every further rule, host or not), ``*``
+    when no rule names a host."""
+    hosts, more = [], False
+    for rule in rules:
+        if len(hosts) == 3:
+            more = True
+        if not more and rule.get('host'):
+            hosts.append(rule['host'])
+    if not hosts:
+        return '*'
+    text = ','.join(hosts)
+    return f'{text} + {len(rules) - 3} more...' if more else text
+
+
+def ingress_address(status: dict, wide: bool) -> str:
+    """ADDRESS: the load balancer's IPs (or hostnames), sorted and
+    comma-joined; cut to 16 characters unless wide; empty when none."""
+    found = set()
+    for entry in (status.get('loadBalancer') or {}).get('ingress') or []:
+        address = entry.get('ip') or entry.get('hostname')
+        if address:
+            found.add(address)
+    text = ','.join(sorted(found))
+    if not wide and len(text) > LOAD_BALANCER_WIDTH:
+        text = text[:LOAD_BALANCER_WIDTH - 3] + '...'
+    return text
+
+
+def ingress_row(ing: dict, now: datetime, wide: bool) -> list[str]:
+    """NAME CLASS HOSTS ADDRESS PORTS AGE (no wide columns)."""
+    meta, spec = _meta(ing), _spec(ing)
+    class_name = spec.get('ingressClassName')
+    return [meta.get('name', ''),
+            '<none>' if class_name is None else class_name,
+            ingress_hosts(spec.get('rules') or []),
+            ingress_address(_status(ing), wide),
+            '80, 443' if spec.get('tls') else '80',
+            age(meta.get('creationTimestamp'), now)]
+
+
+def ingressclass_row(cls: dict, now: datetime, wide: bool) -> list[str]:
+    """NAME CONTROLLER PARAMETERS AGE; PARAMETERS is
+    ``Kind[.apiGroup]/name``."""
+    meta, spec = _meta(cls), _spec(cls)
+    params = spec.get('parameters')
+    text = '<none>'
+    if params:
+        text = params.get('kind', '')
+        if params.get('apiGroup') is not None:
+            text += '.' + params['apiGroup']
+        text += '/' + params.get('name', '')
+    return [meta.get('name', ''), spec.get('controller', ''), text,
+            age(meta.get('creationTimestamp'), now)]
+
+
+def condition_status(obj: dict, condition: str) -> str:
+    """The status of a condition, ``Unknown`` when there is none (the
+    Gateway API CRDs default their conditions to Unknown)."""
+    for entry in _status(obj).get('conditions') or []:
+        if entry.get('type') == condition:
+            return entry.get('status') or 'Unknown'
+    return 'Unknown'
+
+
+def gatewayclass_row(gc: dict, now: datetime, wide: bool) -> list[str]:
+    """NAME CONTROLLER ACCEPTED AGE [DESCRIPTION]."""
+    meta, spec = _meta(gc), _spec(gc)
+    cells = [meta.get('name', ''), spec.get('controllerName') or '',
+             condition_status(gc, 'Accepted'),
+             age(meta.get('creationTimestamp'), now)]
+    if wide:
+        cells.append(spec.get('description') or '')
+    return cells
+
+
+def gateway_row(gw: dict, now: datetime, wide: bool) -> list[str]:
+    """NAME CLASS ADDRESS PROGRAMMED AGE; ADDRESS is the first of
+    ``status.addresses`` (kubectl shows the first match of the CRD's
+    JSONPath)."""
+    meta, spec = _meta(gw), _spec(gw)
+    addresses = [a.get('value') for a in _status(gw).get('addresses') or []
+                 if a.get('value')]
+    return [meta.get('name', ''), spec.get('gatewayClassName') or '',
+            addresses[0] if addresses else '',
+            condition_status(gw, 'Programmed'),
+            age(meta.get('creationTimestamp'), now)]
+
+
+def httproute_row(route: dict, now: datetime, wide: bool) -> list[str]:
+    """NAME HOSTNAMES AGE; HOSTNAMES is the list as JSON
+    (``["foo.com","bar.com"]``), as kubectl prints a list-valued column,
+    empty without hostnames."""
+    meta, spec = _meta(route), _spec(route)
+    hostnames = spec.get('hostnames')
+    text = json.dumps(hostnames, separators=(',', ':')) \
+        if isinstance(hostnames, list) else ''
+    return [meta.get('name', ''), text, age(meta.get('creationTimestamp'), now)]
+
+
 def rollout_status(deploy: dict) -> tuple[str, bool]:
     """``kubectl rollout status``'s line for a Deployment, and whether its
     rollout is done: every replica updated, no old one left (terminating pods
@@ -406,6 +534,16 @@ ROWS = {
                'CONTAINER-RUNTIME'], node_row),
     'hosts': (['NAME', 'IP'], [], host_row),
     'namespaces': (['NAME', 'STATUS', 'AGE'], [], namespace_row),
+    'secrets': (['NAME', 'TYPE', 'DATA', 'AGE'], [], secret_row),
+    'ingresses': (['NAME', 'CLASS', 'HOSTS', 'ADDRESS', 'PORTS', 'AGE'], [],
+                  ingress_row),
+    'ingressclasses': (['NAME', 'CONTROLLER', 'PARAMETERS', 'AGE'], [],
+                       ingressclass_row),
+    'gatewayclasses': (['NAME', 'CONTROLLER', 'ACCEPTED', 'AGE'],
+                       ['DESCRIPTION'], gatewayclass_row),
+    'gateways': (['NAME', 'CLASS', 'ADDRESS', 'PROGRAMMED', 'AGE'], [],
+                 gateway_row),
+    'httproutes': (['NAME', 'HOSTNAMES', 'AGE'], [], httproute_row),
 }
 
 

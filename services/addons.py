@@ -105,8 +105,7 @@ def gateway_class_object() -> dict:
     return {'apiVersion': 'gateway.networking.k8s.io/v1', 'kind': 'GatewayClass',
             'metadata': {'name': GATEWAY_CLASS},
             'spec': {'controllerName': GATEWAY_CONTROLLER,
-                     'description': "kubelab's Gateway API implementation: one nginx "
-                                    'per Gateway behind a LoadBalancer Service'}}
+                     'description': 'kubelab: one nginx per Gateway behind a LoadBalancer'}}
 
 
 def gateway_objects(gateway: dict) -> list[dict]:

@@ -20,10 +20,12 @@ On every change of the store, ``L7Controller.sync``:
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 import shutil
 import subprocess
+import threading
 
 from services import addons
 from services.errors import KubelabError
@@ -87,25 +89,56 @@ class L7Controller:
         self.l7_dir = l7_dir
         self.ingress = ingress
         self.default_cert = fake_certificate(os.path.join(l7_dir, 'default-certificate'))
+        self.lock = threading.Lock()
+        self.synced = 0            # the store version the files were last rendered from
+        self.wanted: dict[str, str] = {}     # config directory -> sha256 of its nginx.conf
 
     def objects(self) -> dict[str, list[dict]]:
         return {kind: self.store.list(kind) for kind in KINDS}
 
     def sync(self) -> None:
+        version = self.store.rv
         self.gateway_data_planes(self.objects())
-        objects = self.objects()
-        self.statuses(objects)
-        self.configs(self.objects())
+        self.statuses(self.objects())
+        wanted = self.configs(self.objects())
+        with self.lock:
+            self.wanted = wanted
+            self.synced = version
+
+    def write(self, directory: str, config, wanted: dict) -> None:
+        write_config(directory, config)
+        wanted[directory] = hashlib.sha256(config.text.encode()).hexdigest()
+
+    def proxies(self) -> dict:
+        """How far the proxies are: the store version of the rendered files, and which
+        ready proxy pods do not run them yet (``kubelab wait`` waits for none)."""
+        with self.lock:
+            wanted, version = dict(self.wanted), self.synced
+        ready = {p['metadata']['name'] for p in self.store.list('Pod')
+                 if any(c.get('type') == 'Ready' and c.get('status') == 'True'
+                        for c in (p.get('status') or {}).get('conditions') or ())}
+        pending = []
+        for directory, digest in sorted(wanted.items()):
+            pods = os.path.join(directory, 'pods')
+            for pod in sorted(os.listdir(pods)) if os.path.isdir(pods) else ():
+                if pod not in ready:
+                    continue
+                try:
+                    with open(os.path.join(pods, pod, 'loaded')) as f:
+                        loaded = f.read()
+                except OSError:
+                    loaded = None
+                if loaded != digest:
+                    pending.append(f'pod {pod} has not loaded '
+                                   f'{os.path.relpath(directory, self.l7_dir)} yet')
+        return {'version': version, 'pending': pending}
 
     # ------------------------------------------------------------ Gateways' pods
-    def ours(self, objects, gateway) -> bool:
-        return any(c['metadata']['name'] == gateway['spec'].get('gatewayClassName')
-                   and c['spec'].get('controllerName') == addons.GATEWAY_CONTROLLER
-                   for c in objects['GatewayClass'])
-
     def gateway_data_planes(self, objects) -> None:
+        from services import l7routes
         gateways = {(g['metadata']['namespace'], g['metadata']['name']): g
-                    for g in objects['Gateway'] if self.ours(objects, g)}
+                    for g in objects['Gateway']
+                    if l7routes.gateway_class_is_ours(objects, g, addons.GATEWAY_CONTROLLER)}
         for gateway in gateways.values():
             try:
                 self.store.apply(addons.gateway_objects(gateway))
@@ -129,11 +162,75 @@ class L7Controller:
 
     # ------------------------------------------------------------ statuses
     def statuses(self, objects) -> None:
-        raise NotImplementedError   # filled in with services.l7routes' status functions
+        from services import l7routes
+        served = {(i['metadata']['namespace'], i['metadata']['name'])
+                  for i in l7routes.served_ingresses(objects, addons.INGRESS_CONTROLLER)} \
+            if self.ingress else set()
+        # An Ingress's load balancer status has ip/hostname (no ipMode, unlike a Service's).
+        published = [{k: v for k, v in entry.items() if k in ('ip', 'hostname')}
+                     for entry in self.lb_ingress(objects, addons.INGRESS_NAMESPACE,
+                                                  addons.INGRESS_NAME)]
+        for ing in objects['Ingress']:
+            meta = ing['metadata']
+            status = dict(ing.get('status') or {})
+            lb = {'ingress': published} if (meta['namespace'], meta['name']) in served \
+                and published else {}
+            status['loadBalancer'] = lb
+            self.put('Ingress', ing, status)
+        for cls in objects['GatewayClass']:
+            status = l7routes.gatewayclass_status(cls, controller=addons.GATEWAY_CONTROLLER)
+            if status is not None:
+                self.put('GatewayClass', cls, status)
+        for gw in objects['Gateway']:
+            meta = gw['metadata']
+            address = self.lb_ingress(objects, meta['namespace'], f'{meta["name"]}-nginx')
+            status = l7routes.gateway_status(
+                objects, gw, controller=addons.GATEWAY_CONTROLLER,
+                address=address[0].get('ip') if address else None)
+            if status is not None:
+                self.put('Gateway', gw, status)
+        routes = {(r['metadata']['namespace'], r['metadata']['name']): r
+                  for r in objects['HTTPRoute']}
+        for key, status in l7routes.httproute_statuses(
+                objects, controller=addons.GATEWAY_CONTROLLER).items():
+            if key in routes:
+                self.put('HTTPRoute', routes[key], status)
+
+    @staticmethod
+    def lb_ingress(objects, namespace: str, name: str) -> list:
+        for svc in objects['Service']:
+            if (svc['metadata']['namespace'], svc['metadata']['name']) == (namespace, name):
+                return ((svc.get('status') or {}).get('loadBalancer') or {}).get(
+                    'ingress') or []
+        return []
+
+    def put(self, kind: str, obj: dict, status: dict) -> None:
+        meta = obj['metadata']
+        self.store.set_status(kind, meta.get('namespace', ''), meta['name'], meta['uid'],
+                              status)
 
     # ------------------------------------------------------------ configurations
-    def configs(self, objects) -> None:
-        raise NotImplementedError   # filled in with services.nginx_conf's renderers
+    def configs(self, objects) -> dict[str, str]:
+        """Render and write every proxy's configuration; config directory -> digest."""
+        from services import l7routes, nginx_conf
+        wanted: dict[str, str] = {}
+        if self.ingress:
+            directory = addons.config_dir(self.l7_dir,
+                                          controller_class=addons.INGRESS_CONTROLLER)
+            self.write(directory, nginx_conf.ingress_config(
+                objects, controller=addons.INGRESS_CONTROLLER, files_dir=directory,
+                default_cert=self.default_cert), wanted)
+        for gw in objects['Gateway']:
+            if not l7routes.gateway_class_is_ours(objects, gw, addons.GATEWAY_CONTROLLER):
+                continue
+            meta = gw['metadata']
+            directory = addons.config_dir(self.l7_dir,
+                                          gateway=(meta['namespace'], meta['name']))
+            self.write(directory, nginx_conf.gateway_config(
+                objects, gw, controller=addons.GATEWAY_CONTROLLER, files_dir=directory,
+                default_cert=self.default_cert), wanted)
+        self.remove_stale(set(wanted))
+        return wanted
 
     def remove_stale(self, keep: set[str]) -> None:
         root = os.path.join(self.l7_dir, 'gateway')

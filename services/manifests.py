@@ -16,8 +16,13 @@ output); all problems of the object are raised together as an
 ``ApplyError``. Per-kind rules live in ``validate_<kind>.py``; the shared
 checker and name rules in ``validate_common.py``.
 
-Supported objects (``SUPPORTED_KINDS``): ``v1`` Pod, Service, Namespace;
-``apps/v1`` Deployment; ``discovery.k8s.io/v1`` EndpointSlice.
+Supported objects (``SUPPORTED_KINDS``): ``v1`` Pod, Service, Namespace,
+Secret; ``apps/v1`` Deployment; ``discovery.k8s.io/v1`` EndpointSlice;
+``networking.k8s.io/v1`` Ingress, IngressClass; ``gateway.networking.k8s.io/v1``
+GatewayClass, Gateway, HTTPRoute. Namespace, IngressClass and GatewayClass
+are cluster-scoped (``namespaced``). ``update_problems`` holds the rules the
+API server applies only when an object replaces an existing one (immutable
+fields).
 """
 
 import copy
@@ -30,7 +35,13 @@ from services.validate_common import (
     dns1123_subdomain_problem, suggestion)
 from services.validate_deployment import validate_deployment
 from services.validate_endpointslice import validate_endpointslice
+from services.validate_gateway import (
+    validate_gateway, validate_gateway_class, validate_gateway_class_update,
+    validate_httproute)
+from services.validate_ingress import (
+    validate_ingress, validate_ingress_class, validate_ingress_class_update)
 from services.validate_pod import validate_pod_spec
+from services.validate_secret import validate_secret, validate_secret_update
 from services.validate_service import validate_service
 
 METADATA_FIELDS = ('name', 'namespace', 'labels', 'annotations')
@@ -47,8 +58,8 @@ OWNER_REFERENCE_FIELDS = ('apiVersion', 'kind', 'name', 'uid', 'controller',
 POD_FIELDS = ('apiVersion', 'kind', 'metadata', 'spec', 'status')
 NAMESPACE_FIELDS = ('apiVersion', 'kind', 'metadata', 'spec', 'status')
 DEFAULT_NAMESPACE = 'default'
-#: Kinds a later kubelab version will accept.
-LATER_KINDS = ('Gateway', 'HTTPRoute', 'Ingress')
+#: Kinds a later kubelab version will accept (none at the moment).
+LATER_KINDS: tuple[str, ...] = ()
 
 
 def _validate_pod(chk: Checker, obj: dict) -> None:
@@ -74,7 +85,65 @@ SUPPORTED_KINDS = {
                    validate_deployment),
     'EndpointSlice': ('discovery.k8s.io/v1', dns1123_subdomain_problem, True,
                       validate_endpointslice),
+    'Secret': ('v1', dns1123_subdomain_problem, True, validate_secret),
+    'Ingress': ('networking.k8s.io/v1', dns1123_subdomain_problem, True,
+                validate_ingress),
+    'IngressClass': ('networking.k8s.io/v1', dns1123_subdomain_problem, False,
+                     validate_ingress_class),
+    'GatewayClass': ('gateway.networking.k8s.io/v1', dns1123_subdomain_problem,
+                     False, validate_gateway_class),
+    'Gateway': ('gateway.networking.k8s.io/v1', dns1123_subdomain_problem,
+                True, validate_gateway),
+    'HTTPRoute': ('gateway.networking.k8s.io/v1', dns1123_subdomain_problem,
+                  True, validate_httproute),
 }
+#: kind -> the check of an update against the stored object (``update_problems``).
+UPDATE_VALIDATORS = {
+    'Secret': validate_secret_update,
+    'IngressClass': validate_ingress_class_update,
+    'GatewayClass': validate_gateway_class_update,
+}
+#: Kinds whose objects have no ``status`` (the store writes none for them).
+STATUSLESS_KINDS = ('IngressClass', 'Secret')
+#: kind -> kubectl's resource name, for messages (``ingresses.networking.k8s.io
+#: "web" not found``); other kinds: the kind in lower case plus ``s``.
+RESOURCE_NAMES = {
+    'Deployment': 'deployments.apps',
+    'EndpointSlice': 'endpointslices.discovery.k8s.io',
+    'Ingress': 'ingresses.networking.k8s.io',
+    'IngressClass': 'ingressclasses.networking.k8s.io',
+    'GatewayClass': 'gatewayclasses.gateway.networking.k8s.io',
+    'Gateway': 'gateways.gateway.networking.k8s.io',
+    'HTTPRoute': 'httproutes.gateway.networking.k8s.io',
+}
+
+
+def namespaced(kind: str) -> bool:
+    """Whether objects of ``kind`` live in a namespace (Namespace, Node,
+    IngressClass and GatewayClass do not)."""
+    entry = SUPPORTED_KINDS.get(kind)
+    return entry[2] if entry else kind != 'Node'
+
+
+def has_status(kind: str) -> bool:
+    """Whether objects of ``kind`` carry a ``status`` (a Secret does not)."""
+    return kind not in STATUSLESS_KINDS
+
+
+def resource_name(kind: str) -> str:
+    """kubectl's name of the resource (``deployments.apps``, ``secrets``)."""
+    return RESOURCE_NAMES.get(kind, f'{kind.lower()}s')
+
+
+def update_problems(obj: dict, old: dict) -> list[ValidationError]:
+    """What the API server refuses when ``obj`` (validated) replaces ``old``:
+    changes to immutable fields."""
+    check = UPDATE_VALIDATORS.get(obj.get('kind'))
+    if check is None:
+        return []
+    chk = Checker(object_ref(obj))
+    check(chk, obj, old)
+    return chk.errors
 
 
 #: How deep a document may nest (Kubernetes objects need about 15 levels);
@@ -279,12 +348,13 @@ def _text(value, fallback: str) -> str:
 
 
 def key(obj: dict) -> tuple[str, str, str]:
-    """``(kind, namespace, name)``; namespace is '' for Namespaces."""
+    """``(kind, namespace, name)``; namespace is '' for cluster-scoped
+    kinds (Namespace, IngressClass, GatewayClass)."""
     kind = _text(obj.get('kind'), '<no kind>')
     meta = obj.get('metadata')
     meta = meta if isinstance(meta, dict) else {}
     name = _text(meta.get('name'), '<no name>')
-    if kind == 'Namespace':
+    if not namespaced(kind):
         return kind, '', name
     return kind, _text(meta.get('namespace'), DEFAULT_NAMESPACE), name
 

@@ -125,7 +125,7 @@ class Store:
         with self.cond:
             obj = self.objects.get((kind, namespace or '', name))
             if obj is None:
-                raise NotFound(f'{kind.lower()}s "{name}" not found'
+                raise NotFound(f'{manifests.resource_name(kind)} "{name}" not found'
                                + (f' in namespace "{namespace}"' if namespace else ''))
             return copy.deepcopy(obj)
 
@@ -207,7 +207,7 @@ class Store:
         seen.add(key)
         kind, ns, name = key
         errs = []
-        if kind != 'Namespace' and ('Namespace', '', ns) not in self.objects \
+        if manifests.namespaced(kind) and ('Namespace', '', ns) not in self.objects \
                 and ns not in new_namespaces:
             errs.append(ValidationError(ref, 'metadata.namespace',
                                         f'namespace "{ns}" not found; existing: '
@@ -232,6 +232,8 @@ class Store:
                 'endpointslice-controller'):
             errs.append(ValidationError(ref, 'metadata.name', 'this EndpointSlice is managed '
                                         'by the EndpointSlice controller'))
+        if old is not None:                 # immutable fields (Secret, IngressClass ...)
+            errs.extend(manifests.update_problems(obj, old))
         return errs
 
     def _check_service(self, obj, old, ips, ref) -> list:
@@ -303,7 +305,7 @@ class Store:
             meta.setdefault('generation', 1)
             # As the API server: the status is not the creator's. A Service's (its load
             # balancer) was written by _check.
-            if obj['kind'] != 'Service':
+            if obj['kind'] != 'Service' and manifests.has_status(obj['kind']):
                 obj['status'] = _initial_status(obj)
             self._put(obj)
             return 'created'
@@ -322,6 +324,12 @@ class Store:
         for field in ('endpoints', 'ports', 'addressType'):
             if field in obj:
                 new[field] = obj[field]
+        if obj['kind'] == 'Secret':                 # its content is not under spec
+            for field in ('type', 'data', 'immutable'):
+                if field in obj:
+                    new[field] = obj[field]
+                else:
+                    new.pop(field, None)
         if obj['kind'] == 'Service':
             new['status'] = obj['status']          # its load balancer, as _check left it
         if _same(new, old):
@@ -353,7 +361,7 @@ class Store:
             key = (kind, namespace or '', name)
             obj = self.objects.get(key)
             if obj is None:
-                raise NotFound(f'{kind.lower()}s "{name}" not found'
+                raise NotFound(f'{manifests.resource_name(kind)} "{name}" not found'
                                + (f' in namespace "{namespace}"' if namespace else ''))
             if kind == 'Node':
                 raise KubelabError('nodes are part of the cluster file; change it and run '

@@ -6,8 +6,11 @@ object and collects every problem as a ``ValidationError`` with the path of
 the field, so ``validate`` can report all problems of an object at once.
 
 The name rules are Kubernetes' (``k8s.io/apimachinery/pkg/util/validation``):
-DNS-1123 labels and subdomains, DNS-1035 labels, label keys and values, and
-IANA service names (named ports). Integer fields have the width of their Go
+DNS-1123 labels and subdomains, DNS-1035 labels, label keys and values,
+IANA service names (named ports), virtual host names with an optional
+wildcard first label (``host_problem``: Ingress rules, Gateway listeners,
+HTTPRoute hostnames) and domain-prefixed paths (``k8s.io/ingress-nginx``,
+the controller names of IngressClass and GatewayClass). Integer fields have the width of their Go
 type (int32 unless told otherwise), as the API server's decoder enforces;
 ``parse_quantity`` reads resource quantities (``250m``, ``64Mi``).
 """
@@ -99,6 +102,71 @@ def label_value_problem(value: str) -> str | None:
         return (f'value "{value}" must be no more than 63 characters, '
                 f"alphanumeric, '-', '_' or '.', and must start and end with "
                 f'an alphanumeric character')
+    return None
+
+
+#: A wildcard host: ``*.`` and a DNS-1123 subdomain (``*.example.com``).
+_WILDCARD_SUBDOMAIN = re.compile(
+    r'\*\.[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*\Z')
+#: A dotted quad as Go's ``net.ParseIP`` reads one (leading zeros allowed).
+_SLOPPY_IPV4 = re.compile(r'\d{1,3}(\.\d{1,3}){3}\Z')
+#: The path of a domain-prefixed path (``IsDomainPrefixedPath``).
+_HTTP_PATH = re.compile(r"[A-Za-z0-9/\-._~%!$&'()*+,;=:]+\Z")
+
+
+def _is_ip(text: str) -> bool:
+    if _SLOPPY_IPV4.match(text):
+        return all(int(part) <= 255 for part in text.split('.'))
+    try:
+        ipaddress.ip_address(text)
+    except ValueError:
+        return False
+    return True
+
+
+def host_problem(host: str) -> str | None:
+    """None when ``host`` may name a virtual host (an Ingress rule's or TLS
+    entry's host, a Gateway listener's hostname, an HTTPRoute hostname), else
+    why not: a lowercase DNS-1123 subdomain (``foo.example.com``), or one
+    behind a wildcard that is the whole first label (``*.example.com``; not
+    ``foo.*.com``, ``*foo.com`` or ``*``); never an IP address."""
+    if _is_ip(host):
+        return f'"{host}" must be a DNS name, not an IP address'
+    if len(host) > 253:
+        return f'"{host}" must be no more than 253 characters'
+    if '*' in host:
+        if _WILDCARD_SUBDOMAIN.match(host):
+            return None
+        return (f'"{host}": a wildcard DNS-1123 subdomain must start with '
+                f"'*.', followed by a valid DNS subdomain, which must consist "
+                f"of lower case alphanumeric characters, '-' or '.' and end "
+                f"with an alphanumeric character (e.g. '*.example.com'); the "
+                f'wildcard may only be the whole first label')
+    if not all(_DNS1123_LABEL.match(part) for part in host.split('.')):
+        return (f'"{host}" is not a valid host name: a lowercase RFC 1123 '
+                f'subdomain must consist of lower case alphanumeric '
+                f"characters, '-' or '.', and must start and end with an "
+                f"alphanumeric character (e.g. 'example.com' or "
+                f"'*.example.com')")
+    return None
+
+
+def domain_prefixed_path_problem(value: str) -> str | None:
+    """None when ``value`` is a domain-prefixed path (``k8s.io/ingress-nginx``,
+    ``example.net/gateway-controller``), as IngressClass and GatewayClass name
+    their controllers; else why not."""
+    domain, slash, path = value.partition('/')
+    if not slash or not domain or not path:
+        return (f'"{value}" must be a domain-prefixed path (such as '
+                f'"acme.io/foo")')
+    if dns1123_subdomain_problem(domain):
+        return (f'"{value}": the domain "{domain}" must be a lowercase RFC '
+                f"1123 subdomain (e.g. 'example.com'); a domain-prefixed path "
+                f'looks like "acme.io/foo"')
+    if not _HTTP_PATH.match(path):
+        return (f'"{value}": the path "{path}" may only contain letters, '
+                f"digits and -._~%!$&'()*+,;=:/ (a domain-prefixed path looks "
+                f'like "acme.io/foo")')
     return None
 
 

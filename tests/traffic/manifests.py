@@ -31,3 +31,39 @@ spec:
     image: busybox:1.36
     command: [sh, -c, 'trap "exit 0" TERM; while true; do sleep 1; done']
 """ for name, node in placed)
+
+
+ECHO_BASIC = 'gcr.io/k8s-staging-gateway-api/echo-basic:v20240412-v1.0.0-394-g40c666fd'
+
+
+def echo_backend(name: str, replicas: int = 1, port: int = 80) -> str:
+    """A Deployment of Gateway API conformance's echo server (it answers every path with
+    JSON naming its pod) and a ClusterIP Service of the same name on ``port``; as the
+    conformance suite's infra-backend-v1.. are. As YAML, preceded by ``---``."""
+    return f"""---
+apiVersion: apps/v1
+kind: Deployment
+metadata: {{name: {name}}}
+spec:
+  replicas: {replicas}
+  selector: {{matchLabels: {{app: {name}}}}}
+  template:
+    metadata: {{labels: {{app: {name}}}}}
+    spec:
+      containers:
+      - name: echo
+        image: {ECHO_BASIC}
+        ports: [{{containerPort: 3000}}]
+        env:
+        - {{name: POD_NAME, valueFrom: {{fieldRef: {{fieldPath: metadata.name}}}}}}
+        - {{name: NAMESPACE, valueFrom: {{fieldRef: {{fieldPath: metadata.namespace}}}}}}
+        - {{name: SERVICE_NAME, value: {name}}}
+        readinessProbe: {{httpGet: {{path: /, port: 3000}}, periodSeconds: 1}}
+---
+apiVersion: v1
+kind: Service
+metadata: {{name: {name}}}
+spec:
+  selector: {{app: {name}}}
+  ports: [{{name: http, port: {port}, targetPort: 3000}}]
+"""

@@ -239,11 +239,13 @@ def test_all_problems_of_an_object_are_reported_together():
 @pytest.mark.parametrize('obj, path, words', [
     ({'apiVersion': 'v1', 'kind': 'ConfigMap', 'metadata': {'name': 'a'}},
      'kind', ['"ConfigMap" is not supported',
-              'Deployment, EndpointSlice, Namespace, Pod, Service']),
+              'Deployment, EndpointSlice, Gateway, GatewayClass, HTTPRoute, '
+              'Ingress, IngressClass, Namespace, Pod, Secret, Service']),
     ({'apiVersion': 'v1', 'kind': 'Servce', 'metadata': {'name': 'a'}},
      'kind', ['did you mean "Service"']),
-    ({'apiVersion': 'networking.k8s.io/v1', 'kind': 'Ingress',
-      'metadata': {'name': 'a'}}, 'kind', ['not supported yet']),
+    ({'apiVersion': 'gateway.networking.k8s.io/v1', 'kind': 'GRPCRoute',
+      'metadata': {'name': 'a'}}, 'kind', ['"GRPCRoute" is not supported;',
+                                           'HTTPRoute']),
     ({'apiVersion': 'v1', 'metadata': {'name': 'a'}}, 'kind',
      ['required', 'Pod']),
 ])

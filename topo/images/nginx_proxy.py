@@ -70,14 +70,48 @@ class Proxy:
             log(f'the new configuration was not loaded: {test.stderr.strip()}')
         return test.returncode == 0
 
+    def workers(self) -> set[int]:
+        try:
+            with open(f'/proc/{self.proc.pid}/task/{self.proc.pid}/children') as f:
+                return {int(pid) for pid in f.read().split()}
+        except OSError:
+            return set()
+
+    @staticmethod
+    def accepting(pid: int) -> bool:
+        """An old worker still takes new connections until it starts its graceful
+        shutdown (its title changes just before it closes the listening sockets)."""
+        try:
+            with open(f'/proc/{pid}/cmdline', 'rb') as f:
+                return b'shutting down' not in f.read()
+        except OSError:
+            return False                       # exited
+
+    def announce(self, version: str, old_workers: set[int]) -> None:
+        """Once nginx runs new workers and the old ones no longer accept (the
+        configuration is in force for every new connection), say which version it runs
+        in ``loaded``: the lab waits for it (``kubelab wait``)."""
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline and self.proc.poll() is None and (
+                not (self.workers() - old_workers)
+                or any(self.accepting(pid) for pid in old_workers)):
+            time.sleep(0.005)
+        time.sleep(0.01)               # the listening sockets' close, after the title
+        tmp = os.path.join(self.prefix, 'loaded.tmp')
+        with open(tmp, 'w') as f:
+            f.write(version)
+        os.replace(tmp, os.path.join(self.prefix, 'loaded'))
+        self.loaded = version
+
     def start(self, version: str) -> None:
         self.proc = subprocess.Popen(self.argv(), stdin=subprocess.DEVNULL)
-        self.loaded = version
+        self.announce(version, set())
         log(f'nginx started (pid {self.proc.pid}) with configuration {version[:12]}')
 
     def reload(self, version: str) -> None:
+        old = self.workers()
         self.proc.send_signal(signal.SIGHUP)
-        self.loaded = version
+        self.announce(version, old)
         log(f'nginx reloaded with configuration {version[:12]}')
 
     def stop(self, *_):
