@@ -15,6 +15,10 @@ so that a noisy machine slows both sides alike; the table shows the ratio VIP/di
                   a NodeIP:NodePort, then the NodePort path), against the NodePort path;
                   and the time from a node's failure to the last new connection the cloud
                   sends it
+  Ingress         HTTP requests/s and p50/p99 latency (wrk, 8 keep-alive connections)
+                  from the external host through the ingress controller (worker-1:80,
+                  nginx, then the Service's ClusterIP) against straight to the Service's
+                  NodePort on the same node
 
 Each path has a client pod of its own (all on worker-1), as two clients would: a
 server keeps a closed connection in TIME_WAIT for 60 s, keyed by the client's address
@@ -83,7 +87,17 @@ spec:
     args: [netexec, --http-port=8080, --udp-port=-1]
     ports: [{containerPort: 8080}]
 """ + ''.join(map(_client_pod, ('bench-direct', 'bench-vip', 'bench-burst'))) + \
-    _service('bench', 'NodePort') + _service('bench-lb', 'LoadBalancer')
+    _service('bench', 'NodePort') + _service('bench-lb', 'LoadBalancer') + '''---
+apiVersion: networking.k8s.io/v1
+kind: Ingress
+metadata: {name: bench}
+spec:
+  rules:
+  - host: bench.example
+    http:
+      paths:
+      - {path: /, pathType: Prefix, backend: {service: {name: bench, port: {name: http}}}}
+'''
 
 
 def iperf(lab: LabControl, host: str, seconds: float, port: int, source: str) -> float:
@@ -101,6 +115,32 @@ def rate(lab: LabControl, host: str, port: int, count: int, seconds: float,
          reset: bool, source: str) -> dict:
     return lab.probe(source, 'rate', host, port, count=count, seconds=seconds,
                      timeout=2, reset=reset)
+
+
+_UNITS = {'us': 1e-3, 'ms': 1.0, 's': 1000.0}
+
+
+def wrk(lab: LabControl, source: str, url: str, host: str, seconds: float,
+        close: bool = False) -> dict:
+    """HTTP load with wrk from ``source``: requests/s and the p50/p99 latency (ms);
+    ``close``: a new connection for every request."""
+    extra = ['-H', 'Connection: close'] if close else []
+    proc = lab.run_in(source, ['wrk', '-t', '2', '-c', '8', '-d', f'{seconds:g}s',
+                               '--latency', '-H', f'Host: {host}', *extra, url],
+                      timeout=seconds + 30)
+    if proc.returncode != 0:
+        raise KubelabError(f'wrk {url} failed: {proc.stdout[-500:]}{proc.stderr}')
+    out = {}
+    for line in proc.stdout.splitlines():
+        words = line.split()
+        if line.startswith('Requests/sec:'):
+            out['rps'] = float(words[1])
+        elif len(words) == 2 and words[0] in ('50%', '99%'):
+            number = words[1].rstrip('usm')
+            out[words[0]] = float(number) * _UNITS[words[1][len(number):]]
+        elif 'Non-2xx or 3xx responses' in line or 'Socket errors' in line:
+            raise KubelabError(f'wrk {url}: {line.strip()}')
+    return out
 
 
 def run_bench(args) -> int:
@@ -126,6 +166,9 @@ def _measure(lab: LabControl, args) -> int:
     outside = 'host/' + lab.client.lab()['hosts'][0]['name']
     lb_ip = lab.client.get('Service', 'default', 'bench-lb')['status']['loadBalancer'][
         'ingress'][0]['ip']
+    ingress_node = lab.client.list('Pod', 'ingress-nginx')[0]['spec']['nodeName']
+    ingress_ip = [a['address'] for a in nodes[ingress_node]['status']['addresses']
+                  if a['type'] == 'InternalIP'][0]
     pid = lab.netns_pid('bench-server')
     iperf_server = subprocess.Popen(['nsenter', f'--net=/proc/{pid}/ns/net', '--',
                                      'iperf3', '-s', '-p', '5201'],
@@ -147,6 +190,16 @@ def _measure(lab: LabControl, args) -> int:
                 r = rate(lab, host, http_port, 10 ** 9, args.seconds, not args.fin_close,
                          source)
                 conns[side].append(r['per_second'])
+        print('HTTP through the Ingress and straight to the NodePort alternately...',
+              flush=True)
+        http = {'ingress': [], 'nodeport': [], 'close': []}
+        for _ in range(rounds):
+            for side, close in (('nodeport', False), ('close', True)):
+                http[side].append(wrk(lab, outside, f'http://{ingress_ip}:'
+                                      f'{node_ports["http"]}/hostname', 'bench.example',
+                                      args.seconds, close))
+            http['ingress'].append(wrk(lab, outside, f'http://{ingress_ip}/hostname',
+                                       'bench.example', args.seconds))
         print(f'Opening {args.connections} short connections through the ClusterIP...',
               flush=True)
         long_run = rate(lab, vip, 80, args.connections, 600, not args.fin_close, 'bench-burst')
@@ -169,11 +222,22 @@ def _measure(lab: LabControl, args) -> int:
         ('LoadBalancer vs NodePort: conns/s', mean(conns['nodeport']), mean(conns['lb']),
          0.9),
     ]
+    ingress_rows = [(f'Ingress vs NodePort{suffix}: {label}',
+                     mean(r[key] for r in http[side]),
+                     mean(r[key] for r in http['ingress']))
+                    for suffix, side in (('', 'nodeport'), (' (close)', 'close'))
+                    for label, key in (('requests/s', 'rps'), ('p50 ms', '50%'),
+                                       ('p99 ms', '99%'))]
     print()
     print(f'{"measure":36} {"direct":>10} {"via":>10} {"ratio":>7} {"target":>7}')
     for name, direct, vip_value, target in rows:
         ratio = vip_value / direct if direct else 0.0
         print(f'{name:36} {direct:10.2f} {vip_value:10.2f} {ratio:7.2f} {">=" + str(target):>7}')
+    for name, direct, via in ingress_rows:
+        print(f'{name:36} {direct:10.2f} {via:10.2f} {via / direct if direct else 0:7.2f} '
+              f'{"-":>7}')
+    print('  (wrk -c 8 from an external host with keep-alive, or (close) a new connection '
+          'per request;\n   nginx opens a new connection to the ClusterIP per request)')
     failed = long_run['failed']
     total = long_run['ok'] + failed
     out_of = f'{failed}/{total}'
