@@ -3,8 +3,8 @@ it, print what every server saw, take the lab down.
 
 Each step prints the command a user would type and what came back, so the output reads
 as a walk through the seed: Pod -> Pod, Pod -> ClusterIP -> EndpointSlice -> Pod IP ->
-Container, readiness and REJECT, what an external client can (not) reach, NodePorts and
-the cloud load balancer.
+Container, readiness and REJECT, what an external client can (not) reach, NodePorts,
+the cloud load balancer, Ingress and the Gateway API.
 """
 
 from __future__ import annotations
@@ -144,4 +144,34 @@ def walk(lab: LabControl):
           f'connections: {verdict(got)}')
     print('  the cloud spread them over the nodes: '
           + ', '.join(f'{names.get(ip, ip)} {n}' for ip, n in sorted(via.items())))
-    print('  Ingress, the layer-7 way in, comes with the next issue.')
+
+    step('External client -> Ingress (nginx, worker-1:80) -> ClusterIP -> Pod')
+    show(lab, 'get', 'ingress')
+    ingress_ip = lab.client.get('Ingress', 'default', 'web')['status']['loadBalancer'][
+        'ingress'][0]['ip']
+    for where, address in (('worker-1:80 (hostPort)', nodes['worker-1']),
+                           (f'{ingress_ip}:80 (its load balancer)', ingress_ip)):
+        got = lab.request(f'host/{host}', address, 80, '/hostname', count=12,
+                          host_header='shop.example')
+        answered = Counter(x['body'] for x in got if x.get('status') == 200)
+        print(f'  {host} -> {where}, Host shop.example, 12 requests: answered by '
+              + ', '.join(f'{n} {k}' for k, n in sorted(answered.items())))
+    [other] = lab.request(f'host/{host}', nodes['worker-1'], 80, '/hostname',
+                          host_header='unknown.example')
+    print(f'  Host unknown.example: HTTP {other.get("status")} (no rule, no default backend)')
+    [seen] = lab.request(f'host/{host}', nodes['worker-1'], 80, '/clientip',
+                         host_header='shop.example')
+    print(f'  the pod saw the connection come from {seen["body"].split(":")[0]}: the '
+          'ingress controller pod (nginx proxies, through the ClusterIP)')
+
+    step('External client -> Gateway (its own nginx and address) -> HTTPRoute 80/20 -> Pods')
+    lab.client.wait_ready()                # the Gateway's own nginx pod included
+    show(lab, 'get', 'gateways')
+    show(lab, 'get', 'httproutes')
+    gw_ip = lab.client.get('Gateway', 'default', 'demo-gw')['status']['addresses'][0][
+        'value']
+    got = lab.request(f'host/{host}', gw_ip, 80, '/hostname', count=50)
+    split = Counter('web-v2' if x['body'].startswith('web-v2') else 'web'
+                    for x in got if x.get('status') == 200)
+    print(f'  {host} -> {gw_ip}:80, 50 requests: web {split["web"]}, web-v2 '
+          f'{split["web-v2"]} (weights 80/20)')
