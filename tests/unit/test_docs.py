@@ -2,7 +2,7 @@
 in order, every flow, group and meter line it shows is one the pure pipeline produces
 for the state the page documents (the default cluster, the NodePort Service default/web
 -> two pods; the session-affinity sections add the page's second Service, which selects
-the same pods), or one a ``learn`` action installs when a pod connects to that second
+the same pods; an ingress controller pod with a hostPort on worker-1), or one a ``learn`` action installs when a pod connects to that second
 Service on the fake switches of tests/unit/flowsim.py, and each walk-through shows, in
 order, the flows its packets really take on those switches, and the addresses they
 really arrive with."""
@@ -29,6 +29,11 @@ def text():
 
 
 PODS = [('web-1', 'control-plane', '192.168.1.10'), ('web-2', 'worker-1', '192.168.2.10')]
+#: The ingress controller of the hostPort section: hostPort 80 on worker-1, no Service.
+INGRESS_POD = {'metadata': {'name': 'ingress-nginx-controller', 'namespace': 'ingress-nginx'},
+               'spec': {'nodeName': 'worker-1', 'containers': [{'name': 'controller', 'ports': [
+                   {'containerPort': 80, 'hostPort': 80, 'protocol': 'TCP'}]}]},
+               'status': {'podIP': '192.168.2.2'}}
 
 
 def page_services(text):
@@ -47,7 +52,7 @@ def state_of(services):
     return ClusterState.from_objects(default_cluster(), {
         'Pod': [{'metadata': {'name': name, 'namespace': 'default'},
                  'spec': {'nodeName': node}, 'status': {'podIP': ip}}
-                for name, node, ip in PODS],
+                for name, node, ip in PODS] + [INGRESS_POD],
         'Service': services, 'EndpointSlice': slices})
 
 
