@@ -117,6 +117,9 @@ class ClusterIPAllocator:
     #: Host offsets reserved from the start: 1 = ``kubernetes`` Service,
     #: 10 = cluster DNS.
     SYSTEM_OFFSETS = (1, 10)
+    #: Reserved offsets a Service may still ask for by ``spec.clusterIP`` (once): the
+    #: cluster DNS Service does (kube-dns, 10.96.0.10), as kubeadm's manifest does.
+    REQUESTABLE_OFFSETS = (10,)
 
     def __init__(self, cidr: str, rng: random.Random | None = None):
         self.network = ipaddress.IPv4Network(cidr)
@@ -128,6 +131,9 @@ class ClusterIPAllocator:
             base + offset for offset in self.SYSTEM_OFFSETS
             if self._pool.in_range(base + offset))
         self._pool.used |= self._system
+        self._requestable = frozenset(base + offset for offset in self.REQUESTABLE_OFFSETS
+                                      ) & self._system
+        self._requested: set[int] = set()      # requestable addresses a Service holds
         size = self._pool.last - self._pool.first + 1
         static = 0 if size < 16 else min(max(16, size // 16), 256)
         self._static_last = self._pool.first + static - 1
@@ -153,12 +159,19 @@ class ClusterIPAllocator:
 
     def reserve(self, ip: str) -> str:
         """Take the address a Service asked for (``spec.clusterIP``)."""
+        value = _parse_ip(ip)
+        if value in self._requestable and value not in self._requested:
+            self._requested.add(value)
+            return _text(value)
         return _text(self._pool.take(ip, self.cidr))
 
     def release(self, ip: str) -> None:
-        """Give an address back (unknown, free or system ones: no-op)."""
+        """Give an address back (unknown, free or system ones: no-op; the cluster DNS
+        address goes back to being reserved)."""
         value = _parse_ip(ip)
-        if value is not None and value not in self._system:
+        if value in self._requestable:
+            self._requested.discard(value)
+        elif value is not None and value not in self._system:
             self._pool.used.discard(value)
 
     def is_allocated(self, ip: str) -> bool:
@@ -167,12 +180,13 @@ class ClusterIPAllocator:
 
     def allocated(self) -> list[str]:
         """Addresses handed out to Services (not the system reservations)."""
-        return [_text(v) for v in sorted(self._pool.used - self._system)]
+        return [_text(v) for v in sorted((self._pool.used - self._system) | self._requested)]
 
     def copy(self) -> 'ClusterIPAllocator':
         """An independent copy (sharing the random generator)."""
         clone = ClusterIPAllocator(self.cidr, self._rng)
         clone._pool = self._pool.copy()
+        clone._requested = set(self._requested)
         return clone
 
 

@@ -193,11 +193,19 @@ def test_a_cluster_ip_outside_the_service_range_is_rejected(store):
     assert error.ref == 'Service default/web'
 
 
-@pytest.mark.parametrize('taken', ['10.96.0.1', '10.96.0.10'],
-                         ids=['the kubernetes Service', 'cluster DNS'])
-def test_the_system_cluster_ips_are_taken(store, taken):
-    error = cluster_ip_error(store, [service(cluster_ip=taken)])
+def test_the_kubernetes_cluster_ip_is_taken(store):
+    error = cluster_ip_error(store, [service(cluster_ip='10.96.0.1')])
     assert 'already allocated' in error.message
+
+
+def test_the_cluster_dns_address_goes_to_the_first_service_that_asks(store):
+    store.apply([service('dns', cluster_ip='10.96.0.10')])
+    assert store.get('Service', 'default', 'dns')['spec']['clusterIP'] == '10.96.0.10'
+    error = cluster_ip_error(store, [service('other', cluster_ip='10.96.0.10')])
+    assert 'already allocated' in error.message
+    store.delete('Service', 'default', 'dns')
+    assert store.apply([service('web')])['results']
+    assert store.get('Service', 'default', 'web')['spec']['clusterIP'] != '10.96.0.10'
 
 
 def test_a_cluster_ip_another_service_has_is_rejected(store):
