@@ -398,9 +398,19 @@ def cmd_exec(args) -> int:
     if not args.command:
         raise KubelabError('exec needs a command after --, e.g. '
                            '`kubelab exec web-abc -- wget -qO- 10.96.0.10`')
+    from topo.images.runtime import with_resolv_conf
     client = Client()
     pid, env = exec_target(client, args.target, args.namespace, args.container)
-    argv = ['nsenter', f'--net=/proc/{pid}/ns/net', '--', *args.command]
+    command = list(args.command)
+    if not args.target.startswith(('node/', 'host/')):
+        # The pod's own /etc/resolv.conf, as its containers see it.
+        name = args.target.split('/', 1)[-1]
+        meta = client.get('Pod', args.namespace, name)['metadata']
+        resolv = os.path.join(client.lab()['stateDir'], 'pods',
+                              f'{meta["namespace"]}_{meta["name"]}_{meta["uid"]}',
+                              'resolv.conf')
+        command = with_resolv_conf(command, resolv if os.path.exists(resolv) else None)
+    argv = ['nsenter', f'--net=/proc/{pid}/ns/net', '--', *command]
     os.execvpe('nsenter', argv, env)
 
 

@@ -113,6 +113,11 @@ class ClusterConfig:
         known = choices(c.name for c in self.clients) or 'none'
         raise NotFound(f'client "{name}" not found; clients: {known}')
 
+    @property
+    def dns_ip(self) -> str:
+        """The cluster DNS Service's address: the tenth of the Service range."""
+        return str(ipaddress.IPv4Network(self.service_cidr).network_address + 10)
+
     def pod_gateway(self, node: 'NodeSpec | str') -> str:
         """The first address of the node's pod CIDR (its pod gateway)."""
         if isinstance(node, str):

@@ -23,7 +23,8 @@ from dataclasses import dataclass, field
 
 from services.allocators import PodIPAllocator
 from services.naming import now_rfc3339
-from topo.images.runtime import container_argv, container_env
+from topo.images.runtime import (container_argv, container_env, pod_resolv_conf,
+                                 with_resolv_conf)
 from topo.netns import netns_executor
 
 LOG = logging.getLogger('kubelab.kubelet')
@@ -64,6 +65,7 @@ class PodRuntime:
     terminating_until: float | None = None
     start_time: str = ''
     transitions: dict = field(default_factory=dict)   # condition type -> (status, since)
+    resolv_conf: str | None = None    # the pod's /etc/resolv.conf (None: the node's)
 
 
 class NodeAgent:
@@ -141,6 +143,11 @@ class NodeAgent:
                         pod['spec'].get('restartPolicy', 'Always'), start_time=now_rfc3339())
         for spec in pod['spec']['containers']:
             rt.containers[spec['name']] = Container(spec)
+        text = pod_resolv_conf(pod['spec'], rt.namespace, self.store.cluster.dns_ip)
+        if text is not None:
+            rt.resolv_conf = os.path.join(log_dir, 'resolv.conf')
+            with open(rt.resolv_conf, 'w') as f:
+                f.write(text)
         self.pods[meta['uid']] = rt
         LOG.info('pod %s/%s on %s: %s', rt.namespace, rt.name, self.node.name, ip)
         return rt
@@ -148,7 +155,7 @@ class NodeAgent:
     def _start_container(self, rt: PodRuntime, c: Container):
         if c.last_exit is not None:
             c.restarts += 1        # counted when it starts again, as kubelet does
-        argv = container_argv(c.spec, sys.executable)
+        argv = with_resolv_conf(container_argv(c.spec, sys.executable), rt.resolv_conf)
         env = container_env(c.spec, rt.name, self.busybox_dir, self._fields(rt))
         env['PYTHONPATH'] = os.pathsep.join(p for p in sys.path if p)
         env['KUBELAB_L7_DIR'] = os.path.join(self.state_dir, 'l7')   # the proxies' configs
@@ -262,7 +269,9 @@ class NodeAgent:
             return self.prober.submit(run_probe, probe, rt.ip, c.spec).done
         env = container_env(c.spec, rt.name, self.busybox_dir, self._fields(rt))
         try:
-            c.hook_proc = rt.host.popen(hook['exec']['command'], stdin=subprocess.DEVNULL,
+            c.hook_proc = rt.host.popen(with_resolv_conf(hook['exec']['command'],
+                                                         rt.resolv_conf),
+                                        stdin=subprocess.DEVNULL,
                                         stdout=subprocess.DEVNULL,
                                         stderr=subprocess.DEVNULL, env=env, cwd='/')
         except OSError as exc:

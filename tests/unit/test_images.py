@@ -377,3 +377,35 @@ def test_unknown_image_lists_the_supported_ones(image):
             call()
         assert 'agnhost' in str(err.value) and 'busybox' in str(err.value)
         assert 'container "c"' in str(err.value)
+
+
+# ---------------------------------------------------------------- the pod's resolv.conf
+from topo.images.runtime import pod_resolv_conf, with_resolv_conf  # noqa: E402
+
+
+def test_a_cluster_first_pod_gets_the_cluster_dns_and_its_namespace_search_path():
+    assert pod_resolv_conf({}, 'shop', '10.96.0.10') == (
+        'search shop.svc.cluster.local svc.cluster.local cluster.local\n'
+        'nameserver 10.96.0.10\noptions ndots:5\n')
+    assert pod_resolv_conf({'dnsPolicy': 'ClusterFirstWithHostNet'}, 'a', '10.96.0.10') \
+        == pod_resolv_conf({}, 'a', '10.96.0.10')
+
+
+def test_dns_policy_default_keeps_the_nodes_file_and_none_takes_dns_config():
+    assert pod_resolv_conf({'dnsPolicy': 'Default'}, 'a', '10.96.0.10') is None
+    spec = {'dnsPolicy': 'None', 'dnsConfig': {
+        'nameservers': ['1.2.3.4'], 'searches': ['corp.example'],
+        'options': [{'name': 'ndots', 'value': '2'}, {'name': 'edns0'}]}}
+    assert pod_resolv_conf(spec, 'a', '10.96.0.10') == (
+        'search corp.example\nnameserver 1.2.3.4\noptions ndots:2 edns0\n')
+    spec['dnsPolicy'] = 'ClusterFirst'
+    assert pod_resolv_conf(spec, 'a', '10.96.0.10') == (
+        'search a.svc.cluster.local svc.cluster.local cluster.local corp.example\n'
+        'nameserver 10.96.0.10\nnameserver 1.2.3.4\noptions ndots:2 edns0\n')
+
+
+def test_the_resolv_conf_is_bind_mounted_in_a_private_mount_namespace():
+    assert with_resolv_conf(['wget', 'x'], None) == ['wget', 'x']
+    argv = with_resolv_conf(['wget', 'x'], '/run/p/resolv.conf')
+    assert argv[:4] == ['unshare', '--mount', '--propagation', 'private']
+    assert argv[-3:] == ['/run/p/resolv.conf', 'wget', 'x']

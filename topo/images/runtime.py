@@ -150,3 +150,44 @@ def container_env(container: dict, pod_name: str,
         env['PYTHONUNBUFFERED'] = '1'
     env.update(_spec_env(container, fields))
     return env
+
+
+def with_resolv_conf(argv: list[str], resolv_conf: str | None) -> list[str]:
+    """``argv`` run with ``resolv_conf`` as its /etc/resolv.conf, in a private mount
+    namespace of its own: the pod's DNS settings, the machine's file untouched (a bind
+    mount that only the process and its children see). None: the machine's file (a pod
+    with ``dnsPolicy: Default`` inherits the node's, and the nodes are this machine)."""
+    if resolv_conf is None:
+        return list(argv)
+    return ['unshare', '--mount', '--propagation', 'private', '--', 'sh', '-c',
+            'mount --bind "$0" /etc/resolv.conf && exec "$@"', resolv_conf, *argv]
+
+
+def pod_resolv_conf(spec: dict, namespace: str, nameserver: str,
+                    domain: str = 'cluster.local') -> str | None:
+    """The /etc/resolv.conf the kubelet gives a pod (None: the node's own).
+
+    ``dnsPolicy`` ClusterFirst (the default; ClusterFirstWithHostNet is the same for a
+    pod without hostNetwork): the cluster DNS, the search path of the pod's namespace and
+    ``ndots:5``. Default: the node's file. None: only what ``dnsConfig`` says.
+    ``dnsConfig`` adds nameservers (at most 3 in all), search domains (at most 32) and
+    options (a later value of an option replaces an earlier one), as kubelet does."""
+    policy = spec.get('dnsPolicy') or 'ClusterFirst'
+    if policy == 'Default':
+        return None
+    config = spec.get('dnsConfig') or {}
+    servers, searches, options = [], [], {}
+    if policy != 'None':
+        servers = [nameserver]
+        searches = [f'{namespace}.svc.{domain}', f'svc.{domain}', domain]
+        options = {'ndots': '5'}
+    servers += [s for s in config.get('nameservers') or [] if s not in servers]
+    searches += [s for s in config.get('searches') or [] if s not in searches]
+    for option in config.get('options') or []:
+        options[option['name']] = option.get('value')
+    lines = [f'search {" ".join(searches[:32])}'] if searches else []
+    lines += [f'nameserver {server}' for server in servers[:3]]
+    if options:
+        lines.append('options ' + ' '.join(name if value is None else f'{name}:{value}'
+                                            for name, value in options.items()))
+    return '\n'.join(lines) + '\n'
