@@ -440,6 +440,25 @@ def cmd_logs(args) -> int:
     return 0
 
 
+def cmd_create(args) -> int:
+    """``kubelab create namespace NAME``: kubectl's imperative create."""
+    if args.kind not in ('namespace', 'ns'):
+        raise KubelabError(f'kubelab create makes namespaces only (`kubelab create '
+                           f'namespace NAME`); for "{args.kind}" write a manifest and '
+                           f'`kubelab apply -f` it')
+    client = Client()
+    try:
+        client.get('Namespace', None, args.name)
+    except NotFound:
+        pass
+    else:
+        raise KubelabError(f'namespaces "{args.name}" already exists')
+    client.apply([{'apiVersion': 'v1', 'kind': 'Namespace',
+                   'metadata': {'name': args.name}}])
+    print(f'namespace/{args.name} created')
+    return 0
+
+
 def cmd_demo(args) -> int:
     from kubelab.demo import run_demo
     return run_demo()
@@ -484,6 +503,9 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument('name', nargs='?')
     sp.add_argument('-o', '--output', choices=['wide', 'json', 'yaml', 'name'])
     sp.add_argument('-A', '--all-namespaces', action='store_true')
+    sp = add('create', cmd_create, 'create a namespace (`create namespace NAME`)')
+    sp.add_argument('kind', metavar='namespace')
+    sp.add_argument('name')
     sp = add('scale', cmd_scale, 'set the replicas of a deployment')
     sp.add_argument('kind')
     sp.add_argument('name', nargs='?')
