@@ -99,6 +99,7 @@ class Lab:
         self.store = None
         self.registry = None
         self.l7 = None
+        self.dns_records = None
 
     # ------------------------------------------------------------ up
     def up(self):
@@ -154,6 +155,7 @@ class Lab:
             agent.start()
             self.agents.append(agent)
         self._start_cloud()
+        self._start_dns()
         self._start_l7()
         if self.manifests:
             result = self.store.apply(self.manifests)
@@ -193,6 +195,45 @@ class Lab:
                                      self._publish_health)
         self.checker.start()
         threading.Thread(target=self._sync_cloud, name='cloud-lb', daemon=True).start()
+
+    # ------------------------------------------------------------ cluster DNS
+    def _start_dns(self):
+        """kube-dns at the tenth address of the Service range, two coredns pods behind
+        it, answering from the records file this daemon rewrites on every change."""
+        from services import addons
+        self.dns_records = state_path('dns', 'records.json')
+        os.makedirs(os.path.dirname(self.dns_records), exist_ok=True)
+        self._write_dns()
+        self.store.apply(addons.dns_objects(self.cluster.dns_ip, self.dns_records))
+        threading.Thread(target=self._sync_dns, name='dns', daemon=True).start()
+
+    def _write_dns(self) -> bool:
+        from services import dns
+        objects = {kind: self.store.list(kind)
+                   for kind in ('Service', 'EndpointSlice', 'Pod', 'Namespace')}
+        text = json.dumps(dns.records(objects, networks=(self.cluster.service_cidr,
+                                                         self.cluster.cluster_cidr)),
+                          sort_keys=True)
+        try:
+            with open(self.dns_records) as f:
+                if f.read() == text:
+                    return False
+        except FileNotFoundError:
+            pass
+        tmp = self.dns_records + '.tmp'
+        with open(tmp, 'w') as f:
+            f.write(text)
+        os.replace(tmp, self.dns_records)          # the servers never read half a file
+        return True
+
+    def _sync_dns(self):
+        version = 0
+        while not self.done.is_set():
+            version = self.store.wait(version, 1.0)
+            try:
+                self._write_dns()
+            except Exception:        # keep answering the old records; the next change retries
+                LOG.exception('writing the DNS records failed')
 
     # ------------------------------------------------------------ Ingress, Gateway API
     def _start_l7(self):

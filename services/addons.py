@@ -138,3 +138,50 @@ def gateway_objects(gateway: dict) -> list[dict]:
                              'targetPort': port, 'protocol': 'TCP'}
                             for port, protocol in ports]}},
     ]
+
+
+# ---------------------------------------------------------------- cluster DNS
+DNS_NAMESPACE = 'kube-system'
+DNS_SERVICE = 'kube-dns'
+DNS_DEPLOYMENT = 'coredns'
+DNS_IMAGE = 'registry.k8s.io/coredns/coredns:v1.11.3'
+DNS_READY_PORT = 8181          # CoreDNS's ready plugin
+DNS_REPLICAS = 2
+
+
+def dns_objects(cluster_ip: str, records_file: str) -> list[dict]:
+    """kubeadm's cluster DNS: the Service ``kube-dns`` at the tenth address of the
+    Service range (UDP and TCP 53) in front of a ``coredns`` Deployment of two pods,
+    each serving the records the lab writes to ``records_file`` (services/dns.py)."""
+    labels = {'k8s-app': 'kube-dns'}
+    return [
+        {'apiVersion': 'apps/v1', 'kind': 'Deployment',
+         'metadata': {'name': DNS_DEPLOYMENT, 'namespace': DNS_NAMESPACE,
+                      'labels': dict(labels)},
+         'spec': {'replicas': DNS_REPLICAS, 'selector': {'matchLabels': dict(labels)},
+                  'strategy': {'type': 'RollingUpdate',
+                               'rollingUpdate': {'maxSurge': '25%', 'maxUnavailable': 1}},
+                  'template': {
+                      'metadata': {'labels': dict(labels)},
+                      'spec': {
+                          'tolerations': [dict(CONTROL_PLANE_TOLERATION)],
+                          'terminationGracePeriodSeconds': 5,
+                          'containers': [{
+                              'name': 'coredns', 'image': DNS_IMAGE,
+                              'args': ['--records', records_file],
+                              'ports': [{'name': 'dns', 'containerPort': 53,
+                                         'protocol': 'UDP'},
+                                        {'name': 'dns-tcp', 'containerPort': 53,
+                                         'protocol': 'TCP'}],
+                              'readinessProbe': {
+                                  'httpGet': {'path': '/ready', 'port': DNS_READY_PORT},
+                                  'periodSeconds': 1}}]}}}},
+        {'apiVersion': 'v1', 'kind': 'Service',
+         'metadata': {'name': DNS_SERVICE, 'namespace': DNS_NAMESPACE,
+                      'labels': dict(labels, **{'kubernetes.io/name': 'CoreDNS'})},
+         'spec': {'clusterIP': cluster_ip, 'selector': dict(labels),
+                  'ports': [{'name': 'dns', 'port': 53, 'targetPort': 53,
+                             'protocol': 'UDP'},
+                            {'name': 'dns-tcp', 'port': 53, 'targetPort': 53,
+                             'protocol': 'TCP'}]}},
+    ]

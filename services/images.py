@@ -18,6 +18,7 @@ SUPPORTED_IMAGES = (
     ' gcr.io/kubernetes-e2e-test-images/agnhost)',
     'registry.k8s.io/pause:<tag> (also k8s.gcr.io/pause)',
     'busybox[:tag] (also docker.io/library/busybox, docker.io/busybox)',
+    'registry.k8s.io/coredns/coredns:<tag> (the lab\'s cluster DNS server: --records FILE)',
     'gcr.io/k8s-staging-gateway-api/echo-basic:<tag> (Gateway API conformance\'s echo '
     'server: JSON of the request and the pod that answered, on $HTTP_PORT, default 3000)',
     'registry.k8s.io/ingress-nginx/controller:<tag> (the lab\'s nginx, serving the '
@@ -38,6 +39,7 @@ IMAGE_REPOSITORIES = {
     'docker.io/library/busybox': 'busybox',
     'docker.io/busybox': 'busybox',
     'gcr.io/k8s-staging-gateway-api/echo-basic': 'echo-basic',
+    'registry.k8s.io/coredns/coredns': 'coredns',
     'registry.k8s.io/ingress-nginx/controller': 'ingress-nginx',
     'ghcr.io/nginx/nginx-gateway-fabric/nginx': 'nginx-gateway',
 }

@@ -13,7 +13,7 @@ import random
 
 import pytest
 
-from services import manifests
+from services import addons, manifests
 from services.cluster import default_cluster
 from services.errors import ApplyError, KubelabError, ValidationError
 from services.store import Store
@@ -25,8 +25,11 @@ FUZZ = fuzz_cases()
 
 
 def running_demo() -> Store:
-    """A store with the demo applied and every pod running and ready."""
+    """A store with the lab's add-ons (cluster DNS, ingress-nginx) and the demo applied
+    and every pod running and ready, as in a running lab."""
     store = Store(default_cluster(), rng=random.Random(7))
+    store.apply(addons.dns_objects(store.cluster.dns_ip, '/run/kubelab/dns/records.json')
+                + addons.ingress_nginx_objects('worker-1') + [addons.gateway_class_object()])
     apply_text(store, DEMO.read_text(), str(DEMO))
     for index, pod in enumerate(store.list('Pod')):
         meta = pod['metadata']

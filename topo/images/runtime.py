@@ -14,6 +14,7 @@ image       ENTRYPOINT     CMD       runs here as
 agnhost     ``/agnhost``   ``pause`` ``python -m topo.images.agnhost ARGS``
 pause       ``/pause``     (none)    ``python -m topo.images.agnhost pause``
 busybox     (none)         ``sh``    the command itself, busybox applets first
+coredns     ``/coredns``   (none)    ``python -m topo.images.coredns ARGS``
 echo-basic  ``/echo-       (none)    ``python -m topo.images.echo_basic``
             basic``
 ingress-    ``/nginx-      (none)    ``python -m topo.images.nginx_proxy ARGS``
@@ -37,6 +38,8 @@ AGNHOST_MODULE = 'topo.images.agnhost'
 PAUSE_BINARY = '/pause'
 NGINX_MODULE = 'topo.images.nginx_proxy'
 ECHO_BASIC_MODULE = 'topo.images.echo_basic'
+COREDNS_MODULE = 'topo.images.coredns'
+COREDNS_BINARY = '/coredns'
 ECHO_BASIC_BINARY = '/echo-basic'
 #: The entrypoints of the images that run the lab's nginx.
 NGINX_BINARIES = ('/nginx-ingress-controller', '/nginx-gateway')
@@ -50,6 +53,7 @@ IMAGE_CONFIG = {
     'pause': ([PAUSE_BINARY], []),
     'busybox': ([], ['sh']),
     'echo-basic': ([ECHO_BASIC_BINARY], []),
+    'coredns': ([COREDNS_BINARY], []),
     'ingress-nginx': (['/nginx-ingress-controller'], []),
     'nginx-gateway': (['/nginx-gateway'], []),
 }
@@ -119,6 +123,8 @@ def _emulated(words, python):
         return [python, '-m', AGNHOST_MODULE] + words[1:]
     if words[0] == PAUSE_BINARY:
         return [python, '-m', AGNHOST_MODULE, 'pause']
+    if words[0] == COREDNS_BINARY:
+        return [python, '-m', COREDNS_MODULE] + words[1:]
     if words[0] == ECHO_BASIC_BINARY:
         return [python, '-m', ECHO_BASIC_MODULE] + words[1:]
     if words[0] in NGINX_BINARIES:

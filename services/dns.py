@@ -1,0 +1,321 @@
+"""Cluster DNS: the records the store's objects define, and a pod's resolv.conf.
+
+A pure function, ``records``, with the rules of the Kubernetes DNS-based service
+discovery specification (schema 1.1.0, github.com/kubernetes/dns
+docs/specification.md) as CoreDNS's ``kubernetes`` plugin serves them. The lab's
+daemon writes its result to a file on every store change; the cluster DNS pods
+(``topo/images/coredns.py``) answer from that file.
+
+Records, for the cluster domain ``<zone>`` (``cluster.local``), every TTL 5 s (the
+CoreDNS kubernetes plugin's default):
+
+* ``dns-version.<zone>`` TXT ``"1.1.0"``, the schema version.
+* A Service with a ClusterIP: ``<svc>.<ns>.svc.<zone>`` A the ClusterIP; for each
+  *named* port ``_<port>._<proto>.<svc>.<ns>.svc.<zone>`` SRV ``0 100 <port>
+  <svc>.<ns>.svc.<zone>.`` (proto in lower case); the ClusterIP's PTR names the
+  Service. Unnamed ports get no SRV (the specification).
+* A headless Service (``clusterIP: None``): its *ready* endpoints, read from the
+  EndpointSlices labelled ``kubernetes.io/service-name``. An endpoint is ready when
+  its ``conditions.ready`` is not false (nil means ready, as the EndpointSlice API
+  says consumers should read it), or always when the Service sets
+  ``publishNotReadyAddresses``. ``<svc>.<ns>.svc.<zone>`` A every ready address;
+  ``<hostname>.<svc>.<ns>.svc.<zone>`` A each address of a ready endpoint, where
+  the hostname is the endpoint's ``hostname``, else the dashed IP (``10-1-2-3``,
+  CoreDNS's choice of the "unique, system-assigned identifier" the specification
+  allows); for each named port of each slice
+  ``_<port>._<proto>.<svc>.<ns>.svc.<zone>`` SRV, one per ready endpoint, ``0 <w>
+  <port> <hostname>.<svc>.<ns>.svc.<zone>.`` with CoreDNS's weight
+  ``w = max(1, 100 // N)`` for N records; the address's PTR names the endpoint. No
+  ready endpoint: no records, so the name is NXDOMAIN (the specification).
+  The lab's EndpointSlice controller does not fill ``hostname``; Kubernetes' does,
+  from a pod whose ``spec.hostname`` is set and ``spec.subdomain`` is the Service's
+  name, so such a pod's hostname is taken from the pod that ``targetRef`` names.
+  That is how a pod gets ``<hostname>.<subdomain>.<ns>.svc.<zone>``: through the
+  headless Service of its subdomain that selects it, once it is ready, as in
+  Kubernetes.
+* A Service of type ExternalName: ``<svc>.<ns>.svc.<zone>`` CNAME ``<externalName>.``.
+* Pods: ``<a-b-c-d>.<ns>.pod.<zone>`` A ``a.b.c.d`` for every pod with an IPv4
+  ``status.podIP`` that is neither finished (phase Succeeded/Failed: its address is
+  released) nor terminating (CoreDNS drops pods with a deletionTimestamp). This is
+  CoreDNS's ``pods verified`` mode: only addresses of pods that exist in that
+  namespace; not ``pods insecure``, which answers any dashed address in any
+  namespace.
+* PTR ``d.c.b.a.in-addr.arpa.``: a ClusterIP names its Service; else an address
+  that is a ready endpoint of headless Services names those endpoints (the
+  specification, and CoreDNS); else a pod's address names the pod,
+  ``<a-b-c-d>.<ns>.pod.<zone>.`` (a name that answers A, unlike CoreDNS, which
+  would ask its upstream). Several names for one address: several PTRs, sorted.
+* Each zone's apex: SOA ``ns.dns.<zone>. hostmaster.<zone>. <serial> 7200 1800 86400
+  5`` (CoreDNS's values; the serial comes from ``generation``); the cluster domain
+  also has NS ``ns.dns.<zone>.``, with an A record when the Service
+  ``kube-system/kube-dns`` has a ClusterIP.
+
+The zones served with authority are the cluster domain and reverse zones: those
+covering ``networks`` (the Service and pod CIDRs the lab gives; rounded out to whole
+octets, as CoreDNS does with a CIDR in its zone list: 10.96.0.0/12 is
+``96.10.in-addr.arpa.`` ... ``111.10.in-addr.arpa.``), and the /24 zone of every
+other address with a PTR record. Names between a record and its zone's apex exist
+without data (empty non-terminals: ``svc.<zone>``, ``default.svc.<zone>``,
+``_tcp.web.default.svc.<zone>``), and so do ``<ns>.svc.<zone>`` and
+``<ns>.pod.<zone>`` of every Namespace: asked for, they answer NOERROR with no
+records, not NXDOMAIN.
+
+Only IPv4 addresses are published (the lab is IPv4). Names are case-insensitive: all
+are stored in lower case, absolute (ending with a dot). A name that cannot be a DNS
+name (a label over 63 octets, over 253 in all) is left out.
+
+The result is JSON-serialisable and deterministic (names and record data sorted)::
+
+    {'version': 1, 'generation': '5be1f6a0', 'domain': 'cluster.local', 'ttl': 5,
+     'zones': ['0.96.10.in-addr.arpa.', 'cluster.local.'],
+     'records': {'web.default.svc.cluster.local.': {'A': ['10.96.0.20']},
+                 'default.svc.cluster.local.': {}, ...}}
+
+``records`` maps each name to its records by type, each record in zone-file
+presentation format (``SRV``: ``'0 100 80 web.default.svc.cluster.local.'``, ``TXT``:
+``'"1.1.0"'``); ``{}`` is a name that exists without records. ``version`` is the
+format's version, ``generation`` the first 8 hex digits of the SHA-256 of the content:
+it changes exactly when the answers do.
+"""
+
+import hashlib
+import ipaddress
+import json
+
+DEFAULT_DOMAIN = 'cluster.local'
+#: Every record's TTL and the SOA minimum (the CoreDNS kubernetes plugin's default).
+TTL = 5
+#: The version of the Kubernetes DNS schema served at ``dns-version.<zone>``.
+SCHEMA_VERSION = '1.1.0'
+#: The version of the records file's format.
+FORMAT_VERSION = 1
+#: SOA refresh, retry and expire, as CoreDNS sets them.
+SOA_TIMERS = (7200, 1800, 86400)
+#: The Service whose ClusterIP is the cluster's nameserver (``ns.dns.<zone>``).
+DNS_SERVICE = ('kube-system', 'kube-dns')
+SERVICE_NAME_LABEL = 'kubernetes.io/service-name'
+
+
+def dashed(ip: str) -> str:
+    """``10.1.2.3`` -> ``10-1-2-3``: an address as one DNS label."""
+    return ip.replace('.', '-')
+
+
+def reverse_name(ip: str) -> str:
+    """``10.1.2.3`` -> ``3.2.1.10.in-addr.arpa.``."""
+    return '.'.join(reversed(ip.split('.'))) + '.in-addr.arpa.'
+
+
+def reverse_zones(networks) -> list[str]:
+    """The in-addr.arpa zones covering the IPv4 CIDRs ``networks``: each rounded out to
+    whole octets (a /12 gives 16 zones of /16, a /20 16 zones of /24), at most /24."""
+    zones = set()
+    for cidr in networks:
+        net = ipaddress.IPv4Network(cidr, strict=False)
+        prefix = min(24, -(-net.prefixlen // 8) * 8)
+        if prefix == 0:
+            zones.add('in-addr.arpa.')
+            continue
+        for subnet in net.subnets(new_prefix=prefix) if prefix >= net.prefixlen \
+                else [net.supernet(new_prefix=prefix)]:
+            octets = str(subnet.network_address).split('.')[:prefix // 8]
+            zones.add('.'.join(reversed(octets)) + '.in-addr.arpa.')
+    return sorted(zones)
+
+
+def _ipv4(value) -> str | None:
+    """``value`` as a canonical IPv4 address, or None."""
+    try:
+        return str(ipaddress.IPv4Address(value))
+    except (ipaddress.AddressValueError, ValueError, TypeError):
+        return None
+
+
+def _valid_name(name: str) -> bool:
+    """True when absolute ``name`` can be a DNS name (RFC 1035 lengths)."""
+    labels = name[:-1].split('.')
+    return len(name) <= 254 and all(0 < len(label) <= 63 for label in labels)
+
+
+def _meta(obj: dict) -> tuple[str, str]:
+    meta = obj.get('metadata') or {}
+    return str(meta.get('namespace') or 'default').lower(), str(meta.get('name') or '').lower()
+
+
+class _Records:
+    """name -> type -> set of presentation-format data, skipping invalid names."""
+
+    def __init__(self):
+        self.names: dict[str, dict[str, set]] = {}
+
+    def add(self, name: str, rdtype: str | None = None, data: str | None = None) -> None:
+        if not _valid_name(name) or (rdtype in ('PTR', 'CNAME', 'NS', 'SRV')
+                                     and not _valid_name(data.rsplit(' ', 1)[-1])):
+            return
+        node = self.names.setdefault(name, {})
+        if rdtype:
+            node.setdefault(rdtype, set()).add(data)
+
+
+def _sort_key(rdtype: str):
+    if rdtype == 'A':
+        return lambda data: ipaddress.IPv4Address(data)
+    return None
+
+
+def _ready_endpoints(service: dict, slices: list, pods: dict) -> list:
+    """A headless Service's ready endpoints: [(address, hostname label, [(port name,
+    protocol, port)])], one entry per (slice, endpoint, address)."""
+    namespace, name = _meta(service)
+    publish = bool((service.get('spec') or {}).get('publishNotReadyAddresses'))
+    found = []
+    for endpoint_slice in slices:
+        if endpoint_slice.get('addressType', 'IPv4') != 'IPv4':
+            continue
+        ports = [(str(p['name']).lower(), str(p.get('protocol') or 'TCP').lower(), p['port'])
+                 for p in endpoint_slice.get('ports') or ()
+                 if p.get('name') and isinstance(p.get('port'), int)]
+        for endpoint in endpoint_slice.get('endpoints') or ():
+            if (endpoint.get('conditions') or {}).get('ready') is False and not publish:
+                continue
+            hostname = endpoint.get('hostname')
+            ref = endpoint.get('targetRef') or {}
+            if not hostname and ref.get('kind', 'Pod') == 'Pod' and ref.get('name'):
+                pod_spec = (pods.get((str(ref.get('namespace') or namespace).lower(),
+                                      str(ref['name']).lower())) or {}).get('spec') or {}
+                if pod_spec.get('hostname') and \
+                        str(pod_spec.get('subdomain') or '').lower() == name:
+                    hostname = pod_spec['hostname']
+            for address in endpoint.get('addresses') or ():
+                ip = _ipv4(address)
+                if ip:
+                    found.append((ip, str(hostname).lower() if hostname else dashed(ip),
+                                  ports))
+    return found
+
+
+def _live_pod_ip(pod: dict) -> str | None:
+    meta, status = pod.get('metadata') or {}, pod.get('status') or {}
+    if meta.get('deletionTimestamp') or status.get('phase') in ('Succeeded', 'Failed'):
+        return None
+    return _ipv4(status.get('podIP'))
+
+
+def records(objects: dict, domain: str = DEFAULT_DOMAIN, networks=()) -> dict:
+    """Every DNS record of the cluster whose objects are ``objects`` (kind -> items:
+    'Service', 'EndpointSlice', 'Pod', 'Namespace'; other kinds are ignored).
+
+    ``domain`` is the cluster domain; ``networks`` the IPv4 CIDRs whose reverse zones
+    are served with authority even where no address has a record (the lab's Service
+    and pod subnets). See the module's docstring for the records and the format.
+    """
+    domain = domain.strip('.').lower()
+    zone = domain + '.'
+    table = _Records()
+    pods = {_meta(p): p for p in objects.get('Pod') or ()}
+    slices: dict[tuple, list] = {}
+    for endpoint_slice in objects.get('EndpointSlice') or ():
+        namespace, _ = _meta(endpoint_slice)
+        labels = (endpoint_slice.get('metadata') or {}).get('labels') or {}
+        if labels.get(SERVICE_NAME_LABEL):
+            slices.setdefault((namespace, str(labels[SERVICE_NAME_LABEL]).lower()),
+                              []).append(endpoint_slice)
+    cluster_ptr: dict[str, set] = {}        # ClusterIP -> its Service's name
+    endpoint_ptr: dict[str, set] = {}       # headless endpoint address -> its names
+    nameserver = None
+
+    table.add(f'dns-version.{zone}', 'TXT', f'"{SCHEMA_VERSION}"')
+    for service in sorted(objects.get('Service') or (), key=_meta):
+        namespace, name = _meta(service)
+        spec = service.get('spec') or {}
+        owner = f'{name}.{namespace}.svc.{zone}'
+        cluster_ip = spec.get('clusterIP')
+        if spec.get('type') == 'ExternalName':
+            if spec.get('externalName'):
+                table.add(owner, 'CNAME', str(spec['externalName']).strip('.').lower() + '.')
+        elif cluster_ip == 'None':
+            srv: dict[str, set] = {}
+            for ip, label, ports in _ready_endpoints(service, slices.get((namespace, name), ()),
+                                                     pods):
+                target = f'{label}.{owner}'
+                table.add(owner, 'A', ip)
+                table.add(target, 'A', ip)
+                endpoint_ptr.setdefault(ip, set()).add(target)
+                for port_name, protocol, port in ports:
+                    srv.setdefault(f'_{port_name}._{protocol}.{owner}', set()).add(
+                        (port, target))
+            for srv_name, targets in srv.items():
+                weight = max(1, 100 // len(targets))
+                for port, target in targets:
+                    table.add(srv_name, 'SRV', f'0 {weight} {port} {target}')
+        elif _ipv4(cluster_ip):
+            ip = _ipv4(cluster_ip)
+            table.add(owner, 'A', ip)
+            cluster_ptr.setdefault(ip, set()).add(owner)
+            for port in spec.get('ports') or ():
+                if port.get('name') and isinstance(port.get('port'), int):
+                    protocol = str(port.get('protocol') or 'TCP').lower()
+                    table.add(f'_{str(port["name"]).lower()}._{protocol}.{owner}', 'SRV',
+                              f'0 100 {port["port"]} {owner}')
+            if (namespace, name) == DNS_SERVICE:
+                nameserver = ip
+
+    pod_ptr: dict[str, set] = {}
+    for (namespace, _), pod in sorted(pods.items()):
+        ip = _live_pod_ip(pod)
+        if ip:
+            owner = f'{dashed(ip)}.{namespace}.pod.{zone}'
+            table.add(owner, 'A', ip)
+            pod_ptr.setdefault(ip, set()).add(owner)
+
+    for ip in sorted(set(cluster_ptr) | set(endpoint_ptr) | set(pod_ptr)):
+        for target in cluster_ptr.get(ip) or endpoint_ptr.get(ip) or pod_ptr[ip]:
+            table.add(reverse_name(ip), 'PTR', target)
+
+    table.add(zone, 'NS', f'ns.dns.{zone}')
+    if nameserver:
+        table.add(f'ns.dns.{zone}', 'A', nameserver)
+    for label in ('svc', 'pod'):
+        table.add(f'{label}.{zone}')
+    for namespace_obj in objects.get('Namespace') or ():
+        _, name = _meta(namespace_obj)
+        if name:
+            table.add(f'{name}.svc.{zone}')
+            table.add(f'{name}.pod.{zone}')
+
+    zones = set(reverse_zones(networks)) | {zone}
+    for name in list(table.names):
+        apex = _zone_of(name, zones)
+        if apex is None:                     # an address outside ``networks``
+            apex = name.split('.', 1)[1]
+            zones.add(apex)
+        while name != apex:                  # the empty non-terminals up to the apex
+            table.add(name)
+            name = name.split('.', 1)[1]
+    for apex in zones:
+        table.add(apex)
+
+    content = {
+        'domain': domain, 'ttl': TTL, 'zones': sorted(zones),
+        'records': {name: {rdtype: sorted(data, key=_sort_key(rdtype))
+                           for rdtype, data in sorted(node.items())}
+                    for name, node in sorted(table.names.items())},
+    }
+    generation = hashlib.sha256(
+        json.dumps(content, sort_keys=True).encode()).hexdigest()[:8]
+    refresh, retry, expire = SOA_TIMERS
+    for apex in content['zones']:
+        content['records'][apex]['SOA'] = [
+            f'ns.dns.{zone} hostmaster.{zone} {int(generation, 16)} '
+            f'{refresh} {retry} {expire} {TTL}']
+    return {'version': FORMAT_VERSION, 'generation': generation, **content}
+
+
+def _zone_of(name: str, zones) -> str | None:
+    """The longest of ``zones`` that ``name`` is in (or is), or None."""
+    while True:
+        if name in zones:
+            return name
+        if '.' not in name[:-1]:
+            return None
+        name = name.split('.', 1)[1]
