@@ -30,14 +30,21 @@ def test_down_leaves_no_bridge_interface_or_process_and_spares_others():
     # A bridge that is not the lab's must survive the lab's cleanup.
     subprocess.run(['ovs-vsctl', '--may-exist', 'add-br', 'keep-me0', '--', 'set', 'bridge',
                     'keep-me0', 'datapath_type=netdev'], check=True)
+    machine_resolv = open('/etc/resolv.conf', 'rb').read()
     try:
         lab = LabControl()
         lab.up()
         lab.apply(DEPLOY)
         during = lab_leftovers()
         assert len(during['bridges']) == 6 and during['processes']
+        # Each pod has its own resolv.conf (the cluster DNS); the machine's is untouched.
+        pod = lab.pods({'app': 'web'})[0]['metadata']['name']
+        assert 'nameserver 10.96.0.10' in lab.kubelab('exec', pod, '--', 'cat',
+                                                      '/etc/resolv.conf').stdout
+        assert open('/etc/resolv.conf', 'rb').read() == machine_resolv
         lab.down()
         assert lab_leftovers() == {'bridges': [], 'links': [], 'processes': []}
+        assert open('/etc/resolv.conf', 'rb').read() == machine_resolv
         assert 'keep-me0' in subprocess.run(['ovs-vsctl', 'list-br'], capture_output=True,
                                             text=True).stdout.split()
     finally:

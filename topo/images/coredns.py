@@ -29,12 +29,13 @@ Answers, for a query of class IN:
   section (TTL 5: the records' TTL, also the SOA minimum, so negative answers are
   cached 5 s). A CNAME (ExternalName Service) is answered for any type and followed
   while its target is in the file. AXFR/IXFR: REFUSED (no transfer plugin).
-* any other name: SERVFAIL. CoreDNS hands such names to ``forward . /etc/resolv.conf``
-  and, with no upstream reachable (a lab has no Internet), answers SERVFAIL, which is
-  also what a resolver should see: glibc takes SERVFAIL as "try again" (the next
-  server, then the next search domain; getaddrinfo ends with EAI_AGAIN, "Temporary
-  failure in name resolution"), where REFUSED is wrong for a resolver and NXDOMAIN
-  would claim the name exists nowhere. Each is logged as an ``[ERROR]``.
+* any other name: NXDOMAIN, not authoritative. CoreDNS hands such names to ``forward .
+  /etc/resolv.conf``; the lab has no Internet, so the stand-in for the world's DNS says
+  such a name does not exist. That is what a real cluster answers for the names users
+  mistype most (``web`` asked from another namespace ends, after the search list, as
+  ``web.``, which the root zone does not have), and glibc then says "not found" rather
+  than "Temporary failure in name resolution", which SERVFAIL (CoreDNS with no reachable
+  upstream) would make it say. Each is logged (``... no upstream``).
 * before the file is first loaded: SERVFAIL, as CoreDNS answers before its kubernetes
   plugin has synced (``/ready`` says 503 meanwhile).
 * class other than IN: REFUSED; opcode other than QUERY: NOTIMP; not exactly one
@@ -221,10 +222,10 @@ def resolve(query: dns.message.Message, records: Records | None,
                           f'{dns.rdatatype.to_text(question.rdtype)}: records not loaded yet')
     zone = records.zone_of(question.name)
     if zone is None:
-        response.set_rcode(dns.rcode.SERVFAIL)
-        return response, (f'plugin/errors: 2 {question.name} '
-                          f'{dns.rdatatype.to_text(question.rdtype)}: no upstream to forward '
-                          f'to: only the cluster\'s own names are served here')
+        response.set_rcode(dns.rcode.NXDOMAIN)
+        return response, (f'plugin/forward: {question.name} '
+                          f'{dns.rdatatype.to_text(question.rdtype)}: no upstream (the lab '
+                          f'has no Internet): NXDOMAIN')
     if question.rdtype in (dns.rdatatype.AXFR, dns.rdatatype.IXFR):
         response.set_rcode(dns.rcode.REFUSED)
         return response, None
