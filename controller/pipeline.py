@@ -374,8 +374,11 @@ def node_bridge(state, node) -> SwitchConfig:
               goto=T['SNAT'], owner='nodeport masquerade'),
          flow(T['SNAT'], 250, {'eth_type': ETH_IP, 'ct_state': ct_state('+trk-rpl'),
                                'ct_mark': (CT_MARK_NODE_MASQ, CT_MARK_NODE_MASQ)},
+              # mark 0: the masquerade zone's connection has none anyway; said here so
+              # that ofproto/trace (kubelab trace), which keeps one ct_mark across zones,
+              # does not send the packet back into SNAT forever.
               (Ct(zone=snat_zone, commit=True, table=T['L3Forwarding'],
-                  nat=Nat(src=node.ip)),), owner='nodeport masquerade')])
+                  nat=Nat(src=node.ip), mark=0),), owner='nodeport masquerade')])
     add([flow(T['SNAT'], 200, {'eth_type': ETH_IP, 'ipv4_dst': (
               node.pod_cidr.split('/')[0], str(ipaddress.IPv4Network(node.pod_cidr).netmask))},
               (Ct(zone=snat_zone, commit=True, table=T['Output'], nat=Nat(src=gateway)),),

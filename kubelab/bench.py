@@ -138,8 +138,12 @@ def wrk(lab: LabControl, source: str, url: str, host: str, seconds: float,
         elif len(words) == 2 and words[0] in ('50%', '99%'):
             number = words[1].rstrip('usm')
             out[words[0]] = float(number) * _UNITS[words[1][len(number):]]
-        elif 'Non-2xx or 3xx responses' in line or 'Socket errors' in line:
+        elif 'Socket errors' in line:       # e.g. a server closing a keep-alive
+            out['socket_errors'] = sum(int(w.strip(',')) for w in words if w.strip(',')
+                                       .isdigit())
+        elif 'Non-2xx or 3xx responses' in line:
             raise KubelabError(f'wrk {url}: {line.strip()}')
+    out.setdefault('socket_errors', 0)
     return out
 
 
@@ -236,8 +240,10 @@ def _measure(lab: LabControl, args) -> int:
     for name, direct, via in ingress_rows:
         print(f'{name:36} {direct:10.2f} {via:10.2f} {via / direct if direct else 0:7.2f} '
               f'{"-":>7}')
+    errors = {side: sum(r['socket_errors'] for r in runs) for side, runs in http.items()}
     print('  (wrk -c 8 from an external host with keep-alive, or (close) a new connection '
-          'per request;\n   nginx opens a new connection to the ClusterIP per request)')
+          'per request;\n   nginx opens a new connection to the ClusterIP per request; '
+          f'socket errors: {errors})')
     failed = long_run['failed']
     total = long_run['ok'] + failed
     out_of = f'{failed}/{total}'

@@ -4,6 +4,7 @@
   kubelab down
   kubelab apply -f FILE|DIR [--wait]      kubelab delete -f FILE | KIND NAME
   kubelab get KIND [NAME] [-o wide|json|yaml|name] [-n NS | -A]
+  kubelab diagram -o FILE.svg|FILE.png [-n NS | -A]   (a picture of the lab)
   kubelab scale deployment NAME --replicas N
   kubelab rollout restart deployment NAME
   kubelab rollout status deployment NAME [--timeout 60s]
@@ -11,6 +12,8 @@
   kubelab exec POD|node/NAME|host/NAME [-c CONTAINER] -- CMD...
   kubelab logs POD [-c CONTAINER]
   kubelab wait                             (every pod ready, the dataplane caught up)
+  kubelab flows [--service NAME] [--node NAME] [-n NS] [-o json]  (flows, counters, owners)
+  kubelab top [--interval 1] [-n NS | -A] [--once]   (connections per Service and endpoint)
   kubelab demo                             (bring up the default lab, show traffic, tear down)
   kubelab bench                            (the benchmark table)
 """
@@ -265,6 +268,34 @@ def cmd_get(args) -> int:
     return 0
 
 
+def cmd_diagram(args) -> int:
+    """``kubelab diagram -o FILE``: a picture of the lab (kubelab/diagram.py) from one
+    snapshot of the store; every namespace unless ``-n NS`` (the nodes and external
+    hosts are always drawn)."""
+    from kubelab import diagram
+    diagram.output_format(args.output)           # a wrong name or no Graphviz: say so
+    diagram.find_dot()                           # before asking the lab
+    client = Client()
+    _, objects = client.snapshot()
+    info = client.lab()
+    ns = None if args.all_namespaces else args.namespace
+    if ns is not None:
+        known = sorted(o['metadata']['name'] for o in objects.get('Namespace', []))
+        if ns not in known:
+            raise KubelabError(f'namespaces "{ns}" not found; namespaces: '
+                               + ', '.join(known))
+        objects = {kind: [o for o in items
+                          if (o.get('metadata') or {}).get('namespace') in (None, '', ns)]
+                   for kind, items in objects.items()}
+    diagram.render(objects, info, args.output)
+    nodes = {n['name'] for n in info.get('nodes', [])} | \
+        {n['metadata']['name'] for n in objects.get('Node', [])}
+    pods, services = len(objects.get('Pod', [])), len(objects.get('Service', []))
+    print(f'wrote {args.output} ({len(nodes)} node{"s" * (len(nodes) != 1)}, {pods} '
+          f'pod{"s" * (pods != 1)}, {services} Service{"s" * (services != 1)})')
+    return 0
+
+
 def cmd_scale(args) -> int:
     word = args.kind
     if '/' in word:
@@ -459,6 +490,47 @@ def cmd_create(args) -> int:
     return 0
 
 
+def cmd_trace(args) -> int:
+    """``kubelab trace SRC DST[:PORT]``: a new connection's path through the live
+    switches (ofproto/trace), in the seed's words."""
+    from kubelab import trace
+    from services.cluster import load_cluster_file
+    client = Client()
+    cluster = load_cluster_file(os.path.join(client.lab()['stateDir'], 'cluster.json'))
+    objects = {kind: client.list(kind) for kind in (
+        'Pod', 'Service', 'EndpointSlice', 'Node', 'LoadBalancerHealth')}
+    src = args.source
+    if src.startswith(('node/', 'host/')):
+        kind, name = src.split('/', 1)
+        src_ip = (cluster.node(name) if kind == 'node' else cluster.client(name)).ip
+    else:
+        pod = client.get('Pod', args.namespace, src.split('/', 1)[-1])
+        src_ip = (pod.get('status') or {}).get('podIP')
+        if not src_ip:
+            raise KubelabError(f'pod {src} has no IP yet')
+    dst, port = args.destination, None
+    if dst.startswith(('svc/', 'service/')):
+        name, _, port = dst.split('/', 1)[1].partition(':')
+        svc = client.get('Service', args.namespace, name)
+        ports = svc['spec'].get('ports') or []
+        chosen = next((p for p in ports if port in (str(p['port']), p.get('name'))),
+                      None) if port else (ports[0] if ports else None)
+        if chosen is None or svc['spec'].get('clusterIP') in (None, 'None'):
+            raise KubelabError(f'service {name} has no ClusterIP port {port or ""}; ports: '
+                               + ', '.join(str(p['port']) for p in ports))
+        dst_ip, port = svc['spec']['clusterIP'], chosen['port']
+        proto = args.proto or chosen.get('protocol', 'TCP').lower()
+    else:
+        dst_ip, _, text = dst.partition(':')
+        if not text.isdigit():
+            raise KubelabError(f'destination "{dst}": give IP:PORT or svc/NAME[:PORT]')
+        port, proto = int(text), args.proto or 'tcp'
+    tracer = trace.Tracer(cluster, objects)
+    print(trace.render(trace.trace_connection(tracer, src_ip, dst_ip, int(port), proto,
+                                              args.endpoint)))
+    return 0
+
+
 def cmd_demo(args) -> int:
     from kubelab.demo import run_demo
     return run_demo()
@@ -467,6 +539,154 @@ def cmd_demo(args) -> int:
 def cmd_bench(args) -> int:
     from kubelab.bench import run_bench
     return run_bench(args)
+
+
+# ---------------------------------------------------------------- flows / top
+OFCTL_TIMEOUT = 10
+
+
+class OfctlFailed(KubelabError):
+    pass
+
+
+def lab_cluster(client: Client):
+    """The running lab's cluster: the file the daemon gave the controller."""
+    from services.cluster import load_cluster_file
+    return load_cluster_file(os.environ.get('KUBELAB_CLUSTER_FILE')
+                             or os.path.join(client.state_dir, 'cluster.json'))
+
+
+def lab_bridges(cluster, only: str | None = None) -> list[tuple[str, int]]:
+    """(name, dpid) of the lab's bridges: the nodes', the underlay, the cloud edge, the
+    external network; ``only``: one node (by node or bridge name)."""
+    from topo import wiring
+    order = {'node': 0, 'underlay': 1, 'edge': 2, 'external': 3}
+    bridges = sorted(wiring.all_bridges(cluster), key=lambda b: (
+        order[wiring.switch_role(cluster, b[1]).kind], b[1]))
+    if only is None:
+        return bridges
+    for node in cluster.nodes:
+        if only in (node.name, wiring.node_bridge(node)):
+            return [(wiring.node_bridge(node), wiring.node_dpid(node))]
+    if only in {name for name, _ in bridges}:
+        return [b for b in bridges if b[0] == only]
+    raise KubelabError(f'no node "{only}"; nodes: '
+                       + ', '.join(n.name for n in cluster.nodes)
+                       + '; bridges: ' + ', '.join(name for name, _ in bridges))
+
+
+def ovs_ofctl(bridge: str, *args: str) -> str:
+    argv = ['ovs-ofctl', '-O', 'OpenFlow13', *args, bridge]
+    try:
+        proc = subprocess.run(argv, capture_output=True, text=True, timeout=OFCTL_TIMEOUT)
+    except FileNotFoundError:
+        raise KubelabError('ovs-ofctl not found: Open vSwitch is not installed '
+                           '(`sudo ./run.sh install`)') from None
+    except subprocess.TimeoutExpired:
+        raise OfctlFailed(f'`{" ".join(argv)}` did not answer within {OFCTL_TIMEOUT} s') \
+            from None
+    if proc.returncode != 0:
+        lines = proc.stderr.strip().splitlines() or [f'exit status {proc.returncode}']
+        hint = ' (run kubelab with sudo)' if 'Permission denied' in lines[-1] else ''
+        raise OfctlFailed(f'`{" ".join(argv)}` failed: {lines[-1]}{hint}')
+    return proc.stdout
+
+
+def dump_bridges(bridges: list[tuple[str, int]]) -> list:
+    """Each bridge's flows, groups and group counters; a bridge that cannot be read
+    (missing, ovs-ofctl failing) carries the error, the others are read all the same."""
+    from kubelab import observe
+    dumps = []
+    for name, dpid in bridges:
+        texts, errors = {}, []
+        for what, args in (('flows', ('--names', 'dump-flows')),
+                           ('groups', ('dump-groups',)),
+                           ('stats', ('dump-group-stats',))):
+            try:
+                texts[what] = ovs_ofctl(name, *args)
+            except OfctlFailed as exc:
+                errors.append(str(exc))
+                if what == 'flows':       # no such bridge: the other dumps fail alike
+                    break
+        dumps.append(observe.bridge_dump(name, dpid, texts.get('flows'),
+                                         texts.get('groups'), texts.get('stats'),
+                                         error='; '.join(errors) or None))
+    return dumps
+
+
+def cmd_flows(args) -> int:
+    """``kubelab flows``: the switches' flows and groups, each with its counters and the
+    object that owns it (kubelab/observe.py)."""
+    from kubelab import observe
+    client = Client()
+    cluster = lab_cluster(client)
+    bridges = lab_bridges(cluster, args.node)
+    for attempt in range(3):      # a change between the snapshot and the dumps: again
+        version, objects = client.snapshot()
+        if args.service and not any(
+                (s['metadata'].get('namespace', 'default'), s['metadata']['name'])
+                == (args.namespace, args.service) for s in objects.get('Service', [])):
+            raise NotFound(f'services "{args.service}" not found in namespace '
+                           f'"{args.namespace}"')
+        dumps = dump_bridges(bridges)
+        dataplane = client.dataplane()
+        if dataplane['storeVersion'] == version:
+            break
+    report = observe.annotate(cluster, objects, dumps)
+    if dataplane['storeVersion'] != version:
+        report.notes.append('the cluster kept changing while the switches were read: '
+                            'some flows may show as stale or missing')
+    elif dataplane['version'] < version:
+        report.notes.append(f'the controller is still programming the switches (they '
+                            f'carry version {dataplane["version"]} of {version}): stale '
+                            f'and missing flows are expected for a moment')
+    if args.service:
+        report = observe.only_service(report, args.namespace, args.service)
+    if args.output == 'json':
+        print(json.dumps(report.to_json(), indent=2))
+    else:
+        print(observe.render_flows(report))
+    failed = [d for d in dumps if d.error]
+    for dump in failed:
+        print(f'error: {dump.name}: {dump.error}', file=sys.stderr)
+    return 1 if failed else 0
+
+
+def cmd_top(args) -> int:
+    """``kubelab top``: new connections per Service port and endpoint, bytes per pod,
+    connections per load balancer node, redrawn every ``--interval`` seconds."""
+    from kubelab import observe
+    from topo import wiring
+    if args.interval <= 0:
+        raise KubelabError('--interval must be more than 0 seconds')
+    client = Client()
+    cluster = lab_cluster(client)
+    bridges = [b for b in lab_bridges(cluster)
+               if b[1] not in (wiring.UNDERLAY_DPID, wiring.EXTERNAL_DPID)]
+    namespace = None if args.all_namespaces else args.namespace
+
+    def poll():
+        _, objects = client.snapshot()
+        start = time.monotonic()
+        dumps = dump_bridges(bridges)
+        read = (start + time.monotonic()) / 2
+        return observe.Poll(read, observe.annotate(cluster, objects, dumps))
+
+    try:
+        last = poll()
+        while True:
+            time.sleep(args.interval)
+            now = poll()
+            view = observe.top_view(last, now, namespace)
+            frame = observe.render_top(view, datetime.now().strftime('%H:%M:%S'))
+            if args.once:
+                print(frame)
+                return 1 if view.errors else 0
+            sys.stdout.write('\033[H\033[2J' + frame + '\n')
+            sys.stdout.flush()
+            last = now
+    except KeyboardInterrupt:
+        return 0
 
 
 # ---------------------------------------------------------------- parser
@@ -503,6 +723,18 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument('name', nargs='?')
     sp.add_argument('-o', '--output', choices=['wide', 'json', 'yaml', 'name'])
     sp.add_argument('-A', '--all-namespaces', action='store_true')
+    sp = add('diagram', cmd_diagram, 'draw the lab (nodes, pods, Services, Ingresses, '
+             'Gateways, clients) into an SVG or PNG file with Graphviz')
+    sp.add_argument('-o', '--output', required=True, metavar='FILE',
+                    help='the picture to write: FILE.svg or FILE.png')
+    sp.add_argument('-A', '--all-namespaces', action='store_true',
+                    help='every namespace (the default)')
+    sp.set_defaults(namespace=None)              # all namespaces unless -n NS
+    sp = add('trace', cmd_trace, "a new connection's path through the live switches")
+    sp.add_argument('source', metavar='SRC', help='a pod, node/NAME or host/NAME')
+    sp.add_argument('destination', metavar='DST', help='IP:PORT or svc/NAME[:PORT]')
+    sp.add_argument('--proto', choices=['tcp', 'udp'])
+    sp.add_argument('--endpoint', help="follow the Service's bucket of this endpoint IP")
     sp = add('create', cmd_create, 'create a namespace (`create namespace NAME`)')
     sp.add_argument('kind', metavar='namespace')
     sp.add_argument('name')
@@ -540,6 +772,16 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument('-f', '--follow', action='store_true')
     sp = add('wait', cmd_wait, 'wait until all pods are ready and the dataplane caught up')
     sp.add_argument('--timeout', type=float, default=60)
+    sp = add('flows', cmd_flows, "the switches' flows and groups, with counters and the "
+             'object that owns each')
+    sp.add_argument('--service', metavar='NAME',
+                    help="only what this Service owns (in -n's namespace)")
+    sp.add_argument('--node', metavar='NAME', help="only this node's bridge")
+    sp.add_argument('-o', '--output', choices=['json'])
+    sp = add('top', cmd_top, 'new connections per Service port and endpoint, live')
+    sp.add_argument('--interval', type=float, default=1.0, help='seconds between frames')
+    sp.add_argument('--once', action='store_true', help='print one frame and exit')
+    sp.add_argument('-A', '--all-namespaces', action='store_true')
     add('demo', cmd_demo, 'bring up the default lab, show traffic through it, take it down')
     sp = add('bench', cmd_bench, 'measure the dataplane: direct vs through a ClusterIP')
     sp.add_argument('--connections', type=int, default=10000)

@@ -20,7 +20,7 @@ if [ "$(id -u)" -ne 0 ]; then
 fi
 
 packages=(openvswitch-switch mininet busybox iperf3 ethtool iputils-ping iproute2 curl
-          tcpdump util-linux python3 python3-venv python3-dev nginx openssl wrk)
+          tcpdump util-linux python3 python3-venv python3-dev nginx openssl wrk graphviz)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -1030,7 +1030,7 @@ table=SNAT,priority=0 actions=drop
 table=SNAT,priority=100,ip actions=ct(commit,table=80,zone=1001,nat(src=10.128.0.11))
 table=SNAT,priority=110,ip,ct_state=+rpl+trk actions=goto_table:Output
 table=SNAT,priority=200,ip,nw_dst=192.168.1.0/255.255.255.0 actions=ct(commit,table=80,zone=1001,nat(src=192.168.1.1))
-table=SNAT,priority=250,ip,ct_mark=0x1/0x1,ct_state=-rpl+trk actions=ct(commit,table=70,zone=1001,nat(src=10.128.0.11))
+table=SNAT,priority=250,ip,ct_mark=0x1/0x1,ct_state=-rpl+trk actions=ct(commit,table=70,zone=1001,nat(src=10.128.0.11),exec(set_field:0x0->ct_mark))
 table=ServiceLB,priority=0 actions=goto_table:ConntrackCommit
 table=ServiceLB,priority=100,ip,nw_dst=10.96.0.20 actions=meter:1,controller(max_len=128)
 table=ServiceLB,priority=200,tcp,nw_dst=10.128.0.11,tp_dst=30080 actions=group:2114320505

@@ -1,0 +1,494 @@
+"""``kubelab trace``: the path of a new connection through the live switches.
+
+Computed by Open vSwitch itself: ``ovs-appctl ofproto/trace`` runs a packet through the
+flows each switch holds right now (not a model of them), including conntrack's NAT,
+which it simulates. This module drives it hop by hop and turns its output into the
+seed's words:
+
+* one ofproto/trace per bridge: a packet that leaves through a patch port continues
+  as a fresh trace on the peer bridge (its registers and conntrack state start anew,
+  as in the datapath), one that leaves through the cloud edge's veth continues on the
+  underlay; one delivered to a pod, node or external host ends there;
+* a Service's select group is chosen by the datapath's hash (``hash(...),recirc``),
+  which ofproto/trace cannot know: the trace resumes from that recirculation with a
+  ``dp_hash`` that picks the bucket of the endpoint asked for (``--endpoint``), else
+  the first bucket, and names the others;
+* every flow that matched is shown with its table's name and the Kubernetes object
+  that owns it (the cookie joined with the pipeline's own owners); every address
+  translation (DNAT to an endpoint, the NodePort's masquerade, the cloud's DNAT to a
+  NodePort) is listed with the conntrack zone that made it;
+* the answer's way back is traced the same way from the receiver, with conntrack's
+  reply state, and its un-NAT applied from the translations of the way in.
+
+A packet that is dropped says in which table and by which flow; one that the
+controller answers (no ready endpoint) says it is rejected with a TCP RST / ICMP.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+import subprocess
+from dataclasses import dataclass, field
+
+from controller.pipeline import TABLE_NAMES, desired
+from controller.state import ClusterState
+from services.errors import KubelabError
+from topo import wiring
+
+#: ofproto/trace's --ct-next states, one per ct recirculation (more than any path takes).
+MAX_RECIRCULATIONS = 12
+TABLE_LINE = re.compile(r'^\s*(\d+)\. (.*?),? ?priority (\d+)(?:, cookie (0x[0-9a-f]+))?$')
+BRIDGE_LINE = re.compile(r'^bridge\("([^"]+)"\)$')
+NAT_LINE = re.compile(r'nat\((dst|src)=([0-9.]+)(?::(\d+))?\)')
+ZONE = re.compile(r'zone=(\d+)')
+OUTPUT = re.compile(r'^\s*output:"?([^"\s]+)"?$')
+HASH_RECIRC = re.compile(r'hash\(.*\),recirc\((0x[0-9a-f]+)\)')
+BUCKET_USED = re.compile(r'-> using bucket (\d+)')
+GROUP = re.compile(r'^\s*group:(\d+)$')
+DATAPATH = re.compile(r'^Datapath actions: (.*)$', re.M)
+CT_NAT_ZONES = re.compile(r'ct\(zone=(\d+),nat')
+RECIRC_END = re.compile(r'recirc\((0x[0-9a-f]+)\)\s*$')
+#: Fields of a flow that do not cross a bridge (each bridge's pipeline starts with them
+#: cleared) or that the next trace sets itself.
+LOCAL_FIELDS = ('recirc_id', 'dp_hash', 'ct_state', 'ct_zone', 'ct_mark', 'ct_label',
+                'ct_nw_src', 'ct_nw_dst', 'ct_nw_proto', 'ct_tp_src', 'ct_tp_dst',
+                'in_port', 'metadata', 'skb_priority', 'pkt_mark')
+
+
+@dataclass
+class Step:
+    bridge: str
+    table: int
+    match: str
+    priority: int
+    cookie: str
+    actions: list = field(default_factory=list)
+    owner: str = ''
+
+    @property
+    def table_name(self) -> str:
+        return TABLE_NAMES.get(self.table, str(self.table))
+
+
+@dataclass
+class Translation:
+    bridge: str
+    zone: int | None
+    kind: str                # 'DNAT' or 'SNAT'
+    before: str              # address:port
+    after: str
+
+
+@dataclass
+class Leg:
+    """One direction of the connection: steps, translations and how it ended."""
+    steps: list = field(default_factory=list)
+    translations: list = field(default_factory=list)
+    bridges: list = field(default_factory=list)
+    outcome: str = ''        # 'delivered', 'dropped', 'rejected', 'loop'
+    where: str = ''          # who received it / where it stopped
+    final: dict = field(default_factory=dict)
+    choices: list = field(default_factory=list)   # (bridge, group, [endpoints], chosen)
+
+
+# ---------------------------------------------------------------- flows as dicts
+def parse_fields(text: str) -> dict:
+    """``tcp,in_port=1,nw_src=...`` -> ordered dict; bare words map to None."""
+    out = {}
+    for part in text.split(','):
+        key, eq, value = part.partition('=')
+        out[key.strip()] = value.strip().strip('"') if eq else None
+    return out
+
+
+def format_fields(fields: dict) -> str:
+    """OpenFlow flow syntax (datapath-only words such as ``eth`` left out; the ports
+    named for their protocol, as ofproto/trace wants them for UDP)."""
+    proto = 'udp' if 'udp' in fields else 'tcp' if 'tcp' in fields else None
+    names = {'tp_src': f'{proto}_src', 'tp_dst': f'{proto}_dst'} if proto else {}
+    return ','.join(names.get(k, k) if v is None else f'{names.get(k, k)}={v}'
+                    for k, v in fields.items() if k not in ('eth',))
+
+
+def endpoint_of(fields: dict, side: str) -> str:
+    ip = fields.get(f'nw_{side}', '?')
+    port = fields.get(f'tp_{side}')
+    return f'{ip}:{port}' if port not in (None, '0') else ip
+
+
+# ---------------------------------------------------------------- running OVS
+def ofproto_trace(bridge: str, flow: str, ct_states: list[str]) -> str:
+    argv = ['ovs-appctl', 'ofproto/trace', bridge, flow]
+    for state in ct_states:
+        argv += ['--ct-next', state]
+    proc = subprocess.run(argv, capture_output=True, text=True, timeout=30)
+    if proc.returncode != 0:
+        raise KubelabError(f'ofproto/trace on {bridge} failed: {proc.stderr.strip()}')
+    return proc.stdout
+
+
+def _ovs_get(table: str, record: str, column: str) -> str:
+    proc = subprocess.run(['ovs-vsctl', '--timeout=5', 'get', table, record, column],
+                          capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise KubelabError(f'ovs-vsctl get {table} {record} {column}: '
+                           f'{proc.stderr.strip()}')
+    return proc.stdout.strip().strip('"')
+
+
+def port_name(bridge: str, number: int) -> str:
+    proc = subprocess.run(['ovs-vsctl', '--timeout=5', '--bare', '--columns=name',
+                           'find', 'Interface', f'ofport={number}'],
+                          capture_output=True, text=True)
+    names = [n for n in proc.stdout.split() if n.startswith(bridge + '-')]
+    if not names:
+        raise KubelabError(f'bridge {bridge} has no port {number}')
+    return names[0]
+
+
+# ---------------------------------------------------------------- the tracer
+class Tracer:
+    def __init__(self, cluster, objects: dict, run=ofproto_trace):
+        self.cluster = cluster
+        self.state = ClusterState.from_objects(cluster, objects)
+        self.run = run
+        self.owners: dict[str, dict[str, str]] = {}
+        self.bridge_dpid = dict(wiring.all_bridges(cluster))
+        for name, dpid in self.bridge_dpid.items():
+            config = desired(self.state, dpid)
+            self.owners[name] = {f'0x{f.cookie:x}': f.owner for f in config.flows}
+        self.pods = {p.ip: p for p in self.state.pods}
+
+    # ------------------------------------------------------------ who is where
+    def receiver(self, ip: str) -> str:
+        pod = self.pods.get(ip)
+        if pod:
+            return f'pod {pod.namespace}/{pod.name} ({ip}) on {pod.node}'
+        for node in self.cluster.nodes:
+            if node.ip == ip:
+                return f'node {node.name} ({ip})'
+        for client in self.cluster.clients:
+            if client.ip == ip:
+                return f'external host {client.name} ({ip})'
+        return ip
+
+    def attachment(self, ip: str) -> tuple[str, int, str, str]:
+        """(bridge, port, own MAC, next hop MAC) of the host with address ``ip``."""
+        pod = self.pods.get(ip)
+        if pod:
+            node = self.cluster.node(pod.node)
+            return (wiring.node_bridge(node), wiring.pod_port(node, ip), wiring.mac_for(ip),
+                    wiring.mac_for(wiring.pod_gateway(node)))
+        for node in self.cluster.nodes:
+            if node.ip == ip:
+                return (wiring.node_bridge(node), wiring.NODE_HOST_PORT, wiring.mac_for(ip),
+                        wiring.mac_for(wiring.pod_gateway(node)))
+        for j, client in enumerate(self.cluster.clients, start=1):
+            if client.ip == ip:
+                return (wiring.EXTERNAL_BRIDGE, wiring.client_port(j), wiring.mac_for(ip),
+                        wiring.router_mac(self.cluster.external_gateway))
+        raise KubelabError(f'{ip} is not a pod, node or external host of this lab')
+
+    def next_hop(self, bridge: str, port: str) -> tuple[str, int] | None:
+        """Where a packet output to ``port`` of ``bridge`` enters next (a patch port's
+        peer, or the cloud edge's veth to the underlay); None: it is delivered."""
+        if port.isdigit():
+            port = port_name(bridge, int(port))
+        kind = _ovs_get('Interface', port, 'type')
+        if kind == 'patch':
+            peer = _ovs_get('Interface', port, 'options:peer')
+            return peer.rsplit('-eth', 1)[0], int(_ovs_get('Interface', peer, 'ofport'))
+        number = int(_ovs_get('Interface', port, 'ofport'))
+        if bridge == wiring.EDGE_BRIDGE and number == wiring.EDGE_UNDERLAY_PORT:
+            return wiring.UNDERLAY_BRIDGE, wiring.UNDERLAY_EXTERNAL_PORT
+        if bridge == wiring.UNDERLAY_BRIDGE and number == wiring.UNDERLAY_EXTERNAL_PORT:
+            return wiring.EDGE_BRIDGE, wiring.EDGE_UNDERLAY_PORT
+        return None
+
+    # ------------------------------------------------------------ one direction
+    def leg(self, bridge: str, in_port: int, fields: dict, *, reply: bool = False,
+            unnat: dict | None = None, endpoint: str | None = None) -> Leg:
+        leg = Leg()
+        seen = set()
+        while True:
+            if (bridge, fields.get('nw_dst'), len(leg.bridges)) in seen or \
+                    len(leg.bridges) > 12:
+                leg.outcome, leg.where = 'loop', bridge
+                return leg
+            seen.add((bridge, fields.get('nw_dst'), len(leg.bridges)))
+            leg.bridges.append(bridge)
+            flow = dict(fields)
+            for key in LOCAL_FIELDS:
+                flow.pop(key, None)
+            flow = {'in_port': str(in_port), **flow}
+            nxt = self.one_bridge(leg, bridge, flow, reply, unnat or {}, endpoint)
+            if nxt is None:
+                return leg
+            bridge, in_port, fields = nxt
+
+    def states(self, reply: bool) -> list[str]:
+        return ['trk,est,rpl' if reply else 'trk,new'] * MAX_RECIRCULATIONS
+
+    def one_bridge(self, leg: Leg, bridge: str, flow: dict, reply: bool, unnat: dict,
+                   endpoint: str | None):
+        """Trace ``flow`` through ``bridge``; record its steps in ``leg``; the next
+        (bridge, in_port, fields), or None when the packet ended here."""
+        text = self.run(bridge, format_fields(flow), self.states(reply))
+        return self.consume(leg, bridge, text, flow, reply, unnat, endpoint)
+
+    def consume(self, leg, bridge, text, flow, reply, unnat, endpoint):
+        passes = text.split('=' * 79)
+        current = dict(flow)
+        last_output = None
+        pending_zone = None
+        for chunk in passes:
+            lines = chunk.splitlines()
+            for line in lines:
+                if line.startswith('Flow: '):
+                    current = parse_fields(line[len('Flow: '):])
+            in_bridge = bridge
+            for line in lines:
+                header = BRIDGE_LINE.match(line.strip())
+                if header:
+                    in_bridge = header.group(1)
+                    if in_bridge != bridge and last_output is not None:
+                        break         # crossed a patch port: the peer is traced anew
+                    continue
+                table = TABLE_LINE.match(line)
+                if table and in_bridge == bridge and not line.startswith(' ' * 8):
+                    number, match, priority, cookie = table.groups()
+                    leg.steps.append(Step(bridge, int(number), match, int(priority),
+                                          cookie or '', owner=self.owners.get(
+                                              bridge, {}).get(cookie or '', '')))
+                    continue
+                stripped = line.strip()
+                if leg.steps and leg.steps[-1].bridge == bridge and stripped and \
+                        not stripped.startswith(('->', 'thaw', 'Resuming', 'Restoring',
+                                                 'unroll_xlate', 'restored state',
+                                                 'Final flow:', 'Megaflow:', 'Flow:',
+                                                 'Datapath actions:', 'recirc(',
+                                                 'Replacing', 'Initial flow',
+                                                 'Modified flow', '---')):
+                    leg.steps[-1].actions.append(stripped)
+                if stripped.startswith('set_field:'):
+                    value, _, name = stripped[len('set_field:'):].partition('->')
+                    current[{'eth_src': 'dl_src', 'eth_dst': 'dl_dst'}.get(name, name)] = value
+                nat = NAT_LINE.search(stripped)
+                if stripped.startswith('ct(') and 'commit' in stripped and nat:
+                    kind, ip, port = nat.groups()
+                    side = 'dst' if kind == 'dst' else 'src'
+                    before = endpoint_of(current, side)
+                    zone = ZONE.search(stripped)
+                    leg.translations.append(Translation(
+                        bridge, int(zone.group(1)) if zone else None,
+                        'DNAT' if kind == 'dst' else 'SNAT', before,
+                        f'{ip}:{port}' if port else ip))
+                elif stripped.startswith('ct(') and 'nat' in stripped:
+                    zone = ZONE.search(stripped)
+                    pending_zone = int(zone.group(1)) if zone else None
+                out = OUTPUT.match(line)
+                if out and in_bridge == bridge:
+                    last_output = out.group(1)
+                elif stripped == 'IN_PORT' and in_bridge == bridge:
+                    last_output = str(flow.get('in_port'))   # back out where it came in
+                if stripped.startswith(('controller(', 'CONTROLLER:')):
+                    leg.outcome = 'rejected'
+                    leg.where = (f'{bridge} table {leg.steps[-1].table_name}: no ready '
+                                 'endpoint; the controller answers TCP RST / ICMP '
+                                 'port-unreachable')
+                    leg.final = current
+                    return None
+            if header_crossed(lines, bridge) and last_output is not None:
+                break
+            recirc = HASH_RECIRC.search(chunk)
+            if recirc:
+                return self.choose_bucket(leg, bridge, recirc.group(1), current, reply,
+                                          unnat, endpoint)
+            resumed = self.unnat_reply(leg, bridge, chunk, current, reply, unnat, endpoint)
+            if resumed is not False:
+                return resumed
+        if last_output is None:
+            leg.outcome = 'dropped'
+            step = leg.steps[-1] if leg.steps else None
+            leg.where = (f'{bridge} table {step.table_name} by '
+                         f'"{step.match or "the table-miss flow"}" ({step.owner or "?"})'
+                         if step else bridge)
+            leg.final = current
+            return None
+        nxt = self.next_hop(bridge, last_output)
+        if nxt is None:
+            leg.outcome = 'delivered'
+            leg.where = self.receiver(current.get('nw_dst', '?'))
+            leg.final = current
+            return None
+        return nxt[0], nxt[1], current
+
+    def unnat_reply(self, leg, bridge, chunk, current, reply, unnat, endpoint):
+        """ofproto/trace cannot un-NAT a reply (it has no conntrack entry): where the
+        reply's pass ends in ``ct(zone=Z,nat)`` and a recirculation, the translations the
+        way in made in those zones are reversed and the trace resumes from there.
+        False: nothing to do."""
+        if not reply:
+            return False
+        dp = DATAPATH.search(chunk)
+        if not dp:
+            return False
+        zones = [int(z) for z in CT_NAT_ZONES.findall(dp.group(1))]
+        recirc = RECIRC_END.search(dp.group(1))
+        todo = [t for z in zones for t in unnat.get(z, ())]
+        if not recirc or not todo:
+            return False
+        fields = dict(current)
+        for t in todo:
+            ip, _, port = t.before.partition(':')
+            new_ip, _, new_port = t.after.partition(':')
+            if t.kind == 'DNAT' and fields.get('nw_src') == new_ip:
+                fields['nw_src'] = ip
+                if port:
+                    fields['tp_src'] = port
+                leg.translations.append(Translation(bridge, t.zone, 'un-DNAT', t.after,
+                                                    t.before))
+            elif t.kind == 'SNAT' and fields.get('nw_dst') == new_ip:
+                fields['nw_dst'] = ip
+                if port:
+                    fields['tp_dst'] = port
+                leg.translations.append(Translation(bridge, t.zone, 'un-SNAT', t.after,
+                                                    t.before))
+        rest = {z: v for z, v in unnat.items() if z not in zones}
+        flow = dict(fields, recirc_id=recirc.group(1), ct_state='est|rpl|trk',
+                    ct_zone=str(zones[-1]))
+        text = self.run(bridge, format_fields(flow), self.states(reply))
+        return self.consume(leg, bridge, text, flow, reply, rest, endpoint)
+
+    def choose_bucket(self, leg, bridge, recirc_id, fields, reply, unnat, endpoint):
+        """Resume after a select group's hash: try dp_hash values until the bucket of
+        ``endpoint`` (else the first) is taken; record the choice."""
+        seen: dict[int, tuple[str, str]] = {}
+        pick = None
+        for dp_hash in range(1, 65):          # 0 reads as "not hashed yet"
+            flow = dict(fields, recirc_id=recirc_id, dp_hash=hex(dp_hash))
+            text = self.run(bridge, format_fields(flow), self.states(reply))
+            used = BUCKET_USED.search(text)
+            nat = NAT_LINE.search(text)
+            if not used:
+                break
+            bucket = int(used.group(1))
+            target = f'{nat.group(2)}:{nat.group(3)}' if nat and nat.group(3) else \
+                (nat.group(2) if nat else '?')
+            seen.setdefault(bucket, (target, text))
+            if endpoint is None and bucket == 0 or endpoint and target.startswith(endpoint):
+                pick = bucket
+                break
+        if not seen:
+            raise KubelabError(f'ofproto/trace could not resume the select group on {bridge}')
+        if pick is None:
+            if endpoint:
+                raise KubelabError(f'{endpoint} is not an endpoint of this Service here; '
+                                   f'endpoints: ' + ', '.join(t for t, _ in seen.values()))
+            pick = min(seen)
+        target, text = seen[pick]
+        leg.choices.append((bridge, sorted(t for t, _ in seen.values()), target))
+        return self.consume(leg, bridge, text, fields, reply, unnat, endpoint)
+
+
+def header_crossed(lines, bridge) -> bool:
+    return any((m := BRIDGE_LINE.match(line.strip())) and m.group(1) != bridge
+               for line in lines)
+
+
+# ---------------------------------------------------------------- the whole connection
+@dataclass
+class Trace:
+    proto: str
+    src: str
+    dst: str
+    described: str
+    forward: Leg
+    reply: Leg | None
+
+
+SERVICE_WORDS = {'DNAT': 'DNAT', 'SNAT': 'SNAT (masquerade)', 'un-DNAT': 'un-DNAT',
+                 'un-SNAT': 'un-SNAT'}
+
+
+def trace_connection(tracer: Tracer, src_ip: str, dst_ip: str, port: int, proto: str,
+                     endpoint: str | None = None, sport: int = 40000) -> Trace:
+    bridge, in_port, mac, next_mac = tracer.attachment(src_ip)
+    fields = {proto: None, 'dl_src': mac, 'dl_dst': next_mac, 'nw_src': src_ip,
+              'nw_dst': dst_ip, 'nw_ttl': '64', 'tp_src': str(sport), 'tp_dst': str(port)}
+    if proto == 'tcp':
+        fields['tcp_flags'] = 'syn'
+    forward = tracer.leg(bridge, in_port, fields, endpoint=endpoint)
+    reply = None
+    if forward.outcome == 'delivered':
+        got = forward.final
+        back_bridge, back_port, back_mac, back_next = tracer.attachment(got['nw_dst'])
+        back = {proto: None, 'dl_src': back_mac, 'dl_dst': back_next,
+                'nw_src': got['nw_dst'], 'nw_dst': got['nw_src'], 'nw_ttl': '64',
+                'tp_src': got.get('tp_dst', '0'), 'tp_dst': got.get('tp_src', '0')}
+        if proto == 'tcp':
+            back['tcp_flags'] = 'syn|ack'
+        unnat: dict = {}
+        for t in forward.translations:
+            unnat.setdefault(t.zone, []).append(t)
+        reply = tracer.leg(back_bridge, back_port, back, reply=True, unnat=unnat)
+    return Trace(proto, f'{src_ip}:{sport}', f'{dst_ip}:{port}',
+                 tracer.describe(dst_ip, port, proto), forward, reply)
+
+
+def _describe(self, ip: str, port: int, proto: str) -> str:
+    for sp in self.state.service_ports:
+        if sp.protocol.lower() != proto:
+            continue
+        name = f'Service {sp.namespace}/{sp.service} port {sp.port_name or sp.port}'
+        if sp.vip == ip and sp.port == port:
+            return f'ClusterIP of {name}'
+        if sp.node_port == port and any(n.ip == ip for n in self.cluster.nodes):
+            return f'NodePort {port} of {name}'
+        if sp.lb_ip == ip and sp.port == port:
+            return f'LoadBalancer address of {name}'
+    return self.receiver(ip)
+
+
+Tracer.describe = _describe
+
+
+def render(trace: Trace) -> str:
+    lines = [f'{trace.proto.upper()} {trace.src} -> {trace.dst} ({trace.described})', '']
+    lines += _render_leg(trace.forward)
+    if trace.reply is not None:
+        lines += ['', f'The answer: {endpoint_of(trace.forward.final, "dst")} -> '
+                      f'{endpoint_of(trace.forward.final, "src")}', '']
+        lines += _render_leg(trace.reply)
+        if trace.reply.outcome == 'delivered':
+            got = endpoint_of(trace.reply.final, 'src')
+            same = got == trace.dst
+            lines.append(f'  the answer comes from {got}: '
+                         + ('the address the client called (conntrack un-NATed it)'
+                            if same else f'NOT the address the client called ({trace.dst})'))
+    return '\n'.join(lines)
+
+
+def _render_leg(leg: Leg) -> list[str]:
+    out, bridge = [], None
+    for step in leg.steps:
+        if step.bridge != bridge:
+            bridge = step.bridge
+            out.append(f'  {bridge}')
+        actions = '; '.join(a for a in step.actions if not a.startswith(('bucket ',)))
+        out.append(f'    {step.table_name:16} {step.owner or "-":40.40} '
+                   f'{(step.match or "(any)")[:60]}')
+        if actions:
+            out.append(f'    {"":16} -> {actions[:110]}')
+    for bridge_name, targets, chosen in leg.choices:
+        out.append(f'  {bridge_name}: the Service\'s group chooses among '
+                   f'{", ".join(targets)}; followed: {chosen}')
+    for t in leg.translations:
+        zone = f' (conntrack zone {t.zone})' if t.zone is not None else ''
+        out.append(f'  {SERVICE_WORDS.get(t.kind, t.kind)} on {t.bridge}{zone}: '
+                   f'{t.before} -> {t.after}')
+    verdict = {'delivered': 'delivered to', 'dropped': 'DROPPED at',
+               'rejected': 'REJECTED at', 'loop': 'stopped (a loop?) at'}[leg.outcome]
+    out.append(f'  => {verdict} {leg.where}')
+    return out
