@@ -527,7 +527,7 @@ def cmd_trace(args) -> int:
         port, proto = int(text), args.proto or 'tcp'
     tracer = trace.Tracer(cluster, objects)
     print(trace.render(trace.trace_connection(tracer, src_ip, dst_ip, int(port), proto,
-                                              args.endpoint)))
+                                              args.endpoint), tracer))
     return 0
 
 

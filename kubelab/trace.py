@@ -159,6 +159,8 @@ class Tracer:
             config = desired(self.state, dpid)
             self.owners[name] = {f'0x{f.cookie:x}': f.owner for f in config.flows}
         self.pods = {p.ip: p for p in self.state.pods}
+        self.pod_objects = {(p.get('status') or {}).get('podIP'): p
+                            for p in objects.get('Pod', [])}
 
     # ------------------------------------------------------------ who is where
     def receiver(self, ip: str) -> str:
@@ -366,6 +368,8 @@ class Tracer:
         ``endpoint`` (else the first) is taken; record the choice."""
         seen: dict[int, tuple[str, str]] = {}
         pick = None
+        if bridge == wiring.EDGE_BRIDGE:
+            endpoint = None           # the cloud's choice is a node, not the endpoint
         for dp_hash in range(1, 65):          # 0 reads as "not hashed yet"
             flow = dict(fields, recirc_id=recirc_id, dp_hash=hex(dp_hash))
             text = self.run(bridge, format_fields(flow), self.states(reply))
@@ -454,8 +458,51 @@ def _describe(self, ip: str, port: int, proto: str) -> str:
 Tracer.describe = _describe
 
 
-def render(trace: Trace) -> str:
-    lines = [f'{trace.proto.upper()} {trace.src} -> {trace.dst} ({trace.described})', '']
+def path_words(tracer: Tracer, trace: Trace) -> str:
+    """The way in, in the seed's words: External Client -> NodeIP:NodePort -> ..."""
+    src_ip = trace.src.split(':')[0]
+    words = ['Pod' if src_ip in tracer.pods else 'External Client'
+             if any(c.ip == src_ip for c in tracer.cluster.clients) else 'Node']
+    nodes = {n.ip for n in tracer.cluster.nodes}
+    for t in trace.forward.translations:
+        if t.kind != 'DNAT':
+            continue
+        ip, _, port = t.before.partition(':')
+        sp = next((sp for sp in tracer.state.service_ports
+                   if (sp.vip == ip and str(sp.port) == port)
+                   or (sp.lb_ip == ip and str(sp.port) == port)
+                   or (ip in nodes and str(sp.node_port) == port)), None)
+        if sp is not None and sp.lb_ip == ip:
+            words.append(f'Cloud LB {t.before}')
+        elif sp is not None and ip in nodes:
+            words.append(f'NodeIP:NodePort {t.before}')
+        elif sp is not None:
+            words.append(f'ClusterIP {t.before}')
+        elif ip in nodes:
+            words.append(f'NodeIP:hostPort {t.before}')
+        if sp is not None and t.after.split(':')[0] in tracer.pods:
+            words.append(f'EndpointSlice of {sp.namespace}/{sp.service} '
+                         f'({len(sp.endpoints)} ready)')
+    if trace.forward.outcome != 'delivered':
+        return ' -> '.join(words + [trace.forward.outcome.upper()])
+    final = trace.forward.final
+    pod = tracer.pod_objects.get(final.get('nw_dst'))
+    if pod is None:
+        return ' -> '.join(words + [tracer.receiver(final.get('nw_dst', '?'))])
+    words.append(f'Pod IP {endpoint_of(final, "dst")}')
+    port = final.get('tp_dst')
+    container = next((c['name'] for c in pod['spec'].get('containers', [])
+                      for p in c.get('ports') or [] if str(p.get('containerPort')) == port),
+                     None)
+    words.append(f'Container {container}' if container else 'Container')
+    return ' -> '.join(words)
+
+
+def render(trace: Trace, tracer: Tracer | None = None) -> str:
+    lines = [f'{trace.proto.upper()} {trace.src} -> {trace.dst} ({trace.described})']
+    if tracer is not None:
+        lines.append(f'  {path_words(tracer, trace)}')
+    lines.append('')
     lines += _render_leg(trace.forward)
     if trace.reply is not None:
         lines += ['', f'The answer: {endpoint_of(trace.forward.final, "dst")} -> '
