@@ -14,6 +14,7 @@
   kubelab wait                             (every pod ready, the dataplane caught up)
   kubelab flows [--service NAME] [--node NAME] [-n NS] [-o json]  (flows, counters, owners)
   kubelab top [--interval 1] [-n NS | -A] [--once]   (connections per Service and endpoint)
+  kubelab lab list|start|check|reset|solve [N]   (the guided exercises of labs/)
   kubelab demo                             (bring up the default lab, show traffic, tear down)
   kubelab bench                            (the benchmark table)
 """
@@ -531,6 +532,13 @@ def cmd_trace(args) -> int:
     return 0
 
 
+def cmd_lab(args) -> int:
+    """``kubelab lab list|start|check|reset|solve [N]``: the guided exercises of labs/
+    (kubelab/labs.py)."""
+    from kubelab.labs import run
+    return run(args)
+
+
 def cmd_demo(args) -> int:
     from kubelab.demo import run_demo
     return run_demo()
@@ -621,7 +629,7 @@ def cmd_flows(args) -> int:
     client = Client()
     cluster = lab_cluster(client)
     bridges = lab_bridges(cluster, args.node)
-    for attempt in range(3):      # a change between the snapshot and the dumps: again
+    for _ in range(3):            # a change between the snapshot and the dumps: again
         version, objects = client.snapshot()
         if args.service and not any(
                 (s['metadata'].get('namespace', 'default'), s['metadata']['name'])
@@ -647,8 +655,9 @@ def cmd_flows(args) -> int:
     else:
         print(observe.render_flows(report))
     failed = [d for d in dumps if d.error]
-    for dump in failed:
-        print(f'error: {dump.name}: {dump.error}', file=sys.stderr)
+    if args.output == 'json':        # the text names them in place
+        for dump in failed:
+            print(f'error: {dump.name}: {dump.error}', file=sys.stderr)
     return 1 if failed else 0
 
 
@@ -782,6 +791,10 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument('--interval', type=float, default=1.0, help='seconds between frames')
     sp.add_argument('--once', action='store_true', help='print one frame and exit')
     sp.add_argument('-A', '--all-namespaces', action='store_true')
+    sp = add('lab', cmd_lab, 'the guided exercises: list, start N, check N, reset N, '
+             'solve N')
+    sp.add_argument('action', choices=['list', 'start', 'check', 'reset', 'solve'])
+    sp.add_argument('number', nargs='?', help='the exercise number (kubelab lab list)')
     add('demo', cmd_demo, 'bring up the default lab, show traffic through it, take it down')
     sp = add('bench', cmd_bench, 'measure the dataplane: direct vs through a ClusterIP')
     sp.add_argument('--connections', type=int, default=10000)

@@ -1,0 +1,934 @@
+"""Live flows and groups, annotated with the Kubernetes objects that own them.
+
+Pure: the switches' dumps (``kubelab.ovsdump``) and the API's objects in, annotated rows
+out; ``kubelab flows`` and ``kubelab top`` (kubelab/cli.py) run ``ovs-ofctl`` and print.
+
+How a live flow gets its owner (``annotate``): the controller installs every flow with a
+cookie that hashes its content (controller/flows.py), and the pipeline names the owner
+of every flow it computes. So the desired configuration is recomputed from the same
+objects the controller reads (``pipeline.desired(ClusterState.from_objects(...),
+dpid)``) and joined with the dump on the cookie:
+
+- the cookie is a desired flow's: that flow's owner(s), status ``current``;
+- the cookie is ``AFFINITY_COOKIE`` (learned by a session-affinity ``learn``): the
+  Service whose AffinityLearn flow learns into that table for that address and port
+  (reg7/reg8 = the learned flow's nw_dst/tp_dst), status ``learned``;
+- any other cookie: status ``stale (being replaced)`` (the controller deletes every
+  flow it does not want, but the switch may not have caught up), or ``not kubelab's``
+  for a cookie without kubelab's 0x4B mark; its owner is that of the desired flow in
+  the same place (table, priority, match) when there is one, else ``unknown``.
+
+Desired flows the switch lacks are listed as ``missing (being added)``. Groups are
+joined on their id (a Service port's group id is a hash of its name), their buckets on
+the ``nat(dst=...)`` target: a pod endpoint, or for the cloud edge a node.
+
+One input the controller reads is not a Kubernetes object: ``LoadBalancerHealth`` (what
+the cloud's health checks found), which decides the edge's flow for a load balancer
+address (a group over the healthy nodes, or a drop with none). When the objects lack it
+for a LoadBalancer Service (a snapshot taken without that kind, or before the first
+checks), the edge's own dump says what the checks found: a drop means no healthy node,
+a group the nodes of its buckets; the join uses that and says so in ``Report.notes``.
+
+``top_view`` turns two polls into rates: new connections per Service port and endpoint
+from the select groups' bucket packet counters (each new connection passes its
+Service's group once, on the node it entered), plus the EndpointDNAT hits of clients
+with session affinity (which skip the group); per endpoint the bytes its pod received and
+sent (the pod's route and spoof-guard flows: all of the pod's traffic, not only this
+Service's); per load balancer address the edge group's buckets (connections per node).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import ipaddress
+import textwrap
+from dataclasses import dataclass, field
+
+from controller import pipeline
+from controller.flows import Ct, Group, LearnAffinity, ct_state
+from controller.state import ClusterState
+from kubelab import ovsdump
+from kubelab.printers import format_table
+from topo import wiring
+
+CURRENT = 'current'
+LEARNED = 'learned'
+STALE = 'stale (being replaced)'
+MISSING = 'missing (being added)'
+FOREIGN = "not kubelab's"
+UNKNOWN = 'unknown'
+
+KUBELAB_MARK = 0x4B                  # a kubelab flow's cookie starts with this byte
+AFFINITY_PREFIX = pipeline.AFFINITY_COOKIE >> 40      # 0x4B41FF: learned flows
+
+TABLE_STAGES = {t.id: t.stage for t in pipeline.TABLES}
+TABLE_ORDER = {t.id: i for i, t in enumerate(pipeline.TABLES)}
+BRIDGE_ORDER = {'node': 0, 'underlay': 1, 'edge': 2, 'external': 3}
+
+
+# ---------------------------------------------------------------- inputs
+@dataclass
+class BridgeDump:
+    """What ovs-ofctl told about one bridge (None: that dump failed or was not taken)."""
+    name: str
+    dpid: int
+    flows: list | None = None          # [ovsdump.LiveFlow]
+    groups: list | None = None         # [ovsdump.LiveGroup]
+    error: str | None = None
+
+
+def bridge_dump(name: str, dpid: int, flows_text: str | None = None,
+                groups_text: str | None = None, stats_text: str | None = None,
+                error: str | None = None) -> BridgeDump:
+    """Parse the three dumps of a bridge; a dump that does not parse becomes an error
+    of the bridge (named) instead of an exception."""
+    errors = [error] if error else []
+    flows = groups = None
+    if flows_text is not None:
+        try:
+            flows = ovsdump.parse_flows(flows_text)
+        except ovsdump.DumpError as exc:
+            errors.append(f'cannot read its flows: {exc}')
+    if groups_text is not None or stats_text is not None:
+        try:
+            groups = ovsdump.merge_groups(
+                ovsdump.parse_group_desc(groups_text) if groups_text is not None else None,
+                ovsdump.parse_group_stats(stats_text) if stats_text is not None else None)
+        except ovsdump.DumpError as exc:
+            errors.append(f'cannot read its groups: {exc}')
+    return BridgeDump(name, dpid, flows, groups, '; '.join(errors) or None)
+
+
+# ---------------------------------------------------------------- outputs
+@dataclass
+class FlowRow:
+    bridge: str
+    table_id: int | None
+    table: str
+    priority: int
+    match: str
+    actions: str
+    n_packets: int | None              # None: not on the switch (missing)
+    n_bytes: int | None
+    cookie: int
+    owners: tuple
+    status: str
+    note: str | None = None
+    spec: object = None                # the desired FlowSpec, when there is one
+
+    @property
+    def owner(self) -> str:
+        return ', '.join(self.owners)
+
+    def to_json(self) -> dict:
+        return {'table': self.table, 'tableId': self.table_id, 'priority': self.priority,
+                'match': self.match, 'actions': self.actions, 'n_packets': self.n_packets,
+                'n_bytes': self.n_bytes, 'cookie': f'{self.cookie:#018x}',
+                'owner': self.owner, 'owners': list(self.owners), 'status': self.status,
+                'note': self.note}
+
+
+@dataclass
+class BucketRow:
+    index: int
+    endpoint: str | None               # 'IP:PORT' of its nat(dst=...)
+    target: str | None                 # 'pod NS/NAME' or 'node NAME'
+    node: str | None
+    n_packets: int | None
+    n_bytes: int | None
+    actions: str | None
+
+    def to_json(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+@dataclass
+class GroupRow:
+    bridge: str
+    group_id: int
+    owners: tuple
+    status: str
+    entry_kind: str                    # ClusterIP | NodePort | LoadBalancer | ...
+    entry: str                         # 'IP:PORT' that leads to it, '' when unknown
+    used_by: tuple                     # the matches of the live flows that send to it
+    n_packets: int | None
+    n_bytes: int | None
+    buckets: list = field(default_factory=list)
+    note: str | None = None
+
+    @property
+    def owner(self) -> str:
+        return ', '.join(self.owners)
+
+    def to_json(self) -> dict:
+        return {'group_id': self.group_id, 'owner': self.owner, 'owners': list(self.owners),
+                'status': self.status, 'entry': f'{self.entry_kind} {self.entry}'.strip(),
+                'used_by': list(self.used_by), 'n_packets': self.n_packets,
+                'n_bytes': self.n_bytes, 'buckets': [b.to_json() for b in self.buckets],
+                'note': self.note}
+
+
+@dataclass
+class BridgeReport:
+    name: str
+    dpid: int
+    role: str
+    kind: str
+    error: str | None = None
+    flows: list = field(default_factory=list)       # [FlowRow]
+    groups: list = field(default_factory=list)      # [GroupRow]
+
+    def tables(self) -> list[tuple]:
+        """(table id, name, stage, rows by priority) in pipeline order."""
+        tables = {}
+        for row in self.flows:
+            tables.setdefault((row.table_id, row.table), []).append(row)
+        keys = sorted(tables, key=lambda k: (TABLE_ORDER.get(k[0], len(TABLE_ORDER)),
+                                             k[0] if k[0] is not None else 1 << 16, k[1]))
+        return [(tid, name, TABLE_STAGES.get(tid, ''),
+                 sorted(tables[(tid, name)], key=lambda r: -r.priority))
+                for tid, name in keys]
+
+    def to_json(self) -> dict:
+        return {'bridge': self.name, 'dpid': self.dpid, 'role': self.role,
+                'error': self.error,
+                'tables': [{'id': tid, 'name': name, 'stage': stage,
+                            'flows': [r.to_json() for r in rows]}
+                           for tid, name, stage, rows in self.tables()],
+                'groups': [g.to_json() for g in self.groups]}
+
+
+@dataclass
+class Report:
+    bridges: list                      # [BridgeReport]
+    notes: list
+    state: ClusterState
+    service: str | None = None         # 'NS/NAME' when filtered to one Service
+
+    def to_json(self) -> dict:
+        return {'service': self.service, 'notes': list(self.notes),
+                'bridges': [b.to_json() for b in self.bridges]}
+
+
+# ---------------------------------------------------------------- matches
+_KEYWORDS = {'ip': (0x0800, None), 'arp': (0x0806, None), 'tcp': (0x0800, 6),
+             'udp': (0x0800, 17), 'icmp': (0x0800, 1), 'sctp': (0x0800, 132)}
+_ALIASES = {'dl_src': 'eth_src', 'dl_dst': 'eth_dst', 'nw_src': 'ipv4_src',
+            'nw_dst': 'ipv4_dst', 'ip_src': 'ipv4_src', 'ip_dst': 'ipv4_dst',
+            'tp_src': 'l4_src', 'tp_dst': 'l4_dst', 'tcp_src': 'l4_src',
+            'tcp_dst': 'l4_dst', 'udp_src': 'l4_src', 'udp_dst': 'l4_dst',
+            'dl_type': 'eth_type', 'nw_proto': 'ip_proto'}
+_ADDRESSES = ('ipv4_src', 'ipv4_dst', 'arp_spa', 'arp_tpa')
+_MACS = ('eth_src', 'eth_dst', 'arp_sha', 'arp_tha')
+
+
+def _canon_value(key: str, value):
+    """One match value in a form both ovs-ofctl's text and a FlowSpec reach."""
+    try:
+        if key in _ADDRESSES:
+            if isinstance(value, tuple):
+                value = f'{value[0]}/{value[1]}'
+            if '/' in value:
+                return str(ipaddress.IPv4Network(value, strict=False))
+            return str(ipaddress.IPv4Address(value))
+        if key in _MACS:
+            return str(value).lower()
+        if key == 'ct_state' and isinstance(value, str):
+            return ct_state(value)
+        if key == 'in_port' and isinstance(value, str):
+            name, _, number = value.rpartition('-eth')    # Mininet: <bridge>-eth<port>
+            return int(number) if name and number.isdigit() else int(value, 0)
+        if isinstance(value, tuple):
+            return tuple(int(v) for v in value)
+        if isinstance(value, int):
+            return value
+        if '/' in value:
+            v, m = value.split('/', 1)
+            return int(v, 0), int(m, 0)
+        return int(value, 0)
+    except (ValueError, KeyError, TypeError):
+        return value
+
+
+def canonical_live(fields: dict) -> dict:
+    """``ovsdump.match_fields`` of a live flow -> canonical {field: value}."""
+    out = {}
+    for key, value in fields.items():
+        if value is None:
+            if key in _KEYWORDS:
+                eth_type, proto = _KEYWORDS[key]
+                out['eth_type'] = eth_type
+                if proto is not None:
+                    out['ip_proto'] = proto
+            else:
+                out[key] = True
+            continue
+        key = _ALIASES.get(key, key)
+        out[key] = _canon_value(key, value)
+    return out
+
+
+def canonical_spec(spec) -> dict:
+    """A FlowSpec's match in the same canonical form."""
+    return {_ALIASES.get(key, key): _canon_value(_ALIASES.get(key, key), value)
+            for key, value in spec.match}
+
+
+def _slot(table_id, priority: int, canon: dict) -> tuple:
+    return table_id, priority, frozenset(canon.items())
+
+
+def table_id(printed: str) -> int | None:
+    """A table as ovs-ofctl printed it (a name with --names, or a number) -> its id."""
+    if printed.isdigit():
+        return int(printed)
+    return pipeline.T.get(printed)
+
+
+# ---------------------------------------------------------------- the desired side
+def _role(cluster, dpid: int):
+    role = wiring.switch_role(cluster, dpid)
+    if role is None:
+        return None, 'not a bridge of this lab'
+    text = {'node': f'node {role.node.name}' if role.node else 'node',
+            'underlay': 'underlay', 'edge': 'cloud load balancer',
+            'external': 'external network'}[role.kind]
+    return role, text
+
+
+def _desired(state: ClusterState, dpid: int):
+    """The switch's desired config and, per cookie, every owner the pipeline gave a
+    flow with that content (``desired`` keeps one flow per cookie: an EndpointDNAT flow
+    can serve two sticky Service ports)."""
+    config = pipeline.desired(state, dpid)
+    role = wiring.switch_role(state.cluster, dpid)
+    builders = {'node': lambda: pipeline.node_bridge(state, role.node),
+                'underlay': lambda: pipeline.underlay(state.cluster),
+                'edge': lambda: pipeline.cloud_edge(state),
+                'external': lambda: pipeline.external(state.cluster)}
+    owners: dict[int, list] = {}
+    if role is not None and role.kind in builders:
+        for spec in builders[role.kind]().flows:
+            names = owners.setdefault(spec.cookie, [])
+            if spec.owner not in names:
+                names.append(spec.owner)
+    for spec in config.flows:
+        owners.setdefault(spec.cookie, [spec.owner])
+    return config, {cookie: tuple(names) for cookie, names in owners.items()}
+
+
+def _lb_health_from_edge(state: ClusterState, edge: BridgeDump) -> tuple:
+    """(state with the health the edge shows for LoadBalancer Services the objects say
+    nothing about, notes)."""
+    groups = {g.group_id: g for g in edge.groups or []}
+    node_by_ip = {n.ip: n.name for n in state.cluster.nodes}
+    lb_flows = [(f, canonical_live(f.fields())) for f in edge.flows or []
+                if table_id(f.table) == pipeline.T['ServiceLB'] and f.priority == 200]
+    found: dict[tuple, set] = {}
+    for sp in state.service_ports:
+        key = (sp.namespace, sp.service)
+        if not sp.lb_ip or not sp.node_port or key in state.lb_health:
+            continue
+        for flow, canon in lb_flows:
+            if (canon.get('ipv4_dst'), canon.get('l4_dst'), canon.get('ip_proto')) != \
+                    (sp.lb_ip, sp.port, sp.proto_number):
+                continue
+            refs = ovsdump.group_refs(flow.actions)
+            if not refs and flow.actions == 'drop':
+                found.setdefault(key, set())
+            elif refs and refs[0] in groups and groups[refs[0]].buckets and all(
+                    b.actions for b in groups[refs[0]].buckets):
+                targets = (ovsdump.nat_target(b.actions) for b in groups[refs[0]].buckets)
+                found.setdefault(key, set()).update(
+                    node_by_ip[t[0]] for t in targets if t and t[0] in node_by_ip)
+    if not found:
+        return state, []
+    notes = []
+    for (ns, name), nodes in sorted(found.items()):
+        default = {n.name for sp in state.service_ports
+                   if (sp.namespace, sp.service) == (ns, name) and sp.lb_ip
+                   for n in state.lb_targets(sp)}
+        if nodes != default:
+            shows = ('no healthy node' if not nodes
+                     else 'healthy nodes ' + ', '.join(sorted(nodes)))
+            notes.append(f'the objects have no LoadBalancerHealth for {ns}/{name} (the '
+                         f"cloud's health checks); {edge.name} shows {shows}, and the "
+                         f'join uses that')
+    health = dict(state.lb_health)
+    health.update({key: frozenset(nodes) for key, nodes in found.items()})
+    return dataclasses.replace(state, lb_health=health), notes
+
+
+# ---------------------------------------------------------------- the join
+def annotate(cluster, objects: dict, dumps: list) -> Report:
+    """Join every bridge's dump with the configuration the pipeline wants for it."""
+    state = ClusterState.from_objects(cluster, objects)
+    notes = []
+    edge = next((d for d in dumps if d.dpid == wiring.EDGE_DPID and d.flows is not None),
+                None)
+    if edge is not None:
+        state, notes = _lb_health_from_edge(state, edge)
+    bridges = [_annotate_bridge(state, dump) for dump in dumps]
+    return Report(bridges, notes, state)
+
+
+def _annotate_bridge(state: ClusterState, dump: BridgeDump) -> BridgeReport:
+    role, role_text = _role(state.cluster, dump.dpid)
+    report = BridgeReport(dump.name, dump.dpid, role_text,
+                          role.kind if role else 'unknown', dump.error)
+    config, owners = _desired(state, dump.dpid)
+    if dump.flows is not None:
+        report.flows = _flow_rows(state, dump, config, owners)
+    if dump.groups is not None:
+        report.groups = _group_rows(state, dump, config, owners)
+    return report
+
+
+def _flow_rows(state, dump, config, owners) -> list[FlowRow]:
+    by_cookie = config.by_cookie()
+    slots = {}
+    for spec in config.flows:
+        slots.setdefault(_slot(spec.table, spec.priority, canonical_spec(spec)), spec)
+    rows = []
+    for live in dump.flows:
+        tid = table_id(live.table)
+        name = pipeline.TABLE_NAMES.get(tid, live.table)
+        canon = canonical_live(live.fields())
+        spec = by_cookie.get(live.cookie)
+        note = None
+        if spec is not None:
+            who, status = owners[live.cookie], CURRENT
+        elif live.cookie >> 40 == AFFINITY_PREFIX:
+            who, note = _learned_owner(state, config, owners, tid, canon, live)
+            status = LEARNED
+        else:
+            spec = slots.get(_slot(tid, live.priority, canon))
+            status = STALE if live.cookie >> 56 == KUBELAB_MARK else FOREIGN
+            if spec is not None:
+                who = owners[spec.cookie]
+                note = 'the pipeline wants other actions here: ' + _actions_text(spec)
+            else:
+                who = (UNKNOWN,)
+                note = 'no flow of the current state has this match'
+            spec = None
+        rows.append(FlowRow(dump.name, tid, name, live.priority, live.match, live.actions,
+                            live.n_packets, live.n_bytes, live.cookie, who, status, note,
+                            spec))
+    present = {live.cookie for live in dump.flows}
+    for spec in config.flows:
+        if spec.cookie not in present:
+            match, actions = _split_ofctl(spec)
+            rows.append(FlowRow(dump.name, spec.table,
+                                pipeline.TABLE_NAMES.get(spec.table, str(spec.table)),
+                                spec.priority, match, actions, None, None, spec.cookie,
+                                owners[spec.cookie], MISSING, None, spec))
+    return rows
+
+
+def _split_ofctl(spec) -> tuple[str, str]:
+    """A FlowSpec as (match, actions) text, the way the pipeline renders it."""
+    head, _, actions = spec.to_ofctl(pipeline.TABLE_NAMES).partition(' actions=')
+    parts = head.split(',', 2)                 # table=..., priority=..., match
+    return (parts[2] if len(parts) > 2 else ''), actions
+
+
+def _actions_text(spec) -> str:
+    return _split_ofctl(spec)[1]
+
+
+def _learned_owner(state, config, owners, tid, canon, live) -> tuple:
+    """The Service whose AffinityLearn flow learns a flow like ``live``: one that learns
+    into its table, for its protocol, with reg7/reg8 = its nw_dst/tp_dst."""
+    client, dst, port = canon.get('ipv4_src'), canon.get('ipv4_dst'), canon.get('l4_dst')
+    endpoint = ovsdump.learned_endpoint(live.actions)
+    note = f'client {client} -> endpoint ' + (f'{endpoint[0]}:{endpoint[1]}' if endpoint
+                                              else '?')
+    if live.idle_timeout is not None:
+        note += f', forgotten {live.idle_timeout} s after its last use'
+    try:
+        dst_int = int(ipaddress.IPv4Address(dst))
+    except (ValueError, TypeError):
+        dst_int = None
+    for spec in config.flows:
+        match = spec.match_dict()
+        for action in spec.actions:
+            if isinstance(action, LearnAffinity) and action.table == tid and \
+                    action.proto == canon.get('ip_proto') and \
+                    match.get('reg7') == dst_int and match.get('reg8') == port:
+                return owners[spec.cookie], note
+    # No Service learns this any more (affinity switched off, Service gone): it stays
+    # until its idle timeout. Name the Service port it was for, when one still exists.
+    node_ips = {n.ip for n in state.cluster.nodes}
+    for sp in state.service_ports:
+        if (dst, port) == (sp.vip, sp.port) or (dst in node_ips and port == sp.node_port):
+            return (f'service {sp.key}',), note + '; no Service learns it now (it idles out)'
+    return (UNKNOWN,), note + '; no Service learns it now (it idles out)'
+
+
+# ---------------------------------------------------------------- groups
+def _bucket_signature(actions: str | None):
+    """What a bucket does, comparable between a dump and a GroupSpec: (recirculation
+    table, zone, DNAT target, ct_mark)."""
+    if actions is None:
+        return None
+    text = actions
+    for name, tid in pipeline.T.items():
+        text = text.replace(f'table={name}', f'table={tid}')
+    fields = ovsdump.match_fields(text.replace('(', ',').replace(')', ','))
+    mark = None
+    if '->ct_mark' in text:
+        mark = int(text.split('set_field:')[-1].split('->ct_mark')[0], 0)
+    return (fields.get('table'), fields.get('zone'), ovsdump.nat_target(text), mark)
+
+
+def _spec_bucket_signature(bucket):
+    ct = next((a for a in bucket.actions if isinstance(a, Ct)), None)
+    if ct is None:
+        return None
+    nat = (ct.nat.dst, ct.nat.port) if ct.nat is not None and ct.nat.dst else None
+    return (None if ct.table is None else str(ct.table), str(ct.zone), nat, ct.mark)
+
+
+def _spec_bucket_text(bucket) -> str:
+    return ','.join(a.ofctl() for a in bucket.actions)
+
+
+def _endpoint_target(state, ip: str | None) -> tuple:
+    """(target, node) of a DNAT address: a pod, or a node (the cloud edge's buckets)."""
+    for pod in state.pods:
+        if pod.ip == ip:
+            return pod.owner, pod.node
+    for node in state.cluster.nodes:
+        if node.ip == ip:
+            return f'node {node.name}', node.name
+    return None, None
+
+
+def _entry(state, spec) -> tuple[str, str]:
+    """(kind, 'IP:PORT') of the ServiceLB flow ``spec`` that sends to a group."""
+    match = spec.match_dict()
+    dst = match.get('ipv4_dst')
+    port = match.get('tcp_dst', match.get('udp_dst'))
+    if not isinstance(dst, str):
+        return '', ''
+    address = f'{dst}:{port}' if port else dst
+    if any(dst == sp.lb_ip for sp in state.service_ports):
+        return 'LoadBalancer', address
+    if any(dst == sp.vip for sp in state.service_ports):
+        return 'ClusterIP', address
+    if any(dst == n.ip for n in state.cluster.nodes):
+        if 'reg0' in match:
+            return 'NodePort (from the node)', address
+        return 'NodePort', address
+    return '', address
+
+
+def _group_rows(state, dump, config, owners) -> list[GroupRow]:
+    wanted = {g.group_id: g for g in config.groups}
+    entries: dict[int, tuple] = {}
+    for spec in config.flows:
+        for action in spec.actions:
+            if isinstance(action, Group):
+                entries.setdefault(action.group_id, _entry(state, spec))
+    users: dict[int, list] = {}
+    user_owners: dict[int, list] = {}
+    for live in dump.flows or []:
+        for gid in ovsdump.group_refs(live.actions):
+            users.setdefault(gid, []).append(live.match)
+            for row_owner in owners.get(live.cookie, ()):
+                user_owners.setdefault(gid, []).append(row_owner)
+    rows = []
+    for live in dump.groups:
+        spec = wanted.get(live.group_id)
+        spec_buckets = list(spec.buckets) if spec is not None else []
+        described = [b for b in live.buckets if b.actions is not None]
+        stats_only = not described and len(spec_buckets) == len(live.buckets)
+        buckets = []
+        for bucket in live.buckets:
+            actions = bucket.actions
+            if stats_only:
+                actions = _spec_bucket_text(spec_buckets[bucket.index])
+            target = ovsdump.nat_target(actions)
+            who, node = _endpoint_target(state, target[0] if target else None)
+            buckets.append(BucketRow(
+                bucket.index, (f'{target[0]}:{target[1]}' if target and target[1]
+                               else target[0] if target else None),
+                who, node, bucket.n_packets, bucket.n_bytes, actions))
+        note = None
+        if spec is None:
+            status = STALE
+            who = tuple(dict.fromkeys(user_owners.get(live.group_id, ()))) or (UNKNOWN,)
+            kind, entry = '', ''
+            note = 'no group of the current state has this id'
+        else:
+            who = (spec.owner,)
+            kind, entry = entries.get(live.group_id, ('', ''))
+            if described:
+                same = len(described) == len(spec_buckets) and all(
+                    _bucket_signature(b.actions) == _spec_bucket_signature(s)
+                    for b, s in zip(described, spec_buckets))
+            else:
+                same = len(live.buckets) == len(spec_buckets)
+            status = CURRENT if same else STALE
+            if not same:
+                note = 'the pipeline wants the buckets ' + ' | '.join(
+                    _spec_bucket_text(b) for b in spec_buckets)
+            elif stats_only:
+                note = 'bucket endpoints from the desired group (only statistics dumped)'
+            counted = [b for b in live.buckets if b.n_packets is not None]
+            if described and live.n_packets is not None and len(described) != len(counted):
+                note = (note + '; ' if note else '') + \
+                    'the group changed between the dumps of its buckets and their counters'
+        rows.append(GroupRow(dump.name, live.group_id, who, status, kind, entry,
+                             tuple(users.get(live.group_id, ())), live.n_packets,
+                             live.n_bytes, buckets, note))
+    present = {g.group_id for g in dump.groups}
+    for gid, spec in wanted.items():
+        if gid in present:
+            continue
+        kind, entry = entries.get(gid, ('', ''))
+        buckets = []
+        for i, bucket in enumerate(spec.buckets):
+            text = _spec_bucket_text(bucket)
+            target = ovsdump.nat_target(text)
+            who, node = _endpoint_target(state, target[0] if target else None)
+            buckets.append(BucketRow(i, f'{target[0]}:{target[1]}' if target else None,
+                                     who, node, None, None, text))
+        rows.append(GroupRow(dump.name, gid, (spec.owner,), MISSING, kind, entry, (),
+                             None, None, buckets))
+    rows.sort(key=lambda g: (g.owner, g.entry_kind, g.entry, g.group_id))
+    return rows
+
+
+# ---------------------------------------------------------------- --service
+def owner_service(owner: str) -> tuple[str, str] | None:
+    """('NS', 'NAME') of an owner ``service NS/NAME[/proto/port...]``."""
+    if not owner.startswith('service '):
+        return None
+    parts = owner[len('service '):].split('/')
+    return (parts[0], parts[1]) if len(parts) >= 2 else None
+
+
+def only_service(report: Report, namespace: str, name: str) -> Report:
+    """What one Service owns: the flows and groups of all its ports (ClusterIP,
+    NodePort, the cloud edge's), its REJECT flow, the flows it learned."""
+    def ours(owners) -> bool:
+        return any(owner_service(o) == (namespace, name) for o in owners)
+    bridges = [dataclasses.replace(b, flows=[r for r in b.flows if ours(r.owners)],
+                                   groups=[g for g in b.groups if ours(g.owners)])
+               for b in report.bridges]
+    return dataclasses.replace(report, bridges=bridges, service=f'{namespace}/{name}')
+
+
+# ---------------------------------------------------------------- text
+def _cell(value) -> str:
+    return '-' if value is None else str(value)
+
+
+def _owner_cell(owner: str, status: str) -> str:
+    return owner if status == CURRENT else f'{owner} [{status}]'
+
+
+def render_flows(report: Report) -> str:
+    """``kubelab flows``: per bridge, per table in pipeline order, every flow with its
+    counters and owner; then the groups with their buckets."""
+    out = [f'note: {note}' for note in report.notes]
+    for bridge in report.bridges:
+        if out:
+            out.append('')
+        head = f'{bridge.name}  {bridge.role} (datapath {bridge.dpid:#x})'
+        if bridge.error and not bridge.flows and not bridge.groups:
+            out.append(f'{head}: error: {bridge.error}')
+            continue
+        live = sum(r.status != MISSING for r in bridge.flows)
+        counts = f'{live} flow{"s" * (live != 1)}, {len(bridge.groups)} group' \
+                 f'{"s" * (len(bridge.groups) != 1)}'
+        odd = {}
+        for item in bridge.flows + bridge.groups:
+            if item.status != CURRENT:
+                odd[item.status] = odd.get(item.status, 0) + 1
+        extra = ''.join(f', {n} {status}' for status, n in sorted(odd.items()))
+        if report.service:
+            counts += f' of service {report.service}'
+        out.append(f'{head}: {counts}{extra}')
+        if bridge.error:
+            out.append(f'  error: {bridge.error}')
+        for tid, name, stage, rows in bridge.tables():
+            title = f'table {tid} {name}' if tid is not None else f'table {name}'
+            out.append(f'  {title}' + (f'  [{stage}]' if stage else ''))
+            table = format_table(
+                ['PRIORITY', 'PACKETS', 'BYTES', 'OWNER', 'FLOW'],
+                [[str(r.priority), _cell(r.n_packets), _cell(r.n_bytes),
+                  _owner_cell(r.owner, r.status),
+                  (f'{r.match} ' if r.match else '') + f'actions={r.actions}'
+                  + (f'  # {r.note}' if r.note else '')] for r in rows])
+            out.extend('    ' + line for line in table.splitlines())
+        if bridge.groups:
+            out.append('  groups (select: a bucket\'s packets = new connections sent to '
+                       'its endpoint)')
+            lines = []
+            for g in bridge.groups:
+                entry = f'{g.entry_kind} {g.entry}'.strip() or ', '.join(g.used_by) or '-'
+                lines.append([str(g.group_id), _cell(g.n_packets),
+                              _owner_cell(g.owner, g.status),
+                              entry + (f'  # {g.note}' if g.note else '')])
+                for b in g.buckets:
+                    where = ' '.join(x for x in (
+                        b.target, f'({b.node})' if b.node and b.target and
+                        not b.target.startswith('node ') else None) if x)
+                    lines.append(['', _cell(b.n_packets), f'  bucket {b.index}',
+                                  f'-> {b.endpoint or b.actions or "?"}'
+                                  + (f'  {where}' if where else '')])
+            table = format_table(['GROUP', 'PACKETS', 'OWNER', 'ENTRY / ENDPOINT'], lines)
+            out.extend('    ' + line for line in table.splitlines())
+    return '\n'.join(line.rstrip() for line in out)
+
+
+# ---------------------------------------------------------------- top
+@dataclass
+class Poll:
+    time: float                        # monotonic seconds when the counters were read
+    report: Report
+
+
+@dataclass
+class EndpointTop:
+    endpoint: str                      # 'IP:PORT'
+    pod: str | None
+    node: str | None
+    conns: int
+    conns_per_s: float
+    pod_in_per_s: float | None         # bytes/s the pod received (all its traffic)
+    pod_out_per_s: float | None        # bytes/s the pod sent
+
+
+@dataclass
+class ServiceTop:
+    key: str                           # NS/NAME/PROTO/PORT
+    address: str                       # ClusterIP:port
+    kind: str                          # ClusterIP, NodePort 30080, LoadBalancer ...
+    conns: int
+    conns_per_s: float
+    endpoints: list
+
+
+@dataclass
+class LoadBalancerTop:
+    address: str                       # LB IP:port
+    key: str
+    nodes: list                        # [(node, conns, conns/s)]
+    note: str | None = None
+
+
+@dataclass
+class TopView:
+    elapsed: float
+    namespace: str | None
+    services: list
+    load_balancers: list
+    errors: list
+    notes: list
+
+
+def _service_key(owners) -> list[str]:
+    return [o[len('service '):] for o in owners if o.startswith('service ')
+            and o.count('/') >= 3]
+
+
+def _counters(report: Report) -> dict:
+    """Every counter ``top`` reads, by a key stable across polls:
+    ('conn', svc key, endpoint, where) -> packets;
+    ('lb', svc key, LB address, node, where) -> packets;
+    ('pod', pod IP, 'in'|'out', where) -> bytes."""
+    out = {}
+    pods = {p.owner: p for p in report.state.pods}
+    for bridge in report.bridges:
+        for g in bridge.groups:
+            if g.status == MISSING:
+                continue
+            for key in _service_key(g.owners)[:1]:
+                for b in g.buckets:
+                    if b.n_packets is None or b.endpoint is None:
+                        continue
+                    if bridge.kind == 'edge':
+                        out[('lb', key, g.entry, b.node or b.endpoint,
+                             (bridge.name, g.group_id))] = b.n_packets
+                    elif bridge.kind == 'node':
+                        out[('conn', key, b.endpoint, (bridge.name, g.group_id))] = \
+                            b.n_packets
+        if bridge.kind != 'node':
+            continue
+        for row in bridge.flows:
+            if row.n_packets is None:
+                continue
+            if row.table_id == pipeline.T['EndpointDNAT'] and row.priority == 200:
+                # A client with session affinity: its new connection skips the group.
+                target = ovsdump.nat_target(row.actions)
+                if target:
+                    endpoint = f'{target[0]}:{target[1]}' if target[1] else target[0]
+                    for key in _service_key(row.owners):
+                        out[('conn', key, endpoint, (bridge.name, row.cookie))] = \
+                            row.n_packets
+            spec = row.spec
+            if spec is None or row.status != CURRENT or row.owner not in pods:
+                continue
+            pod = pods[row.owner]
+            match = spec.match_dict()
+            if spec.table == pipeline.T['L3Forwarding'] and spec.priority == 200 and \
+                    match.get('ipv4_dst') == pod.ip:
+                out[('pod', pod.ip, 'in', (bridge.name, row.cookie))] = row.n_bytes
+            elif spec.table == pipeline.T['Classifier'] and spec.priority == 200 and \
+                    match.get('eth_type') == pipeline.ETH_IP and \
+                    match.get('ipv4_src') == pod.ip:
+                out[('pod', pod.ip, 'out', (bridge.name, row.cookie))] = row.n_bytes
+    return out
+
+
+def _read_bridges(report: Report) -> set:
+    return {b.name for b in report.bridges if not b.error or b.flows or b.groups}
+
+
+def top_view(prev: Poll, cur: Poll, namespace: str | None = None) -> TopView:
+    """Rates between two polls: (counter now - counter then) / seconds between them. A
+    counter that went down was reset (its group reprogrammed): it counts from 0. A counter
+    new since the last poll counts whole, if its bridge was read then."""
+    elapsed = max(cur.time - prev.time, 1e-9)
+    before, now = _counters(prev.report), _counters(cur.report)
+    seen_before = _read_bridges(prev.report)
+
+    def delta(key) -> int:
+        value = now[key]
+        if key not in before:
+            return value if key[-1][0] in seen_before else 0
+        return value if value < before[key] else value - before[key]
+
+    totals: dict[tuple, list] = {}
+    for key in now:
+        group = key[:-1]
+        acc = totals.setdefault(group, [0, 0])
+        acc[0] += now[key]
+        acc[1] += delta(key)
+    state = cur.report.state
+
+    def rate(group) -> float:
+        return totals.get(group, [0, 0])[1] / elapsed
+
+    def total(group) -> int:
+        return totals.get(group, [0, 0])[0]
+
+    pods_by_ip = {p.ip: p for p in state.pods}
+    services, lbs = [], []
+    for sp in state.service_ports:
+        if namespace is not None and sp.namespace != namespace:
+            continue
+        kind = 'ClusterIP'
+        if sp.node_port:
+            kind = f'NodePort :{sp.node_port}'
+        if sp.lb_ip:
+            kind = f'LoadBalancer {sp.lb_ip}'
+        endpoints = {f'{ep.ip}:{ep.port}': ep.node for ep in sp.endpoints}
+        for key in now:
+            if key[0] == 'conn' and key[1] == sp.key:
+                endpoints.setdefault(key[2], None)
+        rows = []
+        for endpoint in sorted(endpoints, key=_address_order):
+            ip = endpoint.split(':')[0]
+            pod = pods_by_ip.get(ip)
+            has_in = ('pod', ip, 'in') in totals
+            has_out = ('pod', ip, 'out') in totals
+            rows.append(EndpointTop(
+                endpoint, pod.owner if pod else None,
+                endpoints[endpoint] or (pod.node if pod else None),
+                total(('conn', sp.key, endpoint)), rate(('conn', sp.key, endpoint)),
+                rate(('pod', ip, 'in')) if has_in else None,
+                rate(('pod', ip, 'out')) if has_out else None))
+        services.append(ServiceTop(sp.key, f'{sp.vip}:{sp.port}', kind,
+                                   sum(r.conns for r in rows),
+                                   sum(r.conns_per_s for r in rows), rows))
+        if sp.lb_ip:
+            address = f'{sp.lb_ip}:{sp.port}'
+            nodes = sorted({key[3] for key in now if key[0] == 'lb' and key[1] == sp.key})
+            note = None
+            if not nodes:
+                edge_read = any(b.kind == 'edge' and b.name in _read_bridges(cur.report)
+                                for b in cur.report.bridges)
+                note = ('no healthy node: the edge drops new connections' if edge_read
+                        else 'the cloud edge was not read')
+            lbs.append(LoadBalancerTop(address, sp.key, [
+                (node, total(('lb', sp.key, address, node)),
+                 rate(('lb', sp.key, address, node))) for node in nodes], note))
+    errors = [f'{b.name}: {b.error}' for b in cur.report.bridges if b.error]
+    return TopView(elapsed, namespace, services, lbs, errors, list(cur.report.notes))
+
+
+def _address_order(address: str):
+    ip, _, port = address.partition(':')
+    try:
+        return int(ipaddress.IPv4Address(ip)), int(port or 0)
+    except ValueError:
+        return 0, 0
+
+
+def human_rate(per_s: float | None, unit: str = 'B') -> str:
+    if per_s is None:
+        return '-'
+    for prefix, scale in (('G', 1e9), ('M', 1e6), ('k', 1e3)):
+        if per_s >= scale:
+            return f'{per_s / scale:.1f} {prefix}{unit}/s'
+    return f'{per_s:.0f} {unit}/s'
+
+
+TOP_LEGEND = (
+    'CONN/S, CONNS: new connections to the Service port (and per endpoint), from the '
+    "packets of its select groups' buckets on every node bridge (a connection passes the "
+    'group once, on the node it entered) plus the EndpointDNAT hits of clients with '
+    'session affinity (they skip the group). CONNS counts since each switch last '
+    'programmed the group: it starts again when the endpoints change. Load balancer: '
+    "the cloud edge group's buckets, one per node.",
+    "POD IN/S, POD OUT/S: bytes per second the endpoint's pod received and sent (its "
+    "route and spoof-guard flows on its node's bridge): all of its traffic, not only "
+    "this Service's.")
+
+
+def render_top(view: TopView, now: str = '') -> str:
+    """One frame of ``kubelab top``."""
+    scope = f'namespace {view.namespace}' if view.namespace else 'all namespaces'
+    out = ['  '.join(part for part in ('kubelab top', scope, now, f'(rates over the '
+                                       f'last {view.elapsed:.1f} s)') if part)]
+    out += [f'note: {n}' for n in view.notes]
+    out += [f'error: {e}' for e in view.errors]
+    out.append('')
+    rows = []
+    for svc in view.services:
+        namespace = svc.key.split('/')[0]
+        rows.append([svc.key, svc.kind, svc.address, f'{svc.conns_per_s:.1f}',
+                     str(svc.conns), '', ''])
+        for ep in svc.endpoints:
+            pod = ep.pod[len('pod '):] if ep.pod else '(no pod)'
+            if pod.startswith(namespace + '/'):
+                pod = pod[len(namespace) + 1:]
+            rows.append([f'  {pod}', ep.node or '-', ep.endpoint, f'{ep.conns_per_s:.1f}',
+                         str(ep.conns), human_rate(ep.pod_in_per_s),
+                         human_rate(ep.pod_out_per_s)])
+        if not svc.endpoints:
+            rows.append(['  (no endpoints)', '', '', '', '', '', ''])
+    if rows:
+        out.append(format_table(['SERVICE PORT / ENDPOINT POD', 'TYPE / NODE', 'ADDRESS',
+                                 'CONN/S', 'CONNS', 'POD IN/S', 'POD OUT/S'], rows))
+    else:
+        out.append('No Service ports' + (f' in namespace {view.namespace}.'
+                                         if view.namespace else '.'))
+    if view.load_balancers:
+        out.append('')
+        lb_rows = []
+        for lb in view.load_balancers:
+            if not lb.nodes:
+                lb_rows.append([lb.address, lb.key, f'({lb.note})', '', ''])
+            for i, (node, conns, per_s) in enumerate(lb.nodes):
+                lb_rows.append([lb.address if i == 0 else '', lb.key if i == 0 else '',
+                                node, f'{per_s:.1f}', str(conns)])
+        out.append(format_table(['LOAD BALANCER', 'SERVICE PORT', 'NODE', 'CONN/S',
+                                 'CONNS'], lb_rows))
+    out.append('')
+    out += [textwrap.fill(paragraph, 100) for paragraph in TOP_LEGEND]
+    return '\n'.join(line.rstrip() for line in '\n'.join(out).split('\n'))
