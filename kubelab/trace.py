@@ -26,7 +26,6 @@ controller answers (no ready endpoint) says it is rejected with a TCP RST / ICMP
 
 from __future__ import annotations
 
-import ipaddress
 import re
 import subprocess
 from dataclasses import dataclass, field
@@ -45,7 +44,6 @@ ZONE = re.compile(r'zone=(\d+)')
 OUTPUT = re.compile(r'^\s*output:"?([^"\s]+)"?$')
 HASH_RECIRC = re.compile(r'hash\(.*\),recirc\((0x[0-9a-f]+)\)')
 BUCKET_USED = re.compile(r'-> using bucket (\d+)')
-GROUP = re.compile(r'^\s*group:(\d+)$')
 DATAPATH = re.compile(r'^Datapath actions: (.*)$', re.M)
 CT_NAT_ZONES = re.compile(r'ct\(zone=(\d+),nat')
 RECIRC_END = re.compile(r'recirc\((0x[0-9a-f]+)\)\s*$')
@@ -243,7 +241,6 @@ class Tracer:
         passes = text.split('=' * 79)
         current = dict(flow)
         last_output = None
-        pending_zone = None
         for chunk in passes:
             lines = chunk.splitlines()
             for line in lines:
@@ -286,9 +283,6 @@ class Tracer:
                         bridge, int(zone.group(1)) if zone else None,
                         'DNAT' if kind == 'dst' else 'SNAT', before,
                         f'{ip}:{port}' if port else ip))
-                elif stripped.startswith('ct(') and 'nat' in stripped:
-                    zone = ZONE.search(stripped)
-                    pending_zone = int(zone.group(1)) if zone else None
                 out = OUTPUT.match(line)
                 if out and in_bridge == bridge:
                     last_output = out.group(1)

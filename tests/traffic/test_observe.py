@@ -109,3 +109,31 @@ def test_diagram_of_the_live_lab(obs):
             assert svc['metadata']['name'] in text
         for node in ('control-plane', 'worker-1', 'worker-2', 'client-1'):
             assert node in text
+
+
+def test_flows_attributes_every_installed_flow_to_its_owner(obs):
+    obs.client.wait_dataplane()
+    report = json.loads(obs.kubelab('flows', '-o', 'json').stdout)
+    flows = [f for b in report['bridges'] for t in b['tables'] for f in t['flows']]
+    assert len(report['bridges']) == 6 and len(flows) > 200
+    assert all(b['error'] is None for b in report['bridges'])
+    unattributed = [f for f in flows if not f['owner'] or f['owner'] == 'unknown'
+                    or f['status'] not in ('current', 'learned')]
+    assert unattributed == []
+    web = json.loads(obs.kubelab('flows', '--service', 'web', '-o', 'json').stdout)
+    owners = {f['owner'] for b in web['bridges'] for t in b['tables'] for f in t['flows']}
+    assert owners and all('default/web' in o for o in owners), owners
+    vip = obs.cluster_ip('web')
+    assert vip in obs.kubelab('flows', '--service', 'web').stdout
+
+
+def test_top_counts_new_connections_per_service_and_endpoint(obs):
+    vip = obs.cluster_ip('web')
+    results = obs.http('client', vip, 80, '/hostname', count=30)
+    assert all(r['ok'] for r in results)
+    frame = obs.kubelab('top', '--once').stdout
+    [row] = [line for line in frame.splitlines() if line.startswith('default/web/tcp/http')]
+    total = int(row.split()[-1])
+    assert total >= 30, row
+    for pod in obs.pods({'app': 'web'}):
+        assert pod['metadata']['name'] in frame
