@@ -338,19 +338,15 @@ class Tracer:
         fields = dict(current)
         for t in todo:
             ip, _, port = t.before.partition(':')
-            new_ip, _, new_port = t.after.partition(':')
-            if t.kind == 'DNAT' and fields.get('nw_src') == new_ip:
-                fields['nw_src'] = ip
+            # A DNAT's reply comes from its new destination, an SNAT's goes to its new
+            # source: give that address back.
+            side = 'src' if t.kind == 'DNAT' else 'dst'
+            if fields.get(f'nw_{side}') == t.after.partition(':')[0]:
+                fields[f'nw_{side}'] = ip
                 if port:
-                    fields['tp_src'] = port
-                leg.translations.append(Translation(bridge, t.zone, 'un-DNAT', t.after,
-                                                    t.before))
-            elif t.kind == 'SNAT' and fields.get('nw_dst') == new_ip:
-                fields['nw_dst'] = ip
-                if port:
-                    fields['tp_dst'] = port
-                leg.translations.append(Translation(bridge, t.zone, 'un-SNAT', t.after,
-                                                    t.before))
+                    fields[f'tp_{side}'] = port
+                leg.translations.append(Translation(bridge, t.zone, f'un-{t.kind}',
+                                                    t.after, t.before))
         rest = {z: v for z, v in unnat.items() if z not in zones}
         flow = dict(fields, recirc_id=recirc.group(1), ct_state='est|rpl|trk',
                     ct_zone=str(zones[-1]))

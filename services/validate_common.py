@@ -151,6 +151,24 @@ def host_problem(host: str) -> str | None:
     return None
 
 
+def controller_name(chk, spec: dict, key: str, what: str, example: str,
+                    max_length: int) -> None:
+    """``spec[key]``: the required controller of an IngressClass or GatewayClass, a
+    domain-prefixed path of at most ``max_length`` characters."""
+    where = f'spec.{key}'
+    if spec.get(key) in (None, ''):
+        spec.pop(key, None)
+        chk.error(where, f'required value: the controller that {what}, a '
+                         f'domain-prefixed path such as "{example}"')
+    name = chk.string(spec, key, 'spec')
+    if not name:
+        return
+    if len(name) > max_length:
+        chk.error(where, f'Too long: may not be more than {max_length} characters')
+    else:
+        chk.name(name, where, domain_prefixed_path_problem)
+
+
 def domain_prefixed_path_problem(value: str) -> str | None:
     """None when ``value`` is a domain-prefixed path (``k8s.io/ingress-nginx``,
     ``example.net/gateway-controller``), as IngressClass and GatewayClass name

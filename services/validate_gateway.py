@@ -57,9 +57,8 @@ call (a ``Conflicted`` listener condition), as in the spec.
 import re
 
 from services.validate_common import (
-    MISSING, Checker, choices, describe, dns1123_label_problem,
-    dns1123_subdomain_problem, domain_prefixed_path_problem, host_problem,
-    join)
+    MISSING, Checker, choices, controller_name, describe, dns1123_label_problem,
+    dns1123_subdomain_problem, host_problem, join)
 from services.validate_deployment import validate_label_selector
 
 GROUP = 'gateway.networking.k8s.io'
@@ -262,21 +261,8 @@ def validate_gateway_class(chk: Checker, obj: dict) -> None:
     if spec is None:
         return
     chk.known_fields(spec, 'spec', GATEWAY_CLASS_SPEC_FIELDS)
-    if spec.get('controllerName') in (None, ''):
-        spec.pop('controllerName', None)
-        chk.error('spec.controllerName', 'required value: the controller '
-                                         'that manages Gateways of this '
-                                         'class, a domain-prefixed path such '
-                                         'as "example.net/gateway-controller"')
-    name = chk.string(spec, 'controllerName', 'spec')
-    if name:
-        if len(name) > MAX_CONTROLLER_NAME:
-            chk.error('spec.controllerName', f'Too long: may not be more '
-                                             f'than {MAX_CONTROLLER_NAME} '
-                                             f'characters')
-        else:
-            chk.name(name, 'spec.controllerName',
-                     domain_prefixed_path_problem)
+    controller_name(chk, spec, 'controllerName', 'manages Gateways of this class',
+                    'example.net/gateway-controller', MAX_CONTROLLER_NAME)
     description = chk.string(spec, 'description', 'spec')
     if description is not None and len(description) > MAX_DESCRIPTION:
         chk.error('spec.description', f'Too long: may not be more than '

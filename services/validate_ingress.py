@@ -41,9 +41,8 @@ class and is kept.
 """
 
 from services.validate_common import (
-    Checker, describe, dns1035_label_problem, dns1123_label_problem,
-    dns1123_subdomain_problem, domain_prefixed_path_problem, host_problem,
-    iana_svc_name_problem, join, map_key)
+    Checker, controller_name, describe, dns1035_label_problem, dns1123_label_problem,
+    dns1123_subdomain_problem, host_problem, iana_svc_name_problem, join, map_key)
 
 INGRESS_FIELDS = ('apiVersion', 'kind', 'metadata', 'spec', 'status')
 INGRESS_SPEC_FIELDS = ('ingressClassName', 'defaultBackend', 'rules', 'tls')
@@ -252,19 +251,8 @@ def validate_ingress_class(chk: Checker, obj: dict) -> None:
     if spec is None:
         return
     chk.known_fields(spec, 'spec', INGRESS_CLASS_SPEC_FIELDS)
-    if spec.get('controller') in (None, ''):
-        spec.pop('controller', None)
-        chk.error('spec.controller', 'required value: the controller that '
-                                     'implements this class, e.g. '
-                                     '"k8s.io/ingress-nginx"')
-    controller = chk.string(spec, 'controller', 'spec')
-    if controller:
-        if len(controller) > MAX_CONTROLLER_LENGTH:
-            chk.error('spec.controller', f'Too long: may not be more than '
-                                         f'{MAX_CONTROLLER_LENGTH} characters')
-        else:
-            chk.name(controller, 'spec.controller',
-                     domain_prefixed_path_problem)
+    controller_name(chk, spec, 'controller', 'implements this class',
+                    'k8s.io/ingress-nginx', MAX_CONTROLLER_LENGTH)
     params = chk.mapping(spec, 'parameters', 'spec')
     if params is not None:
         _parameters(chk, params, 'spec.parameters')

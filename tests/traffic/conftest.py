@@ -49,3 +49,17 @@ def ovs_flows():
                              capture_output=True, text=True, check=True)
         return out.stdout
     return dump
+
+
+@pytest.fixture
+def applied(lab):
+    """Apply manifest text for one test (``applied(text)``, with --wait); what it
+    applied is deleted again afterwards, last first."""
+    texts = []
+
+    def apply(text):
+        texts.append(text)
+        lab.apply(text)
+    yield apply
+    for text in reversed(texts):
+        lab.delete(text)

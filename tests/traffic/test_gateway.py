@@ -72,18 +72,6 @@ def client(gw):
     return 'host/' + gw.get_json('hosts')['items'][0]['metadata']['name']
 
 
-@pytest.fixture
-def applied(gw):
-    texts = []
-
-    def apply(text):
-        texts.append(text)
-        gw.apply(text)
-    yield apply
-    for text in reversed(texts):
-        gw.delete(text)
-
-
 def ask(gw, client, address, target, *, host='gw.example', method='GET', hdrs=None,
         port=80):
     [r] = gw.request(client, address, port, target, host_header=host, method=method,

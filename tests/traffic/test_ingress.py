@@ -73,19 +73,6 @@ def node_ip(ing):
     return [a['address'] for a in node['status']['addresses'] if a['type'] == 'InternalIP'][0]
 
 
-@pytest.fixture
-def applied(ing):
-    """Apply Ingress text for one test; delete what it applied afterwards."""
-    texts = []
-
-    def apply(text):
-        texts.append(text)
-        ing.apply(text)
-    yield apply
-    for text in reversed(texts):
-        ing.delete(text)
-
-
 def answered(ing, client, address, path, host, **kw):
     """Which backend Service answered (or the status code when none did)."""
     [r] = ing.request(client[0], address, kw.pop('port', 80), path, host_header=host, **kw)

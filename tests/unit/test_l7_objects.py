@@ -19,6 +19,7 @@ from services.cluster import default_cluster
 from services.errors import ApplyError, NotFound
 from services.manifests import key, object_ref, validate
 from services.store import Store
+from tests.unit.test_manifests import assert_problem, problems
 
 NOW = datetime(2026, 11, 26, 3, 15, 12, tzinfo=timezone.utc)
 CREATED = '2026-11-26T03:10:00Z'  # 5m12s before NOW
@@ -29,19 +30,6 @@ def b64(text: str) -> str:
     return base64.b64encode(text.encode()).decode()
 
 
-def problems(obj):
-    """The (path, message) of every problem ``validate`` finds."""
-    with pytest.raises(ApplyError) as info:
-        validate(obj)
-    return [(e.path, e.message) for e in info.value.errors]
-
-
-def assert_problem(obj, path, *words):
-    found = problems(obj)
-    for where, message in found:
-        if where == path and all(word in message for word in words):
-            return
-    raise AssertionError(f'no problem at {path} with {words}: {found}')
 
 
 def dig(obj, path):
