@@ -6,6 +6,7 @@ import json
 import os
 import stat
 import subprocess
+import time
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -25,7 +26,23 @@ BRIDGES = ('kl-n1', 'kl-n2', 'kl-n3', 'kl-ul', 'kl-lb', 'kl-ex')
 def demo(lab):
     lab.apply(DEMO.read_text())
     lab.client.wait_ready()
+    settle(lab)
     return lab
+
+
+def settle(lab, quiet: float = 3.0, timeout: float = 60) -> None:
+    """Until the objects and flows stop changing on their own: the demo's Gateway gets
+    its pod, its load balancer address and then its health checks (two good ones a
+    second apart) after the pods are ready, and the cloud edge's flows follow."""
+    deadline = time.monotonic() + timeout
+    before = (lab_state(lab.client), dataplane())
+    while time.monotonic() < deadline:
+        time.sleep(quiet)
+        now = (lab_state(lab.client), dataplane())
+        if now == before:
+            return
+        before = now
+    raise AssertionError(f'the lab did not settle within {timeout} s')
 
 
 def dataplane() -> dict:
