@@ -44,6 +44,7 @@ ZONE = re.compile(r'zone=(\d+)')
 OUTPUT = re.compile(r'^\s*output:"?([^"\s]+)"?$')
 HASH_RECIRC = re.compile(r'hash\(.*\),recirc\((0x[0-9a-f]+)\)')
 BUCKET_USED = re.compile(r'-> using bucket (\d+)')
+GROUP_ACTION = re.compile(r'group:(\d+)')
 DATAPATH = re.compile(r'^Datapath actions: (.*)$', re.M)
 CT_NAT_ZONES = re.compile(r'ct\(zone=(\d+),nat')
 RECIRC_END = re.compile(r'recirc\((0x[0-9a-f]+)\)\s*$')
@@ -153,9 +154,14 @@ class Tracer:
         self.run = run
         self.owners: dict[str, dict[str, str]] = {}
         self.bridge_dpid = dict(wiring.all_bridges(cluster))
+        self.groups: dict[str, dict[int, list[str]]] = {}   # bridge -> group -> targets
         for name, dpid in self.bridge_dpid.items():
             config = desired(self.state, dpid)
             self.owners[name] = {f'0x{f.cookie:x}': f.owner for f in config.flows}
+            self.groups[name] = {
+                g.group_id: [f'{a.nat.dst}:{a.nat.port}' for b in g.buckets for a in b.actions
+                             if getattr(a, 'nat', None) is not None and a.nat.dst]
+                for g in config.groups}
         self.pods = {p.ip: p for p in self.state.pods}
         self.pod_objects = {(p.get('status') or {}).get('podIP'): p
                             for p in objects.get('Pod', [])}
@@ -382,7 +388,9 @@ class Tracer:
                                    f'endpoints: ' + ', '.join(t for t, _ in seen.values()))
             pick = min(seen)
         target, text = seen[pick]
-        leg.choices.append((bridge, sorted(t for t, _ in seen.values()), target))
+        group = GROUP_ACTION.search(text)
+        targets = self.groups.get(bridge, {}).get(int(group.group(1)), []) if group else []
+        leg.choices.append((bridge, sorted(targets or {t for t, _ in seen.values()}), target))
         return self.consume(leg, bridge, text, fields, reply, unnat, endpoint)
 
 
@@ -513,7 +521,11 @@ def _render_leg(leg: Leg) -> list[str]:
         if step.bridge != bridge:
             bridge = step.bridge
             out.append(f'  {bridge}')
-        actions = '; '.join(a for a in step.actions if not a.startswith(('bucket ',)))
+        # ofproto/trace prints "drop" after a ct() that does not recirculate, though the
+        # actions go on: only a last "drop" drops.
+        shown = [a for a in step.actions if not a.startswith('bucket ')]
+        actions = '; '.join(a for i, a in enumerate(shown)
+                            if a != 'drop' or i == len(shown) - 1)
         out.append(f'    {step.table_name:16} {step.owner or "-":40.40} '
                    f'{(step.match or "(any)")[:60]}')
         if actions:

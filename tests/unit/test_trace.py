@@ -1,0 +1,89 @@
+"""kubelab trace's reading of ofproto/trace, replayed from a real lab's answers.
+
+tests/data/ovs/traces.json holds, for three connections in a lab running
+examples/demo.yaml, every ofproto/trace the tracer asked (bridge, flow, answer), where
+each output port led (patch peers, veths) and the objects at that moment. Replaying
+them checks, without root, that the tracer follows the bridges, resumes the Service's
+group at the chosen bucket, records each translation with its zone, un-NATs the answer
+and renders the path in the seed's words; the traffic tests run it live.
+"""
+
+import json
+from pathlib import Path
+
+import pytest
+
+from kubelab import trace
+from services.cluster import default_cluster
+
+DATA = json.loads((Path(__file__).resolve().parents[1] / 'data' / 'ovs' / 'traces.json')
+                  .read_text())
+
+
+class Replay(trace.Tracer):
+    """A Tracer whose OVS answers come from the recording, in the order they were given."""
+
+    def __init__(self, case):
+        self.answers = {(b, f): out for b, f, _, out in case['runs']}
+        self.hops = {(b, p): tuple(h) if h else None for b, p, h in case['hops']}
+        super().__init__(default_cluster(), DATA['objects'], run=self.answer)
+
+    def answer(self, bridge, flow, states):
+        key = (bridge, flow)
+        if key not in self.answers:
+            pytest.fail(f'the tracer asked something new: {bridge} {flow}')
+        return self.answers[key]
+
+    def next_hop(self, bridge, port):
+        return self.hops[(bridge, port)]
+
+
+@pytest.mark.parametrize('name', sorted(DATA['cases']))
+def test_the_recorded_trace_renders_as_it_did_live(name):
+    case = DATA['cases'][name]
+    tracer = Replay(case)
+    got = trace.trace_connection(tracer, *case['args'])
+    assert trace.render(got, tracer) == case['render']
+
+
+def test_a_cluster_ip_trace_follows_the_chosen_endpoint_and_un_nats_the_answer():
+    case = DATA['cases']['clusterip']
+    tracer = Replay(case)
+    src, vip, port, proto, endpoint = case['args']
+    got = trace.trace_connection(tracer, src, vip, port, proto, endpoint)
+    assert got.forward.outcome == 'delivered'
+    assert got.forward.final['nw_dst'] == endpoint
+    [dnat] = got.forward.translations
+    assert (dnat.kind, dnat.zone, dnat.before, dnat.after) == (
+        'DNAT', 1, f'{vip}:{port}', f'{endpoint}:8080')
+    [(bridge, targets, chosen)] = got.forward.choices
+    assert bridge == 'kl-n1' and chosen == f'{endpoint}:8080' and len(targets) == 3
+    assert got.reply.outcome == 'delivered'
+    assert [t.kind for t in got.reply.translations] == ['un-DNAT']
+    assert trace.endpoint_of(got.reply.final, 'src') == f'{vip}:{port}'
+    steps = [(s.bridge, s.table_name) for s in got.forward.steps]
+    assert ('kl-n1', 'ServiceLB') in steps and ('kl-ul', 'Classifier') in steps
+    assert got.forward.bridges[0] == 'kl-n1'
+
+
+def test_a_node_port_trace_records_the_dnat_and_the_masquerade():
+    case = DATA['cases']['nodeport']
+    got = trace.trace_connection(Replay(case), *case['args'])
+    kinds = [(t.kind, t.zone) for t in got.forward.translations]
+    assert kinds == [('DNAT', 1), ('SNAT', 1001)]
+    assert got.forward.translations[1].after == '10.128.0.11'
+    assert [t.kind for t in got.reply.translations] == ['un-SNAT', 'un-DNAT']
+    assert trace.endpoint_of(got.reply.final, 'src') == '10.128.0.11:30080'
+
+
+def test_a_dropped_packet_names_the_switch_table_and_flow():
+    case = DATA['cases']['dropped']
+    got = trace.trace_connection(Replay(case), *case['args'])
+    assert got.forward.outcome == 'dropped' and got.reply is None
+    assert got.forward.where.startswith('kl-ex table L3Forwarding')
+
+
+def test_flow_text_round_trips_and_names_ports_for_their_protocol():
+    fields = trace.parse_fields('udp,in_port=3,nw_src=1.2.3.4,tp_src=5,tp_dst=53,eth')
+    assert trace.format_fields(fields) == 'udp,in_port=3,nw_src=1.2.3.4,udp_src=5,udp_dst=53'
+    assert trace.endpoint_of(fields, 'dst') == '?:53'
