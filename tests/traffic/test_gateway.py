@@ -191,3 +191,38 @@ def test_hostnames_intersect_with_the_listener(gw, client, address, applied):
     status = gw.client.get('HTTPRoute', 'default', 'elsewhere')['status']['parents'][0]
     accepted = {c['type']: (c['status'], c['reason']) for c in status['conditions']}
     assert accepted['Accepted'] == ('False', 'NoMatchingListenerHostname')
+
+
+def test_an_https_listener_terminates_tls_with_its_certificate(gw, client, applied):
+    import base64
+    import os
+    import tempfile
+
+    from tests.traffic.test_ingress import make_certificate
+    tmp = tempfile.mkdtemp()
+    cacert = make_certificate(tmp, 'secure.example.com')
+    data = {k: base64.b64encode(open(os.path.join(tmp, k), 'rb').read()).decode()
+            for k in ('tls.crt', 'tls.key')}
+    applied(json.dumps({'apiVersion': 'v1', 'kind': 'Secret', 'type': 'kubernetes.io/tls',
+                        'metadata': {'name': 'gw-tls'}, 'data': data}) + '\n---\n'
+            + json.dumps({'apiVersion': 'gateway.networking.k8s.io/v1', 'kind': 'Gateway',
+                          'metadata': {'name': 'tls-gw'},
+                          'spec': {'gatewayClassName': 'nginx', 'listeners': [{
+                              'name': 'https', 'port': 443, 'protocol': 'HTTPS',
+                              'hostname': 'secure.example.com',
+                              'tls': {'certificateRefs': [{'name': 'gw-tls'}]}}]}})
+            + '\n---\n' + json.dumps({
+                'apiVersion': 'gateway.networking.k8s.io/v1', 'kind': 'HTTPRoute',
+                'metadata': {'name': 'secure'},
+                'spec': {'parentRefs': [{'name': 'tls-gw'}],
+                         'rules': [{'backendRefs': [{'name': V2, 'port': 8080}]}]}}) + '\n')
+    gw.client.wait_for(lambda: gw.client.get('Gateway', 'default', 'tls-gw').get(
+        'status', {}).get('addresses'), 'tls-gw to get its address')
+    gw.client.wait_ready()
+    address = gw.client.get('Gateway', 'default', 'tls-gw')['status']['addresses'][0]['value']
+    [r] = gw.request(client, address, 443, '/pay', tls=True, sni='secure.example.com',
+                     cacert=cacert)
+    assert r.get('status') == 200, r
+    assert json.loads(r['body'])['service'] == V2 and r['subject'] == 'secure.example.com'
+    listener = gw.client.get('Gateway', 'default', 'tls-gw')['status']['listeners'][0]
+    assert listener['attachedRoutes'] == 1
