@@ -65,11 +65,17 @@ class PidRegistry:
 
     def kill_all(self, skip: int | None = None, timeout: float = 3.0) -> int:
         """Kill every recorded process that still is the one recorded; returns how many."""
-        alive = [pid for pid, started, _ in self.entries()
-                 if pid != skip and is_alive(pid, started)]
+        entries = [(pid, what) for pid, started, what in self.entries()
+                   if pid != skip and is_alive(pid, started)]
+        alive = [pid for pid, _ in entries]
+        # A container leads its own process group (mnexec -d): the group goes too, with
+        # whatever the container started (an nginx and its workers).
+        groups = [pid for pid, what in entries if what.startswith(('container ', 'preStop'))]
         for sig in (signal.SIGTERM, signal.SIGKILL):
             for pid in alive:
                 try:
+                    if pid in groups:
+                        os.killpg(pid, sig)
                     os.kill(pid, sig)
                 except ProcessLookupError:
                     pass

@@ -186,6 +186,9 @@ class NodeAgent:
         for c in rt.containers.values():
             if c.proc is not None and c.proc.poll() is not None:
                 code = c.proc.returncode
+                # What the container started dies with it, as a runtime kills the rest
+                # of a container's cgroup when its main process ends (nginx's workers).
+                _signal_group(c.proc, signal.SIGKILL)
                 c.last_exit = {'exitCode': code if code >= 0 else 128 - code,
                                'reason': 'Completed' if code == 0 else 'Error',
                                'startedAt': c.started, 'finishedAt': now_rfc3339()}
@@ -285,9 +288,9 @@ class NodeAgent:
     def _kill(self, rt: PodRuntime):
         """SIGKILL every container of the pod (and any preStop hook) and reap it."""
         for c in rt.containers.values():
-            _signal(c.hook_proc, signal.SIGKILL)
+            _signal_group(c.hook_proc, signal.SIGKILL)
             c.hook_proc = None
-            _signal(c.proc, signal.SIGKILL)
+            _signal_group(c.proc, signal.SIGKILL)
             if c.proc is not None:
                 try:
                     c.proc.wait(timeout=2)
@@ -356,6 +359,17 @@ def _signal(proc, sig):
             os.kill(proc.pid, sig)
         except ProcessLookupError:
             pass
+
+
+def _signal_group(proc, sig):
+    """Signal a container's whole process group: mnexec -d makes every container (and
+    exec hook) a session leader, so its pid is the group of everything it started."""
+    if proc is None:
+        return
+    try:
+        os.killpg(proc.pid, sig)
+    except (ProcessLookupError, PermissionError):
+        pass
 
 
 def _ports_bound(pid: int, ports: list) -> bool:

@@ -26,6 +26,21 @@ spec:
 """
 
 
+def proxy_processes() -> list[int]:
+    """The pids of the nginx processes of the lab's proxies (by their config path)."""
+    from kubelab.daemon import state_path
+    out = []
+    for entry in os.listdir('/proc'):
+        try:
+            with open(f'/proc/{entry}/cmdline', 'rb') as f:
+                cmd = f.read()
+        except OSError:
+            continue
+        if cmd.startswith(b'nginx') and state_path('l7').encode() in cmd:
+            out.append(int(entry))
+    return out
+
+
 def test_down_leaves_no_bridge_interface_or_process_and_spares_others():
     # A bridge that is not the lab's must survive the lab's cleanup.
     subprocess.run(['ovs-vsctl', '--may-exist', 'add-br', 'keep-me0', '--', 'set', 'bridge',
@@ -42,8 +57,12 @@ def test_down_leaves_no_bridge_interface_or_process_and_spares_others():
         assert 'nameserver 10.96.0.10' in lab.kubelab('exec', pod, '--', 'cat',
                                                       '/etc/resolv.conf').stdout
         assert open('/etc/resolv.conf', 'rb').read() == machine_resolv
+        proxies = proxy_processes()
+        assert proxies, 'the ingress controller runs nginx'
         lab.down()
         assert lab_leftovers() == {'bridges': [], 'links': [], 'processes': []}
+        # What containers started (nginx and its workers) went with them.
+        assert [pid for pid in proxies if os.path.exists(f'/proc/{pid}')] == []
         assert open('/etc/resolv.conf', 'rb').read() == machine_resolv
         assert 'keep-me0' in subprocess.run(['ovs-vsctl', 'list-br'], capture_output=True,
                                             text=True).stdout.split()
