@@ -65,17 +65,18 @@ class PidRegistry:
 
     def kill_all(self, skip: int | None = None, timeout: float = 3.0) -> int:
         """Kill every recorded process that still is the one recorded; returns how many."""
-        entries = [(pid, what) for pid, started, what in self.entries()
-                   if pid != skip and is_alive(pid, started)]
-        alive = [pid for pid, _ in entries]
-        # A container leads its own process group (mnexec -d): the group goes too, with
-        # whatever the container started (an nginx and its workers).
-        groups = [pid for pid, what in entries if what.startswith(('container ', 'preStop'))]
+        entries = self.entries()
+        alive = [pid for pid, started, _ in entries if pid != skip and is_alive(pid, started)]
+        # A container leads its own process group (mnexec -d): what it started (an nginx
+        # and its workers) goes too, found by group and by the environment every container
+        # gets from the kubelet, also when the container itself is already dead.
+        leaders = {pid for pid, _, what in entries
+                   if what.startswith(('container ', 'preStop'))}
+        l7_dir = os.path.join(os.path.dirname(self.path), 'l7')
+        alive += [pid for pid in _group_members(leaders, l7_dir) if pid not in alive]
         for sig in (signal.SIGTERM, signal.SIGKILL):
             for pid in alive:
                 try:
-                    if pid in groups:
-                        os.killpg(pid, sig)
                     os.kill(pid, sig)
                 except ProcessLookupError:
                     pass
@@ -86,6 +87,33 @@ class PidRegistry:
                     break
                 time.sleep(0.05)
         return len(alive)
+
+
+def _group_members(leaders: set, l7_dir: str) -> list[int]:
+    """Live processes in the process groups ``leaders`` that are the lab's: their
+    environment names its ``l7_dir`` (every container gets it from the kubelet), or their
+    command line does (nginx clears its environment but runs on a config under it). So a
+    reused group number can never take a stranger with it."""
+    env = f'KUBELAB_L7_DIR={l7_dir}'.encode()
+    found = []
+    for entry in os.listdir('/proc'):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f'/proc/{entry}/stat') as f:
+                fields = f.read().rsplit(')', 1)[1].split()
+            if fields[0] == 'Z' or int(fields[2]) not in leaders:
+                continue
+            with open(f'/proc/{entry}/environ', 'rb') as f:
+                ours = env in f.read().split(b'\0')
+            if not ours:
+                with open(f'/proc/{entry}/cmdline', 'rb') as f:
+                    ours = l7_dir.encode() + b'/' in f.read()
+            if ours:
+                found.append(int(entry))
+        except (OSError, IndexError, ValueError):
+            continue
+    return found
 
 
 def _zombie(pid: int) -> bool:

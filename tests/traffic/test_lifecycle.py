@@ -26,6 +26,15 @@ spec:
 """
 
 
+def alive(pid: int) -> bool:
+    """A process that runs (a zombie waiting for this sandbox's PID 1 is dead)."""
+    try:
+        with open(f'/proc/{pid}/stat') as f:
+            return f.read().rsplit(')', 1)[1].split()[0] != 'Z'
+    except OSError:
+        return False
+
+
 def proxy_processes() -> list[int]:
     """The pids of the nginx processes of the lab's proxies (by their config path)."""
     from kubelab.daemon import state_path
@@ -62,7 +71,7 @@ def test_down_leaves_no_bridge_interface_or_process_and_spares_others():
         lab.down()
         assert lab_leftovers() == {'bridges': [], 'links': [], 'processes': []}
         # What containers started (nginx and its workers) went with them.
-        assert [pid for pid in proxies if os.path.exists(f'/proc/{pid}')] == []
+        assert [pid for pid in proxies if alive(pid)] == []
         assert open('/etc/resolv.conf', 'rb').read() == machine_resolv
         assert 'keep-me0' in subprocess.run(['ovs-vsctl', 'list-br'], capture_output=True,
                                             text=True).stdout.split()
@@ -77,6 +86,9 @@ def test_up_after_a_crash_cleans_the_crashed_run_and_comes_up():
     before = lab_leftovers()
     daemon = running_daemon()
     assert daemon
+    lab.client.wait_ready(namespace='ingress-nginx')
+    crashed_proxies = proxy_processes()
+    assert crashed_proxies
     # kill -9 everything of the lab: daemon first, so nothing tidies up.
     for pid in [daemon] + before['processes']:
         try:
@@ -93,8 +105,10 @@ def test_up_after_a_crash_cleans_the_crashed_run_and_comes_up():
         [r] = lab.http(f'pod/{pods[0]["metadata"]["name"]}', pods[1]['status']['podIP'], 8080,
                        '/hostname')
         assert r['ok'] and r['body'] == pods[1]['metadata']['name']
-        # Only the new run's processes are alive.
+        # Only the new run's processes are alive; the crashed run's nginx (not registered,
+        # started by its container) went with the crashed run's cleanup.
         assert not set(before['processes']) & set(lab_leftovers()['processes'])
+        assert not set(crashed_proxies) & set(p for p in proxy_processes() if alive(p))
     finally:
         lab.down()
     assert lab_leftovers() == {'bridges': [], 'links': [], 'processes': []}
