@@ -493,6 +493,15 @@ async def netexec(flags):
     if flags['sctp-port'] != -1:
         fatal('SCTP is not emulated by kubelab; leave --sctp-port at -1')
     app = Netexec(exit_, flags['udp-port'] > 0)
+
+    def on_sigterm():
+        delay = flags['delay-shutdown']
+        if delay > 0:
+            log(f'Sleeping {delay} seconds before terminating...')
+        exit_.later(delay, 0)
+
+    # Before the port opens: a SIGTERM that comes as soon as it answers is handled.
+    loop.add_signal_handler(signal.SIGTERM, on_sigterm)
     udp = None
     if flags['udp-port'] > 0:
         sock = udp_socket(flags['udp-port'])
@@ -504,13 +513,6 @@ async def netexec(flags):
         backlog=BACKLOG)
     log(f'Started HTTP server on port {flags["http-port"]}')
 
-    def on_sigterm():
-        delay = flags['delay-shutdown']
-        if delay > 0:
-            log(f'Sleeping {delay} seconds before terminating...')
-        exit_.later(delay, 0)
-
-    loop.add_signal_handler(signal.SIGTERM, on_sigterm)
     code = await exit_.future
     server.close()
     if udp is not None:
