@@ -155,7 +155,8 @@ class LabControl:
     def request(self, target: str, host: str, port: int, path: str = '/', *,
                 count: int = 1, host_header: str | None = None, method: str = 'GET',
                 headers: dict | None = None, tls: bool = False, sni: str | None = None,
-                cacert: str | None = None, timeout: float = 3) -> list[dict]:
+                cacert: str | None = None, timeout: float = 3,
+                namespace: str = 'default') -> list[dict]:
         """HTTP(S) requests from ``target`` (netprobe's ``request`` mode), each on a new
         connection: their status, body, Location and (HTTPS) certificate subject."""
         extra = ['--method', method]
@@ -173,7 +174,7 @@ class LabControl:
                 '--count', str(count), '--timeout', str(timeout), *extra]
         env_path = os.pathsep.join(p for p in sys.path if p)
         proc = self.run_in(target, ['env', f'PYTHONPATH={env_path}', *argv],
-                           timeout=count * timeout + 30)
+                           timeout=count * timeout + 30, namespace=namespace)
         if proc.returncode != 0:
             raise RuntimeError(f'netprobe request in {target} failed: {proc.stderr}')
         return json.loads(proc.stdout)

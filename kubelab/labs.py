@@ -16,7 +16,6 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import sys
 import time
 from collections import Counter
 from dataclasses import dataclass, field
@@ -117,22 +116,9 @@ class Ctx:
                 sni: str | None = None, headers: dict | None = None,
                 timeout: float = 2) -> list[dict]:
         """LabControl.request, from a pod of this exercise's namespace too."""
-        argv = [self.lab.python, '-m', 'kubelab.netprobe', 'request', host, str(port), path,
-                '--count', str(count), '--timeout', str(timeout)]
-        if host_header:
-            argv += ['--host-header', host_header]
-        for k, v in (headers or {}).items():
-            argv += ['--header', f'{k}: {v}']
-        if tls:
-            argv.append('--tls')
-        if sni:
-            argv += ['--sni', sni]
-        env_path = os.pathsep.join(p for p in sys.path if p)
-        proc = self.lab.run_in(target, ['env', f'PYTHONPATH={env_path}', *argv],
-                               timeout=count * timeout + 30, namespace=self.ns)
-        if proc.returncode != 0:
-            raise RuntimeError(f'netprobe request in {target} failed: {proc.stderr}')
-        return json.loads(proc.stdout)
+        return self.lab.request(target, host, port, path, count=count,
+                                host_header=host_header, headers=headers, tls=tls, sni=sni,
+                                timeout=timeout, namespace=self.ns)
 
     def exec(self, pod: str, *command: str, timeout: float = 15) -> subprocess.CompletedProcess:
         """``kubelab exec -n lab-NN POD -- CMD``: the pod's own resolv.conf included."""

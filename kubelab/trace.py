@@ -212,6 +212,20 @@ class Tracer:
             return wiring.EDGE_BRIDGE, wiring.EDGE_UNDERLAY_PORT
         return None
 
+    def describe(self, ip: str, port: int, proto: str) -> str:
+        """What DST is, in Kubernetes words: a Service's ClusterIP, NodePort or LB address."""
+        for sp in self.state.service_ports:
+            if sp.protocol.lower() != proto:
+                continue
+            name = f'Service {sp.namespace}/{sp.service} port {sp.port_name or sp.port}'
+            if sp.vip == ip and sp.port == port:
+                return f'ClusterIP of {name}'
+            if sp.node_port == port and any(n.ip == ip for n in self.cluster.nodes):
+                return f'NodePort {port} of {name}'
+            if sp.lb_ip == ip and sp.port == port:
+                return f'LoadBalancer address of {name}'
+        return self.receiver(ip)
+
     # ------------------------------------------------------------ one direction
     def leg(self, bridge: str, in_port: int, fields: dict, *, reply: bool = False,
             unnat: dict | None = None, endpoint: str | None = None) -> Leg:
@@ -439,21 +453,6 @@ def trace_connection(tracer: Tracer, src_ip: str, dst_ip: str, port: int, proto:
                  tracer.describe(dst_ip, port, proto), forward, reply)
 
 
-def _describe(self, ip: str, port: int, proto: str) -> str:
-    for sp in self.state.service_ports:
-        if sp.protocol.lower() != proto:
-            continue
-        name = f'Service {sp.namespace}/{sp.service} port {sp.port_name or sp.port}'
-        if sp.vip == ip and sp.port == port:
-            return f'ClusterIP of {name}'
-        if sp.node_port == port and any(n.ip == ip for n in self.cluster.nodes):
-            return f'NodePort {port} of {name}'
-        if sp.lb_ip == ip and sp.port == port:
-            return f'LoadBalancer address of {name}'
-    return self.receiver(ip)
-
-
-Tracer.describe = _describe
 
 
 def path_words(tracer: Tracer, trace: Trace) -> str:
