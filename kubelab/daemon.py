@@ -209,22 +209,14 @@ class Lab:
 
     def _write_dns(self) -> bool:
         from services import dns
+        from services.l7control import write_if_changed
         objects = {kind: self.store.list(kind)
                    for kind in ('Service', 'EndpointSlice', 'Pod', 'Namespace')}
         text = json.dumps(dns.records(objects, networks=(self.cluster.service_cidr,
                                                          self.cluster.cluster_cidr)),
                           sort_keys=True)
-        try:
-            with open(self.dns_records) as f:
-                if f.read() == text:
-                    return False
-        except FileNotFoundError:
-            pass
-        tmp = self.dns_records + '.tmp'
-        with open(tmp, 'w') as f:
-            f.write(text)
-        os.replace(tmp, self.dns_records)          # the servers never read half a file
-        return True
+        # By rename: the DNS servers never read half a file.
+        return write_if_changed(self.dns_records, text.encode())
 
     def _sync_dns(self):
         version = 0

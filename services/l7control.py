@@ -50,6 +50,24 @@ def fake_certificate(directory: str) -> tuple[str, str]:
     return cert, key
 
 
+def write_if_changed(path: str, data: bytes) -> bool:
+    """Write ``data`` to ``path`` by rename (a reader never sees half a file), unless
+    the file already holds it. True when it was written."""
+    try:
+        with open(path, 'rb') as f:
+            if f.read() == data:
+                return False
+    except FileNotFoundError:
+        pass
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    tmp = path + '.tmp'
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, 'wb') as f:
+        f.write(data)
+    os.replace(tmp, path)
+    return True
+
+
 def write_config(directory: str, config) -> bool:
     """Write ``config``'s files, then its nginx.conf (atomically, last), where they
     differ; remove files it no longer has. True when anything changed."""
@@ -58,20 +76,7 @@ def write_config(directory: str, config) -> bool:
     wanted = dict(config.files)
     wanted['nginx.conf'] = config.text.encode()
     for name in sorted(wanted, key=lambda n: n == 'nginx.conf'):
-        path = os.path.join(directory, name)
-        try:
-            with open(path, 'rb') as f:
-                if f.read() == wanted[name]:
-                    continue
-        except FileNotFoundError:
-            pass
-        os.makedirs(os.path.dirname(path), exist_ok=True)
-        tmp = path + '.tmp'
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, 'wb') as f:
-            f.write(wanted[name])
-        os.replace(tmp, path)
-        changed = True
+        changed |= write_if_changed(os.path.join(directory, name), wanted[name])
     for root, _, names in os.walk(directory):
         if os.path.relpath(root, directory).split(os.sep)[0] == 'pods':
             continue                               # the pods' own runtime files
