@@ -43,7 +43,7 @@ from controller.flows import (Bucket, Ct, Group, GroupSpec, LearnAffinity, Meter
                               Nat, Output, Resubmit, SetField, SwitchConfig, ToController,
                               ct_state, flow)
 from controller.state import PROTOCOL_NUMBERS
-from topo import wiring
+from services import wiring
 
 ETH_IP = 0x0800
 ETH_ARP = 0x0806

@@ -43,7 +43,7 @@ import subprocess
 import sys
 import time
 
-from kubelab.daemon import running_daemon
+from kubelab.daemon.statedir import running_daemon
 from kubelab.labctl import LabControl
 from services.errors import KubelabError
 

@@ -32,8 +32,9 @@ import time
 from datetime import datetime, timezone
 
 from kubelab import printers
-from kubelab.client import STATE_DIR, Client, NoLab
+from kubelab.client import STATE_DIR, Client, NoLab, container_of, exec_target
 from services import manifests
+from services.manifests import read_paths
 from services.errors import ApplyError, KubelabError, NotFound, ValidationError
 
 STORE_KIND = {'pods': 'Pod', 'deployments': 'Deployment', 'services': 'Service',
@@ -44,28 +45,9 @@ STORE_KIND = {'pods': 'Pod', 'deployments': 'Deployment', 'services': 'Service',
 DELETE_KINDS = {word: kind for word, kind in STORE_KIND.items() if kind != 'Node'}
 
 
-def read_paths(paths: list[str]) -> list[dict]:
-    """Every object in the files (or the *.yaml/*.yml/*.json files of the directories)."""
-    docs = []
-    for path in paths:
-        if os.path.isdir(path):
-            files = sorted(os.path.join(path, f) for f in os.listdir(path)
-                           if f.endswith(('.yaml', '.yml', '.json')))
-            if not files:
-                raise KubelabError(f'{path}: no .yaml, .yml or .json files in this directory')
-        elif os.path.exists(path):
-            files = [path]
-        else:
-            raise KubelabError(f'the path "{path}" does not exist')
-        for name in files:
-            with open(name) as f:
-                docs.extend(manifests.load_documents(f.read(), name))
-    return docs
-
-
 # ---------------------------------------------------------------- up / down
 def cmd_up(args) -> int:
-    from kubelab.daemon import running_daemon
+    from kubelab.daemon.statedir import running_daemon
     from services.cluster import load_cluster
     if os.geteuid() != 0:
         raise KubelabError('the lab needs root (network namespaces and Open vSwitch): '
@@ -158,7 +140,7 @@ def _tail(path: str, lines: int = 30) -> str:
 
 
 def cmd_down(args) -> int:
-    from kubelab.daemon import running_daemon, state_path
+    from kubelab.daemon.statedir import running_daemon, state_path
     from topo.cleanup import clean_leftovers
     pid = running_daemon()
     if pid is None:
@@ -184,17 +166,10 @@ def cmd_down(args) -> int:
 
 
 # ---------------------------------------------------------------- objects
-def _print_results(result: dict):
-    for warning in result.get('warnings', []):
-        print(f'Warning: {warning}', file=sys.stderr)
-    for ref, action in result['results']:
-        print(f'{ref} {"created (dry run)" if action == "validated" else action}')
-
-
 def cmd_apply(args) -> int:
     objects = read_paths(args.filename)
     client = Client()
-    _print_results(client.apply(objects, dry_run=args.dry_run))
+    printers.print_apply_results(client.apply(objects, dry_run=args.dry_run))
     if args.wait and not args.dry_run:
         client.wait_applied(objects, timeout=args.timeout)
     return 0
@@ -270,10 +245,10 @@ def cmd_get(args) -> int:
 
 
 def cmd_diagram(args) -> int:
-    """``kubelab diagram -o FILE``: a picture of the lab (kubelab/diagram.py) from one
+    """``kubelab diagram -o FILE``: a picture of the lab (kubelab/inspect/diagram.py) from one
     snapshot of the store; every namespace unless ``-n NS`` (the nodes and external
     hosts are always drawn)."""
-    from kubelab import diagram
+    from kubelab.inspect import diagram
     diagram.output_format(args.output)           # a wrong name or no Graphviz: say so
     diagram.find_dot()                           # before asking the lab
     client = Client()
@@ -389,43 +364,6 @@ def cmd_wait(args) -> int:
 
 
 # ---------------------------------------------------------------- exec / logs
-def exec_target(client: Client, target: str, namespace: str, container: str | None):
-    """(pid whose network namespace to enter, environment) for an exec target."""
-    from topo.images.runtime import container_env
-    info = client.lab()
-    if target.startswith(('node/', 'host/')):
-        kind, name = target.split('/', 1)
-        items = info['nodes'] if kind == 'node' else info['hosts']
-        for item in items:
-            if item['name'] == name:
-                return item['pid'], dict(os.environ)
-        raise KubelabError(f'{kind} "{name}" not found; valid: '
-                           + ', '.join(f'{kind}/{i["name"]}' for i in items))
-    name = target.split('/', 1)[1] if target.startswith(('pod/', 'po/')) else target
-    pod = client.get('Pod', namespace, name)
-    pid = info['sandboxes'].get(pod['metadata']['uid'])
-    if pid is None:
-        raise KubelabError(f'pod {name} has no running sandbox (phase '
-                           f'{pod["status"].get("phase")})')
-    spec = _container(pod, container)
-    env = container_env(spec, name, os.path.join(info['stateDir'], 'busybox-bin'))
-    return pid, env
-
-
-def _container(pod: dict, name: str | None) -> dict:
-    containers = pod['spec']['containers']
-    if name is None:
-        if len(containers) > 1:
-            print(f'Defaulted container "{containers[0]["name"]}" out of: '
-                  + ', '.join(c['name'] for c in containers), file=sys.stderr)
-        return containers[0]
-    for c in containers:
-        if c['name'] == name:
-            return c
-    raise KubelabError(f'container {name} is not valid for pod {pod["metadata"]["name"]}; '
-                       'valid: ' + ', '.join(c['name'] for c in containers))
-
-
 def cmd_exec(args) -> int:
     if not args.command:
         raise KubelabError('exec needs a command after --, e.g. '
@@ -449,7 +387,7 @@ def cmd_exec(args) -> int:
 def cmd_logs(args) -> int:
     client = Client()
     pod = client.get('Pod', args.namespace, args.pod)
-    spec = _container(pod, args.container)
+    spec = container_of(pod, args.container)
     meta = pod['metadata']
     path = os.path.join(client.lab()['stateDir'], 'pods',
                         f'{meta["namespace"]}_{meta["name"]}_{meta["uid"]}',
@@ -494,7 +432,7 @@ def cmd_create(args) -> int:
 def cmd_trace(args) -> int:
     """``kubelab trace SRC DST[:PORT]``: a new connection's path through the live
     switches (ofproto/trace), in the seed's words."""
-    from kubelab import trace
+    from kubelab.inspect import trace
     from services.cluster import load_cluster_file
     client = Client()
     cluster = load_cluster_file(os.path.join(client.lab()['stateDir'], 'cluster.json'))
@@ -534,8 +472,8 @@ def cmd_trace(args) -> int:
 
 def cmd_lab(args) -> int:
     """``kubelab lab list|start|check|reset|solve [N]``: the guided exercises of labs/
-    (kubelab/labs.py)."""
-    from kubelab.labs import run
+    (kubelab/course/runner.py)."""
+    from kubelab.course.runner import run
     return run(args)
 
 
@@ -567,7 +505,7 @@ def lab_cluster(client: Client):
 def lab_bridges(cluster, only: str | None = None) -> list[tuple[str, int]]:
     """(name, dpid) of the lab's bridges: the nodes', the underlay, the cloud edge, the
     external network; ``only``: one node (by node or bridge name)."""
-    from topo import wiring
+    from services import wiring
     order = {'node': 0, 'underlay': 1, 'edge': 2, 'external': 3}
     bridges = sorted(wiring.all_bridges(cluster), key=lambda b: (
         order[wiring.switch_role(cluster, b[1]).kind], b[1]))
@@ -603,7 +541,7 @@ def ovs_ofctl(bridge: str, *args: str) -> str:
 def dump_bridges(bridges: list[tuple[str, int]]) -> list:
     """Each bridge's flows, groups and group counters; a bridge that cannot be read
     (missing, ovs-ofctl failing) carries the error, the others are read all the same."""
-    from kubelab import observe
+    from kubelab.inspect import flows as observe
     dumps = []
     for name, dpid in bridges:
         texts, errors = {}, []
@@ -624,8 +562,8 @@ def dump_bridges(bridges: list[tuple[str, int]]) -> list:
 
 def cmd_flows(args) -> int:
     """``kubelab flows``: the switches' flows and groups, each with its counters and the
-    object that owns it (kubelab/observe.py)."""
-    from kubelab import observe
+    object that owns it (kubelab/inspect/flows.py)."""
+    from kubelab.inspect import flows as observe
     client = Client()
     cluster = lab_cluster(client)
     bridges = lab_bridges(cluster, args.node)
@@ -664,8 +602,8 @@ def cmd_flows(args) -> int:
 def cmd_top(args) -> int:
     """``kubelab top``: new connections per Service port and endpoint, bytes per pod,
     connections per load balancer node, redrawn every ``--interval`` seconds."""
-    from kubelab import observe
-    from topo import wiring
+    from kubelab.inspect import flows as observe
+    from services import wiring
     if args.interval <= 0:
         raise KubelabError('--interval must be more than 0 seconds')
     client = Client()

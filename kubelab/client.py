@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 import time
 import urllib.error
 import urllib.request
@@ -19,7 +20,7 @@ class NoLab(KubelabError):
 
 class Client:
     def __init__(self, state_dir: str = STATE_DIR):
-        from kubelab.daemon import running_daemon
+        from kubelab.daemon.statedir import running_daemon
         if running_daemon() is None:
             raise NoLab('no lab is running: start one with `kubelab up`')
         try:
@@ -163,3 +164,41 @@ class Client:
             return pods_ok and deps_ok
         self.wait_for(settled, f'the pods in namespace {namespace} to be ready', timeout)
         self.wait_dataplane()
+
+
+# ---------------------------------------------------------------- exec targets
+def exec_target(client: Client, target: str, namespace: str, container: str | None):
+    """(pid whose network namespace to enter, environment) for an exec target."""
+    from topo.images.runtime import container_env
+    info = client.lab()
+    if target.startswith(('node/', 'host/')):
+        kind, name = target.split('/', 1)
+        items = info['nodes'] if kind == 'node' else info['hosts']
+        for item in items:
+            if item['name'] == name:
+                return item['pid'], dict(os.environ)
+        raise KubelabError(f'{kind} "{name}" not found; valid: '
+                           + ', '.join(f'{kind}/{i["name"]}' for i in items))
+    name = target.split('/', 1)[1] if target.startswith(('pod/', 'po/')) else target
+    pod = client.get('Pod', namespace, name)
+    pid = info['sandboxes'].get(pod['metadata']['uid'])
+    if pid is None:
+        raise KubelabError(f'pod {name} has no running sandbox (phase '
+                           f'{pod["status"].get("phase")})')
+    spec = container_of(pod, container)
+    env = container_env(spec, name, os.path.join(info['stateDir'], 'busybox-bin'))
+    return pid, env
+
+
+def container_of(pod: dict, name: str | None) -> dict:
+    containers = pod['spec']['containers']
+    if name is None:
+        if len(containers) > 1:
+            print(f'Defaulted container "{containers[0]["name"]}" out of: '
+                  + ', '.join(c['name'] for c in containers), file=sys.stderr)
+        return containers[0]
+    for c in containers:
+        if c['name'] == name:
+            return c
+    raise KubelabError(f'container {name} is not valid for pod {pod["metadata"]["name"]}; '
+                       'valid: ' + ', '.join(c['name'] for c in containers))

@@ -13,7 +13,7 @@ import os
 import time
 from collections import Counter
 
-from kubelab.daemon import running_daemon
+from kubelab.daemon.statedir import running_daemon
 from kubelab.labctl import LabControl
 from services.errors import KubelabError
 

@@ -14,7 +14,7 @@ import sys
 import tempfile
 import uuid
 
-from kubelab.client import Client
+from kubelab.client import Client, exec_target
 
 
 class CommandError(Exception):
@@ -95,7 +95,6 @@ class LabControl:
 
     # ------------------------------------------------------------ traffic
     def netns_pid(self, target: str, namespace: str = 'default') -> int:
-        from kubelab.cli import exec_target
         return exec_target(self.client, target, namespace, None)[0]
 
     def run_in(self, target: str, argv: list[str], timeout: float = 120,
@@ -119,15 +118,6 @@ class LabControl:
                            namespace=namespace)
         if proc.returncode != 0:
             raise RuntimeError(f'netprobe in {target} failed: {proc.stderr}')
-        return json.loads(proc.stdout)
-
-    def craft(self, target: str, *args: str, namespace: str = 'default') -> dict:
-        """Run ``kubelab.craft`` (hand-made packets, scapy) in ``target``; its JSON."""
-        env_path = os.pathsep.join(p for p in sys.path if p)
-        proc = self.run_in(target, ['env', f'PYTHONPATH={env_path}', self.python, '-m',
-                                    'kubelab.craft', *args], namespace=namespace)
-        if proc.returncode != 0:
-            raise RuntimeError(f'craft {" ".join(args)} in {target} failed: {proc.stderr}')
         return json.loads(proc.stdout)
 
     def background(self, target: str, mode: str, host: str, port: int, *, path: str = '/',

@@ -17,6 +17,7 @@ The returned text has no trailing newline: ``print()`` it.
 
 import difflib
 import json
+import sys
 from datetime import datetime, timezone
 
 import yaml
@@ -584,3 +585,11 @@ def render(kind: str, objs: list[dict], output: str | None, now: datetime,
         header = ['NAMESPACE'] + header
         rows = [[_meta(obj).get('namespace', 'default')] + r for obj, r in zip(objs, rows)]
     return format_table(header, rows)
+
+
+def print_apply_results(result: dict):
+    """What ``kubectl apply`` prints: warnings on stderr, then one line per object."""
+    for warning in result.get('warnings', []):
+        print(f'Warning: {warning}', file=sys.stderr)
+    for ref, action in result['results']:
+        print(f'{ref} {"created (dry run)" if action == "validated" else action}')

@@ -16,7 +16,7 @@ port, both in the Gateway's namespace and owned by it (deleted with it). The Gat
 address is that Service's load balancer address: what NGINX Gateway Fabric and Envoy
 Gateway provision for each Gateway.
 
-The proxies' nginx configuration is rendered by the lab (``services.nginx_conf``) into
+The proxies' nginx configuration is rendered by the lab (``services.l7.nginx_conf``) into
 ``$KUBELAB_STATE_DIR/l7/`` (``config_dir``); the emulated controller images run nginx on
 it and reload it when it changes (``topo/images/nginx_proxy.py``).
 """

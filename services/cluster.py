@@ -34,7 +34,7 @@ import re
 
 from services.errors import KubelabError, NotFound, ValidationError
 from services.manifests import parse_yaml
-from services.validate_common import (choices, describe,
+from services.validation.common import (choices, describe,
                                       dns1123_label_problem, suggestion)
 
 API_VERSION = 'kubelab.io/v1alpha1'

@@ -26,23 +26,24 @@ fields).
 """
 
 import copy
+import os
 
 import yaml
 
-from services.errors import ApplyError, ValidationError
-from services.validate_common import (
+from services.errors import ApplyError, KubelabError, ValidationError
+from services.validation.common import (
     Checker, choices, describe, dns1035_label_problem, dns1123_label_problem,
     dns1123_subdomain_problem, suggestion)
-from services.validate_deployment import validate_deployment
-from services.validate_endpointslice import validate_endpointslice
-from services.validate_gateway import (
+from services.validation.deployment import validate_deployment
+from services.validation.endpointslice import validate_endpointslice
+from services.validation.gateway import (
     validate_gateway, validate_gateway_class, validate_gateway_class_update,
     validate_httproute)
-from services.validate_ingress import (
+from services.validation.ingress import (
     validate_ingress, validate_ingress_class, validate_ingress_class_update)
-from services.validate_pod import validate_pod_spec
-from services.validate_secret import validate_secret, validate_secret_update
-from services.validate_service import validate_service
+from services.validation.pod import validate_pod_spec
+from services.validation.secret import validate_secret, validate_secret_update
+from services.validation.service import validate_service
 
 METADATA_FIELDS = ('name', 'namespace', 'labels', 'annotations')
 #: Set by the API server (present in ``kubectl get -o yaml`` output): dropped,
@@ -436,3 +437,22 @@ def validate(obj: dict) -> dict:
     if chk.errors:
         raise ApplyError(chk.errors)
     return obj
+
+
+def read_paths(paths: list[str]) -> list[dict]:
+    """Every object in the files (or the *.yaml/*.yml/*.json files of the directories)."""
+    docs = []
+    for path in paths:
+        if os.path.isdir(path):
+            files = sorted(os.path.join(path, f) for f in os.listdir(path)
+                           if f.endswith(('.yaml', '.yml', '.json')))
+            if not files:
+                raise KubelabError(f'{path}: no .yaml, .yml or .json files in this directory')
+        elif os.path.exists(path):
+            files = [path]
+        else:
+            raise KubelabError(f'the path "{path}" does not exist')
+        for name in files:
+            with open(name) as f:
+                docs.extend(load_documents(f.read(), name))
+    return docs

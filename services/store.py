@@ -29,7 +29,7 @@ pool), written into ``status.loadBalancer.ingress`` at apply and kept across app
 it is released when the Service is deleted or stops being a LoadBalancer. A pool with
 no address left refuses the apply rather than leave the Service ``<pending>``.
 
-The Deployment controller's records and decisions are services/deployments.py's; the
+The Deployment controller's records and decisions are services/controllers/deployments.py's; the
 store runs it and makes and terminates the pods it asks for. ``tick`` re-runs the
 controllers for what time alone changes (minReadySeconds).
 """
@@ -42,15 +42,16 @@ import random
 import threading
 import time
 
-from services import endpoints, manifests, naming, selectors
-from services.allocators import ClusterIPAllocator, LoadBalancerIPAllocator, \
+from services import manifests, naming, selectors
+from services.controllers import endpointslices as endpoints
+from services.allocation.allocators import ClusterIPAllocator, LoadBalancerIPAllocator, \
     NodePortAllocator
-from services.deployments import MAX_PASSES, DeploymentController, ReplicaSet, \
+from services.controllers.deployments import MAX_PASSES, DeploymentController, ReplicaSet, \
     keep_rollout_marks, new_pod, owned_by, stamp_restart
 from services.errors import AllocationError, ApplyError, KubelabError, NotFound, \
     ValidationError
-from services.validate_deployment import default_strategy
-from services.validate_service import EXTERNAL_SERVICE_TYPES, HEADLESS_EXTERNAL
+from services.validation.deployment import default_strategy
+from services.validation.service import EXTERNAL_SERVICE_TYPES, HEADLESS_EXTERNAL
 
 KUBELET_VERSION = 'v1.31.0-kubelab'
 CONTROL_PLANE_TAINT = {'key': 'node-role.kubernetes.io/control-plane', 'effect': 'NoSchedule'}

@@ -16,7 +16,7 @@ import subprocess
 import threading
 import time
 
-from topo.wiring import PREFIX
+from services.wiring import PREFIX
 
 LOG = logging.getLogger('kubelab.cleanup')
 

@@ -44,7 +44,7 @@ from email.utils import formatdate
 from http import HTTPStatus
 from typing import Callable
 
-from services.endpoints import SERVICE_NAME_LABEL
+from services.controllers.endpointslices import SERVICE_NAME_LABEL
 from services.naming import now_rfc3339
 
 LOG = logging.getLogger('kubelab.cloudlb')

@@ -21,7 +21,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 
-from services.allocators import PodIPAllocator
+from services.allocation.allocators import PodIPAllocator
 from services.naming import now_rfc3339
 from topo.images.runtime import (container_argv, container_env, pod_resolv_conf,
                                  with_resolv_conf)

@@ -1,6 +1,6 @@
 """The lab's Mininet network: node bridges, underlay, cloud edge, external network, pods.
 
-``ClusterTopo`` is plain data (names and cables from topo/wiring.py); ``LabNetwork``
+``ClusterTopo`` is plain data (names and cables from services/wiring.py); ``LabNetwork``
 turns it into Open vSwitch bridges and Mininet hosts, connects the bridges to the
 controller, and adds and removes pod hosts while the lab runs. Every Mininet call goes
 through one lock: Mininet's host shells are not thread-safe.
@@ -24,7 +24,7 @@ from mininet.net import Mininet
 from mininet.node import Host, OVSSwitch, RemoteController
 from mininet.topo import Topo
 
-from topo import wiring
+from services import wiring
 
 LOG = logging.getLogger('kubelab.topo')
 
@@ -73,8 +73,10 @@ class ClusterTopo(Topo):
 class LabNetwork:
     """The running Mininet network of one lab."""
 
-    def __init__(self, cluster, controller_port: int, datapath: str | None = None):
+    def __init__(self, cluster, controller_port: int, datapath: str | None = None,
+                 table_names: dict[int, str] | None = None):
         self.cluster = cluster
+        self.table_names = table_names or {}    # OpenFlow table id -> its pipeline name
         self.controller_port = controller_port
         self.datapath = datapath or detect_datapath()
         self.lock = threading.RLock()
@@ -121,13 +123,15 @@ class LabNetwork:
 
     def _name_tables(self):
         """Give the pipeline's tables their names in OVSDB: dumps then say
-        ``table=ServiceLB`` instead of ``table=40``."""
-        from controller.pipeline import TABLES
+        ``table=ServiceLB`` instead of ``table=40`` (the daemon hands the names over
+        from the pipeline)."""
         for sw in self.net.switches:
             args = []
-            for t in TABLES:
-                args += ['--', f'--id=@t{t.id}', 'create', 'Flow_Table', f'name={t.name}',
-                         '--', 'set', 'Bridge', sw.name, f'flow_tables:{t.id}=@t{t.id}']
+            for tid, name in sorted(self.table_names.items()):
+                args += ['--', f'--id=@t{tid}', 'create', 'Flow_Table', f'name={name}',
+                         '--', 'set', 'Bridge', sw.name, f'flow_tables:{tid}=@t{tid}']
+            if not args:
+                continue
             subprocess.run(['ovs-vsctl', *args], check=True, capture_output=True)
 
     # ------------------------------------------------------------ hosts

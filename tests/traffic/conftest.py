@@ -26,7 +26,7 @@ def pytest_collection_modifyitems(config, items):
 def lab_leftovers() -> dict:
     """What of a lab is on this machine: bridges, interfaces, recorded live processes."""
     from topo.cleanup import PidRegistry, is_alive, lab_bridges, lab_links
-    from kubelab.daemon import state_path
+    from kubelab.daemon.statedir import state_path
     live = [pid for pid, started, _ in PidRegistry(state_path('pids')).entries()
             if is_alive(pid, started)]
     return {'bridges': lab_bridges(), 'links': lab_links(), 'processes': live}

@@ -125,7 +125,7 @@ def test_srv_for_named_ports_pod_records_and_nxdomain(dns_lab):
 
 def container_pid(what: str) -> int:
     """The pid of a running container (``ns/pod/container``), from the lab's registry."""
-    from kubelab.daemon import state_path
+    from kubelab.daemon.statedir import state_path
     from topo.cleanup import PidRegistry, is_alive
     pids = [pid for pid, started, name in PidRegistry(state_path('pids')).entries()
             if name == f'container {what}' and is_alive(pid, started)]

@@ -1,11 +1,13 @@
-"""Hostile packets, from a pod and from an external host (scapy, ``kubelab.craft``):
+"""Hostile packets, from a pod and from an external host (scapy, ``tests.tools.craft``):
 forged sources are dropped at the switch port, INVALID packets are dropped rather than
 forwarded un-NATed, and malformed headers, odd flags, SYN floods and ARP storms neither
 crash nor wedge the controller or Open vSwitch, nor disturb another pod's traffic."""
 
 import json
+import os
 import re
 import subprocess
+import sys
 import time
 
 import pytest
@@ -36,11 +38,31 @@ spec:
 NEVER_ANSWERED = ('null', 'fin', 'xmas', 'syn-fin', 'syn-rst', 'syn-ack', 'rst', 'all')
 
 
+class Hostile:
+    """The shared lab, plus ``craft``: tests/tools/craft.py run in a lab host."""
+
+    def __init__(self, lab):
+        self.lab = lab
+
+    def __getattr__(self, name):
+        return getattr(self.lab, name)
+
+    def craft(self, target: str, *args: str, namespace: str = 'default') -> dict:
+        """Run ``tests.tools.craft`` (hand-made packets, scapy) in ``target``; its JSON."""
+        env_path = os.pathsep.join(p for p in sys.path if p)
+        proc = self.lab.run_in(target, ['env', f'PYTHONPATH={env_path}', self.lab.python,
+                                        '-m', 'tests.tools.craft', *args],
+                               namespace=namespace)
+        if proc.returncode != 0:
+            raise RuntimeError(f'craft {" ".join(args)} in {target} failed: {proc.stderr}')
+        return json.loads(proc.stdout)
+
+
 @pytest.fixture(scope='module')
 def hostile(lab):
     lab.apply(APP)
     lab.client.wait_ready()
-    return lab
+    return Hostile(lab)
 
 
 def vswitchd_pid() -> int:

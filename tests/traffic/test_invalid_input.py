@@ -14,7 +14,7 @@ from urllib.parse import urlparse
 
 import pytest
 
-from kubelab.daemon import state_path
+from kubelab.daemon.statedir import state_path
 from services.errors import KubelabError
 from tests.invalid_corpus import corpus, fuzz_cases, lab_state, load_text
 

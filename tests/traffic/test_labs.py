@@ -1,4 +1,4 @@
-"""The guided labs (labs/, kubelab/labs.py) against one running lab.
+"""The guided labs (labs/, kubelab/course/runner.py) against one running lab.
 
 For every exercise: ``lab start N`` gives a state the checker rejects with the hints a
 learner needs; ``lab solve N`` gives one it accepts; a small mutation of the solution
@@ -12,7 +12,7 @@ import time
 
 import pytest
 
-from kubelab import labs
+from kubelab.course import runner as labs
 
 #: exercise -> (hints the checker gives on the start state, hints on the broken solution)
 EXPECTED = {

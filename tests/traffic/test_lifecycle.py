@@ -5,7 +5,7 @@ import signal
 import subprocess
 import time
 
-from kubelab.daemon import running_daemon
+from kubelab.daemon.statedir import running_daemon
 from kubelab.labctl import LabControl
 from tests.traffic.conftest import lab_leftovers
 from tests.traffic.manifests import echo_pod
@@ -37,7 +37,7 @@ def alive(pid: int) -> bool:
 
 def proxy_processes() -> list[int]:
     """The pids of the nginx processes of the lab's proxies (by their config path)."""
-    from kubelab.daemon import state_path
+    from kubelab.daemon.statedir import state_path
     out = []
     for entry in os.listdir('/proc'):
         try:

@@ -63,7 +63,7 @@ out that port), a goto must go forward.
 A packet that visits too many tables, a goto backwards, a missing group or two different
 flows that match at the same priority raise ``SimError``: the pipeline is broken.
 
-``Lab`` puts every switch of a ``ClusterState`` together, cabled as topo/wiring.py says,
+``Lab`` puts every switch of a ``ClusterState`` together, cabled as services/wiring.py says,
 so a test can send a packet from a pod and follow it to wherever it ends.
 """
 
@@ -77,7 +77,7 @@ from dataclasses import dataclass, field
 from controller.flows import (CT_STATE_BITS, Ct, Group, LearnAffinity, Move, Output,
                               Resubmit, SetField, ToController, flow)
 from controller.pipeline import TABLE_NAMES, desired
-from topo import wiring
+from services import wiring
 
 MAX_TABLE_VISITS = 64
 SNAT_PORT_MIN, SNAT_PORT_MAX = 1024, 65535
@@ -549,7 +549,7 @@ class Trip:
 
 
 class Lab:
-    """Every switch of one cluster state, cabled as topo/wiring.py builds them, sharing
+    """Every switch of one cluster state, cabled as services/wiring.py builds them, sharing
     one conntrack table (as the userspace datapath does)."""
 
     def __init__(self, state, conntrack: Conntrack | None = None):

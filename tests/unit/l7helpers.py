@@ -15,7 +15,7 @@ import subprocess
 import sys
 import time
 
-from services.l7routes import GATEWAY_CONTROLLER, INGRESS_CONTROLLER
+from services.l7.routes import GATEWAY_CONTROLLER, INGRESS_CONTROLLER
 
 NGINX = '/usr/sbin/nginx'
 ECHO = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'l7echo.py')

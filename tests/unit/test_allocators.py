@@ -6,7 +6,7 @@ import random
 
 import pytest
 
-from services.allocators import (
+from services.allocation.allocators import (
     ClusterIPAllocator, NodePortAllocator, PodIPAllocator)
 from services.errors import AllocationError
 

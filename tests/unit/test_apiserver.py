@@ -9,7 +9,7 @@ import urllib.request
 
 import pytest
 
-from controller.apiserver import APIServer
+from kubelab.daemon.apiserver import APIServer
 from services.cluster import default_cluster
 from services.store import Store
 

@@ -1,4 +1,4 @@
-"""kubelab.craft without a network: every frame is malformed exactly as its name says
+"""tests.tools.craft without a network: every frame is malformed exactly as its name says
 (checked on its bytes), flags are exact, ARP frames are shaped right; and the modes, run
 against a fake wire that answers like a switch would, print the JSON a traffic test reads."""
 
@@ -16,7 +16,7 @@ from scapy.layers.l2 import ARP, Ether
 from scapy.packet import Raw
 from scapy.utils import checksum
 
-from kubelab import craft
+from tests.tools import craft
 
 POD_IP, POD_MAC = '192.168.1.10', '0a:58:c0:a8:01:0a'
 GATEWAY_IP, GATEWAY_MAC = '192.168.1.1', '0a:58:c0:a8:01:01'

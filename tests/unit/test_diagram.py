@@ -26,7 +26,8 @@ import xml.etree.ElementTree as ET
 
 import pytest
 
-from kubelab import cli, diagram
+from kubelab import cli
+from kubelab.inspect import diagram
 from services import addons
 from services.cluster import default_cluster
 from services.errors import KubelabError

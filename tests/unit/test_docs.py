@@ -17,7 +17,7 @@ from controller.pipeline import TABLE_NAMES, TABLES, desired
 from controller.state import ClusterState
 from services.cluster import default_cluster
 from tests.unit.flowsim import LEARNED_OWNER, Lab, answer, l4
-from topo import wiring
+from services import wiring
 
 PAGE = pathlib.Path(__file__).resolve().parents[2] / 'docs' / 'pipeline.md'
 TABLE_HEADING = re.compile(r'^## (\d+) (\S+)\s*$')

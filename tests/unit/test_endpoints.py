@@ -5,7 +5,7 @@ import random
 
 import pytest
 
-from services.endpoints import (CONTROLLER_NAME, MANAGED_BY_LABEL,
+from services.controllers.endpointslices import (CONTROLLER_NAME, MANAGED_BY_LABEL,
                                 SERVICE_NAME_LABEL, compute_endpoint_slices)
 from services.selectors import (format_label_selector, format_selector,
                                 matches, matches_label_selector)

@@ -11,7 +11,7 @@ from datetime import datetime, timezone
 
 import pytest
 
-from controller.apiserver import APIServer
+from kubelab.daemon.apiserver import APIServer
 from kubelab import cli
 from kubelab.printers import KIND_ALIASES, kind_alias, render
 from services import manifests

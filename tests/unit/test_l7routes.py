@@ -4,8 +4,8 @@ the Python twin of the rendered nginx), and the statuses written back."""
 
 import pytest
 
-from services import l7routes
-from services.l7routes import (ANY, EXACT, NO_ENDPOINTS, NOT_FOUND, PREFIX, READY,
+from services.l7 import routes as l7routes
+from services.l7.routes import (ANY, EXACT, NO_ENDPOINTS, NOT_FOUND, PREFIX, READY,
                                REDIRECT, Action, Front, Route, Target, gateway_fronts,
                                gateway_status, gatewayclass_status, httproute_statuses,
                                ingress_fronts, intersect_hostnames, load_certificate,

@@ -1,5 +1,5 @@
-"""``type: LoadBalancer`` in the object model: validation (services/validate_service.py),
-the pool's allocator (services/allocators.py), the store playing the API server plus a
+"""``type: LoadBalancer`` in the object model: validation (services/validation/service.py),
+the pool's allocator (services/allocation/allocators.py), the store playing the API server plus a
 cloud's service controller and LB IPAM (services/store.py), and ``kubelab get svc``.
 
 A LoadBalancer Service is a NodePort Service plus an address of the cluster's
@@ -13,7 +13,7 @@ from datetime import datetime, timezone
 import pytest
 
 from kubelab.printers import service_row
-from services.allocators import LoadBalancerIPAllocator
+from services.allocation.allocators import LoadBalancerIPAllocator
 from services.cluster import default_cluster, load_cluster
 from services.errors import AllocationError, ApplyError
 from services.manifests import validate

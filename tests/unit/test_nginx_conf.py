@@ -11,8 +11,8 @@ import urllib.parse
 
 import pytest
 
-from services import l7routes
-from services.nginx_conf import (Listen, NginxConfig, gateway_config, ingress_config,
+from services.l7 import routes as l7routes
+from services.l7.nginx_conf import (Listen, NginxConfig, gateway_config, ingress_config,
                                  render)
 from tests.unit.l7helpers import (ACROSS_CASES, HEADER_CASES, INGRESS_PATH_TABLE,
                                   METHOD_CASES, NGINX, PATH_ORDER_CASES, QUERY_CASES,

@@ -12,10 +12,12 @@ import pytest
 
 from controller import pipeline
 from controller.state import ClusterState
-from kubelab import cli, observe, ovsdump
+from kubelab import cli
+from kubelab.inspect import ovsdump
+from kubelab.inspect import flows as observe
 from services.cluster import default_cluster
 from services.errors import KubelabError
-from topo import wiring
+from services import wiring
 
 DATA = Path(__file__).resolve().parent.parent / 'data' / 'ovs'
 EDGE = wiring.EDGE_DPID

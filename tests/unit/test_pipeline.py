@@ -29,7 +29,7 @@ from controller.state import ClusterState
 from services.cluster import default_cluster
 from tests.unit.flowsim import (LEARNED_OWNER, Conntrack, Lab, SimError, answer, arp_request,
                                 five_tuple, l4, walk)
-from topo import wiring
+from services import wiring
 
 CLUSTER = default_cluster()
 CP, W1, W2 = CLUSTER.nodes                   # control-plane, worker-1, worker-2

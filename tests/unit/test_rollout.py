@@ -1,4 +1,4 @@
-"""Deployment rollouts (the controller in services/deployments.py) and ``kubelab rollout``.
+"""Deployment rollouts (the controller in services/controllers/deployments.py) and ``kubelab rollout``.
 
 The store is driven as the kubelets drive it: a fake kubelet marks pods Ready (or not)
 with ``update_pod_status`` and finishes terminations with ``pod_gone``, one pod at a
@@ -14,12 +14,12 @@ import datetime
 
 import pytest
 
-from controller.apiserver import APIServer
+from kubelab.daemon.apiserver import APIServer
 from kubelab import cli, printers
 from kubelab.client import Client
 from services import naming
 from services.cluster import default_cluster
-from services.deployments import RESTARTED_AT, REVISION
+from services.controllers.deployments import RESTARTED_AT, REVISION
 from services.errors import ApplyError, KubelabError, NotFound
 from services.store import Store
 

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from kubelab import trace
+from kubelab.inspect import trace
 from services.cluster import default_cluster
 
 DATA = json.loads((Path(__file__).resolve().parents[1] / 'data' / 'ovs' / 'traces.json')

@@ -3,7 +3,7 @@
 Run in a pod as ``python -m topo.images.nginx_proxy /nginx-ingress-controller
 --controller-class=k8s.io/ingress-nginx [other ingress-nginx flags]`` or ``...
 /nginx-gateway --gateway=NAMESPACE/NAME``. The configuration is rendered by the lab (the
-control-plane half of the controller, ``services.l7control``) into
+control-plane half of the controller, ``services.l7.controller``) into
 ``$KUBELAB_L7_DIR/ingress/<controller class>/`` or ``$KUBELAB_L7_DIR/gateway/<ns>/<name>/``;
 this program is the pod's half: it runs a real nginx (Debian's) on that
 ``nginx.conf`` in the pod's network namespace, and when the file changes it checks the

@@ -33,7 +33,7 @@ from dataclasses import dataclass, field
 from controller.pipeline import TABLE_NAMES, desired
 from controller.state import ClusterState
 from services.errors import KubelabError
-from topo import wiring
+from services import wiring
 
 #: ofproto/trace's --ct-next states, one per ct recirculation (more than any path takes).
 MAX_RECIRCULATIONS = 12

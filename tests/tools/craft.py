@@ -4,7 +4,7 @@ A traffic test runs it in a pod's or an external host's namespace to show that t
 switches and the controller survive what no well-behaved stack sends, and to see what
 comes back: malformed headers, odd TCP flags, a SYN flood, an ARP storm, forged sources.
 It runs like ``kubelab.netprobe`` (``nsenter --net=/proc/PID/ns/net python -m
-kubelab.craft ...``, see ``kubelab.labctl.LabControl.run_in``) and needs CAP_NET_RAW.
+tests.tools.craft ...``, see ``kubelab.labctl.LabControl.run_in``) and needs CAP_NET_RAW.
 
   malformed DST [--port P]                  a fixed list of broken IPv4/TCP/UDP frames
   flags DST PORT                            TCP segments with odd flags, one each

@@ -2,7 +2,7 @@
 
 Pure functions from Kubernetes-shaped objects (``objects``: kind -> list of objects, as
 ``Store.snapshot`` gives them) to *fronts*: one per listening port, each an ordered
-route table whose first matching route decides a request. ``services.nginx_conf``
+route table whose first matching route decides a request. ``services.l7.nginx_conf``
 renders the fronts as nginx configuration; ``select`` is the same decision written in
 Python, so the precedence rules can be tested without nginx (and the nginx tests prove
 that nginx decides alike).
@@ -111,7 +111,7 @@ import tempfile
 from dataclasses import dataclass
 
 from services import naming
-from services.endpoints import SERVICE_NAME_LABEL
+from services.controllers.endpointslices import SERVICE_NAME_LABEL
 from services.selectors import matches_label_selector
 
 INGRESS_CONTROLLER = 'k8s.io/ingress-nginx'

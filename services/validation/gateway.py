@@ -56,10 +56,10 @@ call (a ``Conflicted`` listener condition), as in the spec.
 
 import re
 
-from services.validate_common import (
+from services.validation.common import (
     MISSING, Checker, choices, controller_name, describe, dns1123_label_problem,
     dns1123_subdomain_problem, host_problem, join)
-from services.validate_deployment import validate_label_selector
+from services.validation.deployment import validate_label_selector
 
 GROUP = 'gateway.networking.k8s.io'
 

@@ -12,7 +12,7 @@ liveness and startup probes); fields kubelab cannot emulate
 
 from services.images import (AGNHOST_BINARIES, AGNHOST_SUBCOMMANDS,
                              image_kind, unknown_image_message)
-from services.validate_common import (
+from services.validation.common import (
     MISSING, PROTOCOLS, UNSUPPORTED_PROTOCOLS, Checker, choices, describe,
     dns1123_label_problem, dns1123_subdomain_problem, iana_svc_name_problem,
     join, label_key_problem, label_value_problem, map_key, parse_quantity,

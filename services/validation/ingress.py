@@ -40,7 +40,7 @@ to Cluster as the API server does. The annotation
 class and is kept.
 """
 
-from services.validate_common import (
+from services.validation.common import (
     Checker, controller_name, describe, dns1035_label_problem, dns1123_label_problem,
     dns1123_subdomain_problem, host_problem, iana_svc_name_problem, join, map_key)
 

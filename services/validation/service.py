@@ -29,7 +29,7 @@ NodeIP:NodePort). Fields kubelab keeps without using
 
 import ipaddress
 
-from services.validate_common import (
+from services.validation.common import (
     MISSING, PROTOCOLS, UNSUPPORTED_PROTOCOLS, Checker, describe,
     dns1123_label_problem, join, parse_ipv4)
 

@@ -32,7 +32,7 @@ import base64
 import binascii
 import re
 
-from services.validate_common import (
+from services.validation.common import (
     Checker, choices, describe, map_key, suggestion)
 
 SECRET_FIELDS = ('apiVersion', 'kind', 'metadata', 'type', 'data',

@@ -13,29 +13,22 @@ the pid registry, the controller's and the daemon's logs, the pods' logs.
 
 from __future__ import annotations
 
-import argparse
 import json
 import logging
 import os
 import secrets
 import shutil
-import signal
 import socket
 import subprocess
 import sys
 import threading
 
-from services.cluster import default_cluster, load_cluster_file
+from kubelab.daemon.statedir import STATE_DIR, state_path
 from services.errors import KubelabError
 from topo import cloudlb
 
 LOG = logging.getLogger('kubelab.daemon')
-STATE_DIR = os.environ.get('KUBELAB_STATE_DIR', '/run/kubelab')
 OVS_CTL = '/usr/share/openvswitch/scripts/ovs-ctl'
-
-
-def state_path(*parts: str) -> str:
-    return os.path.join(STATE_DIR, *parts)
 
 
 def cluster_document(cluster) -> dict:
@@ -73,17 +66,6 @@ def ensure_openvswitch():
                                f'that ovsdb-server and ovs-vswitchd run ({OVS_CTL} start)')
 
 
-def running_daemon() -> int | None:
-    """The pid of a live lab daemon, if there is one."""
-    from topo.cleanup import is_alive
-    try:
-        with open(state_path('daemon.pid')) as f:
-            pid, started = f.read().split()
-    except (OSError, ValueError):
-        return None
-    return int(pid) if is_alive(int(pid), started) else None
-
-
 class Lab:
     def __init__(self, cluster, manifests: list[dict]):
         self.cluster = cluster
@@ -103,7 +85,8 @@ class Lab:
 
     # ------------------------------------------------------------ up
     def up(self):
-        from controller.apiserver import APIServer
+        from controller.pipeline import TABLE_NAMES
+        from kubelab.daemon.apiserver import APIServer
         from services.store import Store
         from topo.cleanup import PidRegistry, clean_leftovers, start_time
         from topo.kubelet import NodeAgent
@@ -138,7 +121,7 @@ class Lab:
 
         ofp_port = free_port()
         self._start_controller(api_url, ofp_port)
-        self.network = LabNetwork(self.cluster, ofp_port)
+        self.network = LabNetwork(self.cluster, ofp_port, table_names=TABLE_NAMES)
         self.network.start()
         for host in self.network.net.hosts:
             self.registry.add(host.pid, f'host {host.name}')
@@ -209,7 +192,7 @@ class Lab:
 
     def _write_dns(self) -> bool:
         from services import dns
-        from services.l7control import write_if_changed
+        from services.l7.controller import write_if_changed
         objects = {kind: self.store.list(kind)
                    for kind in ('Service', 'EndpointSlice', 'Pod', 'Namespace')}
         text = json.dumps(dns.records(objects, networks=(self.cluster.service_cidr,
@@ -232,7 +215,7 @@ class Lab:
         """The lab's own add-ons (ingress-nginx on the cluster file's node, the
         GatewayClass), and the controller that renders their nginx configuration."""
         from services import addons
-        from services.l7control import L7Controller
+        from services.l7.controller import L7Controller
         objects = [addons.gateway_class_object()]
         if self.cluster.ingress_node:
             objects = addons.ingress_nginx_objects(self.cluster.ingress_node) + objects
@@ -288,7 +271,7 @@ class Lab:
         return f'node/{name} ' + ('restored' if up else 'failed: cut off the network')
 
     def lab_info(self) -> dict:
-        from topo import wiring
+        from services import wiring
         net = self.network
         nodes, hosts, sandboxes = [], [], {}
         if net is not None and net.net is not None:
@@ -344,42 +327,3 @@ class Lab:
                 os.unlink(state_path(name))
             except FileNotFoundError:
                 pass
-
-
-def main(argv=None):
-    parser = argparse.ArgumentParser(prog='kubelab-daemon')
-    parser.add_argument('--cluster')
-    parser.add_argument('--manifests', help='a JSON file with the objects to apply')
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, stream=sys.stdout,
-                        format='%(asctime)s %(name)s %(levelname)s %(message)s')
-    cluster = load_cluster_file(args.cluster) if args.cluster else default_cluster()
-    manifests = []
-    if args.manifests:
-        with open(args.manifests) as f:
-            manifests = json.load(f)
-        os.unlink(args.manifests)
-    lab = Lab(cluster, manifests)
-    for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
-        signal.signal(sig, lambda *_: lab.done.set())
-    code = 0
-    try:
-        lab.up()
-        open(state_path('ready'), 'w').close()
-        LOG.info('lab is ready')
-        lab.supervise()
-    except KubelabError as exc:
-        LOG.error('%s', exc)
-        print(f'error: {exc}', file=sys.stderr)
-        code = 1
-    except Exception:
-        LOG.exception('the lab failed')
-        code = 1
-    finally:
-        lab.down()
-        LOG.info('lab is down')
-    return code
-
-
-if __name__ == '__main__':
-    sys.exit(main())

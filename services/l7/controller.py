@@ -10,9 +10,9 @@ On every change of the store, ``L7Controller.sync``:
 2. writes the statuses: ``status.loadBalancer.ingress`` of the Ingresses the
    controller serves (the address of its own LoadBalancer Service, as ingress-nginx's
    ``--publish-service`` does), and the conditions of GatewayClasses, Gateways and
-   HTTPRoutes (``services.l7routes``);
+   HTTPRoutes (``services.l7.routes``);
 3. renders the nginx configuration of the ingress controller and of each Gateway
-   (``services.nginx_conf``) into its directory under ``l7_dir``, where the proxy
+   (``services.l7.nginx_conf``) into its directory under ``l7_dir``, where the proxy
    pods pick it up (``topo/images/nginx_proxy.py``). A file is written only when its
    bytes change, so nginx reloads only for a real change: a new backend, an endpoint
    set going empty or coming back, a certificate.
@@ -140,7 +140,7 @@ class L7Controller:
 
     # ------------------------------------------------------------ Gateways' pods
     def gateway_data_planes(self, objects) -> None:
-        from services import l7routes
+        from services.l7 import routes as l7routes
         gateways = {(g['metadata']['namespace'], g['metadata']['name']): g
                     for g in objects['Gateway']
                     if l7routes.gateway_class_is_ours(objects, g, addons.GATEWAY_CONTROLLER)}
@@ -167,7 +167,7 @@ class L7Controller:
 
     # ------------------------------------------------------------ statuses
     def statuses(self, objects) -> None:
-        from services import l7routes
+        from services.l7 import routes as l7routes
         served = {(i['metadata']['namespace'], i['metadata']['name'])
                   for i in l7routes.served_ingresses(objects, addons.INGRESS_CONTROLLER)} \
             if self.ingress else set()
@@ -217,7 +217,7 @@ class L7Controller:
     # ------------------------------------------------------------ configurations
     def configs(self, objects) -> dict[str, str]:
         """Render and write every proxy's configuration; config directory -> digest."""
-        from services import l7routes, nginx_conf
+        from services.l7 import nginx_conf, routes as l7routes
         wanted: dict[str, str] = {}
         if self.ingress:
             directory = addons.config_dir(self.l7_dir,

@@ -3,7 +3,7 @@
 A Deployment is checked for what the lab's deployment controller needs:
 replicas, a LabelSelector, and a pod template whose labels the selector
 matches (the error reads like Kubernetes' own). The template's spec is
-validated as a Pod spec (``services.validate_pod``) under
+validated as a Pod spec (``services.validation.pod``) under
 ``spec.template.spec``; its restart policy must be ``Always``.
 
 The rollout fields follow the API server's rules and messages:
@@ -20,9 +20,9 @@ import json
 import re
 
 from services.selectors import SELECTOR_OPERATORS, matches_label_selector
-from services.validate_common import (Checker, describe, join,
+from services.validation.common import (Checker, describe, join,
                                       label_key_problem, label_value_problem)
-from services.validate_pod import validate_pod_spec
+from services.validation.pod import validate_pod_spec
 
 DEPLOYMENT_FIELDS = ('apiVersion', 'kind', 'metadata', 'spec', 'status')
 DEPLOYMENT_SPEC_FIELDS = ('replicas', 'selector', 'template', 'strategy',

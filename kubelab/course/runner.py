@@ -21,9 +21,11 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Callable
 
+from kubelab import printers
 from kubelab.client import Client
 from kubelab.labctl import LabControl
 from services.errors import KubelabError, NotFound
+from services.manifests import read_paths
 
 LABS_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), 'labs')
 LABEL = 'kubelab.io/lab'
@@ -809,7 +811,6 @@ def exercise(number: int | str) -> Exercise:
 
 # ---------------------------------------------------------------- start / reset / solve
 def _read(directory: str) -> list[dict]:
-    from kubelab.cli import read_paths
     return read_paths([directory])
 
 
@@ -856,7 +857,6 @@ def reset(ex: Exercise, client: Client, quiet: bool = False) -> list[str]:
 def apply_objects(ex: Exercise, client: Client, objects: list[dict], timeout: float = 90):
     """Apply ``objects`` and wait for them; a Pod whose spec changes is deleted first
     (a pod's spec cannot be updated), as `kubectl replace --force` does."""
-    from kubelab.cli import _print_results
     replaced = []
     for obj in objects:
         if obj.get('kind') != 'Pod':
@@ -882,7 +882,7 @@ def apply_objects(ex: Exercise, client: Client, objects: list[dict], timeout: fl
             except NotFound:
                 return True
         client.wait_for(gone, f'pod {name} to terminate', timeout=60)
-    _print_results(client.apply(objects))
+    printers.print_apply_results(client.apply(objects))
     settle(ex, client, timeout)
 
 

@@ -8,7 +8,7 @@ filled the way consumers read them: ``ready`` true, ``serving`` = ``ready``,
 ``terminating`` false.
 """
 
-from services.validate_common import (
+from services.validation.common import (
     PROTOCOLS, UNSUPPORTED_PROTOCOLS, Checker, dns1123_label_problem,
     dns1123_subdomain_problem, join, parse_ipv4)
 

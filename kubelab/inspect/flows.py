@@ -1,6 +1,6 @@
 """Live flows and groups, annotated with the Kubernetes objects that own them.
 
-Pure: the switches' dumps (``kubelab.ovsdump``) and the API's objects in, annotated rows
+Pure: the switches' dumps (``kubelab.inspect.ovsdump``) and the API's objects in, annotated rows
 out; ``kubelab flows`` and ``kubelab top`` (kubelab/cli.py) run ``ovs-ofctl`` and print.
 
 How a live flow gets its owner (``annotate``): the controller installs every flow with a
@@ -47,9 +47,9 @@ from dataclasses import dataclass, field
 from controller import pipeline
 from controller.flows import Ct, Group, LearnAffinity, ct_state
 from controller.state import ClusterState
-from kubelab import ovsdump
+from kubelab.inspect import ovsdump
 from kubelab.printers import format_table
-from topo import wiring
+from services import wiring
 
 CURRENT = 'current'
 LEARNED = 'learned'
