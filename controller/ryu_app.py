@@ -1,10 +1,11 @@
 """The Ryu shell of kube-proxy: the only module of kubelab that imports Ryu.
 
 It watches the lab's API server, turns each new snapshot into ``ClusterState``, asks the
-pure pipeline (controller/pipeline.py) what every switch should hold, and sends each
-switch only the difference from what it holds (flows are told apart by content cookie).
-When a switch (re)connects it first reads the switch's flows, groups and meters and then
-reconciles: what is right stays untouched, nothing is flushed.
+pure pipeline (controller/pipeline/) what every switch should hold and the pure reconcile
+diff (controller/reconcile.py) what to change, and sends each switch only that
+difference, one OpenFlow message per change. When a switch (re)connects it first reads
+the switch's flows, groups and meters and then reconciles: what is right stays
+untouched, nothing is flushed.
 
 The one packet that reaches the controller is a new connection to a Service port without
 ready endpoints (or to a ClusterIP port no Service declares): the switch cannot build the
@@ -37,6 +38,8 @@ from ryu.ofproto import ofproto_v1_3, ofproto_v1_3_parser  # noqa: E402
 
 from controller import flows as F                    # noqa: E402
 from controller import pipeline                      # noqa: E402
+from controller import reconcile                     # noqa: E402
+from controller.pipeline.conntrack_cleanup import stale_udp_flushes  # noqa: E402
 from controller.state import ClusterState            # noqa: E402
 
 LOG = logging.getLogger('kubelab.controller')
@@ -120,14 +123,37 @@ def _instructions(parser, ofp, spec):
     return inst
 
 
+def _message(dp, op: str, kind: str, item):
+    """The OpenFlow message of one reconcile step (``Changes.steps``)."""
+    parser, ofp = dp.ofproto_parser, dp.ofproto
+    if kind == 'meter':
+        return parser.OFPMeterMod(
+            dp, command=ofp.OFPMC_ADD if op == 'add' else ofp.OFPMC_MODIFY,
+            flags=ofp.OFPMF_PKTPS | ofp.OFPMF_BURST, meter_id=item.meter_id,
+            bands=[parser.OFPMeterBandDrop(rate=item.rate_pps, burst_size=item.burst)])
+    if kind == 'group' and op == 'delete':
+        return parser.OFPGroupMod(dp, ofp.OFPGC_DELETE, ofp.OFPGT_SELECT, item)
+    if kind == 'group':
+        buckets = [parser.OFPBucket(weight=b.weight, actions=[
+            _action(parser, ofp, a) for a in b.actions]) for b in item.buckets]
+        return parser.OFPGroupMod(dp, ofp.OFPGC_ADD if op == 'add' else ofp.OFPGC_MODIFY,
+                                  ofp.OFPGT_SELECT, item.group_id, buckets)
+    if op == 'delete':                  # a flow, by cookie, in whichever table it is
+        return parser.OFPFlowMod(
+            dp, cookie=item, cookie_mask=0xFFFFFFFFFFFFFFFF, table_id=ofp.OFPTT_ALL,
+            command=ofp.OFPFC_DELETE, out_port=ofp.OFPP_ANY, out_group=ofp.OFPG_ANY)
+    return parser.OFPFlowMod(
+        dp, cookie=item.cookie, table_id=item.table, priority=item.priority,
+        command=ofp.OFPFC_ADD, match=parser.OFPMatch(**item.match_dict()),
+        instructions=_instructions(parser, ofp, item))
+
+
 class Switch:
     """What the controller knows one connected switch holds."""
 
     def __init__(self, dp):
         self.dp = dp
-        self.flows = set()        # cookies
-        self.groups = {}          # group id -> content hash (None: unknown content)
-        self.meters = {}          # meter id -> MeterSpec (None: unknown)
+        self.installed = reconcile.Installed()
         self.pending = {'flows', 'groups', 'meters'}
         self.ready = False
         self.version = -1         # the store version this switch is known to carry
@@ -174,7 +200,7 @@ class KubeProxy(app_manager.RyuApp):
                 self.version = int(version)
                 # After the switches hold the new flows (see _barrier): flushed any
                 # earlier, a datagram could re-create an entry to the gone endpoint.
-                self.flushes.extend(pipeline.stale_udp_flushes(old, self.state))
+                self.flushes.extend(stale_udp_flushes(old, self.state))
                 for sw in list(self.switches.values()):
                     if sw.ready:
                         self._sync(sw)
@@ -226,21 +252,21 @@ class KubeProxy(app_manager.RyuApp):
     def _flow_stats(self, ev):
         sw = self._switch(ev)
         if sw is not None:
-            sw.flows.update(s.cookie for s in ev.msg.body)
+            sw.installed.flows.update(s.cookie for s in ev.msg.body)
             self._stats_part_done(sw, ev, 'flows')
 
     @set_ev_cls(ofp_event.EventOFPGroupDescStatsReply, MAIN_DISPATCHER)
     def _group_stats(self, ev):
         sw = self._switch(ev)
         if sw is not None:
-            sw.groups.update((g.group_id, None) for g in ev.msg.body)
+            sw.installed.groups.update((g.group_id, None) for g in ev.msg.body)
             self._stats_part_done(sw, ev, 'groups')
 
     @set_ev_cls(ofp_event.EventOFPMeterConfigStatsReply, MAIN_DISPATCHER)
     def _meter_stats(self, ev):
         sw = self._switch(ev)
         if sw is not None:
-            sw.meters.update((m.meter_id, None) for m in ev.msg.body)
+            sw.installed.meters.update((m.meter_id, None) for m in ev.msg.body)
             self._stats_part_done(sw, ev, 'meters')
 
     @set_ev_cls(ofp_event.EventOFPErrorMsg, MAIN_DISPATCHER)
@@ -254,44 +280,15 @@ class KubeProxy(app_manager.RyuApp):
         if self.state is None:
             return
         dp = sw.dp
-        parser, ofp = dp.ofproto_parser, dp.ofproto
+        parser = dp.ofproto_parser
         want = pipeline.desired(self.state, dp.id)
-        for meter in want.meters:
-            if sw.meters.get(meter.meter_id, 'absent') != meter:
-                cmd = ofp.OFPMC_MODIFY if meter.meter_id in sw.meters else ofp.OFPMC_ADD
-                dp.send_msg(parser.OFPMeterMod(
-                    dp, command=cmd, flags=ofp.OFPMF_PKTPS | ofp.OFPMF_BURST,
-                    meter_id=meter.meter_id,
-                    bands=[parser.OFPMeterBandDrop(rate=meter.rate_pps,
-                                                   burst_size=meter.burst)]))
-                sw.meters[meter.meter_id] = meter
-        for group in want.groups:
-            if sw.groups.get(group.group_id, 'absent') != group.content:
-                cmd = ofp.OFPGC_MODIFY if group.group_id in sw.groups else ofp.OFPGC_ADD
-                buckets = [parser.OFPBucket(weight=b.weight, actions=[
-                    _action(parser, ofp, a) for a in b.actions]) for b in group.buckets]
-                dp.send_msg(parser.OFPGroupMod(dp, cmd, ofp.OFPGT_SELECT, group.group_id,
-                                               buckets))
-                sw.groups[group.group_id] = group.content
-        wanted = want.by_cookie()
         self.reject_cookies.update(
-            c for c, f in wanted.items() if any(isinstance(a, F.ToController)
-                                                 for a in f.actions))
-        for cookie, spec in wanted.items():
-            if cookie not in sw.flows:
-                dp.send_msg(parser.OFPFlowMod(
-                    dp, cookie=cookie, table_id=spec.table, priority=spec.priority,
-                    command=ofp.OFPFC_ADD, match=parser.OFPMatch(**spec.match_dict()),
-                    instructions=_instructions(parser, ofp, spec)))
-                sw.flows.add(cookie)
-        for cookie in sorted(sw.flows - set(wanted) - {pipeline.AFFINITY_COOKIE}):
-            dp.send_msg(parser.OFPFlowMod(
-                dp, cookie=cookie, cookie_mask=0xFFFFFFFFFFFFFFFF, table_id=ofp.OFPTT_ALL,
-                command=ofp.OFPFC_DELETE, out_port=ofp.OFPP_ANY, out_group=ofp.OFPG_ANY))
-            sw.flows.discard(cookie)
-        for gid in sorted(set(sw.groups) - {g.group_id for g in want.groups}):
-            dp.send_msg(parser.OFPGroupMod(dp, ofp.OFPGC_DELETE, ofp.OFPGT_SELECT, gid))
-            del sw.groups[gid]
+            f.cookie for f in want.flows if any(isinstance(a, F.ToController)
+                                                for a in f.actions))
+        todo = reconcile.changes(sw.installed, want)
+        for op, kind, item in todo.steps():
+            dp.send_msg(_message(dp, op, kind, item))
+        sw.installed.apply(todo)
         barrier = parser.OFPBarrierRequest(dp)
         dp.set_xid(barrier)
         sw.barrier = (barrier.xid, self.version)

@@ -21,9 +21,11 @@ import pytest
 
 from controller.flows import (Ct, LearnAffinity, Nat, Output, Resubmit, SwitchConfig,
                               flow)
-from controller.pipeline import (REJECT_METER, REJECT_RATE_PPS, TABLE_NAMES, TABLES,
-                                 PipelineError, T, check_pipeline, desired, group_id,
-                                 stale_udp_flushes)
+from controller.pipeline import desired
+from controller.pipeline.conntrack_cleanup import stale_udp_flushes
+from controller.pipeline.shared import group_id
+from controller.pipeline.tables import (REJECT_METER, REJECT_RATE_PPS, TABLE_NAMES, TABLES,
+                                        PipelineError, T, check_pipeline)
 from controller.ryu_app import reject_packet
 from controller.state import ClusterState
 from services.cluster import default_cluster

@@ -1,0 +1,46 @@
+"""kube-proxy as OpenFlow: the pipeline of every lab switch, computed from cluster state.
+
+``desired(state, dpid)`` is a pure function: it returns every flow, group and meter that
+switch ``dpid`` should hold. controller/reconcile.py diffs that against what the switch
+holds and the Ryu shell sends the difference; nothing here sends anything.
+
+The wing, by file: tables.py (the tables and what iptables place each plays, marks,
+zones, priorities, the check of every goto); one file per kind of switch, each with its
+builder: node_switch.py (``node_bridge``, one function per table), edge_switch.py
+(``cloud_edge``), underlay_switch.py (``underlay``), external_switch.py (``external``);
+shared.py (flows several switches build alike); conntrack_cleanup.py (what to flush
+when a UDP endpoint goes).
+"""
+
+from __future__ import annotations
+
+from controller.flows import SwitchConfig
+from controller.pipeline.edge_switch import cloud_edge
+from controller.pipeline.external_switch import external
+from controller.pipeline.node_switch import node_bridge
+from controller.pipeline.tables import (AFFINITY_COOKIE, ETH_IP, T, TABLE_NAMES, TABLES,
+                                        check_pipeline)
+from controller.pipeline.underlay_switch import underlay
+from services import wiring
+
+__all__ = ['AFFINITY_COOKIE', 'ETH_IP', 'T', 'TABLES', 'TABLE_NAMES', 'cloud_edge', 'desired',
+           'external', 'node_bridge', 'underlay']
+
+
+def desired(state, dpid: int) -> SwitchConfig:
+    """Everything switch ``dpid`` should hold for ``state`` (empty for an unknown switch)."""
+    role = wiring.switch_role(state.cluster, dpid)
+    if role is None:
+        return SwitchConfig()
+    if role.kind == 'node':
+        config = node_bridge(state, role.node)
+    elif role.kind == 'underlay':
+        config = underlay(state.cluster)
+    elif role.kind == 'edge':
+        config = cloud_edge(state)
+    else:
+        config = external(state.cluster)
+    # One flow may serve two owners (an endpoint of two sticky Service ports): keep one.
+    config.flows = list({f.cookie: f for f in config.flows}.values())
+    check_pipeline(config)
+    return config

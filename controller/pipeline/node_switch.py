@@ -1,0 +1,434 @@
+"""The node bridge: kube-proxy, the node's routing and its masquerade as OpenFlow tables.
+
+``node_bridge(state, node)`` runs ``STAGES``, one function per table in pipeline order,
+each named as its section of docs/pipeline.md and returning that table's flows only;
+tables.py has the stage list with the iptables place each table plays. What several
+stages read (the node's zones and MACs, its pods, its Service fronts) is worked out
+once, in ``NodeBridge``.
+
+A Service port is reached at one or more *fronts* on a node (its ClusterIP:port, this
+node's NodeIP:NodePort); ``service_fronts`` decides, once per front, which endpoints the
+traffic policies leave it and which select group balances over them. ServiceLB sends a
+front's new connections to that group; with session affinity SessionAffinity,
+EndpointDNAT and AffinityLearn add their flows for the same front.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from dataclasses import dataclass
+from functools import cached_property
+
+from controller.flows import (Bucket, Ct, Group, GroupSpec, LearnAffinity, MeterSpec, Nat,
+                              Output, Resubmit, SetField, SwitchConfig, ToController,
+                              ct_state, flow)
+from controller.pipeline import shared
+from controller.pipeline.tables import (
+    AFFINITY_COOKIE, CT_MARK_NODE_MASQ, ETH_IP, PRIORITY_AFFINITY_PER_SOURCE_PORT,
+    PRIORITY_FALLBACK, PRIORITY_HAIRPIN, PRIORITY_HIGH, PRIORITY_LOW, PRIORITY_MISS,
+    PRIORITY_NODEPORT_FROM_NODE, PRIORITY_NODEPORT_MASQ_ROUTE, PRIORITY_NODEPORT_MASQ_SNAT,
+    PRIORITY_NORMAL, PRIORITY_REPLY_UNMASQUERADED, REG0_LOCAL_ORIGIN, REJECT_METER,
+    REJECT_RATE_PPS, SNAT_ZONE_BASE, T)
+from controller.state import PROTOCOL_NUMBERS
+from services import wiring
+
+
+@dataclass(frozen=True)
+class Front:
+    """One address and port a Service port is reached at on this bridge, and the
+    endpoints ServiceLB balances its new connections over there."""
+    sp: object                  # the ServicePort
+    match: dict                 # ServiceLB's match: protocol, address, port (and more)
+    endpoints: tuple            # what the traffic policies leave this front
+    group: int | None           # the select group over them; None: none to balance over
+    mark: int | None = None     # the ct_mark its connections get (CT_MARK_NODE_MASQ)
+    affinity: int | None = None     # sessionAffinity ClientIP: its timeout (seconds)
+    priority: int = PRIORITY_NORMAL
+
+    @property
+    def owner(self) -> str:
+        return f'service {self.sp.key}'
+
+    @property
+    def l4_dst(self) -> str:
+        return 'tcp_dst' if self.match['ip_proto'] == 6 else 'udp_dst'
+
+    @property
+    def sticky(self) -> bool:
+        """Balanced with session affinity (a front without endpoints has no group)."""
+        return bool(self.affinity) and self.group is not None
+
+
+def service_fronts(state, node) -> list[Front]:
+    """Per Service port, in order: its ClusterIP and, for a NodePort, this node's IP
+    (twice with externalTrafficPolicy Local: once for external clients, once for the
+    node and its own pods). Group ids are given in this order, probing past collisions."""
+    taken = set()
+    fronts = []
+
+    def front(match, sp, endpoints, key, **kw):
+        gid = shared.group_id(key, taken) if sp.endpoints and endpoints else None
+        fronts.append(Front(sp, match, tuple(endpoints), gid, **kw))
+
+    for sp in state.service_ports:
+        l4_dst = 'tcp_dst' if sp.protocol == 'TCP' else 'udp_dst'
+        base = {'eth_type': ETH_IP, 'ip_proto': sp.proto_number}
+        # internalTrafficPolicy Local: a node's pods reach only the node's endpoints.
+        eps = sp.local_endpoints(node.name) if sp.internal_local else sp.endpoints
+        front(dict(base, ipv4_dst=sp.vip, **{l4_dst: sp.port}), sp, eps,
+              sp.key + ('@' + node.name if sp.internal_local else ''),
+              affinity=sp.affinity_timeout)
+        if sp.node_port:
+            # externalTrafficPolicy Cluster: any endpoint, masqueraded as this node (so
+            # replies come back here); Local: this node's endpoints, client IP kept.
+            eps = sp.local_endpoints(node.name) if sp.external_local else sp.endpoints
+            nodeport = dict(base, ipv4_dst=node.ip, **{l4_dst: sp.node_port})
+            front(nodeport, sp, eps,
+                  f'{sp.key}/nodeport' + ('@' + node.name if sp.external_local else ''),
+                  mark=None if sp.external_local else CT_MARK_NODE_MASQ,
+                  affinity=sp.affinity_timeout)
+            if sp.external_local:
+                # The policy is about external clients: this node's own pods (and the
+                # node) reach every endpoint, as kube-proxy sends them to KUBE-SVC.
+                front(dict(nodeport, reg0=(REG0_LOCAL_ORIGIN, REG0_LOCAL_ORIGIN)), sp,
+                      sp.endpoints, f'{sp.key}/nodeport-from-node',
+                      priority=PRIORITY_NODEPORT_FROM_NODE)
+    return fronts
+
+
+@dataclass(frozen=True)
+class NodeBridge:
+    """What the stages of one node's bridge read."""
+    state: object
+    node: object
+
+    @property
+    def zone(self) -> int:
+        """The node's conntrack zone (its index)."""
+        return self.node.index
+
+    @property
+    def snat_zone(self) -> int:
+        """The zone the node masquerades in."""
+        return SNAT_ZONE_BASE + self.node.index
+
+    @property
+    def gateway(self) -> str:
+        return wiring.pod_gateway(self.node)
+
+    @property
+    def gw_mac(self) -> str:
+        return wiring.mac_for(self.gateway)
+
+    @property
+    def uplink_mac(self) -> str:
+        return wiring.router_mac(self.node.ip)
+
+    @property
+    def node_owner(self) -> str:
+        return f'node {self.node.name}'
+
+    @cached_property
+    def local_pods(self) -> list:
+        return self.state.pods_on(self.node.name)
+
+    @cached_property
+    def fronts(self) -> list[Front]:
+        return service_fronts(self.state, self.node)
+
+    @property
+    def external_match(self) -> dict:
+        ext = ipaddress.IPv4Network(self.state.cluster.external_cidr)
+        return {'eth_type': ETH_IP,
+                'ipv4_dst': (str(ext.network_address), str(ext.netmask))}
+
+
+# ---------------------------------------------------------------- the stages
+def classifier(ctx: NodeBridge) -> list:
+    """Classifier: the underlay, the node itself, each pod (spoof guard); else drop."""
+    node = ctx.node
+    flows = [flow(T['Classifier'], PRIORITY_NORMAL,
+                  {'in_port': wiring.UPLINK_PORT, 'eth_type': ETH_IP},
+                  goto=T['UnSNAT'], owner='underlay'),
+             flow(T['Classifier'], PRIORITY_MISS, owner='spoof guard')]
+    flows += shared.port_guard(wiring.NODE_HOST_PORT, node.ip, wiring.mac_for(node.ip),
+                               'UnSNAT', ctx.node_owner)
+    for pod in ctx.local_pods:
+        flows += shared.port_guard(wiring.pod_port(node, pod.ip), pod.ip,
+                                   wiring.mac_for(pod.ip), 'UnSNAT', pod.owner)
+    return flows
+
+
+def arp_responder(ctx: NodeBridge) -> list:
+    """ARPResponder: every ARP request is answered with the pod gateway's MAC."""
+    return shared.arp_responder(ctx.gw_mac, ctx.node_owner)
+
+
+def un_snat(ctx: NodeBridge) -> list:
+    """UnSNAT: replies to the addresses this node masquerades as."""
+    # Both lookups in one flow, the first without recirculation: every bridge is a port
+    # set of one userspace datapath, a packet keeps its recirculation count from bridge
+    # to bridge, and the datapath drops it at the seventh. A pod's SYN to a NodePort on
+    # another node, to an endpoint on a third, takes six this way (seven with a
+    # recirculation here).
+    flows = [flow(T['UnSNAT'], PRIORITY_NORMAL, {'eth_type': ETH_IP, 'ipv4_dst': addr},
+                  (Ct(zone=ctx.snat_zone, nat=Nat()),
+                   Ct(zone=ctx.zone, table=T['ConntrackState'], nat=Nat())), owner=why)
+             for addr, why in ((ctx.gateway, 'hairpin masquerade'),
+                               (ctx.node.ip, 'egress masquerade'))]
+    return flows + [flow(T['UnSNAT'], PRIORITY_MISS, goto=T['ConntrackZone'],
+                         owner='conntrack')]
+
+
+def conntrack_zone(ctx: NodeBridge) -> list:
+    """ConntrackZone: look the packet up in the node's zone; replies are un-NATed."""
+    return [flow(T['ConntrackZone'], PRIORITY_NORMAL, {'eth_type': ETH_IP},
+                 (Ct(zone=ctx.zone, table=T['ConntrackState'], nat=Nat()),),
+                 owner='conntrack')]
+
+
+def conntrack_state(ctx: NodeBridge) -> list:
+    """ConntrackState: drop invalid, route established, send new connections to
+    ServiceLB (past SessionAffinity when a Service port is sticky)."""
+    sticky = any(sp.affinity_timeout for sp in ctx.state.service_ports)
+    return [
+        flow(T['ConntrackState'], PRIORITY_HIGH,
+             {'eth_type': ETH_IP, 'ct_state': ct_state('+trk+inv')}, owner='conntrack'),
+        flow(T['ConntrackState'], PRIORITY_NORMAL,
+             {'eth_type': ETH_IP, 'ct_state': ct_state('+trk+new')},
+             (Resubmit(T['SessionAffinity']),) if sticky else (),
+             goto=T['ServiceLB'], owner='conntrack'),
+        flow(T['ConntrackState'], PRIORITY_LOW,
+             {'eth_type': ETH_IP, 'ct_state': ct_state('+trk-new')},
+             goto=T['L3Forwarding'], owner='conntrack'),
+        flow(T['ConntrackState'], PRIORITY_MISS, owner='conntrack')]
+
+
+def session_affinity(ctx: NodeBridge) -> list:
+    """SessionAffinity: its flows are learned by the switch (see affinity_learn); the
+    controller adds one per sticky front, which never matches."""
+    # A flow that looks at the source port (0: never used): the userspace datapath
+    # then caches this Service's new connections per source port, so each one is
+    # looked up afresh and finds what the previous one learned (else a cached miss
+    # would send the client's next connections to the group for a few hundred ms).
+    return [flow(T['SessionAffinity'], PRIORITY_AFFINITY_PER_SOURCE_PORT,
+                 dict(f.match, **{f.l4_dst.replace('dst', 'src'): 0}), owner=f.owner)
+            for f in ctx.fronts if f.sticky]
+
+
+def service_lb(ctx: NodeBridge) -> list:
+    """ServiceLB: per Service port a flow for its ClusterIP and, for a NodePort, one for
+    this node's IP; each goes to a select group whose buckets DNAT to one endpoint
+    (``service_lb_groups``). Then hostPorts, and the ClusterIPs' other ports."""
+    node = ctx.node
+    flows = [flow(T['ServiceLB'], PRIORITY_MISS, goto=T['ConntrackCommit'],
+                  owner='conntrack')]
+    for front in ctx.fronts:
+        flows += _balance(front)
+    # hostPort (the CNI portmap plugin's DNAT): this node's address and the port ->
+    # the pod, the client's address kept, whether the pod is ready or not.
+    for pod in ctx.local_pods:
+        for protocol, host_port, container_port in pod.host_ports:
+            number = PROTOCOL_NUMBERS[protocol]
+            flows.append(flow(T['ServiceLB'], PRIORITY_LOW, {
+                'eth_type': ETH_IP, 'ip_proto': number, 'ipv4_dst': node.ip,
+                ('tcp_dst' if number == 6 else 'udp_dst'): host_port},
+                (Ct(zone=ctx.zone, commit=True, table=T['L3Forwarding'],
+                    nat=Nat(dst=pod.ip, port=container_port)),),
+                owner=f'{pod.owner} hostPort'))
+    vips = {}
+    for sp in ctx.state.service_ports:
+        vips.setdefault(sp.vip, f'service {sp.namespace}/{sp.service}')
+    for vip, owner in sorted(vips.items()):
+        # A ClusterIP answers only on its ports: anything else is rejected, as nftables'
+        # kube-proxy does (the controller drops what it cannot answer, e.g. ICMP).
+        flows.append(flow(T['ServiceLB'], PRIORITY_FALLBACK,
+                          {'eth_type': ETH_IP, 'ipv4_dst': vip},
+                          (ToController(),), meter=REJECT_METER, owner=owner))
+    return flows
+
+
+def _balance(front: Front) -> list:
+    """ServiceLB's flows for one front: to its group; REJECT when the Service has no
+    endpoint at all; drop when it has some but a traffic policy leaves none here.
+
+    With session affinity the group's buckets also learn the client's choice into
+    SessionAffinity; a later connection of that client finds it there (reg5[0] set),
+    and goes to EndpointDNAT, which DNATs to the endpoint in reg3/reg4."""
+    match, owner = front.match, front.owner
+    if not front.sp.endpoints:
+        return [flow(T['ServiceLB'], front.priority, match, (ToController(),),
+                     meter=REJECT_METER, owner=owner)]
+    if front.group is None:
+        return [flow(T['ServiceLB'], front.priority, match, owner=owner)]
+    if not front.affinity:
+        return [flow(T['ServiceLB'], front.priority, match, (Group(front.group),),
+                     owner=owner)]
+    # Session affinity: remember which Service address and port this is (reg7, reg8)
+    # so that AffinityLearn, after the DNAT, can learn the client's endpoint.
+    dst = int(ipaddress.IPv4Address(match['ipv4_dst']))
+    return [flow(T['ServiceLB'], front.priority, match,
+                 (SetField('reg7', dst), SetField('reg8', match[front.l4_dst]),
+                  Group(front.group)), owner=owner),
+            flow(T['ServiceLB'], PRIORITY_HIGH, dict(match, reg5=(1, 1)),
+                 (SetField('reg6', front.mark or 0),), goto=T['EndpointDNAT'],
+                 owner=owner)]
+
+
+def service_lb_groups(ctx: NodeBridge) -> list:
+    """ServiceLB's select groups: per front with endpoints, a bucket per endpoint that
+    DNATs to it and commits the connection (with the front's mark)."""
+    groups = []
+    for front in ctx.fronts:
+        if front.group is None:
+            continue
+        after = T['AffinityLearn'] if front.affinity else T['L3Forwarding']
+        buckets = tuple(Bucket((Ct(zone=ctx.zone, commit=True, table=after,
+                                   nat=Nat(dst=ep.ip, port=ep.port), mark=front.mark),))
+                        for ep in front.endpoints)
+        groups.append(GroupSpec(front.group, buckets, owner=front.owner))
+    return groups
+
+
+def endpoint_dnat(ctx: NodeBridge) -> list:
+    """EndpointDNAT: a sticky client DNATed to the endpoint it had (reg3, reg4)."""
+    # A client remembered for an endpoint that is gone: forget it, choose again.
+    flows = [flow(T['EndpointDNAT'], PRIORITY_MISS, None,
+                  (SetField('reg5', 0), Resubmit(T['ServiceLB'])), owner='session affinity')]
+    for front in ctx.fronts:
+        if not front.sticky:
+            continue
+        for ep in front.endpoints:
+            hit = {'eth_type': ETH_IP, 'reg3': int(ipaddress.IPv4Address(ep.ip)),
+                   'reg4': ep.port, 'reg6': front.mark or 0}
+            flows.append(flow(T['EndpointDNAT'], PRIORITY_NORMAL, hit, (
+                Ct(zone=ctx.zone, commit=True, table=T['L3Forwarding'],
+                   nat=Nat(dst=ep.ip, port=ep.port), mark=front.mark),), owner=front.owner))
+    return flows
+
+
+def affinity_learn(ctx: NodeBridge) -> list:
+    """AffinityLearn: after the group's DNAT, learn the client's endpoint into
+    SessionAffinity for the Service address and port ServiceLB put in reg7/reg8."""
+    flows = []
+    for front in ctx.fronts:
+        if not front.sticky:
+            continue
+        proto = front.match['ip_proto']
+        flows.append(flow(
+            T['AffinityLearn'], PRIORITY_NORMAL,
+            {'eth_type': ETH_IP, 'ip_proto': proto,
+             'reg7': int(ipaddress.IPv4Address(front.match['ipv4_dst'])),
+             'reg8': front.match[front.l4_dst]},
+            (LearnAffinity(T['SessionAffinity'], front.affinity, proto, AFFINITY_COOKIE),),
+            goto=T['L3Forwarding'], owner=front.owner))
+    return flows
+
+
+def conntrack_commit(ctx: NodeBridge) -> list:
+    """ConntrackCommit: commit every new connection ServiceLB did not DNAT."""
+    return [flow(T['ConntrackCommit'], PRIORITY_NORMAL,
+                 {'eth_type': ETH_IP, 'ct_state': ct_state('+trk+new')},
+                 (Ct(zone=ctx.zone, commit=True),), goto=T['L3Forwarding'],
+                 owner='conntrack'),
+            flow(T['ConntrackCommit'], PRIORITY_MISS, goto=T['L3Forwarding'],
+                 owner='conntrack')]
+
+
+def l3_forwarding(ctx: NodeBridge) -> list:
+    """L3Forwarding: local pods and the node, then the other nodes, then the outside."""
+    node, gw_mac = ctx.node, ctx.gw_mac
+    flows = []
+    for pod in ctx.local_pods:
+        port = wiring.pod_port(node, pod.ip)
+        flows.append(shared.route(pod.ip + '/32', port, gw_mac, wiring.mac_for(pod.ip),
+                                  pod.owner))
+        # Hairpin: the pod reached itself through a Service. OpenFlow never outputs to
+        # the in_port, and the pod would drop a packet from its own address: masquerade
+        # it as the gateway and send it back out the pod's own port (IN_PORT, Output).
+        flows += [flow(T['L3Forwarding'], PRIORITY_HAIRPIN,
+                       {'eth_type': ETH_IP, 'in_port': port, 'ipv4_src': pod.ip,
+                        'ipv4_dst': pod.ip}, goto=T['SNAT'], owner=pod.owner),
+                  flow(T['L3Forwarding'], PRIORITY_HIGH,
+                       {'eth_type': ETH_IP, 'in_port': port, 'ipv4_dst': pod.ip},
+                       goto=T['Output'], owner=pod.owner)]
+    # NodePort with externalTrafficPolicy Cluster: the connection carries the mark; its
+    # packets (not its replies) are masqueraded as this node (SNAT), then routed.
+    flows.append(flow(T['L3Forwarding'], PRIORITY_NODEPORT_MASQ_ROUTE,
+                      {'eth_type': ETH_IP, 'ct_state': ct_state('+trk-rpl'),
+                       'ct_mark': (CT_MARK_NODE_MASQ, CT_MARK_NODE_MASQ)},
+                      goto=T['SNAT'], owner='nodeport masquerade'))
+    flows.append(shared.route(node.ip + '/32', wiring.NODE_HOST_PORT, gw_mac,
+                              wiring.mac_for(node.ip), ctx.node_owner))
+    for other in ctx.state.cluster.nodes:
+        if other.name == node.name:
+            continue
+        for dst in (other.pod_cidr, other.ip + '/32'):
+            flows += shared.also_back_out(shared.route(
+                dst, wiring.UPLINK_PORT, ctx.uplink_mac, wiring.router_mac(other.ip),
+                f'node {other.name}', PRIORITY_FALLBACK))
+    # The outside: every new connection leaves masqueraded as the node (SNAT).
+    flows += [flow(T['L3Forwarding'], PRIORITY_FALLBACK, ctx.external_match,
+                   goto=T['SNAT'], owner='external network'),
+              flow(T['L3Forwarding'], PRIORITY_MISS, owner='no route')]
+    return flows
+
+
+def snat(ctx: NodeBridge) -> list:
+    """SNAT: masquerade a NodePort connection (then route it again), a hairpin (as the
+    gateway) and what leaves for the outside (as the node)."""
+    node = ctx.node
+    pod_net = ipaddress.IPv4Network(node.pod_cidr)
+    return [
+        flow(T['SNAT'], PRIORITY_NODEPORT_MASQ_SNAT,
+             {'eth_type': ETH_IP, 'ct_state': ct_state('+trk-rpl'),
+              'ct_mark': (CT_MARK_NODE_MASQ, CT_MARK_NODE_MASQ)},
+             # mark 0: the masquerade zone's connection has none anyway; said here so
+             # that ofproto/trace (kubelab trace), which keeps one ct_mark across zones,
+             # does not send the packet back into SNAT forever.
+             (Ct(zone=ctx.snat_zone, commit=True, table=T['L3Forwarding'],
+                 nat=Nat(src=node.ip), mark=0),), owner='nodeport masquerade'),
+        flow(T['SNAT'], PRIORITY_NORMAL, {'eth_type': ETH_IP, 'ipv4_dst': (
+             node.pod_cidr.split('/')[0], str(pod_net.netmask))},
+             (Ct(zone=ctx.snat_zone, commit=True, table=T['Output'],
+                 nat=Nat(src=ctx.gateway)),), owner='hairpin masquerade'),
+        # The pods' and the node's own connections share one SNAT zone, so their ports
+        # never clash. Replies (to connections that came in from outside) leave as they
+        # are.
+        flow(T['SNAT'], PRIORITY_REPLY_UNMASQUERADED,
+             {'eth_type': ETH_IP, 'ct_state': ct_state('+trk+rpl')},
+             goto=T['Output'], owner='egress masquerade'),
+        flow(T['SNAT'], PRIORITY_FALLBACK, {'eth_type': ETH_IP},
+             (Ct(zone=ctx.snat_zone, commit=True, table=T['Output'],
+                 nat=Nat(src=node.ip)),), owner='egress masquerade'),
+        flow(T['SNAT'], PRIORITY_MISS, owner='egress masquerade')]
+
+
+def output(ctx: NodeBridge) -> list:
+    """Output: what SNAT translated, back out a hairpin pod's own port or to the
+    external router."""
+    cluster = ctx.state.cluster
+    flows = [flow(T['Output'], PRIORITY_NORMAL, {'eth_type': ETH_IP, 'ipv4_dst': pod.ip},
+                  (SetField('eth_src', ctx.gw_mac), SetField('eth_dst', wiring.mac_for(pod.ip)),
+                   Output('in_port')), owner=pod.owner)
+             for pod in ctx.local_pods]
+    flows += shared.also_back_out(flow(
+        T['Output'], PRIORITY_FALLBACK, ctx.external_match,
+        (SetField('eth_src', ctx.uplink_mac),
+         SetField('eth_dst', wiring.router_mac(cluster.external_gateway)),
+         Output(wiring.UPLINK_PORT)), owner='external network'))
+    return flows + [flow(T['Output'], PRIORITY_MISS, owner='output')]
+
+
+STAGES = (classifier, arp_responder, un_snat, conntrack_zone, conntrack_state,
+          session_affinity, service_lb, endpoint_dnat, affinity_learn, conntrack_commit,
+          l3_forwarding, snat, output)
+
+
+def node_bridge(state, node) -> SwitchConfig:
+    """Every flow, group and meter of ``node``'s bridge: the stages in pipeline order,
+    ServiceLB's groups, and the meter that rate-limits REJECTs."""
+    ctx = NodeBridge(state, node)
+    return SwitchConfig(flows=[f for stage in STAGES for f in stage(ctx)],
+                        groups=service_lb_groups(ctx),
+                        meters=[MeterSpec(REJECT_METER, REJECT_RATE_PPS, REJECT_RATE_PPS)])

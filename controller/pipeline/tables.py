@@ -1,0 +1,144 @@
+"""The pipeline's vocabulary: its tables, marks, registers, zones, cookies, meters and
+flow priorities, and the check that every flow keeps to the declared tables.
+
+The node-bridge pipeline, with the stage of kube-proxy's iptables rules each table plays
+(docs/pipeline.md has one section per table with a dumped flow; node_switch.py has one
+function per table, under the same names):
+
+  Classifier      (raw PREROUTING)  which port a packet came in on; a pod may only send
+                                    from its own IP and MAC (spoof guard), else drop
+  ARPResponder    (the node's ARP)  answers every ARP request with the gateway's MAC:
+                                    all traffic is routed, never bridged or flooded
+  UnSNAT          (conntrack)       replies to the node's masquerade (hairpin, egress)
+                                    get their destination back (SNAT zone)
+  ConntrackZone   (conntrack)       ct(nat) in the node's zone: replies are un-NATed
+  ConntrackState  (conntrack)       invalid -> drop; established -> L3Forwarding;
+                                    new -> ServiceLB
+  ServiceLB       (KUBE-SERVICES)   ClusterIP:port -> the Service's select group, whose
+                                    buckets DNAT to one endpoint each (KUBE-SVC/KUBE-SEP);
+                                    no ready endpoint -> the controller REJECTs
+  ConntrackCommit (conntrack)       commits every other new connection
+  L3Forwarding    (routing)         local pod or node -> its port; other node's pods ->
+                                    the underlay; external network -> SNAT
+  SNAT            (KUBE-POSTROUTING) masquerade: a pod that reached itself through a
+                                    Service (hairpin) is seen as the pod gateway; a pod
+                                    talking to the external network as its node
+  Output          (output)          delivers what SNAT translated (hairpin: back out the
+                                    pod's own port)
+
+(SessionAffinity, EndpointDNAT and AffinityLearn serve Services with
+``sessionAffinity: ClientIP``: see ``TABLES`` for the iptables place each plays.)
+
+Conntrack zones: all userspace bridges share one conntrack table, so each node bridge
+tracks in its own zone (the node's index) and masquerades in another (1000 + index). A
+connection is committed once on every node bridge it crosses.
+
+Flow priorities are named, as the marks are: most flows sit at a few general levels (as
+Antrea's priorityHigh/Normal/Low/Miss), and the few whose value is chosen to win or lose
+against one particular neighbour are named for what they do.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from controller.flows import Ct, Group, SwitchConfig
+
+ETH_IP = 0x0800
+ETH_ARP = 0x0806
+AFFINITY_COOKIE = 0x4B41FF0000000000    # the cookie of learned affinity flows (kept on resync)
+REJECT_METER = 1
+REJECT_RATE_PPS = 200
+SNAT_ZONE_BASE = 1000
+EDGE_ZONE = 2000             # the cloud load balancer's conntrack zone
+# ct_mark bits (the connection remembers them, both directions):
+CT_MARK_NODE_MASQ = 0x1      # [0]: reached through a NodePort with externalTrafficPolicy
+                             #      Cluster: masquerade as the node (KUBE-MARK-MASQ)
+# reg0 bits (one bridge's pipeline; registers start at 0 on every bridge):
+REG0_LOCAL_ORIGIN = 0x1      # [0]: sent by this node or one of its pods (Classifier)
+
+# ---------------------------------------------------------------- flow priorities
+# The general levels.
+PRIORITY_MISS = 0            # a table's last flow: drop, or go on to the next stage
+PRIORITY_FALLBACK = 100      # a broad match under the specific NORMAL ones: any other
+                             # port of a ClusterIP, another node's routes, masquerade
+                             # of whatever else leaves, the external network
+PRIORITY_LOW = 190           # under NORMAL: established traffic, a hostPort
+PRIORITY_NORMAL = 200        # most flows: one port, one address, one Service port
+PRIORITY_HIGH = 210          # an exception over a NORMAL flow: a gratuitous ARP, an
+                             # INVALID connection, a sticky client, a hairpin reply,
+                             # what the cloud edge tracks
+# The special ones, each named for the flow it is.
+PRIORITY_AFFINITY_PER_SOURCE_PORT = 1
+                             # SessionAffinity: splits the datapath's cache per source
+                             # port (session_affinity in node_switch.py says why)
+PRIORITY_REPLY_UNMASQUERADED = 110
+                             # SNAT: replies leave as they are, over the egress
+                             # masquerade (FALLBACK)
+PRIORITY_EDGE_DNATED = 195   # the cloud edge's ConntrackState: a DNATed connection from
+                             # outside, between its new (NORMAL) and other (LOW) flows
+PRIORITY_NODEPORT_FROM_NODE = 205
+                             # ServiceLB: a NodePort with externalTrafficPolicy Local
+                             # reached from the node itself, over the port's NORMAL flow
+PRIORITY_HAIRPIN = 220       # L3Forwarding: a pod that reached itself through a Service,
+                             # over its route (NORMAL) and its own port's HIGH flow
+PRIORITY_NODEPORT_MASQ_ROUTE = 230
+                             # L3Forwarding: a NodePort connection marked for masquerade
+                             # goes to SNAT first, over the hairpin
+PRIORITY_NODEPORT_MASQ_SNAT = 250
+                             # SNAT: that masquerade, over the hairpin's (NORMAL)
+
+
+@dataclass(frozen=True)
+class Table:
+    id: int
+    name: str
+    stage: str       # the kube-proxy / iptables place this table plays
+    gotos: tuple     # names of the tables it may continue in
+
+
+TABLES = (
+    Table(0, 'Classifier', 'raw PREROUTING',
+          ('ARPResponder', 'UnSNAT', 'ConntrackZone', 'L3Forwarding', 'Output')),
+    Table(10, 'ARPResponder', 'ARP (the node answers for its routes)', ()),
+    Table(15, 'UnSNAT', 'conntrack (un-masquerade)', ('ConntrackZone', 'ConntrackState')),
+    Table(20, 'ConntrackZone', 'conntrack', ('ConntrackState',)),
+    Table(21, 'ConntrackState', 'conntrack (ctstate INVALID/ESTABLISHED)',
+          ('ServiceLB', 'L3Forwarding', 'Output')),
+    Table(30, 'SessionAffinity', 'KUBE-SEP -m recent --rcheck (sessionAffinity ClientIP)',
+          ()),
+    Table(40, 'ServiceLB', 'nat PREROUTING: KUBE-SERVICES -> KUBE-SVC -> KUBE-SEP (DNAT)',
+          ('EndpointDNAT', 'AffinityLearn', 'ConntrackCommit', 'L3Forwarding')),
+    Table(45, 'EndpointDNAT', 'KUBE-SEP DNAT for a client with session affinity',
+          ('L3Forwarding',)),   # its miss resubmits to ServiceLB (an endpoint that went)
+    Table(50, 'AffinityLearn', 'KUBE-SEP -m recent --set (remember the client)',
+          ('L3Forwarding',)),
+    Table(60, 'ConntrackCommit', 'conntrack commit', ('L3Forwarding',)),
+    Table(70, 'L3Forwarding', 'routing (FORWARD)', ('SNAT', 'Output')),
+    Table(75, 'SNAT', 'nat POSTROUTING: KUBE-POSTROUTING (masquerade)',
+          ('Output', 'L3Forwarding')),
+    Table(80, 'Output', 'output', ()),
+)
+T = {t.name: t.id for t in TABLES}
+TABLE_NAMES = {t.id: t.name for t in TABLES}
+
+
+class PipelineError(Exception):
+    """A flow that breaks the declared pipeline (a goto its table does not allow)."""
+
+
+def check_pipeline(config: SwitchConfig) -> None:
+    """Refuse a goto (or a ct recirculation) that the source table does not declare."""
+    allowed = {t.id: {T[n] for n in t.gotos} for t in TABLES}
+    groups = {g.group_id: g for g in config.groups}
+    for f in config.flows:
+        targets = [f.goto] if f.goto is not None else []
+        actions = list(f.actions)
+        for a in f.actions:                 # a group's buckets continue where its flow is
+            if isinstance(a, Group) and a.group_id in groups:
+                actions += [b for bucket in groups[a.group_id].buckets for b in bucket.actions]
+        targets += [a.table for a in actions if isinstance(a, Ct) and a.table is not None]
+        for target in targets:
+            if target not in allowed.get(f.table, set()):
+                raise PipelineError(f'{TABLE_NAMES.get(f.table, f.table)} may not go to '
+                                    f'{TABLE_NAMES.get(target, target)}: {f.to_ofctl()}')
