@@ -16,6 +16,7 @@ import hashlib
 from dataclasses import dataclass, field
 
 COOKIE_MARK = 0x4B << 56     # top byte 'K': a flow of kubelab's controller
+LEARNED_PRIORITY = 200       # the priority of the flows a LearnAffinity installs
 
 
 # ---------------------------------------------------------------- actions
@@ -119,7 +120,8 @@ class LearnAffinity:
 
     def ofctl(self):
         l4 = 'NXM_OF_TCP_DST' if self.proto == 6 else 'NXM_OF_UDP_DST'
-        return (f'learn(table={self.table},idle_timeout={self.timeout},priority=200,'
+        return (f'learn(table={self.table},idle_timeout={self.timeout},'
+                f'priority={LEARNED_PRIORITY},'
                 f'cookie={self.cookie:#x},eth_type=0x800,nw_proto={self.proto},'
                 f'NXM_OF_IP_SRC[],NXM_OF_IP_DST[]=NXM_NX_REG7[],'
                 f'{l4}[]=NXM_NX_REG8[0..15],load:NXM_OF_IP_DST[]->NXM_NX_REG3[],'

@@ -78,7 +78,7 @@ def _action(parser, ofp, action):
     if isinstance(action, F.LearnAffinity):
         l4 = f'{action.l4_field}_nxm'
         return parser.NXActionLearn(
-            table_id=action.table, priority=200, idle_timeout=action.timeout,
+            table_id=action.table, priority=F.LEARNED_PRIORITY, idle_timeout=action.timeout,
             cookie=action.cookie, specs=[
                 parser.NXFlowSpecMatch(src=0x0800, dst=('eth_type_nxm', 0), n_bits=16),
                 parser.NXFlowSpecMatch(src=action.proto, dst=('ip_proto_nxm', 0), n_bits=8),

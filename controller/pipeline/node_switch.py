@@ -35,15 +35,15 @@ from services import wiring
 
 @dataclass(frozen=True)
 class Front:
-    """One address and port a Service port is reached at on this bridge, and the
-    endpoints ServiceLB balances its new connections over there."""
+    """One address and port at which a Service port is reached on this bridge, with the
+    endpoints ServiceLB balances its new connections over."""
     sp: object                  # the ServicePort
     match: dict                 # ServiceLB's match: protocol, address, port (and more)
     endpoints: tuple            # what the traffic policies leave this front
     group: int | None           # the select group over them; None: none to balance over
     mark: int | None = None     # the ct_mark its connections get (CT_MARK_NODE_MASQ)
     affinity: int | None = None     # sessionAffinity ClientIP: its timeout (seconds)
-    priority: int = PRIORITY_NORMAL
+    priority: int = PRIORITY_NORMAL     # NODEPORT_FROM_NODE: a Local NodePort's own node
 
     @property
     def owner(self) -> str:

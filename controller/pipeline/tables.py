@@ -71,7 +71,8 @@ PRIORITY_HIGH = 210          # an exception over a NORMAL flow: a gratuitous ARP
 # The special ones, each named for the flow it is.
 PRIORITY_AFFINITY_PER_SOURCE_PORT = 1
                              # SessionAffinity: splits the datapath's cache per source
-                             # port (session_affinity in node_switch.py says why)
+                             # port (session_affinity in node_switch.py says why), under
+                             # the flows learned there (flows.LEARNED_PRIORITY, NORMAL)
 PRIORITY_REPLY_UNMASQUERADED = 110
                              # SNAT: replies leave as they are, over the egress
                              # masquerade (FALLBACK)
