@@ -27,6 +27,7 @@ import xml.etree.ElementTree as ET
 import pytest
 
 from kubelab import cli
+from kubelab.cli import observe as cli_observe
 from kubelab.inspect import diagram
 from services import addons
 from services.cluster import default_cluster
@@ -490,7 +491,7 @@ class FakeClient:
 
 @pytest.fixture
 def fake_lab(demo, monkeypatch):
-    monkeypatch.setattr(cli, 'Client', FakeClient)
+    monkeypatch.setattr(cli_observe, 'Client', FakeClient)
     FakeClient.objects, FakeClient.made = demo, 0
     return FakeClient
 
