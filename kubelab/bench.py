@@ -42,6 +42,7 @@ import statistics
 import subprocess
 import sys
 import time
+from dataclasses import dataclass
 
 from kubelab.daemon.statedir import running_daemon
 from kubelab.labctl import LabControl
@@ -167,8 +168,46 @@ def run_bench(args) -> int:
         lab.down()
 
 
+@dataclass
+class Targets:
+    """Where the benchmark sends its traffic."""
+    server_ip: str                     # the server pod
+    vip: str                           # the ClusterIP of Service bench
+    node_ports: dict                   # port name -> NodePort of Service bench
+    cp_ip: str                         # the control-plane node (runs no endpoint)
+    outside: str                       # host/NAME: the first external host
+    lb_ip: str                         # the load balancer address of Service bench-lb
+    ingress_ip: str                    # the node of the ingress controller
+
+
 def _measure(lab: LabControl, args) -> int:
     lab.apply(MANIFESTS)
+    to = _targets(lab)
+    pid = lab.netns_pid('bench-server')
+    iperf_server = subprocess.Popen(['nsenter', f'--net=/proc/{pid}/ns/net', '--',
+                                     'iperf3', '-s', '-p', '5201'],
+                                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    rounds = 2
+    try:
+        time.sleep(0.5)
+        tput, conns = _measure_paths(lab, args, to, rounds)
+        http = _measure_http(lab, args, to, rounds)
+        print(f'Opening {args.connections} short connections through the ClusterIP...',
+              flush=True)
+        long_run = rate(lab, to.vip, 80, args.connections, 600, not args.fin_close,
+                        'bench-burst')
+        print('Failing the control-plane node under load through the load balancer...',
+              flush=True)
+        failover = node_failover(lab, to.outside, to.lb_ip, 'control-plane')
+    finally:
+        iperf_server.terminate()
+        iperf_server.wait()
+    _print_ratios(tput, conns, http)
+    _print_failures(args, long_run, failover)
+    return 0
+
+
+def _targets(lab: LabControl) -> Targets:
     server_ip, vip = lab.pod_ip('bench-server'), lab.cluster_ip('bench')
     svc = lab.client.get('Service', 'default', 'bench')
     node_ports = {p['name']: p['nodePort'] for p in svc['spec']['ports']}
@@ -181,46 +220,48 @@ def _measure(lab: LabControl, args) -> int:
     ingress_node = lab.client.list('Pod', 'ingress-nginx')[0]['spec']['nodeName']
     ingress_ip = [a['address'] for a in nodes[ingress_node]['status']['addresses']
                   if a['type'] == 'InternalIP'][0]
-    pid = lab.netns_pid('bench-server')
-    iperf_server = subprocess.Popen(['nsenter', f'--net=/proc/{pid}/ns/net', '--',
-                                     'iperf3', '-s', '-p', '5201'],
-                                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    rounds = 2
-    try:
-        time.sleep(0.5)
-        tput = {'direct': [], 'vip': [], 'nodeport': [], 'lb': []}
-        conns = {'direct': [], 'vip': [], 'nodeport': [], 'lb': []}
-        print(f'Measuring: {rounds} rounds, direct, through the ClusterIP and through a '
-              'NodePort alternately', flush=True)
-        paths = (('direct', 'bench-direct', server_ip, 5201, 8080),
-                 ('vip', 'bench-vip', vip, 5201, 80),
-                 ('nodeport', outside, cp_ip, node_ports['iperf'], node_ports['http']),
-                 ('lb', outside, lb_ip, 5201, 80))
-        for _ in range(rounds):
-            for side, source, host, iperf_port, http_port in paths:
-                tput[side].append(iperf(lab, host, args.seconds, iperf_port, source))
-                r = rate(lab, host, http_port, 10 ** 9, args.seconds, not args.fin_close,
-                         source)
-                conns[side].append(r['per_second'])
-        print('HTTP through the Ingress and straight to the NodePort alternately...',
-              flush=True)
-        http = {'ingress': [], 'nodeport': [], 'close': []}
-        for _ in range(rounds):
-            for side, close in (('nodeport', False), ('close', True)):
-                http[side].append(wrk(lab, outside, f'http://{ingress_ip}:'
-                                      f'{node_ports["http"]}/hostname', 'bench.example',
-                                      args.seconds, close))
-            http['ingress'].append(wrk(lab, outside, f'http://{ingress_ip}/hostname',
-                                       'bench.example', args.seconds))
-        print(f'Opening {args.connections} short connections through the ClusterIP...',
-              flush=True)
-        long_run = rate(lab, vip, 80, args.connections, 600, not args.fin_close, 'bench-burst')
-        print('Failing the control-plane node under load through the load balancer...',
-              flush=True)
-        failover = node_failover(lab, outside, lb_ip, 'control-plane')
-    finally:
-        iperf_server.terminate()
-        iperf_server.wait()
+    return Targets(server_ip, vip, node_ports, cp_ip, outside, lb_ip, ingress_ip)
+
+
+def _measure_paths(lab: LabControl, args, to: Targets, rounds: int) -> tuple[dict, dict]:
+    """iperf3 Gbit/s and new connections/s per path (direct, vip, nodeport, lb), the
+    paths taken in turn, ``rounds`` times."""
+    tput = {'direct': [], 'vip': [], 'nodeport': [], 'lb': []}
+    conns = {'direct': [], 'vip': [], 'nodeport': [], 'lb': []}
+    print(f'Measuring: {rounds} rounds, direct, through the ClusterIP and through a '
+          'NodePort alternately', flush=True)
+    paths = (('direct', 'bench-direct', to.server_ip, 5201, 8080),
+             ('vip', 'bench-vip', to.vip, 5201, 80),
+             ('nodeport', to.outside, to.cp_ip, to.node_ports['iperf'],
+              to.node_ports['http']),
+             ('lb', to.outside, to.lb_ip, 5201, 80))
+    for _ in range(rounds):
+        for side, source, host, iperf_port, http_port in paths:
+            tput[side].append(iperf(lab, host, args.seconds, iperf_port, source))
+            r = rate(lab, host, http_port, 10 ** 9, args.seconds, not args.fin_close,
+                     source)
+            conns[side].append(r['per_second'])
+    return tput, conns
+
+
+def _measure_http(lab: LabControl, args, to: Targets, rounds: int) -> dict:
+    """wrk from the external host: straight to the NodePort (keep-alive, and a new
+    connection per request) and through the Ingress, in turn, ``rounds`` times."""
+    print('HTTP through the Ingress and straight to the NodePort alternately...',
+          flush=True)
+    http = {'ingress': [], 'nodeport': [], 'close': []}
+    for _ in range(rounds):
+        for side, close in (('nodeport', False), ('close', True)):
+            http[side].append(wrk(lab, to.outside, f'http://{to.ingress_ip}:'
+                                  f'{to.node_ports["http"]}/hostname', 'bench.example',
+                                  args.seconds, close))
+        http['ingress'].append(wrk(lab, to.outside, f'http://{to.ingress_ip}/hostname',
+                                   'bench.example', args.seconds))
+    return http
+
+
+def _print_ratios(tput: dict, conns: dict, http: dict):
+    """The table: each measure direct and via, their ratio, the target ratio."""
     mean = statistics.mean
     rows = [
         ('ClusterIP: TCP Gbit/s (iperf3)', mean(tput['direct']), mean(tput['vip']), 0.95),
@@ -252,6 +293,11 @@ def _measure(lab: LabControl, args) -> int:
     print('  (wrk -c 8 from an external host with keep-alive, or (close) a new connection '
           'per request;\n   nginx opens a new connection to the ClusterIP per request; '
           f'socket errors: {errors})')
+
+
+def _print_failures(args, long_run: dict, failover: dict):
+    """The short connections that failed through the ClusterIP, and how long the cloud
+    kept sending new connections to a failed node."""
     failed = long_run['failed']
     total = long_run['ok'] + failed
     out_of = f'{failed}/{total}'
@@ -269,7 +315,6 @@ def _measure(lab: LabControl, args) -> int:
     print(f'  connection sent to it ({failover["failed"]} of {failover["sent"]} new '
           f'connections failed, one every 50 ms from an external host; health checks '
           f'every 1 s, two failures in a row)')
-    return 0
 
 
 def node_failover(lab: LabControl, source: str, lb_ip: str, node: str) -> dict:

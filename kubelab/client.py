@@ -9,6 +9,7 @@ import time
 import urllib.error
 import urllib.request
 
+from kubelab.daemon.statedir import running_daemon
 from services.errors import ApplyError, KubelabError, NotFound, ValidationError
 
 STATE_DIR = os.environ.get('KUBELAB_STATE_DIR', '/run/kubelab')
@@ -20,7 +21,6 @@ class NoLab(KubelabError):
 
 class Client:
     def __init__(self, state_dir: str = STATE_DIR):
-        from kubelab.daemon.statedir import running_daemon
         if running_daemon() is None:
             raise NoLab('no lab is running: start one with `kubelab up`')
         try:
@@ -169,7 +169,7 @@ class Client:
 # ---------------------------------------------------------------- exec targets
 def exec_target(client: Client, target: str, namespace: str, container: str | None):
     """(pid whose network namespace to enter, environment) for an exec target."""
-    from topo.images.runtime import container_env
+    from topo.images.runtime import container_env    # here: keeps other commands fast
     info = client.lab()
     if target.startswith(('node/', 'host/')):
         kind, name = target.split('/', 1)

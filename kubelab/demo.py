@@ -59,13 +59,29 @@ def walk(lab: LabControl):
     pods = {p['metadata']['name']: p for p in lab.pods({'app': 'web'})}
     vip = lab.cluster_ip('web')
     client_ip = lab.pod_ip('client')
+    name, pod = pod_to_pod(lab, pods, client_ip)
+    cluster_ip(lab, pods, vip)
+    hairpin(lab, name, pod, vip)
+    sidecar(lab)
+    scale_to_zero(lab, vip)
+    host, nodes = from_outside(lab, vip)
+    node_ports(lab, host, nodes)
+    load_balancer(lab, host, nodes)
+    ingress(lab, host, nodes)
+    gateway(lab, host)
 
+
+def pod_to_pod(lab: LabControl, pods: dict, client_ip: str) -> tuple[str, dict]:
+    """The client pod calls the first web pod by its IP: (that pod's name, the pod)."""
     step('Pod -> Pod across nodes (client on control-plane, web pods on the workers)')
     name, pod = sorted(pods.items())[0]
     [r] = lab.http('client', pod['status']['podIP'], 8080, '/clientip')
     print(f'client ({client_ip}) -> {name} ({pod["status"]["podIP"]}:8080)/clientip: '
           f'the server saw {r.get("body", r.get("error"))}')
+    return name, pod
 
+
+def cluster_ip(lab: LabControl, pods: dict, vip: str):
     step(f'Pod -> ClusterIP {vip}:80 -> EndpointSlice -> one of 3 pods (60 new connections)')
     results = lab.http('client', vip, 80, '/hostname', count=60)
     for host, n in sorted(Counter(r['body'] for r in results if r['ok']).items()):
@@ -79,6 +95,8 @@ def walk(lab: LabControl):
     print(f'  UDP {vip}:53 -> targetPort dns-ish (8081): answered by '
           f'{sorted({r["body"] for r in udp if r["ok"]})}; {verdict(udp)}')
 
+
+def hairpin(lab: LabControl, name: str, pod: dict, vip: str):
     step('Hairpin: a web pod calls its own Service')
     r = lab.http(name, vip, 80, '/clientip', count=9)
     seen = Counter(x['body'].split(':')[0] for x in r if x['ok'])
@@ -87,12 +105,16 @@ def walk(lab: LabControl):
     print('  the other replicas see the pod\'s own IP; when the pod answers itself, it sees '
           'its node\'s pod gateway (.1): hairpin traffic is masqueraded, as kube-proxy does')
 
+
+def sidecar(lab: LabControl):
     step('The multi-container pod: app + logger sidecar over localhost, one IP')
     time.sleep(2.5)
     logs = lab.kubelab('logs', 'app-with-sidecar', '-c', 'logger').stdout.strip()
     print(f'$ kubelab logs app-with-sidecar -c logger\n  {logs.splitlines()[-1]}')
     print(f'  pod IP {lab.pod_ip("app-with-sidecar")}, shared by both containers')
 
+
+def scale_to_zero(lab: LabControl, vip: str):
     step('Scale to zero: the Service rejects at once (TCP RST / ICMP port-unreachable)')
     show(lab, 'scale', 'deployment', 'web', '--replicas', '0')
     lab.client.wait_for(lambda: not lab.pods({'app': 'web'}), 'the pods to terminate')
@@ -108,6 +130,9 @@ def walk(lab: LabControl):
     print(f'  new pods, new names and IPs: {new}\n  the same ClusterIP serves them: '
           f'{verdict(results)}')
 
+
+def from_outside(lab: LabControl, vip: str) -> tuple[str, dict]:
+    """An external host cannot reach a ClusterIP: (that host's name, node -> its IP)."""
     step('From outside the cluster: ClusterIPs and pod IPs are internal-only')
     hosts = lab.get_json('hosts')['items']
     host = hosts[0]['metadata']['name']
@@ -118,7 +143,10 @@ def walk(lab: LabControl):
     [r] = lab.probe(f'host/{host}', 'tcp', vip, 80, timeout=1)
     print(f'  {host} ({host_ip}) -> ClusterIP {vip}:80: {r["error"]} (not routed outside '
           'the cluster)')
+    return host, nodes
 
+
+def node_ports(lab: LabControl, host: str, nodes: dict):
     step('External client -> NodeIP:NodePort -> ClusterIP -> Pod')
     show(lab, 'get', 'services')
     for name, ip in nodes.items():
@@ -133,6 +161,8 @@ def walk(lab: LabControl):
               + (f'; the pods saw {seen}, the real client' if seen else
                  ' (no web pod on this node: dropped)'))
 
+
+def load_balancer(lab: LabControl, host: str, nodes: dict):
     step('External client -> cloud load balancer -> NodeIP:NodePort -> ClusterIP -> Pod')
     lb = lab.client.get('Service', 'default', 'web-lb')
     lb_ip = lb['status']['loadBalancer']['ingress'][0]['ip']
@@ -145,6 +175,8 @@ def walk(lab: LabControl):
     print('  the cloud spread them over the nodes: '
           + ', '.join(f'{names.get(ip, ip)} {n}' for ip, n in sorted(via.items())))
 
+
+def ingress(lab: LabControl, host: str, nodes: dict):
     step('External client -> Ingress (nginx, worker-1:80) -> ClusterIP -> Pod')
     show(lab, 'get', 'ingress')
     ingress_ip = lab.client.get('Ingress', 'default', 'web')['status']['loadBalancer'][
@@ -164,6 +196,8 @@ def walk(lab: LabControl):
     print(f'  the pod saw the connection come from {seen["body"].split(":")[0]}: the '
           'ingress controller pod (nginx proxies, through the ClusterIP)')
 
+
+def gateway(lab: LabControl, host: str):
     step('External client -> Gateway (its own nginx and address) -> HTTPRoute 80/20 -> Pods')
     lab.client.wait_ready()                # the Gateway's own nginx pod included
     show(lab, 'get', 'gateways')

@@ -12,7 +12,8 @@ table shows its type and how many keys it holds, never their values. ``hosts`` i
 own kind: the external client hosts of the cluster file. ``rollout_status`` is
 the line ``kubectl rollout status`` prints for a Deployment.
 
-The returned text has no trailing newline: ``print()`` it.
+The returned text has no trailing newline: ``print()`` it. A resource type or an
+output format that does not exist raises ``UsageError``, the user's mistake.
 """
 
 import difflib
@@ -21,6 +22,8 @@ import sys
 from datetime import datetime, timezone
 
 import yaml
+
+from services.errors import KubelabError
 
 #: Canonical kind -> the words ``kubectl get`` accepts for it.
 KIND_ALIASES = {
@@ -55,6 +58,13 @@ CLUSTER_SCOPED = ('nodes', 'hosts', 'namespaces', 'ingressclasses',
                   'gatewayclasses')
 OUTPUTS = (None, 'wide', 'json', 'yaml', 'name')
 
+
+class UsageError(KubelabError, ValueError):
+    """A user's mistake in what to print: a resource type or an output format that does
+    not exist. A ``KubelabError``, so ``kubelab`` says it in one line; also the
+    ``ValueError`` these functions raised before, for callers that catch that."""
+
+
 # tabwriter settings of kubectl: minimum cell width 6, padding 3.
 MIN_WIDTH = 6
 PADDING = 3
@@ -71,7 +81,7 @@ def kind_alias(word: str) -> str:
     hint = f'; did you mean "{close[0]}"?' if close else ''
     valid = ', '.join(f'{kind} ({", ".join(w for w in words if w != kind)})'
                       for kind, words in KIND_ALIASES.items())
-    raise ValueError(f'the server doesn\'t have a resource type "{word}"'
+    raise UsageError(f'the server doesn\'t have a resource type "{word}"'
                      f'{hint} (valid: {valid})')
 
 
@@ -557,7 +567,7 @@ def render(kind: str, objs: list[dict], output: str | None, now: datetime,
     web``) instead of a List. ``namespace`` is named in the empty message.
     """
     if output not in OUTPUTS:
-        raise ValueError(f'unable to match a printer suitable for the output '
+        raise UsageError(f'unable to match a printer suitable for the output '
                          f'format "{output}", allowed formats are: '
                          f'json,name,wide,yaml')
     if kind not in KIND_ALIASES:

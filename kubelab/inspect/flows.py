@@ -1,7 +1,10 @@
 """Live flows and groups, annotated with the Kubernetes objects that own them.
 
-Pure: the switches' dumps (``kubelab.inspect.ovsdump``) and the API's objects in, annotated rows
-out; ``kubelab flows`` and ``kubelab top`` (kubelab/cli.py) run ``ovs-ofctl`` and print.
+Pure: the switches' dumps (``kubelab.inspect.ovsdump``) and the API's objects in,
+annotated rows out. ``kubelab flows`` (kubelab/cli/observe.py) reads the switches
+(kubelab/inspect/switches.py) and prints ``render_flows``; ``kubelab top`` turns two such
+reports into rates (kubelab/inspect/top.py). Live and desired matches are compared in
+the canonical form of kubelab/inspect/matching.py.
 
 How a live flow gets its owner (``annotate``): the controller installs every flow with a
 cookie that hashes its content (controller/flows.py), and the pipeline names the owner
@@ -28,26 +31,19 @@ address (a group over the healthy nodes, or a drop with none). When the objects 
 for a LoadBalancer Service (a snapshot taken without that kind, or before the first
 checks), the edge's own dump says what the checks found: a drop means no healthy node,
 a group the nodes of its buckets; the join uses that and says so in ``Report.notes``.
-
-``top_view`` turns two polls into rates: new connections per Service port and endpoint
-from the select groups' bucket packet counters (each new connection passes its
-Service's group once, on the node it entered), plus the EndpointDNAT hits of clients
-with session affinity (which skip the group); per endpoint the bytes its pod received and
-sent (the pod's route and spoof-guard flows: all of the pod's traffic, not only this
-Service's); per load balancer address the edge group's buckets (connections per node).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import ipaddress
-import textwrap
 from dataclasses import dataclass, field
 
 from controller import pipeline
-from controller.flows import Ct, Group, LearnAffinity, ct_state
+from controller.flows import Ct, Group, LearnAffinity
 from controller.state import ClusterState
 from kubelab.inspect import ovsdump
+from kubelab.inspect.matching import canonical_live, canonical_spec, table_id
 from kubelab.printers import format_table
 from services import wiring
 
@@ -210,81 +206,6 @@ class Report:
                 'bridges': [b.to_json() for b in self.bridges]}
 
 
-# ---------------------------------------------------------------- matches
-_KEYWORDS = {'ip': (0x0800, None), 'arp': (0x0806, None), 'tcp': (0x0800, 6),
-             'udp': (0x0800, 17), 'icmp': (0x0800, 1), 'sctp': (0x0800, 132)}
-_ALIASES = {'dl_src': 'eth_src', 'dl_dst': 'eth_dst', 'nw_src': 'ipv4_src',
-            'nw_dst': 'ipv4_dst', 'ip_src': 'ipv4_src', 'ip_dst': 'ipv4_dst',
-            'tp_src': 'l4_src', 'tp_dst': 'l4_dst', 'tcp_src': 'l4_src',
-            'tcp_dst': 'l4_dst', 'udp_src': 'l4_src', 'udp_dst': 'l4_dst',
-            'dl_type': 'eth_type', 'nw_proto': 'ip_proto'}
-_ADDRESSES = ('ipv4_src', 'ipv4_dst', 'arp_spa', 'arp_tpa')
-_MACS = ('eth_src', 'eth_dst', 'arp_sha', 'arp_tha')
-
-
-def _canon_value(key: str, value):
-    """One match value in a form both ovs-ofctl's text and a FlowSpec reach."""
-    try:
-        if key in _ADDRESSES:
-            if isinstance(value, tuple):
-                value = f'{value[0]}/{value[1]}'
-            if '/' in value:
-                return str(ipaddress.IPv4Network(value, strict=False))
-            return str(ipaddress.IPv4Address(value))
-        if key in _MACS:
-            return str(value).lower()
-        if key == 'ct_state' and isinstance(value, str):
-            return ct_state(value)
-        if key == 'in_port' and isinstance(value, str):
-            name, _, number = value.rpartition('-eth')    # Mininet: <bridge>-eth<port>
-            return int(number) if name and number.isdigit() else int(value, 0)
-        if isinstance(value, tuple):
-            return tuple(int(v) for v in value)
-        if isinstance(value, int):
-            return value
-        if '/' in value:
-            v, m = value.split('/', 1)
-            return int(v, 0), int(m, 0)
-        return int(value, 0)
-    except (ValueError, KeyError, TypeError):
-        return value
-
-
-def canonical_live(fields: dict) -> dict:
-    """``ovsdump.match_fields`` of a live flow -> canonical {field: value}."""
-    out = {}
-    for key, value in fields.items():
-        if value is None:
-            if key in _KEYWORDS:
-                eth_type, proto = _KEYWORDS[key]
-                out['eth_type'] = eth_type
-                if proto is not None:
-                    out['ip_proto'] = proto
-            else:
-                out[key] = True
-            continue
-        key = _ALIASES.get(key, key)
-        out[key] = _canon_value(key, value)
-    return out
-
-
-def canonical_spec(spec) -> dict:
-    """A FlowSpec's match in the same canonical form."""
-    return {_ALIASES.get(key, key): _canon_value(_ALIASES.get(key, key), value)
-            for key, value in spec.match}
-
-
-def _slot(table_id, priority: int, canon: dict) -> tuple:
-    return table_id, priority, frozenset(canon.items())
-
-
-def table_id(printed: str) -> int | None:
-    """A table as ovs-ofctl printed it (a name with --names, or a number) -> its id."""
-    if printed.isdigit():
-        return int(printed)
-    return pipeline.T.get(printed)
-
-
 # ---------------------------------------------------------------- the desired side
 def _role(cluster, dpid: int):
     role = wiring.switch_role(cluster, dpid)
@@ -382,6 +303,10 @@ def _annotate_bridge(state: ClusterState, dump: BridgeDump) -> BridgeReport:
     if dump.groups is not None:
         report.groups = _group_rows(state, dump, config, owners)
     return report
+
+
+def _slot(table_id, priority: int, canon: dict) -> tuple:
+    return table_id, priority, frozenset(canon.items())
 
 
 def _flow_rows(state, dump, config, owners) -> list[FlowRow]:
@@ -682,253 +607,3 @@ def render_flows(report: Report) -> str:
             table = format_table(['GROUP', 'PACKETS', 'OWNER', 'ENTRY / ENDPOINT'], lines)
             out.extend('    ' + line for line in table.splitlines())
     return '\n'.join(line.rstrip() for line in out)
-
-
-# ---------------------------------------------------------------- top
-@dataclass
-class Poll:
-    time: float                        # monotonic seconds when the counters were read
-    report: Report
-
-
-@dataclass
-class EndpointTop:
-    endpoint: str                      # 'IP:PORT'
-    pod: str | None
-    node: str | None
-    conns: int
-    conns_per_s: float
-    pod_in_per_s: float | None         # bytes/s the pod received (all its traffic)
-    pod_out_per_s: float | None        # bytes/s the pod sent
-
-
-@dataclass
-class ServiceTop:
-    key: str                           # NS/NAME/PROTO/PORT
-    address: str                       # ClusterIP:port
-    kind: str                          # ClusterIP, NodePort 30080, LoadBalancer ...
-    conns: int
-    conns_per_s: float
-    endpoints: list
-
-
-@dataclass
-class LoadBalancerTop:
-    address: str                       # LB IP:port
-    key: str
-    nodes: list                        # [(node, conns, conns/s)]
-    note: str | None = None
-
-
-@dataclass
-class TopView:
-    elapsed: float
-    namespace: str | None
-    services: list
-    load_balancers: list
-    errors: list
-    notes: list
-
-
-def _service_key(owners) -> list[str]:
-    return [o[len('service '):] for o in owners if o.startswith('service ')
-            and o.count('/') >= 3]
-
-
-def _counters(report: Report) -> dict:
-    """Every counter ``top`` reads, by a key stable across polls:
-    ('conn', svc key, endpoint, where) -> packets;
-    ('lb', svc key, LB address, node, where) -> packets;
-    ('pod', pod IP, 'in'|'out', where) -> bytes."""
-    out = {}
-    pods = {p.owner: p for p in report.state.pods}
-    for bridge in report.bridges:
-        for g in bridge.groups:
-            if g.status == MISSING:
-                continue
-            for key in _service_key(g.owners)[:1]:
-                for b in g.buckets:
-                    if b.n_packets is None or b.endpoint is None:
-                        continue
-                    if bridge.kind == 'edge':
-                        out[('lb', key, g.entry, b.node or b.endpoint,
-                             (bridge.name, g.group_id))] = b.n_packets
-                    elif bridge.kind == 'node':
-                        out[('conn', key, b.endpoint, (bridge.name, g.group_id))] = \
-                            b.n_packets
-        if bridge.kind != 'node':
-            continue
-        for row in bridge.flows:
-            if row.n_packets is None:
-                continue
-            if row.table_id == pipeline.T['EndpointDNAT'] and row.priority == 200:
-                # A client with session affinity: its new connection skips the group.
-                target = ovsdump.nat_target(row.actions)
-                if target:
-                    endpoint = f'{target[0]}:{target[1]}' if target[1] else target[0]
-                    for key in _service_key(row.owners):
-                        out[('conn', key, endpoint, (bridge.name, row.cookie))] = \
-                            row.n_packets
-            spec = row.spec
-            if spec is None or row.status != CURRENT or row.owner not in pods:
-                continue
-            pod = pods[row.owner]
-            match = spec.match_dict()
-            if spec.table == pipeline.T['L3Forwarding'] and spec.priority == 200 and \
-                    match.get('ipv4_dst') == pod.ip:
-                out[('pod', pod.ip, 'in', (bridge.name, row.cookie))] = row.n_bytes
-            elif spec.table == pipeline.T['Classifier'] and spec.priority == 200 and \
-                    match.get('eth_type') == pipeline.ETH_IP and \
-                    match.get('ipv4_src') == pod.ip:
-                out[('pod', pod.ip, 'out', (bridge.name, row.cookie))] = row.n_bytes
-    return out
-
-
-def _read_bridges(report: Report) -> set:
-    return {b.name for b in report.bridges if not b.error or b.flows or b.groups}
-
-
-def top_view(prev: Poll, cur: Poll, namespace: str | None = None) -> TopView:
-    """Rates between two polls: (counter now - counter then) / seconds between them. A
-    counter that went down was reset (its group reprogrammed): it counts from 0. A counter
-    new since the last poll counts whole, if its bridge was read then."""
-    elapsed = max(cur.time - prev.time, 1e-9)
-    before, now = _counters(prev.report), _counters(cur.report)
-    seen_before = _read_bridges(prev.report)
-
-    def delta(key) -> int:
-        value = now[key]
-        if key not in before:
-            return value if key[-1][0] in seen_before else 0
-        return value if value < before[key] else value - before[key]
-
-    totals: dict[tuple, list] = {}
-    for key in now:
-        group = key[:-1]
-        acc = totals.setdefault(group, [0, 0])
-        acc[0] += now[key]
-        acc[1] += delta(key)
-    state = cur.report.state
-
-    def rate(group) -> float:
-        return totals.get(group, [0, 0])[1] / elapsed
-
-    def total(group) -> int:
-        return totals.get(group, [0, 0])[0]
-
-    pods_by_ip = {p.ip: p for p in state.pods}
-    services, lbs = [], []
-    for sp in state.service_ports:
-        if namespace is not None and sp.namespace != namespace:
-            continue
-        kind = 'ClusterIP'
-        if sp.node_port:
-            kind = f'NodePort :{sp.node_port}'
-        if sp.lb_ip:
-            kind = f'LoadBalancer {sp.lb_ip}'
-        endpoints = {f'{ep.ip}:{ep.port}': ep.node for ep in sp.endpoints}
-        for key in now:
-            if key[0] == 'conn' and key[1] == sp.key:
-                endpoints.setdefault(key[2], None)
-        rows = []
-        for endpoint in sorted(endpoints, key=_address_order):
-            ip = endpoint.split(':')[0]
-            pod = pods_by_ip.get(ip)
-            has_in = ('pod', ip, 'in') in totals
-            has_out = ('pod', ip, 'out') in totals
-            rows.append(EndpointTop(
-                endpoint, pod.owner if pod else None,
-                endpoints[endpoint] or (pod.node if pod else None),
-                total(('conn', sp.key, endpoint)), rate(('conn', sp.key, endpoint)),
-                rate(('pod', ip, 'in')) if has_in else None,
-                rate(('pod', ip, 'out')) if has_out else None))
-        services.append(ServiceTop(sp.key, f'{sp.vip}:{sp.port}', kind,
-                                   sum(r.conns for r in rows),
-                                   sum(r.conns_per_s for r in rows), rows))
-        if sp.lb_ip:
-            address = f'{sp.lb_ip}:{sp.port}'
-            nodes = sorted({key[3] for key in now if key[0] == 'lb' and key[1] == sp.key})
-            note = None
-            if not nodes:
-                edge_read = any(b.kind == 'edge' and b.name in _read_bridges(cur.report)
-                                for b in cur.report.bridges)
-                note = ('no healthy node: the edge drops new connections' if edge_read
-                        else 'the cloud edge was not read')
-            lbs.append(LoadBalancerTop(address, sp.key, [
-                (node, total(('lb', sp.key, address, node)),
-                 rate(('lb', sp.key, address, node))) for node in nodes], note))
-    errors = [f'{b.name}: {b.error}' for b in cur.report.bridges if b.error]
-    return TopView(elapsed, namespace, services, lbs, errors, list(cur.report.notes))
-
-
-def _address_order(address: str):
-    ip, _, port = address.partition(':')
-    try:
-        return int(ipaddress.IPv4Address(ip)), int(port or 0)
-    except ValueError:
-        return 0, 0
-
-
-def human_rate(per_s: float | None, unit: str = 'B') -> str:
-    if per_s is None:
-        return '-'
-    for prefix, scale in (('G', 1e9), ('M', 1e6), ('k', 1e3)):
-        if per_s >= scale:
-            return f'{per_s / scale:.1f} {prefix}{unit}/s'
-    return f'{per_s:.0f} {unit}/s'
-
-
-TOP_LEGEND = (
-    'CONN/S, CONNS: new connections to the Service port (and per endpoint), from the '
-    "packets of its select groups' buckets on every node bridge (a connection passes the "
-    'group once, on the node it entered) plus the EndpointDNAT hits of clients with '
-    'session affinity (they skip the group). CONNS counts since each switch last '
-    'programmed the group: it starts again when the endpoints change. Load balancer: '
-    "the cloud edge group's buckets, one per node.",
-    "POD IN/S, POD OUT/S: bytes per second the endpoint's pod received and sent (its "
-    "route and spoof-guard flows on its node's bridge): all of its traffic, not only "
-    "this Service's.")
-
-
-def render_top(view: TopView, now: str = '') -> str:
-    """One frame of ``kubelab top``."""
-    scope = f'namespace {view.namespace}' if view.namespace else 'all namespaces'
-    out = ['  '.join(part for part in ('kubelab top', scope, now, f'(rates over the '
-                                       f'last {view.elapsed:.1f} s)') if part)]
-    out += [f'note: {n}' for n in view.notes]
-    out += [f'error: {e}' for e in view.errors]
-    out.append('')
-    rows = []
-    for svc in view.services:
-        namespace = svc.key.split('/')[0]
-        rows.append([svc.key, svc.kind, svc.address, f'{svc.conns_per_s:.1f}',
-                     str(svc.conns), '', ''])
-        for ep in svc.endpoints:
-            pod = ep.pod[len('pod '):] if ep.pod else '(no pod)'
-            if pod.startswith(namespace + '/'):
-                pod = pod[len(namespace) + 1:]
-            rows.append([f'  {pod}', ep.node or '-', ep.endpoint, f'{ep.conns_per_s:.1f}',
-                         str(ep.conns), human_rate(ep.pod_in_per_s),
-                         human_rate(ep.pod_out_per_s)])
-        if not svc.endpoints:
-            rows.append(['  (no endpoints)', '', '', '', '', '', ''])
-    if rows:
-        out.append(format_table(['SERVICE PORT / ENDPOINT POD', 'TYPE / NODE', 'ADDRESS',
-                                 'CONN/S', 'CONNS', 'POD IN/S', 'POD OUT/S'], rows))
-    else:
-        out.append('No Service ports' + (f' in namespace {view.namespace}.'
-                                         if view.namespace else '.'))
-    if view.load_balancers:
-        out.append('')
-        lb_rows = []
-        for lb in view.load_balancers:
-            if not lb.nodes:
-                lb_rows.append([lb.address, lb.key, f'({lb.note})', '', ''])
-            for i, (node, conns, per_s) in enumerate(lb.nodes):
-                lb_rows.append([lb.address if i == 0 else '', lb.key if i == 0 else '',
-                                node, f'{per_s:.1f}', str(conns)])
-        out.append(format_table(['LOAD BALANCER', 'SERVICE PORT', 'NODE', 'CONN/S',
-                                 'CONNS'], lb_rows))
-    out.append('')
-    out += [textwrap.fill(paragraph, 100) for paragraph in TOP_LEGEND]
-    return '\n'.join(line.rstrip() for line in '\n'.join(out).split('\n'))

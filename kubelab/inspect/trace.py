@@ -258,63 +258,20 @@ class Tracer:
         return self.consume(leg, bridge, text, flow, reply, unnat, endpoint)
 
     def consume(self, leg, bridge, text, flow, reply, unnat, endpoint):
-        passes = text.split('=' * 79)
+        """Read ofproto/trace's answer for ``flow`` on ``bridge``, pass by pass (a pass
+        ends at a recirculation): its steps, translations and outcome into ``leg``; the
+        next (bridge, in_port, fields), or None when the packet ended here."""
         current = dict(flow)
         last_output = None
-        for chunk in passes:
+        for chunk in text.split('=' * 79):
             lines = chunk.splitlines()
             for line in lines:
                 if line.startswith('Flow: '):
                     current = parse_fields(line[len('Flow: '):])
-            in_bridge = bridge
-            for line in lines:
-                header = BRIDGE_LINE.match(line.strip())
-                if header:
-                    in_bridge = header.group(1)
-                    if in_bridge != bridge and last_output is not None:
-                        break         # crossed a patch port: the peer is traced anew
-                    continue
-                table = TABLE_LINE.match(line)
-                if table and in_bridge == bridge and not line.startswith(' ' * 8):
-                    number, match, priority, cookie = table.groups()
-                    leg.steps.append(Step(bridge, int(number), match, int(priority),
-                                          cookie or '', owner=self.owners.get(
-                                              bridge, {}).get(cookie or '', '')))
-                    continue
-                stripped = line.strip()
-                if leg.steps and leg.steps[-1].bridge == bridge and stripped and \
-                        not stripped.startswith(('->', 'thaw', 'Resuming', 'Restoring',
-                                                 'unroll_xlate', 'restored state',
-                                                 'Final flow:', 'Megaflow:', 'Flow:',
-                                                 'Datapath actions:', 'recirc(',
-                                                 'Replacing', 'Initial flow',
-                                                 'Modified flow', '---')):
-                    leg.steps[-1].actions.append(stripped)
-                if stripped.startswith('set_field:'):
-                    value, _, name = stripped[len('set_field:'):].partition('->')
-                    current[{'eth_src': 'dl_src', 'eth_dst': 'dl_dst'}.get(name, name)] = value
-                nat = NAT_LINE.search(stripped)
-                if stripped.startswith('ct(') and 'commit' in stripped and nat:
-                    kind, ip, port = nat.groups()
-                    side = 'dst' if kind == 'dst' else 'src'
-                    before = endpoint_of(current, side)
-                    zone = ZONE.search(stripped)
-                    leg.translations.append(Translation(
-                        bridge, int(zone.group(1)) if zone else None,
-                        'DNAT' if kind == 'dst' else 'SNAT', before,
-                        f'{ip}:{port}' if port else ip))
-                out = OUTPUT.match(line)
-                if out and in_bridge == bridge:
-                    last_output = out.group(1)
-                elif stripped == 'IN_PORT' and in_bridge == bridge:
-                    last_output = str(flow.get('in_port'))   # back out where it came in
-                if stripped.startswith(('controller(', 'CONTROLLER:')):
-                    leg.outcome = 'rejected'
-                    leg.where = (f'{bridge} table {leg.steps[-1].table_name}: no ready '
-                                 'endpoint; the controller answers TCP RST / ICMP '
-                                 'port-unreachable')
-                    leg.final = current
-                    return None
+            last_output, rejected = self.read_pass(leg, bridge, lines, flow, current,
+                                                   last_output)
+            if rejected:
+                return None
             if header_crossed(lines, bridge) and last_output is not None:
                 break
             recirc = HASH_RECIRC.search(chunk)
@@ -324,6 +281,73 @@ class Tracer:
             resumed = self.unnat_reply(leg, bridge, chunk, current, reply, unnat, endpoint)
             if resumed is not False:
                 return resumed
+        return self.leave(leg, bridge, current, last_output)
+
+    def read_pass(self, leg, bridge, lines, flow, current, last_output):
+        """One pass on ``bridge``: each flow that matched a step of ``leg``, its
+        actions, the fields they set (into ``current``), the NATs it committed; the
+        port the packet last went out of, and whether the controller took it (a
+        reject, recorded as the leg's outcome)."""
+        in_bridge = bridge
+        for line in lines:
+            header = BRIDGE_LINE.match(line.strip())
+            if header:
+                in_bridge = header.group(1)
+                if in_bridge != bridge and last_output is not None:
+                    break         # crossed a patch port: the peer is traced anew
+                continue
+            table = TABLE_LINE.match(line)
+            if table and in_bridge == bridge and not line.startswith(' ' * 8):
+                number, match, priority, cookie = table.groups()
+                leg.steps.append(Step(bridge, int(number), match, int(priority),
+                                      cookie or '', owner=self.owners.get(
+                                          bridge, {}).get(cookie or '', '')))
+                continue
+            stripped = line.strip()
+            self.read_action(leg, bridge, stripped, current)
+            out = OUTPUT.match(line)
+            if out and in_bridge == bridge:
+                last_output = out.group(1)
+            elif stripped == 'IN_PORT' and in_bridge == bridge:
+                last_output = str(flow.get('in_port'))   # back out where it came in
+            if stripped.startswith(('controller(', 'CONTROLLER:')):
+                leg.outcome = 'rejected'
+                leg.where = (f'{bridge} table {leg.steps[-1].table_name}: no ready '
+                             'endpoint; the controller answers TCP RST / ICMP '
+                             'port-unreachable')
+                leg.final = current
+                return last_output, True
+        return last_output, False
+
+    @staticmethod
+    def read_action(leg, bridge, stripped, current):
+        """One line of actions: shown under the last step on ``bridge``; a set_field
+        changes ``current``; a committing ct() with a NAT is a translation."""
+        if leg.steps and leg.steps[-1].bridge == bridge and stripped and \
+                not stripped.startswith(('->', 'thaw', 'Resuming', 'Restoring',
+                                         'unroll_xlate', 'restored state',
+                                         'Final flow:', 'Megaflow:', 'Flow:',
+                                         'Datapath actions:', 'recirc(',
+                                         'Replacing', 'Initial flow',
+                                         'Modified flow', '---')):
+            leg.steps[-1].actions.append(stripped)
+        if stripped.startswith('set_field:'):
+            value, _, name = stripped[len('set_field:'):].partition('->')
+            current[{'eth_src': 'dl_src', 'eth_dst': 'dl_dst'}.get(name, name)] = value
+        nat = NAT_LINE.search(stripped)
+        if stripped.startswith('ct(') and 'commit' in stripped and nat:
+            kind, ip, port = nat.groups()
+            side = 'dst' if kind == 'dst' else 'src'
+            before = endpoint_of(current, side)
+            zone = ZONE.search(stripped)
+            leg.translations.append(Translation(
+                bridge, int(zone.group(1)) if zone else None,
+                'DNAT' if kind == 'dst' else 'SNAT', before,
+                f'{ip}:{port}' if port else ip))
+
+    def leave(self, leg, bridge, current, last_output):
+        """Where the packet goes after ``bridge``: dropped there (no output), delivered
+        (out of a port to a pod, node or host), or the next (bridge, in_port, fields)."""
         if last_output is None:
             leg.outcome = 'dropped'
             step = leg.steps[-1] if leg.steps else None

@@ -27,7 +27,8 @@ import xml.etree.ElementTree as ET
 import pytest
 
 from kubelab import cli
-from kubelab.inspect import diagram
+from kubelab.cli import observe as cli_observe
+from kubelab.inspect import diagram, diagram_dot
 from services import addons
 from services.cluster import default_cluster
 from services.errors import KubelabError
@@ -283,16 +284,16 @@ def test_pods_group_by_namespace_inside_their_node(demo):
 
 
 def test_short_image():
-    assert diagram.short_image('registry.k8s.io/e2e-test-images/agnhost:2.53') == \
+    assert diagram_dot.short_image('registry.k8s.io/e2e-test-images/agnhost:2.53') == \
         'agnhost:2.53'
-    assert diagram.short_image('busybox:1.36') == 'busybox:1.36'
-    assert diagram.short_image('registry.k8s.io/ingress-nginx/controller:v1.11.3') == \
+    assert diagram_dot.short_image('busybox:1.36') == 'busybox:1.36'
+    assert diagram_dot.short_image('registry.k8s.io/ingress-nginx/controller:v1.11.3') == \
         'ingress-nginx/controller:v1.11.3'
-    assert diagram.short_image('ghcr.io/nginx/nginx-gateway-fabric/nginx:1.4.0') == \
+    assert diagram_dot.short_image('ghcr.io/nginx/nginx-gateway-fabric/nginx:1.4.0') == \
         'nginx-gateway-fabric/nginx:1.4.0'
-    assert diagram.short_image('localhost:5000/team/app@sha256:' + 'ab' * 32) == \
+    assert diagram_dot.short_image('localhost:5000/team/app@sha256:' + 'ab' * 32) == \
         'team/app@sha256:abababababab'
-    assert diagram.short_image('library/busybox') == 'busybox'
+    assert diagram_dot.short_image('library/busybox') == 'busybox'
 
 
 HOSTILE = 'a"b\'c{d}e<f>g&h;i\\j]k[l|m#n'
@@ -490,7 +491,7 @@ class FakeClient:
 
 @pytest.fixture
 def fake_lab(demo, monkeypatch):
-    monkeypatch.setattr(cli, 'Client', FakeClient)
+    monkeypatch.setattr(cli_observe, 'Client', FakeClient)
     FakeClient.objects, FakeClient.made = demo, 0
     return FakeClient
 

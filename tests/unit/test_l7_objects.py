@@ -13,6 +13,7 @@ import pytest
 
 from kubelab.daemon.apiserver import APIServer
 from kubelab import cli
+from kubelab.cli import objects as cli_objects
 from kubelab.printers import KIND_ALIASES, kind_alias, render
 from services import manifests
 from services.cluster import default_cluster
@@ -1112,7 +1113,7 @@ class FakeClient:
 @pytest.fixture
 def lab(store, monkeypatch):
     store.apply(l7_objects())
-    monkeypatch.setattr(cli, 'Client', lambda: FakeClient(store))
+    monkeypatch.setattr(cli_objects, 'Client', lambda: FakeClient(store))
     return store
 
 
@@ -1154,8 +1155,8 @@ def test_kubelab_delete_finds_cluster_scoped_and_namespaced_objects(lab, capsys)
 
 
 def test_every_printable_kind_can_be_listed_and_deleted():
-    assert set(cli.STORE_KIND) == set(KIND_ALIASES) - {'hosts'}
-    assert set(cli.DELETE_KINDS) == set(cli.STORE_KIND) - {'nodes'}
+    assert set(cli_objects.STORE_KIND) == set(KIND_ALIASES) - {'hosts'}
+    assert set(cli_objects.DELETE_KINDS) == set(cli_objects.STORE_KIND) - {'nodes'}
 
 
 # ================================================================ printers

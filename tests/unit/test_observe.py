@@ -13,8 +13,10 @@ import pytest
 from controller import pipeline
 from controller.state import ClusterState
 from kubelab import cli
+from kubelab.cli import observe as cli_observe
 from kubelab.inspect import ovsdump
 from kubelab.inspect import flows as observe
+from kubelab.inspect import switches, top
 from services.cluster import default_cluster
 from services.errors import KubelabError
 from services import wiring
@@ -478,7 +480,7 @@ def flow_counters(flows: str, needle: str, packets: int, nbytes: int) -> str:
 
 
 def test_top_rates_are_counter_deltas_over_the_time_between_polls(cluster, objects):
-    first = observe.Poll(100.0, observe.annotate(cluster, objects, [
+    first = top.Poll(100.0, observe.annotate(cluster, objects, [
         n1_dump(stats=stats_with(text('kl-n1.groupstats'), 1983331031, [4, 0, 1])),
         lb_dump(stats=stats_with(text('kl-lb.groupstats'), 974497988, [1, 1, 0]))]))
     coredns_in = 'nw_dst=192.168.1.2 actions=set_field:0a:58:c0:a8:01:01->eth_src,' \
@@ -489,10 +491,10 @@ def test_top_rates_are_counter_deltas_over_the_time_between_polls(cluster, objec
     flows = flow_counters(flows, coredns_out, 30, 2984)
     stats = stats_with(text('kl-n1.groupstats'), 1983331031, [10, 4, 0])   # bucket 2 reset
     stats = stats_with(stats, 587544277, [6, 2])
-    second = observe.Poll(102.0, observe.annotate(cluster, objects, [
+    second = top.Poll(102.0, observe.annotate(cluster, objects, [
         n1_dump(flows=flows, stats=stats),
         lb_dump(stats=stats_with(text('kl-lb.groupstats'), 974497988, [3, 1, 8]))]))
-    view = observe.top_view(first, second, namespace=None)
+    view = top.top_view(first, second, namespace=None)
     assert view.elapsed == 2.0
     services = {s.key: s for s in view.services}
     web = services['default/web/tcp/http']
@@ -517,12 +519,12 @@ def test_top_rates_are_counter_deltas_over_the_time_between_polls(cluster, objec
     assert services['default/web-lb/tcp/http'].kind == 'LoadBalancer 198.51.100.2'
     assert services['default/web-nodeport/tcp/http'].kind == 'NodePort :30080'
 
-    only = observe.top_view(first, second, namespace='kube-system')
+    only = top.top_view(first, second, namespace='kube-system')
     assert [s.key for s in only.services] == ['kube-system/kube-dns/tcp/dns-tcp',
                                               'kube-system/kube-dns/udp/dns']
     assert only.load_balancers == []
 
-    frame = observe.render_top(view, '08:21:05')
+    frame = top.render_top(view, '08:21:05')
     assert frame.startswith('kubelab top  all namespaces  08:21:05  (rates over the last '
                             '2.0 s)\n')
     assert re.search(r'\ndefault/web/tcp/http +ClusterIP +10.110.210.92:80 +5.0 +14\s*\n'
@@ -544,15 +546,15 @@ def test_top_counts_sticky_clients_and_new_groups(cluster, objects):
             and f.priority == 200 and f.match_dict()['reg3'] == 0xC0A80204
             and f.match_dict()['reg4'] == 8080]
     assert len(hits) == 1
-    first = observe.Poll(0.0, observe.annotate(cluster, objs, [
+    first = top.Poll(0.0, observe.annotate(cluster, objs, [
         observe.bridge_dump('kl-n1', 1, flows, groups, None)]))
     _, flows, _ = desired_dump(state, 1, counters={hits[0].cookie: (7, 518)})
     stats = ' group_id=1983331031,duration=1s,ref_count=1,packet_count=2,byte_count=148,' \
             'bucket0:packet_count=1,byte_count=74,bucket1:packet_count=1,byte_count=74,' \
             'bucket2:packet_count=0,byte_count=0\n'
-    second = observe.Poll(0.5, observe.annotate(cluster, objs, [
+    second = top.Poll(0.5, observe.annotate(cluster, objs, [
         observe.bridge_dump('kl-n1', 1, flows, groups, stats)]))
-    view = observe.top_view(first, second, 'default')
+    view = top.top_view(first, second, 'default')
     web = {s.key: s for s in view.services}['default/web/tcp/http']
     # 7 sticky connections to 192.168.2.4 (EndpointDNAT) + 1 through the group; the
     # group's counters appear only now (the first poll had no statistics): counted whole.
@@ -562,11 +564,11 @@ def test_top_counts_sticky_clients_and_new_groups(cluster, objects):
 
 
 def test_a_counter_that_went_down_counts_from_zero(cluster, objects):
-    before = observe.Poll(0.0, observe.annotate(cluster, objects, [n1_dump(
+    before = top.Poll(0.0, observe.annotate(cluster, objects, [n1_dump(
         stats=stats_with(text('kl-n1.groupstats'), 1983331031, [50, 50, 50]))]))
-    after = observe.Poll(1.0, observe.annotate(cluster, objects, [n1_dump(
+    after = top.Poll(1.0, observe.annotate(cluster, objects, [n1_dump(
         stats=stats_with(text('kl-n1.groupstats'), 1983331031, [2, 50, 51]))]))
-    web = {s.key: s for s in observe.top_view(before, after).services}[
+    web = {s.key: s for s in top.top_view(before, after).services}[
         'default/web/tcp/http']
     assert [e.conns_per_s for e in web.endpoints] == [2.0, 0.0, 1.0]
 
@@ -621,10 +623,10 @@ def fake_lab(monkeypatch, objects, cluster):
                 argv, 1, '', f'ovs-ofctl: {bridge} is not a bridge or a socket\n')
         return subprocess.CompletedProcess(argv, 0, text(name), '')
 
-    monkeypatch.setattr(cli, 'Client', lambda: FakeClient(objects))
-    monkeypatch.setattr(cli, 'lab_cluster', lambda client: cluster)
-    monkeypatch.setattr(cli.subprocess, 'run', run)
-    monkeypatch.setattr(cli.time, 'sleep', lambda seconds: None)
+    monkeypatch.setattr(cli_observe, 'Client', lambda: FakeClient(objects))
+    monkeypatch.setattr(switches, 'lab_cluster', lambda client: cluster)
+    monkeypatch.setattr(switches.subprocess, 'run', run)
+    monkeypatch.setattr(cli_observe.time, 'sleep', lambda seconds: None)
     return calls
 
 
@@ -667,21 +669,21 @@ def test_top_command_once(fake_lab, capsys):
 def test_ovs_ofctl_missing_or_refusing(monkeypatch):
     def missing(argv, **kwargs):
         raise FileNotFoundError(argv[0])
-    monkeypatch.setattr(cli.subprocess, 'run', missing)
+    monkeypatch.setattr(switches.subprocess, 'run', missing)
     with pytest.raises(KubelabError, match='ovs-ofctl not found'):
-        cli.dump_bridges([('kl-n1', 1)])
+        switches.dump_bridges([('kl-n1', 1)])
 
     def denied(argv, **kwargs):
         return subprocess.CompletedProcess(argv, 1, '', 'ovs-ofctl: /var/run/openvswitch/'
                                            'kl-n1.mgmt: failed to open socket (Permission '
                                            'denied)\n')
-    monkeypatch.setattr(cli.subprocess, 'run', denied)
-    [dump] = cli.dump_bridges([('kl-n1', 1)])
+    monkeypatch.setattr(switches.subprocess, 'run', denied)
+    [dump] = switches.dump_bridges([('kl-n1', 1)])
     assert dump.flows is None and dump.error.endswith('(Permission denied) (run kubelab '
                                                       'with sudo)')
 
     def slow(argv, **kwargs):
         raise subprocess.TimeoutExpired(argv, kwargs['timeout'])
-    monkeypatch.setattr(cli.subprocess, 'run', slow)
-    [dump] = cli.dump_bridges([('kl-lb', EDGE)])
+    monkeypatch.setattr(switches.subprocess, 'run', slow)
+    [dump] = switches.dump_bridges([('kl-lb', EDGE)])
     assert 'did not answer within 10 s' in dump.error and 'kl-lb' in dump.error

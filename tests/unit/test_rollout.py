@@ -16,6 +16,8 @@ import pytest
 
 from kubelab.daemon.apiserver import APIServer
 from kubelab import cli, printers
+from kubelab.cli import objects as cli_objects
+from kubelab.cli.main import build_parser
 from kubelab.client import Client
 from services import naming
 from services.cluster import default_cluster
@@ -644,25 +646,25 @@ class FakeClient:
 @pytest.fixture
 def lab(store, monkeypatch):
     client = FakeClient(store)
-    monkeypatch.setattr(cli, 'Client', lambda: client)
+    monkeypatch.setattr(cli_objects, 'Client', lambda: client)
     return client
 
 
 @pytest.mark.parametrize('argv, command, namespace', [
-    ('rollout restart deployment web', cli.cmd_rollout_restart, 'default'),
-    ('rollout restart deploy web -n dev', cli.cmd_rollout_restart, 'dev'),
-    ('rollout restart deployment/web', cli.cmd_rollout_restart, 'default'),
-    ('rollout -n dev restart deployments/web', cli.cmd_rollout_restart, 'dev'),
-    ('rollout -n dev status deploy web', cli.cmd_rollout_status, 'dev'),
-    ('rollout status deployment/web --namespace dev', cli.cmd_rollout_status, 'dev'),
+    ('rollout restart deployment web', cli_objects.cmd_rollout_restart, 'default'),
+    ('rollout restart deploy web -n dev', cli_objects.cmd_rollout_restart, 'dev'),
+    ('rollout restart deployment/web', cli_objects.cmd_rollout_restart, 'default'),
+    ('rollout -n dev restart deployments/web', cli_objects.cmd_rollout_restart, 'dev'),
+    ('rollout -n dev status deploy web', cli_objects.cmd_rollout_status, 'dev'),
+    ('rollout status deployment/web --namespace dev', cli_objects.cmd_rollout_status, 'dev'),
 ])
 def test_rollout_arguments(argv, command, namespace):
-    args = cli.build_parser().parse_args(argv.split())
-    assert (args.fn, args.namespace, cli.deployment_name(args)) == (command, namespace, 'web')
+    args = build_parser().parse_args(argv.split())
+    assert (args.fn, args.namespace, cli_objects.deployment_name(args)) == (command, namespace, 'web')
 
 
 def test_rollout_status_waits_60_seconds_unless_told():
-    parse = cli.build_parser().parse_args
+    parse = build_parser().parse_args
     assert parse(['rollout', 'status', 'deploy/web']).timeout == 60
     assert parse(['rollout', 'status', 'deploy/web', '--timeout', '1m30s']).timeout == 90
 
@@ -671,13 +673,13 @@ def test_rollout_status_waits_60_seconds_unless_told():
                                            ('500ms', 0.5), ('1h', 3600), ('45', 45),
                                            ('0', 0), ('1.5s', 1.5)])
 def test_rollout_status_timeouts_are_kubectl_durations(text, seconds):
-    assert cli.parse_duration(text) == seconds
+    assert cli_objects.parse_duration(text) == seconds
 
 
 @pytest.mark.parametrize('text', ['soon', '5x', '-5s', '1m 30s', ''])
 def test_a_bad_duration_is_refused(text):
     with pytest.raises(Exception, match='invalid duration'):
-        cli.parse_duration(text)
+        cli_objects.parse_duration(text)
 
 
 def test_rollout_restart_command(lab, capsys):
@@ -716,7 +718,7 @@ def test_rollout_status_follows_the_rollout_to_its_end(lab, capsys):
 
 def test_rollout_status_times_out(store, monkeypatch, capsys):
     store.apply([deployment(2)])                      # its pods never become ready
-    monkeypatch.setattr(cli, 'Client', lambda: FakeClient(store, steps=False))
+    monkeypatch.setattr(cli_objects, 'Client', lambda: FakeClient(store, steps=False))
     assert cli.main(['rollout', 'status', 'deploy', 'web', '--timeout', '50ms']) == 1
     out, err = capsys.readouterr()
     assert out == 'Waiting for deployment "web" rollout to finish: 0 of 2 updated ' \

@@ -1,0 +1,237 @@
+"""``kubelab``: the lab's one command, with kubectl's verbs and output shapes.
+
+  kubelab up [-f cluster.yaml] [-f manifest-or-dir ...] [--detach]
+  kubelab down
+  kubelab apply -f FILE|DIR [--wait]      kubelab delete -f FILE | KIND NAME
+  kubelab get KIND [NAME] [-o wide|json|yaml|name] [-n NS | -A]
+  kubelab diagram -o FILE.svg|FILE.png [-n NS | -A]   (a picture of the lab)
+  kubelab scale deployment NAME --replicas N
+  kubelab rollout restart deployment NAME
+  kubelab rollout status deployment NAME [--timeout 60s]
+  kubelab node fail|restore NAME               (cut a node off the network, reconnect it)
+  kubelab exec POD|node/NAME|host/NAME [-c CONTAINER] -- CMD...
+  kubelab logs POD [-c CONTAINER]
+  kubelab wait                             (every pod ready, the dataplane caught up)
+  kubelab flows [--service NAME] [--node NAME] [-n NS] [-o json]  (flows, counters, owners)
+  kubelab top [--interval 1] [-n NS | -A] [--once]   (connections per Service and endpoint)
+  kubelab lab list|start|check|reset|solve [N]   (the guided exercises of labs/)
+  kubelab demo                             (bring up the default lab, show traffic, tear down)
+  kubelab bench                            (the benchmark table)
+
+This module holds the parser and ``main``; the commands live by subject beside it:
+lab.py (up, down, node, wait, lab, demo, bench), objects.py (apply, delete, get,
+create, scale, rollout), pods.py (exec, logs), observe.py (trace, flows, top, diagram).
+Every command is declared by a small function below, grouped by subject, and
+``build_parser`` calls them in the order ``kubelab --help`` lists the commands.
+
+A ``KubelabError`` is the user's to fix: ``main`` prints it as one ``error:`` line (an
+``ApplyError`` one line per problem, ``NotFound`` as kubectl does) and returns 1. Any
+other exception is a bug of kubelab's and shows its traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from kubelab.cli import lab, objects, observe, pods
+from services.errors import ApplyError, KubelabError, NotFound
+
+
+# ---------------------------------------------------------------- the lab
+def _up(add):
+    sp = add('up', lab.cmd_up, 'bring up a lab (default: 3 nodes, 2 external hosts)')
+    sp.add_argument('-f', '--filename', action='append',
+                    help='a cluster file (kind: Cluster) or manifests to apply; repeatable')
+    sp.add_argument('--detach', action='store_true', help='return once the lab is ready')
+
+
+def _down(add):
+    add('down', lab.cmd_down, 'take the lab down and remove everything it created')
+
+
+def _node(add):
+    sp = add('node', lab.cmd_node, 'fail a node (cut it off the network) or restore it')
+    sp.add_argument('action', choices=['fail', 'restore'])
+    sp.add_argument('name')
+
+
+def _wait(add):
+    sp = add('wait', lab.cmd_wait, 'wait until all pods are ready and the dataplane caught up')
+    sp.add_argument('--timeout', type=float, default=60)
+
+
+def _lab(add):
+    sp = add('lab', lab.cmd_lab, 'the guided exercises: list, start N, check N, reset N, '
+             'solve N')
+    sp.add_argument('action', choices=['list', 'start', 'check', 'reset', 'solve'])
+    sp.add_argument('number', nargs='?', help='the exercise number (kubelab lab list)')
+
+
+def _demo(add):
+    add('demo', lab.cmd_demo, 'bring up the default lab, show traffic through it, take it '
+        'down')
+
+
+def _bench(add):
+    sp = add('bench', lab.cmd_bench, 'measure the dataplane: direct vs through a ClusterIP')
+    sp.add_argument('--connections', type=int, default=10000)
+    sp.add_argument('--seconds', type=float, default=5)
+    sp.add_argument('--fin-close', action='store_true',
+                    help='end short connections with FIN (server TIME_WAIT) instead of RST')
+
+
+# ---------------------------------------------------------------- objects
+def _apply(add):
+    sp = add('apply', objects.cmd_apply, 'create or update objects from files')
+    sp.add_argument('-f', '--filename', action='append', required=True)
+    sp.add_argument('--dry-run', action='store_true', help='validate only')
+    sp.add_argument('--wait', action='store_true',
+                    help='wait until pods are ready and the switches carry the change')
+    sp.add_argument('--timeout', type=float, default=60)
+
+
+def _delete(add):
+    sp = add('delete', objects.cmd_delete, 'delete objects')
+    sp.add_argument('kind', nargs='?')
+    sp.add_argument('name', nargs='?')
+    sp.add_argument('-f', '--filename', action='append')
+    sp.add_argument('--grace-period', type=int, default=None)
+    sp.add_argument('--wait', action='store_true')
+
+
+def _get(add):
+    sp = add('get', objects.cmd_get, 'list objects as kubectl does')
+    sp.add_argument('kind')
+    sp.add_argument('name', nargs='?')
+    sp.add_argument('-o', '--output', choices=['wide', 'json', 'yaml', 'name'])
+    sp.add_argument('-A', '--all-namespaces', action='store_true')
+
+
+def _create(add):
+    sp = add('create', objects.cmd_create, 'create a namespace (`create namespace NAME`)')
+    sp.add_argument('kind', metavar='namespace')
+    sp.add_argument('name')
+
+
+def _scale(add):
+    sp = add('scale', objects.cmd_scale, 'set the replicas of a deployment')
+    sp.add_argument('kind')
+    sp.add_argument('name', nargs='?')
+    sp.add_argument('--replicas', type=int, required=True)
+
+
+def _rollout(add):
+    sp = add('rollout', None, "manage a deployment's rollout: restart, status")
+    actions = sp.add_subparsers(dest='action', required=True, metavar='ACTION')
+    for action, fn, help_text in (
+            ('restart', objects.cmd_rollout_restart, 'replace every pod of a deployment anew'),
+            ('status', objects.cmd_rollout_status, 'follow a rollout until it is done')):
+        ap = actions.add_parser(action, help=help_text)
+        ap.set_defaults(fn=fn)
+        # Also after the action (`rollout status deploy web -n dev`), without
+        # overriding one given before it.
+        ap.add_argument('-n', '--namespace', default=argparse.SUPPRESS)
+        ap.add_argument('kind', metavar='deployment', help='deployment, deploy or '
+                        'deployment/NAME')
+        ap.add_argument('name', nargs='?')
+        if action == 'status':
+            ap.add_argument('--timeout', type=objects.parse_duration, default=60.0,
+                            help='how long to wait, e.g. 60s or 5m (0: no limit; '
+                                 'default 60s)')
+
+
+# ---------------------------------------------------------------- pods
+def _exec(add):
+    sp = add('exec', pods.cmd_exec, 'run a command in a pod, node/NAME or host/NAME')
+    sp.add_argument('target')
+    sp.add_argument('-c', '--container')
+    sp.set_defaults(command=[])
+
+
+def _logs(add):
+    sp = add('logs', pods.cmd_logs, "print a container's log")
+    sp.add_argument('pod')
+    sp.add_argument('-c', '--container')
+    sp.add_argument('-f', '--follow', action='store_true')
+
+
+# ---------------------------------------------------------------- looking into the lab
+def _diagram(add):
+    sp = add('diagram', observe.cmd_diagram, 'draw the lab (nodes, pods, Services, '
+             'Ingresses, Gateways, clients) into an SVG or PNG file with Graphviz')
+    sp.add_argument('-o', '--output', required=True, metavar='FILE',
+                    help='the picture to write: FILE.svg or FILE.png')
+    sp.add_argument('-A', '--all-namespaces', action='store_true',
+                    help='every namespace (the default)')
+    sp.set_defaults(namespace=None)              # all namespaces unless -n NS
+
+
+def _trace(add):
+    sp = add('trace', observe.cmd_trace, "a new connection's path through the live switches")
+    sp.add_argument('source', metavar='SRC', help='a pod, node/NAME or host/NAME')
+    sp.add_argument('destination', metavar='DST', help='IP:PORT or svc/NAME[:PORT]')
+    sp.add_argument('--proto', choices=['tcp', 'udp'])
+    sp.add_argument('--endpoint', help="follow the Service's bucket of this endpoint IP")
+
+
+def _flows(add):
+    sp = add('flows', observe.cmd_flows, "the switches' flows and groups, with counters "
+             'and the object that owns each')
+    sp.add_argument('--service', metavar='NAME',
+                    help="only what this Service owns (in -n's namespace)")
+    sp.add_argument('--node', metavar='NAME', help="only this node's bridge")
+    sp.add_argument('-o', '--output', choices=['json'])
+
+
+def _top(add):
+    sp = add('top', observe.cmd_top, 'new connections per Service port and endpoint, live')
+    sp.add_argument('--interval', type=float, default=1.0, help='seconds between frames')
+    sp.add_argument('--once', action='store_true', help='print one frame and exit')
+    sp.add_argument('-A', '--all-namespaces', action='store_true')
+
+
+# ---------------------------------------------------------------- parser
+#: The commands in the order ``kubelab --help`` lists them.
+COMMANDS = (_up, _down, _apply, _delete, _get, _diagram, _trace, _create, _scale, _node,
+            _rollout, _exec, _logs, _wait, _flows, _top, _lab, _demo, _bench)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog='kubelab', description='An emulated Kubernetes network '
+                                'lab: Mininet + Open vSwitch + a Ryu kube-proxy.')
+    sub = p.add_subparsers(dest='verb', required=True, metavar='COMMAND')
+
+    def add(name, fn, help_text):
+        sp = sub.add_parser(name, help=help_text)
+        sp.set_defaults(fn=fn)
+        sp.add_argument('-n', '--namespace', default='default')
+        return sp
+
+    for command in COMMANDS:
+        command(add)
+    return p
+
+
+def main(argv=None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    command = []
+    if '--' in argv:                      # kubelab exec TARGET [-c C] -- CMD...
+        i = argv.index('--')
+        argv, command = argv[:i], argv[i + 1:]
+    args = build_parser().parse_args(argv)
+    if command:
+        args.command = command
+    try:
+        return args.fn(args) or 0
+    except ApplyError as exc:
+        for err in exc.errors:
+            print(f'error: {str(err).lstrip(": ")}', file=sys.stderr)
+        print('Nothing was applied.', file=sys.stderr)
+        return 1
+    except NotFound as exc:
+        print(f'Error from server (NotFound): {exc}', file=sys.stderr)
+        return 1
+    except KubelabError as exc:
+        print(f'error: {exc}', file=sys.stderr)
+        return 1

@@ -1,0 +1,166 @@
+"""``kubelab trace | flows | top | diagram``: the commands that look into the running lab.
+
+Each fetches what it needs from the lab (its objects, its cluster file, the switches'
+dumps) and hands it to the inspection wing, kubelab/inspect/, which does the work and
+the text: trace.py, flows.py, top.py, diagram.py; switches.py reads the switches. The
+inspection modules are imported inside the commands: they load the pipeline, and
+``kubelab get`` should not wait for that.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+from datetime import datetime
+
+from kubelab.client import Client
+from services.errors import KubelabError, NotFound
+
+
+def cmd_trace(args) -> int:
+    """``kubelab trace SRC DST[:PORT]``: a new connection's path through the live
+    switches (ofproto/trace), in the seed's words."""
+    from kubelab.inspect import trace            # here: see the module's docstring
+    from services.cluster import load_cluster_file
+    client = Client()
+    cluster = load_cluster_file(os.path.join(client.lab()['stateDir'], 'cluster.json'))
+    objects = {kind: client.list(kind) for kind in (
+        'Pod', 'Service', 'EndpointSlice', 'Node', 'LoadBalancerHealth')}
+    src = args.source
+    if src.startswith(('node/', 'host/')):
+        kind, name = src.split('/', 1)
+        src_ip = (cluster.node(name) if kind == 'node' else cluster.client(name)).ip
+    else:
+        pod = client.get('Pod', args.namespace, src.split('/', 1)[-1])
+        src_ip = (pod.get('status') or {}).get('podIP')
+        if not src_ip:
+            raise KubelabError(f'pod {src} has no IP yet')
+    dst, port = args.destination, None
+    if dst.startswith(('svc/', 'service/')):
+        name, _, port = dst.split('/', 1)[1].partition(':')
+        svc = client.get('Service', args.namespace, name)
+        ports = svc['spec'].get('ports') or []
+        chosen = next((p for p in ports if port in (str(p['port']), p.get('name'))),
+                      None) if port else (ports[0] if ports else None)
+        if chosen is None or svc['spec'].get('clusterIP') in (None, 'None'):
+            raise KubelabError(f'service {name} has no ClusterIP port {port or ""}; ports: '
+                               + ', '.join(str(p['port']) for p in ports))
+        dst_ip, port = svc['spec']['clusterIP'], chosen['port']
+        proto = args.proto or chosen.get('protocol', 'TCP').lower()
+    else:
+        dst_ip, _, text = dst.partition(':')
+        if not text.isdigit():
+            raise KubelabError(f'destination "{dst}": give IP:PORT or svc/NAME[:PORT]')
+        port, proto = int(text), args.proto or 'tcp'
+    tracer = trace.Tracer(cluster, objects)
+    print(trace.render(trace.trace_connection(tracer, src_ip, dst_ip, int(port), proto,
+                                              args.endpoint), tracer))
+    return 0
+
+
+def cmd_flows(args) -> int:
+    """``kubelab flows``: the switches' flows and groups, each with its counters and the
+    object that owns it (kubelab/inspect/flows.py)."""
+    from kubelab.inspect import flows            # here: see the module's docstring
+    from kubelab.inspect.switches import dump_bridges, lab_bridges, lab_cluster
+    client = Client()
+    cluster = lab_cluster(client)
+    bridges = lab_bridges(cluster, args.node)
+    for _ in range(3):            # a change between the snapshot and the dumps: again
+        version, objects = client.snapshot()
+        if args.service and not any(
+                (s['metadata'].get('namespace', 'default'), s['metadata']['name'])
+                == (args.namespace, args.service) for s in objects.get('Service', [])):
+            raise NotFound(f'services "{args.service}" not found in namespace '
+                           f'"{args.namespace}"')
+        dumps = dump_bridges(bridges)
+        dataplane = client.dataplane()
+        if dataplane['storeVersion'] == version:
+            break
+    report = flows.annotate(cluster, objects, dumps)
+    if dataplane['storeVersion'] != version:
+        report.notes.append('the cluster kept changing while the switches were read: '
+                            'some flows may show as stale or missing')
+    elif dataplane['version'] < version:
+        report.notes.append(f'the controller is still programming the switches (they '
+                            f'carry version {dataplane["version"]} of {version}): stale '
+                            f'and missing flows are expected for a moment')
+    if args.service:
+        report = flows.only_service(report, args.namespace, args.service)
+    if args.output == 'json':
+        print(json.dumps(report.to_json(), indent=2))
+    else:
+        print(flows.render_flows(report))
+    failed = [d for d in dumps if d.error]
+    if args.output == 'json':        # the text names them in place
+        for dump in failed:
+            print(f'error: {dump.name}: {dump.error}', file=sys.stderr)
+    return 1 if failed else 0
+
+
+def cmd_top(args) -> int:
+    """``kubelab top``: new connections per Service port and endpoint, bytes per pod,
+    connections per load balancer node, redrawn every ``--interval`` seconds."""
+    from kubelab.inspect import flows, top       # here: see the module's docstring
+    from kubelab.inspect.switches import dump_bridges, lab_bridges, lab_cluster
+    from services import wiring
+    if args.interval <= 0:
+        raise KubelabError('--interval must be more than 0 seconds')
+    client = Client()
+    cluster = lab_cluster(client)
+    bridges = [b for b in lab_bridges(cluster)
+               if b[1] not in (wiring.UNDERLAY_DPID, wiring.EXTERNAL_DPID)]
+    namespace = None if args.all_namespaces else args.namespace
+
+    def poll():
+        _, objects = client.snapshot()
+        start = time.monotonic()
+        dumps = dump_bridges(bridges)
+        read = (start + time.monotonic()) / 2
+        return top.Poll(read, flows.annotate(cluster, objects, dumps))
+
+    try:
+        last = poll()
+        while True:
+            time.sleep(args.interval)
+            now = poll()
+            view = top.top_view(last, now, namespace)
+            frame = top.render_top(view, datetime.now().strftime('%H:%M:%S'))
+            if args.once:
+                print(frame)
+                return 1 if view.errors else 0
+            sys.stdout.write('\033[H\033[2J' + frame + '\n')
+            sys.stdout.flush()
+            last = now
+    except KeyboardInterrupt:
+        return 0
+
+
+def cmd_diagram(args) -> int:
+    """``kubelab diagram -o FILE``: a picture of the lab (kubelab/inspect/diagram.py) from one
+    snapshot of the store; every namespace unless ``-n NS`` (the nodes and external
+    hosts are always drawn)."""
+    from kubelab.inspect import diagram          # here: see the module's docstring
+    diagram.output_format(args.output)           # a wrong name or no Graphviz: say so
+    diagram.find_dot()                           # before asking the lab
+    client = Client()
+    _, objects = client.snapshot()
+    info = client.lab()
+    ns = None if args.all_namespaces else args.namespace
+    if ns is not None:
+        known = sorted(o['metadata']['name'] for o in objects.get('Namespace', []))
+        if ns not in known:
+            raise KubelabError(f'namespaces "{ns}" not found; namespaces: '
+                               + ', '.join(known))
+        objects = {kind: [o for o in items
+                          if (o.get('metadata') or {}).get('namespace') in (None, '', ns)]
+                   for kind, items in objects.items()}
+    diagram.render(objects, info, args.output)
+    nodes = {n['name'] for n in info.get('nodes', [])} | \
+        {n['metadata']['name'] for n in objects.get('Node', [])}
+    pods, services = len(objects.get('Pod', [])), len(objects.get('Service', []))
+    print(f'wrote {args.output} ({len(nodes)} node{"s" * (len(nodes) != 1)}, {pods} '
+          f'pod{"s" * (pods != 1)}, {services} Service{"s" * (services != 1)})')
+    return 0
