@@ -24,6 +24,7 @@ names depend on ``rng``.
 import ipaddress
 import random
 
+from services.conditions import pod_ready
 from services.naming import random_suffix
 from services.selectors import matches
 
@@ -41,14 +42,6 @@ def _ip_order(endpoint: dict):
         return 0, int(ipaddress.IPv4Address(address)), address
     except ValueError:
         return 1, 0, address
-
-
-def is_pod_ready(pod: dict) -> bool:
-    """True when the pod's ``Ready`` condition is ``True``."""
-    for condition in (pod.get('status') or {}).get('conditions') or ():
-        if condition.get('type') == 'Ready':
-            return condition.get('status') == 'True'
-    return False
 
 
 def _is_candidate(pod: dict, namespace: str, selector: dict) -> bool:
@@ -103,7 +96,7 @@ def _render_ports(key: tuple) -> list[dict]:
 
 def _endpoint(pod: dict, publish_not_ready: bool) -> dict:
     meta = pod['metadata']
-    serving = is_pod_ready(pod)
+    serving = pod_ready(pod)
     terminating = bool(meta.get('deletionTimestamp'))
     endpoint = {
         'addresses': [pod['status']['podIP']],
