@@ -193,7 +193,7 @@ class Lab:
 
     def _write_dns(self) -> bool:
         from services import dns
-        from services.l7.controller import write_if_changed
+        from topo.l7files import write_if_changed
         objects = {kind: self.store.list(kind)
                    for kind in ('Service', 'EndpointSlice', 'Pod', 'Namespace')}
         text = json.dumps(dns.records(objects, networks=(self.cluster.service_cidr,
@@ -212,13 +212,15 @@ class Lab:
         GatewayClass), and the controller that renders their nginx configuration."""
         from services import addons
         from services.l7.controller import L7Controller
+        from topo.l7files import L7Files
         objects = [addons.gateway_class_object()]
         if self.cluster.ingress_node:
             objects = addons.ingress_nginx_objects(self.cluster.ingress_node) + objects
         self.store.apply(objects)
         l7_dir = state_path('l7')
         shutil.rmtree(l7_dir, ignore_errors=True)       # a crashed run's configurations
-        self.l7 = L7Controller(self.store, l7_dir, ingress=bool(self.cluster.ingress_node))
+        self.l7 = L7Controller(self.store, L7Files(l7_dir),
+                               ingress=bool(self.cluster.ingress_node))
         threading.Thread(target=self._sync_l7, name='l7', daemon=True).start()
 
     def proxies(self) -> dict | None:
