@@ -18,7 +18,8 @@ A pure function with the rules of Kubernetes' EndpointSlice controller:
   ``<service>-<5 random characters>``.
 
 Output is sorted (slices by port list, endpoints by IP); only newly generated
-names depend on ``rng``.
+names depend on ``rng``. The consumers of the slices (kube-proxy's dataplane, the
+DNS, the L7 backends, the health server) read them through services/endpoints.py.
 """
 
 import ipaddress
