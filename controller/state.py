@@ -3,13 +3,18 @@
 ``ClusterState.from_objects`` reads the API server's snapshot (Pods, Services,
 EndpointSlices) and keeps only what turns into flows: where each pod lives, and for each
 Service port its virtual IP and its ready endpoints. The same snapshot always gives the
-same state, so the flows computed from it are stable. No Ryu import here.
+same state, so the flows computed from it are stable. No Ryu import here. Which
+endpoints serve a Service port is read as kube-proxy reads it, by services/endpoints.py
+(ready endpoints, else the terminating ones still serving).
 """
 
 from __future__ import annotations
 
 import ipaddress
 from dataclasses import dataclass, field
+
+from services.conditions import node_ready
+from services.endpoints import by_service, endpoint_addresses
 
 PROTOCOL_NUMBERS = {'TCP': 6, 'UDP': 17}
 
@@ -109,20 +114,13 @@ class ClusterState:
                 pods.append(PodNet(meta.get('namespace', 'default'), meta['name'], node, ip,
                                    host_ports))
         pods.sort(key=lambda p: (p.node, p.ip))
-        slices = {}
-        for eps in objects.get('EndpointSlice', []):
-            meta = eps['metadata']
-            svc = meta.get('labels', {}).get('kubernetes.io/service-name')
-            if svc:
-                slices.setdefault((meta.get('namespace', 'default'), svc), []).append(eps)
+        slices = by_service(objects.get('EndpointSlice', []))
         ports = []
         for svc in objects.get('Service', []):
             ports.extend(_service_ports(svc, slices))
         ports.sort(key=lambda sp: sp.key)
-        not_ready = frozenset(
-            n['metadata']['name'] for n in objects.get('Node', [])
-            if not any(c.get('type') == 'Ready' and c.get('status') == 'True'
-                       for c in (n.get('status') or {}).get('conditions') or ()))
+        not_ready = frozenset(n['metadata']['name'] for n in objects.get('Node', [])
+                              if not node_ready(n))
         lb_health = {(h['metadata'].get('namespace', 'default'), h['metadata']['name']):
                      frozenset(h['status']['healthyNodes'])
                      for h in objects.get('LoadBalancerHealth', [])}
@@ -152,30 +150,17 @@ def _service_ports(svc: dict, slices: dict) -> list:
         protocol = port.get('protocol', 'TCP')
         if protocol not in PROTOCOL_NUMBERS:
             continue
-        ready, fallback = set(), set()
-        for eps in slices.get((ns, meta['name']), []):
-            for sp in eps.get('ports') or []:
-                if (sp.get('name') or '') != name or sp.get('protocol', 'TCP') != protocol:
-                    continue
-                for ep in eps.get('endpoints') or []:
-                    cond = ep.get('conditions', {})
-                    # kube-proxy: the ready endpoints; when there are none, those that
-                    # are terminating but still serving (a rollout never black-holes).
-                    if cond.get('ready', True) is not False:
-                        chosen = ready
-                    elif cond.get('serving') and cond.get('terminating'):
-                        chosen = fallback
-                    else:
-                        continue
-                    for addr in ep.get('addresses', []):
-                        chosen.add(Endpoint(addr, sp['port'], ep.get('nodeName', '')))
+        # kube-proxy: the ready endpoints; when there are none, those that are
+        # terminating but still serving (a rollout never black-holes).
+        served = {Endpoint(a.address, a.port, a.node) for a in endpoint_addresses(
+            slices.get((ns, meta['name']), []), (name, protocol), terminating_fallback=True)}
         node_port = port.get('nodePort') if spec.get('type') in ('NodePort',
                                                                  'LoadBalancer') else None
         ingress = (svc.get('status') or {}).get('loadBalancer', {}).get('ingress') or [{}]
         lb_ip = ingress[0].get('ip') if spec.get('type') == 'LoadBalancer' else None
         out.append(ServicePort(
             ns, meta['name'], name, protocol, vip, port['port'],
-            tuple(sorted(ready or fallback, key=lambda e: (e.ip, e.port))),
+            tuple(sorted(served, key=lambda e: (e.ip, e.port))),
             node_port=node_port,
             external_local=spec.get('externalTrafficPolicy') == 'Local',
             internal_local=spec.get('internalTrafficPolicy') == 'Local',

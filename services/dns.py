@@ -15,12 +15,12 @@ CoreDNS kubernetes plugin's default):
   <svc>.<ns>.svc.<zone>.`` (proto in lower case); the ClusterIP's PTR names the
   Service. Unnamed ports get no SRV (the specification).
 * A headless Service (``clusterIP: None``): its *ready* endpoints, read from the
-  EndpointSlices labelled ``kubernetes.io/service-name``. An endpoint is ready when
-  its ``conditions.ready`` is not false (nil means ready, as the EndpointSlice API
-  says consumers should read it), or always when the Service sets
-  ``publishNotReadyAddresses``. ``<svc>.<ns>.svc.<zone>`` A every ready address;
-  ``<hostname>.<svc>.<ns>.svc.<zone>`` A each address of a ready endpoint, where
-  the hostname is the endpoint's ``hostname``, else the dashed IP (``10-1-2-3``,
+  EndpointSlices labelled ``kubernetes.io/service-name`` (by services/endpoints.py).
+  An endpoint is ready when its ``conditions.ready`` is not false (nil means ready,
+  as the EndpointSlice API says consumers should read it), or always when the
+  Service sets ``publishNotReadyAddresses``. ``<svc>.<ns>.svc.<zone>`` A every ready
+  address; ``<hostname>.<svc>.<ns>.svc.<zone>`` A each address of a ready endpoint,
+  where the hostname is the endpoint's ``hostname``, else the dashed IP (``10-1-2-3``,
   CoreDNS's choice of the "unique, system-assigned identifier" the specification
   allows); for each named port of each slice
   ``_<port>._<proto>.<svc>.<ns>.svc.<zone>`` SRV, one per ready endpoint, ``0 <w>
@@ -81,6 +81,8 @@ it changes exactly when the answers do.
 import hashlib
 import ipaddress
 import json
+
+from services.endpoints import endpoint_addresses
 
 DEFAULT_DOMAIN = 'cluster.local'
 #: Every record's TTL and the SOA minimum (the CoreDNS kubernetes plugin's default).
@@ -169,29 +171,35 @@ def _ready_endpoints(service: dict, slices: list, pods: dict) -> list:
     namespace, name = _meta(service)
     publish = bool((service.get('spec') or {}).get('publishNotReadyAddresses'))
     found = []
-    for endpoint_slice in slices:
-        if endpoint_slice.get('addressType', 'IPv4') != 'IPv4':
-            continue
-        ports = [(str(p['name']).lower(), str(p.get('protocol') or 'TCP').lower(), p['port'])
-                 for p in endpoint_slice.get('ports') or ()
-                 if p.get('name') and isinstance(p.get('port'), int)]
-        for endpoint in endpoint_slice.get('endpoints') or ():
-            if (endpoint.get('conditions') or {}).get('ready') is False and not publish:
-                continue
-            hostname = endpoint.get('hostname')
-            ref = endpoint.get('targetRef') or {}
-            if not hostname and ref.get('kind', 'Pod') == 'Pod' and ref.get('name'):
-                pod_spec = (pods.get((str(ref.get('namespace') or namespace).lower(),
-                                      str(ref['name']).lower())) or {}).get('spec') or {}
-                if pod_spec.get('hostname') and \
-                        str(pod_spec.get('subdomain') or '').lower() == name:
-                    hostname = pod_spec['hostname']
-            for address in endpoint.get('addresses') or ():
-                ip = _ipv4(address)
-                if ip:
-                    found.append((ip, str(hostname).lower() if hostname else dashed(ip),
-                                  ports))
+    ipv4_slices = [s for s in slices if s.get('addressType', 'IPv4') == 'IPv4']
+    for served in endpoint_addresses(ipv4_slices, publish_not_ready=publish):
+        ip = _ipv4(served.address)
+        if ip:
+            hostname = _hostname(served.endpoint, namespace, name, pods)
+            found.append((ip, str(hostname).lower() if hostname else dashed(ip),
+                          _named_ports(served.endpoint_slice)))
     return found
+
+
+def _named_ports(endpoint_slice: dict) -> list:
+    """A slice's named ports: [(name, protocol, port)], in lower case (SRV records)."""
+    return [(str(p['name']).lower(), str(p.get('protocol') or 'TCP').lower(), p['port'])
+            for p in endpoint_slice.get('ports') or ()
+            if p.get('name') and isinstance(p.get('port'), int)]
+
+
+def _hostname(endpoint: dict, namespace: str, service: str, pods: dict):
+    """The endpoint's ``hostname``, else that of the pod ``targetRef`` names when its
+    ``spec.subdomain`` is the Service's name (None: neither)."""
+    hostname = endpoint.get('hostname')
+    ref = endpoint.get('targetRef') or {}
+    if not hostname and ref.get('kind', 'Pod') == 'Pod' and ref.get('name'):
+        pod_spec = (pods.get((str(ref.get('namespace') or namespace).lower(),
+                              str(ref['name']).lower())) or {}).get('spec') or {}
+        if pod_spec.get('hostname') and \
+                str(pod_spec.get('subdomain') or '').lower() == service:
+            hostname = pod_spec['hostname']
+    return hostname
 
 
 def _live_pod_ip(pod: dict) -> str | None:
@@ -213,6 +221,31 @@ def records(objects: dict, domain: str = DEFAULT_DOMAIN, networks=()) -> dict:
     zone = domain + '.'
     table = _Records()
     pods = {_meta(p): p for p in objects.get('Pod') or ()}
+    ptr = _Pointers()
+    table.add(f'dns-version.{zone}', 'TXT', f'"{SCHEMA_VERSION}"')
+    nameserver = _service_records(table, ptr, objects, pods, zone)
+    _pod_records(table, ptr, pods, zone)
+    for ip in sorted(set(ptr.cluster) | set(ptr.endpoint) | set(ptr.pod)):
+        for target in ptr.cluster.get(ip) or ptr.endpoint.get(ip) or ptr.pod[ip]:
+            table.add(reverse_name(ip), 'PTR', target)
+    _namespace_records(table, objects, zone, nameserver)
+    zones = _complete_zones(table, zone, networks)
+    return _finish(table, domain, zone, zones)
+
+
+class _Pointers:
+    """The names each address has, by priority for its PTR records: a ClusterIP names
+    its Service; else a headless endpoint address its endpoint names; else a pod's
+    address the pod."""
+
+    def __init__(self):
+        self.cluster: dict[str, set] = {}
+        self.endpoint: dict[str, set] = {}
+        self.pod: dict[str, set] = {}
+
+
+def _slices_by_service(objects: dict) -> dict[tuple, list]:
+    """EndpointSlices by the (namespace, Service name) of their label, in lower case."""
     slices: dict[tuple, list] = {}
     for endpoint_slice in objects.get('EndpointSlice') or ():
         namespace, _ = _meta(endpoint_slice)
@@ -220,11 +253,15 @@ def records(objects: dict, domain: str = DEFAULT_DOMAIN, networks=()) -> dict:
         if labels.get(SERVICE_NAME_LABEL):
             slices.setdefault((namespace, str(labels[SERVICE_NAME_LABEL]).lower()),
                               []).append(endpoint_slice)
-    cluster_ptr: dict[str, set] = {}        # ClusterIP -> its Service's name
-    endpoint_ptr: dict[str, set] = {}       # headless endpoint address -> its names
-    nameserver = None
+    return slices
 
-    table.add(f'dns-version.{zone}', 'TXT', f'"{SCHEMA_VERSION}"')
+
+def _service_records(table: _Records, ptr: _Pointers, objects: dict, pods: dict,
+                     zone: str) -> str | None:
+    """Every Service's records (ClusterIP, headless, ExternalName); returns the
+    nameserver's address (kube-dns's ClusterIP), if any."""
+    slices = _slices_by_service(objects)
+    nameserver = None
     for service in sorted(objects.get('Service') or (), key=_meta):
         namespace, name = _meta(service)
         spec = service.get('spec') or {}
@@ -234,24 +271,13 @@ def records(objects: dict, domain: str = DEFAULT_DOMAIN, networks=()) -> dict:
             if spec.get('externalName'):
                 table.add(owner, 'CNAME', str(spec['externalName']).strip('.').lower() + '.')
         elif cluster_ip == 'None':
-            srv: dict[str, set] = {}
-            for ip, label, ports in _ready_endpoints(service, slices.get((namespace, name), ()),
-                                                     pods):
-                target = f'{label}.{owner}'
-                table.add(owner, 'A', ip)
-                table.add(target, 'A', ip)
-                endpoint_ptr.setdefault(ip, set()).add(target)
-                for port_name, protocol, port in ports:
-                    srv.setdefault(f'_{port_name}._{protocol}.{owner}', set()).add(
-                        (port, target))
-            for srv_name, targets in srv.items():
-                weight = max(1, 100 // len(targets))
-                for port, target in targets:
-                    table.add(srv_name, 'SRV', f'0 {weight} {port} {target}')
+            _headless_records(table, ptr, owner,
+                              _ready_endpoints(service, slices.get((namespace, name), ()),
+                                               pods))
         elif _ipv4(cluster_ip):
             ip = _ipv4(cluster_ip)
             table.add(owner, 'A', ip)
-            cluster_ptr.setdefault(ip, set()).add(owner)
+            ptr.cluster.setdefault(ip, set()).add(owner)
             for port in spec.get('ports') or ():
                 if port.get('name') and isinstance(port.get('port'), int):
                     protocol = str(port.get('protocol') or 'TCP').lower()
@@ -259,19 +285,40 @@ def records(objects: dict, domain: str = DEFAULT_DOMAIN, networks=()) -> dict:
                               f'0 100 {port["port"]} {owner}')
             if (namespace, name) == DNS_SERVICE:
                 nameserver = ip
+    return nameserver
 
-    pod_ptr: dict[str, set] = {}
+
+def _headless_records(table: _Records, ptr: _Pointers, owner: str, endpoints: list) -> None:
+    """A headless Service's A, per-endpoint A and SRV records (``owner``: its name)."""
+    srv: dict[str, set] = {}
+    for ip, label, ports in endpoints:
+        target = f'{label}.{owner}'
+        table.add(owner, 'A', ip)
+        table.add(target, 'A', ip)
+        ptr.endpoint.setdefault(ip, set()).add(target)
+        for port_name, protocol, port in ports:
+            srv.setdefault(f'_{port_name}._{protocol}.{owner}', set()).add(
+                (port, target))
+    for srv_name, targets in srv.items():
+        weight = max(1, 100 // len(targets))
+        for port, target in targets:
+            table.add(srv_name, 'SRV', f'0 {weight} {port} {target}')
+
+
+def _pod_records(table: _Records, ptr: _Pointers, pods: dict, zone: str) -> None:
+    """``<a-b-c-d>.<ns>.pod.<zone>`` for every live pod address."""
     for (namespace, _), pod in sorted(pods.items()):
         ip = _live_pod_ip(pod)
         if ip:
             owner = f'{dashed(ip)}.{namespace}.pod.{zone}'
             table.add(owner, 'A', ip)
-            pod_ptr.setdefault(ip, set()).add(owner)
+            ptr.pod.setdefault(ip, set()).add(owner)
 
-    for ip in sorted(set(cluster_ptr) | set(endpoint_ptr) | set(pod_ptr)):
-        for target in cluster_ptr.get(ip) or endpoint_ptr.get(ip) or pod_ptr[ip]:
-            table.add(reverse_name(ip), 'PTR', target)
 
+def _namespace_records(table: _Records, objects: dict, zone: str,
+                       nameserver: str | None) -> None:
+    """The cluster domain's NS, and the names that exist without records: ``svc``,
+    ``pod``, and ``<ns>.svc``, ``<ns>.pod`` of every Namespace."""
     table.add(zone, 'NS', f'ns.dns.{zone}')
     if nameserver:
         table.add(f'ns.dns.{zone}', 'A', nameserver)
@@ -283,6 +330,10 @@ def records(objects: dict, domain: str = DEFAULT_DOMAIN, networks=()) -> dict:
             table.add(f'{name}.svc.{zone}')
             table.add(f'{name}.pod.{zone}')
 
+
+def _complete_zones(table: _Records, zone: str, networks) -> set:
+    """The zones served (the cluster domain, the reverse zones of ``networks`` and of
+    every other address with a PTR), with their apexes and empty non-terminals added."""
     zones = set(reverse_zones(networks)) | {zone}
     for name in list(table.names):
         apex = _zone_of(name, zones)
@@ -294,7 +345,11 @@ def records(objects: dict, domain: str = DEFAULT_DOMAIN, networks=()) -> dict:
             name = name.split('.', 1)[1]
     for apex in zones:
         table.add(apex)
+    return zones
 
+
+def _finish(table: _Records, domain: str, zone: str, zones: set) -> dict:
+    """The sorted content, its generation, and each zone's SOA (serial from it)."""
     content = {
         'domain': domain, 'ttl': TTL, 'zones': sorted(zones),
         'records': {name: {rdtype: sorted(data, key=_sort_key(rdtype))

@@ -37,8 +37,8 @@ from services.validation.common import (
 from services.validation.deployment import validate_deployment
 from services.validation.endpointslice import validate_endpointslice
 from services.validation.gateway import (
-    validate_gateway, validate_gateway_class, validate_gateway_class_update,
-    validate_httproute)
+    validate_gateway, validate_gateway_class, validate_gateway_class_update)
+from services.validation.httproute import validate_httproute
 from services.validation.ingress import (
     validate_ingress, validate_ingress_class, validate_ingress_class_update)
 from services.validation.pod import validate_pod_spec

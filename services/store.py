@@ -4,34 +4,34 @@ Objects are plain dicts in Kubernetes shape, keyed by (kind, namespace, name). E
 change runs, under one lock, the controllers a real control plane runs after it:
 the Deployment controller (pods from templates), the scheduler (a node for each pod) and
 the EndpointSlice controller (slices from selectors and readiness). Then the store's
-resourceVersion goes up once and watchers wake.
+resourceVersion goes up once and watchers wake (``wait``, ``snapshot``; the loop that
+follows them is services/watch.py).
 
 ``apply`` is all-or-nothing: every object of the request is validated and checked
 against the cluster (names, ClusterIPs, NodePorts, load balancer addresses) before
 anything changes; one error rejects all. The checks run on copies of the allocators,
 kept only when all passed.
 
-NodePorts follow the API server: a requested ``nodePort`` is reserved, a missing one
-allocated and written into ``spec.ports[i].nodePort``. On an update a port without one
-keeps the one it had (matched by name, else by port and protocol). Ports no longer used
-are released after the Service's new ones are taken (so it never gets back a port it
-gives up) and are free for the next object at once; none of it counts until the whole
-apply commits. Going back to ClusterIP, and deleting the Service, release them all.
-A LoadBalancer Service is a NodePort Service plus a load balancer: it keeps its
-ClusterIP and nodePorts across NodePort <-> LoadBalancer changes. With
-``externalTrafficPolicy: Local`` it also holds a ``spec.healthCheckNodePort`` (requested
-or allocated like a nodePort, then immutable, released when no longer needed).
+The store keeps the objects and runs the rules; the rules live by subject:
 
-The store also plays the cloud controller manager's service controller with the lab's
-one load balancer: a LoadBalancer Service gets an address of the cluster's
-``loadBalancerPool`` (its ``spec.loadBalancerIP`` when it asks for a free one of the
-pool), written into ``status.loadBalancer.ingress`` at apply and kept across applies;
-it is released when the Service is deleted or stops being a LoadBalancer. A pool with
-no address left refuses the apply rather than leave the Service ``<pending>``.
+* a Service's addresses, as the API server assigns them, in services/allocation/:
+  the ClusterIP (reserved, allocated, immutable) in ``cluster_ips.py``; the nodePorts
+  (reserved, kept on update by name then port and protocol, shared across protocols,
+  released after the new ones are taken) and the ``healthCheckNodePort`` in
+  ``node_ports.py``; the load balancer address from the cluster's
+  ``loadBalancerPool`` (the cloud's service controller) in ``load_balancer_ips.py``;
+  the allocators themselves in ``allocators.py``;
+* kube-scheduler's filters and choice in services/controllers/scheduler.py;
+* the warnings an apply prints (fields not run, unknown nodes, selectors matching
+  nothing) in services/validation/warnings.py;
+* the Deployment controller's records and decisions in
+  services/controllers/deployments.py (the store makes and terminates the pods it asks
+  for); the EndpointSlice computation in services/controllers/endpointslices.py.
 
-The Deployment controller's records and decisions are services/controllers/deployments.py's; the
-store runs it and makes and terminates the pods it asks for. ``tick`` re-runs the
-controllers for what time alone changes (minReadySeconds).
+``tick`` re-runs the controllers for what time alone changes (minReadySeconds). The
+kubelet, the cloud's health checks and the L7 controller write back through
+``update_pod_status``, ``pod_gone``, ``set_node_ready``, ``set_lb_health`` and
+``set_status``.
 """
 
 from __future__ import annotations
@@ -42,16 +42,19 @@ import random
 import threading
 import time
 
-from services import manifests, naming, selectors
-from services.controllers import endpointslices as endpoints
+from services import manifests, naming
 from services.allocation.allocators import ClusterIPAllocator, LoadBalancerIPAllocator, \
     NodePortAllocator
+from services.allocation.cluster_ips import assign_cluster_ip, release_cluster_ip
+from services.allocation.load_balancer_ips import assign_load_balancer_ip, \
+    release_load_balancer_ip
+from services.allocation.node_ports import assign_node_ports, release_node_ports
+from services.controllers import endpointslices as endpoints, scheduler
 from services.controllers.deployments import MAX_PASSES, DeploymentController, ReplicaSet, \
     keep_rollout_marks, new_pod, owned_by, stamp_restart
-from services.errors import AllocationError, ApplyError, KubelabError, NotFound, \
-    ValidationError
+from services.errors import ApplyError, KubelabError, NotFound, ValidationError
 from services.validation.deployment import default_strategy
-from services.validation.service import EXTERNAL_SERVICE_TYPES, HEADLESS_EXTERNAL
+from services.validation.warnings import apply_warnings
 
 KUBELET_VERSION = 'v1.31.0-kubelab'
 CONTROL_PLANE_TAINT = {'key': 'node-role.kubernetes.io/control-plane', 'effect': 'NoSchedule'}
@@ -83,15 +86,6 @@ def node_object(node, created: str) -> dict:
 def _kernel() -> str:
     import platform
     return platform.release()
-
-
-def tolerates(pod: dict, taint: dict) -> bool:
-    for tol in pod['spec'].get('tolerations') or []:
-        if tol.get('operator') == 'Exists' and not tol.get('key'):
-            return True
-        if tol.get('key') == taint['key'] and tol.get('effect') in (None, '', taint['effect']):
-            return True
-    return False
 
 
 class Store:
@@ -176,7 +170,7 @@ class Store:
                 errors.extend(self._check(obj, seen, ips, ports, lb_ips, new_namespaces))
             if errors:
                 raise ApplyError(errors)
-            warnings = self._warnings(objs)
+            warnings = apply_warnings(objs, self.objects.values())
             if dry_run:
                 return {'results': [[self._ref(o), 'validated'] for o in objs],
                         'warnings': warnings}
@@ -216,9 +210,9 @@ class Store:
                                                            if k == 'Namespace'))))
         old = self.objects.get(key)
         if kind == 'Service':
-            errs.extend(self._check_service(obj, old, ips, ref))
-            errs.extend(_assign_node_ports(obj, old, ports, ref))
-            errs.extend(_assign_load_balancer_ip(obj, old, lb_ips, ref))
+            errs.extend(assign_cluster_ip(obj, old, ips, ref))
+            errs.extend(assign_node_ports(obj, old, ports, ref))
+            errs.extend(assign_load_balancer_ip(obj, old, lb_ips, ref))
         if kind == 'Deployment' and old is not None and \
                 obj['spec'].get('selector') != old['spec'].get('selector'):
             shown = json.dumps(obj['spec'].get('selector'), sort_keys=True)
@@ -236,61 +230,6 @@ class Store:
         if old is not None:                 # immutable fields (Secret, IngressClass ...)
             errs.extend(manifests.update_problems(obj, old))
         return errs
-
-    def _check_service(self, obj, old, ips, ref) -> list:
-        spec = obj['spec']
-        want = spec.get('clusterIP') or ''
-        if old is not None:
-            have = old['spec'].get('clusterIP')
-            if want and want != have:
-                return [ValidationError(ref, 'spec.clusterIP', f'Invalid value: "{want}": '
-                                        f'field is immutable (it is {have})')]
-            spec['clusterIP'] = have
-            spec['clusterIPs'] = [have]
-            return []
-        if want == 'None':
-            spec['clusterIPs'] = ['None']
-            return []
-        try:
-            if want:
-                ips.reserve(want)
-            else:
-                want = ips.allocate()
-        except AllocationError as exc:
-            return [ValidationError(ref, 'spec.clusterIP',
-                                    f'Invalid value: "{want}": {exc}')]
-        spec['clusterIP'] = want
-        spec['clusterIPs'] = [want]
-        return []
-
-    def _warnings(self, objs) -> list[str]:
-        out = [w for obj in objs for w in _not_emulated(obj)]
-        nodes = sorted(n for k, _, n in self.objects if k == 'Node')
-        for obj in objs:
-            spec = obj.get('spec') or {}
-            if obj['kind'] == 'Deployment':
-                spec = spec['template']['spec']
-            node = spec.get('nodeName') if obj['kind'] in ('Pod', 'Deployment') else None
-            if node and node not in nodes:
-                out.append(f'{manifests.object_ref(obj)}: spec.nodeName: node "{node}" does '
-                           f'not exist, the pod stays Pending; nodes: {", ".join(nodes)}')
-        pods = [o for o in self.objects.values() if o['kind'] == 'Pod']
-        templates = [o for o in objs if o['kind'] in ('Pod', 'Deployment')]
-        for obj in objs:
-            sel = obj['kind'] == 'Service' and obj['spec'].get('selector')
-            if not sel:
-                continue
-            ns = obj['metadata']['namespace']
-            labels = [p['metadata'].get('labels', {}) for p in pods
-                      if p['metadata']['namespace'] == ns]
-            labels += [(t['spec']['template']['metadata'].get('labels', {})
-                        if t['kind'] == 'Deployment' else t['metadata'].get('labels', {}))
-                       for t in templates if t['metadata']['namespace'] == ns]
-            if not any(selectors.matches(sel, lab) for lab in labels):
-                out.append(f'{manifests.object_ref(obj)}: spec.selector '
-                           f'{selectors.format_selector(sel)} matches no pods (yet); the '
-                           f'Service rejects connections until a ready pod matches')
-        return out
 
     def _upsert(self, obj: dict) -> str:
         key = manifests.key(obj)
@@ -346,14 +285,9 @@ class Store:
     def _remove(self, key):
         obj = self.objects.pop(key, None)
         if obj is not None and obj['kind'] == 'Service':
-            ip = obj['spec'].get('clusterIP')
-            if ip and ip != 'None':
-                self.cluster_ips.release(ip)
-            for port in _held_node_ports(obj['spec']):
-                self.node_ports.release(port)
-            address = _load_balancer_ip(obj)
-            if address:
-                self.lb_ips.release(address)
+            release_cluster_ip(obj, self.cluster_ips)
+            release_node_ports(obj, self.node_ports)
+            release_load_balancer_ip(obj, self.lb_ips)
         return obj
 
     def delete(self, kind: str, namespace: str | None, name: str,
@@ -574,61 +508,16 @@ class Store:
         self._put(pod)
 
     def _schedule(self) -> bool:
-        """kube-scheduler's filters that matter here (taints, nodeSelector, free host
-        ports), then the least loaded node that fits."""
+        """Bind the pending pods to the nodes kube-scheduler chooses
+        (services/controllers/scheduler.py)."""
         nodes = [o for (k, _, _), o in self.objects.items() if k == 'Node']
-        load = {n['metadata']['name']: 0 for n in nodes}
-        used = {n['metadata']['name']: set() for n in nodes}   # (hostPort, protocol)
-        pending = []
-        for pod in self._pods():
-            node = pod['spec'].get('nodeName')
-            if node:
-                load[node] = load.get(node, 0) + 1
-                used.setdefault(node, set()).update(host_ports(pod))
-            else:
-                pending.append(pod)
-        changed = False
-        for pod in sorted(pending, key=lambda p: p['metadata']['creationTimestamp']):
-            wanted = host_ports(pod)
-            selector = pod['spec'].get('nodeSelector') or {}
-            reasons = {}
-            fits = []
-            for n in nodes:
-                name = n['metadata']['name']
-                taint = next((t for t in n['spec'].get('taints') or []
-                              if not tolerates(pod, t)), None)
-                if taint:
-                    why = f"had untolerated taint {{{taint['key']}: {taint.get('value', '')}}}"
-                elif any(n['metadata'].get('labels', {}).get(k) != v
-                         for k, v in selector.items()):
-                    why = "didn't match Pod's node affinity/selector"
-                elif wanted & used[name]:
-                    why = "didn't have free ports for the requested pod ports"
-                else:
-                    fits.append(name)
-                    continue
-                reasons[why] = reasons.get(why, 0) + 1
-            conds = [c for c in pod['status'].get('conditions') or []
-                     if c['type'] != 'PodScheduled']
-            if not fits:
-                conds.append({'type': 'PodScheduled', 'status': 'False',
-                              'reason': 'Unschedulable',
-                              'message': f'0/{len(nodes)} nodes are available: ' + ', '.join(
-                                  sorted(f'{count} node(s) {why}'
-                                         for why, count in reasons.items())) + '.'})
-                if conds != pod['status'].get('conditions'):
-                    pod['status']['conditions'] = conds
-                    self._put(pod)
-                    changed = True
-                continue
-            target = min(fits, key=lambda n: (load[n], n))
-            load[target] += 1
-            used[target].update(wanted)
-            pod['spec']['nodeName'] = target
-            pod['status']['conditions'] = conds + [{'type': 'PodScheduled', 'status': 'True'}]
+        decisions = scheduler.schedule(nodes, self._pods())
+        for pod, node, conditions in decisions:
+            if node is not None:
+                pod['spec']['nodeName'] = node
+            pod['status']['conditions'] = conditions
             self._put(pod)
-            changed = True
-        return changed
+        return bool(decisions)
 
     def _reconcile_endpoints(self) -> bool:
         changed = False
@@ -668,205 +557,6 @@ class Store:
 
 
 LB_HEALTH_KIND = 'LoadBalancerHealth'
-NOT_EMULATED = ('livenessProbe', 'startupProbe', 'lifecycle.postStart')
-
-
-def host_ports(pod: dict) -> set:
-    """The (hostPort, protocol) pairs a pod takes on its node."""
-    return {(p['hostPort'], p.get('protocol', 'TCP'))
-            for c in pod['spec'].get('containers') or [] for p in c.get('ports') or []
-            if p.get('hostPort')}
-
-
-def _not_emulated(obj: dict) -> list[str]:
-    """Warnings for container fields kubelab accepts but does not act on."""
-    if obj['kind'] == 'Pod':
-        spec, path = obj['spec'], 'spec'
-    elif obj['kind'] == 'Deployment':
-        spec, path = obj['spec']['template']['spec'], 'spec.template.spec'
-    else:
-        return []
-    return [f'{manifests.object_ref(obj)}: {path}.containers[{i}].{field}: accepted but not '
-            f'run by kubelab (it runs readinessProbe and preStop hooks)'
-            for i, c in enumerate(spec.get('containers', [])) for field in NOT_EMULATED
-            if _has(c, field)]
-
-
-def _has(obj: dict, dotted: str) -> bool:
-    for part in dotted.split('.'):
-        if not isinstance(obj, dict) or part not in obj:
-            return False
-        obj = obj[part]
-    return True
-
-
-def _node_ports(spec: dict) -> set[int]:
-    """The nodePorts a Service spec holds."""
-    return {p['nodePort'] for p in spec.get('ports') or [] if p.get('nodePort')}
-
-
-def _held_node_ports(spec: dict) -> set[int]:
-    """Every port of the NodePort range a Service spec holds: its nodePorts and its
-    healthCheckNodePort."""
-    health = spec.get('healthCheckNodePort')
-    return _node_ports(spec) | ({health} if health else set())
-
-
-def _kept_node_ports(ports: list[dict], old_ports: list[dict]) -> None:
-    """Give each port without a nodePort the one its old self had, as the API server
-    patches them in: matched by name, else by port and protocol; never a value that
-    another port of the new spec uses for the same protocol."""
-    taken = {(p['protocol'], p['nodePort']) for p in ports if p.get('nodePort')}
-    matchers = (lambda p, o: p.get('name', '') == o.get('name', ''),
-                lambda p, o: (p['port'], p['protocol']) == (o['port'], o['protocol']))
-    for same in matchers:
-        for port in ports:
-            if port.get('nodePort'):
-                continue
-            for old in old_ports:
-                value = old.get('nodePort')
-                if value and same(port, old) and (port['protocol'], value) not in taken:
-                    port['nodePort'] = value
-                    taken.add((port['protocol'], value))
-                    break
-
-
-def _assign_node_ports(obj: dict, old: dict | None, allocator: NodePortAllocator,
-                       ref: str) -> list[ValidationError]:
-    """Reserve, keep or allocate the nodePorts and the healthCheckNodePort of a Service
-    being applied (writing them into its spec) and release those its old version no
-    longer uses, after the new ones are taken."""
-    spec = obj['spec']
-    old_spec = old['spec'] if old is not None else {}
-    if spec.get('type') not in EXTERNAL_SERVICE_TYPES:
-        for port in spec['ports']:
-            port.pop('nodePort', None)
-        for value in _held_node_ports(old_spec):
-            allocator.release(value)
-        return []
-    errors = []
-    if spec.get('clusterIP') == 'None':          # a headless Service turned NodePort
-        errors.append(ValidationError(ref, 'spec.clusterIP', 'Invalid value: "None": '
-                                      + HEADLESS_EXTERNAL.format(type=spec['type'])))
-    ports = spec['ports']
-    if old is not None:
-        _kept_node_ports(ports, old_spec.get('ports') or [])
-    reserved = _node_ports(old_spec)
-    for i, port in enumerate(ports):
-        value = port.get('nodePort')
-        if not value or value in reserved:
-            continue
-        try:
-            allocator.reserve(value)
-        except AllocationError as exc:
-            errors.append(ValidationError(ref, f'spec.ports[{i}].nodePort',
-                                          f'Invalid value: {value}: {exc}'))
-            continue
-        reserved.add(value)
-    for i, port in enumerate(ports):
-        if port.get('nodePort'):
-            continue
-        shared = _shared_node_port(port, ports)
-        if shared:
-            port['nodePort'] = shared
-            continue
-        try:
-            port['nodePort'] = allocator.allocate()
-        except AllocationError as exc:
-            errors.append(ValidationError(ref, f'spec.ports[{i}].nodePort',
-                                          f'failed to allocate a nodePort: {exc}'))
-    errors.extend(_assign_health_check_node_port(spec, old_spec, allocator, ref))
-    for value in _held_node_ports(old_spec) - _held_node_ports(spec):
-        allocator.release(value)
-    return errors
-
-
-def _shared_node_port(port: dict, ports: list[dict]) -> int | None:
-    """The nodePort of another port with the same number and another protocol (53/TCP
-    and 53/UDP share one, as the API server allocates them), if this protocol does
-    not use it yet."""
-    used = {p['nodePort'] for p in ports
-            if p.get('nodePort') and p['protocol'] == port['protocol']}
-    for other in ports:
-        value = other.get('nodePort')
-        if value and other['port'] == port['port'] and \
-                other['protocol'] != port['protocol'] and value not in used:
-            return value
-    return None
-
-
-def _needs_health_check(spec: dict) -> bool:
-    """A LoadBalancer Service with ``externalTrafficPolicy: Local``: its load balancer
-    sends only to nodes with a local endpoint, found by health checks on a port of its
-    own (``healthCheckNodePort``)."""
-    return (spec.get('type'), spec.get('externalTrafficPolicy')) == ('LoadBalancer', 'Local')
-
-
-def _assign_health_check_node_port(spec: dict, old_spec: dict, allocator: NodePortAllocator,
-                                   ref: str) -> list[ValidationError]:
-    """Keep, reserve or allocate ``spec.healthCheckNodePort``, as the API server does:
-    a Service that had one keeps it (another value is refused, the field is immutable
-    while needed); one that starts to need it gets the requested port or a free one.
-    (Validation has refused the field where it is not needed.)"""
-    if not _needs_health_check(spec):
-        return []
-    want = spec.get('healthCheckNodePort')
-    if _needs_health_check(old_spec):
-        have = old_spec['healthCheckNodePort']
-        if want and want != have:
-            return [ValidationError(ref, 'spec.healthCheckNodePort',
-                                    f'Invalid value: {want}: field is immutable (it is {have})')]
-        spec['healthCheckNodePort'] = have
-        return []
-    try:
-        spec['healthCheckNodePort'] = allocator.reserve(want) if want else allocator.allocate()
-    except AllocationError as exc:
-        if want:
-            return [ValidationError(ref, 'spec.healthCheckNodePort',
-                                    f'Invalid value: {want}: {exc}')]
-        return [ValidationError(ref, 'spec.healthCheckNodePort',
-                                f'failed to allocate a healthCheckNodePort: {exc}')]
-    return []
-
-
-def _load_balancer_ip(svc: dict) -> str | None:
-    """The load balancer address the store gave a Service (``status.loadBalancer``)."""
-    ingress = (svc.get('status') or {}).get('loadBalancer', {}).get('ingress') or []
-    return ingress[0]['ip'] if ingress else None
-
-
-def _assign_load_balancer_ip(obj: dict, old: dict | None, allocator: LoadBalancerIPAllocator,
-                             ref: str) -> list[ValidationError]:
-    """Give a LoadBalancer Service its address, as a cloud's service controller and LB
-    IPAM do, and write the status the store keeps (the user's is ignored): the address
-    it has, unless ``spec.loadBalancerIP`` asks for another; else the one it asks for,
-    or the lowest free one. An address given up (for another one, or because the
-    Service is no LoadBalancer any more) goes back to the pool at once, free for the
-    next object of the apply."""
-    spec = obj['spec']
-    had = _load_balancer_ip(old) if old is not None else None
-    obj['status'] = {'loadBalancer': {}}
-    address = None
-    if spec.get('type') == 'LoadBalancer':
-        want = spec.get('loadBalancerIP')
-        try:
-            if want and want != had:
-                address = allocator.reserve(want, ref)
-            else:
-                address = had or allocator.allocate(ref)
-        except AllocationError as exc:
-            if want:
-                return [ValidationError(ref, 'spec.loadBalancerIP',
-                                        f'Invalid value: "{want}": {exc}')]
-            return [ValidationError(ref, 'spec.type',
-                                    f'Invalid value: "LoadBalancer": {exc}; delete a '
-                                    f'LoadBalancer Service or use type NodePort')]
-        obj['status']['loadBalancer']['ingress'] = [{'ip': address, 'ipMode': 'VIP'}]
-    if had and had != address:
-        allocator.release(had)
-    return []
-
-
 def _same(a: dict, b: dict) -> bool:
     strip = ('resourceVersion',)
     ma = {k: v for k, v in a['metadata'].items() if k not in strip}

@@ -44,7 +44,7 @@ from email.utils import formatdate
 from http import HTTPStatus
 from typing import Callable
 
-from services.controllers.endpointslices import SERVICE_NAME_LABEL
+from services.endpoints import ANY_PORT, by_service, endpoint_addresses
 from services.naming import now_rfc3339
 
 LOG = logging.getLogger('kubelab.cloudlb')
@@ -63,18 +63,10 @@ def health_checks(services: list[dict], slices: list[dict],
     local endpoints) for every LoadBalancer Service with ``externalTrafficPolicy: Local``.
     Local endpoints are kube-proxy's: the distinct addresses of the node's ready
     endpoints (an unset ``ready`` is ready; terminating endpoints are not), taken from
-    slices with ports, as kube-proxy reads endpoints through a slice's ports."""
-    local: dict[tuple[str, str], set[str]] = {}
-    for eps in slices:
-        meta = eps.get('metadata') or {}
-        service = (meta.get('labels') or {}).get(SERVICE_NAME_LABEL)
-        if not service or not eps.get('ports'):
-            continue
-        addresses = local.setdefault((meta.get('namespace', 'default'), service), set())
-        for ep in eps.get('endpoints') or ():
-            if ep.get('nodeName') == node_name and \
-                    (ep.get('conditions') or {}).get('ready', True) is not False:
-                addresses.update(ep.get('addresses') or ())
+    slices with ports, as kube-proxy reads endpoints through a slice's ports
+    (services/endpoints.py)."""
+    local = {key: {a.address for a in endpoint_addresses(items, ANY_PORT, node=node_name)}
+             for key, items in by_service(slices).items()}
     wanted = {}
     for svc in services:
         spec = svc.get('spec') or {}

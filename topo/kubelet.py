@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 
 from services.allocation.allocators import PodIPAllocator
 from services.naming import now_rfc3339
+from services.watch import follow
 from topo.images.runtime import (container_argv, container_env, pod_resolv_conf,
                                  with_resolv_conf)
 from topo.netns import netns_executor
@@ -98,14 +99,9 @@ class NodeAgent:
         self.prober.shutdown(wait=False, cancel_futures=True)
 
     def _run(self):
-        version = 0
-        while not self.stopping.is_set():
-            version = self.store.wait(version, TICK)
-            try:
-                self.sync()
-            except Exception:       # keep the node alive; the next tick retries
-                LOG.exception('kubelet %s: sync failed', self.node.name)
-                time.sleep(TICK)
+        # A failure keeps the node alive; the next tick retries.
+        follow(self.store, self.stopping, self.sync, f'kubelet {self.node.name}: sync',
+               interval=TICK, retry_pause=TICK, log=LOG)
 
     def sync(self):
         wanted = {}

@@ -25,6 +25,7 @@ import threading
 
 from kubelab.daemon.statedir import STATE_DIR, state_path
 from services.errors import KubelabError
+from services.watch import follow
 from topo import cloudlb
 
 LOG = logging.getLogger('kubelab.daemon')
@@ -192,7 +193,7 @@ class Lab:
 
     def _write_dns(self) -> bool:
         from services import dns
-        from services.l7.controller import write_if_changed
+        from topo.l7files import write_if_changed
         objects = {kind: self.store.list(kind)
                    for kind in ('Service', 'EndpointSlice', 'Pod', 'Namespace')}
         text = json.dumps(dns.records(objects, networks=(self.cluster.service_cidr,
@@ -202,13 +203,8 @@ class Lab:
         return write_if_changed(self.dns_records, text.encode())
 
     def _sync_dns(self):
-        version = 0
-        while not self.done.is_set():
-            version = self.store.wait(version, 1.0)
-            try:
-                self._write_dns()
-            except Exception:        # keep answering the old records; the next change retries
-                LOG.exception('writing the DNS records failed')
+        # A failure keeps answering the old records; the next change retries.
+        follow(self.store, self.done, self._write_dns, 'writing the DNS records', log=LOG)
 
     # ------------------------------------------------------------ Ingress, Gateway API
     def _start_l7(self):
@@ -216,47 +212,43 @@ class Lab:
         GatewayClass), and the controller that renders their nginx configuration."""
         from services import addons
         from services.l7.controller import L7Controller
+        from topo.l7files import L7Files
         objects = [addons.gateway_class_object()]
         if self.cluster.ingress_node:
             objects = addons.ingress_nginx_objects(self.cluster.ingress_node) + objects
         self.store.apply(objects)
         l7_dir = state_path('l7')
         shutil.rmtree(l7_dir, ignore_errors=True)       # a crashed run's configurations
-        self.l7 = L7Controller(self.store, l7_dir, ingress=bool(self.cluster.ingress_node))
+        self.l7 = L7Controller(self.store, L7Files(l7_dir),
+                               ingress=bool(self.cluster.ingress_node))
         threading.Thread(target=self._sync_l7, name='l7', daemon=True).start()
 
     def proxies(self) -> dict | None:
         return self.l7.proxies() if self.l7 is not None else None
 
     def _sync_l7(self):
-        version = 0
-        while not self.done.is_set():
-            version = self.store.wait(version, 1.0)
-            try:
-                self.l7.sync()
-            except Exception:        # keep the controller alive; the next change retries
-                LOG.exception('syncing Ingress and Gateway API failed')
+        follow(self.store, self.done, self.l7.sync, 'syncing Ingress and Gateway API',
+               log=LOG)
 
     def _publish_health(self, key: str, healthy: list[str]):
         namespace, name = key.split('/', 1)
         self.store.set_lb_health(namespace, name, healthy)
 
     def _sync_cloud(self):
-        version, keys = 0, set()
-        while not self.done.is_set():
-            version = self.store.wait(version, 1.0)
-            try:
-                services = self.store.list('Service')
-                slices = self.store.list('EndpointSlice')
-                for server in self.proxy_health:
-                    server.sync(services, slices)
-                targets = cloudlb.health_check_targets(self.cluster, services)
-                self.checker.set_targets(targets)
-                for key in keys - set(targets):
-                    self.store.set_lb_health(*key.split('/', 1), None)
-                keys = set(targets)
-            except Exception:        # keep the cloud alive; the next change retries
-                LOG.exception('syncing the cloud load balancer failed')
+        keys = set()             # the load balancers checked, to forget the ones gone
+
+        def step():
+            nonlocal keys
+            services = self.store.list('Service')
+            slices = self.store.list('EndpointSlice')
+            for server in self.proxy_health:
+                server.sync(services, slices)
+            targets = cloudlb.health_check_targets(self.cluster, services)
+            self.checker.set_targets(targets)
+            for key in keys - set(targets):
+                self.store.set_lb_health(*key.split('/', 1), None)
+            keys = set(targets)
+        follow(self.store, self.done, step, 'syncing the cloud load balancer', log=LOG)
 
     def node_network(self, name: str, up: bool) -> str:
         """``kubelab node fail|restore``: the node's cable to the underlay cut or put back.

@@ -29,6 +29,10 @@ does the job in a real cluster:
 Errors are ``AllocationError`` and carry the valid range. For all-or-nothing
 applies the store works on ``copy()`` and
 keeps the copy only when everything succeeded.
+
+The API server's rules that use them for a Service (what is reserved, kept on an
+update, shared, released) are next door: ``cluster_ips.py``, ``node_ports.py``
+(nodePorts and healthCheckNodePort) and ``load_balancer_ips.py``.
 """
 
 import ipaddress

@@ -29,6 +29,7 @@ import math
 from dataclasses import dataclass, field
 
 from services import naming
+from services.conditions import pod_ready
 from services.errors import KubelabError
 
 #: The Deployment annotation with the revision of its current template.
@@ -133,7 +134,7 @@ class DeploymentController:
             rs.pods.append(pod)
             if _active(pod):
                 rs.active += 1
-                rs.ready += is_ready(pod)
+                rs.ready += pod_ready(pod)
                 rs.available += _available(pod, min_ready, now)
         return sets
 
@@ -270,12 +271,6 @@ def owned_by(obj: dict, owner: dict) -> bool:
                for ref in obj['metadata'].get('ownerReferences') or [])
 
 
-def is_ready(pod: dict) -> bool:
-    """The pod has a Ready condition that is True."""
-    return any(c.get('type') == 'Ready' and c.get('status') == 'True'
-               for c in pod.get('status', {}).get('conditions') or [])
-
-
 # ------------------------------------------------------------ pods
 def _active(pod: dict) -> bool:
     """Neither terminating nor finished: a pod that counts as a replica."""
@@ -300,7 +295,7 @@ def _available(pod: dict, min_ready: int, now: float) -> bool:
     """Ready for at least ``min_ready`` seconds (minReadySeconds). The time is the
     Ready condition's lastTransitionTime; a Ready pod without one counts as available
     at once (kubelab's kubelet does not write it)."""
-    if not is_ready(pod):
+    if not pod_ready(pod):
         return False
     since = _ready_since(pod)
     return not min_ready or not since or _seconds(since) + min_ready < now
@@ -318,7 +313,7 @@ def _deletion_rank(pod: dict) -> tuple:
     since = _ready_since(pod)
     restarts = sum(c.get('restartCount', 0) for c in status.get('containerStatuses') or [])
     return (bool(pod['spec'].get('nodeName')), _PHASE_RANK.get(status.get('phase'), 2),
-            is_ready(pod), -_seconds(since) if since else -math.inf, -restarts,
+            pod_ready(pod), -_seconds(since) if since else -math.inf, -restarts,
             -_seconds(pod['metadata']['creationTimestamp']))
 
 

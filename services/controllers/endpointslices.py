@@ -18,12 +18,14 @@ A pure function with the rules of Kubernetes' EndpointSlice controller:
   ``<service>-<5 random characters>``.
 
 Output is sorted (slices by port list, endpoints by IP); only newly generated
-names depend on ``rng``.
+names depend on ``rng``. The consumers of the slices (kube-proxy's dataplane, the
+DNS, the L7 backends, the health server) read them through services/endpoints.py.
 """
 
 import ipaddress
 import random
 
+from services.conditions import pod_ready
 from services.naming import random_suffix
 from services.selectors import matches
 
@@ -41,14 +43,6 @@ def _ip_order(endpoint: dict):
         return 0, int(ipaddress.IPv4Address(address)), address
     except ValueError:
         return 1, 0, address
-
-
-def is_pod_ready(pod: dict) -> bool:
-    """True when the pod's ``Ready`` condition is ``True``."""
-    for condition in (pod.get('status') or {}).get('conditions') or ():
-        if condition.get('type') == 'Ready':
-            return condition.get('status') == 'True'
-    return False
 
 
 def _is_candidate(pod: dict, namespace: str, selector: dict) -> bool:
@@ -103,7 +97,7 @@ def _render_ports(key: tuple) -> list[dict]:
 
 def _endpoint(pod: dict, publish_not_ready: bool) -> dict:
     meta = pod['metadata']
-    serving = is_pod_ready(pod)
+    serving = pod_ready(pod)
     terminating = bool(meta.get('deletionTimestamp'))
     endpoint = {
         'addresses': [pod['status']['podIP']],

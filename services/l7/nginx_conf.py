@@ -5,15 +5,15 @@ of one nginx.conf and the files it needs (TLS certificates and keys decoded from
 Secrets, under ``tls/``, named after the Secret and a hash of its content). The same
 objects always give byte-identical text and files (no times, sorted everything), so
 the caller writes and reloads only on a real change. ``render`` does the same for
-fronts computed elsewhere (``services.l7.routes``, which holds the routing semantics).
-The status functions of ``services.l7.routes`` are re-exported for the daemon.
+fronts computed elsewhere (``services.l7.ingress`` and ``services.l7.gateway``; the
+routing semantics are ``services.l7.routes``'s).
 
 How a request is decided
 ------------------------
 Every front (listening port) has one ``map`` whose source is the key
 ``"$host\\n$request_method\\n<flags>\\n$uri"`` and whose entries are one anchored regex
 per route, in precedence order: nginx tries ``map`` regexes in the order written, so
-the first matching route wins, exactly as ``l7routes.select`` does. ``\\n`` separators
+the first matching route wins, exactly as ``routes.select`` does. ``\\n`` separators
 (the config parser turns them into newlines) cannot occur in a host, a method or the
 flags; ``$uri`` (decoded, normalised) comes last, so even a ``%0A`` in a path cannot
 shift the fields.
@@ -56,7 +56,7 @@ must read and write the temp directories), temp paths relative to the prefix,
 
 Everything that comes from an object is escaped: hosts, paths, header and query values
 become regex literals (every non-alphanumeric character backslash-escaped, anything
-outside printable ASCII as ``\\xHH``), user regexes pass ``l7routes.regex_is_safe``,
+outside printable ASCII as ``\\xHH``), user regexes pass ``routes.regex_is_safe``,
 strings are double-quoted with ``\\`` and ``"`` escaped, comments keep printable
 ASCII only, file names are sanitised; an object can never break or inject into the
 configuration.
@@ -69,14 +69,12 @@ import os
 import re
 from dataclasses import dataclass, field
 
-from services.l7 import routes as l7routes
-from services.l7.routes import (EXACT, GATEWAY_CONTROLLER, INGRESS_CONTROLLER,
-                               ONE_LABEL, PREFIX, REDIRECT, REGEX, Front, Route,
-                               gateway_status, gatewayclass_status, httproute_statuses,
-                               prefix_base, regex_is_safe, route_rows)
+from services.l7.gateway import GATEWAY_CONTROLLER, gateway_fronts
+from services.l7.ingress import INGRESS_CONTROLLER, ingress_fronts
+from services.l7.routes import (EXACT, ONE_LABEL, PREFIX, REDIRECT, REGEX, Front, Route,
+                                describe_match, prefix_base, regex_is_safe)
 
 __all__ = ['NginxConfig', 'Listen', 'ingress_config', 'gateway_config', 'render',
-           'httproute_statuses', 'gateway_status', 'gatewayclass_status', 'route_rows',
            'HEALTH_PORT', 'STATUS_PORTS']
 
 HEALTH_PORT = 10254
@@ -304,7 +302,7 @@ def _front_map(front: Front, conditions: _Conditions, upstreams: _Upstreams,
                  f'{field_re}\\n{_path_regex(route)}\\z')
         lines.append(f'    # {_comment(route.source or "")}: '
                      f'{_comment(route.host or "*")} '
-                     f'{_comment(l7routes.describe_match(route))}')
+                     f'{_comment(describe_match(route))}')
         lines.append(f'    {_q("~" + regex)} {outcome};')
     lines.append('}')
     return lines, {outcome for _, outcome, _ in compiled} | {'kl_s404'}
@@ -326,102 +324,101 @@ def _hostport(address: str, port: int) -> str:
     return f'[{address}]:{port}' if ':' in address else f'{address}:{port}'
 
 
-def render(fronts, *, files_dir: str, default_cert=None, listen: Listen | None = None,
-           title: str = 'kubelab') -> NginxConfig:
-    """The nginx configuration of ``fronts``.
+class _Files:
+    """The files a configuration needs (TLS certificates and keys), each under
+    ``files_dir`` where the text refers to it."""
 
-    ``files_dir``: absolute directory where the caller writes ``files``.
-    ``default_cert``: (certificate, key) for TLS clients no SNI host claims, each PEM
-    ``bytes`` (written to ``files``) or an absolute path; when None a TLS front uses
-    its own default (Gateway listener without hostname) or its first SNI certificate.
-    """
-    listen = listen or Listen()
-    files_dir = _safe_path(files_dir, 'files_dir')
-    files: dict[str, bytes] = {}
+    def __init__(self, files_dir: str):
+        self.dir = files_dir
+        self.files: dict[str, bytes] = {}
 
-    def cert_paths(certificate) -> tuple[str, str]:
+    def certificate(self, certificate) -> tuple[str, str]:
+        """The paths of a Secret's certificate and key (named after the Secret and a
+        hash of its content)."""
         stem = _file_stem(certificate)
-        files[f'tls/{stem}.crt'] = certificate.cert
-        files[f'tls/{stem}.key'] = certificate.key
-        return (os.path.join(files_dir, 'tls', stem + '.crt'),
-                os.path.join(files_dir, 'tls', stem + '.key'))
+        self.files[f'tls/{stem}.crt'] = certificate.cert
+        self.files[f'tls/{stem}.key'] = certificate.key
+        return (os.path.join(self.dir, 'tls', stem + '.crt'),
+                os.path.join(self.dir, 'tls', stem + '.key'))
 
-    default_paths = None
-    if default_cert is not None:
-        default_paths = []
+    def default(self, default_cert) -> tuple | None:
+        """The paths of the caller's default (certificate, key): PEM bytes become
+        files, paths are used as they are."""
+        if default_cert is None:
+            return None
+        paths = []
         for value, name in zip(default_cert, ('default.crt', 'default.key')):
             if isinstance(value, (bytes, bytearray)):
-                files[f'tls/{name}'] = bytes(value)
-                default_paths.append(os.path.join(files_dir, 'tls', name))
+                self.files[f'tls/{name}'] = bytes(value)
+                paths.append(os.path.join(self.dir, 'tls', name))
             else:
-                default_paths.append(_safe_path(value, 'default_cert'))
+                paths.append(_safe_path(value, 'default_cert'))
+        return tuple(paths)
 
-    conditions = _Conditions()
-    upstreams = _Upstreams(listen.status_ports)
-    maps, servers = [], []
-    for front in sorted(fronts, key=lambda f: f.port):
-        var = f'$kl_route_{front.port}'
-        front_map, outcomes = _front_map(front, conditions, upstreams, var)
-        maps += [f'# {front.name}: {len(front.routes)} routes, first match wins'] + \
-            front_map
-        location = _location(var, outcomes)
-        port = _hostport(listen.address, listen.port_map.get(front.port, front.port))
-        ssl = ' ssl' if front.tls else ''
-        default = None
-        if front.tls:
-            if front.certificate is not None:
-                default = cert_paths(front.certificate)
-            elif default_paths is not None:
-                default = tuple(default_paths)
-            elif front.sni:
-                default = cert_paths(front.sni[0][1])
-            else:
-                raise ValueError(f'{front.name} has no certificate to serve')
-        servers += [f'# {front.name}', 'server {', f'    listen {port}{ssl} default_server;',
-                    '    server_name "";']
-        if default:
-            servers += [f'    ssl_certificate {_q(default[0])};',
-                        f'    ssl_certificate_key {_q(default[1])};']
+
+def _servers(front: Front, port: str, location: list[str], default_paths,
+             files: _Files) -> list[str]:
+    """A front's default server (its certificate: the front's own, else the caller's
+    default, else its first SNI one), then one server per SNI host."""
+    ssl = ' ssl' if front.tls else ''
+    default = None
+    if front.tls:
+        if front.certificate is not None:
+            default = files.certificate(front.certificate)
+        elif default_paths is not None:
+            default = default_paths
+        elif front.sni:
+            default = files.certificate(front.sni[0][1])
+        else:
+            raise ValueError(f'{front.name} has no certificate to serve')
+    servers = [f'# {front.name}', 'server {', f'    listen {port}{ssl} default_server;',
+               '    server_name "";']
+    if default:
+        servers += [f'    ssl_certificate {_q(default[0])};',
+                    f'    ssl_certificate_key {_q(default[1])};']
+    servers += location + ['}']
+    for host, certificate in front.sni if front.tls else ():
+        crt, key = files.certificate(certificate)
+        servers += [f'# {front.name} SNI {_comment(host)}: Secret '
+                    f'{_comment(certificate.namespace)}/{_comment(certificate.name)}',
+                    'server {', f'    listen {port} ssl;',
+                    f'    server_name {_q(_server_name(host, front.wildcard))};',
+                    f'    ssl_certificate {_q(crt)};',
+                    f'    ssl_certificate_key {_q(key)};']
         servers += location + ['}']
-        for host, certificate in front.sni if front.tls else ():
-            crt, key = cert_paths(certificate)
-            servers += [f'# {front.name} SNI {_comment(host)}: Secret '
-                        f'{_comment(certificate.namespace)}/{_comment(certificate.name)}',
-                        'server {', f'    listen {port} ssl;',
-                        f'    server_name {_q(_server_name(host, front.wildcard))};',
-                        f'    ssl_certificate {_q(crt)};',
-                        f'    ssl_certificate_key {_q(key)};']
-            servers += location + ['}']
+    return servers
 
+
+#: The http block's settings: the access log, temp paths, proxying as HTTP/1.0.
+_HTTP_SETTINGS = (
+    "log_format kubelab '$remote_addr \"$request\" host=$host status=$status '",
+    "                   'upstream=$upstream_addr upstream_status=$upstream_status '",
+    "                   'bytes=$body_bytes_sent time=$request_time';",
+    'access_log /dev/stdout kubelab;',
+    'client_body_temp_path client_body_temp;',
+    'proxy_temp_path proxy_temp;',
+    'fastcgi_temp_path fastcgi_temp;',
+    'uwsgi_temp_path uwsgi_temp;',
+    'scgi_temp_path scgi_temp;',
+    'server_tokens off;',
+    'variables_hash_max_size 8192;',
+    'variables_hash_bucket_size 128;',
+    'proxy_http_version 1.0;',
+    'proxy_set_header Host $host;',
+    'proxy_set_header X-Real-IP $remote_addr;',
+    'proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;',
+    'proxy_set_header X-Forwarded-Proto $scheme;',
+    'proxy_next_upstream off;',
+    'proxy_connect_timeout 5s;',
+    'proxy_read_timeout 60s;',
+    'proxy_send_timeout 60s;',
+)
+
+
+def _internal_servers(listen: Listen) -> list[str]:
+    """The health server and the servers that answer the failing shares' statuses."""
     health = _hostport(listen.address, listen.health_port)
-    http = [
-        "log_format kubelab '$remote_addr \"$request\" host=$host status=$status '",
-        "                   'upstream=$upstream_addr upstream_status=$upstream_status '",
-        "                   'bytes=$body_bytes_sent time=$request_time';",
-        'access_log /dev/stdout kubelab;',
-        'client_body_temp_path client_body_temp;',
-        'proxy_temp_path proxy_temp;',
-        'fastcgi_temp_path fastcgi_temp;',
-        'uwsgi_temp_path uwsgi_temp;',
-        'scgi_temp_path scgi_temp;',
-        'server_tokens off;',
-        'variables_hash_max_size 8192;',
-        'variables_hash_bucket_size 128;',
-        'proxy_http_version 1.0;',
-        'proxy_set_header Host $host;',
-        'proxy_set_header X-Real-IP $remote_addr;',
-        'proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;',
-        'proxy_set_header X-Forwarded-Proto $scheme;',
-        'proxy_next_upstream off;',
-        'proxy_connect_timeout 5s;',
-        'proxy_read_timeout 60s;',
-        'proxy_send_timeout 60s;',
-    ]
-    for section in (conditions.lines, maps, upstreams.lines(), servers):
-        if section:
-            http += [''] + section
-    http += [
-        '',
+    return [
         '# health: GET /healthz -> 200',
         'server {',
         f'    listen {health};',
@@ -436,6 +433,35 @@ def render(fronts, *, files_dir: str, default_cert=None, listen: Listen | None =
         f'server {{ listen 127.0.0.1:{listen.status_ports[1]}; access_log off; '
         f'return 503; }}',
     ]
+
+
+def render(fronts, *, files_dir: str, default_cert=None, listen: Listen | None = None,
+           title: str = 'kubelab') -> NginxConfig:
+    """The nginx configuration of ``fronts``.
+
+    ``files_dir``: absolute directory where the caller writes ``files``.
+    ``default_cert``: (certificate, key) for TLS clients no SNI host claims, each PEM
+    ``bytes`` (written to ``files``) or an absolute path; when None a TLS front uses
+    its own default (Gateway listener without hostname) or its first SNI certificate.
+    """
+    listen = listen or Listen()
+    files = _Files(_safe_path(files_dir, 'files_dir'))
+    default_paths = files.default(default_cert)
+    conditions = _Conditions()
+    upstreams = _Upstreams(listen.status_ports)
+    maps, servers = [], []
+    for front in sorted(fronts, key=lambda f: f.port):
+        var = f'$kl_route_{front.port}'
+        front_map, outcomes = _front_map(front, conditions, upstreams, var)
+        maps += [f'# {front.name}: {len(front.routes)} routes, first match wins'] + \
+            front_map
+        port = _hostport(listen.address, listen.port_map.get(front.port, front.port))
+        servers += _servers(front, port, _location(var, outcomes), default_paths, files)
+    http = list(_HTTP_SETTINGS)
+    for section in (conditions.lines, maps, upstreams.lines(), servers):
+        if section:
+            http += [''] + section
+    http += [''] + _internal_servers(listen)
     lines = [
         f'# {_comment(title)}: generated by kubelab (services/l7/nginx_conf.py); do not edit.',
         'user root root;',
@@ -444,7 +470,7 @@ def render(fronts, *, files_dir: str, default_cert=None, listen: Listen | None =
         'events { worker_connections 1024; }',
         'http {',
     ] + [f'    {line}' if line else '' for line in http] + ['}']
-    return NginxConfig('\n'.join(lines) + '\n', dict(sorted(files.items())))
+    return NginxConfig('\n'.join(lines) + '\n', dict(sorted(files.files.items())))
 
 
 def ingress_config(objects: dict, *, controller: str = INGRESS_CONTROLLER,
@@ -453,8 +479,7 @@ def ingress_config(objects: dict, *, controller: str = INGRESS_CONTROLLER,
     """The ingress controller's nginx configuration: fronts 80 and 443 of the
     Ingresses ``controller`` serves; ``default_cert`` (certificate, key: PEM bytes or
     absolute paths) is the fake certificate for TLS hosts without a usable Secret."""
-    return render(l7routes.ingress_fronts(objects, controller=controller,
-                                          address_of=address_of),
+    return render(ingress_fronts(objects, controller=controller, address_of=address_of),
                   files_dir=files_dir, default_cert=default_cert, listen=listen,
                   title=f'ingress controller {controller}')
 
@@ -465,7 +490,7 @@ def gateway_config(objects: dict, gateway: dict, *, controller: str = GATEWAY_CO
     """A Gateway's nginx configuration: one front per port of its programmed
     listeners (only the health server when the Gateway is not ours)."""
     meta = gateway.get('metadata') or {}
-    return render(l7routes.gateway_fronts(objects, gateway, controller=controller,
-                                          address_of=address_of),
+    return render(gateway_fronts(objects, gateway, controller=controller,
+                                 address_of=address_of),
                   files_dir=files_dir, default_cert=default_cert, listen=listen,
                   title=f'Gateway {meta.get("namespace")}/{meta.get("name")}')

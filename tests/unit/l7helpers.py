@@ -15,7 +15,8 @@ import subprocess
 import sys
 import time
 
-from services.l7.routes import GATEWAY_CONTROLLER, INGRESS_CONTROLLER
+from services.l7.gateway import GATEWAY_CONTROLLER
+from services.l7.ingress import INGRESS_CONTROLLER
 
 NGINX = '/usr/sbin/nginx'
 ECHO = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'l7echo.py')

@@ -14,7 +14,7 @@ import pytest
 
 from services import addons, manifests
 from kubelab.netprobe import request
-from services.l7.controller import write_config
+from topo.l7files import write_config
 from topo.images import nginx_proxy
 from topo.images.runtime import container_argv, container_env
 

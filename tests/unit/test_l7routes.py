@@ -5,12 +5,13 @@ the Python twin of the rendered nginx), and the statuses written back."""
 import pytest
 
 from services.l7 import routes as l7routes
-from services.l7.routes import (ANY, EXACT, NO_ENDPOINTS, NOT_FOUND, PREFIX, READY,
-                               REDIRECT, Action, Front, Route, Target, gateway_fronts,
-                               gateway_status, gatewayclass_status, httproute_statuses,
-                               ingress_fronts, intersect_hostnames, load_certificate,
-                               regex_is_safe, resolve_backend, route_rows, select,
-                               served_ingresses)
+from services.l7.backends import NO_ENDPOINTS, NOT_FOUND, READY, resolve_backend
+from services.l7.certificates import load_certificate
+from services.l7.gateway import gateway_fronts, intersect_hostnames
+from services.l7.ingress import ingress_fronts, served_ingresses
+from services.l7.routes import (ANY, EXACT, PREFIX, REDIRECT, Action, Front, Route, Target,
+                                regex_is_safe, route_rows, select)
+from services.l7.status import gateway_status, gatewayclass_status, httproute_statuses
 from tests.unit.l7helpers import (ACROSS_CASES, HEADER_CASES, INGRESS_PATH_TABLE,
                                   METHOD_CASES, PATH_ORDER_CASES, QUERY_CASES, LabCA,
                                   across_routes, backend, bref, endpoint_slice, gateway,

@@ -11,7 +11,7 @@ import urllib.parse
 
 import pytest
 
-from services.l7 import routes as l7routes
+from services.l7 import certificates
 from services.l7.nginx_conf import (Listen, NginxConfig, gateway_config, ingress_config,
                                  render)
 from tests.unit.l7helpers import (ACROSS_CASES, HEADER_CASES, INGRESS_PATH_TABLE,
@@ -360,7 +360,7 @@ def test_gateway_wildcards_and_listener_isolation(gw):
 
 
 def test_gateway_https_listeners_by_sni(gw, ca):
-    certs = {s['metadata']['name']: l7routes.load_certificate(s)[0].cert
+    certs = {s['metadata']['name']: certificates.load_certificate(s)[0].cert
              for s in gw.objects['Secret']}
     reply = gw.get(443, '/', 'secure.gw', context=ca.client_context(), sni='secure.gw')
     assert (reply.backend, reply.json['xfp']) == ('v2', 'https')

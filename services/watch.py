@@ -1,0 +1,36 @@
+"""Following the store: the loop every consumer of its changes runs.
+
+A controller outside the store (the DNS records writer, the L7 controller, the cloud's
+load balancer, each kubelet) works as a Kubernetes controller does on a watch: it waits
+for the store's resourceVersion to move (or a time to pass, for what time alone
+changes), then resyncs from the whole current state, so a missed or repeated wake-up
+costs nothing. A step that raises is logged with its traceback and the loop carries
+on: the component keeps what it had, and the next change (or tick) retries.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from typing import Callable
+
+LOG = logging.getLogger('kubelab.watch')
+
+
+def follow(store, stop: threading.Event, step: Callable[[], object], what: str, *,
+           interval: float = 1.0, retry_pause: float = 0.0,
+           log: logging.Logger = LOG) -> None:
+    """Run ``step`` after every change of ``store`` and at least every ``interval``
+    seconds, until ``stop`` is set. A failing step is logged on ``log`` as ``<what>
+    failed``; with ``retry_pause`` the loop then waits that long before the next try
+    (so a step that keeps failing on a busy store does not spin)."""
+    version = 0
+    while not stop.is_set():
+        version = store.wait(version, interval)
+        try:
+            step()
+        except Exception:
+            log.exception('%s failed', what)
+            if retry_pause:
+                time.sleep(retry_pause)
