@@ -10,6 +10,7 @@ import urllib.error
 import urllib.request
 
 from kubelab.daemon.statedir import running_daemon
+from services.conditions import pod_ready
 from services.errors import ApplyError, KubelabError, NotFound, ValidationError
 
 STATE_DIR = os.environ.get('KUBELAB_STATE_DIR', '/run/kubelab')
@@ -136,8 +137,7 @@ class Client:
                 ns = meta.get('namespace', 'default')
                 if kind == 'Pod':
                     pod = self.get('Pod', ns, meta['name'])
-                    if not any(c['type'] == 'Ready' and c['status'] == 'True'
-                               for c in pod.get('status', {}).get('conditions', [])):
+                    if not pod_ready(pod):
                         return False
                 elif kind == 'Deployment':
                     dep = self.get('Deployment', ns, meta['name'])
@@ -155,9 +155,8 @@ class Client:
         def settled():
             pods = self.list('Pod', namespace)
             deps = self.list('Deployment', namespace)
-            pods_ok = all(p['metadata'].get('deletionTimestamp') is None and any(
-                c['type'] == 'Ready' and c['status'] == 'True'
-                for c in p['status'].get('conditions', [])) for p in pods)
+            pods_ok = all(p['metadata'].get('deletionTimestamp') is None and pod_ready(p)
+                          for p in pods)
             deps_ok = all(d.get('status', {}).get('readyReplicas', 0) == d['spec']['replicas']
                           and d['status'].get('replicas', 0) == d['spec']['replicas']
                           for d in deps)

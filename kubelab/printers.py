@@ -23,7 +23,7 @@ from datetime import datetime, timezone
 
 import yaml
 
-from services.errors import KubelabError
+from services.errors import UsageError
 
 #: Canonical kind -> the words ``kubectl get`` accepts for it.
 KIND_ALIASES = {
@@ -57,12 +57,6 @@ NAME_PREFIX = {
 CLUSTER_SCOPED = ('nodes', 'hosts', 'namespaces', 'ingressclasses',
                   'gatewayclasses')
 OUTPUTS = (None, 'wide', 'json', 'yaml', 'name')
-
-
-class UsageError(KubelabError, ValueError):
-    """A user's mistake in what to print: a resource type or an output format that does
-    not exist. A ``KubelabError``, so ``kubelab`` says it in one line; also the
-    ``ValueError`` these functions raised before, for callers that catch that."""
 
 
 # tabwriter settings of kubectl: minimum cell width 6, padding 3.

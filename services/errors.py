@@ -52,3 +52,8 @@ class NotFound(KubelabError):
 
 class AllocationError(KubelabError):
     """No IP address or port to allocate; the message names the range."""
+
+
+class UsageError(KubelabError, ValueError):
+    """A command used wrongly: an unknown resource type, an output format that does not
+    exist. (Also a ``ValueError``, as the printers raised before it existed.)"""

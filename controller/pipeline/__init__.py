@@ -23,23 +23,27 @@ from controller.pipeline.tables import (AFFINITY_COOKIE, ETH_IP, T, TABLE_NAMES,
 from controller.pipeline.underlay_switch import underlay
 from services import wiring
 
-__all__ = ['AFFINITY_COOKIE', 'ETH_IP', 'T', 'TABLES', 'TABLE_NAMES', 'cloud_edge', 'desired',
-           'external', 'node_bridge', 'underlay']
+__all__ = ['AFFINITY_COOKIE', 'ETH_IP', 'T', 'TABLES', 'TABLE_NAMES', 'build', 'desired']
 
 
-def desired(state, dpid: int) -> SwitchConfig:
-    """Everything switch ``dpid`` should hold for ``state`` (empty for an unknown switch)."""
+def build(state, dpid: int) -> SwitchConfig:
+    """What the builder of switch ``dpid`` makes, before flows of equal content are
+    merged (``kubelab flows`` reads every owner of a flow from it)."""
     role = wiring.switch_role(state.cluster, dpid)
     if role is None:
         return SwitchConfig()
     if role.kind == 'node':
-        config = node_bridge(state, role.node)
-    elif role.kind == 'underlay':
-        config = underlay(state.cluster)
-    elif role.kind == 'edge':
-        config = cloud_edge(state)
-    else:
-        config = external(state.cluster)
+        return node_bridge(state, role.node)
+    if role.kind == 'underlay':
+        return underlay(state.cluster)
+    if role.kind == 'edge':
+        return cloud_edge(state)
+    return external(state.cluster)
+
+
+def desired(state, dpid: int) -> SwitchConfig:
+    """Everything switch ``dpid`` should hold for ``state`` (empty for an unknown switch)."""
+    config = build(state, dpid)
     # One flow may serve two owners (an endpoint of two sticky Service ports): keep one.
     config.flows = list({f.cookie: f for f in config.flows}.values())
     check_pipeline(config)

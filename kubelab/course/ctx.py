@@ -19,6 +19,7 @@ from collections import Counter
 from kubelab.client import Client
 from kubelab.course.exercise import LABEL, Exercise
 from kubelab.labctl import LabControl
+from services.conditions import pod_ready
 from services.errors import NotFound
 
 
@@ -64,8 +65,7 @@ class Ctx:
 
     @staticmethod
     def ready(pod: dict) -> bool:
-        return any(c['type'] == 'Ready' and c['status'] == 'True'
-                   for c in (pod.get('status') or {}).get('conditions', []))
+        return pod_ready(pod)
 
     def client_pod(self, name: str = 'client') -> str:
         pod = self.get('Pod', name)

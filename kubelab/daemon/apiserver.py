@@ -34,6 +34,27 @@ from services.errors import ApplyError, KubelabError, NotFound
 LOG = logging.getLogger('kubelab.api')
 
 
+class BadRequest(KubelabError):
+    """A request the API cannot read: not JSON, a field missing or of the wrong type."""
+
+
+class Fields(dict):
+    """A request's body or query: a missing field is the caller's mistake (400), not
+    the server's."""
+
+    def __getitem__(self, key):
+        if key not in self:
+            raise BadRequest(f'bad request: the field "{key}" is missing')
+        return super().__getitem__(key)
+
+    def number(self, key, default=None) -> float:
+        value = self.get(key, default)
+        try:
+            return float(value)
+        except (TypeError, ValueError):
+            raise BadRequest(f'bad request: "{key}" must be a number, got {value!r}') from None
+
+
 class APIServer:
     def __init__(self, store, token: str, lab_info, on_shutdown, host='127.0.0.1', port=0,
                  on_node_network=None, proxies=None):
@@ -61,7 +82,7 @@ class APIServer:
 
     def report_dataplane(self, body: dict):
         with self.dp_cond:
-            self.dataplane = {'version': int(body['version']),
+            self.dataplane = {'version': int(body.number('version')),
                               'switches': sorted(body.get('switches', [])),
                               'time': time.time()}
             self.dp_cond.notify_all()
@@ -102,12 +123,18 @@ class _Handler(BaseHTTPRequestHandler):
         return False
 
     def _body(self) -> dict:
-        length = int(self.headers.get('Content-Length') or 0)
-        return json.loads(self.rfile.read(length) or b'{}')
+        try:
+            length = int(self.headers.get('Content-Length') or 0)
+            body = json.loads(self.rfile.read(length) or b'{}')
+        except ValueError as exc:
+            raise BadRequest(f'the body is not JSON: {exc}') from None
+        if not isinstance(body, dict):
+            raise BadRequest('the body must be a JSON object')
+        return Fields(body)
 
     def do_GET(self):
         url = urlparse(self.path)
-        q = {k: v[-1] for k, v in parse_qs(url.query).items()}
+        q = Fields({k: v[-1] for k, v in parse_qs(url.query).items()})
         if url.path == '/healthz':
             return self._send(200, {'ok': True})
         if not self._authorized():
@@ -118,8 +145,7 @@ class _Handler(BaseHTTPRequestHandler):
         url = urlparse(self.path)
         if not self._authorized():
             return
-        body = self._body()
-        self._dispatch(lambda: self._post(url.path, body))
+        self._dispatch(lambda: self._post(url.path, self._body()))
 
     def _dispatch(self, fn):
         try:
@@ -130,15 +156,17 @@ class _Handler(BaseHTTPRequestHandler):
             code, body = 404, {'error': str(exc)}
         except KubelabError as exc:
             code, body = 400, {'error': str(exc)}
-        except (ValueError, KeyError, TypeError) as exc:
-            code, body = 400, {'error': f'bad request: {exc}'}
+        except Exception:              # a bug of the lab's, not the caller's: say so
+            LOG.exception('%s %s failed', self.command, self.path)
+            code, body = 500, {'error': 'internal error of the lab daemon: see its log, '
+                                        'daemon.log in the state directory'}
         self._send(code, body)
 
     def _get(self, path, q):
         store = self.api.store
         if path == '/lab/v1/snapshot':
-            since = int(q.get('since', 0))
-            rv, objects = store.snapshot(since, min(float(q.get('timeout', 0)), 60))
+            since = int(q.number('since', 0))
+            rv, objects = store.snapshot(since, min(q.number('timeout', 0), 60))
             return 200, {'resourceVersion': str(rv), 'objects': objects}
         if path == '/lab/v1/objects':
             kind, ns, name = q['kind'], q.get('namespace'), q.get('name')
@@ -155,7 +183,10 @@ class _Handler(BaseHTTPRequestHandler):
     def _post(self, path, body):
         store = self.api.store
         if path == '/lab/v1/apply':
-            return 200, store.apply(body['objects'], dry_run=bool(body.get('dryRun')))
+            objects = body['objects']
+            if not isinstance(objects, list):
+                raise BadRequest('bad request: "objects" must be a list of objects')
+            return 200, store.apply(objects, dry_run=bool(body.get('dryRun')))
         if path == '/lab/v1/delete':
             msg = store.delete(body['kind'], body.get('namespace'), body['name'],
                                body.get('gracePeriodSeconds'))

@@ -14,6 +14,7 @@ from kubelab.inspect.diagram_dot import (
     NOTE, POD_LINE, SERVICE, SERVICE_FILL, SERVICE_NAME_LABEL, _EPOCH, _font, _key,
     _lb_addresses, _meta, _name, _ns, _port_text, _row, _spec, _status, _table, _text,
     _title, pod_ip, pod_ready, short_image)
+from services.endpoints import endpoint_ready
 
 
 class ServicesAndNodes:
@@ -122,8 +123,9 @@ class ServicesAndNodes:
 
     @staticmethod
     def endpoint_ready(endpoint: dict) -> bool:
-        conditions = endpoint.get('conditions') or {}
-        return conditions.get('ready') is not False and not conditions.get('terminating')
+        """Ready (services/endpoints.py) and not terminating: drawn as a live endpoint."""
+        return endpoint_ready(endpoint) and not (endpoint.get('conditions') or {}).get(
+            'terminating')
 
     def endpoint_pod(self, endpoint: dict, namespace: str) -> str | None:
         ref = endpoint.get('targetRef') or {}

@@ -14,6 +14,7 @@ from __future__ import annotations
 import textwrap
 from collections import defaultdict
 from datetime import datetime, timezone
+from services import conditions
 
 #: Characters per label line before wrapping.
 WRAP = 48
@@ -147,12 +148,9 @@ def _key(obj: dict) -> tuple[str, str]:
 
 
 def pod_ready(pod: dict) -> bool:
-    """Ready condition True and not being deleted: what the EndpointSlice
+    """Ready (services/conditions.py) and not being deleted: what the EndpointSlice
     controller calls ready."""
-    if _meta(pod).get('deletionTimestamp'):
-        return False
-    return any(c.get('type') == 'Ready' and c.get('status') == 'True'
-               for c in _status(pod).get('conditions') or [])
+    return not _meta(pod).get('deletionTimestamp') and conditions.pod_ready(pod)
 
 
 def pod_ip(pod: dict) -> str | None:

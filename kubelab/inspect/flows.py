@@ -222,17 +222,11 @@ def _desired(state: ClusterState, dpid: int):
     flow with that content (``desired`` keeps one flow per cookie: an EndpointDNAT flow
     can serve two sticky Service ports)."""
     config = pipeline.desired(state, dpid)
-    role = wiring.switch_role(state.cluster, dpid)
-    builders = {'node': lambda: pipeline.node_bridge(state, role.node),
-                'underlay': lambda: pipeline.underlay(state.cluster),
-                'edge': lambda: pipeline.cloud_edge(state),
-                'external': lambda: pipeline.external(state.cluster)}
     owners: dict[int, list] = {}
-    if role is not None and role.kind in builders:
-        for spec in builders[role.kind]().flows:
-            names = owners.setdefault(spec.cookie, [])
-            if spec.owner not in names:
-                names.append(spec.owner)
+    for spec in pipeline.build(state, dpid).flows:
+        names = owners.setdefault(spec.cookie, [])
+        if spec.owner not in names:
+            names.append(spec.owner)
     for spec in config.flows:
         owners.setdefault(spec.cookie, [spec.owner])
     return config, {cookie: tuple(names) for cookie, names in owners.items()}

@@ -7,15 +7,15 @@ kubelab/course/ctx.py has what the checks use; ``TASKS``, at the end, names the 
 from __future__ import annotations
 
 from kubelab.course.ctx import Ctx, Failed, bodies, failures, owner
+from services.endpoints import ANY_PORT, by_service, endpoint_addresses
 
 
 def ex3_selects(ctx: Ctx):
     hint = ctx.diagnose('web')
     if hint:
         raise Failed(hint)
-    slices = [s for s in ctx.client.list('EndpointSlice', ctx.ns)
-              if (s['metadata'].get('labels') or {}).get('kubernetes.io/service-name') == 'web']
-    if not any(e['conditions'].get('ready') for s in slices for e in s.get('endpoints') or []):
+    slices = by_service(ctx.client.list('EndpointSlice', ctx.ns)).get((ctx.ns, 'web'), [])
+    if not endpoint_addresses(slices, ANY_PORT):
         raise Failed('the EndpointSlice of web lists no ready endpoint')
 
 
