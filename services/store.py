@@ -170,7 +170,7 @@ class Store:
                 errors.extend(self._check(obj, seen, ips, ports, lb_ips, new_namespaces))
             if errors:
                 raise ApplyError(errors)
-            warnings = apply_warnings(objs, self.objects.values())
+            warnings = apply_warnings(objs, self.objects.values(), self.cluster)
             if dry_run:
                 return {'results': [[self._ref(o), 'validated'] for o in objs],
                         'warnings': warnings}

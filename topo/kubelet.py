@@ -6,6 +6,11 @@ the node's bridge (the pod sandbox: one network namespace for all its containers
 process per container, restarts per ``restartPolicy``, readiness probes sent from the
 node's own address, graceful termination (SIGTERM, then SIGKILL after the grace period)
 and the pod's status written back to the store.
+
+A terminating pod is probed on, as the kubelet does (KEP-1669): it stays Ready while its
+running containers pass their readiness probes (those without one while they run), so
+its endpoint reads ``serving: true, terminating: true`` and kube-proxy can still send it
+connections when no ready endpoint is left; a container that exits is no longer ready.
 """
 
 from __future__ import annotations
@@ -251,6 +256,14 @@ class NodeAgent:
         running = [c for c in rt.containers.values()
                    if c.proc is not None and c.proc.poll() is None]
         if running and time.monotonic() < rt.terminating_until:
+            # Probed on while terminating: readiness follows the probes (KEP-1669).
+            now, alive = time.monotonic(), {id(c) for c in running}
+            for c in rt.containers.values():
+                if id(c) in alive:
+                    self._check_ready(rt, c, now)
+                else:
+                    c.ready = False
+            self._report(rt, pod)
             return
         self._kill(rt)
         self._remove(rt)
@@ -319,8 +332,6 @@ class NodeAgent:
                 st['lastState'] = {'terminated': c.last_exit}
             statuses.append(st)
         all_ready = all(c.ready for c in rt.containers.values())
-        if rt.terminating_until is not None:
-            all_ready = False
         done = [s['state'].get('terminated') for s in statuses]
         if all(done):
             phase = 'Succeeded' if all(d['exitCode'] == 0 for d in done) else 'Failed'

@@ -104,6 +104,10 @@ class LabNetwork:
             for cidr in (self.cluster.cluster_cidr, self.cluster.service_cidr,
                          self.cluster.external_cidr):
                 host.cmd(f'ip route replace {cidr} dev {host.defaultIntf()}')
+            # Everything else to the bridge too (a load balancer address, an external
+            # IP: kube-proxy catches them on the node); the bridge is the node's only
+            # way out and leads nowhere beyond the lab.
+            host.cmd(f'ip route replace default dev {host.defaultIntf()}')
         for name in [wiring.client_host_name(j) for j in
                      range(1, len(self.cluster.clients) + 1)] + [wiring.HEALTH_CHECKER_HOST]:
             self.net.get(name).cmd(

@@ -421,12 +421,12 @@ def test_an_empty_source_range_list_is_fine_on_any_type():
     validate(of_type('NodePort', loadBalancerSourceRanges=[]))
 
 
-def test_a_load_balancer_class_is_refused_with_the_reason():
-    assert invalid(lb_service(loadBalancerClass='example.com/internal-vip')) == [
-        'spec.loadBalancerClass: "example.com/internal-vip" is not supported by kubelab: '
-        'a class hands the Service to another load balancer implementation, and the lab '
-        'has only its cloud load balancer, which serves the Services without one; leave '
-        'loadBalancerClass out']
+def test_a_load_balancer_class_is_accepted_and_must_be_a_qualified_name():
+    assert validate(lb_service(loadBalancerClass='example.com/internal-vip'))['spec'][
+        'loadBalancerClass'] == 'example.com/internal-vip'
+    [problem] = invalid(lb_service(loadBalancerClass='example.com/internal vip'))
+    assert problem.startswith('spec.loadBalancerClass: Invalid value: '
+                              '"example.com/internal vip": must be a qualified name')
 
 
 def test_a_load_balancer_without_node_ports_is_refused_with_the_reason():
