@@ -1,6 +1,8 @@
 """``kubelab flows`` and ``kubelab top`` without a lab: real dumps of a running lab with
 examples/demo.yaml applied (tests/data/ovs/, the objects of its API at the same moment),
-parsed, joined with the desired configuration, filtered, turned into rates, rendered."""
+parsed, joined with the desired configuration, filtered, turned into rates, rendered.
+kl-n1.flows also holds, written as OVS prints them (no packets yet), the seven flows for
+the load balancer addresses that the pipeline added after the dump was taken."""
 
 import copy
 import json
