@@ -58,6 +58,6 @@ def external(cluster, external_ips=()) -> SwitchConfig:
         if wiring.lab_network_of(cluster, ip) is None:
             cfg.flows.append(route(ip + '/32', wiring.EXTERNAL_UPLINK_PORT, gw_mac,
                                    wiring.router_mac(via.ip),
-                                   f'external IP (static route to node {via.name})'))
+                                   f'external IP, static route to {via.name}'))
     cfg.flows.append(flow(T['L3Forwarding'], PRIORITY_MISS, owner='no route'))
     return cfg
