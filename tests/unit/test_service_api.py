@@ -253,3 +253,22 @@ def test_a_reply_to_a_masqueraded_load_balancer_connection_is_un_natted_twice(la
     got = back.outcome[2]
     assert (got['ipv4_src'], l4(got)[0]) == (LB_IP, 80)
     assert (got['ipv4_dst'], l4(got)[1]) == (CLIENT, 40000)
+
+
+def test_a_gone_udp_endpoint_is_flushed_at_the_load_balancer_address_and_external_ips():
+    from controller.pipeline.conntrack_cleanup import stale_udp_flushes
+    objs = api_objects()
+    dns = {'name': 'dns', 'port': 53, 'protocol': 'UDP', 'targetPort': 5353}
+    [lb] = [s for s in objs['Service'] if s['metadata']['name'] == 'lb']
+    lb['spec']['externalIPs'] = [EXT_IP + '0']
+    lb['spec']['ports'] = [dict(dns, nodePort=31053)]
+    [lb_slice] = [s for s in objs['EndpointSlice'] if s['metadata']['name'] == 'lb-abcde']
+    lb_slice['ports'] = [{'name': 'dns', 'port': 5353, 'protocol': 'UDP'}]
+    old = ClusterState.from_objects(CLUSTER, objs)
+    lb_slice['endpoints'] = lb_slice['endpoints'][:1]
+    new = ClusterState.from_objects(CLUSTER, objs)
+    origs = {f.orig for f in stale_udp_flushes(old, new)}
+    assert origs == {f'ct_nw_dst={LB_VIP},ct_nw_proto=17,ct_tp_dst=53',
+                     f'ct_nw_dst={LB_IP},ct_nw_proto=17,ct_tp_dst=53',
+                     f'ct_nw_dst={EXT_IP}0,ct_nw_proto=17,ct_tp_dst=53',
+                     'ct_nw_proto=17,ct_tp_dst=31053'}
