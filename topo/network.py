@@ -25,6 +25,7 @@ from mininet.node import Host, OVSSwitch, RemoteController
 from mininet.topo import Topo
 
 from services import wiring
+from topo import ovs
 
 LOG = logging.getLogger('kubelab.topo')
 
@@ -34,10 +35,7 @@ def detect_datapath() -> str:
     forced = os.environ.get('KUBELAB_DATAPATH')
     if forced in ('user', 'kernel'):
         return forced
-    if os.path.exists('/sys/module/openvswitch'):
-        return 'kernel'
-    probe = subprocess.run(['modprobe', '-q', 'openvswitch'], capture_output=True)
-    return 'kernel' if probe.returncode == 0 else 'user'
+    return 'kernel' if ovs.kernel_module() else 'user'
 
 
 class ClusterTopo(Topo):
