@@ -85,6 +85,7 @@ class Lab:
     # ------------------------------------------------------------ up
     def up(self):
         from controller.pipeline import TABLE_NAMES
+        from controller.pipeline.tables import conntrack_zones
         from kubelab.daemon.apiserver import APIServer
         from services.store import Store
         from topo.cleanup import PidRegistry, clean_leftovers, start_time
@@ -122,7 +123,8 @@ class Lab:
 
         ofp_port = free_port()
         self._start_controller(api_url, ofp_port)
-        self.network = LabNetwork(self.cluster, ofp_port, table_names=TABLE_NAMES)
+        self.network = LabNetwork(self.cluster, ofp_port, table_names=TABLE_NAMES,
+                                  conntrack_zones=conntrack_zones(self.cluster))
         self.network.start()
         for host in self.network.net.hosts:
             self.registry.add(host.pid, f'host {host.name}')
