@@ -25,8 +25,16 @@ from mininet.node import Host, OVSSwitch, RemoteController
 from mininet.topo import Topo
 
 from services import wiring
+from topo import ovs
 
 LOG = logging.getLogger('kubelab.topo')
+#: The Linux kernel's conntrack timeouts (nf_conntrack's defaults, seconds), as Open
+#: vSwitch names them: what kube-proxy's connections live with on a real node.
+KERNEL_CONNTRACK_TIMEOUTS = {
+    'tcp_syn_sent': 120, 'tcp_syn_recv': 60, 'tcp_established': 432000,
+    'tcp_fin_wait': 120, 'tcp_close_wait': 60, 'tcp_last_ack': 30,
+    'tcp_time_wait': 120, 'tcp_close': 10, 'udp_first': 30, 'udp_single': 30,
+    'udp_multiple': 120, 'icmp_first': 30, 'icmp_reply': 30}
 
 
 def detect_datapath() -> str:
@@ -34,10 +42,7 @@ def detect_datapath() -> str:
     forced = os.environ.get('KUBELAB_DATAPATH')
     if forced in ('user', 'kernel'):
         return forced
-    if os.path.exists('/sys/module/openvswitch'):
-        return 'kernel'
-    probe = subprocess.run(['modprobe', '-q', 'openvswitch'], capture_output=True)
-    return 'kernel' if probe.returncode == 0 else 'user'
+    return 'kernel' if ovs.kernel_module() else 'user'
 
 
 class ClusterTopo(Topo):
@@ -74,9 +79,11 @@ class LabNetwork:
     """The running Mininet network of one lab."""
 
     def __init__(self, cluster, controller_port: int, datapath: str | None = None,
-                 table_names: dict[int, str] | None = None):
+                 table_names: dict[int, str] | None = None,
+                 conntrack_zones: list[int] | None = None):
         self.cluster = cluster
         self.table_names = table_names or {}    # OpenFlow table id -> its pipeline name
+        self.conntrack_zones = conntrack_zones or []   # the zones the pipeline uses
         self.controller_port = controller_port
         self.datapath = datapath or detect_datapath()
         self.lock = threading.RLock()
@@ -99,6 +106,7 @@ class LabNetwork:
             if not isinstance(link, OVSLink):
                 self._offload_off(link)
         self._name_tables()
+        self._conntrack_timeouts()
         for node in self.cluster.nodes:
             host = self.node_host(node.name)
             for cidr in (self.cluster.cluster_cidr, self.cluster.service_cidr,
@@ -118,6 +126,7 @@ class LabNetwork:
             if self.net is not None:
                 self.net.stop()
                 self.net = None
+                self._conntrack_timeouts_off()
 
     def _offload_off(self, link):
         if self.datapath != 'user':
@@ -137,6 +146,36 @@ class LabNetwork:
             if not args:
                 continue
             subprocess.run(['ovs-vsctl', *args], check=True, capture_output=True)
+
+    def _conntrack_timeouts(self):
+        """On the userspace datapath, give the lab's conntrack zones the Linux kernel's
+        conntrack timeouts, which kube-proxy's rules live with (the kernel datapath uses
+        the kernel's own). Open vSwitch's userspace conntrack forgets a closed TCP
+        connection after 45 s of TIME_WAIT where the kernel keeps it 120 s: a masquerade
+        could then reuse a (node address, port) pair a server still holds in TIME_WAIT
+        (60 s), and the server would drop the SYN."""
+        if self.datapath != 'user' or not self.conntrack_zones:
+            return
+        have = subprocess.run(['ovs-vsctl', 'get', 'Open_vSwitch', '.', 'datapaths'],
+                              capture_output=True, text=True).stdout
+        if 'netdev=' not in have:     # the record zone policies hang on
+            subprocess.run(['ovs-vsctl', '--', '--id=@dp', 'create', 'Datapath',
+                            'datapath_version=0', '--', 'set', 'Open_vSwitch', '.',
+                            'datapaths:netdev=@dp'], check=True, capture_output=True)
+        args = []
+        for zone in self.conntrack_zones:
+            args += ['--', '--may-exist', 'add-zone-tp', 'netdev', f'zone={zone}',
+                     *(f'{k}={v}' for k, v in KERNEL_CONNTRACK_TIMEOUTS.items())]
+        subprocess.run(['ovs-vsctl', *args], check=True, capture_output=True)
+
+    def _conntrack_timeouts_off(self):
+        """Remove the zone timeout policies ``_conntrack_timeouts`` added."""
+        if self.datapath != 'user' or not self.conntrack_zones:
+            return
+        args = []
+        for zone in self.conntrack_zones:
+            args += ['--', '--if-exists', 'del-zone-tp', 'netdev', f'zone={zone}']
+        subprocess.run(['ovs-vsctl', *args], capture_output=True)
 
     # ------------------------------------------------------------ hosts
     def node_host(self, node_name: str):

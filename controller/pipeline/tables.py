@@ -53,6 +53,13 @@ REJECT_METER = 1
 REJECT_RATE_PPS = 200
 SNAT_ZONE_BASE = 1000
 EDGE_ZONE = 2000             # the cloud load balancer's conntrack zone
+
+
+def conntrack_zones(cluster) -> list[int]:
+    """Every conntrack zone the pipeline uses in ``cluster``: each node's tracking zone
+    (its index) and masquerade zone, and the cloud edge's."""
+    nodes = [node.index for node in cluster.nodes]
+    return nodes + [SNAT_ZONE_BASE + i for i in nodes] + [EDGE_ZONE]
 # ct_mark bits (the connection remembers them, both directions):
 CT_MARK_NODE_MASQ = 0x1      # [0]: reached through a NodePort with externalTrafficPolicy
                              #      Cluster: masquerade as the node (KUBE-MARK-MASQ)

@@ -132,8 +132,8 @@ def wait_until_up(proc: subprocess.Popen, log_path: str):
 def print_lab(info: dict):
     print(f'Nodes: {", ".join(n["name"] + " " + n["ip"] for n in info["nodes"])}')
     print(f'External hosts: {", ".join(h["name"] + " " + h["ip"] for h in info["hosts"])}')
-    print(f'Datapath: {info["datapath"]} (Open vSwitch); controller pid '
-          f'{info["controllerPid"]}; state in {STATE_DIR}')
+    print(f'Datapath: {info["datapath"]} ({info.get("openvswitch") or "Open vSwitch"}); '
+          f'controller pid {info["controllerPid"]}; state in {STATE_DIR}')
 
 
 def _pythonpath() -> str:

@@ -29,7 +29,6 @@ from services.watch import follow
 from topo import cloudlb
 
 LOG = logging.getLogger('kubelab.daemon')
-OVS_CTL = '/usr/share/openvswitch/scripts/ovs-ctl'
 
 
 def cluster_document(cluster) -> dict:
@@ -55,16 +54,13 @@ def free_port() -> int:
 
 
 def ensure_openvswitch():
-    """Start Open vSwitch when ``ovs-vsctl`` gets no answer."""
-    if shutil.which('ovs-vsctl') is None:
-        raise KubelabError('Open vSwitch is not installed: run `make install` (or '
-                           '`apt-get install openvswitch-switch`) as root')
-    if subprocess.run(['ovs-vsctl', '--timeout=5', 'show'], capture_output=True).returncode:
-        subprocess.run([OVS_CTL, 'start', '--system-id=random'], capture_output=True)
-        if subprocess.run(['ovs-vsctl', '--timeout=5', 'show'],
-                          capture_output=True).returncode:
-            raise KubelabError('Open vSwitch does not answer and would not start: check '
-                               f'that ovsdb-server and ovs-vswitchd run ({OVS_CTL} start)')
+    """Start the Open vSwitch the lab runs on (topo/ovs.py) when it does not answer, and
+    put its programs first on the PATH of everything the lab runs."""
+    from topo import ovs
+    try:
+        return ovs.start()
+    except RuntimeError as exc:
+        raise KubelabError(str(exc)) from None
 
 
 class Lab:
@@ -83,10 +79,13 @@ class Lab:
         self.registry = None
         self.l7 = None
         self.dns_records = None
+        self.openvswitch = None       # which Open vSwitch runs the lab (topo/ovs.py)
+        self.openvswitch_prefix = None  # its prefix when it is the lab's own build
 
     # ------------------------------------------------------------ up
     def up(self):
         from controller.pipeline import TABLE_NAMES
+        from controller.pipeline.tables import conntrack_zones
         from kubelab.daemon.apiserver import APIServer
         from services.store import Store
         from topo.cleanup import PidRegistry, clean_leftovers, start_time
@@ -99,7 +98,9 @@ class Lab:
         for tool in ('mnexec', 'ethtool', 'busybox'):
             if shutil.which(tool) is None:
                 raise KubelabError(f'{tool} is missing: run `make install` as root')
-        ensure_openvswitch()
+        ovs = ensure_openvswitch()
+        self.openvswitch = ovs.describe()
+        self.openvswitch_prefix = ovs.prefix if ovs.own else None
         os.makedirs(STATE_DIR, mode=0o700, exist_ok=True)
         for what in clean_leftovers(state_path('pids'), skip_pid=os.getpid()):
             LOG.warning('removed leftovers of an earlier run: %s', what)
@@ -122,7 +123,8 @@ class Lab:
 
         ofp_port = free_port()
         self._start_controller(api_url, ofp_port)
-        self.network = LabNetwork(self.cluster, ofp_port, table_names=TABLE_NAMES)
+        self.network = LabNetwork(self.cluster, ofp_port, table_names=TABLE_NAMES,
+                                  conntrack_zones=conntrack_zones(self.cluster))
         self.network.start()
         for host in self.network.net.hosts:
             self.registry.add(host.pid, f'host {host.name}')
@@ -146,7 +148,9 @@ class Lab:
             for ref, action in result['results']:
                 LOG.info('%s %s', ref, action)
         with open(state_path('api.json'), 'w') as f:
-            json.dump({'url': api_url, 'pid': os.getpid(), 'datapath': self.network.datapath},
+            json.dump({'url': api_url, 'pid': os.getpid(), 'datapath': self.network.datapath,
+                       'openvswitch': self.openvswitch,
+                       'openvswitchPrefix': self.openvswitch_prefix},
                       f)
 
     def _start_controller(self, api_url: str, ofp_port: int):
@@ -279,6 +283,7 @@ class Lab:
                 sandboxes[uid] = rt.host.pid
         return {'nodes': nodes, 'hosts': hosts, 'sandboxes': sandboxes,
                 'datapath': net.datapath if net else None,
+                'openvswitch': self.openvswitch,
                 'controllerPid': self.controller.pid if self.controller else None,
                 'failedNodes': sorted(self.failed_nodes),
                 'stateDir': STATE_DIR}

@@ -9,14 +9,16 @@ all the same. ``kubelab flows`` and ``kubelab top`` (kubelab/cli/observe.py) use
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 
-from kubelab.client import Client
+from kubelab.client import STATE_DIR, Client
 from kubelab.inspect.flows import BRIDGE_ORDER, bridge_dump
 from services import wiring
 from services.cluster import load_cluster_file
 from services.errors import KubelabError
+from topo import ovs
 
 #: Seconds one ``ovs-ofctl`` may take.
 OFCTL_TIMEOUT = 10
@@ -49,7 +51,20 @@ def lab_bridges(cluster, only: str | None = None) -> list[tuple[str, int]]:
                        + '; bridges: ' + ', '.join(name for name, _ in bridges))
 
 
+def use_lab_openvswitch(state_dir: str = STATE_DIR) -> None:
+    """Talk to the Open vSwitch the running lab runs on: its own build's programs first
+    on the PATH when it runs on one (topo/ovs.py; the daemon says which in api.json)."""
+    try:
+        with open(os.path.join(state_dir, 'api.json')) as f:
+            prefix = json.load(f).get('openvswitchPrefix')
+    except (OSError, ValueError):
+        return
+    if prefix:
+        ovs.activate(ovs.OpenVSwitch(prefix, own=True))
+
+
 def ovs_ofctl(bridge: str, *args: str) -> str:
+    use_lab_openvswitch()
     argv = ['ovs-ofctl', '-O', 'OpenFlow13', *args, bridge]
     try:
         proc = subprocess.run(argv, capture_output=True, text=True, timeout=OFCTL_TIMEOUT)

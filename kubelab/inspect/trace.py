@@ -32,8 +32,9 @@ from dataclasses import dataclass, field
 
 from controller.pipeline import TABLE_NAMES, desired
 from controller.state import ClusterState
-from services.errors import KubelabError
+from kubelab.inspect.switches import use_lab_openvswitch
 from services import wiring
+from services.errors import KubelabError
 
 #: ofproto/trace's --ct-next states, one per ct recirculation (more than any path takes).
 MAX_RECIRCULATIONS = 12
@@ -121,6 +122,7 @@ def endpoint_of(fields: dict, side: str) -> str:
 
 # ---------------------------------------------------------------- running OVS
 def ofproto_trace(bridge: str, flow: str, ct_states: list[str]) -> str:
+    use_lab_openvswitch()
     argv = ['ovs-appctl', 'ofproto/trace', bridge, flow]
     for state in ct_states:
         argv += ['--ct-next', state]
@@ -131,6 +133,7 @@ def ofproto_trace(bridge: str, flow: str, ct_states: list[str]) -> str:
 
 
 def _ovs_get(table: str, record: str, column: str) -> str:
+    use_lab_openvswitch()
     proc = subprocess.run(['ovs-vsctl', '--timeout=5', 'get', table, record, column],
                           capture_output=True, text=True)
     if proc.returncode != 0:
