@@ -268,16 +268,16 @@ def _check_document(node) -> None:
     memo: dict = {}
     _check_node(node, 1, memo, set())
     values, _, nbytes = memo[id(node)]
-    if nbytes > MAX_OBJECT_BYTES:
-        expanded = ' once its aliases are expanded' if values > len(memo) else ''
-        raise _node_problem(node, f'the document is {nbytes} bytes{expanded}; the '
-                                  f'API server takes at most {MAX_OBJECT_BYTES} bytes '
-                                  'per object (etcd\'s limit: "request is too large")')
     if values - len(memo) > MAX_ALIAS_VALUES:
         raise _node_problem(node, f'aliases expand the document to {values} '
                                   f'values (at most {MAX_ALIAS_VALUES} may '
                                   f'come from aliases); write it out or use '
                                   f'fewer aliases')
+    if nbytes > MAX_OBJECT_BYTES:
+        expanded = ' once its aliases are expanded' if values > len(memo) else ''
+        raise _node_problem(node, f'the document is {nbytes} bytes{expanded}; the '
+                                  f'API server takes at most {MAX_OBJECT_BYTES} bytes '
+                                  'per object (etcd\'s limit: "request is too large")')
 
 
 def yaml_problem(exc: yaml.YAMLError, source: str,

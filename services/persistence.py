@@ -46,13 +46,23 @@ def _managed_slice(obj: dict) -> bool:
 def saved(objects: list[dict], replica_sets: dict, cluster_doc: dict) -> dict:
     """The document kept on disk: ``objects`` (every object of the store), the
     Deployment controller's ReplicaSet records, the cluster they ran on."""
-    keep = [o for o in objects if o['kind'] not in _DERIVED_KINDS
+    keep = [_without_runtime(o) for o in objects if o['kind'] not in _DERIVED_KINDS
             and not _managed_slice(o)
             and not (o['kind'] == 'Pod' and o['metadata'].get('deletionTimestamp'))]
     records = {uid: {h: {f: getattr(rs, f) for f in RS_FIELDS} for h, rs in sets.items()}
                for uid, sets in replica_sets.items()}
     return {'format': FORMAT, 'cluster': cluster_doc, 'objects': keep,
             'replicaSets': records}
+
+
+def _without_runtime(obj: dict) -> dict:
+    """The object without what changes all the time and is not restored (a pod's
+    status, every resourceVersion), so the file changes only when objects do."""
+    obj = dict(obj, metadata={k: v for k, v in obj['metadata'].items()
+                              if k != 'resourceVersion'})
+    if obj['kind'] == 'Pod':
+        obj.pop('status', None)
+    return obj
 
 
 def check_cluster(document: dict, cluster_doc: dict, source: str):

@@ -253,6 +253,11 @@ def _answer_and_close(sock, code: int, message: str):
     try:
         sock.settimeout(1)
         sock.sendall(head + data)
+        # What the caller already sent is read away: closing a socket with unread data
+        # resets it, and the caller might lose the answer.
+        sock.setblocking(False)
+        while sock.recv(65536):
+            pass
     except OSError:
         pass
 

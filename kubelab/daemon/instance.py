@@ -58,8 +58,10 @@ def holder(path: str) -> str | None:
 
 
 class InstanceLock:
-    def __init__(self, state_dir: str = STATE_DIR, machine_lock: str = MACHINE_LOCK):
-        self.paths = (machine_lock, os.path.join(state_dir, 'lock'))
+    def __init__(self, state_dir: str = STATE_DIR, machine_lock: str | None = MACHINE_LOCK):
+        """``machine_lock`` None: only the state directory's lock (``down`` cleaning
+        its own directory)."""
+        self.paths = tuple(p for p in (machine_lock, os.path.join(state_dir, 'lock')) if p)
         self.state_dir = state_dir
         self.fds: list[int] = []
 
