@@ -12,9 +12,9 @@ ready endpoints (or to a ClusterIP port no Service declares): the switch cannot 
 TCP RST or ICMP port-unreachable that kube-proxy's REJECT sends, so this app builds it.
 That path is rate-limited on the switch by an OpenFlow meter.
 
-The OpenFlow channel is a Unix socket in the lab's 0700 state directory (Ryu's
-StreamServer listens on a path when its "host" is one): only root can connect, and
-each connection's peer uid is checked again. Only the lab's own bridges are taken: a
+The OpenFlow channel is a Unix socket, mode 0600, in Open vSwitch's run directory (the
+only place OVS connects to; Ryu's StreamServer listens on a path when its "host" is
+one): only root can connect, and each connection's peer uid is checked again. Only the lab's own bridges are taken: a
 datapath id the cluster does not have, or one that is already connected, is refused,
 logged and disconnected, so a second connection cannot take a switch over.
 
@@ -436,7 +436,7 @@ def main(argv=None):
     del args[i:i + 2]
     if os.path.exists(path):              # a crashed controller's socket
         os.unlink(path)
-    os.umask(0o077)                       # the socket is born 0600 (in a 0700 directory)
+    os.umask(0o077)                       # the socket is born 0600: root's only
     # Ryu's StreamServer listens on a Unix socket when the "host" is a path in an
     # existing directory; the port is then unused (but must not be 0: Ryu would also
     # listen a second time for the old port 6633).

@@ -12,8 +12,10 @@ Everything the network creates on the machine carries the lab's mark (topo/clean
 ``external_ids:kubelab-lab`` on each bridge, set in the command that creates it, and the
 alias ``kubelab-lab=<mark>`` on each root-namespace interface. ``start`` refuses to
 build over a bridge or interface with one of the lab's names that it did not mark
-(Mininet would delete it). The bridges reach the controller on a Unix socket
-(``unix:<state dir>/ofp.sock``) that only root can open: no TCP port to race for.
+(Mininet would delete it). The bridges reach the controller on a Unix socket that only
+root can open (``controller_socket``): no TCP port to race for. Open vSwitch connects to
+a Unix socket only inside its own run directory (it refuses other paths "due to
+possibility for remote exploit"), so the socket lives there, mode 0600.
 """
 
 from __future__ import annotations
@@ -37,6 +39,16 @@ from services.errors import KubelabError
 from topo.cleanup import MARK_KEY, foreign
 
 LOG = logging.getLogger('kubelab.topo')
+
+
+def ovs_rundir() -> str:
+    """Open vSwitch's run directory (``OVS_RUNDIR``, as its own tools read it)."""
+    return os.environ.get('OVS_RUNDIR', '/var/run/openvswitch')
+
+
+def controller_socket() -> str:
+    """Where the lab's controller listens for its bridges (one lab per machine)."""
+    return os.path.join(ovs_rundir(), 'kubelab-ofp.sock')
 
 
 def detect_datapath() -> str:
@@ -99,7 +111,7 @@ class LabNetwork:
                  table_names: dict[int, str] | None = None):
         self.cluster = cluster
         self.table_names = table_names or {}    # OpenFlow table id -> its pipeline name
-        self.controller = controller          # an OVS target: unix:/run/kubelab/ofp.sock
+        self.controller = controller          # an OVS target: unix:<OVS rundir>/kubelab-ofp.sock
         self.mark = mark
         self.datapath = datapath or detect_datapath()
         self.lock = threading.RLock()

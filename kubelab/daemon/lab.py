@@ -52,10 +52,6 @@ def cluster_document(cluster) -> dict:
     }
 
 
-#: The controller's OpenFlow socket, in the state directory.
-OFP_SOCKET = 'ofp.sock'
-
-
 def ensure_openvswitch():
     """Start Open vSwitch when ``ovs-vsctl`` gets no answer."""
     if shutil.which('ovs-vsctl') is None:
@@ -86,6 +82,7 @@ class Lab:
         self.l7 = None
         self.dns_records = None
         self.saver = None
+        self.ofp_socket = None
 
     # ------------------------------------------------------------ up
     def up(self):
@@ -94,7 +91,7 @@ class Lab:
         from services.store import Store
         from topo.cleanup import PidRegistry, clean_leftovers, start_time
         from topo.kubelet import NodeAgent
-        from topo.network import LabNetwork
+        from topo.network import LabNetwork, controller_socket
 
         if os.geteuid() != 0:
             raise KubelabError('the lab needs root (network namespaces and Open vSwitch): '
@@ -122,9 +119,10 @@ class Lab:
                              after_write=self.saver.save)
         self.api.start()
 
-        self._start_controller(state_path(transport.SOCKET_NAME), state_path(OFP_SOCKET))
-        self.network = LabNetwork(self.cluster, 'unix:' + state_path(OFP_SOCKET),
-                                  lab_mark(), table_names=TABLE_NAMES)
+        self.ofp_socket = controller_socket()
+        self._start_controller(state_path(transport.SOCKET_NAME), self.ofp_socket)
+        self.network = LabNetwork(self.cluster, 'unix:' + self.ofp_socket, lab_mark(),
+                                  table_names=TABLE_NAMES)
         self.network.start()
         for host in self.network.net.hosts:
             self.registry.add(host.pid, f'host {host.name}')
@@ -298,6 +296,7 @@ class Lab:
                 'datapath': net.datapath if net else None,
                 'controllerPid': self.controller.pid if self.controller else None,
                 'failedNodes': sorted(self.failed_nodes),
+                'ofpSocket': self.ofp_socket,
                 'stateDir': STATE_DIR}
 
     # ------------------------------------------------------------ run / down
@@ -331,8 +330,9 @@ class Lab:
         if self.api is not None:
             self.api.stop()
         clean_leftovers(state_path('pids'), lab_mark(), skip_pid=os.getpid())
-        for name in ('token', 'daemon.pid', 'ready', OFP_SOCKET):
+        for path in [state_path(name) for name in ('token', 'daemon.pid', 'ready')] + \
+                ([self.ofp_socket] if self.ofp_socket else []):
             try:
-                os.unlink(state_path(name))
+                os.unlink(path)
             except FileNotFoundError:
                 pass

@@ -81,7 +81,7 @@ def impostor(app):
         vsctl('--', 'add-br', name, '--', 'set', 'Bridge', name,
               f'datapath_type={datapath}', 'fail_mode=secure', 'protocols=OpenFlow13',
               f'other_config:datapath-id={dpid:016x}',
-              '--', 'set-controller', name, 'unix:' + state_path('ofp.sock'))
+              '--', 'set-controller', name, 'unix:' + app.client.lab()['ofpSocket'])
         return name
     yield make
     for name in made:

@@ -110,8 +110,9 @@ def test_fuzzed_manifests_apply_or_fail_cleanly_against_the_running_lab(demo):
 def test_the_api_is_a_unix_socket_only_root_opens_and_needs_the_token(demo):
     """No TCP port at all: the API and the OpenFlow channel are sockets in the 0700 state
     directory; another user cannot connect; without the token nothing changes."""
-    for name in ('api.sock', 'ofp.sock'):
-        st = os.lstat(state_path(name))
+    sockets = (state_path('api.sock'), demo.client.lab()['ofpSocket'])
+    for name in sockets:
+        st = os.lstat(name)
         assert stat.S_ISSOCK(st.st_mode) and st.st_uid == 0, name
         assert stat.S_IMODE(st.st_mode) & 0o077 == 0, name
     folder = os.stat(state_path())
@@ -133,10 +134,10 @@ def test_the_api_is_a_unix_socket_only_root_opens_and_needs_the_token(demo):
         assert code == 401
     assert lab_state(demo.client) == objects
     # Another user (nobody) cannot even connect, to either socket.
-    for name in ('api.sock', 'ofp.sock'):
+    for name in sockets:
         proc = subprocess.run(
             [sys.executable, '-c', 'import socket, sys; s = socket.socket(socket.AF_UNIX); '
-             's.connect(sys.argv[1])', state_path(name)],
+             's.connect(sys.argv[1])', name],
             user=65534, group=65534, capture_output=True, text=True, timeout=30)
         assert proc.returncode != 0 and 'PermissionError' in proc.stderr, proc.stderr
 
