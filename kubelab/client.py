@@ -7,7 +7,7 @@ import os
 import sys
 import time
 
-from kubelab.daemon.statedir import running_daemon
+from kubelab.daemon.statedir import check_state_dir, running_daemon
 from services import transport
 from services.conditions import pod_ready
 from services.errors import ApplyError, KubelabError, NotFound, ValidationError
@@ -21,6 +21,7 @@ class NoLab(KubelabError):
 
 class Client:
     def __init__(self, state_dir: str = STATE_DIR):
+        check_state_dir(state_dir, create=False)    # never send the token to a stranger
         if running_daemon() is None:
             raise NoLab('no lab is running: start one with `kubelab up`')
         try:
