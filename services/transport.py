@@ -15,8 +15,10 @@ about a lab that is up and refused a request.
 
 from __future__ import annotations
 
+import errno
 import http.client
 import socket
+import time
 
 #: The API server's socket, in the state directory.
 SOCKET_NAME = 'api.sock'
@@ -53,10 +55,18 @@ def request(socket_path: str, method: str, path: str, body: bytes | None = None,
     """(status, body) of one HTTP request to the server on ``socket_path``."""
     conn = UnixHTTPConnection(socket_path, timeout)
     try:
-        try:
-            conn.connect()
-        except OSError as exc:
-            raise NotConnected(f'{socket_path}: {exc.strerror or exc}') from None
+        deadline = time.monotonic() + min(timeout, 5)
+        while True:
+            try:
+                conn.connect()
+                break
+            except OSError as exc:
+                # A full listen backlog (a burst of connections) answers EAGAIN: the
+                # server is there, wait for its turn.
+                if exc.errno == errno.EAGAIN and time.monotonic() < deadline:
+                    time.sleep(0.02)
+                    continue
+                raise NotConnected(f'{socket_path}: {exc.strerror or exc}') from None
         try:
             conn.request(method, path, body=body, headers=headers or {})
             resp = conn.getresponse()

@@ -69,6 +69,7 @@ class _Conn:
 
 class GuardedUnixHTTPServer(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
     daemon_threads = True
+    request_queue_size = 256         # connections waiting to be accepted (listen backlog)
     max_connections = MAX_CONNECTIONS
     request_deadline = REQUEST_DEADLINE
 
