@@ -56,6 +56,7 @@ class Container:
     probing: bool = False
     pre_stop: object = None      # a preStop hook under way: a callable, true once done
     hook_proc: subprocess.Popen | None = None    # an exec hook's process
+    error: str | None = None     # why it could not be started (CreateContainerError)
 
 
 @dataclass
@@ -202,7 +203,12 @@ class NodeAgent:
                 else:
                     c.next_start = float('inf')
             if c.proc is None and now >= c.next_start:
-                self._start_container(rt, c)
+                try:
+                    self._start_container(rt, c)
+                    c.error = None
+                except ValueError as exc:    # its spec cannot run (runtime.py says why)
+                    c.error = str(exc)
+                    c.next_start = now + BACKOFF
             if c.proc is not None:
                 self._check_ready(rt, c, now)
 
@@ -319,6 +325,8 @@ class NodeAgent:
         for c in rt.containers.values():
             if c.proc is not None:
                 state = {'running': {'startedAt': c.started}}
+            elif c.error is not None:
+                state = {'waiting': {'reason': 'CreateContainerError', 'message': c.error}}
             elif c.last_exit is not None and c.next_start == float('inf'):
                 state = {'terminated': c.last_exit}
             elif c.last_exit is not None:

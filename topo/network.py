@@ -7,6 +7,15 @@ through one lock: Mininet's host shells are not thread-safe.
 
 On the userspace datapath (no Open vSwitch kernel module) TCP through a bridge only works
 with TX checksum offload off on every veth: ``_offload_off`` does that for every link.
+
+Everything the network creates on the machine carries the lab's mark (topo/cleanup.py):
+``external_ids:kubelab-lab`` on each bridge, set in the command that creates it, and the
+alias ``kubelab-lab=<mark>`` on each root-namespace interface. ``start`` refuses to
+build over a bridge or interface with one of the lab's names that it did not mark
+(Mininet would delete it). The bridges reach the controller on a Unix socket that only
+root can open (``controller_socket``): no TCP port to race for. Open vSwitch connects to
+a Unix socket only inside its own run directory (it refuses other paths "due to
+possibility for remote exploit"), so the socket lives there, mode 0600.
 """
 
 from __future__ import annotations
@@ -14,6 +23,7 @@ from __future__ import annotations
 import ipaddress
 import logging
 import os
+import shlex
 import subprocess
 import threading
 from functools import partial
@@ -21,11 +31,13 @@ from functools import partial
 from mininet.link import Link, OVSLink
 from mininet.log import setLogLevel
 from mininet.net import Mininet
-from mininet.node import Host, OVSSwitch, RemoteController
+from mininet.node import Host, OVSSwitch
 from mininet.topo import Topo
 
 from services import wiring
+from services.errors import KubelabError
 from topo import ovs
+from topo.cleanup import MARK_KEY, foreign
 
 LOG = logging.getLogger('kubelab.topo')
 #: The Linux kernel's conntrack timeouts (nf_conntrack's defaults, seconds), as Open
@@ -37,12 +49,34 @@ KERNEL_CONNTRACK_TIMEOUTS = {
     'udp_multiple': 120, 'icmp_first': 30, 'icmp_reply': 30}
 
 
+def ovs_rundir() -> str:
+    """Open vSwitch's run directory (``OVS_RUNDIR``, as its own tools read it)."""
+    return os.environ.get('OVS_RUNDIR', '/var/run/openvswitch')
+
+
+def controller_socket() -> str:
+    """Where the lab's controller listens for its bridges (one lab per machine)."""
+    return os.path.join(ovs_rundir(), 'kubelab-ofp.sock')
+
+
 def detect_datapath() -> str:
     """'kernel' where the Open vSwitch kernel module is loaded or loadable, else 'user'."""
     forced = os.environ.get('KUBELAB_DATAPATH')
     if forced in ('user', 'kernel'):
         return forced
     return 'kernel' if ovs.kernel_module() else 'user'
+
+
+class MarkedSwitch(OVSSwitch):
+    """An OVSSwitch whose bridge is created with the lab's mark in its external_ids."""
+
+    def __init__(self, name, mark: str = '', **params):
+        super().__init__(name, **params)
+        self.mark = mark
+
+    def bridgeOpts(self):
+        return super().bridgeOpts() + ' ' + shlex.quote(
+            f'external_ids:{MARK_KEY}="{self.mark}"')
 
 
 class ClusterTopo(Topo):
@@ -78,13 +112,14 @@ class ClusterTopo(Topo):
 class LabNetwork:
     """The running Mininet network of one lab."""
 
-    def __init__(self, cluster, controller_port: int, datapath: str | None = None,
+    def __init__(self, cluster, controller: str, mark: str, datapath: str | None = None,
                  table_names: dict[int, str] | None = None,
                  conntrack_zones: list[int] | None = None):
         self.cluster = cluster
         self.table_names = table_names or {}    # OpenFlow table id -> its pipeline name
         self.conntrack_zones = conntrack_zones or []   # the zones the pipeline uses
-        self.controller_port = controller_port
+        self.controller = controller          # an OVS target: unix:<OVS rundir>/kubelab-ofp.sock
+        self.mark = mark
         self.datapath = datapath or detect_datapath()
         self.lock = threading.RLock()
         self.net = None
@@ -93,19 +128,26 @@ class LabNetwork:
     # ------------------------------------------------------------ start / stop
     def start(self):
         setLogLevel('warning')
-        switch = partial(OVSSwitch, datapath=self.datapath, protocols='OpenFlow13',
-                         failMode='secure', reconnectms=1000)
+        theirs = foreign(self.mark)
+        if theirs:
+            raise KubelabError(
+                'the lab will not build over what it did not make: ' + '; '.join(theirs)
+                + '. Remove them if they are leftovers (ovs-vsctl del-br NAME, ip link '
+                'del NAME), or stop the lab they belong to')
+        switch = partial(MarkedSwitch, mark=self.mark, datapath=self.datapath,
+                         protocols='OpenFlow13', failMode='secure')
         self.net = Mininet(topo=ClusterTopo(cluster=self.cluster), switch=switch,
                            controller=None, autoSetMacs=False, build=False,
                            waitConnected=False)
-        self.net.addController(RemoteController('c0', ip='127.0.0.1',
-                                                port=self.controller_port))
         self.net.build()
         self.net.start()
+        self._mark_links([intf.name for sw in self.net.switches for intf in sw.intfList()
+                          if intf.name != 'lo'] + [sw.name for sw in self.net.switches])
         for link in self.net.links:
             if not isinstance(link, OVSLink):
                 self._offload_off(link)
         self._name_tables()
+        self._connect_controller()
         self._conntrack_timeouts()
         for node in self.cluster.nodes:
             host = self.node_host(node.name)
@@ -133,6 +175,25 @@ class LabNetwork:
             return
         for intf in (link.intf1, link.intf2):
             intf.node.cmd(f'ethtool -K {intf.name} tx off >/dev/null 2>&1')
+
+    def _mark_links(self, names: list[str]):
+        """The lab's mark as the alias of its root-namespace interfaces (patch ports are
+        not interfaces of the kernel: their ``ip`` command fails, harmlessly)."""
+        script = ''.join(f'link set dev {name} alias {MARK_KEY}={self.mark}\n'
+                         for name in names)
+        subprocess.run(['ip', '-force', '-batch', '-'], input=script, text=True,
+                       capture_output=True)
+
+    def _connect_controller(self):
+        """Point every bridge at the controller's Unix socket, reconnecting every second
+        at most while it is away."""
+        args = []
+        for i, sw in enumerate(self.net.switches):
+            args += ['--', f'--id=@c{i}', 'create', 'Controller',
+                     f'target="{self.controller}"', 'max_backoff=1000',
+                     '--', 'set', 'Bridge', sw.name, f'controller=@c{i}']
+        subprocess.run(['ovs-vsctl', '--timeout=10', *args], check=True,
+                       capture_output=True)
 
     def _name_tables(self):
         """Give the pipeline's tables their names in OVSDB: dumps then say
@@ -216,6 +277,7 @@ class LabNetwork:
             bridge.vsctl('add-port', bridge.name, link.intf2.name, '--', 'set',
                          'Interface', link.intf2.name, f'ofport_request={port}')
             bridge.cmd(f'ip link set {link.intf2.name} up')
+            self._mark_links([link.intf2.name])
             intf = link.intf1
             host.setMAC(wiring.mac_for(ip), intf)
             host.setIP(ip, prefix, intf)

@@ -12,7 +12,9 @@ Two kinds of machine:
   its prefix, so the machine's Open vSwitch, if it runs, keeps running untouched.
   ``KUBELAB_OVS=system`` forces the machine's.
 
-``activate()`` puts the chosen installation's programs first on this process's PATH,
+``activate()`` puts the chosen installation's programs first on this process's PATH
+(and, for the lab's own build, its run directory in ``OVS_RUNDIR``, where the lab's
+controller socket goes),
 so every ``ovs-vsctl``, ``ovs-ofctl`` and ``ovs-appctl`` the lab runs (Mininet's, the
 controller's, the CLI's, the tests') talks to the instance the lab runs on: each
 installation's tools find their own daemons through their compiled-in run directory.
@@ -90,6 +92,7 @@ def activate(ovs: OpenVSwitch | None = None) -> OpenVSwitch:
         path = [p for p in os.environ.get('PATH', '').split(os.pathsep)
                 if p and p not in ovs.bin_dirs]
         os.environ['PATH'] = os.pathsep.join(ovs.bin_dirs + path)
+        os.environ['OVS_RUNDIR'] = ovs.rundir     # what the lab's own code reads too
     return ovs
 
 

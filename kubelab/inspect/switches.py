@@ -13,7 +13,7 @@ import json
 import os
 import subprocess
 
-from kubelab.client import STATE_DIR, Client
+from kubelab.client import Client
 from kubelab.inspect.flows import BRIDGE_ORDER, bridge_dump
 from services import wiring
 from services.cluster import load_cluster_file
@@ -51,12 +51,13 @@ def lab_bridges(cluster, only: str | None = None) -> list[tuple[str, int]]:
                        + '; bridges: ' + ', '.join(name for name, _ in bridges))
 
 
-def use_lab_openvswitch(state_dir: str = STATE_DIR) -> None:
+def use_lab_openvswitch(state_dir: str) -> None:
     """Talk to the Open vSwitch the running lab runs on: its own build's programs first
-    on the PATH when it runs on one (topo/ovs.py; the daemon says which in api.json)."""
+    on the PATH when it runs on one (topo/ovs.py; the daemon names it in the state
+    directory's openvswitch.json)."""
     try:
-        with open(os.path.join(state_dir, 'api.json')) as f:
-            prefix = json.load(f).get('openvswitchPrefix')
+        with open(os.path.join(state_dir, 'openvswitch.json')) as f:
+            prefix = json.load(f).get('prefix')
     except (OSError, ValueError):
         return
     if prefix:
@@ -64,7 +65,6 @@ def use_lab_openvswitch(state_dir: str = STATE_DIR) -> None:
 
 
 def ovs_ofctl(bridge: str, *args: str) -> str:
-    use_lab_openvswitch()
     argv = ['ovs-ofctl', '-O', 'OpenFlow13', *args, bridge]
     try:
         proc = subprocess.run(argv, capture_output=True, text=True, timeout=OFCTL_TIMEOUT)

@@ -32,7 +32,6 @@ from dataclasses import dataclass, field
 
 from controller.pipeline import TABLE_NAMES, desired
 from controller.state import ClusterState
-from kubelab.inspect.switches import use_lab_openvswitch
 from services import wiring
 from services.errors import KubelabError
 
@@ -122,7 +121,6 @@ def endpoint_of(fields: dict, side: str) -> str:
 
 # ---------------------------------------------------------------- running OVS
 def ofproto_trace(bridge: str, flow: str, ct_states: list[str]) -> str:
-    use_lab_openvswitch()
     argv = ['ovs-appctl', 'ofproto/trace', bridge, flow]
     for state in ct_states:
         argv += ['--ct-next', state]
@@ -133,7 +131,6 @@ def ofproto_trace(bridge: str, flow: str, ct_states: list[str]) -> str:
 
 
 def _ovs_get(table: str, record: str, column: str) -> str:
-    use_lab_openvswitch()
     proc = subprocess.run(['ovs-vsctl', '--timeout=5', 'get', table, record, column],
                           capture_output=True, text=True)
     if proc.returncode != 0:
