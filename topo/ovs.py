@@ -50,8 +50,9 @@ class OpenVSwitch:
     @property
     def rundir(self) -> str:
         """Where its daemons keep their pid files and control sockets."""
-        if self.own:
-            return os.path.join(self.prefix, 'var', 'run', 'openvswitch')
+        if self.own:      # its compiled-in path, the symlink resolved: Open vSwitch
+            # accepts a controller socket only inside that very directory
+            return os.path.join(os.path.realpath(self.prefix), 'var', 'run', 'openvswitch')
         return '/var/run/openvswitch'
 
     def version(self) -> str:
@@ -63,7 +64,7 @@ class OpenVSwitch:
     def describe(self) -> str:
         where = (f'the lab\'s own build in {os.path.realpath(self.prefix)}' if self.own
                  else "the machine's package")
-        return f'Open vSwitch {self.version()} ({where})'
+        return f'Open vSwitch {self.version()}, {where}'
 
 
 def kernel_module() -> bool:
