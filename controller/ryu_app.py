@@ -89,6 +89,9 @@ def _action(parser, ofp, action):
                 parser.NXFlowSpecLoad(src=('ipv4_dst_nxm', 0), dst=('reg3', 0), n_bits=32),
                 parser.NXFlowSpecLoad(src=(l4, 0), dst=('reg4', 0), n_bits=16),
                 parser.NXFlowSpecLoad(src=1, dst=('reg5', 0), n_bits=1)])
+    if isinstance(action, F.Conjunction):       # clauses are 0-based on the wire
+        return parser.NXActionConjunction(clause=action.clause - 1,
+                                          n_clauses=action.n_clauses, id_=action.conj_id)
     if isinstance(action, F.Ct):
         nat = []
         if action.nat is not None:
@@ -102,7 +105,11 @@ def _action(parser, ofp, action):
                 if action.nat.port:
                     kw.update(range_proto_min=action.nat.port, range_proto_max=action.nat.port)
                 nat = [parser.NXActionNAT(flags=2, **kw)]       # 2: DNAT
-        if action.mark is not None:
+        if action.mark is not None and action.mark_mask is not None:
+            # OpenFlow 1.3's set_field takes no mask: Nicira's reg_load2 does.
+            nat.append(parser.NXActionRegLoad2(dst='ct_mark',
+                                               value=(action.mark, action.mark_mask)))
+        elif action.mark is not None:
             nat.append(parser.OFPActionSetField(ct_mark=action.mark))
         return parser.NXActionCT(
             flags=1 if action.commit else 0, zone_src=None, zone_ofs_nbits=action.zone,

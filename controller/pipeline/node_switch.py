@@ -6,6 +6,10 @@ tables.py has the stage list with the iptables place each table plays. What seve
 stages read (the node's zones and MACs, its pods, its Service fronts) is worked out
 once, in ``NodeBridge``.
 
+NetworkPolicy adds four tables after L3Forwarding (EgressRule, EgressDefaultRule,
+IngressRule, IngressDefaultRule) and a few flows in ConntrackState and L3Forwarding;
+network_policy.py compiles them, from ``NodeBridge.policy``.
+
 A Service port is reached at one or more *fronts* on a node (its ClusterIP:port, this
 node's NodeIP:NodePort); ``service_fronts`` decides, once per front, which endpoints the
 traffic policies leave it and which select group balances over them. ServiceLB sends a
@@ -22,7 +26,7 @@ from functools import cached_property
 from controller.flows import (Bucket, Ct, Group, GroupSpec, LearnAffinity, MeterSpec, Nat,
                               Output, Resubmit, SetField, SwitchConfig, ToController,
                               ct_state, flow)
-from controller.pipeline import shared
+from controller.pipeline import network_policy, shared
 from controller.pipeline.tables import (
     AFFINITY_COOKIE, CT_MARK_NODE_MASQ, ETH_IP, PRIORITY_AFFINITY_PER_SOURCE_PORT,
     PRIORITY_FALLBACK, PRIORITY_HAIRPIN, PRIORITY_HIGH, PRIORITY_LOW, PRIORITY_MISS,
@@ -136,6 +140,10 @@ class NodeBridge:
     def fronts(self) -> list[Front]:
         return service_fronts(self.state, self.node)
 
+    @cached_property
+    def policy(self) -> network_policy.NodePolicy:
+        return network_policy.node_policy(self.state, self.node)
+
     @property
     def external_match(self) -> dict:
         ext = ipaddress.IPv4Network(self.state.cluster.external_cidr)
@@ -201,7 +209,8 @@ def conntrack_state(ctx: NodeBridge) -> list:
         flow(T['ConntrackState'], PRIORITY_LOW,
              {'eth_type': ETH_IP, 'ct_state': ct_state('+trk-new')},
              goto=T['L3Forwarding'], owner='conntrack'),
-        flow(T['ConntrackState'], PRIORITY_MISS, owner='conntrack')]
+        flow(T['ConntrackState'], PRIORITY_MISS, owner='conntrack'),
+        *network_policy.conntrack_state_flows(ctx.policy)]
 
 
 def session_affinity(ctx: NodeBridge) -> list:
@@ -336,9 +345,10 @@ def conntrack_commit(ctx: NodeBridge) -> list:
 
 
 def l3_forwarding(ctx: NodeBridge) -> list:
-    """L3Forwarding: local pods and the node, then the other nodes, then the outside."""
+    """L3Forwarding: the new connections of isolated pods to the NetworkPolicy tables
+    first; local pods and the node, then the other nodes, then the outside."""
     node, gw_mac = ctx.node, ctx.gw_mac
-    flows = []
+    flows = network_policy.l3_forwarding_flows(ctx.policy)
     for pod in ctx.local_pods:
         port = wiring.pod_port(node, pod.ip)
         flows.append(shared.route(pod.ip + '/32', port, gw_mac, wiring.mac_for(pod.ip),
@@ -372,6 +382,26 @@ def l3_forwarding(ctx: NodeBridge) -> list:
                    goto=T['SNAT'], owner='external network'),
               flow(T['L3Forwarding'], PRIORITY_MISS, owner='no route')]
     return flows
+
+
+def egress_rule(ctx: NodeBridge) -> list:
+    """EgressRule: a new connection from an isolated pod, judged by its egress rules."""
+    return network_policy.egress_rule(ctx.policy, ctx.zone)
+
+
+def egress_default_rule(ctx: NodeBridge) -> list:
+    """EgressDefaultRule: ... dropped when none admits it."""
+    return network_policy.egress_default_rule(ctx.policy, ctx.zone)
+
+
+def ingress_rule(ctx: NodeBridge) -> list:
+    """IngressRule: a new connection to an isolated pod, judged by its ingress rules."""
+    return network_policy.ingress_rule(ctx.policy, ctx.zone, ctx.node)
+
+
+def ingress_default_rule(ctx: NodeBridge) -> list:
+    """IngressDefaultRule: ... dropped when none admits it; else allowed and routed."""
+    return network_policy.ingress_default_rule(ctx.policy, ctx.zone)
 
 
 def snat(ctx: NodeBridge) -> list:
@@ -422,7 +452,8 @@ def output(ctx: NodeBridge) -> list:
 
 STAGES = (classifier, arp_responder, un_snat, conntrack_zone, conntrack_state,
           session_affinity, service_lb, endpoint_dnat, affinity_learn, conntrack_commit,
-          l3_forwarding, snat, output)
+          l3_forwarding, egress_rule, egress_default_rule, ingress_rule,
+          ingress_default_rule, snat, output)
 
 
 def node_bridge(state, node) -> SwitchConfig:

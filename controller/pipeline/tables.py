@@ -20,6 +20,13 @@ function per table, under the same names):
   ConntrackCommit (conntrack)       commits every other new connection
   L3Forwarding    (routing)         local pod or node -> its port; other node's pods ->
                                     the underlay; external network -> SNAT
+  EgressRule      (filter FORWARD)  NetworkPolicy: a new connection from a pod that a
+                                    policy isolates for egress, judged by its rules
+                                    (conjunctive matches) after the DNAT
+  EgressDefaultRule                 ... and dropped when no rule admits it
+  IngressRule     (filter FORWARD)  NetworkPolicy: a new connection to a pod isolated
+                                    for ingress; allowed -> routed (L3Forwarding again)
+  IngressDefaultRule                ... and dropped when no rule admits it
   SNAT            (KUBE-POSTROUTING) masquerade: a pod that reached itself through a
                                     Service (hairpin) is seen as the pod gateway; a pod
                                     talking to the external network as its node
@@ -28,6 +35,12 @@ function per table, under the same names):
 
 (SessionAffinity, EndpointDNAT and AffinityLearn serve Services with
 ``sessionAffinity: ClientIP``: see ``TABLES`` for the iptables place each plays.)
+
+L3Forwarding sends the new connections of the pods NetworkPolicies isolate (from one
+isolated for egress, to one isolated for ingress) through the four policy tables first;
+network_policy.py compiles them. The verdict is kept in the connection: a dropped one
+gets the PolicyDenied ct_mark (ConntrackState drops the packets that would answer it),
+an allowed one loses it; only a connection's first packets are judged.
 
 Conntrack zones: all userspace bridges share one conntrack table, so each node bridge
 tracks in its own zone (the node's index) and masquerades in another (1000 + index). A
@@ -54,8 +67,12 @@ EDGE_ZONE = 2000             # the cloud load balancer's conntrack zone
 # ct_mark bits (the connection remembers them, both directions):
 CT_MARK_NODE_MASQ = 0x1      # [0]: reached through a NodePort with externalTrafficPolicy
                              #      Cluster: masquerade as the node (KUBE-MARK-MASQ)
+CT_MARK_POLICY_DENIED = 0x2  # [1]: a NetworkPolicy dropped the connection: its
+                             #      answers are dropped too (ConntrackState)
 # reg0 bits (one bridge's pipeline; registers start at 0 on every bridge):
 REG0_LOCAL_ORIGIN = 0x1      # [0]: sent by this node or one of its pods (Classifier)
+# reg1 bits:
+REG1_POLICY_JUDGED = 0x1     # [0]: the NetworkPolicy tables allowed the packet: route it
 
 # ---------------------------------------------------------------- flow priorities
 # The general levels.
@@ -88,6 +105,15 @@ PRIORITY_NODEPORT_MASQ_ROUTE = 230
                              # goes to SNAT first, over the hairpin
 PRIORITY_NODEPORT_MASQ_SNAT = 250
                              # SNAT: that masquerade, over the hairpin's (NORMAL)
+PRIORITY_POLICY_FROM_ISOLATED = 241
+                             # L3Forwarding: a new connection of a pod isolated for
+                             # egress goes to EgressRule before it is routed (over the
+                             # NodePort masquerade's 230)
+PRIORITY_POLICY_TO_ISOLATED = 240
+                             # L3Forwarding: one to a pod isolated for ingress goes to
+                             # IngressRule (under the egress one: both, egress first)
+PRIORITY_POLICY_EXEMPT = 220  # IngressRule: what no policy may stop (the pod's own
+                             # node, a pod reaching itself), over the rules (NORMAL, HIGH)
 
 
 @dataclass(frozen=True)
@@ -115,7 +141,15 @@ TABLES = (
     Table(50, 'AffinityLearn', 'KUBE-SEP -m recent --set (remember the client)',
           ('L3Forwarding',)),
     Table(60, 'ConntrackCommit', 'conntrack commit', ('L3Forwarding',)),
-    Table(70, 'L3Forwarding', 'routing (FORWARD)', ('SNAT', 'Output')),
+    Table(70, 'L3Forwarding', 'routing (FORWARD)',
+          ('SNAT', 'Output', 'EgressRule', 'IngressRule')),
+    Table(71, 'EgressRule', "NetworkPolicy egress rules (the plugin's filter FORWARD chain)",
+          ('EgressDefaultRule', 'IngressRule')),
+    Table(72, 'EgressDefaultRule', 'NetworkPolicy: egress isolation (default deny)',
+          ('IngressRule',)),
+    Table(73, 'IngressRule', "NetworkPolicy ingress rules (the plugin's filter FORWARD "
+          'chain)', ('IngressDefaultRule',)),   # allowed: resubmit to L3Forwarding
+    Table(74, 'IngressDefaultRule', 'NetworkPolicy: ingress isolation (default deny)', ()),
     Table(75, 'SNAT', 'nat POSTROUTING: KUBE-POSTROUTING (masquerade)',
           ('Output', 'L3Forwarding')),
     Table(80, 'Output', 'output', ()),

@@ -5,6 +5,7 @@
   kubelab apply -f FILE|DIR [--wait]      kubelab delete -f FILE | KIND NAME
   kubelab get KIND [NAME] [-o wide|json|yaml|name] [-n NS | -A]
   kubelab diagram -o FILE.svg|FILE.png [-n NS | -A]   (a picture of the lab)
+  kubelab label pod|namespace|... NAME k=v [k-] [--overwrite]
   kubelab scale deployment NAME --replicas N
   kubelab rollout restart deployment NAME
   kubelab rollout status deployment NAME [--timeout 60s]
@@ -20,7 +21,7 @@
 
 This module holds the parser and ``main``; the commands live by subject beside it:
 lab.py (up, down, node, wait, lab, demo, bench), objects.py (apply, delete, get,
-create, scale, rollout), pods.py (exec, logs), observe.py (trace, flows, top, diagram).
+create, label, scale, rollout), pods.py (exec, logs), observe.py (trace, flows, top, diagram).
 Every command is declared by a small function below, grouped by subject, and
 ``build_parser`` calls them in the order ``kubelab --help`` lists the commands.
 
@@ -114,6 +115,16 @@ def _create(add):
     sp.add_argument('name')
 
 
+def _label(add):
+    sp = add('label', objects.cmd_label, "set or remove an object's labels "
+             '(`label pod web tier=front app-`)')
+    sp.add_argument('kind', metavar='KIND', help='pod, namespace, ... or KIND/NAME')
+    sp.add_argument('items', nargs='*', metavar='NAME k=v|k-',
+                    help='the name, then labels to set (k=v) or remove (k-)')
+    sp.add_argument('--overwrite', action='store_true',
+                    help='allow changing a label that already has a value')
+
+
 def _scale(add):
     sp = add('scale', objects.cmd_scale, 'set the replicas of a deployment')
     sp.add_argument('kind')
@@ -193,8 +204,8 @@ def _top(add):
 
 # ---------------------------------------------------------------- parser
 #: The commands in the order ``kubelab --help`` lists them.
-COMMANDS = (_up, _down, _apply, _delete, _get, _diagram, _trace, _create, _scale, _node,
-            _rollout, _exec, _logs, _wait, _flows, _top, _lab, _demo, _bench)
+COMMANDS = (_up, _down, _apply, _delete, _get, _diagram, _trace, _create, _label, _scale,
+            _node, _rollout, _exec, _logs, _wait, _flows, _top, _lab, _demo, _bench)
 
 
 def build_parser() -> argparse.ArgumentParser:

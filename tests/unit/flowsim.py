@@ -38,8 +38,14 @@ walks (a SYN, then its reply) and several switches:
   (the VIP:port) back as its source and the original source back as its destination;
 - zones are separate tables: one bridge may track a packet in two zones (its own, and
   the zone it masquerades in), each zone keeping its own connection and translation;
+- a packet remembers the connection its last ``ct`` found or made (OVS keeps it with
+  the packet, across recirculations): a later ``ct`` in the *same zone* uses that
+  connection even though NAT changed the packet's addresses since (a second commit of
+  a DNATed connection updates its mark instead of tracking the translated packet as a
+  new connection); in another zone the packet is looked up afresh;
 - ``ct_mark``: a connection's mark is set by ``commit`` with ``Ct(mark=...)``
-  (``exec(set_field:M->ct_mark)``; a mark without ``commit`` is refused, as OVS does) and
+  (``exec(set_field:M[/MASK]->ct_mark)``, only the mask's bits when it has one; a
+  mark without ``commit`` is refused, as OVS does) and
   kept for both directions; every lookup loads the mark of the connection it finds *in
   that zone* into the packet's ``ct_mark``, and 0 when it finds none (a new packet not
   committed, an invalid one). So a packet recirculated by the SNAT zone carries that
@@ -49,6 +55,14 @@ walks (a SYN, then its reply) and several switches:
   and a tracked copy continues in table ``N`` (with the same ``in_port``). ``N`` may be
   an earlier table than the current one (a recirculation, e.g. SNAT -> L3Forwarding):
   only a ``goto_table`` must go forward; a recirculation loop ends in ``SimError``.
+
+Conjunctive matches (``conjunction(id,k/n)`` actions, ovs-fields(7)): when the
+highest-priority flows a packet matches are all conjunction flows, a conjunction whose
+every dimension matched there sends the lookup to the flow that matches
+``conj_id=id`` (the lowest id when several are complete: OVS leaves that choice open,
+and NetworkPolicy's rules only allow); none complete, the lookup goes on below that
+priority. A conjunction flow mixed with an ordinary one at the same priority is a
+``SimError``.
 
 Nicira extensions: ``resubmit(,N)`` looks the same packet up in table ``N`` (following
 its gotos) and comes back to the next action, keeping what that table did to it (the
@@ -74,8 +88,8 @@ import itertools
 import zlib
 from dataclasses import dataclass, field
 
-from controller.flows import (CT_STATE_BITS, Ct, Group, LearnAffinity, Move, Output,
-                              Resubmit, SetField, ToController, flow)
+from controller.flows import (CT_STATE_BITS, Conjunction, Ct, Group, LearnAffinity, Move,
+                              Output, Resubmit, SetField, ToController, flow)
 from controller.pipeline import TABLE_NAMES, desired
 from services import wiring
 
@@ -85,9 +99,9 @@ TCP_FLAGS = {'F': 0x01, 'S': 0x02, 'R': 0x04, 'P': 0x08, 'A': 0x10}
 MAC_FIELDS = ('eth_src', 'eth_dst', 'arp_sha', 'arp_tha')
 IP_FIELDS = ('ipv4_src', 'ipv4_dst', 'arp_spa', 'arp_tpa')
 REGISTERS = tuple(f'reg{i}' for i in range(16))
-METADATA = ('in_port', 'ct_state', 'ct_zone', 'ct_mark') + REGISTERS
+METADATA = ('in_port', 'ct_state', 'ct_zone', 'ct_mark', 'ct_conn', 'conj_id') + REGISTERS
 # Pipeline fields an OpenFlow match sees as 0 on a packet that never set them.
-ZERO_DEFAULT = ('ct_state', 'ct_mark') + REGISTERS
+ZERO_DEFAULT = ('ct_state', 'ct_mark', 'conj_id') + REGISTERS
 LEARNED_OWNER = 'learned'    # the owner of the flows a ``learn`` action installs
 
 
@@ -228,7 +242,11 @@ class Conntrack:
         if action.mark is not None and not action.commit:
             raise SimError(f'{action.ofctl()}: ct_mark is set only with commit')
         out = dict(pkt)
-        conn, is_reply = self.find(action.zone, pkt)
+        cached = pkt.get('ct_conn')
+        if cached is not None and cached[0].zone == action.zone:
+            conn, is_reply = cached
+        else:
+            conn, is_reply = self.find(action.zone, pkt)
         if conn is not None:
             state = {'trk', 'est', 'rpl'} if is_reply else (
                 {'trk', 'est'} if conn.seen_reply else {'trk', 'new'})
@@ -239,7 +257,7 @@ class Conntrack:
             if action.nat is not None and conn.translated:
                 _translate(out, conn, is_reply)
             if action.commit and action.mark is not None:
-                conn.mark = action.mark
+                conn.mark = _with_mark(conn.mark, action)
         elif _cannot_open(pkt):
             state = {'trk', 'inv'}
         else:
@@ -252,7 +270,7 @@ class Conntrack:
                 snat = None if snat_ip is None else self._snat(action.zone, orig, dnat,
                                                                snat_ip)
                 conn = Connection(action.zone, orig, dnat, snat,
-                                  mark=action.mark or 0)
+                                  mark=_with_mark(0, action))
                 self.connections.append(conn)
                 if conn.translated:
                     _translate(out, conn, False)
@@ -261,6 +279,7 @@ class Conntrack:
         out['ct_state'] = sum(CT_STATE_BITS[s] for s in state)
         out['ct_zone'] = action.zone
         out['ct_mark'] = conn.mark if conn is not None else 0
+        out['ct_conn'] = (conn, is_reply) if conn is not None else None
         return out
 
     def _snat(self, zone: int, orig: tuple, dnat, ip: str) -> tuple:
@@ -274,6 +293,14 @@ class Conntrack:
             if reply_tuple(orig, dnat, (ip, port)) not in taken:
                 return ip, port
         raise SimError(f'zone {zone}: no port left to masquerade {orig} as {ip}')
+
+
+def _with_mark(mark: int, action: Ct) -> int:
+    """``mark`` after the action's ``exec(set_field:M[/MASK]->ct_mark)``."""
+    if action.mark is None:
+        return mark
+    mask = 0xFFFFFFFF if action.mark_mask is None else action.mark_mask
+    return (mark & ~mask) | (action.mark & mask)
 
 
 def five_tuple(pkt: dict) -> tuple:
@@ -467,6 +494,7 @@ class _Run:
                 forks += self.apply(chosen.actions, dict(pkt), threads)
             elif isinstance(action, Ct):
                 tracked = self.conntrack.execute(action, pkt)
+                pkt['ct_conn'] = tracked['ct_conn']    # the datapath keeps it
                 if action.table is not None:
                     forks.append((tracked, action.table))
                 elif action.nat is not None and not action.commit:
@@ -482,6 +510,8 @@ class _Run:
                 self.pipeline(pkt, action.table, threads)
             elif isinstance(action, LearnAffinity):
                 self.learn(action, pkt)
+            elif isinstance(action, Conjunction):
+                raise SimError(f'a conjunction flow was executed: {action.ofctl()}')
             else:
                 raise SimError(f'unknown action {action!r}')
         return forks
@@ -507,16 +537,45 @@ class _Run:
         flows.append(learned)
 
 
+def _conjunctive(f) -> bool:
+    return bool(f.actions) and all(isinstance(a, Conjunction) for a in f.actions)
+
+
 def _lookup(flows: list, pkt: dict, table_name):
     hits = [f for f in flows if matches(f.match, pkt)]
-    if not hits:
-        return None
-    top = max(f.priority for f in hits)
-    best = {f.cookie: f for f in hits if f.priority == top}
-    if len(best) > 1:
-        raise SimError(f'{table_name}: flows overlap at priority {top}: '
-                       f'{[f.to_ofctl() for f in best.values()]}')
-    return next(iter(best.values()))
+    while hits:
+        top = max(f.priority for f in hits)
+        best = {f.cookie: f for f in hits if f.priority == top}
+        soft = [f for f in best.values() if _conjunctive(f)]
+        if not soft:
+            if len(best) > 1:
+                raise SimError(f'{table_name}: flows overlap at priority {top}: '
+                               f'{[f.to_ofctl() for f in best.values()]}')
+            return next(iter(best.values()))
+        if len(soft) < len(best):
+            raise SimError(f'{table_name}: a conjunction flow and another flow match at '
+                           f'priority {top}: {[f.to_ofctl() for f in best.values()]}')
+        done = _complete(soft)
+        for conj_id in sorted(done):
+            found = _lookup([f for f in flows if not _conjunctive(f)],
+                            dict(pkt, conj_id=conj_id), table_name)
+            if found is not None:
+                return found
+        hits = [f for f in hits if f.priority < top]
+    return None
+
+
+def _complete(soft: list) -> set:
+    """The conjunctions every dimension of which a flow of ``soft`` matched."""
+    seen: dict[int, set] = {}
+    sizes = {}
+    for f in soft:
+        for a in f.actions:
+            seen.setdefault(a.conj_id, set()).add(a.clause)
+            if sizes.setdefault(a.conj_id, a.n_clauses) != a.n_clauses:
+                raise SimError(f'conjunction {a.conj_id} has {sizes[a.conj_id]} and '
+                               f'{a.n_clauses} dimensions')
+    return {cid for cid, clauses in seen.items() if len(clauses) == sizes[cid]}
 
 
 def _wire(pkt: dict) -> dict:
