@@ -1,32 +1,39 @@
 """NetworkPolicy as flows: the network plugin's firewall in a node bridge's pipeline.
 
 What a policy selects and admits is services/networkpolicy.py's answer; this module
-turns it into the flows of four tables (tables.py has them with their iptables place)
-and a few flows in the tables around them, as Antrea's K8s NetworkPolicy tables do:
+turns it into five tables (tables.py has them with their iptables place) and a few
+flows around them, on the model of Antrea's K8s NetworkPolicy tables:
 
-* L3Forwarding sends the *new* connections (``ct_state=+new+trk``) from a pod of this
-  node that some policy isolates for egress to EgressRule, and those to such a pod
-  isolated for ingress to IngressRule, before routing them. This is after the Service
-  DNAT (the group's bucket or ConntrackCommit recirculated the packet here), so the
-  destination judged is the endpoint pod and its port. Established connections and
-  replies never come here: what was allowed stays allowed.
+* Only the *new* connections of the pods some policy isolates are judged, where they
+  have their final destination (any Service DNAT done) and before they are routed.
+  Those no Service balanced come from ServiceLB (its flows for a source isolated for
+  egress, a destination isolated for ingress, under every Service's flow) before they
+  are committed; those a Service's group (or a hostPort, or session affinity) DNATed
+  and committed come from L3Forwarding (``ct_state=+dnat+new+trk``), which resubmits
+  them to the policy tables. Established connections and replies never come here:
+  what was allowed stays allowed, until the connection ends.
 * EgressRule and IngressRule hold each rule as one *conjunctive* flow (``conj_id``)
   whose dimensions are the rule's pods on this node (the source for egress, the
   destination for ingress), its peers (addresses: pods' /32s and ipBlocks with their
-  ``except`` cut out) and its ports (a protocol, a port or a port range as bit masks).
-  Each value of a dimension is one flow with a ``conjunction(id,k/n)`` action, shared
-  by every rule that has it, so the flows grow as the sum of a rule's pods, peers and
+  ``except`` cut out) and its ports (a protocol, a port or a range as bit masks). Each
+  value of a dimension is one flow with a ``conjunction(id,k/n)`` action, shared by
+  every rule that has it, so the flows grow as the sum of a rule's pods, peers and
   ports, not as their product. A dimension a rule leaves open (no peers, no ports) is
   left out; a rule with only its pods left is one plain flow per pod. A named port is
   resolved per destination pod: the rule becomes one conjunction per number the name
-  has. A rule matched goes on (egress: to IngressRule; ingress: the packet is allowed).
-* EgressDefaultRule and IngressDefaultRule drop what no rule admitted, per isolated pod.
-* The verdict is kept in the connection (committed in the node's zone before it was
-  judged): a drop sets the ``PolicyDenied`` ct_mark bit, which ConntrackState reads
-  to drop the packets that would answer that connection; an allow clears it (a
-  retransmitted SYN is judged again: the policy may have changed). Then the allowed
-  packet is marked judged (reg1) and resubmitted to L3Forwarding to be routed. None of
-  this recirculates: a ct() without a table does not.
+  has. A rule that matches goes on: egress to IngressRule, ingress to PolicyVerdict.
+* EgressDefaultRule and IngressDefaultRule deny (reg1) what no rule admitted, one
+  flow per isolated pod (their counters are the drops of the policies that isolate
+  it); PolicyVerdict then drops it. An allowed connection goes on to ConntrackCommit
+  or, when it is committed already, to L3Forwarding (marked judged in reg1).
+* A committed (DNATed) connection that is denied keeps that verdict: it gets the
+  PolicyDenied ct_mark bit, and ConntrackState drops what would answer it. If a later
+  retransmission is allowed (the policies changed), PolicyVerdict clears the bit.
+
+No flow here recirculates on the way of an allowed or denied first packet (the
+userspace datapath drops a packet at its seventh recirculation; the longest path
+through the lab takes six); only a retransmission of a denied Service connection that
+is now allowed recirculates, to clear its mark.
 
 The source an ingress rule judges is the one the pod will see. A connection through a
 NodePort with ``externalTrafficPolicy: Cluster`` is masqueraded as this node after
@@ -51,9 +58,11 @@ from dataclasses import dataclass, field
 from controller.flows import (Conjunction, Ct, Resubmit, SetField, ct_state, flow)
 from controller.pipeline import shared
 from controller.pipeline.tables import (
-    CT_MARK_NODE_MASQ, CT_MARK_POLICY_DENIED, ETH_IP, PRIORITY_HIGH, PRIORITY_MISS,
-    PRIORITY_NORMAL, PRIORITY_POLICY_EXEMPT, PRIORITY_POLICY_FROM_ISOLATED,
-    PRIORITY_POLICY_TO_ISOLATED, REG1_POLICY_JUDGED, T)
+    CT_MARK_NODE_MASQ, CT_MARK_POLICY_DENIED, ETH_IP, PRIORITY_FALLBACK, PRIORITY_HIGH,
+    PRIORITY_LOW, PRIORITY_MISS, PRIORITY_NORMAL, PRIORITY_POLICY_DNATED_FROM_ISOLATED,
+    PRIORITY_POLICY_DNATED_TO_ISOLATED, PRIORITY_POLICY_EXEMPT,
+    PRIORITY_POLICY_FROM_ISOLATED, PRIORITY_POLICY_TO_ISOLATED, REG1_POLICY_DENIED,
+    REG1_POLICY_JUDGED, T)
 from controller.state import PROTOCOL_NUMBERS
 from services import networkpolicy as np
 from services import wiring
@@ -241,17 +250,39 @@ def port_masks(low: int, high: int) -> list[tuple[int, int]]:
 
 
 # ---------------------------------------------------------------- the flows
-def _allow(zone: int) -> tuple:
-    """An allowed connection: clear its PolicyDenied bit, mark the packet judged and
-    route it (L3Forwarding again)."""
-    return (Ct(zone=zone, commit=True, mark=0, mark_mask=CT_MARK_POLICY_DENIED),
-            SetField('reg1', REG1_POLICY_JUDGED), Resubmit(T['L3Forwarding']))
+def _denied() -> tuple:
+    return (SetField('reg1', REG1_POLICY_DENIED),)
 
 
-def _deny(zone: int) -> tuple:
-    """A dropped connection: remember it (its answers are dropped in ConntrackState)."""
-    return (Ct(zone=zone, commit=True, mark=CT_MARK_POLICY_DENIED,
-               mark_mask=CT_MARK_POLICY_DENIED),)
+def service_lb_flows(policy: NodePolicy) -> list:
+    """ServiceLB: a new connection no Service balanced, from or to an isolated pod,
+    is judged before it is committed."""
+    return _entries(policy, 'ServiceLB', {}, (PRIORITY_POLICY_FROM_ISOLATED,
+                                              PRIORITY_POLICY_TO_ISOLATED), None)
+
+
+def l3_forwarding_flows(policy: NodePolicy) -> list:
+    """L3Forwarding: a new connection a Service's group DNATed (and committed), from
+    or to an isolated pod, is judged before it is routed (the policy tables come back
+    here when it is allowed)."""
+    return _entries(policy, 'L3Forwarding',
+                    {'ct_state': ct_state('+dnat+new+trk'), 'reg1': (0, REG1_POLICY_JUDGED)},
+                    (PRIORITY_POLICY_DNATED_FROM_ISOLATED,
+                     PRIORITY_POLICY_DNATED_TO_ISOLATED), 'resubmit')
+
+
+def _entries(policy: NodePolicy, table: str, extra: dict, priorities: tuple, how) -> list:
+    flows = []
+    for direction, priority, field_name, target in (
+            (np.EGRESS, priorities[0], 'ipv4_src', 'EgressRule'),
+            (np.INGRESS, priorities[1], 'ipv4_dst', 'IngressRule')):
+        for pod, keys in policy.isolated[direction].items():
+            flows.append(flow(T[table], priority,
+                              dict(extra, eth_type=ETH_IP, **{field_name: pod.ip}),
+                              (Resubmit(T[target]),) if how == 'resubmit' else (),
+                              goto=None if how == 'resubmit' else T[target],
+                              owner=isolation_owner(keys, pod, direction)))
+    return flows
 
 
 def conntrack_state_flows(policy: NodePolicy) -> list:
@@ -264,31 +295,16 @@ def conntrack_state_flows(policy: NodePolicy) -> list:
                  owner='networkpolicy: answers of a dropped connection')]
 
 
-def l3_forwarding_flows(policy: NodePolicy) -> list:
-    """L3Forwarding: the first packets from and to isolated pods go to the policy
-    tables before they are routed."""
-    flows = []
-    for direction, priority, field_name, table in (
-            (np.EGRESS, PRIORITY_POLICY_FROM_ISOLATED, 'ipv4_src', 'EgressRule'),
-            (np.INGRESS, PRIORITY_POLICY_TO_ISOLATED, 'ipv4_dst', 'IngressRule')):
-        for pod, keys in policy.isolated[direction].items():
-            flows.append(flow(T['L3Forwarding'], priority, {
-                'eth_type': ETH_IP, 'ct_state': ct_state('+trk+new'),
-                'reg1': (0, REG1_POLICY_JUDGED), field_name: pod.ip},
-                goto=T[table], owner=isolation_owner(keys, pod, direction)))
-    return flows
-
-
-def rule_flows(policy: NodePolicy, direction: str, table: str, allow: tuple,
-               goto) -> list:
+def rule_flows(policy: NodePolicy, direction: str, table: str, goto: str) -> list:
     """A table's rules: the shared clause flows of the conjunctions, a conj_id flow per
-    conjunction (allow), a plain flow per pod for a rule with only its pods left."""
+    conjunction, a plain flow per pod for a rule with only its pods left; each that
+    matches goes to ``goto``."""
     clauses, flows = {}, []
     for conj in policy.conjs[direction]:
         cid = policy.ids[conj.key]
         if len(conj.dims) == 1:
-            flows += [flow(T[table], PRIORITY_HIGH, dict(m, eth_type=ETH_IP), allow,
-                           goto=goto, owner=conj.owner) for m in conj.dims[0]]
+            flows += [flow(T[table], PRIORITY_HIGH, dict(m, eth_type=ETH_IP), goto=T[goto],
+                           owner=conj.owner) for m in conj.dims[0]]
             continue
         for k, dim in enumerate(conj.dims, start=1):
             for m in dim:
@@ -297,7 +313,7 @@ def rule_flows(policy: NodePolicy, direction: str, table: str, allow: tuple,
                 slot[0].append(Conjunction(cid, k, len(conj.dims)))
                 slot[1].append(conj.owner)
         flows.append(flow(T[table], PRIORITY_NORMAL, {'conj_id': cid, 'eth_type': ETH_IP},
-                          allow, goto=goto, owner=conj.owner))
+                          goto=T[goto], owner=conj.owner))
     for match, (actions, owners) in sorted(clauses.items(), key=lambda kv: repr(kv[0])):
         flows.append(flow(T[table], PRIORITY_NORMAL, dict(match),
                           sorted(set(actions), key=lambda a: (a.conj_id, a.clause)),
@@ -311,54 +327,80 @@ def _owners(owners: list[str]) -> str:
     return 'networkpolicy ' + ', '.join(rules[:OWNERS_SHOWN]) + more
 
 
-def egress_rule(policy: NodePolicy, zone: int) -> list:
+def egress_rule(policy: NodePolicy) -> list:
     """EgressRule: the egress rules of this node's pods; admitted -> IngressRule."""
     if not policy.active:
         return []
-    return rule_flows(policy, np.EGRESS, 'EgressRule', (), T['IngressRule']) + [
+    return rule_flows(policy, np.EGRESS, 'EgressRule', 'IngressRule') + [
         flow(T['EgressRule'], PRIORITY_MISS, goto=T['EgressDefaultRule'],
              owner='networkpolicy')]
 
 
-def egress_default_rule(policy: NodePolicy, zone: int) -> list:
-    """EgressDefaultRule: a pod isolated for egress may send nothing else."""
+def egress_default_rule(policy: NodePolicy) -> list:
+    """EgressDefaultRule: a pod isolated for egress may open nothing else."""
     if not policy.active:
         return []
     return [flow(T['EgressDefaultRule'], PRIORITY_NORMAL,
-                 {'eth_type': ETH_IP, 'ipv4_src': pod.ip}, _deny(zone),
-                 owner=isolation_owner(keys, pod, np.EGRESS))
+                 {'eth_type': ETH_IP, 'ipv4_src': pod.ip}, _denied(),
+                 goto=T['PolicyVerdict'], owner=isolation_owner(keys, pod, np.EGRESS))
             for pod, keys in policy.isolated[np.EGRESS].items()] + [
         flow(T['EgressDefaultRule'], PRIORITY_MISS, goto=T['IngressRule'],
              owner='networkpolicy')]
 
 
-def ingress_rule(policy: NodePolicy, zone: int, node) -> list:
+def ingress_rule(policy: NodePolicy, node) -> list:
     """IngressRule: what always reaches a pod, then the ingress rules of this node's
-    pods; admitted -> allowed."""
+    pods; admitted -> PolicyVerdict."""
     if not policy.active:
         return []
     flows = []
     if policy.isolated[np.INGRESS]:
         flows.append(flow(T['IngressRule'], PRIORITY_POLICY_EXEMPT,
                           {'eth_type': ETH_IP, 'in_port': wiring.NODE_HOST_PORT},
-                          _allow(zone), owner=f'node {node.name} (reaches its own pods)'))
+                          goto=T['PolicyVerdict'],
+                          owner=f'node {node.name} (reaches its own pods)'))
     flows += [flow(T['IngressRule'], PRIORITY_POLICY_EXEMPT,
                    {'eth_type': ETH_IP, 'ipv4_src': pod.ip, 'ipv4_dst': pod.ip},
-                   _allow(zone), owner=f'{pod.owner} (hairpin: reaches itself)')
+                   goto=T['PolicyVerdict'], owner=f'{pod.owner} (hairpin: reaches itself)')
               for pod in policy.isolated[np.INGRESS]]
-    flows += rule_flows(policy, np.INGRESS, 'IngressRule', _allow(zone), None)
+    flows += rule_flows(policy, np.INGRESS, 'IngressRule', 'PolicyVerdict')
     return flows + [flow(T['IngressRule'], PRIORITY_MISS, goto=T['IngressDefaultRule'],
                          owner='networkpolicy')]
 
 
-def ingress_default_rule(policy: NodePolicy, zone: int) -> list:
-    """IngressDefaultRule: a pod isolated for ingress receives nothing else; the rest
-    is allowed."""
+def ingress_default_rule(policy: NodePolicy) -> list:
+    """IngressDefaultRule: a pod isolated for ingress receives nothing else."""
     if not policy.active:
         return []
     return [flow(T['IngressDefaultRule'], PRIORITY_NORMAL,
-                 {'eth_type': ETH_IP, 'ipv4_dst': pod.ip}, _deny(zone),
-                 owner=isolation_owner(keys, pod, np.INGRESS))
+                 {'eth_type': ETH_IP, 'ipv4_dst': pod.ip}, _denied(),
+                 goto=T['PolicyVerdict'], owner=isolation_owner(keys, pod, np.INGRESS))
             for pod, keys in policy.isolated[np.INGRESS].items()] + [
-        flow(T['IngressDefaultRule'], PRIORITY_MISS, None, _allow(zone),
+        flow(T['IngressDefaultRule'], PRIORITY_MISS, goto=T['PolicyVerdict'],
              owner='networkpolicy')]
+
+
+def policy_verdict(policy: NodePolicy, zone: int) -> list:
+    """PolicyVerdict: drop what was denied (a committed connection keeps the verdict
+    in its mark); an allowed connection is committed (ConntrackCommit) or, committed
+    already by a Service's group, routed (L3Forwarding)."""
+    if not policy.active:
+        return []
+    denied = {'eth_type': ETH_IP, 'reg1': (REG1_POLICY_DENIED, REG1_POLICY_DENIED)}
+    dnat = ct_state('+dnat+trk')
+    mark = (CT_MARK_POLICY_DENIED, CT_MARK_POLICY_DENIED)
+    judged = SetField('reg1', REG1_POLICY_JUDGED)
+    owner = 'networkpolicy verdict'
+    return [
+        flow(T['PolicyVerdict'], PRIORITY_HIGH, dict(denied, ct_state=dnat),
+             (Ct(zone=zone, commit=True, mark=CT_MARK_POLICY_DENIED,
+                 mark_mask=CT_MARK_POLICY_DENIED),), owner=owner),
+        flow(T['PolicyVerdict'], PRIORITY_NORMAL, denied, owner=owner),
+        flow(T['PolicyVerdict'], PRIORITY_LOW,
+             {'eth_type': ETH_IP, 'ct_state': dnat, 'ct_mark': mark},
+             (judged, Ct(zone=zone, commit=True, table=T['L3Forwarding'], mark=0,
+                         mark_mask=CT_MARK_POLICY_DENIED)), owner=owner),
+        flow(T['PolicyVerdict'], PRIORITY_FALLBACK, {'eth_type': ETH_IP, 'ct_state': dnat},
+             (judged,), goto=T['L3Forwarding'], owner=owner),
+        flow(T['PolicyVerdict'], PRIORITY_MISS, None, (judged,),
+             goto=T['ConntrackCommit'], owner=owner)]

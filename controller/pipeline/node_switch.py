@@ -6,9 +6,9 @@ tables.py has the stage list with the iptables place each table plays. What seve
 stages read (the node's zones and MACs, its pods, its Service fronts) is worked out
 once, in ``NodeBridge``.
 
-NetworkPolicy adds four tables after L3Forwarding (EgressRule, EgressDefaultRule,
-IngressRule, IngressDefaultRule) and a few flows in ConntrackState and L3Forwarding;
-network_policy.py compiles them, from ``NodeBridge.policy``.
+NetworkPolicy adds five tables before ConntrackCommit (EgressRule, EgressDefaultRule,
+IngressRule, IngressDefaultRule, PolicyVerdict) and a few flows in ConntrackState,
+ServiceLB and L3Forwarding; network_policy.py compiles them, from ``NodeBridge.policy``.
 
 A Service port is reached at one or more *fronts* on a node (its ClusterIP:port, this
 node's NodeIP:NodePort); ``service_fronts`` decides, once per front, which endpoints the
@@ -231,7 +231,7 @@ def service_lb(ctx: NodeBridge) -> list:
     (``service_lb_groups``). Then hostPorts, and the ClusterIPs' other ports."""
     node = ctx.node
     flows = [flow(T['ServiceLB'], PRIORITY_MISS, goto=T['ConntrackCommit'],
-                  owner='conntrack')]
+                  owner='conntrack'), *network_policy.service_lb_flows(ctx.policy)]
     for front in ctx.fronts:
         flows += _balance(front)
     # hostPort (the CNI portmap plugin's DNAT): this node's address and the port ->
@@ -334,6 +334,31 @@ def affinity_learn(ctx: NodeBridge) -> list:
     return flows
 
 
+def egress_rule(ctx: NodeBridge) -> list:
+    """EgressRule: a new connection from an isolated pod, judged by its egress rules."""
+    return network_policy.egress_rule(ctx.policy)
+
+
+def egress_default_rule(ctx: NodeBridge) -> list:
+    """EgressDefaultRule: ... denied when none admits it."""
+    return network_policy.egress_default_rule(ctx.policy)
+
+
+def ingress_rule(ctx: NodeBridge) -> list:
+    """IngressRule: a new connection to an isolated pod, judged by its ingress rules."""
+    return network_policy.ingress_rule(ctx.policy, ctx.node)
+
+
+def ingress_default_rule(ctx: NodeBridge) -> list:
+    """IngressDefaultRule: ... denied when none admits it."""
+    return network_policy.ingress_default_rule(ctx.policy)
+
+
+def policy_verdict(ctx: NodeBridge) -> list:
+    """PolicyVerdict: drop what was denied; commit or route what was allowed."""
+    return network_policy.policy_verdict(ctx.policy, ctx.zone)
+
+
 def conntrack_commit(ctx: NodeBridge) -> list:
     """ConntrackCommit: commit every new connection ServiceLB did not DNAT."""
     return [flow(T['ConntrackCommit'], PRIORITY_NORMAL,
@@ -345,8 +370,8 @@ def conntrack_commit(ctx: NodeBridge) -> list:
 
 
 def l3_forwarding(ctx: NodeBridge) -> list:
-    """L3Forwarding: the new connections of isolated pods to the NetworkPolicy tables
-    first; local pods and the node, then the other nodes, then the outside."""
+    """L3Forwarding: the DNATed new connections of isolated pods to the NetworkPolicy
+    tables first; local pods and the node, then the other nodes, then the outside."""
     node, gw_mac = ctx.node, ctx.gw_mac
     flows = network_policy.l3_forwarding_flows(ctx.policy)
     for pod in ctx.local_pods:
@@ -382,26 +407,6 @@ def l3_forwarding(ctx: NodeBridge) -> list:
                    goto=T['SNAT'], owner='external network'),
               flow(T['L3Forwarding'], PRIORITY_MISS, owner='no route')]
     return flows
-
-
-def egress_rule(ctx: NodeBridge) -> list:
-    """EgressRule: a new connection from an isolated pod, judged by its egress rules."""
-    return network_policy.egress_rule(ctx.policy, ctx.zone)
-
-
-def egress_default_rule(ctx: NodeBridge) -> list:
-    """EgressDefaultRule: ... dropped when none admits it."""
-    return network_policy.egress_default_rule(ctx.policy, ctx.zone)
-
-
-def ingress_rule(ctx: NodeBridge) -> list:
-    """IngressRule: a new connection to an isolated pod, judged by its ingress rules."""
-    return network_policy.ingress_rule(ctx.policy, ctx.zone, ctx.node)
-
-
-def ingress_default_rule(ctx: NodeBridge) -> list:
-    """IngressDefaultRule: ... dropped when none admits it; else allowed and routed."""
-    return network_policy.ingress_default_rule(ctx.policy, ctx.zone)
 
 
 def snat(ctx: NodeBridge) -> list:
@@ -451,9 +456,9 @@ def output(ctx: NodeBridge) -> list:
 
 
 STAGES = (classifier, arp_responder, un_snat, conntrack_zone, conntrack_state,
-          session_affinity, service_lb, endpoint_dnat, affinity_learn, conntrack_commit,
-          l3_forwarding, egress_rule, egress_default_rule, ingress_rule,
-          ingress_default_rule, snat, output)
+          session_affinity, service_lb, endpoint_dnat, affinity_learn, egress_rule,
+          egress_default_rule, ingress_rule, ingress_default_rule, policy_verdict,
+          conntrack_commit, l3_forwarding, snat, output)
 
 
 def node_bridge(state, node) -> SwitchConfig:

@@ -8,7 +8,8 @@ goto. It returns a ``Walk``: the trace of the flows that matched, as (table name
 owner, flow in ovs-ofctl syntax), and one outcome:
 
 - ``('output', port, packet)``: the packet left on ``port`` (as it is on the wire);
-- ``('drop', table name)``: no flow sent it anywhere (the table where it ended);
+- ``('drop', table name)``: no flow sent it anywhere (the last table it was looked up
+  in, a resubmitted one included);
 - ``('controller', packet)``: a packet-in.
 
 Packets are plain dicts keyed by Ryu's OXM field names (``eth_src``, ``ipv4_dst``,
@@ -23,15 +24,17 @@ walks (a SYN, then its reply) and several switches:
   seen a reply yet), ``+est`` (a reply was seen), ``+rpl`` (the packet is the reply
   direction) or ``+inv`` (a TCP segment that may not open a connection: SYN+ACK, SYN
   with RST or FIN, no SYN/ACK/RST at all; a lone ACK does open one, as Linux
-  conntrack picks up connections mid-stream by default); a packet of a recorded
-  connection with a DNAT also gets ``+dnat``;
+  conntrack picks up connections mid-stream by default); a packet of a connection
+  with a DNAT (the one that commits it included) also gets ``+dnat``;
 - ``commit`` records the connection by its original tuple, with the DNAT target when the
   action carries ``nat(dst=...)`` and the SNAT source when it carries ``nat(src=...)``.
   SNAT keeps the source port unless the reply tuple it gives is already taken in the
   zone; then it takes the first free port of the ephemeral range (1024-65535), as
   conntrack does for ``nat(src=IP)`` without a port range;
-- ``nat`` without ``commit`` and without a table to recirculate to translates the packet
-  in place (the datapath does) but leaves the pipeline's ct_state as it was;
+- a ``ct`` without a table to recirculate to runs in the datapath (a ``nat`` translates
+  the packet in place, a ``commit`` records the connection) but *hides* conntrack from
+  the rest of the pipeline, as OVS does: ``ct_state``, ``ct_zone`` and ``ct_mark`` read
+  0 in the tables after it (the packet is untracked, ``-trk``);
 - ``nat`` (with or without arguments) on a packet of a recorded connection applies the
   recorded translation: an original-direction packet gets the DNAT target as
   destination and the SNAT address as source; a reply gets the original destination
@@ -274,6 +277,8 @@ class Conntrack:
                 self.connections.append(conn)
                 if conn.translated:
                     _translate(out, conn, False)
+                if conn.dnat is not None:
+                    state.add('dnat')
             elif dnat is not None or snat_ip is not None:
                 raise SimError(f'{action.ofctl()}: NAT without commit is not modelled')
         out['ct_state'] = sum(CT_STATE_BITS[s] for s in state)
@@ -414,13 +419,12 @@ def walk(config, packet: dict, in_port: int, conntrack: Conntrack | None = None,
     start = {k: v for k, v in packet.items() if k not in METADATA}
     start['in_port'] = in_port
     threads = [(start, 0)]           # (packet, table): forks of ct(table=...) queue up
-    end = run.names.get(0, 0)
     while threads:
         pkt, table = threads.pop(0)
-        end = run.pipeline(pkt, table, threads)
+        run.pipeline(pkt, table, threads)
     if len(run.sent) > 1:
         raise SimError(f'packet duplicated: {run.sent}')
-    run.result.outcome = run.sent[0] if run.sent else ('drop', end)
+    run.result.outcome = run.sent[0] if run.sent else ('drop', run.last)
     return run.result
 
 
@@ -437,6 +441,7 @@ class _Run:
         self.result = Walk()
         self.sent = []               # ('output', port, pkt) / ('controller', pkt)
         self.visits = 0
+        self.last = names.get(0, 0)  # the last table looked in (a drop ends there)
 
     def pipeline(self, pkt: dict, table, threads: list):
         """Look ``pkt`` up from ``table`` on, following gotos; return the name of the
@@ -447,7 +452,7 @@ class _Run:
             if self.visits > MAX_TABLE_VISITS:
                 raise SimError(f'packet loops: {self.visits} table visits: '
                                f'{self.result.trace}')
-            end = self.names.get(table, table)
+            end = self.last = self.names.get(table, table)
             hit = _lookup(self.tables.get(table, []), pkt, end)
             if hit is None:
                 break                # table miss: drop (a resubmit: back to the caller)
@@ -497,13 +502,15 @@ class _Run:
                 pkt['ct_conn'] = tracked['ct_conn']    # the datapath keeps it
                 if action.table is not None:
                     forks.append((tracked, action.table))
-                elif action.nat is not None and not action.commit:
-                    # The datapath translates the packet; the pipeline's view of its
-                    # conntrack state is not updated (no recirculation).
-                    pkt.update({k: tracked[k] for k in TRANSLATED if k in tracked})
-                elif action.nat is not None:
+                    continue
+                if action.nat is not None and action.commit:
                     raise SimError(f'{action.ofctl()}: a committing NAT without '
                                    f'recirculation is not modelled')
+                # The datapath translates the packet; the pipeline no longer sees
+                # conntrack's results (xlate's flow_clear_conntrack): untracked.
+                pkt.update({k: tracked[k] for k in TRANSLATED if k in tracked})
+                for name in ('ct_state', 'ct_zone', 'ct_mark'):
+                    pkt.pop(name, None)
             elif isinstance(action, Resubmit):
                 # The same packet (not a copy): what the resubmitted table does to it
                 # (registers loaded, say) is seen by the rest of these actions.

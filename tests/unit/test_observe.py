@@ -229,7 +229,7 @@ def test_owners_are_the_pipelines(report):
     assert tables == [(t.id, t.name) for t in pipeline.TABLES
                       if t.name not in ('SessionAffinity', 'AffinityLearn', 'EgressRule',
                                         'EgressDefaultRule', 'IngressRule',
-                                        'IngressDefaultRule')]
+                                        'IngressDefaultRule', 'PolicyVerdict')]
     stages = {name: stage for _, name, stage, _ in n1.tables()}
     assert stages['ServiceLB'].startswith('nat PREROUTING: KUBE-SERVICES')
 
@@ -440,7 +440,7 @@ def test_text_rendering(report):
     assert names == [t.name for t in pipeline.TABLES
                      if t.name not in ('SessionAffinity', 'AffinityLearn', 'EgressRule',
                                        'EgressDefaultRule', 'IngressRule',
-                                       'IngressDefaultRule')]
+                                       'IngressDefaultRule', 'PolicyVerdict')]
 
 
 def test_json_output(report):

@@ -24,8 +24,8 @@ def test_stage_names():
     assert [snake(t.name) for t in TABLES] == [
         'classifier', 'arp_responder', 'un_snat', 'conntrack_zone', 'conntrack_state',
         'session_affinity', 'service_lb', 'endpoint_dnat', 'affinity_learn',
-        'conntrack_commit', 'l3_forwarding', 'egress_rule', 'egress_default_rule',
-        'ingress_rule', 'ingress_default_rule', 'snat', 'output']
+        'egress_rule', 'egress_default_rule', 'ingress_rule', 'ingress_default_rule',
+        'policy_verdict', 'conntrack_commit', 'l3_forwarding', 'snat', 'output']
 
 
 def test_the_node_bridge_has_a_stage_per_table_in_pipeline_order():

@@ -9,6 +9,8 @@ Service ``x/svc`` (ClusterIP and NodePort, Cluster policy) in front of x/b, and
 where a connection's first packet ends, and what happens to its answer.
 """
 
+import re
+
 import pytest
 import yaml
 
@@ -29,6 +31,8 @@ EXTERNAL = '203.0.113.10'
 NODE_IP = {'control-plane': '10.128.0.11', 'worker-1': '10.128.0.12',
            'worker-2': '10.128.0.13'}
 SVC_VIP, LOCAL_VIP, NODE_PORT, LOCAL_NODE_PORT = '10.96.0.50', '10.96.0.51', 30080, 30081
+POLICY_TABLES = tuple(T[name] for name in ('EgressRule', 'EgressDefaultRule', 'IngressRule',
+                                           'IngressDefaultRule', 'PolicyVerdict'))
 
 
 def ip(ns_pod: str) -> str:
@@ -100,7 +104,8 @@ def reaches(st, src, dst, port=80, proto='tcp') -> bool:
 
 def policy_tables(trip) -> list:
     return [t for _, w in trip.hops for t in w.tables if t in (
-        'EgressRule', 'EgressDefaultRule', 'IngressRule', 'IngressDefaultRule')]
+        'EgressRule', 'EgressDefaultRule', 'IngressRule', 'IngressDefaultRule',
+        'PolicyVerdict')]
 
 
 DENY_X = '''
@@ -133,15 +138,15 @@ def test_without_policies_nothing_goes_through_the_policy_tables():
     _, trip = connect(Lab(st), ip('y/a'), ip('x/a'), 80)
     assert policy_tables(trip) == []
     for dpid in (1, 2, 3):
-        assert not [f for f in desired(st, dpid).flows if f.table in (71, 72, 73, 74)]
+        assert not [f for f in desired(st, dpid).flows if f.table in POLICY_TABLES]
 
 
 # ---------------------------------------------------------------- isolation
 @pytest.mark.parametrize('src', ['y/a', 'y/b', 'z/c', 'x/b'])
 def test_default_deny_drops_every_new_connection_to_the_namespace(src):
     got, trip = connect(Lab(state(DENY_X)), ip(src), ip('x/a'), 80)
-    assert got == 'drop:IngressDefaultRule'
-    assert policy_tables(trip)[-2:] == ['IngressRule', 'IngressDefaultRule']
+    assert got == 'drop:PolicyVerdict'
+    assert policy_tables(trip)[-3:] == ['IngressRule', 'IngressDefaultRule', 'PolicyVerdict']
 
 
 def test_default_deny_leaves_other_namespaces_and_egress_alone():
@@ -184,7 +189,7 @@ spec:
     assert lab.owner_of(back.dpids[-1], back.outcome[1]) == ip('y/b')
     assert policy_tables(back) == []                        # not judged: established
     # ... while x/a may open nothing itself.
-    assert connect(lab, ip('x/a'), ip('y/b'), 80)[0] == 'drop:EgressDefaultRule'
+    assert connect(lab, ip('x/a'), ip('y/b'), 80)[0] == 'drop:PolicyVerdict'
 
 
 def test_egress_is_judged_on_the_endpoint_after_the_service_dnat():
@@ -204,7 +209,7 @@ spec:
     assert got == ip('x/b')
     assert 'EgressRule' in policy_tables(trip)
     lab = Lab(state(to_b.replace('pod: b}}}]', 'pod: c}}}]')))
-    assert connect(lab, ip('z/a'), SVC_VIP, 80)[0] == 'drop:EgressDefaultRule'
+    assert connect(lab, ip('z/a'), SVC_VIP, 80)[0] == 'drop:PolicyVerdict'
 
 
 # ---------------------------------------------------------------- the source the pod sees
@@ -228,7 +233,7 @@ def test_a_cluster_node_port_is_judged_on_the_node_that_masqueraded_it(node):
     got, _ = connect(Lab(state(FROM_NODES)), EXTERNAL, NODE_IP[node], NODE_PORT)
     assert got == ip('x/b')
     got, trip = connect(Lab(state(FROM_CLIENTS)), EXTERNAL, NODE_IP[node], NODE_PORT)
-    assert got == 'drop:IngressDefaultRule', trip
+    assert got == 'drop:PolicyVerdict', trip
 
 
 def test_a_local_node_port_is_judged_on_the_client():
@@ -236,7 +241,7 @@ def test_a_local_node_port_is_judged_on_the_client():
     got, _ = connect(Lab(st), EXTERNAL, NODE_IP['worker-1'], LOCAL_NODE_PORT)
     assert got == ip('x/b')
     got, _ = connect(Lab(state(FROM_NODES)), EXTERNAL, NODE_IP['worker-1'], LOCAL_NODE_PORT)
-    assert got == 'drop:IngressDefaultRule'
+    assert got == 'drop:PolicyVerdict'
 
 
 def test_the_pods_own_node_always_reaches_it_and_other_nodes_do_not():
@@ -345,28 +350,59 @@ def test_port_masks_cover_exactly_the_range(low, high):
 
 
 # ---------------------------------------------------------------- state
-def test_a_dropped_connection_is_remembered_and_its_answer_dropped():
+def forged_answer(lab, src, dst, port, proto='udp'):
+    """What ``dst`` would send back on the reply tuple of ``src``'s connection to it
+    (UDP: conntrack takes it as an answer if the connection exists, as new if not)."""
+    pkt = answer(lab.packet(src, dst, port, proto=proto))
+    where = lab.attachment(dst)
+    return dict(pkt, eth_src=where.mac, eth_dst=where.gateway_mac)
+
+
+def test_a_connection_no_service_balanced_is_not_committed_when_dropped():
     lab = Lab(state(DENY_X))
-    got, trip = connect(lab, ip('y/b'), ip('x/b'), 80)
-    assert got == 'drop:IngressDefaultRule'
-    # x/b never saw the SYN; a packet back on that connection's reply tuple is the
-    # answer to a connection the policy refused.
-    forged = answer(lab.packet(ip('y/b'), ip('x/b'), 80), flags='SA')
-    forged.update(eth_src=lab.attachment(ip('x/b')).mac,
-                  eth_dst=lab.attachment(ip('x/b')).gateway_mac)
-    back = lab.send(forged, sender=ip('x/b'))
+    got, _ = connect(lab, ip('y/b'), ip('x/b'), 80, 'udp')
+    assert got == 'drop:PolicyVerdict'
+    assert not [c for c in lab.conntrack.connections if c.orig[3] == ip('x/b')]
+    # x/b sending to y/b from that port is then a new connection of its own (x/b is
+    # not isolated for egress, y/b not for ingress): it passes, judged as new.
+    back = lab.send(forged_answer(lab, ip('y/b'), ip('x/b'), 80), sender=ip('x/b'))
+    assert lab.owner_of(back.dpids[-1], back.outcome[1]) == ip('y/b')
+
+
+def test_a_dropped_service_connection_keeps_its_verdict_and_its_answer_is_dropped():
+    """A Service's group commits (and DNATs) a connection before it is judged: the
+    drop marks it, and what would answer it is dropped, not un-DNATed and let in."""
+    lab = Lab(state(DENY_X))
+    trip = lab.send(lab.packet(ip('y/b'), SVC_VIP, 80))
+    assert trip.outcome[:2] == ('drop', 'PolicyVerdict')
+    back = lab.send(forged_answer(lab, ip('y/b'), ip('x/b'), 80, 'tcp'), sender=ip('x/b'))
     assert back.outcome[:2] == ('drop', 'ConntrackState')
+    assert back.hops[-1][1].trace[-1][1] == 'networkpolicy: answers of a dropped connection'
 
 
 def test_a_retransmitted_syn_is_judged_again_under_the_new_policies():
     conntrack = Conntrack()
     got, _ = connect(Lab(state(DENY_X), conntrack), ip('y/b'), ip('x/a'), 80)
-    assert got == 'drop:IngressDefaultRule'
+    assert got == 'drop:PolicyVerdict'
     lab = Lab(state(DENY_X, ALLOW_Y_TO_A_80), conntrack)
     got, there = connect(lab, ip('y/b'), ip('x/a'), 80)
     assert got == ip('x/a')
     back = lab.send(answer(there.outcome[2]), sender=ip('x/a'))
     assert lab.owner_of(back.dpids[-1], back.outcome[1]) == ip('y/b')
+
+
+def test_a_retransmission_of_a_dropped_service_connection_is_judged_again():
+    conntrack = Conntrack()
+    lab = Lab(state(DENY_X), conntrack)
+    assert lab.send(lab.packet(ip('y/b'), SVC_VIP, 80)).outcome[:2] == ('drop',
+                                                                       'PolicyVerdict')
+    lab = Lab(state(DENY_X, ALLOW_Y_TO_A_80.replace('pod: a', 'pod: b')), conntrack)
+    there = lab.send(lab.packet(ip('y/b'), SVC_VIP, 80))
+    assert lab.owner_of(there.dpids[-1], there.outcome[1]) == ip('x/b')
+    back = lab.send(answer(there.outcome[2]), sender=ip('x/b'))
+    assert lab.owner_of(back.dpids[-1], back.outcome[1]) == ip('y/b')
+    kind, _, got = back.outcome
+    assert (got['ipv4_src'], got['tcp_src']) == (SVC_VIP, 80)
 
 
 def test_an_established_connection_outlives_the_policy_that_would_drop_it():
@@ -419,19 +455,19 @@ def test_policy_flows_keep_to_the_declared_pipeline_and_the_nodes_zones():
         zones = {a.zone for f in config.flows for a in f.actions if isinstance(a, Ct)}
         assert zones <= {dpid, 1000 + dpid}
         used = {f.table for f in config.flows}
-        assert {71, 72, 73, 74} <= used
+        assert set(POLICY_TABLES) <= used
 
 
 def test_only_nodes_with_isolated_pods_get_policy_flows():
     st = state(ALLOW_Y_TO_A_80)             # isolates x/a, on control-plane only
     assert node_policy(st, CLUSTER.nodes[0]).active
     assert not node_policy(st, CLUSTER.nodes[1]).active
-    assert not [f for f in desired(st, 2).flows if f.table in (71, 72, 73, 74)]
+    assert not [f for f in desired(st, 2).flows if f.table in POLICY_TABLES]
 
 
 def recirculations(trip) -> int:
-    return sum(1 for _, w in trip.hops for _, _, text in w.trace
-               if 'ct(' in text and 'table=' in text.split('ct(', 1)[1].split(')')[0])
+    return sum(len(re.findall(r'ct\((?:commit,)?table=', text))
+               for _, w in trip.hops for _, _, text in w.trace)
 
 
 def test_the_policy_tables_add_no_recirculation_on_the_longest_path():
@@ -459,9 +495,13 @@ spec:
 def test_the_flows_render_as_ovs_ofctl_shows_them():
     config = desired(state(DENY_X, ALLOW_Y_TO_A_80), 1)
     lines = {f.to_ofctl(TABLE_NAMES) for f in config.flows}
-    assert ('table=L3Forwarding,priority=240,ip,ct_state=+new+trk,nw_dst=192.168.1.11,'
-            'reg1=0/1 actions=goto_table:IngressRule') in lines
+    assert ('table=L3Forwarding,priority=240,ip,ct_state=+new+trk+dnat,nw_dst=192.168.1.11,'
+            'reg1=0/1 actions=resubmit(,54)') in lines
+    assert ('table=ServiceLB,priority=10,ip,nw_dst=192.168.1.11 '
+            'actions=goto_table:IngressRule') in lines
     assert ('table=IngressDefaultRule,priority=200,ip,nw_dst=192.168.1.11 '
+            'actions=set_field:2->reg1,goto_table:PolicyVerdict') in lines
+    assert ('table=PolicyVerdict,priority=210,ip,ct_state=+trk+dnat,reg1=2/2 '
             'actions=ct(commit,zone=1,exec(set_field:0x2/0x2->ct_mark))') in lines
     assert any(line.startswith('table=IngressRule,priority=200,tcp,tp_dst=80 actions='
                                'conjunction(') for line in lines)
