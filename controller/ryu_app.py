@@ -40,6 +40,7 @@ from controller import flows as F                    # noqa: E402
 from controller import pipeline                      # noqa: E402
 from controller import reconcile                     # noqa: E402
 from controller.pipeline.conntrack_cleanup import stale_udp_flushes  # noqa: E402
+from controller.pipeline.network_policy import policy_cookies  # noqa: E402
 from controller.state import ClusterState            # noqa: E402
 
 LOG = logging.getLogger('kubelab.controller')
@@ -182,6 +183,8 @@ class KubeProxy(app_manager.RyuApp):
         self.switches = {}
         self.reject_cookies = set()
         self.flushes = []          # conntrack entries to delete once the flows are in
+        self.policy_cookies = set()   # every NetworkPolicy flow cookie ever wanted
+        self.purge = False         # a policy flow changed: purge the datapath's cache
         hub.spawn(self._watch)
 
     # ------------------------------------------------------------ API watch
@@ -293,6 +296,11 @@ class KubeProxy(app_manager.RyuApp):
             f.cookie for f in want.flows if any(isinstance(a, F.ToController)
                                                 for a in f.actions))
         todo = reconcile.changes(sw.installed, want)
+        wanted_policy = policy_cookies(want)
+        self.policy_cookies |= wanted_policy
+        if any(f.cookie in wanted_policy for f in todo.flows_to_add) or \
+                self.policy_cookies & set(todo.flows_to_delete):
+            self.purge = True
         for op, kind, item in todo.steps():
             dp.send_msg(_message(dp, op, kind, item))
         sw.installed.apply(todo)
@@ -307,11 +315,14 @@ class KubeProxy(app_manager.RyuApp):
         if sw is not None and sw.barrier and sw.barrier[0] == ev.msg.xid:
             sw.version = sw.barrier[1]
             sw.barrier = None
-            if self.flushes and all(s.version == self.version
-                                    for s in self.switches.values() if s.ready):
+            if (self.flushes or self.purge) and all(
+                    s.version == self.version for s in self.switches.values() if s.ready):
                 flushes, self.flushes = self.flushes, []
                 for flush in flushes:
                     flush_conntrack(flush)
+                if self.purge:
+                    self.purge = False
+                    purge_datapath_flows()
             self._report()
 
     # ------------------------------------------------------------ REJECT
@@ -335,6 +346,16 @@ def flush_conntrack(flush):
     proc = subprocess.run(argv, capture_output=True, text=True)
     if proc.returncode != 0:
         LOG.warning('%s: %s', ' '.join(argv), proc.stderr.strip())
+
+
+def purge_datapath_flows():
+    """Drop every flow the datapath has cached (packets upcall and are translated with
+    the switches' current flows): after a NetworkPolicy change (policy_cookies says
+    why)."""
+    proc = subprocess.run(['ovs-appctl', 'revalidator/purge'], capture_output=True,
+                          text=True)
+    if proc.returncode != 0:
+        LOG.warning('ovs-appctl revalidator/purge: %s', proc.stderr.strip())
 
 
 def reject_packet(data: bytes):

@@ -111,6 +111,19 @@ def policy_keys(owner: str) -> list[str]:
     return list(dict.fromkeys(keys))
 
 
+def policy_cookies(config) -> set:
+    """The cookies of a switch's NetworkPolicy flows (their tables', and theirs in the
+    tables around them). When the switches change any of these, the Ryu shell purges
+    the datapath's flow cache once they all carry the change: Open vSwitch 3.1's
+    userspace datapath was seen keeping a megaflow cached before a policy change
+    (a connection still let in, or still dropped, for as long as packets kept it
+    alive) although its revalidators had run."""
+    policy_tables = {T[name] for name in ('EgressRule', 'EgressDefaultRule', 'IngressRule',
+                                          'IngressDefaultRule', 'PolicyVerdict')}
+    return {f.cookie for f in config.flows
+            if f.table in policy_tables or f.owner.startswith('networkpolicy')}
+
+
 # ---------------------------------------------------------------- what a node holds
 def node_policy(state, node) -> NodePolicy:
     out = NodePolicy()

@@ -123,6 +123,7 @@ def _label(add):
                     help='the name, then labels to set (k=v) or remove (k-)')
     sp.add_argument('--overwrite', action='store_true',
                     help='allow changing a label that already has a value')
+    sp.set_defaults(rest_into='items')       # labels may also follow the options
 
 
 def _scale(add):
@@ -230,7 +231,12 @@ def main(argv=None) -> int:
     if '--' in argv:                      # kubelab exec TARGET [-c C] -- CMD...
         i = argv.index('--')
         argv, command = argv[:i], argv[i + 1:]
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args, rest = parser.parse_known_args(argv)
+    if rest and getattr(args, 'rest_into', None):    # `label pod a -n y app=web`
+        getattr(args, args.rest_into).extend(rest)
+    elif rest:
+        parser.error(f'unrecognized arguments: {" ".join(rest)}')
     if command:
         args.command = command
     try:
