@@ -505,3 +505,16 @@ def test_the_flows_render_as_ovs_ofctl_shows_them():
             'actions=ct(commit,zone=1,exec(set_field:0x2/0x2->ct_mark))') in lines
     assert any(line.startswith('table=IngressRule,priority=200,tcp,tp_dst=80 actions='
                                'conjunction(') for line in lines)
+
+
+def test_the_policy_cookies_are_the_flows_a_policy_change_touches():
+    """The Ryu shell purges the datapath's cache when one of these changes."""
+    from controller.pipeline.network_policy import policy_cookies
+    assert policy_cookies(desired(state(), 1)) == set()
+    config = desired(state(DENY_X, ALLOW_Y_TO_A_80), 1)
+    cookies = policy_cookies(config)
+    tables = {f.table for f in config.flows if f.cookie in cookies}
+    assert set(POLICY_TABLES) <= tables
+    assert {T['ServiceLB'], T['L3Forwarding'], T['ConntrackState']} <= tables
+    assert all(f.cookie not in cookies for f in config.flows
+               if f.table == T['ServiceLB'] and not f.owner.startswith('networkpolicy'))
