@@ -525,3 +525,34 @@ def test_get_and_label_speak_kubectl(lab, model, policies):
         assert bad.returncode == 1 and 'invalid label value' in bad.stderr
     finally:
         lab.kubelab('label', 'pod', 'b', '-n', 'x', 'tier-', check=False)
+
+
+def test_trace_flows_top_and_diagram_name_the_policy(lab, model, policies, tmp_path):
+    policies(DENY_ALL_X, netpol('from-y', 'x', """
+  podSelector: {matchLabels: {pod: a}}
+  ingress:
+  - from: [{namespaceSelector: {matchLabels: {ns: y}}}]
+    ports: [{port: 80}]
+"""))
+    target = model.pods['x/a']['ip']
+    allowed = lab.kubelab('trace', 'b', '-n', 'y', f'{target}:80').stdout
+    assert 'NetworkPolicy on kl-n1: ingress allowed by rule x/from-y ingress[0]' in allowed
+    assert '=> delivered to pod x/a' in allowed
+    denied = lab.kubelab('trace', 'b', '-n', 'z', f'{target}:80').stdout
+    assert ('NetworkPolicy on kl-n1: ingress DENIED: pod x/a is isolated by x/deny-all, '
+            'x/from-y') in denied
+    assert '=> DROPPED at kl-n1 table PolicyVerdict' in denied
+    # Two connections allowed, three refused (the first SYN and two retransmissions).
+    assert reach(lab, 'b', 'y', target, 80)['ok'] and reach(lab, 'c', 'y', target, 80)['ok']
+    assert reach(lab, 'b', 'z', target, 80, timeout=3.5)['error'] == 'timeout'
+    out = lab.kubelab('flows', '--node', 'control-plane').stdout
+    rows = {tuple(line.split()[:2]): line.split()[-1] for line in
+            out.split('NetworkPolicy verdicts')[1].splitlines()[2:]}
+    assert int(rows[('x/from-y', 'ingress[0]')]) >= 2
+    assert int(rows[('x/deny-all', '(no')]) >= 3
+    frame = lab.kubelab('top', '--once', '-n', 'x').stdout
+    assert 'NETWORKPOLICY' in frame and 'x/from-y' in frame
+    picture = tmp_path / 'lab.svg'
+    lab.kubelab('diagram', '-o', str(picture), '-n', 'x')
+    text = picture.read_text().replace('&#45;', '-')               # SVG's escape
+    assert text.count('ingress isolated by x/deny-all') == 3     # x/a, x/b, x/c
