@@ -80,6 +80,12 @@ def _bench(add):
     sp.add_argument('--seconds', type=float, default=5)
     sp.add_argument('--fin-close', action='store_true',
                     help='end short connections with FIN (server TIME_WAIT) instead of RST')
+    sp.add_argument('--policies', type=int, default=0, metavar='N',
+                    help='also measure N NetworkPolicies: time to program, latency')
+    sp.add_argument('--policy-pods', type=int, default=100, metavar='M',
+                    help='the pods the --policies select among (default 100)')
+    sp.add_argument('--policies-only', action='store_true',
+                    help='with --policies: only the NetworkPolicy rows')
 
 
 # ---------------------------------------------------------------- objects
