@@ -556,3 +556,19 @@ def test_trace_flows_top_and_diagram_name_the_policy(lab, model, policies, tmp_p
     lab.kubelab('diagram', '-o', str(picture), '-n', 'x')
     text = picture.read_text().replace('&#45;', '-')               # SVG's escape
     assert text.count('ingress isolated by x/deny-all') == 3     # x/a, x/b, x/c
+
+
+def test_the_longest_path_judged_at_both_ends(lab, model, policies):
+    """A pod's connection to a NodePort of another node whose endpoint is on a third
+    (six recirculations in the userspace datapath, which drops a packet at its seventh):
+    z/a (control-plane) isolated for egress, x/b (worker-1) for ingress, through
+    worker-2's NodePort; the policy tables add no recirculation."""
+    policies(netpol('out', 'z', """
+  podSelector: {matchLabels: {pod: a}}
+  policyTypes: [Egress]
+  egress: [{to: [{ipBlock: {cidr: 10.128.0.0/24}}], ports: [{port: 30080}]}]
+"""), NODES_ONLY)
+    [got] = lab.probe('a', 'http', '10.128.0.13', 30080, '/clientip', timeout=2,
+                      namespace='z')
+    assert got['ok'], got
+    assert got['body'].split(':')[0] == '10.128.0.13'
