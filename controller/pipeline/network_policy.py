@@ -176,13 +176,14 @@ def _rule_conjs(state, node, policy, direction, index, rule, applied) -> list[Co
                                                            p.end_port)))
     for entry in named:
         # A port name is the destination pod's: for ingress the rule's own pods, for
-        # egress its peer pods (every pod when it has no peers; an ipBlock has none).
+        # egress its peer pods (every pod when it admits every address; an ipBlock
+        # names no pod).
         if ingress:
             for number, group in _by_number(entry, applied).items():
                 conj(f'/{entry.port}/{number}', group, peers,
                      tuple(port_matches(entry.protocol, number, None)))
         else:
-            targets = pods if rule.peers else state.pods
+            targets = pods if peers is not None else state.pods
             for number, group in _by_number(entry, targets).items():
                 conj(f'/{entry.port}/{number}', applied,
                      tuple({other: p.ip} for p in group),
