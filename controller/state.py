@@ -1,8 +1,9 @@
 """What the dataplane needs to know of the cluster, distilled from Kubernetes objects.
 
 ``ClusterState.from_objects`` reads the API server's snapshot (Pods, Services,
-EndpointSlices) and keeps only what turns into flows: where each pod lives, and for each
-Service port its virtual IP and its ready endpoints. The same snapshot always gives the
+EndpointSlices, Namespaces, NetworkPolicies) and keeps only what turns into flows: where
+each pod lives (with the labels and named ports policies select on), for each Service
+port its virtual IP and its ready endpoints, the namespaces' labels and the policies. The same snapshot always gives the
 same state, so the flows computed from it are stable. No Ryu import here. Which
 endpoints serve a Service port is read as kube-proxy reads it, by services/endpoints.py:
 for the Cluster traffic policies the ready endpoints, else (none ready anywhere) the
@@ -22,6 +23,7 @@ from __future__ import annotations
 import ipaddress
 from dataclasses import dataclass, field
 
+from services import networkpolicy
 from services.conditions import node_ready
 from services.endpoints import (by_service, endpoint_addresses, kube_proxy_ignores,
                                 local_endpoint_addresses)
@@ -36,10 +38,15 @@ class PodNet:
     node: str
     ip: str
     host_ports: tuple = ()      # (protocol, hostPort, containerPort): portmap's DNAT
+    labels: tuple = ()          # sorted (key, value): what NetworkPolicies select on
+    ports: tuple = ()           # named container ports (name, protocol, number)
 
     @property
     def owner(self) -> str:
         return f'pod {self.namespace}/{self.name}'
+
+    def label_map(self) -> dict:
+        return dict(self.labels)
 
 
 @dataclass(frozen=True)
@@ -98,6 +105,8 @@ class ClusterState:
     service_ports: list = field(default_factory=list)  # [ServicePort]
     not_ready: frozenset = frozenset()                 # names of nodes not Ready
     lb_health: dict = field(default_factory=dict)      # (ns, svc) -> healthy node names
+    namespaces: dict = field(default_factory=dict)     # name -> its labels
+    policies: list = field(default_factory=list)       # [networkpolicy.NetworkPolicy]
 
     def pods_on(self, node_name: str) -> list:
         return [p for p in self.pods if p.node == node_name]
@@ -139,7 +148,9 @@ class ClusterState:
                     for c in pod['spec'].get('containers') or []
                     for port in c.get('ports') or [] if port.get('hostPort')))
                 pods.append(PodNet(meta.get('namespace', 'default'), meta['name'], node, ip,
-                                   host_ports))
+                                   host_ports, tuple(sorted((meta.get('labels') or
+                                                             {}).items())),
+                                   networkpolicy.named_ports(pod['spec'])))
         pods.sort(key=lambda p: (p.node, p.ip))
         slices = by_service(objects.get('EndpointSlice', []))
         ports = []
@@ -151,7 +162,11 @@ class ClusterState:
         lb_health = {(h['metadata'].get('namespace', 'default'), h['metadata']['name']):
                      frozenset(h['status']['healthyNodes'])
                      for h in objects.get('LoadBalancerHealth', [])}
-        return cls(cluster, pods, ports, not_ready, lb_health)
+        namespaces = {n['metadata']['name']: n['metadata'].get('labels') or {}
+                      for n in objects.get('Namespace', [])}
+        policies = sorted((networkpolicy.from_object(p)
+                           for p in objects.get('NetworkPolicy', [])), key=lambda p: p.key)
+        return cls(cluster, pods, ports, not_ready, lb_health, namespaces, policies)
 
 
 def _inside(ip: str, net) -> bool:

@@ -28,7 +28,8 @@ def cmd_trace(args) -> int:
     switches.use_lab_openvswitch(client.state_dir)
     cluster = load_cluster_file(os.path.join(client.lab()['stateDir'], 'cluster.json'))
     objects = {kind: client.list(kind) for kind in (
-        'Pod', 'Service', 'EndpointSlice', 'Node', 'LoadBalancerHealth')}
+        'Pod', 'Service', 'EndpointSlice', 'Node', 'LoadBalancerHealth', 'Namespace',
+        'NetworkPolicy')}
     src = args.source
     if src.startswith(('node/', 'host/')):
         kind, name = src.split('/', 1)
