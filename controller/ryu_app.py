@@ -1,6 +1,7 @@
 """The Ryu shell of kube-proxy: the only module of kubelab that imports Ryu.
 
-It watches the lab's API server, turns each new snapshot into ``ClusterState``, asks the
+It watches the lab's API server by deltas (``/lab/v1/changes``: the objects changed since
+the version it has), keeps ``ClusterState`` up to date from them (``StateBuilder``), asks the
 pure pipeline (controller/pipeline/) what every switch should hold and the pure reconcile
 diff (controller/reconcile.py) what to change, and sends each switch only that
 difference, one OpenFlow message per change. When a switch (re)connects it first reads
@@ -27,6 +28,7 @@ import eventlet.wsgi
 if not hasattr(eventlet.wsgi, 'ALREADY_HANDLED'):   # Ryu 4.34 on today's eventlet
     eventlet.wsgi.ALREADY_HANDLED = object()
 
+import gc                                            # noqa: E402
 import json                                          # noqa: E402
 import logging                                       # noqa: E402
 import os                                            # noqa: E402
@@ -49,7 +51,7 @@ from controller import pipeline                      # noqa: E402
 from controller import reconcile                     # noqa: E402
 from controller.pipeline.conntrack_cleanup import stale_udp_flushes  # noqa: E402
 from controller.pipeline.network_policy import policy_cookies  # noqa: E402
-from controller.state import ClusterState            # noqa: E402
+from controller.state import StateBuilder            # noqa: E402
 from services import transport, wiring               # noqa: E402
 
 LOG = logging.getLogger('kubelab.controller')
@@ -240,12 +242,14 @@ class KubeProxy(app_manager.RyuApp):
 
     # ------------------------------------------------------------ API watch
     def _watch(self):
-        version = '0'
+        version, epoch = '0', ''
+        builder = StateBuilder(self.cluster)
         while True:
             try:
                 code, raw = transport.request(
-                    self.api, 'GET', f'/lab/v1/snapshot?since={version}&timeout=20',
-                    headers={'Authorization': f'Bearer {self.token}'}, timeout=30)
+                    self.api, 'GET', f'/lab/v1/changes?since={version}&epoch={epoch}'
+                    '&timeout=20', headers={'Authorization': f'Bearer {self.token}'},
+                    timeout=30)
                 if code != 200:
                     raise RuntimeError(f'HTTP {code}: {raw[:200]!r}')
                 body = json.loads(raw)
@@ -253,12 +257,12 @@ class KubeProxy(app_manager.RyuApp):
                 LOG.warning('watching the API server: %s', exc)
                 hub.sleep(0.5)
                 continue
-            if body['resourceVersion'] == version:
+            if body['resourceVersion'] == version and not body['full']:
                 continue
-            version = body['resourceVersion']
+            version, epoch = body['resourceVersion'], body['epoch']
             try:
-                old, self.state = self.state, ClusterState.from_objects(self.cluster,
-                                                                        body['objects'])
+                builder.apply(body)
+                old, self.state = self.state, builder.state()
                 self.version = int(version)
                 # After the switches hold the new flows (see _barrier): flushed any
                 # earlier, a datagram could re-create an entry to the gone endpoint.
@@ -458,6 +462,8 @@ def reject_packet(data: bytes):
 
 def main(argv=None):
     from ryu.cmd import manager
+    import services
+    gc.set_threshold(*services.GC_THRESHOLDS)     # as the daemon: a large, acyclic heap
     args = list(sys.argv[1:] if argv is None else argv)
     i = args.index('--ofp-socket')
     path = args[i + 1]

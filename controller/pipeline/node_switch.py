@@ -22,12 +22,12 @@ from __future__ import annotations
 
 import ipaddress
 from dataclasses import dataclass
-from functools import cached_property
+from functools import cached_property, lru_cache
 
 from controller.flows import (Bucket, Ct, Group, GroupSpec, LearnAffinity, MeterSpec, Nat,
                               Output, Resubmit, SetField, SwitchConfig, ToController,
                               ct_state, flow)
-from controller.pipeline import network_policy, shared
+from controller.pipeline import memo, network_policy, shared
 from controller.pipeline.tables import (
     AFFINITY_COOKIE, CT_MARK_NODE_MASQ, ETH_IP, PRIORITY_AFFINITY_PER_SOURCE_PORT,
     PRIORITY_FALLBACK, PRIORITY_HAIRPIN, PRIORITY_HIGH, PRIORITY_LOW, PRIORITY_MISS,
@@ -68,27 +68,49 @@ def service_fronts(state, node) -> list[Front]:
     """Per Service port kube-proxy implements, in order: its ClusterIP, then its
     external fronts (``external_fronts``). Group ids are given in this order, probing
     past collisions; fronts with the same group key share one group."""
-    taken, groups = set(), {}
-    fronts = []
+    taken, fronts = set(), []
+    for sp in state.proxied_ports:
+        templates = front_templates(sp, node)
+        fronts += bind_fronts(sp, templates, group_ids(sp, templates, taken))
+    return fronts
 
-    def front(match, sp, endpoints, key, **kw):
+
+def group_ids(sp, templates: list, taken: set) -> tuple:
+    """The group id of each front template of ``sp`` (None: no group), fronts with the
+    same group key sharing one; ``taken`` holds the ids given to earlier ones."""
+    groups, gids = {}, []
+    for _, endpoints, key, _ in templates:
         gid = None
         if sp.endpoints and endpoints:
             gid = groups.get(key)
             if gid is None:
                 gid = groups[key] = shared.group_id(key, taken)
-        fronts.append(Front(sp, match, tuple(endpoints), gid, **kw))
+        gids.append(gid)
+    return tuple(gids)
 
-    for sp in state.proxied_ports:
-        l4_dst = 'tcp_dst' if sp.protocol == 'TCP' else 'udp_dst'
-        base = {'eth_type': ETH_IP, 'ip_proto': sp.proto_number}
-        # internalTrafficPolicy Local: a node's pods reach only the node's endpoints.
-        eps = sp.local_endpoints(node.name) if sp.internal_local else sp.endpoints
-        front(dict(base, ipv4_dst=sp.vip, **{l4_dst: sp.port}), sp, eps,
-              sp.key + ('@' + node.name if sp.internal_local else ''),
-              affinity=sp.affinity_timeout)
-        external_fronts(front, sp, node, base, l4_dst)
-    return fronts
+
+def bind_fronts(sp, templates: list, gids: tuple) -> list[Front]:
+    return [Front(sp, match, tuple(endpoints), gid, **kw)
+            for (match, endpoints, _, kw), gid in zip(templates, gids)]
+
+
+def front_templates(sp, node) -> list[tuple]:
+    """``sp``'s fronts on ``node`` before group ids: (match, endpoints, group key,
+    Front's other fields)."""
+    templates = []
+
+    def front(match, sp, endpoints, key, **kw):
+        templates.append((match, endpoints, key, kw))
+
+    l4_dst = 'tcp_dst' if sp.protocol == 'TCP' else 'udp_dst'
+    base = {'eth_type': ETH_IP, 'ip_proto': sp.proto_number}
+    # internalTrafficPolicy Local: a node's pods reach only the node's endpoints.
+    eps = sp.local_endpoints(node.name) if sp.internal_local else sp.endpoints
+    front(dict(base, ipv4_dst=sp.vip, **{l4_dst: sp.port}), sp, eps,
+          sp.key + ('@' + node.name if sp.internal_local else ''),
+          affinity=sp.affinity_timeout)
+    external_fronts(front, sp, node, base, l4_dst)
+    return templates
 
 
 def external_fronts(front, sp, node, base: dict, l4_dst: str) -> None:
@@ -162,8 +184,23 @@ class NodeBridge:
         return self.state.pods_on(self.node.name)
 
     @cached_property
-    def fronts(self) -> list[Front]:
-        return service_fronts(self.state, self.node)
+    def service_parts(self) -> list[dict]:
+        """Per Service port, in order, its flows in the stages that serve its fronts
+        (stage name -> flows, 'groups' -> its groups, 'vip' -> its ClusterIP's REJECT
+        of other ports): memoized (memo.py), as are its fronts before group ids."""
+        ports = self.state.proxied_ports
+        templates = memo.per_service(('fronts', self.node.name),
+                                     [(sp, self.node, sp) for sp in ports],
+                                     lambda sp: front_templates(sp, self.node))
+        taken, items = set(), []
+        for sp, mine in zip(ports, templates):
+            gids = group_ids(sp, mine, taken)
+            items.append((sp, (self.node, gids), (sp, mine, gids)))
+        return memo.per_service(('node', self.node.name), items, lambda arg: service_part(
+            self, bind_fronts(*arg)))
+
+    def part_flows(self, stage: str) -> list:
+        return [f for part in self.service_parts for f in part[stage]]
 
     @cached_property
     def policy(self) -> network_policy.NodePolicy:
@@ -245,9 +282,15 @@ def session_affinity(ctx: NodeBridge) -> list:
     # then caches this Service's new connections per source port, so each one is
     # looked up afresh and finds what the previous one learned (else a cached miss
     # would send the client's next connections to the group for a few hundred ms).
+    return ctx.part_flows('session_affinity')
+
+
+def _session_affinity(front: Front) -> list:
+    if not front.sticky:
+        return []
     return [flow(T['SessionAffinity'], PRIORITY_AFFINITY_PER_SOURCE_PORT,
-                 dict(f.match, **{f.l4_dst.replace('dst', 'src'): 0}), owner=f.owner)
-            for f in ctx.fronts if f.sticky]
+                 dict(front.match, **{front.l4_dst.replace('dst', 'src'): 0}),
+                 owner=front.owner)]
 
 
 def service_lb(ctx: NodeBridge) -> list:
@@ -257,8 +300,7 @@ def service_lb(ctx: NodeBridge) -> list:
     node = ctx.node
     flows = [flow(T['ServiceLB'], PRIORITY_MISS, goto=T['ConntrackCommit'],
                   owner='conntrack'), *network_policy.service_lb_flows(ctx.policy)]
-    for front in ctx.fronts:
-        flows += _balance(front)
+    flows += ctx.part_flows('service_lb')
     # hostPort (the CNI portmap plugin's DNAT): this node's address and the port ->
     # the pod, the client's address kept, whether the pod is ready or not.
     for pod in ctx.local_pods:
@@ -272,15 +314,18 @@ def service_lb(ctx: NodeBridge) -> list:
                 owner=f'{pod.owner} hostPort'))
     flows += lb_firewall(ctx)
     vips = {}
-    for sp in ctx.state.proxied_ports:
-        vips.setdefault(sp.vip, f'service {sp.namespace}/{sp.service}')
-    for vip, owner in sorted(vips.items()):
-        # A ClusterIP answers only on its ports: anything else is rejected, as nftables'
-        # kube-proxy does (the controller drops what it cannot answer, e.g. ICMP).
-        flows.append(flow(T['ServiceLB'], PRIORITY_FALLBACK,
-                          {'eth_type': ETH_IP, 'ipv4_dst': vip},
-                          (ToController(),), meter=REJECT_METER, owner=owner))
-    return flows
+    for part in ctx.service_parts:
+        vips.setdefault(part['vip'][0], part['vip'][1])
+    return flows + [vips[vip] for vip in sorted(vips)]
+
+
+def _vip_reject(sp) -> tuple:
+    """(ClusterIP, the flow that rejects its ports no Service port declares)."""
+    # A ClusterIP answers only on its ports: anything else is rejected, as nftables'
+    # kube-proxy does (the controller drops what it cannot answer, e.g. ICMP).
+    return sp.vip, flow(T['ServiceLB'], PRIORITY_FALLBACK,
+                        {'eth_type': ETH_IP, 'ipv4_dst': sp.vip}, (ToController(),),
+                        meter=REJECT_METER, owner=f'service {sp.namespace}/{sp.service}')
 
 
 def lb_firewall(ctx: NodeBridge) -> list:
@@ -324,14 +369,25 @@ def _balance(front: Front) -> list:
 def service_lb_groups(ctx: NodeBridge) -> list:
     """ServiceLB's select groups: per front with endpoints, a bucket per endpoint that
     DNATs to it and commits the connection (with the front's mark)."""
+    return [g for part in ctx.service_parts for g in part['groups']]
+
+
+@lru_cache(maxsize=65536)
+def _bucket(zone: int, after: int, ip: str, port: int, mark: int | None) -> Bucket:
+    """A bucket that DNATs to one endpoint: one object for every group that has it (a
+    pod behind 10,000 Services), so its content hash is computed once."""
+    return Bucket((Ct(zone=zone, commit=True, table=after, nat=Nat(dst=ip, port=port),
+                      mark=mark),))
+
+
+def _groups(ctx: NodeBridge, fronts: list) -> list:
     groups, done = [], set()
-    for front in ctx.fronts:
+    for front in fronts:
         if front.group is None or front.group in done:
             continue            # a group several fronts share is built once
         done.add(front.group)
         after = T['AffinityLearn'] if front.affinity else T['L3Forwarding']
-        buckets = tuple(Bucket((Ct(zone=ctx.zone, commit=True, table=after,
-                                   nat=Nat(dst=ep.ip, port=ep.port), mark=front.mark),))
+        buckets = tuple(_bucket(ctx.zone, after, ep.ip, ep.port, front.mark)
                         for ep in front.endpoints)
         groups.append(GroupSpec(front.group, buckets, owner=front.owner))
     return groups
@@ -340,36 +396,51 @@ def service_lb_groups(ctx: NodeBridge) -> list:
 def endpoint_dnat(ctx: NodeBridge) -> list:
     """EndpointDNAT: a sticky client DNATed to the endpoint it had (reg3, reg4)."""
     # A client remembered for an endpoint that is gone: forget it, choose again.
-    flows = [flow(T['EndpointDNAT'], PRIORITY_MISS, None,
-                  (SetField('reg5', 0), Resubmit(T['ServiceLB'])), owner='session affinity')]
-    for front in ctx.fronts:
-        if not front.sticky:
-            continue
-        for ep in front.endpoints:
-            hit = {'eth_type': ETH_IP, 'reg3': int(ipaddress.IPv4Address(ep.ip)),
-                   'reg4': ep.port, 'reg6': front.mark or 0}
-            flows.append(flow(T['EndpointDNAT'], PRIORITY_NORMAL, hit, (
-                Ct(zone=ctx.zone, commit=True, table=T['L3Forwarding'],
-                   nat=Nat(dst=ep.ip, port=ep.port), mark=front.mark),), owner=front.owner))
+    return [flow(T['EndpointDNAT'], PRIORITY_MISS, None,
+                 (SetField('reg5', 0), Resubmit(T['ServiceLB'])), owner='session affinity'),
+            *ctx.part_flows('endpoint_dnat')]
+
+
+def _endpoint_dnat(ctx: NodeBridge, front: Front) -> list:
+    if not front.sticky:
+        return []
+    flows = []
+    for ep in front.endpoints:
+        hit = {'eth_type': ETH_IP, 'reg3': int(ipaddress.IPv4Address(ep.ip)),
+               'reg4': ep.port, 'reg6': front.mark or 0}
+        flows.append(flow(T['EndpointDNAT'], PRIORITY_NORMAL, hit, (
+            Ct(zone=ctx.zone, commit=True, table=T['L3Forwarding'],
+               nat=Nat(dst=ep.ip, port=ep.port), mark=front.mark),), owner=front.owner))
     return flows
 
 
 def affinity_learn(ctx: NodeBridge) -> list:
     """AffinityLearn: after the group's DNAT, learn the client's endpoint into
     SessionAffinity for the Service address and port ServiceLB put in reg7/reg8."""
-    flows = []
-    for front in ctx.fronts:
-        if not front.sticky:
-            continue
-        proto = front.match['ip_proto']
-        flows.append(flow(
-            T['AffinityLearn'], PRIORITY_NORMAL,
-            {'eth_type': ETH_IP, 'ip_proto': proto,
-             'reg7': int(ipaddress.IPv4Address(front.match['ipv4_dst'])),
-             'reg8': front.match[front.l4_dst]},
-            (LearnAffinity(T['SessionAffinity'], front.affinity, proto, AFFINITY_COOKIE),),
-            goto=T['L3Forwarding'], owner=front.owner))
-    return flows
+    return ctx.part_flows('affinity_learn')
+
+
+def _affinity_learn(front: Front) -> list:
+    if not front.sticky:
+        return []
+    proto = front.match['ip_proto']
+    return [flow(
+        T['AffinityLearn'], PRIORITY_NORMAL,
+        {'eth_type': ETH_IP, 'ip_proto': proto,
+         'reg7': int(ipaddress.IPv4Address(front.match['ipv4_dst'])),
+         'reg8': front.match[front.l4_dst]},
+        (LearnAffinity(T['SessionAffinity'], front.affinity, proto, AFFINITY_COOKIE),),
+        goto=T['L3Forwarding'], owner=front.owner)]
+
+
+def service_part(ctx: NodeBridge, fronts: list) -> dict:
+    """One Service port's flows in each stage that serves its ``fronts``, and its groups
+    (``NodeBridge.service_parts`` remembers them while the Service port is unchanged)."""
+    return {'session_affinity': [f for front in fronts for f in _session_affinity(front)],
+            'service_lb': [f for front in fronts for f in _balance(front)],
+            'endpoint_dnat': [f for front in fronts for f in _endpoint_dnat(ctx, front)],
+            'affinity_learn': [f for front in fronts for f in _affinity_learn(front)],
+            'groups': _groups(ctx, fronts), 'vip': _vip_reject(fronts[0].sp)}
 
 
 def egress_rule(ctx: NodeBridge) -> list:

@@ -60,7 +60,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from controller.flows import Ct, Group, SwitchConfig
+from controller.flows import SwitchConfig
 
 ETH_IP = 0x0800
 ETH_ARP = 0x0806
@@ -192,13 +192,12 @@ def check_pipeline(config: SwitchConfig) -> None:
     allowed = {t.id: {T[n] for n in t.gotos} for t in TABLES}
     groups = {g.group_id: g for g in config.groups}
     for f in config.flows:
-        targets = [f.goto] if f.goto is not None else []
-        actions = list(f.actions)
-        for a in f.actions:                 # a group's buckets continue where its flow is
-            if isinstance(a, Group) and a.group_id in groups:
-                actions += [b for bucket in groups[a.group_id].buckets for b in bucket.actions]
-        targets += [a.table for a in actions if isinstance(a, Ct) and a.table is not None]
+        tables, group_ids = f.next_tables       # computed once per flow object
+        targets = list(tables)
+        for gid in group_ids:               # a group's buckets continue where its flow is
+            if gid in groups:
+                targets += groups[gid].next_tables
         for target in targets:
-            if target not in allowed.get(f.table, set()):
+            if target not in allowed.get(f.table, ()):
                 raise PipelineError(f'{TABLE_NAMES.get(f.table, f.table)} may not go to '
                                     f'{TABLE_NAMES.get(target, target)}: {f.to_ofctl()}')
