@@ -33,7 +33,7 @@ from controller.pipeline.tables import (
     PRIORITY_FALLBACK, PRIORITY_HAIRPIN, PRIORITY_HIGH, PRIORITY_LOW, PRIORITY_MISS,
     PRIORITY_NODEPORT_FROM_NODE, PRIORITY_NODEPORT_MASQ_ROUTE, PRIORITY_NODEPORT_MASQ_SNAT,
     PRIORITY_NORMAL, PRIORITY_REPLY_UNMASQUERADED, REG0_LOCAL_ORIGIN, REJECT_METER,
-    REJECT_RATE_PPS, SNAT_ZONE_BASE, T)
+    REJECT_RATE_PPS, SNAT_ZONE_BASE, T, MAX_GROUP_BUCKETS)
 from controller.state import PROTOCOL_NUMBERS
 from services import wiring
 
@@ -49,6 +49,7 @@ class Front:
     mark: int | None = None     # the ct_mark its connections get (CT_MARK_NODE_MASQ)
     affinity: int | None = None     # sessionAffinity ClientIP: its timeout (seconds)
     priority: int = PRIORITY_NORMAL     # NODEPORT_FROM_NODE: a Local policy's own node
+    split: tuple = ()           # more endpoints than a group holds: the 2^k groups
 
     @property
     def owner(self) -> str:
@@ -80,18 +81,32 @@ def group_ids(sp, templates: list, taken: set) -> tuple:
     same group key sharing one; ``taken`` holds the ids given to earlier ones."""
     groups, gids = {}, []
     for _, endpoints, key, _ in templates:
-        gid = None
+        ids = ()
         if sp.endpoints and endpoints:
-            gid = groups.get(key)
-            if gid is None:
-                gid = groups[key] = shared.group_id(key, taken)
-        gids.append(gid)
+            ids = groups.get(key)
+            if ids is None:
+                parts = len(split_endpoints(endpoints))
+                ids = groups[key] = tuple(shared.group_id(key + (f'/{i}' if i else ''),
+                                                          taken) for i in range(parts))
+        gids.append(ids)
     return tuple(gids)
 
 
 def bind_fronts(sp, templates: list, gids: tuple) -> list[Front]:
-    return [Front(sp, match, tuple(endpoints), gid, **kw)
-            for (match, endpoints, _, kw), gid in zip(templates, gids)]
+    return [Front(sp, match, tuple(endpoints), ids[0] if ids else None,
+                  split=ids if len(ids) > 1 else (), **kw)
+            for (match, endpoints, _, kw), ids in zip(templates, gids)]
+
+
+def split_endpoints(endpoints) -> list[tuple]:
+    """``endpoints`` dealt round-robin over the fewest 2^k groups of at most
+    MAX_GROUP_BUCKETS each (one group when they fit): group i is chosen by the
+    connection's source port modulo 2^k, then its buckets by the datapath's hash; the
+    groups' sizes differ by one at most, so every endpoint keeps an equal share."""
+    parts = 1
+    while len(endpoints) > parts * MAX_GROUP_BUCKETS:
+        parts *= 2
+    return [tuple(endpoints[i::parts]) for i in range(parts)]
 
 
 def front_templates(sp, node) -> list[tuple]:
@@ -352,18 +367,21 @@ def _balance(front: Front) -> list:
                      meter=REJECT_METER, owner=owner)]
     if front.group is None:
         return [flow(T['ServiceLB'], front.priority, match, owner=owner)]
-    if not front.affinity:
-        return [flow(T['ServiceLB'], front.priority, match, (Group(front.group),),
-                     owner=owner)]
     # Session affinity: remember which Service address and port this is (reg7, reg8)
     # so that AffinityLearn, after the DNAT, can learn the client's endpoint.
-    dst = int(ipaddress.IPv4Address(match['ipv4_dst']))
-    return [flow(T['ServiceLB'], front.priority, match,
-                 (SetField('reg7', dst), SetField('reg8', match[front.l4_dst]),
-                  Group(front.group)), owner=owner),
-            flow(T['ServiceLB'], PRIORITY_HIGH, dict(match, reg5=(1, 1)),
-                 (SetField('reg6', front.mark or 0),), goto=T['EndpointDNAT'],
-                 owner=owner)]
+    remember = (SetField('reg7', int(ipaddress.IPv4Address(match['ipv4_dst']))),
+                SetField('reg8', match[front.l4_dst])) if front.affinity else ()
+    # A front split over 2^k groups: the low k bits of the source port choose one.
+    l4_src = front.l4_dst.replace('dst', 'src')
+    flows = [flow(T['ServiceLB'], front.priority, dict(match, **{l4_src: (
+                 i, len(front.split) - 1)}) if front.split else match,
+                 (*remember, Group(gid)), owner=owner)
+             for i, gid in enumerate(front.split or (front.group,))]
+    if front.affinity:
+        flows.append(flow(T['ServiceLB'], PRIORITY_HIGH, dict(match, reg5=(1, 1)),
+                          (SetField('reg6', front.mark or 0),), goto=T['EndpointDNAT'],
+                          owner=owner))
+    return flows
 
 
 def service_lb_groups(ctx: NodeBridge) -> list:
@@ -387,9 +405,11 @@ def _groups(ctx: NodeBridge, fronts: list) -> list:
             continue            # a group several fronts share is built once
         done.add(front.group)
         after = T['AffinityLearn'] if front.affinity else T['L3Forwarding']
-        buckets = tuple(_bucket(ctx.zone, after, ep.ip, ep.port, front.mark)
-                        for ep in front.endpoints)
-        groups.append(GroupSpec(front.group, buckets, owner=front.owner))
+        for gid, endpoints in zip(front.split or (front.group,),
+                                  split_endpoints(front.endpoints)):
+            buckets = tuple(_bucket(ctx.zone, after, ep.ip, ep.port, front.mark)
+                            for ep in endpoints)
+            groups.append(GroupSpec(gid, buckets, owner=front.owner))
     return groups
 
 

@@ -66,6 +66,11 @@ ETH_IP = 0x0800
 ETH_ARP = 0x0806
 AFFINITY_COOKIE = 0x4B41FF0000000000    # the cookie of learned affinity flows (kept on resync)
 REJECT_METER = 1
+#: The most buckets one select group gets. An OpenFlow message carries at most 64 KiB, a
+#: group_mod about 700 of ServiceLB's buckets (DNAT and commit: ~90 bytes each); a front
+#: with more endpoints is split by the low bits of the client's source port over 2^k
+#: groups of at most this many (node_switch.py: ``split_endpoints``).
+MAX_GROUP_BUCKETS = 512
 REJECT_RATE_PPS = 200
 SNAT_ZONE_BASE = 1000
 EDGE_ZONE = 2000             # the cloud load balancer's conntrack zone
