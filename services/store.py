@@ -114,6 +114,7 @@ class Store:
         self.rv = 1
         self.epoch = naming.new_uid()     # tells a follower this store from an earlier one
         self.objects = ObjectIndex()     # (kind, namespace, name) -> object
+        self._copies: dict[tuple, tuple] = {}   # key -> (object, its version, copy): view
         self.endpoint_slices = EndpointSliceController()
         self.cluster_ips = ClusterIPAllocator(cluster.service_cidr)
         self.node_ports = NodePortAllocator(*cluster.node_port_range)
@@ -147,6 +148,24 @@ class Store:
         with self.cond:
             return [copy.deepcopy(o) for (_, ns, _), o in sorted(self.objects.of_kind(
                 kind).items()) if namespace is None or ns == namespace]
+
+    def view(self, kind: str, namespace: str | None = None) -> list[dict]:
+        """``list`` for the daemon's own readers (the DNS records, the L7 controller,
+        the cloud's health checks), which run after every change and only read: the
+        same copies again while an object's resourceVersion stays, a new copy of what
+        changed. Never change what it returns. At 10,000 Services a ``list`` of every
+        EndpointSlice deep-copies them all (1.4 s); a view copies what changed."""
+        with self.cond:
+            out = []
+            for key, obj in sorted(self.objects.of_kind(kind).items()):
+                if namespace is not None and key[1] != namespace:
+                    continue
+                cached = self._copies.get(key)
+                version = obj['metadata'].get('resourceVersion')
+                if cached is None or cached[0] is not obj or cached[1] != version:
+                    cached = self._copies[key] = (obj, version, copy.deepcopy(obj))
+                out.append(cached[2])
+            return out
 
     def snapshot(self, since: int = 0, timeout: float = 0) -> tuple[int, dict]:
         """Wait until the resourceVersion passes ``since`` (or ``timeout``), then return
@@ -388,6 +407,7 @@ class Store:
 
     def _remove(self, key):
         obj = self.objects.remove(key, self.rv + 1)
+        self._copies.pop(key, None)
         if obj is not None and obj['kind'] == 'Service':
             release_cluster_ip(obj, self.cluster_ips)
             release_node_ports(obj, self.node_ports)

@@ -213,7 +213,7 @@ class Lab:
     def _write_dns(self) -> bool:
         from services import dns
         from topo.l7files import write_if_changed
-        objects = {kind: self.store.list(kind)
+        objects = {kind: self.store.view(kind)
                    for kind in ('Service', 'EndpointSlice', 'Pod', 'Namespace')}
         text = json.dumps(dns.records(objects, networks=(self.cluster.service_cidr,
                                                          self.cluster.cluster_cidr)),
@@ -258,8 +258,8 @@ class Lab:
 
         def step():
             nonlocal keys
-            services = self.store.list('Service')
-            slices = self.store.list('EndpointSlice')
+            services = self.store.view('Service')
+            slices = self.store.view('EndpointSlice')
             for server in self.proxy_health:
                 server.sync(services, slices)
             targets = cloudlb.health_check_targets(self.cluster, services)

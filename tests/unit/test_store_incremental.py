@@ -136,3 +136,20 @@ def test_changed_since_lists_puts_and_removals_once_each():
     assert ('Service', 'default', 'web') in keys and ('Pod', 'default', 'p1') in keys
     assert ('Pod', 'default', 'p1') not in store.objects      # a tombstone
     assert store.objects.changed_since(store.rv) == []
+
+
+def test_a_view_equals_a_list_and_copies_only_what_changed():
+    store = Store(default_cluster(), rng=random.Random(4))
+    store.apply([_service('web', 'default', 'a'), _service('db', 'default', 'b'),
+                 _pod('p1', 'default', 'a')])
+    for kind in ('Service', 'EndpointSlice', 'Pod'):
+        assert store.view(kind) == store.list(kind)
+    before = {s['metadata']['name']: s for s in store.view('Service')}
+    store.apply([_service('web', 'default', 'b')])
+    after = {s['metadata']['name']: s for s in store.view('Service')}
+    assert after['db'] is before['db']                       # unchanged: the same copy
+    assert after['web'] is not before['web']
+    assert after['web']['spec']['selector'] == {'app': 'b'}
+    store.delete('Service', 'default', 'db')
+    assert [s['metadata']['name'] for s in store.view('Service')] == ['web']
+    assert store.view('Service', 'other') == []
