@@ -173,7 +173,7 @@ class L7Controller:
                 LOG.error('gateway %s/%s: %s', gateway['metadata']['namespace'],
                           gateway['metadata']['name'], exc)
         for kind in ('Deployment', 'Service'):
-            for _, namespace, name in stale_data_planes(gateways, self.store.list(kind)):
+            for _, namespace, name in stale_data_planes(gateways, self.store.view(kind)):
                 try:
                     self.store.delete(kind, namespace, name)
                 except KubelabError:
