@@ -234,7 +234,6 @@ class KubeProxy(app_manager.RyuApp):
         self.state = None
         self.version = 0
         self.switches = {}
-        self.reject_cookies = set()
         self.flushes = []          # conntrack entries to delete once the flows are in
         self.policy_cookies = set()   # every NetworkPolicy flow cookie ever wanted
         self.purge = False         # a policy flow changed: purge the datapath's cache
@@ -364,9 +363,6 @@ class KubeProxy(app_manager.RyuApp):
         dp = sw.dp
         parser = dp.ofproto_parser
         want = pipeline.desired(self.state, dp.id)
-        self.reject_cookies.update(
-            f.cookie for f in want.flows if any(isinstance(a, F.ToController)
-                                                for a in f.actions))
         todo = reconcile.changes(sw.installed, want)
         wanted_policy = policy_cookies(want)
         self.policy_cookies |= wanted_policy
