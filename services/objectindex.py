@@ -48,6 +48,9 @@ class ObjectIndex(dict):
         """key -> object for one kind (the index's own dict: do not change it)."""
         return self._kinds.get(kind, {})
 
+    def kinds(self) -> list[str]:
+        return [kind for kind, objs in self._kinds.items() if objs]
+
     def take_pending(self) -> set[tuple]:
         """The keys put or removed since the last call."""
         pending, self._pending = self._pending, set()

@@ -211,10 +211,14 @@ class Store:
 
     # ------------------------------------------------------------ kept on disk
     def saved(self, cluster_doc: dict) -> dict:
-        """What persistence keeps of the store now (a deep copy: safe to write out)."""
+        """What persistence keeps of the store now, safe to write out: the objects from
+        ``view`` (copies no one changes), the rest deep-copied."""
         with self.cond:
-            return copy.deepcopy(persistence.saved(list(self.objects.values()),
-                                                   self.replica_sets, cluster_doc))
+            objects = [o for kind in sorted(self.objects.kinds()) for o in self.view(kind)]
+            document = persistence.saved(objects, copy.deepcopy(self.replica_sets),
+                                         cluster_doc)
+            document['cluster'] = copy.deepcopy(document['cluster'])
+            return document
 
     def restore(self, document: dict) -> list[str]:
         """Load what ``saved`` kept (into a store that holds only its own start-up
