@@ -26,6 +26,7 @@ class ObjectIndex(dict):
         self._kinds: dict[str, dict[tuple, dict]] = {}
         self._log: dict[tuple, int] = {}       # key -> version of its last change, in order
         self._pending: set[tuple] = set()
+        self._kind_version: dict[str, int] = {}     # kind -> version of its last change
 
     def put(self, key: tuple, obj: dict, version: int) -> None:
         self[key] = obj
@@ -43,6 +44,12 @@ class ObjectIndex(dict):
         self._log.pop(key, None)          # re-inserted: the log stays in change order
         self._log[key] = version
         self._pending.add(key)
+        self._kind_version[key[0]] = version
+
+    def version_of(self, kinds) -> int:
+        """The version of the last change to an object of one of ``kinds`` (0: none):
+        a reader of only these kinds may skip a run when it has not moved."""
+        return max((self._kind_version.get(kind, 0) for kind in kinds), default=0)
 
     def of_kind(self, kind: str) -> dict[tuple, dict]:
         """key -> object for one kind (the index's own dict: do not change it)."""

@@ -149,6 +149,11 @@ class Store:
             return [copy.deepcopy(o) for (_, ns, _), o in sorted(self.objects.of_kind(
                 kind).items()) if namespace is None or ns == namespace]
 
+    def version_of(self, kinds) -> int:
+        """The version of the last change to an object of ``kinds``."""
+        with self.cond:
+            return self.objects.version_of(kinds)
+
     def view(self, kind: str, namespace: str | None = None) -> list[dict]:
         """``list`` for the daemon's own readers (the DNS records, the L7 controller,
         the cloud's health checks), which run after every change and only read: the

@@ -153,3 +153,14 @@ def test_a_view_equals_a_list_and_copies_only_what_changed():
     store.delete('Service', 'default', 'db')
     assert [s['metadata']['name'] for s in store.view('Service')] == ['web']
     assert store.view('Service', 'other') == []
+
+
+def test_the_version_of_a_kind_moves_only_when_one_of_its_objects_changes():
+    store = Store(default_cluster(), rng=random.Random(6))
+    store.apply([_service('web', 'default', 'a')])
+    services = store.version_of(['Service'])
+    store.apply([_pod('p1', 'default', 'z')])          # no Service selects it
+    assert store.version_of(['Service', 'EndpointSlice']) == services
+    assert store.version_of(['Pod']) == store.rv
+    store.apply([_service('web', 'default', 'z')])     # re-selected: its slice follows
+    assert store.version_of(['Service']) == store.version_of(['EndpointSlice']) == store.rv
