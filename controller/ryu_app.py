@@ -51,7 +51,7 @@ from controller import pipeline                      # noqa: E402
 from controller import reconcile                     # noqa: E402
 from controller.pipeline.conntrack_cleanup import stale_udp_flushes  # noqa: E402
 from controller.pipeline.network_policy import policy_cookies  # noqa: E402
-from controller.state import StateBuilder            # noqa: E402
+from controller.state import StateBuilder, same_dataplane  # noqa: E402
 from services import transport, wiring               # noqa: E402
 
 LOG = logging.getLogger('kubelab.controller')
@@ -217,6 +217,7 @@ class Switch:
         self.pending = {'flows', 'groups', 'meters'}
         self.ready = False
         self.version = -1         # the store version this switch is known to carry
+        self.state = None         # the ClusterState it was last synced to
         self.barrier = None       # (xid, version) of the barrier in flight
 
 
@@ -362,16 +363,18 @@ class KubeProxy(app_manager.RyuApp):
             return
         dp = sw.dp
         parser = dp.ofproto_parser
-        want = pipeline.desired(self.state, dp.id)
-        todo = reconcile.changes(sw.installed, want)
-        wanted_policy = policy_cookies(want)
-        self.policy_cookies |= wanted_policy
-        if any(f.cookie in wanted_policy for f in todo.flows_to_add) or \
-                self.policy_cookies & set(todo.flows_to_delete):
-            self.purge = True
-        for op, kind, item in todo.steps():
-            dp.send_msg(_message(dp, op, kind, item))
-        sw.installed.apply(todo)
+        if not same_dataplane(sw.state, self.state):    # else: nothing to send
+            want = pipeline.desired(self.state, dp.id)
+            todo = reconcile.changes(sw.installed, want)
+            wanted_policy = policy_cookies(want)
+            self.policy_cookies |= wanted_policy
+            if any(f.cookie in wanted_policy for f in todo.flows_to_add) or \
+                    self.policy_cookies & set(todo.flows_to_delete):
+                self.purge = True
+            for op, kind, item in todo.steps():
+                dp.send_msg(_message(dp, op, kind, item))
+            sw.installed.apply(todo)
+        sw.state = self.state
         barrier = parser.OFPBarrierRequest(dp)
         dp.set_xid(barrier)
         sw.barrier = (barrier.xid, self.version)

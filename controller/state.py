@@ -162,6 +162,19 @@ class ClusterState:
         return cls(cluster, pods, ports, not_ready, lb_health, namespaces, policies)
 
 
+def same_dataplane(a: 'ClusterState | None', b: 'ClusterState') -> bool:
+    """True when ``b`` gives every switch the same flows as ``a`` because everything
+    the pipeline reads is the same; cheap where ``StateBuilder`` kept the very objects of
+    what did not change (a pod's status, a Deployment, an Ingress status: at 10,000
+    Services such a change no longer costs a recomputation of every switch)."""
+    def same(xs, ys):
+        return len(xs) == len(ys) and all(x is y or x == y for x, y in zip(xs, ys))
+    return a is not None and a.cluster is b.cluster and same(
+        a.service_ports, b.service_ports) and same(a.pods, b.pods) and same(
+        a.policies, b.policies) and (a.not_ready, a.lb_health, a.namespaces) == (
+        b.not_ready, b.lb_health, b.namespaces)
+
+
 def _pod_cidrs(cluster) -> dict:
     return {n.name: ipaddress.IPv4Network(n.pod_cidr) for n in cluster.nodes}
 

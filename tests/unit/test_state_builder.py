@@ -65,3 +65,26 @@ def test_another_store_gives_everything_again():
     store = Store(default_cluster())
     body = store.changes(5, epoch='an-earlier-daemon')
     assert body['full'] and body['objects']['Node']
+
+
+def test_a_change_the_dataplane_does_not_read_leaves_the_same_dataplane():
+    from controller.state import same_dataplane
+    store = Store(default_cluster(), rng=random.Random(7))
+    store.apply([_service('a', 'default', 'a'), _pod('p', 'default', 'a')])
+    builder = StateBuilder(store.cluster)
+    builder.apply(store.changes(0))
+    first = builder.state()
+    version = store.rv
+    pod = store.get('Pod', 'default', 'p')          # scheduled, no address yet
+    store.update_pod_status('default', 'p', pod['metadata']['uid'], {
+        'phase': 'Pending', 'conditions': [{'type': 'PodScheduled', 'status': 'True'}]})
+    builder.apply(store.changes(version, epoch=store.epoch))
+    second = builder.state()
+    assert same_dataplane(first, second)
+    version = store.rv
+    store.update_pod_status('default', 'p', pod['metadata']['uid'], {
+        'phase': 'Running', 'podIP': '192.168.2.8',
+        'conditions': [{'type': 'Ready', 'status': 'True'}]})
+    builder.apply(store.changes(version, epoch=store.epoch))
+    assert not same_dataplane(second, builder.state())
+    assert not same_dataplane(None, second)
