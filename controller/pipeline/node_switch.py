@@ -98,11 +98,20 @@ def bind_fronts(sp, templates: list, gids: tuple) -> list[Front]:
             for (match, endpoints, _, kw), ids in zip(templates, gids)]
 
 
+def source_port_bits(index: int, parts: int) -> tuple[int, int]:
+    """(value, mask) of the source ports whose connections go to group ``index`` of
+    ``parts``: bits 1..k, not bit 0, because Linux gives connect() even ephemeral ports
+    (odd ones are left to bind()), so bit 0 is the same for nearly every client
+    connection (seen: every connection of a test went to the first of two groups)."""
+    return index << 1, (parts - 1) << 1
+
+
 def split_endpoints(endpoints) -> list[tuple]:
     """``endpoints`` dealt round-robin over the fewest 2^k groups of at most
-    MAX_GROUP_BUCKETS each (one group when they fit): group i is chosen by the
-    connection's source port modulo 2^k, then its buckets by the datapath's hash; the
-    groups' sizes differ by one at most, so every endpoint keeps an equal share."""
+    MAX_GROUP_BUCKETS each (one group when they fit): group i is chosen by bits 1..k of
+    the connection's source port (``source_port_bits``), then its buckets by the
+    datapath's hash; the groups' sizes differ by one at most, so every endpoint keeps an
+    equal share."""
     parts = 1
     while len(endpoints) > parts * MAX_GROUP_BUCKETS:
         parts *= 2
@@ -371,10 +380,10 @@ def _balance(front: Front) -> list:
     # so that AffinityLearn, after the DNAT, can learn the client's endpoint.
     remember = (SetField('reg7', int(ipaddress.IPv4Address(match['ipv4_dst']))),
                 SetField('reg8', match[front.l4_dst])) if front.affinity else ()
-    # A front split over 2^k groups: the low k bits of the source port choose one.
+    # A front split over 2^k groups: bits 1..k of the source port choose one.
     l4_src = front.l4_dst.replace('dst', 'src')
-    flows = [flow(T['ServiceLB'], front.priority, dict(match, **{l4_src: (
-                 i, len(front.split) - 1)}) if front.split else match,
+    flows = [flow(T['ServiceLB'], front.priority, dict(match, **{l4_src: source_port_bits(
+                 i, len(front.split))}) if front.split else match,
                  (*remember, Group(gid)), owner=owner)
              for i, gid in enumerate(front.split or (front.group,))]
     if front.affinity:
