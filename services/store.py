@@ -190,6 +190,16 @@ class Store:
         everything, ``full``): the objects put, grouped by kind, and the keys removed.
         kube-proxy follows the store this way: a change among 10,000 Services sends one
         Service, not all of them."""
+        return self._changes(since, epoch, timeout, copy.deepcopy)
+
+    def changes_json(self, since: int = 0, epoch: str = '', timeout: float = 0) -> bytes:
+        """``changes`` as the API server sends it: JSON, encoded under the store's lock
+        from the objects themselves (no deep copy first: a pod that backs 10,000
+        Services changes 10,000 slices, 33 MB of JSON)."""
+        return self._changes(since, epoch, timeout, lambda obj: obj, json.dumps)
+
+    def _changes(self, since: int, epoch: str, timeout: float, copy_object,
+                 encode=lambda body: body):
         deadline = time.monotonic() + timeout
         with self.cond:
             while self.rv <= since and time.monotonic() < deadline:
@@ -203,9 +213,9 @@ class Store:
                 if obj is None:
                     deleted.append(list(key))
                 else:
-                    objects.setdefault(key[0], []).append(copy.deepcopy(obj))
-            return {'resourceVersion': str(self.rv), 'epoch': self.epoch, 'full': full,
-                    'objects': objects, 'deleted': deleted}
+                    objects.setdefault(key[0], []).append(copy_object(obj))
+            return encode({'resourceVersion': str(self.rv), 'epoch': self.epoch,
+                           'full': full, 'objects': objects, 'deleted': deleted})
 
     def wait(self, since: int, timeout: float) -> int:
         deadline = time.monotonic() + timeout

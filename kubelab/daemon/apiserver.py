@@ -34,7 +34,7 @@ import threading
 import time
 from urllib.parse import parse_qs, urlparse
 
-from kubelab.daemon.httpserver import GuardedHandler, GuardedUnixHTTPServer, \
+from kubelab.daemon.httpserver import GuardedHandler, GuardedUnixHTTPServer, RawJSON, \
     RequestProblem
 from services.errors import ApplyError, KubelabError, NotFound
 
@@ -177,8 +177,9 @@ class _Handler(GuardedHandler):
             rv, objects = store.snapshot(since, min(q.number('timeout', 0), 60))
             return 200, {'resourceVersion': str(rv), 'objects': objects}
         if path == '/lab/v1/changes':
-            return 200, store.changes(int(q.number('since', 0)), q.get('epoch', ''),
-                                      min(q.number('timeout', 0), 60))
+            return 200, RawJSON(store.changes_json(
+                int(q.number('since', 0)), q.get('epoch', ''),
+                min(q.number('timeout', 0), 60)).encode())
         if path == '/lab/v1/objects':
             kind, ns, name = q['kind'], q.get('namespace'), q.get('name')
             if name:

@@ -88,3 +88,14 @@ def test_a_change_the_dataplane_does_not_read_leaves_the_same_dataplane():
     builder.apply(store.changes(version, epoch=store.epoch))
     assert not same_dataplane(second, builder.state())
     assert not same_dataplane(None, second)
+
+
+def test_the_changes_the_api_sends_are_the_changes_encoded():
+    import json
+    store = Store(default_cluster(), rng=random.Random(8))
+    store.apply([_service('a', 'default', 'a'), _pod('p', 'default', 'a')])
+    version = store.rv
+    store.apply([_service('b', 'default', 'a')])
+    assert json.loads(store.changes_json(version, store.epoch)) == store.changes(
+        version, store.epoch)
+    assert json.loads(store.changes_json(0)) == store.changes(0)
