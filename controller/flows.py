@@ -320,6 +320,9 @@ class SwitchConfig:
     flows: list = field(default_factory=list)
     groups: list = field(default_factory=list)
     meters: list = field(default_factory=list)
+    checked: set = field(default_factory=set, compare=False, repr=False)   # ids of flows
+    # already checked against the pipeline with their own groups (a node's memoized
+    # Service parts): ``check_pipeline`` skips them
 
     def by_cookie(self) -> dict[int, FlowSpec]:
         return {f.cookie: f for f in self.flows}

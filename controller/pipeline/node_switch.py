@@ -33,7 +33,7 @@ from controller.pipeline.tables import (
     PRIORITY_FALLBACK, PRIORITY_HAIRPIN, PRIORITY_HIGH, PRIORITY_LOW, PRIORITY_MISS,
     PRIORITY_NODEPORT_FROM_NODE, PRIORITY_NODEPORT_MASQ_ROUTE, PRIORITY_NODEPORT_MASQ_SNAT,
     PRIORITY_NORMAL, PRIORITY_REPLY_UNMASQUERADED, REG0_LOCAL_ORIGIN, REJECT_METER,
-    REJECT_RATE_PPS, SNAT_ZONE_BASE, T, MAX_GROUP_BUCKETS)
+    REJECT_RATE_PPS, SNAT_ZONE_BASE, T, MAX_GROUP_BUCKETS, check_pipeline)
 from controller.state import PROTOCOL_NUMBERS
 from services import wiring
 
@@ -85,7 +85,7 @@ def group_ids(sp, templates: list, taken: set) -> tuple:
         if sp.endpoints and endpoints:
             ids = groups.get(key)
             if ids is None:
-                parts = len(split_endpoints(endpoints))
+                parts = split_count(len(endpoints))
                 ids = groups[key] = tuple(shared.group_id(key + (f'/{i}' if i else ''),
                                                           taken) for i in range(parts))
         gids.append(ids)
@@ -112,10 +112,16 @@ def split_endpoints(endpoints) -> list[tuple]:
     the connection's source port (``source_port_bits``), then its buckets by the
     datapath's hash; the groups' sizes differ by one at most, so every endpoint keeps an
     equal share."""
-    parts = 1
-    while len(endpoints) > parts * MAX_GROUP_BUCKETS:
-        parts *= 2
+    parts = split_count(len(endpoints))
     return [tuple(endpoints[i::parts]) for i in range(parts)]
+
+
+def split_count(endpoints: int) -> int:
+    """How many groups ``endpoints`` endpoints take: the fewest 2^k."""
+    parts = 1
+    while endpoints > parts * MAX_GROUP_BUCKETS:
+        parts *= 2
+    return parts
 
 
 def front_templates(sp, node) -> list[tuple]:
@@ -225,6 +231,12 @@ class NodeBridge:
 
     def part_flows(self, stage: str) -> list:
         return [f for part in self.service_parts for f in part[stage]]
+
+    def checked_parts(self) -> set:
+        """The ids of the flows of the memoized parts, each checked against the
+        pipeline when its part was computed (``service_part``)."""
+        return {id(f) for part in self.service_parts for stage in PART_STAGES
+                for f in part[stage]} | {id(part['vip'][1]) for part in self.service_parts}
 
     @cached_property
     def policy(self) -> network_policy.NodePolicy:
@@ -465,11 +477,17 @@ def _affinity_learn(front: Front) -> list:
 def service_part(ctx: NodeBridge, fronts: list) -> dict:
     """One Service port's flows in each stage that serves its ``fronts``, and its groups
     (``NodeBridge.service_parts`` remembers them while the Service port is unchanged)."""
-    return {'session_affinity': [f for front in fronts for f in _session_affinity(front)],
+    part = {'session_affinity': [f for front in fronts for f in _session_affinity(front)],
             'service_lb': [f for front in fronts for f in _balance(front)],
             'endpoint_dnat': [f for front in fronts for f in _endpoint_dnat(ctx, front)],
             'affinity_learn': [f for front in fronts for f in _affinity_learn(front)],
             'groups': _groups(ctx, fronts), 'vip': _vip_reject(fronts[0].sp)}
+    check_pipeline(SwitchConfig(flows=[f for stage in PART_STAGES for f in part[stage]]
+                                + [part['vip'][1]], groups=part['groups']))
+    return part
+
+
+PART_STAGES = ('session_affinity', 'service_lb', 'endpoint_dnat', 'affinity_learn')
 
 
 def egress_rule(ctx: NodeBridge) -> list:
@@ -605,4 +623,5 @@ def node_bridge(state, node) -> SwitchConfig:
     ctx = NodeBridge(state, node)
     return SwitchConfig(flows=[f for stage in STAGES for f in stage(ctx)],
                         groups=service_lb_groups(ctx),
-                        meters=[MeterSpec(REJECT_METER, REJECT_RATE_PPS, REJECT_RATE_PPS)])
+                        meters=[MeterSpec(REJECT_METER, REJECT_RATE_PPS, REJECT_RATE_PPS)],
+                        checked=ctx.checked_parts())

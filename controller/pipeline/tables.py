@@ -197,6 +197,8 @@ def check_pipeline(config: SwitchConfig) -> None:
     allowed = {t.id: {T[n] for n in t.gotos} for t in TABLES}
     groups = {g.group_id: g for g in config.groups}
     for f in config.flows:
+        if id(f) in config.checked:
+            continue
         tables, group_ids = f.next_tables       # computed once per flow object
         targets = list(tables)
         for gid in group_ids:               # a group's buckets continue where its flow is
