@@ -12,12 +12,16 @@ Three needs of a store holding 10,000 Services (issue 20) shape it:
 * kube-proxy (the controller) follows the store by deltas, not whole snapshots:
   ``changed_since(version)`` lists the keys put or removed after ``version``, newest
   last, from a log that keeps one entry per key (its latest change; a removed key stays
-  in it as a tombstone so that a follower learns of the removal).
+  in it as a tombstone so that a follower learns of the removal). Tombstones beyond
+  ``MAX_TOMBSTONES`` are dropped oldest first; ``floor`` then says from which version on
+  the log is complete (a follower further behind must read everything again).
 
 Keys change only through ``put`` and ``remove``; the plain dict methods read.
 """
 
 from __future__ import annotations
+
+MAX_TOMBSTONES = 10_000
 
 
 class ObjectIndex(dict):
@@ -27,6 +31,7 @@ class ObjectIndex(dict):
         self._log: dict[tuple, int] = {}       # key -> version of its last change, in order
         self._pending: set[tuple] = set()
         self._kind_version: dict[str, int] = {}     # kind -> version of its last change
+        self.floor = 0          # changed_since(v) is complete for v >= floor
 
     def put(self, key: tuple, obj: dict, version: int) -> None:
         self[key] = obj
@@ -38,7 +43,17 @@ class ObjectIndex(dict):
         if obj is not None:
             self._kinds[key[0]].pop(key, None)
             self._note(key, version)
+            if len(self._log) - len(self) > MAX_TOMBSTONES:   # every live key is logged
+                self._drop_tombstones()
         return obj
+
+    def _drop_tombstones(self) -> None:
+        """Forget the older half of the removals (the log is oldest first)."""
+        for key in list(self._log):
+            if len(self._log) - len(self) <= MAX_TOMBSTONES // 2:
+                break
+            if key not in self:
+                self.floor = max(self.floor, self._log.pop(key))
 
     def _note(self, key: tuple, version: int) -> None:
         self._log.pop(key, None)          # re-inserted: the log stays in change order

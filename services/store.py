@@ -204,7 +204,8 @@ class Store:
         with self.cond:
             while self.rv <= since and time.monotonic() < deadline:
                 self.cond.wait(deadline - time.monotonic())
-            full = since <= 0 or epoch != self.epoch or since > self.rv
+            full = since <= 0 or epoch != self.epoch or since > self.rv \
+                or since < self.objects.floor     # removals that old were forgotten
             keys = sorted(self.objects) if full else self.objects.changed_since(since)
             objects: dict[str, list] = {}
             deleted = []

@@ -164,3 +164,21 @@ def test_the_version_of_a_kind_moves_only_when_one_of_its_objects_changes():
     assert store.version_of(['Pod']) == store.rv
     store.apply([_service('web', 'default', 'z')])
     assert store.version_of(['Service']) == store.rv > services
+
+
+def test_forgotten_removals_make_a_follower_that_far_behind_read_everything(monkeypatch):
+    from services import objectindex
+    monkeypatch.setattr(objectindex, 'MAX_TOMBSTONES', 4)
+    store = Store(default_cluster(), rng=random.Random(9))
+    store.apply([_service('keep', 'default', 'a')])
+    behind = store.rv
+    for i in range(6):
+        store.apply([_service(f'gone{i}', 'default', 'a')])
+        store.delete('Service', 'default', f'gone{i}')
+    assert store.objects.floor > behind
+    assert store.changes(behind, epoch=store.epoch)['full']
+    recent = store.rv
+    store.apply([_service('new', 'default', 'a')])
+    store.delete('Service', 'default', 'new')
+    body = store.changes(recent, epoch=store.epoch)
+    assert not body['full'] and ['Service', 'default', 'new'] in body['deleted']
