@@ -69,7 +69,7 @@ REJECT_METER = 1
 #: The most buckets one select group gets. An OpenFlow message carries at most 64 KiB, a
 #: group_mod about 700 of ServiceLB's buckets (DNAT and commit: ~90 bytes each); a front
 #: with more endpoints is split by bits 1..k of the client's source port over 2^k
-#: groups of at most this many (node_switch.py: ``split_endpoints``).
+#: groups of at most this many (service_fronts.py: ``split_endpoints``).
 MAX_GROUP_BUCKETS = 512
 REJECT_RATE_PPS = 200
 SNAT_ZONE_BASE = 1000

@@ -5,7 +5,7 @@ client's source port. Every endpoint is in exactly one group, the groups' sizes 
 by one at most, and a connection reaches an endpoint far beyond bucket 700 (flowsim)."""
 
 from controller import pipeline
-from controller.pipeline.node_switch import split_endpoints
+from controller.pipeline.service_fronts import split_endpoints
 from controller.pipeline.tables import MAX_GROUP_BUCKETS
 from controller.state import ClusterState
 from services import wiring
