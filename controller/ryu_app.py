@@ -28,6 +28,7 @@ import eventlet.wsgi
 if not hasattr(eventlet.wsgi, 'ALREADY_HANDLED'):   # Ryu 4.34 on today's eventlet
     eventlet.wsgi.ALREADY_HANDLED = object()
 
+import functools                                     # noqa: E402
 import gc                                            # noqa: E402
 import json                                          # noqa: E402
 import logging                                       # noqa: E402
@@ -194,8 +195,7 @@ def _message(dp, op: str, kind: str, item):
     if kind == 'group' and op == 'delete':
         return parser.OFPGroupMod(dp, ofp.OFPGC_DELETE, ofp.OFPGT_SELECT, item)
     if kind == 'group':
-        buckets = [parser.OFPBucket(weight=b.weight, actions=[
-            _action(parser, ofp, a) for a in b.actions]) for b in item.buckets]
+        buckets = [_EncodedBucket(_bucket_bytes(b, parser, ofp)) for b in item.buckets]
         return parser.OFPGroupMod(dp, ofp.OFPGC_ADD if op == 'add' else ofp.OFPGC_MODIFY,
                                   ofp.OFPGT_SELECT, item.group_id, buckets)
     if op == 'delete':                  # a flow, by cookie, in whichever table it is
@@ -206,6 +206,30 @@ def _message(dp, op: str, kind: str, item):
         dp, cookie=item.cookie, table_id=item.table, priority=item.priority,
         command=ofp.OFPFC_ADD, match=parser.OFPMatch(**item.match_dict()),
         instructions=_instructions(parser, ofp, item))
+
+
+@functools.lru_cache(maxsize=65536)
+def _bucket_bytes(bucket, parser, ofp) -> bytes:
+    """A bucket on the wire, encoded once: the bucket that DNATs to a pod behind 10,000
+    Services is the same in 10,000 groups (Ryu takes 0.16 ms to encode a group of 11
+    buckets from its objects; a pod becoming ready there sends 10,000 per node)."""
+    encoded = parser.OFPBucket(weight=bucket.weight, actions=[
+        _action(parser, ofp, a) for a in bucket.actions])
+    buf = bytearray()
+    encoded.serialize(buf, 0)
+    return bytes(buf).ljust(encoded.len, b'\0')
+
+
+class _EncodedBucket:
+    """What OFPGroupMod asks of a bucket: its length, and to write itself."""
+
+    def __init__(self, data: bytes):
+        self.data, self.len = data, len(data)
+
+    def serialize(self, buf: bytearray, offset: int):
+        if len(buf) < offset:
+            buf += bytearray(offset - len(buf))
+        buf[offset:offset + self.len] = self.data
 
 
 class Switch:
