@@ -85,12 +85,22 @@ class NodeBridge:
         templates = memo.per_service(('fronts', self.node.name),
                                      [(sp, self.node, sp) for sp in ports],
                                      lambda sp: front_templates(sp, self.node))
-        taken, items = set(), []
+        taken, items = self.groups_taken, []
         for sp, mine in zip(ports, templates):
-            gids = group_ids(sp, mine, taken)
+            gids = group_ids(sp, mine, taken, self.group_spans)
             items.append((sp, (self.node, gids), (sp, mine, gids)))
         return memo.per_service(('node', self.node.name), items, lambda arg: service_part(
             self, bind_fronts(*arg)))
+
+    @cached_property
+    def groups_taken(self) -> set:
+        """Every group id ``service_parts`` gave (filled as it gives them)."""
+        return set()
+
+    @cached_property
+    def group_spans(self) -> set:
+        """The group ids a probe past a collision passed over or landed on."""
+        return set()
 
     def part_flows(self, stage: str) -> list:
         return [f for part in self.service_parts for f in part[stage]]
@@ -483,7 +493,12 @@ STAGES = (classifier, arp_responder, un_snat, conntrack_zone, conntrack_state,
 def node_bridge(state, node) -> SwitchConfig:
     """Every flow, group and meter of ``node``'s bridge: the stages in pipeline order,
     ServiceLB's groups, and the meter that rate-limits REJECTs."""
-    ctx = NodeBridge(state, node)
+    return node_bridge_context(NodeBridge(state, node))
+
+
+def node_bridge_context(ctx: NodeBridge) -> SwitchConfig:
+    """``node_bridge`` of ``ctx``, which keeps its Service parts (``service_parts``) and
+    group ids for the incremental path (incremental.py)."""
     return SwitchConfig(flows=[f for stage in STAGES for f in stage(ctx)],
                         groups=service_lb_groups(ctx),
                         meters=[MeterSpec(REJECT_METER, REJECT_RATE_PPS, REJECT_RATE_PPS)],

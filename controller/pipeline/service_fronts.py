@@ -60,9 +60,10 @@ def service_fronts(state, node) -> list[Front]:
     return fronts
 
 
-def group_ids(sp, templates: list, taken: set) -> tuple:
+def group_ids(sp, templates: list, taken: set, spans: set | None = None) -> tuple:
     """The group id of each front template of ``sp`` (None: no group), fronts with the
-    same group key sharing one; ``taken`` holds the ids given to earlier ones."""
+    same group key sharing one; ``taken`` holds the ids given to earlier ones (``spans``:
+    see ``shared.group_id``)."""
     groups, gids = {}, []
     for _, endpoints, key, _ in templates:
         ids = ()
@@ -71,7 +72,8 @@ def group_ids(sp, templates: list, taken: set) -> tuple:
             if ids is None:
                 parts = split_count(len(endpoints))
                 ids = groups[key] = tuple(shared.group_id(key + (f'/{i}' if i else ''),
-                                                          taken) for i in range(parts))
+                                                          taken, spans)
+                                          for i in range(parts))
         gids.append(ids)
     return tuple(gids)
 

@@ -68,10 +68,16 @@ def also_back_out(f) -> list:
     return [f, twin]
 
 
-def group_id(key: str, taken: set) -> int:
-    """A stable group id for a Service port: crc32 of its name, probing past collisions."""
+def group_id(key: str, taken: set, spans: set | None = None) -> int:
+    """A stable group id for a Service port: crc32 of its name, probing past collisions
+    (every id a probe passed over or landed on is added to ``spans``, if given: the ids
+    whose owner depends on the Services' order, controller/pipeline/incremental.py)."""
     gid = (zlib.crc32(key.encode()) & 0x7FFFFFFF) or 1
     while gid in taken:
+        if spans is not None:
+            spans.add(gid)
         gid = (gid + 1) & 0x7FFFFFFF or 1
+        if spans is not None:
+            spans.add(gid)
     taken.add(gid)
     return gid
