@@ -4,7 +4,10 @@ It watches the lab's API server by deltas (``/lab/v1/changes``: the objects chan
 the version it has), keeps ``ClusterState`` up to date from them (``StateBuilder``), asks the
 pure pipeline (controller/pipeline/) what every switch should hold and the pure reconcile
 diff (controller/reconcile.py) what to change, and sends each switch only that
-difference, one OpenFlow message per change. When a switch (re)connects it first reads
+difference, one OpenFlow message per change. When only a few Service ports changed, the
+incremental path (controller/pipeline/incremental.py) computes that difference from
+their flows and groups alone; the full pass runs at connection, whenever that path
+cannot tell, and after every ``FULL_PASS_EVERY`` incremental syncs. When a switch (re)connects it first reads
 the switch's flows, groups and meters and then reconciles: what is right stays
 untouched, nothing is flushed.
 
@@ -48,8 +51,8 @@ from ryu.lib.packet import ethernet, icmp, ipv4, packet, tcp, udp  # noqa: E402
 from ryu.ofproto import ofproto_v1_3, ofproto_v1_3_parser  # noqa: E402
 
 from controller import flows as F                    # noqa: E402
-from controller import pipeline                      # noqa: E402
 from controller import reconcile                     # noqa: E402
+from controller.pipeline import incremental          # noqa: E402
 from controller.pipeline.conntrack_cleanup import stale_udp_flushes  # noqa: E402
 from controller.pipeline.network_policy import policy_cookies  # noqa: E402
 from controller.state import StateBuilder, same_dataplane  # noqa: E402
@@ -232,6 +235,12 @@ class _EncodedBucket:
         buf[offset:offset + self.len] = self.data
 
 
+# After this many incremental syncs a switch gets the full pass again (as it does at
+# connection and whenever incremental.changes cannot tell): a check that costs one
+# pass over every Service port now and then.
+FULL_PASS_EVERY = 50
+
+
 class Switch:
     """What the controller knows one connected switch holds."""
 
@@ -243,6 +252,8 @@ class Switch:
         self.version = -1         # the store version this switch is known to carry
         self.state = None         # the ClusterState it was last synced to
         self.barrier = None       # (xid, version) of the barrier in flight
+        self.plan = None          # incremental.Plan of what it was given
+        self.steps = 0            # incremental syncs since the last full pass
 
 
 class KubeProxy(app_manager.RyuApp):
@@ -388,13 +399,20 @@ class KubeProxy(app_manager.RyuApp):
         dp = sw.dp
         parser = dp.ofproto_parser
         if not same_dataplane(sw.state, self.state):    # else: nothing to send
-            want = pipeline.desired(self.state, dp.id)
-            todo = reconcile.changes(sw.installed, want)
-            wanted_policy = policy_cookies(want)
-            self.policy_cookies |= wanted_policy
-            if any(f.cookie in wanted_policy for f in todo.flows_to_add) or \
-                    self.policy_cookies & set(todo.flows_to_delete):
-                self.purge = True
+            todo = None
+            if sw.steps < FULL_PASS_EVERY:
+                todo = incremental.changes(sw.plan, sw.state, self.state, sw.installed)
+            if todo is None:
+                want, sw.plan = incremental.full(self.state, dp.id)
+                todo = reconcile.changes(sw.installed, want)
+                sw.steps = 0
+                wanted_policy = policy_cookies(want)
+                self.policy_cookies |= wanted_policy
+                if any(f.cookie in wanted_policy for f in todo.flows_to_add) or \
+                        self.policy_cookies & set(todo.flows_to_delete):
+                    self.purge = True
+            else:           # only Service ports changed: no policy flow did
+                sw.steps += 1
             for op, kind, item in todo.steps():
                 dp.send_msg(_message(dp, op, kind, item))
             sw.installed.apply(todo)

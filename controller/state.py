@@ -210,11 +210,12 @@ class StateBuilder:
         self.kinds: dict[str, dict[tuple, dict]] = {}
         self.slices: dict[tuple, dict[str, dict]] = {}    # (ns, service) -> name -> slice
         self.memo: dict[tuple, tuple] = {}                # key -> (signature, value)
+        self.dirty: set | None = None     # Services whose ports may have changed (None: all)
 
     def apply(self, body: dict) -> None:
         """One answer of ``Store.changes``."""
         if body.get('full'):
-            self.kinds, self.slices = {}, {}
+            self.kinds, self.slices, self.dirty = {}, {}, None
         for kind, items in body.get('objects', {}).items():
             for obj in items:
                 meta = obj['metadata']
@@ -227,10 +228,15 @@ class StateBuilder:
         old = self.kinds.setdefault(kind, {}).pop(key, None)
         if obj is not None:
             self.kinds[kind][key] = obj
+        if kind == 'Service' and self.dirty is not None:
+            self.dirty.add(key)
         if kind == 'EndpointSlice':
             for sl, drop in ((old, True), (obj, False)):
                 service = ((sl or {}).get('metadata', {}).get('labels') or {}).get(
                     SERVICE_NAME_LABEL)
+                if service and self.dirty is not None:
+                    self.dirty.update((('Service', ns, service),
+                                       ('Service', '' if ns == 'default' else ns, service)))
                 if service:
                     mine = self.slices.setdefault((ns or 'default', service), {})
                     if drop:
@@ -255,7 +261,12 @@ class StateBuilder:
             used[key] = self.memo[key]
             if net is not None:
                 pods.append(net)
+        dirty, self.dirty = self.dirty, set()
         for key, svc in self.kinds.get('Service', {}).items():
+            if dirty is not None and key not in dirty and key in self.memo:
+                ports.extend(self.memo[key][1])     # neither it nor its slices changed
+                used[key] = self.memo[key]
+                continue
             ns = key[1] or 'default'
             mine = self.slices.get((ns, key[2]), {})
             signature = (svc['metadata'].get('resourceVersion'), tuple(sorted(

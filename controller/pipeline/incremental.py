@@ -97,9 +97,21 @@ def _take(plan: Plan, sp, part: dict, sign: int) -> None:
             del plan.vips[sp.vip]
 
 
+_LAST_DELTA: list = [None, None, None]       # old, new, their service_delta
+
+
 def service_delta(old, new) -> tuple[list, list] | None:
     """(removed, added) Service ports from ``old`` to ``new``, by identity; None when
-    anything else the pipeline reads differs."""
+    anything else the pipeline reads differs. Remembered for the last pair of states
+    (every switch asks for the same)."""
+    if _LAST_DELTA[0] is old and _LAST_DELTA[1] is new:
+        return _LAST_DELTA[2]
+    delta = _service_delta(old, new)
+    _LAST_DELTA[:] = [old, new, delta]
+    return delta
+
+
+def _service_delta(old, new) -> tuple[list, list] | None:
     if old is None or old.cluster is not new.cluster or (
             old.not_ready, old.lb_health, old.namespaces) != (
             new.not_ready, new.lb_health, new.namespaces):
