@@ -44,7 +44,9 @@ MAX_CHANGED = 64        # more changed Service ports than this: the full pass
 
 @dataclass
 class Plan:
-    """What ``full`` (then ``changes``) gave one switch."""
+    """What ``full`` (then ``changes``) gave one switch. A node bridge's index (parts,
+    refs, vips) is built on first use (``index``): a full pass that no incremental one
+    follows (a batch of Services) pays nothing for it."""
     kind: str                                   # the switch's role
     node: object = None                         # a node bridge's node
     parts: dict = field(default_factory=dict)   # id(sp) -> (sp, its part)
@@ -52,6 +54,20 @@ class Plan:
     taken: set = field(default_factory=set)     # every group id of the parts
     spans: frozenset = frozenset()              # the ids probes touched
     vips: dict = field(default_factory=dict)    # ClusterIP -> Counter of its Services
+    pending: tuple | None = None                # (ports, parts, flows) not yet indexed
+
+    def index(self) -> None:
+        """Count the parts and flows of the full pass in (once)."""
+        if self.pending is None:
+            return
+        ports, parts, flows = self.pending
+        self.pending = None
+        for sp, part in zip(ports, parts):
+            _take(self, sp, part, +1)
+        # The flows outside the parts count once each (a part's flow equal to one of
+        # them stays while either wants it).
+        mine = {id(f) for _, part in self.parts.values() for f in _part_flows(part)}
+        self.refs.update(f.cookie for f in flows if id(f) not in mine)
 
 
 def full(state, dpid: int) -> tuple[SwitchConfig, Plan]:
@@ -62,14 +78,9 @@ def full(state, dpid: int) -> tuple[SwitchConfig, Plan]:
         return pipeline.desired(state, dpid), Plan(kind=role.kind if role else '')
     ctx = node_switch.NodeBridge(state, role.node)
     config = node_switch.node_bridge_context(ctx)
-    plan = Plan(kind='node', node=role.node, taken=set(ctx.groups_taken),
-                spans=frozenset(ctx.group_spans))
-    for sp, part in zip(state.proxied_ports, ctx.service_parts):
-        _take(plan, sp, part, +1)
-    # The flows outside the parts count once each (a part's flow equal to one of them
-    # stays while either wants it).
-    mine = {id(f) for _, part in plan.parts.values() for f in _part_flows(part)}
-    plan.refs.update(f.cookie for f in config.flows if id(f) not in mine)
+    plan = Plan(kind='node', node=role.node, taken=ctx.groups_taken,
+                spans=frozenset(ctx.group_spans),
+                pending=(state.proxied_ports, ctx.service_parts, config.flows))
     config.flows = list({f.cookie: f for f in config.flows}.values())
     check_pipeline(config)
     return config, plan
@@ -149,6 +160,7 @@ def changes(plan: Plan | None, old, new, installed: Installed) -> Changes | None
 
 def _node_changes(plan: Plan, new, removed: list, added: list,
                   installed: Installed) -> Changes | None:
+    plan.index()
     if any(id(sp) not in plan.parts for sp in removed):
         return None
     old_parts = [plan.parts[id(sp)][1] for sp in removed]

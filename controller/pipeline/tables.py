@@ -192,9 +192,12 @@ class PipelineError(Exception):
     """A flow that breaks the declared pipeline (a goto its table does not allow)."""
 
 
+_ALLOWED = {t.id: frozenset(T[n] for n in t.gotos) for t in TABLES}
+
+
 def check_pipeline(config: SwitchConfig) -> None:
     """Refuse a goto (or a ct recirculation) that the source table does not declare."""
-    allowed = {t.id: {T[n] for n in t.gotos} for t in TABLES}
+    allowed = _ALLOWED
     groups = {g.group_id: g for g in config.groups}
     for f in config.flows:
         if id(f) in config.checked:
