@@ -10,7 +10,7 @@ from ryu.ofproto import ofproto_v1_3_parser as parser
 
 from controller.flows import Bucket, Ct, GroupSpec, Nat
 from controller.pipeline.tables import MAX_GROUP_BUCKETS
-from controller.ryu_app import _action, _message
+from controller.ryu_app import _Batch, _action, _group_mod_bytes, _message
 
 
 class Datapath:
@@ -45,6 +45,52 @@ def test_group_bytes_equal_ryus_own_encoding(mark, mask):
     assert _bytes(_message(Datapath(), 'add', 'group', spec)) == _ryu_own(spec)
     again = _bytes(_message(Datapath(), 'modify', 'group', spec))     # from the cache
     assert again[:2] == _ryu_own(spec)[:2] and len(again) == len(_ryu_own(spec))
+
+
+@pytest.mark.parametrize('op', ['add', 'modify', 'delete'])
+def test_group_messages_written_here_equal_ryus_own(op):
+    spec = GroupSpec(0x7FFF0001, tuple(_bucket(i, 1, 1) for i in range(5)))
+    command = {'add': ofp.OFPGC_ADD, 'modify': ofp.OFPGC_MODIFY,
+               'delete': ofp.OFPGC_DELETE}[op]
+    buckets = [] if op == 'delete' else [
+        parser.OFPBucket(weight=b.weight, actions=[_action(parser, ofp, a)
+                                                   for a in b.actions])
+        for b in spec.buckets]
+    ryu = _bytes(parser.OFPGroupMod(Datapath(), command, ofp.OFPGT_SELECT, spec.group_id,
+                                    buckets))
+    item = spec.group_id if op == 'delete' else spec
+    assert _group_mod_bytes(ofp, op, item, 7) == ryu
+
+
+def test_a_batch_sends_the_messages_in_order_in_few_writes():
+    class Sending(Datapath):
+        xid = 0
+
+        def __init__(self):
+            self.sent = []
+
+        def set_xid(self, msg):
+            self.xid += 1
+            msg.set_xid(self.xid)
+
+        def send(self, buf):
+            self.sent.append(buf)
+    dp = Sending()
+    batch = _Batch(dp)
+    specs = [GroupSpec(i + 1, tuple(_bucket(j) for j in range(11))) for i in range(2000)]
+    for spec in specs:
+        batch.add('add', 'group', spec)
+    batch.add('delete', 'flow', 0x1234)
+    batch.flush()
+    data = b''.join(dp.sent)
+    assert 1 < len(dp.sent) < 10
+    offset, seen = 0, []
+    while offset < len(data):       # every message whole, in order, xids counting up
+        _, kind, length, xid = __import__('struct').unpack_from('!BBHI', data, offset)
+        seen.append((kind, xid))
+        offset += length
+    assert seen == [(ofp.OFPT_GROUP_MOD, i + 1) for i in range(2000)] + [
+        (ofp.OFPT_FLOW_MOD, 2001)]
 
 
 def test_the_largest_group_fits_one_message():
