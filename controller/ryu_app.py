@@ -289,6 +289,12 @@ FULL_PASS_EVERY = 50
 INDEX_AFTER_S = 1.0
 
 
+def _index_if_current(sw, plan) -> None:
+    """Index ``plan`` unless a later full pass replaced it (a batch of Services)."""
+    if sw.plan is plan:
+        plan.index()
+
+
 class Switch:
     """What the controller knows one connected switch holds."""
 
@@ -456,7 +462,7 @@ class KubeProxy(app_manager.RyuApp):
                 sw.steps = 0
                 # The plan's index (0.08 s a node bridge at 10,000 Services) once the
                 # switch is likely quiet, not while a batch of changes streams in.
-                hub.spawn_after(INDEX_AFTER_S, sw.plan.index)
+                hub.spawn_after(INDEX_AFTER_S, _index_if_current, sw, sw.plan)
                 wanted_policy = policy_cookies(want)
                 self.policy_cookies |= wanted_policy
                 if any(f.cookie in wanted_policy for f in todo.flows_to_add) or \
