@@ -172,3 +172,22 @@ def test_one_service_more_among_many_touches_only_its_flows():
                                                        'service default/more'}
         assert all(more.vip in str(f.match) for f in todo.flows_to_add)
         assert not todo.flows_to_delete and not todo.groups_to_delete
+
+
+def test_the_shell_indexes_only_the_plan_a_switch_still_has():
+    from controller.ryu_app import _index_if_current
+    store = Store(default_cluster(), rng=random.Random(3))
+    store.apply([{'apiVersion': 'v1', 'kind': 'Service',
+                  'metadata': {'name': 's', 'namespace': 'default'},
+                  'spec': {'selector': {'app': 'a'}, 'ports': [{'port': 80}]}}])
+    builder = StateBuilder(store.cluster)
+    builder.apply(store.changes(0))
+    dpid = wiring.node_dpid(store.cluster.nodes[1])
+    sw = Switch(dpid)
+    sw.sync(builder.state())
+    old = sw.plan
+    sw.plan = incremental.full(builder.state(), dpid)[1]      # a later full pass
+    _index_if_current(sw, old)
+    assert old.pending is not None and not old.parts
+    _index_if_current(sw, sw.plan)
+    assert sw.plan.pending is None and len(sw.plan.parts) == 1
