@@ -57,6 +57,9 @@ from services.validation.deployment import default_strategy
 from services.validation.warnings import apply_warnings
 
 KUBELET_VERSION = 'v1.31.0-kubelab'
+#: Kinds whose content is top-level fields, not ``spec``: kind -> those fields.
+CONTENT_FIELDS = {'Secret': ('type', 'data', 'immutable'),
+                  'ConfigMap': ('data', 'binaryData', 'immutable')}
 CONTROL_PLANE_TAINT = {'key': 'node-role.kubernetes.io/control-plane', 'effect': 'NoSchedule'}
 
 
@@ -264,8 +267,8 @@ class Store:
         for field in ('endpoints', 'ports', 'addressType'):
             if field in obj:
                 new[field] = obj[field]
-        if obj['kind'] == 'Secret':                 # its content is not under spec
-            for field in ('type', 'data', 'immutable'):
+        if obj['kind'] in CONTENT_FIELDS:            # its content is not under spec
+            for field in CONTENT_FIELDS[obj['kind']]:
                 if field in obj:
                     new[field] = obj[field]
                 else:

@@ -30,8 +30,7 @@ in PATH so that ``sh``, ``wget``, ``nc`` and ``sleep`` are busybox's. Which
 image references are supported is decided by ``services.images``.
 """
 
-import re
-
+from services.container_config import Sources, env_vars, expand
 from services.images import AGNHOST_BINARIES, image_kind, unknown_image_message
 
 AGNHOST_MODULE = 'topo.images.agnhost'
@@ -58,45 +57,13 @@ IMAGE_CONFIG = {
     'nginx-gateway': (['/nginx-gateway'], []),
 }
 
-_REFERENCE = re.compile(r'\$\$|\$\(([^()$]*)\)')
-
-
 def _name(container):
     return container.get('name') or '<unnamed>'
 
 
-def _spec_env(container, fields=None):
-    """The container's ``env`` list as a dict, each value expanded in order.
-
-    ``valueFrom.fieldRef`` (the downward API) takes its value from ``fields``
-    (``metadata.name``, ``status.podIP``...: what the kubelet knows of the pod); other
-    ``valueFrom`` sources (secrets, config maps) are not emulated: such a variable is
-    left out, so a ``$(NAME)`` reference to it stays literal.
-    """
-    env = {}
-    fields = fields or {}
-    for var in container.get('env') or []:
-        if 'name' not in var:
-            continue
-        ref = (var.get('valueFrom') or {}).get('fieldRef') or {}
-        if 'valueFrom' not in var:
-            env[var['name']] = expand(str(var.get('value', '')), env)
-        elif ref.get('fieldPath') in fields:
-            env[var['name']] = fields[ref['fieldPath']]
-    return env
-
-
-def expand(text, env):
-    """Kubernetes' ``$(VAR)`` expansion of ``text`` using ``env``."""
-    def replace(match):
-        if match.group(0) == '$$':
-            return '$'
-        return env.get(match.group(1), match.group(0))
-    return _REFERENCE.sub(replace, text)
-
-
-def _words(container):
-    """The image's ENTRYPOINT/CMD combined with command/args, expanded."""
+def _words(container, env=None):
+    """The image's ENTRYPOINT/CMD combined with command/args, expanded with ``env`` (the
+    container's variables; by default those of its spec that need no lookup)."""
     image = container.get('image')
     kind = image_kind(image)
     if kind not in IMAGE_CONFIG:
@@ -113,7 +80,9 @@ def _words(container):
         raise ValueError(f'container "{_name(container)}": no command to run:'
                          f' image "{image}" has no ENTRYPOINT or CMD, set '
                          f'command or args')
-    env = _spec_env(container)
+    if env is None:
+        env = env_vars({'env': [v for v in container.get('env') or []
+                                if 'valueFrom' not in v]})
     return [expand(str(word), env) for word in words]
 
 
@@ -132,29 +101,35 @@ def _emulated(words, python):
     return None
 
 
-def container_argv(container: dict, python: str) -> list[str]:
+def container_argv(container: dict, python: str, env: dict | None = None) -> list[str]:
     """The argv to exec for ``container`` (a pod spec's container dict).
 
-    ``python`` is the interpreter that runs the emulated images. Raises
+    ``python`` is the interpreter that runs the emulated images; ``env`` the container's
+    own variables (``services.container_config.env_vars``) for ``$(VAR)``. Raises
     ValueError naming the supported images when the image is unknown.
     """
-    words = _words(container)
+    words = _words(container, env)
     return _emulated(words, python) or words
 
 
-def container_env(container: dict, pod_name: str,
-                  busybox_dir: str, fields: dict | None = None) -> dict[str, str]:
+def container_env(container: dict, pod_name: str, busybox_dir: str,
+                  fields: dict | None = None, sources: Sources | None = None,
+                  emulated_env: dict | None = None) -> dict[str, str]:
     """The environment of ``container``'s process in pod ``pod_name``.
 
     PATH starts with ``busybox_dir`` (the lab's busybox applet links),
-    HOSTNAME is the pod name, emulated images get PYTHONUNBUFFERED=1 so their
-    logs appear at once; the container's own ``env`` overrides all of these,
-    as it overrides image defaults in Kubernetes.
+    HOSTNAME is the pod's hostname, emulated images get PYTHONUNBUFFERED=1 so their
+    logs appear at once, and ``emulated_env`` (what the lab's Python needs: PYTHONPATH,
+    the proxies' directory); the container's own variables (``env``, ``envFrom``, with
+    ``fields`` for the downward API and ``sources`` for ConfigMaps and Secrets) override
+    all of these, as they override image defaults in Kubernetes. Raises
+    ``services.container_config.ConfigError`` for a missing ConfigMap, Secret or key.
     """
     env = {'PATH': f'{busybox_dir}:{IMAGE_PATH}', 'HOSTNAME': pod_name}
     if _emulated(_words(container), 'python') is not None:
         env['PYTHONUNBUFFERED'] = '1'
-    env.update(_spec_env(container, fields))
+        env.update(emulated_env or {})
+    env.update(env_vars(container, fields, sources))
     return env
 
 

@@ -1,0 +1,145 @@
+"""What a container is given from the API: its environment and its configuration files.
+
+The kubelet builds a container's environment as Kubernetes does
+(``makeEnvironmentVariables``): first every ``envFrom`` source in order (a ConfigMap's or
+a Secret's keys, each with the source's ``prefix``; a later source wins), then ``env`` in
+order, each ``value`` expanded with ``$(VAR)`` against what is defined so far (``$$`` is a
+``$``; an unknown name stays as written), each ``valueFrom`` read from the downward API
+(``fieldRef``), a ConfigMap key (``configMapKeyRef``) or a Secret key (``secretKeyRef``).
+
+A ``configMap`` or ``secret`` volume holds one file per key (or per ``items`` entry, at
+its ``path``), with ``defaultMode`` (0644) or the item's ``mode``.
+
+What is missing stops the container, with the kubelet's words: a missing ConfigMap,
+Secret or key that is not ``optional`` raises ``ConfigError``; the kubelet reports it as
+``CreateContainerConfigError`` (environment) or keeps the pod in ``ContainerCreating``
+(volumes, the ``FailedMount`` of a real kubelet) and tries again when the objects change.
+Pure functions over the objects the kubelet read from the store (``Sources``).
+"""
+
+from __future__ import annotations
+
+import base64
+import re
+from dataclasses import dataclass, field
+
+_REFERENCE = re.compile(r'\$\$|\$\(([^()$]*)\)')
+DEFAULT_MODE = 0o644
+
+
+class ConfigError(Exception):
+    """A container cannot be given what its spec asks for (the kubelet's message)."""
+
+
+def expand(text: str, env: dict) -> str:
+    """Kubernetes' ``$(VAR)`` expansion of ``text`` using ``env``."""
+    def replace(match):
+        if match.group(0) == '$$':
+            return '$'
+        return env.get(match.group(1), match.group(0))
+    return _REFERENCE.sub(replace, text)
+
+
+@dataclass
+class Sources:
+    """The ConfigMaps and Secrets of a pod's namespace, by name (what the kubelet read)."""
+    namespace: str = 'default'
+    configmaps: dict = field(default_factory=dict)
+    secrets: dict = field(default_factory=dict)
+
+    def _object(self, kind: str, name: str, optional: bool) -> dict | None:
+        objects = self.configmaps if kind == 'ConfigMap' else self.secrets
+        obj = objects.get(name)
+        if obj is None and not optional:
+            raise ConfigError(f'{kind.lower()} "{name}" not found')
+        return obj
+
+    def entries(self, kind: str, name: str, optional: bool = False) -> dict | None:
+        """The keys of a ConfigMap or Secret and their bytes (None: optional and
+        missing)."""
+        obj = self._object(kind, name, optional)
+        if obj is None:
+            return None
+        if kind == 'Secret':
+            return {k: base64.b64decode(v or '') for k, v in (obj.get('data') or {}).items()}
+        out = {k: v.encode('utf-8') for k, v in (obj.get('data') or {}).items()}
+        out.update({k: base64.b64decode(v) for k, v in (obj.get('binaryData') or {}).items()})
+        return out
+
+    def value(self, kind: str, ref: dict) -> bytes | None:
+        """One key (``configMapKeyRef``/``secretKeyRef``): its bytes, or None when the
+        reference is optional and missing."""
+        optional = bool(ref.get('optional'))
+        entries = self.entries(kind, ref.get('name', ''), optional)
+        if entries is None:
+            return None
+        if ref['key'] not in entries:
+            if optional:
+                return None
+            raise ConfigError(f'couldn\'t find key {ref["key"]} in {kind} '
+                              f'{self.namespace}/{ref.get("name", "")}')
+        return entries[ref['key']]
+
+
+def env_vars(container: dict, fields: dict | None = None,
+             sources: Sources | None = None) -> dict[str, str]:
+    """The container's own variables (``envFrom`` then ``env``), in Kubernetes' order
+    and expansion; ``fields`` are the downward API's values (``metadata.name``...)."""
+    fields = fields or {}
+    sources = sources or Sources()
+    env: dict[str, str] = {}
+    for source in container.get('envFrom') or []:
+        kind, ref = (('ConfigMap', source['configMapRef']) if 'configMapRef' in source
+                     else ('Secret', source.get('secretRef') or {}))
+        entries = sources.entries(kind, ref.get('name', ''), bool(ref.get('optional')))
+        for key, data in sorted((entries or {}).items()):
+            name = source.get('prefix', '') + key
+            if '=' not in name:              # the kubelet skips what cannot be a name
+                env[name] = data.decode('utf-8', 'replace')
+    for var in container.get('env') or []:
+        if 'name' not in var:
+            continue
+        source = var.get('valueFrom')
+        if source is None:
+            env[var['name']] = expand(str(var.get('value', '')), env)
+        elif 'fieldRef' in source:
+            path = source['fieldRef'].get('fieldPath')
+            if path in fields:
+                env[var['name']] = fields[path]
+        else:
+            for kind, key in (('ConfigMap', 'configMapKeyRef'), ('Secret', 'secretKeyRef')):
+                data = sources.value(kind, source[key]) if key in source else None
+                if data is not None:
+                    env[var['name']] = data.decode('utf-8', 'replace')
+    return env
+
+
+def volume_files(volume: dict, sources: Sources) -> dict[str, tuple[bytes, int]] | None:
+    """The files of a ``configMap`` or ``secret`` volume: relative path -> (bytes, mode).
+    None for other volume kinds; {} for an optional source that does not exist."""
+    if 'configMap' in volume:
+        kind, spec = 'ConfigMap', volume['configMap']
+        name = spec.get('name', '')
+    elif 'secret' in volume:
+        kind, spec = 'Secret', volume['secret']
+        name = spec.get('secretName', '')
+    else:
+        return None
+    optional = bool(spec.get('optional'))
+    entries = sources.entries(kind, name, optional)
+    if entries is None:
+        return {}
+    mode = spec.get('defaultMode', DEFAULT_MODE)
+    items = spec.get('items')
+    if not items:
+        return {key: (data, mode) for key, data in entries.items()}
+    files = {}
+    for item in items:
+        if item['key'] not in entries:
+            if optional:
+                continue
+            raise ConfigError(f'{kind.lower()} references non-existent '
+                              f'{"config" if kind == "ConfigMap" else "secret"} key: '
+                              f'{item["key"]}')
+        files[item['path']] = (entries[item['key']], item.get('mode', mode))
+    return files
