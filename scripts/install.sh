@@ -2,7 +2,8 @@
 # Install what kubelab needs on a Debian/Ubuntu machine, as root. Safe to run again:
 # every step checks first and does nothing when its work is already done.
 #   - Debian packages: Open vSwitch, Mininet's mnexec, busybox, iperf3, ethtool, nginx
-#     (installed without starting its own service: the lab runs nginx in its pods), ...
+#     (installed without starting its own service: the lab runs nginx in its pods),
+#     bubblewrap (the containers' sandboxes), ...
 #   - Open vSwitch started if it does not answer (no systemd needed)
 #   - a Python virtual environment in $KUBELAB_VENV (default: .venv in the repo) with the
 #     pinned dependencies of requirements.txt and kubelab itself (editable)
@@ -20,7 +21,8 @@ if [ "$(id -u)" -ne 0 ]; then
 fi
 
 packages=(openvswitch-switch mininet busybox iperf3 ethtool iputils-ping iproute2 curl
-          tcpdump util-linux python3 python3-venv python3-dev nginx openssl wrk graphviz)
+          tcpdump util-linux python3 python3-venv python3-dev nginx openssl wrk graphviz
+          bubblewrap)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -10,6 +10,15 @@ order, each ``value`` expanded with ``$(VAR)`` against what is defined so far (`
 A ``configMap`` or ``secret`` volume holds one file per key (or per ``items`` entry, at
 its ``path``), with ``defaultMode`` (0644) or the item's ``mode``.
 
+Who a container runs as (``run_as``): ``runAsUser``/``runAsGroup`` of the container, else
+of the pod, else the image's user (every emulated image runs as root; a user without a
+group takes its group from the image's /etc/passwd, here the machine's, else 0); its
+groups are the group, ``fsGroup`` and ``supplementalGroups`` (with ``Merge``, the
+default, also the groups /etc/group gives the user). ``runAsNonRoot`` is checked here, as
+the kubelet checks it before it starts the container. Its capabilities
+(``capabilities``): the runtime's default set, minus ``drop`` (``ALL``: all of it), plus
+``add``.
+
 What is missing stops the container, with the kubelet's words: a missing ConfigMap,
 Secret or key that is not ``optional`` raises ``ConfigError``; the kubelet reports it as
 ``CreateContainerConfigError`` (environment) or keeps the pod in ``ContainerCreating``
@@ -22,6 +31,9 @@ from __future__ import annotations
 import base64
 import re
 from dataclasses import dataclass, field
+from typing import Callable
+
+from services.validation.security import DEFAULT_CAPABILITIES, capability_name
 
 _REFERENCE = re.compile(r'\$\$|\$\(([^()$]*)\)')
 DEFAULT_MODE = 0o644
@@ -42,14 +54,18 @@ def expand(text: str, env: dict) -> str:
 
 @dataclass
 class Sources:
-    """The ConfigMaps and Secrets of a pod's namespace, by name (what the kubelet read)."""
+    """The ConfigMaps and Secrets of a pod's namespace, by name (what the kubelet read),
+    or ``lookup(kind, name)`` (the object or None) that reads them when asked."""
     namespace: str = 'default'
     configmaps: dict = field(default_factory=dict)
     secrets: dict = field(default_factory=dict)
+    lookup: Callable | None = None
 
     def _object(self, kind: str, name: str, optional: bool) -> dict | None:
-        objects = self.configmaps if kind == 'ConfigMap' else self.secrets
-        obj = objects.get(name)
+        if self.lookup is not None:
+            obj = self.lookup(kind, name)
+        else:
+            obj = (self.configmaps if kind == 'ConfigMap' else self.secrets).get(name)
         if obj is None and not optional:
             raise ConfigError(f'{kind.lower()} "{name}" not found')
         return obj
@@ -143,3 +159,48 @@ def volume_files(volume: dict, sources: Sources) -> dict[str, tuple[bytes, int]]
                               f'{item["key"]}')
         files[item['path']] = (entries[item['key']], item.get('mode', mode))
     return files
+
+
+@dataclass
+class RunAs:
+    uid: int
+    gid: int
+    groups: tuple
+
+
+def run_as(pod: dict, container: dict, passwd=None) -> RunAs:
+    """Who the container runs as; ``passwd(uid)`` gives (user name, gid, [groups the
+    image's /etc/group lists the user in]) or None. Raises ``ConfigError`` when
+    ``runAsNonRoot`` would run root."""
+    pod_ctx = pod['spec'].get('securityContext') or {}
+    ctx = container.get('securityContext') or {}
+
+    def pick(key):
+        return ctx[key] if ctx.get(key) is not None else pod_ctx.get(key)
+    uid = pick('runAsUser')
+    entry = passwd(uid or 0) if passwd else None
+    gid = pick('runAsGroup')
+    if gid is None:
+        gid = entry[1] if entry else 0
+    if pick('runAsNonRoot') and not uid:
+        meta = pod['metadata']
+        who = (f'(pod: "{meta["name"]}_{meta["namespace"]}({meta.get("uid", "")})", '
+               f'container: {container["name"]})')
+        raise ConfigError(f'container\'s runAsUser breaks non-root policy {who}'
+                          if uid == 0 else
+                          f'container has runAsNonRoot and image will run as root {who}')
+    groups = {gid, *(pod_ctx.get('supplementalGroups') or [])}
+    if pod_ctx.get('fsGroup') is not None:
+        groups.add(pod_ctx['fsGroup'])
+    if pod_ctx.get('supplementalGroupsPolicy', 'Merge') == 'Merge' and entry:
+        groups.update(entry[2])
+    return RunAs(uid or 0, gid, tuple(sorted(groups)))
+
+
+def capabilities(container: dict) -> list[str]:
+    """The container's capabilities: the runtime's defaults, ``drop``, then ``add``."""
+    caps = (container.get('securityContext') or {}).get('capabilities') or {}
+    drop = {capability_name(c) for c in caps.get('drop') or []}
+    add = {capability_name(c) for c in caps.get('add') or []}
+    base = set() if 'ALL' in drop else set(DEFAULT_CAPABILITIES)
+    return sorted((base - drop) | add)

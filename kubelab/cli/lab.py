@@ -153,7 +153,7 @@ def cmd_down(args) -> int:
     from topo.cleanup import clean_leftovers     # here: keeps other commands fast
     pid = running_daemon()
     if pid is None:
-        removed = clean_leftovers(state_path('pids'))
+        removed = clean_leftovers(STATE_DIR)
         for name in ('api.json', 'token', 'daemon.pid', 'ready'):
             if os.path.exists(state_path(name)):
                 os.unlink(state_path(name))
@@ -169,7 +169,7 @@ def cmd_down(args) -> int:
         time.sleep(0.2)
     if running_daemon():
         os.kill(pid, 9)
-    clean_leftovers(state_path('pids'))
+    clean_leftovers(STATE_DIR)
     print('The lab is down.')
     return 0
 

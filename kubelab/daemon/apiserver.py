@@ -15,7 +15,8 @@ Routes (all under /lab/v1):
   POST rollout/restart  {"namespace", "name"}   a Deployment's pods replaced anew
   POST node/fail, node/restore  {"name"}        cut a node off the network / reconnect it
   GET  dataplane / POST dataplane {"version": N, "switches": [dpid...]}
-  GET  lab       the cluster's nodes, external hosts and sandbox pids (for exec)
+  GET  lab       the cluster's nodes, external hosts, sandbox and container pids (exec)
+  GET  metrics/pods  every running pod's CPU and memory (metrics.k8s.io PodMetrics)
   POST shutdown
 """
 
@@ -57,13 +58,14 @@ class Fields(dict):
 
 class APIServer:
     def __init__(self, store, token: str, lab_info, on_shutdown, host='127.0.0.1', port=0,
-                 on_node_network=None, proxies=None):
+                 on_node_network=None, proxies=None, pod_metrics=None):
         self.store = store
         self.token = token
         self.lab_info = lab_info          # callable -> dict
         self.on_shutdown = on_shutdown
         self.on_node_network = on_node_network    # callable(name, up) -> message
         self.proxies = proxies    # callable -> {'version': rv, 'pending': [...]} (nginx)
+        self.pod_metrics = pod_metrics    # callable -> [PodMetrics]
         self.dataplane = {'version': 0, 'switches': []}
         self.dp_cond = threading.Condition()
         handler = type('Handler', (_Handler,), {'api': self})
@@ -178,6 +180,10 @@ class _Handler(BaseHTTPRequestHandler):
             return 200, dict(self.api.dataplane, storeVersion=store.rv, proxies=proxies)
         if path == '/lab/v1/lab':
             return 200, self.api.lab_info()
+        if path == '/lab/v1/metrics/pods':
+            items = self.api.pod_metrics() if self.api.pod_metrics else []
+            return 200, {'kind': 'PodMetricsList', 'apiVersion': 'metrics.k8s.io/v1beta1',
+                         'items': items}
         return 404, {'error': f'no route {path}'}
 
     def _post(self, path, body):

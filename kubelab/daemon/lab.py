@@ -83,12 +83,14 @@ class Lab:
         self.registry = None
         self.l7 = None
         self.dns_records = None
+        self.cgroups = None
 
     # ------------------------------------------------------------ up
     def up(self):
         from controller.pipeline import TABLE_NAMES
         from kubelab.daemon.apiserver import APIServer
         from services.store import Store
+        from topo.cgroups import LabCgroups
         from topo.cleanup import PidRegistry, clean_leftovers, start_time
         from topo.kubelet import NodeAgent
         from topo.network import LabNetwork
@@ -96,14 +98,16 @@ class Lab:
         if os.geteuid() != 0:
             raise KubelabError('the lab needs root (network namespaces and Open vSwitch): '
                                'run it with sudo')
-        for tool in ('mnexec', 'ethtool', 'busybox'):
+        for tool in ('mnexec', 'ethtool', 'busybox', 'bwrap', 'nsenter', 'unshare',
+                     'setpriv'):
             if shutil.which(tool) is None:
                 raise KubelabError(f'{tool} is missing: run `make install` as root')
         ensure_openvswitch()
         os.makedirs(STATE_DIR, mode=0o700, exist_ok=True)
-        for what in clean_leftovers(state_path('pids'), skip_pid=os.getpid()):
+        for what in clean_leftovers(STATE_DIR, skip_pid=os.getpid()):
             LOG.warning('removed leftovers of an earlier run: %s', what)
         shutil.rmtree(state_path('pods'), ignore_errors=True)
+        self.cgroups = LabCgroups.create(state_path('cgroups.json'))
         with open(state_path('daemon.pid'), 'w') as f:
             f.write(f'{os.getpid()} {start_time(os.getpid())}')
         self.registry = PidRegistry(state_path('pids'))
@@ -116,7 +120,8 @@ class Lab:
 
         self.store = Store(self.cluster)
         self.api = APIServer(self.store, token, self.lab_info, self.done.set,
-                             on_node_network=self.node_network, proxies=self.proxies)
+                             on_node_network=self.node_network, proxies=self.proxies,
+                             pod_metrics=self.pod_metrics)
         self.api.start()
         api_url = f'http://127.0.0.1:{self.api.port}'
 
@@ -135,7 +140,7 @@ class Lab:
         subprocess.run(['busybox', '--install', '-s', busybox_dir], check=True)
         for node in self.cluster.nodes:
             agent = NodeAgent(node, self.store, self.network, self.registry, STATE_DIR,
-                              busybox_dir)
+                              busybox_dir, self.cgroups)
             agent.start()
             self.agents.append(agent)
         self._start_cloud()
@@ -265,7 +270,7 @@ class Lab:
     def lab_info(self) -> dict:
         from services import wiring
         net = self.network
-        nodes, hosts, sandboxes = [], [], {}
+        nodes, hosts, sandboxes, containers = [], [], {}, {}
         if net is not None and net.net is not None:
             for node in self.cluster.nodes:
                 nodes.append({'name': node.name, 'ip': node.ip, 'role': node.role,
@@ -277,11 +282,16 @@ class Lab:
         for agent in self.agents:
             for uid, rt in list(agent.pods.items()):
                 sandboxes[uid] = rt.host.pid
+            containers.update(agent.containers_info())
         return {'nodes': nodes, 'hosts': hosts, 'sandboxes': sandboxes,
+                'containers': containers,
                 'datapath': net.datapath if net else None,
                 'controllerPid': self.controller.pid if self.controller else None,
                 'failedNodes': sorted(self.failed_nodes),
                 'stateDir': STATE_DIR}
+
+    def pod_metrics(self) -> list[dict]:
+        return [m for agent in self.agents for m in agent.pod_metrics()]
 
     # ------------------------------------------------------------ run / down
     def supervise(self):
@@ -313,7 +323,7 @@ class Lab:
                 self.controller.kill()
         if self.api is not None:
             self.api.stop()
-        clean_leftovers(state_path('pids'), skip_pid=os.getpid())
+        clean_leftovers(STATE_DIR, skip_pid=os.getpid())
         for name in ('api.json', 'token', 'daemon.pid', 'ready'):
             try:
                 os.unlink(state_path(name))

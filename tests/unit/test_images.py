@@ -380,7 +380,7 @@ def test_unknown_image_lists_the_supported_ones(image):
 
 
 # ---------------------------------------------------------------- the pod's resolv.conf
-from topo.images.runtime import pod_resolv_conf, with_resolv_conf  # noqa: E402
+from topo.images.runtime import pod_resolv_conf  # noqa: E402
 
 
 def test_a_cluster_first_pod_gets_the_cluster_dns_and_its_namespace_search_path():
@@ -402,10 +402,3 @@ def test_dns_policy_default_keeps_the_nodes_file_and_none_takes_dns_config():
     assert pod_resolv_conf(spec, 'a', '10.96.0.10') == (
         'search a.svc.cluster.local svc.cluster.local cluster.local corp.example\n'
         'nameserver 10.96.0.10\nnameserver 1.2.3.4\noptions ndots:2 edns0\n')
-
-
-def test_the_resolv_conf_is_bind_mounted_in_a_private_mount_namespace():
-    assert with_resolv_conf(['wget', 'x'], None) == ['wget', 'x']
-    argv = with_resolv_conf(['wget', 'x'], '/run/p/resolv.conf')
-    assert argv[:4] == ['unshare', '--mount', '--propagation', 'private']
-    assert argv[-3:] == ['/run/p/resolv.conf', 'wget', 'x']

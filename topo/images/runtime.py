@@ -30,6 +30,8 @@ in PATH so that ``sh``, ``wget``, ``nc`` and ``sleep`` are busybox's. Which
 image references are supported is decided by ``services.images``.
 """
 
+import os
+
 from services.container_config import Sources, env_vars, expand
 from services.images import AGNHOST_BINARIES, image_kind, unknown_image_message
 
@@ -133,17 +135,6 @@ def container_env(container: dict, pod_name: str, busybox_dir: str,
     return env
 
 
-def with_resolv_conf(argv: list[str], resolv_conf: str | None) -> list[str]:
-    """``argv`` run with ``resolv_conf`` as its /etc/resolv.conf, in a private mount
-    namespace of its own: the pod's DNS settings, the machine's file untouched (a bind
-    mount that only the process and its children see). None: the machine's file (a pod
-    with ``dnsPolicy: Default`` inherits the node's, and the nodes are this machine)."""
-    if resolv_conf is None:
-        return list(argv)
-    return ['unshare', '--mount', '--propagation', 'private', '--', 'sh', '-c',
-            'mount --bind "$0" /etc/resolv.conf && exec "$@"', resolv_conf, *argv]
-
-
 def pod_resolv_conf(spec: dict, namespace: str, nameserver: str,
                     domain: str = 'cluster.local') -> str | None:
     """The /etc/resolv.conf the kubelet gives a pod (None: the node's own).
@@ -172,3 +163,23 @@ def pod_resolv_conf(spec: dict, namespace: str, nameserver: str,
         lines.append('options ' + ' '.join(name if value is None else f'{name}:{value}'
                                             for name, value in options.items()))
     return '\n'.join(lines) + '\n'
+
+
+def lab_files(container: dict, pod_name: str, state_dir: str) -> list[tuple[str, bool]]:
+    """What of the lab's state directory an emulated image reads, and writes, as
+    ``(path, writable)``: where a real controller image watches the API, the lab's
+    writes files (services/dns.py's records, services/l7's nginx configurations) and
+    these images read them. coredns: the records, read-only; the nginx images: their
+    configuration and the default certificate, read-only, and their own directory for
+    nginx's pid, temporary files and the version it loaded, writable. Nothing else of
+    the state directory (the lab's token among it) is in any container."""
+    words = _words(container)
+    if words[0] == COREDNS_BINARY:
+        return [(os.path.join(state_dir, 'dns'), False)]
+    if words[0] in NGINX_BINARIES:
+        from topo.images.nginx_proxy import config_dir
+        l7_dir = os.path.join(state_dir, 'l7')
+        conf = config_dir(words, l7_dir)
+        return [(os.path.join(l7_dir, 'default-certificate'), False), (conf, False),
+                (os.path.join(conf, 'pods', pod_name), True)]
+    return []
