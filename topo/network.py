@@ -72,11 +72,12 @@ class ClusterTopo(Topo):
 
 class PodSandbox(Host):
     """A pod's sandbox, what the pause container is to a pod: its shell holds the pod's
-    network namespace and new IPC, UTS and mount namespaces (``unshare`` in the shell's
-    command line, before ``bash``), which every container of the pod joins
+    network namespace and mount namespace (Mininet's ``mnexec -n`` makes both, with a
+    /sys of the pod's network), and new IPC and UTS namespaces (``unshare`` in the
+    shell's command line, before ``bash``), which every container of the pod joins
     (topo/sandbox.py). ``pid`` is that shell's."""
 
-    NAMESPACES = ['unshare', '--ipc', '--uts', '--mount', '--propagation', 'private']
+    NAMESPACES = ['unshare', '--ipc', '--uts']
 
     def _popen(self, cmd, **params):
         if cmd[:1] == ['mnexec'] and 'bash' in cmd:       # the host's shell (startShell)

@@ -9,11 +9,12 @@ sysctls are the pod's ``securityContext.sysctls``.
 A container is started (``launch_argv``) as a chain of programs that each exec the next,
 so one pid runs through it and the kubelet's child is the container's monitor:
 
-1. ``nsenter`` joins the sandbox's network, IPC, UTS and mount namespaces: the
-   container shares the pod's address, loopback, message queues and hostname;
+1. ``JOIN`` puts the process in the container's cgroups (everything started from here
+   on is in them), then ``nsenter`` joins the sandbox's network, IPC, UTS and mount
+   namespaces: the container shares the pod's address, loopback, message queues and
+   hostname;
 2. ``unshare --mount`` makes a private mount namespace for the launcher, and the
-   ``LAUNCH`` script joins the container's cgroups (everything started from here on is
-   in them), mounts a tmpfs on the container's layer directory and on it an overlay
+   ``LAUNCH`` script mounts a tmpfs on the container's layer directory and on it an overlay
    whose lower layer is the machine's root file system (read-only, never written) and
    whose upper layer is on that tmpfs, plus a read-only sysfs of the pod's network
    namespace;
@@ -49,11 +50,9 @@ from dataclasses import dataclass, field
 
 from services.container_config import RunAs
 
-#: The launcher: joins the cgroups named first, mounts the container's layer, execs
-#: the rest. Arguments: N, N cgroup.procs files, the layer directory, the command.
+#: The launcher: mounts the container's layer, execs the rest. Arguments: the layer
+#: directory, the command.
 LAUNCH = r'''set -e
-n=$1; shift
-while [ "$n" -gt 0 ]; do echo $$ > "$1"; shift; n=$((n-1)); done
 layer=$1; shift
 mount -t tmpfs -o nodev,nosuid,mode=0755 kubelab-layer "$layer"
 mkdir "$layer/upper" "$layer/work" "$layer/root"
@@ -61,7 +60,8 @@ mount -t overlay -o "lowerdir=/,upperdir=$layer/upper,workdir=$layer/work" kubel
 mount -t sysfs -o ro,nosuid,nodev,noexec sysfs "$layer/root/sys"
 exec "$@"
 '''
-#: Joins the cgroups named first, then execs the rest (``exec_argv``).
+#: Joins the cgroups named first, then execs the rest. It runs in the machine's mount
+#: namespace: a pod sandbox's has its own /sys (Mininet mounts one per host).
 JOIN = r'''n=$1; shift
 while [ "$n" -gt 0 ]; do echo $$ > "$1" || exit 126; shift; n=$((n-1)); done
 exec "$@"
@@ -164,10 +164,11 @@ def bwrap_args(spec: ContainerSpec) -> list[str]:
 
 def launch_argv(spec: ContainerSpec) -> list[str]:
     """The command line that starts a container (see the module's docstring)."""
-    return ['nsenter', '--target', str(spec.sandbox_pid), '--net', '--ipc', '--uts',
-            '--mount', '--', 'unshare', '--mount', '--propagation', 'private', '--',
-            'sh', '-c', LAUNCH, 'kubelab-launch', str(len(spec.cgroup_procs)),
-            *spec.cgroup_procs, spec.layer_dir, *bwrap_args(spec)]
+    return [SHELL, '-c', JOIN, 'kubelab-join', str(len(spec.cgroup_procs)),
+            *spec.cgroup_procs, NSENTER, '--target', str(spec.sandbox_pid), '--net',
+            '--ipc', '--uts', '--mount', '--', 'unshare', '--mount', '--propagation',
+            'private', '--', SHELL, '-c', LAUNCH, 'kubelab-launch', spec.layer_dir,
+            *bwrap_args(spec)]
 
 
 def exec_argv(pid: int, cgroup_procs: list, run_as: RunAs, capabilities,
