@@ -503,7 +503,8 @@ def _ports_bound(pid: int, ports: list) -> bool:
     if not want:
         return True
     have = set()
-    for proto, path, listen_state in (('TCP', 'tcp', '0A'), ('UDP', 'udp', '07')):
+    for proto, path, listen_state in (('TCP', 'tcp', '0A'), ('TCP', 'tcp6', '0A'),
+                                      ('UDP', 'udp', '07'), ('UDP', 'udp6', '07')):
         try:
             with open(f'/proc/{pid}/net/{path}') as f:
                 next(f)
@@ -512,7 +513,8 @@ def _ports_bound(pid: int, ports: list) -> bool:
                     if cols[3] == listen_state:
                         have.add((proto, int(cols[1].rsplit(':', 1)[1], 16)))
         except OSError:
-            return False
+            if not path.endswith('6'):           # (a machine without IPv6 has no tcp6)
+                return False
     return want <= have
 
 

@@ -146,8 +146,11 @@ def hostname():
 
 
 def host_port(address):
-    """``IP:PORT`` (``[IPv6]:PORT``) from a socket address, as Go prints it."""
+    """``IP:PORT`` (``[IPv6]:PORT``) from a socket address, as Go prints it: an IPv4
+    client of a dual-stack socket (``::ffff:a.b.c.d``) is plain IPv4."""
     host, port = address[0], address[1]
+    if host.startswith('::ffff:') and '.' in host:
+        host = host[len('::ffff:'):]
     return f'[{host}]:{port}' if ':' in host else f'{host}:{port}'
 
 
@@ -170,12 +173,23 @@ def default_sigint():
         signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
+def _any_address(kind):
+    """A socket on every address, IPv4 and IPv6 (``[::]``, not IPv6-only), as Go's
+    ``:port`` listens; IPv4 only where the machine has no IPv6."""
+    try:
+        sock = socket.socket(socket.AF_INET6, kind)
+        sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
+        return sock, '::'
+    except OSError:
+        return socket.socket(socket.AF_INET, kind), '0.0.0.0'
+
+
 def tcp_listener(port):
-    """A listening TCP socket on 0.0.0.0:port (SO_REUSEADDR, big backlog)."""
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    """A listening TCP socket on every address, ``port`` (SO_REUSEADDR, big backlog)."""
+    sock, anywhere = _any_address(socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     try:
-        sock.bind(('0.0.0.0', port))
+        sock.bind((anywhere, port))
     except OSError as err:
         sock.close()
         fatal(f'listen tcp :{port}: bind: {err.strerror.lower()}')
@@ -185,11 +199,11 @@ def tcp_listener(port):
 
 
 def udp_socket(port):
-    """A UDP socket bound to 0.0.0.0:port with SO_REUSEADDR."""
-    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    """A UDP socket bound to every address, ``port``, with SO_REUSEADDR."""
+    sock, anywhere = _any_address(socket.SOCK_DGRAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     try:
-        sock.bind(('0.0.0.0', port))
+        sock.bind((anywhere, port))
     except OSError as err:
         sock.close()
         fatal(f'listen udp :{port}: bind: {err.strerror.lower()}')
