@@ -95,6 +95,10 @@ class Client:
     def dataplane(self) -> dict:
         return self._call('GET', '/lab/v1/dataplane')
 
+    def pod_metrics(self) -> list[dict]:
+        """Every running pod's PodMetrics (metrics.k8s.io's shape)."""
+        return self._call('GET', '/lab/v1/metrics/pods')['items']
+
     def shutdown(self) -> dict:
         return self._call('POST', '/lab/v1/shutdown', {})
 

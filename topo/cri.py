@@ -122,7 +122,7 @@ class ContainerRuntime:
         sb.files.append(sandbox.Bind(shm, '/dev/shm', writable=True))
         sysctls = [(s['name'], s['value'])
                    for s in (spec.get('securityContext') or {}).get('sysctls') or []]
-        sandbox.prepare(host.pid, hostname, [(shm, sandbox.SHM_SIZE)] + sb.volumes.tmpfs(),
+        sandbox.prepare(host.pid, hostname, [(shm, sandbox.SHM_OPTIONS)] + sb.volumes.tmpfs(),
                         sysctls)
         amounts = [limits(c) for c in spec['containers']]
         memory = sum(a[0] for a in amounts) if all(a[0] for a in amounts) else None

@@ -79,7 +79,7 @@ HIDDEN = ('/home', '/root', '/run', '/tmp', '/var/tmp', '/mnt', '/media', '/srv'
 #: /proc/bus itself), and paths it does not see (an empty file instead), as Docker's.
 READ_ONLY_PROC = ('/proc/sys', '/proc/sysrq-trigger', '/proc/fs')
 MASKED = ('/proc/kcore', '/proc/keys', '/proc/timer_list', '/proc/sched_debug')
-SHM_SIZE = 64 * 1024 * 1024           # a container runtime's default /dev/shm
+SHM_OPTIONS = 'mode=1777,size=64m'    # a container runtime's default /dev/shm
 
 
 @dataclass
@@ -106,16 +106,24 @@ class ContainerSpec:
     info_fd: int | None = None
 
 
-def runtime_paths() -> list[str]:
+def runtime_paths(hidden=HIDDEN) -> list[str]:
     """What the lab's own Python needs from the machine (the repository, the virtual
-    environment, the interpreter's prefix): bound read-only into every container, so
-    the emulated images run wherever the machine keeps them."""
+    environment, the interpreter's prefix) and a container would not see through the
+    overlay: under a hidden directory, or on another file system than the root (the
+    overlay's lower layer is the root file system alone). Bound read-only into every
+    container, so the emulated images run wherever the machine keeps them."""
     paths = [os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
              sys.prefix, sys.base_prefix] + [p for p in sys.path if p]
     paths = sorted({os.path.realpath(p) for p in paths if os.path.isdir(p)}
                    | {os.path.abspath(p) for p in paths if os.path.isdir(p)})
-    return [p for p in paths if p != '/' and not any(
-        p != q and q != '/' and p.startswith(q.rstrip('/') + '/') for q in paths)]
+    root = os.stat('/').st_dev
+
+    def unseen(path):
+        return (os.stat(path).st_dev != root
+                or any(path == h or path.startswith(h + '/') for h in hidden))
+    paths = [p for p in paths if p != '/' and unseen(p)]
+    return [p for p in paths if not any(
+        p != q and p.startswith(q.rstrip('/') + '/') for q in paths)]
 
 
 def _setpriv(run_as: RunAs, capabilities) -> list[str]:
@@ -142,8 +150,21 @@ def bwrap_args(spec: ContainerSpec) -> list[str]:
         if path in ('/tmp', '/var/tmp'):
             args += ['--perms', '1777']
         args += ['--tmpfs', path]
+    first_bind = len(args)
+    made = set()
     for bind in sorted(spec.binds, key=lambda b: b.target.count('/')):
+        # The directories leading to a mount point in a hidden (tmpfs) directory are
+        # made here, open to every user (bubblewrap would copy the machine's modes:
+        # the state directory's 0700 would lock a non-root container out of it).
+        parent = os.path.dirname(bind.target)
+        while any(parent.startswith(h + '/') for h in spec.hidden) and parent not in made:
+            made.add(parent)
+            parent = os.path.dirname(parent)
         args += ['--bind' if bind.writable else '--ro-bind', bind.source, bind.target]
+    dirs = []
+    for path in sorted(made, key=lambda p: p.count('/')):
+        dirs += ['--perms', '0755', '--dir', path]
+    args[first_bind:first_bind] = dirs
     if spec.workdir != '/':
         args += ['--dir', spec.workdir]
     args += ['--chdir', spec.workdir]
@@ -242,15 +263,15 @@ def pod_hostname(name: str, spec: dict, namespace: str, domain: str = 'cluster.l
 
 def prepare(sandbox_pid: int, hostname: str, tmpfs: list, sysctls: list) -> None:
     """Set up a new pod sandbox from inside its namespaces: its hostname, its tmpfs
-    mounts (``(directory, size in bytes)``: /dev/shm, Memory emptyDirs) and its sysctls
+    mounts (``(directory, options)``: /dev/shm, Memory emptyDirs) and its sysctls
     (``(name, value)``, names checked by validation)."""
     script = ['set -e', 'echo "$1" > /proc/sys/kernel/hostname']
     args = [hostname]
-    for directory, size in tmpfs:
-        args += [directory, str(size)]
+    for directory, options in tmpfs:
+        args += [directory, options]
         n = len(args)
-        script.append(f'mount -t tmpfs -o nosuid,nodev,mode=1777,size="${{{n}}}" '
-                      f'kubelab-pod "${{{n - 1}}}"')
+        script.append(f'mount -t tmpfs -o nosuid,nodev,"${{{n}}}" kubelab-pod '
+                      f'"${{{n - 1}}}"')
     for name, value in sysctls:
         args += ['/proc/sys/' + name.replace('.', '/'), value]
         n = len(args)

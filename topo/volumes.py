@@ -57,13 +57,17 @@ class PodVolumes:
         return os.path.join(self.root, KINDS[_kind(self.volumes[name])], name)
 
     def tmpfs(self) -> list[tuple[str, str]]:
-        """(directory, size) of each ``medium: Memory`` emptyDir: a tmpfs in the
-        sandbox (without ``sizeLimit``, half the machine's memory, tmpfs's default)."""
+        """(directory, tmpfs options) of each ``medium: Memory`` emptyDir: a tmpfs in the
+        sandbox (without ``sizeLimit``, half the machine's memory, tmpfs's default),
+        owned as a disk-backed one is."""
         out = []
         for name, volume in sorted(self.volumes.items()):
             empty = volume.get('emptyDir')
             if empty is not None and empty.get('medium') == 'Memory':
-                out.append((self.path(name), _bytes(empty.get('sizeLimit')) or '50%'))
+                size = _bytes(empty.get('sizeLimit')) or '50%'
+                owner = ('mode=0777' if self.fs_group is None else
+                         f'mode=2777,gid={self.fs_group}')
+                out.append((self.path(name), f'{owner},size={size}'))
         return out
 
     def refresh(self, sources: Sources) -> bool:
