@@ -439,6 +439,30 @@ def test_emptydir_and_daemonised_children_go_with_the_pod(box):
     assert not os.path.exists(disk)
 
 
+def test_the_app_and_logger_example_runs_as_the_seed_draws_it(box):
+    with open(os.path.join(os.path.dirname(__file__), '..', '..', 'examples',
+                           'app-logger.yaml')) as f:
+        box.apply(f.read())
+    try:
+        box.client.wait_for(lambda: re.search(
+            r'^(127\.0\.0\.1|\[::1\]):\d+: url:/hostname', box.kubelab(
+                'logs', 'app-logger', '-c', 'logger').stdout, re.MULTILINE),
+            "the app's access log in the logger's, for a call over localhost", timeout=15)
+        assert 'app-events' in sh(box, 'app-logger', 'ls /dev/mqueue', 'logger')[1]
+        worker = box.client.lab()['nodes'][1]['ip']
+        [r] = box.request('host/client-1', worker, 30090, '/')
+        assert r['body'] == 'Hello from app-logger\n', r
+        [r] = box.request('host/client-1', worker, 80, '/', host_header='app.example')
+        assert (r['status'], r['body']) == (200, 'Hello from app-logger\n'), r
+        # The outside requests are in the log too, from a cluster address (NodePort's
+        # masquerade, the ingress pod), not from the loopback.
+        code, out = sh(box, 'app-logger', 'cat /var/log/app/access.log', 'logger')
+        assert re.search(r'^(?!127\.|\[::1\])\S+:\d+: url:/$', out, re.MULTILINE), out
+    finally:
+        box.kubelab('delete', '-f', os.path.join(os.path.dirname(__file__), '..', '..',
+                                                 'examples', 'app-logger.yaml'), check=False)
+
+
 def test_daemonised_children_and_cgroups_are_gone_after_down(box):
     """Last: it takes the module's lab down."""
     pid, started = daemonise(box, 'pair', 1002)
