@@ -249,8 +249,11 @@ def mebibytes(quantity: str) -> int:
 
 
 def _usage(item: dict) -> tuple[int, int]:
-    return (sum(millicores(c['usage']['cpu']) for c in item['containers']),
-            sum(mebibytes(c['usage']['memory']) for c in item['containers']))
+    """A pod's CPU (millicores) and memory (MiB): its containers' usage summed first,
+    then rounded, as kubectl does."""
+    cpu = sum(parse_quantity(c['usage']['cpu']) for c in item['containers'])
+    memory = sum(parse_quantity(c['usage']['memory']) for c in item['containers'])
+    return math.ceil(cpu * 1000), int(memory) // 2**20
 
 
 def render_top_pods(items: list[dict], *, all_namespaces: bool = False,

@@ -114,19 +114,14 @@ def validate_container_security(chk: Checker, container: dict, path: str) -> Non
                   'the whole machine (every pod shares its kernel and devices); add the '
                   'capabilities it needs instead')
     chk.boolean(ctx, 'readOnlyRootFilesystem', path)
-    escalation = chk.boolean(ctx, 'allowPrivilegeEscalation', path)
+    chk.boolean(ctx, 'allowPrivilegeEscalation', path)
     chk.one_of(ctx, 'procMount', path, ('Default',), unsupported=('Unmasked',))
     caps = chk.mapping(ctx, 'capabilities', path)
-    added = []
     if caps is not None:
         cpath = join(path, 'capabilities')
         chk.known_fields(caps, cpath, ('add', 'drop'))
-        added = _capabilities(chk, caps, 'add', cpath)
+        _capabilities(chk, caps, 'add', cpath)
         _capabilities(chk, caps, 'drop', cpath)
-    if escalation is False and (privileged or 'SYS_ADMIN' in added):
-        chk.error(join(path, 'allowPrivilegeEscalation'),
-                  'cannot set `allowPrivilegeEscalation` to false and `privileged` to '
-                  'true or add CAP_SYS_ADMIN')
 
 
 def capability_name(name: str) -> str:
