@@ -28,10 +28,12 @@ them (``destroy``), nothing else.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import signal
 import time
 
+LOG = logging.getLogger('kubelab.cgroups')
 LAB = 'kubelab'
 #: The roles a hierarchy plays for the lab: membership and kill (cgroup2), limits.
 ROLES = ('unified', 'memory', 'cpu', 'cpuacct')
@@ -169,8 +171,8 @@ class LabCgroups:
                 for name in os.listdir(path):
                     if os.path.isdir(os.path.join(path, name)):
                         self._kill_dir(name)
-        removed = sum(self._rmtree(path) for path in self._paths())
-        if self.record:
+        removed = sum(self._rmtree(path, strict=False) for path in self._paths())
+        if self.record and not any(os.path.isdir(path) for path in self._paths()):
             try:
                 os.unlink(self.record)
             except FileNotFoundError:
@@ -290,9 +292,11 @@ class LabCgroups:
         self._kill_dir(os.path.join(name, container) if container else name)
 
     def remove_pod(self, uid: str) -> None:
+        """Kill what is left of the pod and remove its cgroups (one still busy stays
+        for ``destroy``, at the lab's end, to remove)."""
         self.kill(uid)
         for path in self._paths(self.pod_name(uid)):
-            self._rmtree(path)
+            self._rmtree(path, strict=False)
 
     def _procs(self, name: str) -> set[int]:
         pids = set()
@@ -322,9 +326,9 @@ class LabCgroups:
             time.sleep(0.02)
 
     @staticmethod
-    def _rmtree(path: str, timeout: float = 3.0) -> int:
+    def _rmtree(path: str, timeout: float = 3.0, strict: bool = True) -> int:
         """rmdir a cgroup and its children, deepest first (a cgroup whose last process
-        is still exiting is busy for a moment)."""
+        is still exiting is busy for a moment); ``strict``: raise if one stays busy."""
         removed = 0
         if not os.path.isdir(path):
             return 0
@@ -339,6 +343,9 @@ class LabCgroups:
                     break
                 except OSError:
                     if time.monotonic() > deadline:
-                        raise
+                        if strict:
+                            raise
+                        LOG.warning('cgroup %s is still busy; left for later', root)
+                        break
                     time.sleep(0.02)
         return removed

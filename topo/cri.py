@@ -106,29 +106,37 @@ class ContainerRuntime:
         hostname, subdomain = sandbox.pod_hostname(meta['name'], spec, meta['namespace'])
         sb = Sandbox(meta['uid'], meta['namespace'], meta['name'], ip, host, pod_dir,
                      hostname, PodVolumes(pod_dir, spec))
-        short = hostname.split('.')[0]
+        try:
+            self._set_up(sb, spec, subdomain)
+        except Exception:
+            self.remove_pod_sandbox(sb)       # nothing half-made stays behind
+            raise
+        return sb
+
+    def _set_up(self, sb: Sandbox, spec: dict, subdomain: str | None) -> None:
+        """The sandbox's files, tmpfs mounts, sysctls and cgroup."""
+        short = sb.hostname.split('.')[0]
         files = {'etc-hosts': ('/etc/hosts', sandbox.etc_hosts(
-                     ip, short, subdomain, meta['namespace'], spec.get('hostAliases') or [])),
-                 'etc-hostname': ('/etc/hostname', hostname + '\n')}
-        resolv = pod_resolv_conf(spec, meta['namespace'], self.dns_ip)
+                     sb.ip, short, subdomain, sb.namespace, spec.get('hostAliases') or [])),
+                 'etc-hostname': ('/etc/hostname', sb.hostname + '\n')}
+        resolv = pod_resolv_conf(spec, sb.namespace, self.dns_ip)
         if resolv is not None:
             files['resolv.conf'] = ('/etc/resolv.conf', resolv)
         for filename, (target, text) in files.items():
-            with open(os.path.join(pod_dir, filename), 'w') as f:
+            with open(os.path.join(sb.pod_dir, filename), 'w') as f:
                 f.write(text)
-            sb.files.append(sandbox.Bind(os.path.join(pod_dir, filename), target))
-        shm = os.path.join(pod_dir, 'shm')
+            sb.files.append(sandbox.Bind(os.path.join(sb.pod_dir, filename), target))
+        shm = os.path.join(sb.pod_dir, 'shm')
         os.makedirs(shm, exist_ok=True)
         sb.files.append(sandbox.Bind(shm, '/dev/shm', writable=True))
         sysctls = [(s['name'], s['value'])
                    for s in (spec.get('securityContext') or {}).get('sysctls') or []]
-        sandbox.prepare(host.pid, hostname, [(shm, sandbox.SHM_OPTIONS)] + sb.volumes.tmpfs(),
-                        sysctls)
+        sandbox.prepare(sb.pid, sb.hostname,
+                        [(shm, sandbox.SHM_OPTIONS)] + sb.volumes.tmpfs(), sysctls)
         amounts = [limits(c) for c in spec['containers']]
         memory = sum(a[0] for a in amounts) if all(a[0] for a in amounts) else None
         cpu = sum(a[1] for a in amounts) if all(a[1] for a in amounts) else None
-        self.cgroups.add_pod(meta['uid'], memory, cpu, sum(a[2] for a in amounts))
-        return sb
+        self.cgroups.add_pod(sb.uid, memory, cpu, sum(a[2] for a in amounts))
 
     def remove_pod_sandbox(self, sb: Sandbox) -> None:
         """Kill what is left of the pod, remove its sandbox, cgroup and volumes."""

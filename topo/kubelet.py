@@ -41,6 +41,7 @@ BACKOFF, MAX_BACKOFF = 10.0, 300.0    # kubelet's CrashLoopBackOff: 10 s, 20 s, 
 UNPROBED_READY_AFTER = 2.0    # a container without a readiness probe whose declared
                               # ports never open is called ready after this long
 CONFIG_RETRY = 1.0            # a container waiting for a ConfigMap or Secret tries again
+SANDBOX_RETRY = 5.0           # a pod whose sandbox could not be made tries again
 METRICS_EVERY, METRICS_WINDOW = 1.0, 10.0   # cgroup samples: how often, how far back
 
 
@@ -99,6 +100,7 @@ class NodeAgent:
         self.runtime = ContainerRuntime(network, registry, cgroups, state_dir, busybox_dir,
                                         store.cluster.dns_ip)
         self.next_sample = 0.0
+        self.sandbox_retry: dict[str, float] = {}   # pod uid -> when to try again
         self.metrics_lock = threading.Lock()
         self.ipam = PodIPAllocator(node.pod_cidr)
         self.pods: dict[str, PodRuntime] = {}
@@ -135,6 +137,8 @@ class NodeAgent:
             if uid not in wanted:
                 self._kill(rt)
                 self._remove(rt)
+        for uid in [u for u in self.sandbox_retry if u not in wanted]:
+            del self.sandbox_retry[uid]
         for uid, pod in wanted.items():
             rt = self.pods.get(uid)
             if pod['metadata'].get('deletionTimestamp'):
@@ -145,7 +149,16 @@ class NodeAgent:
                     self._terminate(rt, pod)
                 continue
             if rt is None:
-                rt = self._create(pod)
+                if time.monotonic() < self.sandbox_retry.get(uid, 0.0):
+                    continue
+                try:
+                    rt = self._create(pod)
+                except Exception as exc:        # the kubelet's FailedCreatePodSandBox
+                    LOG.exception('pod %s/%s: the sandbox could not be made',
+                                  pod['metadata']['namespace'], pod['metadata']['name'])
+                    self.sandbox_retry[uid] = time.monotonic() + SANDBOX_RETRY
+                    self._report_no_sandbox(pod, exc)
+                    continue
             rt.pod = pod
             self._tend(rt)
             self._report(rt, pod)
@@ -160,7 +173,12 @@ class NodeAgent:
         log_dir = os.path.join(self.state_dir, 'pods',
                                f'{meta["namespace"]}_{meta["name"]}_{meta["uid"]}')
         os.makedirs(log_dir, exist_ok=True)
-        sandbox = self.runtime.run_pod_sandbox(self.node.name, pod, ip, log_dir)
+        try:
+            sandbox = self.runtime.run_pod_sandbox(self.node.name, pod, ip, log_dir)
+        except Exception:
+            self.ipam.release(ip)
+            raise
+        self.sandbox_retry.pop(meta['uid'], None)
         rt = PodRuntime(meta['namespace'], meta['name'], meta['uid'], ip, sandbox, log_dir,
                         pod['spec'].get('restartPolicy', 'Always'), pod=pod,
                         start_time=now_rfc3339())
@@ -423,6 +441,18 @@ class NodeAgent:
         return out
 
     # ------------------------------------------------------------ status
+    def _report_no_sandbox(self, pod: dict, exc: Exception):
+        meta = pod['metadata']
+        waiting = {'reason': 'ContainerCreating',
+                   'message': f'FailedCreatePodSandBox: {exc}'}
+        self.store.update_pod_status(meta['namespace'], meta['name'], meta['uid'], {
+            'phase': 'Pending', 'hostIP': self.node.ip, 'hostIPs': [{'ip': self.node.ip}],
+            'conditions': [{'type': 'PodScheduled', 'status': 'True'}],
+            'containerStatuses': [
+                {'name': c['name'], 'image': c['image'], 'ready': False, 'restartCount': 0,
+                 'started': False, 'state': {'waiting': waiting}}
+                for c in pod['spec']['containers']]})
+
     def _report(self, rt: PodRuntime, pod):
         statuses = []
         for c in rt.containers.values():
