@@ -96,7 +96,8 @@ class ContainerRuntime:
                  dns_ip: str):
         self.network, self.registry, self.cgroups = network, registry, cgroups
         self.state_dir, self.busybox_dir, self.dns_ip = state_dir, busybox_dir, dns_ip
-        self.runtime_paths = sandbox.runtime_paths()
+        self.hidden = sandbox.hidden_paths(state_dir)
+        self.runtime_paths = sandbox.runtime_paths(self.hidden)
 
     # ------------------------------------------------------------ sandboxes
     def run_pod_sandbox(self, node_name: str, pod: dict, ip: str, pod_dir: str) -> Sandbox:
@@ -168,7 +169,7 @@ class ContainerRuntime:
             argv=container_argv(container, sys.executable, env), env=env,
             workdir=container.get('workingDir') or '/', run_as=user, capabilities=caps,
             read_only_root=bool((container.get('securityContext') or {}).get(
-                'readOnlyRootFilesystem')), binds=binds)
+                'readOnlyRootFilesystem')), binds=binds, hidden=self.hidden)
         proc, pid = sandbox.start(spec, log)
         self.registry.add(proc.pid, f'container {sb.namespace}/{sb.name}/{name}')
         return Started(proc, pid, user, caps, env, procs)

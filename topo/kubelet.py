@@ -279,8 +279,8 @@ class NodeAgent:
         elif self.runtime.oom_kills(rt.sandbox, name):
             reason = 'OOMKilled'
         message = self.runtime.termination_message(rt.sandbox, name)
-        if not message and code and c.spec.get('terminationMessagePolicy') == \
-                'FallbackToLogsOnError' or reason == 'StartError':
+        fallback = c.spec.get('terminationMessagePolicy') == 'FallbackToLogsOnError'
+        if (not message and code and fallback) or reason == 'StartError':
             message = _log_tail(os.path.join(rt.log_dir, f'{name}.log'))
         c.last_exit = {'exitCode': code, 'reason': reason, 'startedAt': c.started,
                        'finishedAt': now_rfc3339(), 'containerID': f'kubelab://{c.pid}'}

@@ -106,6 +106,14 @@ class ContainerSpec:
     info_fd: int | None = None
 
 
+def hidden_paths(state_dir: str) -> tuple:
+    """``HIDDEN``, and the lab's state directory wherever ``KUBELAB_STATE_DIR`` puts it."""
+    state_dir = os.path.abspath(state_dir)
+    if any(state_dir == h or state_dir.startswith(h + '/') for h in HIDDEN):
+        return HIDDEN
+    return HIDDEN + (state_dir,)
+
+
 def runtime_paths(hidden=HIDDEN) -> list[str]:
     """What the lab's own Python needs from the machine (the repository, the virtual
     environment, the interpreter's prefix) and a container would not see through the

@@ -191,3 +191,47 @@ def test_volumes_on_disk_with_the_kubelets_atomic_writer(tmp_path):
     assert not binds[2].writable
     vols.remove()
     assert not os.path.exists(os.path.join(str(tmp_path), 'volumes'))
+
+
+@pytest.mark.parametrize('v2', [True, False])
+def test_limits_and_readings_in_each_cgroup_version(tmp_path, v2):
+    """The files the kubelet writes and reads, on a fake cgroup tree of each kind."""
+    roles = ('unified', 'memory', 'cpu', 'cpuacct')
+    dirs = ({r: str(tmp_path / 'kubelab') for r in roles} if v2 else
+            {r: str(tmp_path / r / 'kubelab') for r in roles})
+    lab = cgroups.LabCgroups(dirs, v2)
+    lab.add_pod('u1', memory=64 << 20, cpu=500, cpu_request=100)
+    lab.add_container('u1', 'app', memory=32 << 20, cpu=250, cpu_request=0)
+
+    def read(role, *parts):
+        with open(os.path.join(dirs[role], 'podu1', *parts)) as f:
+            return f.read()
+    if v2:
+        assert read('memory', 'memory.max') == str(64 << 20)
+        assert read('memory', 'app', 'memory.max') == str(32 << 20)
+        assert read('memory', 'app', 'memory.oom.group') == '1'
+        assert read('cpu', 'app', 'cpu.max') == '25000 100000'
+        assert (read('cpu', 'cpu.weight'), read('cpu', 'app', 'cpu.weight')) == ('4', '1')
+    else:
+        assert read('memory', 'app', 'memory.limit_in_bytes') == str(32 << 20)
+        assert read('cpu', 'app', 'cpu.cfs_quota_us') == '25000'
+        assert (read('cpu', 'cpu.shares'), read('cpu', 'app', 'cpu.shares')) == ('102', '2')
+    assert lab.procs_files('u1', 'app') == sorted(
+        {os.path.join(d, 'podu1', 'app', 'cgroup.procs') for d in dirs.values()})
+    app = os.path.join(dirs['memory'], 'podu1', 'app')
+    with open(os.path.join(app, 'memory.events' if v2 else 'memory.oom_control'), 'w') as f:
+        f.write('oom 1\noom_kill 1\n' if v2 else 'oom_kill_disable 0\noom_kill 1\n')
+    with open(os.path.join(app, 'memory.current' if v2 else 'memory.usage_in_bytes'),
+              'w') as f:
+        f.write(str(10 << 20))
+    with open(os.path.join(app, 'memory.stat'), 'w') as f:
+        f.write(('inactive_file' if v2 else 'total_inactive_file') + f' {2 << 20}\n')
+    with open(os.path.join(dirs['unified'], 'podu1', 'app', 'cpu.stat'), 'w') as f:
+        f.write('usage_usec 1500\nuser_usec 1000\n')
+    assert lab.oom_kills('u1', 'app') == 1
+    assert lab.usage('u1', 'app') == (1_500_000, 8 << 20)
+
+
+def test_the_state_directory_is_hidden_wherever_it_is():
+    assert sandbox.hidden_paths('/run/kubelab') == sandbox.HIDDEN
+    assert sandbox.hidden_paths('/var/lib/kubelab')[-1] == '/var/lib/kubelab'
