@@ -8,7 +8,8 @@ reach; the default capabilities are a container runtime's; hostname, /etc/hosts,
 the pod; ConfigMaps and Secrets arrive as env and files, and a ConfigMap's change
 reaches the files; who a container runs as; a memory limit OOM-kills and a CPU limit
 holds; a container restart keeps the pod's IP and loses its writable layer; what a
-container daemonised is gone after the pod's deletion and after ``kubelab down``.
+container daemonised is gone after the pod's deletion, after ``kubelab down`` and when the
+lab's daemon is killed, whose cgroups the next ``up`` removes.
 """
 
 import json
@@ -464,7 +465,7 @@ def test_the_app_and_logger_example_runs_as_the_seed_draws_it(box):
 
 
 def test_daemonised_children_and_cgroups_are_gone_after_down(box):
-    """Last: it takes the module's lab down."""
+    """It takes the module's lab down (the next test starts another)."""
     pid, started = daemonise(box, 'pair', 1002)
     with open(state_path('cgroups.json')) as f:
         dirs = set(json.load(f)['dirs'].values())
@@ -473,3 +474,20 @@ def test_daemonised_children_and_cgroups_are_gone_after_down(box):
     assert not is_alive(pid, started)
     assert not any(os.path.exists(d) for d in dirs), dirs
     assert not os.path.exists(state_path('cgroups.json'))
+
+
+def test_a_crashed_labs_containers_die_with_it_and_the_next_start_removes_its_cgroups(box):
+    """After the previous test took the lab down: a new one, killed with SIGKILL."""
+    box.up()
+    box.apply(scratch('survivor'))
+    uid = box.client.get('Pod', 'default', 'survivor')['metadata']['uid']
+    pid, started = daemonise(box, 'survivor', 1003)
+    with open(state_path('cgroups.json')) as f:
+        pods = [os.path.join(d, f'pod{uid}') for d in json.load(f)['dirs'].values()]
+    daemon = int(open(state_path('daemon.pid')).read().split()[0])
+    os.kill(daemon, 9)
+    box.client.wait_for(lambda: not is_alive(pid, started),
+                        'the daemonised child to die with the lab', timeout=10)
+    assert all(os.path.isdir(p) for p in pods)       # left behind by the crash ...
+    box.up()
+    assert not any(os.path.exists(p) for p in pods)   # ... and removed by the next start
