@@ -4,7 +4,9 @@ The kubelet builds a container's environment as Kubernetes does
 (``makeEnvironmentVariables``): first every ``envFrom`` source in order (a ConfigMap's or
 a Secret's keys, each with the source's ``prefix``; a later source wins), then ``env`` in
 order, each ``value`` expanded with ``$(VAR)`` against what is defined so far (``$$`` is a
-``$``; an unknown name stays as written), each ``valueFrom`` read from the downward API
+``$``; an unknown name stays as written; bounded by Linux's limits on what a process
+is given, ``MAX_ARG_STRLEN`` per string and ``MAX_EXPANDED_TOTAL`` in all, past which
+``ExpansionTooLarge`` names the variable: topo/images/runtime.py tells why), each ``valueFrom`` read from the downward API
 (``fieldRef``), a ConfigMap key (``configMapKeyRef``) or a Secret key (``secretKeyRef``).
 
 A ``configMap`` or ``secret`` volume holds one file per key (or per ``items`` entry, at
@@ -37,19 +39,52 @@ from services.validation.security import DEFAULT_CAPABILITIES, capability_name
 
 _REFERENCE = re.compile(r'\$\$|\$\(([^()$]*)\)')
 DEFAULT_MODE = 0o644
+#: Linux's limit on one argument or ``NAME=value`` environment string (32 pages).
+MAX_ARG_STRLEN = 131072
+#: What all of a container's expanded env values and arguments may add up to (Linux's
+#: ARG_MAX is a quarter of the stack limit: 2 MiB with the usual 8 MiB stack).
+MAX_EXPANDED_TOTAL = 2 * 1024 * 1024
 
 
 class ConfigError(Exception):
     """A container cannot be given what its spec asks for (the kubelet's message)."""
 
 
-def expand(text: str, env: dict) -> str:
-    """Kubernetes' ``$(VAR)`` expansion of ``text`` using ``env``."""
-    def replace(match):
+class ExpansionTooLarge(ValueError):
+    """A ``$(VAR)`` expansion would exceed what Linux lets a process be given."""
+
+
+def expand(text: str, env: dict, where: str = '', budget: list | None = None) -> str:
+    """Kubernetes' ``$(VAR)`` expansion of ``text`` using ``env``, in one pass.
+
+    Raises ExpansionTooLarge, naming ``where``, as soon as the result passes
+    MAX_ARG_STRLEN or the shared ``budget`` (a one-item list of bytes left), before
+    the rest is built."""
+    parts, size, pos = [], 0, 0
+    for match in _REFERENCE.finditer(text):
         if match.group(0) == '$$':
-            return '$'
-        return env.get(match.group(1), match.group(0))
-    return _REFERENCE.sub(replace, text)
+            value = '$'
+        else:
+            value = env.get(match.group(1), match.group(0))
+        parts += [text[pos:match.start()], value]
+        size += match.start() - pos + len(value)
+        pos = match.end()
+        if size > MAX_ARG_STRLEN:
+            break
+    parts.append(text[pos:])
+    size += len(text) - pos
+    left = budget[0] if budget is not None else MAX_EXPANDED_TOTAL
+    if size > min(MAX_ARG_STRLEN, left):
+        limit = 'MAX_ARG_STRLEN, 131072 bytes' if size > MAX_ARG_STRLEN else \
+            f'with the rest, {MAX_EXPANDED_TOTAL} bytes in all'
+        raise ExpansionTooLarge(
+            f'{where or "a value"}: $(VAR) references expand to more than Linux passes '
+            f'to a process ({limit}): the container cannot start (argument list too '
+            'long); Kubernetes expands each reference to an earlier variable, so every '
+            'level of $(A)$(A) doubles the size')
+    if budget is not None:
+        budget[0] -= size
+    return ''.join(parts)
 
 
 @dataclass
@@ -104,6 +139,7 @@ def env_vars(container: dict, fields: dict | None = None,
     fields = fields or {}
     sources = sources or Sources()
     env: dict[str, str] = {}
+    budget = [MAX_EXPANDED_TOTAL]
     for source in container.get('envFrom') or []:
         kind, ref = (('ConfigMap', source['configMapRef']) if 'configMapRef' in source
                      else ('Secret', source.get('secretRef') or {}))
@@ -112,12 +148,14 @@ def env_vars(container: dict, fields: dict | None = None,
             name = source.get('prefix', '') + key
             if '=' not in name:              # the kubelet skips what cannot be a name
                 env[name] = data.decode('utf-8', 'replace')
-    for var in container.get('env') or []:
+    for i, var in enumerate(container.get('env') or []):
         if 'name' not in var:
             continue
         source = var.get('valueFrom')
         if source is None:
-            env[var['name']] = expand(str(var.get('value', '')), env)
+            where = f'container "{container.get("name") or "<unnamed>"}": env[{i}] ' \
+                f'({var["name"]})'
+            env[var['name']] = expand(str(var.get('value', '')), env, where, budget)
         elif 'fieldRef' in source:
             path = source['fieldRef'].get('fieldPath')
             if path in fields:

@@ -6,7 +6,10 @@ The objects must survive the trip to the API server as JSON, so the loader
 also refuses, with the line, what JSON cannot carry or what would exhaust the
 lab: tags without a JSON type (``!!binary``, ``!!set``), recursive aliases,
 alias bombs, nesting deeper than ``MAX_DEPTH``, absurdly long integers, lone
-surrogates, control characters.
+surrogates, control characters, and sizes counted in bytes: a file larger than
+``MAX_REQUEST_BYTES`` (the API server's request limit) before it is parsed, a
+document larger than ``MAX_OBJECT_BYTES`` (etcd's object limit) once its aliases are
+expanded, so that a small file cannot unfold into hundreds of megabytes.
 
 ``validate`` checks one object and returns a normalised deep copy with the
 defaults Kubernetes would fill (``namespace: default``, ``protocol: TCP``,
@@ -18,9 +21,11 @@ checker and name rules in ``validate_common.py``.
 
 Supported objects (``SUPPORTED_KINDS``): ``v1`` Pod, Service, Namespace,
 Secret, ConfigMap; ``apps/v1`` Deployment; ``discovery.k8s.io/v1`` EndpointSlice;
-``networking.k8s.io/v1`` Ingress, IngressClass; ``gateway.networking.k8s.io/v1``
-GatewayClass, Gateway, HTTPRoute. Namespace, IngressClass and GatewayClass
-are cluster-scoped (``namespaced``). ``update_problems`` holds the rules the
+``networking.k8s.io/v1`` Ingress, IngressClass, NetworkPolicy;
+``gateway.networking.k8s.io/v1`` GatewayClass, Gateway, HTTPRoute. Namespace,
+IngressClass and GatewayClass are cluster-scoped (``namespaced``). A Namespace
+always carries the label ``kubernetes.io/metadata.name`` with its own name, as
+the API server sets it (NetworkPolicy's namespaceSelector relies on it). ``update_problems`` holds the rules the
 API server applies only when an object replaces an existing one (immutable
 fields).
 """
@@ -42,6 +47,7 @@ from services.validation.gateway import (
 from services.validation.httproute import validate_httproute
 from services.validation.ingress import (
     validate_ingress, validate_ingress_class, validate_ingress_class_update)
+from services.validation.networkpolicy import validate_networkpolicy
 from services.validation.pod import validate_pod_spec
 from services.validation.secret import validate_secret, validate_secret_update
 from services.validation.service import validate_service
@@ -60,6 +66,8 @@ OWNER_REFERENCE_FIELDS = ('apiVersion', 'kind', 'name', 'uid', 'controller',
 POD_FIELDS = ('apiVersion', 'kind', 'metadata', 'spec', 'status')
 NAMESPACE_FIELDS = ('apiVersion', 'kind', 'metadata', 'spec', 'status')
 DEFAULT_NAMESPACE = 'default'
+#: The label the API server gives every Namespace: its name.
+NAMESPACE_NAME_LABEL = 'kubernetes.io/metadata.name'
 #: Kinds a later kubelab version will accept (none at the moment).
 LATER_KINDS: tuple[str, ...] = ()
 
@@ -76,6 +84,17 @@ def _validate_namespace(chk: Checker, obj: dict) -> None:
     spec = chk.mapping(obj, 'spec', '')
     if spec is not None:
         chk.known_fields(spec, 'spec', ('finalizers',))
+    meta = obj.get('metadata')
+    if isinstance(meta, dict):
+        name_label(meta)
+
+
+def name_label(meta: dict) -> None:
+    """Give a Namespace's metadata the label ``kubernetes.io/metadata.name: NAME``,
+    whatever it said (the API server's default, set on every write)."""
+    labels = meta.get('labels')
+    if isinstance(meta.get('name'), str) and (labels is None or isinstance(labels, dict)):
+        meta['labels'] = dict(labels or {}, **{NAMESPACE_NAME_LABEL: meta['name']})
 
 
 #: kind -> (apiVersion, name rule, namespaced, validator)
@@ -91,6 +110,8 @@ SUPPORTED_KINDS = {
     'ConfigMap': ('v1', dns1123_subdomain_problem, True, validate_configmap),
     'Ingress': ('networking.k8s.io/v1', dns1123_subdomain_problem, True,
                 validate_ingress),
+    'NetworkPolicy': ('networking.k8s.io/v1', dns1123_subdomain_problem, True,
+                      validate_networkpolicy),
     'IngressClass': ('networking.k8s.io/v1', dns1123_subdomain_problem, False,
                      validate_ingress_class),
     'GatewayClass': ('gateway.networking.k8s.io/v1', dns1123_subdomain_problem,
@@ -108,13 +129,14 @@ UPDATE_VALIDATORS = {
     'GatewayClass': validate_gateway_class_update,
 }
 #: Kinds whose objects have no ``status`` (the store writes none for them).
-STATUSLESS_KINDS = ('IngressClass', 'Secret', 'ConfigMap')
+STATUSLESS_KINDS = ('IngressClass', 'Secret', 'ConfigMap', 'NetworkPolicy')
 #: kind -> kubectl's resource name, for messages (``ingresses.networking.k8s.io
 #: "web" not found``); other kinds: the kind in lower case plus ``s``.
 RESOURCE_NAMES = {
     'Deployment': 'deployments.apps',
     'EndpointSlice': 'endpointslices.discovery.k8s.io',
     'Ingress': 'ingresses.networking.k8s.io',
+    'NetworkPolicy': 'networkpolicies.networking.k8s.io',
     'IngressClass': 'ingressclasses.networking.k8s.io',
     'GatewayClass': 'gatewayclasses.gateway.networking.k8s.io',
     'Gateway': 'gateways.gateway.networking.k8s.io',
@@ -156,6 +178,13 @@ MAX_DEPTH = 64
 #: How many values aliases (``*name``) may add to a document: a few copies of
 #: a container are fine, a "billion laughs" bomb is not.
 MAX_ALIAS_VALUES = 100_000
+#: What one object may weigh once aliases are expanded, counted as the UTF-8 bytes of
+#: its scalars plus a few for the punctuation of its collections (about its JSON size):
+#: etcd's default request limit, beyond which the API server answers "request is too
+#: large".
+MAX_OBJECT_BYTES = 1_572_864
+#: The largest manifest file (and request) taken: the API server's 3 MiB request limit.
+MAX_REQUEST_BYTES = 3 * 1024 * 1024
 #: Integers longer than this cannot be a Kubernetes field (int64 has 19).
 MAX_INTEGER_DIGITS = 100
 #: YAML types that have no JSON equivalent (the CLI sends objects as JSON).
@@ -211,37 +240,39 @@ def _node_problem(node, message: str) -> yaml.MarkedYAMLError:
     return yaml.composer.ComposerError(None, None, message, node.start_mark)
 
 
-def _check_node(node, depth: int, memo: dict, active: set) -> tuple[int, int]:
-    """``(values, height)`` of a composed node, aliases expanded; raises a
+def _check_node(node, depth: int, memo: dict, active: set) -> tuple[int, int, int]:
+    """``(values, height, bytes)`` of a composed node, aliases expanded; raises a
     YAML error (with the node's line) for what JSON cannot carry."""
     if id(node) in active:
         raise _node_problem(node, 'an alias refers to the collection that '
                                   'contains it (a recursive structure)')
     if id(node) in memo:
-        size, height = memo[id(node)]
+        size, height, nbytes = memo[id(node)]
     else:
-        size, height = 1, 0
+        size, height, nbytes = 1, 0, 2
         if node.tag in NON_JSON_TAGS:
             raise _node_problem(node, f'{NON_JSON_TAGS[node.tag]} values '
                                       f'cannot be sent to the API server; '
                                       f'use a string, a list or a mapping')
         if isinstance(node, yaml.ScalarNode):
             _check_scalar(node)
+            nbytes += len(node.value.encode('utf-8', 'surrogatepass'))
         else:
             children = node.value if isinstance(node, yaml.SequenceNode) \
                 else [part for pair in node.value for part in pair]
             active.add(id(node))
             for child in children:
-                child_size, child_height = _check_node(child, depth + 1,
-                                                       memo, active)
+                child_size, child_height, child_bytes = _check_node(
+                    child, depth + 1, memo, active)
                 size += child_size
+                nbytes += child_bytes + 1
                 height = max(height, child_height + 1)
             active.discard(id(node))
-        memo[id(node)] = size, height
+        memo[id(node)] = size, height, nbytes
     if depth + height > MAX_DEPTH:
         raise _node_problem(node, f'the document nests more than {MAX_DEPTH} '
                                   f'levels deep (through aliases)')
-    return size, height
+    return size, height, nbytes
 
 
 def _check_scalar(node) -> None:
@@ -258,12 +289,17 @@ def _check_scalar(node) -> None:
 def _check_document(node) -> None:
     memo: dict = {}
     _check_node(node, 1, memo, set())
-    values = memo[id(node)][0]
+    values, _, nbytes = memo[id(node)]
     if values - len(memo) > MAX_ALIAS_VALUES:
         raise _node_problem(node, f'aliases expand the document to {values} '
                                   f'values (at most {MAX_ALIAS_VALUES} may '
                                   f'come from aliases); write it out or use '
                                   f'fewer aliases')
+    if nbytes > MAX_OBJECT_BYTES:
+        expanded = ' once its aliases are expanded' if values > len(memo) else ''
+        raise _node_problem(node, f'the document is {nbytes} bytes{expanded}; the '
+                                  f'API server takes at most {MAX_OBJECT_BYTES} bytes '
+                                  'per object (etcd\'s limit: "request is too large")')
 
 
 def yaml_problem(exc: yaml.YAMLError, source: str,
@@ -297,6 +333,11 @@ def yaml_problem(exc: yaml.YAMLError, source: str,
 
 def parse_yaml(text: str, source: str) -> list[tuple[int, object]]:
     """Every YAML document of ``text`` as ``(first line, data)``."""
+    size = len(text.encode('utf-8', 'surrogatepass'))
+    if size > MAX_REQUEST_BYTES:
+        raise ValidationError(source, '', f'the file is {size} bytes; the API server '
+                                          f'takes at most {MAX_REQUEST_BYTES} bytes in '
+                                          f'one request: split it')
     documents = []
     loader = None
     try:

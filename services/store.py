@@ -28,6 +28,10 @@ The store keeps the objects and runs the rules; the rules live by subject:
   services/controllers/deployments.py (the store makes and terminates the pods it asks
   for); the EndpointSlice computation in services/controllers/endpointslices.py.
 
+``saved`` and ``restore`` keep the store on disk across a daemon that died
+(services/persistence.py says what is kept and what becomes of pods); ``apply``
+refuses more pods than the cluster can run (``pod_capacity``).
+
 ``tick`` re-runs the controllers for what time alone changes (minReadySeconds). The
 kubelet, the cloud's health checks and the L7 controller write back through
 ``update_pod_status``, ``pod_gone``, ``set_node_ready``, ``set_lb_health`` and
@@ -42,7 +46,7 @@ import random
 import threading
 import time
 
-from services import manifests, naming
+from services import manifests, naming, persistence
 from services.allocation.allocators import ClusterIPAllocator, LoadBalancerIPAllocator, \
     NodePortAllocator
 from services.allocation.cluster_ips import assign_cluster_ip, release_cluster_ip
@@ -53,6 +57,8 @@ from services.controllers import endpointslices as endpoints, scheduler
 from services.controllers.deployments import MAX_PASSES, DeploymentController, ReplicaSet, \
     keep_rollout_marks, new_pod, owned_by, stamp_restart
 from services.errors import ApplyError, KubelabError, NotFound, ValidationError
+from services.labels import relabel
+from services.validation.common import Checker
 from services.validation.deployment import default_strategy
 from services.validation.warnings import apply_warnings
 
@@ -60,6 +66,10 @@ KUBELET_VERSION = 'v1.31.0-kubelab'
 #: Kinds whose content is top-level fields, not ``spec``: kind -> those fields.
 CONTENT_FIELDS = {'Secret': ('type', 'data', 'immutable'),
                   'ConfigMap': ('data', 'binaryData', 'immutable')}
+#: How many pods one node runs: kubelet's default ``maxPods``. The lab refuses an apply
+#: or a scale that would need more pods than its nodes run together (a real cluster
+#: would keep them Pending; a lab that holds 100,000 pending pods is wedged).
+MAX_PODS_PER_NODE = 110
 CONTROL_PLANE_TAINT = {'key': 'node-role.kubernetes.io/control-plane', 'effect': 'NoSchedule'}
 
 
@@ -109,6 +119,7 @@ class Store:
         for ns in ('default', 'kube-system'):
             self._put({'apiVersion': 'v1', 'kind': 'Namespace',
                        'metadata': {'name': ns, 'uid': naming.new_uid(),
+                                    'labels': {manifests.NAMESPACE_NAME_LABEL: ns},
                                     'creationTimestamp': created},
                        'status': {'phase': 'Active'}})
 
@@ -151,6 +162,28 @@ class Store:
                 self.cond.wait(deadline - time.monotonic())
             return self.rv
 
+    # ------------------------------------------------------------ kept on disk
+    def saved(self, cluster_doc: dict) -> dict:
+        """What persistence keeps of the store now (a deep copy: safe to write out)."""
+        with self.cond:
+            return copy.deepcopy(persistence.saved(list(self.objects.values()),
+                                                   self.replica_sets, cluster_doc))
+
+    def restore(self, document: dict) -> list[str]:
+        """Load what ``saved`` kept (into a store that holds only its own start-up
+        objects); the allocators are rebuilt from the Services. Returns problems
+        (addresses two saved Services claim: there should be none)."""
+        with self.cond:
+            problems = []
+            for obj in persistence.restored_objects(document):
+                self._put(obj)
+                if obj['kind'] == 'Service':
+                    problems += persistence.reserve_addresses(
+                        obj, self.cluster_ips, self.node_ports, self.lb_ips)
+            self.deployments.restore(document.get('replicaSets') or {})
+            self._changed()
+            return problems
+
     # ------------------------------------------------------------ writing
     def apply(self, docs: list[dict], dry_run: bool = False) -> dict:
         """Create or update every object in ``docs``, or none of them."""
@@ -171,9 +204,11 @@ class Store:
             new_namespaces = {o['metadata']['name'] for o in objs if o['kind'] == 'Namespace'}
             for obj in objs:
                 errors.extend(self._check(obj, seen, ips, ports, lb_ips, new_namespaces))
+            if not errors:
+                errors.extend(self._capacity_problems(objs))
             if errors:
                 raise ApplyError(errors)
-            warnings = apply_warnings(objs, self.objects.values())
+            warnings = apply_warnings(objs, self.objects.values(), self.cluster)
             if dry_run:
                 return {'results': [[self._ref(o), 'validated'] for o in objs],
                         'warnings': warnings}
@@ -186,6 +221,43 @@ class Store:
             if any(action != 'unchanged' for _, action in results):
                 self._changed()
             return {'results': results, 'warnings': warnings}
+
+    def pod_capacity(self) -> int:
+        return MAX_PODS_PER_NODE * len(self.cluster.nodes)
+
+    def _pods_wanted(self, replacing: dict) -> int:
+        """Pods the cluster is asked to run: every Deployment's replicas and every pod
+        no Deployment owns, with ``replacing`` ((kind, ns, name) -> object) in place of
+        what the store holds."""
+        current = {k: o for k, o in self.objects.items() if k[0] in ('Deployment', 'Pod')}
+        current.update(replacing)
+        total = 0
+        for (kind, _, _), obj in current.items():
+            if kind == 'Deployment':
+                total += obj['spec'].get('replicas', 1)
+            elif not obj['metadata'].get('ownerReferences') and \
+                    not obj['metadata'].get('deletionTimestamp'):
+                total += 1
+        return total
+
+    def _capacity_problems(self, objs: list[dict]) -> list[ValidationError]:
+        replacing = {manifests.key(o): o for o in objs if o['kind'] in ('Deployment', 'Pod')}
+        if not replacing:
+            return []
+        total = self._pods_wanted(replacing)
+        if total <= self.pod_capacity():
+            return []
+        biggest = max(objs, key=lambda o: o['spec'].get('replicas', 1)
+                      if o['kind'] == 'Deployment' else 0)
+        field = 'spec.replicas' if biggest['kind'] == 'Deployment' else 'metadata.name'
+        return [ValidationError(manifests.object_ref(biggest), field,
+                                self._capacity_message(total))]
+
+    def _capacity_message(self, total: int) -> str:
+        nodes = len(self.cluster.nodes)
+        return (f'the cluster would need {total} pods; kubelab runs at most '
+                f'{self.pod_capacity()} ({MAX_PODS_PER_NODE} per node, kubelet\'s default '
+                f'maxPods, x {nodes} nodes)')
 
     @staticmethod
     def _ref(obj):
@@ -342,6 +414,31 @@ class Store:
         meta['deletionGracePeriodSeconds'] = grace if grace_seconds is None else grace_seconds
         self._put(pod)
 
+    def label(self, kind: str, namespace: str | None, name: str, labels: dict,
+              remove: list, overwrite: bool) -> dict:
+        """``kubectl label``: set and remove labels of one object (services/labels.py
+        has kubectl's rules); a Namespace keeps its ``kubernetes.io/metadata.name``."""
+        with self.cond:
+            key = (kind, namespace or '', name)
+            obj = self.objects.get(key)
+            if obj is None:
+                raise NotFound(f'{manifests.resource_name(kind)} "{name}" not found'
+                               + (f' in namespace "{namespace}"' if namespace else ''))
+            meta = copy.deepcopy(obj['metadata'])
+            meta['labels'], word, missing = relabel(meta.get('labels'), labels, remove,
+                                                    overwrite)
+            chk = Checker(manifests.object_ref(obj))
+            chk.string_map(meta, 'labels', 'metadata', labels=True)
+            if chk.errors:
+                raise ApplyError(chk.errors)
+            if kind == 'Namespace':
+                manifests.name_label(meta)
+            if meta['labels'] != (obj['metadata'].get('labels') or {}):
+                obj['metadata'] = meta
+                self._put(obj)
+                self._changed()
+            return {'message': f'{self._ref(obj)} {word}', 'notFound': missing}
+
     def scale(self, namespace: str, name: str, replicas: int) -> str:
         if not isinstance(replicas, int) or isinstance(replicas, bool) or replicas < 0:
             raise KubelabError(f'--replicas: must be a whole number >= 0, got {replicas!r}')
@@ -351,6 +448,9 @@ class Store:
                 raise NotFound(f'deployments.apps "{name}" not found in namespace '
                                f'"{namespace}"')
             dep = self.objects[key]
+            wanted = self._pods_wanted({key: {'metadata': {}, 'spec': {'replicas': replicas}}})
+            if replicas > dep['spec']['replicas'] and wanted > self.pod_capacity():
+                raise KubelabError(f'--replicas {replicas}: ' + self._capacity_message(wanted))
             if dep['spec']['replicas'] != replicas:
                 dep['spec']['replicas'] = replicas
                 dep['metadata']['generation'] = dep['metadata'].get('generation', 1) + 1

@@ -96,7 +96,10 @@ class ContainerRuntime:
                  dns_ip: str):
         self.network, self.registry, self.cgroups = network, registry, cgroups
         self.state_dir, self.busybox_dir, self.dns_ip = state_dir, busybox_dir, dns_ip
-        self.hidden = sandbox.hidden_paths(state_dir)
+        # The lab's own Open vSwitch keeps its control sockets under /opt (topo/ovs.py):
+        # a container never sees them, as it never sees /run's.
+        self.hidden = sandbox.hidden_paths(state_dir, *filter(None, [
+            os.environ.get('OVS_RUNDIR')]))
         self.runtime_paths = sandbox.runtime_paths(self.hidden)
 
     # ------------------------------------------------------------ sandboxes

@@ -11,6 +11,11 @@ container that could not be given its ConfigMaps or Secrets waits
 (``CreateContainerConfigError``, ``ContainerCreating``), one killed for its memory limit
 ends ``OOMKilled``, its termination message is read back. Every second it samples each
 container's CPU and memory from its cgroup (``pod_metrics``, for ``kubelab top pods``).
+
+A terminating pod is probed on, as the kubelet does (KEP-1669): it stays Ready while its
+running containers pass their readiness probes (those without one while they run), so
+its endpoint reads ``serving: true, terminating: true`` and kube-proxy can still send it
+connections when no ready endpoint is left; a container that exits is no longer ready.
 """
 
 from __future__ import annotations
@@ -210,7 +215,8 @@ class NodeAgent:
                                                    self._fields(rt), sources, log)
             finally:
                 log.close()
-        except (ConfigError, CgroupError, OSError) as exc:
+        except (ConfigError, CgroupError, OSError, ValueError) as exc:
+            # ValueError: its spec cannot run (runtime.py says why: an expansion too large)
             reason = ('ContainerCreating' if rt.volumes_error else
                       'CreateContainerConfigError' if isinstance(exc, ConfigError)
                       else 'CreateContainerError')
@@ -340,6 +346,14 @@ class NodeAgent:
         running = [c for c in rt.containers.values()
                    if c.proc is not None and c.proc.poll() is None]
         if running and time.monotonic() < rt.terminating_until:
+            # Probed on while terminating: readiness follows the probes (KEP-1669).
+            now, alive = time.monotonic(), {id(c) for c in running}
+            for c in rt.containers.values():
+                if id(c) in alive:
+                    self._check_ready(rt, c, now)
+                else:
+                    c.ready = False
+            self._report(rt, pod)
             return
         self._kill(rt)
         self._remove(rt)
@@ -475,8 +489,6 @@ class NodeAgent:
                 st['lastState'] = {'terminated': c.last_exit}
             statuses.append(st)
         all_ready = all(c.ready for c in rt.containers.values())
-        if rt.terminating_until is not None:
-            all_ready = False
         done = [s['state'].get('terminated') for s in statuses]
         if all(done):
             phase = 'Succeeded' if all(d['exitCode'] == 0 for d in done) else 'Failed'

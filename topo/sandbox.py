@@ -106,12 +106,15 @@ class ContainerSpec:
     info_fd: int | None = None
 
 
-def hidden_paths(state_dir: str) -> tuple:
-    """``HIDDEN``, and the lab's state directory wherever ``KUBELAB_STATE_DIR`` puts it."""
-    state_dir = os.path.abspath(state_dir)
-    if any(state_dir == h or state_dir.startswith(h + '/') for h in HIDDEN):
-        return HIDDEN
-    return HIDDEN + (state_dir,)
+def hidden_paths(state_dir: str, *more: str) -> tuple:
+    """``HIDDEN``, the lab's state directory wherever ``KUBELAB_STATE_DIR`` puts it, and
+    ``more`` (the run directory of the lab's own Open vSwitch: its control sockets)."""
+    out = HIDDEN
+    for path in (state_dir, *more):
+        path = os.path.abspath(path)
+        if not any(path == h or path.startswith(h + '/') for h in out):
+            out += (path,)
+    return out
 
 
 def runtime_paths(hidden=HIDDEN) -> list[str]:

@@ -14,9 +14,20 @@ function per table, under the same names):
   ConntrackZone   (conntrack)       ct(nat) in the node's zone: replies are un-NATed
   ConntrackState  (conntrack)       invalid -> drop; established -> L3Forwarding;
                                     new -> ServiceLB
-  ServiceLB       (KUBE-SERVICES)   ClusterIP:port -> the Service's select group, whose
-                                    buckets DNAT to one endpoint each (KUBE-SVC/KUBE-SEP);
-                                    no ready endpoint -> the controller REJECTs
+  ServiceLB       (KUBE-SERVICES)   ClusterIP:port (and NodeIP:nodePort, load balancer
+                                    address, external IPs: KUBE-EXT) -> the Service's
+                                    select group, whose buckets DNAT to one endpoint each
+                                    (KUBE-SVC/KUBE-SEP); no ready endpoint -> the
+                                    controller REJECTs
+  EgressRule      (filter FORWARD)  NetworkPolicy: a new connection from a pod that a
+                                    policy isolates for egress, judged by its rules
+                                    (conjunctive matches), after any DNAT
+  EgressDefaultRule                 ... denied when no rule admits it
+  IngressRule     (filter FORWARD)  the same for a new connection to a pod isolated for
+  IngressDefaultRule                ingress
+  PolicyVerdict   (ACCEPT / DROP)   drops what was denied; an allowed connection goes on
+                                    to be committed (or routed, when a Service's group
+                                    committed it already)
   ConntrackCommit (conntrack)       commits every other new connection
   L3Forwarding    (routing)         local pod or node -> its port; other node's pods ->
                                     the underlay; external network -> SNAT
@@ -28,6 +39,13 @@ function per table, under the same names):
 
 (SessionAffinity, EndpointDNAT and AffinityLearn serve Services with
 ``sessionAffinity: ClientIP``: see ``TABLES`` for the iptables place each plays.)
+
+The new connections of the pods NetworkPolicies isolate go through the policy tables:
+from ServiceLB when no Service balanced them (before they are committed), from
+L3Forwarding when a Service's group DNATed and committed them; network_policy.py
+compiles them. Only a connection's first packets are judged. A Service connection the
+policies drop was committed already: it keeps the PolicyDenied ct_mark, so that what
+would answer it is dropped in ConntrackState.
 
 Conntrack zones: all userspace bridges share one conntrack table, so each node bridge
 tracks in its own zone (the node's index) and masquerades in another (1000 + index). A
@@ -51,11 +69,24 @@ REJECT_METER = 1
 REJECT_RATE_PPS = 200
 SNAT_ZONE_BASE = 1000
 EDGE_ZONE = 2000             # the cloud load balancer's conntrack zone
+
+
+def conntrack_zones(cluster) -> list[int]:
+    """Every conntrack zone the pipeline uses in ``cluster``: each node's tracking zone
+    (its index) and masquerade zone, and the cloud edge's."""
+    nodes = [node.index for node in cluster.nodes]
+    return nodes + [SNAT_ZONE_BASE + i for i in nodes] + [EDGE_ZONE]
 # ct_mark bits (the connection remembers them, both directions):
 CT_MARK_NODE_MASQ = 0x1      # [0]: reached through a NodePort with externalTrafficPolicy
                              #      Cluster: masquerade as the node (KUBE-MARK-MASQ)
+CT_MARK_POLICY_DENIED = 0x2  # [1]: a NetworkPolicy dropped the connection: its
+                             #      answers are dropped too (ConntrackState)
 # reg0 bits (one bridge's pipeline; registers start at 0 on every bridge):
 REG0_LOCAL_ORIGIN = 0x1      # [0]: sent by this node or one of its pods (Classifier)
+# reg1 bits:
+REG1_POLICY_JUDGED = 0x1     # [0]: NetworkPolicy allowed the packet (PolicyVerdict): it
+                             #      is not sent to the policy tables again
+REG1_POLICY_DENIED = 0x2     # [1]: a *DefaultRule table denied it: PolicyVerdict drops
 
 # ---------------------------------------------------------------- flow priorities
 # The general levels.
@@ -63,7 +94,8 @@ PRIORITY_MISS = 0            # a table's last flow: drop, or go on to the next s
 PRIORITY_FALLBACK = 100      # a broad match under the specific NORMAL ones: any other
                              # port of a ClusterIP, another node's routes, masquerade
                              # of whatever else leaves, the external network
-PRIORITY_LOW = 190           # under NORMAL: established traffic, a hostPort
+PRIORITY_LOW = 190           # under NORMAL: established traffic, a hostPort, the drop of
+                             # a load balancer address's other sources (its source ranges)
 PRIORITY_NORMAL = 200        # most flows: one port, one address, one Service port
 PRIORITY_HIGH = 210          # an exception over a NORMAL flow: a gratuitous ARP, an
                              # INVALID connection, a sticky client, a hairpin reply,
@@ -79,8 +111,9 @@ PRIORITY_REPLY_UNMASQUERADED = 110
 PRIORITY_EDGE_DNATED = 195   # the cloud edge's ConntrackState: a DNATed connection from
                              # outside, between its new (NORMAL) and other (LOW) flows
 PRIORITY_NODEPORT_FROM_NODE = 205
-                             # ServiceLB: a NodePort with externalTrafficPolicy Local
-                             # reached from the node itself, over the port's NORMAL flow
+                             # ServiceLB: a NodePort, load balancer address or external IP
+                             # with externalTrafficPolicy Local reached from the node itself
+                             # or its pods, over the address's NORMAL flow
 PRIORITY_HAIRPIN = 220       # L3Forwarding: a pod that reached itself through a Service,
                              # over its route (NORMAL) and its own port's HIGH flow
 PRIORITY_NODEPORT_MASQ_ROUTE = 230
@@ -88,6 +121,21 @@ PRIORITY_NODEPORT_MASQ_ROUTE = 230
                              # goes to SNAT first, over the hairpin
 PRIORITY_NODEPORT_MASQ_SNAT = 250
                              # SNAT: that masquerade, over the hairpin's (NORMAL)
+PRIORITY_POLICY_FROM_ISOLATED = 11
+                             # ServiceLB: a new connection no Service balanced, from a
+                             # pod isolated for egress, goes to EgressRule (over the
+                             # miss, under every Service's flow)
+PRIORITY_POLICY_TO_ISOLATED = 10
+                             # ServiceLB: one to a pod isolated for ingress, to
+                             # IngressRule (under the egress one: both, egress first)
+PRIORITY_POLICY_DNATED_FROM_ISOLATED = 241
+                             # L3Forwarding: a new connection a Service's group DNATed,
+                             # from a pod isolated for egress: judged before it is
+                             # routed (over the NodePort masquerade's 230)
+PRIORITY_POLICY_DNATED_TO_ISOLATED = 240
+                             # L3Forwarding: the same to a pod isolated for ingress
+PRIORITY_POLICY_EXEMPT = 220  # IngressRule: what no policy may stop (the pod's own
+                             # node, a pod reaching itself), over the rules (NORMAL, HIGH)
 
 
 @dataclass(frozen=True)
@@ -109,11 +157,22 @@ TABLES = (
     Table(30, 'SessionAffinity', 'KUBE-SEP -m recent --rcheck (sessionAffinity ClientIP)',
           ()),
     Table(40, 'ServiceLB', 'nat PREROUTING: KUBE-SERVICES -> KUBE-SVC -> KUBE-SEP (DNAT)',
-          ('EndpointDNAT', 'AffinityLearn', 'ConntrackCommit', 'L3Forwarding')),
+          ('EndpointDNAT', 'AffinityLearn', 'EgressRule', 'IngressRule', 'ConntrackCommit',
+           'L3Forwarding')),
     Table(45, 'EndpointDNAT', 'KUBE-SEP DNAT for a client with session affinity',
           ('L3Forwarding',)),   # its miss resubmits to ServiceLB (an endpoint that went)
     Table(50, 'AffinityLearn', 'KUBE-SEP -m recent --set (remember the client)',
           ('L3Forwarding',)),
+    Table(52, 'EgressRule', "NetworkPolicy egress rules (the plugin's filter FORWARD chain)",
+          ('EgressDefaultRule', 'IngressRule')),
+    Table(53, 'EgressDefaultRule', 'NetworkPolicy: egress isolation (default deny)',
+          ('IngressRule', 'PolicyVerdict')),
+    Table(54, 'IngressRule', "NetworkPolicy ingress rules (the plugin's filter FORWARD "
+          'chain)', ('IngressDefaultRule', 'PolicyVerdict')),
+    Table(55, 'IngressDefaultRule', 'NetworkPolicy: ingress isolation (default deny)',
+          ('PolicyVerdict',)),
+    Table(56, 'PolicyVerdict', 'NetworkPolicy: the verdict (-j DROP, or on to ACCEPT)',
+          ('ConntrackCommit', 'L3Forwarding')),
     Table(60, 'ConntrackCommit', 'conntrack commit', ('L3Forwarding',)),
     Table(70, 'L3Forwarding', 'routing (FORWARD)', ('SNAT', 'Output')),
     Table(75, 'SNAT', 'nat POSTROUTING: KUBE-POSTROUTING (masquerade)',

@@ -6,8 +6,10 @@ groups' bucket packet counters (each new connection passes its Service's group o
 the node it entered), plus the EndpointDNAT hits of clients with session affinity (which
 skip the group); per endpoint the bytes its pod received and sent (the pod's route and
 spoof-guard flows: all of the pod's traffic, not only this Service's); per load balancer
-address the edge group's buckets (connections per node). ``render_top`` prints one frame,
-with each pod's CPU and memory below the Services.
+address the edge group's buckets (connections per node); per NetworkPolicy rule the new
+connections it allowed, and per policy those dropped at the pods it isolates
+(kubelab/inspect/policy_counters.py). ``render_top`` prints one frame, with each pod's
+CPU and memory below the Services and policies.
 
 ``render_top_pods`` prints ``kubelab top pods`` as ``kubectl top pod`` does, from the
 lab's PodMetrics (metrics.k8s.io's shape, from each container's cgroup, sampled every
@@ -23,7 +25,7 @@ import textwrap
 from dataclasses import dataclass
 
 from controller import pipeline
-from kubelab.inspect import ovsdump
+from kubelab.inspect import ovsdump, policy_counters
 from kubelab.inspect.flows import CURRENT, MISSING, Report
 from kubelab.printers import format_table
 from services.errors import UsageError
@@ -74,6 +76,7 @@ class TopView:
     load_balancers: list
     errors: list
     notes: list
+    policies: list = ()                # [(policy, rule, packets, packets/s)]
 
 
 def _service_key(owners) -> list[str]:
@@ -127,6 +130,7 @@ def _counters(report: Report) -> dict:
                     match.get('eth_type') == pipeline.ETH_IP and \
                     match.get('ipv4_src') == pod.ip:
                 out[('pod', pod.ip, 'out', (bridge.name, row.cookie))] = row.n_bytes
+    out.update(policy_counters.counters(report))
     return out
 
 
@@ -204,7 +208,11 @@ def top_view(prev: Poll, cur: Poll, namespace: str | None = None) -> TopView:
                 (node, total(('lb', sp.key, address, node)),
                  rate(('lb', sp.key, address, node))) for node in nodes], note))
     errors = [f'{b.name}: {b.error}' for b in cur.report.bridges if b.error]
-    return TopView(elapsed, namespace, services, lbs, errors, list(cur.report.notes))
+    policies = [(group[1], group[2], total(group), rate(group)) for group in sorted(
+        {key[:-1] for key in now if key[0] == 'policy'})
+        if namespace is None or group[1].startswith(namespace + '/')]
+    return TopView(elapsed, namespace, services, lbs, errors, list(cur.report.notes),
+                   policies)
 
 
 def _address_order(address: str):
@@ -234,6 +242,9 @@ TOP_LEGEND = (
     "POD IN/S, POD OUT/S: bytes per second the endpoint's pod received and sent (its "
     "route and spoof-guard flows on its node's bridge): all of its traffic, not only "
     "this Service's.",
+    'NETWORKPOLICY: new connections a rule allowed (its conj_id flow), and those '
+    f'dropped at the pods the policy isolates ({policy_counters.ISOLATION}; a pod '
+    'isolated by several policies counts for each), on the node that judged them.',
     "POD CPU(cores), MEMORY(bytes): each pod's containers as their cgroups count them "
     "(CPU over the last seconds in millicores, memory in use now), as kubectl top pod "
     "shows them.")
@@ -319,6 +330,10 @@ def render_top(view: TopView, now: str = '', pods: list | None = None) -> str:
                                 node, f'{per_s:.1f}', str(conns)])
         out.append(format_table(['LOAD BALANCER', 'SERVICE PORT', 'NODE', 'CONN/S',
                                  'CONNS'], lb_rows))
+    if view.policies:
+        out.append('')
+        out.append(format_table(['NETWORKPOLICY', 'RULE', 'CONN/S', 'CONNS'], [
+            [key, rule, f'{per_s:.1f}', str(n)] for key, rule, n, per_s in view.policies]))
     shown = [p for p in pods or () if view.namespace in (None, p['metadata']['namespace'])]
     if shown:
         out.append('')

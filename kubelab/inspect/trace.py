@@ -22,6 +22,9 @@ seed's words:
 
 A packet that is dropped says in which table and by which flow; one that the
 controller answers (no ready endpoint) says it is rejected with a TCP RST / ICMP.
+Where NetworkPolicy judged the connection, a line per verdict says which policy and
+rule allowed it (the ``conj_id`` flow it matched, as Antrea's Traceflow names the
+rule), or which policies isolate the pod that no rule let it reach.
 """
 
 from __future__ import annotations
@@ -32,8 +35,8 @@ from dataclasses import dataclass, field
 
 from controller.pipeline import TABLE_NAMES, desired
 from controller.state import ClusterState
-from services.errors import KubelabError
 from services import wiring
+from services.errors import KubelabError
 
 #: ofproto/trace's --ct-next states, one per ct recirculation (more than any path takes).
 MAX_RECIRCULATIONS = 12
@@ -48,6 +51,9 @@ GROUP_ACTION = re.compile(r'group:(\d+)')
 DATAPATH = re.compile(r'^Datapath actions: (.*)$', re.M)
 CT_NAT_ZONES = re.compile(r'ct\(zone=(\d+),nat')
 RECIRC_END = re.compile(r'recirc\((0x[0-9a-f]+)\)\s*$')
+#: Registers (reg0-15, xreg, xxreg): cleared when a packet crosses into another bridge,
+#: as a patch port clears them, so the next bridge's trace must not start with them.
+REGISTER = re.compile(r'^x*reg\d+$')
 #: Fields of a flow that do not cross a bridge (each bridge's pipeline starts with them
 #: cleared) or that the next trace sets itself.
 LOCAL_FIELDS = ('recirc_id', 'dp_hash', 'ct_state', 'ct_zone', 'ct_mark', 'ct_label',
@@ -224,6 +230,8 @@ class Tracer:
                 return f'NodePort {port} of {name}'
             if sp.lb_ip == ip and sp.port == port:
                 return f'LoadBalancer address of {name}'
+            if ip in sp.external_ips and sp.port == port:
+                return f'external IP of {name}'
         return self.receiver(ip)
 
     # ------------------------------------------------------------ one direction
@@ -238,9 +246,8 @@ class Tracer:
                 return leg
             seen.add((bridge, fields.get('nw_dst'), len(leg.bridges)))
             leg.bridges.append(bridge)
-            flow = dict(fields)
-            for key in LOCAL_FIELDS:
-                flow.pop(key, None)
+            flow = {k: v for k, v in fields.items()
+                    if k not in LOCAL_FIELDS and not REGISTER.match(k)}
             flow = {'in_port': str(in_port), **flow}
             nxt = self.one_bridge(leg, bridge, flow, reply, unnat or {}, endpoint)
             if nxt is None:
@@ -490,11 +497,14 @@ def path_words(tracer: Tracer, trace: Trace) -> str:
             continue
         ip, _, port = t.before.partition(':')
         sp = next((sp for sp in tracer.state.service_ports
-                   if (sp.vip == ip and str(sp.port) == port)
-                   or (sp.lb_ip == ip and str(sp.port) == port)
+                   if (ip in (sp.vip, *sp.external_addresses) and str(sp.port) == port)
                    or (ip in nodes and str(sp.node_port) == port)), None)
-        if sp is not None and sp.lb_ip == ip:
+        if sp is not None and sp.lb_ip == ip and t.bridge == wiring.EDGE_BRIDGE:
             words.append(f'Cloud LB {t.before}')
+        elif sp is not None and sp.lb_ip == ip:
+            words.append(f'LoadBalancer IP {t.before} (caught on the node)')
+        elif sp is not None and ip in sp.external_ips:
+            words.append(f'External IP {t.before}')
         elif sp is not None and ip in nodes:
             words.append(f'NodeIP:NodePort {t.before}')
         elif sp is not None:
@@ -538,6 +548,30 @@ def render(trace: Trace, tracer: Tracer | None = None) -> str:
     return '\n'.join(lines)
 
 
+POLICY_RULE_TABLES = {'EgressRule': 'egress', 'IngressRule': 'ingress'}
+POLICY_DENY_TABLES = {'EgressDefaultRule': 'egress', 'IngressDefaultRule': 'ingress'}
+
+
+def policy_verdicts(leg: Leg) -> list[str]:
+    """What NetworkPolicy decided on the way, from the flows the packet took."""
+    out = []
+    for step in leg.steps:
+        owner = step.owner or ''
+        if step.table_name in POLICY_RULE_TABLES and owner and owner != 'networkpolicy':
+            direction = POLICY_RULE_TABLES[step.table_name]
+            why = owner[len('networkpolicy '):] if owner.startswith('networkpolicy ') \
+                else owner
+            out.append(f'NetworkPolicy on {step.bridge}: {direction} allowed by '
+                       f'{"rule " if owner.startswith("networkpolicy ") else ""}{why}')
+        elif step.table_name in POLICY_DENY_TABLES and ' isolates ' in owner:
+            keys, _, rest = owner[len('networkpolicy '):].partition(' isolates ')
+            pod = rest.rsplit(' for ', 1)[0]
+            out.append(f'NetworkPolicy on {step.bridge}: {POLICY_DENY_TABLES[step.table_name]}'
+                       f' DENIED: {pod} is isolated by {keys.replace(",", ", ")} and no '
+                       f'rule of theirs admits this connection')
+    return out
+
+
 def _render_leg(leg: Leg) -> list[str]:
     out, bridge = [], None
     for step in leg.steps:
@@ -560,6 +594,7 @@ def _render_leg(leg: Leg) -> list[str]:
         zone = f' (conntrack zone {t.zone})' if t.zone is not None else ''
         out.append(f'  {SERVICE_WORDS.get(t.kind, t.kind)} on {t.bridge}{zone}: '
                    f'{t.before} -> {t.after}')
+    out += [f'  {line}' for line in policy_verdicts(leg)]
     verdict = {'delivered': 'delivered to', 'dropped': 'DROPPED at',
                'rejected': 'REJECTED at', 'loop': 'stopped (a loop?) at'}[leg.outcome]
     out.append(f'  => {verdict} {leg.where}')

@@ -7,7 +7,10 @@ load balancer: a LoadBalancer Service gets an address of the cluster's
 ``status.loadBalancer.ingress`` at apply and kept across applies (the user's status is
 ignored). It is released when the Service is deleted or stops being a LoadBalancer. A
 pool with no address left refuses the apply rather than leave the Service
-``<pending>``.
+``<pending>``. A Service with a ``spec.loadBalancerClass`` is not the lab cloud's (a
+class hands it to another implementation, and the lab has none): it gets no address
+and stays ``<pending>``, as on a cluster without that implementation; its class may
+not change while it is a LoadBalancer (the API server's rule).
 
 The store calls ``assign_load_balancer_ip`` on a copy of the allocator while it checks
 an apply, and keeps the copy only when the whole apply passes.
@@ -37,7 +40,15 @@ def assign_load_balancer_ip(obj: dict, old: dict | None, allocator: LoadBalancer
     had = load_balancer_ip(old) if old is not None else None
     obj['status'] = {'loadBalancer': {}}
     address = None
-    if spec.get('type') == 'LoadBalancer':
+    if old is not None and spec.get('type') == old['spec'].get('type') == 'LoadBalancer' \
+            and spec.get('loadBalancerClass') != old['spec'].get('loadBalancerClass'):
+        shown = spec.get('loadBalancerClass')
+        shown = f'"{shown}"' if shown else 'null'
+        return [ValidationError(ref, 'spec.loadBalancerClass',
+                                f'Invalid value: {shown}: may '
+                                f'not change once set (delete the Service and create it '
+                                f'again)')]
+    if spec.get('type') == 'LoadBalancer' and not spec.get('loadBalancerClass'):
         want = spec.get('loadBalancerIP')
         try:
             if want and want != had:

@@ -235,3 +235,6 @@ def test_limits_and_readings_in_each_cgroup_version(tmp_path, v2):
 def test_the_state_directory_is_hidden_wherever_it_is():
     assert sandbox.hidden_paths('/run/kubelab') == sandbox.HIDDEN
     assert sandbox.hidden_paths('/var/lib/kubelab')[-1] == '/var/lib/kubelab'
+    ovs_run = '/opt/kubelab/ovs-4.0.0/var/run/openvswitch'
+    assert sandbox.hidden_paths('/run/kubelab', ovs_run) == sandbox.HIDDEN + (ovs_run,)
+    assert sandbox.hidden_paths('/run/kubelab', '/run/openvswitch') == sandbox.HIDDEN

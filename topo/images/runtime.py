@@ -6,7 +6,16 @@ and ``container_env`` and runs the result inside the pod's namespace.
 Kubernetes' rules decide the command line: ``command`` replaces the image's
 ENTRYPOINT, ``args`` replace its CMD, and ``$(VAR)`` in either expands to the
 container's own ``env`` (``$$`` escapes a ``$``; an undefined name stays as
-written). The emulated images declare what their real counterparts do:
+written). Expansion follows Kubernetes' rules (third_party/forked/golang/expansion):
+an ``env`` value may refer only to variables defined earlier in the list, and the
+result is never expanded again; still, each level may double what the one before made
+(``B=$(A)$(A)``, ``C=$(B)$(B)``...), so a few hundred bytes of spec can ask for
+gigabytes. Linux refuses an environment string or argument longer than
+``MAX_ARG_STRLEN`` (128 KiB) and a total of ``MAX_EXPANDED_TOTAL`` near ARG_MAX: the
+expansion stops at those bounds, without building the rest, and the container fails to
+start with a message saying which variable went over (``ExpansionTooLarge``), as the
+real runtime's exec fails with "argument list too long". The emulated images declare
+what their real counterparts do:
 
 =========== ============== ========= ==========================================
 image       ENTRYPOINT     CMD       runs here as
@@ -32,7 +41,8 @@ image references are supported is decided by ``services.images``.
 
 import os
 
-from services.container_config import Sources, env_vars, expand
+from services.container_config import (  # noqa: F401 (ExpansionTooLarge: for callers)
+    MAX_EXPANDED_TOTAL, ExpansionTooLarge, Sources, env_vars, expand)
 from services.images import AGNHOST_BINARIES, image_kind, unknown_image_message
 
 AGNHOST_MODULE = 'topo.images.agnhost'
@@ -59,6 +69,7 @@ IMAGE_CONFIG = {
     'nginx-gateway': (['/nginx-gateway'], []),
 }
 
+
 def _name(container):
     return container.get('name') or '<unnamed>'
 
@@ -83,9 +94,12 @@ def _words(container, env=None):
                          f' image "{image}" has no ENTRYPOINT or CMD, set '
                          f'command or args')
     if env is None:
-        env = env_vars({'env': [v for v in container.get('env') or []
-                                if 'valueFrom' not in v]})
-    return [expand(str(word), env) for word in words]
+        env = env_vars({'name': container.get('name'),     # lookups left out, in place
+                        'env': [{} if 'valueFrom' in v else v
+                                for v in container.get('env') or []]})
+    budget = [MAX_EXPANDED_TOTAL]
+    return [expand(str(word), env, f'container "{_name(container)}": command/args[{i}]',
+                   budget) for i, word in enumerate(words)]
 
 
 def _emulated(words, python):
