@@ -21,6 +21,7 @@ import uuid
 import pytest
 
 from kubelab.daemon.statedir import state_path
+from services import transport
 from topo.cleanup import is_alive, start_time
 
 PROBE = f'/etc/kubelab-probe-{uuid.uuid4().hex[:8]}'
@@ -243,16 +244,36 @@ def test_a_write_outside_the_writable_paths_never_reaches_the_machine(box):
     assert 'machine' in out and 'No such file' in out, out
 
 
+#: Connect to a Unix socket from inside a container: what happened.
+CONNECT = r'''
+import socket, sys
+s = socket.socket(socket.AF_UNIX)
+try:
+    s.connect(sys.argv[1])
+    print('connected')
+except OSError as exc:
+    print(type(exc).__name__)
+'''
+
+
 def test_the_lab_token_the_api_and_the_machines_processes_are_out_of_reach(box):
     assert os.path.exists(state_path('token'))
     code, out = sh(box, 'pair', f'cat {state_path("token")}', container='app', check=False)
     assert code != 0 and 'No such file' in out, out
     code, out = sh(box, 'pair', f'ls -a {state_path()}', container='app', check=False)
     assert 'token' not in out.split() and 'pids' not in out.split(), out
-    api = json.load(open(state_path('api.json')))['url'].rsplit(':', 1)[1]
-    code, out = sh(box, 'pair', f'nc 127.0.0.1 {api} </dev/null && echo connected',
-                   container='app', check=False)
-    assert 'connected' not in out, out
+    # The lab's API and its Open vSwitch's control sockets (the switches' database, the
+    # controller's OpenFlow socket) are there on the machine and out of a container's
+    # reach: a pod cannot ask the API for anything nor reconfigure the lab's switches.
+    ovs_run = os.environ.get('OVS_RUNDIR', '/run/openvswitch')
+    sockets = [state_path(transport.SOCKET_NAME), os.path.join(ovs_run, 'db.sock')]
+    assert all(os.path.exists(path) for path in sockets), sockets
+    for path in sockets:
+        out = box.kubelab('exec', 'pair', '-c', 'app', '--', 'python3', '-c', CONNECT,
+                          path).stdout.strip()
+        assert out == 'FileNotFoundError', (path, out)
+    code, out = sh(box, 'pair', f'ls -a {ovs_run}', container='app', check=False)
+    assert 'db.sock' not in out.split(), out
     daemon = open(state_path('daemon.pid')).read().split()[0]
     code, out = sh(box, 'pair', f'kill -0 {daemon}; ps -o pid,args', container='app',
                    check=False)
@@ -406,6 +427,9 @@ def test_a_memory_limit_oom_kills_and_a_cpu_limit_holds(box):
         listing = box.kubelab('top', 'pods').stdout
         assert listing.splitlines()[0].split() == ['NAME', 'CPU(cores)', 'MEMORY(bytes)']
         assert 'pair' in listing
+        frame = box.kubelab('top', '--once').stdout        # the live view has them too
+        found = re.search(r'^default/cpu-hog\s+(\d+)m\s+(\d+)Mi', frame, re.MULTILINE)
+        assert found and 40 <= int(found.group(1)) <= 160, frame
     finally:
         box.kubelab('delete', 'pod', 'memory-hog', 'cpu-hog', check=False)
 
@@ -477,17 +501,27 @@ def test_daemonised_children_and_cgroups_are_gone_after_down(box):
 
 
 def test_a_crashed_labs_containers_die_with_it_and_the_next_start_removes_its_cgroups(box):
-    """After the previous test took the lab down: a new one, killed with SIGKILL."""
+    """After the previous test took the lab down: a new one, killed with SIGKILL. The
+    next start removes the crashed lab's cgroups, then restores its objects (issue 19):
+    the pod starts again in a new sandbox and new cgroups, none of the old processes in
+    them."""
     box.up()
     box.apply(scratch('survivor'))
     uid = box.client.get('Pod', 'default', 'survivor')['metadata']['uid']
     pid, started = daemonise(box, 'survivor', 1003)
     with open(state_path('cgroups.json')) as f:
         pods = [os.path.join(d, f'pod{uid}') for d in json.load(f)['dirs'].values()]
+    inodes = {p: os.stat(p).st_ino for p in pods}
     daemon = int(open(state_path('daemon.pid')).read().split()[0])
     os.kill(daemon, 9)
     box.client.wait_for(lambda: not is_alive(pid, started),
                         'the daemonised child to die with the lab', timeout=10)
     assert all(os.path.isdir(p) for p in pods)       # left behind by the crash ...
-    box.up()
-    assert not any(os.path.exists(p) for p in pods)   # ... and removed by the next start
+    out = box.up().stdout
+    for p in pods:                                    # ... and removed by the next start
+        assert not os.path.exists(p) or os.stat(p).st_ino != inodes[p], p
+    box.client.wait_ready('default', timeout=30)
+    pod = box.client.get('Pod', 'default', 'survivor')
+    assert pod['metadata']['uid'] == uid, out            # the object came back
+    for p in pods:
+        assert os.stat(p).st_ino != inodes[p], p         # in cgroups of the new lab
