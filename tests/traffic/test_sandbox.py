@@ -331,6 +331,8 @@ def test_configmaps_and_secrets_arrive_as_env_and_files(box):
     assert lines[:6] == ['/srv/app', 'hello|hello, world|s3cret', 'hello', 'mode=fast',
                          's3cret', '400'], out
     assert 'Read-only file system' in out, out
+    rows = [line.split() for line in box.kubelab('get', 'configmaps').stdout.splitlines()]
+    assert rows[0] == ['NAME', 'DATA', 'AGE'] and ['app-config', '2'] in [r[:2] for r in rows]
     box.apply(CONFIG.replace('greeting: hello', 'greeting: bonjour')
               .replace('mode=fast', 'mode=slow'), wait=False)
     box.client.wait_for(lambda: sh(box, 'pair', 'cat /etc/app/greeting',
@@ -437,12 +439,14 @@ def test_a_memory_limit_oom_kills_and_a_cpu_limit_holds(box):
 def test_a_restart_keeps_the_pod_ip_and_loses_the_containers_writes(box, applied):
     applied(scratch('restarter'))
     ip = box.pod_ip('restarter')
+    pid, started = daemonise(box, 'restarter', 1004)
     sh(box, 'restarter', 'echo kept > /disk/marker; echo lost > /etc/marker; kill 1')
     box.client.wait_for(lambda: box.client.get('Pod', 'default', 'restarter')['status'][
         'containerStatuses'][0]['restartCount'] == 1 and box.client.get(
         'Pod', 'default', 'restarter')['status']['containerStatuses'][0]['ready'],
         'the container to restart', timeout=30)
     assert box.pod_ip('restarter') == ip
+    assert not is_alive(pid, started)     # what it daemonised ended with the container
     code, out = sh(box, 'restarter', 'cat /disk/marker; cat /etc/marker', check=False)
     assert out.splitlines()[0] == 'kept' and 'No such file' in out, out
     box.kubelab('delete', 'pod', 'restarter', '--wait')
