@@ -34,7 +34,8 @@ from dataclasses import dataclass, field
 from services.container_config import RunAs, Sources, capabilities, run_as
 from services.validation.common import parse_quantity
 from topo import sandbox
-from topo.images.runtime import (container_argv, container_env, lab_files,
+from topo.images import STARTED_FILE
+from topo.images.runtime import (container_argv, container_env, is_emulated, lab_files,
                                  pod_resolv_conf)
 from topo.volumes import PodVolumes
 
@@ -68,6 +69,7 @@ class Started:
     capabilities: list
     env: dict
     cgroup_procs: list
+    started_file: str | None = None   # an emulated image writes it once it serves
 
 
 def limits(container: dict) -> tuple[int | None, int | None, int]:
@@ -156,13 +158,21 @@ class ContainerRuntime:
         kubelet reports as CreateContainerConfigError) or ``CgroupError``."""
         name = container['name']
         emulated = {'PYTHONPATH': os.pathsep.join(p for p in sys.path if p),
-                    'KUBELAB_L7_DIR': os.path.join(self.state_dir, 'l7')}
+                    'KUBELAB_L7_DIR': os.path.join(self.state_dir, 'l7'),
+                    'KUBELAB_STARTED': STARTED_FILE}
         env = container_env(container, sb.hostname, self.busybox_dir, fields, sources,
                             emulated)
         user = run_as(pod, container, _passwd)
         caps = capabilities(container)
         binds = self._binds(sb, container, env)
         cdir = os.path.join(sb.pod_dir, 'containers', name)
+        started_file = None
+        if is_emulated(container):       # it says when it serves (topo/images/__init__)
+            started_file = os.path.join(cdir, 'started')
+            with open(started_file, 'w'):
+                pass
+            os.chmod(started_file, 0o666)
+            binds.append(sandbox.Bind(started_file, STARTED_FILE, writable=True))
         layer = os.path.join(cdir, 'layer')
         os.makedirs(layer, exist_ok=True)
         self.cgroups.add_container(sb.uid, name, *limits(container))
@@ -175,7 +185,7 @@ class ContainerRuntime:
                 'readOnlyRootFilesystem')), binds=binds, hidden=self.hidden)
         proc, pid = sandbox.start(spec, log)
         self.registry.add(proc.pid, f'container {sb.namespace}/{sb.name}/{name}')
-        return Started(proc, pid, user, caps, env, procs)
+        return Started(proc, pid, user, caps, env, procs, started_file)
 
     def _binds(self, sb: Sandbox, container: dict, env: dict) -> list:
         binds = [sandbox.Bind(path, path) for path in self.runtime_paths]

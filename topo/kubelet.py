@@ -45,6 +45,7 @@ TICK = 0.2
 BACKOFF, MAX_BACKOFF = 10.0, 300.0    # kubelet's CrashLoopBackOff: 10 s, 20 s, 40 s...
 UNPROBED_READY_AFTER = 2.0    # a container without a readiness probe whose declared
                               # ports never open is called ready after this long
+EMULATED_START_LIMIT = 15.0   # an emulated image that never says it serves: started
 CONFIG_RETRY = 1.0            # a container waiting for a ConfigMap or Secret tries again
 SANDBOX_RETRY = 5.0           # a pod whose sandbox could not be made tries again
 METRICS_EVERY, METRICS_WINDOW = 1.0, 10.0   # cgroup samples: how often, how far back
@@ -297,6 +298,8 @@ class NodeAgent:
         return code
 
     def _check_ready(self, rt: PodRuntime, c: Container, now: float):
+        if not _serving(c, now):
+            return                # an emulated image still starting: no probe yet
         probe = c.spec.get('readinessProbe')
         if probe is None:
             if not c.ready:
@@ -537,6 +540,20 @@ def _log_tail(path: str, lines: int = 80, limit: int = 2048) -> str:
     except OSError:
         return ''
     return '\n'.join(text.splitlines()[-lines:])
+
+
+def _serving(c: Container, now: float) -> bool:
+    """Has the container's program started? An emulated image says so once it serves
+    (topo/images/__init__.py: Python takes a second where the real binary takes
+    milliseconds), at the latest ``EMULATED_START_LIMIT`` after its start; any other
+    program at once, as the kubelet counts a container started at its exec."""
+    path = c.run.started_file if c.run is not None else None
+    if path is None or now - c.started_mono > EMULATED_START_LIMIT:
+        return True
+    try:
+        return os.path.getsize(path) > 0
+    except OSError:
+        return False
 
 
 def _ports_bound(pid: int, ports: list) -> bool:

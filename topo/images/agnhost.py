@@ -44,6 +44,8 @@ import sys
 import time
 from urllib.parse import parse_qsl, unquote
 
+from topo.images import announce_started
+
 BACKLOG = 4096
 MAX_HEADER_BYTES = 64 * 1024
 CLOSE = b'Connection: close\r\n'
@@ -526,6 +528,7 @@ async def netexec(flags):
         lambda: HttpProtocol(app.http), sock=tcp_listener(flags['http-port']),
         backlog=BACKLOG)
     log(f'Started HTTP server on port {flags["http-port"]}')
+    announce_started()
 
     code = await exit_.future
     server.close()
@@ -556,6 +559,7 @@ async def serve_hostname(flags):
         await loop.create_server(lambda: HttpProtocol(lambda request: reply),
                                  sock=tcp_listener(port), backlog=BACKLOG)
     log(f'Serving on port {port}.')
+    announce_started()
 
     def on_sigterm():
         log('Shutting down after receiving signal: terminated.')
@@ -573,6 +577,7 @@ def pause(flags):
     wanted = {signal.SIGTERM, signal.SIGINT}
     signal.pthread_sigmask(signal.SIG_BLOCK, wanted)
     print('Paused', flush=True)
+    announce_started()
     got = signal.sigwait(wanted)
     print(f'Shutting down, got signal: {signal.Signals(got).name}', flush=True)
     return 0

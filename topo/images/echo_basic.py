@@ -18,6 +18,8 @@ import socket
 import sys
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
+from topo.images import announce_started
+
 DEFAULT_PORT = 3000
 
 
@@ -80,6 +82,7 @@ def main(argv=None) -> int:
     server.daemon_threads = True
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     print(f'Starting server, listening on port {port} (HTTP)', flush=True)
+    announce_started()
     try:
         server.serve_forever()
     finally:

@@ -117,6 +117,12 @@ def _emulated(words, python):
     return None
 
 
+def is_emulated(container: dict) -> bool:
+    """Does ``container`` run one of the lab's Python stand-ins (which say when they
+    serve: topo/images/__init__.py)?"""
+    return _emulated(_words(container), 'python') is not None
+
+
 def container_argv(container: dict, python: str, env: dict | None = None) -> list[str]:
     """The argv to exec for ``container`` (a pod spec's container dict).
 
