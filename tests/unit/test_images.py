@@ -421,3 +421,39 @@ def test_dns_policy_default_keeps_the_nodes_file_and_none_takes_dns_config():
     assert pod_resolv_conf(spec, 'a', '10.96.0.10') == (
         'search a.svc.cluster.local svc.cluster.local cluster.local corp.example\n'
         'nameserver 10.96.0.10\nnameserver 1.2.3.4\noptions ndots:2 edns0\n')
+
+
+@pytest.mark.parametrize('module, args, env', [
+    ('topo.images.agnhost', ['netexec', '--http-port={port}', '--udp-port=-1'], {}),
+    ('topo.images.agnhost', ['serve-hostname', '--port={port}'], {}),
+    ('topo.images.agnhost', ['porter'], {'SERVE_PORT_{port}': 'porter'}),
+    ('topo.images.agnhost', ['pause'], {}),
+    ('topo.images.echo_basic', [], {'HTTP_PORT': '{port}'}),
+    ('topo.images.coredns', ['--port={port}', '--bind=127.0.0.1', '--health-port=0',
+                             '--ready-port=0', '--records=/nonexistent'], {}),
+])
+def test_every_emulated_program_says_when_it_serves(tmp_path, module, args, env):
+    """The kubelet counts an emulated container started when it says it serves
+    (topo/images/__init__.py): each program writes $KUBELAB_STARTED, and only once its
+    port answers."""
+    port = free_port()
+    started = tmp_path / 'started'
+    started.write_text('')
+    env = dict(os.environ, PYTHONPATH=str(REPO), HOSTNAME='pod-x',
+               KUBELAB_STARTED=str(started),
+               **{k.format(port=port): v.format(port=port) for k, v in env.items()})
+    proc = subprocess.Popen([sys.executable, '-m', module,
+                             *[a.format(port=port) for a in args]], cwd=REPO, env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        deadline = time.monotonic() + 10
+        while not started.read_text():
+            assert proc.poll() is None, proc.stderr.read().decode()
+            assert time.monotonic() < deadline, 'never said it serves'
+            time.sleep(0.02)
+        if args[:1] != ['pause'] and module != 'topo.images.coredns':
+            socket.create_connection(('127.0.0.1', port), timeout=1).close()
+    finally:
+        proc.kill()
+        proc.wait()
+        proc.stderr.close()

@@ -598,6 +598,7 @@ async def porter(flags):
         served += 1
     if not served:
         fatal('porter: no SERVE_PORT_<port> environment variable: nothing to serve')
+    announce_started()
     loop.add_signal_handler(signal.SIGTERM, lambda: exit_.now(0))
     return await exit_.future
 
