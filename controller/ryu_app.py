@@ -455,7 +455,11 @@ class KubeProxy(app_manager.RyuApp):
         if not same_dataplane(sw.state, self.state):    # else: nothing to send
             todo = None
             if sw.steps < FULL_PASS_EVERY:
-                todo = incremental.changes(sw.plan, sw.state, self.state, sw.installed)
+                try:
+                    todo = incremental.changes(sw.plan, sw.state, self.state, sw.installed)
+                except Exception:      # never half an incremental step: the full pass
+                    LOG.exception('the incremental diff of switch %#x failed', dp.id)
+                    todo = None
             if todo is None:
                 want, sw.plan = incremental.full(self.state, dp.id)
                 todo = reconcile.changes(sw.installed, want)
