@@ -45,6 +45,13 @@ def cluster_document(cluster) -> dict:
         'nodes': [{'name': n.name, 'role': n.role, 'ip': n.ip, 'podCIDR': n.pod_cidr}
                   for n in cluster.nodes],
         'clients': [{'name': c.name, 'ip': c.ip} for c in cluster.clients],
+        'cloud': cluster.cloud,
+        'nodeLifecycle': {'nodeMonitorGracePeriod': cluster.node_monitor_grace_period,
+                          'defaultTolerationSeconds': cluster.default_toleration_seconds},
+        'addons': {'ingressNginx': {'enabled': bool(cluster.ingress_node),
+                                    **({'node': cluster.ingress_node}
+                                       if cluster.ingress_node else {})},
+                   'metallb': {'enabled': cluster.metallb}},
     }
 
 

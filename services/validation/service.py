@@ -18,11 +18,12 @@ The LoadBalancer fields follow the API server: ``loadBalancerSourceRanges``,
 ``loadBalancerClass``, ``allocateLoadBalancerNodePorts`` and
 ``healthCheckNodePort`` only on a LoadBalancer Service (the last only with
 ``externalTrafficPolicy: Local``); ``loadBalancerIP`` is kept on any type, as
-the API server keeps it. Two values Kubernetes allows are refused because the
-lab's one load balancer cannot honour them: a ``loadBalancerClass`` (it hands
-the Service to another implementation, and there is none) and
-``allocateLoadBalancerNodePorts: false`` (the lab's load balancer forwards to
-NodeIP:NodePort). Fields kubelab keeps without using
+the API server keeps it. A ``loadBalancerClass`` (a qualified name,
+``example.com/my-lb``) hands the Service to the implementation of that class:
+the lab's cloud and its MetalLB serve only Services without one, so such a
+Service stays ``<pending>``, as in a cluster without that implementation.
+``allocateLoadBalancerNodePorts: false`` is refused: the lab's cloud load
+balancer forwards to NodeIP:NodePort. Fields kubelab keeps without using
 (``IGNORED_SERVICE_SPEC_FIELDS``) are type-checked; ``clusterIPs`` and
 ``ipFamilies`` must describe a single-stack IPv4 Service.
 """
@@ -31,7 +32,7 @@ import ipaddress
 
 from services.validation.common import (
     MISSING, PROTOCOLS, UNSUPPORTED_PROTOCOLS, Checker, describe,
-    dns1123_label_problem, join, parse_ipv4)
+    dns1123_label_problem, join, label_key_problem, parse_ipv4)
 
 SERVICE_TYPES = ('ClusterIP', 'NodePort', 'LoadBalancer')
 UNSUPPORTED_SERVICE_TYPES = ('ExternalName',)
@@ -125,12 +126,13 @@ def _load_balancer(chk, spec, service_type) -> None:
                 chk.error(f'spec.loadBalancerSourceRanges[{index}]', problem)
     lb_class = chk.string(spec, 'loadBalancerClass', 'spec')
     if lb_class is not None:
-        chk.error('spec.loadBalancerClass', ONLY_LOAD_BALANCER if elsewhere
-                  else f'"{lb_class}" is not supported by kubelab: a class '
-                       f'hands the Service to another load balancer '
-                       f'implementation, and the lab has only its cloud load '
-                       f'balancer, which serves the Services without one; '
-                       f'leave loadBalancerClass out')
+        if elsewhere:
+            chk.error('spec.loadBalancerClass', ONLY_LOAD_BALANCER)
+        elif not lb_class or label_key_problem(lb_class):
+            chk.error('spec.loadBalancerClass',
+                      f'Invalid value: "{lb_class}": must be a qualified name '
+                      f'such as example.com/my-lb ('
+                      f'{label_key_problem(lb_class) or "empty"})')
     allocate = chk.boolean(spec, 'allocateLoadBalancerNodePorts', 'spec',
                            default=True if balanced else MISSING)
     if allocate is not None and elsewhere:
