@@ -13,8 +13,12 @@ so that a noisy machine slows both sides alike; the table shows the ratio VIP/di
                   against pod -> pod direct
   LoadBalancer    the same external host through the cloud load balancer (kl-lb: DNAT to
                   a NodeIP:NodePort, then the NodePort path), against the NodePort path;
-                  and the time from a node's failure to the last new connection the cloud
-                  sends it
+                  and the time from a node's failure until the cloud sends it no new
+                  connection (kubelab/bench_failover.py)
+  node failure    a second server pod, then one node cut off under streams through the
+                  ClusterIP, a NodePort and the load balancer: the last failure of each,
+                  the node monitor's grace period plus a little (the lab runs with a
+                  10 s grace period, 40 s by default)
   Ingress         HTTP requests/s and p50/p99 latency (wrk, 8 keep-alive connections)
                   from the external host through the ingress controller (worker-1:80,
                   nginx, then the Service's ClusterIP) against straight to the Service's
@@ -38,12 +42,15 @@ README's benchmark section has the figures).
 from __future__ import annotations
 
 import json
+import os
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from dataclasses import dataclass
 
+from kubelab import bench_failover
 from kubelab.daemon.statedir import running_daemon
 from kubelab.labctl import LabControl
 from services.errors import KubelabError
@@ -156,16 +163,34 @@ def wrk(lab: LabControl, source: str, url: str, host: str, seconds: float,
     return out
 
 
+#: The node monitor's grace period of the benchmark's lab (40 s by default).
+GRACE = 10
+CLUSTER = f"""apiVersion: kubelab.io/v1alpha1
+kind: Cluster
+nodeLifecycle: {{nodeMonitorGracePeriod: {GRACE}s}}
+"""
+#: A second server, on worker-1, for the node failure: worker-2's pod fails with its node.
+SECOND_SERVER = MANIFESTS.split('---')[0].replace('bench-server, labels',
+                                                  'bench-server-2, labels').replace(
+    'nodeName: worker-2', 'nodeName: worker-1')
+
+
 def run_bench(args) -> int:
     if running_daemon():
         raise KubelabError('the benchmark brings up its own lab: `kubelab down` first')
     lab = LabControl()
     print('Bringing up a lab for the benchmark...', flush=True)
-    lab.up()
+    with tempfile.NamedTemporaryFile('w', suffix='.yaml', delete=False) as f:
+        f.write(CLUSTER)
     try:
-        return _measure(lab, args)
+        lab.up(f.name)
+    finally:
+        os.unlink(f.name)
+    try:
+        code = _measure(lab, args)
     finally:
         lab.down()
+    return code
 
 
 @dataclass
@@ -198,12 +223,23 @@ def _measure(lab: LabControl, args) -> int:
                         'bench-burst')
         print('Failing the control-plane node under load through the load balancer...',
               flush=True)
-        failover = node_failover(lab, to.outside, to.lb_ip, 'control-plane')
+        failover = bench_failover.lb_failover(lab, to.outside, to.lb_ip, 'bench-lb',
+                                              'control-plane')
+        time.sleep(3)                  # the cloud takes the node back
+        print(f'Failing worker-2 under load through the ClusterIP, a NodePort and the '
+              f'load balancer ({GRACE} s grace period)...', flush=True)
+        lab.apply(SECOND_SERVER)
+        lifecycle = bench_failover.node_failover(lab, {
+            'clusterip': ('bench-vip', to.vip, 80),
+            'nodeport': (to.outside, to.cp_ip, to.node_ports['http']),
+            'loadbalancer': (to.outside, to.lb_ip, 80)}, 'worker-2', GRACE)
     finally:
         iperf_server.terminate()
         iperf_server.wait()
     _print_ratios(tput, conns, http)
-    _print_failures(args, long_run, failover)
+    _print_failures(args, long_run)
+    bench_failover.print_lb_failover(failover)
+    bench_failover.print_node_failover(lifecycle, GRACE)
     return 0
 
 
@@ -295,9 +331,8 @@ def _print_ratios(tput: dict, conns: dict, http: dict):
           f'socket errors: {errors})')
 
 
-def _print_failures(args, long_run: dict, failover: dict):
-    """The short connections that failed through the ClusterIP, and how long the cloud
-    kept sending new connections to a failed node."""
+def _print_failures(args, long_run: dict):
+    """The short connections that failed through the ClusterIP."""
     failed = long_run['failed']
     total = long_run['ok'] + failed
     out_of = f'{failed}/{total}'
@@ -310,30 +345,6 @@ def _print_failures(args, long_run: dict, failover: dict):
           f'client pods on worker-1, server pod on worker-2; '
           f'rounds of {args.seconds:.0f} s; connections closed with '
           f'{"FIN" if args.fin_close else "RST"})')
-    print(f'{"LoadBalancer: node failure -> last":36} {"":10} '
-          f'{failover["last"]:>9.1f}s {"":7} {"<=2.5s":>7}')
-    print(f'  connection sent to it ({failover["failed"]} of {failover["sent"]} new '
-          f'connections failed, one every 50 ms from an external host; health checks '
-          f'every 1 s, two failures in a row)')
-
-
-def node_failover(lab: LabControl, source: str, lb_ip: str, node: str) -> dict:
-    """Fail ``node`` under a steady stream of new connections through the load balancer:
-    how long until the cloud stops sending it any (the last one that failed), then put
-    it back."""
-    stream = lab.background(source, 'stream', lb_ip, 80, path='/hostname', interval=0.05,
-                            timeout=1)
-    time.sleep(2)
-    failed_at = time.time()
-    lab.kubelab('node', 'fail', node)
-    try:
-        time.sleep(6)
-    finally:
-        lab.kubelab('node', 'restore', node)
-    result = stream.stop()
-    failures = [t for t, outcome, _ in result['events'] if outcome != 'ok' and t >= failed_at]
-    return {'sent': result['sent'], 'failed': len(failures),
-            'last': max(failures, default=failed_at) - failed_at}
 
 
 if __name__ == '__main__':

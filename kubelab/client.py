@@ -74,6 +74,9 @@ class Client:
         return self._call('POST', '/lab/v1/node/' + ('restore' if up else 'fail'),
                           {'name': name})
 
+    def node_kubelet(self, name: str, running: bool) -> dict:
+        return self._call('POST', '/lab/v1/node/kubelet', {'name': name, 'running': running})
+
     def snapshot(self, since: int = 0, timeout: float = 0) -> tuple[int, dict]:
         """Every object by kind, once the store's version passes ``since`` (the server
         waits at most ``timeout`` seconds, and never more than 60)."""

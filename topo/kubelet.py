@@ -6,6 +6,13 @@ the node's bridge (the pod sandbox: one network namespace for all its containers
 process per container, restarts per ``restartPolicy``, readiness probes sent from the
 node's own address, graceful termination (SIGTERM, then SIGKILL after the grace period)
 and the pod's status written back to the store.
+
+It reads and writes the store only while its node's heartbeats reach the API endpoint
+(``api_reachable``, topo/heartbeat.py): cut off, it keeps its containers running,
+restarted and probed, but writes no status and acts on no deletion, as a kubelet that
+cannot reach the API server; it catches up when they get through again. A stopped
+kubelet (``kubelab node stop-kubelet``, ``pause``) does nothing at all, while its
+containers run on.
 """
 
 from __future__ import annotations
@@ -70,8 +77,12 @@ class PodRuntime:
 
 
 class NodeAgent:
-    def __init__(self, node, store, network, registry, state_dir: str, busybox_dir: str):
+    def __init__(self, node, store, network, registry, state_dir: str, busybox_dir: str,
+                 api_reachable=lambda: True):
         self.node = node
+        self.api_reachable = api_reachable
+        self.running = threading.Event()      # cleared by stop-kubelet
+        self.running.set()
         self.store = store
         self.network = network
         self.registry = registry
@@ -87,8 +98,15 @@ class NodeAgent:
 
     # ------------------------------------------------------------ loop
     def start(self):
-        self.store.set_node_ready(self.node.name, True)
         self.thread.start()
+
+    def pause(self):
+        """``kubelab node stop-kubelet``: no more syncs, probes or restarts; the
+        containers keep running."""
+        self.running.clear()
+
+    def resume(self):
+        self.running.set()
 
     def stop(self):
         self.stopping.set()
@@ -104,6 +122,11 @@ class NodeAgent:
                interval=TICK, retry_pause=TICK, log=LOG)
 
     def sync(self):
+        if not self.running.is_set():
+            return
+        if not self.api_reachable():
+            self._tend_cut_off()
+            return
         wanted = {}
         for pod in self.store.list('Pod'):
             if pod['spec'].get('nodeName') == self.node.name:
@@ -125,6 +148,13 @@ class NodeAgent:
                 rt = self._create(pod)
             self._tend(rt)
             self._report(rt, pod)
+
+    def _tend_cut_off(self):
+        """Without the API server: the running pods go on (restarts, probes), with
+        nothing read from or written to the store."""
+        for rt in list(self.pods.values()):
+            if rt.terminating_until is None:
+                self._tend(rt)
 
     # ------------------------------------------------------------ pod lifecycle
     def _create(self, pod) -> PodRuntime:

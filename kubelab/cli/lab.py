@@ -175,7 +175,11 @@ def cmd_down(args) -> int:
 
 
 def cmd_node(args) -> int:
-    print(Client().node_network(args.name, args.action == 'restore')['message'])
+    client = Client()
+    if args.action.endswith('-kubelet'):
+        print(client.node_kubelet(args.name, args.action == 'start-kubelet')['message'])
+    else:
+        print(client.node_network(args.name, args.action == 'restore')['message'])
     return 0
 
 

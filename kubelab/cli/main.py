@@ -9,6 +9,7 @@
   kubelab rollout restart deployment NAME
   kubelab rollout status deployment NAME [--timeout 60s]
   kubelab node fail|restore NAME               (cut a node off the network, reconnect it)
+  kubelab node stop-kubelet|start-kubelet NAME (the node's kubelet stops; its pods run on)
   kubelab exec POD|node/NAME|host/NAME [-c CONTAINER] -- CMD...
   kubelab logs POD [-c CONTAINER]
   kubelab wait                             (every pod ready, the dataplane caught up)
@@ -51,8 +52,9 @@ def _down(add):
 
 
 def _node(add):
-    sp = add('node', lab.cmd_node, 'fail a node (cut it off the network) or restore it')
-    sp.add_argument('action', choices=['fail', 'restore'])
+    sp = add('node', lab.cmd_node, 'fail a node (cut it off the network) or restore it; '
+             "stop or start a node's kubelet")
+    sp.add_argument('action', choices=['fail', 'restore', 'stop-kubelet', 'start-kubelet'])
     sp.add_argument('name')
 
 

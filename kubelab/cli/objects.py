@@ -24,7 +24,9 @@ STORE_KIND = {'pods': 'Pod', 'deployments': 'Deployment', 'services': 'Service',
               'endpointslices': 'EndpointSlice', 'nodes': 'Node', 'namespaces': 'Namespace',
               'secrets': 'Secret', 'ingresses': 'Ingress', 'ingressclasses': 'IngressClass',
               'gatewayclasses': 'GatewayClass', 'gateways': 'Gateway',
-              'httproutes': 'HTTPRoute'}
+              'httproutes': 'HTTPRoute', 'leases': 'Lease', 'events': 'Event',
+              'ipaddresspools': 'IPAddressPool', 'l2advertisements': 'L2Advertisement',
+              'servicel2statuses': 'ServiceL2Status'}
 DELETE_KINDS = {word: kind for word, kind in STORE_KIND.items() if kind != 'Node'}
 
 

@@ -14,6 +14,7 @@ Routes (all under /lab/v1):
   POST scale     {"namespace", "name", "replicas"}
   POST rollout/restart  {"namespace", "name"}   a Deployment's pods replaced anew
   POST node/fail, node/restore  {"name"}        cut a node off the network / reconnect it
+  POST node/kubelet  {"name", "running"}        stop or start a node's kubelet
   GET  dataplane / POST dataplane {"version": N, "switches": [dpid...]}
   GET  lab       the cluster's nodes, external hosts and sandbox pids (for exec)
   POST shutdown
@@ -57,12 +58,13 @@ class Fields(dict):
 
 class APIServer:
     def __init__(self, store, token: str, lab_info, on_shutdown, host='127.0.0.1', port=0,
-                 on_node_network=None, proxies=None):
+                 on_node_network=None, proxies=None, on_node_kubelet=None):
         self.store = store
         self.token = token
         self.lab_info = lab_info          # callable -> dict
         self.on_shutdown = on_shutdown
         self.on_node_network = on_node_network    # callable(name, up) -> message
+        self.on_node_kubelet = on_node_kubelet    # callable(name, running) -> message
         self.proxies = proxies    # callable -> {'version': rv, 'pending': [...]} (nginx)
         self.dataplane = {'version': 0, 'switches': []}
         self.dp_cond = threading.Condition()
@@ -200,7 +202,10 @@ class _Handler(BaseHTTPRequestHandler):
         if path in ('/lab/v1/node/fail', '/lab/v1/node/restore') and \
                 self.api.on_node_network is not None:
             msg = self.api.on_node_network(body['name'], path.endswith('restore'))
-            return 200, {'message': msg}
+            return 200, {'message': msg, 'time': time.time()}
+        if path == '/lab/v1/node/kubelet' and self.api.on_node_kubelet is not None:
+            msg = self.api.on_node_kubelet(body['name'], bool(body['running']))
+            return 200, {'message': msg, 'time': time.time()}
         if path == '/lab/v1/dataplane':
             self.api.report_dataplane(body)
             return 200, {'ok': True}

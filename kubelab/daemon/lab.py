@@ -3,7 +3,9 @@
 It wires the parts together in the order a cluster boots: clean what a crashed run left,
 make sure Open vSwitch runs, start the API server (store + controllers), start the Ryu
 controller (kube-proxy), build the Mininet network and wait until every switch carries
-its flows, start one kubelet per node, apply the user's manifests, and say it is ready.
+its flows, open the API endpoint on the control-plane node and start every node's
+heartbeats through the network (topo/heartbeat.py), start one kubelet per node, apply
+the user's manifests, and say it is ready.
 On SIGTERM, SIGINT or ``POST /lab/v1/shutdown`` it takes everything down again and
 removes what it created, nothing else.
 
@@ -80,6 +82,8 @@ class Lab:
         self.manifests = manifests
         self.done = threading.Event()
         self.agents = []
+        self.heartbeats = {}           # node name -> its kubelet's Lease renewals
+        self.lease_endpoint = None
         self.failed_nodes: set[str] = set()
         self.proxy_health = []         # kube-proxy's health servers, one per node
         self.checker = None            # the cloud load balancer's health checks
@@ -123,7 +127,8 @@ class Lab:
 
         self.store = Store(self.cluster)
         self.api = APIServer(self.store, token, self.lab_info, self.done.set,
-                             on_node_network=self.node_network, proxies=self.proxies)
+                             on_node_network=self.node_network, proxies=self.proxies,
+                             on_node_kubelet=self.node_kubelet)
         self.api.start()
         api_url = f'http://127.0.0.1:{self.api.port}'
 
@@ -140,9 +145,11 @@ class Lab:
         busybox_dir = state_path('busybox-bin')
         os.makedirs(busybox_dir, exist_ok=True)
         subprocess.run(['busybox', '--install', '-s', busybox_dir], check=True)
+        self._start_heartbeats()
         for node in self.cluster.nodes:
+            beat = self.heartbeats[node.name]
             agent = NodeAgent(node, self.store, self.network, self.registry, STATE_DIR,
-                              busybox_dir)
+                              busybox_dir, api_reachable=lambda beat=beat: beat.connected)
             agent.start()
             self.agents.append(agent)
         self._start_cloud()
@@ -170,6 +177,39 @@ class Lab:
         self.registry.add(self.controller.pid, 'controller')
         self._controller_args = (api_url, ofp_port)
 
+    # ------------------------------------------------------------ heartbeats
+    def _start_heartbeats(self):
+        """The API endpoint on the control-plane node's address, and every node's
+        kubelet renewing its Lease there through the lab's network."""
+        from topo.heartbeat import Heartbeat, LeaseEndpoint
+        from topo.netns import netns_executor
+        control = next((n for n in self.cluster.nodes if n.role == 'control-plane'),
+                       self.cluster.nodes[0])
+        executor = netns_executor(self.network.node_host(control.name).pid, workers=1,
+                                  name='api-endpoint')
+        self.lease_endpoint = LeaseEndpoint(self.store, control.ip, executor)
+        executor.shutdown(wait=False)
+        for node in self.cluster.nodes:
+            beat = Heartbeat(node.name, self.network.node_host(node.name).pid, control.ip,
+                             self.cluster.heartbeat_interval)
+            self.heartbeats[node.name] = beat
+            if not beat.start():
+                LOG.warning('node %s: its first heartbeat did not get through', node.name)
+
+    def node_kubelet(self, name: str, running: bool) -> str:
+        """``kubelab node stop-kubelet|start-kubelet``: the node's kubelet stops (no
+        heartbeats, no syncs; its pods keep running) or starts again."""
+        self.cluster.node(name)                 # NotFound names the nodes
+        agent = next(a for a in self.agents if a.node.name == name)
+        beat = self.heartbeats[name]
+        if running:
+            beat.resume()
+            agent.resume()
+            return f'node/{name}: kubelet started'
+        agent.pause()
+        beat.pause()
+        return f'node/{name}: kubelet stopped (its pods keep running)'
+
     # ------------------------------------------------------------ the cloud
     def _start_cloud(self):
         """kube-proxy's health servers on every node, and the cloud load balancer's
@@ -180,11 +220,12 @@ class Lab:
             pid = self.network.node_host(node.name).pid
             self.proxy_health.append(cloudlb.ProxyHealthServer(
                 node.name, netns_executor(pid, workers=1, name=f'healthz-{node.name}')))
-        checker_pid = self.network.health_checker_host().pid
-        self.checker = cloudlb.HealthChecker(netns_executor(checker_pid, workers=8,
-                                                    name='lb-health-checks'),
-                                     self._publish_health)
-        self.checker.start()
+        if not self.cluster.bare_metal:         # bare metal: no cloud health checks
+            checker_pid = self.network.health_checker_host().pid
+            self.checker = cloudlb.HealthChecker(netns_executor(checker_pid, workers=8,
+                                                                name='lb-health-checks'),
+                                                 self._publish_health)
+            self.checker.start()
         threading.Thread(target=self._sync_cloud, name='cloud-lb', daemon=True).start()
 
     # ------------------------------------------------------------ cluster DNS
@@ -250,6 +291,8 @@ class Lab:
             slices = self.store.list('EndpointSlice')
             for server in self.proxy_health:
                 server.sync(services, slices)
+            if self.checker is None:
+                return
             targets = cloudlb.health_check_targets(self.cluster, services)
             self.checker.set_targets(targets)
             for key in keys - set(targets):
@@ -288,6 +331,8 @@ class Lab:
                 'datapath': net.datapath if net else None,
                 'controllerPid': self.controller.pid if self.controller else None,
                 'failedNodes': sorted(self.failed_nodes),
+                'stoppedKubelets': sorted(n for n, b in self.heartbeats.items()
+                                          if not b.running),
                 'stateDir': STATE_DIR}
 
     # ------------------------------------------------------------ run / down
@@ -308,6 +353,10 @@ class Lab:
             self.checker.stop()
         for server in self.proxy_health:
             server.close()
+        for beat in self.heartbeats.values():
+            beat.stop()
+        if self.lease_endpoint is not None:
+            self.lease_endpoint.close()
         for agent in self.agents:
             agent.stop()
         if self.network is not None:
