@@ -55,6 +55,7 @@ from services.controllers.node_lifecycle import NEVER_MESSAGE, NodeLifecycle, \
 from services.controllers.deployments import MAX_PASSES, DeploymentController, ReplicaSet, \
     keep_rollout_marks, new_pod, owned_by, stamp_restart
 from services.errors import ApplyError, KubelabError, NotFound, ValidationError
+from services.metallb.ipam import admission_problems as metallb_admission
 from services.store_lifecycle import POOL_ANNOTATION, LifecycleWrites
 from services.validation.deployment import default_strategy
 from services.validation.warnings import apply_warnings
@@ -177,6 +178,9 @@ class Store(LifecycleWrites):
             new_namespaces = {o['metadata']['name'] for o in objs if o['kind'] == 'Namespace'}
             for obj in objs:
                 errors.extend(self._check(obj, seen, ips, ports, new_namespaces))
+                errors.extend(metallb_admission(obj, manifests.object_ref(obj),
+                                                self.cluster.metallb,
+                                                self.list_unlocked('IPAddressPool'), objs))
             if errors:
                 raise ApplyError(errors)
             warnings = apply_warnings(objs, self.objects.values())
