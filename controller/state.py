@@ -76,6 +76,8 @@ class ClusterState:
     service_ports: list = field(default_factory=list)  # [ServicePort]
     not_ready: frozenset = frozenset()                 # names of nodes not Ready
     lb_health: dict = field(default_factory=dict)      # (ns, svc) -> healthy node names
+    announced: dict = field(default_factory=dict)      # node -> {address: 'ns/svc'}: what
+                                                       # its MetalLB speaker answers ARP for
 
     def pods_on(self, node_name: str) -> list:
         return [p for p in self.pods if p.node == node_name]
@@ -124,7 +126,15 @@ class ClusterState:
         lb_health = {(h['metadata'].get('namespace', 'default'), h['metadata']['name']):
                      frozenset(h['status']['healthyNodes'])
                      for h in objects.get('LoadBalancerHealth', [])}
-        return cls(cluster, pods, ports, not_ready, lb_health)
+        return cls(cluster, pods, ports, not_ready, lb_health, l2_announcements(objects))
+
+
+def l2_announcements(objects: dict) -> dict:
+    """The MetalLB speakers' announcements (the lab's ``L2Announcement`` objects, one
+    per node, topo/metallb.py): node -> {address: 'namespace/service'}."""
+    return {a['metadata']['name']: {e['ip']: e['service'] for e in
+                                     a['status'].get('addresses') or ()}
+            for a in objects.get('L2Announcement', [])}
 
 
 def _inside(ip: str, net) -> bool:

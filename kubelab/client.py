@@ -108,7 +108,8 @@ class Client:
         start = time.monotonic()
         while True:
             dp = self.dataplane()
-            switches = len(self.lab()['nodes']) + 3     # + underlay, edge, external
+            info = self.lab()
+            switches = info.get('switches') or len(info['nodes']) + 3
             proxies = dp.get('proxies') or {'version': dp['storeVersion'], 'pending': []}
             if dp['version'] >= dp['storeVersion'] and len(dp['switches']) >= switches \
                     and proxies['version'] >= dp['storeVersion'] and not proxies['pending']:

@@ -22,7 +22,7 @@ from functools import cached_property
 from controller.flows import (Bucket, Ct, Group, GroupSpec, LearnAffinity, MeterSpec, Nat,
                               Output, Resubmit, SetField, SwitchConfig, ToController,
                               ct_state, flow)
-from controller.pipeline import shared
+from controller.pipeline import l2_announce, shared
 from controller.pipeline.tables import (
     AFFINITY_COOKIE, CT_MARK_NODE_MASQ, ETH_IP, PRIORITY_AFFINITY_PER_SOURCE_PORT,
     PRIORITY_FALLBACK, PRIORITY_HAIRPIN, PRIORITY_HIGH, PRIORITY_LOW, PRIORITY_MISS,
@@ -93,6 +93,7 @@ def service_fronts(state, node) -> list[Front]:
                 front(dict(nodeport, reg0=(REG0_LOCAL_ORIGIN, REG0_LOCAL_ORIGIN)), sp,
                       sp.endpoints, f'{sp.key}/nodeport-from-node',
                       priority=PRIORITY_NODEPORT_FROM_NODE)
+    l2_announce.lb_ip_fronts(state, node, front)      # bare metal: MetalLB's addresses
     return fronts
 
 
@@ -156,12 +157,13 @@ def classifier(ctx: NodeBridge) -> list:
     for pod in ctx.local_pods:
         flows += shared.port_guard(wiring.pod_port(node, pod.ip), pod.ip,
                                    wiring.mac_for(pod.ip), 'UnSNAT', pod.owner)
-    return flows
+    return flows + l2_announce.uplink_arp_classifier(ctx)
 
 
 def arp_responder(ctx: NodeBridge) -> list:
     """ARPResponder: every ARP request is answered with the pod gateway's MAC."""
-    return shared.arp_responder(ctx.gw_mac, ctx.node_owner)
+    return shared.arp_responder(ctx.gw_mac, ctx.node_owner) + \
+        l2_announce.uplink_arp_responder(ctx)
 
 
 def un_snat(ctx: NodeBridge) -> list:
@@ -415,7 +417,7 @@ def output(ctx: NodeBridge) -> list:
     flows += shared.also_back_out(flow(
         T['Output'], PRIORITY_FALLBACK, ctx.external_match,
         (SetField('eth_src', ctx.uplink_mac),
-         SetField('eth_dst', wiring.router_mac(cluster.external_gateway)),
+         SetField('eth_dst', wiring.outside_mac(cluster)),
          Output(wiring.UPLINK_PORT)), owner='external network'))
     return flows + [flow(T['Output'], PRIORITY_MISS, owner='output')]
 

@@ -327,7 +327,11 @@ class Lab:
         for agent in self.agents:
             for uid, rt in list(agent.pods.items()):
                 sandboxes[uid] = rt.host.pid
+        router = net.router_host() if net is not None and net.net is not None else None
         return {'nodes': nodes, 'hosts': hosts, 'sandboxes': sandboxes,
+                'switches': len(wiring.all_bridges(self.cluster)),
+                'router': {'name': wiring.ROUTER_HOST, 'pid': router.pid} if router else None,
+                'cloud': self.cluster.cloud,
                 'datapath': net.datapath if net else None,
                 'controllerPid': self.controller.pid if self.controller else None,
                 'failedNodes': sorted(self.failed_nodes),
