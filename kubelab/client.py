@@ -174,6 +174,8 @@ def exec_target(client: Client, target: str, namespace: str, container: str | No
     """(pid whose network namespace to enter, environment) for an exec target."""
     from topo.images.runtime import container_env    # here: keeps other commands fast
     info = client.lab()
+    if target in ('host/router', 'router') and info.get('router'):
+        return info['router']['pid'], dict(os.environ)
     if target.startswith(('node/', 'host/')):
         kind, name = target.split('/', 1)
         items = info['nodes'] if kind == 'node' else info['hosts']

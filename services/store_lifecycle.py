@@ -17,6 +17,10 @@ apart from the objects' own verbs:
   addresses: the cloud's service controller (services/allocation/load_balancer_ips.py)
   or, on bare metal, MetalLB's controller from its IPAddressPools
   (services/metallb/ipam.py); none without either (the Services stay ``<pending>``);
+* ``set_l2_announcements`` and ``set_service_l2_statuses``: a MetalLB speaker's
+  decisions (topo/metallb.py): the addresses its node answers ARP for (the lab's own
+  ``L2Announcement``, one per node, which the controller turns into flows) and
+  MetalLB's ``ServiceL2Status`` objects with a ``nodeAssigned`` event;
 * ``record_event``: an Event, counted up when it repeats (services/events.py).
 
 Everything here runs under the store's lock, as the store's own controllers do.
@@ -29,7 +33,7 @@ import copy
 from services import events as ev
 from services.allocation import load_balancer_ips as cloud_lb
 from services.controllers.node_lifecycle import LEASE_NAMESPACE, ready_condition
-from services.naming import epoch, new_uid, now_micro, now_rfc3339
+from services.naming import epoch, new_uid, now_micro, now_rfc3339, random_suffix
 
 #: The Node's Ready condition as the kubelet posts it.
 KUBELET_READY = {'type': 'Ready', 'status': 'True', 'reason': 'KubeletReady',
@@ -167,6 +171,52 @@ class LifecycleWrites:
             services = [o for (k, _, _), o in self.objects.items() if k == 'Service']
             return cloud_lb.allocated(services, self.cluster.lb_pool)
 
+    # ------------------------------------------------------------ MetalLB's speakers
+    def set_l2_announcements(self, node: str, announced: dict):
+        """What the speaker on ``node`` answers ARP for: address -> (namespace,
+        service)."""
+        addresses = [{'ip': ip, 'service': f'{ns}/{name}'}
+                     for ip, (ns, name) in sorted(announced.items())]
+        with self.cond:
+            key = (L2_ANNOUNCEMENT, '', node)
+            old = self.objects.get(key)
+            if old is not None and old['status']['addresses'] == addresses:
+                return
+            self._put({'apiVersion': 'kubelab.io/v1alpha1', 'kind': L2_ANNOUNCEMENT,
+                       'metadata': {'name': node},
+                       'status': {'node': node, 'addresses': addresses}})
+            self._changed()
+
+    def set_service_l2_statuses(self, node: str, services: set, interface: str):
+        """MetalLB's ServiceL2Status objects of ``node``'s speaker: one per Service it
+        announces (created with a ``nodeAssigned`` event), the others deleted."""
+        from services.metallb.ipam import NAMESPACE
+        with self.cond:
+            mine = {(o['status']['serviceNamespace'], o['status']['serviceName']): k
+                    for k, o in self.objects.items() if k[0] == 'ServiceL2Status'
+                    and o['status']['node'] == node}
+            changed = False
+            for key in set(mine) - services:
+                del self.objects[mine[key]]
+                changed = True
+            for ns, name in sorted(services - set(mine)):
+                svc = self.objects.get(('Service', ns, name))
+                if svc is None:
+                    continue
+                self._put(_l2_status(NAMESPACE, node, ns, name, interface,
+                                     self._fresh_name(NAMESPACE)))
+                self._event(svc, 'Normal', 'nodeAssigned', f'announcing from node '
+                            f'"{node}" with protocol "layer2"', 'metallb-speaker')
+                changed = True
+            if changed:
+                self._changed()
+
+    def _fresh_name(self, namespace: str) -> str:
+        while True:
+            name = f'l2-{random_suffix(5, self.rng)}'
+            if ('ServiceL2Status', namespace, name) not in self.objects:
+                return name
+
     # ------------------------------------------------------------ events
     def record_event(self, obj: dict, event_type: str, reason: str, message: str,
                      component: str):
@@ -200,3 +250,18 @@ class LifecycleWrites:
 
 #: MetalLB's note of the pool a Service's address came from.
 POOL_ANNOTATION = 'metallb.io/ip-allocated-from-pool'
+#: The lab's kind for a speaker's ARP answers (not a Kubernetes kind: never applied).
+L2_ANNOUNCEMENT = 'L2Announcement'
+
+
+def _l2_status(namespace: str, node: str, svc_ns: str, svc: str, interface: str,
+               name: str) -> dict:
+    return {'apiVersion': 'metallb.io/v1beta1', 'kind': 'ServiceL2Status',
+            'metadata': {'name': name, 'namespace': namespace, 'uid': new_uid(),
+                         'creationTimestamp': now_rfc3339(),
+                         'labels': {'metallb.io/node': node,
+                                    'metallb.io/service-name': svc,
+                                    'metallb.io/service-namespace': svc_ns}},
+            'spec': {},
+            'status': {'node': node, 'serviceName': svc, 'serviceNamespace': svc_ns,
+                       'interfaces': [{'name': interface}]}}

@@ -36,6 +36,8 @@ def cmd_up(args) -> int:
         raise KubelabError(f'a lab is already running (daemon pid {pid}): '
                            '`kubelab down` stops it')
     cluster_file, objects = read_up_files(args.filename or [])
+    if getattr(args, 'cloud', None):
+        cluster_file = with_cloud(cluster_file, args.cloud)
     check_objects(objects)
     proc, log_path = start_daemon(cluster_file, objects)
     wait_until_up(proc, log_path)
@@ -72,6 +74,25 @@ def read_up_files(paths: list[str]) -> tuple[str | None, list[dict]]:
             continue
         objects.extend(read_paths([path]))
     return cluster_file, objects
+
+
+def with_cloud(cluster_file: str | None, cloud: str) -> str:
+    """``up --cloud``: the cluster file (or the defaults) with its ``cloud`` set, written
+    to the state directory; its path."""
+    import yaml
+    from services.cluster import load_cluster
+    data = {}
+    if cluster_file:
+        with open(cluster_file) as f:
+            data = yaml.safe_load(f) or {}
+    data['cloud'] = cloud
+    text = yaml.safe_dump(data)
+    load_cluster(text, cluster_file or '--cloud')      # check it before booting
+    os.makedirs(STATE_DIR, mode=0o700, exist_ok=True)
+    path = os.path.join(STATE_DIR, 'cluster-up.yaml')
+    with open(path, 'w') as f:
+        f.write(text)
+    return path
 
 
 def check_objects(objects: list[dict]):

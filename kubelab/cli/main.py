@@ -1,6 +1,6 @@
 """``kubelab``: the lab's one command, with kubectl's verbs and output shapes.
 
-  kubelab up [-f cluster.yaml] [-f manifest-or-dir ...] [--detach]
+  kubelab up [-f cluster.yaml] [-f manifest-or-dir ...] [--cloud none] [--detach]
   kubelab down
   kubelab apply -f FILE|DIR [--wait]      kubelab delete -f FILE | KIND NAME
   kubelab get KIND [NAME] [-o wide|json|yaml|name] [-n NS | -A]
@@ -45,6 +45,9 @@ def _up(add):
     sp.add_argument('-f', '--filename', action='append',
                     help='a cluster file (kind: Cluster) or manifests to apply; repeatable')
     sp.add_argument('--detach', action='store_true', help='return once the lab is ready')
+    sp.add_argument('--cloud', choices=['kubelab', 'none'],
+                    help="the cloud: kubelab's emulated one (default), or none: bare metal, "
+                         'with MetalLB (overrides the cluster file\'s cloud)')
 
 
 def _down(add):

@@ -83,6 +83,7 @@ class Lab:
         self.done = threading.Event()
         self.agents = []
         self.heartbeats = {}           # node name -> its kubelet's Lease renewals
+        self.speakers = []             # MetalLB's, on bare metal
         self.lease_endpoint = None
         self.failed_nodes: set[str] = set()
         self.proxy_health = []         # kube-proxy's health servers, one per node
@@ -153,6 +154,7 @@ class Lab:
             agent.start()
             self.agents.append(agent)
         self._start_cloud()
+        self._start_metallb()
         self._start_dns()
         self._start_l7()
         if self.manifests:
@@ -195,6 +197,18 @@ class Lab:
             self.heartbeats[node.name] = beat
             if not beat.start():
                 LOG.warning('node %s: its first heartbeat did not get through', node.name)
+
+    def _start_metallb(self):
+        """MetalLB's speakers (its controller runs in the store), one per node."""
+        if not self.cluster.metallb:
+            return
+        from topo.metallb import Speaker
+        for node in self.cluster.nodes:
+            beat = self.heartbeats[node.name]
+            speaker = Speaker(node, self.cluster, self.network.node_host(node.name).pid,
+                              self.store, lambda beat=beat: beat.connected)
+            speaker.start()
+            self.speakers.append(speaker)
 
     def node_kubelet(self, name: str, running: bool) -> str:
         """``kubelab node stop-kubelet|start-kubelet``: the node's kubelet stops (no
@@ -357,6 +371,8 @@ class Lab:
             self.checker.stop()
         for server in self.proxy_health:
             server.close()
+        for speaker in self.speakers:
+            speaker.stop()
         for beat in self.heartbeats.values():
             beat.stop()
         if self.lease_endpoint is not None:
