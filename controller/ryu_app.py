@@ -40,7 +40,8 @@ from controller import flows as F                    # noqa: E402
 from controller import pipeline                      # noqa: E402
 from controller import reconcile                     # noqa: E402
 from controller.pipeline.conntrack_cleanup import stale_udp_flushes  # noqa: E402
-from controller.state import ClusterState            # noqa: E402
+from controller.state import ClusterState, as_seen_by  # noqa: E402
+from services import wiring                          # noqa: E402
 
 LOG = logging.getLogger('kubelab.controller')
 
@@ -158,6 +159,7 @@ class Switch:
         self.ready = False
         self.version = -1         # the store version this switch is known to carry
         self.barrier = None       # (xid, version) of the barrier in flight
+        self.state = None         # the ClusterState its flows were last computed from
 
 
 class KubeProxy(app_manager.RyuApp):
@@ -281,7 +283,11 @@ class KubeProxy(app_manager.RyuApp):
             return
         dp = sw.dp
         parser = dp.ofproto_parser
-        want = pipeline.desired(self.state, dp.id)
+        # A node cut off from the API server keeps its kube-proxy rules (state.py).
+        role = wiring.switch_role(self.cluster, dp.id)
+        node = role.node.name if role is not None and role.kind == 'node' else None
+        sw.state = as_seen_by(node, self.state, sw.state)
+        want = pipeline.desired(sw.state, dp.id)
         self.reject_cookies.update(
             f.cookie for f in want.flows if any(isinstance(a, F.ToController)
                                                 for a in f.actions))

@@ -6,10 +6,16 @@ Service port its virtual IP and its ready endpoints. The same snapshot always gi
 same state, so the flows computed from it are stable. No Ryu import here. Which
 endpoints serve a Service port is read as kube-proxy reads it, by services/endpoints.py
 (ready endpoints, else the terminating ones still serving).
+
+A node cut off from the API server (``cut_off``: a failed node, or every other node when
+the control-plane node fails) keeps the kube-proxy rules it had, as a kube-proxy that
+cannot reach the API server does: ``as_seen_by`` gives its switch the state it last had,
+with only its MetalLB speaker's announcements (which need no API server) current.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import ipaddress
 from dataclasses import dataclass, field
 
@@ -78,6 +84,7 @@ class ClusterState:
     lb_health: dict = field(default_factory=dict)      # (ns, svc) -> healthy node names
     announced: dict = field(default_factory=dict)      # node -> {address: 'ns/svc'}: what
                                                        # its MetalLB speaker answers ARP for
+    cut_off: frozenset = frozenset()                   # nodes that cannot reach the API
 
     def pods_on(self, node_name: str) -> list:
         return [p for p in self.pods if p.node == node_name]
@@ -126,7 +133,20 @@ class ClusterState:
         lb_health = {(h['metadata'].get('namespace', 'default'), h['metadata']['name']):
                      frozenset(h['status']['healthyNodes'])
                      for h in objects.get('LoadBalancerHealth', [])}
-        return cls(cluster, pods, ports, not_ready, lb_health, l2_announcements(objects))
+        network = next(iter(objects.get('LabNetwork', [])), None)
+        cut_off = frozenset((network or {}).get('status', {}).get('cutOff') or ())
+        return cls(cluster, pods, ports, not_ready, lb_health, l2_announcements(objects),
+                   cut_off)
+
+
+def as_seen_by(node: str | None, current: ClusterState,
+               last: ClusterState | None) -> ClusterState:
+    """The state ``node``'s switch is programmed from: the current one, unless the
+    node is cut off from the API server; then the one it had (``last``), with the
+    speakers' current announcements."""
+    if node is None or node not in current.cut_off or last is None:
+        return current
+    return dataclasses.replace(last, announced=current.announced, cut_off=current.cut_off)
 
 
 def l2_announcements(objects: dict) -> dict:

@@ -171,6 +171,18 @@ class LifecycleWrites:
             services = [o for (k, _, _), o in self.objects.items() if k == 'Service']
             return cloud_lb.allocated(services, self.cluster.lb_pool)
 
+    # ------------------------------------------------------------ the lab's network
+    def set_lab_network(self, failed: list, cut_off: list):
+        """Which nodes are cut off the network (``kubelab node fail``), and whose agents
+        therefore cannot reach the API server (all but the control-plane node's when the
+        control-plane node is cut off): the controller keeps those nodes' kube-proxy
+        flows as they were (controller/state.py)."""
+        with self.cond:
+            self._put({'apiVersion': 'kubelab.io/v1alpha1', 'kind': LAB_NETWORK,
+                       'metadata': {'name': 'nodes'},
+                       'status': {'failedNodes': list(failed), 'cutOff': list(cut_off)}})
+            self._changed()
+
     # ------------------------------------------------------------ MetalLB's speakers
     def set_l2_announcements(self, node: str, announced: dict):
         """What the speaker on ``node`` answers ARP for: address -> (namespace,
@@ -252,6 +264,8 @@ class LifecycleWrites:
 POOL_ANNOTATION = 'metallb.io/ip-allocated-from-pool'
 #: The lab's kind for a speaker's ARP answers (not a Kubernetes kind: never applied).
 L2_ANNOUNCEMENT = 'L2Announcement'
+#: The lab's kind for the nodes cut off the network.
+LAB_NETWORK = 'LabNetwork'
 
 
 def _l2_status(namespace: str, node: str, svc_ns: str, svc: str, interface: str,

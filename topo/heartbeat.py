@@ -12,8 +12,8 @@ loopback, outside the lab's network, so this module gives it an endpoint inside:
   renewing the Lease in the store (``Store.renew_lease``) and returning it, as the API
   server would;
 * ``Heartbeat``: one per node, a thread in the node's network namespace that sends that
-  request every ``interval`` (a quarter of the grace period, at most 10 s) from the
-  node's own address. It gets there through the node's bridge, the underlay and the
+  request every ``interval`` (a quarter of the grace period, at most 10 s; every second
+  while it fails) from the node's own address. It gets there through the node's bridge, the underlay and the
   control-plane node's bridge: a cut cable (``kubelab node fail``) or a stopped kubelet
   (``kubelab node stop-kubelet``) silences it. ``connected`` says whether the last
   renewal got through: the kubelet (topo/kubelet.py) and the MetalLB speaker act on the
@@ -136,6 +136,10 @@ class Heartbeat:
         self._running.set()
         self._wake.set()
 
+    def poke(self):
+        """Renew now (the network changed)."""
+        self._wake.set()
+
     def _run(self):
         try:
             enter_netns(self.pid)
@@ -148,7 +152,8 @@ class Heartbeat:
                 ok = self._renew()
                 self.connected = ok and self._running.is_set()
                 self._first.set()
-            self._wake.wait(self.interval)
+            # Cut off, retry every second (the kubelet's lease controller retries fast).
+            self._wake.wait(self.interval if self.connected else min(1.0, self.interval))
             self._wake.clear()
 
     def _renew(self) -> bool:

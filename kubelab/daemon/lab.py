@@ -185,8 +185,7 @@ class Lab:
         kubelet renewing its Lease there through the lab's network."""
         from topo.heartbeat import Heartbeat, LeaseEndpoint
         from topo.netns import netns_executor
-        control = next((n for n in self.cluster.nodes if n.role == 'control-plane'),
-                       self.cluster.nodes[0])
+        control = self._control_plane()
         executor = netns_executor(self.network.node_host(control.name).pid, workers=1,
                                   name='api-endpoint')
         self.lease_endpoint = LeaseEndpoint(self.store, control.ip, executor)
@@ -324,7 +323,17 @@ class Lab:
             self.failed_nodes.discard(name)
         else:
             self.failed_nodes.add(name)
+        control = self._control_plane()
+        cut_off = {n.name for n in self.cluster.nodes if n.name != control.name and (
+            n.name in self.failed_nodes or control.name in self.failed_nodes)}
+        self.store.set_lab_network(sorted(self.failed_nodes), sorted(cut_off))
+        for beat in self.heartbeats.values():
+            beat.poke()                     # a cable back: TCP gets through again at once
         return f'node/{name} ' + ('restored' if up else 'failed: cut off the network')
+
+    def _control_plane(self):
+        return next((n for n in self.cluster.nodes if n.role == 'control-plane'),
+                    self.cluster.nodes[0])
 
     def lab_info(self) -> dict:
         from services import wiring

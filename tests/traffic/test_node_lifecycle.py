@@ -64,7 +64,7 @@ def pods_by_node(lab) -> dict:
     out = {}
     for pod in lab.client.list('Pod', 'default'):
         if (pod['metadata'].get('labels') or {}).get('app') == 'web':
-            out.setdefault(pod['spec']['nodeName'], []).append(pod)
+            out.setdefault(pod['spec'].get('nodeName'), []).append(pod)
     return out
 
 
@@ -191,3 +191,32 @@ def test_a_stopped_kubelet_takes_its_pods_out_though_they_still_answer(lab):
     seen = lab.http('client', lab.cluster_ip('web'), 80, '/hostname', count=20)
     assert 'solo' in {r['body'] for r in seen}
     lab.kubelab('delete', 'pod', 'solo')
+
+
+def test_when_the_control_plane_is_cut_off_the_workers_dataplane_keeps_serving(lab):
+    """The API server sees every worker go silent (NotReady, then evictions), but the
+    workers' kubelets and kube-proxies cannot hear of it: the pods run on and the
+    workers' rules stay as they were, so a NodePort on a worker keeps answering."""
+    live = {p['metadata']['name'] for p in lab.pods({'app': 'web'})}
+    node_port = lab.client.get('Service', 'default', 'web')['spec']['ports'][0]['nodePort']
+    worker_1 = next(n['ip'] for n in lab.client.lab()['nodes'] if n['name'] == 'worker-1')
+    lab.client.node_network('control-plane', False)
+    try:
+        wait_until(lambda: ready(node(lab, 'worker-1')) == 'Unknown', 'worker-1 NotReady',
+                   3 * GRACE)
+        assert ready(node(lab, 'control-plane')) == 'True'
+        # The evictions the workers never see (one node's taint every 10 s, as
+        # kube-controller-manager's --node-eviction-rate).
+        wait_until(lambda: all(p['metadata'].get('deletionTimestamp')
+                               for p in pods_by_node(lab).get('worker-1', [])),
+                   "worker-1's evictions", TOLERATION + 10 + 10)
+        answers = lab.http('host/client-1', worker_1, node_port, '/hostname', count=10)
+        assert all(r['ok'] for r in answers), answers
+        assert {r['body'] for r in answers} <= live
+    finally:
+        lab.client.node_network('control-plane', True)
+    wait_until(lambda: all(ready(n) == 'True' for n in lab.client.list('Node')),
+               'every node Ready again', 20)
+    from services.conditions import pod_ready
+    wait_until(lambda: len([p for p in lab.pods({'app': 'web'}) if pod_ready(p)]) == 4,
+               'the Deployment whole again', 60)

@@ -230,3 +230,29 @@ def test_the_lease_endpoint_renews_a_lease_over_http(store):
         endpoint.close()
     beat = Heartbeat('worker-1', 0, '127.0.0.1', 0.2, port=port)
     assert beat._renew() is False                 # nobody listens: the node is silent
+
+
+def test_a_node_cut_off_from_the_api_server_keeps_its_kube_proxy_rules():
+    from controller.pipeline import desired
+    from controller.state import ClusterState, as_seen_by
+    from services import wiring
+    before = {'Service': [{'metadata': {'name': 'web', 'namespace': 'default'},
+                           'spec': {'clusterIP': '10.96.0.20', 'ports': [
+                               {'name': 'http', 'port': 80, 'protocol': 'TCP'}]}}],
+              'EndpointSlice': [{'metadata': {'name': 'web-x', 'namespace': 'default',
+                                              'labels': {'kubernetes.io/service-name': 'web'}},
+                                 'ports': [{'name': 'http', 'port': 8080, 'protocol': 'TCP'}],
+                                 'endpoints': [{'addresses': ['192.168.3.10'],
+                                                'nodeName': 'worker-2',
+                                                'conditions': {'ready': True}}]}]}
+    after = dict(before, EndpointSlice=[], LabNetwork=[
+        {'metadata': {'name': 'nodes'}, 'status': {'failedNodes': ['control-plane'],
+                                                   'cutOff': ['worker-1', 'worker-2']}}])
+    old = ClusterState.from_objects(CLUSTER, before)
+    new = ClusterState.from_objects(CLUSTER, after)
+    assert new.cut_off == {'worker-1', 'worker-2'}
+    seen = as_seen_by('worker-1', new, old)
+    assert seen.service_ports == old.service_ports                  # the rules it had
+    assert as_seen_by('control-plane', new, old) is new              # reaches the API
+    w1 = wiring.node_dpid(CLUSTER.node('worker-1'))
+    assert desired(seen, w1).groups and not desired(new, w1).groups
