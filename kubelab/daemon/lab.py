@@ -355,6 +355,7 @@ class Lab:
                 'switches': len(wiring.all_bridges(self.cluster)),
                 'router': {'name': wiring.ROUTER_HOST, 'pid': router.pid} if router else None,
                 'cloud': self.cluster.cloud,
+                'nodeMonitorGracePeriod': self.cluster.node_monitor_grace_period,
                 'datapath': net.datapath if net else None,
                 'controllerPid': self.controller.pid if self.controller else None,
                 'failedNodes': sorted(self.failed_nodes),

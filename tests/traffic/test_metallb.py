@@ -144,6 +144,16 @@ def wait_until(predicate, what, timeout=15.0):
         time.sleep(0.2)
 
 
+def test_exercise_12_bare_metal_metallb(lab):
+    # First, while MetalLB has no pool of the tests' own.
+    from tests.traffic.test_labs import run_exercise
+    run_exercise(lab, 12, [
+        'web is <pending>: MetalLB has no address to give it (Failed to allocate IP for '
+        '"lab-12/web": no available IPs)'],
+        ['but no node answers ARP for it: an address is announced only when an '
+         'L2Advertisement'])
+
+
 def test_a_load_balancer_stays_pending_until_metallb_has_a_pool(lab):
     lab.apply(lb_service('web-lb', 'web'))
     assert '<pending>' in lab.kubelab('get', 'svc', 'web-lb').stdout

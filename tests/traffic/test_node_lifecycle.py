@@ -220,3 +220,11 @@ def test_when_the_control_plane_is_cut_off_the_workers_dataplane_keeps_serving(l
     from services.conditions import pod_ready
     wait_until(lambda: len([p for p in lab.pods({'app': 'web'}) if pod_ready(p)]) == 4,
                'the Deployment whole again', 60)
+
+
+def test_exercise_11_node_failure(lab):
+    from tests.traffic.test_labs import run_exercise
+    run_exercise(lab, 11, [
+        'web has 2 ready replicas', "web's pods stay on an unreachable node for 300 s",
+        'skipped until'],
+        ['a node that stops answering is unreachable, not not-ready'])
