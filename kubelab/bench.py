@@ -19,6 +19,9 @@ so that a noisy machine slows both sides alike; the table shows the ratio VIP/di
                   ClusterIP, a NodePort and the load balancer: the last failure of each,
                   the node monitor's grace period plus a little (the lab runs with a
                   10 s grace period, 40 s by default)
+  MetalLB         on a second, bare-metal lab: the node announcing a MetalLB address is
+                  cut off; the time until the router's entry follows the new announcer
+                  and the last failed request (kubelab/bench_metallb.py)
   Ingress         HTTP requests/s and p50/p99 latency (wrk, 8 keep-alive connections)
                   from the external host through the ingress controller (worker-1:80,
                   nginx, then the Service's ClusterIP) against straight to the Service's
@@ -50,7 +53,7 @@ import tempfile
 import time
 from dataclasses import dataclass
 
-from kubelab import bench_failover
+from kubelab import bench_failover, bench_metallb
 from kubelab.daemon.statedir import running_daemon
 from kubelab.labctl import LabControl
 from services.errors import KubelabError
@@ -188,6 +191,12 @@ def run_bench(args) -> int:
         os.unlink(f.name)
     try:
         code = _measure(lab, args)
+    finally:
+        lab.down()
+    print('Bringing up a bare-metal lab for MetalLB\'s failover...', flush=True)
+    lab.up(cloud='none')
+    try:
+        bench_metallb.print_metallb_failover(bench_metallb.metallb_failover(lab))
     finally:
         lab.down()
     return code
