@@ -181,3 +181,18 @@ def test_the_cloud_profile_has_none_of_it():
     assert not [f for f in flows if f.owner.startswith('metallb')]
     assert not [f for f in flows if 'arp_tpa' in dict(f.match) and
                 dict(f.match).get('in_port') == wiring.UPLINK_PORT]
+
+
+def test_the_trace_crosses_the_router_to_the_announcing_node():
+    from kubelab.inspect.router_hop import RouterHop
+    hop = RouterHop(BARE, STATE, pid=None)             # no router to ask: who answers ARP
+    out, port, fields, line = hop.forward(wiring.EXTERNAL_BRIDGE, {
+        'nw_src': CLIENT, 'nw_dst': LB_IP, 'nw_ttl': '64', 'dl_dst': ROUTER_EXT_MAC})
+    assert (out, port) == (wiring.UNDERLAY_BRIDGE, wiring.UNDERLAY_EXTERNAL_PORT)
+    assert (fields['dl_src'], fields['dl_dst'], fields['nw_ttl']) == (
+        ROUTER_LAN_MAC, wiring.router_mac(W1.ip), '63')
+    assert 'answered by node worker-1 (MetalLB speaker, service default/web)' in line
+    back = hop.forward(wiring.UNDERLAY_BRIDGE, {'nw_dst': CLIENT, 'nw_ttl': '64'})
+    assert back[:2] == (wiring.EXTERNAL_BRIDGE, wiring.EXTERNAL_UPLINK_PORT)
+    assert back[2]['dl_dst'] == wiring.mac_for(CLIENT)
+    assert hop.forward(wiring.EXTERNAL_BRIDGE, {'nw_dst': '192.168.2.10'}) is None
