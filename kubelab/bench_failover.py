@@ -95,7 +95,9 @@ def lb_failover(lab, source: str, lb_ip: str, service: str, node: str,
     return {'published': at[0] - cut if at[0] else None,
             'switched': at[1] - cut if at[1] else None,
             'last': max(failures, default=cut) - cut, 'failed': len(failures),
-            'sent': result['sent']}
+            'sent': result['sent'],
+            'when': [f'{t - cut:.1f}s {o}' for t, o, _ in result['events']
+                     if o != 'ok' and t >= cut]}
 
 
 def node_failover(lab, streams: dict, node: str, grace: float) -> dict:
@@ -135,7 +137,8 @@ def print_lb_failover(failover: dict):
           f'{fmt(failover["published"])}, the edge switch\'s group after '
           f'{fmt(failover["switched"])}; the stream (one new connection every 50 ms from an '
           f'external host) failed {failover["failed"]} of {failover["sent"]}, the last '
-          f'sent {fmt(failover["last"])} after the failure')
+          f'sent {fmt(failover["last"])} after the failure ('
+          + ', '.join(failover['when']) + ')')
 
 
 def print_node_failover(result: dict, grace: float):
@@ -145,9 +148,11 @@ def print_node_failover(result: dict, grace: float):
                         ('loadbalancer', 'LoadBalancer')):
         row = result[name]
         print(f'{f"{label}: node failure -> last failed":36} {"":10} '
-              f'{fmt(row["last"]):>10} {"":7} {f"~{grace:g}s+":>7}')
-    print(f'  request (the node monitor\'s grace period {grace:g}s, set short in the '
-          f'bench\'s cluster file, 40s by default; the node NotReady after '
-          f'{fmt(result["not_ready"])}; failed: '
+              f'{fmt(row["last"]):>10} {"":7} {f"<={grace:g}s":>7}')
+    print(f'  request: until the node is NotReady, which it was {fmt(result["not_ready"])} '
+          f'after the cut (the node monitor\'s grace period is {grace:g}s, set short in '
+          f'the bench\'s cluster file, 40s by default, counted from the last Lease '
+          f'renewal, up to {min(10, grace / 4):g}s before the cut); each failed request '
+          f'waits its 1 s timeout. Failed: '
           + ', '.join(f'{n} {result[n]["failed"]} of {result[n]["sent"]}'
-                      for n in ('clusterip', 'nodeport', 'loadbalancer')) + ')')
+                      for n in ('clusterip', 'nodeport', 'loadbalancer')))

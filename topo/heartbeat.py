@@ -15,10 +15,11 @@ loopback, outside the lab's network, so this module gives it an endpoint inside:
   request every ``interval`` (a quarter of the grace period, at most 10 s; every second
   while it fails) from the node's own address. It gets there through the node's bridge, the underlay and the
   control-plane node's bridge: a cut cable (``kubelab node fail``) or a stopped kubelet
-  (``kubelab node stop-kubelet``) silences it. ``connected`` says whether the last
-  renewal got through: the kubelet (topo/kubelet.py) and the MetalLB speaker act on the
-  store only while it does, as a kubelet that cannot reach the API server can neither
-  read nor write.
+  (``kubelab node stop-kubelet``) silences it. ``connected`` says whether a renewal got
+  through lately (within two intervals, at least 3 s: a request slowed down by a busy
+  datapath is not a partition): the kubelet (topo/kubelet.py) and the MetalLB speaker
+  act on the store only while one did, as a kubelet that cannot reach the API server can
+  neither read nor write.
 
 The control-plane node's own heartbeat reaches the endpoint locally, within its own
 namespace, as a kubelet on the control-plane node reaches its local API server: when
@@ -31,6 +32,7 @@ import http.client
 import json
 import logging
 import threading
+import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 from topo.netns import enter_netns
@@ -103,12 +105,14 @@ class Heartbeat:
         self.endpoint = endpoint
         self.port = port
         self.interval = interval
-        self.timeout = min(2.0, interval)
-        self.connected = False            # the last renewal got through
+        self.timeout = min(5.0, max(1.0, interval))
+        self.cutoff = max(2 * interval, 3.0)   # no renewal for this long: cut off
+        self._last_ok: float | None = None
         self._running = threading.Event()  # the kubelet runs (stop-kubelet clears it)
         self._running.set()
         self._wake = threading.Event()
         self._first = threading.Event()
+        self._last_result: bool | None = None
         self._stopping = False
         self._thread = threading.Thread(target=self._run, daemon=True,
                                         name=f'heartbeat-{node_name}')
@@ -127,10 +131,16 @@ class Heartbeat:
     def running(self) -> bool:
         return self._running.is_set()
 
+    @property
+    def connected(self) -> bool:
+        """The kubelet runs and a renewal got through within ``cutoff`` seconds."""
+        last = self._last_ok
+        return self._running.is_set() and last is not None and \
+            time.monotonic() - last <= self.cutoff
+
     def pause(self):
         """The kubelet stopped: no more renewals (and no API access)."""
         self._running.clear()
-        self.connected = False
 
     def resume(self):
         self._running.set()
@@ -148,12 +158,14 @@ class Heartbeat:
             self._first.set()
             return
         while not self._stopping:
+            ok = False
             if self._running.is_set():
                 ok = self._renew()
-                self.connected = ok and self._running.is_set()
+                if ok:
+                    self._last_ok = time.monotonic()
                 self._first.set()
-            # Cut off, retry every second (the kubelet's lease controller retries fast).
-            self._wake.wait(self.interval if self.connected else min(1.0, self.interval))
+            # Failing, retry every second (the kubelet's lease controller retries fast).
+            self._wake.wait(self.interval if ok else min(1.0, self.interval))
             self._wake.clear()
 
     def _renew(self) -> bool:
@@ -170,7 +182,8 @@ class Heartbeat:
             ok = False
         finally:
             conn.close()
-        if ok != self.connected:
+        if ok != self._last_result:
+            self._last_result = ok
             LOG.info('node %s: heartbeats %s', self.node_name,
                      'get through' if ok else 'fail: the API server is unreachable')
         return ok

@@ -17,8 +17,8 @@ APP = (echo_pod('web-1', 'worker-1', 'web') + echo_pod('web-2', 'worker-2', 'web
        + echo_pod('solo', 'worker-2', 'solo'))
 #: How long after `kubelab node fail` starts the cloud stops sending the node new
 #: connections: the command itself (a Python start-up, up to a second on a loaded CI
-#: machine), health checks every second with two failures in a row and a 0.5 s timeout
-#: (2.5 s at most, topo/cloudlb.py), the store and dataplane update; with margin.
+#: machine), health checks every second with two failures in a row and a 0.4 s timeout
+#: (2.4 s at most, topo/cloudlb.py), the store and dataplane update; with margin.
 #: Measured 1.1-2.2 s on an idle machine, 4.6 s once under a full CI run.
 FAILOVER_BOUND = 5.0
 
