@@ -12,7 +12,13 @@ ready endpoints (or to a ClusterIP port no Service declares): the switch cannot 
 TCP RST or ICMP port-unreachable that kube-proxy's REJECT sends, so this app builds it.
 That path is rate-limited on the switch by an OpenFlow meter.
 
-Run it as ``python -m controller.ryu_app --ofp-port PORT`` with ``KUBELAB_API``,
+The OpenFlow channel is a Unix socket, mode 0600, in Open vSwitch's run directory (the
+only place OVS connects to; Ryu's StreamServer listens on a path when its "host" is
+one): only root can connect, and each connection's peer uid is checked again. Only the lab's own bridges are taken: a
+datapath id the cluster does not have, or one that is already connected, is refused,
+logged and disconnected, so a second connection cannot take a switch over.
+
+Run it as ``python -m controller.ryu_app --ofp-socket PATH`` with ``KUBELAB_API_SOCKET``,
 ``KUBELAB_TOKEN_FILE`` and ``KUBELAB_CLUSTER_FILE`` in the environment.
 """
 
@@ -24,11 +30,13 @@ if not hasattr(eventlet.wsgi, 'ALREADY_HANDLED'):   # Ryu 4.34 on today's eventl
 import json                                          # noqa: E402
 import logging                                       # noqa: E402
 import os                                            # noqa: E402
+import socket                                        # noqa: E402
+import struct                                        # noqa: E402
 import subprocess                                    # noqa: E402
 import sys                                           # noqa: E402
-import urllib.request                                # noqa: E402
 
 from ryu.base import app_manager                     # noqa: E402
+from ryu.controller import controller as ofp_controller  # noqa: E402
 from ryu.controller import ofp_event                 # noqa: E402
 from ryu.controller.handler import (DEAD_DISPATCHER, MAIN_DISPATCHER,  # noqa: E402
                                     set_ev_cls)
@@ -41,9 +49,50 @@ from controller import pipeline                      # noqa: E402
 from controller import reconcile                     # noqa: E402
 from controller.pipeline.conntrack_cleanup import stale_udp_flushes  # noqa: E402
 from controller.state import ClusterState, as_seen_by  # noqa: E402
-from services import wiring                          # noqa: E402
+from services import transport, wiring               # noqa: E402
 
 LOG = logging.getLogger('kubelab.controller')
+
+
+# ---------------------------------------------------------------- the OpenFlow socket
+class _UnixSocket:
+    """A Unix socket as Ryu's Datapath wants a TCP one: TCP options are skipped."""
+
+    def __init__(self, sock):
+        self._sock = sock
+
+    def setsockopt(self, level, *args):
+        if level != socket.IPPROTO_TCP:
+            self._sock.setsockopt(level, *args)
+
+    def __getattr__(self, name):
+        return getattr(self._sock, name)
+
+
+def _guarded_factory(original):
+    """Ryu's per-connection entry, taking only root's connections on a Unix socket."""
+    def factory(sock, address):
+        if sock.family == socket.AF_UNIX:
+            creds = sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED,
+                                    struct.calcsize('3i'))
+            pid, uid, _ = struct.unpack('3i', creds)
+            if uid != os.geteuid():
+                LOG.error('refused an OpenFlow connection from uid %s (pid %s)', uid, pid)
+                sock.close()
+                return None
+            sock = _UnixSocket(sock)
+        return original(sock, address)
+    return factory
+
+
+ofp_controller.datapath_connection_factory = _guarded_factory(
+    ofp_controller.datapath_connection_factory)
+
+
+def lab_dpids(cluster) -> set:
+    """The datapath ids of the lab's bridges: the only switches the controller takes."""
+    return {wiring.node_dpid(n) for n in cluster.nodes} | {
+        wiring.UNDERLAY_DPID, wiring.EDGE_DPID, wiring.EXTERNAL_DPID}
 
 
 def _pad_nat_body(original):
@@ -168,10 +217,11 @@ class KubeProxy(app_manager.RyuApp):
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
         from services.cluster import load_cluster_file
-        self.api = os.environ['KUBELAB_API']
+        self.api = os.environ['KUBELAB_API_SOCKET']
         with open(os.environ['KUBELAB_TOKEN_FILE']) as f:
             self.token = f.read().strip()
         self.cluster = load_cluster_file(os.environ['KUBELAB_CLUSTER_FILE'])
+        self.dpids = lab_dpids(self.cluster)
         self.state = None
         self.version = 0
         self.switches = {}
@@ -184,11 +234,12 @@ class KubeProxy(app_manager.RyuApp):
         version = '0'
         while True:
             try:
-                req = urllib.request.Request(
-                    f'{self.api}/lab/v1/snapshot?since={version}&timeout=20',
-                    headers={'Authorization': f'Bearer {self.token}'})
-                with urllib.request.urlopen(req, timeout=30) as resp:
-                    body = json.loads(resp.read())
+                code, raw = transport.request(
+                    self.api, 'GET', f'/lab/v1/snapshot?since={version}&timeout=20',
+                    headers={'Authorization': f'Bearer {self.token}'}, timeout=30)
+                if code != 200:
+                    raise RuntimeError(f'HTTP {code}: {raw[:200]!r}')
+                body = json.loads(raw)
             except Exception as exc:       # the API may be starting or gone: retry
                 LOG.warning('watching the API server: %s', exc)
                 hub.sleep(0.5)
@@ -215,10 +266,10 @@ class KubeProxy(app_manager.RyuApp):
         current = sorted(dpid for dpid, sw in self.switches.items()
                          if sw.ready and sw.version == self.version)
         body = json.dumps({'version': self.version, 'switches': current}).encode()
-        req = urllib.request.Request(f'{self.api}/lab/v1/dataplane', data=body, headers={
-            'Authorization': f'Bearer {self.token}', 'Content-Type': 'application/json'})
         try:
-            urllib.request.urlopen(req, timeout=5).close()
+            transport.request(self.api, 'POST', '/lab/v1/dataplane', body, {
+                'Authorization': f'Bearer {self.token}',
+                'Content-Type': 'application/json'}, timeout=5)
         except Exception as exc:
             LOG.warning('reporting to the API server: %s', exc)
 
@@ -232,12 +283,28 @@ class KubeProxy(app_manager.RyuApp):
                 LOG.info('switch %#x disconnected', dp.id)
                 del self.switches[dp.id]
             return
+        refusal = self._refusal(dp)
+        if refusal:
+            LOG.error('refused switch %#x: %s; disconnecting it', dp.id, refusal)
+            dp.close()
+            return
         LOG.info('switch %#x connected: reading what it holds', dp.id)
         self.switches[dp.id] = Switch(dp)
         parser, ofp = dp.ofproto_parser, dp.ofproto
         dp.send_msg(parser.OFPFlowStatsRequest(dp, table_id=ofp.OFPTT_ALL))
         dp.send_msg(parser.OFPGroupDescStatsRequest(dp))
         dp.send_msg(parser.OFPMeterConfigStatsRequest(dp, meter_id=ofp.OFPM_ALL))
+
+    def _refusal(self, dp) -> str | None:
+        """Why a new connection may not be taken as a switch (None: it may)."""
+        if dp.id not in self.dpids:
+            return 'not a bridge of this lab (its datapath ids: ' + ', '.join(
+                f'{d:#x}' for d in sorted(self.dpids)) + ')'
+        current = self.switches.get(dp.id)
+        if current is not None and current.dp is not dp and current.dp.is_active:
+            return ('a switch with this datapath id is already connected; the second '
+                    'connection would take it over')
+        return None
 
     def _switch(self, ev):
         sw = self.switches.get(ev.msg.datapath.id)
@@ -369,12 +436,16 @@ def reject_packet(data: bytes):
 def main(argv=None):
     from ryu.cmd import manager
     args = list(sys.argv[1:] if argv is None else argv)
-    port = '6653'
-    if '--ofp-port' in args:
-        i = args.index('--ofp-port')
-        port = args[i + 1]
-        del args[i:i + 2]
-    manager.main(args=['--ofp-listen-host', '127.0.0.1', '--ofp-tcp-listen-port', port,
+    i = args.index('--ofp-socket')
+    path = args[i + 1]
+    del args[i:i + 2]
+    if os.path.exists(path):              # a crashed controller's socket
+        os.unlink(path)
+    os.umask(0o077)                       # the socket is born 0600: root's only
+    # Ryu's StreamServer listens on a Unix socket when the "host" is a path in an
+    # existing directory; the port is then unused (but must not be 0: Ryu would also
+    # listen a second time for the old port 6633).
+    manager.main(args=['--ofp-listen-host', path, '--ofp-tcp-listen-port', '6653',
                        *args, 'controller.ryu_app'])
 
 

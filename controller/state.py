@@ -4,8 +4,17 @@
 EndpointSlices) and keeps only what turns into flows: where each pod lives, and for each
 Service port its virtual IP and its ready endpoints. The same snapshot always gives the
 same state, so the flows computed from it are stable. No Ryu import here. Which
-endpoints serve a Service port is read as kube-proxy reads it, by services/endpoints.py
-(ready endpoints, else the terminating ones still serving).
+endpoints serve a Service port is read as kube-proxy reads it, by services/endpoints.py:
+for the Cluster traffic policies the ready endpoints, else (none ready anywhere) the
+terminating ones still serving; for the Local policies, node by node, the node's ready
+endpoints, else its own serving terminating ones (``node_local``).
+
+A Service port is reached at its ClusterIP and, when the Service has them, at every
+node's NodePort, its load balancer address (``status.loadBalancer.ingress``) and its
+``spec.externalIPs``. A Service labelled ``service.kubernetes.io/service-proxy-name``
+or ``service.kubernetes.io/headless`` is not kube-proxy's: its ports are kept with
+``proxied`` false, so that the node bridges give it no flow while the cloud's load
+balancer (not kube-proxy) still serves its address.
 
 A node cut off from the API server (``cut_off``: a failed node, or every other node when
 the control-plane node fails) keeps the kube-proxy rules it had, as a kube-proxy that
@@ -20,7 +29,8 @@ import ipaddress
 from dataclasses import dataclass, field
 
 from services.conditions import node_ready
-from services.endpoints import by_service, endpoint_addresses
+from services.endpoints import (by_service, endpoint_addresses, kube_proxy_ignores,
+                                local_endpoint_addresses)
 
 PROTOCOL_NUMBERS = {'TCP': 6, 'UDP': 17}
 
@@ -61,9 +71,21 @@ class ServicePort:
     affinity_timeout: int | None = None   # sessionAffinity ClientIP: seconds
     lb_ip: str | None = None          # type LoadBalancer: status.loadBalancer.ingress[0].ip
     source_ranges: tuple = ()         # loadBalancerSourceRanges (empty: everyone)
+    external_ips: tuple = ()          # spec.externalIPs
+    node_local: tuple = ()            # ((node, endpoints), ...): the Local policies' own
+    proxied: bool = True              # False: a label gives the Service to another proxy
 
     def local_endpoints(self, node_name: str) -> tuple:
-        return tuple(ep for ep in self.endpoints if ep.node == node_name)
+        """The endpoints a Local traffic policy uses on ``node_name``: its ready ones,
+        else its serving terminating ones (the fallback is per node)."""
+        return dict(self.node_local).get(node_name, ())
+
+    @property
+    def external_addresses(self) -> tuple:
+        """The addresses other than the ClusterIP at which every node catches this port
+        (kube-proxy's KUBE-SERVICES -> KUBE-EXT): the load balancer's, the external IPs."""
+        return ((self.lb_ip,) if self.lb_ip else ()) + tuple(
+            ip for ip in self.external_ips if ip != self.lb_ip)
 
     @property
     def key(self) -> str:
@@ -105,6 +127,11 @@ class ClusterState:
     def vips(self) -> dict[str, str]:
         """Every ClusterIP -> the Service that owns it."""
         return {sp.vip: f'{sp.namespace}/{sp.service}' for sp in self.service_ports}
+
+    @property
+    def proxied_ports(self) -> list:
+        """The Service ports kube-proxy (the node bridges) implements."""
+        return [sp for sp in self.service_ports if sp.proxied]
 
     @classmethod
     def from_objects(cls, cluster, objects: dict) -> 'ClusterState':
@@ -170,32 +197,42 @@ def _inside(ip: str, net) -> bool:
 def _service_ports(svc: dict, slices: dict) -> list:
     spec = svc.get('spec', {})
     vip = spec.get('clusterIP')
-    if not vip or vip == 'None':
+    if not vip or vip == 'None' or spec.get('type') == 'ExternalName':
         return []
     meta = svc['metadata']
     ns = meta.get('namespace', 'default')
+    ingress = (svc.get('status') or {}).get('loadBalancer', {}).get('ingress') or [{}]
+    lb_ip = ingress[0].get('ip') if spec.get('type') == 'LoadBalancer' else None
+    external = spec.get('type') in ('NodePort', 'LoadBalancer')
     out = []
     for port in spec.get('ports', []):
         name = port.get('name') or ''
         protocol = port.get('protocol', 'TCP')
         if protocol not in PROTOCOL_NUMBERS:
             continue
-        # kube-proxy: the ready endpoints; when there are none, those that are
-        # terminating but still serving (a rollout never black-holes).
-        served = {Endpoint(a.address, a.port, a.node) for a in endpoint_addresses(
-            slices.get((ns, meta['name']), []), (name, protocol), terminating_fallback=True)}
-        node_port = port.get('nodePort') if spec.get('type') in ('NodePort',
-                                                                 'LoadBalancer') else None
-        ingress = (svc.get('status') or {}).get('loadBalancer', {}).get('ingress') or [{}]
-        lb_ip = ingress[0].get('ip') if spec.get('type') == 'LoadBalancer' else None
+        served, local = _served(slices.get((ns, meta['name']), []), (name, protocol))
         out.append(ServicePort(
-            ns, meta['name'], name, protocol, vip, port['port'],
-            tuple(sorted(served, key=lambda e: (e.ip, e.port))),
-            node_port=node_port,
+            ns, meta['name'], name, protocol, vip, port['port'], served,
+            node_port=port.get('nodePort') if external else None,
             external_local=spec.get('externalTrafficPolicy') == 'Local',
             internal_local=spec.get('internalTrafficPolicy') == 'Local',
             affinity_timeout=(spec.get('sessionAffinityConfig') or {}).get(
                 'clientIP', {}).get('timeoutSeconds', 10800)
             if spec.get('sessionAffinity') == 'ClientIP' else None,
-            lb_ip=lb_ip, source_ranges=tuple(spec.get('loadBalancerSourceRanges') or ())))
+            lb_ip=lb_ip, source_ranges=tuple(spec.get('loadBalancerSourceRanges') or ()),
+            external_ips=tuple(spec.get('externalIPs') or ()), node_local=local,
+            proxied=not kube_proxy_ignores(svc)))
     return out
+
+
+def _served(slices: list, port: tuple) -> tuple[tuple, tuple]:
+    """kube-proxy's endpoints of one Service port: for the Cluster policies the ready
+    ones, else (none anywhere) the terminating ones still serving; for the Local ones,
+    per node, ((node, endpoints), ...) with the fallback among the node's own."""
+    def endpoints(addresses) -> tuple:
+        return tuple(sorted({Endpoint(a.address, a.port, a.node) for a in addresses},
+                            key=lambda e: (e.ip, e.port)))
+    served = endpoints(endpoint_addresses(slices, port, terminating_fallback=True))
+    local = tuple((node, endpoints(addresses)) for node, addresses in
+                  local_endpoint_addresses(slices, port).items())
+    return served, local

@@ -27,7 +27,9 @@ so that a noisy machine slows both sides alike; the table shows the ratio VIP/di
                   nginx, then the Service's ClusterIP) against straight to the Service's
                   NodePort on the same node
 
-Each path has a client pod of its own (all on worker-1), as two clients would: a
+Each path has a client of its own: a pod on worker-1 for the paths from inside, an
+external host for each path from outside (the benchmark's cluster has six), as separate
+clients would be: a
 server keeps a closed connection in TIME_WAIT for 60 s, keyed by the client's address
 and port, and a client's TCP timestamps run on a different clock for every destination
 address. One client that went to the pod IP and then to the ClusterIP with the same
@@ -45,7 +47,6 @@ README's benchmark section has the figures).
 from __future__ import annotations
 
 import json
-import os
 import statistics
 import subprocess
 import sys
@@ -57,6 +58,21 @@ from kubelab import bench_failover, bench_metallb
 from kubelab.daemon.statedir import running_daemon
 from kubelab.labctl import LabControl
 from services.errors import KubelabError
+
+#: The benchmark's cluster: the default one with an external host per path from
+#: outside (NodePort, load balancer, wrk to the NodePort, wrk with a connection per
+#: request, wrk through the Ingress, the load balancer's failover stream, the node
+#: failure's streams through a NodePort and the load balancer), and the node monitor's
+#: grace period short (40 s by default).
+OUTSIDE_PATHS = ('nodeport', 'lb', 'wrk-nodeport', 'wrk-close', 'wrk-ingress', 'failover',
+                 'down-nodeport', 'down-lb')
+GRACE = 10
+CLUSTER = f"""apiVersion: kubelab.io/v1alpha1
+kind: Cluster
+metadata: {{name: kubelab-bench}}
+nodeLifecycle: {{nodeMonitorGracePeriod: {GRACE}s}}
+clients:
+""" + ''.join(f'  - {{name: client-{i}}}\n' for i in range(1, len(OUTSIDE_PATHS) + 1))
 
 def _client_pod(name: str) -> str:
     return f"""---
@@ -109,6 +125,12 @@ spec:
       paths:
       - {path: /, pathType: Prefix, backend: {service: {name: bench, port: {name: http}}}}
 '''
+
+
+#: A second server, on worker-1, for the node failure: worker-2's pod fails with its node.
+SECOND_SERVER = MANIFESTS.split('---')[0].replace('bench-server, labels',
+                                                  'bench-server-2, labels').replace(
+    'nodeName: worker-2', 'nodeName: worker-1')
 
 
 def iperf(lab: LabControl, host: str, seconds: float, port: int, source: str) -> float:
@@ -166,30 +188,19 @@ def wrk(lab: LabControl, source: str, url: str, host: str, seconds: float,
     return out
 
 
-#: The node monitor's grace period of the benchmark's lab (40 s by default).
-GRACE = 10
-CLUSTER = f"""apiVersion: kubelab.io/v1alpha1
-kind: Cluster
-nodeLifecycle: {{nodeMonitorGracePeriod: {GRACE}s}}
-"""
-#: A second server, on worker-1, for the node failure: worker-2's pod fails with its node.
-SECOND_SERVER = MANIFESTS.split('---')[0].replace('bench-server, labels',
-                                                  'bench-server-2, labels').replace(
-    'nodeName: worker-2', 'nodeName: worker-1')
-
-
 def run_bench(args) -> int:
     if running_daemon():
         raise KubelabError('the benchmark brings up its own lab: `kubelab down` first')
     lab = LabControl()
     print('Bringing up a lab for the benchmark...', flush=True)
-    with tempfile.NamedTemporaryFile('w', suffix='.yaml', delete=False) as f:
+    with tempfile.NamedTemporaryFile('w', suffix='.yaml', prefix='bench-cluster-') as f:
         f.write(CLUSTER)
-    try:
+        f.flush()
         lab.up(f.name)
-    finally:
-        os.unlink(f.name)
     try:
+        info = lab.client.lab()
+        print(f'Datapath: {info["datapath"]}, {info.get("openvswitch") or "Open vSwitch"}',
+              flush=True)
         code = _measure(lab, args)
     finally:
         lab.down()
@@ -209,7 +220,7 @@ class Targets:
     vip: str                           # the ClusterIP of Service bench
     node_ports: dict                   # port name -> NodePort of Service bench
     cp_ip: str                         # the control-plane node (runs no endpoint)
-    outside: str                       # host/NAME: the first external host
+    outside: dict                      # path -> host/NAME: its own external host
     lb_ip: str                         # the load balancer address of Service bench-lb
     ingress_ip: str                    # the node of the ingress controller
 
@@ -226,27 +237,28 @@ def _measure(lab: LabControl, args) -> int:
         time.sleep(0.5)
         tput, conns = _measure_paths(lab, args, to, rounds)
         http = _measure_http(lab, args, to, rounds)
-        print(f'Opening {args.connections} short connections through the ClusterIP...',
-              flush=True)
-        long_run = rate(lab, to.vip, 80, args.connections, 600, not args.fin_close,
-                        'bench-burst')
+        runs = getattr(args, 'runs', 1)
+        print(f'Opening {runs} x {args.connections} short connections through the '
+              'ClusterIP from one client, back to back...', flush=True)
+        long_runs = [rate(lab, to.vip, 80, args.connections, 600, not args.fin_close,
+                          'bench-burst') for _ in range(runs)]
         print('Failing the control-plane node under load through the load balancer...',
               flush=True)
-        failover = bench_failover.lb_failover(lab, to.outside, to.lb_ip, 'bench-lb',
-                                              'control-plane')
+        failover = bench_failover.lb_failover(lab, to.outside['failover'], to.lb_ip,
+                                              'bench-lb', 'control-plane')
         time.sleep(3)                  # the cloud takes the node back
         print(f'Failing worker-2 under load through the ClusterIP, a NodePort and the '
               f'load balancer ({GRACE} s grace period)...', flush=True)
         lab.apply(SECOND_SERVER)
         lifecycle = bench_failover.node_failover(lab, {
             'clusterip': ('bench-vip', to.vip, 80),
-            'nodeport': (to.outside, to.cp_ip, to.node_ports['http']),
-            'loadbalancer': (to.outside, to.lb_ip, 80)}, 'worker-2', GRACE)
+            'nodeport': (to.outside['down-nodeport'], to.cp_ip, to.node_ports['http']),
+            'loadbalancer': (to.outside['down-lb'], to.lb_ip, 80)}, 'worker-2', GRACE)
     finally:
         iperf_server.terminate()
         iperf_server.wait()
     _print_ratios(tput, conns, http)
-    _print_failures(args, long_run)
+    _print_failures(args, long_runs)
     bench_failover.print_lb_failover(failover)
     bench_failover.print_node_failover(lifecycle, GRACE)
     return 0
@@ -259,7 +271,8 @@ def _targets(lab: LabControl) -> Targets:
     nodes = {n['metadata']['name']: n for n in lab.client.list('Node')}
     cp_ip = [a['address'] for a in nodes['control-plane']['status']['addresses']
              if a['type'] == 'InternalIP'][0]
-    outside = 'host/' + lab.client.lab()['hosts'][0]['name']
+    hosts = [h['name'] for h in lab.client.lab()['hosts']]
+    outside = {path: f'host/{name}' for path, name in zip(OUTSIDE_PATHS, hosts)}
     lb_ip = lab.client.get('Service', 'default', 'bench-lb')['status']['loadBalancer'][
         'ingress'][0]['ip']
     ingress_node = lab.client.list('Pod', 'ingress-nginx')[0]['spec']['nodeName']
@@ -277,9 +290,9 @@ def _measure_paths(lab: LabControl, args, to: Targets, rounds: int) -> tuple[dic
           'NodePort alternately', flush=True)
     paths = (('direct', 'bench-direct', to.server_ip, 5201, 8080),
              ('vip', 'bench-vip', to.vip, 5201, 80),
-             ('nodeport', to.outside, to.cp_ip, to.node_ports['iperf'],
+             ('nodeport', to.outside['nodeport'], to.cp_ip, to.node_ports['iperf'],
               to.node_ports['http']),
-             ('lb', to.outside, to.lb_ip, 5201, 80))
+             ('lb', to.outside['lb'], to.lb_ip, 5201, 80))
     for _ in range(rounds):
         for side, source, host, iperf_port, http_port in paths:
             tput[side].append(iperf(lab, host, args.seconds, iperf_port, source))
@@ -296,12 +309,14 @@ def _measure_http(lab: LabControl, args, to: Targets, rounds: int) -> dict:
           flush=True)
     http = {'ingress': [], 'nodeport': [], 'close': []}
     for _ in range(rounds):
-        for side, close in (('nodeport', False), ('close', True)):
-            http[side].append(wrk(lab, to.outside, f'http://{to.ingress_ip}:'
+        for side, close, source in (('nodeport', False, 'wrk-nodeport'),
+                                    ('close', True, 'wrk-close')):
+            http[side].append(wrk(lab, to.outside[source], f'http://{to.ingress_ip}:'
                                   f'{to.node_ports["http"]}/hostname', 'bench.example',
                                   args.seconds, close))
-        http['ingress'].append(wrk(lab, to.outside, f'http://{to.ingress_ip}/hostname',
-                                   'bench.example', args.seconds))
+        http['ingress'].append(wrk(lab, to.outside['wrk-ingress'],
+                                   f'http://{to.ingress_ip}/hostname', 'bench.example',
+                                   args.seconds))
     return http
 
 
@@ -340,22 +355,30 @@ def _print_ratios(tput: dict, conns: dict, http: dict):
           f'socket errors: {errors})')
 
 
-def _print_failures(args, long_run: dict):
-    """The short connections that failed through the ClusterIP."""
-    failed = long_run['failed']
-    total = long_run['ok'] + failed
-    out_of = f'{failed}/{total}'
-    stalled = f'{long_run["stalled"]}/{total}'
+def _print_failures(args, long_runs: list[dict]):
+    """The short connections that failed (or needed a SYN retransmit) through the
+    ClusterIP, run by run."""
+    failed = sum(r['failed'] for r in long_runs)
+    total = sum(r['ok'] + r['failed'] for r in long_runs)
+    stalled = sum(r['stalled'] for r in long_runs)
+    out_of, stalled_of = f'{failed}/{total}', f'{stalled}/{total}'
     print(f'{"failed short connections via VIP":36} {"":10} {out_of:>10} {"":7} {"0":>7}')
-    print(f'{"  ...that needed a SYN retransmit":36} {"":10} {stalled:>10} {"":7} {"0":>7}')
-    if long_run['errors']:
-        print(f'  failures by kind: {long_run["errors"]}')
-    print(f'  ({long_run["per_second"]:.0f} connections/s over {long_run["seconds"]:.1f} s; '
-          f'client pods on worker-1, server pod on worker-2; '
+    print(f'{"  ...that needed a SYN retransmit":36} {"":10} {stalled_of:>10} {"":7} '
+          f'{"0":>7}')
+    errors = {}
+    for r in long_runs:
+        for kind, count in r['errors'].items():
+            errors[kind] = errors.get(kind, 0) + count
+    if errors:
+        print(f'  failures by kind: {errors}')
+    per_run = ', '.join(f'{r["per_second"]:.0f}/s ({r["failed"]} failed, {r["stalled"]} '
+                        f'retransmitted)' for r in long_runs)
+    print(f'  ({len(long_runs)} runs of {args.connections} from one client pod on worker-1 '
+          f'to the server pod on worker-2, back to back: {per_run}; '
           f'rounds of {args.seconds:.0f} s; connections closed with '
           f'{"FIN" if args.fin_close else "RST"})')
 
 
 if __name__ == '__main__':
-    sys.exit(run_bench(type('A', (), {'seconds': 5, 'connections': 10000,
+    sys.exit(run_bench(type('A', (), {'seconds': 5, 'connections': 10000, 'runs': 4,
                                       'fin_close': False})()))

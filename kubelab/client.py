@@ -6,10 +6,9 @@ import json
 import os
 import sys
 import time
-import urllib.error
-import urllib.request
 
-from kubelab.daemon.statedir import running_daemon
+from kubelab.daemon.statedir import check_state_dir, running_daemon
+from services import transport
 from services.conditions import pod_ready
 from services.errors import ApplyError, KubelabError, NotFound, ValidationError
 
@@ -22,11 +21,10 @@ class NoLab(KubelabError):
 
 class Client:
     def __init__(self, state_dir: str = STATE_DIR):
+        check_state_dir(state_dir, create=False)    # never send the token to a stranger
         if running_daemon() is None:
             raise NoLab('no lab is running: start one with `kubelab up`')
         try:
-            with open(os.path.join(state_dir, 'api.json')) as f:
-                self.url = json.load(f)['url']
             with open(os.path.join(state_dir, 'token')) as f:
                 self.token = f.read().strip()
         except FileNotFoundError:
@@ -34,25 +32,35 @@ class Client:
         except PermissionError:
             raise KubelabError('the lab belongs to root: run kubelab with sudo') from None
         self.state_dir = state_dir
+        self.socket_path = os.path.join(state_dir, transport.SOCKET_NAME)
 
     def _call(self, method: str, path: str, body=None, timeout: float = 30):
         data = json.dumps(body).encode() if body is not None else None
-        req = urllib.request.Request(self.url + path, data=data, method=method, headers={
-            'Authorization': f'Bearer {self.token}', 'Content-Type': 'application/json'})
+        headers = {'Authorization': f'Bearer {self.token}',
+                   'Content-Type': 'application/json'}
         try:
-            with urllib.request.urlopen(req, timeout=timeout) as resp:
-                return json.loads(resp.read())
-        except urllib.error.HTTPError as exc:
-            payload = json.loads(exc.read() or b'{}')
-            if exc.code == 422:
-                raise ApplyError([ValidationError('', '', e) for e in payload['errors']]) \
-                    from None
-            if exc.code == 404:
-                raise NotFound(payload.get('error', 'not found')) from None
-            raise KubelabError(payload.get('error', f'HTTP {exc.code}')) from None
-        except urllib.error.URLError as exc:
-            raise NoLab(f'the lab does not answer at {self.url} ({exc.reason}): is it up? '
-                        '`kubelab up` starts one') from None
+            code, raw = transport.request(self.socket_path, method, path, data, headers,
+                                          timeout)
+        except transport.NotConnected as exc:
+            raise NoLab(f'the lab does not answer ({exc}): is it up? `kubelab up` '
+                        'starts one') from None
+        except transport.NoAnswer as exc:
+            raise KubelabError(f'the lab daemon took the request {method} {path} but '
+                               f'gave no answer ({exc}); the lab is still up: see '
+                               f'{os.path.join(self.state_dir, "daemon.log")}') from None
+        try:
+            payload = json.loads(raw or b'{}')
+        except ValueError:
+            payload = None
+        if not isinstance(payload, dict):
+            payload = {'error': f'the lab answered HTTP {code}: {raw[:200]!r}'}
+        if code == 200:
+            return payload
+        if code == 422 and isinstance(payload.get('errors'), list):
+            raise ApplyError([ValidationError('', '', e) for e in payload['errors']])
+        if code == 404:
+            raise NotFound(payload.get('error', 'not found'))
+        raise KubelabError(payload.get('error', f'HTTP {code}'))
 
     # ------------------------------------------------------------ API
     def apply(self, objects: list[dict], dry_run: bool = False) -> dict:
@@ -191,7 +199,10 @@ def exec_target(client: Client, target: str, namespace: str, container: str | No
         raise KubelabError(f'pod {name} has no running sandbox (phase '
                            f'{pod["status"].get("phase")})')
     spec = container_of(pod, container)
-    env = container_env(spec, name, os.path.join(info['stateDir'], 'busybox-bin'))
+    try:
+        env = container_env(spec, name, os.path.join(info['stateDir'], 'busybox-bin'))
+    except ValueError as exc:          # its spec cannot run (runtime.py says why)
+        raise KubelabError(str(exc)) from None
     return pid, env
 
 

@@ -2,7 +2,8 @@
 # Install what kubelab needs on a Debian/Ubuntu machine, as root. Safe to run again:
 # every step checks first and does nothing when its work is already done.
 #   - Debian packages: Open vSwitch, Mininet's mnexec, busybox, iperf3, ethtool, nginx
-#     (installed without starting its own service: the lab runs nginx in its pods), ...
+#     (installed without starting its own service and not enabled at boot: the lab runs
+#     nginx in its pods; scripts/lib/services.sh), ...
 #   - Open vSwitch started if it does not answer (no systemd needed)
 #   - a Python virtual environment in $KUBELAB_VENV (default: .venv in the repo) with the
 #     pinned dependencies of requirements.txt and kubelab itself (editable)
@@ -13,6 +14,8 @@ repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 venv="${KUBELAB_VENV:-$repo/.venv}"
 python="${KUBELAB_PYTHON:-/usr/bin/python3}"
 say() { echo "[install] $*"; }
+. "$repo/scripts/lib/services.sh"
+policy=/usr/sbin/policy-rc.d
 
 if [ "$(id -u)" -ne 0 ]; then
   echo "kubelab's install needs root (apt-get, Open vSwitch): run it with sudo" >&2
@@ -20,30 +23,55 @@ if [ "$(id -u)" -ne 0 ]; then
 fi
 
 packages=(openvswitch-switch mininet busybox iperf3 ethtool iputils-ping iproute2 curl
-          tcpdump util-linux python3 python3-venv python3-dev nginx openssl wrk graphviz)
+          tcpdump util-linux python3 python3-venv python3-dev nginx openssl wrk graphviz
+          dpkg-dev gcc make xz-utils)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
 done
+kubelab_clear_stale "$policy"          # left by an install that was killed
 if [ "${#missing[@]}" -gt 0 ]; then
   say "installing Debian packages: ${missing[*]}"
   export DEBIAN_FRONTEND=noninteractive
   apt-get update -qq
-  # Debian's nginx package starts a system nginx on port 80: the lab only wants the
-  # binary. A policy-rc.d that refuses service starts (unless the machine has its own).
-  if [ ! -e /usr/sbin/policy-rc.d ]; then
-    printf '#!/bin/sh\nexit 101\n' > /usr/sbin/policy-rc.d
-    chmod +x /usr/sbin/policy-rc.d
-    trap 'rm -f /usr/sbin/policy-rc.d' EXIT
+  # Debian's nginx package starts a system nginx on port 80 and enables it at boot: the
+  # lab only wants the binary. Refuse its start (unless the machine has a policy-rc.d
+  # of its own), disable it at boot afterwards; only when this install adds it.
+  adds_nginx=no
+  [[ " ${missing[*]} " == *" nginx "* ]] && adds_nginx=yes
+  own_policy=no
+  if [ "$adds_nginx" = yes ] && [ ! -e "$policy" ]; then
+    trap 'kubelab_unblock "$policy"' EXIT
+    trap 'kubelab_unblock "$policy"; exit 130' INT TERM HUP
+    kubelab_block_starts "$policy" $$ nginx nginx.service
+    own_policy=yes
   fi
   apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
-  if trap -p EXIT | grep -q policy-rc.d; then rm -f /usr/sbin/policy-rc.d; trap - EXIT; fi
+  if [ "$own_policy" = yes ]; then
+    kubelab_unblock "$policy"
+    trap - EXIT INT TERM HUP
+  fi
+  if [ "$adds_nginx" = yes ]; then
+    kubelab_not_at_boot nginx
+    # The machine's own policy-rc.d may have let it start: it did not run before.
+    if [ "$own_policy" = no ] && [ -e /run/nginx.pid ]; then
+      service nginx stop >/dev/null 2>&1 || true
+    fi
+  fi
 fi
 
-if ! ovs-vsctl --timeout=5 show >/dev/null 2>&1; then
-  say "starting Open vSwitch"
-  /usr/share/openvswitch/scripts/ovs-ctl start --system-id=random >/dev/null 2>&1 || true
-  ovs-vsctl --timeout=10 show >/dev/null || { echo "Open vSwitch would not start" >&2; exit 1; }
+# Open vSwitch: with the kernel module, the machine's (Debian's) with its kernel datapath;
+# without it (the userspace datapath), a newer one built from Debian's source into
+# /opt/kubelab/ovs (Debian 12's 3.1.0 loses connections there; scripts/build-ovs.sh says
+# why). Cached: a second install does nothing. KUBELAB_OVS=system skips it.
+if [ "${KUBELAB_OVS:-}" != system ] && { [ "${KUBELAB_DATAPATH:-}" = user ] || {
+     [ "${KUBELAB_DATAPATH:-}" != kernel ] && [ ! -e /sys/module/openvswitch ] &&
+     ! modprobe -q openvswitch 2>/dev/null; }; }; then
+  if ! bash "$repo/scripts/build-ovs.sh"; then
+    say "WARNING: the newer Open vSwitch could not be built; the lab runs on Debian's" \
+        "$(ovs-vswitchd --version | head -1 | awk '{print $NF}'), which loses short" \
+        "connections under port reuse on the userspace datapath"
+  fi
 fi
 
 stamp="$venv/.kubelab-requirements"
@@ -63,4 +91,6 @@ if [ ! -x "$venv/bin/kubelab" ] || ! (cd / && "$venv/bin/python" -c "import kube
   "$venv/bin/pip" install -q --disable-pip-version-check --no-build-isolation --no-deps -e "$repo"
 fi
 ln -sf "$venv/bin/kubelab" /usr/local/bin/kubelab
-say "ready: /usr/local/bin/kubelab ($("$venv/bin/python" --version), Open vSwitch $(ovs-vsctl --version | head -1 | awk '{print $NF}'))"
+# Start the Open vSwitch the lab runs on, if it does not answer (topo/ovs.py chooses).
+ovs="$(cd "$repo" && "$venv/bin/python" -m topo.ovs start)" || exit 1
+say "ready: /usr/local/bin/kubelab ($("$venv/bin/python" --version); ${ovs#running: })"

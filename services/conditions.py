@@ -17,9 +17,10 @@ def _ready(obj: dict) -> bool:
 
 
 def pod_ready(pod: dict) -> bool:
-    """The pod's Ready condition is True: all its containers are ready and it is not
-    terminating (the kubelet's answer; the EndpointSlice controller calls it
-    ``serving``)."""
+    """The pod's Ready condition is True: all its containers are ready (the kubelet's
+    answer; the EndpointSlice controller calls it ``serving``). A terminating pod stays
+    Ready while its containers pass their readiness probes: whoever must not count it
+    (a Deployment's ready replicas) leaves out pods with a deletionTimestamp."""
     return _ready(pod)
 
 

@@ -22,8 +22,19 @@ The consumers differ on purpose, and each difference is a parameter of
   never black-holes a Service).
 * ``publish_not_ready``: every endpoint, ready or not, as the DNS publishes them for a
   Service with ``publishNotReadyAddresses``.
-* ``node``: only the endpoints on that node (``nodeName``): the local endpoints of
-  ``externalTrafficPolicy: Local``.
+* ``node``: only the endpoints on that node (``nodeName``), the fallback included:
+  the local endpoints of ``externalTrafficPolicy: Local``.
+
+The Local traffic policies apply the terminating fallback node by node
+(``local_endpoint_addresses``): a node with no ready endpoint of its own uses its own
+serving terminating ones, even while other nodes have ready ones (kube-proxy's
+CategorizeEndpoints looks for them among the node's own endpoints, not the
+cluster's). The cluster-wide fallback applies only when no node has a ready one.
+
+kube-proxy reads Services and EndpointSlices through one label selector: an object
+labelled ``service.kubernetes.io/service-proxy-name`` (another proxy implements the
+Service) or ``service.kubernetes.io/headless`` is not seen at all, whatever the label's
+value (``kube_proxy_ignores``). Its dataplane and its health server ask it.
 
 The result lists one ``EndpointAddress`` per (slice, slice port, endpoint, address), in
 the slices' order; each keeps its endpoint and slice for readers that want more
@@ -38,6 +49,10 @@ from services.controllers.endpointslices import SERVICE_NAME_LABEL
 
 #: ``port`` value of ``endpoint_addresses``: every endpoint of a slice that has ports.
 ANY_PORT = 'any-port'
+#: The labels with which kube-proxy leaves a Service alone (its informers select
+#: ``!service.kubernetes.io/service-proxy-name,!service.kubernetes.io/headless``).
+SERVICE_PROXY_NAME_LABEL = 'service.kubernetes.io/service-proxy-name'
+HEADLESS_LABEL = 'service.kubernetes.io/headless'
 
 
 @dataclass(frozen=True)
@@ -62,6 +77,13 @@ def by_service(slices) -> dict[tuple[str, str], list[dict]]:
             out.setdefault((meta.get('namespace') or 'default', service), []).append(
                 endpoint_slice)
     return out
+
+
+def kube_proxy_ignores(obj: dict) -> bool:
+    """The object (a Service or an EndpointSlice) carries one of the labels for which
+    kube-proxy does not watch it; the label's presence counts, not its value."""
+    labels = (obj.get('metadata') or {}).get('labels') or {}
+    return SERVICE_PROXY_NAME_LABEL in labels or HEADLESS_LABEL in labels
 
 
 def endpoint_ready(endpoint: dict) -> bool:
@@ -111,3 +133,20 @@ def endpoint_addresses(slices, port=None, *, terminating_fallback: bool = False,
                                                   endpoint.get('nodeName') or '',
                                                   endpoint, endpoint_slice))
     return ready or fallback
+
+
+def local_endpoint_addresses(slices, port, *, terminating_fallback: bool = True
+                             ) -> dict[str, list[EndpointAddress]]:
+    """Node name -> the addresses that serve ``port`` for a Local traffic policy on
+    that node: the node's ready endpoints; with ``terminating_fallback`` (kube-proxy),
+    when it has none, its own serving terminating ones, whatever other nodes have.
+    Nodes with neither are left out; an endpoint without ``nodeName`` is no node's."""
+    nodes = {(endpoint.get('nodeName') or '')
+             for endpoint_slice in slices for endpoint in endpoint_slice.get('endpoints') or ()}
+    out = {}
+    for node in sorted(nodes - {''}):
+        served = endpoint_addresses(slices, port, terminating_fallback=terminating_fallback,
+                                    node=node)
+        if served:
+            out[node] = served
+    return out

@@ -6,7 +6,10 @@ The objects must survive the trip to the API server as JSON, so the loader
 also refuses, with the line, what JSON cannot carry or what would exhaust the
 lab: tags without a JSON type (``!!binary``, ``!!set``), recursive aliases,
 alias bombs, nesting deeper than ``MAX_DEPTH``, absurdly long integers, lone
-surrogates, control characters.
+surrogates, control characters, and sizes counted in bytes: a file larger than
+``MAX_REQUEST_BYTES`` (the API server's request limit) before it is parsed, a
+document larger than ``MAX_OBJECT_BYTES`` (etcd's object limit) once its aliases are
+expanded, so that a small file cannot unfold into hundreds of megabytes.
 
 ``validate`` checks one object and returns a normalised deep copy with the
 defaults Kubernetes would fill (``namespace: default``, ``protocol: TCP``,
@@ -162,6 +165,13 @@ MAX_DEPTH = 64
 #: How many values aliases (``*name``) may add to a document: a few copies of
 #: a container are fine, a "billion laughs" bomb is not.
 MAX_ALIAS_VALUES = 100_000
+#: What one object may weigh once aliases are expanded, counted as the UTF-8 bytes of
+#: its scalars plus a few for the punctuation of its collections (about its JSON size):
+#: etcd's default request limit, beyond which the API server answers "request is too
+#: large".
+MAX_OBJECT_BYTES = 1_572_864
+#: The largest manifest file (and request) taken: the API server's 3 MiB request limit.
+MAX_REQUEST_BYTES = 3 * 1024 * 1024
 #: Integers longer than this cannot be a Kubernetes field (int64 has 19).
 MAX_INTEGER_DIGITS = 100
 #: YAML types that have no JSON equivalent (the CLI sends objects as JSON).
@@ -217,37 +227,39 @@ def _node_problem(node, message: str) -> yaml.MarkedYAMLError:
     return yaml.composer.ComposerError(None, None, message, node.start_mark)
 
 
-def _check_node(node, depth: int, memo: dict, active: set) -> tuple[int, int]:
-    """``(values, height)`` of a composed node, aliases expanded; raises a
+def _check_node(node, depth: int, memo: dict, active: set) -> tuple[int, int, int]:
+    """``(values, height, bytes)`` of a composed node, aliases expanded; raises a
     YAML error (with the node's line) for what JSON cannot carry."""
     if id(node) in active:
         raise _node_problem(node, 'an alias refers to the collection that '
                                   'contains it (a recursive structure)')
     if id(node) in memo:
-        size, height = memo[id(node)]
+        size, height, nbytes = memo[id(node)]
     else:
-        size, height = 1, 0
+        size, height, nbytes = 1, 0, 2
         if node.tag in NON_JSON_TAGS:
             raise _node_problem(node, f'{NON_JSON_TAGS[node.tag]} values '
                                       f'cannot be sent to the API server; '
                                       f'use a string, a list or a mapping')
         if isinstance(node, yaml.ScalarNode):
             _check_scalar(node)
+            nbytes += len(node.value.encode('utf-8', 'surrogatepass'))
         else:
             children = node.value if isinstance(node, yaml.SequenceNode) \
                 else [part for pair in node.value for part in pair]
             active.add(id(node))
             for child in children:
-                child_size, child_height = _check_node(child, depth + 1,
-                                                       memo, active)
+                child_size, child_height, child_bytes = _check_node(
+                    child, depth + 1, memo, active)
                 size += child_size
+                nbytes += child_bytes + 1
                 height = max(height, child_height + 1)
             active.discard(id(node))
-        memo[id(node)] = size, height
+        memo[id(node)] = size, height, nbytes
     if depth + height > MAX_DEPTH:
         raise _node_problem(node, f'the document nests more than {MAX_DEPTH} '
                                   f'levels deep (through aliases)')
-    return size, height
+    return size, height, nbytes
 
 
 def _check_scalar(node) -> None:
@@ -264,12 +276,17 @@ def _check_scalar(node) -> None:
 def _check_document(node) -> None:
     memo: dict = {}
     _check_node(node, 1, memo, set())
-    values = memo[id(node)][0]
+    values, _, nbytes = memo[id(node)]
     if values - len(memo) > MAX_ALIAS_VALUES:
         raise _node_problem(node, f'aliases expand the document to {values} '
                                   f'values (at most {MAX_ALIAS_VALUES} may '
                                   f'come from aliases); write it out or use '
                                   f'fewer aliases')
+    if nbytes > MAX_OBJECT_BYTES:
+        expanded = ' once its aliases are expanded' if values > len(memo) else ''
+        raise _node_problem(node, f'the document is {nbytes} bytes{expanded}; the '
+                                  f'API server takes at most {MAX_OBJECT_BYTES} bytes '
+                                  'per object (etcd\'s limit: "request is too large")')
 
 
 def yaml_problem(exc: yaml.YAMLError, source: str,
@@ -303,6 +320,11 @@ def yaml_problem(exc: yaml.YAMLError, source: str,
 
 def parse_yaml(text: str, source: str) -> list[tuple[int, object]]:
     """Every YAML document of ``text`` as ``(first line, data)``."""
+    size = len(text.encode('utf-8', 'surrogatepass'))
+    if size > MAX_REQUEST_BYTES:
+        raise ValidationError(source, '', f'the file is {size} bytes; the API server '
+                                          f'takes at most {MAX_REQUEST_BYTES} bytes in '
+                                          f'one request: split it')
     documents = []
     loader = None
     try:

@@ -30,6 +30,10 @@ The store keeps the objects and runs the rules; the rules live by subject:
   services/controllers/deployments.py (the store makes and terminates the pods it asks
   for); the EndpointSlice computation in services/controllers/endpointslices.py.
 
+``saved`` and ``restore`` keep the store on disk across a daemon that died
+(services/persistence.py says what is kept and what becomes of pods); ``apply``
+refuses more pods than the cluster can run (``pod_capacity``).
+
 ``tick`` re-runs the controllers for what time alone changes (minReadySeconds, a
 node's silence, tolerationSeconds). The kubelet, the cloud's health checks and the L7
 controller write back through ``update_pod_status``, ``pod_gone``, ``renew_lease``,
@@ -45,9 +49,10 @@ import random
 import threading
 import time
 
-from services import manifests, naming
+from services import manifests, naming, persistence
 from services.allocation.allocators import ClusterIPAllocator, NodePortAllocator
 from services.allocation.cluster_ips import assign_cluster_ip, release_cluster_ip
+from services.allocation.load_balancer_ips import class_change_problems
 from services.allocation.node_ports import assign_node_ports, release_node_ports
 from services.controllers import endpointslices as endpoints, scheduler
 from services.controllers.node_lifecycle import NEVER_MESSAGE, NodeLifecycle, \
@@ -61,6 +66,10 @@ from services.validation.deployment import default_strategy
 from services.validation.warnings import apply_warnings
 
 KUBELET_VERSION = 'v1.31.0-kubelab'
+#: How many pods one node runs: kubelet's default ``maxPods``. The lab refuses an apply
+#: or a scale that would need more pods than its nodes run together (a real cluster
+#: would keep them Pending; a lab that holds 100,000 pending pods is wedged).
+MAX_PODS_PER_NODE = 110
 CONTROL_PLANE_TAINT = {'key': 'node-role.kubernetes.io/control-plane', 'effect': 'NoSchedule'}
 
 
@@ -159,6 +168,28 @@ class Store(LifecycleWrites):
                 self.cond.wait(deadline - time.monotonic())
             return self.rv
 
+    # ------------------------------------------------------------ kept on disk
+    def saved(self, cluster_doc: dict) -> dict:
+        """What persistence keeps of the store now (a deep copy: safe to write out)."""
+        with self.cond:
+            return copy.deepcopy(persistence.saved(list(self.objects.values()),
+                                                   self.replica_sets, cluster_doc))
+
+    def restore(self, document: dict) -> list[str]:
+        """Load what ``saved`` kept (into a store that holds only its own start-up
+        objects); the allocators are rebuilt from the Services. Returns problems
+        (addresses two saved Services claim: there should be none)."""
+        with self.cond:
+            problems = []
+            for obj in persistence.restored_objects(document):
+                self._put(obj)
+                if obj['kind'] == 'Service':
+                    problems += persistence.reserve_addresses(
+                        obj, self.cluster_ips, self.node_ports, None)
+            self.deployments.restore(document.get('replicaSets') or {})
+            self._changed()
+            return problems
+
     # ------------------------------------------------------------ writing
     def apply(self, docs: list[dict], dry_run: bool = False) -> dict:
         """Create or update every object in ``docs``, or none of them."""
@@ -181,9 +212,11 @@ class Store(LifecycleWrites):
                 errors.extend(metallb_admission(obj, manifests.object_ref(obj),
                                                 self.cluster.metallb,
                                                 self.list_unlocked('IPAddressPool'), objs))
+            if not errors:
+                errors.extend(self._capacity_problems(objs))
             if errors:
                 raise ApplyError(errors)
-            warnings = apply_warnings(objs, self.objects.values())
+            warnings = apply_warnings(objs, self.objects.values(), self.cluster)
             if dry_run:
                 return {'results': [[self._ref(o), 'validated'] for o in objs],
                         'warnings': warnings}
@@ -195,6 +228,43 @@ class Store(LifecycleWrites):
             if any(action != 'unchanged' for _, action in results):
                 self._changed()
             return {'results': results, 'warnings': warnings}
+
+    def pod_capacity(self) -> int:
+        return MAX_PODS_PER_NODE * len(self.cluster.nodes)
+
+    def _pods_wanted(self, replacing: dict) -> int:
+        """Pods the cluster is asked to run: every Deployment's replicas and every pod
+        no Deployment owns, with ``replacing`` ((kind, ns, name) -> object) in place of
+        what the store holds."""
+        current = {k: o for k, o in self.objects.items() if k[0] in ('Deployment', 'Pod')}
+        current.update(replacing)
+        total = 0
+        for (kind, _, _), obj in current.items():
+            if kind == 'Deployment':
+                total += obj['spec'].get('replicas', 1)
+            elif not obj['metadata'].get('ownerReferences') and \
+                    not obj['metadata'].get('deletionTimestamp'):
+                total += 1
+        return total
+
+    def _capacity_problems(self, objs: list[dict]) -> list[ValidationError]:
+        replacing = {manifests.key(o): o for o in objs if o['kind'] in ('Deployment', 'Pod')}
+        if not replacing:
+            return []
+        total = self._pods_wanted(replacing)
+        if total <= self.pod_capacity():
+            return []
+        biggest = max(objs, key=lambda o: o['spec'].get('replicas', 1)
+                      if o['kind'] == 'Deployment' else 0)
+        field = 'spec.replicas' if biggest['kind'] == 'Deployment' else 'metadata.name'
+        return [ValidationError(manifests.object_ref(biggest), field,
+                                self._capacity_message(total))]
+
+    def _capacity_message(self, total: int) -> str:
+        nodes = len(self.cluster.nodes)
+        return (f'the cluster would need {total} pods; kubelab runs at most '
+                f'{self.pod_capacity()} ({MAX_PODS_PER_NODE} per node, kubelet\'s default '
+                f'maxPods, x {nodes} nodes)')
 
     @staticmethod
     def _ref(obj):
@@ -223,6 +293,7 @@ class Store(LifecycleWrites):
         if kind == 'Service':
             errs.extend(assign_cluster_ip(obj, old, ips, ref))
             errs.extend(assign_node_ports(obj, old, ports, ref))
+            errs.extend(class_change_problems(obj, old, ref))
         if kind == 'Deployment' and old is not None and \
                 obj['spec'].get('selector') != old['spec'].get('selector'):
             shown = json.dumps(obj['spec'].get('selector'), sort_keys=True)
@@ -359,6 +430,9 @@ class Store(LifecycleWrites):
                 raise NotFound(f'deployments.apps "{name}" not found in namespace '
                                f'"{namespace}"')
             dep = self.objects[key]
+            wanted = self._pods_wanted({key: {'metadata': {}, 'spec': {'replicas': replicas}}})
+            if replicas > dep['spec']['replicas'] and wanted > self.pod_capacity():
+                raise KubelabError(f'--replicas {replicas}: ' + self._capacity_message(wanted))
             if dep['spec']['replicas'] != replicas:
                 dep['spec']['replicas'] = replicas
                 dep['metadata']['generation'] = dep['metadata'].get('generation', 1) + 1

@@ -147,3 +147,28 @@ def all_bridges(cluster) -> list[tuple[str, int]]:
     bridges = [(node_bridge(n), node_dpid(n)) for n in cluster.nodes]
     bridges += [(UNDERLAY_BRIDGE, UNDERLAY_DPID), (EXTERNAL_BRIDGE, EXTERNAL_DPID)]
     return bridges if cluster.bare_metal else bridges + [(EDGE_BRIDGE, EDGE_DPID)]
+
+
+def external_ip_node(cluster):
+    """The node the lab's external router sends every Service's ``externalIPs`` to:
+    Kubernetes routes nothing to an external IP, an administrator does (a static route
+    to a node, as here, or a BGP speaker); kube-proxy then catches the address on
+    whichever node it arrives at. The first worker node (the first node when there is
+    no worker)."""
+    workers = [n for n in cluster.nodes if n.role == 'worker']
+    return (workers or list(cluster.nodes))[0]
+
+
+def lab_network_of(cluster, ip: str) -> str | None:
+    """Which of the lab's own networks ``ip`` is in ('the pod subnet' ...), or None. The
+    lab's router does not route an external IP that is (those addresses already go
+    where their network goes, or nowhere from outside)."""
+    address = ipaddress.IPv4Address(ip)
+    for name, cidr in (('the pod subnet', cluster.cluster_cidr),
+                       ('the Service subnet', cluster.service_cidr),
+                       ('the node subnet', cluster.node_cidr),
+                       ('the external subnet', cluster.external_cidr),
+                       ('the load balancer pool', cluster.lb_pool)):
+        if address in ipaddress.IPv4Network(cidr):
+            return name
+    return None

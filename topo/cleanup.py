@@ -2,13 +2,18 @@
 
 The lab records every process it starts (its daemon, the controller, each host's shell,
 each container) in a pid file, with the process's start time so that a recycled pid is
-never killed. ``clean_leftovers`` kills those processes, deletes the Open vSwitch bridges
-and root-namespace interfaces whose names carry the lab's ``kl-`` prefix, and that is all:
-no ``mn -c``, no killing by process name.
+never killed. It marks every Open vSwitch bridge it creates with
+``external_ids:kubelab-lab=<mark>`` and every root-namespace interface with the alias
+``kubelab-lab=<mark>`` (the mark is the state directory's path: topo/network.py sets
+both). ``clean_leftovers`` kills those processes and deletes the bridges and interfaces
+that carry this lab's mark, and that is all: a bridge or link that merely has a
+``kl-`` name is left alone (``foreign`` lists them, so ``up`` can refuse to build over
+them), no ``mn -c``, no killing by process name.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import signal
@@ -47,15 +52,22 @@ class PidRegistry:
         started = start_time(pid)
         if started is None:
             return
-        with self.lock, open(self.path, 'a') as f:
-            f.write(f'{pid} {started} {what}\n')
+        line = f'{pid} {started} {what}\n'.encode()
+        with self.lock:
+            fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW
+                         | os.O_CLOEXEC, 0o600)
+            try:
+                os.write(fd, line)
+            finally:
+                os.close(fd)
 
     def entries(self) -> list[tuple[int, str, str]]:
         try:
-            with open(self.path) as f:
-                lines = f.read().splitlines()
+            fd = os.open(self.path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
         except FileNotFoundError:
             return []
+        with os.fdopen(fd) as f:
+            lines = f.read().splitlines()
         out = []
         for line in lines:
             parts = line.split(' ', 2)
@@ -124,39 +136,82 @@ def _zombie(pid: int) -> bool:
         return True
 
 
+MARK_KEY = 'kubelab-lab'
+
+
+def bridge_marks() -> dict[str, str | None]:
+    """Every Open vSwitch bridge named like the lab's (``kl-...``) -> its
+    ``kubelab-lab`` mark (None: unmarked)."""
+    out = subprocess.run(['ovs-vsctl', '--timeout=10', '--format=json',
+                          '--columns=name,external_ids', 'list', 'Bridge'],
+                         capture_output=True, text=True)
+    if out.returncode != 0:
+        return {}
+    marks = {}
+    for name, ids in json.loads(out.stdout)['data']:
+        if name.startswith(PREFIX):
+            marks[name] = dict(ids[1]).get(MARK_KEY)
+    return marks
+
+
+def link_marks() -> dict[str, str | None]:
+    """Root-namespace interfaces named like the lab's -> their mark (the alias
+    ``kubelab-lab=<mark>``; None: unmarked)."""
+    marks = {}
+    for name in os.listdir('/sys/class/net'):
+        if not name.startswith(PREFIX):
+            continue
+        try:
+            with open(f'/sys/class/net/{name}/ifalias') as f:
+                alias = f.read().strip()
+        except OSError:
+            alias = ''
+        key, _, value = alias.partition('=')
+        marks[name] = value if key == MARK_KEY and value else None
+    return marks
+
+
 def lab_bridges() -> list[str]:
-    out = subprocess.run(['ovs-vsctl', '--timeout=10', 'list-br'], capture_output=True,
-                         text=True)
-    return [b for b in out.stdout.split() if b.startswith(PREFIX)]
+    """Bridges named like the lab's, whoever made them."""
+    return sorted(bridge_marks())
 
 
 def lab_links() -> list[str]:
-    """Root-namespace interfaces named like the lab's (``kl-...``)."""
-    out = subprocess.run(['ip', '-o', 'link', 'show'], capture_output=True, text=True)
-    names = []
-    for line in out.stdout.splitlines():
-        name = line.split(':', 2)[1].strip().split('@')[0]
-        if name.startswith(PREFIX):
-            names.append(name)
-    return names
+    """Root-namespace interfaces named like the lab's (``kl-...``), whoever made them."""
+    return sorted(link_marks())
 
 
-def clean_leftovers(pidfile: str, skip_pid: int | None = None) -> list[str]:
-    """Remove a previous run's processes, bridges and interfaces; say what was removed."""
+def foreign(mark: str) -> list[str]:
+    """Bridges and interfaces with the lab's names that this lab did not mark."""
+    found = [f'bridge {name} ({_whose(m)})' for name, m in sorted(bridge_marks().items())
+             if m != mark]
+    found += [f'interface {name} ({_whose(m)})' for name, m in sorted(link_marks().items())
+              if m != mark]
+    return found
+
+
+def _whose(mark: str | None) -> str:
+    return 'not made by kubelab, or by a version without marks' if mark is None \
+        else f'of the lab with state directory {mark}'
+
+
+def clean_leftovers(pidfile: str, mark: str, skip_pid: int | None = None) -> list[str]:
+    """Remove a previous run's processes, and the bridges and interfaces marked
+    ``mark``; say what was removed."""
     removed = []
     registry = PidRegistry(pidfile)
     if registry.entries():
         registry.kill_all(skip=skip_pid)
         removed.append(f'{len(registry.entries())} recorded processes')
         os.unlink(pidfile)
-    bridges = lab_bridges()
+    bridges = [name for name, m in bridge_marks().items() if m == mark]
     if bridges:
         args = []
-        for br in bridges:
+        for br in sorted(bridges):
             args += ['--', '--if-exists', 'del-br', br]
         subprocess.run(['ovs-vsctl', '--timeout=10', *args], capture_output=True)
-        removed.append('bridges ' + ' '.join(bridges))
-    links = lab_links()
+        removed.append('bridges ' + ' '.join(sorted(bridges)))
+    links = [name for name, m in link_marks().items() if m == mark]
     for name in links:
         subprocess.run(['ip', 'link', 'del', name], capture_output=True)
     if links:

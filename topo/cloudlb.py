@@ -44,7 +44,7 @@ from email.utils import formatdate
 from http import HTTPStatus
 from typing import Callable
 
-from services.endpoints import ANY_PORT, by_service, endpoint_addresses
+from services.endpoints import ANY_PORT, by_service, endpoint_addresses, kube_proxy_ignores
 from services.naming import now_rfc3339
 
 LOG = logging.getLogger('kubelab.cloudlb')
@@ -64,15 +64,18 @@ def health_checks(services: list[dict], slices: list[dict],
     Local endpoints are kube-proxy's: the distinct addresses of the node's ready
     endpoints (an unset ``ready`` is ready; terminating endpoints are not), taken from
     slices with ports, as kube-proxy reads endpoints through a slice's ports
-    (services/endpoints.py)."""
+    (services/endpoints.py). So a node whose only local endpoints are terminating
+    answers 503 while its NodePort still serves them (the Local fallback), as
+    kube-proxy's does: the load balancer stops sending it new clients. A Service
+    kube-proxy does not watch (services/endpoints.kube_proxy_ignores) gets no port."""
     local = {key: {a.address for a in endpoint_addresses(items, ANY_PORT, node=node_name)}
              for key, items in by_service(slices).items()}
     wanted = {}
     for svc in services:
         spec = svc.get('spec') or {}
         port = spec.get('healthCheckNodePort')
-        if port and spec.get('type') == 'LoadBalancer' and \
-                spec.get('externalTrafficPolicy') == 'Local':
+        if port and spec.get('type') == 'LoadBalancer' and not kube_proxy_ignores(svc) \
+                and spec.get('externalTrafficPolicy') == 'Local':
             key = (svc['metadata'].get('namespace', 'default'), svc['metadata']['name'])
             wanted[port] = (*key, len(local.get(key, ())))
     return wanted
@@ -335,8 +338,8 @@ def health_check_targets(cluster, services: list[dict]) -> dict:
     out = {}
     for svc in services:
         spec, meta = svc['spec'], svc['metadata']
-        if spec.get('type') != 'LoadBalancer':
-            continue
+        if spec.get('type') != 'LoadBalancer' or spec.get('loadBalancerClass'):
+            continue          # a class: another implementation's, not this cloud's
         port = spec.get('healthCheckNodePort') if spec.get(
             'externalTrafficPolicy') == 'Local' else HEALTHZ_PORT
         out[f'{meta["namespace"]}/{meta["name"]}'] = [(n.name, n.ip, port)

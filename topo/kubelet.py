@@ -7,6 +7,11 @@ process per container, restarts per ``restartPolicy``, readiness probes sent fro
 node's own address, graceful termination (SIGTERM, then SIGKILL after the grace period)
 and the pod's status written back to the store.
 
+A terminating pod is probed on, as the kubelet does (KEP-1669): it stays Ready while its
+running containers pass their readiness probes (those without one while they run), so
+its endpoint reads ``serving: true, terminating: true`` and kube-proxy can still send it
+connections when no ready endpoint is left; a container that exits is no longer ready.
+
 It reads and writes the store only while its node's heartbeats reach the API endpoint
 (``api_reachable``, topo/heartbeat.py): cut off, it keeps its containers running,
 restarted and probed, but writes no status and acts on no deletion, as a kubelet that
@@ -58,6 +63,7 @@ class Container:
     probing: bool = False
     pre_stop: object = None      # a preStop hook under way: a callable, true once done
     hook_proc: subprocess.Popen | None = None    # an exec hook's process
+    error: str | None = None     # why it could not be started (CreateContainerError)
 
 
 @dataclass
@@ -227,7 +233,12 @@ class NodeAgent:
                 else:
                     c.next_start = float('inf')
             if c.proc is None and now >= c.next_start:
-                self._start_container(rt, c)
+                try:
+                    self._start_container(rt, c)
+                    c.error = None
+                except ValueError as exc:    # its spec cannot run (runtime.py says why)
+                    c.error = str(exc)
+                    c.next_start = now + BACKOFF
             if c.proc is not None:
                 self._check_ready(rt, c, now)
 
@@ -281,6 +292,14 @@ class NodeAgent:
         running = [c for c in rt.containers.values()
                    if c.proc is not None and c.proc.poll() is None]
         if running and time.monotonic() < rt.terminating_until:
+            # Probed on while terminating: readiness follows the probes (KEP-1669).
+            now, alive = time.monotonic(), {id(c) for c in running}
+            for c in rt.containers.values():
+                if id(c) in alive:
+                    self._check_ready(rt, c, now)
+                else:
+                    c.ready = False
+            self._report(rt, pod)
             return
         self._kill(rt)
         self._remove(rt)
@@ -336,6 +355,8 @@ class NodeAgent:
         for c in rt.containers.values():
             if c.proc is not None:
                 state = {'running': {'startedAt': c.started}}
+            elif c.error is not None:
+                state = {'waiting': {'reason': 'CreateContainerError', 'message': c.error}}
             elif c.last_exit is not None and c.next_start == float('inf'):
                 state = {'terminated': c.last_exit}
             elif c.last_exit is not None:
@@ -349,8 +370,6 @@ class NodeAgent:
                 st['lastState'] = {'terminated': c.last_exit}
             statuses.append(st)
         all_ready = all(c.ready for c in rt.containers.values())
-        if rt.terminating_until is not None:
-            all_ready = False
         done = [s['state'].get('terminated') for s in statuses]
         if all(done):
             phase = 'Succeeded' if all(d['exitCode'] == 0 for d in done) else 'Failed'

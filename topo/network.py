@@ -13,6 +13,15 @@ through one lock: Mininet's host shells are not thread-safe.
 
 On the userspace datapath (no Open vSwitch kernel module) TCP through a bridge only works
 with TX checksum offload off on every veth: ``_offload_off`` does that for every link.
+
+Everything the network creates on the machine carries the lab's mark (topo/cleanup.py):
+``external_ids:kubelab-lab`` on each bridge, set in the command that creates it, and the
+alias ``kubelab-lab=<mark>`` on each root-namespace interface. ``start`` refuses to
+build over a bridge or interface with one of the lab's names that it did not mark
+(Mininet would delete it). The bridges reach the controller on a Unix socket that only
+root can open (``controller_socket``): no TCP port to race for. Open vSwitch connects to
+a Unix socket only inside its own run directory (it refuses other paths "due to
+possibility for remote exploit"), so the socket lives there, mode 0600.
 """
 
 from __future__ import annotations
@@ -20,6 +29,7 @@ from __future__ import annotations
 import ipaddress
 import logging
 import os
+import shlex
 import subprocess
 import threading
 from functools import partial
@@ -27,12 +37,32 @@ from functools import partial
 from mininet.link import Link, OVSLink
 from mininet.log import setLogLevel
 from mininet.net import Mininet
-from mininet.node import Host, OVSSwitch, RemoteController
+from mininet.node import Host, OVSSwitch
 from mininet.topo import Topo
 
 from services import wiring
+from services.errors import KubelabError
+from topo import ovs
+from topo.cleanup import MARK_KEY, foreign
 
 LOG = logging.getLogger('kubelab.topo')
+#: The Linux kernel's conntrack timeouts (nf_conntrack's defaults, seconds), as Open
+#: vSwitch names them: what kube-proxy's connections live with on a real node.
+KERNEL_CONNTRACK_TIMEOUTS = {
+    'tcp_syn_sent': 120, 'tcp_syn_recv': 60, 'tcp_established': 432000,
+    'tcp_fin_wait': 120, 'tcp_close_wait': 60, 'tcp_last_ack': 30,
+    'tcp_time_wait': 120, 'tcp_close': 10, 'udp_first': 30, 'udp_single': 30,
+    'udp_multiple': 120, 'icmp_first': 30, 'icmp_reply': 30}
+
+
+def ovs_rundir() -> str:
+    """Open vSwitch's run directory (``OVS_RUNDIR``, as its own tools read it)."""
+    return os.environ.get('OVS_RUNDIR', '/var/run/openvswitch')
+
+
+def controller_socket() -> str:
+    """Where the lab's controller listens for its bridges (one lab per machine)."""
+    return os.path.join(ovs_rundir(), 'kubelab-ofp.sock')
 
 
 def detect_datapath() -> str:
@@ -40,10 +70,19 @@ def detect_datapath() -> str:
     forced = os.environ.get('KUBELAB_DATAPATH')
     if forced in ('user', 'kernel'):
         return forced
-    if os.path.exists('/sys/module/openvswitch'):
-        return 'kernel'
-    probe = subprocess.run(['modprobe', '-q', 'openvswitch'], capture_output=True)
-    return 'kernel' if probe.returncode == 0 else 'user'
+    return 'kernel' if ovs.kernel_module() else 'user'
+
+
+class MarkedSwitch(OVSSwitch):
+    """An OVSSwitch whose bridge is created with the lab's mark in its external_ids."""
+
+    def __init__(self, name, mark: str = '', **params):
+        super().__init__(name, **params)
+        self.mark = mark
+
+    def bridgeOpts(self):
+        return super().bridgeOpts() + ' ' + shlex.quote(
+            f'external_ids:{MARK_KEY}="{self.mark}"')
 
 
 class ClusterTopo(Topo):
@@ -93,11 +132,14 @@ class ClusterTopo(Topo):
 class LabNetwork:
     """The running Mininet network of one lab."""
 
-    def __init__(self, cluster, controller_port: int, datapath: str | None = None,
-                 table_names: dict[int, str] | None = None):
+    def __init__(self, cluster, controller: str, mark: str, datapath: str | None = None,
+                 table_names: dict[int, str] | None = None,
+                 conntrack_zones: list[int] | None = None):
         self.cluster = cluster
         self.table_names = table_names or {}    # OpenFlow table id -> its pipeline name
-        self.controller_port = controller_port
+        self.conntrack_zones = conntrack_zones or []   # the zones the pipeline uses
+        self.controller = controller          # an OVS target: unix:<OVS rundir>/kubelab-ofp.sock
+        self.mark = mark
         self.datapath = datapath or detect_datapath()
         self.lock = threading.RLock()
         self.net = None
@@ -106,24 +148,36 @@ class LabNetwork:
     # ------------------------------------------------------------ start / stop
     def start(self):
         setLogLevel('warning')
-        switch = partial(OVSSwitch, datapath=self.datapath, protocols='OpenFlow13',
-                         failMode='secure', reconnectms=1000)
+        theirs = foreign(self.mark)
+        if theirs:
+            raise KubelabError(
+                'the lab will not build over what it did not make: ' + '; '.join(theirs)
+                + '. Remove them if they are leftovers (ovs-vsctl del-br NAME, ip link '
+                'del NAME), or stop the lab they belong to')
+        switch = partial(MarkedSwitch, mark=self.mark, datapath=self.datapath,
+                         protocols='OpenFlow13', failMode='secure')
         self.net = Mininet(topo=ClusterTopo(cluster=self.cluster), switch=switch,
                            controller=None, autoSetMacs=False, build=False,
                            waitConnected=False)
-        self.net.addController(RemoteController('c0', ip='127.0.0.1',
-                                                port=self.controller_port))
         self.net.build()
         self.net.start()
+        self._mark_links([intf.name for sw in self.net.switches for intf in sw.intfList()
+                          if intf.name != 'lo'] + [sw.name for sw in self.net.switches])
         for link in self.net.links:
             if not isinstance(link, OVSLink):
                 self._offload_off(link)
         self._name_tables()
+        self._connect_controller()
+        self._conntrack_timeouts()
         for node in self.cluster.nodes:
             host = self.node_host(node.name)
             for cidr in (self.cluster.cluster_cidr, self.cluster.service_cidr,
                          self.cluster.external_cidr):
                 host.cmd(f'ip route replace {cidr} dev {host.defaultIntf()}')
+            # Everything else to the bridge too (a load balancer address, an external
+            # IP: kube-proxy catches them on the node); the bridge is the node's only
+            # way out and leads nowhere beyond the lab.
+            host.cmd(f'ip route replace default dev {host.defaultIntf()}')
         hosts = [wiring.client_host_name(j) for j in range(1, len(self.cluster.clients) + 1)]
         if self.cluster.bare_metal:
             self._start_router()
@@ -153,12 +207,32 @@ class LabNetwork:
             if self.net is not None:
                 self.net.stop()
                 self.net = None
+                self._conntrack_timeouts_off()
 
     def _offload_off(self, link):
         if self.datapath != 'user':
             return
         for intf in (link.intf1, link.intf2):
             intf.node.cmd(f'ethtool -K {intf.name} tx off >/dev/null 2>&1')
+
+    def _mark_links(self, names: list[str]):
+        """The lab's mark as the alias of its root-namespace interfaces (patch ports are
+        not interfaces of the kernel: their ``ip`` command fails, harmlessly)."""
+        script = ''.join(f'link set dev {name} alias {MARK_KEY}={self.mark}\n'
+                         for name in names)
+        subprocess.run(['ip', '-force', '-batch', '-'], input=script, text=True,
+                       capture_output=True)
+
+    def _connect_controller(self):
+        """Point every bridge at the controller's Unix socket, reconnecting every second
+        at most while it is away."""
+        args = []
+        for i, sw in enumerate(self.net.switches):
+            args += ['--', f'--id=@c{i}', 'create', 'Controller',
+                     f'target="{self.controller}"', 'max_backoff=1000',
+                     '--', 'set', 'Bridge', sw.name, f'controller=@c{i}']
+        subprocess.run(['ovs-vsctl', '--timeout=10', *args], check=True,
+                       capture_output=True)
 
     def _name_tables(self):
         """Give the pipeline's tables their names in OVSDB: dumps then say
@@ -172,6 +246,36 @@ class LabNetwork:
             if not args:
                 continue
             subprocess.run(['ovs-vsctl', *args], check=True, capture_output=True)
+
+    def _conntrack_timeouts(self):
+        """On the userspace datapath, give the lab's conntrack zones the Linux kernel's
+        conntrack timeouts, which kube-proxy's rules live with (the kernel datapath uses
+        the kernel's own). Open vSwitch's userspace conntrack forgets a closed TCP
+        connection after 45 s of TIME_WAIT where the kernel keeps it 120 s: a masquerade
+        could then reuse a (node address, port) pair a server still holds in TIME_WAIT
+        (60 s), and the server would drop the SYN."""
+        if self.datapath != 'user' or not self.conntrack_zones:
+            return
+        have = subprocess.run(['ovs-vsctl', 'get', 'Open_vSwitch', '.', 'datapaths'],
+                              capture_output=True, text=True).stdout
+        if 'netdev=' not in have:     # the record zone policies hang on
+            subprocess.run(['ovs-vsctl', '--', '--id=@dp', 'create', 'Datapath',
+                            'datapath_version=0', '--', 'set', 'Open_vSwitch', '.',
+                            'datapaths:netdev=@dp'], check=True, capture_output=True)
+        args = []
+        for zone in self.conntrack_zones:
+            args += ['--', '--may-exist', 'add-zone-tp', 'netdev', f'zone={zone}',
+                     *(f'{k}={v}' for k, v in KERNEL_CONNTRACK_TIMEOUTS.items())]
+        subprocess.run(['ovs-vsctl', *args], check=True, capture_output=True)
+
+    def _conntrack_timeouts_off(self):
+        """Remove the zone timeout policies ``_conntrack_timeouts`` added."""
+        if self.datapath != 'user' or not self.conntrack_zones:
+            return
+        args = []
+        for zone in self.conntrack_zones:
+            args += ['--', '--if-exists', 'del-zone-tp', 'netdev', f'zone={zone}']
+        subprocess.run(['ovs-vsctl', *args], capture_output=True)
 
     # ------------------------------------------------------------ hosts
     def node_host(self, node_name: str):
@@ -212,6 +316,7 @@ class LabNetwork:
             bridge.vsctl('add-port', bridge.name, link.intf2.name, '--', 'set',
                          'Interface', link.intf2.name, f'ofport_request={port}')
             bridge.cmd(f'ip link set {link.intf2.name} up')
+            self._mark_links([link.intf2.name])
             intf = link.intf1
             host.setMAC(wiring.mac_for(ip), intf)
             host.setIP(ip, prefix, intf)

@@ -44,7 +44,8 @@ def build(state, dpid: int) -> SwitchConfig:
         return underlay(state.cluster)
     if role.kind == 'edge':
         return cloud_edge(state)
-    return external(state.cluster)
+    return external(state.cluster, [ip for sp in state.service_ports
+                                    for ip in sp.external_ips])
 
 
 def desired(state, dpid: int) -> SwitchConfig:

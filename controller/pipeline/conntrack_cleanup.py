@@ -23,7 +23,8 @@ class ConntrackFlush:
 
 def stale_udp_flushes(old, new) -> list[ConntrackFlush]:
     """What kube-proxy's conntrack cleanup deletes when a UDP Service port loses an
-    endpoint: the entries DNATed to it through the ClusterIP and the NodePort. UDP has
+    endpoint: the entries DNATed to it through the ClusterIP, the NodePort, the load
+    balancer address and the external IPs (every node catches those). UDP has
     no connection to end: without this, a client that keeps sending from one port keeps
     reaching the gone endpoint until the entry idles out. TCP needs nothing: the client
     sees its connection reset and opens a new one, which the groups balance afresh.
@@ -38,7 +39,8 @@ def stale_udp_flushes(old, new) -> list[ConntrackFlush]:
         if sp.protocol != 'UDP':
             continue
         gone = set(sp.endpoints) - now.get(sp.key, set())
-        fronts = [f'ct_nw_dst={sp.vip},ct_nw_proto=17,ct_tp_dst={sp.port}']
+        fronts = [f'ct_nw_dst={addr},ct_nw_proto=17,ct_tp_dst={sp.port}'
+                  for addr in (sp.vip, *sp.external_addresses)]
         if sp.node_port:
             fronts.append(f'ct_nw_proto=17,ct_tp_dst={sp.node_port}')
         for ep in sorted(gone, key=lambda e: (e.ip, e.port)):

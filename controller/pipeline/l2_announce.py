@@ -10,20 +10,14 @@ network card there, and its MAC the node's (``wiring.router_mac(node.ip)``):
   is dropped: exactly one node answers for a MetalLB address, the elected one;
 * ARPResponder answers it with the uplink's MAC, out of the uplink.
 
-``lb_ip_fronts`` is kube-proxy's handling of a load balancer address on a node
-(KUBE-EXT): with ``externalTrafficPolicy: Cluster`` every endpoint, masqueraded as the
-node; with ``Local`` the node's own endpoints, the client's address kept (the node's
-pods and the node itself reach every endpoint). Written here, for the bare-metal
-profile only, because MetalLB's traffic arrives at a node addressed to the load
-balancer address itself (a cloud load balancer DNATs to NodeIP:NodePort first).
+What arrives for a MetalLB address is then kube-proxy's, as on every node: ServiceLB
+catches load balancer addresses (node_switch.py's ``external_fronts``, KUBE-EXT).
 """
 
 from __future__ import annotations
 
 from controller.flows import Move, Output, SetField, flow
-from controller.pipeline.tables import (CT_MARK_NODE_MASQ, ETH_ARP, ETH_IP, PRIORITY_HIGH,
-                                        PRIORITY_NODEPORT_FROM_NODE, PRIORITY_NORMAL,
-                                        REG0_LOCAL_ORIGIN, T)
+from controller.pipeline.tables import ETH_ARP, PRIORITY_HIGH, PRIORITY_NORMAL, T
 from services import wiring
 
 
@@ -56,24 +50,3 @@ def uplink_arp_responder(ctx) -> list:
     return [flow(T['ARPResponder'], PRIORITY_HIGH,
                  {'in_port': wiring.UPLINK_PORT, 'eth_type': ETH_ARP, 'arp_op': 1},
                  actions, owner=ctx.node_owner)]
-
-
-def lb_ip_fronts(state, node, front) -> None:
-    """Per Service port with a load balancer address, on a bare-metal node: ``front``
-    (node_switch.service_fronts' maker) for the address and port."""
-    if not state.cluster.bare_metal:
-        return
-    for sp in state.service_ports:
-        if not sp.lb_ip:
-            continue
-        l4_dst = 'tcp_dst' if sp.protocol == 'TCP' else 'udp_dst'
-        match = {'eth_type': ETH_IP, 'ip_proto': sp.proto_number, 'ipv4_dst': sp.lb_ip,
-                 l4_dst: sp.port}
-        local = sp.external_local
-        front(match, sp, sp.local_endpoints(node.name) if local else sp.endpoints,
-              f'{sp.key}/loadbalancer' + ('@' + node.name if local else ''),
-              mark=None if local else CT_MARK_NODE_MASQ, affinity=sp.affinity_timeout)
-        if local:
-            front(dict(match, reg0=(REG0_LOCAL_ORIGIN, REG0_LOCAL_ORIGIN)), sp,
-                  sp.endpoints, f'{sp.key}/loadbalancer-from-node',
-                  priority=PRIORITY_NODEPORT_FROM_NODE)

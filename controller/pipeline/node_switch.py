@@ -7,8 +7,9 @@ stages read (the node's zones and MACs, its pods, its Service fronts) is worked 
 once, in ``NodeBridge``.
 
 A Service port is reached at one or more *fronts* on a node (its ClusterIP:port, this
-node's NodeIP:NodePort); ``service_fronts`` decides, once per front, which endpoints the
-traffic policies leave it and which select group balances over them. ServiceLB sends a
+node's NodeIP:NodePort, its load balancer address and external IPs, which every node
+catches as kube-proxy does); ``service_fronts`` decides, once per front, which
+endpoints the traffic policies leave it and which select group balances over them. ServiceLB sends a
 front's new connections to that group; with session affinity SessionAffinity,
 EndpointDNAT and AffinityLearn add their flows for the same front.
 """
@@ -43,7 +44,7 @@ class Front:
     group: int | None           # the select group over them; None: none to balance over
     mark: int | None = None     # the ct_mark its connections get (CT_MARK_NODE_MASQ)
     affinity: int | None = None     # sessionAffinity ClientIP: its timeout (seconds)
-    priority: int = PRIORITY_NORMAL     # NODEPORT_FROM_NODE: a Local NodePort's own node
+    priority: int = PRIORITY_NORMAL     # NODEPORT_FROM_NODE: a Local policy's own node
 
     @property
     def owner(self) -> str:
@@ -60,17 +61,21 @@ class Front:
 
 
 def service_fronts(state, node) -> list[Front]:
-    """Per Service port, in order: its ClusterIP and, for a NodePort, this node's IP
-    (twice with externalTrafficPolicy Local: once for external clients, once for the
-    node and its own pods). Group ids are given in this order, probing past collisions."""
-    taken = set()
+    """Per Service port kube-proxy implements, in order: its ClusterIP, then its
+    external fronts (``external_fronts``). Group ids are given in this order, probing
+    past collisions; fronts with the same group key share one group."""
+    taken, groups = set(), {}
     fronts = []
 
     def front(match, sp, endpoints, key, **kw):
-        gid = shared.group_id(key, taken) if sp.endpoints and endpoints else None
+        gid = None
+        if sp.endpoints and endpoints:
+            gid = groups.get(key)
+            if gid is None:
+                gid = groups[key] = shared.group_id(key, taken)
         fronts.append(Front(sp, match, tuple(endpoints), gid, **kw))
 
-    for sp in state.service_ports:
+    for sp in state.proxied_ports:
         l4_dst = 'tcp_dst' if sp.protocol == 'TCP' else 'udp_dst'
         base = {'eth_type': ETH_IP, 'ip_proto': sp.proto_number}
         # internalTrafficPolicy Local: a node's pods reach only the node's endpoints.
@@ -78,23 +83,42 @@ def service_fronts(state, node) -> list[Front]:
         front(dict(base, ipv4_dst=sp.vip, **{l4_dst: sp.port}), sp, eps,
               sp.key + ('@' + node.name if sp.internal_local else ''),
               affinity=sp.affinity_timeout)
-        if sp.node_port:
-            # externalTrafficPolicy Cluster: any endpoint, masqueraded as this node (so
-            # replies come back here); Local: this node's endpoints, client IP kept.
-            eps = sp.local_endpoints(node.name) if sp.external_local else sp.endpoints
-            nodeport = dict(base, ipv4_dst=node.ip, **{l4_dst: sp.node_port})
-            front(nodeport, sp, eps,
-                  f'{sp.key}/nodeport' + ('@' + node.name if sp.external_local else ''),
+        external_fronts(front, sp, node, base, l4_dst)
+    return fronts
+
+
+def external_fronts(front, sp, node, base: dict, l4_dst: str) -> None:
+    """kube-proxy's KUBE-EXT chain of a Service port, once per address it catches on
+    this node: this node's IP at the nodePort, the load balancer address and every
+    external IP at the Service port (on every node: a pod's connection to them never
+    leaves its node). All share one group (KUBE-EXT jumps to one chain).
+
+    externalTrafficPolicy Cluster: any endpoint, masqueraded as this node (so replies
+    come back here). Local: this node's endpoints, client IP kept; the node itself and
+    its own pods are not external clients (KUBE-EXT's ``--src-type LOCAL`` and
+    pod-CIDR rules) and reach every endpoint, at a higher priority. A load balancer
+    address with ``loadBalancerSourceRanges`` is caught only from those ranges
+    (kube-proxy's KUBE-FW; ``lb_firewall`` drops the rest)."""
+    suffix = '/nodeport' if sp.node_port else '/external'
+    key = sp.key + suffix + ('@' + node.name if sp.external_local else '')
+    eps = sp.local_endpoints(node.name) if sp.external_local else sp.endpoints
+    addresses = [(node.ip, sp.node_port, ())] if sp.node_port else []
+    addresses += [(ip, sp.port, sp.source_ranges if ip == sp.lb_ip else ())
+                  for ip in sp.external_addresses]
+    for address, port, ranges in addresses:
+        match = dict(base, ipv4_dst=address, **{l4_dst: port})
+        for source in ranges or (None,):
+            allowed = match
+            if source is not None:
+                net = ipaddress.IPv4Network(source)
+                allowed = dict(match, ipv4_src=(str(net.network_address), str(net.netmask)))
+            front(allowed, sp, eps, key,
                   mark=None if sp.external_local else CT_MARK_NODE_MASQ,
                   affinity=sp.affinity_timeout)
             if sp.external_local:
-                # The policy is about external clients: this node's own pods (and the
-                # node) reach every endpoint, as kube-proxy sends them to KUBE-SVC.
-                front(dict(nodeport, reg0=(REG0_LOCAL_ORIGIN, REG0_LOCAL_ORIGIN)), sp,
-                      sp.endpoints, f'{sp.key}/nodeport-from-node',
+                front(dict(allowed, reg0=(REG0_LOCAL_ORIGIN, REG0_LOCAL_ORIGIN)), sp,
+                      sp.endpoints, sp.key + suffix + '-from-node',
                       priority=PRIORITY_NODEPORT_FROM_NODE)
-    l2_announce.lb_ip_fronts(state, node, front)      # bare metal: MetalLB's addresses
-    return fronts
 
 
 @dataclass(frozen=True)
@@ -192,7 +216,7 @@ def conntrack_zone(ctx: NodeBridge) -> list:
 def conntrack_state(ctx: NodeBridge) -> list:
     """ConntrackState: drop invalid, route established, send new connections to
     ServiceLB (past SessionAffinity when a Service port is sticky)."""
-    sticky = any(sp.affinity_timeout for sp in ctx.state.service_ports)
+    sticky = any(sp.affinity_timeout for sp in ctx.state.proxied_ports)
     return [
         flow(T['ConntrackState'], PRIORITY_HIGH,
              {'eth_type': ETH_IP, 'ct_state': ct_state('+trk+inv')}, owner='conntrack'),
@@ -238,8 +262,9 @@ def service_lb(ctx: NodeBridge) -> list:
                 (Ct(zone=ctx.zone, commit=True, table=T['L3Forwarding'],
                     nat=Nat(dst=pod.ip, port=container_port)),),
                 owner=f'{pod.owner} hostPort'))
+    flows += lb_firewall(ctx)
     vips = {}
-    for sp in ctx.state.service_ports:
+    for sp in ctx.state.proxied_ports:
         vips.setdefault(sp.vip, f'service {sp.namespace}/{sp.service}')
     for vip, owner in sorted(vips.items()):
         # A ClusterIP answers only on its ports: anything else is rejected, as nftables'
@@ -248,6 +273,17 @@ def service_lb(ctx: NodeBridge) -> list:
                           {'eth_type': ETH_IP, 'ipv4_dst': vip},
                           (ToController(),), meter=REJECT_METER, owner=owner))
     return flows
+
+
+def lb_firewall(ctx: NodeBridge) -> list:
+    """ServiceLB: a load balancer address with ``loadBalancerSourceRanges`` drops its
+    port's connections from any other source, pods and nodes included (kube-proxy's
+    KUBE-FW / KUBE-PROXY-FIREWALL); the allowed ones have their fronts above."""
+    return [flow(T['ServiceLB'], PRIORITY_LOW, {
+                'eth_type': ETH_IP, 'ip_proto': sp.proto_number, 'ipv4_dst': sp.lb_ip,
+                ('tcp_dst' if sp.protocol == 'TCP' else 'udp_dst'): sp.port},
+                owner=f'service {sp.key}')
+            for sp in ctx.state.proxied_ports if sp.lb_ip and sp.source_ranges]
 
 
 def _balance(front: Front) -> list:
@@ -280,10 +316,11 @@ def _balance(front: Front) -> list:
 def service_lb_groups(ctx: NodeBridge) -> list:
     """ServiceLB's select groups: per front with endpoints, a bucket per endpoint that
     DNATs to it and commits the connection (with the front's mark)."""
-    groups = []
+    groups, done = [], set()
     for front in ctx.fronts:
-        if front.group is None:
-            continue
+        if front.group is None or front.group in done:
+            continue            # a group several fronts share is built once
+        done.add(front.group)
         after = T['AffinityLearn'] if front.affinity else T['L3Forwarding']
         buckets = tuple(Bucket((Ct(zone=ctx.zone, commit=True, table=after,
                                    nat=Nat(dst=ep.ip, port=ep.port), mark=front.mark),))

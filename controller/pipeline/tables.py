@@ -14,9 +14,11 @@ function per table, under the same names):
   ConntrackZone   (conntrack)       ct(nat) in the node's zone: replies are un-NATed
   ConntrackState  (conntrack)       invalid -> drop; established -> L3Forwarding;
                                     new -> ServiceLB
-  ServiceLB       (KUBE-SERVICES)   ClusterIP:port -> the Service's select group, whose
-                                    buckets DNAT to one endpoint each (KUBE-SVC/KUBE-SEP);
-                                    no ready endpoint -> the controller REJECTs
+  ServiceLB       (KUBE-SERVICES)   ClusterIP:port (and NodeIP:nodePort, load balancer
+                                    address, external IPs: KUBE-EXT) -> the Service's
+                                    select group, whose buckets DNAT to one endpoint each
+                                    (KUBE-SVC/KUBE-SEP); no ready endpoint -> the
+                                    controller REJECTs
   ConntrackCommit (conntrack)       commits every other new connection
   L3Forwarding    (routing)         local pod or node -> its port; other node's pods ->
                                     the underlay; external network -> SNAT
@@ -51,6 +53,13 @@ REJECT_METER = 1
 REJECT_RATE_PPS = 200
 SNAT_ZONE_BASE = 1000
 EDGE_ZONE = 2000             # the cloud load balancer's conntrack zone
+
+
+def conntrack_zones(cluster) -> list[int]:
+    """Every conntrack zone the pipeline uses in ``cluster``: each node's tracking zone
+    (its index) and masquerade zone, and the cloud edge's."""
+    nodes = [node.index for node in cluster.nodes]
+    return nodes + [SNAT_ZONE_BASE + i for i in nodes] + [EDGE_ZONE]
 # ct_mark bits (the connection remembers them, both directions):
 CT_MARK_NODE_MASQ = 0x1      # [0]: reached through a NodePort with externalTrafficPolicy
                              #      Cluster: masquerade as the node (KUBE-MARK-MASQ)
@@ -63,7 +72,8 @@ PRIORITY_MISS = 0            # a table's last flow: drop, or go on to the next s
 PRIORITY_FALLBACK = 100      # a broad match under the specific NORMAL ones: any other
                              # port of a ClusterIP, another node's routes, masquerade
                              # of whatever else leaves, the external network
-PRIORITY_LOW = 190           # under NORMAL: established traffic, a hostPort
+PRIORITY_LOW = 190           # under NORMAL: established traffic, a hostPort, the drop of
+                             # a load balancer address's other sources (its source ranges)
 PRIORITY_NORMAL = 200        # most flows: one port, one address, one Service port
 PRIORITY_HIGH = 210          # an exception over a NORMAL flow: a gratuitous ARP, an
                              # INVALID connection, a sticky client, a hairpin reply,
@@ -79,8 +89,9 @@ PRIORITY_REPLY_UNMASQUERADED = 110
 PRIORITY_EDGE_DNATED = 195   # the cloud edge's ConntrackState: a DNATed connection from
                              # outside, between its new (NORMAL) and other (LOW) flows
 PRIORITY_NODEPORT_FROM_NODE = 205
-                             # ServiceLB: a NodePort with externalTrafficPolicy Local
-                             # reached from the node itself, over the port's NORMAL flow
+                             # ServiceLB: a NodePort, load balancer address or external IP
+                             # with externalTrafficPolicy Local reached from the node itself
+                             # or its pods, over the address's NORMAL flow
 PRIORITY_HAIRPIN = 220       # L3Forwarding: a pod that reached itself through a Service,
                              # over its route (NORMAL) and its own port's HIGH flow
 PRIORITY_NODEPORT_MASQ_ROUTE = 230

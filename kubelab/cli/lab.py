@@ -1,8 +1,11 @@
 """``kubelab up | down | node | wait | lab | demo | bench``: the lab itself.
 
-``up`` checks the cluster file and the manifests it is given, starts the lab daemon
-(kubelab/daemon/) in its own session and waits for it to say it is ready; ``down``
-asks it to stop and removes whatever a crashed lab left behind. ``lab``, ``demo`` and
+``up`` checks the state directory, that no lab runs (the instance locks), the cluster
+file and the manifests it is given, starts the lab daemon (kubelab/daemon/) in its own
+session with the manifests on its standard input (no file left anywhere) and waits for
+it to say it is ready; the objects a crashed daemon saved come back with it. ``down``
+asks it to stop, removes whatever a crashed lab left behind (what carries its mark)
+and the saved objects. ``lab``, ``demo`` and
 ``bench`` hand over to the course (kubelab/course/), kubelab/demo.py and
 kubelab/bench.py.
 """
@@ -13,11 +16,13 @@ import json
 import os
 import subprocess
 import sys
-import tempfile
 import time
 
 from kubelab.client import STATE_DIR, Client
-from kubelab.daemon.statedir import running_daemon, state_path
+from kubelab.daemon import persist
+from kubelab.daemon.instance import InstanceLock
+from kubelab.daemon.statedir import append_fd, check_state_dir, lab_mark, read_text, \
+    running_daemon, state_path
 from services import manifests
 from services.errors import ApplyError, KubelabError, ValidationError
 from services.manifests import read_paths
@@ -31,14 +36,22 @@ def cmd_up(args) -> int:
     if os.geteuid() != 0:
         raise KubelabError('the lab needs root (network namespaces and Open vSwitch): '
                            'run `sudo kubelab up`')
+    check_state_dir()
     pid = running_daemon()
     if pid:
         raise KubelabError(f'a lab is already running (daemon pid {pid}): '
                            '`kubelab down` stops it')
+    holder = InstanceLock().running()
+    if holder:
+        raise KubelabError(f'a lab is already running ({holder}): `kubelab down` stops '
+                           'it (with its KUBELAB_STATE_DIR)')
     cluster_file, objects = read_up_files(args.filename or [])
     if getattr(args, 'cloud', None):
         cluster_file = with_cloud(cluster_file, args.cloud)
     check_objects(objects)
+    if os.path.exists(state_path(persist.SAVED_NAME)):
+        print('The last lab stopped without `kubelab down`: its objects come back '
+              '(pods start again, with new IPs).')
     proc, log_path = start_daemon(cluster_file, objects)
     wait_until_up(proc, log_path)
     print_lab(Client().lab())
@@ -110,26 +123,34 @@ def check_objects(objects: list[dict]):
 
 
 def start_daemon(cluster_file: str | None, objects: list[dict]):
-    """Start ``python -m kubelab.daemon`` in a session of its own, its output appended
-    to STATE_DIR/daemon.log: (the process, the log's path)."""
-    os.makedirs(STATE_DIR, mode=0o700, exist_ok=True)
-    argv = [sys.executable, '-m', 'kubelab.daemon']
+    """Start ``python -m kubelab.daemon`` in a session of its own, the objects on its
+    standard input, its output appended to STATE_DIR/daemon.log: (the process, the
+    log's path)."""
+    argv = [sys.executable, '-m', 'kubelab.daemon', '--manifests-stdin']
     if cluster_file:
         argv += ['--cluster', cluster_file]
-    if objects:
-        fd, mpath = tempfile.mkstemp(prefix='manifests-', suffix='.json', dir=STATE_DIR)
-        with os.fdopen(fd, 'w') as f:
-            json.dump(objects, f)
-        argv += ['--manifests', mpath]
-    for name in ('ready', 'api.json'):
-        if os.path.exists(os.path.join(STATE_DIR, name)):
-            os.unlink(os.path.join(STATE_DIR, name))
-    log_path = os.path.join(STATE_DIR, 'daemon.log')
-    with open(log_path, 'ab') as log:
-        proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=log,
+    log_path = state_path('daemon.log')
+    log = append_fd(log_path)
+    try:
+        proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=log,
                                 stderr=subprocess.STDOUT, start_new_session=True,
                                 cwd='/', env=dict(os.environ, PYTHONPATH=_pythonpath()))
+    finally:
+        os.close(log)
+    try:
+        proc.stdin.write(json.dumps(objects).encode())
+        proc.stdin.close()
+    except BrokenPipeError:        # it died before reading: wait_until_up shows why
+        pass
     return proc, log_path
+
+
+def _ready(pid: int) -> bool:
+    """Has the daemon ``pid`` written STATE_DIR/ready (and not an earlier one)?"""
+    try:
+        return read_text(state_path('ready')).strip() == str(pid)
+    except OSError:
+        return False
 
 
 def wait_until_up(proc: subprocess.Popen, log_path: str):
@@ -137,7 +158,7 @@ def wait_until_up(proc: subprocess.Popen, log_path: str):
     takes longer than UP_TIMEOUT seconds."""
     print('Bringing the lab up', end='', flush=True)
     start = time.monotonic()
-    while not os.path.exists(os.path.join(STATE_DIR, 'ready')):
+    while not _ready(proc.pid):
         if proc.poll() is not None:
             print(' failed.')
             raise KubelabError('the lab did not come up:\n' + _tail(log_path, 15))
@@ -153,8 +174,8 @@ def wait_until_up(proc: subprocess.Popen, log_path: str):
 def print_lab(info: dict):
     print(f'Nodes: {", ".join(n["name"] + " " + n["ip"] for n in info["nodes"])}')
     print(f'External hosts: {", ".join(h["name"] + " " + h["ip"] for h in info["hosts"])}')
-    print(f'Datapath: {info["datapath"]} (Open vSwitch); controller pid '
-          f'{info["controllerPid"]}; state in {STATE_DIR}')
+    print(f'Datapath: {info["datapath"]} ({info.get("openvswitch") or "Open vSwitch"}); '
+          f'controller pid {info["controllerPid"]}; state in {STATE_DIR}')
 
 
 def _pythonpath() -> str:
@@ -171,13 +192,30 @@ def _tail(path: str, lines: int = 30) -> str:
 
 # ---------------------------------------------------------------- down, node, wait
 def cmd_down(args) -> int:
-    from topo.cleanup import clean_leftovers     # here: keeps other commands fast
+    from topo import ovs                         # here: keeps other commands fast
+    from topo.cleanup import clean_leftovers
+    ovs.activate()                               # the lab's bridges are in its Open vSwitch
+    check_state_dir(create=False)
+    if not os.path.isdir(STATE_DIR):
+        print('No lab is running.')
+        return 0
     pid = running_daemon()
     if pid is None:
-        removed = clean_leftovers(state_path('pids'))
-        for name in ('api.json', 'token', 'daemon.pid', 'ready'):
-            if os.path.exists(state_path(name)):
-                os.unlink(state_path(name))
+        lock = InstanceLock(STATE_DIR, machine_lock=None)
+        try:
+            lock.acquire()
+        except KubelabError:
+            raise KubelabError('a lab daemon of this state directory is starting or '
+                               'stopping: try again in a moment') from None
+        try:
+            removed = clean_leftovers(state_path('pids'), lab_mark())
+            for name in ('token', 'daemon.pid', 'ready'):
+                if os.path.exists(state_path(name)):
+                    os.unlink(state_path(name))
+            if persist.discard(state_path(persist.SAVED_NAME)):
+                removed.append('the objects saved by the lab that stopped')
+        finally:
+            lock.release()
         print('No lab is running.' + (f' Removed leftovers: {"; ".join(removed)}.'
                                       if removed else ''))
         return 0
@@ -190,7 +228,8 @@ def cmd_down(args) -> int:
         time.sleep(0.2)
     if running_daemon():
         os.kill(pid, 9)
-    clean_leftovers(state_path('pids'))
+    clean_leftovers(state_path('pids'), lab_mark())
+    persist.discard(state_path(persist.SAVED_NAME))
     print('The lab is down.')
     return 0
 

@@ -80,7 +80,10 @@ def _demo(add):
 
 def _bench(add):
     sp = add('bench', lab.cmd_bench, 'measure the dataplane: direct vs through a ClusterIP')
-    sp.add_argument('--connections', type=int, default=10000)
+    sp.add_argument('--connections', type=int, default=10000,
+                    help='short connections through the ClusterIP per run (default 10000)')
+    sp.add_argument('--runs', type=int, default=4,
+                    help='runs of --connections from one client, back to back (default 4)')
     sp.add_argument('--seconds', type=float, default=5)
     sp.add_argument('--fin-close', action='store_true',
                     help='end short connections with FIN (server TIME_WAIT) instead of RST')

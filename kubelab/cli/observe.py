@@ -22,9 +22,10 @@ from services.errors import KubelabError, NotFound
 def cmd_trace(args) -> int:
     """``kubelab trace SRC DST[:PORT]``: a new connection's path through the live
     switches (ofproto/trace), in the seed's words."""
-    from kubelab.inspect import trace            # here: see the module's docstring
+    from kubelab.inspect import switches, trace  # here: see the module's docstring
     from services.cluster import load_cluster_file
     client = Client()
+    switches.use_lab_openvswitch(client.state_dir)
     info = client.lab()
     cluster = load_cluster_file(os.path.join(info['stateDir'], 'cluster.json'))
     objects = {kind: client.list(kind) for kind in (
@@ -65,9 +66,10 @@ def cmd_trace(args) -> int:
 def cmd_flows(args) -> int:
     """``kubelab flows``: the switches' flows and groups, each with its counters and the
     object that owns it (kubelab/inspect/flows.py)."""
-    from kubelab.inspect import flows            # here: see the module's docstring
+    from kubelab.inspect import flows, switches  # here: see the module's docstring
     from kubelab.inspect.switches import dump_bridges, lab_bridges, lab_cluster
     client = Client()
+    switches.use_lab_openvswitch(client.state_dir)
     cluster = lab_cluster(client)
     bridges = lab_bridges(cluster, args.node)
     for _ in range(3):            # a change between the snapshot and the dumps: again
@@ -105,12 +107,13 @@ def cmd_flows(args) -> int:
 def cmd_top(args) -> int:
     """``kubelab top``: new connections per Service port and endpoint, bytes per pod,
     connections per load balancer node, redrawn every ``--interval`` seconds."""
-    from kubelab.inspect import flows, top       # here: see the module's docstring
+    from kubelab.inspect import flows, switches, top  # here: see the module's docstring
     from kubelab.inspect.switches import dump_bridges, lab_bridges, lab_cluster
     from services import wiring
     if args.interval <= 0:
         raise KubelabError('--interval must be more than 0 seconds')
     client = Client()
+    switches.use_lab_openvswitch(client.state_dir)
     cluster = lab_cluster(client)
     bridges = [b for b in lab_bridges(cluster)
                if b[1] not in (wiring.UNDERLAY_DPID, wiring.EXTERNAL_DPID)]

@@ -1,5 +1,9 @@
 """``python -m kubelab.daemon``: run one lab until it is told to stop (``kubelab up``
-starts it in the background)."""
+starts it in the background, the manifests to apply on its standard input as JSON).
+
+It checks the state directory and takes the instance locks first; when another lab
+holds them it says so and exits without touching anything (no cleanup: what is there
+is the other lab's)."""
 
 from __future__ import annotations
 
@@ -10,8 +14,9 @@ import os
 import signal
 import sys
 
+from kubelab.daemon.instance import InstanceLock
 from kubelab.daemon.lab import Lab
-from kubelab.daemon.statedir import state_path
+from kubelab.daemon.statedir import check_state_dir, state_path, write_file
 from services.cluster import default_cluster, load_cluster_file
 from services.errors import KubelabError
 
@@ -21,23 +26,34 @@ LOG = logging.getLogger('kubelab.daemon')
 def main(argv=None):
     parser = argparse.ArgumentParser(prog='kubelab-daemon')
     parser.add_argument('--cluster')
-    parser.add_argument('--manifests', help='a JSON file with the objects to apply')
+    parser.add_argument('--manifests-stdin', action='store_true',
+                        help='read the objects to apply (a JSON list) from standard input')
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, stream=sys.stdout,
                         format='%(asctime)s %(name)s %(levelname)s %(message)s')
-    cluster = load_cluster_file(args.cluster) if args.cluster else default_cluster()
-    manifests = []
-    if args.manifests:
-        with open(args.manifests) as f:
-            manifests = json.load(f)
-        os.unlink(args.manifests)
-    lab = Lab(cluster, manifests)
+    manifests = json.load(sys.stdin) if args.manifests_stdin else []
+    lock = InstanceLock()
+    try:
+        check_state_dir()
+        cluster = load_cluster_file(args.cluster) if args.cluster else default_cluster()
+        lock.acquire()
+    except KubelabError as exc:
+        LOG.error('%s', exc)
+        print(f'error: {exc}', file=sys.stderr)
+        return 1
+    try:
+        return run(Lab(cluster, manifests))
+    finally:
+        lock.release()
+
+
+def run(lab: Lab) -> int:
     for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
         signal.signal(sig, lambda *_: lab.done.set())
     code = 0
     try:
         lab.up()
-        open(state_path('ready'), 'w').close()
+        write_file(state_path('ready'), str(os.getpid()).encode())
         LOG.info('lab is ready')
         lab.supervise()
     except KubelabError as exc:

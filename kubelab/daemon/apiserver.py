@@ -1,10 +1,14 @@
-"""The lab's API server: HTTP + JSON on loopback, in front of the cluster store.
+"""The lab's API server: HTTP + JSON on a Unix socket, in front of the cluster store.
 
 The CLI applies, deletes, lists, scales and restarts rollouts through it; the controller
 (kube-proxy) long-polls ``/lab/v1/snapshot`` and reports which resourceVersion every
 switch carries (``/lab/v1/dataplane``), so callers can wait for the dataplane instead of
 sleeping.
-Every request but ``/healthz`` needs the lab's bearer token (a root-only file).
+It listens on ``api.sock`` in the state directory (services/transport.py), root only,
+with the limits of kubelab/daemon/httpserver.py (connections, deadlines, body size).
+Every request but ``/healthz`` also needs the lab's bearer token (a root-only file).
+``after_write`` runs after every request that changed objects (the daemon saves them to
+disk there, kubelab/daemon/persist.py).
 
 Routes (all under /lab/v1):
   GET  snapshot?since=N&timeout=S   every object, once the version passes N
@@ -23,13 +27,13 @@ Routes (all under /lab/v1):
 from __future__ import annotations
 
 import hmac
-import json
 import logging
 import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qs, urlparse
 
+from kubelab.daemon.httpserver import GuardedHandler, GuardedUnixHTTPServer, \
+    RequestProblem
 from services.errors import ApplyError, KubelabError, NotFound
 
 LOG = logging.getLogger('kubelab.api')
@@ -57,9 +61,10 @@ class Fields(dict):
 
 
 class APIServer:
-    def __init__(self, store, token: str, lab_info, on_shutdown, host='127.0.0.1', port=0,
-                 on_node_network=None, proxies=None, on_node_kubelet=None):
+    def __init__(self, store, token: str, lab_info, on_shutdown, path: str,
+                 on_node_network=None, proxies=None, after_write=None, on_node_kubelet=None):
         self.store = store
+        self.after_write = after_write    # callable, after a request that changed objects
         self.token = token
         self.lab_info = lab_info          # callable -> dict
         self.on_shutdown = on_shutdown
@@ -69,10 +74,10 @@ class APIServer:
         self.dataplane = {'version': 0, 'switches': []}
         self.dp_cond = threading.Condition()
         handler = type('Handler', (_Handler,), {'api': self})
-        self.httpd = ThreadingHTTPServer((host, port), handler)
-        self.httpd.daemon_threads = True
-        self.port = self.httpd.server_address[1]
-        self.thread = threading.Thread(target=self.httpd.serve_forever, name='apiserver',
+        self.httpd = GuardedUnixHTTPServer(path, handler)
+        self.path = path
+        self.thread = threading.Thread(target=self.httpd.serve_forever, args=(0.1,),
+                                       name='apiserver',
                                        daemon=True)
 
     def start(self):
@@ -101,20 +106,11 @@ class APIServer:
             return True
 
 
-class _Handler(BaseHTTPRequestHandler):
+class _Handler(GuardedHandler):
     api: APIServer
-    protocol_version = 'HTTP/1.1'
-
-    def log_message(self, fmt, *args):      # quiet: the controller polls all the time
-        LOG.debug(fmt, *args)
 
     def _send(self, code: int, body):
-        data = json.dumps(body).encode()
-        self.send_response(code)
-        self.send_header('Content-Type', 'application/json')
-        self.send_header('Content-Length', str(len(data)))
-        self.end_headers()
-        self.wfile.write(data)
+        self.send_json(code, body)
 
     def _authorized(self) -> bool:
         got = self.headers.get('Authorization', '')
@@ -124,19 +120,11 @@ class _Handler(BaseHTTPRequestHandler):
                                   '/run/kubelab/token) as "Authorization: Bearer ..."'})
         return False
 
-    def _body(self) -> dict:
-        try:
-            length = int(self.headers.get('Content-Length') or 0)
-            body = json.loads(self.rfile.read(length) or b'{}')
-        except ValueError as exc:
-            raise BadRequest(f'the body is not JSON: {exc}') from None
-        if not isinstance(body, dict):
-            raise BadRequest('the body must be a JSON object')
-        return Fields(body)
-
     def do_GET(self):
         url = urlparse(self.path)
         q = Fields({k: v[-1] for k, v in parse_qs(url.query).items()})
+        if self._read_body() is None:
+            return
         if url.path == '/healthz':
             return self._send(200, {'ok': True})
         if not self._authorized():
@@ -145,13 +133,30 @@ class _Handler(BaseHTTPRequestHandler):
 
     def do_POST(self):
         url = urlparse(self.path)
-        if not self._authorized():
+        body = self._read_body()
+        if body is None or not self._authorized():
             return
-        self._dispatch(lambda: self._post(url.path, self._body()))
+        if not isinstance(body, dict):
+            return self.send_json(400, {'error': 'the body must be a JSON object'})
+        after = self.api.after_write if url.path in WRITES else None
+        self._dispatch(lambda: self._post(url.path, Fields(body)), after)
 
-    def _dispatch(self, fn):
+    def _read_body(self):
+        """The body (read whole before anything else, so the connection stays in step
+        with its requests), or None once a refusal was sent and the connection closed."""
+        try:
+            return self.read_json()
+        except RequestProblem as exc:
+            self.send_json(exc.code, {'error': f'bad request: {exc}'}, close=True)
+            return None
+
+    def _dispatch(self, fn, after=None):
+        """Run a route and answer; ``after`` runs before the answer of a change that
+        succeeded (saving it: a caller told "created" may rely on it)."""
         try:
             code, body = fn()
+            if code == 200 and after is not None:
+                after()
         except ApplyError as exc:
             code, body = 422, {'error': str(exc), 'errors': [str(e) for e in exc.errors]}
         except NotFound as exc:
@@ -213,3 +218,8 @@ class _Handler(BaseHTTPRequestHandler):
             threading.Thread(target=self.api.on_shutdown, daemon=True).start()
             return 200, {'message': 'lab shutting down'}
         return 404, {'error': f'no route {path}'}
+
+
+#: The routes that change objects (saved to disk after each).
+WRITES = frozenset('/lab/v1/' + route for route in (
+    'apply', 'delete', 'scale', 'rollout/restart'))

@@ -1,16 +1,19 @@
 """The lab daemon: one running emulated cluster, from ``kubelab up`` to ``kubelab down``.
 
-It wires the parts together in the order a cluster boots: clean what a crashed run left,
-make sure Open vSwitch runs, start the API server (store + controllers), start the Ryu
-controller (kube-proxy), build the Mininet network and wait until every switch carries
-its flows, open the API endpoint on the control-plane node and start every node's
-heartbeats through the network (topo/heartbeat.py), start one kubelet per node, apply
-the user's manifests, and say it is ready.
-On SIGTERM, SIGINT or ``POST /lab/v1/shutdown`` it takes everything down again and
-removes what it created, nothing else.
+It wires the parts together in the order a cluster boots: clean what a crashed run left
+(only what carries this lab's mark), make sure Open vSwitch runs, start the API server
+(store + controllers, with the objects a crashed daemon saved), start the Ryu controller
+(kube-proxy), build the Mininet network and wait until every switch carries its flows,
+open the API endpoint on the control-plane node and start every node's heartbeats
+through the network (topo/heartbeat.py), start one kubelet per node (and, on bare
+metal, MetalLB's speakers), apply the user's manifests, and say it is ready. On SIGTERM,
+SIGINT or ``POST /lab/v1/shutdown`` it takes everything down again and removes what it
+created, nothing else. ``python -m kubelab.daemon`` takes the instance locks
+(instance.py) before any of this, so a second lab never cleans up the first.
 
-State lives in ``$KUBELAB_STATE_DIR`` (default /run/kubelab): the API address and token,
-the pid registry, the controller's and the daemon's logs, the pods' logs.
+State lives in ``$KUBELAB_STATE_DIR`` (default /run/kubelab, checked by statedir.py):
+the API socket and token, the OpenFlow socket, the pid registry, the saved objects,
+the controller's and the daemon's logs, the pods' logs.
 """
 
 from __future__ import annotations
@@ -20,18 +23,18 @@ import logging
 import os
 import secrets
 import shutil
-import socket
 import subprocess
 import sys
 import threading
 
-from kubelab.daemon.statedir import STATE_DIR, state_path
+from kubelab.daemon import persist
+from kubelab.daemon.statedir import STATE_DIR, append_fd, lab_mark, state_path, write_file
+from services import transport
 from services.errors import KubelabError
 from services.watch import follow
 from topo import cloudlb
 
 LOG = logging.getLogger('kubelab.daemon')
-OVS_CTL = '/usr/share/openvswitch/scripts/ovs-ctl'
 
 
 def cluster_document(cluster) -> dict:
@@ -57,23 +60,14 @@ def cluster_document(cluster) -> dict:
     }
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(('127.0.0.1', 0))
-        return s.getsockname()[1]
-
-
 def ensure_openvswitch():
-    """Start Open vSwitch when ``ovs-vsctl`` gets no answer."""
-    if shutil.which('ovs-vsctl') is None:
-        raise KubelabError('Open vSwitch is not installed: run `make install` (or '
-                           '`apt-get install openvswitch-switch`) as root')
-    if subprocess.run(['ovs-vsctl', '--timeout=5', 'show'], capture_output=True).returncode:
-        subprocess.run([OVS_CTL, 'start', '--system-id=random'], capture_output=True)
-        if subprocess.run(['ovs-vsctl', '--timeout=5', 'show'],
-                          capture_output=True).returncode:
-            raise KubelabError('Open vSwitch does not answer and would not start: check '
-                               f'that ovsdb-server and ovs-vswitchd run ({OVS_CTL} start)')
+    """Start the Open vSwitch the lab runs on (topo/ovs.py) when it does not answer, and
+    put its programs first on the PATH of everything the lab runs."""
+    from topo import ovs
+    try:
+        return ovs.start()
+    except RuntimeError as exc:
+        raise KubelabError(str(exc)) from None
 
 
 class Lab:
@@ -95,15 +89,20 @@ class Lab:
         self.registry = None
         self.l7 = None
         self.dns_records = None
+        self.saver = None
+        self.ofp_socket = None
+        self.openvswitch = None       # which Open vSwitch runs the lab (topo/ovs.py)
+        self.openvswitch_prefix = None  # its prefix when it is the lab's own build
 
     # ------------------------------------------------------------ up
     def up(self):
         from controller.pipeline import TABLE_NAMES
+        from controller.pipeline.tables import conntrack_zones
         from kubelab.daemon.apiserver import APIServer
         from services.store import Store
         from topo.cleanup import PidRegistry, clean_leftovers, start_time
         from topo.kubelet import NodeAgent
-        from topo.network import LabNetwork
+        from topo.network import LabNetwork, controller_socket
 
         if os.geteuid() != 0:
             raise KubelabError('the lab needs root (network namespaces and Open vSwitch): '
@@ -111,31 +110,35 @@ class Lab:
         for tool in ('mnexec', 'ethtool', 'busybox'):
             if shutil.which(tool) is None:
                 raise KubelabError(f'{tool} is missing: run `make install` as root')
-        ensure_openvswitch()
-        os.makedirs(STATE_DIR, mode=0o700, exist_ok=True)
-        for what in clean_leftovers(state_path('pids'), skip_pid=os.getpid()):
+        ovs = ensure_openvswitch()
+        self.openvswitch = ovs.describe()
+        self.openvswitch_prefix = ovs.prefix if ovs.own else None
+        for what in clean_leftovers(state_path('pids'), lab_mark(), skip_pid=os.getpid()):
             LOG.warning('removed leftovers of an earlier run: %s', what)
         shutil.rmtree(state_path('pods'), ignore_errors=True)
-        with open(state_path('daemon.pid'), 'w') as f:
-            f.write(f'{os.getpid()} {start_time(os.getpid())}')
+        write_file(state_path('daemon.pid'), f'{os.getpid()} {start_time(os.getpid())}'
+                   .encode())
         self.registry = PidRegistry(state_path('pids'))
         token = secrets.token_hex(24)
-        fd = os.open(state_path('token'), os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, 'w') as f:
-            f.write(token)
-        with open(state_path('cluster.json'), 'w') as f:
-            json.dump(cluster_document(self.cluster), f)
+        write_file(state_path('token'), token.encode())
+        doc = cluster_document(self.cluster)
+        write_file(state_path('cluster.json'), json.dumps(doc).encode())
+        write_file(state_path('openvswitch.json'), json.dumps(
+            {'prefix': self.openvswitch_prefix, 'description': self.openvswitch}).encode())
 
         self.store = Store(self.cluster)
+        self._restore(doc)
         self.api = APIServer(self.store, token, self.lab_info, self.done.set,
+                             path=state_path(transport.SOCKET_NAME),
                              on_node_network=self.node_network, proxies=self.proxies,
-                             on_node_kubelet=self.node_kubelet)
+                             after_write=self.saver.save, on_node_kubelet=self.node_kubelet)
         self.api.start()
-        api_url = f'http://127.0.0.1:{self.api.port}'
 
-        ofp_port = free_port()
-        self._start_controller(api_url, ofp_port)
-        self.network = LabNetwork(self.cluster, ofp_port, table_names=TABLE_NAMES)
+        self.ofp_socket = controller_socket()
+        self._start_controller(state_path(transport.SOCKET_NAME), self.ofp_socket)
+        self.network = LabNetwork(self.cluster, 'unix:' + self.ofp_socket, lab_mark(),
+                                  table_names=TABLE_NAMES,
+                                  conntrack_zones=conntrack_zones(self.cluster))
         self.network.start()
         for host in self.network.net.hosts:
             self.registry.add(host.pid, f'host {host.name}')
@@ -161,23 +164,38 @@ class Lab:
             result = self.store.apply(self.manifests)
             for ref, action in result['results']:
                 LOG.info('%s %s', ref, action)
-        with open(state_path('api.json'), 'w') as f:
-            json.dump({'url': api_url, 'pid': os.getpid(), 'datapath': self.network.datapath},
-                      f)
+        self.saver.save()
+        self.saver.follow(self.done)
 
-    def _start_controller(self, api_url: str, ofp_port: int):
-        env = dict(os.environ, KUBELAB_API=api_url,
+    def _restore(self, cluster_doc: dict):
+        """The objects a daemon that died without ``kubelab down`` saved, back in the
+        store (services/persistence.py: pods start again, with new IPs)."""
+        self.saver = persist.Saver(self.store, cluster_doc, state_path(persist.SAVED_NAME))
+        document = persist.load(self.saver.path, cluster_doc)
+        if document is None:
+            return
+        problems = self.store.restore(document)
+        for problem in problems:
+            LOG.error('restoring: %s', problem)
+        LOG.warning('restored %d objects saved by the lab that stopped without '
+                    '`kubelab down`; their pods start again with new IPs',
+                    len(document['objects']))
+
+    def _start_controller(self, api_socket: str, ofp_socket: str):
+        env = dict(os.environ, KUBELAB_API_SOCKET=api_socket,
                    KUBELAB_TOKEN_FILE=state_path('token'),
                    KUBELAB_CLUSTER_FILE=state_path('cluster.json'),
                    PYTHONPATH=os.pathsep.join(p for p in sys.path if p))
-        log = open(state_path('controller.log'), 'ab')
-        self.controller = subprocess.Popen(
-            [sys.executable, '-m', 'controller.ryu_app', '--ofp-port', str(ofp_port)],
-            stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, env=env,
-            start_new_session=True)
-        log.close()
+        log = append_fd(state_path('controller.log'))
+        try:
+            self.controller = subprocess.Popen(
+                [sys.executable, '-m', 'controller.ryu_app', '--ofp-socket', ofp_socket],
+                stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, env=env,
+                start_new_session=True)
+        finally:
+            os.close(log)
         self.registry.add(self.controller.pid, 'controller')
-        self._controller_args = (api_url, ofp_port)
+        self._controller_args = (api_socket, ofp_socket)
 
     # ------------------------------------------------------------ heartbeats
     def _start_heartbeats(self):
@@ -357,10 +375,13 @@ class Lab:
                 'cloud': self.cluster.cloud,
                 'nodeMonitorGracePeriod': self.cluster.node_monitor_grace_period,
                 'datapath': net.datapath if net else None,
+                'openvswitch': self.openvswitch,
+                'openvswitchPrefix': self.openvswitch_prefix,
                 'controllerPid': self.controller.pid if self.controller else None,
                 'failedNodes': sorted(self.failed_nodes),
                 'stoppedKubelets': sorted(n for n, b in self.heartbeats.items()
                                           if not b.running),
+                'ofpSocket': self.ofp_socket,
                 'stateDir': STATE_DIR}
 
     # ------------------------------------------------------------ run / down
@@ -399,9 +420,10 @@ class Lab:
                 self.controller.kill()
         if self.api is not None:
             self.api.stop()
-        clean_leftovers(state_path('pids'), skip_pid=os.getpid())
-        for name in ('api.json', 'token', 'daemon.pid', 'ready'):
+        clean_leftovers(state_path('pids'), lab_mark(), skip_pid=os.getpid())
+        for path in [state_path(name) for name in ('token', 'daemon.pid', 'ready')] + \
+                ([self.ofp_socket] if self.ofp_socket else []):
             try:
-                os.unlink(state_path(name))
+                os.unlink(path)
             except FileNotFoundError:
                 pass

@@ -144,7 +144,7 @@ class GroupRow:
     group_id: int
     owners: tuple
     status: str
-    entry_kind: str                    # ClusterIP | NodePort | LoadBalancer | ...
+    entry_kind: str                    # ClusterIP | NodePort | LoadBalancer | External IP
     entry: str                         # 'IP:PORT' that leads to it, '' when unknown
     used_by: tuple                     # the matches of the live flows that send to it
     n_packets: int | None
@@ -431,14 +431,15 @@ def _entry(state, spec) -> tuple[str, str]:
     if not isinstance(dst, str):
         return '', ''
     address = f'{dst}:{port}' if port else dst
+    inside = ' (from the node)' if 'reg0' in match else ''
     if any(dst == sp.lb_ip for sp in state.service_ports):
-        return 'LoadBalancer', address
+        return 'LoadBalancer' + inside, address
     if any(dst == sp.vip for sp in state.service_ports):
         return 'ClusterIP', address
     if any(dst == n.ip for n in state.cluster.nodes):
-        if 'reg0' in match:
-            return 'NodePort (from the node)', address
-        return 'NodePort', address
+        return 'NodePort' + inside, address
+    if any(dst in sp.external_ips for sp in state.service_ports):
+        return 'External IP' + inside, address
     return '', address
 
 

@@ -9,6 +9,7 @@ all the same. ``kubelab flows`` and ``kubelab top`` (kubelab/cli/observe.py) use
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 
@@ -17,6 +18,7 @@ from kubelab.inspect.flows import BRIDGE_ORDER, bridge_dump
 from services import wiring
 from services.cluster import load_cluster_file
 from services.errors import KubelabError
+from topo import ovs
 
 #: Seconds one ``ovs-ofctl`` may take.
 OFCTL_TIMEOUT = 10
@@ -47,6 +49,19 @@ def lab_bridges(cluster, only: str | None = None) -> list[tuple[str, int]]:
     raise KubelabError(f'no node "{only}"; nodes: '
                        + ', '.join(n.name for n in cluster.nodes)
                        + '; bridges: ' + ', '.join(name for name, _ in bridges))
+
+
+def use_lab_openvswitch(state_dir: str) -> None:
+    """Talk to the Open vSwitch the running lab runs on: its own build's programs first
+    on the PATH when it runs on one (topo/ovs.py; the daemon names it in the state
+    directory's openvswitch.json)."""
+    try:
+        with open(os.path.join(state_dir, 'openvswitch.json')) as f:
+            prefix = json.load(f).get('prefix')
+    except (OSError, ValueError):
+        return
+    if prefix:
+        ovs.activate(ovs.OpenVSwitch(prefix, own=True))
 
 
 def ovs_ofctl(bridge: str, *args: str) -> str:

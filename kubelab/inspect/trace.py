@@ -34,8 +34,8 @@ from dataclasses import dataclass, field
 
 from controller.pipeline import TABLE_NAMES, desired
 from controller.state import ClusterState
-from services.errors import KubelabError
 from services import wiring
+from services.errors import KubelabError
 
 #: ofproto/trace's --ct-next states, one per ct recirculation (more than any path takes).
 MAX_RECIRCULATIONS = 12
@@ -50,6 +50,9 @@ GROUP_ACTION = re.compile(r'group:(\d+)')
 DATAPATH = re.compile(r'^Datapath actions: (.*)$', re.M)
 CT_NAT_ZONES = re.compile(r'ct\(zone=(\d+),nat')
 RECIRC_END = re.compile(r'recirc\((0x[0-9a-f]+)\)\s*$')
+#: Registers (reg0-15, xreg, xxreg): cleared when a packet crosses into another bridge,
+#: as a patch port clears them, so the next bridge's trace must not start with them.
+REGISTER = re.compile(r'^x*reg\d+$')
 #: Fields of a flow that do not cross a bridge (each bridge's pipeline starts with them
 #: cleared) or that the next trace sets itself.
 LOCAL_FIELDS = ('recirc_id', 'dp_hash', 'ct_state', 'ct_zone', 'ct_mark', 'ct_label',
@@ -233,6 +236,8 @@ class Tracer:
                 owner = self.announcer(ip)
                 return f'LoadBalancer address of {name}' + (
                     f', announced by {owner} (MetalLB, layer 2)' if owner else '')
+            if ip in sp.external_ips and sp.port == port:
+                return f'external IP of {name}'
         return self.receiver(ip)
 
     def announcer(self, ip: str) -> str | None:
@@ -252,9 +257,8 @@ class Tracer:
                 return leg
             seen.add((bridge, fields.get('nw_dst'), len(leg.bridges)))
             leg.bridges.append(bridge)
-            flow = dict(fields)
-            for key in LOCAL_FIELDS:
-                flow.pop(key, None)
+            flow = {k: v for k, v in fields.items()
+                    if k not in LOCAL_FIELDS and not REGISTER.match(k)}
             flow = {'in_port': str(in_port), **flow}
             nxt = self.one_bridge(leg, bridge, flow, reply, unnat or {}, endpoint)
             if nxt is None:
@@ -529,14 +533,17 @@ def path_words(tracer: Tracer, trace: Trace) -> str:
             continue
         ip, _, port = t.before.partition(':')
         sp = next((sp for sp in tracer.state.service_ports
-                   if (sp.vip == ip and str(sp.port) == port)
-                   or (sp.lb_ip == ip and str(sp.port) == port)
+                   if (ip in (sp.vip, *sp.external_addresses) and str(sp.port) == port)
                    or (ip in nodes and str(sp.node_port) == port)), None)
         if sp is not None and sp.lb_ip == ip and tracer.cluster.bare_metal:
             words.append(f'LoadBalancer IP {t.before} on {tracer.announcer(ip) or "?"} '
                          f'(MetalLB L2)')
-        elif sp is not None and sp.lb_ip == ip:
+        elif sp is not None and sp.lb_ip == ip and t.bridge == wiring.EDGE_BRIDGE:
             words.append(f'Cloud LB {t.before}')
+        elif sp is not None and sp.lb_ip == ip:
+            words.append(f'LoadBalancer IP {t.before} (caught on the node)')
+        elif sp is not None and ip in sp.external_ips:
+            words.append(f'External IP {t.before}')
         elif sp is not None and ip in nodes:
             words.append(f'NodeIP:NodePort {t.before}')
         elif sp is not None:

@@ -3,9 +3,11 @@
 A new Service gets the ``spec.clusterIP`` it asks for (reserved; refused when taken or
 outside the Service range) or a free one of the range (``ClusterIPAllocator``, in
 allocators.py), written into ``spec.clusterIP`` and ``spec.clusterIPs``. A headless
-Service (``clusterIP: None``) gets none. On an update the ClusterIP is immutable: a
-Service without one keeps the one it has, another value is refused. Deleting the
-Service releases it.
+Service (``clusterIP: None``) gets none, and so does an ExternalName Service (a DNS
+alias). On an update the ClusterIP is immutable: a Service without one keeps the one it
+has, another value is refused; except across ExternalName, as the API server does:
+becoming ExternalName gives the address back, leaving it allocates one as for a new
+Service. Deleting the Service releases it.
 
 The store calls ``assign_cluster_ip`` on a copy of the allocator while it checks an
 apply, and keeps the copy only when the whole apply passes.
@@ -23,8 +25,13 @@ def assign_cluster_ip(obj: dict, old: dict | None, allocator: ClusterIPAllocator
     into its spec."""
     spec = obj['spec']
     want = spec.get('clusterIP') or ''
-    if old is not None:
-        have = old['spec'].get('clusterIP')
+    have = old['spec'].get('clusterIP') if old is not None else None
+    if spec.get('type') == 'ExternalName':
+        spec.pop('clusterIPs', None)
+        if have and have != 'None':
+            allocator.release(have)
+        return []
+    if have:
         if want and want != have:
             return [ValidationError(ref, 'spec.clusterIP', f'Invalid value: "{want}": '
                                     f'field is immutable (it is {have})')]

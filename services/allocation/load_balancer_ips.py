@@ -5,7 +5,9 @@ manager's service controller with one load balancer: a LoadBalancer Service with
 ``loadBalancerClass`` gets an address of the cluster's ``loadBalancerPool`` (its
 ``spec.loadBalancerIP`` when it asks for one), written into
 ``status.loadBalancer.ingress``. A Service with a class belongs to another
-implementation and is left alone (``<pending>`` unless that implementation exists).
+implementation and is left alone (``<pending>`` unless that implementation exists);
+its class may not change while it is a LoadBalancer (the API server's rule, checked at
+apply: ``class_change_problems``).
 
 It is a controller, not an admission check: an apply is never refused for want of an
 address. When the pool has none left, or the address asked for is taken or outside the
@@ -26,7 +28,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from services.allocation.allocators import LoadBalancerIPAllocator
-from services.errors import AllocationError
+from services.errors import AllocationError, ValidationError
 
 
 @dataclass(frozen=True)
@@ -119,3 +121,17 @@ def allocated(services: list[dict], pool: str) -> LoadBalancerIPAllocator:
 
 def _owner(key: tuple[str, str]) -> str:
     return f'Service {key[0]}/{key[1]}'
+
+
+def class_change_problems(obj: dict, old: dict | None, ref: str) -> list[ValidationError]:
+    """The API server's rule: a LoadBalancer Service's ``loadBalancerClass`` may not
+    change while it stays a LoadBalancer."""
+    spec = obj.get('spec') or {}
+    if old is None or not spec.get('type') == old['spec'].get('type') == 'LoadBalancer' \
+            or spec.get('loadBalancerClass') == old['spec'].get('loadBalancerClass'):
+        return []
+    shown = spec.get('loadBalancerClass')
+    shown = f'"{shown}"' if shown else 'null'
+    return [ValidationError(ref, 'spec.loadBalancerClass', f'Invalid value: {shown}: may '
+                                 f'not change once set (delete the Service and create it '
+                                 f'again)')]

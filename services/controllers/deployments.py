@@ -77,6 +77,13 @@ class DeploymentController:
         self.replica_sets: dict[str, dict[str, ReplicaSet]] = {}
         self._serial = itertools.count(1)      # the records' creation order
 
+    def restore(self, records: dict) -> None:
+        """Take back the records kept on disk (services/persistence.py: RS_FIELDS)."""
+        for uid, sets in records.items():
+            self.replica_sets[uid] = {h: ReplicaSet(**fields) for h, fields in sets.items()}
+        created = [rs.created for sets in self.replica_sets.values() for rs in sets.values()]
+        self._serial = itertools.count(max(created, default=0) + 1)
+
     def forget(self, dep: dict) -> None:
         """Drop the records of a deleted Deployment."""
         self.replica_sets.pop(dep['metadata']['uid'], None)

@@ -2,12 +2,15 @@
 
 A pure function with the rules of Kubernetes' EndpointSlice controller:
 
-* only a Service with a selector gets managed slices; a pod is an endpoint
+* only a Service with a selector gets managed slices, and never an ExternalName
+  Service (a DNS alias has no endpoints); a pod is an endpoint
   when it is in the Service's namespace, its labels match, it has an IP and it
   has not finished (phase Succeeded/Failed);
 * conditions: ``serving`` = the pod's Ready condition, ``terminating`` = the
   pod has a deletionTimestamp, ``ready`` = serving and not terminating (or
-  always, with ``publishNotReadyAddresses``);
+  always, with ``publishNotReadyAddresses``). The kubelet keeps probing a
+  terminating pod, so its endpoint stays serving while its containers pass
+  their readiness probes (KEP-1669), and kube-proxy may still use it;
 * each Service port is resolved per pod (a named ``targetPort`` is looked up
   in the pod's container ports, same protocol); a pod that cannot resolve a
   port is left out of that port. Endpoints with the same resolved port list
@@ -163,7 +166,7 @@ def compute_endpoint_slices(service: dict, pods: list[dict],
     """
     spec = service.get('spec') or {}
     selector = spec.get('selector')
-    if not selector:
+    if not selector or spec.get('type') == 'ExternalName':
         return []
     meta = service['metadata']
     name = meta['name']

@@ -160,7 +160,8 @@ class L7Controller:
         """How far the proxies are: the store version of the rendered files, and which
         ready proxy pods do not run them yet (``kubelab wait`` waits for none)."""
         version, wanted = self.rendered()
-        ready = {p['metadata']['name'] for p in self.store.list('Pod') if pod_ready(p)}
+        ready = {p['metadata']['name'] for p in self.store.list('Pod')
+                 if pod_ready(p) and not p['metadata'].get('deletionTimestamp')}
         return {'version': version, 'pending': self.files.pending(wanted, ready)}
 
     def gateway_data_planes(self, objects) -> None:

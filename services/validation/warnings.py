@@ -8,22 +8,33 @@
 * a Pod or Deployment template naming a ``spec.nodeName`` that is no node: the pod
   stays Pending;
 * a Service whose selector matches no pod, stored or in the same apply (a
-  Deployment's template counts): it rejects connections until a ready pod matches.
+  Deployment's template counts): it rejects connections until a ready pod matches;
+* a Service that asks for something nothing in the lab provides, or that kube-proxy
+  leaves alone (``service_warnings``): a ``loadBalancerClass`` (no address, EXTERNAL-IP
+  ``<pending>``), ``trafficDistribution`` (the lab's nodes have no zones), an external
+  IP in one of the lab's own networks (the lab's router does not route it to a node),
+  the labels ``service.kubernetes.io/service-proxy-name`` and
+  ``service.kubernetes.io/headless`` (no flows at all), an ``externalName`` on a type
+  that ignores it.
 """
 
 from __future__ import annotations
 
-from services import selectors
+from services import selectors, wiring
+from services.endpoints import HEADLESS_LABEL, SERVICE_PROXY_NAME_LABEL
 from services.manifests import object_ref
 
 #: Container fields that are accepted and not run.
 NOT_EMULATED = ('livenessProbe', 'startupProbe', 'lifecycle.postStart')
 
 
-def apply_warnings(objs: list[dict], stored) -> list[str]:
-    """The warnings for applying ``objs`` (validated) over the ``stored`` objects."""
+def apply_warnings(objs: list[dict], stored, cluster=None) -> list[str]:
+    """The warnings for applying ``objs`` (validated) over the ``stored`` objects, in
+    ``cluster`` (the cluster file; None: leave out what depends on it)."""
     stored = list(stored)
     out = [w for obj in objs for w in _not_emulated(obj)]
+    out += [w for obj in objs if obj['kind'] == 'Service'
+            for w in service_warnings(obj, cluster)]
     nodes = sorted(o['metadata']['name'] for o in stored if o['kind'] == 'Node')
     for obj in objs:
         spec = obj.get('spec') or {}
@@ -49,6 +60,38 @@ def apply_warnings(objs: list[dict], stored) -> list[str]:
             out.append(f'{object_ref(obj)}: spec.selector '
                        f'{selectors.format_selector(sel)} matches no pods (yet); the '
                        f'Service rejects connections until a ready pod matches')
+    return out
+
+
+def service_warnings(svc: dict, cluster=None) -> list[str]:
+    """What a Service asks for that nothing in the lab does (see the module)."""
+    ref, spec = object_ref(svc), svc['spec']
+    labels = svc['metadata'].get('labels') or {}
+    out = [f'{ref}: metadata.labels["{label}"]: kube-proxy does not handle this '
+           f'Service (it watches only Services without this label): no flows for its '
+           f'ClusterIP, NodePorts or external addresses until the label is removed'
+           for label in (SERVICE_PROXY_NAME_LABEL, HEADLESS_LABEL) if label in labels]
+    if spec.get('loadBalancerClass') and spec.get('type') == 'LoadBalancer':
+        serves = 'its MetalLB serves' if getattr(cluster, 'metallb', False) else \
+            'its cloud serves'
+        out.append(f'{ref}: spec.loadBalancerClass: no load balancer of this lab '
+                   f'implements class "{spec["loadBalancerClass"]}" ({serves} '
+                   f'Services without a class): no address, EXTERNAL-IP stays <pending>')
+    if spec.get('trafficDistribution'):
+        out.append(f'{ref}: spec.trafficDistribution: accepted; the lab\'s nodes have no '
+                   f'topology.kubernetes.io/zone label, so the endpoints get no zone '
+                   f'hints and every node uses every endpoint, as in a cluster without '
+                   f'zones')
+    if spec.get('externalName') and spec.get('type') != 'ExternalName':
+        out.append(f'{ref}: spec.externalName: only a Service of type ExternalName '
+                   f'uses it; ignored')
+    for index, ip in enumerate(spec.get('externalIPs') or ()):
+        network = wiring.lab_network_of(cluster, ip) if cluster is not None else None
+        if network:
+            out.append(f'{ref}: spec.externalIPs[{index}]: {ip} is in {network}: the '
+                       f'lab\'s router does not route it to a node, so only pods and '
+                       f'nodes reach it (every node catches it); use an address outside '
+                       f'the lab\'s networks (e.g. 192.0.2.10) to reach it from outside')
     return out
 
 

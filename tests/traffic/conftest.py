@@ -10,6 +10,11 @@ import subprocess
 import pytest
 
 from kubelab.labctl import LabControl
+from topo import ovs
+
+# The Open vSwitch the lab runs on (the lab's own build on a userspace-datapath machine):
+# its ovs-ofctl and ovs-appctl first on the PATH of the tests' own commands.
+ovs.activate()
 
 NEEDS_ROOT = 'traffic tests need root (network namespaces, Open vSwitch): run `sudo make test`'
 

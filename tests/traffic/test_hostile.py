@@ -13,6 +13,7 @@ import time
 import pytest
 
 from tests.traffic.manifests import echo_pod, shell_pods
+from topo import ovs
 
 APP = echo_pod('web-1', 'worker-1', 'web') + echo_pod('web-2', 'worker-2', 'web') + """
 apiVersion: v1
@@ -66,7 +67,7 @@ def hostile(lab):
 
 
 def vswitchd_pid() -> int:
-    with open('/var/run/openvswitch/ovs-vswitchd.pid') as f:
+    with open(os.path.join(ovs.choose().rundir, 'ovs-vswitchd.pid')) as f:
         return int(f.read())
 
 

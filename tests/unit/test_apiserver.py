@@ -1,15 +1,20 @@
-"""The lab's API server over real HTTP on loopback: the token, the status codes, the
-long-poll the controller relies on."""
+"""The lab's API server over real HTTP on its Unix socket: the token, the status codes,
+the long-poll the controller relies on, and what a hostile caller tries (fuzz: malformed
+HTTP, bad Content-Length, huge and slow bodies, many idle connections), after which the
+server still answers and the store is unchanged."""
 
 import json
+import os
+import socket
+import stat
 import threading
 import time
-import urllib.error
-import urllib.request
 
 import pytest
 
+from kubelab.daemon import httpserver
 from kubelab.daemon.apiserver import APIServer
+from services import transport
 from services.cluster import default_cluster
 from services.store import Store
 
@@ -19,28 +24,25 @@ POD = {'apiVersion': 'v1', 'kind': 'Pod', 'metadata': {'name': 'p'},
 
 
 @pytest.fixture
-def api():
+def api(tmp_path):
     server = APIServer(Store(default_cluster()), TOKEN, lambda: {'nodes': []},
-                       on_shutdown=lambda: None)
+                       on_shutdown=lambda: None, path=str(tmp_path / 'api.sock'))
     server.start()
     yield server
     server.stop()
 
 
 def call(api, method, path, body=None, token=TOKEN):
-    req = urllib.request.Request(
-        f'http://127.0.0.1:{api.port}{path}', method=method,
-        data=json.dumps(body).encode() if body is not None else None,
-        headers={'Authorization': f'Bearer {token}'} if token else {})
-    try:
-        with urllib.request.urlopen(req, timeout=10) as resp:
-            return resp.status, json.loads(resp.read())
-    except urllib.error.HTTPError as exc:
-        return exc.code, json.loads(exc.read())
+    code, raw = transport.request(
+        api.path, method, path, json.dumps(body).encode() if body is not None else None,
+        {'Authorization': f'Bearer {token}'} if token else {}, timeout=10)
+    return code, json.loads(raw)
 
 
-def test_listens_on_loopback_only(api):
-    assert api.httpd.server_address[0] == '127.0.0.1'
+def test_listens_on_a_unix_socket_only_its_owner_may_open(api):
+    mode = os.stat(api.path).st_mode
+    assert stat.S_ISSOCK(mode) and stat.S_IMODE(mode) == 0o600
+    assert api.httpd.socket.family == socket.AF_UNIX
 
 
 def test_nothing_changes_without_the_token(api):
@@ -79,3 +81,183 @@ def test_snapshot_long_poll_returns_on_change(api):
     assert 0.2 < time.monotonic() - start < 5
     assert int(second['resourceVersion']) > version
     assert [p['metadata']['name'] for p in second['objects']['Pod']] == ['p']
+
+
+# ---------------------------------------------------------------- a hostile caller
+def raw(api, data: bytes, timeout: float = 5, end: bool = False) -> bytes:
+    """Send bytes on a new connection (``end``: then say there is no more); everything
+    the server answers until it closes."""
+    with socket.socket(socket.AF_UNIX) as sock:
+        sock.settimeout(timeout)
+        sock.connect(api.path)
+        try:
+            sock.sendall(data)
+        except BrokenPipeError:
+            pass                    # answered and closed before it read: read the answer
+        if end:
+            sock.shutdown(socket.SHUT_WR)
+        out = b''
+        while True:
+            chunk = sock.recv(65536)
+            if not chunk:
+                return out
+            out += chunk
+
+
+def post(body: bytes, length: str | None = None, extra: str = '') -> bytes:
+    head = f'POST /lab/v1/apply HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {TOKEN}\r\n'
+    if length is not None:
+        head += f'Content-Length: {length}\r\n'
+    return (head + extra + '\r\n').encode() + body
+
+
+def status_of(answer: bytes) -> int:
+    return int(answer.split(b' ', 2)[1])
+
+
+def unchanged(api, before):
+    """The server still answers, and holds what it held."""
+    code, body = call(api, 'GET', '/lab/v1/objects?kind=Pod')
+    assert code == 200 and body['items'] == before
+
+
+@pytest.mark.parametrize('request_bytes, code, says', [
+    (post(b'{"objects": [', '13'), 400, b'not JSON'),
+    (post(b'\xff\xfe', '2'), 400, b'not JSON'),
+    (post(b'[' * 5000 + b']' * 5000, '10000'), 400, b'not JSON'),
+    (post(b'{"objects": ' + b'[' * 150 + b']' * 150 + b'}', str(12 + 300 + 1)), 400,
+     b'nests more than'),
+    (post(b'{}', '-1'), 400, b'Content-Length must be a whole number'),
+    (post(b'{}', 'abc'), 400, b'Content-Length must be a whole number'),
+    (post(b'{}', str(10 ** 12)), 413, b'at most'),
+    (post(b'2\r\n{}\r\n0\r\n\r\n', None, 'Transfer-Encoding: chunked\r\n'), 400,
+     b'chunked'),
+    (b'GARBAGE\r\n\r\n', 400, b'bad HTTP request'),
+    (b'GET /' + b'a' * 70000 + b' HTTP/1.1\r\n\r\n', 414, b'bad HTTP request'),
+    (b'GET / HTTP/1.1\r\n' + b'X: y\r\n' * 200 + b'\r\n', 431, b'bad HTTP request'),
+])
+def test_a_request_it_cannot_read_is_answered_and_closed(api, request_bytes, code, says):
+    """Each malformed request gets an answer (JSON, ``Connection: close``) and the
+    connection ends: none is dropped silently, none holds a thread."""
+    start = time.monotonic()
+    answer = raw(api, request_bytes)
+    assert status_of(answer) == code, answer[:300]
+    assert says in answer and b'Connection: close' in answer
+    assert time.monotonic() - start < 3
+    unchanged(api, [])
+
+
+def test_a_body_shorter_than_its_length_is_cut_off_at_the_deadline(api, monkeypatch):
+    """Content-Length promises 100 bytes, 10 come, then nothing: the connection is
+    closed when the request deadline passes, and the apply never happens."""
+    monkeypatch.setattr(api.httpd, 'request_deadline', 1.0)
+    start = time.monotonic()
+    answer = raw(api, post(b'{"objects":', '100'), timeout=10)
+    assert 0.9 < time.monotonic() - start < 5
+    assert answer == b'' or status_of(answer) == 400
+    unchanged(api, [])
+
+
+def test_a_slow_sender_is_cut_off_at_the_deadline(api, monkeypatch):
+    """One byte of headers every 0.3 s ("slowloris") does not keep the connection: the
+    whole request must arrive within the deadline."""
+    monkeypatch.setattr(api.httpd, 'request_deadline', 1.0)
+    with socket.socket(socket.AF_UNIX) as sock:
+        sock.connect(api.path)
+        start = time.monotonic()
+        with pytest.raises(OSError):
+            for byte in b'GET /lab/v1/objects?kind=Pod HTTP/1.1\r\nX-Slow: ' + b'a' * 100:
+                sock.sendall(bytes([byte]))
+                time.sleep(0.3)
+                if time.monotonic() - start > 8:
+                    break
+        assert time.monotonic() - start < 5
+    unchanged(api, [])
+
+
+def test_many_idle_connections_do_not_lock_the_caller_out(api):
+    """300 connections that send nothing (more than the limit): the oldest idle ones
+    are evicted for newcomers, a real request still gets through at once, and the
+    server's threads stay bounded."""
+    socks = []
+    try:
+        for _ in range(300):
+            sock = socket.socket(socket.AF_UNIX)
+            sock.connect(api.path)
+            socks.append(sock)
+        time.sleep(0.2)
+        threads = threading.active_count()
+        start = time.monotonic()
+        code, _ = call(api, 'GET', '/lab/v1/objects?kind=Pod')
+        assert code == 200 and time.monotonic() - start < 2
+        assert len(api.httpd.conns) <= httpserver.MAX_CONNECTIONS
+        assert threads < httpserver.MAX_CONNECTIONS + 20
+        assert api.httpd.refused['evicted'] >= 300 - httpserver.MAX_CONNECTIONS
+    finally:
+        for sock in socks:
+            sock.close()
+    unchanged(api, [])
+
+
+def test_when_every_connection_is_busy_a_newcomer_gets_503(api, monkeypatch):
+    monkeypatch.setattr(api.httpd, 'max_connections', 2)
+    polls = [threading.Thread(target=call, args=(api, 'GET',
+                                                  '/lab/v1/snapshot?since=999&timeout=2'))
+             for _ in range(2)]
+    for thread in polls:
+        thread.start()
+    time.sleep(0.3)
+    answer = raw(api, b'GET /healthz HTTP/1.1\r\n\r\n')
+    assert status_of(answer) == 503 and b'try again' in answer
+    for thread in polls:
+        thread.join()
+    assert call(api, 'GET', '/healthz')[0] == 200
+
+
+def test_another_user_is_refused_by_peer_uid(api, monkeypatch):
+    """SO_PEERCRED: a connection from a uid other than the server's is closed unread
+    (here the server pretends to be another uid, so the test needs no second user)."""
+    monkeypatch.setattr(api.httpd, 'allowed_uid', os.geteuid() + 1)
+    try:
+        assert raw(api, b'GET /healthz HTTP/1.1\r\n\r\n') == b''
+    except ConnectionResetError:
+        pass                                 # closed unread: the request was not taken
+    assert api.httpd.refused['uid'] == 1
+
+
+def test_the_client_tells_a_refusal_from_a_lab_that_is_down(api, tmp_path):
+    """The CLI says "does not answer" only when nothing listens; an error the server
+    answered is that error."""
+    from kubelab.client import Client, NoLab
+    from services.errors import KubelabError
+    client = object.__new__(Client)
+    client.socket_path, client.token, client.state_dir = api.path, 'wrong', str(tmp_path)
+    with pytest.raises(KubelabError, match='unauthorized') as exc:
+        client.list('Pod')
+    assert not isinstance(exc.value, NoLab)
+    client.socket_path = str(tmp_path / 'nothing.sock')
+    with pytest.raises(NoLab, match='does not answer'):
+        client.list('Pod')
+
+
+def test_fuzz_leaves_the_store_as_it_was(api):
+    """Random bytes, truncated and mangled requests, in any order: afterwards the
+    server answers and the store holds exactly what it held."""
+    import random
+    rng = random.Random(19)
+    call(api, 'POST', '/lab/v1/apply', {'objects': [POD]})
+    before = call(api, 'GET', '/lab/v1/objects?kind=Pod')[1]['items']
+    good = post(json.dumps({'objects': [POD]}).encode(),
+                str(len(json.dumps({'objects': [POD]}))))
+    for _ in range(150):
+        data = bytearray(good)
+        for _ in range(rng.randint(1, 6)):
+            i = rng.randrange(len(data))
+            data[i:i + rng.randint(1, 4)] = bytes(rng.randrange(256)
+                                                  for _ in range(rng.randint(0, 4)))
+        data = bytes(data[:rng.randint(1, len(data))])
+        try:
+            raw(api, data, timeout=3, end=True)
+        except ConnectionResetError:
+            pass
+    unchanged(api, before)

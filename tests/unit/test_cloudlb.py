@@ -486,3 +486,21 @@ def test_the_cloud_checks_kube_proxy_for_cluster_and_the_service_port_for_local(
     assert set(targets) == {'default/cluster', 'default/local'}
     assert targets['default/cluster'] == [(n.name, n.ip, HEALTHZ_PORT) for n in cluster.nodes]
     assert targets['default/local'] == [(n.name, n.ip, 32100) for n in cluster.nodes]
+
+
+def test_only_terminating_local_endpoints_answer_503_and_a_labelled_service_gets_no_port():
+    from topo.cloudlb import health_checks
+    terminating = eps('web', ('192.168.2.13', 'worker-1', False, True))
+    assert health_checks([lb(health_port=32100)], [terminating], 'worker-1') == {
+        32100: ('default', 'web', 0)}
+    labelled = lb(health_port=32100)
+    labelled['metadata']['labels'] = {'service.kubernetes.io/service-proxy-name': 'x'}
+    assert health_checks([labelled], [terminating], 'worker-1') == {}
+
+
+def test_the_cloud_does_not_check_for_a_service_of_another_load_balancer_class():
+    from services.cluster import default_cluster
+    from topo.cloudlb import health_check_targets
+    svc = {'metadata': {'namespace': 'default', 'name': 'classy'},
+           'spec': {'type': 'LoadBalancer', 'loadBalancerClass': 'example.com/vip'}}
+    assert health_check_targets(default_cluster(), [svc]) == {}

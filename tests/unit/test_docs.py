@@ -1,8 +1,8 @@
 """docs/pipeline.md stays true to the code: its table sections are the pipeline's tables
 in order, every flow, group and meter line it shows is one the pure pipeline produces
 for the state the page documents (the default cluster, the NodePort Service default/web
--> two pods; the session-affinity sections add the page's second Service, which selects
-the same pods; an ingress controller pod with a hostPort on worker-1), or one a ``learn`` action installs when a pod connects to that second
+-> two pods; the sections on load balancer addresses and session affinity add the page's
+other Services, which select the same pods; an ingress controller pod with a hostPort on worker-1), or one a ``learn`` action installs when a pod connects to that second
 Service on the fake switches of tests/unit/flowsim.py, and each walk-through shows, in
 order, the flows its packets really take on those switches, and the addresses they
 really arrive with."""
@@ -62,7 +62,8 @@ def documented_state(text):
 
 
 def sticky_state(text):
-    """The state of the session-affinity sections: every Service of the page."""
+    """The state of the later sections (load balancer addresses, session affinity):
+    every Service of the page."""
     return state_of(page_services(text))
 
 

@@ -1076,16 +1076,17 @@ def test_a_bad_object_rejects_the_whole_apply(store):
 
 # ================================================================ the API server, the CLI
 
-def test_the_api_server_serves_the_new_kinds_unchanged(store):
-    import urllib.request
-    server = APIServer(store, 't', lambda: {}, on_shutdown=lambda: None)
+def test_the_api_server_serves_the_new_kinds_unchanged(store, tmp_path):
+    from services import transport
+    server = APIServer(store, 't', lambda: {}, on_shutdown=lambda: None,
+                       path=str(tmp_path / 'api.sock'))
     server.start()
     try:
         def get(query):
-            req = urllib.request.Request(f'http://127.0.0.1:{server.port}/lab/v1/objects?'
-                                         f'{query}', headers={'Authorization': 'Bearer t'})
-            with urllib.request.urlopen(req, timeout=10) as resp:
-                return json.loads(resp.read())
+            code, raw = transport.request(server.path, 'GET', f'/lab/v1/objects?{query}',
+                                          headers={'Authorization': 'Bearer t'})
+            assert code == 200
+            return json.loads(raw)
         store.apply(l7_objects())
         assert get('kind=IngressClass&name=nginx')['metadata']['name'] == 'nginx'
         assert [o['metadata']['name'] for o in get('kind=HTTPRoute&namespace=shop')

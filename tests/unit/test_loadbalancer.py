@@ -446,16 +446,13 @@ def test_an_empty_source_range_list_is_fine_on_any_type():
     validate(of_type('NodePort', loadBalancerSourceRanges=[]))
 
 
-def test_a_load_balancer_class_hands_the_service_to_another_implementation(store):
-    assert invalid(lb_service(loadBalancerClass='bad class')) == [
-        'spec.loadBalancerClass: Invalid value: "bad class": must be a qualified name such '
-        'as example.com/my-lb (key "bad class": name part must be 1-63 characters, '
-        "alphanumeric, '-', '_' or '.', and must start and end with an alphanumeric "
-        "character (e.g. 'app' or 'example.com/tier'))"]
-    # The cloud serves only Services without a class: this one stays <pending>, quietly.
-    store.apply([lb_service(loadBalancerClass='example.com/internal-vip')])
-    assert address_of(store) is None and events_of(store) == []
-    assert store.get('Service', 'default', 'web')['spec']['ports'][0]['nodePort']
+def test_a_load_balancer_class_is_accepted_and_must_be_a_qualified_name():
+    assert validate(lb_service(loadBalancerClass='example.com/internal-vip'))['spec'][
+        'loadBalancerClass'] == 'example.com/internal-vip'
+    [problem] = invalid(lb_service(loadBalancerClass='example.com/internal vip'))
+    assert problem.startswith('spec.loadBalancerClass: Invalid value: '
+                              '"example.com/internal vip": must be a qualified name')
+
 
 
 def test_a_load_balancer_without_node_ports_is_refused_with_the_reason():
@@ -525,3 +522,24 @@ def test_a_dry_run_takes_no_address(store):
     out = store.apply([local(loadBalancerIP='198.51.100.9')], dry_run=True)
     assert out['results'] == [['service/web', 'validated']]
     assert store.lb_ips.allocated() == [] and store.node_ports.allocated() == []
+
+
+def test_a_class_the_lab_does_not_implement_leaves_the_service_pending(store):
+    result = store.apply([lb_service(loadBalancerClass='example.com/internal-vip')])
+    assert address_of(store) is None and node_port(store)      # nodePorts as usual
+    row = service_row(store.get('Service', 'default', 'web'), NOW, False)
+    assert row[3] == '<pending>'
+    [warning] = [w for w in result['warnings'] if 'loadBalancerClass' in w]
+    assert 'no load balancer of this lab implements class "example.com/internal-vip"' \
+        in warning and 'EXTERNAL-IP stays <pending>' in warning
+    # The class may not change while the Service is a LoadBalancer ...
+    assert problems(store, [lb_service(loadBalancerClass='example.com/other')]) == [
+        'spec.loadBalancerClass: Invalid value: "example.com/other": may not change once '
+        'set (delete the Service and create it again)']
+    assert problems(store, [lb_service()]) == [
+        'spec.loadBalancerClass: Invalid value: null: may not change once set (delete '
+        'the Service and create it again)']
+    # ... but going through another type drops it, and the cloud serves it again.
+    store.apply([of_type('NodePort')])
+    store.apply([lb_service()])
+    assert address_of(store) == '198.51.100.1'

@@ -494,9 +494,9 @@ def test_deployment_ignored_fields():
 
 @pytest.mark.parametrize('spec, path, words', [
     ({'type': 'Loadbalancer'}, 'spec.type', ['did you mean "LoadBalancer"']),
-    ({'type': 'ExternalName'}, 'spec.type',
-     ['"ExternalName" is not supported by kubelab; '
-      'supported: ClusterIP, NodePort']),
+    ({'type': 'ExternalName'}, 'spec.externalName', ['required value']),
+    ({'type': 'ExternalName', 'externalName': 'db.example.com', 'clusterIP': 'None'},
+     'spec.clusterIP', ['Forbidden: may not be set for ExternalName services']),
     ({'type': 'Nodeport'}, 'spec.type', ['did you mean "NodePort"']),
     ({'type': 'clusterip'}, 'spec.type', ['did you mean "ClusterIP"']),
     ({'ports': []}, 'spec.ports', ['at least one']),
@@ -540,8 +540,13 @@ def test_deployment_ignored_fields():
      ['externally-accessible']),
     ({'publishNotReadyAddresses': 'yes'}, 'spec.publishNotReadyAddresses',
      ['must be a boolean']),
-    ({'externalIPs': ['1.2.3.4']}, 'spec.externalIPs',
-     ['not supported by kubelab']),
+    ({'externalIPs': '1.2.3.4'}, 'spec.externalIPs', ['must be a list']),
+    ({'externalIPs': ['0.0.0.0']}, 'spec.externalIPs[0]',
+     ['may not be unspecified (0.0.0.0)']),
+    ({'externalIPs': ['224.0.0.5']}, 'spec.externalIPs[0]',
+     ['may not be in the link-local multicast range (224.0.0.0/24, ff02::/10)']),
+    ({'ipFamilyPolicy': 'RequireDualStack'}, 'spec.ipFamilyPolicy',
+     ['this cluster is not configured for dual-stack services']),
 ])
 def test_service_errors(spec, path, words):
     assert_problem(service(**spec), path, *words)
@@ -661,10 +666,30 @@ def test_a_headless_cluster_ip_service_is_still_fine():
     assert validate(service(clusterIP='None'))['spec']['clusterIP'] == 'None'
 
 
-def test_a_node_port_on_an_unsupported_type_reports_only_the_type():
-    found = problems(service(type='ExternalName', ports=[
+def test_a_node_port_on_an_unknown_type_reports_only_the_type():
+    found = problems(service(type='Nodeport', ports=[
         {'port': 80, 'nodePort': 30080}]))
     assert [path for path, _ in found] == ['spec.type']
+
+
+def test_an_external_name_service_is_an_alias_without_address_or_ports():
+    obj = validate(service(type='ExternalName', externalName='web.default.svc.cluster.local.',
+                           ports=None))
+    assert obj['spec']['externalName'] == 'web.default.svc.cluster.local.'
+    assert obj['spec']['ports'] == [] and 'clusterIP' not in obj['spec']
+    assert 'externalTrafficPolicy' not in obj['spec']
+
+
+def test_external_ips_make_a_cluster_ip_service_externally_accessible():
+    obj = validate(service(externalIPs=['192.0.2.10']))
+    assert obj['spec']['externalTrafficPolicy'] == 'Cluster'      # defaulted
+    assert validate(service(externalIPs=['192.0.2.10'], externalTrafficPolicy='Local'))[
+        'spec']['externalTrafficPolicy'] == 'Local'
+
+
+def test_a_headless_service_may_leave_its_ports_out():
+    assert validate(service(clusterIP='None', ports=None))['spec']['ports'] == []
+    assert_problem(service(ports=None), 'spec.ports', 'required value')
 
 
 # ----------------------------------------------------------- endpointslices

@@ -572,15 +572,17 @@ def test_rollout_restart_twice_in_one_second_is_refused(store, monkeypatch):
         store.restart_rollout('default', 'web')
 
 
-def test_rollout_restart_and_snapshot_over_http(store):
-    """The client's calls against the real API server on loopback (the client is
-    built by hand: its constructor looks for a running lab)."""
+def test_rollout_restart_and_snapshot_over_http(store, tmp_path):
+    """The client's calls against the real API server on its Unix socket (the client
+    is built by hand: its constructor looks for a running lab)."""
     store.apply([deployment(2)])
-    api = APIServer(store, 'token', lambda: {}, on_shutdown=lambda: None)
+    api = APIServer(store, 'token', lambda: {}, on_shutdown=lambda: None,
+                    path=str(tmp_path / 'api.sock'))
     api.start()
     try:
         client = object.__new__(Client)
-        client.url, client.token = f'http://127.0.0.1:{api.port}', 'token'
+        client.socket_path, client.token = api.path, 'token'
+        client.state_dir = str(tmp_path)
         version, _ = client.snapshot()
         assert client.restart_rollout('default', 'web')['message'] == \
             'deployment.apps/web restarted'

@@ -853,3 +853,62 @@ def test_the_cloud_health_of_a_load_balancer_is_kept_and_forgotten():
     assert store.rv == version
     store.set_lb_health('default', 'web', None)
     assert 'LoadBalancerHealth' not in store.snapshot()[1]
+
+
+# ---------------------------------------------------------------- the Service API
+def external_name(name='alias', target='web.default.svc.cluster.local'):
+    return {'apiVersion': 'v1', 'kind': 'Service', 'metadata': {'name': name},
+            'spec': {'type': 'ExternalName', 'externalName': target,
+                     'selector': {'app': 'web'}}}
+
+
+def test_an_external_name_service_gets_no_cluster_ip_and_no_endpoints(store):
+    store.apply([deployment(replicas=1), external_name()])
+    spec = store.get('Service', 'default', 'alias')['spec']
+    assert 'clusterIP' not in spec and 'clusterIPs' not in spec
+    assert [s for s in store.list('EndpointSlice')
+            if s['metadata']['labels']['kubernetes.io/service-name'] == 'alias'] == []
+
+
+def test_a_service_turned_external_name_gives_its_cluster_ip_back_and_back_gets_one(store):
+    store.apply([service(name='alias', cluster_ip='10.96.0.77')])
+    store.apply([external_name()])
+    assert 'clusterIP' not in store.get('Service', 'default', 'alias')['spec']
+    store.apply([service(name='other', cluster_ip='10.96.0.77')])     # free again
+    store.apply([service(name='alias', app='web')])                 # a new one
+    ip = store.get('Service', 'default', 'alias')['spec']['clusterIP']
+    assert ip not in ('10.96.0.77', None, 'None')
+    assert store.get('Service', 'default', 'alias')['spec']['clusterIPs'] == [ip]
+
+
+def test_a_terminating_pod_that_still_passes_its_probe_is_a_serving_endpoint(store):
+    store.apply([deployment(replicas=2), service()])
+    first, second = pods(store)
+    start(store, first['metadata']['name'], '192.168.2.10')
+    start(store, second['metadata']['name'], '192.168.3.10')
+    store.delete('Pod', 'default', first['metadata']['name'])
+    # The kubelet probes it on and reports it Ready while its probe passes (KEP-1669).
+    start(store, first['metadata']['name'], '192.168.2.10', ready=True)
+    assert endpoints(store)[first['metadata']['name']] == {
+        'ready': False, 'serving': True, 'terminating': True}
+    start(store, first['metadata']['name'], '192.168.2.10', ready=False)
+    assert endpoints(store)[first['metadata']['name']] == {
+        'ready': False, 'serving': False, 'terminating': True}
+    # It is not one of the Deployment's ready replicas meanwhile.
+    dep = store.get('Deployment', 'default', 'web')
+    assert dep['status'].get('readyReplicas', 0) == 1
+
+
+def test_labels_kube_proxy_obeys_are_named_at_apply(store):
+    svc = service()
+    svc['metadata']['labels'] = {'service.kubernetes.io/service-proxy-name': 'other'}
+    svc['spec']['trafficDistribution'] = 'PreferClose'
+    svc['spec']['externalIPs'] = ['203.0.113.50', '192.0.2.10']
+    warnings = store.apply([svc])['warnings']
+    assert any('metadata.labels["service.kubernetes.io/service-proxy-name"]: kube-proxy '
+               'does not handle this Service' in w for w in warnings), warnings
+    assert any('spec.trafficDistribution: accepted; the lab\'s nodes have no '
+               'topology.kubernetes.io/zone label' in w for w in warnings), warnings
+    external = [w for w in warnings if 'externalIPs' in w]
+    assert len(external) == 1 and 'spec.externalIPs[0]: 203.0.113.50 is in the external ' \
+        'subnet' in external[0]

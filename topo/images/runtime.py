@@ -6,7 +6,16 @@ and ``container_env`` and runs the result inside the pod's namespace.
 Kubernetes' rules decide the command line: ``command`` replaces the image's
 ENTRYPOINT, ``args`` replace its CMD, and ``$(VAR)`` in either expands to the
 container's own ``env`` (``$$`` escapes a ``$``; an undefined name stays as
-written). The emulated images declare what their real counterparts do:
+written). Expansion follows Kubernetes' rules (third_party/forked/golang/expansion):
+an ``env`` value may refer only to variables defined earlier in the list, and the
+result is never expanded again; still, each level may double what the one before made
+(``B=$(A)$(A)``, ``C=$(B)$(B)``...), so a few hundred bytes of spec can ask for
+gigabytes. Linux refuses an environment string or argument longer than
+``MAX_ARG_STRLEN`` (128 KiB) and a total of ``MAX_EXPANDED_TOTAL`` near ARG_MAX: the
+expansion stops at those bounds, without building the rest, and the container fails to
+start with a message saying which variable went over (``ExpansionTooLarge``), as the
+real runtime's exec fails with "argument list too long". The emulated images declare
+what their real counterparts do:
 
 =========== ============== ========= ==========================================
 image       ENTRYPOINT     CMD       runs here as
@@ -60,6 +69,16 @@ IMAGE_CONFIG = {
 
 _REFERENCE = re.compile(r'\$\$|\$\(([^()$]*)\)')
 
+#: Linux's limit on one argument or ``NAME=value`` environment string (32 pages).
+MAX_ARG_STRLEN = 131072
+#: What all of a container's expanded env values and arguments may add up to (Linux's
+#: ARG_MAX is a quarter of the stack limit: 2 MiB with the usual 8 MiB stack).
+MAX_EXPANDED_TOTAL = 2 * 1024 * 1024
+
+
+class ExpansionTooLarge(ValueError):
+    """A ``$(VAR)`` expansion would exceed what Linux lets a process be given."""
+
 
 def _name(container):
     return container.get('name') or '<unnamed>'
@@ -75,24 +94,50 @@ def _spec_env(container, fields=None):
     """
     env = {}
     fields = fields or {}
-    for var in container.get('env') or []:
+    budget = [MAX_EXPANDED_TOTAL]
+    for i, var in enumerate(container.get('env') or []):
         if 'name' not in var:
             continue
         ref = (var.get('valueFrom') or {}).get('fieldRef') or {}
         if 'valueFrom' not in var:
-            env[var['name']] = expand(str(var.get('value', '')), env)
+            where = f'container "{_name(container)}": env[{i}] ({var["name"]})'
+            env[var['name']] = expand(str(var.get('value', '')), env, where, budget)
         elif ref.get('fieldPath') in fields:
             env[var['name']] = fields[ref['fieldPath']]
     return env
 
 
-def expand(text, env):
-    """Kubernetes' ``$(VAR)`` expansion of ``text`` using ``env``."""
-    def replace(match):
+def expand(text, env, where: str = '', budget: list | None = None):
+    """Kubernetes' ``$(VAR)`` expansion of ``text`` using ``env``, in one pass.
+
+    Raises ExpansionTooLarge, naming ``where``, as soon as the result passes
+    MAX_ARG_STRLEN or the shared ``budget`` (a one-item list of bytes left), before
+    the rest is built."""
+    parts, size, pos = [], 0, 0
+    for match in _REFERENCE.finditer(text):
         if match.group(0) == '$$':
-            return '$'
-        return env.get(match.group(1), match.group(0))
-    return _REFERENCE.sub(replace, text)
+            value = '$'
+        else:
+            value = env.get(match.group(1), match.group(0))
+        parts += [text[pos:match.start()], value]
+        size += match.start() - pos + len(value)
+        pos = match.end()
+        if size > MAX_ARG_STRLEN:
+            break
+    parts.append(text[pos:])
+    size += len(text) - pos
+    left = budget[0] if budget is not None else MAX_EXPANDED_TOTAL
+    if size > min(MAX_ARG_STRLEN, left):
+        limit = 'MAX_ARG_STRLEN, 131072 bytes' if size > MAX_ARG_STRLEN else \
+            f'with the rest, {MAX_EXPANDED_TOTAL} bytes in all'
+        raise ExpansionTooLarge(
+            f'{where or "a value"}: $(VAR) references expand to more than Linux passes '
+            f'to a process ({limit}): the container cannot start (argument list too '
+            'long); Kubernetes expands each reference to an earlier variable, so every '
+            'level of $(A)$(A) doubles the size')
+    if budget is not None:
+        budget[0] -= size
+    return ''.join(parts)
 
 
 def _words(container):
@@ -114,7 +159,9 @@ def _words(container):
                          f' image "{image}" has no ENTRYPOINT or CMD, set '
                          f'command or args')
     env = _spec_env(container)
-    return [expand(str(word), env) for word in words]
+    budget = [MAX_EXPANDED_TOTAL]
+    return [expand(str(word), env, f'container "{_name(container)}": command/args[{i}]',
+                   budget) for i, word in enumerate(words)]
 
 
 def _emulated(words, python):
