@@ -10,7 +10,9 @@ loopback, outside the lab's network, so this module gives it an endpoint inside:
   (the API server's port), created inside that node's network namespace. It answers
   ``PUT /apis/coordination.k8s.io/v1/namespaces/kube-node-lease/leases/NAME`` by
   renewing the Lease in the store (``Store.renew_lease``) and returning it, as the API
-  server would;
+  server would. Only node NAME itself may renew NAME's Lease (the request must come
+  from its address: the NodeRestriction admission's rule, with the address standing
+  for the kubelet's credentials); anyone else gets 403, a body over 64 KiB 413;
 * ``Heartbeat``: one per node, a thread in the node's network namespace that sends that
   request every ``interval`` (a quarter of the grace period, at most 10 s; every second
   while it fails) from the node's own address. It gets there through the node's bridge, the underlay and the
@@ -42,9 +44,14 @@ API_PORT = 6443
 LEASE_PATH = '/apis/coordination.k8s.io/v1/namespaces/kube-node-lease/leases/'
 
 
+MAX_BODY = 64 * 1024
+
+
 class _LeaseHandler(BaseHTTPRequestHandler):
     store = None                  # set on the subclass the endpoint makes
+    node_ips: dict = {}           # node name -> its address (who may renew what)
     protocol_version = 'HTTP/1.1'
+    timeout = 10                  # seconds a client may take to send its request
 
     def log_message(self, fmt, *args):
         LOG.debug(fmt, *args)
@@ -58,11 +65,22 @@ class _LeaseHandler(BaseHTTPRequestHandler):
         self.wfile.write(data)
 
     def do_PUT(self):
-        length = int(self.headers.get('Content-Length') or 0)
+        try:
+            length = int(self.headers.get('Content-Length') or 0)
+        except ValueError:
+            length = -1
+        if not 0 <= length <= MAX_BODY:
+            self.close_connection = True
+            return self._send(413, _status(413, 'RequestEntityTooLarge',
+                                           f'a Lease is at most {MAX_BODY} bytes'))
         self.rfile.read(length)             # the kubelet's Lease: renewTime is ours
         if not self.path.startswith(LEASE_PATH):
             return self._send(404, _status(404, 'NotFound', f'no route {self.path}'))
         name = self.path[len(LEASE_PATH):]
+        if name in self.node_ips and self.client_address[0] != self.node_ips[name]:
+            return self._send(403, _status(403, 'Forbidden', f'leases "{name}" is '
+                                           f'forbidden: only node {name} may renew its '
+                                           f'Lease'))
         try:
             lease = self.store.renew_lease(name)
         except KeyError:
@@ -81,7 +99,8 @@ class LeaseEndpoint:
     namespace of ``executor``'s threads (the control-plane node's)."""
 
     def __init__(self, store, address: str, executor, port: int = API_PORT):
-        handler = type('Handler', (_LeaseHandler,), {'store': store})
+        handler = type('Handler', (_LeaseHandler,), {
+            'store': store, 'node_ips': {n.name: n.ip for n in store.cluster.nodes}})
         self.address = address
         self.port = port
         self.server = executor.submit(ThreadingHTTPServer, (address, port), handler).result()

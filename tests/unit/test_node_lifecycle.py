@@ -217,6 +217,7 @@ def test_eviction_time_follows_the_tolerations():
 
 def test_the_lease_endpoint_renews_a_lease_over_http(store):
     endpoint = LeaseEndpoint(store, '127.0.0.1', ThreadPoolExecutor(1), port=0)
+    endpoint.server.RequestHandlerClass.node_ips['worker-1'] = '127.0.0.1'
     try:
         port = endpoint.server.server_address[1]
         beat = Heartbeat('worker-1', 0, '127.0.0.1', 1.0, port=port)
@@ -225,6 +226,13 @@ def test_the_lease_endpoint_renews_a_lease_over_http(store):
         conn.request('PUT', LEASE_PATH + 'nobody', body=b'{}')
         reply = conn.getresponse()
         assert reply.status == 404 and json.loads(reply.read())['reason'] == 'NotFound'
+        conn.close()
+        # Only the node itself (from its own address) renews its Lease.
+        other = Heartbeat('worker-2', 0, '127.0.0.1', 1.0, port=port)
+        assert other._renew() is False
+        conn = http.client.HTTPConnection('127.0.0.1', port, timeout=2)
+        conn.request('PUT', LEASE_PATH + 'worker-2', body=b'{}')
+        assert conn.getresponse().status == 403
         conn.close()
     finally:
         endpoint.close()
