@@ -22,7 +22,7 @@ from kubelab.client import STATE_DIR, Client
 from kubelab.daemon import persist
 from kubelab.daemon.instance import InstanceLock
 from kubelab.daemon.statedir import append_fd, check_state_dir, lab_mark, read_text, \
-    running_daemon, state_path
+    running_daemon, state_path, write_file
 from services import manifests
 from services.errors import ApplyError, KubelabError, ValidationError
 from services.manifests import read_paths
@@ -101,10 +101,8 @@ def with_cloud(cluster_file: str | None, cloud: str) -> str:
     data['cloud'] = cloud
     text = yaml.safe_dump(data)
     load_cluster(text, cluster_file or '--cloud')      # check it before booting
-    os.makedirs(STATE_DIR, mode=0o700, exist_ok=True)
-    path = os.path.join(STATE_DIR, 'cluster-up.yaml')
-    with open(path, 'w') as f:
-        f.write(text)
+    path = state_path('cluster-up.yaml')
+    write_file(path, text.encode())
     return path
 
 
