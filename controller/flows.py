@@ -74,13 +74,22 @@ class Nat:
         return f'nat(dst={self.dst}' + (f':{self.port}' if self.port else '') + ')'
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, repr=False)
 class Ct:
     zone: int
     commit: bool = False
     table: int | None = None     # recirculate into this table; None: continue here
     nat: Nat | None = None
     mark: int | None = None      # with commit: set ct_mark to this (exec(set_field))
+    mark_mask: int | None = None     # ... only these bits of it (None: all)
+
+    def __repr__(self):
+        # The cookie hashes the repr: a flow without a mask keeps the cookie it had
+        # before masks existed (the switches' flows stay untouched on an upgrade).
+        text = (f'Ct(zone={self.zone!r}, commit={self.commit!r}, table={self.table!r}, '
+                f'nat={self.nat!r}, mark={self.mark!r}')
+        return text + (f', mark_mask={self.mark_mask!r})' if self.mark_mask is not None
+                       else ')')
 
     def ofctl(self):
         parts = ['commit'] if self.commit else []
@@ -90,8 +99,22 @@ class Ct:
         if self.nat is not None:
             parts.append(self.nat.ofctl())
         if self.mark is not None:
-            parts.append(f'exec(set_field:{self.mark:#x}->ct_mark)')
+            mask = '' if self.mark_mask is None else f'/{self.mark_mask:#x}'
+            parts.append(f'exec(set_field:{self.mark:#x}{mask}->ct_mark)')
         return f'ct({",".join(parts)})'
+
+
+@dataclass(frozen=True)
+class Conjunction:
+    """Dimension ``clause`` (1..``n_clauses``) of conjunctive flow ``conj_id``: the flow
+    matches one allowed value of that dimension; a packet that matches a flow of every
+    dimension looks up the flow that matches ``conj_id`` (ovs-fields(7))."""
+    conj_id: int
+    clause: int
+    n_clauses: int
+
+    def ofctl(self):
+        return f'conjunction({self.conj_id},{self.clause}/{self.n_clauses})'
 
 
 @dataclass(frozen=True)

@@ -48,6 +48,7 @@ from controller import flows as F                    # noqa: E402
 from controller import pipeline                      # noqa: E402
 from controller import reconcile                     # noqa: E402
 from controller.pipeline.conntrack_cleanup import stale_udp_flushes  # noqa: E402
+from controller.pipeline.network_policy import policy_cookies  # noqa: E402
 from controller.state import ClusterState, as_seen_by  # noqa: E402
 from services import transport, wiring               # noqa: E402
 
@@ -139,6 +140,9 @@ def _action(parser, ofp, action):
                 parser.NXFlowSpecLoad(src=('ipv4_dst_nxm', 0), dst=('reg3', 0), n_bits=32),
                 parser.NXFlowSpecLoad(src=(l4, 0), dst=('reg4', 0), n_bits=16),
                 parser.NXFlowSpecLoad(src=1, dst=('reg5', 0), n_bits=1)])
+    if isinstance(action, F.Conjunction):       # clauses are 0-based on the wire
+        return parser.NXActionConjunction(clause=action.clause - 1,
+                                          n_clauses=action.n_clauses, id_=action.conj_id)
     if isinstance(action, F.Ct):
         nat = []
         if action.nat is not None:
@@ -152,7 +156,11 @@ def _action(parser, ofp, action):
                 if action.nat.port:
                     kw.update(range_proto_min=action.nat.port, range_proto_max=action.nat.port)
                 nat = [parser.NXActionNAT(flags=2, **kw)]       # 2: DNAT
-        if action.mark is not None:
+        if action.mark is not None and action.mark_mask is not None:
+            # OpenFlow 1.3's set_field takes no mask: Nicira's reg_load2 does.
+            nat.append(parser.NXActionRegLoad2(dst='ct_mark',
+                                               value=(action.mark, action.mark_mask)))
+        elif action.mark is not None:
             nat.append(parser.OFPActionSetField(ct_mark=action.mark))
         return parser.NXActionCT(
             flags=1 if action.commit else 0, zone_src=None, zone_ofs_nbits=action.zone,
@@ -227,6 +235,8 @@ class KubeProxy(app_manager.RyuApp):
         self.switches = {}
         self.reject_cookies = set()
         self.flushes = []          # conntrack entries to delete once the flows are in
+        self.policy_cookies = set()   # every NetworkPolicy flow cookie ever wanted
+        self.purge = False         # a policy flow changed: purge the datapath's cache
         hub.spawn(self._watch)
 
     # ------------------------------------------------------------ API watch
@@ -359,6 +369,11 @@ class KubeProxy(app_manager.RyuApp):
             f.cookie for f in want.flows if any(isinstance(a, F.ToController)
                                                 for a in f.actions))
         todo = reconcile.changes(sw.installed, want)
+        wanted_policy = policy_cookies(want)
+        self.policy_cookies |= wanted_policy
+        if any(f.cookie in wanted_policy for f in todo.flows_to_add) or \
+                self.policy_cookies & set(todo.flows_to_delete):
+            self.purge = True
         for op, kind, item in todo.steps():
             dp.send_msg(_message(dp, op, kind, item))
         sw.installed.apply(todo)
@@ -373,11 +388,14 @@ class KubeProxy(app_manager.RyuApp):
         if sw is not None and sw.barrier and sw.barrier[0] == ev.msg.xid:
             sw.version = sw.barrier[1]
             sw.barrier = None
-            if self.flushes and all(s.version == self.version
-                                    for s in self.switches.values() if s.ready):
+            if (self.flushes or self.purge) and all(
+                    s.version == self.version for s in self.switches.values() if s.ready):
                 flushes, self.flushes = self.flushes, []
                 for flush in flushes:
                     flush_conntrack(flush)
+                if self.purge:
+                    self.purge = False
+                    purge_datapath_flows()
             self._report()
 
     # ------------------------------------------------------------ REJECT
@@ -401,6 +419,16 @@ def flush_conntrack(flush):
     proc = subprocess.run(argv, capture_output=True, text=True)
     if proc.returncode != 0:
         LOG.warning('%s: %s', ' '.join(argv), proc.stderr.strip())
+
+
+def purge_datapath_flows():
+    """Drop every flow the datapath has cached (packets upcall and are translated with
+    the switches' current flows): after a NetworkPolicy change (policy_cookies says
+    why)."""
+    proc = subprocess.run(['ovs-appctl', 'revalidator/purge'], capture_output=True,
+                          text=True)
+    if proc.returncode != 0:
+        LOG.warning('ovs-appctl revalidator/purge: %s', proc.stderr.strip())
 
 
 def reject_packet(data: bytes):

@@ -1,8 +1,9 @@
 """What the dataplane needs to know of the cluster, distilled from Kubernetes objects.
 
 ``ClusterState.from_objects`` reads the API server's snapshot (Pods, Services,
-EndpointSlices) and keeps only what turns into flows: where each pod lives, and for each
-Service port its virtual IP and its ready endpoints. The same snapshot always gives the
+EndpointSlices, Namespaces, NetworkPolicies) and keeps only what turns into flows: where
+each pod lives (with the labels and named ports policies select on), for each Service
+port its virtual IP and its ready endpoints, the namespaces' labels and the policies. The same snapshot always gives the
 same state, so the flows computed from it are stable. No Ryu import here. Which
 endpoints serve a Service port is read as kube-proxy reads it, by services/endpoints.py:
 for the Cluster traffic policies the ready endpoints, else (none ready anywhere) the
@@ -28,6 +29,7 @@ import dataclasses
 import ipaddress
 from dataclasses import dataclass, field
 
+from services import networkpolicy
 from services.conditions import node_ready
 from services.endpoints import (by_service, endpoint_addresses, kube_proxy_ignores,
                                 local_endpoint_addresses)
@@ -42,10 +44,15 @@ class PodNet:
     node: str
     ip: str
     host_ports: tuple = ()      # (protocol, hostPort, containerPort): portmap's DNAT
+    labels: tuple = ()          # sorted (key, value): what NetworkPolicies select on
+    ports: tuple = ()           # named container ports (name, protocol, number)
 
     @property
     def owner(self) -> str:
         return f'pod {self.namespace}/{self.name}'
+
+    def label_map(self) -> dict:
+        return dict(self.labels)
 
 
 @dataclass(frozen=True)
@@ -107,6 +114,8 @@ class ClusterState:
     announced: dict = field(default_factory=dict)      # node -> {address: 'ns/svc'}: what
                                                        # its MetalLB speaker answers ARP for
     cut_off: frozenset = frozenset()                   # nodes that cannot reach the API
+    namespaces: dict = field(default_factory=dict)     # name -> its labels
+    policies: list = field(default_factory=list)       # [networkpolicy.NetworkPolicy]
 
     def pods_on(self, node_name: str) -> list:
         return [p for p in self.pods if p.node == node_name]
@@ -148,7 +157,9 @@ class ClusterState:
                     for c in pod['spec'].get('containers') or []
                     for port in c.get('ports') or [] if port.get('hostPort')))
                 pods.append(PodNet(meta.get('namespace', 'default'), meta['name'], node, ip,
-                                   host_ports))
+                                   host_ports, tuple(sorted((meta.get('labels') or
+                                                             {}).items())),
+                                   networkpolicy.named_ports(pod['spec'])))
         pods.sort(key=lambda p: (p.node, p.ip))
         slices = by_service(objects.get('EndpointSlice', []))
         ports = []
@@ -162,8 +173,13 @@ class ClusterState:
                      for h in objects.get('LoadBalancerHealth', [])}
         network = next(iter(objects.get('LabNetwork', [])), None)
         cut_off = frozenset((network or {}).get('status', {}).get('cutOff') or ())
-        return cls(cluster, pods, ports, not_ready, lb_health, l2_announcements(objects),
-                   cut_off)
+        namespaces = {n['metadata']['name']: n['metadata'].get('labels') or {}
+                      for n in objects.get('Namespace', [])}
+        policies = sorted((networkpolicy.from_object(p)
+                           for p in objects.get('NetworkPolicy', [])), key=lambda p: p.key)
+        return cls(cluster, pods, ports, not_ready, lb_health,
+                   announced=l2_announcements(objects), cut_off=cut_off,
+                   namespaces=namespaces, policies=policies)
 
 
 def as_seen_by(node: str | None, current: ClusterState,

@@ -26,6 +26,10 @@ so that a noisy machine slows both sides alike; the table shows the ratio VIP/di
                   from the external host through the ingress controller (worker-1:80,
                   nginx, then the Service's ClusterIP) against straight to the Service's
                   NodePort on the same node
+  NetworkPolicy   with ``--policies N`` (and ``--policies-only`` to skip the rows
+                  above): N policies over ``--policy-pods`` pods, the time until every
+                  switch carries them, the flows a node holds, and a new connection's
+                  latency without and with them (kubelab/bench_policy.py)
 
 Each path has a client of its own: a pod on worker-1 for the paths from inside, an
 external host for each path from outside (the benchmark's cluster has six), as separate
@@ -204,6 +208,8 @@ def run_bench(args) -> int:
         code = _measure(lab, args)
     finally:
         lab.down()
+    if getattr(args, 'policies_only', False):
+        return code
     print('Bringing up a bare-metal lab for MetalLB\'s failover...', flush=True)
     lab.up(cloud='none')
     try:
@@ -228,6 +234,8 @@ class Targets:
 def _measure(lab: LabControl, args) -> int:
     lab.apply(MANIFESTS)
     to = _targets(lab)
+    if getattr(args, 'policies', 0) and getattr(args, 'policies_only', False):
+        return _measure_policies(lab, args, to)
     pid = lab.netns_pid('bench-server')
     iperf_server = subprocess.Popen(['nsenter', f'--net=/proc/{pid}/ns/net', '--',
                                      'iperf3', '-s', '-p', '5201'],
@@ -261,6 +269,15 @@ def _measure(lab: LabControl, args) -> int:
     _print_failures(args, long_runs)
     bench_failover.print_lb_failover(failover)
     bench_failover.print_node_failover(lifecycle, GRACE)
+    if getattr(args, 'policies', 0):
+        return _measure_policies(lab, args, to)
+    return 0
+
+
+def _measure_policies(lab: LabControl, args, to: Targets) -> int:
+    from kubelab import bench_policy
+    bench_policy.print_rows(bench_policy.measure(lab, args.policies, args.policy_pods,
+                                                 to.server_ip))
     return 0
 
 

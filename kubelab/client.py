@@ -74,6 +74,12 @@ class Client:
         return self._call('POST', '/lab/v1/scale', {'namespace': namespace, 'name': name,
                                                      'replicas': replicas})
 
+    def label(self, kind: str, namespace: str | None, name: str, labels: dict,
+              remove: list, overwrite: bool = False) -> dict:
+        return self._call('POST', '/lab/v1/label', {
+            'kind': kind, 'namespace': namespace, 'name': name, 'labels': labels,
+            'remove': remove, 'overwrite': overwrite})
+
     def restart_rollout(self, namespace: str, name: str) -> dict:
         return self._call('POST', '/lab/v1/rollout/restart', {'namespace': namespace,
                                                               'name': name})

@@ -120,6 +120,29 @@ class LabControl:
             raise RuntimeError(f'netprobe in {target} failed: {proc.stderr}')
         return json.loads(proc.stdout)
 
+    def matrix(self, jobs: list, timeout: float = 1.0) -> list[list[dict]]:
+        """Many probes from many hosts at once: ``jobs`` is [(target, namespace,
+        [(host, port, 'tcp'|'udp', source port or 0), ...])]; one netprobe per target,
+        all running together, each probing its targets concurrently. The results in
+        the same order (netprobe's ``matrix`` mode)."""
+        env_path = os.pathsep.join(p for p in sys.path if p)
+        procs = []
+        for target, namespace, targets in jobs:
+            pid = self.netns_pid(target, namespace)
+            procs.append(subprocess.Popen(
+                ['nsenter', f'--net=/proc/{pid}/ns/net', '--', 'env',
+                 f'PYTHONPATH={env_path}', self.python, '-m', 'kubelab.netprobe', 'matrix',
+                 '-', '0', json.dumps([list(t) for t in targets]),
+                 '--timeout', str(timeout)],
+                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
+        out = []
+        for (target, _, _), proc in zip(jobs, procs):
+            stdout, stderr = proc.communicate(timeout=timeout * 4 + 60)
+            if proc.returncode != 0:
+                raise RuntimeError(f'netprobe matrix in {target} failed: {stderr}')
+            out.append(json.loads(stdout))
+        return out
+
     def background(self, target: str, mode: str, host: str, port: int, *, path: str = '/',
                    interval: float = 0.02, timeout: float = 1, seconds: float = 300,
                    sport: int | None = None, namespace: str = 'default') -> 'Background':

@@ -17,6 +17,10 @@ kubelab.netprobe ...`` semantics (see ``kubelab.labctl.LabControl.probe``).
                                                   one connection, a request every I s
   udpstream HOST PORT [--interval I] [--seconds S] [--until FILE] [--sport P]
                                                   datagrams from one source port
+  matrix - 0 TARGETS_JSON [--timeout S]           many probes at once (NetworkPolicy
+                                                  tests): [[host, port, "tcp"|"udp",
+                                                  source port or 0], ...] -> one
+                                                  result each: ok, or the error
   request HOST PORT PATH [--count N] [--method M] [--host-header H] [--header 'K: V']
           [--tls [--sni NAME] [--cacert FILE]]   HTTP(S) as a browser would send it (one
                                                   connection per request): status, body,
@@ -227,6 +231,30 @@ def udp_stream(host: str, port: int, interval: float, seconds: float, until, tim
         return _steady(one, interval, seconds, until)
 
 
+def matrix(targets: list, timeout: float) -> list[dict]:
+    """Probe every (host, port, proto, sport) target concurrently: a TCP connect or a
+    UDP 'hostname' datagram from ``sport`` (0: any), each with its own ``timeout``."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    def one(target):
+        host, port, proto, sport = target
+        if proto == 'tcp':
+            return tcp_connect(host, port, timeout)
+        start = time.monotonic()
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+            s.settimeout(timeout)
+            try:
+                s.bind(('', sport))
+                s.connect((host, port))
+                s.send(b'hostname')
+                reply = s.recv(2048)
+            except OSError as exc:
+                return {'ok': False, 'error': _error(exc), 'ms': _ms(start)}
+        return {'ok': True, 'body': reply.decode(errors='replace'), 'ms': _ms(start)}
+    with ThreadPoolExecutor(max_workers=max(1, min(64, len(targets)))) as pool:
+        return list(pool.map(one, targets))
+
+
 LINGER_RESET = struct.pack('ii', 1, 0)
 STALL_SECONDS = 0.9
 
@@ -238,7 +266,7 @@ def _ms(start: float) -> float:
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog='netprobe')
     p.add_argument('mode', choices=['http', 'tcp', 'udp', 'rate', 'stream', 'keepalive',
-                                    'udpstream', 'request'])
+                                    'udpstream', 'request', 'matrix'])
     p.add_argument('host')
     p.add_argument('port', type=int)
     p.add_argument('extra', nargs='?', default='/')
@@ -256,7 +284,9 @@ def main(argv=None) -> int:
     p.add_argument('--sni', help='request: the TLS server name (and Host)')
     p.add_argument('--cacert', help='request: verify the server against this CA')
     a = p.parse_args(argv)
-    if a.mode == 'stream':
+    if a.mode == 'matrix':
+        out = matrix(json.loads(a.extra), a.timeout)
+    elif a.mode == 'stream':
         out = _steady(lambda: http_get(a.host, a.port, a.extra, a.timeout), a.interval,
                       a.seconds, a.until)
     elif a.mode == 'keepalive':

@@ -40,6 +40,7 @@ KIND_ALIASES = {
     'gatewayclasses': ('gc', 'gatewayclass', 'gatewayclasses'),
     'gateways': ('gtw', 'gateway', 'gateways'),
     'httproutes': ('httproute', 'httproutes'),
+    'networkpolicies': ('netpol', 'networkpolicy', 'networkpolicies'),
 }
 
 #: Canonical kind -> prefix of ``-o name`` (kubectl adds the API group).
@@ -52,6 +53,7 @@ NAME_PREFIX = {
     'gatewayclasses': 'gatewayclass.gateway.networking.k8s.io',
     'gateways': 'gateway.gateway.networking.k8s.io',
     'httproutes': 'httproute.gateway.networking.k8s.io',
+    'networkpolicies': 'networkpolicy.networking.k8s.io',
 }
 
 CLUSTER_SCOPED = ('nodes', 'hosts', 'namespaces', 'ingressclasses',
@@ -499,6 +501,12 @@ def httproute_row(route: dict, now: datetime, wide: bool) -> list[str]:
     return [meta.get('name', ''), text, age(meta.get('creationTimestamp'), now)]
 
 
+def networkpolicy_row(policy: dict, now: datetime, wide: bool) -> list[str]:
+    return [_meta(policy).get('name', ''),
+            format_label_selector(_spec(policy).get('podSelector')),
+            age(_meta(policy).get('creationTimestamp'), now)]
+
+
 def rollout_status(deploy: dict) -> tuple[str, bool]:
     """``kubectl rollout status``'s line for a Deployment, and whether its
     rollout is done: every replica updated, no old one left (terminating pods
@@ -549,6 +557,7 @@ ROWS = {
     'gateways': (['NAME', 'CLASS', 'ADDRESS', 'PROGRAMMED', 'AGE'], [],
                  gateway_row),
     'httproutes': (['NAME', 'HOSTNAMES', 'AGE'], [], httproute_row),
+    'networkpolicies': (['NAME', 'POD-SELECTOR', 'AGE'], [], networkpolicy_row),
 }
 
 

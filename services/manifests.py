@@ -21,10 +21,13 @@ checker and name rules in ``validate_common.py``.
 
 Supported objects (``SUPPORTED_KINDS``): ``v1`` Pod, Service, Namespace,
 Secret; ``apps/v1`` Deployment; ``discovery.k8s.io/v1`` EndpointSlice;
-``networking.k8s.io/v1`` Ingress, IngressClass; ``gateway.networking.k8s.io/v1``
-GatewayClass, Gateway, HTTPRoute; ``metallb.io/v1beta1`` IPAddressPool,
-L2Advertisement (the store refuses them when MetalLB is not installed). Namespace, IngressClass and GatewayClass
-are cluster-scoped (``namespaced``). ``update_problems`` holds the rules the
+``networking.k8s.io/v1`` Ingress, IngressClass, NetworkPolicy;
+``gateway.networking.k8s.io/v1`` GatewayClass, Gateway, HTTPRoute;
+``metallb.io/v1beta1`` IPAddressPool, L2Advertisement (the store refuses them
+when MetalLB is not installed). Namespace, IngressClass and GatewayClass are
+cluster-scoped (``namespaced``). A Namespace always carries the label
+``kubernetes.io/metadata.name`` with its own name, as the API server sets it
+(NetworkPolicy's namespaceSelector relies on it). ``update_problems`` holds the rules the
 API server applies only when an object replaces an existing one (immutable
 fields).
 """
@@ -46,6 +49,7 @@ from services.validation.httproute import validate_httproute
 from services.validation.ingress import (
     validate_ingress, validate_ingress_class, validate_ingress_class_update)
 from services.validation.metallb import validate_ipaddresspool, validate_l2advertisement
+from services.validation.networkpolicy import validate_networkpolicy
 from services.validation.pod import validate_pod_spec
 from services.validation.secret import validate_secret, validate_secret_update
 from services.validation.service import validate_service
@@ -64,6 +68,8 @@ OWNER_REFERENCE_FIELDS = ('apiVersion', 'kind', 'name', 'uid', 'controller',
 POD_FIELDS = ('apiVersion', 'kind', 'metadata', 'spec', 'status')
 NAMESPACE_FIELDS = ('apiVersion', 'kind', 'metadata', 'spec', 'status')
 DEFAULT_NAMESPACE = 'default'
+#: The label the API server gives every Namespace: its name.
+NAMESPACE_NAME_LABEL = 'kubernetes.io/metadata.name'
 #: Kinds a later kubelab version will accept (none at the moment).
 LATER_KINDS: tuple[str, ...] = ()
 
@@ -80,6 +86,17 @@ def _validate_namespace(chk: Checker, obj: dict) -> None:
     spec = chk.mapping(obj, 'spec', '')
     if spec is not None:
         chk.known_fields(spec, 'spec', ('finalizers',))
+    meta = obj.get('metadata')
+    if isinstance(meta, dict):
+        name_label(meta)
+
+
+def name_label(meta: dict) -> None:
+    """Give a Namespace's metadata the label ``kubernetes.io/metadata.name: NAME``,
+    whatever it said (the API server's default, set on every write)."""
+    labels = meta.get('labels')
+    if isinstance(meta.get('name'), str) and (labels is None or isinstance(labels, dict)):
+        meta['labels'] = dict(labels or {}, **{NAMESPACE_NAME_LABEL: meta['name']})
 
 
 #: kind -> (apiVersion, name rule, namespaced, validator)
@@ -94,6 +111,8 @@ SUPPORTED_KINDS = {
     'Secret': ('v1', dns1123_subdomain_problem, True, validate_secret),
     'Ingress': ('networking.k8s.io/v1', dns1123_subdomain_problem, True,
                 validate_ingress),
+    'NetworkPolicy': ('networking.k8s.io/v1', dns1123_subdomain_problem, True,
+                      validate_networkpolicy),
     'IngressClass': ('networking.k8s.io/v1', dns1123_subdomain_problem, False,
                      validate_ingress_class),
     'GatewayClass': ('gateway.networking.k8s.io/v1', dns1123_subdomain_problem,
@@ -114,13 +133,14 @@ UPDATE_VALIDATORS = {
     'GatewayClass': validate_gateway_class_update,
 }
 #: Kinds whose objects have no ``status`` (the store writes none for them).
-STATUSLESS_KINDS = ('IngressClass', 'Secret')
+STATUSLESS_KINDS = ('IngressClass', 'Secret', 'NetworkPolicy')
 #: kind -> kubectl's resource name, for messages (``ingresses.networking.k8s.io
 #: "web" not found``); other kinds: the kind in lower case plus ``s``.
 RESOURCE_NAMES = {
     'Deployment': 'deployments.apps',
     'EndpointSlice': 'endpointslices.discovery.k8s.io',
     'Ingress': 'ingresses.networking.k8s.io',
+    'NetworkPolicy': 'networkpolicies.networking.k8s.io',
     'IngressClass': 'ingressclasses.networking.k8s.io',
     'GatewayClass': 'gatewayclasses.gateway.networking.k8s.io',
     'Gateway': 'gateways.gateway.networking.k8s.io',

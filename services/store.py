@@ -60,8 +60,10 @@ from services.controllers.node_lifecycle import NEVER_MESSAGE, NodeLifecycle, \
 from services.controllers.deployments import MAX_PASSES, DeploymentController, ReplicaSet, \
     keep_rollout_marks, new_pod, owned_by, stamp_restart
 from services.errors import ApplyError, KubelabError, NotFound, ValidationError
+from services.labels import relabel
 from services.metallb.ipam import admission_problems as metallb_admission
 from services.store_lifecycle import POOL_ANNOTATION, LifecycleWrites
+from services.validation.common import Checker
 from services.validation.deployment import default_strategy
 from services.validation.warnings import apply_warnings
 
@@ -126,6 +128,7 @@ class Store(LifecycleWrites):
         for ns in SYSTEM_NAMESPACES + ((METALLB_NAMESPACE,) if cluster.metallb else ()):
             self._put({'apiVersion': 'v1', 'kind': 'Namespace',
                        'metadata': {'name': ns, 'uid': naming.new_uid(),
+                                    'labels': {manifests.NAMESPACE_NAME_LABEL: ns},
                                     'creationTimestamp': created},
                        'status': {'phase': 'Active'}})
 
@@ -420,6 +423,31 @@ class Store(LifecycleWrites):
         meta['deletionTimestamp'] = naming.now_rfc3339()
         meta['deletionGracePeriodSeconds'] = grace if grace_seconds is None else grace_seconds
         self._put(pod)
+
+    def label(self, kind: str, namespace: str | None, name: str, labels: dict,
+              remove: list, overwrite: bool) -> dict:
+        """``kubectl label``: set and remove labels of one object (services/labels.py
+        has kubectl's rules); a Namespace keeps its ``kubernetes.io/metadata.name``."""
+        with self.cond:
+            key = (kind, namespace or '', name)
+            obj = self.objects.get(key)
+            if obj is None:
+                raise NotFound(f'{manifests.resource_name(kind)} "{name}" not found'
+                               + (f' in namespace "{namespace}"' if namespace else ''))
+            meta = copy.deepcopy(obj['metadata'])
+            meta['labels'], word, missing = relabel(meta.get('labels'), labels, remove,
+                                                    overwrite)
+            chk = Checker(manifests.object_ref(obj))
+            chk.string_map(meta, 'labels', 'metadata', labels=True)
+            if chk.errors:
+                raise ApplyError(chk.errors)
+            if kind == 'Namespace':
+                manifests.name_label(meta)
+            if meta['labels'] != (obj['metadata'].get('labels') or {}):
+                obj['metadata'] = meta
+                self._put(obj)
+                self._changed()
+            return {'message': f'{self._ref(obj)} {word}', 'notFound': missing}
 
     def scale(self, namespace: str, name: str, replicas: int) -> str:
         if not isinstance(replicas, int) or isinstance(replicas, bool) or replicas < 0:

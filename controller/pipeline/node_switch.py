@@ -6,6 +6,10 @@ tables.py has the stage list with the iptables place each table plays. What seve
 stages read (the node's zones and MACs, its pods, its Service fronts) is worked out
 once, in ``NodeBridge``.
 
+NetworkPolicy adds five tables before ConntrackCommit (EgressRule, EgressDefaultRule,
+IngressRule, IngressDefaultRule, PolicyVerdict) and a few flows in ConntrackState,
+ServiceLB and L3Forwarding; network_policy.py compiles them, from ``NodeBridge.policy``.
+
 A Service port is reached at one or more *fronts* on a node (its ClusterIP:port, this
 node's NodeIP:NodePort, its load balancer address and external IPs, which every node
 catches as kube-proxy does); ``service_fronts`` decides, once per front, which
@@ -23,7 +27,7 @@ from functools import cached_property
 from controller.flows import (Bucket, Ct, Group, GroupSpec, LearnAffinity, MeterSpec, Nat,
                               Output, Resubmit, SetField, SwitchConfig, ToController,
                               ct_state, flow)
-from controller.pipeline import l2_announce, shared
+from controller.pipeline import l2_announce, network_policy, shared
 from controller.pipeline.tables import (
     AFFINITY_COOKIE, CT_MARK_NODE_MASQ, ETH_IP, PRIORITY_AFFINITY_PER_SOURCE_PORT,
     PRIORITY_FALLBACK, PRIORITY_HAIRPIN, PRIORITY_HIGH, PRIORITY_LOW, PRIORITY_MISS,
@@ -161,6 +165,10 @@ class NodeBridge:
     def fronts(self) -> list[Front]:
         return service_fronts(self.state, self.node)
 
+    @cached_property
+    def policy(self) -> network_policy.NodePolicy:
+        return network_policy.node_policy(self.state, self.node)
+
     @property
     def external_match(self) -> dict:
         ext = ipaddress.IPv4Network(self.state.cluster.external_cidr)
@@ -227,7 +235,8 @@ def conntrack_state(ctx: NodeBridge) -> list:
         flow(T['ConntrackState'], PRIORITY_LOW,
              {'eth_type': ETH_IP, 'ct_state': ct_state('+trk-new')},
              goto=T['L3Forwarding'], owner='conntrack'),
-        flow(T['ConntrackState'], PRIORITY_MISS, owner='conntrack')]
+        flow(T['ConntrackState'], PRIORITY_MISS, owner='conntrack'),
+        *network_policy.conntrack_state_flows(ctx.policy)]
 
 
 def session_affinity(ctx: NodeBridge) -> list:
@@ -248,7 +257,7 @@ def service_lb(ctx: NodeBridge) -> list:
     (``service_lb_groups``). Then hostPorts, and the ClusterIPs' other ports."""
     node = ctx.node
     flows = [flow(T['ServiceLB'], PRIORITY_MISS, goto=T['ConntrackCommit'],
-                  owner='conntrack')]
+                  owner='conntrack'), *network_policy.service_lb_flows(ctx.policy)]
     for front in ctx.fronts:
         flows += _balance(front)
     # hostPort (the CNI portmap plugin's DNAT): this node's address and the port ->
@@ -364,6 +373,31 @@ def affinity_learn(ctx: NodeBridge) -> list:
     return flows
 
 
+def egress_rule(ctx: NodeBridge) -> list:
+    """EgressRule: a new connection from an isolated pod, judged by its egress rules."""
+    return network_policy.egress_rule(ctx.policy)
+
+
+def egress_default_rule(ctx: NodeBridge) -> list:
+    """EgressDefaultRule: ... denied when none admits it."""
+    return network_policy.egress_default_rule(ctx.policy)
+
+
+def ingress_rule(ctx: NodeBridge) -> list:
+    """IngressRule: a new connection to an isolated pod, judged by its ingress rules."""
+    return network_policy.ingress_rule(ctx.policy, ctx.node)
+
+
+def ingress_default_rule(ctx: NodeBridge) -> list:
+    """IngressDefaultRule: ... denied when none admits it."""
+    return network_policy.ingress_default_rule(ctx.policy)
+
+
+def policy_verdict(ctx: NodeBridge) -> list:
+    """PolicyVerdict: drop what was denied; commit or route what was allowed."""
+    return network_policy.policy_verdict(ctx.policy, ctx.zone)
+
+
 def conntrack_commit(ctx: NodeBridge) -> list:
     """ConntrackCommit: commit every new connection ServiceLB did not DNAT."""
     return [flow(T['ConntrackCommit'], PRIORITY_NORMAL,
@@ -375,9 +409,10 @@ def conntrack_commit(ctx: NodeBridge) -> list:
 
 
 def l3_forwarding(ctx: NodeBridge) -> list:
-    """L3Forwarding: local pods and the node, then the other nodes, then the outside."""
+    """L3Forwarding: the DNATed new connections of isolated pods to the NetworkPolicy
+    tables first; local pods and the node, then the other nodes, then the outside."""
     node, gw_mac = ctx.node, ctx.gw_mac
-    flows = []
+    flows = network_policy.l3_forwarding_flows(ctx.policy)
     for pod in ctx.local_pods:
         port = wiring.pod_port(node, pod.ip)
         flows.append(shared.route(pod.ip + '/32', port, gw_mac, wiring.mac_for(pod.ip),
@@ -460,8 +495,9 @@ def output(ctx: NodeBridge) -> list:
 
 
 STAGES = (classifier, arp_responder, un_snat, conntrack_zone, conntrack_state,
-          session_affinity, service_lb, endpoint_dnat, affinity_learn, conntrack_commit,
-          l3_forwarding, snat, output)
+          session_affinity, service_lb, endpoint_dnat, affinity_learn, egress_rule,
+          egress_default_rule, ingress_rule, ingress_default_rule, policy_verdict,
+          conntrack_commit, l3_forwarding, snat, output)
 
 
 def node_bridge(state, node) -> SwitchConfig:

@@ -19,6 +19,15 @@ function per table, under the same names):
                                     select group, whose buckets DNAT to one endpoint each
                                     (KUBE-SVC/KUBE-SEP); no ready endpoint -> the
                                     controller REJECTs
+  EgressRule      (filter FORWARD)  NetworkPolicy: a new connection from a pod that a
+                                    policy isolates for egress, judged by its rules
+                                    (conjunctive matches), after any DNAT
+  EgressDefaultRule                 ... denied when no rule admits it
+  IngressRule     (filter FORWARD)  the same for a new connection to a pod isolated for
+  IngressDefaultRule                ingress
+  PolicyVerdict   (ACCEPT / DROP)   drops what was denied; an allowed connection goes on
+                                    to be committed (or routed, when a Service's group
+                                    committed it already)
   ConntrackCommit (conntrack)       commits every other new connection
   L3Forwarding    (routing)         local pod or node -> its port; other node's pods ->
                                     the underlay; external network -> SNAT
@@ -30,6 +39,13 @@ function per table, under the same names):
 
 (SessionAffinity, EndpointDNAT and AffinityLearn serve Services with
 ``sessionAffinity: ClientIP``: see ``TABLES`` for the iptables place each plays.)
+
+The new connections of the pods NetworkPolicies isolate go through the policy tables:
+from ServiceLB when no Service balanced them (before they are committed), from
+L3Forwarding when a Service's group DNATed and committed them; network_policy.py
+compiles them. Only a connection's first packets are judged. A Service connection the
+policies drop was committed already: it keeps the PolicyDenied ct_mark, so that what
+would answer it is dropped in ConntrackState.
 
 Conntrack zones: all userspace bridges share one conntrack table, so each node bridge
 tracks in its own zone (the node's index) and masquerades in another (1000 + index). A
@@ -63,8 +79,14 @@ def conntrack_zones(cluster) -> list[int]:
 # ct_mark bits (the connection remembers them, both directions):
 CT_MARK_NODE_MASQ = 0x1      # [0]: reached through a NodePort with externalTrafficPolicy
                              #      Cluster: masquerade as the node (KUBE-MARK-MASQ)
+CT_MARK_POLICY_DENIED = 0x2  # [1]: a NetworkPolicy dropped the connection: its
+                             #      answers are dropped too (ConntrackState)
 # reg0 bits (one bridge's pipeline; registers start at 0 on every bridge):
 REG0_LOCAL_ORIGIN = 0x1      # [0]: sent by this node or one of its pods (Classifier)
+# reg1 bits:
+REG1_POLICY_JUDGED = 0x1     # [0]: NetworkPolicy allowed the packet (PolicyVerdict): it
+                             #      is not sent to the policy tables again
+REG1_POLICY_DENIED = 0x2     # [1]: a *DefaultRule table denied it: PolicyVerdict drops
 
 # ---------------------------------------------------------------- flow priorities
 # The general levels.
@@ -99,6 +121,21 @@ PRIORITY_NODEPORT_MASQ_ROUTE = 230
                              # goes to SNAT first, over the hairpin
 PRIORITY_NODEPORT_MASQ_SNAT = 250
                              # SNAT: that masquerade, over the hairpin's (NORMAL)
+PRIORITY_POLICY_FROM_ISOLATED = 11
+                             # ServiceLB: a new connection no Service balanced, from a
+                             # pod isolated for egress, goes to EgressRule (over the
+                             # miss, under every Service's flow)
+PRIORITY_POLICY_TO_ISOLATED = 10
+                             # ServiceLB: one to a pod isolated for ingress, to
+                             # IngressRule (under the egress one: both, egress first)
+PRIORITY_POLICY_DNATED_FROM_ISOLATED = 241
+                             # L3Forwarding: a new connection a Service's group DNATed,
+                             # from a pod isolated for egress: judged before it is
+                             # routed (over the NodePort masquerade's 230)
+PRIORITY_POLICY_DNATED_TO_ISOLATED = 240
+                             # L3Forwarding: the same to a pod isolated for ingress
+PRIORITY_POLICY_EXEMPT = 220  # IngressRule: what no policy may stop (the pod's own
+                             # node, a pod reaching itself), over the rules (NORMAL, HIGH)
 
 
 @dataclass(frozen=True)
@@ -120,11 +157,22 @@ TABLES = (
     Table(30, 'SessionAffinity', 'KUBE-SEP -m recent --rcheck (sessionAffinity ClientIP)',
           ()),
     Table(40, 'ServiceLB', 'nat PREROUTING: KUBE-SERVICES -> KUBE-SVC -> KUBE-SEP (DNAT)',
-          ('EndpointDNAT', 'AffinityLearn', 'ConntrackCommit', 'L3Forwarding')),
+          ('EndpointDNAT', 'AffinityLearn', 'EgressRule', 'IngressRule', 'ConntrackCommit',
+           'L3Forwarding')),
     Table(45, 'EndpointDNAT', 'KUBE-SEP DNAT for a client with session affinity',
           ('L3Forwarding',)),   # its miss resubmits to ServiceLB (an endpoint that went)
     Table(50, 'AffinityLearn', 'KUBE-SEP -m recent --set (remember the client)',
           ('L3Forwarding',)),
+    Table(52, 'EgressRule', "NetworkPolicy egress rules (the plugin's filter FORWARD chain)",
+          ('EgressDefaultRule', 'IngressRule')),
+    Table(53, 'EgressDefaultRule', 'NetworkPolicy: egress isolation (default deny)',
+          ('IngressRule', 'PolicyVerdict')),
+    Table(54, 'IngressRule', "NetworkPolicy ingress rules (the plugin's filter FORWARD "
+          'chain)', ('IngressDefaultRule', 'PolicyVerdict')),
+    Table(55, 'IngressDefaultRule', 'NetworkPolicy: ingress isolation (default deny)',
+          ('PolicyVerdict',)),
+    Table(56, 'PolicyVerdict', 'NetworkPolicy: the verdict (-j DROP, or on to ACCEPT)',
+          ('ConntrackCommit', 'L3Forwarding')),
     Table(60, 'ConntrackCommit', 'conntrack commit', ('L3Forwarding',)),
     Table(70, 'L3Forwarding', 'routing (FORWARD)', ('SNAT', 'Output')),
     Table(75, 'SNAT', 'nat POSTROUTING: KUBE-POSTROUTING (masquerade)',

@@ -5,6 +5,7 @@
   kubelab apply -f FILE|DIR [--wait]      kubelab delete -f FILE | KIND NAME
   kubelab get KIND [NAME] [-o wide|json|yaml|name] [-n NS | -A]
   kubelab diagram -o FILE.svg|FILE.png [-n NS | -A]   (a picture of the lab)
+  kubelab label pod|namespace|... NAME k=v [k-] [--overwrite]
   kubelab scale deployment NAME --replicas N
   kubelab rollout restart deployment NAME
   kubelab rollout status deployment NAME [--timeout 60s]
@@ -21,7 +22,7 @@
 
 This module holds the parser and ``main``; the commands live by subject beside it:
 lab.py (up, down, node, wait, lab, demo, bench), objects.py (apply, delete, get,
-create, scale, rollout), pods.py (exec, logs), observe.py (trace, flows, top, diagram).
+create, label, scale, rollout), pods.py (exec, logs), observe.py (trace, flows, top, diagram).
 Every command is declared by a small function below, grouped by subject, and
 ``build_parser`` calls them in the order ``kubelab --help`` lists the commands.
 
@@ -87,6 +88,12 @@ def _bench(add):
     sp.add_argument('--seconds', type=float, default=5)
     sp.add_argument('--fin-close', action='store_true',
                     help='end short connections with FIN (server TIME_WAIT) instead of RST')
+    sp.add_argument('--policies', type=int, default=0, metavar='N',
+                    help='also measure N NetworkPolicies: time to program, latency')
+    sp.add_argument('--policy-pods', type=int, default=100, metavar='M',
+                    help='the pods the --policies select among (default 100)')
+    sp.add_argument('--policies-only', action='store_true',
+                    help='with --policies: only the NetworkPolicy rows')
 
 
 # ---------------------------------------------------------------- objects
@@ -120,6 +127,17 @@ def _create(add):
     sp = add('create', objects.cmd_create, 'create a namespace (`create namespace NAME`)')
     sp.add_argument('kind', metavar='namespace')
     sp.add_argument('name')
+
+
+def _label(add):
+    sp = add('label', objects.cmd_label, "set or remove an object's labels "
+             '(`label pod web tier=front app-`)')
+    sp.add_argument('kind', metavar='KIND', help='pod, namespace, ... or KIND/NAME')
+    sp.add_argument('items', nargs='*', metavar='NAME k=v|k-',
+                    help='the name, then labels to set (k=v) or remove (k-)')
+    sp.add_argument('--overwrite', action='store_true',
+                    help='allow changing a label that already has a value')
+    sp.set_defaults(rest_into='items')       # labels may also follow the options
 
 
 def _scale(add):
@@ -201,8 +219,8 @@ def _top(add):
 
 # ---------------------------------------------------------------- parser
 #: The commands in the order ``kubelab --help`` lists them.
-COMMANDS = (_up, _down, _apply, _delete, _get, _diagram, _trace, _create, _scale, _node,
-            _rollout, _exec, _logs, _wait, _flows, _top, _lab, _demo, _bench)
+COMMANDS = (_up, _down, _apply, _delete, _get, _diagram, _trace, _create, _label, _scale,
+            _node, _rollout, _exec, _logs, _wait, _flows, _top, _lab, _demo, _bench)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -227,7 +245,12 @@ def main(argv=None) -> int:
     if '--' in argv:                      # kubelab exec TARGET [-c C] -- CMD...
         i = argv.index('--')
         argv, command = argv[:i], argv[i + 1:]
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args, rest = parser.parse_known_args(argv)
+    if rest and getattr(args, 'rest_into', None):    # `label pod a -n y app=web`
+        getattr(args, args.rest_into).extend(rest)
+    elif rest:
+        parser.error(f'unrecognized arguments: {" ".join(rest)}')
     if command:
         args.command = command
     try:

@@ -1,5 +1,5 @@
-"""``kubelab apply | delete | get | create | scale | rollout``: the commands on the API's
-objects, as kubectl's verbs.
+"""``kubelab apply | delete | get | create | label | scale | rollout``: the commands on
+the API's objects, as kubectl's verbs.
 
 Each reads the running lab through ``kubelab.client.Client`` and prints with
 kubelab/printers.py; a user's mistake (an unknown kind, a missing name) is a
@@ -18,13 +18,15 @@ from kubelab import printers
 from kubelab.client import Client
 from services import manifests
 from services.errors import KubelabError, NotFound
+from services.labels import parse_label_args
 from services.manifests import read_paths
 
 STORE_KIND = {'pods': 'Pod', 'deployments': 'Deployment', 'services': 'Service',
               'endpointslices': 'EndpointSlice', 'nodes': 'Node', 'namespaces': 'Namespace',
               'secrets': 'Secret', 'ingresses': 'Ingress', 'ingressclasses': 'IngressClass',
               'gatewayclasses': 'GatewayClass', 'gateways': 'Gateway',
-              'httproutes': 'HTTPRoute', 'leases': 'Lease', 'events': 'Event',
+              'httproutes': 'HTTPRoute', 'networkpolicies': 'NetworkPolicy',
+              'leases': 'Lease', 'events': 'Event',
               'ipaddresspools': 'IPAddressPool', 'l2advertisements': 'L2Advertisement',
               'servicel2statuses': 'ServiceL2Status'}
 DELETE_KINDS = {word: kind for word, kind in STORE_KIND.items() if kind != 'Node'}
@@ -124,6 +126,29 @@ def cmd_create(args) -> int:
     client.apply([{'apiVersion': 'v1', 'kind': 'Namespace',
                    'metadata': {'name': args.name}}])
     print(f'namespace/{args.name} created')
+    return 0
+
+
+def cmd_label(args) -> int:
+    """``kubelab label KIND NAME k=v k2- [--overwrite]`` (or ``KIND/NAME``), as
+    ``kubectl label`` (services/labels.py has its rules and messages)."""
+    word, rest = args.kind, list(args.items)
+    if '/' in word:
+        word, name = word.split('/', 1)
+    elif rest:
+        name = rest.pop(0)
+    else:
+        raise KubelabError('one or more resources must be specified as <resource> <name> '
+                           'or <resource>/<name>')
+    kind = STORE_KIND.get(printers.kind_alias(word))
+    if kind is None:
+        raise KubelabError(f'cannot label {word}')
+    labels, remove = parse_label_args(rest)
+    result = Client().label(kind, args.namespace if manifests.namespaced(kind) else None,
+                            name, labels, remove, args.overwrite)
+    for key in result['notFound']:
+        print(f'label "{key}" not found.')
+    print(result['message'])
     return 0
 
 

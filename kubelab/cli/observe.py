@@ -29,7 +29,8 @@ def cmd_trace(args) -> int:
     info = client.lab()
     cluster = load_cluster_file(os.path.join(info['stateDir'], 'cluster.json'))
     objects = {kind: client.list(kind) for kind in (
-        'Pod', 'Service', 'EndpointSlice', 'Node', 'LoadBalancerHealth', 'L2Announcement')}
+        'Pod', 'Service', 'EndpointSlice', 'Node', 'LoadBalancerHealth', 'L2Announcement',
+        'Namespace', 'NetworkPolicy')}
     src = args.source
     if src.startswith(('node/', 'host/')):
         kind, name = src.split('/', 1)

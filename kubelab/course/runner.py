@@ -25,8 +25,8 @@ from services.errors import KubelabError, NotFound
 from services.manifests import read_paths
 
 #: What reset deletes when it finds it labelled outside the exercise's namespace.
-LABELLED_KINDS = ('HTTPRoute', 'Gateway', 'Ingress', 'Service', 'Deployment', 'Pod',
-                  'Secret', 'L2Advertisement', 'IPAddressPool')
+LABELLED_KINDS = ('HTTPRoute', 'Gateway', 'Ingress', 'NetworkPolicy', 'Service',
+                  'Deployment', 'Pod', 'Secret', 'L2Advertisement', 'IPAddressPool')
 
 
 # ---------------------------------------------------------------- the course
@@ -49,6 +49,9 @@ EXERCISES = [
              'one Service from ClusterIP to NodePort to LoadBalancer, traced at each step'),
     Exercise(9, 'troubleshooting', 'Troubleshooting',
              'four broken Services to diagnose and fix'),
+    Exercise(10, 'network-policy', 'NetworkPolicy',
+             'lock a namespace down: default deny, the frontend in, DNS out, one address '
+             'from outside'),
     Exercise(11, 'node-failure', 'When a node dies',
              'heartbeats, NotReady, endpoints leaving, eviction; a dead kubelet'),
     Exercise(12, 'bare-metal-metallb', 'Bare metal: MetalLB in layer 2',

@@ -16,6 +16,7 @@ Routes (all under /lab/v1):
   POST apply     {"objects": [...], "dryRun": false}  -> 200 results | 422 errors
   POST delete    {"kind", "namespace", "name"}
   POST scale     {"namespace", "name", "replicas"}
+  POST label     {"kind", "namespace", "name", "labels", "remove", "overwrite"}
   POST rollout/restart  {"namespace", "name"}   a Deployment's pods replaced anew
   POST node/fail, node/restore  {"name"}        cut a node off the network / reconnect it
   POST node/kubelet  {"name", "running"}        stop or start a node's kubelet
@@ -201,6 +202,12 @@ class _Handler(GuardedHandler):
         if path == '/lab/v1/scale':
             msg = store.scale(body['namespace'], body['name'], body['replicas'])
             return 200, {'message': msg, 'resourceVersion': str(store.rv)}
+        if path == '/lab/v1/label':
+            labels, remove = body.get('labels') or {}, body.get('remove') or []
+            if not isinstance(labels, dict) or not isinstance(remove, list):
+                raise BadRequest('bad request: "labels" must be an object, "remove" a list')
+            return 200, store.label(body['kind'], body.get('namespace'), body['name'],
+                                    labels, remove, bool(body.get('overwrite')))
         if path == '/lab/v1/rollout/restart':
             msg = store.restart_rollout(body['namespace'], body['name'])
             return 200, {'message': msg, 'resourceVersion': str(store.rv)}

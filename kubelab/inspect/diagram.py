@@ -30,6 +30,8 @@ networking chart:
   holding their pods, grouped by namespace (dashed boxes; ``default`` unboxed): name,
   pod IP, each container with its image shortened and its ports; not-ready pods grey
   and dashed.
+- A pod that NetworkPolicies isolate says so, per direction, in green (``\u26d4
+  ingress isolated by x/deny-all``): only what their rules admit reaches it.
 - A legend (top left) says what each colour and dashed line means.
 
 The picture is drawn by ``_Diagram``, in parts: diagram_ingress.py (external hosts,
@@ -48,9 +50,10 @@ from collections import defaultdict
 
 from kubelab.inspect.diagram_cluster import ServicesAndNodes
 from kubelab.inspect.diagram_dot import (
-    BAD, COL_EXTERNAL, DIM, EXTERNAL, FONT, L7, NODE_FILL, NODE_LINE, NOTE, SERVICE, _Graph,
-    _font, _key, _ns, _text, pod_ip)
+    BAD, COL_EXTERNAL, DIM, EXTERNAL, FONT, L7, NODE_FILL, NODE_LINE, NOTE, POLICY, SERVICE,
+    _Graph, _font, _key, _ns, _text, pod_ip)
 from kubelab.inspect.diagram_ingress import WaysIn
+from services import networkpolicy
 from services.errors import KubelabError
 
 #: Output formats, by file extension.
@@ -80,6 +83,7 @@ class _Diagram(WaysIn, ServicesAndNodes):
         self.ingresses = order(self.items('Ingress'))
         self.gateways = order(self.items('Gateway'))
         self.routes = order(self.items('HTTPRoute'))
+        self.policies = [networkpolicy.from_object(p) for p in self.items('NetworkPolicy')]
         self.pod_ids: dict[tuple[str, str], str] = {}
         self.pod_objs: dict[str, dict] = {}
         self.pod_by_ip: dict[str, str] = {}
@@ -168,6 +172,8 @@ class _Diagram(WaysIn, ServicesAndNodes):
             swatch(NODE_FILL, 'node (InternalIP, pod CIDR, bridge); dashed box: a '
                    'namespace other than default'),
             swatch(BAD, 'failed node, missing backend, no endpoints'),
+            swatch(POLICY, 'NetworkPolicy: the pod is isolated (only what a rule admits '
+                   'passes)'),
         ]
         table = ('<<TABLE BORDER="1" CELLBORDER="0" CELLSPACING="2" CELLPADDING="2" '
                  f'COLOR="{NODE_LINE}" BGCOLOR="white">{"".join(rows)}</TABLE>>')

@@ -11,9 +11,10 @@ from collections import defaultdict
 from kubelab import printers
 from kubelab.inspect.diagram_dot import (
     BAD, CALM, COL_PODS, COL_SERVICES, DIM, EXTERNAL, FONT, L7, NODE_FILL, NODE_LINE,
-    NOTE, POD_LINE, SERVICE, SERVICE_FILL, SERVICE_NAME_LABEL, _EPOCH, _font, _key,
+    NOTE, POD_LINE, POLICY, SERVICE, SERVICE_FILL, SERVICE_NAME_LABEL, _EPOCH, _font, _key,
     _lb_addresses, _meta, _name, _ns, _port_text, _row, _spec, _status, _table, _text,
     _title, pod_ip, pod_ready, short_image)
+from services import networkpolicy
 from services.endpoints import endpoint_ready
 
 
@@ -261,6 +262,19 @@ class ServicesAndNodes:
             if namespace != 'default':
                 g.add('}', indent)
 
+    def isolation(self, pod: dict) -> list[str]:
+        """'\u26d4 ingress isolated by x/deny-all' per direction NetworkPolicies isolate
+        the pod in (everything else is let through)."""
+        meta = _meta(pod)
+        member = networkpolicy.Member(_ns(pod), _name(pod), pod_ip(pod) or '', tuple(
+            sorted((meta.get('labels') or {}).items())))
+        out = []
+        for direction in (networkpolicy.INGRESS, networkpolicy.EGRESS):
+            keys = [p.key for p in networkpolicy.isolating(self.policies, member, direction)]
+            if keys:
+                out.append(f'\u26d4 {direction.lower()} isolated by {", ".join(keys)}')
+        return out
+
     def pod_box(self, pod: dict, node: dict | None, indent: int):
         g, spec = self.g, _spec(pod)
         pid = self.pod_ids[_key(pod)]
@@ -304,6 +318,7 @@ class ServicesAndNodes:
         if pid in self.proxy_of:
             rows.append(_row(_font(_text('proxy of ' + ', '.join(self.proxy_of[pid])),
                                    L7, 9)))
+        rows += [_row(_font(_text(text), POLICY, 9)) for text in self.isolation(pod)]
         g.node(pid, _table(rows, line, 'white', dashed=not ready), COL_PODS, indent)
         if host_ports and node is not None:
             self.from_outside(f'{pid}:w')

@@ -29,6 +29,7 @@ POD_LINE = '#333333'
 DIM = '#a0a0a0'                                   # not ready / terminating
 BAD = '#c62828'                                   # failed node, missing backend
 NOTE = '#595959'                                  # secondary text
+POLICY = '#00796b'                                # NetworkPolicy isolation
 
 #: Pod STATUS words that are no failure (others, like CrashLoopBackOff, are red).
 CALM = ('Running', 'NotReady', 'Terminating', 'Pending', 'ContainerCreating',

@@ -42,7 +42,7 @@ from dataclasses import dataclass, field
 from controller import pipeline
 from controller.flows import Ct, Group, LearnAffinity
 from controller.state import ClusterState
-from kubelab.inspect import ovsdump
+from kubelab.inspect import ovsdump, policy_counters
 from kubelab.inspect.matching import canonical_live, canonical_spec, table_id
 from kubelab.printers import format_table
 from services import wiring
@@ -601,4 +601,7 @@ def render_flows(report: Report) -> str:
                                   + (f'  {where}' if where else '')])
             table = format_table(['GROUP', 'PACKETS', 'OWNER', 'ENTRY / ENDPOINT'], lines)
             out.extend('    ' + line for line in table.splitlines())
+    verdicts = policy_counters.table(report)
+    if verdicts:
+        out += ['', verdicts]
     return '\n'.join(line.rstrip() for line in out)

@@ -6,7 +6,9 @@ groups' bucket packet counters (each new connection passes its Service's group o
 the node it entered), plus the EndpointDNAT hits of clients with session affinity (which
 skip the group); per endpoint the bytes its pod received and sent (the pod's route and
 spoof-guard flows: all of the pod's traffic, not only this Service's); per load balancer
-address the edge group's buckets (connections per node). ``render_top`` prints one frame.
+address the edge group's buckets (connections per node); per NetworkPolicy rule the new
+connections it allowed, and per policy those dropped at the pods it isolates
+(kubelab/inspect/policy_counters.py). ``render_top`` prints one frame.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ import textwrap
 from dataclasses import dataclass
 
 from controller import pipeline
-from kubelab.inspect import ovsdump
+from kubelab.inspect import ovsdump, policy_counters
 from kubelab.inspect.flows import CURRENT, MISSING, Report
 from kubelab.printers import format_table
 
@@ -65,6 +67,7 @@ class TopView:
     load_balancers: list
     errors: list
     notes: list
+    policies: list = ()                # [(policy, rule, packets, packets/s)]
 
 
 def _service_key(owners) -> list[str]:
@@ -118,6 +121,7 @@ def _counters(report: Report) -> dict:
                     match.get('eth_type') == pipeline.ETH_IP and \
                     match.get('ipv4_src') == pod.ip:
                 out[('pod', pod.ip, 'out', (bridge.name, row.cookie))] = row.n_bytes
+    out.update(policy_counters.counters(report))
     return out
 
 
@@ -195,7 +199,11 @@ def top_view(prev: Poll, cur: Poll, namespace: str | None = None) -> TopView:
                 (node, total(('lb', sp.key, address, node)),
                  rate(('lb', sp.key, address, node))) for node in nodes], note))
     errors = [f'{b.name}: {b.error}' for b in cur.report.bridges if b.error]
-    return TopView(elapsed, namespace, services, lbs, errors, list(cur.report.notes))
+    policies = [(group[1], group[2], total(group), rate(group)) for group in sorted(
+        {key[:-1] for key in now if key[0] == 'policy'})
+        if namespace is None or group[1].startswith(namespace + '/')]
+    return TopView(elapsed, namespace, services, lbs, errors, list(cur.report.notes),
+                   policies)
 
 
 def _address_order(address: str):
@@ -224,7 +232,10 @@ TOP_LEGEND = (
     "the cloud edge group's buckets, one per node.",
     "POD IN/S, POD OUT/S: bytes per second the endpoint's pod received and sent (its "
     "route and spoof-guard flows on its node's bridge): all of its traffic, not only "
-    "this Service's.")
+    "this Service's.",
+    'NETWORKPOLICY: new connections a rule allowed (its conj_id flow), and those '
+    f'dropped at the pods the policy isolates ({policy_counters.ISOLATION}; a pod '
+    'isolated by several policies counts for each), on the node that judged them.')
 
 
 def render_top(view: TopView, now: str = '') -> str:
@@ -266,6 +277,10 @@ def render_top(view: TopView, now: str = '') -> str:
                                 node, f'{per_s:.1f}', str(conns)])
         out.append(format_table(['LOAD BALANCER', 'SERVICE PORT', 'NODE', 'CONN/S',
                                  'CONNS'], lb_rows))
+    if view.policies:
+        out.append('')
+        out.append(format_table(['NETWORKPOLICY', 'RULE', 'CONN/S', 'CONNS'], [
+            [key, rule, f'{per_s:.1f}', str(n)] for key, rule, n, per_s in view.policies]))
     out.append('')
     out += [textwrap.fill(paragraph, 100) for paragraph in TOP_LEGEND]
     return '\n'.join(line.rstrip() for line in '\n'.join(out).split('\n'))

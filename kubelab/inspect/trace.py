@@ -21,9 +21,12 @@ seed's words:
   reply state, and its un-NAT applied from the translations of the way in.
 
 A packet that is dropped says in which table and by which flow; one that the
-controller answers (no ready endpoint) says it is rejected with a TCP RST / ICMP. On a
-bare-metal lab the trace crosses the router host as it routes (its neighbour entry
-decides which node gets a MetalLB address: kubelab/inspect/router_hop.py).
+controller answers (no ready endpoint) says it is rejected with a TCP RST / ICMP.
+Where NetworkPolicy judged the connection, a line per verdict says which policy and
+rule allowed it (the ``conj_id`` flow it matched, as Antrea's Traceflow names the
+rule), or which policies isolate the pod that no rule let it reach. On a bare-metal
+lab the trace crosses the router host as it routes (its neighbour entry decides
+which node gets a MetalLB address: kubelab/inspect/router_hop.py).
 """
 
 from __future__ import annotations
@@ -587,6 +590,30 @@ def render(trace: Trace, tracer: Tracer | None = None) -> str:
     return '\n'.join(lines)
 
 
+POLICY_RULE_TABLES = {'EgressRule': 'egress', 'IngressRule': 'ingress'}
+POLICY_DENY_TABLES = {'EgressDefaultRule': 'egress', 'IngressDefaultRule': 'ingress'}
+
+
+def policy_verdicts(leg: Leg) -> list[str]:
+    """What NetworkPolicy decided on the way, from the flows the packet took."""
+    out = []
+    for step in leg.steps:
+        owner = step.owner or ''
+        if step.table_name in POLICY_RULE_TABLES and owner and owner != 'networkpolicy':
+            direction = POLICY_RULE_TABLES[step.table_name]
+            why = owner[len('networkpolicy '):] if owner.startswith('networkpolicy ') \
+                else owner
+            out.append(f'NetworkPolicy on {step.bridge}: {direction} allowed by '
+                       f'{"rule " if owner.startswith("networkpolicy ") else ""}{why}')
+        elif step.table_name in POLICY_DENY_TABLES and ' isolates ' in owner:
+            keys, _, rest = owner[len('networkpolicy '):].partition(' isolates ')
+            pod = rest.rsplit(' for ', 1)[0]
+            out.append(f'NetworkPolicy on {step.bridge}: {POLICY_DENY_TABLES[step.table_name]}'
+                       f' DENIED: {pod} is isolated by {keys.replace(",", ", ")} and no '
+                       f'rule of theirs admits this connection')
+    return out
+
+
 def _render_leg(leg: Leg) -> list[str]:
     out, bridge = [], None
     for step in leg.steps:
@@ -609,6 +636,7 @@ def _render_leg(leg: Leg) -> list[str]:
         zone = f' (conntrack zone {t.zone})' if t.zone is not None else ''
         out.append(f'  {SERVICE_WORDS.get(t.kind, t.kind)} on {t.bridge}{zone}: '
                    f'{t.before} -> {t.after}')
+    out += [f'  {line}' for line in policy_verdicts(leg)]
     verdict = {'delivered': 'delivered to', 'dropped': 'DROPPED at',
                'rejected': 'REJECTED at', 'loop': 'stopped (a loop?) at'}[leg.outcome]
     out.append(f'  => {verdict} {leg.where}')

@@ -164,8 +164,10 @@ def default_strategy(spec: dict) -> None:
         rolling.setdefault('maxUnavailable', DEFAULT_MAX_UNAVAILABLE)
 
 
-def validate_label_selector(chk: Checker, selector: dict, path: str) -> None:
-    """Check a LabelSelector (``matchLabels``/``matchExpressions``)."""
+def validate_label_selector(chk: Checker, selector: dict, path: str,
+                            allow_empty: bool = False) -> None:
+    """Check a LabelSelector (``matchLabels``/``matchExpressions``). An empty one is
+    refused (a Deployment's) unless ``allow_empty`` (a NetworkPolicy's: every pod)."""
     errors_before = len(chk.errors)
     chk.known_fields(selector, path, SELECTOR_FIELDS)
     match_labels = chk.string_map(selector, 'matchLabels', path, labels=True)
@@ -191,7 +193,7 @@ def validate_label_selector(chk: Checker, selector: dict, path: str) -> None:
         elif operator in ('Exists', 'DoesNotExist') and values:
             chk.error(join(epath, 'values'),
                       f'may not be specified when operator is {operator}')
-    if not match_labels and not expressions and \
+    if not allow_empty and not match_labels and not expressions and \
             len(chk.errors) == errors_before:
         chk.error(path, 'Invalid value: {}: empty selector is invalid for '
                         'deployment; set matchLabels')

@@ -152,8 +152,11 @@ def test_cleanup_leaves_a_bridge_it_did_not_make(app):
     """A `kl-` bridge made by someone else is neither removed by `down`'s cleanup nor
     built over: cleanup removes only what carries this lab's mark."""
     from topo.cleanup import bridge_marks, clean_leftovers, foreign
-    vsctl('add-br', 'kl-theirs')
+    from topo.network import detect_datapath
+    kind = 'netdev' if detect_datapath() == 'user' else 'system'
     try:
+        vsctl('add-br', 'kl-theirs', '--', 'set', 'bridge', 'kl-theirs',
+              f'datapath_type={kind}')
         assert 'bridge kl-theirs (not made by kubelab' in '; '.join(
             foreign(os.path.realpath(state_path())))
         marks = bridge_marks()

@@ -43,6 +43,11 @@ EXPECTED = {
     8: (['Service web is type ClusterIP: it has no NodePort',
          'Service web is type ClusterIP: the cloud gives an address only'],
         ['Service web is type NodePort: the cloud gives an address only']),
+    10: (['no NetworkPolicy isolates web for ingress',
+          'the client pod reaches web too',
+          'frontend is not isolated for egress yet',
+          'client-2 (203.0.113.11) reaches web-public too'],
+         ['the namespaceSelector name=kube-system of allow-dns matches no namespace']),
     9: (['its selector app=catalogue matches none of app=catalog',
          'traffic reached orders-',
          'targetPort 8081 has no listener',
@@ -78,8 +83,8 @@ def course(lab):
 
 def test_list_names_every_exercise(course):
     out = course.kubelab('lab', 'list').stdout.splitlines()
-    assert len(out) == len(labs.EXERCISES) >= 11
-    assert [int(line.split()[0]) for line in out] == [ex.number for ex in labs.EXERCISES]
+    assert len(out) == len(labs.EXERCISES) == 12
+    assert [int(line.split()[0]) for line in out] == list(range(1, 13))
     for ex in labs.EXERCISES:
         assert os.path.isfile(os.path.join(ex.directory, 'README.md')), ex.directory
         for part in ('start', 'solution', 'broken'):

@@ -8,38 +8,47 @@ goto. It returns a ``Walk``: the trace of the flows that matched, as (table name
 owner, flow in ovs-ofctl syntax), and one outcome:
 
 - ``('output', port, packet)``: the packet left on ``port`` (as it is on the wire);
-- ``('drop', table name)``: no flow sent it anywhere (the table where it ended);
+- ``('drop', table name)``: no flow sent it anywhere (the last table it was looked up
+  in, a resubmitted one included);
 - ``('controller', packet)``: a packet-in.
 
 Packets are plain dicts keyed by Ryu's OXM field names (``eth_src``, ``ipv4_dst``,
 ``tcp_dst``, ``arp_spa``...) plus ``tcp_flags``; ``tcp()``, ``udp()``, ``icmp()`` and
 ``arp_request()`` build them, ``answer()`` turns a received packet into its reply.
 
-Conntrack is a small model of the one table that the userspace datapath shares across
-bridges, separated by zone; one ``Conntrack`` object is meant to be shared by several
+Conntrack (tests/unit/flowsim_conntrack.py) is a small model of the one table that the
+userspace datapath shares across bridges, separated by zone; one ``Conntrack`` object is meant to be shared by several
 walks (a SYN, then its reply) and several switches:
 
 - a lookup sets ``ct_state``: ``+trk`` and ``+new`` (no connection, or one that has not
   seen a reply yet), ``+est`` (a reply was seen), ``+rpl`` (the packet is the reply
   direction) or ``+inv`` (a TCP segment that may not open a connection: SYN+ACK, SYN
   with RST or FIN, no SYN/ACK/RST at all; a lone ACK does open one, as Linux
-  conntrack picks up connections mid-stream by default); a packet of a recorded
-  connection with a DNAT also gets ``+dnat``;
+  conntrack picks up connections mid-stream by default); a packet of a connection
+  with a DNAT (the one that commits it included) also gets ``+dnat``;
 - ``commit`` records the connection by its original tuple, with the DNAT target when the
   action carries ``nat(dst=...)`` and the SNAT source when it carries ``nat(src=...)``.
   SNAT keeps the source port unless the reply tuple it gives is already taken in the
   zone; then it takes the first free port of the ephemeral range (1024-65535), as
   conntrack does for ``nat(src=IP)`` without a port range;
-- ``nat`` without ``commit`` and without a table to recirculate to translates the packet
-  in place (the datapath does) but leaves the pipeline's ct_state as it was;
+- a ``ct`` without a table to recirculate to runs in the datapath (a ``nat`` translates
+  the packet in place, a ``commit`` records the connection) but *hides* conntrack from
+  the rest of the pipeline, as OVS does: ``ct_state``, ``ct_zone`` and ``ct_mark`` read
+  0 in the tables after it (the packet is untracked, ``-trk``);
 - ``nat`` (with or without arguments) on a packet of a recorded connection applies the
   recorded translation: an original-direction packet gets the DNAT target as
   destination and the SNAT address as source; a reply gets the original destination
   (the VIP:port) back as its source and the original source back as its destination;
 - zones are separate tables: one bridge may track a packet in two zones (its own, and
   the zone it masquerades in), each zone keeping its own connection and translation;
+- a packet remembers the connection its last ``ct`` found or made (OVS keeps it with
+  the packet, across recirculations): a later ``ct`` in the *same zone* uses that
+  connection even though NAT changed the packet's addresses since (a second commit of
+  a DNATed connection updates its mark instead of tracking the translated packet as a
+  new connection); in another zone the packet is looked up afresh;
 - ``ct_mark``: a connection's mark is set by ``commit`` with ``Ct(mark=...)``
-  (``exec(set_field:M->ct_mark)``; a mark without ``commit`` is refused, as OVS does) and
+  (``exec(set_field:M[/MASK]->ct_mark)``, only the mask's bits when it has one; a
+  mark without ``commit`` is refused, as OVS does) and
   kept for both directions; every lookup loads the mark of the connection it finds *in
   that zone* into the packet's ``ct_mark``, and 0 when it finds none (a new packet not
   committed, an invalid one). So a packet recirculated by the SNAT zone carries that
@@ -49,6 +58,14 @@ walks (a SYN, then its reply) and several switches:
   and a tracked copy continues in table ``N`` (with the same ``in_port``). ``N`` may be
   an earlier table than the current one (a recirculation, e.g. SNAT -> L3Forwarding):
   only a ``goto_table`` must go forward; a recirculation loop ends in ``SimError``.
+
+Conjunctive matches (``conjunction(id,k/n)`` actions, ovs-fields(7)): when the
+highest-priority flows a packet matches are all conjunction flows, a conjunction whose
+every dimension matched there sends the lookup to the flow that matches
+``conj_id=id`` (the lowest id when several are complete: OVS leaves that choice open,
+and NetworkPolicy's rules only allow); none complete, the lookup goes on below that
+priority. A conjunction flow mixed with an ordinary one at the same priority is a
+``SimError``.
 
 Nicira extensions: ``resubmit(,N)`` looks the same packet up in table ``N`` (following
 its gotos) and comes back to the next action, keeping what that table did to it (the
@@ -70,24 +87,23 @@ so a test can send a packet from a pod and follow it to wherever it ends.
 from __future__ import annotations
 
 import ipaddress
-import itertools
 import zlib
 from dataclasses import dataclass, field
 
-from controller.flows import (CT_STATE_BITS, Ct, Group, LearnAffinity, Move, Output,
+from controller.flows import (Conjunction, Ct, Group, LearnAffinity, Move, Output,
                               Resubmit, SetField, ToController, flow)
 from controller.pipeline import TABLE_NAMES, desired
 from services import wiring
+from tests.unit.flowsim_conntrack import (  # noqa: F401 (the tests import them from here)
+    TCP_FLAGS, TRANSLATED, Connection, Conntrack, SimError, five_tuple, l4, reply_tuple)
 
 MAX_TABLE_VISITS = 64
-SNAT_PORT_MIN, SNAT_PORT_MAX = 1024, 65535
-TCP_FLAGS = {'F': 0x01, 'S': 0x02, 'R': 0x04, 'P': 0x08, 'A': 0x10}
 MAC_FIELDS = ('eth_src', 'eth_dst', 'arp_sha', 'arp_tha')
 IP_FIELDS = ('ipv4_src', 'ipv4_dst', 'arp_spa', 'arp_tpa')
 REGISTERS = tuple(f'reg{i}' for i in range(16))
-METADATA = ('in_port', 'ct_state', 'ct_zone', 'ct_mark') + REGISTERS
+METADATA = ('in_port', 'ct_state', 'ct_zone', 'ct_mark', 'ct_conn', 'conj_id') + REGISTERS
 # Pipeline fields an OpenFlow match sees as 0 on a packet that never set them.
-ZERO_DEFAULT = ('ct_state', 'ct_mark') + REGISTERS
+ZERO_DEFAULT = ('ct_state', 'ct_mark', 'conj_id') + REGISTERS
 LEARNED_OWNER = 'learned'    # the owner of the flows a ``learn`` action installs
 
 
@@ -108,8 +124,6 @@ class Load:
         return f'load:{self.value:#x}->{nxm}[{bits}]'
 
 
-class SimError(AssertionError):
-    """The pipeline did something a sane pipeline never does (loop, backward goto...)."""
 
 
 # ---------------------------------------------------------------- packets
@@ -153,167 +167,6 @@ def answer(pkt: dict, flags='SA') -> dict:
         out['tcp_flags'] = tcp_flags(flags)
     return out
 
-
-def l4(pkt: dict) -> tuple:
-    """(source port, destination port) of a TCP/UDP packet, (0, 0) otherwise."""
-    for proto in ('tcp', 'udp'):
-        if f'{proto}_src' in pkt:
-            return pkt[f'{proto}_src'], pkt[f'{proto}_dst']
-    return 0, 0
-
-
-def _set_l4(pkt: dict, which: str, port: int) -> None:
-    for proto in ('tcp', 'udp'):
-        if f'{proto}_{which}' in pkt:
-            pkt[f'{proto}_{which}'] = port
-
-
-# ---------------------------------------------------------------- conntrack
-@dataclass
-class Connection:
-    zone: int
-    orig: tuple                  # (proto, src, sport, dst, dport) as first seen
-    dnat: tuple | None           # (ip, port) the original destination is translated to
-    snat: tuple | None = None    # (ip, port) the original source is translated to
-    seen_reply: bool = False
-    mark: int = 0                # ct_mark: set at commit, seen by both directions
-
-    @property
-    def reply(self) -> tuple:
-        return reply_tuple(self.orig, self.dnat, self.snat)
-
-    @property
-    def translated(self) -> bool:
-        return self.dnat is not None or self.snat is not None
-
-
-def reply_tuple(orig: tuple, dnat: tuple | None, snat: tuple | None) -> tuple:
-    """The 5-tuple a reply carries, for a connection first seen as ``orig``."""
-    proto, src, sport, dst, dport = orig
-    if dnat is not None:
-        dst, dport = dnat[0], dnat[1] or dport
-    if snat is not None:
-        src, sport = snat[0], snat[1] or sport
-    return proto, dst, dport, src, sport
-
-
-class Conntrack:
-    """The shared connection table: entries keyed by zone and direction."""
-
-    def __init__(self):
-        self.connections: list[Connection] = []
-
-    def __len__(self):
-        return len(self.connections)
-
-    def in_zone(self, zone: int) -> list[Connection]:
-        return [c for c in self.connections if c.zone == zone]
-
-    def find(self, zone: int, pkt: dict) -> tuple[Connection | None, bool]:
-        """The connection ``pkt`` belongs to in ``zone``, and whether it is the reply."""
-        key = five_tuple(pkt)
-        for conn in self.connections:
-            if conn.zone != zone:
-                continue
-            if conn.orig == key:
-                return conn, False
-            if conn.reply == key:
-                return conn, True
-        return None, False
-
-    def execute(self, action: Ct, pkt: dict) -> dict:
-        """Run one ``ct`` action: the tracked copy of ``pkt`` (NATed, ct_state set)."""
-        if action.nat is None and action.commit is False and action.table is None:
-            raise SimError(f'{action.ofctl()} does nothing')
-        if action.mark is not None and not action.commit:
-            raise SimError(f'{action.ofctl()}: ct_mark is set only with commit')
-        out = dict(pkt)
-        conn, is_reply = self.find(action.zone, pkt)
-        if conn is not None:
-            state = {'trk', 'est', 'rpl'} if is_reply else (
-                {'trk', 'est'} if conn.seen_reply else {'trk', 'new'})
-            if is_reply:
-                conn.seen_reply = True
-            if conn.dnat is not None:
-                state.add('dnat')
-            if action.nat is not None and conn.translated:
-                _translate(out, conn, is_reply)
-            if action.commit and action.mark is not None:
-                conn.mark = action.mark
-        elif _cannot_open(pkt):
-            state = {'trk', 'inv'}
-        else:
-            state = {'trk', 'new'}
-            nat = action.nat
-            dnat = (nat.dst, nat.port) if nat is not None and nat.dst is not None else None
-            snat_ip = nat.src if nat is not None else None
-            if action.commit:
-                orig = five_tuple(pkt)
-                snat = None if snat_ip is None else self._snat(action.zone, orig, dnat,
-                                                               snat_ip)
-                conn = Connection(action.zone, orig, dnat, snat,
-                                  mark=action.mark or 0)
-                self.connections.append(conn)
-                if conn.translated:
-                    _translate(out, conn, False)
-            elif dnat is not None or snat_ip is not None:
-                raise SimError(f'{action.ofctl()}: NAT without commit is not modelled')
-        out['ct_state'] = sum(CT_STATE_BITS[s] for s in state)
-        out['ct_zone'] = action.zone
-        out['ct_mark'] = conn.mark if conn is not None else 0
-        return out
-
-    def _snat(self, zone: int, orig: tuple, dnat, ip: str) -> tuple:
-        """The (address, port) a new connection is masqueraded as: its own source port
-        when the reply tuple is free in the zone, else the first free ephemeral port."""
-        taken = {t for c in self.in_zone(zone) for t in (c.orig, c.reply)}
-        sport = orig[2]
-        if not sport:                     # no ports (ICMP): the address alone
-            return ip, 0
-        for port in itertools.chain((sport,), range(SNAT_PORT_MIN, SNAT_PORT_MAX + 1)):
-            if reply_tuple(orig, dnat, (ip, port)) not in taken:
-                return ip, port
-        raise SimError(f'zone {zone}: no port left to masquerade {orig} as {ip}')
-
-
-def five_tuple(pkt: dict) -> tuple:
-    sport, dport = l4(pkt)
-    return pkt.get('ip_proto'), pkt.get('ipv4_src'), sport, pkt.get('ipv4_dst'), dport
-
-
-def _cannot_open(pkt: dict) -> bool:
-    """A TCP segment that conntrack refuses as the first of a connection."""
-    if pkt.get('ip_proto') != 6:
-        return False
-    flags = pkt.get('tcp_flags', 0)
-    syn, ack, rst, fin = (flags & TCP_FLAGS[f] for f in 'SARF')
-    if syn:
-        return bool(ack or rst or fin)
-    return not (ack or rst)
-
-
-#: The header fields a NAT may rewrite.
-TRANSLATED = ('ipv4_src', 'ipv4_dst', 'tcp_src', 'tcp_dst', 'udp_src', 'udp_dst')
-
-
-def _translate(pkt: dict, conn: Connection, is_reply: bool) -> None:
-    _, orig_src, orig_sport, orig_dst, orig_dport = conn.orig
-    if is_reply:
-        if conn.dnat is not None:             # the reply comes from the VIP:port again
-            pkt['ipv4_src'] = orig_dst
-            _set_l4(pkt, 'src', orig_dport)
-        if conn.snat is not None:             # ... and goes to the real client
-            pkt['ipv4_dst'] = orig_src
-            _set_l4(pkt, 'dst', orig_sport)
-        return
-    if conn.dnat is not None:
-        pkt['ipv4_dst'] = conn.dnat[0]
-        if conn.dnat[1]:
-            _set_l4(pkt, 'dst', conn.dnat[1])
-    if conn.snat is not None:
-        pkt['ipv4_src'] = conn.snat[0]
-        if conn.snat[1]:
-            _set_l4(pkt, 'src', conn.snat[1])
 
 
 # ---------------------------------------------------------------- matching
@@ -401,13 +254,12 @@ def walk(config, packet: dict, in_port: int, conntrack: Conntrack | None = None,
     start = {k: v for k, v in packet.items() if k not in METADATA}
     start['in_port'] = in_port
     threads = [(start, 0)]           # (packet, table): forks of ct(table=...) queue up
-    end = run.names.get(0, 0)
     while threads:
         pkt, table = threads.pop(0)
-        end = run.pipeline(pkt, table, threads)
+        run.pipeline(pkt, table, threads)
     if len(run.sent) > 1:
         raise SimError(f'packet duplicated: {run.sent}')
-    run.result.outcome = run.sent[0] if run.sent else ('drop', end)
+    run.result.outcome = run.sent[0] if run.sent else ('drop', run.last)
     return run.result
 
 
@@ -424,6 +276,7 @@ class _Run:
         self.result = Walk()
         self.sent = []               # ('output', port, pkt) / ('controller', pkt)
         self.visits = 0
+        self.last = names.get(0, 0)  # the last table looked in (a drop ends there)
 
     def pipeline(self, pkt: dict, table, threads: list):
         """Look ``pkt`` up from ``table`` on, following gotos; return the name of the
@@ -434,7 +287,7 @@ class _Run:
             if self.visits > MAX_TABLE_VISITS:
                 raise SimError(f'packet loops: {self.visits} table visits: '
                                f'{self.result.trace}')
-            end = self.names.get(table, table)
+            end = self.last = self.names.get(table, table)
             hit = _lookup(self.tables.get(table, []), pkt, end)
             if hit is None:
                 break                # table miss: drop (a resubmit: back to the caller)
@@ -481,21 +334,26 @@ class _Run:
                 forks += self.apply(chosen.actions, dict(pkt), threads)
             elif isinstance(action, Ct):
                 tracked = self.conntrack.execute(action, pkt)
+                pkt['ct_conn'] = tracked['ct_conn']    # the datapath keeps it
                 if action.table is not None:
                     forks.append((tracked, action.table))
-                elif action.nat is not None and not action.commit:
-                    # The datapath translates the packet; the pipeline's view of its
-                    # conntrack state is not updated (no recirculation).
-                    pkt.update({k: tracked[k] for k in TRANSLATED if k in tracked})
-                elif action.nat is not None:
+                    continue
+                if action.nat is not None and action.commit:
                     raise SimError(f'{action.ofctl()}: a committing NAT without '
                                    f'recirculation is not modelled')
+                # The datapath translates the packet; the pipeline no longer sees
+                # conntrack's results (xlate's flow_clear_conntrack): untracked.
+                pkt.update({k: tracked[k] for k in TRANSLATED if k in tracked})
+                for name in ('ct_state', 'ct_zone', 'ct_mark'):
+                    pkt.pop(name, None)
             elif isinstance(action, Resubmit):
                 # The same packet (not a copy): what the resubmitted table does to it
                 # (registers loaded, say) is seen by the rest of these actions.
                 self.pipeline(pkt, action.table, threads)
             elif isinstance(action, LearnAffinity):
                 self.learn(action, pkt)
+            elif isinstance(action, Conjunction):
+                raise SimError(f'a conjunction flow was executed: {action.ofctl()}')
             else:
                 raise SimError(f'unknown action {action!r}')
         return forks
@@ -521,16 +379,45 @@ class _Run:
         flows.append(learned)
 
 
+def _conjunctive(f) -> bool:
+    return bool(f.actions) and all(isinstance(a, Conjunction) for a in f.actions)
+
+
 def _lookup(flows: list, pkt: dict, table_name):
     hits = [f for f in flows if matches(f.match, pkt)]
-    if not hits:
-        return None
-    top = max(f.priority for f in hits)
-    best = {f.cookie: f for f in hits if f.priority == top}
-    if len(best) > 1:
-        raise SimError(f'{table_name}: flows overlap at priority {top}: '
-                       f'{[f.to_ofctl() for f in best.values()]}')
-    return next(iter(best.values()))
+    while hits:
+        top = max(f.priority for f in hits)
+        best = {f.cookie: f for f in hits if f.priority == top}
+        soft = [f for f in best.values() if _conjunctive(f)]
+        if not soft:
+            if len(best) > 1:
+                raise SimError(f'{table_name}: flows overlap at priority {top}: '
+                               f'{[f.to_ofctl() for f in best.values()]}')
+            return next(iter(best.values()))
+        if len(soft) < len(best):
+            raise SimError(f'{table_name}: a conjunction flow and another flow match at '
+                           f'priority {top}: {[f.to_ofctl() for f in best.values()]}')
+        done = _complete(soft)
+        for conj_id in sorted(done):
+            found = _lookup([f for f in flows if not _conjunctive(f)],
+                            dict(pkt, conj_id=conj_id), table_name)
+            if found is not None:
+                return found
+        hits = [f for f in hits if f.priority < top]
+    return None
+
+
+def _complete(soft: list) -> set:
+    """The conjunctions every dimension of which a flow of ``soft`` matched."""
+    seen: dict[int, set] = {}
+    sizes = {}
+    for f in soft:
+        for a in f.actions:
+            seen.setdefault(a.conj_id, set()).add(a.clause)
+            if sizes.setdefault(a.conj_id, a.n_clauses) != a.n_clauses:
+                raise SimError(f'conjunction {a.conj_id} has {sizes[a.conj_id]} and '
+                               f'{a.n_clauses} dimensions')
+    return {cid for cid, clauses in seen.items() if len(clauses) == sizes[cid]}
 
 
 def _wire(pkt: dict) -> dict:

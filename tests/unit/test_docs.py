@@ -2,10 +2,11 @@
 in order, every flow, group and meter line it shows is one the pure pipeline produces
 for the state the page documents (the default cluster, the NodePort Service default/web
 -> two pods; the sections on load balancer addresses and session affinity add the page's
-other Services, which select the same pods; an ingress controller pod with a hostPort on worker-1), or one a ``learn`` action installs when a pod connects to that second
-Service on the fake switches of tests/unit/flowsim.py, and each walk-through shows, in
-order, the flows its packets really take on those switches, and the addresses they
-really arrive with."""
+other Services, which select the same pods; an ingress controller pod with a hostPort on worker-1; the NetworkPolicy
+sections add a frontend pod and the page's NetworkPolicies), or one a ``learn`` action
+installs when a pod connects to that second Service on the fake switches of
+tests/unit/flowsim.py, and each walk-through shows, in order, the flows its packets
+really take on those switches, and the addresses they really arrive with."""
 
 import pathlib
 import re
@@ -15,6 +16,7 @@ import yaml
 
 from controller.pipeline import TABLE_NAMES, TABLES, desired
 from controller.state import ClusterState
+from services import manifests
 from services.cluster import default_cluster
 from tests.unit.flowsim import LEARNED_OWNER, Lab, answer, l4
 from services import wiring
@@ -29,6 +31,10 @@ def text():
 
 
 PODS = [('web-1', 'control-plane', '192.168.1.10'), ('web-2', 'worker-1', '192.168.2.10')]
+#: The NetworkPolicy sections' client pod (no endpoint of any Service).
+FRONTEND = {'metadata': {'name': 'frontend', 'namespace': 'default',
+                         'labels': {'role': 'frontend'}},
+            'spec': {'nodeName': 'control-plane'}, 'status': {'podIP': '192.168.1.20'}}
 #: The ingress controller of the hostPort section: hostPort 80 on worker-1, no Service.
 INGRESS_POD = {'metadata': {'name': 'ingress-nginx-controller', 'namespace': 'ingress-nginx'},
                'spec': {'nodeName': 'worker-1', 'containers': [{'name': 'controller', 'ports': [
@@ -36,13 +42,20 @@ INGRESS_POD = {'metadata': {'name': 'ingress-nginx-controller', 'namespace': 'in
                'status': {'podIP': '192.168.2.2'}}
 
 
+def page_objects(text, kind):
+    """The objects of one kind in the page's yaml blocks, in order."""
+    return [doc for block in re.findall(r'```yaml\n(.*?)```', text, re.S)
+            for doc in yaml.safe_load_all(block) if doc.get('kind') == kind]
+
+
 def page_services(text):
     """The Services of the page's yaml blocks, in order."""
-    return [yaml.safe_load(block) for block in re.findall(r'```yaml\n(.*?)```', text, re.S)]
+    return page_objects(text, 'Service')
 
 
-def state_of(services):
-    """``services`` with web-1 and web-2 behind each of them."""
+def state_of(services, policies=()):
+    """``services`` with web-1 and web-2 (labelled app: web) behind each of them;
+    ``policies`` (NetworkPolicies) bring the frontend pod along."""
     slices = [{
         'metadata': {'name': f'{svc["metadata"]["name"]}-6xq2k', 'namespace': 'default',
                      'labels': {'kubernetes.io/service-name': svc['metadata']['name']}},
@@ -50,10 +63,11 @@ def state_of(services):
         'endpoints': [{'addresses': [ip], 'nodeName': node, 'conditions': {'ready': True}}
                       for _, node, ip in PODS]} for svc in services]
     return ClusterState.from_objects(default_cluster(), {
-        'Pod': [{'metadata': {'name': name, 'namespace': 'default'},
+        'Pod': [{'metadata': {'name': name, 'namespace': 'default', 'labels': {'app': 'web'}},
                  'spec': {'nodeName': node}, 'status': {'podIP': ip}}
-                for name, node, ip in PODS] + [INGRESS_POD],
-        'Service': services, 'EndpointSlice': slices})
+                for name, node, ip in PODS] + [INGRESS_POD] + ([FRONTEND] if policies else []),
+        'Service': services, 'EndpointSlice': slices,
+        'NetworkPolicy': [manifests.validate(p) for p in policies]})
 
 
 def documented_state(text):
@@ -65,6 +79,12 @@ def sticky_state(text):
     """The state of the later sections (load balancer addresses, session affinity):
     every Service of the page."""
     return state_of(page_services(text))
+
+
+def policy_state(text):
+    """The state of the NetworkPolicy sections: the page's first Service, the frontend
+    pod and the page's NetworkPolicies."""
+    return state_of(page_services(text)[:1], page_objects(text, 'NetworkPolicy'))
 
 
 def produced(state):
@@ -161,20 +181,23 @@ def test_every_flow_line_is_produced_by_the_pipeline(text):
     shown = [line for line in text.splitlines()
              if line.startswith(('table=', 'group_id=', 'meter='))]
     assert len(shown) > len(TABLES)
-    lines = produced(documented_state(text)) | produced(sticky_state(text))
-    lines |= learned(sticky_state(text)) | produced(bare_metal_state(text))
+    lines = produced(documented_state(text)) | produced(sticky_state(text)) | \
+        produced(policy_state(text)) | produced(bare_metal_state(text))
+    lines |= learned(sticky_state(text))
     missing = [line for line in shown if line not in lines]
     assert missing == []
 
 
-# heading -> (sender, destination, port, group bucket); the destination host answers.
+# heading -> (sender, destination, port, group bucket, state); the destination answers.
 WALKS = {
     '## Walk-through: a pod calls its own Service (hairpin)':
-        ('192.168.1.10', '10.96.0.20', 80, 0),
+        ('192.168.1.10', '10.96.0.20', 80, 0, documented_state),
     '## Walk-through: a pod calls the external network (egress)':
-        ('192.168.1.10', '203.0.113.10', 80, None),
+        ('192.168.1.10', '203.0.113.10', 80, None, documented_state),
     '## Walk-through: an external client calls a NodePort on a node without the endpoint':
-        ('203.0.113.10', '10.128.0.13', 30080, 0),
+        ('203.0.113.10', '10.128.0.13', 30080, 0, documented_state),
+    '## Walk-through: an isolated pod calls a Service whose pods are isolated':
+        ('192.168.1.20', '10.96.0.20', 80, 0, policy_state),
 }
 
 
@@ -206,8 +229,8 @@ def arrival(trip):
 
 @pytest.mark.parametrize('heading', WALKS)
 def test_a_walk_through_shows_the_flows_its_packets_take(text, heading):
-    sender, dst, port, bucket = WALKS[heading]
-    lab = Lab(documented_state(text))
+    sender, dst, port, bucket, state = WALKS[heading]
+    lab = Lab(state(text))
     there = lab.send(lab.packet(sender, dst, port), bucket=bucket)
     receiver = lab.owner_of(there.dpids[-1], there.outcome[1])
     reply = answer(there.outcome[2])

@@ -229,7 +229,9 @@ def test_owners_are_the_pipelines(report):
     assert owner['ct_state=+inv+trk,ip drop'] == 'conntrack'
     tables = [(tid, name) for tid, name, _, _ in n1.tables()]
     assert tables == [(t.id, t.name) for t in pipeline.TABLES
-                      if t.name not in ('SessionAffinity', 'AffinityLearn')]
+                      if t.name not in ('SessionAffinity', 'AffinityLearn', 'EgressRule',
+                                        'EgressDefaultRule', 'IngressRule',
+                                        'IngressDefaultRule', 'PolicyVerdict')]
     stages = {name: stage for _, name, stage, _ in n1.tables()}
     assert stages['ServiceLB'].startswith('nat PREROUTING: KUBE-SERVICES')
 
@@ -438,7 +440,9 @@ def test_text_rendering(report):
     n1 = out.split('\nkl-n1')[1].split('\nkl-lb')[0]
     names = re.findall(r'\n  table \d+ (\w+)', n1)
     assert names == [t.name for t in pipeline.TABLES
-                     if t.name not in ('SessionAffinity', 'AffinityLearn')]
+                     if t.name not in ('SessionAffinity', 'AffinityLearn', 'EgressRule',
+                                       'EgressDefaultRule', 'IngressRule',
+                                       'IngressDefaultRule', 'PolicyVerdict')]
 
 
 def test_json_output(report):

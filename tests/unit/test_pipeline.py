@@ -1123,8 +1123,13 @@ def test_the_other_switches_track_nothing():
 
 
 def test_every_table_a_node_bridge_uses_is_declared():
-    """SessionAffinity holds only learned flows: it is used by resubmit and learn."""
-    config = desired(STICKY_STATE, 1)
+    """SessionAffinity holds only learned flows: it is used by resubmit and learn. The
+    NetworkPolicy tables, by a policy that isolates the pods of control-plane."""
+    objs = sticky_objects()
+    objs['NetworkPolicy'] = [{'metadata': {'name': 'deny', 'namespace': 'default'},
+                              'spec': {'podSelector': {},
+                                       'policyTypes': ['Ingress', 'Egress']}}]
+    config = desired(ClusterState.from_objects(CLUSTER, objs), 1)
     used = {f.table for f in config.flows}
     used |= {a.table for f in config.flows for a in f.actions
              if isinstance(a, (Resubmit, LearnAffinity))}

@@ -24,7 +24,8 @@ def test_stage_names():
     assert [snake(t.name) for t in TABLES] == [
         'classifier', 'arp_responder', 'un_snat', 'conntrack_zone', 'conntrack_state',
         'session_affinity', 'service_lb', 'endpoint_dnat', 'affinity_learn',
-        'conntrack_commit', 'l3_forwarding', 'snat', 'output']
+        'egress_rule', 'egress_default_rule', 'ingress_rule', 'ingress_default_rule',
+        'policy_verdict', 'conntrack_commit', 'l3_forwarding', 'snat', 'output']
 
 
 def test_the_node_bridge_has_a_stage_per_table_in_pipeline_order():
@@ -40,13 +41,15 @@ def test_the_cloud_edge_stages_are_tables_of_the_pipeline_in_its_order():
 @pytest.fixture(scope='module')
 def state():
     """Every kind of front: a sticky NodePort with externalTrafficPolicy Local, a plain
-    ClusterIP, a LoadBalancer, and a pod with a hostPort."""
+    ClusterIP, a LoadBalancer, and a pod with a hostPort; a NetworkPolicy that isolates
+    every pod both ways and admits some."""
     pods = [{'metadata': {'name': f'web-{i}', 'namespace': 'default'},
              'spec': {'nodeName': node, 'containers': [{'name': 'c', 'ports': [
                  {'containerPort': 8080, 'hostPort': 8080 + i, 'protocol': 'TCP'}]}]},
              'status': {'podIP': ip}}
             for i, (node, ip) in enumerate((('control-plane', '192.168.1.10'),
-                                            ('worker-1', '192.168.2.10')), start=1)]
+                                            ('worker-1', '192.168.2.10'),
+                                            ('worker-2', '192.168.3.10')), start=1)]
     ports = [{'name': 'http', 'port': 80, 'targetPort': 8080}]
     services = [
         {'metadata': {'name': 'sticky', 'namespace': 'default'},
@@ -66,8 +69,13 @@ def state():
                               'nodeName': p['spec']['nodeName'],
                               'conditions': {'ready': True}} for p in pods]}
               for svc in services]
+    policy = {'metadata': {'name': 'some', 'namespace': 'default'},
+              'spec': {'podSelector': {}, 'policyTypes': ['Ingress', 'Egress'],
+                       'ingress': [{'ports': [{'port': 80, 'protocol': 'TCP'}]}],
+                       'egress': [{'to': [{'ipBlock': {'cidr': '10.0.0.0/8'}}]}]}}
     return ClusterState.from_objects(CLUSTER, {'Pod': pods, 'Service': services,
-                                               'EndpointSlice': slices})
+                                               'EndpointSlice': slices,
+                                               'NetworkPolicy': [policy]})
 
 
 @pytest.mark.parametrize('node', CLUSTER.nodes, ids=[n.name for n in CLUSTER.nodes])
