@@ -197,6 +197,32 @@ def test_a_stopped_kubelet_takes_its_pods_out_though_they_still_answer(lab):
     lab.kubelab('delete', 'pod', 'solo')
 
 
+def test_a_node_back_before_the_eviction_serves_its_pods_again(lab):
+    """A bare pod keeps the admission's 300 s: the node comes back long before, turns
+    Ready, loses its taints, and the same pod (same uid) is an endpoint again."""
+    lab.apply(echo_pod('back', 'worker-2', 'web'))
+    pod = lab.client.get('Pod', 'default', 'back')
+    ip, uid = pod['status']['podIP'], pod['metadata']['uid']
+    assert endpoints(lab)[ip] is True
+    lab.kubelab('node', 'fail', 'worker-2')
+    try:
+        wait_until(lambda: 'NotReady' in lab.kubelab('get', 'node', 'worker-2').stdout,
+                   'NotReady', 3 * GRACE)
+        wait_until(lambda: endpoints(lab).get(ip) is False, 'the endpoint to leave', 5)
+        assert node(lab, 'worker-2')['spec'].get('taints')
+    finally:
+        lab.kubelab('node', 'restore', 'worker-2')
+    wait_until(lambda: ready(node(lab, 'worker-2')) == 'True', 'Ready again', 10)
+    wait_until(lambda: not node(lab, 'worker-2')['spec'].get('taints'), 'the taints to go', 5)
+    wait_until(lambda: endpoints(lab).get(ip) is True, 'the endpoint back', 10)
+    lab.client.wait_dataplane()
+    again = lab.client.get('Pod', 'default', 'back')
+    assert again['metadata']['uid'] == uid and not again['metadata'].get('deletionTimestamp')
+    seen = lab.http('client', lab.cluster_ip('web'), 80, '/hostname', count=20)
+    assert all(r['ok'] for r in seen) and 'back' in {r['body'] for r in seen}
+    lab.kubelab('delete', 'pod', 'back')
+
+
 def test_when_the_control_plane_is_cut_off_the_workers_dataplane_keeps_serving(lab):
     """The API server sees every worker go silent (NotReady, then evictions), but the
     workers' kubelets and kube-proxies cannot hear of it: the pods run on and the
