@@ -120,10 +120,10 @@ class Client:
         """Wait until every switch carries the store's current version, and every ready
         Ingress/Gateway proxy runs the configuration of that version; seconds taken."""
         start = time.monotonic()
+        info = self.lab()
+        switches = info.get('switches') or len(info['nodes']) + 3   # + underlay, edge, ext.
         while True:
             dp = self.dataplane()
-            info = self.lab()
-            switches = info.get('switches') or len(info['nodes']) + 3
             proxies = dp.get('proxies') or {'version': dp['storeVersion'], 'pending': []}
             if dp['version'] >= dp['storeVersion'] and len(dp['switches']) >= switches \
                     and proxies['version'] >= dp['storeVersion'] and not proxies['pending']:
@@ -164,8 +164,9 @@ class Client:
                             st.get('updatedReplicas', 0)) != (want, want, want):
                         return False
             return True
+        deadline = time.monotonic() + timeout
         self.wait_for(settled, 'the applied pods to be ready', timeout)
-        self.wait_dataplane()
+        self.wait_dataplane(timeout=_left(deadline))
 
     def wait_ready(self, namespace: str = 'default', timeout: float = 60):
         """Wait until every pod of the namespace is Ready and every Deployment complete,
@@ -179,8 +180,15 @@ class Client:
                           and d['status'].get('replicas', 0) == d['spec']['replicas']
                           for d in deps)
             return pods_ok and deps_ok
+        deadline = time.monotonic() + timeout
         self.wait_for(settled, f'the pods in namespace {namespace} to be ready', timeout)
-        self.wait_dataplane()
+        self.wait_dataplane(timeout=_left(deadline))
+
+
+def _left(deadline: float) -> float:
+    """What is left of a caller's timeout for the dataplane's part of a wait (the
+    dataplane always gets a last look, even when the pods took all of it)."""
+    return max(deadline - time.monotonic(), 0.0)
 
 
 # ---------------------------------------------------------------- exec targets

@@ -87,12 +87,12 @@ class LifecycleWrites:
     def lease_renewals(self) -> dict[str, float]:
         """Node name -> the time its Lease was last renewed (epoch seconds)."""
         return {name: epoch(lease['spec'].get('renewTime')) or 0.0
-                for (kind, ns, name), lease in self.objects.items()
-                if kind == 'Lease' and ns == LEASE_NAMESPACE}
+                for (kind, ns, name), lease in self.objects.of_kind('Lease').items()
+                if ns == LEASE_NAMESPACE}
 
     # ------------------------------------------------------------ the node controller
     def _node_lifecycle(self) -> bool:
-        nodes = [o for (k, _, _), o in sorted(self.objects.items()) if k == 'Node']
+        nodes = [o for _, o in sorted(self.objects.of_kind('Node').items())]
         decisions = self.lifecycle.reconcile(nodes, self.lease_renewals(), self._pods(),
                                              self.clock())
         for node in decisions.nodes:
@@ -113,7 +113,7 @@ class LifecycleWrites:
         """Give every LoadBalancer Service the address its controller decides, clear
         the address of what is no longer one; an event when a Service gets one or
         cannot (once per reason)."""
-        services = [o for (k, _, _), o in self.objects.items() if k == 'Service']
+        services = list(self.objects.of_kind('Service').values())
         if self.cluster.metallb:
             from services.metallb import ipam
             decided = ipam.assign(services, self.list_unlocked('IPAddressPool',
@@ -168,7 +168,7 @@ class LifecycleWrites:
     def lb_ips(self):
         """The cloud pool's addresses as the Services hold them (for inspection)."""
         with self.cond:
-            services = [o for (k, _, _), o in self.objects.items() if k == 'Service']
+            services = list(self.objects.of_kind('Service').values())
             return cloud_lb.allocated(services, self.cluster.lb_pool)
 
     # ------------------------------------------------------------ the lab's network
@@ -205,11 +205,11 @@ class LifecycleWrites:
         from services.metallb.ipam import NAMESPACE
         with self.cond:
             mine = {(o['status']['serviceNamespace'], o['status']['serviceName']): k
-                    for k, o in self.objects.items() if k[0] == 'ServiceL2Status'
-                    and o['status']['node'] == node}
+                    for k, o in self.objects.of_kind('ServiceL2Status').items()
+                    if o['status']['node'] == node}
             changed = False
             for key in set(mine) - services:
-                del self.objects[mine[key]]
+                self._remove(mine[key])
                 changed = True
             for ns, name in sorted(services - set(mine)):
                 svc = self.objects.get(('Service', ns, name))
@@ -249,15 +249,15 @@ class LifecycleWrites:
             new['metadata']['uid'] = new_uid()
             new['metadata']['creationTimestamp'] = new['firstTimestamp']
         self._put(new)
-        events = [k for k in self.objects if k[0] == 'Event']
+        events = list(self.objects.of_kind('Event'))
         if len(events) > ev.MAX_EVENTS:
             oldest = min(events, key=lambda k: self.objects[k].get('lastTimestamp') or '')
-            del self.objects[oldest]
+            self._remove(oldest)
 
     def list_unlocked(self, kind: str, namespace: str | None = None) -> list[dict]:
         """The objects of ``kind`` (not copies): for the controllers, under the lock."""
-        return [o for (k, ns, _), o in sorted(self.objects.items())
-                if k == kind and (namespace is None or ns == namespace)]
+        return [o for (_, ns, _), o in sorted(self.objects.of_kind(kind).items())
+                if namespace is None or ns == namespace]
 
 
 #: MetalLB's note of the pool a Service's address came from.
