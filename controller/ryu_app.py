@@ -55,7 +55,7 @@ from controller import reconcile                     # noqa: E402
 from controller.pipeline import incremental          # noqa: E402
 from controller.pipeline.conntrack_cleanup import stale_udp_flushes  # noqa: E402
 from controller.pipeline.network_policy import policy_cookies  # noqa: E402
-from controller.state import StateBuilder, same_dataplane  # noqa: E402
+from controller.state import StateBuilder, as_seen_by, same_dataplane  # noqa: E402
 from services import transport, wiring               # noqa: E402
 
 LOG = logging.getLogger('kubelab.controller')
@@ -452,16 +452,20 @@ class KubeProxy(app_manager.RyuApp):
             return
         dp = sw.dp
         parser = dp.ofproto_parser
-        if not same_dataplane(sw.state, self.state):    # else: nothing to send
+        # A node cut off from the API server keeps its kube-proxy rules (state.py).
+        role = wiring.switch_role(self.cluster, dp.id)
+        node = role.node.name if role is not None and role.kind == 'node' else None
+        seen = as_seen_by(node, self.state, sw.state)
+        if not same_dataplane(sw.state, seen):    # else: nothing to send
             todo = None
             if sw.steps < FULL_PASS_EVERY:
                 try:
-                    todo = incremental.changes(sw.plan, sw.state, self.state, sw.installed)
+                    todo = incremental.changes(sw.plan, sw.state, seen, sw.installed)
                 except Exception:      # never half an incremental step: the full pass
                     LOG.exception('the incremental diff of switch %#x failed', dp.id)
                     todo = None
             if todo is None:
-                want, sw.plan = incremental.full(self.state, dp.id)
+                want, sw.plan = incremental.full(seen, dp.id)
                 todo = reconcile.changes(sw.installed, want)
                 sw.steps = 0
                 # The plan's index (0.08 s a node bridge at 10,000 Services) once the
@@ -479,7 +483,7 @@ class KubeProxy(app_manager.RyuApp):
                 batch.add(op, kind, item)
             batch.flush()
             sw.installed.apply(todo)
-        sw.state = self.state
+        sw.state = seen
         barrier = parser.OFPBarrierRequest(dp)
         dp.set_xid(barrier)
         sw.barrier = (barrier.xid, self.version)

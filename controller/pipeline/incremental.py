@@ -14,7 +14,8 @@ that rises from zero comes, a removed group goes unless an added part has it aga
 
 It answers None (the caller then computes everything: ``full``) wherever a Service port
 reaches beyond its own part, so that the answer is always what ``full`` would send:
-anything but Service ports changed (pods, policies, nodes, health, namespaces); many
+anything but Service ports changed (pods, policies, nodes, health, namespaces, MetalLB's
+announcements); many
 Service ports changed (a batch: the full pass is as fast); a changed Service port is
 sticky (ConntrackState's flow depends on whether any is), has a load balancer address or
 external IPs (the cloud edge and the external switch read those, and
@@ -124,8 +125,8 @@ def service_delta(old, new) -> tuple[list, list] | None:
 
 def _service_delta(old, new) -> tuple[list, list] | None:
     if old is None or old.cluster is not new.cluster or (
-            old.not_ready, old.lb_health, old.namespaces) != (
-            new.not_ready, new.lb_health, new.namespaces):
+            old.not_ready, old.lb_health, old.namespaces, old.announced) != (
+            new.not_ready, new.lb_health, new.namespaces, new.announced):
         return None
     for xs, ys in ((old.pods, new.pods), (old.policies, new.policies)):
         if len(xs) != len(ys) or not all(x is y or x == y for x, y in zip(xs, ys)):

@@ -26,10 +26,11 @@ def cmd_trace(args) -> int:
     from services.cluster import load_cluster_file
     client = Client()
     switches.use_lab_openvswitch(client.state_dir)
-    cluster = load_cluster_file(os.path.join(client.lab()['stateDir'], 'cluster.json'))
+    info = client.lab()
+    cluster = load_cluster_file(os.path.join(info['stateDir'], 'cluster.json'))
     objects = {kind: client.list(kind) for kind in (
-        'Pod', 'Service', 'EndpointSlice', 'Node', 'LoadBalancerHealth', 'Namespace',
-        'NetworkPolicy')}
+        'Pod', 'Service', 'EndpointSlice', 'Node', 'LoadBalancerHealth', 'L2Announcement',
+        'Namespace', 'NetworkPolicy')}
     src = args.source
     if src.startswith(('node/', 'host/')):
         kind, name = src.split('/', 1)
@@ -56,7 +57,8 @@ def cmd_trace(args) -> int:
         if not text.isdigit():
             raise KubelabError(f'destination "{dst}": give IP:PORT or svc/NAME[:PORT]')
         port, proto = int(text), args.proto or 'tcp'
-    tracer = trace.Tracer(cluster, objects)
+    tracer = trace.Tracer(cluster, objects,
+                          router_pid=(info.get('router') or {}).get('pid'))
     print(trace.render(trace.trace_connection(tracer, src_ip, dst_ip, int(port), proto,
                                               args.endpoint), tracer))
     return 0

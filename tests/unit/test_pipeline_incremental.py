@@ -191,3 +191,17 @@ def test_the_shell_indexes_only_the_plan_a_switch_still_has():
     assert old.pending is not None and not old.parts
     _index_if_current(sw, sw.plan)
     assert sw.plan.pending is None and len(sw.plan.parts) == 1
+
+
+def test_anything_but_service_ports_changed_is_left_to_the_full_pass():
+    import dataclasses
+    store = Store(default_cluster(), rng=random.Random(4))
+    builder = StateBuilder(store.cluster)
+    builder.apply(store.changes(0))
+    state = builder.state()
+    assert incremental.service_delta(state, state) == ([], [])
+    for field, value in (('announced', {'worker-1': {'10.0.0.9': 'default/s'}}),
+                         ('not_ready', frozenset({'worker-1'})),
+                         ('namespaces', {'x': {}})):
+        assert incremental.service_delta(
+            state, dataclasses.replace(state, **{field: value})) is None, field
