@@ -544,7 +544,9 @@ def render(trace: Trace, tracer: Tracer | None = None) -> str:
             same = got == trace.dst
             lines.append(f'  the answer comes from {got}: '
                          + ('the address the client called (conntrack un-NATed it)'
-                            if same else f'NOT the address the client called ({trace.dst})'))
+                            if same else f'NOT the address the client called ({trace.dst}):'
+                            ' its kernel refuses the answer and the connection never '
+                            'opens'))
     return '\n'.join(lines)
 
 
