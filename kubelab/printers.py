@@ -563,7 +563,7 @@ ROWS = {
 
 def render(kind: str, objs: list[dict], output: str | None, now: datetime,
            *, namespace: str = 'default', single: bool = False,
-           all_namespaces: bool = False) -> str:
+           all_namespaces: bool = False, show_labels: bool = False) -> str:
     """Print ``objs`` of canonical ``kind`` in ``output`` format.
 
     ``single`` prints one object by itself for json/yaml (``kubectl get pod
@@ -594,6 +594,11 @@ def render(kind: str, objs: list[dict], output: str | None, now: datetime,
     wide = output == 'wide'
     rows = [row(obj, now, wide) for obj in objs]
     header = header + (wide_header if wide else [])
+    if show_labels:                                         # kubectl get --show-labels
+        header = header + ['LABELS']
+        rows = [r + [','.join(f'{k}={v}' for k, v in sorted(
+            (_meta(obj).get('labels') or {}).items())) or '<none>']
+            for obj, r in zip(objs, rows)]
     if all_namespaces and kind not in CLUSTER_SCOPED:      # kubectl get -A
         header = ['NAMESPACE'] + header
         rows = [[_meta(obj).get('namespace', 'default')] + r for obj, r in zip(objs, rows)]

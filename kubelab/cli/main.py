@@ -3,7 +3,7 @@
   kubelab up [-f cluster.yaml] [-f manifest-or-dir ...] [--detach]
   kubelab down
   kubelab apply -f FILE|DIR [--wait]      kubelab delete -f FILE | KIND NAME
-  kubelab get KIND [NAME] [-o wide|json|yaml|name] [-n NS | -A]
+  kubelab get KIND [NAME] [-o wide|json|yaml|name] [-n NS | -A] [-l SELECTOR] [--show-labels]
   kubelab diagram -o FILE.svg|FILE.png [-n NS | -A]   (a picture of the lab)
   kubelab label pod|namespace|... NAME k=v [k-] [--overwrite]
   kubelab scale deployment NAME --replicas N
@@ -58,8 +58,10 @@ def _node(add):
 
 
 def _wait(add):
-    sp = add('wait', lab.cmd_wait, 'wait until all pods are ready and the dataplane caught up')
+    sp = add('wait', lab.cmd_wait, 'wait until all pods are ready (of every namespace, or '
+             "-n's) and the dataplane caught up")
     sp.add_argument('--timeout', type=float, default=60)
+    sp.set_defaults(namespace=None)              # every namespace unless -n NS
 
 
 def _lab(add):
@@ -107,7 +109,11 @@ def _delete(add):
     sp.add_argument('name', nargs='?')
     sp.add_argument('-f', '--filename', action='append')
     sp.add_argument('--grace-period', type=int, default=None)
-    sp.add_argument('--wait', action='store_true')
+    sp.add_argument('--wait', nargs='?', const=True, default=True, type=objects.parse_bool,
+                    metavar='true|false', help='wait until the objects are gone, as '
+                    'kubectl does (default true; --wait=false returns at once)')
+    sp.add_argument('--timeout', type=objects.parse_duration, default=120.0,
+                    help='how long --wait waits, e.g. 60s (default 120s)')
 
 
 def _get(add):
@@ -116,6 +122,11 @@ def _get(add):
     sp.add_argument('name', nargs='?')
     sp.add_argument('-o', '--output', choices=['wide', 'json', 'yaml', 'name'])
     sp.add_argument('-A', '--all-namespaces', action='store_true')
+    sp.add_argument('-l', '--selector', metavar='SELECTOR',
+                    help='only objects with these labels, as kubectl: k=v, k==v, k!=v, '
+                         "'k in (a,b)', 'k notin (a,b)', k, !k, joined by commas")
+    sp.add_argument('--show-labels', action='store_true',
+                    help='a LABELS column with every label')
 
 
 def _create(add):

@@ -16,7 +16,7 @@ from datetime import datetime, timezone
 
 from kubelab import printers
 from kubelab.client import Client
-from services import manifests
+from services import manifests, selectors
 from services.errors import KubelabError, NotFound
 from services.labels import parse_label_args
 from services.manifests import read_paths
@@ -69,17 +69,32 @@ def cmd_delete(args) -> int:
         except KubelabError as exc:
             print(f'error: {exc}', file=sys.stderr)
             code = 1
-    if args.wait:
+    if args.wait and code == 0:
+        # kubectl's --wait (default true): until every object is gone from the API (a
+        # pod after its graceful termination), so that applying it again creates it anew.
+        deadline = time.monotonic() + args.timeout
         for kind, ns, name in targets:
             def gone(kind=kind, ns=ns, name=name):
                 try:
                     client.get(kind, ns, name)
                     return False
-                except KubelabError:
+                except NotFound:
                     return True
-            client.wait_for(gone, f'{kind} {name} to be deleted', timeout=60)
+            client.wait_for(gone, f'{manifests.resource_name(kind)} "{name}" to be '
+                            'deleted (--wait=false does not wait)',
+                            timeout=max(0.0, deadline - time.monotonic()))
         client.wait_dataplane()
     return code
+
+
+def parse_bool(text: str) -> bool:
+    """kubectl's boolean flag values (``--wait=false``)."""
+    value = {'true': True, 't': True, '1': True, 'false': False, 'f': False,
+             '0': False}.get(text.lower())
+    if value is None:
+        raise argparse.ArgumentTypeError(f'invalid boolean value "{text}": use true or '
+                                         'false (e.g. --wait=false)')
+    return value
 
 
 def cmd_get(args) -> int:
@@ -101,8 +116,19 @@ def cmd_get(args) -> int:
             objs = [client.get(STORE_KIND[kind], ns, args.name)]
         else:
             objs = client.list(STORE_KIND[kind], ns)
+    if args.selector is not None:
+        if args.name:
+            raise KubelabError('when specifying a name, a selector (-l) is not allowed '
+                               f'(`kubelab get {args.kind} -l {args.selector}`)')
+        try:
+            sel = selectors.parse_selector(args.selector)
+        except ValueError as exc:
+            raise KubelabError(str(exc)) from None
+        objs = [o for o in objs if selectors.matches_label_selector(
+            sel, (o.get('metadata') or {}).get('labels'))]
     out = printers.render(kind, objs, args.output, now, namespace=args.namespace,
-                          single=bool(args.name), all_namespaces=args.all_namespaces)
+                          single=bool(args.name), all_namespaces=args.all_namespaces,
+                          show_labels=args.show_labels)
     print(out)
     return 0
 
