@@ -109,6 +109,9 @@ def cmd_get(args) -> int:
             objs = [o for o in objs if o['metadata']['name'] == args.name]
             if not objs:
                 raise KubelabError(f'hosts "{args.name}" not found')
+    elif kind == 'endpoints':
+        objs = v1_endpoints(client, None if args.all_namespaces else args.namespace,
+                            args.name)
     else:
         ns = None if args.all_namespaces or kind in printers.CLUSTER_SCOPED \
             else args.namespace
@@ -131,6 +134,27 @@ def cmd_get(args) -> int:
                           show_labels=args.show_labels)
     print(out)
     return 0
+
+
+def v1_endpoints(client: Client, namespace: str | None, name: str | None) -> list[dict]:
+    """The v1 Endpoints a v1.31 API server serves, derived from the EndpointSlices
+    (services/controllers/endpoints_v1.py); read-only, as the note on stderr says."""
+    from services.controllers.endpoints_v1 import endpoints_for
+    slices = client.list('EndpointSlice', namespace)
+    try:
+        services = [client.get('Service', namespace, name)] if name else \
+            client.list('Service', namespace)
+    except NotFound:
+        services = []
+    objs = [ep for ep in (endpoints_for(svc, slices) for svc in services) if ep]
+    if name and not objs:
+        raise NotFound(f'endpoints "{name}" not found'
+                       + (f' in namespace "{namespace}"' if namespace else ''))
+    print('Note: kubelab derives v1 Endpoints from the EndpointSlices, read-only. '
+          'EndpointSlice (discovery.k8s.io/v1, GA in v1.21) replaced them for kube-proxy, '
+          'the DNS and the Ingress controllers: `kubelab get endpointslices`.',
+          file=sys.stderr)
+    return objs
 
 
 def cmd_create(args) -> int:

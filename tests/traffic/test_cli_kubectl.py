@@ -163,3 +163,32 @@ spec:
   ports: [{port: 80}]
 """)
     assert proc.stdout.strip() == 'service/lonely created' and proc.stderr == '', proc
+
+
+def test_v1_endpoints_mirror_the_endpointslices(cli):
+    cli.apply("""
+apiVersion: v1
+kind: Service
+metadata: {name: web, namespace: cli}
+spec:
+  selector: {app: web}
+  ports: [{port: 80, targetPort: 8080}]
+""")
+    ips = sorted(cli.pod_ip(p, 'cli') for p in ('front', 'back'))
+    proc = cli.kubelab('get', 'endpoints', 'web', '-n', 'cli')
+    assert 'EndpointSlice' in proc.stderr               # says what replaced it
+    row = proc.stdout.splitlines()[1].split()
+    assert row[0] == 'web' and sorted(row[1].split(',')) == sorted(f'{ip}:8080' for ip in ips)
+    ep = cli.get_json('ep', 'web', '-n', 'cli')
+    assert ep['kind'] == 'Endpoints'
+    [subset] = ep['subsets']
+    assert sorted(a['ip'] for a in subset['addresses']) == ips
+    assert {a['targetRef']['name'] for a in subset['addresses']} == {'front', 'back'}
+    assert cli.kubelab('get', 'ep', 'lonely', '-n', 'cli').stdout.splitlines()[1].split()[
+        1] == '<none>'
+    refused = cli.apply("""
+apiVersion: v1
+kind: Endpoints
+metadata: {name: web, namespace: cli}
+""", check=False)
+    assert refused.returncode == 1 and 'read-only' in refused.stderr
