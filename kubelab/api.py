@@ -17,7 +17,8 @@ from services.errors import KubelabError
 
 #: The kinds a trace reads from the lab.
 TRACE_KINDS = ('Pod', 'Service', 'EndpointSlice', 'Node', 'LoadBalancerHealth', 'Namespace',
-               'NetworkPolicy')
+               'NetworkPolicy', 'Ingress', 'IngressClass', 'Gateway', 'GatewayClass',
+               'HTTPRoute', 'Secret')
 
 
 def source_address(client: Client, cluster, source: str, namespace: str = 'default') -> str:
@@ -53,9 +54,12 @@ def destination_address(client: Client, destination: str, namespace: str = 'defa
 
 
 def trace(source: str, destination: str, *, namespace: str = 'default',
-          proto: str | None = None, endpoint: str | None = None,
-          client: Client | None = None):
-    """A new connection's path through the live switches: (tracer, Trace)."""
+          proto: str | None = None, endpoint: str | None = None, host: str = '',
+          path: str = '/', client: Client | None = None):
+    """A new connection's path through the live switches: (tracer, Trace). When it
+    reaches an Ingress controller or a Gateway's proxy, the Trace also holds the second
+    leg: the proxy's route for ``host`` + ``path`` (``proxy``) and its own connection to
+    the backend's ClusterIP (``backend``, a Trace)."""
     from kubelab.inspect import switches
     from kubelab.inspect import trace as tracing
     from services.cluster import load_cluster_file
@@ -65,5 +69,12 @@ def trace(source: str, destination: str, *, namespace: str = 'default',
     objects = {kind: client.list(kind) for kind in TRACE_KINDS}
     src_ip = source_address(client, cluster, source, namespace)
     dst_ip, port, proto = destination_address(client, destination, namespace, proto)
+    from kubelab.inspect.trace_legs import proxy_leg
     tracer = tracing.Tracer(cluster, objects)
-    return tracer, tracing.trace_connection(tracer, src_ip, dst_ip, port, proto, endpoint)
+    result = tracing.trace_connection(tracer, src_ip, dst_ip, port, proto, endpoint)
+    result.proxy = proxy_leg(tracer, objects, result, host, path)
+    if result.proxy is not None and result.proxy.address:
+        ip, _, backend_port = result.proxy.address.rpartition(':')
+        result.backend = tracing.trace_connection(tracer, result.proxy.pod_ip, ip,
+                                                  int(backend_port), 'tcp')
+    return tracer, result

@@ -24,7 +24,8 @@ def cmd_trace(args) -> int:
     from kubelab import api
     from kubelab.inspect import trace  # here: see the module's docstring
     tracer, result = api.trace(args.source, args.destination, namespace=args.namespace,
-                               proto=args.proto, endpoint=args.endpoint)
+                               proto=args.proto, endpoint=args.endpoint, host=args.host,
+                               path=args.path)
     print(trace.render(result, tracer))
     return 0
 

@@ -179,3 +179,63 @@ def test_the_trace_says_what_the_traffic_meets(tl, where, case):
     [ip] = tl.http(source, dst_ip, port, '/clientip', timeout=2)
     assert ip['ok'] and ip['body'].split(':')[0] == where[seen], ip
     assert result.forward.final['nw_src'] == where[seen]
+
+
+def test_a_node_port_trace_names_the_services_cluster_ip(tl, where):
+    tracer, result = api.trace('host/client-1', f'{where["control-plane"]}:{where["cl.np"]}',
+                               client=tl.client)
+    text = trace_text(result, tracer)
+    assert (f'The NodePort {where["cl.np"]} belongs to Service default/cl, whose ClusterIP '
+            f'is {where["cl.vip"]}:80 with the same endpoints') in text
+    assert 'no packet is ever addressed to the ClusterIP' in text
+    # ...and the trace is right: no translation ever names the ClusterIP.
+    assert all(where['cl.vip'] not in t.before + t.after for t in result.forward.translations)
+
+
+INGRESS = """
+apiVersion: networking.k8s.io/v1
+kind: Ingress
+metadata: {name: shop}
+spec:
+  ingressClassName: nginx
+  rules:
+  - host: shop.example
+    http:
+      paths:
+      - {path: /, pathType: Prefix, backend: {service: {name: cl, port: {number: 80}}}}
+"""
+
+
+def test_an_ingress_trace_shows_both_legs_as_the_traffic_goes(tl, where, applied):
+    applied(INGRESS)
+    controller = tl.pods(namespace='ingress-nginx')[0]
+    controller_ip = controller['status']['podIP']
+    node_ip = where[controller['spec']['nodeName']]
+    tracer, result = api.trace('host/client-1', f'{node_ip}:80', host='shop.example',
+                               client=tl.client)
+    assert result.forward.outcome == 'delivered'
+    assert result.forward.final['nw_dst'] == controller_ip          # leg 1: the proxy
+    assert result.proxy.backend == 'default/cl:80'
+    assert result.proxy.address == f'{where["cl.vip"]}:80'          # via the ClusterIP
+    leg2 = result.backend
+    assert leg2.forward.outcome == 'delivered'
+    assert (leg2.forward.final['nw_src'], leg2.forward.final['nw_dst']) == (
+        controller_ip, where['web-1'])
+    text = trace_text(result, tracer)
+    assert 'Second leg: the Ingress controller' in text and 'Ingress default/shop' in text
+    # The traffic: the backend answers, and sees the proxy's address.
+    [got] = tl.request('host/client-1', node_ip, 80, '/hostname', host_header='shop.example')
+    assert got['status'] == 200 and got['body'] == 'web-1', got
+    [ip] = tl.request('host/client-1', node_ip, 80, '/clientip', host_header='shop.example')
+    assert ip['body'].split(':')[0] == controller_ip, ip
+    # Another host: no rule, nginx answers 404 itself and the trace says so.
+    _, none = api.trace('host/client-1', f'{node_ip}:80', host='other.example',
+                        client=tl.client)
+    assert none.backend is None and none.proxy.route.startswith('no rule matches (404)')
+    [miss] = tl.request('host/client-1', node_ip, 80, '/', host_header='other.example')
+    assert miss['status'] == 404, miss
+
+
+def trace_text(result, tracer) -> str:
+    from kubelab.inspect.trace import render
+    return render(result, tracer)
