@@ -12,6 +12,7 @@
   kubelab node fail|restore NAME               (cut a node off the network, reconnect it)
   kubelab exec POD|node/NAME|host/NAME [-c CONTAINER] -- CMD...
   kubelab logs POD [-c CONTAINER]
+  kubelab capture POD|node/NAME|host/NAME [-w FILE.pcap] [-c N] [--seconds S] [FILTER]
   kubelab wait                             (every pod ready, the dataplane caught up)
   kubelab flows [--service NAME] [--node NAME] [-n NS] [-o json]  (flows, counters, owners)
   kubelab top [--interval 1] [-n NS | -A] [--once]   (connections per Service and endpoint)
@@ -181,6 +182,19 @@ def _exec(add):
     sp.set_defaults(command=[])
 
 
+def _capture(add):
+    sp = add('capture', pods.cmd_capture, "tcpdump on a pod's, node/NAME's or host/NAME's "
+             'interface: summary lines, or a pcap file for Wireshark')
+    sp.add_argument('target', metavar='POD|node/NAME|host/NAME')
+    sp.add_argument('filter', nargs='*', metavar='FILTER',
+                    help="a tcpdump filter, e.g. 'tcp port 80' or icmp")
+    sp.add_argument('-w', '--write', metavar='FILE.pcap', help='write the packets to a '
+                    'pcap file (open it with Wireshark) instead of printing them')
+    sp.add_argument('-c', '--count', type=int, help='stop after this many packets')
+    sp.add_argument('--seconds', type=float, help='stop after this many seconds')
+    sp.set_defaults(rest_into='filter')          # a filter may also follow the options
+
+
 def _logs(add):
     sp = add('logs', pods.cmd_logs, "print a container's log")
     sp.add_argument('pod')
@@ -229,7 +243,7 @@ def _top(add):
 # ---------------------------------------------------------------- parser
 #: The commands in the order ``kubelab --help`` lists them.
 COMMANDS = (_up, _down, _apply, _delete, _get, _diagram, _trace, _create, _label, _scale,
-            _node, _rollout, _exec, _logs, _wait, _flows, _top, _lab, _demo, _bench)
+            _node, _rollout, _exec, _logs, _capture, _wait, _flows, _top, _lab, _demo, _bench)
 
 
 def build_parser() -> argparse.ArgumentParser:

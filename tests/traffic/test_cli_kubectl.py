@@ -192,3 +192,30 @@ kind: Endpoints
 metadata: {name: web, namespace: cli}
 """, check=False)
     assert refused.returncode == 1 and 'read-only' in refused.stderr
+
+
+def test_capture_prints_the_packets_and_writes_a_pcap(cli, tmp_path):
+    import subprocess
+    node_ip = [a['address'] for n in cli.get_json('nodes')['items']
+               if n['metadata']['name'] == 'worker-1'
+               for a in n['status']['addresses'] if a['type'] == 'InternalIP'][0]
+    pcap = tmp_path / 'ping.pcap'
+    argv = [cli.python, '-m', 'kubelab.cli', 'capture', 'host/client-1', '-c', '4',
+            '--seconds', '20']
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in __import__('sys').path if p))
+    text = subprocess.Popen(argv + ['icmp'], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True, env=env)
+    written = subprocess.Popen(argv + ['-w', str(pcap), 'icmp'], stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, text=True, env=env)
+    time.sleep(2)                                # tcpdump is listening
+    cli.run_in('host/client-1', ['ping', '-c', '3', '-i', '0.3', node_ip])
+    out, err = text.communicate(timeout=30)
+    assert text.returncode == 0, err
+    lines = [line for line in out.splitlines() if 'ICMP' in line]
+    assert len(lines) == 4, out
+    assert f'203.0.113.10 > {node_ip}: ICMP echo request' in lines[0], lines
+    assert f'{node_ip} > 203.0.113.10: ICMP echo reply' in lines[1], lines
+    written.communicate(timeout=30)
+    data = pcap.read_bytes()
+    assert data[:4] in (b'\xd4\xc3\xb2\xa1', b'\xa1\xb2\xc3\xd4'), data[:4]   # pcap magic
+    assert len(data) > 24 + 4 * 98                       # the header and four packets
