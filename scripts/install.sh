@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Install what kubelab needs on a Debian/Ubuntu machine, as root. Safe to run again:
+# Install what kubelab needs on a Debian 12 machine, as root. Safe to run again:
 # every step checks first and does nothing when its work is already done.
 #   - Debian packages: Open vSwitch, Mininet's mnexec, busybox, iperf3, ethtool, nginx
 #     (installed without starting its own service and not enabled at boot: the lab runs
@@ -22,9 +22,18 @@ if [ "$(id -u)" -ne 0 ]; then
   exit 1
 fi
 
+# Tried on Debian 12 (bookworm) only: Ryu 4.34, kubelab's OpenFlow library, has had no
+# release since 2019 and runs with eventlet 0.33.3 on bookworm's Python 3.11; newer
+# systems (Ubuntu 24.04, Debian 13) ship Python 3.12+, where that pair is untried.
+. /etc/os-release 2>/dev/null || true
+if [ "${ID:-}" != debian ] || [ "${VERSION_ID:-}" != 12 ]; then
+  say "warning: kubelab is tried on Debian 12 only, this is ${PRETTY_NAME:-an unknown system};" \
+      "going on (the Vagrantfile gives a Debian 12 VM)"
+fi
+
 packages=(openvswitch-switch mininet busybox iperf3 ethtool iputils-ping iproute2 curl
           tcpdump util-linux python3 python3-venv python3-dev nginx openssl wrk graphviz
-          dpkg-dev gcc make xz-utils)
+          dpkg-dev gcc make xz-utils jq)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

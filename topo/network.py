@@ -67,6 +67,10 @@ def detect_datapath() -> str:
     return 'kernel' if ovs.kernel_module() else 'user'
 
 
+#: The pod's interface, inside its network namespace.
+POD_INTERFACE = 'eth0'
+
+
 class MarkedSwitch(OVSSwitch):
     """An OVSSwitch whose bridge is created with the lab's mark in its external_ids."""
 
@@ -279,6 +283,9 @@ class LabNetwork:
             bridge.cmd(f'ip link set {link.intf2.name} up')
             self._mark_links([link.intf2.name])
             intf = link.intf1
+            # Inside the pod the interface is eth0, as a CNI plugin names it; Mininet
+            # made it as <host>-eth0 (unique on the machine while it was created there).
+            intf.rename(POD_INTERFACE)
             host.setMAC(wiring.mac_for(ip), intf)
             host.setIP(ip, prefix, intf)
             host.cmd(f'ip route replace default via {wiring.pod_gateway(node)} dev {intf}')

@@ -128,6 +128,31 @@ def test_the_proxy_reaches_the_backend_through_the_cluster_ip(ing, client, appli
     assert ing.pod_ip('plain') not in conf
 
 
+def test_an_ingress_may_route_to_a_nodeport_or_a_loadbalancer_service(ing, client, applied):
+    """A backend Service of type NodePort or LoadBalancer serves an Ingress as a ClusterIP
+    one does (each type builds on ClusterIP): nginx proxies to its ClusterIP, and its pods
+    answer; the node port and the load balancer address are for clients outside."""
+    typed = ''.join(
+        f'---\napiVersion: v1\nkind: Service\nmetadata: {{name: {name}}}\nspec:\n'
+        f'  type: {kind}\n  selector: {{app: {app}}}\n'
+        f'  ports: [{{name: http, port: 80, targetPort: 3000}}]\n'
+        for name, kind, app in (('np-c', 'NodePort', 'svc-c'), ('lb-d', 'LoadBalancer', 'svc-d')))
+    applied(typed)
+    applied(ingress('typed', [('np.example', [('Prefix', '/', 'np-c')]),
+                              ('lb.example', [('Prefix', '/', 'lb-d')])]))
+    lb_ip = ing.client.get('Service', *CONTROLLER)['status']['loadBalancer']['ingress'][0]['ip']
+    conf = open(os.path.join(ing.client.lab()['stateDir'], 'l7', 'ingress',
+                             'k8s.io_ingress-nginx', 'nginx.conf')).read()
+    for host, service, app in (('np.example', 'np-c', 'svc-c'), ('lb.example', 'lb-d', 'svc-d')):
+        assert ing.client.get('Service', 'default', service)['spec']['type'] in (
+            'NodePort', 'LoadBalancer')
+        [r] = ing.request(client[0], lb_ip, 80, '/', host_header=host)
+        assert r['status'] == 200, r
+        names = {p['metadata']['name'] for p in ing.pods({'app': app})}
+        assert json.loads(r['body'])['pod'] in names
+        assert f'{ing.cluster_ip(service)}:80' in conf
+
+
 # The table of examples in the Kubernetes Ingress documentation ("Examples" under "Path
 # types"), one host per row: (paths, request, expected). Paths name their backends in
 # order svc-a, svc-b, svc-c; 404: no match (the host has no default backend).

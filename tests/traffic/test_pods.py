@@ -79,9 +79,9 @@ def test_all_containers_of_a_pod_share_its_one_ip(pods):
     for container in ('app', 'logger'):
         out = pods.kubelab('exec', 'app-with-sidecar', '-c', container, '--',
                            'ip', '-4', '-o', 'addr', 'show').stdout
-        addrs = {line.split()[3].split('/')[0] for line in out.splitlines()
-                 if ' lo ' not in line}
-        assert addrs == {ip}, out
+        addrs = {(line.split()[1], line.split()[3].split('/')[0])
+                 for line in out.splitlines() if ' lo ' not in line}
+        assert addrs == {('eth0', ip)}, out      # named eth0, as a CNI plugin names it
 
 
 def test_exec_reaches_nodes_and_external_hosts(pods):
