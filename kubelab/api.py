@@ -4,17 +4,17 @@ fixture built on it); the CLI prints, this module returns.
 
     from kubelab.api import Lab
 
-    with Lab.up('cluster.yaml') as lab:           # or Lab.up() for the default cluster
+    with Lab.start('cluster.yaml') as lab:        # or Lab.start(): the default cluster
         lab.apply('app.yaml')                     # a file, a directory or YAML text; waits
-        answer = lab.probe('client', 'http://web/hostname')
+        answer = lab.probe_url('client', 'http://web/hostname')
         assert answer.pod == 'web-6d4f9-x2k7q'    # which pod answered (agnhost netexec)
         assert answer.client == lab.pod_ip('client')   # the address the server saw
         trace = lab.trace('host/client-1', 'svc/web')
         assert trace.forward.outcome == 'delivered'
     # down: every bridge, namespace and process of the lab is gone
 
-``Lab`` is the tests' ``LabControl`` (kubelab/labctl.py: ``kubelab`` commands, netprobe
-in any pod, node or host) plus these verbs. Root is needed, as for ``kubelab up``.
+``Lab`` is the tests' ``LabControl`` (kubelab/labctl.py: ``kubelab`` commands, and
+``probe``/``http``/``matrix``: netprobe's modes in any pod, node or host) plus these verbs. Root is needed, as for ``kubelab up``.
 
 ``trace`` is ``kubelab trace`` without the text: the same resolution of a source (a
 pod, ``node/NAME``, ``host/NAME``) and a destination (``IP:PORT`` or
@@ -145,15 +145,16 @@ print(json.dumps(out))
 
 
 class Lab(LabControl):
-    """A running lab. ``Lab.up(...)`` brings one up; ``Lab()`` attaches to the running
+    """A running lab. ``Lab.start(...)`` brings one up; ``Lab()`` attaches to the running
     one; ``down()`` (or leaving a ``with`` block) takes it down."""
 
     @classmethod
-    def up(cls, cluster: str | None = None, *manifests: str) -> 'Lab':
+    def start(cls, cluster: str | None = None, *manifests: str) -> 'Lab':
         """Bring up a lab from a cluster file (None: the default cluster), applying
-        ``manifests`` (files or directories) once it is ready."""
+        ``manifests`` (files or directories) once it is ready. (``lab.up()`` on an
+        object is LabControl's: ``kubelab up --detach`` again after a ``down()``.)"""
         lab = cls()
-        LabControl.up(lab, *([cluster] if cluster else []))
+        lab.up(*([cluster] if cluster else []))
         try:
             for manifest in manifests:
                 lab.apply(manifest)
@@ -192,8 +193,8 @@ class Lab(LabControl):
         ``host/NAME``; its exit code, stdout and stderr."""
         return self.run_in(target, list(argv), timeout=timeout, namespace=namespace)
 
-    def probe(self, source: str, url: str, *, namespace: str = 'default',
-              timeout: float = 2) -> Answer:
+    def probe_url(self, source: str, url: str, *, namespace: str = 'default',
+                  timeout: float = 2) -> Answer:
         """GET ``url`` from ``source`` (a pod, node/NAME, host/NAME): the answer, and on
         the same connection which pod answered and which client address it saw. A
         Service name in the URL (``web``, ``web.NS``, ``web.NS.svc.cluster.local``)

@@ -18,7 +18,7 @@ machine at a time: ``kubelab`` and ``kubelab_session`` do not mix in one run.
     KUBELAB_MANIFESTS = ['app.yaml']
 
     def test_web_answers_from_both_pods(kubelab):
-        pods = {kubelab.probe('client', 'http://web/').pod for _ in range(20)}
+        pods = {kubelab.probe_url('client', 'http://web/').pod for _ in range(20)}
         assert len(pods) == 2
 """
 
@@ -46,7 +46,7 @@ def _lab(request, module=None):
     manifests = [os.path.join(os.path.dirname(module.__file__), m)
                  if module is not None and not os.path.isabs(m) else m
                  for m in getattr(module, 'KUBELAB_MANIFESTS', ())]
-    return Lab.up(cluster, *manifests)
+    return Lab.start(cluster, *manifests)
 
 
 @pytest.fixture(scope='module')

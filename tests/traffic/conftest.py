@@ -41,7 +41,7 @@ def lab_leftovers() -> dict:
 def lab():
     """The default lab for one module: kubelab's own Python API (kubelab/api.py), as
     its pytest plugin's ``kubelab`` fixture gives it to users."""
-    ctl = Lab.up()
+    ctl = Lab.start()
     try:
         yield ctl
     finally:

@@ -46,7 +46,7 @@ KUBELAB_MANIFESTS = ['app.yaml']
 def test_the_service_spreads_and_keeps_the_client_address(kubelab):
     web = {p['metadata']['name'] for p in kubelab.get('pods')['items']
            if p['metadata']['name'].startswith('web-')}
-    answers = [kubelab.probe('client', 'http://web/') for _ in range(12)]
+    answers = [kubelab.probe_url('client', 'http://web/') for _ in range(12)]
     assert all(a.ok and a.status == 200 for a in answers), answers
     assert {a.pod for a in answers} == web                     # both pods answered
     assert {a.client for a in answers} == {kubelab.pod_ip('client')}
@@ -55,7 +55,7 @@ def test_the_service_spreads_and_keeps_the_client_address(kubelab):
 def test_refused_exec_and_trace(kubelab):
     kubelab.kubelab('scale', 'deployment', 'web', '--replicas', '0')
     kubelab.wait()
-    assert kubelab.probe('client', 'http://web/').error == 'refused'
+    assert kubelab.probe_url('client', 'http://web/').error == 'refused'
     assert kubelab.trace('client', 'svc/web').forward.outcome == 'rejected'
     out = kubelab.exec('host/client-1', 'ip', '-4', '-o', 'addr')
     assert out.returncode == 0 and '203.0.113.10' in out.stdout
