@@ -7,13 +7,15 @@ in ``ovs-ofctl`` syntax with the table's name, which is what golden tests and th
 
 Each flow's cookie is a hash of its whole content, so the shell can diff the desired set
 against what a switch holds by cookie alone: a flow whose content changes gets a new
-cookie, an unchanged flow is never touched. No Ryu import here.
+cookie, an unchanged flow is never touched. The values are immutable, so a cookie (and a
+group's content hash) is computed once per object. No Ryu import here.
 """
 
 from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass, field
+from functools import cached_property
 
 COOKIE_MARK = 0x4B << 56     # top byte 'K': a flow of kubelab's controller
 LEARNED_PRIORITY = 200       # the priority of the flows a LearnAffinity installs
@@ -206,11 +208,19 @@ class FlowSpec:
     meter: int | None = None     # meter instruction
     owner: str = ''              # the Kubernetes object (or lab part) this flow serves
 
-    @property
+    @cached_property
     def cookie(self) -> int:
         digest = hashlib.blake2b(repr((self.table, self.priority, self.match, self.actions,
                                        self.goto, self.meter)).encode(), digest_size=7)
         return COOKIE_MARK | int.from_bytes(digest.digest(), 'big')
+
+    @cached_property
+    def next_tables(self) -> tuple:
+        """(the tables it continues in: its goto and ct recirculations; the groups it
+        uses, whose buckets continue further)."""
+        tables = tuple(t for t in [self.goto] + [a.table for a in self.actions
+                                                 if isinstance(a, Ct)] if t is not None)
+        return tables, tuple(a.group_id for a in self.actions if isinstance(a, Group))
 
     def match_dict(self) -> dict:
         return dict(self.match)
@@ -263,6 +273,10 @@ class Bucket:
     actions: tuple
     weight: int = 1
 
+    @cached_property
+    def digest(self) -> bytes:
+        return hashlib.blake2b(repr(self).encode(), digest_size=8).digest()
+
 
 @dataclass(frozen=True)
 class GroupSpec:
@@ -271,9 +285,15 @@ class GroupSpec:
     buckets: tuple
     owner: str = ''
 
-    @property
+    @cached_property
+    def next_tables(self) -> tuple:
+        """The tables its buckets' ct actions recirculate to."""
+        return tuple(a.table for bucket in self.buckets for a in bucket.actions
+                     if isinstance(a, Ct) and a.table is not None)
+
+    @cached_property
     def content(self) -> int:
-        digest = hashlib.blake2b(repr(self.buckets).encode(), digest_size=8)
+        digest = hashlib.blake2b(b''.join(b.digest for b in self.buckets), digest_size=8)
         return int.from_bytes(digest.digest(), 'big')
 
     def to_ofctl(self) -> str:
@@ -300,6 +320,9 @@ class SwitchConfig:
     flows: list = field(default_factory=list)
     groups: list = field(default_factory=list)
     meters: list = field(default_factory=list)
+    checked: set = field(default_factory=set, compare=False, repr=False)   # ids of flows
+    # already checked against the pipeline with their own groups (a node's memoized
+    # Service parts): ``check_pipeline`` skips them
 
     def by_cookie(self) -> dict[int, FlowSpec]:
         return {f.cookie: f for f in self.flows}

@@ -25,8 +25,8 @@ from dataclasses import dataclass, field
 
 from services import networkpolicy
 from services.conditions import node_ready
-from services.endpoints import (by_service, endpoint_addresses, kube_proxy_ignores,
-                                local_endpoint_addresses)
+from services.endpoints import (SERVICE_NAME_LABEL, by_service, endpoint_addresses,
+                                kube_proxy_ignores, local_endpoint_addresses)
 
 PROTOCOL_NUMBERS = {'TCP': 6, 'UDP': 17}
 
@@ -136,26 +136,20 @@ class ClusterState:
     @classmethod
     def from_objects(cls, cluster, objects: dict) -> 'ClusterState':
         """``objects`` maps a kind ('Pod', 'Service', 'EndpointSlice') to its items."""
-        cidrs = {n.name: ipaddress.IPv4Network(n.pod_cidr) for n in cluster.nodes}
-        pods = []
-        for pod in objects.get('Pod', []):
-            ip = pod.get('status', {}).get('podIP')
-            node = pod.get('spec', {}).get('nodeName')
-            if ip and node in cidrs and _inside(ip, cidrs[node]):
-                meta = pod['metadata']
-                host_ports = tuple(sorted(
-                    (port.get('protocol', 'TCP'), port['hostPort'], port['containerPort'])
-                    for c in pod['spec'].get('containers') or []
-                    for port in c.get('ports') or [] if port.get('hostPort')))
-                pods.append(PodNet(meta.get('namespace', 'default'), meta['name'], node, ip,
-                                   host_ports, tuple(sorted((meta.get('labels') or
-                                                             {}).items())),
-                                   networkpolicy.named_ports(pod['spec'])))
-        pods.sort(key=lambda p: (p.node, p.ip))
+        cidrs = _pod_cidrs(cluster)
+        pods = [net for net in (_pod_net(pod, cidrs) for pod in objects.get('Pod', []))
+                if net is not None]
         slices = by_service(objects.get('EndpointSlice', []))
         ports = []
         for svc in objects.get('Service', []):
             ports.extend(_service_ports(svc, slices))
+        return cls._assemble(cluster, objects, pods, ports,
+                             [networkpolicy.from_object(p)
+                              for p in objects.get('NetworkPolicy', [])])
+
+    @classmethod
+    def _assemble(cls, cluster, objects, pods, ports, policies) -> 'ClusterState':
+        pods.sort(key=lambda p: (p.node, p.ip))
         ports.sort(key=lambda sp: sp.key)
         not_ready = frozenset(n['metadata']['name'] for n in objects.get('Node', [])
                               if not node_ready(n))
@@ -164,9 +158,120 @@ class ClusterState:
                      for h in objects.get('LoadBalancerHealth', [])}
         namespaces = {n['metadata']['name']: n['metadata'].get('labels') or {}
                       for n in objects.get('Namespace', [])}
-        policies = sorted((networkpolicy.from_object(p)
-                           for p in objects.get('NetworkPolicy', [])), key=lambda p: p.key)
+        policies = sorted(policies, key=lambda p: p.key)
         return cls(cluster, pods, ports, not_ready, lb_health, namespaces, policies)
+
+
+def same_dataplane(a: 'ClusterState | None', b: 'ClusterState') -> bool:
+    """True when ``b`` gives every switch the same flows as ``a`` because everything
+    the pipeline reads is the same; cheap where ``StateBuilder`` kept the very objects of
+    what did not change (a pod's status, a Deployment, an Ingress status: at 10,000
+    Services such a change no longer costs a recomputation of every switch)."""
+    def same(xs, ys):
+        return len(xs) == len(ys) and all(x is y or x == y for x, y in zip(xs, ys))
+    return a is not None and a.cluster is b.cluster and same(
+        a.service_ports, b.service_ports) and same(a.pods, b.pods) and same(
+        a.policies, b.policies) and (a.not_ready, a.lb_health, a.namespaces) == (
+        b.not_ready, b.lb_health, b.namespaces)
+
+
+def _pod_cidrs(cluster) -> dict:
+    return {n.name: ipaddress.IPv4Network(n.pod_cidr) for n in cluster.nodes}
+
+
+def _pod_net(pod: dict, cidrs: dict) -> PodNet | None:
+    """What the dataplane knows of a pod: None until it has an address on its node."""
+    ip = pod.get('status', {}).get('podIP')
+    node = pod.get('spec', {}).get('nodeName')
+    if not (ip and node in cidrs and _inside(ip, cidrs[node])):
+        return None
+    meta = pod['metadata']
+    host_ports = tuple(sorted(
+        (port.get('protocol', 'TCP'), port['hostPort'], port['containerPort'])
+        for c in pod['spec'].get('containers') or []
+        for port in c.get('ports') or [] if port.get('hostPort')))
+    return PodNet(meta.get('namespace', 'default'), meta['name'], node, ip, host_ports,
+                  tuple(sorted((meta.get('labels') or {}).items())),
+                  networkpolicy.named_ports(pod['spec']))
+
+
+class StateBuilder:
+    """``ClusterState`` kept up to date from the store's changes (``/lab/v1/changes``):
+    a mirror of the objects, and each Pod, Service port list and NetworkPolicy read
+    again only when its resourceVersion (for a Service: its own and its slices') moved.
+    Unchanged Services keep the very same ``ServicePort`` objects from one state to the
+    next, which the pipeline's per-Service memo (controller/pipeline/memo.py) relies on.
+    ``state()`` equals ``ClusterState.from_objects`` of the mirror (tests/unit/
+    test_state_builder.py)."""
+
+    def __init__(self, cluster):
+        self.cluster = cluster
+        self.cidrs = _pod_cidrs(cluster)
+        self.kinds: dict[str, dict[tuple, dict]] = {}
+        self.slices: dict[tuple, dict[str, dict]] = {}    # (ns, service) -> name -> slice
+        self.memo: dict[tuple, tuple] = {}                # key -> (signature, value)
+
+    def apply(self, body: dict) -> None:
+        """One answer of ``Store.changes``."""
+        if body.get('full'):
+            self.kinds, self.slices = {}, {}
+        for kind, items in body.get('objects', {}).items():
+            for obj in items:
+                meta = obj['metadata']
+                self._put((kind, meta.get('namespace', ''), meta['name']), obj)
+        for kind, ns, name in body.get('deleted', []):
+            self._put((kind, ns, name), None)
+
+    def _put(self, key: tuple, obj: dict | None) -> None:
+        kind, ns, name = key
+        old = self.kinds.setdefault(kind, {}).pop(key, None)
+        if obj is not None:
+            self.kinds[kind][key] = obj
+        if kind == 'EndpointSlice':
+            for sl, drop in ((old, True), (obj, False)):
+                service = ((sl or {}).get('metadata', {}).get('labels') or {}).get(
+                    SERVICE_NAME_LABEL)
+                if service:
+                    mine = self.slices.setdefault((ns or 'default', service), {})
+                    if drop:
+                        mine.pop(name, None)
+                    else:
+                        mine[name] = sl
+
+    def _memo(self, key, signature, compute):
+        hit = self.memo.get(key)
+        if hit is not None and hit[0] == signature:
+            return hit[1]
+        value = compute()
+        self.memo[key] = (signature, value)
+        return value
+
+    def state(self) -> 'ClusterState':
+        used = {}
+        pods, ports, policies = [], [], []
+        for key, pod in self.kinds.get('Pod', {}).items():
+            net = self._memo(key, pod['metadata'].get('resourceVersion'),
+                             lambda pod=pod: _pod_net(pod, self.cidrs))
+            used[key] = self.memo[key]
+            if net is not None:
+                pods.append(net)
+        for key, svc in self.kinds.get('Service', {}).items():
+            ns = key[1] or 'default'
+            mine = self.slices.get((ns, key[2]), {})
+            signature = (svc['metadata'].get('resourceVersion'), tuple(sorted(
+                (name, sl['metadata'].get('resourceVersion')) for name, sl in mine.items())))
+            ports.extend(self._memo(key, signature, lambda svc=svc, mine=mine: _service_ports(
+                svc, {(svc['metadata'].get('namespace', 'default'), svc['metadata']['name']):
+                      [mine[n] for n in sorted(mine)]})))
+            used[key] = self.memo[key]
+        for key, policy in self.kinds.get('NetworkPolicy', {}).items():
+            policies.append(self._memo(key, policy['metadata'].get('resourceVersion'),
+                                       lambda policy=policy: networkpolicy.from_object(policy)))
+            used[key] = self.memo[key]
+        self.memo = used
+        objects = {kind: list(self.kinds.get(kind, {}).values())
+                   for kind in ('Node', 'LoadBalancerHealth', 'Namespace')}
+        return ClusterState._assemble(self.cluster, objects, pods, ports, policies)
 
 
 def _inside(ip: str, net) -> bool:

@@ -23,6 +23,10 @@ so that a noisy machine slows both sides alike; the table shows the ratio VIP/di
                   above): N policies over ``--policy-pods`` pods, the time until every
                   switch carries them, the flows a node holds, and a new connection's
                   latency without and with them (kubelab/bench_policy.py)
+  Scale           with ``--scale N`` (``--scale-only``: only these rows): N Services
+                  x 10 endpoints applied, in every switch, ``kubelab wait``; one more
+                  Service and a pod backing all of them, to every switch; connect
+                  latency and memory at 100 and at N Services (kubelab/bench_scale.py)
 
 Each path has a client of its own: a pod on worker-1 for the paths from inside, an
 external host for each path from outside (the benchmark's cluster has six), as separate
@@ -208,6 +212,8 @@ def _measure(lab: LabControl, args) -> int:
     to = _targets(lab)
     if getattr(args, 'policies', 0) and getattr(args, 'policies_only', False):
         return _measure_policies(lab, args, to)
+    if getattr(args, 'scale', 0) and getattr(args, 'scale_only', False):
+        return _measure_scale(lab, args)
     pid = lab.netns_pid('bench-server')
     iperf_server = subprocess.Popen(['nsenter', f'--net=/proc/{pid}/ns/net', '--',
                                      'iperf3', '-s', '-p', '5201'],
@@ -231,7 +237,15 @@ def _measure(lab: LabControl, args) -> int:
     _print_ratios(tput, conns, http)
     _print_failures(args, long_runs, failover)
     if getattr(args, 'policies', 0):
-        return _measure_policies(lab, args, to)
+        _measure_policies(lab, args, to)
+    if getattr(args, 'scale', 0):
+        _measure_scale(lab, args)
+    return 0
+
+
+def _measure_scale(lab: LabControl, args) -> int:
+    from kubelab import bench_scale
+    bench_scale.print_rows(bench_scale.measure(lab, args.scale))
     return 0
 
 

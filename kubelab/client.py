@@ -117,9 +117,9 @@ class Client:
         """Wait until every switch carries the store's current version, and every ready
         Ingress/Gateway proxy runs the configuration of that version; seconds taken."""
         start = time.monotonic()
+        switches = len(self.lab()['nodes']) + 3         # + underlay, edge, external
         while True:
             dp = self.dataplane()
-            switches = len(self.lab()['nodes']) + 3     # + underlay, edge, external
             proxies = dp.get('proxies') or {'version': dp['storeVersion'], 'pending': []}
             if dp['version'] >= dp['storeVersion'] and len(dp['switches']) >= switches \
                     and proxies['version'] >= dp['storeVersion'] and not proxies['pending']:
@@ -160,8 +160,9 @@ class Client:
                             st.get('updatedReplicas', 0)) != (want, want, want):
                         return False
             return True
+        deadline = time.monotonic() + timeout
         self.wait_for(settled, 'the applied pods to be ready', timeout)
-        self.wait_dataplane()
+        self.wait_dataplane(timeout=_left(deadline))
 
     def wait_ready(self, namespace: str | None = 'default', timeout: float = 60):
         """Wait until every pod of the namespace (None: of every namespace) is Ready and
@@ -174,8 +175,15 @@ class Client:
                           for p in pods)
             return pods_ok and all(deployment_complete(d) for d in deps)
         where = f'namespace {namespace}' if namespace else 'every namespace'
+        deadline = time.monotonic() + timeout
         self.wait_for(settled, f'the pods in {where} to be ready', timeout)
-        self.wait_dataplane()
+        self.wait_dataplane(timeout=_left(deadline))
+
+
+def _left(deadline: float) -> float:
+    """What is left of a caller's timeout for the dataplane's part of a wait (the
+    dataplane always gets a last look, even when the pods took all of it)."""
+    return max(deadline - time.monotonic(), 0.0)
 
 
 def deployment_complete(dep: dict) -> bool:

@@ -45,7 +45,7 @@ IMAGE_REPOSITORIES = {
 }
 
 #: The agnhost subcommands kubelab emulates.
-AGNHOST_SUBCOMMANDS = ('netexec', 'serve-hostname', 'pause')
+AGNHOST_SUBCOMMANDS = ('netexec', 'serve-hostname', 'porter', 'pause')
 
 #: How the agnhost binary is named in ``command: [/agnhost, netexec]``.
 AGNHOST_BINARIES = ('/agnhost', 'agnhost')

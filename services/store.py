@@ -26,7 +26,12 @@ The store keeps the objects and runs the rules; the rules live by subject:
   nothing) in services/validation/warnings.py;
 * the Deployment controller's records and decisions in
   services/controllers/deployments.py (the store makes and terminates the pods it asks
-  for); the EndpointSlice computation in services/controllers/endpointslices.py.
+  for); the EndpointSlice computation in services/controllers/endpointslices.py, run
+  incrementally (only the Services a change concerns) by
+  services/controllers/endpointslice_sync.py;
+* the objects themselves, indexed by kind and logged in the order they changed (so the
+  controllers and kube-proxy follow changes, not whole states), in services/objectindex.py;
+  the reading side (copies, views, snapshots, changes) in services/store_reads.py.
 
 ``saved`` and ``restore`` keep the store on disk across a daemon that died
 (services/persistence.py says what is kept and what becomes of pods); ``apply``
@@ -53,11 +58,14 @@ from services.allocation.cluster_ips import assign_cluster_ip, release_cluster_i
 from services.allocation.load_balancer_ips import assign_load_balancer_ip, \
     release_load_balancer_ip
 from services.allocation.node_ports import assign_node_ports, release_node_ports
-from services.controllers import endpointslices as endpoints, scheduler
+from services.controllers import scheduler
+from services.controllers.endpointslice_sync import EndpointSliceController
 from services.controllers.deployments import MAX_PASSES, DeploymentController, ReplicaSet, \
     keep_rollout_marks, new_pod, owned_by, stamp_restart
 from services.errors import ApplyError, KubelabError, NotFound, ValidationError
 from services.labels import relabel
+from services.objectindex import ObjectIndex
+from services.store_reads import StoreReads
 from services.validation.common import Checker
 from services.validation.deployment import default_strategy
 from services.validation.warnings import apply_warnings
@@ -98,7 +106,7 @@ def _kernel() -> str:
     return platform.release()
 
 
-class Store:
+class Store(StoreReads):
     def __init__(self, cluster, rng: random.Random | None = None, clock=time.time):
         self.cluster = cluster
         self.rng = rng or random.Random()
@@ -106,7 +114,10 @@ class Store:
         self.deployments = DeploymentController()
         self.cond = threading.Condition()
         self.rv = 1
-        self.objects: dict[tuple, dict] = {}
+        self.epoch = naming.new_uid()     # tells a follower this store from an earlier one
+        self.objects = ObjectIndex()     # (kind, namespace, name) -> object
+        self._copies: dict[tuple, tuple] = {}   # key -> (object, its version, copy): view
+        self.endpoint_slices = EndpointSliceController()
         self.cluster_ips = ClusterIPAllocator(cluster.service_cidr)
         self.node_ports = NodePortAllocator(*cluster.node_port_range)
         self.lb_ips = LoadBalancerIPAllocator(cluster.lb_pool)
@@ -126,45 +137,16 @@ class Store:
         its ReplicaSet."""
         return self.deployments.replica_sets
 
-    # ------------------------------------------------------------ reading
-    def get(self, kind: str, namespace: str | None, name: str) -> dict:
-        with self.cond:
-            obj = self.objects.get((kind, namespace or '', name))
-            if obj is None:
-                raise NotFound(f'{manifests.resource_name(kind)} "{name}" not found'
-                               + (f' in namespace "{namespace}"' if namespace else ''))
-            return copy.deepcopy(obj)
-
-    def list(self, kind: str, namespace: str | None = None) -> list[dict]:
-        with self.cond:
-            return [copy.deepcopy(o) for (k, ns, _), o in sorted(self.objects.items())
-                    if k == kind and (namespace is None or ns == namespace)]
-
-    def snapshot(self, since: int = 0, timeout: float = 0) -> tuple[int, dict]:
-        """Wait until the resourceVersion passes ``since`` (or ``timeout``), then return
-        every object grouped by kind."""
-        deadline = time.monotonic() + timeout
-        with self.cond:
-            while self.rv <= since and time.monotonic() < deadline:
-                self.cond.wait(deadline - time.monotonic())
-            out: dict[str, list] = {}
-            for (kind, _, _), obj in sorted(self.objects.items()):
-                out.setdefault(kind, []).append(copy.deepcopy(obj))
-            return self.rv, out
-
-    def wait(self, since: int, timeout: float) -> int:
-        deadline = time.monotonic() + timeout
-        with self.cond:
-            while self.rv <= since and time.monotonic() < deadline:
-                self.cond.wait(deadline - time.monotonic())
-            return self.rv
-
     # ------------------------------------------------------------ kept on disk
     def saved(self, cluster_doc: dict) -> dict:
-        """What persistence keeps of the store now (a deep copy: safe to write out)."""
+        """What persistence keeps of the store now, safe to write out: the objects from
+        ``view`` (copies no one changes), the rest deep-copied."""
         with self.cond:
-            return copy.deepcopy(persistence.saved(list(self.objects.values()),
-                                                   self.replica_sets, cluster_doc))
+            objects = [o for kind in sorted(self.objects.kinds()) for o in self.view(kind)]
+            document = persistence.saved(objects, copy.deepcopy(self.replica_sets),
+                                         cluster_doc)
+            document['cluster'] = copy.deepcopy(document['cluster'])
+            return document
 
     def restore(self, document: dict) -> list[str]:
         """Load what ``saved`` kept (into a store that holds only its own start-up
@@ -352,10 +334,12 @@ class Store:
     def _put(self, obj: dict):
         meta = obj['metadata']
         meta['resourceVersion'] = str(self.rv + 1)
-        self.objects[(obj['kind'], meta.get('namespace', ''), meta['name'])] = obj
+        self.objects.put((obj['kind'], meta.get('namespace', ''), meta['name']), obj,
+                         self.rv + 1)
 
     def _remove(self, key):
-        obj = self.objects.pop(key, None)
+        obj = self.objects.remove(key, self.rv + 1)
+        self._copies.pop(key, None)
         if obj is not None and obj['kind'] == 'Service':
             release_cluster_ip(obj, self.cluster_ips)
             release_node_ports(obj, self.node_ports)
@@ -505,7 +489,7 @@ class Store:
         with self.cond:
             key = (LB_HEALTH_KIND, namespace, name)
             if healthy is None:
-                if self.objects.pop(key, None) is not None:
+                if self._remove(key) is not None:
                     self._changed()
                 return
             old = self.objects.get(key)
@@ -550,17 +534,16 @@ class Store:
         self.cond.notify_all()
 
     def _pods(self, namespace=None) -> list[dict]:
-        return [o for (k, ns, _), o in self.objects.items()
-                if k == 'Pod' and (namespace is None or ns == namespace)]
+        return [o for (_, ns, _), o in self.objects.of_kind('Pod').items()
+                if namespace is None or ns == namespace]
 
     def _reconcile(self) -> bool:
         before = self.rv, len(self.objects)
         changed = False
-        for (kind, _, _), dep in list(self.objects.items()):
-            if kind == 'Deployment':
-                changed |= self._reconcile_deployment(dep)
+        for dep in list(self.objects.of_kind('Deployment').values()):
+            changed |= self._reconcile_deployment(dep)
         changed |= self._schedule()
-        changed |= self._reconcile_endpoints()
+        changed |= self.endpoint_slices.reconcile(self)
         return changed or before != (self.rv, len(self.objects))
 
     # ------------------------------------------------------------ the deployment controller
@@ -610,7 +593,7 @@ class Store:
     def _schedule(self) -> bool:
         """Bind the pending pods to the nodes kube-scheduler chooses
         (services/controllers/scheduler.py)."""
-        nodes = [o for (k, _, _), o in self.objects.items() if k == 'Node']
+        nodes = list(self.objects.of_kind('Node').values())
         decisions = scheduler.schedule(nodes, self._pods())
         for pod, node, conditions in decisions:
             if node is not None:
@@ -618,42 +601,6 @@ class Store:
             pod['status']['conditions'] = conditions
             self._put(pod)
         return bool(decisions)
-
-    def _reconcile_endpoints(self) -> bool:
-        changed = False
-        slices = {}
-        for (kind, ns, name), obj in list(self.objects.items()):
-            if kind == 'EndpointSlice' and obj['metadata'].get('labels', {}).get(
-                    'endpointslice.kubernetes.io/managed-by', '').startswith(
-                    'endpointslice-controller'):
-                svc = obj['metadata']['labels'].get('kubernetes.io/service-name')
-                slices.setdefault((ns, svc), []).append(obj)
-        wanted = set()
-        for (kind, ns, name), svc in list(self.objects.items()):
-            if kind != 'Service':
-                continue
-            existing = slices.get((ns, name), [])
-            new = endpoints.compute_endpoint_slices(svc, self._pods(ns), existing, rng=self.rng)
-            by_name = {s['metadata']['name']: s for s in existing}
-            for sl in new:
-                wanted.add((ns, sl['metadata']['name']))
-                old = by_name.get(sl['metadata']['name'])
-                if old is not None and _same_slice(old, sl):
-                    continue
-                if old is not None:
-                    sl['metadata']['uid'] = old['metadata']['uid']
-                    sl['metadata']['creationTimestamp'] = old['metadata']['creationTimestamp']
-                else:
-                    sl['metadata']['uid'] = naming.new_uid()
-                    sl['metadata']['creationTimestamp'] = naming.now_rfc3339()
-                self._put(sl)
-                changed = True
-        for (ns, _), items in slices.items():
-            for sl in items:
-                if (ns, sl['metadata']['name']) not in wanted:
-                    self._remove(('EndpointSlice', ns, sl['metadata']['name']))
-                    changed = True
-        return changed
 
 
 LB_HEALTH_KIND = 'LoadBalancerHealth'
@@ -663,11 +610,6 @@ def _same(a: dict, b: dict) -> bool:
     mb = {k: v for k, v in b['metadata'].items() if k not in strip}
     return ma == mb and {k: v for k, v in a.items() if k != 'metadata'} == \
         {k: v for k, v in b.items() if k != 'metadata'}
-
-
-def _same_slice(a: dict, b: dict) -> bool:
-    return (a.get('endpoints'), a.get('ports'), a['metadata'].get('labels')) == \
-        (b.get('endpoints'), b.get('ports'), b['metadata'].get('labels'))
 
 
 def _user_spec(new: dict, old: dict) -> dict:

@@ -6,10 +6,11 @@ holds and the Ryu shell sends the difference; nothing here sends anything.
 
 The wing, by file: tables.py (the tables and what iptables place each plays, marks,
 zones, priorities, the check of every goto); one file per kind of switch, each with its
-builder: node_switch.py (``node_bridge``, one function per table), edge_switch.py
-(``cloud_edge``), underlay_switch.py (``underlay``), external_switch.py (``external``);
-shared.py (flows several switches build alike); conntrack_cleanup.py (what to flush
-when a UDP endpoint goes).
+builder: node_switch.py (``node_bridge``, one function per table; a Service port's
+fronts and groups in service_fronts.py, its flows memoized while it does not change by
+memo.py), edge_switch.py (``cloud_edge``), underlay_switch.py (``underlay``),
+external_switch.py (``external``); shared.py (flows several switches build alike);
+conntrack_cleanup.py (what to flush when a UDP endpoint goes).
 """
 
 from __future__ import annotations

@@ -33,12 +33,12 @@ def stale_udp_flushes(old, new) -> list[ConntrackFlush]:
     node's zone is flushed."""
     if old is None:
         return []
-    now = {sp.key: set(sp.endpoints) for sp in new.service_ports}
+    now = {sp.key: sp for sp in new.service_ports if sp.protocol == 'UDP'}
     flushes = []
     for sp in old.service_ports:
-        if sp.protocol != 'UDP':
+        if sp.protocol != 'UDP' or now.get(sp.key) is sp:     # the same: unchanged
             continue
-        gone = set(sp.endpoints) - now.get(sp.key, set())
+        gone = set(sp.endpoints) - set(now[sp.key].endpoints if sp.key in now else ())
         fronts = [f'ct_nw_dst={addr},ct_nw_proto=17,ct_tp_dst={sp.port}'
                   for addr in (sp.vip, *sp.external_addresses)]
         if sp.node_port:

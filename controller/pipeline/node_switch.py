@@ -10,131 +10,34 @@ NetworkPolicy adds five tables before ConntrackCommit (EgressRule, EgressDefault
 IngressRule, IngressDefaultRule, PolicyVerdict) and a few flows in ConntrackState,
 ServiceLB and L3Forwarding; network_policy.py compiles them, from ``NodeBridge.policy``.
 
-A Service port is reached at one or more *fronts* on a node (its ClusterIP:port, this
-node's NodeIP:NodePort, its load balancer address and external IPs, which every node
-catches as kube-proxy does); ``service_fronts`` decides, once per front, which
-endpoints the traffic policies leave it and which select group balances over them. ServiceLB sends a
-front's new connections to that group; with session affinity SessionAffinity,
-EndpointDNAT and AffinityLearn add their flows for the same front.
+A Service port is reached at one or more *fronts* on a node (service_fronts.py says
+where, over which endpoints and groups). ServiceLB sends a front's new connections to
+its group; with session affinity SessionAffinity, EndpointDNAT and AffinityLearn add
+their flows for the same front. These per-front flows and the groups are computed per
+Service port (``service_part``) and memoized while it does not change (memo.py).
 """
 
 from __future__ import annotations
 
 import ipaddress
 from dataclasses import dataclass
-from functools import cached_property
+from functools import cached_property, lru_cache
 
 from controller.flows import (Bucket, Ct, Group, GroupSpec, LearnAffinity, MeterSpec, Nat,
                               Output, Resubmit, SetField, SwitchConfig, ToController,
                               ct_state, flow)
-from controller.pipeline import network_policy, shared
+from controller.pipeline import memo, network_policy, shared
+from controller.pipeline.service_fronts import (Front, bind_fronts, front_templates,
+                                                group_ids, source_port_bits,
+                                                split_endpoints)
 from controller.pipeline.tables import (
     AFFINITY_COOKIE, CT_MARK_NODE_MASQ, ETH_IP, PRIORITY_AFFINITY_PER_SOURCE_PORT,
     PRIORITY_FALLBACK, PRIORITY_HAIRPIN, PRIORITY_HIGH, PRIORITY_LOW, PRIORITY_MISS,
-    PRIORITY_NODEPORT_FROM_NODE, PRIORITY_NODEPORT_FROM_POD, PRIORITY_NODEPORT_MASQ_ROUTE,
-    PRIORITY_NODEPORT_MASQ_SNAT, PRIORITY_NORMAL, PRIORITY_REPLY_UNMASQUERADED, REG0_LOCAL_ORIGIN, REJECT_METER,
-    REJECT_RATE_PPS, SNAT_ZONE_BASE, T)
+    PRIORITY_NODEPORT_MASQ_ROUTE, PRIORITY_NODEPORT_MASQ_SNAT, PRIORITY_NORMAL,
+    PRIORITY_REPLY_UNMASQUERADED, REJECT_METER, REJECT_RATE_PPS, SNAT_ZONE_BASE, T,
+    check_pipeline)
 from controller.state import PROTOCOL_NUMBERS
 from services import wiring
-
-
-@dataclass(frozen=True)
-class Front:
-    """One address and port at which a Service port is reached on this bridge, with the
-    endpoints ServiceLB balances its new connections over."""
-    sp: object                  # the ServicePort
-    match: dict                 # ServiceLB's match: protocol, address, port (and more)
-    endpoints: tuple            # what the traffic policies leave this front
-    group: int | None           # the select group over them; None: none to balance over
-    mark: int | None = None     # the ct_mark its connections get (CT_MARK_NODE_MASQ)
-    affinity: int | None = None     # sessionAffinity ClientIP: its timeout (seconds)
-    priority: int = PRIORITY_NORMAL     # NODEPORT_FROM_NODE: a Local policy's own node
-
-    @property
-    def owner(self) -> str:
-        return f'service {self.sp.key}'
-
-    @property
-    def l4_dst(self) -> str:
-        return 'tcp_dst' if self.match['ip_proto'] == 6 else 'udp_dst'
-
-    @property
-    def sticky(self) -> bool:
-        """Balanced with session affinity (a front without endpoints has no group)."""
-        return bool(self.affinity) and self.group is not None
-
-
-def service_fronts(state, node) -> list[Front]:
-    """Per Service port kube-proxy implements, in order: its ClusterIP, then its
-    external fronts (``external_fronts``). Group ids are given in this order, probing
-    past collisions; fronts with the same group key share one group."""
-    taken, groups = set(), {}
-    fronts = []
-
-    def front(match, sp, endpoints, key, **kw):
-        gid = None
-        if sp.endpoints and endpoints:
-            gid = groups.get(key)
-            if gid is None:
-                gid = groups[key] = shared.group_id(key, taken)
-        fronts.append(Front(sp, match, tuple(endpoints), gid, **kw))
-
-    for sp in state.proxied_ports:
-        l4_dst = 'tcp_dst' if sp.protocol == 'TCP' else 'udp_dst'
-        base = {'eth_type': ETH_IP, 'ip_proto': sp.proto_number}
-        # internalTrafficPolicy Local: a node's pods reach only the node's endpoints.
-        eps = sp.local_endpoints(node.name) if sp.internal_local else sp.endpoints
-        front(dict(base, ipv4_dst=sp.vip, **{l4_dst: sp.port}), sp, eps,
-              sp.key + ('@' + node.name if sp.internal_local else ''),
-              affinity=sp.affinity_timeout)
-        external_fronts(front, sp, node, base, l4_dst, state.cluster.cluster_cidr)
-    return fronts
-
-
-def external_fronts(front, sp, node, base: dict, l4_dst: str, cluster_cidr: str) -> None:
-    """kube-proxy's KUBE-EXT chain of a Service port, once per address it catches on
-    this node: this node's IP at the nodePort, the load balancer address and every
-    external IP at the Service port (on every node: a pod's connection to them never
-    leaves its node). All share one group (KUBE-EXT jumps to one chain).
-
-    externalTrafficPolicy Cluster: any endpoint, masqueraded as this node (so replies
-    come back here). Local: this node's endpoints, client IP kept; the node itself and
-    every pod of the cluster are not external clients (KUBE-EXT's ``--src-type LOCAL``
-    and ``-s <cluster CIDR>`` rules, kube-proxy's default ``--detect-local-mode
-    ClusterCIDR``) and reach every endpoint unmasqueraded, at a higher priority. A pod
-    of another node whose connection lands on an endpoint of a third node (or of its
-    own) then gets the answer straight from that endpoint and refuses it, as in a
-    cluster (kubernetes#74383). A load balancer
-    address with ``loadBalancerSourceRanges`` is caught only from those ranges
-    (kube-proxy's KUBE-FW; ``lb_firewall`` drops the rest)."""
-    suffix = '/nodeport' if sp.node_port else '/external'
-    key = sp.key + suffix + ('@' + node.name if sp.external_local else '')
-    eps = sp.local_endpoints(node.name) if sp.external_local else sp.endpoints
-    addresses = [(node.ip, sp.node_port, ())] if sp.node_port else []
-    addresses += [(ip, sp.port, sp.source_ranges if ip == sp.lb_ip else ())
-                  for ip in sp.external_addresses]
-    for address, port, ranges in addresses:
-        match = dict(base, ipv4_dst=address, **{l4_dst: port})
-        for source in ranges or (None,):
-            allowed = match
-            if source is not None:
-                net = ipaddress.IPv4Network(source)
-                allowed = dict(match, ipv4_src=(str(net.network_address), str(net.netmask)))
-            front(allowed, sp, eps, key,
-                  mark=None if sp.external_local else CT_MARK_NODE_MASQ,
-                  affinity=sp.affinity_timeout)
-            if sp.external_local:
-                front(dict(allowed, reg0=(REG0_LOCAL_ORIGIN, REG0_LOCAL_ORIGIN)), sp,
-                      sp.endpoints, sp.key + suffix + '-from-node',
-                      priority=PRIORITY_NODEPORT_FROM_NODE)
-                if source is None:
-                    # kube-proxy's default --detect-local-mode ClusterCIDR: any pod of
-                    # the cluster, whatever its node, is "local" traffic.
-                    pods = ipaddress.IPv4Network(cluster_cidr)
-                    front(dict(allowed, ipv4_src=(str(pods.network_address),
-                                                  str(pods.netmask))), sp, sp.endpoints,
-                          sp.key + suffix + '-from-node',
-                          priority=PRIORITY_NODEPORT_FROM_POD)
 
 
 @dataclass(frozen=True)
@@ -174,8 +77,30 @@ class NodeBridge:
         return self.state.pods_on(self.node.name)
 
     @cached_property
-    def fronts(self) -> list[Front]:
-        return service_fronts(self.state, self.node)
+    def service_parts(self) -> list[dict]:
+        """Per Service port, in order, its flows in the stages that serve its fronts
+        (stage name -> flows, 'groups' -> its groups, 'vip' -> its ClusterIP's REJECT
+        of other ports): memoized (memo.py), as are its fronts before group ids."""
+        ports = self.state.proxied_ports
+        pods = self.state.cluster.cluster_cidr
+        templates = memo.per_service(('fronts', self.node.name),
+                                     [(sp, (self.node, pods), sp) for sp in ports],
+                                     lambda sp: front_templates(sp, self.node, pods))
+        taken, items = set(), []
+        for sp, mine in zip(ports, templates):
+            gids = group_ids(sp, mine, taken)
+            items.append((sp, (self.node, gids), (sp, mine, gids)))
+        return memo.per_service(('node', self.node.name), items, lambda arg: service_part(
+            self, bind_fronts(*arg)))
+
+    def part_flows(self, stage: str) -> list:
+        return [f for part in self.service_parts for f in part[stage]]
+
+    def checked_parts(self) -> set:
+        """The ids of the flows of the memoized parts, each checked against the
+        pipeline when its part was computed (``service_part``)."""
+        return {id(f) for part in self.service_parts for stage in PART_STAGES
+                for f in part[stage]} | {id(part['vip'][1]) for part in self.service_parts}
 
     @cached_property
     def policy(self) -> network_policy.NodePolicy:
@@ -257,9 +182,15 @@ def session_affinity(ctx: NodeBridge) -> list:
     # then caches this Service's new connections per source port, so each one is
     # looked up afresh and finds what the previous one learned (else a cached miss
     # would send the client's next connections to the group for a few hundred ms).
+    return ctx.part_flows('session_affinity')
+
+
+def _session_affinity(front: Front) -> list:
+    if not front.sticky:
+        return []
     return [flow(T['SessionAffinity'], PRIORITY_AFFINITY_PER_SOURCE_PORT,
-                 dict(f.match, **{f.l4_dst.replace('dst', 'src'): 0}), owner=f.owner)
-            for f in ctx.fronts if f.sticky]
+                 dict(front.match, **{front.l4_dst.replace('dst', 'src'): 0}),
+                 owner=front.owner)]
 
 
 def service_lb(ctx: NodeBridge) -> list:
@@ -269,8 +200,7 @@ def service_lb(ctx: NodeBridge) -> list:
     node = ctx.node
     flows = [flow(T['ServiceLB'], PRIORITY_MISS, goto=T['ConntrackCommit'],
                   owner='conntrack'), *network_policy.service_lb_flows(ctx.policy)]
-    for front in ctx.fronts:
-        flows += _balance(front)
+    flows += ctx.part_flows('service_lb')
     # hostPort (the CNI portmap plugin's DNAT): this node's address and the port ->
     # the pod, the client's address kept, whether the pod is ready or not.
     for pod in ctx.local_pods:
@@ -284,15 +214,18 @@ def service_lb(ctx: NodeBridge) -> list:
                 owner=f'{pod.owner} hostPort'))
     flows += lb_firewall(ctx)
     vips = {}
-    for sp in ctx.state.proxied_ports:
-        vips.setdefault(sp.vip, f'service {sp.namespace}/{sp.service}')
-    for vip, owner in sorted(vips.items()):
-        # A ClusterIP answers only on its ports: anything else is rejected, as nftables'
-        # kube-proxy does (the controller drops what it cannot answer, e.g. ICMP).
-        flows.append(flow(T['ServiceLB'], PRIORITY_FALLBACK,
-                          {'eth_type': ETH_IP, 'ipv4_dst': vip},
-                          (ToController(),), meter=REJECT_METER, owner=owner))
-    return flows
+    for part in ctx.service_parts:
+        vips.setdefault(part['vip'][0], part['vip'][1])
+    return flows + [vips[vip] for vip in sorted(vips)]
+
+
+def _vip_reject(sp) -> tuple:
+    """(ClusterIP, the flow that rejects its ports no Service port declares)."""
+    # A ClusterIP answers only on its ports: anything else is rejected, as nftables'
+    # kube-proxy does (the controller drops what it cannot answer, e.g. ICMP).
+    return sp.vip, flow(T['ServiceLB'], PRIORITY_FALLBACK,
+                        {'eth_type': ETH_IP, 'ipv4_dst': sp.vip}, (ToController(),),
+                        meter=REJECT_METER, owner=f'service {sp.namespace}/{sp.service}')
 
 
 def lb_firewall(ctx: NodeBridge) -> list:
@@ -319,69 +252,106 @@ def _balance(front: Front) -> list:
                      meter=REJECT_METER, owner=owner)]
     if front.group is None:
         return [flow(T['ServiceLB'], front.priority, match, owner=owner)]
-    if not front.affinity:
-        return [flow(T['ServiceLB'], front.priority, match, (Group(front.group),),
-                     owner=owner)]
     # Session affinity: remember which Service address and port this is (reg7, reg8)
     # so that AffinityLearn, after the DNAT, can learn the client's endpoint.
-    dst = int(ipaddress.IPv4Address(match['ipv4_dst']))
-    return [flow(T['ServiceLB'], front.priority, match,
-                 (SetField('reg7', dst), SetField('reg8', match[front.l4_dst]),
-                  Group(front.group)), owner=owner),
-            flow(T['ServiceLB'], PRIORITY_HIGH, dict(match, reg5=(1, 1)),
-                 (SetField('reg6', front.mark or 0),), goto=T['EndpointDNAT'],
-                 owner=owner)]
+    remember = (SetField('reg7', int(ipaddress.IPv4Address(match['ipv4_dst']))),
+                SetField('reg8', match[front.l4_dst])) if front.affinity else ()
+    # A front split over 2^k groups: bits 1..k of the source port choose one.
+    l4_src = front.l4_dst.replace('dst', 'src')
+    flows = [flow(T['ServiceLB'], front.priority, dict(match, **{l4_src: source_port_bits(
+                 i, len(front.split))}) if front.split else match,
+                 (*remember, Group(gid)), owner=owner)
+             for i, gid in enumerate(front.split or (front.group,))]
+    if front.affinity:
+        flows.append(flow(T['ServiceLB'], PRIORITY_HIGH, dict(match, reg5=(1, 1)),
+                          (SetField('reg6', front.mark or 0),), goto=T['EndpointDNAT'],
+                          owner=owner))
+    return flows
 
 
 def service_lb_groups(ctx: NodeBridge) -> list:
     """ServiceLB's select groups: per front with endpoints, a bucket per endpoint that
     DNATs to it and commits the connection (with the front's mark)."""
+    return [g for part in ctx.service_parts for g in part['groups']]
+
+
+@lru_cache(maxsize=65536)
+def _bucket(zone: int, after: int, ip: str, port: int, mark: int | None) -> Bucket:
+    """A bucket that DNATs to one endpoint: one object for every group that has it (a
+    pod behind 10,000 Services), so its content hash is computed once."""
+    return Bucket((Ct(zone=zone, commit=True, table=after, nat=Nat(dst=ip, port=port),
+                      mark=mark),))
+
+
+def _groups(ctx: NodeBridge, fronts: list) -> list:
     groups, done = [], set()
-    for front in ctx.fronts:
+    for front in fronts:
         if front.group is None or front.group in done:
             continue            # a group several fronts share is built once
         done.add(front.group)
         after = T['AffinityLearn'] if front.affinity else T['L3Forwarding']
-        buckets = tuple(Bucket((Ct(zone=ctx.zone, commit=True, table=after,
-                                   nat=Nat(dst=ep.ip, port=ep.port), mark=front.mark),))
-                        for ep in front.endpoints)
-        groups.append(GroupSpec(front.group, buckets, owner=front.owner))
+        for gid, endpoints in zip(front.split or (front.group,),
+                                  split_endpoints(front.endpoints)):
+            buckets = tuple(_bucket(ctx.zone, after, ep.ip, ep.port, front.mark)
+                            for ep in endpoints)
+            groups.append(GroupSpec(gid, buckets, owner=front.owner))
     return groups
 
 
 def endpoint_dnat(ctx: NodeBridge) -> list:
     """EndpointDNAT: a sticky client DNATed to the endpoint it had (reg3, reg4)."""
     # A client remembered for an endpoint that is gone: forget it, choose again.
-    flows = [flow(T['EndpointDNAT'], PRIORITY_MISS, None,
-                  (SetField('reg5', 0), Resubmit(T['ServiceLB'])), owner='session affinity')]
-    for front in ctx.fronts:
-        if not front.sticky:
-            continue
-        for ep in front.endpoints:
-            hit = {'eth_type': ETH_IP, 'reg3': int(ipaddress.IPv4Address(ep.ip)),
-                   'reg4': ep.port, 'reg6': front.mark or 0}
-            flows.append(flow(T['EndpointDNAT'], PRIORITY_NORMAL, hit, (
-                Ct(zone=ctx.zone, commit=True, table=T['L3Forwarding'],
-                   nat=Nat(dst=ep.ip, port=ep.port), mark=front.mark),), owner=front.owner))
+    return [flow(T['EndpointDNAT'], PRIORITY_MISS, None,
+                 (SetField('reg5', 0), Resubmit(T['ServiceLB'])), owner='session affinity'),
+            *ctx.part_flows('endpoint_dnat')]
+
+
+def _endpoint_dnat(ctx: NodeBridge, front: Front) -> list:
+    if not front.sticky:
+        return []
+    flows = []
+    for ep in front.endpoints:
+        hit = {'eth_type': ETH_IP, 'reg3': int(ipaddress.IPv4Address(ep.ip)),
+               'reg4': ep.port, 'reg6': front.mark or 0}
+        flows.append(flow(T['EndpointDNAT'], PRIORITY_NORMAL, hit, (
+            Ct(zone=ctx.zone, commit=True, table=T['L3Forwarding'],
+               nat=Nat(dst=ep.ip, port=ep.port), mark=front.mark),), owner=front.owner))
     return flows
 
 
 def affinity_learn(ctx: NodeBridge) -> list:
     """AffinityLearn: after the group's DNAT, learn the client's endpoint into
     SessionAffinity for the Service address and port ServiceLB put in reg7/reg8."""
-    flows = []
-    for front in ctx.fronts:
-        if not front.sticky:
-            continue
-        proto = front.match['ip_proto']
-        flows.append(flow(
-            T['AffinityLearn'], PRIORITY_NORMAL,
-            {'eth_type': ETH_IP, 'ip_proto': proto,
-             'reg7': int(ipaddress.IPv4Address(front.match['ipv4_dst'])),
-             'reg8': front.match[front.l4_dst]},
-            (LearnAffinity(T['SessionAffinity'], front.affinity, proto, AFFINITY_COOKIE),),
-            goto=T['L3Forwarding'], owner=front.owner))
-    return flows
+    return ctx.part_flows('affinity_learn')
+
+
+def _affinity_learn(front: Front) -> list:
+    if not front.sticky:
+        return []
+    proto = front.match['ip_proto']
+    return [flow(
+        T['AffinityLearn'], PRIORITY_NORMAL,
+        {'eth_type': ETH_IP, 'ip_proto': proto,
+         'reg7': int(ipaddress.IPv4Address(front.match['ipv4_dst'])),
+         'reg8': front.match[front.l4_dst]},
+        (LearnAffinity(T['SessionAffinity'], front.affinity, proto, AFFINITY_COOKIE),),
+        goto=T['L3Forwarding'], owner=front.owner)]
+
+
+def service_part(ctx: NodeBridge, fronts: list) -> dict:
+    """One Service port's flows in each stage that serves its ``fronts``, and its groups
+    (``NodeBridge.service_parts`` remembers them while the Service port is unchanged)."""
+    part = {'session_affinity': [f for front in fronts for f in _session_affinity(front)],
+            'service_lb': [f for front in fronts for f in _balance(front)],
+            'endpoint_dnat': [f for front in fronts for f in _endpoint_dnat(ctx, front)],
+            'affinity_learn': [f for front in fronts for f in _affinity_learn(front)],
+            'groups': _groups(ctx, fronts), 'vip': _vip_reject(fronts[0].sp)}
+    check_pipeline(SwitchConfig(flows=[f for stage in PART_STAGES for f in part[stage]]
+                                + [part['vip'][1]], groups=part['groups']))
+    return part
+
+
+PART_STAGES = ('session_affinity', 'service_lb', 'endpoint_dnat', 'affinity_learn')
 
 
 def egress_rule(ctx: NodeBridge) -> list:
@@ -517,4 +487,5 @@ def node_bridge(state, node) -> SwitchConfig:
     ctx = NodeBridge(state, node)
     return SwitchConfig(flows=[f for stage in STAGES for f in stage(ctx)],
                         groups=service_lb_groups(ctx),
-                        meters=[MeterSpec(REJECT_METER, REJECT_RATE_PPS, REJECT_RATE_PPS)])
+                        meters=[MeterSpec(REJECT_METER, REJECT_RATE_PPS, REJECT_RATE_PPS)],
+                        checked=ctx.checked_parts())

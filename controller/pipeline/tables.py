@@ -60,12 +60,17 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from controller.flows import Ct, Group, SwitchConfig
+from controller.flows import SwitchConfig
 
 ETH_IP = 0x0800
 ETH_ARP = 0x0806
 AFFINITY_COOKIE = 0x4B41FF0000000000    # the cookie of learned affinity flows (kept on resync)
 REJECT_METER = 1
+#: The most buckets one select group gets. An OpenFlow message carries at most 64 KiB, a
+#: group_mod about 700 of ServiceLB's buckets (DNAT and commit: ~90 bytes each); a front
+#: with more endpoints is split by bits 1..k of the client's source port over 2^k
+#: groups of at most this many (service_fronts.py: ``split_endpoints``).
+MAX_GROUP_BUCKETS = 512
 REJECT_RATE_PPS = 200
 SNAT_ZONE_BASE = 1000
 EDGE_ZONE = 2000             # the cloud load balancer's conntrack zone
@@ -196,13 +201,14 @@ def check_pipeline(config: SwitchConfig) -> None:
     allowed = {t.id: {T[n] for n in t.gotos} for t in TABLES}
     groups = {g.group_id: g for g in config.groups}
     for f in config.flows:
-        targets = [f.goto] if f.goto is not None else []
-        actions = list(f.actions)
-        for a in f.actions:                 # a group's buckets continue where its flow is
-            if isinstance(a, Group) and a.group_id in groups:
-                actions += [b for bucket in groups[a.group_id].buckets for b in bucket.actions]
-        targets += [a.table for a in actions if isinstance(a, Ct) and a.table is not None]
+        if id(f) in config.checked:
+            continue
+        tables, group_ids = f.next_tables       # computed once per flow object
+        targets = list(tables)
+        for gid in group_ids:               # a group's buckets continue where its flow is
+            if gid in groups:
+                targets += groups[gid].next_tables
         for target in targets:
-            if target not in allowed.get(f.table, set()):
+            if target not in allowed.get(f.table, ()):
                 raise PipelineError(f'{TABLE_NAMES.get(f.table, f.table)} may not go to '
                                     f'{TABLE_NAMES.get(target, target)}: {f.to_ofctl()}')

@@ -241,4 +241,6 @@ def cmd_demo(args) -> int:
 
 def cmd_bench(args) -> int:
     from kubelab.bench import run_bench          # here: keeps other commands fast
+    from topo import ovs
+    ovs.activate()     # its ovs-appctl and ovs-ofctl talk to the lab's Open vSwitch
     return run_bench(args)

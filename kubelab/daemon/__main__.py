@@ -8,6 +8,7 @@ is the other lab's)."""
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import logging
 import os
@@ -17,6 +18,7 @@ import sys
 from kubelab.daemon.instance import InstanceLock
 from kubelab.daemon.lab import Lab
 from kubelab.daemon.statedir import check_state_dir, state_path, write_file
+import services
 from services.cluster import default_cluster, load_cluster_file
 from services.errors import KubelabError
 
@@ -29,6 +31,10 @@ def main(argv=None):
     parser.add_argument('--manifests-stdin', action='store_true',
                         help='read the objects to apply (a JSON list) from standard input')
     args = parser.parse_args(argv)
+    # The store holds millions of small objects at 10,000 Services; the default
+    # thresholds re-scan them all every few hundred allocations (measured: half of the
+    # time of 10,000 Services, issue 20). The lab makes few reference cycles.
+    gc.set_threshold(*services.GC_THRESHOLDS)
     logging.basicConfig(level=logging.INFO, stream=sys.stdout,
                         format='%(asctime)s %(name)s %(levelname)s %(message)s')
     manifests = json.load(sys.stdin) if args.manifests_stdin else []

@@ -1,7 +1,8 @@
 """The lab's API server: HTTP + JSON on a Unix socket, in front of the cluster store.
 
 The CLI applies, deletes, lists, scales and restarts rollouts through it; the controller
-(kube-proxy) long-polls ``/lab/v1/snapshot`` and reports which resourceVersion every
+(kube-proxy) long-polls ``/lab/v1/changes`` (the objects changed since the version it
+has) and reports which resourceVersion every
 switch carries (``/lab/v1/dataplane``), so callers can wait for the dataplane instead of
 sleeping.
 It listens on ``api.sock`` in the state directory (services/transport.py), root only,
@@ -12,6 +13,7 @@ disk there, kubelab/daemon/persist.py).
 
 Routes (all under /lab/v1):
   GET  snapshot?since=N&timeout=S   every object, once the version passes N
+  GET  changes?since=N&epoch=E&timeout=S   what changed after N (kube-proxy's watch)
   GET  objects?kind=K[&namespace=NS][&name=N]
   POST apply     {"objects": [...], "dryRun": false}  -> 200 results | 422 errors
   POST delete    {"kind", "namespace", "name"}
@@ -32,7 +34,7 @@ import threading
 import time
 from urllib.parse import parse_qs, urlparse
 
-from kubelab.daemon.httpserver import GuardedHandler, GuardedUnixHTTPServer, \
+from kubelab.daemon.httpserver import GuardedHandler, GuardedUnixHTTPServer, RawJSON, \
     RequestProblem
 from services.errors import ApplyError, KubelabError, NotFound
 
@@ -174,6 +176,10 @@ class _Handler(GuardedHandler):
             since = int(q.number('since', 0))
             rv, objects = store.snapshot(since, min(q.number('timeout', 0), 60))
             return 200, {'resourceVersion': str(rv), 'objects': objects}
+        if path == '/lab/v1/changes':
+            return 200, RawJSON(store.changes_json(
+                int(q.number('since', 0)), q.get('epoch', ''),
+                min(q.number('timeout', 0), 60)).encode())
         if path == '/lab/v1/objects':
             kind, ns, name = q['kind'], q.get('namespace'), q.get('name')
             if name:

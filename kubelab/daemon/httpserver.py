@@ -44,6 +44,13 @@ MAX_BODY_BYTES = 8 * 1024 * 1024
 MAX_JSON_DEPTH = 100
 
 
+class RawJSON:
+    """A body already encoded as JSON (``send_json`` sends it as it is)."""
+
+    def __init__(self, data: bytes):
+        self.data = data
+
+
 class RequestProblem(Exception):
     """A request that cannot be read: answered with ``code`` and closed."""
 
@@ -179,7 +186,7 @@ class GuardedHandler(BaseHTTPRequestHandler):
         self.server.request_done(self.connection)
 
     def send_json(self, code: int, body, close: bool = False):
-        data = json.dumps(body).encode()
+        data = body.data if isinstance(body, RawJSON) else json.dumps(body).encode()
         self.send_response(code)
         self.send_header('Content-Type', 'application/json')
         self.send_header('Content-Length', str(len(data)))

@@ -77,6 +77,7 @@ class Lab:
         self.registry = None
         self.l7 = None
         self.dns_records = None
+        self._dns_version = None      # the store version of the kinds the records read
         self.saver = None
         self.ofp_socket = None
         self.openvswitch = None       # which Open vSwitch runs the lab (topo/ovs.py)
@@ -213,13 +214,18 @@ class Lab:
     def _write_dns(self) -> bool:
         from services import dns
         from topo.l7files import write_if_changed
-        objects = {kind: self.store.list(kind)
-                   for kind in ('Service', 'EndpointSlice', 'Pod', 'Namespace')}
+        kinds = ('Service', 'EndpointSlice', 'Pod', 'Namespace')
+        version = self.store.version_of(kinds)
+        if version == self._dns_version:     # nothing it reads changed: same records
+            return False
+        objects = {kind: self.store.view(kind) for kind in kinds}
         text = json.dumps(dns.records(objects, networks=(self.cluster.service_cidr,
                                                          self.cluster.cluster_cidr)),
                           sort_keys=True)
         # By rename: the DNS servers never read half a file.
-        return write_if_changed(self.dns_records, text.encode())
+        written = write_if_changed(self.dns_records, text.encode())
+        self._dns_version = version
+        return written
 
     def _sync_dns(self):
         # A failure keeps answering the old records; the next change retries.
@@ -255,11 +261,15 @@ class Lab:
 
     def _sync_cloud(self):
         keys = set()             # the load balancers checked, to forget the ones gone
+        seen = None              # the version of what the step read last time
 
         def step():
-            nonlocal keys
-            services = self.store.list('Service')
-            slices = self.store.list('EndpointSlice')
+            nonlocal keys, seen
+            version = self.store.version_of(('Service', 'EndpointSlice'))
+            if version == seen:
+                return           # the health checks go on by themselves
+            services = self.store.view('Service')
+            slices = self.store.view('EndpointSlice')
             for server in self.proxy_health:
                 server.sync(services, slices)
             targets = cloudlb.health_check_targets(self.cluster, services)
@@ -267,6 +277,7 @@ class Lab:
             for key in keys - set(targets):
                 self.store.set_lb_health(*key.split('/', 1), None)
             keys = set(targets)
+            seen = version
         follow(self.store, self.done, step, 'syncing the cloud load balancer', log=LOG)
 
     def node_network(self, name: str, up: bool) -> str:

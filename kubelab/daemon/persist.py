@@ -33,13 +33,18 @@ class Saver:
         self.path = path
         self.lock = threading.Lock()
         self.last = None
+        self.version = None    # the store version last saved (an unchanged store: no work)
 
     def save(self):
+        version = self.store.rv
+        if version == self.version:      # nothing changed since the last save
+            return
         data = json.dumps(self.store.saved(self.cluster_doc), sort_keys=True).encode()
         with self.lock:
             if data != self.last:
                 write_file(self.path, data)
                 self.last = data
+            self.version = max(self.version or 0, version)
 
     def follow(self, stop: threading.Event):
         threading.Thread(target=follow, args=(self.store, stop, self.save,

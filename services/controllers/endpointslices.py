@@ -26,6 +26,7 @@ DNS, the L7 backends, the health server) read them through services/endpoints.py
 """
 
 import ipaddress
+import json
 import random
 
 from services.conditions import pod_ready
@@ -37,7 +38,7 @@ MANAGED_BY_LABEL = 'endpointslice.kubernetes.io/managed-by'
 CONTROLLER_NAME = 'endpointslice-controller.k8s.io'
 MAX_ENDPOINTS_PER_SLICE = 100
 #: Longest generated-name prefix, so that prefix + 5 characters fit in 63.
-_MAX_PREFIX = 58
+MAX_NAME_PREFIX = _MAX_PREFIX = 58
 
 
 def _ip_order(endpoint: dict):
@@ -156,26 +157,14 @@ def _assign_names(keys: list[tuple], service_name: str, owned: list[dict],
     return names
 
 
-def compute_endpoint_slices(service: dict, pods: list[dict],
-                            existing: list[dict],
-                            rng: random.Random | None = None) -> list[dict]:
-    """The EndpointSlices the controller wants for ``service``.
-
-    ``existing`` are the slices stored now (any; only the ones this controller
-    manages for this Service are reused).
-    """
-    spec = service.get('spec') or {}
-    selector = spec.get('selector')
-    if not selector or spec.get('type') == 'ExternalName':
-        return []
-    meta = service['metadata']
-    name = meta['name']
-    namespace = meta.get('namespace', 'default')
-    publish = bool(spec.get('publishNotReadyAddresses'))
+def _chunks(pods: list[dict], namespace: str, selector: dict, ports: list,
+            publish: bool) -> list[tuple]:
+    """(ports key, endpoints) per slice: endpoints grouped by their resolved ports,
+    sorted by IP, at most MAX_ENDPOINTS_PER_SLICE each."""
     groups: dict[tuple, list[dict]] = {}
     for pod in pods:
         if _is_candidate(pod, namespace, selector):
-            key = _pod_ports(spec.get('ports') or [], pod)
+            key = _pod_ports(ports, pod)
             groups.setdefault(key, []).append(_endpoint(pod, publish))
     if not groups:
         groups[()] = []
@@ -186,6 +175,37 @@ def compute_endpoint_slices(service: dict, pods: list[dict],
                            MAX_ENDPOINTS_PER_SLICE):
             chunks.append(
                 (key, endpoints[start:start + MAX_ENDPOINTS_PER_SLICE]))
+    return chunks
+
+
+def compute_endpoint_slices(service: dict, pods: list[dict],
+                            existing: list[dict],
+                            rng: random.Random | None = None,
+                            memo: dict | None = None) -> list[dict]:
+    """The EndpointSlices the controller wants for ``service``.
+
+    ``existing`` are the slices stored now (any; only the ones this controller
+    manages for this Service are reused). ``memo``, a dict the caller keeps while
+    ``pods`` stay the same, holds the endpoints per (namespace, selector, ports,
+    publishNotReadyAddresses): Services that select alike share them (the lists are
+    the same objects: never change a slice in place).
+    """
+    spec = service.get('spec') or {}
+    selector = spec.get('selector')
+    if not selector or spec.get('type') == 'ExternalName':
+        return []
+    meta = service['metadata']
+    name = meta['name']
+    namespace = meta.get('namespace', 'default')
+    publish = bool(spec.get('publishNotReadyAddresses'))
+    ports = spec.get('ports') or []
+    if memo is None:
+        chunks = _chunks(pods, namespace, selector, ports, publish)
+    else:
+        signature = (namespace, json.dumps([selector, ports, publish], sort_keys=True))
+        if signature not in memo:
+            memo[signature] = _chunks(pods, namespace, selector, ports, publish)
+        chunks = memo[signature]
     taken = {(s.get('metadata') or {}).get('name') for s in existing}
     names = _assign_names([key for key, _ in chunks], name,
                           _owned(existing, namespace, name), taken, rng)

@@ -139,7 +139,7 @@ class L7Controller:
         self.wanted: dict[str, str] = {}     # config directory -> sha256 of its nginx.conf
 
     def objects(self) -> dict[str, list[dict]]:
-        return {kind: self.store.list(kind) for kind in KINDS}
+        return {kind: self.store.view(kind) for kind in KINDS}   # read only
 
     def sync(self) -> None:
         version = self.store.rv
@@ -173,7 +173,7 @@ class L7Controller:
                 LOG.error('gateway %s/%s: %s', gateway['metadata']['namespace'],
                           gateway['metadata']['name'], exc)
         for kind in ('Deployment', 'Service'):
-            for _, namespace, name in stale_data_planes(gateways, self.store.list(kind)):
+            for _, namespace, name in stale_data_planes(gateways, self.store.view(kind)):
                 try:
                     self.store.delete(kind, namespace, name)
                 except KubelabError:

@@ -229,6 +229,25 @@ def test_bad_flags_exit_2(run):
     assert wait_exit(run('no-such-subcommand')) == 2
 
 
+# --- porter ------------------------------------------------------------------
+
+def test_porter_serves_each_port_its_environment_names(run, monkeypatch):
+    first, second = free_port(), free_port()
+    monkeypatch.setenv(f'SERVE_PORT_{first}', 'porter-a:1')
+    monkeypatch.setenv(f'SERVE_PORT_{second}', 'porter-a:2')
+    wait_for_tcp(second, run('porter', wait_port=first))
+    assert get(first, '/')[:2] == (200, 'porter-a:1')
+    assert get(second, '/any')[:2] == (200, 'porter-a:2')
+
+
+def test_porter_without_ports_exits_with_a_message(run, monkeypatch):
+    for name in [n for n in os.environ if n.startswith('SERVE_PORT_')]:
+        monkeypatch.delenv(name)
+    proc = run('porter')
+    assert wait_exit(proc) == 1
+    assert b'SERVE_PORT_' in proc.stderr.read()
+
+
 # --- serve-hostname and pause ------------------------------------------------
 
 def test_serve_hostname_http_answers_any_path(run):

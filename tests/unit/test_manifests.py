@@ -327,7 +327,7 @@ CP = 'spec.containers[0]'
      ['did you mean', 'registry.k8s.io/e2e-test-images/agnhost']),
     (f'{C}.args', ['netexc'], f'{CP}.args[0]',
      ['unknown agnhost subcommand "netexc"', 'did you mean "netexec"',
-      'netexec, serve-hostname, pause']),
+      'netexec, serve-hostname, porter, pause']),
     (f'{C}.args', ['netexec', 8080], f'{CP}.args[1]',
      ['must be a string, got integer 8080']),
     (f'{C}.ports', [{'containerPort': 70000}],
@@ -428,7 +428,7 @@ def test_agnhost_commands_that_are_accepted(command, args):
 def test_agnhost_without_subcommand_after_command_is_an_error():
     container = {'name': 'a', 'image': AGNHOST, 'command': ['/agnhost']}
     assert_problem(pod(containers=[container]), 'spec.containers[0].args',
-                   'needs a subcommand', 'netexec, serve-hostname, pause')
+                   'needs a subcommand', 'netexec, serve-hostname, porter, pause')
 
 
 def test_env_field_ref_is_accepted():

@@ -24,6 +24,12 @@ Subcommands, with the behaviour of the real image:
     close) and/or UDP (one reply per datagram) with ``--http=false``. After
     SIGTERM it keeps serving for 60 s ("Awaiting pod deletion"), as agnhost
     does, so the pod's grace period decides when it stops.
+``porter``
+    Serve, on every port an environment variable ``SERVE_PORT_<port>=<text>``
+    names, ``<text>`` as the HTTP answer to any request (agnhost's porter; its TLS
+    and SCTP variables, ``SERVE_TLS_PORT_*`` and ``SERVE_SCTP_PORT_*``, are refused
+    with a message: not emulated). One pod so serves hundreds of endpoints, as the
+    lab's test of a Service with more endpoints than a group message carries needs.
 ``pause``
     Block until SIGTERM or SIGINT, then exit 0 (agnhost's own ``pause`` exits
     2 and 1; kubelab follows ``registry.k8s.io/pause``, which also runs this).
@@ -552,6 +558,32 @@ async def serve_hostname(flags):
     return await exit_.future
 
 
+# --- porter ------------------------------------------------------------------
+
+async def porter(flags):
+    loop = asyncio.get_running_loop()
+    exit_ = Exit(loop)
+    served = 0
+    for name, text in sorted(os.environ.items()):
+        if name.startswith(('SERVE_TLS_PORT_', 'SERVE_SCTP_PORT_')):
+            fatal(f'{name}: TLS and SCTP ports of porter are not emulated by kubelab')
+        if not name.startswith('SERVE_PORT_'):
+            continue
+        try:
+            port = parse_go_int(name[len('SERVE_PORT_'):])
+        except ValueError:
+            fatal(f'{name}: not a port number')
+        reply = Reply(body=text.encode())
+        await loop.create_server(lambda reply=reply: HttpProtocol(lambda request: reply),
+                                 sock=tcp_listener(port), backlog=128)
+        log(f'Serving on port {port}.')
+        served += 1
+    if not served:
+        fatal('porter: no SERVE_PORT_<port> environment variable: nothing to serve')
+    loop.add_signal_handler(signal.SIGTERM, lambda: exit_.now(0))
+    return await exit_.future
+
+
 # --- pause -------------------------------------------------------------------
 
 def pause(flags):
@@ -571,6 +603,7 @@ SUBCOMMANDS = {
                  'delay-shutdown': 0}, netexec),
     'serve-hostname': ({'port': 9376, 'tcp': False, 'udp': False,
                         'http': True, 'close': False}, serve_hostname),
+    'porter': ({}, porter),
     'pause': ({}, pause),
 }
 

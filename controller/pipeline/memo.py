@@ -1,0 +1,50 @@
+"""The node bridges' per-Service memo: a Service port's flows and groups are computed
+again only when the Service port changed.
+
+At 10,000 Services a change touches one of them, but ``desired`` builds every flow of a
+bridge (``pipeline.desired`` stays a pure function of the state: the memo changes how
+fast, never what). The state the controller builds (controller/state.py's
+``StateBuilder``) keeps the very same ``ServicePort`` object for a Service whose objects
+did not change, so the memo recognises an unchanged Service port by identity (``is``),
+plus a signature of everything else its part depends on (the node, its group ids). An
+entry holds its ServicePort, so an id is never reused while the entry lives; each build
+of a bridge keeps only the entries it used, so the memo holds one bridge's worth per
+bridge. A state built afresh (a test, ``kubelab flows``) simply misses.
+"""
+
+from __future__ import annotations
+
+from contextlib import contextmanager
+from typing import Callable
+
+_MEMO: dict[object, dict[int, tuple]] = {}     # bridge -> id(sp) -> (sp, signature, part)
+_ENABLED = [True]
+
+
+@contextmanager
+def bypassed():
+    """Compute every part afresh, remembering nothing (what the tests compare with)."""
+    _ENABLED[0] = False
+    try:
+        yield
+    finally:
+        _ENABLED[0] = True
+
+
+def per_service(bridge, items: list[tuple], compute: Callable) -> list:
+    """``compute(arg)`` for every ``(sp, signature, arg)`` of ``items``, or the part
+    remembered from the last build of ``bridge`` for the same ``sp`` object and an
+    equal signature."""
+    if not _ENABLED[0]:
+        return [compute(arg) for _, _, arg in items]
+    old, new, out = _MEMO.get(bridge, {}), {}, []
+    for sp, signature, arg in items:
+        hit = old.get(id(sp))
+        if hit is not None and hit[0] is sp and hit[1] == signature:
+            part = hit[2]
+        else:
+            part = compute(arg)
+        new[id(sp)] = (sp, signature, part)
+        out.append(part)
+    _MEMO[bridge] = new
+    return out
