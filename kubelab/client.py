@@ -109,6 +109,10 @@ class Client:
     def dataplane(self) -> dict:
         return self._call('GET', '/lab/v1/dataplane')
 
+    def pod_metrics(self) -> list[dict]:
+        """Every running pod's PodMetrics (metrics.k8s.io's shape)."""
+        return self._call('GET', '/lab/v1/metrics/pods')['items']
+
     def shutdown(self) -> dict:
         return self._call('POST', '/lab/v1/shutdown', {})
 
@@ -197,8 +201,9 @@ def deployment_complete(dep: dict) -> bool:
 
 # ---------------------------------------------------------------- exec targets
 def exec_target(client: Client, target: str, namespace: str, container: str | None):
-    """(pid whose network namespace to enter, environment) for an exec target."""
-    from topo.images.runtime import container_env    # here: keeps other commands fast
+    """(pid whose network namespace to enter, environment) for an exec target: a node's
+    or external host's shell, or a pod's sandbox (the network namespace its containers
+    share; ``container_exec`` enters a container itself)."""
     info = client.lab()
     if target.startswith(('node/', 'host/')):
         kind, name = target.split('/', 1)
@@ -208,18 +213,42 @@ def exec_target(client: Client, target: str, namespace: str, container: str | No
                 return item['pid'], dict(os.environ)
         raise KubelabError(f'{kind} "{name}" not found; valid: '
                            + ', '.join(f'{kind}/{i["name"]}' for i in items))
-    name = target.split('/', 1)[1] if target.startswith(('pod/', 'po/')) else target
-    pod = client.get('Pod', namespace, name)
+    pod = client.get('Pod', namespace, _pod_name(target))
     pid = info['sandboxes'].get(pod['metadata']['uid'])
     if pid is None:
-        raise KubelabError(f'pod {name} has no running sandbox (phase '
+        raise KubelabError(f'pod {pod["metadata"]["name"]} has no running sandbox (phase '
                            f'{pod["status"].get("phase")})')
+    return pid, dict(os.environ)
+
+
+def _pod_name(target: str) -> str:
+    return target.split('/', 1)[1] if target.startswith(('pod/', 'po/')) else target
+
+
+def container_exec(client: Client, target: str, namespace: str, container: str | None,
+                   command: list[str]) -> tuple[list[str], dict]:
+    """(argv, environment) that run ``command`` inside a pod's container, as ``kubectl
+    exec`` does: in its cgroups, its mount, PID, IPC, UTS and network namespaces, as its
+    user with its capabilities, in its working directory, with its environment."""
+    from services.container_config import RunAs
+    from topo.sandbox import exec_argv        # here: keeps other commands fast
+    pod = client.get('Pod', namespace, _pod_name(target))
     spec = container_of(pod, container)
+    running = client.lab().get('containers', {}).get(pod['metadata']['uid'], {})
+    info = running.get(spec['name'])
+    if info is None:
+        raise KubelabError(f'container {spec["name"]} in pod {pod["metadata"]["name"]} is '
+                           f'not running (phase {pod.get("status", {}).get("phase")})')
     try:
-        env = container_env(spec, name, os.path.join(info['stateDir'], 'busybox-bin'))
-    except ValueError as exc:          # its spec cannot run (runtime.py says why)
-        raise KubelabError(str(exc)) from None
-    return pid, env
+        with open(f'/proc/{info["pid"]}/environ', 'rb') as f:
+            env = dict(item.split('=', 1) for item in f.read().decode(
+                'utf-8', 'replace').split('\0') if '=' in item)
+    except OSError:
+        raise KubelabError(f'container {spec["name"]} in pod {pod["metadata"]["name"]} '
+                           f'has just stopped') from None
+    uid, gid, groups = info['user']
+    return exec_argv(info['pid'], info['cgroupProcs'], RunAs(uid, gid, tuple(groups)),
+                     info['capabilities'], command), env
 
 
 def container_of(pod: dict, name: str | None) -> dict:

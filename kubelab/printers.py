@@ -8,7 +8,8 @@ EXTERNAL-IP of a Service, ``+ N more...`` of an EndpointSlice, HOSTS and
 PORTS of an Ingress, ...) so what a learner reads here reads the same on a
 real cluster. The Gateway API kinds print the columns their CRDs declare
 (``additionalPrinterColumns``), as kubectl prints a custom resource. A Secret's
-table shows its type and how many keys it holds, never their values. ``hosts`` is the lab's
+table shows its type and how many keys it holds, never their values (a ConfigMap's: how
+many keys). ``hosts`` is the lab's
 own kind: the external client hosts of the cluster file. ``rollout_status`` is
 the line ``kubectl rollout status`` prints for a Deployment.
 
@@ -36,6 +37,7 @@ KIND_ALIASES = {
     'hosts': ('host', 'hosts'),
     'namespaces': ('ns', 'namespace', 'namespaces'),
     'secrets': ('secret', 'secrets'),
+    'configmaps': ('cm', 'configmap', 'configmaps'),
     'ingresses': ('ing', 'ingress', 'ingresses'),
     'ingressclasses': ('ingressclass', 'ingressclasses'),
     'gatewayclasses': ('gc', 'gatewayclass', 'gatewayclasses'),
@@ -50,6 +52,7 @@ NAME_PREFIX = {
     'endpointslices': 'endpointslice.discovery.k8s.io', 'endpoints': 'endpoints',
     'nodes': 'node',
     'hosts': 'host', 'namespaces': 'namespace', 'secrets': 'secret',
+    'configmaps': 'configmap',
     'ingresses': 'ingress.networking.k8s.io',
     'ingressclasses': 'ingressclass.networking.k8s.io',
     'gatewayclasses': 'gatewayclass.gateway.networking.k8s.io',
@@ -401,6 +404,14 @@ def namespace_row(ns: dict, now: datetime, wide: bool) -> list[str]:
             age(_meta(ns).get('creationTimestamp'), now)]
 
 
+def configmap_row(configmap: dict, now: datetime, wide: bool) -> list[str]:
+    """NAME DATA AGE: how many keys (data and binaryData)."""
+    meta = _meta(configmap)
+    return [meta.get('name', ''),
+            str(len(configmap.get('data') or {}) + len(configmap.get('binaryData') or {})),
+            age(meta.get('creationTimestamp'), now)]
+
+
 def secret_row(secret: dict, now: datetime, wide: bool) -> list[str]:
     """NAME TYPE DATA AGE: how many keys, never what they hold."""
     meta = _meta(secret)
@@ -562,6 +573,7 @@ ROWS = {
     'hosts': (['NAME', 'IP'], [], host_row),
     'namespaces': (['NAME', 'STATUS', 'AGE'], [], namespace_row),
     'secrets': (['NAME', 'TYPE', 'DATA', 'AGE'], [], secret_row),
+    'configmaps': (['NAME', 'DATA', 'AGE'], [], configmap_row),
     'ingresses': (['NAME', 'CLASS', 'HOSTS', 'ADDRESS', 'PORTS', 'AGE'], [],
                   ingress_row),
     'ingressclasses': (['NAME', 'CONTROLLER', 'PARAMETERS', 'AGE'], [],

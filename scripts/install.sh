@@ -3,7 +3,7 @@
 # every step checks first and does nothing when its work is already done.
 #   - Debian packages: Open vSwitch, Mininet's mnexec, busybox, iperf3, ethtool, nginx
 #     (installed without starting its own service and not enabled at boot: the lab runs
-#     nginx in its pods; scripts/lib/services.sh), ...
+#     nginx in its pods; scripts/lib/services.sh), bubblewrap (the containers' sandboxes), ...
 #   - Open vSwitch started if it does not answer (no systemd needed)
 #   - a Python virtual environment in $KUBELAB_VENV (default: .venv in the repo) with the
 #     pinned dependencies of requirements.txt and kubelab itself (editable)
@@ -33,7 +33,7 @@ fi
 
 packages=(openvswitch-switch mininet busybox iperf3 ethtool iputils-ping iproute2 curl
           tcpdump util-linux python3 python3-venv python3-dev nginx openssl wrk graphviz
-          dpkg-dev gcc make xz-utils jq)
+          dpkg-dev gcc make xz-utils jq bubblewrap)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

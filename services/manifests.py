@@ -20,7 +20,7 @@ output); all problems of the object are raised together as an
 checker and name rules in ``validate_common.py``.
 
 Supported objects (``SUPPORTED_KINDS``): ``v1`` Pod, Service, Namespace,
-Secret; ``apps/v1`` Deployment; ``discovery.k8s.io/v1`` EndpointSlice;
+Secret, ConfigMap; ``apps/v1`` Deployment; ``discovery.k8s.io/v1`` EndpointSlice;
 ``networking.k8s.io/v1`` Ingress, IngressClass, NetworkPolicy;
 ``gateway.networking.k8s.io/v1`` GatewayClass, Gateway, HTTPRoute. Namespace,
 IngressClass and GatewayClass are cluster-scoped (``namespaced``). A Namespace
@@ -39,6 +39,7 @@ from services.errors import ApplyError, KubelabError, ValidationError
 from services.validation.common import (
     Checker, choices, describe, dns1035_label_problem, dns1123_label_problem,
     dns1123_subdomain_problem, suggestion)
+from services.validation.configmap import validate_configmap, validate_configmap_update
 from services.validation.deployment import validate_deployment
 from services.validation.endpointslice import validate_endpointslice
 from services.validation.gateway import (
@@ -106,6 +107,7 @@ SUPPORTED_KINDS = {
     'EndpointSlice': ('discovery.k8s.io/v1', dns1123_subdomain_problem, True,
                       validate_endpointslice),
     'Secret': ('v1', dns1123_subdomain_problem, True, validate_secret),
+    'ConfigMap': ('v1', dns1123_subdomain_problem, True, validate_configmap),
     'Ingress': ('networking.k8s.io/v1', dns1123_subdomain_problem, True,
                 validate_ingress),
     'NetworkPolicy': ('networking.k8s.io/v1', dns1123_subdomain_problem, True,
@@ -122,11 +124,12 @@ SUPPORTED_KINDS = {
 #: kind -> the check of an update against the stored object (``update_problems``).
 UPDATE_VALIDATORS = {
     'Secret': validate_secret_update,
+    'ConfigMap': validate_configmap_update,
     'IngressClass': validate_ingress_class_update,
     'GatewayClass': validate_gateway_class_update,
 }
 #: Kinds whose objects have no ``status`` (the store writes none for them).
-STATUSLESS_KINDS = ('IngressClass', 'Secret', 'NetworkPolicy')
+STATUSLESS_KINDS = ('IngressClass', 'Secret', 'ConfigMap', 'NetworkPolicy')
 #: kind -> kubectl's resource name, for messages (``ingresses.networking.k8s.io
 #: "web" not found``); other kinds: the kind in lower case plus ``s``.
 RESOURCE_NAMES = {
@@ -149,7 +152,7 @@ def namespaced(kind: str) -> bool:
 
 
 def has_status(kind: str) -> bool:
-    """Whether objects of ``kind`` carry a ``status`` (a Secret does not)."""
+    """Whether objects of ``kind`` carry a ``status`` (a Secret, a ConfigMap do not)."""
     return kind not in STATUSLESS_KINDS
 
 

@@ -71,6 +71,9 @@ from services.validation.deployment import default_strategy
 from services.validation.warnings import apply_warnings
 
 KUBELET_VERSION = 'v1.31.0-kubelab'
+#: Kinds whose content is top-level fields, not ``spec``: kind -> those fields.
+CONTENT_FIELDS = {'Secret': ('type', 'data', 'immutable'),
+                  'ConfigMap': ('data', 'binaryData', 'immutable')}
 #: How many pods one node runs: kubelet's default ``maxPods``. The lab refuses an apply
 #: or a scale that would need more pods than its nodes run together (a real cluster
 #: would keep them Pending; a lab that holds 100,000 pending pods is wedged).
@@ -318,8 +321,8 @@ class Store(StoreReads):
         for field in ('endpoints', 'ports', 'addressType'):
             if field in obj:
                 new[field] = obj[field]
-        if obj['kind'] == 'Secret':                 # its content is not under spec
-            for field in ('type', 'data', 'immutable'):
+        if obj['kind'] in CONTENT_FIELDS:            # its content is not under spec
+            for field in CONTENT_FIELDS[obj['kind']]:
                 if field in obj:
                     new[field] = obj[field]
                 else:

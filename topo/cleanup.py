@@ -1,14 +1,17 @@
 """Remove what a lab left behind, and only that.
 
 The lab records every process it starts (its daemon, the controller, each host's shell,
-each container) in a pid file, with the process's start time so that a recycled pid is
-never killed. It marks every Open vSwitch bridge it creates with
-``external_ids:kubelab-lab=<mark>`` and every root-namespace interface with the alias
-``kubelab-lab=<mark>`` (the mark is the state directory's path: topo/network.py sets
-both). ``clean_leftovers`` kills those processes and deletes the bridges and interfaces
-that carry this lab's mark, and that is all: a bridge or link that merely has a
-``kl-`` name is left alone (``foreign`` lists them, so ``up`` can refuse to build over
-them), no ``mn -c``, no killing by process name.
+each container's monitor) in a pid file, with the process's start time so that a
+recycled pid is never killed, and where its cgroups are (topo/cgroups.py: every process
+of every container, daemonised or not, is in one of them). It marks every Open vSwitch
+bridge it creates with ``external_ids:kubelab-lab=<mark>`` and every root-namespace
+interface with the alias ``kubelab-lab=<mark>`` (the mark is the state directory's path:
+topo/network.py sets both). ``clean_leftovers`` kills the processes of those cgroups and
+removes them, kills the recorded processes, deletes the bridges and interfaces that carry
+this lab's mark, and that is all: a bridge or link that merely has a ``kl-`` name is left
+alone (``foreign`` lists them, so ``up`` can refuse to build over them), no ``mn -c``, no
+killing by process name. The mounts the lab makes live in the private mount namespaces of
+its pods and containers: they go with their processes.
 """
 
 from __future__ import annotations
@@ -79,13 +82,6 @@ class PidRegistry:
         """Kill every recorded process that still is the one recorded; returns how many."""
         entries = self.entries()
         alive = [pid for pid, started, _ in entries if pid != skip and is_alive(pid, started)]
-        # A container leads its own process group (mnexec -d): what it started (an nginx
-        # and its workers) goes too, found by group and by the environment every container
-        # gets from the kubelet, also when the container itself is already dead.
-        leaders = {pid for pid, _, what in entries
-                   if what.startswith(('container ', 'preStop'))}
-        l7_dir = os.path.join(os.path.dirname(self.path), 'l7')
-        alive += [pid for pid in _group_members(leaders, l7_dir) if pid not in alive]
         for sig in (signal.SIGTERM, signal.SIGKILL):
             for pid in alive:
                 try:
@@ -99,33 +95,6 @@ class PidRegistry:
                     break
                 time.sleep(0.05)
         return len(alive)
-
-
-def _group_members(leaders: set, l7_dir: str) -> list[int]:
-    """Live processes in the process groups ``leaders`` that are the lab's: their
-    environment names its ``l7_dir`` (every container gets it from the kubelet), or their
-    command line does (nginx clears its environment but runs on a config under it). So a
-    reused group number can never take a stranger with it."""
-    env = f'KUBELAB_L7_DIR={l7_dir}'.encode()
-    found = []
-    for entry in os.listdir('/proc'):
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f'/proc/{entry}/stat') as f:
-                fields = f.read().rsplit(')', 1)[1].split()
-            if fields[0] == 'Z' or int(fields[2]) not in leaders:
-                continue
-            with open(f'/proc/{entry}/environ', 'rb') as f:
-                ours = env in f.read().split(b'\0')
-            if not ours:
-                with open(f'/proc/{entry}/cmdline', 'rb') as f:
-                    ours = l7_dir.encode() + b'/' in f.read()
-            if ours:
-                found.append(int(entry))
-        except (OSError, IndexError, ValueError):
-            continue
-    return found
 
 
 def _zombie(pid: int) -> bool:
@@ -195,10 +164,18 @@ def _whose(mark: str | None) -> str:
         else f'of the lab with state directory {mark}'
 
 
-def clean_leftovers(pidfile: str, mark: str, skip_pid: int | None = None) -> list[str]:
-    """Remove a previous run's processes, and the bridges and interfaces marked
-    ``mark``; say what was removed."""
+def clean_leftovers(pidfile: str, mark: str, skip_pid: int | None = None,
+                    cgroups_record: str | None = None) -> list[str]:
+    """Remove a previous run's cgroups (recorded in ``cgroups_record``) and their
+    processes, its recorded processes, and the bridges and interfaces marked ``mark``;
+    say what was removed."""
+    from topo.cgroups import LabCgroups
     removed = []
+    cgroups = LabCgroups.from_record(cgroups_record) if cgroups_record else None
+    if cgroups is not None:
+        count = cgroups.destroy()
+        if count:
+            removed.append(f'{count} cgroups')
     registry = PidRegistry(pidfile)
     if registry.entries():
         registry.kill_all(skip=skip_pid)

@@ -113,6 +113,21 @@ class ClusterTopo(Topo):
         self.addLink(checker, ex, port2=wiring.HEALTH_CHECKER_PORT)
 
 
+class PodSandbox(Host):
+    """A pod's sandbox, what the pause container is to a pod: its shell holds the pod's
+    network namespace and mount namespace (Mininet's ``mnexec -n`` makes both, with a
+    /sys of the pod's network), and new IPC and UTS namespaces (``unshare`` in the
+    shell's command line, before ``bash``), which every container of the pod joins
+    (topo/sandbox.py). ``pid`` is that shell's."""
+
+    NAMESPACES = ['unshare', '--ipc', '--uts']
+
+    def _popen(self, cmd, **params):
+        if cmd[:1] == ['mnexec'] and 'bash' in cmd:       # the host's shell (startShell)
+            cmd = cmd[:2] + self.NAMESPACES + cmd[2:]
+        return super()._popen(cmd, **params)
+
+
 class LabNetwork:
     """The running Mininet network of one lab."""
 
@@ -268,14 +283,15 @@ class LabNetwork:
         raise KeyError(client_name)
 
     def add_pod(self, node_name: str, ip: str) -> Host:
-        """A new pod sandbox: a host with ``ip`` on ``node_name``'s bridge."""
+        """A new pod sandbox (``PodSandbox``): a host with ``ip`` on ``node_name``'s
+        bridge."""
         node = self.cluster.node(node_name)
         prefix = ipaddress.IPv4Network(node.pod_cidr).prefixlen
         port = wiring.pod_port(node, ip)
         with self.lock:
             self._pod_count += 1
             name = f'{wiring.PREFIX}p{self._pod_count}'
-            host = self.net.addHost(name, ip=None, inNamespace=True)
+            host = self.net.addHost(name, cls=PodSandbox, ip=None, inNamespace=True)
             bridge = self.net.get(wiring.node_bridge(node))
             link = self.net.addLink(host, bridge, port2=port, cls=Link)
             bridge.vsctl('add-port', bridge.name, link.intf2.name, '--', 'set',

@@ -187,7 +187,8 @@ def cmd_down(args) -> int:
             raise KubelabError('a lab daemon of this state directory is starting or '
                                'stopping: try again in a moment') from None
         try:
-            removed = clean_leftovers(state_path('pids'), lab_mark())
+            removed = clean_leftovers(state_path('pids'), lab_mark(),
+                                      cgroups_record=state_path('cgroups.json'))
             for name in ('token', 'daemon.pid', 'ready'):
                 if os.path.exists(state_path(name)):
                     os.unlink(state_path(name))
@@ -207,7 +208,8 @@ def cmd_down(args) -> int:
         time.sleep(0.2)
     if running_daemon():
         os.kill(pid, 9)
-    clean_leftovers(state_path('pids'), lab_mark())
+    clean_leftovers(state_path('pids'), lab_mark(),
+                    cgroups_record=state_path('cgroups.json'))
     persist.discard(state_path(persist.SAVED_NAME))
     print('The lab is down.')
     return 0

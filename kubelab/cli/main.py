@@ -16,6 +16,7 @@
   kubelab wait                             (every pod ready, the dataplane caught up)
   kubelab flows [--service NAME] [--node NAME] [-n NS] [-o json]  (flows, counters, owners)
   kubelab top [--interval 1] [-n NS | -A] [--once]   (connections per Service and endpoint)
+  kubelab top pods [NAME] [-n NS | -A] [--containers]   (CPU and memory per pod)
   kubelab lab list|start|check|reset|solve [N]   (the guided exercises of labs/)
   kubelab demo                             (bring up the default lab, show traffic, tear down)
   kubelab bench                            (the benchmark table)
@@ -239,7 +240,13 @@ def _flows(add):
 
 
 def _top(add):
-    sp = add('top', observe.cmd_top, 'new connections per Service port and endpoint, live')
+    sp = add('top', observe.cmd_top, 'new connections per Service port and endpoint and '
+             "each pod's CPU and memory, live; `top pods`: kubectl top pod")
+    sp.add_argument('resource', nargs='?', choices=['pods', 'pod', 'po'],
+                    help="pods: each pod's CPU and memory once, as kubectl top pod")
+    sp.add_argument('name', nargs='?', help='one pod (with `top pods`)')
+    sp.add_argument('--containers', action='store_true',
+                    help='a row per container (with `top pods`)')
     sp.add_argument('--interval', type=float, default=1.0, help='seconds between frames')
     sp.add_argument('--once', action='store_true', help='print one frame and exit')
     sp.add_argument('-A', '--all-namespaces', action='store_true')

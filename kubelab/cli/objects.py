@@ -23,7 +23,8 @@ from services.manifests import read_paths
 
 STORE_KIND = {'pods': 'Pod', 'deployments': 'Deployment', 'services': 'Service',
               'endpointslices': 'EndpointSlice', 'nodes': 'Node', 'namespaces': 'Namespace',
-              'secrets': 'Secret', 'ingresses': 'Ingress', 'ingressclasses': 'IngressClass',
+              'secrets': 'Secret', 'configmaps': 'ConfigMap', 'ingresses': 'Ingress',
+              'ingressclasses': 'IngressClass',
               'gatewayclasses': 'GatewayClass', 'gateways': 'Gateway',
               'httproutes': 'HTTPRoute', 'networkpolicies': 'NetworkPolicy'}
 DELETE_KINDS = {word: kind for word, kind in STORE_KIND.items() if kind != 'Node'}

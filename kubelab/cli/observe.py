@@ -77,6 +77,8 @@ def cmd_top(args) -> int:
     from kubelab.inspect import flows, switches, top  # here: see the module's docstring
     from kubelab.inspect.switches import dump_bridges, lab_bridges, lab_cluster
     from services import wiring
+    if args.resource:
+        return cmd_top_pods(args)
     if args.interval <= 0:
         raise KubelabError('--interval must be more than 0 seconds')
     client = Client()
@@ -99,7 +101,8 @@ def cmd_top(args) -> int:
             time.sleep(args.interval)
             now = poll()
             view = top.top_view(last, now, namespace)
-            frame = top.render_top(view, datetime.now().strftime('%H:%M:%S'))
+            frame = top.render_top(view, datetime.now().strftime('%H:%M:%S'),
+                                   client.pod_metrics())
             if args.once:
                 print(frame)
                 return 1 if view.errors else 0
@@ -108,6 +111,20 @@ def cmd_top(args) -> int:
             last = now
     except KeyboardInterrupt:
         return 0
+
+
+def cmd_top_pods(args) -> int:
+    """``kubelab top pods [NAME]``: each pod's CPU and memory, as ``kubectl top pod``."""
+    from kubelab.inspect import top
+    client = Client()
+    items = [m for m in client.pod_metrics()
+             if args.all_namespaces or m['metadata']['namespace'] == args.namespace]
+    if args.name:
+        client.get('Pod', args.namespace, args.name)        # NotFound, as kubectl says
+        items = [m for m in items if m['metadata']['name'] == args.name]
+    print(top.render_top_pods(items, all_namespaces=args.all_namespaces,
+                              containers=args.containers))
+    return 0
 
 
 def cmd_diagram(args) -> int:

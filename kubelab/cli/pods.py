@@ -1,5 +1,6 @@
-"""``kubelab exec`` and ``kubelab logs``: into a pod's (or a node's, an external host's)
-network namespace, and a container's log as the lab's kubelet wrote it."""
+"""``kubelab exec`` and ``kubelab logs``: into a pod's container (its namespaces, cgroups,
+user and capabilities, as ``kubectl exec``) or a node's or external host's network
+namespace, and a container's log as the lab's kubelet wrote it."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ import os
 import sys
 import time
 
-from kubelab.client import Client, container_of, exec_target
+from kubelab.client import Client, container_exec, container_of, exec_target
 from services.errors import KubelabError
 
 
@@ -15,20 +16,14 @@ def cmd_exec(args) -> int:
     if not args.command:
         raise KubelabError('exec needs a command after --, e.g. '
                            '`kubelab exec web-abc -- wget -qO- 10.96.0.10`')
-    from topo.images.runtime import with_resolv_conf    # here: keeps other commands fast
     client = Client()
-    pid, env = exec_target(client, args.target, args.namespace, args.container)
-    command = list(args.command)
-    if not args.target.startswith(('node/', 'host/')):
-        # The pod's own /etc/resolv.conf, as its containers see it.
-        name = args.target.split('/', 1)[-1]
-        meta = client.get('Pod', args.namespace, name)['metadata']
-        resolv = os.path.join(client.lab()['stateDir'], 'pods',
-                              f'{meta["namespace"]}_{meta["name"]}_{meta["uid"]}',
-                              'resolv.conf')
-        command = with_resolv_conf(command, resolv if os.path.exists(resolv) else None)
-    argv = ['nsenter', f'--net=/proc/{pid}/ns/net', '--', *command]
-    os.execvpe('nsenter', argv, env)
+    if args.target.startswith(('node/', 'host/')):
+        pid, env = exec_target(client, args.target, args.namespace, args.container)
+        argv = ['nsenter', f'--net=/proc/{pid}/ns/net', '--', *args.command]
+        os.execvpe('nsenter', argv, env)
+    argv, env = container_exec(client, args.target, args.namespace, args.container,
+                               list(args.command))
+    os.execve(argv[0], argv, env)
 
 
 def cmd_logs(args) -> int:

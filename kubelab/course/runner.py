@@ -32,9 +32,9 @@ LABELLED_KINDS = ('HTTPRoute', 'Gateway', 'Ingress', 'NetworkPolicy', 'Service',
 # ---------------------------------------------------------------- the course
 EXERCISES = [
     Exercise(1, 'pods-and-containers', 'Pods and containers',
-             'a multi-container pod: app + logger sidecar over localhost, one IP'),
+             'app + logger sidecar: localhost, one IP, a shared emptyDir, the pod\'s IPC'),
     Exercise(2, 'pod-to-pod', 'Pod-to-pod networking across nodes',
-             'routes and node bridges between nodes; pod IPs change on restart'),
+             'routes and node bridges between nodes; a replaced pod gets a new IP'),
     Exercise(3, 'clusterip', 'ClusterIP Services and EndpointSlices',
              'a stable VIP over changing pods, load balancing, readiness'),
     Exercise(4, 'nodeport', 'NodePort',

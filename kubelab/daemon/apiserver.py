@@ -22,7 +22,8 @@ Routes (all under /lab/v1):
   POST rollout/restart  {"namespace", "name"}   a Deployment's pods replaced anew
   POST node/fail, node/restore  {"name"}        cut a node off the network / reconnect it
   GET  dataplane / POST dataplane {"version": N, "switches": [dpid...]}
-  GET  lab       the cluster's nodes, external hosts and sandbox pids (for exec)
+  GET  lab       the cluster's nodes, external hosts, sandbox and container pids (exec)
+  GET  metrics/pods  every running pod's CPU and memory (metrics.k8s.io PodMetrics)
   POST shutdown
 """
 
@@ -64,7 +65,8 @@ class Fields(dict):
 
 class APIServer:
     def __init__(self, store, token: str, lab_info, on_shutdown, path: str,
-                 on_node_network=None, proxies=None, after_write=None):
+                 on_node_network=None, proxies=None, after_write=None,
+                 pod_metrics=None):
         self.store = store
         self.after_write = after_write    # callable, after a request that changed objects
         self.token = token
@@ -72,6 +74,7 @@ class APIServer:
         self.on_shutdown = on_shutdown
         self.on_node_network = on_node_network    # callable(name, up) -> message
         self.proxies = proxies    # callable -> {'version': rv, 'pending': [...]} (nginx)
+        self.pod_metrics = pod_metrics    # callable -> [PodMetrics]
         self.dataplane = {'version': 0, 'switches': []}
         self.dp_cond = threading.Condition()
         handler = type('Handler', (_Handler,), {'api': self})
@@ -190,6 +193,10 @@ class _Handler(GuardedHandler):
             return 200, dict(self.api.dataplane, storeVersion=store.rv, proxies=proxies)
         if path == '/lab/v1/lab':
             return 200, self.api.lab_info()
+        if path == '/lab/v1/metrics/pods':
+            items = self.api.pod_metrics() if self.api.pod_metrics else []
+            return 200, {'kind': 'PodMetricsList', 'apiVersion': 'metrics.k8s.io/v1beta1',
+                         'items': items}
         return 404, {'error': f'no route {path}'}
 
     def _post(self, path, body):

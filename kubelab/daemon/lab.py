@@ -77,6 +77,7 @@ class Lab:
         self.registry = None
         self.l7 = None
         self.dns_records = None
+        self.cgroups = None
         self._dns_version = None      # the store version of the kinds the records read
         self.saver = None
         self.ofp_socket = None
@@ -89,6 +90,7 @@ class Lab:
         from controller.pipeline.tables import conntrack_zones
         from kubelab.daemon.apiserver import APIServer
         from services.store import Store
+        from topo.cgroups import LabCgroups
         from topo.cleanup import PidRegistry, clean_leftovers, start_time
         from topo.kubelet import NodeAgent
         from topo.network import LabNetwork, controller_socket
@@ -96,15 +98,18 @@ class Lab:
         if os.geteuid() != 0:
             raise KubelabError('the lab needs root (network namespaces and Open vSwitch): '
                                'run it with sudo')
-        for tool in ('mnexec', 'ethtool', 'busybox'):
+        for tool in ('mnexec', 'ethtool', 'busybox', 'bwrap', 'nsenter', 'unshare',
+                     'setpriv'):
             if shutil.which(tool) is None:
                 raise KubelabError(f'{tool} is missing: run `make install` as root')
         ovs = ensure_openvswitch()
         self.openvswitch = ovs.describe()
         self.openvswitch_prefix = ovs.prefix if ovs.own else None
-        for what in clean_leftovers(state_path('pids'), lab_mark(), skip_pid=os.getpid()):
+        for what in clean_leftovers(state_path('pids'), lab_mark(), skip_pid=os.getpid(),
+                                    cgroups_record=state_path('cgroups.json')):
             LOG.warning('removed leftovers of an earlier run: %s', what)
         shutil.rmtree(state_path('pods'), ignore_errors=True)
+        self.cgroups = LabCgroups.create(state_path('cgroups.json'))
         write_file(state_path('daemon.pid'), f'{os.getpid()} {start_time(os.getpid())}'
                    .encode())
         self.registry = PidRegistry(state_path('pids'))
@@ -120,7 +125,7 @@ class Lab:
         self.api = APIServer(self.store, token, self.lab_info, self.done.set,
                              path=state_path(transport.SOCKET_NAME),
                              on_node_network=self.node_network, proxies=self.proxies,
-                             after_write=self.saver.save)
+                             after_write=self.saver.save, pod_metrics=self.pod_metrics)
         self.api.start()
 
         self.ofp_socket = controller_socket()
@@ -140,7 +145,7 @@ class Lab:
         subprocess.run(['busybox', '--install', '-s', busybox_dir], check=True)
         for node in self.cluster.nodes:
             agent = NodeAgent(node, self.store, self.network, self.registry, STATE_DIR,
-                              busybox_dir)
+                              busybox_dir, self.cgroups)
             agent.start()
             self.agents.append(agent)
         self._start_cloud()
@@ -295,7 +300,7 @@ class Lab:
     def lab_info(self) -> dict:
         from services import wiring
         net = self.network
-        nodes, hosts, sandboxes = [], [], {}
+        nodes, hosts, sandboxes, containers = [], [], {}, {}
         if net is not None and net.net is not None:
             for node in self.cluster.nodes:
                 nodes.append({'name': node.name, 'ip': node.ip, 'role': node.role,
@@ -307,7 +312,9 @@ class Lab:
         for agent in self.agents:
             for uid, rt in list(agent.pods.items()):
                 sandboxes[uid] = rt.host.pid
+            containers.update(agent.containers_info())
         return {'nodes': nodes, 'hosts': hosts, 'sandboxes': sandboxes,
+                'containers': containers,
                 'datapath': net.datapath if net else None,
                 'openvswitch': self.openvswitch,
                 'openvswitchPrefix': self.openvswitch_prefix,
@@ -315,6 +322,9 @@ class Lab:
                 'failedNodes': sorted(self.failed_nodes),
                 'ofpSocket': self.ofp_socket,
                 'stateDir': STATE_DIR}
+
+    def pod_metrics(self) -> list[dict]:
+        return [m for agent in self.agents for m in agent.pod_metrics()]
 
     # ------------------------------------------------------------ run / down
     def supervise(self):
@@ -346,7 +356,8 @@ class Lab:
                 self.controller.kill()
         if self.api is not None:
             self.api.stop()
-        clean_leftovers(state_path('pids'), lab_mark(), skip_pid=os.getpid())
+        clean_leftovers(state_path('pids'), lab_mark(), skip_pid=os.getpid(),
+                        cgroups_record=state_path('cgroups.json'))
         for path in [state_path(name) for name in ('token', 'daemon.pid', 'ready')] + \
                 ([self.ofp_socket] if self.ofp_socket else []):
             try:

@@ -8,12 +8,19 @@ skip the group); per endpoint the bytes its pod received and sent (the pod's rou
 spoof-guard flows: all of the pod's traffic, not only this Service's); per load balancer
 address the edge group's buckets (connections per node); per NetworkPolicy rule the new
 connections it allowed, and per policy those dropped at the pods it isolates
-(kubelab/inspect/policy_counters.py). ``render_top`` prints one frame.
+(kubelab/inspect/policy_counters.py). ``render_top`` prints one frame, with each pod's
+CPU and memory below the Services and policies.
+
+``render_top_pods`` prints ``kubelab top pods`` as ``kubectl top pod`` does, from the
+lab's PodMetrics (metrics.k8s.io's shape, from each container's cgroup, sampled every
+second by the kubelet): CPU in millicores (rounded up), memory (the working set) in
+MiB.
 """
 
 from __future__ import annotations
 
 import ipaddress
+import math
 import textwrap
 from dataclasses import dataclass
 
@@ -21,6 +28,8 @@ from controller import pipeline
 from kubelab.inspect import ovsdump, policy_counters
 from kubelab.inspect.flows import CURRENT, MISSING, Report
 from kubelab.printers import format_table
+from services.errors import UsageError
+from services.validation.common import parse_quantity
 
 
 # ---------------------------------------------------------------- polls and views
@@ -235,11 +244,55 @@ TOP_LEGEND = (
     "this Service's.",
     'NETWORKPOLICY: new connections a rule allowed (its conj_id flow), and those '
     f'dropped at the pods the policy isolates ({policy_counters.ISOLATION}; a pod '
-    'isolated by several policies counts for each), on the node that judged them.')
+    'isolated by several policies counts for each), on the node that judged them.',
+    "POD CPU(cores), MEMORY(bytes): each pod's containers as their cgroups count them "
+    "(CPU over the last seconds in millicores, memory in use now), as kubectl top pod "
+    "shows them.")
 
 
-def render_top(view: TopView, now: str = '') -> str:
-    """One frame of ``kubelab top``."""
+def millicores(quantity: str) -> int:
+    """A CPU quantity (``1234567n``) in millicores, rounded up as kubectl rounds it."""
+    return math.ceil(parse_quantity(quantity) * 1000)
+
+
+def mebibytes(quantity: str) -> int:
+    return int(parse_quantity(quantity)) // 2**20
+
+
+def _usage(item: dict) -> tuple[int, int]:
+    """A pod's CPU (millicores) and memory (MiB): its containers' usage summed first,
+    then rounded, as kubectl does."""
+    cpu = sum(parse_quantity(c['usage']['cpu']) for c in item['containers'])
+    memory = sum(parse_quantity(c['usage']['memory']) for c in item['containers'])
+    return math.ceil(cpu * 1000), int(memory) // 2**20
+
+
+def render_top_pods(items: list[dict], *, all_namespaces: bool = False,
+                    containers: bool = False) -> str:
+    """``kubectl top pod`` (``--containers``: a row per container; ``-A``: with the
+    NAMESPACE column), sorted by namespace and name."""
+    if not items:
+        raise UsageError('metrics not available yet: the kubelet samples every second; '
+                         'try again in a moment')
+    header = (['NAMESPACE'] if all_namespaces else []) + (
+        ['POD', 'NAME'] if containers else ['NAME']) + ['CPU(cores)', 'MEMORY(bytes)']
+    rows = []
+    for item in sorted(items, key=lambda i: (i['metadata']['namespace'],
+                                             i['metadata']['name'])):
+        lead = [item['metadata']['namespace']] if all_namespaces else []
+        if containers:
+            for c in item['containers']:
+                rows.append(lead + [item['metadata']['name'], c['name'],
+                                    f'{millicores(c["usage"]["cpu"])}m',
+                                    f'{mebibytes(c["usage"]["memory"])}Mi'])
+        else:
+            cpu, memory = _usage(item)
+            rows.append(lead + [item['metadata']['name'], f'{cpu}m', f'{memory}Mi'])
+    return format_table(header, rows)
+
+
+def render_top(view: TopView, now: str = '', pods: list | None = None) -> str:
+    """One frame of ``kubelab top``; ``pods``: the PodMetrics of the lab."""
     scope = f'namespace {view.namespace}' if view.namespace else 'all namespaces'
     out = ['  '.join(part for part in ('kubelab top', scope, now, f'(rates over the '
                                        f'last {view.elapsed:.1f} s)') if part)]
@@ -281,6 +334,14 @@ def render_top(view: TopView, now: str = '') -> str:
         out.append('')
         out.append(format_table(['NETWORKPOLICY', 'RULE', 'CONN/S', 'CONNS'], [
             [key, rule, f'{per_s:.1f}', str(n)] for key, rule, n, per_s in view.policies]))
+    shown = [p for p in pods or () if view.namespace in (None, p['metadata']['namespace'])]
+    if shown:
+        out.append('')
+        out.append(format_table(['POD', 'CPU(cores)', 'MEMORY(bytes)'], [
+            [f'{p["metadata"]["namespace"]}/{p["metadata"]["name"]}',
+             f'{_usage(p)[0]}m', f'{_usage(p)[1]}Mi']
+            for p in sorted(shown, key=lambda p: (p['metadata']['namespace'],
+                                                  p['metadata']['name']))]))
     out.append('')
     out += [textwrap.fill(paragraph, 100) for paragraph in TOP_LEGEND]
     return '\n'.join(line.rstrip() for line in '\n'.join(out).split('\n'))

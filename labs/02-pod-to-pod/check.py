@@ -1,6 +1,6 @@
 """Exercise 2, Pod-to-pod networking across nodes: the checks of ``kubelab lab check 2``.
 
-Routes and node bridges between nodes; pod IPs change on restart (README.md beside this
+Routes and node bridges between nodes; a replaced pod gets a new IP (README.md beside this
 file). kubelab/course/ctx.py has what the checks use; ``TASKS``, at the end, names the
 tasks.
 """
@@ -79,5 +79,5 @@ TASKS = [
     ('the server pod runs on another node than the client, in its podCIDR',
      ex2_other_node),
     ('the client reaches the server by pod IP across nodes, no NAT', ex2_direct),
-    ('a Deployment runs the server; a restarted pod gets a new IP', ex2_restart),
+    ('a Deployment runs the server; a replaced pod gets a new IP', ex2_restart),
 ]

@@ -409,7 +409,9 @@ class Checker:
 
     def known_fields(self, obj: dict, path: str, supported, ignored=(),
                      unsupported=()) -> None:
-        """Report keys of ``obj`` that are neither supported nor ignored."""
+        """Report keys of ``obj`` that are neither supported nor ignored.
+        ``unsupported``: real fields kubelab does not emulate (a mapping gives each
+        one's reason)."""
         for key in obj:
             where = join(path, key) if isinstance(key, str) else path
             if not isinstance(key, str):
@@ -418,7 +420,9 @@ class Checker:
             elif key in supported or key in ignored:
                 continue
             elif key in unsupported:
-                self.error(where, f'is not supported by kubelab; supported '
+                reason = unsupported[key] if isinstance(unsupported, dict) else ''
+                self.error(where, f'is not supported by kubelab'
+                                  f'{": " + reason if reason else ""}; supported '
                                   f'fields here: {choices(supported)}')
             else:
                 hint = suggestion(key, list(supported) + list(ignored))

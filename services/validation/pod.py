@@ -1,13 +1,16 @@
 """Validation of a Pod spec: a Pod's ``spec`` and a Deployment's pod template.
 
 Checks what the node agent needs to run the pod: containers with supported
-images (``services.images``), their ports and readiness probes, env, restart
-policy, grace period, tolerations (the scheduler reads them). Fields that real
-Kubernetes accepts but that do not matter in the lab are kept and ignored
-(``IGNORED_*``, with the type the API server would decode them into, and the
-API server's checks where they are simple: resource quantities, pull policy,
-liveness and startup probes); fields kubelab cannot emulate
-(``UNSUPPORTED_*``) are errors, as are unknown fields.
+images (``services.images``), their ports and readiness probes, env and envFrom
+(services/validation/env.py), resources (cpu and memory, applied through the
+container's cgroup), volumes and volume mounts (services/validation/volumes.py),
+securityContext (services/validation/security.py), working directory, hostname,
+subdomain and host aliases (the pod's /etc/hosts), restart policy, grace period,
+tolerations (the scheduler reads them). Fields that real Kubernetes accepts but
+that do not change what runs are kept and ignored (``IGNORED_*``, with the type
+the API server would decode them into, and the API server's checks where they
+are simple: pull policy, liveness and startup probes); fields kubelab cannot
+emulate (``UNSUPPORTED_*``, with the reason) are errors, as are unknown fields.
 """
 
 from services.images import (AGNHOST_BINARIES, AGNHOST_SUBCOMMANDS,
@@ -15,29 +18,39 @@ from services.images import (AGNHOST_BINARIES, AGNHOST_SUBCOMMANDS,
 from services.validation.common import (
     MISSING, PROTOCOLS, UNSUPPORTED_PROTOCOLS, Checker, choices, describe,
     dns1123_label_problem, dns1123_subdomain_problem, iana_svc_name_problem,
-    join, label_key_problem, label_value_problem, map_key, parse_quantity,
-    suggestion)
+    join, label_key_problem, label_value_problem, map_key, parse_ipv4,
+    parse_quantity, suggestion)
+from services.validation.env import validate_env
+from services.validation.security import (validate_container_security,
+                                          validate_pod_security)
+from services.validation.volumes import validate_mounts, validate_volumes
 
 POD_SPEC_FIELDS = ('containers', 'nodeName', 'restartPolicy',
-                   'terminationGracePeriodSeconds', 'tolerations')
+                   'terminationGracePeriodSeconds', 'tolerations', 'volumes',
+                   'securityContext', 'hostname', 'subdomain', 'hostAliases',
+                   'setHostnameAsFQDN', 'shareProcessNamespace')
 #: Pod spec fields kept but not acted on: name -> type.
 IGNORED_POD_SPEC_FIELDS = {
     'activeDeadlineSeconds': 'integer', 'affinity': 'mapping',
     'automountServiceAccountToken': 'boolean', 'dnsConfig': 'mapping',
     'dnsPolicy': 'string', 'enableServiceLinks': 'boolean',
-    'hostAliases': 'list', 'hostname': 'string', 'imagePullSecrets': 'list',
+    'imagePullSecrets': 'list',
     'nodeSelector': 'mapping', 'os': 'mapping', 'overhead': 'mapping',
     'preemptionPolicy': 'string', 'priority': 'integer',
     'priorityClassName': 'string', 'readinessGates': 'list',
     'runtimeClassName': 'string', 'schedulerName': 'string',
-    'securityContext': 'mapping', 'serviceAccount': 'string',
-    'serviceAccountName': 'string', 'setHostnameAsFQDN': 'boolean',
-    'shareProcessNamespace': 'boolean', 'subdomain': 'string',
-    'topologySpreadConstraints': 'list', 'volumes': 'list'}
+    'serviceAccount': 'string', 'serviceAccountName': 'string',
+    'topologySpreadConstraints': 'list'}
 DNS_POLICIES = ('ClusterFirst', 'ClusterFirstWithHostNet', 'Default', 'None')
 PREEMPTION_POLICIES = ('PreemptLowerPriority', 'Never')
-UNSUPPORTED_POD_SPEC_FIELDS = ('ephemeralContainers', 'hostIPC',
-                               'hostNetwork', 'hostPID', 'initContainers')
+#: Pod spec fields kubelab does not emulate, and why.
+UNSUPPORTED_POD_SPEC_FIELDS = {
+    'ephemeralContainers': 'use kubelab exec',
+    'hostIPC': "a pod's IPC namespace is its own, shared by its containers only",
+    'hostNetwork': 'a pod always has its own network namespace',
+    'hostPID': 'each container has its own PID namespace',
+    'initContainers': 'kubelab starts all containers of a pod together',
+    'resourceClaims': 'kubelab nodes have no devices to claim'}
 
 TOLERATION_FIELDS = ('key', 'operator', 'value', 'effect',
                      'tolerationSeconds')
@@ -45,24 +58,26 @@ TOLERATION_OPERATORS = ('Exists', 'Equal')
 TAINT_EFFECTS = ('NoSchedule', 'PreferNoSchedule', 'NoExecute')
 
 CONTAINER_FIELDS = ('name', 'image', 'command', 'args', 'ports', 'env',
-                    'readinessProbe', 'lifecycle')
+                    'envFrom', 'readinessProbe', 'lifecycle', 'resources',
+                    'securityContext', 'volumeMounts', 'workingDir',
+                    'terminationMessagePath', 'terminationMessagePolicy')
 #: Container fields kept but not acted on: name -> type.
 IGNORED_CONTAINER_FIELDS = {
-    'envFrom': 'list', 'imagePullPolicy': 'string',
-    'livenessProbe': 'mapping', 'resizePolicy': 'list',
-    'resources': 'mapping', 'securityContext': 'mapping',
-    'startupProbe': 'mapping', 'stdin': 'boolean', 'stdinOnce': 'boolean',
-    'terminationMessagePath': 'string', 'terminationMessagePolicy': 'string',
-    'tty': 'boolean', 'volumeDevices': 'list', 'volumeMounts': 'list',
-    'workingDir': 'string'}
+    'imagePullPolicy': 'string', 'livenessProbe': 'mapping',
+    'resizePolicy': 'list', 'startupProbe': 'mapping', 'stdin': 'boolean',
+    'stdinOnce': 'boolean', 'tty': 'boolean'}
+UNSUPPORTED_CONTAINER_FIELDS = {
+    'volumeDevices': 'kubelab has no block devices (no PersistentVolumes)',
+    'restartPolicy': 'a container restart policy belongs to init containers'}
 PULL_POLICIES = ('Always', 'IfNotPresent', 'Never')
 TERMINATION_MESSAGE_POLICIES = ('File', 'FallbackToLogsOnError')
 #: Probes the kubelet of kubelab does not run (checked, then ignored).
 OTHER_PROBES = ('livenessProbe', 'startupProbe')
 
 RESOURCE_FIELDS = ('limits', 'requests')
-IGNORED_RESOURCE_FIELDS = ('claims',)
 STANDARD_RESOURCES = ('cpu', 'memory', 'ephemeral-storage')
+#: What the container's cgroup enforces (limits) and weighs (a cpu request).
+ENFORCED_RESOURCES = ('cpu', 'memory')
 
 CONTAINER_PORT_FIELDS = ('containerPort', 'protocol', 'name', 'hostPort')
 #: hostIP: kubelab's hostPort DNAT listens on the node's one address.
@@ -81,12 +96,6 @@ PROBE_TIMING = (('initialDelaySeconds', 0, 0), ('periodSeconds', 1, 10),
                 ('failureThreshold', 1, 3))
 HTTP_SCHEMES = ('HTTP',)
 
-ENV_FIELDS = ('name', 'value', 'valueFrom')
-#: Downward-API fields an env var may take with ``valueFrom.fieldRef``.
-ENV_FIELD_PATHS = ('metadata.name', 'metadata.namespace', 'metadata.uid',
-                   'spec.nodeName', 'spec.serviceAccountName',
-                   'status.hostIP', 'status.podIP')
-
 RESTART_POLICIES = ('Always', 'OnFailure', 'Never')
 
 LIFECYCLE_FIELDS = ('preStop', 'postStart')
@@ -103,9 +112,13 @@ def validate_pod_spec(chk: Checker, spec: dict, path: str, *,
     port_names: set = set()     # names, and ('hostPort', port, protocol) pairs
     grace = chk.integer(spec, 'terminationGracePeriodSeconds', path, minimum=0,
                         default=30, bits=64)
+    volumes = validate_volumes(chk, spec, path)
     for cpath, container in chk.items(spec, 'containers', path,
                                       required=True, non_empty=True):
         _container(chk, container, cpath, container_names, port_names, grace)
+        validate_mounts(chk, container, cpath, volumes)
+    validate_pod_security(chk, spec, path)
+    _identity(chk, spec, path)
     node = chk.string(spec, 'nodeName', path)
     if node:
         chk.name(node, join(path, 'nodeName'), dns1123_subdomain_problem)
@@ -116,13 +129,35 @@ def validate_pod_spec(chk: Checker, spec: dict, path: str, *,
     _ignored_pod_fields(chk, spec, path)
 
 
+def _identity(chk, spec, path) -> None:
+    """What the pod's /etc/hosts and hostname are made of: ``hostname``, ``subdomain``,
+    ``setHostnameAsFQDN``, ``hostAliases``; ``shareProcessNamespace`` (not emulated)."""
+    for field in ('hostname', 'subdomain'):
+        value = chk.string(spec, field, path)
+        if value:
+            chk.name(value, join(path, field), dns1123_label_problem)
+    chk.boolean(spec, 'setHostnameAsFQDN', path)
+    if chk.boolean(spec, 'shareProcessNamespace', path):
+        chk.error(join(path, 'shareProcessNamespace'),
+                  'true is not supported by kubelab: each container has its own PID '
+                  'namespace')
+    for apath, alias in chk.items(spec, 'hostAliases', path):
+        chk.known_fields(alias, apath, ('ip', 'hostnames'))
+        ip = chk.string(alias, 'ip', apath, required=True)
+        if ip is not None and parse_ipv4(ip) is None:
+            chk.error(join(apath, 'ip'), f'Invalid value: "{ip}": must be a valid IPv4 '
+                                         f'address')
+        for index, name in enumerate(chk.sequence(alias, 'hostnames', apath) or ()):
+            where = join(join(apath, 'hostnames'), index)
+            if not isinstance(name, str):
+                chk.error(where, f'must be a string, got {describe(name)}')
+            else:
+                chk.name(name, where, dns1123_subdomain_problem)
+
+
 def _ignored_pod_fields(chk, spec, path) -> None:
     """The API server's checks of fields kubelab keeps but does not use."""
     chk.typed(spec, path, IGNORED_POD_SPEC_FIELDS)
-    for field in ('hostname', 'subdomain'):
-        value = spec.get(field)
-        if isinstance(value, str) and value:
-            chk.name(value, join(path, field), dns1123_label_problem)
     if isinstance(spec.get('dnsPolicy'), str):
         chk.one_of(spec, 'dnsPolicy', path, DNS_POLICIES)
     if isinstance(spec.get('preemptionPolicy'), str):
@@ -165,7 +200,7 @@ def _toleration(chk, toleration, path) -> None:
 
 def _container(chk, container, path, names, port_names, grace) -> None:
     chk.known_fields(container, path, CONTAINER_FIELDS,
-                     IGNORED_CONTAINER_FIELDS)
+                     IGNORED_CONTAINER_FIELDS, UNSUPPORTED_CONTAINER_FIELDS)
     name = chk.string(container, 'name', path, required=True)
     if name is not None:
         chk.name(name, join(path, 'name'), dns1123_label_problem)
@@ -184,8 +219,7 @@ def _container(chk, container, path, names, port_names, grace) -> None:
     own_ports: dict[str, dict] = {}
     for ppath, port in chk.items(container, 'ports', path):
         _container_port(chk, port, ppath, port_names, own_ports)
-    for epath, env in chk.items(container, 'env', path):
-        _env(chk, env, epath)
+    validate_env(chk, container, path)
     probe = chk.mapping(container, 'readinessProbe', path)
     if probe is not None:
         _probe(chk, probe, join(path, 'readinessProbe'), own_ports)
@@ -197,6 +231,18 @@ def _container(chk, container, path, names, port_names, grace) -> None:
             handler = chk.mapping(lifecycle, hook, lpath)
             if handler is not None:
                 _hook(chk, handler, join(lpath, hook), own_ports, grace)
+    workdir = chk.string(container, 'workingDir', path)
+    if workdir and not workdir.startswith('/'):
+        chk.error(join(path, 'workingDir'), f'Invalid value: "{workdir}": must be an '
+                                            f'absolute path')
+    if chk.string(container, 'terminationMessagePath', path) == '':
+        chk.error(join(path, 'terminationMessagePath'), 'Required value')
+    chk.one_of(container, 'terminationMessagePolicy', path,
+               TERMINATION_MESSAGE_POLICIES)
+    resources = chk.mapping(container, 'resources', path)
+    if resources is not None:
+        _resources(chk, resources, join(path, 'resources'))
+    validate_container_security(chk, container, path)
     _ignored_container_fields(chk, container, path, own_ports)
 
 
@@ -238,23 +284,19 @@ def _ignored_container_fields(chk, container, path, own_ports) -> None:
     chk.typed(container, path, IGNORED_CONTAINER_FIELDS)
     if isinstance(container.get('imagePullPolicy'), str):
         chk.one_of(container, 'imagePullPolicy', path, PULL_POLICIES)
-    if isinstance(container.get('terminationMessagePolicy'), str):
-        chk.one_of(container, 'terminationMessagePolicy', path,
-                   TERMINATION_MESSAGE_POLICIES)
     for name in OTHER_PROBES:
         if isinstance(container.get(name), dict):
             _probe(chk, container[name], join(path, name), own_ports,
                    run=False)
-    if isinstance(container.get('resources'), dict):
-        _resources(chk, container['resources'], join(path, 'resources'))
 
 
 def _resources(chk, resources, path) -> None:
     """``limits``/``requests``: resource names with quantities, each request
-    at most its limit (as the API server checks them)."""
-    chk.known_fields(resources, path, RESOURCE_FIELDS,
-                     IGNORED_RESOURCE_FIELDS)
-    chk.sequence(resources, 'claims', path)
+    at most its limit (as the API server checks them), a missing request set to
+    its limit (as the API server defaults it). kubelab enforces cpu and memory;
+    other resources are refused with that reason."""
+    chk.known_fields(resources, path, RESOURCE_FIELDS, (),
+                     {'claims': 'kubelab nodes have no devices to claim'})
     amounts: dict[str, dict] = {}
     for field in RESOURCE_FIELDS:
         amounts[field] = {}
@@ -268,6 +310,11 @@ def _resources(chk, resources, path) -> None:
             problem = _resource_name_problem(name)
             if problem:
                 chk.error(rpath, problem)
+                continue
+            if name not in ENFORCED_RESOURCES:
+                chk.error(rpath, f'"{name}" is not supported by kubelab: its nodes '
+                                 f'account for {choices(ENFORCED_RESOURCES)} only '
+                                 f"(enforced through each container's cgroup)")
                 continue
             amount = parse_quantity(value)
             if amount is None:
@@ -285,6 +332,10 @@ def _resources(chk, resources, path) -> None:
                       f'Invalid value: "{resources["requests"][name]}": must '
                       f'be less than or equal to {name} limit of '
                       f'{resources["limits"][name]}')
+    if not chk.errors and amounts['limits']:
+        requests = resources.setdefault('requests', {})
+        for name in amounts['limits']:
+            requests.setdefault(name, resources['limits'][name])
 
 
 def _resource_name_problem(name: str) -> str | None:
@@ -363,29 +414,6 @@ def _container_port(chk, port, path, port_names, own_ports) -> None:
                                       f'names must be unique within a pod')
     port_names.add(name)
     own_ports[name] = port
-
-
-def _env(chk, env, path) -> None:
-    chk.known_fields(env, path, ENV_FIELDS)
-    name = chk.string(env, 'name', path, required=True)
-    if name is not None and (not name or '=' in name):
-        chk.error(join(path, 'name'),
-                  f'"{name}" is not a valid environment variable name: it '
-                  f"must be non-empty and must not contain '='")
-    value = chk.string(env, 'value', path)
-    source = chk.mapping(env, 'valueFrom', path)
-    if source is None:
-        return
-    spath = join(path, 'valueFrom')
-    if value:
-        chk.error(spath, 'may not be specified when `value` is not empty')
-    chk.known_fields(source, spath, ('fieldRef',), (),
-                     ('configMapKeyRef', 'secretKeyRef', 'resourceFieldRef'))
-    ref = chk.mapping(source, 'fieldRef', spath, required=True)
-    if ref is not None:
-        rpath = join(spath, 'fieldRef')
-        chk.known_fields(ref, rpath, ('fieldPath', 'apiVersion'))
-        chk.one_of(ref, 'fieldPath', rpath, ENV_FIELD_PATHS, required=True)
 
 
 def _probe(chk, probe, path, own_ports, run=True) -> None:

@@ -5,6 +5,9 @@
 
 * container fields kubelab accepts but does not act on (``livenessProbe``,
   ``startupProbe``, ``lifecycle.postStart``; readiness probes and preStop hooks run);
+* security settings the sandbox cannot honour as written: a ``RuntimeDefault`` seccomp
+  or AppArmor profile (kubelab loads none), ``allowPrivilegeEscalation: true`` (kubelab
+  always sets no_new_privs);
 * a Pod or Deployment template naming a ``spec.nodeName`` that is no node: the pod
   stays Pending;
 * (not: a Service whose selector matches no pod. A real API server says nothing there,
@@ -32,7 +35,7 @@ def apply_warnings(objs: list[dict], stored, cluster=None) -> list[str]:
     """The warnings for applying ``objs`` (validated) over the ``stored`` objects, in
     ``cluster`` (the cluster file; None: leave out what depends on it)."""
     stored = list(stored)
-    out = [w for obj in objs for w in _not_emulated(obj)]
+    out = [w for obj in objs for w in _not_emulated(obj) + _sandbox(obj)]
     out += [w for obj in objs if obj['kind'] == 'Service'
             for w in service_warnings(obj, cluster)]
     nodes = sorted(o['metadata']['name'] for o in stored if o['kind'] == 'Node')
@@ -89,6 +92,36 @@ def _not_emulated(obj: dict) -> list[str]:
             f'run by kubelab (it runs readinessProbe and preStop hooks)'
             for i, c in enumerate(spec.get('containers', [])) for field in NOT_EMULATED
             if _has(c, field)]
+
+
+def _pod_spec(obj: dict) -> tuple[dict | None, str]:
+    if obj['kind'] == 'Pod':
+        return obj['spec'], 'spec'
+    if obj['kind'] == 'Deployment':
+        return obj['spec']['template']['spec'], 'spec.template.spec'
+    return None, ''
+
+
+def _sandbox(obj: dict) -> list[str]:
+    """Warnings for security settings the sandbox cannot honour as written."""
+    spec, path = _pod_spec(obj)
+    if spec is None:
+        return []
+    contexts = [(f'{path}.securityContext', spec.get('securityContext') or {})]
+    contexts += [(f'{path}.containers[{i}].securityContext', c.get('securityContext') or {})
+                 for i, c in enumerate(spec.get('containers', []))]
+    out = []
+    for where, ctx in contexts:
+        for key, what in (('seccompProfile', 'seccomp'), ('appArmorProfile', 'AppArmor')):
+            if (ctx.get(key) or {}).get('type') == 'RuntimeDefault':
+                out.append(f'{object_ref(obj)}: {where}.{key}.type: RuntimeDefault: '
+                           f'kubelab loads no {what} profile; the container runs without '
+                           f'one (Unconfined)')
+        if ctx.get('allowPrivilegeEscalation') is True:
+            out.append(f'{object_ref(obj)}: {where}.allowPrivilegeEscalation: true: '
+                       f'kubelab always sets no_new_privs, so setuid programs gain no '
+                       f'privileges (as with false)')
+    return out
 
 
 def _has(obj: dict, dotted: str) -> bool:

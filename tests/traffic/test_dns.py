@@ -123,14 +123,12 @@ def test_srv_for_named_ports_pod_records_and_nxdomain(dns_lab):
         == 'NODATA'
 
 
-def container_pid(what: str) -> int:
-    """The pid of a running container (``ns/pod/container``), from the lab's registry."""
-    from kubelab.daemon.statedir import state_path
-    from topo.cleanup import PidRegistry, is_alive
-    pids = [pid for pid, started, name in PidRegistry(state_path('pids')).entries()
-            if name == f'container {what}' and is_alive(pid, started)]
-    assert pids, what
-    return pids[-1]
+def container_pid(lab, what: str) -> int:
+    """The host pid of a running container's PID 1 (``ns/pod/container``), as the lab's
+    kubelet reports it for ``kubelab exec``."""
+    namespace, pod, container = what.split('/')
+    uid = lab.client.get('Pod', namespace, pod)['metadata']['uid']
+    return lab.client.lab()['containers'][uid][container]['pid']
 
 
 def test_a_headless_service_answers_its_ready_pods(dns_lab):
@@ -143,7 +141,7 @@ def test_a_headless_service_answers_its_ready_pods(dns_lab):
         ['3000', f'{ip.replace(".", "-")}.db.shop.svc.cluster.local.'] for ip in ips)
     # db-1's server stops answering (SIGSTOP): its readiness probe fails, the name
     # answers db-0 only; SIGCONT, and it is back.
-    server = container_pid('shop/db-1/echo')
+    server = container_pid(dns_lab, 'shop/db-1/echo')
     os.kill(server, signal.SIGSTOP)
     try:
         ready = dns_lab.pod_ip('db-0', 'shop')

@@ -17,8 +17,8 @@ from kubelab.course import runner as labs
 #: exercise -> (hints the checker gives on the start state, hints on the broken solution)
 EXPECTED = {
     1: (['pod web has 1 container (app): add a logger sidecar',
-         'pod web has no sidecar container'],
-        ['no sidecar log shows an answer from the app over localhost']),
+         "pod web has no sidecar container to read the app's log"],
+        ["the logger's log shows none of the app's access log"]),
     2: (['server runs on control-plane, the same node as the client pod',
          'pod server is a bare Pod'],
         ['the same node as the client pod']),

@@ -399,7 +399,7 @@ def test_unknown_image_lists_the_supported_ones(image):
 
 
 # ---------------------------------------------------------------- the pod's resolv.conf
-from topo.images.runtime import pod_resolv_conf, with_resolv_conf  # noqa: E402
+from topo.images.runtime import pod_resolv_conf  # noqa: E402
 
 
 def test_a_cluster_first_pod_gets_the_cluster_dns_and_its_namespace_search_path():
@@ -423,8 +423,37 @@ def test_dns_policy_default_keeps_the_nodes_file_and_none_takes_dns_config():
         'nameserver 10.96.0.10\nnameserver 1.2.3.4\noptions ndots:2 edns0\n')
 
 
-def test_the_resolv_conf_is_bind_mounted_in_a_private_mount_namespace():
-    assert with_resolv_conf(['wget', 'x'], None) == ['wget', 'x']
-    argv = with_resolv_conf(['wget', 'x'], '/run/p/resolv.conf')
-    assert argv[:4] == ['unshare', '--mount', '--propagation', 'private']
-    assert argv[-3:] == ['/run/p/resolv.conf', 'wget', 'x']
+@pytest.mark.parametrize('module, args, env', [
+    ('topo.images.agnhost', ['netexec', '--http-port={port}', '--udp-port=-1'], {}),
+    ('topo.images.agnhost', ['serve-hostname', '--port={port}'], {}),
+    ('topo.images.agnhost', ['porter'], {'SERVE_PORT_{port}': 'porter'}),
+    ('topo.images.agnhost', ['pause'], {}),
+    ('topo.images.echo_basic', [], {'HTTP_PORT': '{port}'}),
+    ('topo.images.coredns', ['--port={port}', '--bind=127.0.0.1', '--health-port=0',
+                             '--ready-port=0', '--records=/nonexistent'], {}),
+])
+def test_every_emulated_program_says_when_it_serves(tmp_path, module, args, env):
+    """The kubelet counts an emulated container started when it says it serves
+    (topo/images/__init__.py): each program writes $KUBELAB_STARTED, and only once its
+    port answers."""
+    port = free_port()
+    started = tmp_path / 'started'
+    started.write_text('')
+    env = dict(os.environ, PYTHONPATH=str(REPO), HOSTNAME='pod-x',
+               KUBELAB_STARTED=str(started),
+               **{k.format(port=port): v.format(port=port) for k, v in env.items()})
+    proc = subprocess.Popen([sys.executable, '-m', module,
+                             *[a.format(port=port) for a in args]], cwd=REPO, env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        deadline = time.monotonic() + 10
+        while not started.read_text():
+            assert proc.poll() is None, proc.stderr.read().decode()
+            assert time.monotonic() < deadline, 'never said it serves'
+            time.sleep(0.02)
+        if args[:1] != ['pause'] and module != 'topo.images.coredns':
+            socket.create_connection(('127.0.0.1', port), timeout=1).close()
+    finally:
+        proc.kill()
+        proc.wait()
+        proc.stderr.close()

@@ -182,8 +182,8 @@ spec:
     args: [netexec, --http-port=8080]
     ports: [{{name: http, containerPort: 8080}}]
     resources:
-      limits: {{cpu: "1", memory: 1.5Gi, example.com/gpu: 1, hugepages-2Mi: 64Mi}}
-      requests: {{cpu: 250m, memory: 64Mi, ephemeral-storage: 1e9}}
+      limits: {{cpu: "1", memory: 1.5Gi}}
+      requests: {{cpu: 250m, memory: 64Mi}}
     livenessProbe: {{exec: {{command: [cat, /tmp/ok]}}, periodSeconds: 5}}
     startupProbe: {{httpGet: {{port: http, scheme: HTTPS}}, failureThreshold: 30}}
 ''',

@@ -48,13 +48,11 @@ def test_the_downward_api_fills_field_refs():
         {'name': 'POD_NAME', 'valueFrom': {'fieldRef': {'fieldPath': 'metadata.name'}}},
         {'name': 'NAMESPACE',
          'valueFrom': {'fieldRef': {'fieldPath': 'metadata.namespace'}}},
-        {'name': 'SECRET', 'valueFrom': {'secretKeyRef': {'name': 's', 'key': 'k'}}},
         {'name': 'WHERE', 'value': '$(POD_NAME).$(NAMESPACE)'}]}
     env = container_env(container, 'web-1', '/bb', {'metadata.name': 'web-1',
                                                     'metadata.namespace': 'shop'})
     assert (env['POD_NAME'], env['NAMESPACE'], env['WHERE']) == ('web-1', 'shop',
                                                                  'web-1.shop')
-    assert 'SECRET' not in env
 
 
 def free_port() -> int:

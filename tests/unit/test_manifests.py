@@ -237,9 +237,9 @@ def test_all_problems_of_an_object_are_reported_together():
 # ------------------------------------------------------ kind and metadata
 
 @pytest.mark.parametrize('obj, path, words', [
-    ({'apiVersion': 'v1', 'kind': 'ConfigMap', 'metadata': {'name': 'a'}},
-     'kind', ['"ConfigMap" is not supported',
-              'Deployment, EndpointSlice, Gateway, GatewayClass, HTTPRoute, '
+    ({'apiVersion': 'apps/v1', 'kind': 'StatefulSet', 'metadata': {'name': 'a'}},
+     'kind', ['"StatefulSet" is not supported',
+              'ConfigMap, Deployment, EndpointSlice, Gateway, GatewayClass, HTTPRoute, '
               'Ingress, IngressClass, Namespace, NetworkPolicy, Pod, Secret, Service']),
     ({'apiVersion': 'v1', 'kind': 'Servce', 'metadata': {'name': 'a'}},
      'kind', ['did you mean "Service"']),
@@ -355,8 +355,10 @@ CP = 'spec.containers[0]'
      f'{CP}.ports[1].name', ['Duplicate value: "h"']),
     (f'{C}.env', [{'name': 'A', 'value': 1}], f'{CP}.env[0].value',
      ['must be a string, got integer 1']),
-    (f'{C}.env', [{'name': 'A', 'valueFrom': {'secretKeyRef': {}}}],
-     f'{CP}.env[0].valueFrom.secretKeyRef', ['not supported by kubelab']),
+    (f'{C}.env', [{'name': 'A', 'valueFrom': {'resourceFieldRef': {}}}],
+     f'{CP}.env[0].valueFrom.resourceFieldRef', ['not supported by kubelab']),
+    (f'{C}.env', [{'name': 'A', 'valueFrom': {'secretKeyRef': {'name': 's'}}}],
+     f'{CP}.env[0].valueFrom.secretKeyRef.key', ['required value']),
     (f'{C}.env', [{'name': 'A',
                    'valueFrom': {'fieldRef': {'fieldPath': 'status.x'}}}],
      f'{CP}.env[0].valueFrom.fieldRef.fieldPath', ['status.podIP']),

@@ -610,6 +610,10 @@ class FakeClient:
     def dataplane(self):
         return {'version': 7, 'storeVersion': 7, 'switches': [1, 2, 3, 256, 257, 258]}
 
+    def pod_metrics(self):
+        return [{'metadata': {'name': 'web-1', 'namespace': 'default'}, 'containers': [
+            {'name': 'app', 'usage': {'cpu': '2500000n', 'memory': '20480Ki'}}]}]
+
 
 @pytest.fixture
 def fake_lab(monkeypatch, objects, cluster):
@@ -667,6 +671,7 @@ def test_top_command_once(fake_lab, capsys):
     assert out.startswith('kubelab top  all namespaces  ')
     assert 'error: kl-n2: `ovs-ofctl' in out
     assert re.search(r'\ndefault/web/tcp/http +ClusterIP +10.110.210.92:80 +0.0 +0', out)
+    assert re.search(r'\nPOD +CPU\(cores\) +MEMORY\(bytes\)\ndefault/web-1 +3m +20Mi\n', out)
     assert '\x1b[' not in out
     bridges = {argv[-1] for argv in fake_lab}
     assert bridges == {'kl-n1', 'kl-n2', 'kl-n3', 'kl-lb'}  # no underlay, no external

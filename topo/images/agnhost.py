@@ -50,6 +50,8 @@ import sys
 import time
 from urllib.parse import parse_qsl, unquote
 
+from topo.images import announce_started
+
 BACKLOG = 4096
 MAX_HEADER_BYTES = 64 * 1024
 CLOSE = b'Connection: close\r\n'
@@ -152,8 +154,11 @@ def hostname():
 
 
 def host_port(address):
-    """``IP:PORT`` (``[IPv6]:PORT``) from a socket address, as Go prints it."""
+    """``IP:PORT`` (``[IPv6]:PORT``) from a socket address, as Go prints it: an IPv4
+    client of a dual-stack socket (``::ffff:a.b.c.d``) is plain IPv4."""
     host, port = address[0], address[1]
+    if host.startswith('::ffff:') and '.' in host:
+        host = host[len('::ffff:'):]
     return f'[{host}]:{port}' if ':' in host else f'{host}:{port}'
 
 
@@ -176,12 +181,23 @@ def default_sigint():
         signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
+def _any_address(kind):
+    """A socket on every address, IPv4 and IPv6 (``[::]``, not IPv6-only), as Go's
+    ``:port`` listens; IPv4 only where the machine has no IPv6."""
+    try:
+        sock = socket.socket(socket.AF_INET6, kind)
+        sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
+        return sock, '::'
+    except OSError:
+        return socket.socket(socket.AF_INET, kind), '0.0.0.0'
+
+
 def tcp_listener(port):
-    """A listening TCP socket on 0.0.0.0:port (SO_REUSEADDR, big backlog)."""
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    """A listening TCP socket on every address, ``port`` (SO_REUSEADDR, big backlog)."""
+    sock, anywhere = _any_address(socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     try:
-        sock.bind(('0.0.0.0', port))
+        sock.bind((anywhere, port))
     except OSError as err:
         sock.close()
         fatal(f'listen tcp :{port}: bind: {err.strerror.lower()}')
@@ -191,11 +207,11 @@ def tcp_listener(port):
 
 
 def udp_socket(port):
-    """A UDP socket bound to 0.0.0.0:port with SO_REUSEADDR."""
-    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    """A UDP socket bound to every address, ``port``, with SO_REUSEADDR."""
+    sock, anywhere = _any_address(socket.SOCK_DGRAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     try:
-        sock.bind(('0.0.0.0', port))
+        sock.bind((anywhere, port))
     except OSError as err:
         sock.close()
         fatal(f'listen udp :{port}: bind: {err.strerror.lower()}')
@@ -518,6 +534,7 @@ async def netexec(flags):
         lambda: HttpProtocol(app.http), sock=tcp_listener(flags['http-port']),
         backlog=BACKLOG)
     log(f'Started HTTP server on port {flags["http-port"]}')
+    announce_started()
 
     code = await exit_.future
     server.close()
@@ -548,6 +565,7 @@ async def serve_hostname(flags):
         await loop.create_server(lambda: HttpProtocol(lambda request: reply),
                                  sock=tcp_listener(port), backlog=BACKLOG)
     log(f'Serving on port {port}.')
+    announce_started()
 
     def on_sigterm():
         log('Shutting down after receiving signal: terminated.')
@@ -580,6 +598,7 @@ async def porter(flags):
         served += 1
     if not served:
         fatal('porter: no SERVE_PORT_<port> environment variable: nothing to serve')
+    announce_started()
     loop.add_signal_handler(signal.SIGTERM, lambda: exit_.now(0))
     return await exit_.future
 
@@ -591,6 +610,7 @@ def pause(flags):
     wanted = {signal.SIGTERM, signal.SIGINT}
     signal.pthread_sigmask(signal.SIG_BLOCK, wanted)
     print('Paused', flush=True)
+    announce_started()
     got = signal.sigwait(wanted)
     print(f'Shutting down, got signal: {signal.Signals(got).name}', flush=True)
     return 0

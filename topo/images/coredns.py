@@ -94,6 +94,7 @@ import dns.rdatatype
 import dns.rrset
 
 from services.dns import FORMAT_VERSION
+from topo.images import announce_started
 
 #: Where the records are read from when neither --records nor $KUBELAB_DNS_RECORDS
 #: says otherwise.
@@ -471,6 +472,7 @@ async def run(args) -> int:
         log(f'[FATAL] listen {args.bind}:{args.port}: {error}')
         return 1
     log(f'.:{args.port} on {args.bind} (udp, tcp)')
+    announce_started()
     log(VERSION)
     if args.conf:
         log(f'[INFO] -conf {args.conf} ignored: the records come from {args.records}')

@@ -6,15 +6,19 @@ URI, query included), ``host``, ``method``, ``proto``, ``headers`` (name -> list
 values, names canonicalised as Go does), ``namespace``, ``ingress``, ``service``,
 ``pod`` (from the environment variables NAMESPACE, INGRESS_NAME, SERVICE_NAME,
 POD_NAME, which its manifests set with the downward API). It listens on ``HTTP_PORT``
-(default 3000). The answer also carries ``X-Content-Type-Options: nosniff`` as the
-original does.
+(default 3000), IPv4 and IPv6 as a Go server's ``:port`` does (a pod's /etc/hosts
+names ``::1 localhost`` too). The answer also carries ``X-Content-Type-Options:
+nosniff`` as the original does.
 """
 
 import json
 import os
 import signal
+import socket
 import sys
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+from topo.images import announce_started
 
 DEFAULT_PORT = 3000
 
@@ -55,15 +59,30 @@ class Handler(BaseHTTPRequestHandler):
     do_GET = do_POST = do_PUT = do_DELETE = do_PATCH = do_OPTIONS = do_HEAD = answer
 
     def log_message(self, fmt, *args):
-        print(f'{self.client_address[0]} {fmt % args}', flush=True)
+        client = self.client_address[0]
+        if client.startswith('::ffff:') and '.' in client:
+            client = client[len('::ffff:'):]          # an IPv4 client, as Go prints it
+        print(f'{client} {fmt % args}', flush=True)
+
+
+class DualStackServer(ThreadingHTTPServer):
+    """Every address, IPv4 and IPv6; IPv4 only where the machine has no IPv6."""
+    address_family = socket.AF_INET6 if socket.has_ipv6 else socket.AF_INET
+
+    def server_bind(self):
+        if self.address_family == socket.AF_INET6:
+            self.socket.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
+        super().server_bind()
 
 
 def main(argv=None) -> int:
     port = int(os.environ.get('HTTP_PORT') or DEFAULT_PORT)
-    server = ThreadingHTTPServer(('0.0.0.0', port), Handler)
+    anywhere = '::' if DualStackServer.address_family == socket.AF_INET6 else '0.0.0.0'
+    server = DualStackServer((anywhere, port), Handler)
     server.daemon_threads = True
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     print(f'Starting server, listening on port {port} (HTTP)', flush=True)
+    announce_started()
     try:
         server.serve_forever()
     finally:

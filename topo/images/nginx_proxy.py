@@ -22,6 +22,8 @@ import subprocess
 import sys
 import time
 
+from topo.images import announce_started
+
 NGINX = '/usr/sbin/nginx'
 POLL_SECONDS = 0.2
 
@@ -122,6 +124,7 @@ class Proxy:
     def run(self) -> int:
         signal.signal(signal.SIGTERM, self.stop)
         signal.signal(signal.SIGINT, self.stop)
+        announce_started()        # the controller runs; nginx starts with a configuration
         waited = False
         while not self.stopping:
             version = digest(self.conf)

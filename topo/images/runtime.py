@@ -39,8 +39,10 @@ in PATH so that ``sh``, ``wget``, ``nc`` and ``sleep`` are busybox's. Which
 image references are supported is decided by ``services.images``.
 """
 
-import re
+import os
 
+from services.container_config import (  # noqa: F401 (ExpansionTooLarge: for callers)
+    MAX_EXPANDED_TOTAL, ExpansionTooLarge, Sources, env_vars, expand)
 from services.images import AGNHOST_BINARIES, image_kind, unknown_image_message
 
 AGNHOST_MODULE = 'topo.images.agnhost'
@@ -67,81 +69,14 @@ IMAGE_CONFIG = {
     'nginx-gateway': (['/nginx-gateway'], []),
 }
 
-_REFERENCE = re.compile(r'\$\$|\$\(([^()$]*)\)')
-
-#: Linux's limit on one argument or ``NAME=value`` environment string (32 pages).
-MAX_ARG_STRLEN = 131072
-#: What all of a container's expanded env values and arguments may add up to (Linux's
-#: ARG_MAX is a quarter of the stack limit: 2 MiB with the usual 8 MiB stack).
-MAX_EXPANDED_TOTAL = 2 * 1024 * 1024
-
-
-class ExpansionTooLarge(ValueError):
-    """A ``$(VAR)`` expansion would exceed what Linux lets a process be given."""
-
 
 def _name(container):
     return container.get('name') or '<unnamed>'
 
 
-def _spec_env(container, fields=None):
-    """The container's ``env`` list as a dict, each value expanded in order.
-
-    ``valueFrom.fieldRef`` (the downward API) takes its value from ``fields``
-    (``metadata.name``, ``status.podIP``...: what the kubelet knows of the pod); other
-    ``valueFrom`` sources (secrets, config maps) are not emulated: such a variable is
-    left out, so a ``$(NAME)`` reference to it stays literal.
-    """
-    env = {}
-    fields = fields or {}
-    budget = [MAX_EXPANDED_TOTAL]
-    for i, var in enumerate(container.get('env') or []):
-        if 'name' not in var:
-            continue
-        ref = (var.get('valueFrom') or {}).get('fieldRef') or {}
-        if 'valueFrom' not in var:
-            where = f'container "{_name(container)}": env[{i}] ({var["name"]})'
-            env[var['name']] = expand(str(var.get('value', '')), env, where, budget)
-        elif ref.get('fieldPath') in fields:
-            env[var['name']] = fields[ref['fieldPath']]
-    return env
-
-
-def expand(text, env, where: str = '', budget: list | None = None):
-    """Kubernetes' ``$(VAR)`` expansion of ``text`` using ``env``, in one pass.
-
-    Raises ExpansionTooLarge, naming ``where``, as soon as the result passes
-    MAX_ARG_STRLEN or the shared ``budget`` (a one-item list of bytes left), before
-    the rest is built."""
-    parts, size, pos = [], 0, 0
-    for match in _REFERENCE.finditer(text):
-        if match.group(0) == '$$':
-            value = '$'
-        else:
-            value = env.get(match.group(1), match.group(0))
-        parts += [text[pos:match.start()], value]
-        size += match.start() - pos + len(value)
-        pos = match.end()
-        if size > MAX_ARG_STRLEN:
-            break
-    parts.append(text[pos:])
-    size += len(text) - pos
-    left = budget[0] if budget is not None else MAX_EXPANDED_TOTAL
-    if size > min(MAX_ARG_STRLEN, left):
-        limit = 'MAX_ARG_STRLEN, 131072 bytes' if size > MAX_ARG_STRLEN else \
-            f'with the rest, {MAX_EXPANDED_TOTAL} bytes in all'
-        raise ExpansionTooLarge(
-            f'{where or "a value"}: $(VAR) references expand to more than Linux passes '
-            f'to a process ({limit}): the container cannot start (argument list too '
-            'long); Kubernetes expands each reference to an earlier variable, so every '
-            'level of $(A)$(A) doubles the size')
-    if budget is not None:
-        budget[0] -= size
-    return ''.join(parts)
-
-
-def _words(container):
-    """The image's ENTRYPOINT/CMD combined with command/args, expanded."""
+def _words(container, env=None):
+    """The image's ENTRYPOINT/CMD combined with command/args, expanded with ``env`` (the
+    container's variables; by default those of its spec that need no lookup)."""
     image = container.get('image')
     kind = image_kind(image)
     if kind not in IMAGE_CONFIG:
@@ -158,7 +93,10 @@ def _words(container):
         raise ValueError(f'container "{_name(container)}": no command to run:'
                          f' image "{image}" has no ENTRYPOINT or CMD, set '
                          f'command or args')
-    env = _spec_env(container)
+    if env is None:
+        env = env_vars({'name': container.get('name'),     # lookups left out, in place
+                        'env': [{} if 'valueFrom' in v else v
+                                for v in container.get('env') or []]})
     budget = [MAX_EXPANDED_TOTAL]
     return [expand(str(word), env, f'container "{_name(container)}": command/args[{i}]',
                    budget) for i, word in enumerate(words)]
@@ -179,41 +117,42 @@ def _emulated(words, python):
     return None
 
 
-def container_argv(container: dict, python: str) -> list[str]:
+def is_emulated(container: dict) -> bool:
+    """Does ``container`` run one of the lab's Python stand-ins (which say when they
+    serve: topo/images/__init__.py)?"""
+    return _emulated(_words(container), 'python') is not None
+
+
+def container_argv(container: dict, python: str, env: dict | None = None) -> list[str]:
     """The argv to exec for ``container`` (a pod spec's container dict).
 
-    ``python`` is the interpreter that runs the emulated images. Raises
+    ``python`` is the interpreter that runs the emulated images; ``env`` the container's
+    own variables (``services.container_config.env_vars``) for ``$(VAR)``. Raises
     ValueError naming the supported images when the image is unknown.
     """
-    words = _words(container)
+    words = _words(container, env)
     return _emulated(words, python) or words
 
 
-def container_env(container: dict, pod_name: str,
-                  busybox_dir: str, fields: dict | None = None) -> dict[str, str]:
+def container_env(container: dict, pod_name: str, busybox_dir: str,
+                  fields: dict | None = None, sources: Sources | None = None,
+                  emulated_env: dict | None = None) -> dict[str, str]:
     """The environment of ``container``'s process in pod ``pod_name``.
 
     PATH starts with ``busybox_dir`` (the lab's busybox applet links),
-    HOSTNAME is the pod name, emulated images get PYTHONUNBUFFERED=1 so their
-    logs appear at once; the container's own ``env`` overrides all of these,
-    as it overrides image defaults in Kubernetes.
+    HOSTNAME is the pod's hostname, emulated images get PYTHONUNBUFFERED=1 so their
+    logs appear at once, and ``emulated_env`` (what the lab's Python needs: PYTHONPATH,
+    the proxies' directory); the container's own variables (``env``, ``envFrom``, with
+    ``fields`` for the downward API and ``sources`` for ConfigMaps and Secrets) override
+    all of these, as they override image defaults in Kubernetes. Raises
+    ``services.container_config.ConfigError`` for a missing ConfigMap, Secret or key.
     """
     env = {'PATH': f'{busybox_dir}:{IMAGE_PATH}', 'HOSTNAME': pod_name}
     if _emulated(_words(container), 'python') is not None:
         env['PYTHONUNBUFFERED'] = '1'
-    env.update(_spec_env(container, fields))
+        env.update(emulated_env or {})
+    env.update(env_vars(container, fields, sources))
     return env
-
-
-def with_resolv_conf(argv: list[str], resolv_conf: str | None) -> list[str]:
-    """``argv`` run with ``resolv_conf`` as its /etc/resolv.conf, in a private mount
-    namespace of its own: the pod's DNS settings, the machine's file untouched (a bind
-    mount that only the process and its children see). None: the machine's file (a pod
-    with ``dnsPolicy: Default`` inherits the node's, and the nodes are this machine)."""
-    if resolv_conf is None:
-        return list(argv)
-    return ['unshare', '--mount', '--propagation', 'private', '--', 'sh', '-c',
-            'mount --bind "$0" /etc/resolv.conf && exec "$@"', resolv_conf, *argv]
 
 
 def pod_resolv_conf(spec: dict, namespace: str, nameserver: str,
@@ -244,3 +183,23 @@ def pod_resolv_conf(spec: dict, namespace: str, nameserver: str,
         lines.append('options ' + ' '.join(name if value is None else f'{name}:{value}'
                                             for name, value in options.items()))
     return '\n'.join(lines) + '\n'
+
+
+def lab_files(container: dict, pod_name: str, state_dir: str) -> list[tuple[str, bool]]:
+    """What of the lab's state directory an emulated image reads, and writes, as
+    ``(path, writable)``: where a real controller image watches the API, the lab's
+    writes files (services/dns.py's records, services/l7's nginx configurations) and
+    these images read them. coredns: the records, read-only; the nginx images: their
+    configuration and the default certificate, read-only, and their own directory for
+    nginx's pid, temporary files and the version it loaded, writable. Nothing else of
+    the state directory (the lab's token among it) is in any container."""
+    words = _words(container)
+    if words[0] == COREDNS_BINARY:
+        return [(os.path.join(state_dir, 'dns'), False)]
+    if words[0] in NGINX_BINARIES:
+        from topo.images.nginx_proxy import config_dir
+        l7_dir = os.path.join(state_dir, 'l7')
+        conf = config_dir(words, l7_dir)
+        return [(os.path.join(l7_dir, 'default-certificate'), False), (conf, False),
+                (os.path.join(conf, 'pods', pod_name), True)]
+    return []
