@@ -52,7 +52,7 @@ from controller import pipeline                      # noqa: E402
 from controller import reconcile                     # noqa: E402
 from controller.pipeline.conntrack_cleanup import stale_udp_flushes  # noqa: E402
 from controller.pipeline.network_policy import policy_cookies  # noqa: E402
-from controller.state import StateBuilder, same_dataplane  # noqa: E402
+from controller.state import StateBuilder, as_seen_by, same_dataplane  # noqa: E402
 from services import transport, wiring               # noqa: E402
 
 LOG = logging.getLogger('kubelab.controller')
@@ -387,8 +387,12 @@ class KubeProxy(app_manager.RyuApp):
             return
         dp = sw.dp
         parser = dp.ofproto_parser
-        if not same_dataplane(sw.state, self.state):    # else: nothing to send
-            want = pipeline.desired(self.state, dp.id)
+        # A node cut off from the API server keeps its kube-proxy rules (state.py).
+        role = wiring.switch_role(self.cluster, dp.id)
+        node = role.node.name if role is not None and role.kind == 'node' else None
+        seen = as_seen_by(node, self.state, sw.state)
+        if not same_dataplane(sw.state, seen):    # else: nothing to send
+            want = pipeline.desired(seen, dp.id)
             todo = reconcile.changes(sw.installed, want)
             wanted_policy = policy_cookies(want)
             self.policy_cookies |= wanted_policy
@@ -398,7 +402,7 @@ class KubeProxy(app_manager.RyuApp):
             for op, kind, item in todo.steps():
                 dp.send_msg(_message(dp, op, kind, item))
             sw.installed.apply(todo)
-        sw.state = self.state
+        sw.state = seen
         barrier = parser.OFPBarrierRequest(dp)
         dp.set_xid(barrier)
         sw.barrier = (barrier.xid, self.version)

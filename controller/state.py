@@ -16,10 +16,16 @@ node's NodePort, its load balancer address (``status.loadBalancer.ingress``) and
 or ``service.kubernetes.io/headless`` is not kube-proxy's: its ports are kept with
 ``proxied`` false, so that the node bridges give it no flow while the cloud's load
 balancer (not kube-proxy) still serves its address.
+
+A node cut off from the API server (``cut_off``: a failed node, or every other node when
+the control-plane node fails) keeps the kube-proxy rules it had, as a kube-proxy that
+cannot reach the API server does: ``as_seen_by`` gives its switch the state it last had,
+with only its MetalLB speaker's announcements (which need no API server) current.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import ipaddress
 from dataclasses import dataclass, field
 
@@ -105,6 +111,9 @@ class ClusterState:
     service_ports: list = field(default_factory=list)  # [ServicePort]
     not_ready: frozenset = frozenset()                 # names of nodes not Ready
     lb_health: dict = field(default_factory=dict)      # (ns, svc) -> healthy node names
+    announced: dict = field(default_factory=dict)      # node -> {address: 'ns/svc'}: what
+                                                       # its MetalLB speaker answers ARP for
+    cut_off: frozenset = frozenset()                   # nodes that cannot reach the API
     namespaces: dict = field(default_factory=dict)     # name -> its labels
     policies: list = field(default_factory=list)       # [networkpolicy.NetworkPolicy]
 
@@ -156,10 +165,32 @@ class ClusterState:
         lb_health = {(h['metadata'].get('namespace', 'default'), h['metadata']['name']):
                      frozenset(h['status']['healthyNodes'])
                      for h in objects.get('LoadBalancerHealth', [])}
+        network = next(iter(objects.get('LabNetwork', [])), None)
+        cut_off = frozenset((network or {}).get('status', {}).get('cutOff') or ())
         namespaces = {n['metadata']['name']: n['metadata'].get('labels') or {}
                       for n in objects.get('Namespace', [])}
         policies = sorted(policies, key=lambda p: p.key)
-        return cls(cluster, pods, ports, not_ready, lb_health, namespaces, policies)
+        return cls(cluster, pods, ports, not_ready, lb_health,
+                   announced=l2_announcements(objects), cut_off=cut_off,
+                   namespaces=namespaces, policies=policies)
+
+
+def as_seen_by(node: str | None, current: ClusterState,
+               last: ClusterState | None) -> ClusterState:
+    """The state ``node``'s switch is programmed from: the current one, unless the
+    node is cut off from the API server; then the one it had (``last``), with the
+    speakers' current announcements."""
+    if node is None or node not in current.cut_off or last is None:
+        return current
+    return dataclasses.replace(last, announced=current.announced, cut_off=current.cut_off)
+
+
+def l2_announcements(objects: dict) -> dict:
+    """The MetalLB speakers' announcements (the lab's ``L2Announcement`` objects, one
+    per node, topo/metallb.py): node -> {address: 'namespace/service'}."""
+    return {a['metadata']['name']: {e['ip']: e['service'] for e in
+                                     a['status'].get('addresses') or ()}
+            for a in objects.get('L2Announcement', [])}
 
 
 def same_dataplane(a: 'ClusterState | None', b: 'ClusterState') -> bool:
@@ -171,8 +202,9 @@ def same_dataplane(a: 'ClusterState | None', b: 'ClusterState') -> bool:
         return len(xs) == len(ys) and all(x is y or x == y for x, y in zip(xs, ys))
     return a is not None and a.cluster is b.cluster and same(
         a.service_ports, b.service_ports) and same(a.pods, b.pods) and same(
-        a.policies, b.policies) and (a.not_ready, a.lb_health, a.namespaces) == (
-        b.not_ready, b.lb_health, b.namespaces)
+        a.policies, b.policies) and (a.not_ready, a.lb_health, a.namespaces,
+                                     a.announced) == (
+        b.not_ready, b.lb_health, b.namespaces, b.announced)
 
 
 def _pod_cidrs(cluster) -> dict:
@@ -270,7 +302,8 @@ class StateBuilder:
             used[key] = self.memo[key]
         self.memo = used
         objects = {kind: list(self.kinds.get(kind, {}).values())
-                   for kind in ('Node', 'LoadBalancerHealth', 'Namespace')}
+                   for kind in ('Node', 'LoadBalancerHealth', 'Namespace', 'LabNetwork',
+                                'L2Announcement')}
         return ClusterState._assemble(self.cluster, objects, pods, ports, policies)
 
 

@@ -37,7 +37,8 @@ from kubelab.labctl import LabControl
 from services.errors import KubelabError
 
 #: The kinds a trace reads from the lab.
-TRACE_KINDS = ('Pod', 'Service', 'EndpointSlice', 'Node', 'LoadBalancerHealth', 'Namespace',
+TRACE_KINDS = ('Pod', 'Service', 'EndpointSlice', 'Node', 'LoadBalancerHealth',
+               'L2Announcement', 'Namespace',
                'NetworkPolicy', 'Ingress', 'IngressClass', 'Gateway', 'GatewayClass',
                'HTTPRoute', 'Secret')
 
@@ -86,12 +87,13 @@ def trace(source: str, destination: str, *, namespace: str = 'default',
     from services.cluster import load_cluster_file
     client = client or Client()
     switches.use_lab_openvswitch(client.state_dir)
-    cluster = load_cluster_file(os.path.join(client.lab()['stateDir'], 'cluster.json'))
+    info = client.lab()
+    cluster = load_cluster_file(os.path.join(info['stateDir'], 'cluster.json'))
     objects = {kind: client.list(kind) for kind in TRACE_KINDS}
     src_ip = source_address(client, cluster, source, namespace)
     dst_ip, port, proto = destination_address(client, destination, namespace, proto)
     from kubelab.inspect.trace_legs import proxy_leg
-    tracer = tracing.Tracer(cluster, objects)
+    tracer = tracing.Tracer(cluster, objects, router_pid=(info.get('router') or {}).get('pid'))
     result = tracing.trace_connection(tracer, src_ip, dst_ip, port, proto, endpoint)
     result.proxy = proxy_leg(tracer, objects, result, host, path)
     if result.proxy is not None and result.proxy.address:

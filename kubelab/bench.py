@@ -13,8 +13,15 @@ so that a noisy machine slows both sides alike; the table shows the ratio VIP/di
                   against pod -> pod direct
   LoadBalancer    the same external host through the cloud load balancer (kl-lb: DNAT to
                   a NodeIP:NodePort, then the NodePort path), against the NodePort path;
-                  and the time from a node's failure to the last new connection the cloud
-                  sends it
+                  and the time from a node's failure until the cloud sends it no new
+                  connection (kubelab/bench_failover.py)
+  node failure    a second server pod, then one node cut off under streams through the
+                  ClusterIP, a NodePort and the load balancer: the last failure of each,
+                  the node monitor's grace period plus a little (the lab runs with a
+                  10 s grace period, 40 s by default)
+  MetalLB         on a second, bare-metal lab: the node announcing a MetalLB address is
+                  cut off; the time until the router's entry follows the new announcer
+                  and the last failed request (kubelab/bench_metallb.py)
   Ingress         HTTP requests/s and p50/p99 latency (wrk, 8 keep-alive connections)
                   from the external host through the ingress controller (worker-1:80,
                   nginx, then the Service's ClusterIP) against straight to the Service's
@@ -55,17 +62,23 @@ import tempfile
 import time
 from dataclasses import dataclass
 
+from kubelab import bench_failover, bench_metallb
 from kubelab.daemon.statedir import running_daemon
 from kubelab.labctl import LabControl
 from services.errors import KubelabError
 
 #: The benchmark's cluster: the default one with an external host per path from
 #: outside (NodePort, load balancer, wrk to the NodePort, wrk with a connection per
-#: request, wrk through the Ingress, the node-failure stream).
-OUTSIDE_PATHS = ('nodeport', 'lb', 'wrk-nodeport', 'wrk-close', 'wrk-ingress', 'failover')
-CLUSTER = """apiVersion: kubelab.io/v1alpha1
+#: request, wrk through the Ingress, the load balancer's failover stream, the node
+#: failure's streams through a NodePort and the load balancer), and the node monitor's
+#: grace period short (40 s by default).
+OUTSIDE_PATHS = ('nodeport', 'lb', 'wrk-nodeport', 'wrk-close', 'wrk-ingress', 'failover',
+                 'down-nodeport', 'down-lb')
+GRACE = 10
+CLUSTER = f"""apiVersion: kubelab.io/v1alpha1
 kind: Cluster
-metadata: {name: kubelab-bench}
+metadata: {{name: kubelab-bench}}
+nodeLifecycle: {{nodeMonitorGracePeriod: {GRACE}s}}
 clients:
 """ + ''.join(f'  - {{name: client-{i}}}\n' for i in range(1, len(OUTSIDE_PATHS) + 1))
 
@@ -120,6 +133,12 @@ spec:
       paths:
       - {path: /, pathType: Prefix, backend: {service: {name: bench, port: {name: http}}}}
 '''
+
+
+#: A second server, on worker-1, for the node failure: worker-2's pod fails with its node.
+SECOND_SERVER = MANIFESTS.split('---')[0].replace('bench-server, labels',
+                                                  'bench-server-2, labels').replace(
+    'nodeName: worker-2', 'nodeName: worker-1')
 
 
 def iperf(lab: LabControl, host: str, seconds: float, port: int, source: str) -> float:
@@ -190,9 +209,18 @@ def run_bench(args) -> int:
         info = lab.client.lab()
         print(f'Datapath: {info["datapath"]}, {info.get("openvswitch") or "Open vSwitch"}',
               flush=True)
-        return _measure(lab, args)
+        code = _measure(lab, args)
     finally:
         lab.down()
+    if getattr(args, 'policies_only', False) or getattr(args, 'scale_only', False):
+        return code
+    print('Bringing up a bare-metal lab for MetalLB\'s failover...', flush=True)
+    lab.up(cloud='none')
+    try:
+        bench_metallb.print_metallb_failover(bench_metallb.metallb_failover(lab))
+    finally:
+        lab.down()
+    return code
 
 
 @dataclass
@@ -230,12 +258,23 @@ def _measure(lab: LabControl, args) -> int:
                           'bench-burst') for _ in range(runs)]
         print('Failing the control-plane node under load through the load balancer...',
               flush=True)
-        failover = node_failover(lab, to.outside['failover'], to.lb_ip, 'control-plane')
+        failover = bench_failover.lb_failover(lab, to.outside['failover'], to.lb_ip,
+                                              'bench-lb', 'control-plane')
+        time.sleep(3)                  # the cloud takes the node back
+        print(f'Failing worker-2 under load through the ClusterIP, a NodePort and the '
+              f'load balancer ({GRACE} s grace period)...', flush=True)
+        lab.apply(SECOND_SERVER)
+        lifecycle = bench_failover.node_failover(lab, {
+            'clusterip': ('bench-vip', to.vip, 80),
+            'nodeport': (to.outside['down-nodeport'], to.cp_ip, to.node_ports['http']),
+            'loadbalancer': (to.outside['down-lb'], to.lb_ip, 80)}, 'worker-2', GRACE)
     finally:
         iperf_server.terminate()
         iperf_server.wait()
     _print_ratios(tput, conns, http)
-    _print_failures(args, long_runs, failover)
+    _print_failures(args, long_runs)
+    bench_failover.print_lb_failover(failover)
+    bench_failover.print_node_failover(lifecycle, GRACE)
     if getattr(args, 'policies', 0):
         _measure_policies(lab, args, to)
     if getattr(args, 'scale', 0):
@@ -347,10 +386,9 @@ def _print_ratios(tput: dict, conns: dict, http: dict):
           f'socket errors: {errors})')
 
 
-def _print_failures(args, long_runs: list[dict], failover: dict):
+def _print_failures(args, long_runs: list[dict]):
     """The short connections that failed (or needed a SYN retransmit) through the
-    ClusterIP, run by run, and how long the cloud kept sending new connections to a
-    failed node."""
+    ClusterIP, run by run."""
     failed = sum(r['failed'] for r in long_runs)
     total = sum(r['ok'] + r['failed'] for r in long_runs)
     stalled = sum(r['stalled'] for r in long_runs)
@@ -370,30 +408,6 @@ def _print_failures(args, long_runs: list[dict], failover: dict):
           f'to the server pod on worker-2, back to back: {per_run}; '
           f'rounds of {args.seconds:.0f} s; connections closed with '
           f'{"FIN" if args.fin_close else "RST"})')
-    print(f'{"LoadBalancer: node failure -> last":36} {"":10} '
-          f'{failover["last"]:>9.1f}s {"":7} {"<=2.5s":>7}')
-    print(f'  connection sent to it ({failover["failed"]} of {failover["sent"]} new '
-          f'connections failed, one every 50 ms from an external host; health checks '
-          f'every 1 s, two failures in a row)')
-
-
-def node_failover(lab: LabControl, source: str, lb_ip: str, node: str) -> dict:
-    """Fail ``node`` under a steady stream of new connections through the load balancer:
-    how long until the cloud stops sending it any (the last one that failed), then put
-    it back."""
-    stream = lab.background(source, 'stream', lb_ip, 80, path='/hostname', interval=0.05,
-                            timeout=1)
-    time.sleep(2)
-    failed_at = time.time()
-    lab.kubelab('node', 'fail', node)
-    try:
-        time.sleep(6)
-    finally:
-        lab.kubelab('node', 'restore', node)
-    result = stream.stop()
-    failures = [t for t, outcome, _ in result['events'] if outcome != 'ok' and t >= failed_at]
-    return {'sent': result['sent'], 'failed': len(failures),
-            'last': max(failures, default=failed_at) - failed_at}
 
 
 if __name__ == '__main__':

@@ -88,6 +88,9 @@ class Client:
         return self._call('POST', '/lab/v1/node/' + ('restore' if up else 'fail'),
                           {'name': name})
 
+    def node_kubelet(self, name: str, running: bool) -> dict:
+        return self._call('POST', '/lab/v1/node/kubelet', {'name': name, 'running': running})
+
     def snapshot(self, since: int = 0, timeout: float = 0) -> tuple[int, dict]:
         """Every object by kind, once the store's version passes ``since`` (the server
         waits at most ``timeout`` seconds, and never more than 60)."""
@@ -121,7 +124,8 @@ class Client:
         """Wait until every switch carries the store's current version, and every ready
         Ingress/Gateway proxy runs the configuration of that version; seconds taken."""
         start = time.monotonic()
-        switches = len(self.lab()['nodes']) + 3         # + underlay, edge, external
+        info = self.lab()
+        switches = info.get('switches') or len(info['nodes']) + 3   # + underlay, edge, ext.
         while True:
             dp = self.dataplane()
             proxies = dp.get('proxies') or {'version': dp['storeVersion'], 'pending': []}
@@ -205,6 +209,8 @@ def exec_target(client: Client, target: str, namespace: str, container: str | No
     or external host's shell, or a pod's sandbox (the network namespace its containers
     share; ``container_exec`` enters a container itself)."""
     info = client.lab()
+    if target in ('host/router', 'router') and info.get('router'):
+        return info['router']['pid'], dict(os.environ)
     if target.startswith(('node/', 'host/')):
         kind, name = target.split('/', 1)
         items = info['nodes'] if kind == 'node' else info['hosts']

@@ -47,8 +47,8 @@ class LabControl:
             raise CommandError(['kubelab', *args], proc)
         return proc
 
-    def up(self, *files: str):
-        args = ['up', '--detach']
+    def up(self, *files: str, cloud: str | None = None):
+        args = ['up', '--detach'] + (['--cloud', cloud] if cloud else [])
         for f in files:
             args += ['-f', f]
         self._client = None

@@ -587,6 +587,17 @@ ROWS = {
 }
 
 
+def _register_more():
+    """The node lifecycle's and MetalLB's kinds (kubelab/printers_more.py)."""
+    from kubelab import printers_more as more
+    KIND_ALIASES.update(more.ALIASES)
+    NAME_PREFIX.update(more.PREFIXES)
+    ROWS.update(more.ROWS)
+
+
+_register_more()
+
+
 def render(kind: str, objs: list[dict], output: str | None, now: datetime,
            *, namespace: str = 'default', single: bool = False,
            all_namespaces: bool = False, show_labels: bool = False) -> str:
@@ -618,6 +629,9 @@ def render(kind: str, objs: list[dict], output: str | None, now: datetime,
         return f'No resources found in {namespace} namespace.'
     header, wide_header, row = ROWS[kind]
     wide = output == 'wide'
+    if kind == 'events':                   # as with --sort-by=.lastTimestamp
+        from services.events import order
+        objs = sorted(objs, key=order)
     rows = [row(obj, now, wide) for obj in objs]
     header = header + (wide_header if wide else [])
     if show_labels:                                         # kubectl get --show-labels

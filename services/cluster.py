@@ -15,6 +15,18 @@ defaults of ``default_cluster()`` (three nodes, two clients)::
          podCIDR: 192.168.2.0/24}
     clients:
       - {name: client-1}
+    cloud: kubelab            # the emulated cloud and its load balancer; none: bare metal
+    nodeLifecycle: {nodeMonitorGracePeriod: 40s, defaultTolerationSeconds: 300}
+    addons: {ingressNginx: {enabled: true}, metallb: {enabled: false}}
+
+``cloud: none`` is a bare-metal cluster: no cloud edge and no health checker; the
+external hosts reach the nodes' network through a router, and a LoadBalancer Service
+stays ``<pending>`` until something gives it an address: the MetalLB add-on
+(``addons.metallb``, on by default there, refused with the cloud) once IPAddressPools
+exist. ``nodeLifecycle`` sets kube-controller-manager's node-monitor-grace-period (how
+long a node may stay silent before it turns NotReady) and the DefaultTolerationSeconds
+admission's tolerationSeconds (how long pods stay on a NotReady or unreachable node
+before they are evicted); a class that cannot wait 40 s shortens the first.
 
 Defaults by position (1-based ``i``): node ``i`` gets host ``10+i`` of the
 node subnet and the ``i``-th /24 of the pod subnet (``192.168.i.0/24``); its
@@ -40,9 +52,18 @@ from services.validation.common import (choices, describe,
 API_VERSION = 'kubelab.io/v1alpha1'
 KIND = 'Cluster'
 TOP_LEVEL_FIELDS = ('apiVersion', 'kind', 'metadata', 'networking', 'nodes',
-                    'clients', 'addons')
-ADDON_FIELDS = ('ingressNginx',)
+                    'clients', 'addons', 'cloud', 'nodeLifecycle')
+ADDON_FIELDS = ('ingressNginx', 'metallb')
 INGRESS_ADDON_FIELDS = ('enabled', 'node')
+METALLB_ADDON_FIELDS = ('enabled',)
+#: ``cloud``: the lab's emulated cloud (a load balancer in front of the nodes), or none.
+CLOUDS = ('kubelab', 'none')
+NODE_LIFECYCLE_FIELDS = ('nodeMonitorGracePeriod', 'defaultTolerationSeconds')
+#: kube-controller-manager's --node-monitor-grace-period and the DefaultTolerationSeconds
+#: admission's --default-not-ready-toleration-seconds / -unreachable- (their defaults).
+NODE_MONITOR_GRACE_PERIOD = 40.0
+DEFAULT_TOLERATION_SECONDS = 300
+GRACE_PERIOD_RANGE = (1.0, 3600.0)      # seconds a cluster file may set
 #: networking key -> ClusterConfig field, for the subnets.
 SUBNET_FIELDS = {'serviceSubnet': 'service_cidr', 'podSubnet': 'cluster_cidr',
                  'nodeSubnet': 'node_cidr', 'externalSubnet': 'external_cidr',
@@ -96,6 +117,26 @@ class ClusterConfig:
     lb_pool: str = '198.51.100.0/24'
     node_port_range: tuple[int, int] = (30000, 32767)
     ingress_node: str | None = None     # where the ingress-nginx controller runs (None: off)
+    cloud: str = 'kubelab'              # 'kubelab': the emulated cloud; 'none': bare metal
+    metallb: bool = False               # the MetalLB add-on (bare metal only)
+    node_monitor_grace_period: float = NODE_MONITOR_GRACE_PERIOD   # seconds
+    default_toleration_seconds: int = DEFAULT_TOLERATION_SECONDS
+
+    @property
+    def bare_metal(self) -> bool:
+        """No cloud: no cloud load balancer in front of the nodes, a router instead."""
+        return self.cloud == 'none'
+
+    @property
+    def lan_gateway(self) -> str:
+        """The router's address on the nodes' network (bare metal): its first host."""
+        return str(ipaddress.IPv4Network(self.node_cidr).network_address + 1)
+
+    @property
+    def heartbeat_interval(self) -> float:
+        """How often a kubelet renews its node's Lease: a quarter of the grace period
+        (kubelet renews every 10 s, a quarter of its 40 s lease), at most 10 s."""
+        return min(10.0, self.node_monitor_grace_period / 4)
 
     def node(self, name: str) -> NodeSpec:
         """The node called ``name``; NotFound lists the node names."""
@@ -317,8 +358,62 @@ def _build(data, source: str) -> ClusterConfig:
     names: dict = {}
     nodes = _nodes(p, data, fields, names)
     clients = _clients(p, data, fields, names)
-    return ClusterConfig(name=name, nodes=nodes, clients=clients,
-                         ingress_node=_ingress_node(p, data, nodes), **fields)
+    cloud = p.string(data, 'cloud', 'cloud') or 'kubelab'
+    if cloud not in CLOUDS:
+        p.fail('cloud', f'unsupported value "{cloud}"; supported: {choices(CLOUDS)} '
+                        f'(none: a bare-metal cluster without a cloud load balancer)')
+    return ClusterConfig(name=name, nodes=nodes, clients=clients, cloud=cloud,
+                         ingress_node=_ingress_node(p, data, nodes),
+                         metallb=_metallb(p, data, cloud), **_node_lifecycle(p, data),
+                         **fields)
+
+
+def _seconds(p: _Parser, value, path: str) -> float:
+    """A duration as kube-controller-manager's flags take it (``40s``, ``1m30s``,
+    ``500ms``) or a number of seconds."""
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return float(value)
+    parts = re.findall(r'(\d+(?:\.\d+)?)(ms|s|m|h)', value) if isinstance(value, str) else []
+    if not parts or ''.join(n + u for n, u in parts) != value:
+        p.fail(path, f'{value!r} is not a duration: write e.g. 40s, 1m30s or 500ms')
+    units = {'ms': 0.001, 's': 1, 'm': 60, 'h': 3600}
+    return sum(float(n) * units[u] for n, u in parts)
+
+
+def _node_lifecycle(p: _Parser, data: dict) -> dict:
+    """``nodeLifecycle``: the node monitor's grace period and the pods' default
+    tolerationSeconds for not-ready and unreachable nodes."""
+    section = p.mapping(data.get('nodeLifecycle'), 'nodeLifecycle')
+    p.known(section, 'nodeLifecycle', NODE_LIFECYCLE_FIELDS)
+    path = 'nodeLifecycle.nodeMonitorGracePeriod'
+    grace = _seconds(p, section.get('nodeMonitorGracePeriod', NODE_MONITOR_GRACE_PERIOD),
+                     path)
+    low, high = GRACE_PERIOD_RANGE
+    if not low <= grace <= high:
+        p.fail(path, f'{grace:g}s is out of range: {low:g}s to {high:g}s (the default, '
+                     f'as kube-controller-manager, is {NODE_MONITOR_GRACE_PERIOD:g}s)')
+    path = 'nodeLifecycle.defaultTolerationSeconds'
+    seconds = section.get('defaultTolerationSeconds', DEFAULT_TOLERATION_SECONDS)
+    if not isinstance(seconds, int) or isinstance(seconds, bool) or seconds < 0:
+        p.fail(path, f'must be a whole number of seconds >= 0, got {describe(seconds)} '
+                     f'(the default is {DEFAULT_TOLERATION_SECONDS})')
+    return {'node_monitor_grace_period': grace, 'default_toleration_seconds': seconds}
+
+
+def _metallb(p: _Parser, data: dict, cloud: str) -> bool:
+    """``addons.metallb``: on by default on bare metal; refused with the cloud, whose
+    load balancer already serves every LoadBalancer Service."""
+    addons = p.mapping(data.get('addons'), 'addons')
+    section = p.mapping(addons.get('metallb'), 'addons.metallb')
+    p.known(section, 'addons.metallb', METALLB_ADDON_FIELDS)
+    enabled = section.get('enabled', cloud == 'none')
+    if not isinstance(enabled, bool):
+        p.fail('addons.metallb.enabled', f'must be true or false, got {describe(enabled)}')
+    if enabled and cloud != 'none':
+        p.fail('addons.metallb.enabled', f'MetalLB is for a bare-metal cluster: set '
+                                         f'cloud: none (the cloud "{cloud}" gives '
+                                         f'LoadBalancer Services their addresses)')
+    return enabled
 
 
 def _ingress_node(p: _Parser, data: dict, nodes: tuple) -> str | None:

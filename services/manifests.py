@@ -22,10 +22,12 @@ checker and name rules in ``validate_common.py``.
 Supported objects (``SUPPORTED_KINDS``): ``v1`` Pod, Service, Namespace,
 Secret, ConfigMap; ``apps/v1`` Deployment; ``discovery.k8s.io/v1`` EndpointSlice;
 ``networking.k8s.io/v1`` Ingress, IngressClass, NetworkPolicy;
-``gateway.networking.k8s.io/v1`` GatewayClass, Gateway, HTTPRoute. Namespace,
-IngressClass and GatewayClass are cluster-scoped (``namespaced``). A Namespace
-always carries the label ``kubernetes.io/metadata.name`` with its own name, as
-the API server sets it (NetworkPolicy's namespaceSelector relies on it). ``update_problems`` holds the rules the
+``gateway.networking.k8s.io/v1`` GatewayClass, Gateway, HTTPRoute;
+``metallb.io/v1beta1`` IPAddressPool, L2Advertisement (the store refuses them
+when MetalLB is not installed). Namespace, IngressClass and GatewayClass are
+cluster-scoped (``namespaced``). A Namespace always carries the label
+``kubernetes.io/metadata.name`` with its own name, as the API server sets it
+(NetworkPolicy's namespaceSelector relies on it). ``update_problems`` holds the rules the
 API server applies only when an object replaces an existing one (immutable
 fields).
 """
@@ -47,6 +49,7 @@ from services.validation.gateway import (
 from services.validation.httproute import validate_httproute
 from services.validation.ingress import (
     validate_ingress, validate_ingress_class, validate_ingress_class_update)
+from services.validation.metallb import validate_ipaddresspool, validate_l2advertisement
 from services.validation.networkpolicy import validate_networkpolicy
 from services.validation.pod import validate_pod_spec
 from services.validation.secret import validate_secret, validate_secret_update
@@ -120,6 +123,10 @@ SUPPORTED_KINDS = {
                 True, validate_gateway),
     'HTTPRoute': ('gateway.networking.k8s.io/v1', dns1123_subdomain_problem,
                   True, validate_httproute),
+    'IPAddressPool': ('metallb.io/v1beta1', dns1123_subdomain_problem, True,
+                      validate_ipaddresspool),
+    'L2Advertisement': ('metallb.io/v1beta1', dns1123_subdomain_problem, True,
+                        validate_l2advertisement),
 }
 #: kind -> the check of an update against the stored object (``update_problems``).
 UPDATE_VALIDATORS = {
@@ -141,6 +148,9 @@ RESOURCE_NAMES = {
     'GatewayClass': 'gatewayclasses.gateway.networking.k8s.io',
     'Gateway': 'gateways.gateway.networking.k8s.io',
     'HTTPRoute': 'httproutes.gateway.networking.k8s.io',
+    'IPAddressPool': 'ipaddresspools.metallb.io',
+    'L2Advertisement': 'l2advertisements.metallb.io',
+    'ServiceL2Status': 'servicel2statuses.metallb.io',
 }
 
 

@@ -63,3 +63,24 @@ def now_rfc3339(now: float | None = None) -> str:
     else:
         moment = datetime.datetime.fromtimestamp(now, datetime.timezone.utc)
     return moment.strftime('%Y-%m-%dT%H:%M:%SZ')
+
+
+def now_micro(now: float | None = None) -> str:
+    """A MicroTime (a Lease's ``renewTime``): ``2024-05-01T12:00:00.123456Z``."""
+    if now is None:
+        moment = datetime.datetime.now(datetime.timezone.utc)
+    else:
+        moment = datetime.datetime.fromtimestamp(now, datetime.timezone.utc)
+    return moment.strftime('%Y-%m-%dT%H:%M:%S.%fZ')
+
+
+def epoch(timestamp: str | None) -> float | None:
+    """Seconds since the epoch of an RFC 3339 time (``...Z``, with or without a
+    fraction); None for None or a text that is not one."""
+    if not timestamp:
+        return None
+    text = timestamp.replace('Z', '+00:00')
+    try:
+        return datetime.datetime.fromisoformat(text).timestamp()
+    except ValueError:
+        return None

@@ -8,16 +8,20 @@ every change (kubelab/daemon/persist.py writes it atomically); a daemon killed w
 Kept: every object the user applied or the controllers made from them (Namespaces,
 Services with their ClusterIPs, nodePorts, healthCheckNodePort and load balancer
 address, Deployments with their ReplicaSet records (revisions, templates), Pods,
-Secrets, user-written EndpointSlices, Ingress and Gateway API objects). Not kept: the
-Nodes (the cluster file makes them), what the EndpointSlice controller and the cloud's
-health checks compute again, pods that were terminating (their end came with the
-daemon's), and every pod's status.
+Secrets, user-written EndpointSlices, Ingress and Gateway API objects, MetalLB's pools
+and advertisements). Not kept: the Nodes (the cluster file makes them), what the
+EndpointSlice controller and the cloud's health checks compute again, what the kubelets
+and MetalLB's speakers write again once they run (Leases, ServiceL2Statuses, the lab's
+L2Announcements) and what only described the stopped run (Events, the lab's
+LabNetwork), pods that were terminating (their end came with the daemon's), and every
+pod's status.
 
 What happens to pods: a restart of the daemon is a restart of every node, so each pod
 keeps its object (name, uid, node, owner) and starts again from ``Pending``, in a new
 sandbox with a new IP, as a pod whose node rebooted does; a Deployment's pods are not
 replaced but restarted. The allocators are rebuilt from the Services, so every Service
-keeps its ClusterIP, nodePorts and load balancer address.
+keeps its ClusterIP and nodePorts; its load balancer address is in its status, which
+the controller that gives addresses reads (a Service keeps its address).
 """
 
 from __future__ import annotations
@@ -28,7 +32,8 @@ from services.errors import AllocationError, KubelabError
 
 FORMAT = 1
 #: Kinds the store computes again, never restored.
-_DERIVED_KINDS = {'Node', 'LoadBalancerHealth'}
+_DERIVED_KINDS = {'Node', 'LoadBalancerHealth', 'Lease', 'Event', 'ServiceL2Status',
+                  'L2Announcement', 'LabNetwork'}
 #: The ReplicaSet record's fields that are its spec (the rest is status, recomputed).
 RS_FIELDS = ('name', 'hash', 'template', 'created', 'revision', 'replicas', 'desired',
              'max_replicas')
@@ -103,7 +108,7 @@ def reserve_addresses(svc: dict, cluster_ips, node_ports, lb_ips) -> list[str]:
     for port in sorted(held):
         steps.append((f'nodePort {port}', lambda port=port: node_ports.reserve(port)))
     ingress = (svc.get('status') or {}).get('loadBalancer', {}).get('ingress') or []
-    if ingress and ingress[0].get('ip'):
+    if lb_ips is not None and ingress and ingress[0].get('ip'):
         steps.append(('load balancer address',
                       lambda: lb_ips.reserve(ingress[0]['ip'], ref)))
     for what, step in steps:

@@ -18,9 +18,11 @@ The store keeps the objects and runs the rules; the rules live by subject:
   the ClusterIP (reserved, allocated, immutable) in ``cluster_ips.py``; the nodePorts
   (reserved, kept on update by name then port and protocol, shared across protocols,
   released after the new ones are taken) and the ``healthCheckNodePort`` in
-  ``node_ports.py``; the load balancer address from the cluster's
-  ``loadBalancerPool`` (the cloud's service controller) in ``load_balancer_ips.py``;
-  the allocators themselves in ``allocators.py``;
+  ``node_ports.py``; the allocators themselves in ``allocators.py``;
+* what the API server hears from kubelets (Lease renewals), the node lifecycle
+  controller's pass, the controllers that give LoadBalancer Services their addresses
+  (the cloud's, in services/allocation/load_balancer_ips.py, or MetalLB's) and the
+  events, in services/store_lifecycle.py (a part of the Store);
 * kube-scheduler's filters and choice in services/controllers/scheduler.py;
 * the warnings an apply prints (fields not run, unknown nodes, selectors matching
   nothing) in services/validation/warnings.py;
@@ -37,10 +39,11 @@ The store keeps the objects and runs the rules; the rules live by subject:
 (services/persistence.py says what is kept and what becomes of pods); ``apply``
 refuses more pods than the cluster can run (``pod_capacity``).
 
-``tick`` re-runs the controllers for what time alone changes (minReadySeconds). The
-kubelet, the cloud's health checks and the L7 controller write back through
-``update_pod_status``, ``pod_gone``, ``set_node_ready``, ``set_lb_health`` and
-``set_status``.
+``tick`` re-runs the controllers for what time alone changes (minReadySeconds, a
+node's silence, tolerationSeconds). The kubelet, the cloud's health checks and the L7
+controller write back through ``update_pod_status``, ``pod_gone``, ``renew_lease``,
+``set_lb_health`` and ``set_status``. Pods get the DefaultTolerationSeconds admission's
+tolerations when they are created.
 """
 
 from __future__ import annotations
@@ -52,19 +55,21 @@ import threading
 import time
 
 from services import manifests, naming, persistence
-from services.allocation.allocators import ClusterIPAllocator, LoadBalancerIPAllocator, \
-    NodePortAllocator
+from services.allocation.allocators import ClusterIPAllocator, NodePortAllocator
 from services.allocation.cluster_ips import assign_cluster_ip, release_cluster_ip
-from services.allocation.load_balancer_ips import assign_load_balancer_ip, \
-    release_load_balancer_ip
+from services.allocation.load_balancer_ips import class_change_problems
 from services.allocation.node_ports import assign_node_ports, release_node_ports
 from services.controllers import scheduler
 from services.controllers.endpointslice_sync import EndpointSliceController
+from services.controllers.node_lifecycle import NEVER_MESSAGE, NodeLifecycle, \
+    default_tolerations
 from services.controllers.deployments import MAX_PASSES, DeploymentController, ReplicaSet, \
     keep_rollout_marks, new_pod, owned_by, stamp_restart
 from services.errors import ApplyError, KubelabError, NotFound, ValidationError
 from services.labels import relabel
+from services.metallb.ipam import admission_problems as metallb_admission
 from services.objectindex import ObjectIndex
+from services.store_lifecycle import POOL_ANNOTATION, LifecycleWrites
 from services.store_reads import StoreReads
 from services.validation.common import Checker
 from services.validation.deployment import default_strategy
@@ -96,7 +101,8 @@ def node_object(node, created: str) -> dict:
             'addresses': [{'type': 'InternalIP', 'address': node.ip},
                           {'type': 'Hostname', 'address': node.name}],
             'conditions': [{'type': 'Ready', 'status': 'Unknown',
-                            'reason': 'NodeStatusUnknown'}],
+                            'reason': 'NodeStatusUnknown', 'message': NEVER_MESSAGE,
+                            'lastTransitionTime': created}],
             'nodeInfo': {'kubeletVersion': KUBELET_VERSION, 'osImage': 'kubelab',
                          'kernelVersion': _kernel(), 'containerRuntimeVersion': 'kubelab://1',
                          'architecture': 'amd64', 'operatingSystem': 'linux'},
@@ -109,7 +115,12 @@ def _kernel() -> str:
     return platform.release()
 
 
-class Store(StoreReads):
+#: Namespaces every cluster has (kubeadm's), and MetalLB's when it is installed.
+SYSTEM_NAMESPACES = ('default', 'kube-system', 'kube-node-lease')
+METALLB_NAMESPACE = 'metallb-system'
+
+
+class Store(StoreReads, LifecycleWrites):
     def __init__(self, cluster, rng: random.Random | None = None, clock=time.time):
         self.cluster = cluster
         self.rng = rng or random.Random()
@@ -123,11 +134,12 @@ class Store(StoreReads):
         self.endpoint_slices = EndpointSliceController()
         self.cluster_ips = ClusterIPAllocator(cluster.service_cidr)
         self.node_ports = NodePortAllocator(*cluster.node_port_range)
-        self.lb_ips = LoadBalancerIPAllocator(cluster.lb_pool)
+        self.lifecycle = NodeLifecycle(cluster.node_monitor_grace_period)
+        self._lb_notes: dict[str, tuple] = {}     # Service uid -> the last address event
         created = naming.now_rfc3339()
         for node in cluster.nodes:
             self._put(node_object(node, created))
-        for ns in ('default', 'kube-system'):
+        for ns in SYSTEM_NAMESPACES + ((METALLB_NAMESPACE,) if cluster.metallb else ()):
             self._put({'apiVersion': 'v1', 'kind': 'Namespace',
                        'metadata': {'name': ns, 'uid': naming.new_uid(),
                                     'labels': {manifests.NAMESPACE_NAME_LABEL: ns},
@@ -161,7 +173,7 @@ class Store(StoreReads):
                 self._put(obj)
                 if obj['kind'] == 'Service':
                     problems += persistence.reserve_addresses(
-                        obj, self.cluster_ips, self.node_ports, self.lb_ips)
+                        obj, self.cluster_ips, self.node_ports, None)
             self.deployments.restore(document.get('replicaSets') or {})
             self._changed()
             return problems
@@ -182,10 +194,12 @@ class Store(StoreReads):
             seen = set()
             ips = self.cluster_ips.copy()
             ports = self.node_ports.copy()
-            lb_ips = self.lb_ips.copy()
             new_namespaces = {o['metadata']['name'] for o in objs if o['kind'] == 'Namespace'}
             for obj in objs:
-                errors.extend(self._check(obj, seen, ips, ports, lb_ips, new_namespaces))
+                errors.extend(self._check(obj, seen, ips, ports, new_namespaces))
+                errors.extend(metallb_admission(obj, manifests.object_ref(obj),
+                                                self.cluster.metallb,
+                                                self.list_unlocked('IPAddressPool'), objs))
             if not errors:
                 errors.extend(self._capacity_problems(objs))
             if errors:
@@ -199,7 +213,6 @@ class Store(StoreReads):
                 results.append([self._ref(obj), self._upsert(obj)])
             self.cluster_ips = ips
             self.node_ports = ports
-            self.lb_ips = lb_ips
             if any(action != 'unchanged' for _, action in results):
                 self._changed()
             return {'results': results, 'warnings': warnings}
@@ -249,8 +262,7 @@ class Store(StoreReads):
         return f'{kind}/{obj["metadata"]["name"]}'
 
     def _check(self, obj: dict, seen: set, ips: ClusterIPAllocator,
-               ports: NodePortAllocator, lb_ips: LoadBalancerIPAllocator,
-               new_namespaces: set) -> list:
+               ports: NodePortAllocator, new_namespaces: set) -> list:
         key = manifests.key(obj)
         ref = manifests.object_ref(obj)
         if key in seen:
@@ -269,13 +281,14 @@ class Store(StoreReads):
         if kind == 'Service':
             errs.extend(assign_cluster_ip(obj, old, ips, ref))
             errs.extend(assign_node_ports(obj, old, ports, ref))
-            errs.extend(assign_load_balancer_ip(obj, old, lb_ips, ref))
+            errs.extend(class_change_problems(obj, old, ref))
         if kind == 'Deployment' and old is not None and \
                 obj['spec'].get('selector') != old['spec'].get('selector'):
             shown = json.dumps(obj['spec'].get('selector'), sort_keys=True)
             errs.append(ValidationError(ref, 'spec.selector', f'Invalid value: {shown}: '
                                         'field is immutable'))
-        if kind == 'Pod' and old is not None and old['spec'] != _user_spec(obj, old):
+        if kind == 'Pod' and old is not None and \
+                old['spec'] != _user_spec(obj, old, self.cluster.default_toleration_seconds):
             errs.append(ValidationError(ref, 'spec', 'Forbidden: pod updates may not change '
                                         'fields other than labels and annotations; '
                                         'delete the pod and apply it again'))
@@ -300,10 +313,11 @@ class Store(StoreReads):
             meta['uid'] = naming.new_uid()
             meta['creationTimestamp'] = naming.now_rfc3339()
             meta.setdefault('generation', 1)
-            # As the API server: the status is not the creator's. A Service's (its load
-            # balancer) was written by _check.
-            if obj['kind'] != 'Service' and manifests.has_status(obj['kind']):
+            # As the API server: the status is not the creator's.
+            if manifests.has_status(obj['kind']):
                 obj['status'] = _initial_status(obj)
+            if obj['kind'] == 'Pod':          # the DefaultTolerationSeconds admission
+                default_tolerations(obj['spec'], self.cluster.default_toleration_seconds)
             self._put(obj)
             return 'created'
         new = copy.deepcopy(old)
@@ -312,9 +326,11 @@ class Store(StoreReads):
                 new['metadata'][field] = obj['metadata'][field]
             else:
                 new['metadata'].pop(field, None)
+        _keep_server_annotations(new, old)
         if 'spec' in obj:
             # A pod keeps the node the scheduler gave it (its spec cannot change anyway).
-            spec = _user_spec(obj, old) if obj['kind'] == 'Pod' else obj['spec']
+            spec = _user_spec(obj, old, self.cluster.default_toleration_seconds) \
+                if obj['kind'] == 'Pod' else obj['spec']
             if spec != old.get('spec'):
                 new['metadata']['generation'] = old['metadata'].get('generation', 1) + 1
             new['spec'] = spec
@@ -327,8 +343,6 @@ class Store(StoreReads):
                     new[field] = obj[field]
                 else:
                     new.pop(field, None)
-        if obj['kind'] == 'Service':
-            new['status'] = obj['status']          # its load balancer, as _check left it
         if _same(new, old):
             return 'unchanged'
         self._put(new)
@@ -346,7 +360,6 @@ class Store(StoreReads):
         if obj is not None and obj['kind'] == 'Service':
             release_cluster_ip(obj, self.cluster_ips)
             release_node_ports(obj, self.node_ports)
-            release_load_balancer_ip(obj, self.lb_ips)
         return obj
 
     def delete(self, kind: str, namespace: str | None, name: str,
@@ -518,15 +531,9 @@ class Store(StoreReads):
             self._changed()
             return True
 
-    def set_node_ready(self, name: str, ready: bool):
-        with self.cond:
-            node = self.objects[('Node', '', name)]
-            cond = {'type': 'Ready', 'status': 'True' if ready else 'False',
-                    'reason': 'KubeletReady' if ready else 'KubeletNotReady'}
-            if node['status']['conditions'] != [cond]:
-                node['status']['conditions'] = [cond]
-                self._put(node)
-                self._changed()
+    def set_node_ready(self, name: str, ready: bool = True):
+        """The kubelet's first status post (``renew_lease`` does it with its Lease)."""
+        self.renew_lease(name)
 
     # ------------------------------------------------------------ controllers
     def _changed(self):
@@ -545,8 +552,10 @@ class Store(StoreReads):
         changed = False
         for dep in list(self.objects.of_kind('Deployment').values()):
             changed |= self._reconcile_deployment(dep)
+        changed |= self._node_lifecycle()
         changed |= self._schedule()
         changed |= self.endpoint_slices.reconcile(self)
+        changed |= self._assign_load_balancers()
         return changed or before != (self.rv, len(self.objects))
 
     # ------------------------------------------------------------ the deployment controller
@@ -590,6 +599,7 @@ class Store(StoreReads):
             if ('Pod', ns, name) not in self.objects:
                 break
         pod = new_pod(dep, rs, name)
+        default_tolerations(pod['spec'], self.cluster.default_toleration_seconds)
         pod['status'] = _initial_status(pod)
         self._put(pod)
 
@@ -615,12 +625,23 @@ def _same(a: dict, b: dict) -> bool:
         {k: v for k, v in b.items() if k != 'metadata'}
 
 
-def _user_spec(new: dict, old: dict) -> dict:
-    """A pod's spec as the user sent it, with what the scheduler filled in kept."""
+def _user_spec(new: dict, old: dict, toleration_seconds: int) -> dict:
+    """A pod's spec as the user sent it, with what the scheduler filled in and the
+    tolerations the admission added kept."""
     spec = copy.deepcopy(new['spec'])
     if old['spec'].get('nodeName') and not spec.get('nodeName'):
         spec['nodeName'] = old['spec']['nodeName']
+    default_tolerations(spec, toleration_seconds)
     return spec
+
+
+def _keep_server_annotations(new: dict, old: dict):
+    """Annotations a controller writes (MetalLB's pool) survive an apply that does not
+    mention them, as kubectl's three-way merge keeps them."""
+    kept = (old['metadata'].get('annotations') or {}).get(POOL_ANNOTATION)
+    if kept is not None and POOL_ANNOTATION not in (new['metadata'].get('annotations')
+                                                    or {}):
+        new['metadata'].setdefault('annotations', {})[POOL_ANNOTATION] = kept
 
 
 def _initial_status(obj: dict) -> dict:
@@ -630,5 +651,7 @@ def _initial_status(obj: dict) -> dict:
         return {}
     if obj['kind'] == 'Namespace':
         return {'phase': 'Active'}
+    if obj['kind'] == 'Service':
+        return {'loadBalancer': {}}
     return {}
 

@@ -21,6 +21,13 @@ Bridges (all Open vSwitch, all named ``kl-*`` so the lab can find and remove its
   back in, as it would cross from a cloud's load balancer into the cluster's network,
   which also gives the cluster side a fresh budget of datapath recirculations.
 
+A bare-metal cluster (``cloud: none``) has no cloud edge and no health checker: a router
+host ``kl-rt`` (a Linux network namespace with IP forwarding and a real neighbour cache)
+joins the external network (its first interface on ``kl-ex`` port 1, the external
+subnet's first address) and the nodes' network (its second on ``kl-ul`` port 250, the
+node subnet's first address). Both switches then forward as a LAN: by destination MAC,
+broadcasts to every other port, so ARP is real on both sides of the router.
+
 MAC addresses are derived from IP addresses, as OVN-Kubernetes does (``0a:58`` + the four
 address bytes) so that every dump can be read without a lookup table. Router-side MACs
 (the node bridge on the underlay, the external router) use ``0a:5a`` + the address.
@@ -46,6 +53,8 @@ HEALTH_CHECKER_HOST = f'{PREFIX}hc'
 EDGE_DPID = 0x102
 EDGE_EXTERNAL_PORT = 1
 EDGE_UNDERLAY_PORT = 2
+ROUTER_HOST = f'{PREFIX}rt'       # bare metal: the router between the two networks
+BROADCAST = 'ff:ff:ff:ff:ff:ff'
 
 
 def mac_for(ip: str, prefix: str = '0a:58') -> str:
@@ -57,6 +66,15 @@ def mac_for(ip: str, prefix: str = '0a:58') -> str:
 def router_mac(ip: str) -> str:
     """The MAC of a lab router port (node bridge on the underlay, external gateway)."""
     return mac_for(ip, prefix='0a:5a')
+
+
+def outside_mac(cluster) -> str:
+    """Where a node sends what leaves for the external network: the external router
+    (cloud: the flows of kl-ex behind the cloud edge) or, on bare metal, the router's
+    interface on the nodes' network."""
+    if cluster.bare_metal:
+        return router_mac(cluster.lan_gateway)
+    return router_mac(cluster.external_gateway)
 
 
 def node_bridge(node) -> str:
@@ -127,8 +145,8 @@ def switch_role(cluster, dpid: int) -> SwitchRole | None:
 def all_bridges(cluster) -> list[tuple[str, int]]:
     """Every bridge of the lab as (name, dpid)."""
     bridges = [(node_bridge(n), node_dpid(n)) for n in cluster.nodes]
-    return bridges + [(UNDERLAY_BRIDGE, UNDERLAY_DPID), (EXTERNAL_BRIDGE, EXTERNAL_DPID),
-                      (EDGE_BRIDGE, EDGE_DPID)]
+    bridges += [(UNDERLAY_BRIDGE, UNDERLAY_DPID), (EXTERNAL_BRIDGE, EXTERNAL_DPID)]
+    return bridges if cluster.bare_metal else bridges + [(EDGE_BRIDGE, EDGE_DPID)]
 
 
 def external_ip_node(cluster):

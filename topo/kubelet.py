@@ -16,6 +16,13 @@ A terminating pod is probed on, as the kubelet does (KEP-1669): it stays Ready w
 running containers pass their readiness probes (those without one while they run), so
 its endpoint reads ``serving: true, terminating: true`` and kube-proxy can still send it
 connections when no ready endpoint is left; a container that exits is no longer ready.
+
+It reads and writes the store only while its node's heartbeats reach the API endpoint
+(``api_reachable``, topo/heartbeat.py): cut off, it keeps its containers running,
+restarted and probed, but writes no status and acts on no deletion, as a kubelet that
+cannot reach the API server; it catches up when they get through again. A stopped
+kubelet (``kubelab node stop-kubelet``, ``pause``) does nothing at all, while its
+containers run on.
 """
 
 from __future__ import annotations
@@ -96,8 +103,11 @@ class PodRuntime:
 
 class NodeAgent:
     def __init__(self, node, store, network, registry, state_dir: str, busybox_dir: str,
-                 cgroups):
+                 cgroups, api_reachable=lambda: True):
         self.node = node
+        self.api_reachable = api_reachable
+        self.running = threading.Event()      # cleared by stop-kubelet
+        self.running.set()
         self.store = store
         self.network = network
         self.registry = registry
@@ -118,8 +128,15 @@ class NodeAgent:
 
     # ------------------------------------------------------------ loop
     def start(self):
-        self.store.set_node_ready(self.node.name, True)
         self.thread.start()
+
+    def pause(self):
+        """``kubelab node stop-kubelet``: no more syncs, probes or restarts; the
+        containers keep running."""
+        self.running.clear()
+
+    def resume(self):
+        self.running.set()
 
     def stop(self):
         self.stopping.set()
@@ -135,6 +152,11 @@ class NodeAgent:
                interval=TICK, retry_pause=TICK, log=LOG)
 
     def sync(self):
+        if not self.running.is_set():
+            return
+        if not self.api_reachable():
+            self._tend_cut_off()
+            return
         wanted = {}
         for pod in self.store.list('Pod'):
             if pod['spec'].get('nodeName') == self.node.name:
@@ -171,6 +193,13 @@ class NodeAgent:
         if time.monotonic() >= self.next_sample:
             self.next_sample = time.monotonic() + METRICS_EVERY
             self._sample()
+
+    def _tend_cut_off(self):
+        """Without the API server: the running pods go on (restarts, probes), with
+        nothing read from or written to the store."""
+        for rt in list(self.pods.values()):
+            if rt.terminating_until is None:
+                self._tend(rt)
 
     # ------------------------------------------------------------ pod lifecycle
     def _create(self, pod) -> PodRuntime:

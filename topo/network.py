@@ -1,5 +1,11 @@
 """The lab's Mininet network: node bridges, underlay, cloud edge, external network, pods.
 
+A bare-metal cluster (``cloud: none``) has no cloud edge and no health checker: a router
+host joins the external network and the nodes' network instead (``kl-rt``, a Linux
+network namespace with two interfaces and IP forwarding, services/wiring.py), so the
+external hosts reach the nodes, and MetalLB's addresses in the nodes' subnet, as on a
+LAN behind a router: ``ip neigh`` in it shows which node answers for an address.
+
 ``ClusterTopo`` is plain data (names and cables from services/wiring.py); ``LabNetwork``
 turns it into Open vSwitch bridges and Mininet hosts, connects the bridges to the
 controller, and adds and removes pod hosts while the lab runs. Every Mininet call goes
@@ -90,11 +96,14 @@ class ClusterTopo(Topo):
     def build(self, cluster):
         ul = self.addSwitch(wiring.UNDERLAY_BRIDGE, dpid=f'{wiring.UNDERLAY_DPID:016x}')
         ex = self.addSwitch(wiring.EXTERNAL_BRIDGE, dpid=f'{wiring.EXTERNAL_DPID:016x}')
-        lb = self.addSwitch(wiring.EDGE_BRIDGE, dpid=f'{wiring.EDGE_DPID:016x}')
-        self.addLink(ex, lb, port1=wiring.EXTERNAL_UPLINK_PORT,
-                     port2=wiring.EDGE_EXTERNAL_PORT, cls=OVSLink)
-        self.addLink(lb, ul, port1=wiring.EDGE_UNDERLAY_PORT,
-                     port2=wiring.UNDERLAY_EXTERNAL_PORT)       # a veth pair (see wiring)
+        if cluster.bare_metal:
+            self._router(cluster, ex, ul)
+        else:
+            lb = self.addSwitch(wiring.EDGE_BRIDGE, dpid=f'{wiring.EDGE_DPID:016x}')
+            self.addLink(ex, lb, port1=wiring.EXTERNAL_UPLINK_PORT,
+                         port2=wiring.EDGE_EXTERNAL_PORT, cls=OVSLink)
+            self.addLink(lb, ul, port1=wiring.EDGE_UNDERLAY_PORT,
+                         port2=wiring.UNDERLAY_EXTERNAL_PORT)   # a veth pair (see wiring)
         node_prefix = ipaddress.IPv4Network(cluster.node_cidr).prefixlen
         for node in cluster.nodes:
             br = self.addSwitch(wiring.node_bridge(node), dpid=f'{wiring.node_dpid(node):016x}')
@@ -107,10 +116,21 @@ class ClusterTopo(Topo):
             host = self.addHost(wiring.client_host_name(j), ip=f'{client.ip}/{ext_prefix}',
                                 mac=wiring.mac_for(client.ip))
             self.addLink(host, ex, port2=wiring.client_port(j))
+        if cluster.bare_metal:
+            return
         checker = self.addHost(wiring.HEALTH_CHECKER_HOST,
                                ip=f'{cluster.health_checker}/{ext_prefix}',
                                mac=wiring.mac_for(cluster.health_checker))
         self.addLink(checker, ex, port2=wiring.HEALTH_CHECKER_PORT)
+
+    def _router(self, cluster, ex, ul):
+        """Bare metal: the router, eth0 on the external network, eth1 on the nodes'."""
+        ext_prefix = ipaddress.IPv4Network(cluster.external_cidr).prefixlen
+        gw = cluster.external_gateway
+        router = self.addHost(wiring.ROUTER_HOST, ip=f'{gw}/{ext_prefix}',
+                              mac=wiring.router_mac(gw))
+        self.addLink(router, ex, port2=wiring.EXTERNAL_UPLINK_PORT)
+        self.addLink(router, ul, port2=wiring.UNDERLAY_EXTERNAL_PORT)
 
 
 class PodSandbox(Host):
@@ -177,10 +197,29 @@ class LabNetwork:
             # IP: kube-proxy catches them on the node); the bridge is the node's only
             # way out and leads nowhere beyond the lab.
             host.cmd(f'ip route replace default dev {host.defaultIntf()}')
-        for name in [wiring.client_host_name(j) for j in
-                     range(1, len(self.cluster.clients) + 1)] + [wiring.HEALTH_CHECKER_HOST]:
+        hosts = [wiring.client_host_name(j) for j in range(1, len(self.cluster.clients) + 1)]
+        if self.cluster.bare_metal:
+            self._start_router()
+        else:
+            hosts.append(wiring.HEALTH_CHECKER_HOST)
+        for name in hosts:
             self.net.get(name).cmd(
                 f'ip route replace default via {self.cluster.external_gateway}')
+
+    def _start_router(self):
+        """The router's second interface (the nodes' network) and IP forwarding, in its
+        own namespace only."""
+        router = self.router_host()
+        lan = router.intfList()[1]
+        prefix = ipaddress.IPv4Network(self.cluster.node_cidr).prefixlen
+        router.setMAC(wiring.router_mac(self.cluster.lan_gateway), lan)
+        router.setIP(self.cluster.lan_gateway, prefix, lan)
+        router.cmd('sysctl -qw net.ipv4.ip_forward=1')
+        router.cmd('sysctl -qw net.ipv4.conf.all.send_redirects=0')
+
+    def router_host(self):
+        """The bare-metal router (None with the cloud)."""
+        return self.net.get(wiring.ROUTER_HOST) if self.cluster.bare_metal else None
 
     def stop(self):
         with self.lock:

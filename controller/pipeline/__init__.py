@@ -10,7 +10,9 @@ builder: node_switch.py (``node_bridge``, one function per table; a Service port
 fronts and groups in service_fronts.py, its flows memoized while it does not change by
 memo.py), edge_switch.py (``cloud_edge``), underlay_switch.py (``underlay``),
 external_switch.py (``external``); shared.py (flows several switches build alike);
-conntrack_cleanup.py (what to flush when a UDP endpoint goes).
+conntrack_cleanup.py (what to flush when a UDP endpoint goes); lan_switch.py (a
+bare-metal cluster's two LANs) and l2_announce.py (a bare-metal node's ARP answers on
+its LAN, MetalLB's addresses).
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from __future__ import annotations
 from controller.flows import SwitchConfig
 from controller.pipeline.edge_switch import cloud_edge
 from controller.pipeline.external_switch import external
+from controller.pipeline.lan_switch import lan_external, lan_underlay
 from controller.pipeline.node_switch import node_bridge
 from controller.pipeline.tables import (AFFINITY_COOKIE, ETH_IP, T, TABLE_NAMES, TABLES,
                                         check_pipeline)
@@ -35,6 +38,10 @@ def build(state, dpid: int) -> SwitchConfig:
         return SwitchConfig()
     if role.kind == 'node':
         return node_bridge(state, role.node)
+    if state.cluster.bare_metal:        # two LANs and a router host (lan_switch.py)
+        if role.kind == 'underlay':
+            return lan_underlay(state.cluster)
+        return lan_external(state.cluster) if role.kind == 'external' else SwitchConfig()
     if role.kind == 'underlay':
         return underlay(state.cluster)
     if role.kind == 'edge':

@@ -26,7 +26,7 @@ from functools import cached_property, lru_cache
 from controller.flows import (Bucket, Ct, Group, GroupSpec, LearnAffinity, MeterSpec, Nat,
                               Output, Resubmit, SetField, SwitchConfig, ToController,
                               ct_state, flow)
-from controller.pipeline import memo, network_policy, shared
+from controller.pipeline import l2_announce, memo, network_policy, shared
 from controller.pipeline.service_fronts import (Front, bind_fronts, front_templates,
                                                 group_ids, source_port_bits,
                                                 split_endpoints)
@@ -126,12 +126,13 @@ def classifier(ctx: NodeBridge) -> list:
     for pod in ctx.local_pods:
         flows += shared.port_guard(wiring.pod_port(node, pod.ip), pod.ip,
                                    wiring.mac_for(pod.ip), 'UnSNAT', pod.owner)
-    return flows
+    return flows + l2_announce.uplink_arp_classifier(ctx)
 
 
 def arp_responder(ctx: NodeBridge) -> list:
     """ARPResponder: every ARP request is answered with the pod gateway's MAC."""
-    return shared.arp_responder(ctx.gw_mac, ctx.node_owner)
+    return shared.arp_responder(ctx.gw_mac, ctx.node_owner) + \
+        l2_announce.uplink_arp_responder(ctx)
 
 
 def un_snat(ctx: NodeBridge) -> list:
@@ -470,7 +471,7 @@ def output(ctx: NodeBridge) -> list:
     flows += shared.also_back_out(flow(
         T['Output'], PRIORITY_FALLBACK, ctx.external_match,
         (SetField('eth_src', ctx.uplink_mac),
-         SetField('eth_dst', wiring.router_mac(cluster.external_gateway)),
+         SetField('eth_dst', wiring.outside_mac(cluster)),
          Output(wiring.UPLINK_PORT)), owner='external network'))
     return flows + [flow(T['Output'], PRIORITY_MISS, owner='output')]
 

@@ -22,7 +22,7 @@ from kubelab.client import STATE_DIR, Client
 from kubelab.daemon import persist
 from kubelab.daemon.instance import InstanceLock
 from kubelab.daemon.statedir import append_fd, check_state_dir, lab_mark, read_text, \
-    running_daemon, state_path
+    running_daemon, state_path, write_file
 from services import manifests
 from services.errors import ApplyError, KubelabError, ValidationError
 from services.manifests import read_paths
@@ -46,6 +46,8 @@ def cmd_up(args) -> int:
         raise KubelabError(f'a lab is already running ({holder}): `kubelab down` stops '
                            'it (with its KUBELAB_STATE_DIR)')
     cluster_file, objects = read_up_files(args.filename or [])
+    if getattr(args, 'cloud', None):
+        cluster_file = with_cloud(cluster_file, args.cloud)
     check_objects(objects)
     if os.path.exists(state_path(persist.SAVED_NAME)):
         print('The last lab stopped without `kubelab down`: its objects come back '
@@ -85,6 +87,23 @@ def read_up_files(paths: list[str]) -> tuple[str | None, list[dict]]:
             continue
         objects.extend(read_paths([path]))
     return cluster_file, objects
+
+
+def with_cloud(cluster_file: str | None, cloud: str) -> str:
+    """``up --cloud``: the cluster file (or the defaults) with its ``cloud`` set, written
+    to the state directory; its path."""
+    import yaml
+    from services.cluster import load_cluster
+    data = {}
+    if cluster_file:
+        with open(cluster_file) as f:
+            data = yaml.safe_load(f) or {}
+    data['cloud'] = cloud
+    text = yaml.safe_dump(data)
+    load_cluster(text, cluster_file or '--cloud')      # check it before booting
+    path = state_path('cluster-up.yaml')
+    write_file(path, text.encode())
+    return path
 
 
 def check_objects(objects: list[dict]):
@@ -216,7 +235,11 @@ def cmd_down(args) -> int:
 
 
 def cmd_node(args) -> int:
-    print(Client().node_network(args.name, args.action == 'restore')['message'])
+    client = Client()
+    if args.action.endswith('-kubelet'):
+        print(client.node_kubelet(args.name, args.action == 'start-kubelet')['message'])
+    else:
+        print(client.node_network(args.name, args.action == 'restore')['message'])
     return 0
 
 

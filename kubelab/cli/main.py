@@ -1,6 +1,6 @@
 """``kubelab``: the lab's one command, with kubectl's verbs and output shapes.
 
-  kubelab up [-f cluster.yaml] [-f manifest-or-dir ...] [--detach]
+  kubelab up [-f cluster.yaml] [-f manifest-or-dir ...] [--cloud none] [--detach]
   kubelab down
   kubelab apply -f FILE|DIR [--wait]      kubelab delete -f FILE | KIND NAME
   kubelab get KIND [NAME] [-o wide|json|yaml|name] [-n NS | -A] [-l SELECTOR] [--show-labels]
@@ -10,6 +10,7 @@
   kubelab rollout restart deployment NAME
   kubelab rollout status deployment NAME [--timeout 60s]
   kubelab node fail|restore NAME               (cut a node off the network, reconnect it)
+  kubelab node stop-kubelet|start-kubelet NAME (the node's kubelet stops; its pods run on)
   kubelab exec POD|node/NAME|host/NAME [-c CONTAINER] -- CMD...
   kubelab logs POD [-c CONTAINER]
   kubelab capture POD|node/NAME|host/NAME [-w FILE.pcap] [-c N] [--seconds S] [FILTER]
@@ -47,6 +48,9 @@ def _up(add):
     sp.add_argument('-f', '--filename', action='append',
                     help='a cluster file (kind: Cluster) or manifests to apply; repeatable')
     sp.add_argument('--detach', action='store_true', help='return once the lab is ready')
+    sp.add_argument('--cloud', choices=['kubelab', 'none'],
+                    help="the cloud: kubelab's emulated one (default), or none: bare metal, "
+                         'with MetalLB (overrides the cluster file\'s cloud)')
 
 
 def _down(add):
@@ -54,8 +58,9 @@ def _down(add):
 
 
 def _node(add):
-    sp = add('node', lab.cmd_node, 'fail a node (cut it off the network) or restore it')
-    sp.add_argument('action', choices=['fail', 'restore'])
+    sp = add('node', lab.cmd_node, 'fail a node (cut it off the network) or restore it; '
+             "stop or start a node's kubelet")
+    sp.add_argument('action', choices=['fail', 'restore', 'stop-kubelet', 'start-kubelet'])
     sp.add_argument('name')
 
 

@@ -26,7 +26,10 @@ STORE_KIND = {'pods': 'Pod', 'deployments': 'Deployment', 'services': 'Service',
               'secrets': 'Secret', 'configmaps': 'ConfigMap', 'ingresses': 'Ingress',
               'ingressclasses': 'IngressClass',
               'gatewayclasses': 'GatewayClass', 'gateways': 'Gateway',
-              'httproutes': 'HTTPRoute', 'networkpolicies': 'NetworkPolicy'}
+              'httproutes': 'HTTPRoute', 'networkpolicies': 'NetworkPolicy',
+              'leases': 'Lease', 'events': 'Event',
+              'ipaddresspools': 'IPAddressPool', 'l2advertisements': 'L2Advertisement',
+              'servicel2statuses': 'ServiceL2Status'}
 DELETE_KINDS = {word: kind for word, kind in STORE_KIND.items() if kind != 'Node'}
 
 

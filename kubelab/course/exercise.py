@@ -30,6 +30,7 @@ class Exercise:
     slug: str
     title: str
     summary: str
+    cloud: str | None = None      # the lab it needs: 'none' (bare metal), else any
 
     @property
     def namespace(self) -> str:

@@ -26,7 +26,7 @@ from services.manifests import read_paths
 
 #: What reset deletes when it finds it labelled outside the exercise's namespace.
 LABELLED_KINDS = ('HTTPRoute', 'Gateway', 'Ingress', 'NetworkPolicy', 'Service',
-                  'Deployment', 'Pod', 'Secret')
+                  'Deployment', 'Pod', 'Secret', 'L2Advertisement', 'IPAddressPool')
 
 
 # ---------------------------------------------------------------- the course
@@ -52,6 +52,11 @@ EXERCISES = [
     Exercise(10, 'network-policy', 'NetworkPolicy',
              'lock a namespace down: default deny, the frontend in, DNS out, one address '
              'from outside'),
+    Exercise(11, 'node-failure', 'When a node dies',
+             'heartbeats, NotReady, endpoints leaving, eviction; a dead kubelet'),
+    Exercise(12, 'bare-metal-metallb', 'Bare metal: MetalLB in layer 2',
+             'LoadBalancer without a cloud: pools, ARP, one announcing node, failover',
+             cloud='none'),
 ]
 
 
@@ -229,6 +234,17 @@ def check(ex: Exercise, lab: LabControl, out=print) -> bool:
 
 
 # ---------------------------------------------------------------- the command
+def needs_cloud(ex: Exercise, client: Client):
+    """An exercise that needs a bare-metal lab refuses another, saying how to get one."""
+    if ex.cloud is None:
+        return
+    cloud = client.lab().get('cloud', 'kubelab')
+    if cloud != ex.cloud:
+        raise KubelabError(f'exercise {ex.number} needs a bare-metal lab (cloud: {ex.cloud}); '
+                           f'this one runs with cloud "{cloud}": `kubelab down`, then '
+                           f'`kubelab up --cloud {ex.cloud} --detach`')
+
+
 def run(args) -> int:
     action = args.action
     if action == 'list':
@@ -239,6 +255,8 @@ def run(args) -> int:
         raise KubelabError(f'`kubelab lab {action}` needs the exercise number, e.g. '
                            f'`kubelab lab {action} 1`')
     ex = exercise(args.number)
+    if action != 'reset':
+        needs_cloud(ex, Client())
     if action == 'check':
         return 0 if check(ex, LabControl()) else 1
     try:

@@ -21,6 +21,7 @@ Routes (all under /lab/v1):
   POST label     {"kind", "namespace", "name", "labels", "remove", "overwrite"}
   POST rollout/restart  {"namespace", "name"}   a Deployment's pods replaced anew
   POST node/fail, node/restore  {"name"}        cut a node off the network / reconnect it
+  POST node/kubelet  {"name", "running"}        stop or start a node's kubelet
   GET  dataplane / POST dataplane {"version": N, "switches": [dpid...]}
   GET  lab       the cluster's nodes, external hosts, sandbox and container pids (exec)
   GET  metrics/pods  every running pod's CPU and memory (metrics.k8s.io PodMetrics)
@@ -65,7 +66,7 @@ class Fields(dict):
 
 class APIServer:
     def __init__(self, store, token: str, lab_info, on_shutdown, path: str,
-                 on_node_network=None, proxies=None, after_write=None,
+                 on_node_network=None, proxies=None, after_write=None, on_node_kubelet=None,
                  pod_metrics=None):
         self.store = store
         self.after_write = after_write    # callable, after a request that changed objects
@@ -73,6 +74,7 @@ class APIServer:
         self.lab_info = lab_info          # callable -> dict
         self.on_shutdown = on_shutdown
         self.on_node_network = on_node_network    # callable(name, up) -> message
+        self.on_node_kubelet = on_node_kubelet    # callable(name, running) -> message
         self.proxies = proxies    # callable -> {'version': rv, 'pending': [...]} (nginx)
         self.pod_metrics = pod_metrics    # callable -> [PodMetrics]
         self.dataplane = {'version': 0, 'switches': []}
@@ -225,7 +227,10 @@ class _Handler(GuardedHandler):
         if path in ('/lab/v1/node/fail', '/lab/v1/node/restore') and \
                 self.api.on_node_network is not None:
             msg = self.api.on_node_network(body['name'], path.endswith('restore'))
-            return 200, {'message': msg}
+            return 200, {'message': msg, 'time': time.time()}
+        if path == '/lab/v1/node/kubelet' and self.api.on_node_kubelet is not None:
+            msg = self.api.on_node_kubelet(body['name'], bool(body['running']))
+            return 200, {'message': msg, 'time': time.time()}
         if path == '/lab/v1/dataplane':
             self.api.report_dataplane(body)
             return 200, {'ok': True}

@@ -4,7 +4,9 @@ It wires the parts together in the order a cluster boots: clean what a crashed r
 (only what carries this lab's mark), make sure Open vSwitch runs, start the API server
 (store + controllers, with the objects a crashed daemon saved), start the Ryu controller
 (kube-proxy), build the Mininet network and wait until every switch carries its flows,
-start one kubelet per node, apply the user's manifests, and say it is ready. On SIGTERM,
+open the API endpoint on the control-plane node and start every node's heartbeats
+through the network (topo/heartbeat.py), start one kubelet per node (and, on bare
+metal, MetalLB's speakers), apply the user's manifests, and say it is ready. On SIGTERM,
 SIGINT or ``POST /lab/v1/shutdown`` it takes everything down again and removes what it
 created, nothing else. ``python -m kubelab.daemon`` takes the instance locks
 (instance.py) before any of this, so a second lab never cleans up the first.
@@ -48,6 +50,13 @@ def cluster_document(cluster) -> dict:
         'nodes': [{'name': n.name, 'role': n.role, 'ip': n.ip, 'podCIDR': n.pod_cidr}
                   for n in cluster.nodes],
         'clients': [{'name': c.name, 'ip': c.ip} for c in cluster.clients],
+        'cloud': cluster.cloud,
+        'nodeLifecycle': {'nodeMonitorGracePeriod': cluster.node_monitor_grace_period,
+                          'defaultTolerationSeconds': cluster.default_toleration_seconds},
+        'addons': {'ingressNginx': {'enabled': bool(cluster.ingress_node),
+                                    **({'node': cluster.ingress_node}
+                                       if cluster.ingress_node else {})},
+                   'metallb': {'enabled': cluster.metallb}},
     }
 
 
@@ -67,6 +76,9 @@ class Lab:
         self.manifests = manifests
         self.done = threading.Event()
         self.agents = []
+        self.heartbeats = {}           # node name -> its kubelet's Lease renewals
+        self.speakers = []             # MetalLB's, on bare metal
+        self.lease_endpoint = None
         self.failed_nodes: set[str] = set()
         self.proxy_health = []         # kube-proxy's health servers, one per node
         self.checker = None            # the cloud load balancer's health checks
@@ -125,7 +137,8 @@ class Lab:
         self.api = APIServer(self.store, token, self.lab_info, self.done.set,
                              path=state_path(transport.SOCKET_NAME),
                              on_node_network=self.node_network, proxies=self.proxies,
-                             after_write=self.saver.save, pod_metrics=self.pod_metrics)
+                             after_write=self.saver.save, on_node_kubelet=self.node_kubelet,
+                             pod_metrics=self.pod_metrics)
         self.api.start()
 
         self.ofp_socket = controller_socket()
@@ -143,12 +156,16 @@ class Lab:
         busybox_dir = state_path('busybox-bin')
         os.makedirs(busybox_dir, exist_ok=True)
         subprocess.run(['busybox', '--install', '-s', busybox_dir], check=True)
+        self._start_heartbeats()
         for node in self.cluster.nodes:
+            beat = self.heartbeats[node.name]
             agent = NodeAgent(node, self.store, self.network, self.registry, STATE_DIR,
-                              busybox_dir, self.cgroups)
+                              busybox_dir, self.cgroups,
+                              api_reachable=lambda beat=beat: beat.connected)
             agent.start()
             self.agents.append(agent)
         self._start_cloud()
+        self._start_metallb()
         self._start_dns()
         self._start_l7()
         if self.manifests:
@@ -188,6 +205,50 @@ class Lab:
         self.registry.add(self.controller.pid, 'controller')
         self._controller_args = (api_socket, ofp_socket)
 
+    # ------------------------------------------------------------ heartbeats
+    def _start_heartbeats(self):
+        """The API endpoint on the control-plane node's address, and every node's
+        kubelet renewing its Lease there through the lab's network."""
+        from topo.heartbeat import Heartbeat, LeaseEndpoint
+        from topo.netns import netns_executor
+        control = self._control_plane()
+        executor = netns_executor(self.network.node_host(control.name).pid, workers=1,
+                                  name='api-endpoint')
+        self.lease_endpoint = LeaseEndpoint(self.store, control.ip, executor)
+        executor.shutdown(wait=False)
+        for node in self.cluster.nodes:
+            beat = Heartbeat(node.name, self.network.node_host(node.name).pid, control.ip,
+                             self.cluster.heartbeat_interval)
+            self.heartbeats[node.name] = beat
+            if not beat.start():
+                LOG.warning('node %s: its first heartbeat did not get through', node.name)
+
+    def _start_metallb(self):
+        """MetalLB's speakers (its controller runs in the store), one per node."""
+        if not self.cluster.metallb:
+            return
+        from topo.metallb import Speaker
+        for node in self.cluster.nodes:
+            beat = self.heartbeats[node.name]
+            speaker = Speaker(node, self.cluster, self.network.node_host(node.name).pid,
+                              self.store, lambda beat=beat: beat.connected)
+            speaker.start()
+            self.speakers.append(speaker)
+
+    def node_kubelet(self, name: str, running: bool) -> str:
+        """``kubelab node stop-kubelet|start-kubelet``: the node's kubelet stops (no
+        heartbeats, no syncs; its pods keep running) or starts again."""
+        self.cluster.node(name)                 # NotFound names the nodes
+        agent = next(a for a in self.agents if a.node.name == name)
+        beat = self.heartbeats[name]
+        if running:
+            beat.resume()
+            agent.resume()
+            return f'node/{name}: kubelet started'
+        agent.pause()
+        beat.pause()
+        return f'node/{name}: kubelet stopped (its pods keep running)'
+
     # ------------------------------------------------------------ the cloud
     def _start_cloud(self):
         """kube-proxy's health servers on every node, and the cloud load balancer's
@@ -198,11 +259,12 @@ class Lab:
             pid = self.network.node_host(node.name).pid
             self.proxy_health.append(cloudlb.ProxyHealthServer(
                 node.name, netns_executor(pid, workers=1, name=f'healthz-{node.name}')))
-        checker_pid = self.network.health_checker_host().pid
-        self.checker = cloudlb.HealthChecker(netns_executor(checker_pid, workers=8,
-                                                    name='lb-health-checks'),
-                                     self._publish_health)
-        self.checker.start()
+        if not self.cluster.bare_metal:         # bare metal: no cloud health checks
+            checker_pid = self.network.health_checker_host().pid
+            self.checker = cloudlb.HealthChecker(netns_executor(checker_pid, workers=8,
+                                                                name='lb-health-checks'),
+                                                 self._publish_health)
+            self.checker.start()
         threading.Thread(target=self._sync_cloud, name='cloud-lb', daemon=True).start()
 
     # ------------------------------------------------------------ cluster DNS
@@ -277,6 +339,8 @@ class Lab:
             slices = self.store.view('EndpointSlice')
             for server in self.proxy_health:
                 server.sync(services, slices)
+            if self.checker is None:
+                return
             targets = cloudlb.health_check_targets(self.cluster, services)
             self.checker.set_targets(targets)
             for key in keys - set(targets):
@@ -295,7 +359,17 @@ class Lab:
             self.failed_nodes.discard(name)
         else:
             self.failed_nodes.add(name)
+        control = self._control_plane()
+        cut_off = {n.name for n in self.cluster.nodes if n.name != control.name and (
+            n.name in self.failed_nodes or control.name in self.failed_nodes)}
+        self.store.set_lab_network(sorted(self.failed_nodes), sorted(cut_off))
+        for beat in self.heartbeats.values():
+            beat.poke()                     # a cable back: TCP gets through again at once
         return f'node/{name} ' + ('restored' if up else 'failed: cut off the network')
+
+    def _control_plane(self):
+        return next((n for n in self.cluster.nodes if n.role == 'control-plane'),
+                    self.cluster.nodes[0])
 
     def lab_info(self) -> dict:
         from services import wiring
@@ -313,13 +387,20 @@ class Lab:
             for uid, rt in list(agent.pods.items()):
                 sandboxes[uid] = rt.host.pid
             containers.update(agent.containers_info())
+        router = net.router_host() if net is not None and net.net is not None else None
         return {'nodes': nodes, 'hosts': hosts, 'sandboxes': sandboxes,
                 'containers': containers,
+                'switches': len(wiring.all_bridges(self.cluster)),
+                'router': {'name': wiring.ROUTER_HOST, 'pid': router.pid} if router else None,
+                'cloud': self.cluster.cloud,
+                'nodeMonitorGracePeriod': self.cluster.node_monitor_grace_period,
                 'datapath': net.datapath if net else None,
                 'openvswitch': self.openvswitch,
                 'openvswitchPrefix': self.openvswitch_prefix,
                 'controllerPid': self.controller.pid if self.controller else None,
                 'failedNodes': sorted(self.failed_nodes),
+                'stoppedKubelets': sorted(n for n, b in self.heartbeats.items()
+                                          if not b.running),
                 'ofpSocket': self.ofp_socket,
                 'stateDir': STATE_DIR}
 
@@ -344,6 +425,12 @@ class Lab:
             self.checker.stop()
         for server in self.proxy_health:
             server.close()
+        for speaker in self.speakers:
+            speaker.stop()
+        for beat in self.heartbeats.values():
+            beat.stop()
+        if self.lease_endpoint is not None:
+            self.lease_endpoint.close()
         for agent in self.agents:
             agent.stop()
         if self.network is not None:

@@ -50,8 +50,14 @@ class WaysIn:
         g = self.g
         health = {_key(h): (_status(h).get('healthyNodes') or [])
                   for h in self.items('LoadBalancerHealth')}
-        rows = [_row(_title('Cloud load balancer', 'kl-lb')),
-                _row(_font(_text('passthrough: LB address:port \u2192 NodeIP:NodePort, '
+        bare = self.info.get('cloud') == 'none'
+        announced = {e['ip']: a['metadata']['name'] for a in self.items('L2Announcement')
+                     for e in (a.get('status') or {}).get('addresses') or ()}
+        rows = [_row(_title('Router, MetalLB layer 2', 'kl-rt') if bare else
+                     _title('Cloud load balancer', 'kl-lb')),
+                _row(_font(_text('the router sends an address to the node that answers '
+                                 'ARP for it (MetalLB\'s elected speaker)' if bare else
+                                 'passthrough: LB address:port \u2192 NodeIP:NodePort, '
                                  'client IP kept; health-checked nodes', 40), NOTE, 8))]
         targets = []
         for svc in self.services:
@@ -65,6 +71,9 @@ class WaysIn:
                 text = (_font(_text(listen), bold=True) + '<BR ALIGN="LEFT"/>'
                         + _text(f'\u2192 {_service_ref(svc)}'
                                 + (f' NodePort {node_ports}' if node_ports else '')))
+                if address in announced:
+                    text += '<BR ALIGN="LEFT"/>' + _font(
+                        _text(f'announced by {announced[address]}'), NOTE, 8)
                 if _key(svc) in health:
                     healthy = health[_key(svc)]
                     text += '<BR ALIGN="LEFT"/>' + (

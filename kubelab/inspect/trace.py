@@ -24,7 +24,9 @@ A packet that is dropped says in which table and by which flow; one that the
 controller answers (no ready endpoint) says it is rejected with a TCP RST / ICMP.
 Where NetworkPolicy judged the connection, a line per verdict says which policy and
 rule allowed it (the ``conj_id`` flow it matched, as Antrea's Traceflow names the
-rule), or which policies isolate the pod that no rule let it reach.
+rule), or which policies isolate the pod that no rule let it reach. On a bare-metal
+lab the trace crosses the router host as it routes (its neighbour entry decides
+which node gets a MetalLB address: kubelab/inspect/router_hop.py).
 """
 
 from __future__ import annotations
@@ -73,7 +75,7 @@ class Step:
 
     @property
     def table_name(self) -> str:
-        return TABLE_NAMES.get(self.table, str(self.table))
+        return TABLE_NAMES.get(self.table, 'routing' if self.table < 0 else str(self.table))
 
 
 @dataclass
@@ -154,10 +156,13 @@ def port_name(bridge: str, number: int) -> str:
 
 # ---------------------------------------------------------------- the tracer
 class Tracer:
-    def __init__(self, cluster, objects: dict, run=ofproto_trace):
+    def __init__(self, cluster, objects: dict, run=ofproto_trace, router_pid=None):
+        from kubelab.inspect.router_hop import RouterHop
         self.cluster = cluster
         self.state = ClusterState.from_objects(cluster, objects)
         self.run = run
+        self.router = RouterHop(cluster, self.state, router_pid) if cluster.bare_metal \
+            else None
         self.owners: dict[str, dict[str, str]] = {}
         self.bridge_dpid = dict(wiring.all_bridges(cluster))
         self.groups: dict[str, dict[int, list[str]]] = {}   # bridge -> group -> targets
@@ -212,6 +217,8 @@ class Tracer:
             peer = _ovs_get('Interface', port, 'options:peer')
             return peer.rsplit('-eth', 1)[0], int(_ovs_get('Interface', peer, 'ofport'))
         number = int(_ovs_get('Interface', port, 'ofport'))
+        if self.cluster.bare_metal:
+            return None                 # the router's ports: through_router
         if bridge == wiring.EDGE_BRIDGE and number == wiring.EDGE_UNDERLAY_PORT:
             return wiring.UNDERLAY_BRIDGE, wiring.UNDERLAY_EXTERNAL_PORT
         if bridge == wiring.UNDERLAY_BRIDGE and number == wiring.UNDERLAY_EXTERNAL_PORT:
@@ -229,10 +236,17 @@ class Tracer:
             if sp.node_port == port and any(n.ip == ip for n in self.cluster.nodes):
                 return f'NodePort {port} of {name}'
             if sp.lb_ip == ip and sp.port == port:
-                return f'LoadBalancer address of {name}'
+                owner = self.announcer(ip)
+                return f'LoadBalancer address of {name}' + (
+                    f', announced by {owner} (MetalLB, layer 2)' if owner else '')
             if ip in sp.external_ips and sp.port == port:
                 return f'external IP of {name}'
         return self.receiver(ip)
+
+    def announcer(self, ip: str) -> str | None:
+        """The node whose MetalLB speaker announces ``ip`` (bare metal)."""
+        return next((node for node, addresses in sorted(self.state.announced.items())
+                     if ip in addresses), None)
 
     # ------------------------------------------------------------ one direction
     def leg(self, bridge: str, in_port: int, fields: dict, *, reply: bool = False,
@@ -364,12 +378,37 @@ class Tracer:
             leg.final = current
             return None
         nxt = self.next_hop(bridge, last_output)
+        if nxt is None and self.router is not None and \
+                self._to_router(bridge, last_output):
+            return self.through_router(leg, bridge, current)
         if nxt is None:
             leg.outcome = 'delivered'
             leg.where = self.receiver(current.get('nw_dst', '?'))
             leg.final = current
             return None
         return nxt[0], nxt[1], current
+
+    @staticmethod
+    def _to_router(bridge: str, port: str) -> bool:
+        number = int(port) if port.isdigit() else int(_ovs_get('Interface', port, 'ofport'))
+        return (bridge, number) in ((wiring.EXTERNAL_BRIDGE, wiring.EXTERNAL_UPLINK_PORT),
+                                    (wiring.UNDERLAY_BRIDGE, wiring.UNDERLAY_EXTERNAL_PORT))
+
+    def through_router(self, leg, bridge, current):
+        """The router host forwards the packet (router_hop.py): its step in ``leg``,
+        and where the packet goes on."""
+        hop = self.router.forward(bridge, current)
+        leg.bridges.append(wiring.ROUTER_HOST)
+        if hop is None:
+            leg.steps.append(Step(wiring.ROUTER_HOST, -1, f'nw_dst={current.get("nw_dst")}',
+                                  0, '', ['no route: dropped'], 'router'))
+            leg.outcome, leg.where, leg.final = 'dropped', f'{wiring.ROUTER_HOST}: no route', \
+                current
+            return None
+        out, port, fields, line = hop
+        leg.steps.append(Step(wiring.ROUTER_HOST, -1, f'nw_dst={current.get("nw_dst")}', 0,
+                              '', [line], 'router'))
+        return out, port, fields
 
     def unnat_reply(self, leg, bridge, chunk, current, reply, unnat, endpoint):
         """ofproto/trace cannot un-NAT a reply (it has no conntrack entry): where the
@@ -501,7 +540,10 @@ def path_words(tracer: Tracer, trace: Trace) -> str:
         sp = next((sp for sp in tracer.state.service_ports
                    if (ip in (sp.vip, *sp.external_addresses) and str(sp.port) == port)
                    or (ip in nodes and str(sp.node_port) == port)), None)
-        if sp is not None and sp.lb_ip == ip and t.bridge == wiring.EDGE_BRIDGE:
+        if sp is not None and sp.lb_ip == ip and tracer.cluster.bare_metal:
+            words.append(f'LoadBalancer IP {t.before} on {tracer.announcer(ip) or "?"} '
+                         f'(MetalLB L2)')
+        elif sp is not None and sp.lb_ip == ip and t.bridge == wiring.EDGE_BRIDGE:
             words.append(f'Cloud LB {t.before}')
         elif sp is not None and sp.lb_ip == ip:
             words.append(f'LoadBalancer IP {t.before} (caught on the node)')
@@ -594,7 +636,7 @@ def _render_leg(leg: Leg) -> list[str]:
         out.append(f'    {step.table_name:16} {step.owner or "-":40.40} '
                    f'{(step.match or "(any)")[:60]}')
         if actions:
-            out.append(f'    {"":16} -> {actions[:110]}')
+            out.append(f'    {"":16} -> {actions if step.table < 0 else actions[:110]}')
     for bridge_name, targets, chosen in leg.choices:
         out.append(f'  {bridge_name}: the Service\'s group chooses among '
                    f'{", ".join(targets)}; followed: {chosen}')

@@ -54,9 +54,10 @@ def ex5_node_failure(ctx: Ctx):
         raise Failed(f'with worker-1 failed, {sum(bad.values())} of 10 new connections to '
                      f'{ip}:{port} failed ({", ".join(f"{n} {e}" for e, n in bad.items())}):'
                      ' the cloud stopped using worker-1, but with externalTrafficPolicy '
-                     'Cluster the other nodes still forward to the pod on worker-1; with '
-                     'Local each node serves only its own pods and the health check '
-                     'tells the cloud which nodes have one')
+                     'Cluster the other nodes still forward to the pod on worker-1 until '
+                     'worker-1 turns NotReady (the node monitor\'s grace period, 40 s by '
+                     'default: exercise 11); with Local each node serves only its own '
+                     'pods and the health check tells the cloud which nodes have one')
     time.sleep(3)                         # the cloud takes worker-1 back
 
 

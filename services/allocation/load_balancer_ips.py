@@ -1,75 +1,137 @@
 """A LoadBalancer Service's address, as a cloud's service controller gives it.
 
-The store plays the cloud controller manager's service controller with the lab's one
-load balancer: a LoadBalancer Service gets an address of the cluster's
-``loadBalancerPool`` (``LoadBalancerIPAllocator``, in allocators.py; its
-``spec.loadBalancerIP`` when it asks for a free one of the pool), written into
-``status.loadBalancer.ingress`` at apply and kept across applies (the user's status is
-ignored). It is released when the Service is deleted or stops being a LoadBalancer. A
-pool with no address left refuses the apply rather than leave the Service
-``<pending>``. A Service with a ``spec.loadBalancerClass`` is not the lab cloud's (a
-class hands it to another implementation, and the lab has none): it gets no address
-and stays ``<pending>``, as on a cluster without that implementation; its class may
-not change while it is a LoadBalancer (the API server's rule).
+The lab's cloud (``cloud: kubelab`` in the cluster file) plays the cloud controller
+manager's service controller with one load balancer: a LoadBalancer Service without a
+``loadBalancerClass`` gets an address of the cluster's ``loadBalancerPool`` (its
+``spec.loadBalancerIP`` when it asks for one), written into
+``status.loadBalancer.ingress``. A Service with a class belongs to another
+implementation and is left alone (``<pending>`` unless that implementation exists);
+its class may not change while it is a LoadBalancer (the API server's rule, checked at
+apply: ``class_change_problems``).
 
-The store calls ``assign_load_balancer_ip`` on a copy of the allocator while it checks
-an apply, and keeps the copy only when the whole apply passes.
+It is a controller, not an admission check: an apply is never refused for want of an
+address. When the pool has none left, or the address asked for is taken or outside the
+pool, the Service stays ``<pending>`` (or keeps the address it had) with a
+``SyncLoadBalancerFailed`` event saying why, and gets its address on a later pass, once
+one frees (a Service deleted or no
+longer a LoadBalancer). Older Services are served first; an address a Service holds
+stays its own across applies.
+
+``assign`` decides for every Service at once from the addresses the Services hold, so
+nothing but the Services' statuses is remembered; the store runs it after every change
+(services/store.py) and the MetalLB controller does the same from its pools
+(services/metallb/ipam.py).
 """
 
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 from services.allocation.allocators import LoadBalancerIPAllocator
 from services.errors import AllocationError, ValidationError
 
 
+@dataclass(frozen=True)
+class Assignment:
+    """A Service's load balancer address (None: none), and why it has none when it
+    should (``error``), or which pool gave it (``pool``, MetalLB)."""
+    ip: str | None = None
+    error: str | None = None
+    pool: str | None = None
+
+
 def load_balancer_ip(svc: dict) -> str | None:
-    """The load balancer address the store gave a Service (``status.loadBalancer``)."""
+    """The load balancer address a Service holds (``status.loadBalancer``)."""
     ingress = (svc.get('status') or {}).get('loadBalancer', {}).get('ingress') or []
-    return ingress[0]['ip'] if ingress else None
+    return ingress[0].get('ip') if ingress else None
 
 
-def assign_load_balancer_ip(obj: dict, old: dict | None, allocator: LoadBalancerIPAllocator,
-                            ref: str) -> list[ValidationError]:
-    """Give a LoadBalancer Service its address, as a cloud's service controller and LB
-    IPAM do, and write the status the store keeps (the user's is ignored): the address
-    it has, unless ``spec.loadBalancerIP`` asks for another; else the one it asks for,
-    or the lowest free one. An address given up (for another one, or because the
-    Service is no LoadBalancer any more) goes back to the pool at once, free for the
-    next object of the apply."""
-    spec = obj['spec']
-    had = load_balancer_ip(old) if old is not None else None
-    obj['status'] = {'loadBalancer': {}}
-    address = None
-    if old is not None and spec.get('type') == old['spec'].get('type') == 'LoadBalancer' \
-            and spec.get('loadBalancerClass') != old['spec'].get('loadBalancerClass'):
-        shown = spec.get('loadBalancerClass')
-        shown = f'"{shown}"' if shown else 'null'
-        return [ValidationError(ref, 'spec.loadBalancerClass',
-                                f'Invalid value: {shown}: may '
-                                f'not change once set (delete the Service and create it '
-                                f'again)')]
-    if spec.get('type') == 'LoadBalancer' and not spec.get('loadBalancerClass'):
-        want = spec.get('loadBalancerIP')
+def service_key(svc: dict) -> tuple[str, str]:
+    return svc['metadata'].get('namespace', 'default'), svc['metadata']['name']
+
+
+def by_age(services: list[dict]) -> list[dict]:
+    """Oldest first, as controllers that serve in creation order see them."""
+    return sorted(services, key=lambda s: (s['metadata'].get('creationTimestamp') or '',
+                                           *service_key(s)))
+
+
+def wants_cloud(svc: dict) -> bool:
+    """A LoadBalancer Service without a class: the cloud's service controller's."""
+    spec = svc.get('spec') or {}
+    return spec.get('type') == 'LoadBalancer' and not spec.get('loadBalancerClass')
+
+
+def assign(services: list[dict], pool: str) -> dict[tuple[str, str], Assignment]:
+    """Every Service's address from the cloud's ``pool``: (namespace, name) ->
+    Assignment. Services that keep their address go first, then the others, oldest
+    first."""
+    allocator = LoadBalancerIPAllocator(pool)
+    out: dict[tuple[str, str], Assignment] = {}
+    todo = []
+    for svc in by_age(services):
+        key = service_key(svc)
+        if not wants_cloud(svc):
+            out[key] = Assignment()
+            continue
+        have, want = load_balancer_ip(svc), svc['spec'].get('loadBalancerIP')
+        if have and want in (None, '', have):
+            try:
+                out[key] = Assignment(allocator.reserve(have, _owner(key)))
+                continue
+            except AllocationError:
+                pass                          # outside a changed pool, or a clash
+        todo.append((key, want, have))
+    for key, want, have in todo:
         try:
-            if want and want != had:
-                address = allocator.reserve(want, ref)
-            else:
-                address = had or allocator.allocate(ref)
+            ip = allocator.reserve(want, _owner(key)) if want else \
+                allocator.allocate(_owner(key))
+            out[key] = Assignment(ip)
         except AllocationError as exc:
-            if want:
-                return [ValidationError(ref, 'spec.loadBalancerIP',
-                                        f'Invalid value: "{want}": {exc}')]
-            return [ValidationError(ref, 'spec.type',
-                                    f'Invalid value: "LoadBalancer": {exc}; delete a '
-                                    f'LoadBalancer Service or use type NodePort')]
-        obj['status']['loadBalancer']['ingress'] = [{'ip': address, 'ipMode': 'VIP'}]
-    if had and had != address:
-        allocator.release(had)
-    return []
+            asked = f'requested IP "{want}": ' if want else ''
+            out[key] = Assignment(_keep(allocator, have, key),
+                                  error=f'Error syncing load balancer: failed to ensure '
+                                        f'load balancer: {asked}{exc}')
+    return out
 
 
-def release_load_balancer_ip(svc: dict, allocator: LoadBalancerIPAllocator) -> None:
-    """Give a deleted Service's load balancer address back to the pool."""
-    address = load_balancer_ip(svc)
-    if address:
-        allocator.release(address)
+def _keep(allocator: LoadBalancerIPAllocator, have: str | None, key) -> str | None:
+    """The address a Service keeps when its new one cannot be had (a failed sync
+    leaves the status as it was), if nobody took it meanwhile."""
+    if not have:
+        return None
+    try:
+        return allocator.reserve(have, _owner(key))
+    except AllocationError:
+        return None
+
+
+def allocated(services: list[dict], pool: str) -> LoadBalancerIPAllocator:
+    """The pool with the addresses the Services hold (what ``assign`` starts from)."""
+    allocator = LoadBalancerIPAllocator(pool)
+    for svc in services:
+        ip = load_balancer_ip(svc)
+        if ip:
+            try:
+                allocator.reserve(ip, _owner(service_key(svc)))
+            except AllocationError:
+                pass
+    return allocator
+
+
+def _owner(key: tuple[str, str]) -> str:
+    return f'Service {key[0]}/{key[1]}'
+
+
+def class_change_problems(obj: dict, old: dict | None, ref: str) -> list[ValidationError]:
+    """The API server's rule: a LoadBalancer Service's ``loadBalancerClass`` may not
+    change while it stays a LoadBalancer."""
+    spec = obj.get('spec') or {}
+    if old is None or not spec.get('type') == old['spec'].get('type') == 'LoadBalancer' \
+            or spec.get('loadBalancerClass') == old['spec'].get('loadBalancerClass'):
+        return []
+    shown = spec.get('loadBalancerClass')
+    shown = f'"{shown}"' if shown else 'null'
+    return [ValidationError(ref, 'spec.loadBalancerClass', f'Invalid value: {shown}: may '
+                                 f'not change once set (delete the Service and create it '
+                                 f'again)')]

@@ -4,8 +4,11 @@ A pure function over the Node and Pod objects, with the filters of kube-schedule
 matter in the lab: a node's taints the pod does not tolerate (the control plane's
 ``NoSchedule`` taint), the pod's ``nodeSelector``, and the host ports already taken on
 the node (``hostPort`` with its protocol). Of the nodes that pass, the pod goes to the
-least loaded one (fewest pods, then by name). Pending pods are placed oldest first, each
-placement counting for the next.
+one with the fewest running pods of its own controller (a ReplicaSet's replicas spread
+over the nodes, as kube-scheduler's default topology spreading by hostname does; a
+terminating pod does not count, as it does not there), then the least loaded one (fewest
+pods), then by name. Pending pods are placed oldest first, each placement counting for
+the next.
 
 A pod that fits no node stays Pending with the condition kube-scheduler writes:
 ``PodScheduled`` False, reason ``Unschedulable``, and a message that counts the nodes
@@ -50,18 +53,29 @@ def _why_not(pod: dict, node: dict, wanted: set, used: set) -> str | None:
     return None
 
 
+def controller_of(pod: dict) -> tuple | None:
+    """The pod's controlling owner (namespace, name, uid), None for a bare pod."""
+    meta = pod['metadata']
+    ref = next((r for r in meta.get('ownerReferences') or [] if r.get('controller')), None)
+    return (meta.get('namespace'), ref['name'], ref['uid']) if ref else None
+
+
 def schedule(nodes: list[dict], pods: list[dict]) -> list[tuple[dict, str | None, list]]:
     """The pending pods of ``pods`` whose scheduling changes, each as (pod, the node it
     is bound to or None when it fits none, its new ``status.conditions``). A pod that
     fits no node is listed only when its conditions change."""
     load = {n['metadata']['name']: 0 for n in nodes}
     used = {n['metadata']['name']: set() for n in nodes}   # (hostPort, protocol)
+    siblings: dict[tuple, int] = {}                       # (controller, node) -> pods
     pending = []
     for pod in pods:
         node = pod['spec'].get('nodeName')
         if node:
             load[node] = load.get(node, 0) + 1
             used.setdefault(node, set()).update(host_ports(pod))
+            owner = controller_of(pod)
+            if owner and not pod['metadata'].get('deletionTimestamp'):
+                siblings[owner, node] = siblings.get((owner, node), 0) + 1
         else:
             pending.append(pod)
     decisions = []
@@ -87,8 +101,11 @@ def schedule(nodes: list[dict], pods: list[dict]) -> list[tuple[dict, str | None
             if conds != pod['status'].get('conditions'):
                 decisions.append((pod, None, conds))
             continue
-        target = min(fits, key=lambda n: (load[n], n))
+        owner = controller_of(pod)
+        target = min(fits, key=lambda n: (siblings.get((owner, n), 0), load[n], n))
         load[target] += 1
+        if owner:
+            siblings[owner, target] = siblings.get((owner, target), 0) + 1
         used[target].update(wanted)
         decisions.append((pod, target, conds + [{'type': 'PodScheduled', 'status': 'True'}]))
     return decisions

@@ -28,9 +28,10 @@ The LoadBalancer fields follow the API server: ``loadBalancerSourceRanges``,
 ``loadBalancerClass`` (a qualified name), ``allocateLoadBalancerNodePorts`` and
 ``healthCheckNodePort`` only on a LoadBalancer Service (the last only with
 ``externalTrafficPolicy: Local``); ``loadBalancerIP`` is kept on any type, as
-the API server keeps it. A class is accepted and nothing in the lab owns one,
-so such a Service gets no address (EXTERNAL-IP ``<pending>``, as on a cluster
-without that implementation). ``allocateLoadBalancerNodePorts: false`` is
+the API server keeps it. A class is accepted and hands the Service to the
+implementation of that class: the lab's cloud and its MetalLB serve only
+Services without one, so such a Service gets no address (EXTERNAL-IP
+``<pending>``, as on a cluster without that implementation). ``allocateLoadBalancerNodePorts: false`` is
 refused: the lab's cloud load balancer forwards to NodeIP:NodePort.
 ``trafficDistribution`` takes its one value, PreferClose. kubelab is
 single-stack IPv4: ``clusterIPs`` may only repeat ``clusterIP``, ``ipFamilies``

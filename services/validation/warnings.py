@@ -59,8 +59,10 @@ def service_warnings(svc: dict, cluster=None) -> list[str]:
            f'ClusterIP, NodePorts or external addresses until the label is removed'
            for label in (SERVICE_PROXY_NAME_LABEL, HEADLESS_LABEL) if label in labels]
     if spec.get('loadBalancerClass') and spec.get('type') == 'LoadBalancer':
+        serves = 'its MetalLB serves' if getattr(cluster, 'metallb', False) else \
+            'its cloud serves'
         out.append(f'{ref}: spec.loadBalancerClass: no load balancer of this lab '
-                   f'implements class "{spec["loadBalancerClass"]}" (its cloud serves '
+                   f'implements class "{spec["loadBalancerClass"]}" ({serves} '
                    f'Services without a class): no address, EXTERNAL-IP stays <pending>')
     if spec.get('trafficDistribution'):
         out.append(f'{ref}: spec.trafficDistribution: accepted; the lab\'s nodes have no '

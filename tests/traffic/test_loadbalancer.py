@@ -9,6 +9,7 @@ import time
 
 import pytest
 
+from kubelab.bench_failover import Poll, edge_holds
 from tests.traffic.manifests import echo_pod
 
 # web-1 and web-2 behind "web"; solo (worker-2 only) for the node failure test, so that
@@ -17,10 +18,17 @@ APP = (echo_pod('web-1', 'worker-1', 'web') + echo_pod('web-2', 'worker-2', 'web
        + echo_pod('solo', 'worker-2', 'solo'))
 #: How long after `kubelab node fail` starts the cloud stops sending the node new
 #: connections: the command itself (a Python start-up, up to a second on a loaded CI
-#: machine), health checks every second with two failures in a row and a 0.5 s timeout
-#: (2.5 s at most, topo/cloudlb.py), the store and dataplane update; with margin.
+#: machine), health checks every second with two failures in a row and a 0.4 s timeout
+#: (2.4 s at most, topo/cloudlb.py), the store and dataplane update; with margin.
 #: Measured 1.1-2.2 s on an idle machine, 4.6 s once under a full CI run.
 FAILOVER_BOUND = 5.0
+#: The design, from the cut itself (the API's answer to the failure): health checks
+#: every second, two failures in a row, 0.4 s timeout (2.4 s), then about 20 ms until the
+#: edge switch's group no longer holds the node: no new connection can reach it after.
+DESIGN_BOUND = 2.5
+#: What the measurement itself adds: the 50 ms poll of the edge's groups and an
+#: `ovs-ofctl dump-groups` run on a machine shared with the lab.
+POLL_MARGIN = 0.3
 
 
 def lb_service(name, *, etp=None, ranges=None, svc_type='LoadBalancer', node_port=None,
@@ -172,9 +180,14 @@ def test_a_failed_node_stops_getting_connections_within_the_bound_and_comes_back
         stream = lb_lab.background(host, 'stream', ip, 80, path='/clientip',
                                    interval=0.05, timeout=1)
         time.sleep(2)
+        node_port = lb_lab.client.get('Service', 'default', 'solo')['spec']['ports'][0][
+            'nodePort']
+        assert edge_holds(nodes['worker-1'], node_port)
+        switched = Poll(lambda: not edge_holds(nodes['worker-1'], node_port))
         failed_at = time.time()
-        lb_lab.kubelab('node', 'fail', 'worker-1')
+        cut = lb_lab.client.node_network('worker-1', False)['time']
         time.sleep(FAILOVER_BOUND + 3)
+        switched_at = switched.stop()
         restored_at = time.time()
         lb_lab.kubelab('node', 'restore', 'worker-1')
         time.sleep(FAILOVER_BOUND + 3)
@@ -189,9 +202,11 @@ def test_a_failed_node_stops_getting_connections_within_the_bound_and_comes_back
               if outcome == 'ok' and body.split(':')[0] == nodes['worker-1']]
     back = min((t for t in via_w1 if t > restored_at), default=None)
     print(f'node worker-1 failed under load: {result["sent"]} requests, {len(failures)} '
-          f'failed, the last {last_failure:.1f} s after the failure; back in the load '
-          f'balancer {back - restored_at:.1f} s after the restore' if back else
-          'never back')
+          f'failed, the last {last_failure:.1f} s after the failure; the edge dropped it '
+          f'{switched_at - cut:.2f} s after the cut; back in the load '
+          f'balancer {back - restored_at:.1f} s after the restore' if back and switched_at
+          else 'never back or never dropped')
+    assert switched_at is not None and switched_at - cut <= DESIGN_BOUND + POLL_MARGIN
     assert any(t < failed_at for t in via_w1)           # it was a target before
     assert last_failure <= FAILOVER_BOUND
     assert not [t for t in via_w1 if failed_at + FAILOVER_BOUND < t < restored_at]

@@ -228,6 +228,20 @@ def _choose(bucket, pkt: dict, count: int) -> int:
     return index
 
 
+def walk_all(config, packet: dict, in_port: int) -> list[tuple]:
+    """Where a broadcast leaves ``config``'s switch: every ('output', port, packet) of
+    it (a frame flooded out of several ports), or the one drop/controller outcome."""
+    run = _Run(config, Conntrack(), None, TABLE_NAMES)
+    start = {k: v for k, v in packet.items() if k not in METADATA}
+    start['in_port'] = in_port
+    threads = [(start, 0)]
+    end = 0
+    while threads:
+        pkt, table = threads.pop(0)
+        end = run.pipeline(pkt, table, threads)
+    return list(run.sent) or [('drop', end)]
+
+
 def walk(config, packet: dict, in_port: int, conntrack: Conntrack | None = None,
          bucket=None, table_names: dict | None = None) -> Walk:
     """Send ``packet`` into the switch holding ``config`` on ``in_port``.
@@ -448,6 +462,10 @@ class Lab:
 
     def cable(self, dpid: int, port: int) -> tuple[int, int] | None:
         """The (switch, port) at the other end of a switch-to-switch cable."""
+        if self.cluster.bare_metal and (dpid, port) in (
+                (wiring.UNDERLAY_DPID, wiring.UNDERLAY_EXTERNAL_PORT),
+                (wiring.EXTERNAL_DPID, wiring.EXTERNAL_UPLINK_PORT)):
+            return None                  # the router host (a Linux namespace, not a switch)
         if dpid == wiring.UNDERLAY_DPID:
             if port == wiring.UNDERLAY_EXTERNAL_PORT:
                 return wiring.EDGE_DPID, wiring.EDGE_UNDERLAY_PORT

@@ -189,3 +189,45 @@ def test_the_ingress_add_on_is_on_by_default_on_the_first_worker():
         with pytest.raises(ValidationError) as err:
             load_cluster(text, 'c.yaml')
         assert where in str(err.value)
+
+
+# ---------------------------------------------------------------- cloud, node lifecycle, MetalLB
+def test_the_defaults_are_the_cloud_and_kube_controller_managers_timers():
+    cluster = default_cluster()
+    assert (cluster.cloud, cluster.bare_metal, cluster.metallb) == ('kubelab', False, False)
+    assert (cluster.node_monitor_grace_period, cluster.default_toleration_seconds) == (40, 300)
+    assert cluster.heartbeat_interval == 10
+
+
+def test_a_bare_metal_cluster_gets_metallb_and_a_router_address():
+    cluster = load_cluster('cloud: none\n', 'lab.yaml')
+    assert (cluster.bare_metal, cluster.metallb, cluster.lan_gateway) == (
+        True, True, '10.128.0.1')
+    off = load_cluster('cloud: none\naddons: {metallb: {enabled: false}}\n', 'lab.yaml')
+    assert off.metallb is False
+
+
+@pytest.mark.parametrize('text, seconds', [('4s', 4), ('1m30s', 90), ('1500ms', 1.5),
+                                           (20, 20)])
+def test_the_grace_period_takes_durations(text, seconds):
+    cluster = load_cluster(f'nodeLifecycle: {{nodeMonitorGracePeriod: {text}}}\n', 'lab.yaml')
+    assert cluster.node_monitor_grace_period == seconds
+    assert cluster.heartbeat_interval == min(10, seconds / 4)
+
+
+@pytest.mark.parametrize('text, path, words', [
+    ('cloud: aws', 'cloud', 'unsupported value "aws"; supported: kubelab, none'),
+    ('nodeLifecycle: {nodeMonitorGracePeriod: soon}', 'nodeLifecycle.nodeMonitorGracePeriod',
+     "'soon' is not a duration"),
+    ('nodeLifecycle: {nodeMonitorGracePeriod: 0.5s}', 'nodeLifecycle.nodeMonitorGracePeriod',
+     '0.5s is out of range: 1s to 3600s'),
+    ('nodeLifecycle: {defaultTolerationSeconds: 1.5}',
+     'nodeLifecycle.defaultTolerationSeconds', 'must be a whole number of seconds >= 0'),
+    ('nodeLifecycle: {grace: 4s}', 'nodeLifecycle.grace', 'unknown field "grace"'),
+    ('addons: {metallb: {enabled: true}}', 'addons.metallb.enabled',
+     'MetalLB is for a bare-metal cluster: set cloud: none'),
+])
+def test_a_bad_cloud_or_lifecycle_setting_names_its_field(text, path, words):
+    with pytest.raises(ValidationError) as info:
+        load_cluster(text + '\n', 'lab.yaml')
+    assert info.value.path == path and words in info.value.message, info.value

@@ -156,12 +156,33 @@ def test_the_documented_state_is_the_one_described(text):
     assert sticky.endpoints == port.endpoints
 
 
+def bare_metal_state(text):
+    """The bare-metal section's state: the same cluster with ``cloud: none``, the page's
+    Service as a LoadBalancer holding 10.128.0.200, announced by worker-1's speaker."""
+    from services.cluster import load_cluster
+    svc = page_services(text)[0]
+    svc = dict(svc, spec=dict(svc['spec'], type='LoadBalancer'),
+               status={'loadBalancer': {'ingress': [{'ip': '10.128.0.200'}]}})
+    objects = {'Pod': [{'metadata': {'name': name, 'namespace': 'default'},
+                        'spec': {'nodeName': node}, 'status': {'podIP': ip}}
+                       for name, node, ip in PODS],
+               'Service': [svc], 'EndpointSlice': [{
+                   'metadata': {'name': 'web-6xq2k', 'namespace': 'default',
+                                'labels': {'kubernetes.io/service-name': 'web'}},
+                   'ports': [{'name': 'http', 'port': 8080, 'protocol': 'TCP'}],
+                   'endpoints': [{'addresses': [ip], 'nodeName': node,
+                                  'conditions': {'ready': True}} for _, node, ip in PODS]}],
+               'L2Announcement': [{'metadata': {'name': 'worker-1'}, 'status': {
+                   'addresses': [{'ip': '10.128.0.200', 'service': 'default/web'}]}}]}
+    return ClusterState.from_objects(load_cluster('cloud: none\n', 'page'), objects)
+
+
 def test_every_flow_line_is_produced_by_the_pipeline(text):
     shown = [line for line in text.splitlines()
              if line.startswith(('table=', 'group_id=', 'meter='))]
     assert len(shown) > len(TABLES)
     lines = produced(documented_state(text)) | produced(sticky_state(text)) | \
-        produced(policy_state(text))
+        produced(policy_state(text)) | produced(bare_metal_state(text))
     lines |= learned(sticky_state(text))
     missing = [line for line in shown if line not in lines]
     assert missing == []

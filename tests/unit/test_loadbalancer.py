@@ -167,33 +167,54 @@ def test_services_get_the_pool_in_order_and_a_requested_free_address(store):
         '198.51.100.1', '198.51.100.2', '198.51.100.3', '198.51.100.200']
 
 
-def test_a_requested_address_outside_the_pool_is_refused_and_nothing_applied(store):
-    assert problems(store, [lb_service('a'), lb_service(loadBalancerIP='203.0.113.50')]) \
-        == ['spec.loadBalancerIP: Invalid value: "203.0.113.50": provided IP is not in '
-            'the load balancer pool 198.51.100.0/24 (valid: 198.51.100.1-198.51.100.254)']
-    assert store.list('Service') == [] and store.lb_ips.allocated() == []
+def events_of(store, name='web'):
+    """(type, reason, message) of the events about a Service, oldest first."""
+    from services.events import about
+    svc = store.get('Service', 'default', name)
+    return [(e['type'], e['reason'], e['message']) for e in about(store.list('Event'), svc)]
 
 
-def test_a_requested_address_another_service_holds_is_refused_with_its_name(store):
+def test_a_requested_address_outside_the_pool_leaves_it_pending_with_an_event(store):
+    store.apply([lb_service('a'), lb_service(loadBalancerIP='203.0.113.50')])
+    assert address_of(store, 'a') == '198.51.100.1' and address_of(store) is None
+    assert service_row(store.get('Service', 'default', 'web'), NOW, False)[3] == '<pending>'
+    assert events_of(store)[-1] == (
+        'Warning', 'SyncLoadBalancerFailed', 'Error syncing load balancer: failed to '
+        'ensure load balancer: requested IP "203.0.113.50": provided IP is not in the load '
+        'balancer pool 198.51.100.0/24 (valid: 198.51.100.1-198.51.100.254)')
+    assert events_of(store, 'a') == [('Normal', 'EnsuredLoadBalancer',
+                                      'Ensured load balancer')]
+
+
+def test_a_requested_address_another_service_holds_waits_until_it_frees(store):
     store.apply([lb_service('a', loadBalancerIP='198.51.100.9')])
-    assert problems(store, [lb_service('b', loadBalancerIP='198.51.100.9')]) == [
-        'spec.loadBalancerIP: Invalid value: "198.51.100.9": provided IP is already '
-        'allocated to Service default/a']
-    assert [s['metadata']['name'] for s in store.list('Service')] == ['a']
+    assert store.apply([lb_service('b', loadBalancerIP='198.51.100.9')])['results'] == [
+        ['service/b', 'created']]
+    assert address_of(store, 'b') is None
+    assert events_of(store, 'b') == [(
+        'Warning', 'SyncLoadBalancerFailed', 'Error syncing load balancer: failed to '
+        'ensure load balancer: requested IP "198.51.100.9": provided IP is already '
+        'allocated to Service default/a')]
+    store.delete('Service', 'default', 'a')
+    assert address_of(store, 'b') == '198.51.100.9'
 
 
-def test_an_exhausted_pool_refuses_the_apply_rather_than_leave_it_pending():
+def test_an_exhausted_pool_leaves_a_service_pending_until_an_address_frees():
     store = small_pool('172.20.0.0/30')
     store.apply([lb_service('a'), lb_service('b')])
-    with pytest.raises(ApplyError) as info:
-        store.apply([lb_service('c')])
-    assert str(info.value) == (
-        'Service default/c: spec.type: Invalid value: "LoadBalancer": no addresses left '
-        'in the load balancer pool 172.20.0.0/30; delete a LoadBalancer Service or use '
-        'type NodePort')
+    rv = store.snapshot()[0]
+    assert store.apply([lb_service('c')])['results'] == [['service/c', 'created']]
+    assert address_of(store, 'c') is None and store.snapshot()[0] > rv
+    assert events_of(store, 'c') == [(
+        'Warning', 'SyncLoadBalancerFailed', 'Error syncing load balancer: failed to '
+        'ensure load balancer: no addresses left in the load balancer pool 172.20.0.0/30')]
+    store.tick()                                # time alone changes nothing: one event
+    [event] = [e for e in store.list('Event') if e['involvedObject']['name'] == 'c']
+    assert event['count'] == 1 and store.snapshot()[0] == rv + 1
     store.delete('Service', 'default', 'a')
-    store.apply([lb_service('c')])
     assert address_of(store, 'c') == '172.20.0.1'
+    assert events_of(store, 'c')[-1] == ('Normal', 'EnsuredLoadBalancer',
+                                         'Ensured load balancer')
 
 
 def test_applying_it_again_is_unchanged_and_a_users_status_is_ignored(store):
@@ -227,13 +248,17 @@ def test_a_new_load_balancer_ip_moves_the_address_and_frees_the_old_one(store):
     assert store.lb_ips.allocated() == ['198.51.100.1', '198.51.100.50']
 
 
-def test_a_move_to_a_taken_address_is_refused_and_keeps_the_old_one(store):
+def test_a_move_to_a_taken_address_fails_and_keeps_the_old_one(store):
     store.apply([lb_service('a'), lb_service('b')])
-    assert problems(store, [lb_service('a', loadBalancerIP='198.51.100.2')]) == [
-        'spec.loadBalancerIP: Invalid value: "198.51.100.2": provided IP is already '
-        'allocated to Service default/b']
+    store.apply([lb_service('a', loadBalancerIP='198.51.100.2')])
     assert (address_of(store, 'a'), address_of(store, 'b')) == (
         '198.51.100.1', '198.51.100.2')
+    assert events_of(store, 'a')[-1][2].endswith(
+        'requested IP "198.51.100.2": provided IP is already allocated to Service '
+        'default/b')
+    store.delete('Service', 'default', 'b')
+    assert address_of(store, 'a') == '198.51.100.2'
+    assert store.lb_ips.allocated() == ['198.51.100.2']
 
 
 def test_deleting_the_service_or_its_namespace_frees_the_address(store):
@@ -427,6 +452,7 @@ def test_a_load_balancer_class_is_accepted_and_must_be_a_qualified_name():
     [problem] = invalid(lb_service(loadBalancerClass='example.com/internal vip'))
     assert problem.startswith('spec.loadBalancerClass: Invalid value: '
                               '"example.com/internal vip": must be a qualified name')
+
 
 
 def test_a_load_balancer_without_node_ports_is_refused_with_the_reason():

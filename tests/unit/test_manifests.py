@@ -240,7 +240,8 @@ def test_all_problems_of_an_object_are_reported_together():
     ({'apiVersion': 'apps/v1', 'kind': 'StatefulSet', 'metadata': {'name': 'a'}},
      'kind', ['"StatefulSet" is not supported',
               'ConfigMap, Deployment, EndpointSlice, Gateway, GatewayClass, HTTPRoute, '
-              'Ingress, IngressClass, Namespace, NetworkPolicy, Pod, Secret, Service']),
+              'IPAddressPool, Ingress, IngressClass, L2Advertisement, Namespace, '
+              'NetworkPolicy, Pod, Secret, Service']),
     ({'apiVersion': 'v1', 'kind': 'Servce', 'metadata': {'name': 'a'}},
      'kind', ['did you mean "Service"']),
     ({'apiVersion': 'gateway.networking.k8s.io/v1', 'kind': 'GRPCRoute',

@@ -364,3 +364,32 @@ def test_namespaces_print_name_status_age():
                  datetime(2026, 11, 26, 3, 0, 30, tzinfo=timezone.utc)).splitlines()
     assert out[0].split() == ['NAME', 'STATUS', 'AGE']
     assert out[1].split() == ['default', 'Active', '30s']
+
+
+# ---------------------------------------------------------------- node lifecycle, MetalLB
+def test_events_print_as_kubectl_get_events_oldest_first():
+    def event(name, seconds, reason, kind='Node', obj='worker-2', rv='5'):
+        return {'kind': 'Event', 'metadata': {'name': name, 'resourceVersion': rv},
+                'involvedObject': {'kind': kind, 'name': obj}, 'type': 'Warning',
+                'reason': reason, 'message': f'{reason} happened',
+                'lastTimestamp': (NOW - timedelta(seconds=seconds)).strftime(
+                    '%Y-%m-%dT%H:%M:%SZ')}
+    out = render('ev', [event('b', 5, 'TaintManagerEviction', 'Pod', 'web-x'),
+                        event('a', 60, 'NodeNotReady')], None, NOW)
+    assert out.splitlines() == [
+        'LAST SEEN   TYPE      REASON                 OBJECT          MESSAGE',
+        '60s         Warning   NodeNotReady           node/worker-2   NodeNotReady happened',
+        '5s          Warning   TaintManagerEviction   pod/web-x       TaintManagerEviction '
+        'happened']
+
+
+def test_metallb_kinds_print_their_crds_columns():
+    pool = {'metadata': {'name': 'lan'}, 'spec': {'addresses': ['10.128.0.200/29'],
+                                                  'autoAssign': False}}
+    status = {'metadata': {'name': 'l2-abcde'}, 'status': {
+        'node': 'worker-1', 'serviceName': 'web', 'serviceNamespace': 'default'}}
+    assert render('ipaddresspools', [pool], None, NOW).splitlines()[1].split() == [
+        'lan', 'false', 'false', '["10.128.0.200/29"]']
+    assert render('servicel2status', [status], None, NOW).splitlines() == [
+        'NAME       ALLOCATED NODE   SERVICE NAME   SERVICE NAMESPACE',
+        'l2-abcde   worker-1         web            default']

@@ -99,3 +99,26 @@ def test_the_changes_the_api_sends_are_the_changes_encoded():
     assert json.loads(store.changes_json(version, store.epoch)) == store.changes(
         version, store.epoch)
     assert json.loads(store.changes_json(0)) == store.changes(0)
+
+
+def test_the_lab_network_and_the_speakers_announcements_follow_by_deltas():
+    """A cut cable (who is cut off) and a MetalLB speaker's announcements reach the
+    controller's state by deltas; a new announcement alone changes the dataplane (the
+    node's ARP answers), a cut alone does not (the node keeps its flows)."""
+    from controller.state import same_dataplane
+    store = Store(default_cluster(), rng=random.Random(9))
+    builder = StateBuilder(store.cluster)
+    builder.apply(store.changes(0))
+    first, version = builder.state(), store.rv
+    store.set_lab_network(['worker-2'], ['worker-2'])
+    builder.apply(store.changes(version, epoch=store.epoch))
+    cut, version = builder.state(), store.rv
+    assert cut.cut_off == {'worker-2'} and same_dataplane(first, cut)
+    store.set_l2_announcements('worker-1', {'10.128.0.200': ('default', 'web')})
+    builder.apply(store.changes(version, epoch=store.epoch))
+    announced = builder.state()
+    assert announced.announced == {'worker-1': {'10.128.0.200': 'default/web'}}
+    assert not same_dataplane(cut, announced)
+    _, objects = store.snapshot()
+    full = ClusterState.from_objects(store.cluster, objects)
+    assert (full.cut_off, full.announced) == (announced.cut_off, announced.announced)

@@ -379,6 +379,16 @@ def test_pods_avoid_the_tainted_control_plane(store):
         assert {'type': 'PodScheduled', 'status': 'True'} in p['status']['conditions']
 
 
+def test_a_deployment_spreads_over_the_nodes_whatever_else_runs_there(store):
+    """kube-scheduler's default topology spreading: three replicas on two workers go
+    2 + 1 even when one worker already runs many other pods."""
+    store.apply([pod(f'other{i}', nodeName='worker-1') for i in range(5)])
+    store.apply([deployment('web', replicas=3)])
+    on = sorted(p['spec']['nodeName'] for p in pods(store)
+                if p['metadata']['name'].startswith('web-'))
+    assert on == ['worker-1', 'worker-2', 'worker-2']
+
+
 @pytest.mark.parametrize('toleration', [
     dict(CONTROL_PLANE_TAINT),
     {'key': CONTROL_PLANE_TAINT['key'], 'operator': 'Exists'},
