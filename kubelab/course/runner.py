@@ -255,10 +255,6 @@ def run(args) -> int:
         raise KubelabError(f'`kubelab lab {action}` needs the exercise number, e.g. '
                            f'`kubelab lab {action} 1`')
     ex = exercise(args.number)
-    if action != 'reset':
-        needs_cloud(ex, Client())
-    if action == 'check':
-        return 0 if check(ex, LabControl()) else 1
     try:
         client = Client()
     except NoLab:
@@ -269,6 +265,10 @@ def run(args) -> int:
               '`kubelab down` stops it)...', flush=True)
         print(LabControl().up().stdout, end='', flush=True)
         client = Client()
+    if action != 'reset':
+        needs_cloud(ex, client)
+    if action == 'check':
+        return 0 if check(ex, LabControl()) else 1
     if action == 'start':
         start(ex, client)
     elif action == 'reset':
