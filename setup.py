@@ -10,5 +10,7 @@ setup(
     packages=find_packages(include=['kubelab', 'kubelab.*', 'services', 'services.*',
                                     'controller', 'controller.*', 'topo', 'topo.*']),
     install_requires=[],      # pinned in requirements.txt, installed by scripts/install.sh
-    entry_points={'console_scripts': ['kubelab = kubelab.cli:main']},
+    entry_points={'console_scripts': ['kubelab = kubelab.cli:main'],
+                  # pytest's plugin registry: the kubelab fixtures (kubelab/pytest_plugin.py)
+                  'pytest11': ['kubelab.pytest_plugin = kubelab.pytest_plugin']},
 )

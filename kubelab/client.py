@@ -172,20 +172,19 @@ class Client:
         self.wait_for(settled, 'the applied pods to be ready', timeout)
         self.wait_dataplane(timeout=_left(deadline))
 
-    def wait_ready(self, namespace: str = 'default', timeout: float = 60):
-        """Wait until every pod of the namespace is Ready and every Deployment complete,
-        and the dataplane carries it."""
+    def wait_ready(self, namespace: str | None = 'default', timeout: float = 60):
+        """Wait until every pod of the namespace (None: of every namespace) is Ready and
+        every Deployment complete (the controller has seen its last change and its pods
+        are all new and ready), and the dataplane carries it."""
         def settled():
             pods = self.list('Pod', namespace)
             deps = self.list('Deployment', namespace)
             pods_ok = all(p['metadata'].get('deletionTimestamp') is None and pod_ready(p)
                           for p in pods)
-            deps_ok = all(d.get('status', {}).get('readyReplicas', 0) == d['spec']['replicas']
-                          and d['status'].get('replicas', 0) == d['spec']['replicas']
-                          for d in deps)
-            return pods_ok and deps_ok
+            return pods_ok and all(deployment_complete(d) for d in deps)
+        where = f'namespace {namespace}' if namespace else 'every namespace'
         deadline = time.monotonic() + timeout
-        self.wait_for(settled, f'the pods in namespace {namespace} to be ready', timeout)
+        self.wait_for(settled, f'the pods in {where} to be ready', timeout)
         self.wait_dataplane(timeout=_left(deadline))
 
 
@@ -193,6 +192,15 @@ def _left(deadline: float) -> float:
     """What is left of a caller's timeout for the dataplane's part of a wait (the
     dataplane always gets a last look, even when the pods took all of it)."""
     return max(deadline - time.monotonic(), 0.0)
+
+
+def deployment_complete(dep: dict) -> bool:
+    """kubectl rollout status's "successfully rolled out": the status is of the current
+    generation and every wanted replica is updated, available and ready, none left over."""
+    st, want = dep.get('status') or {}, dep['spec'].get('replicas', 1)
+    return (st.get('observedGeneration', 0) >= dep['metadata'].get('generation', 1)
+            and st.get('updatedReplicas', 0) == want and st.get('replicas', 0) == want
+            and st.get('readyReplicas', 0) == want)
 
 
 # ---------------------------------------------------------------- exec targets

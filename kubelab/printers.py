@@ -32,6 +32,7 @@ KIND_ALIASES = {
     'deployments': ('deploy', 'deployment', 'deployments'),
     'services': ('svc', 'service', 'services'),
     'endpointslices': ('endpointslice', 'endpointslices'),
+    'endpoints': ('ep', 'endpoint', 'endpoints'),
     'nodes': ('no', 'node', 'nodes'),
     'hosts': ('host', 'hosts'),
     'namespaces': ('ns', 'namespace', 'namespaces'),
@@ -48,7 +49,8 @@ KIND_ALIASES = {
 #: Canonical kind -> prefix of ``-o name`` (kubectl adds the API group).
 NAME_PREFIX = {
     'pods': 'pod', 'deployments': 'deployment.apps', 'services': 'service',
-    'endpointslices': 'endpointslice.discovery.k8s.io', 'nodes': 'node',
+    'endpointslices': 'endpointslice.discovery.k8s.io', 'endpoints': 'endpoints',
+    'nodes': 'node',
     'hosts': 'host', 'namespaces': 'namespace', 'secrets': 'secret',
     'configmaps': 'configmap',
     'ingresses': 'ingress.networking.k8s.io',
@@ -333,6 +335,17 @@ def endpointslice_row(eps: dict, now: datetime, wide: bool) -> list[str]:
             age(meta.get('creationTimestamp'), now)]
 
 
+def endpoints_row(ep: dict, now: datetime, wide: bool) -> list[str]:
+    """NAME ENDPOINTS AGE of a v1 Endpoints: its ready addresses with each port of their
+    subset, three at most and ``+ N more...`` (kubectl's formatEndpoints)."""
+    meta = _meta(ep)
+    pairs = [f'{a["ip"]}:{p["port"]}' for s in ep.get('subsets') or []
+             for a in s.get('addresses') or [] for p in s.get('ports') or []]
+    shown = ','.join(pairs[:3]) + (f' + {len(pairs) - 3} more...' if len(pairs) > 3
+                                   else '')
+    return [meta.get('name', ''), shown or '<none>', age(meta.get('creationTimestamp'), now)]
+
+
 def node_roles(labels: dict) -> str:
     """ROLES: ``node-role.kubernetes.io/<role>`` or ``kubernetes.io/role``."""
     roles = set()
@@ -553,6 +566,7 @@ ROWS = {
                   'AGE'], ['SELECTOR'], service_row),
     'endpointslices': (['NAME', 'ADDRESSTYPE', 'PORTS', 'ENDPOINTS', 'AGE'],
                        [], endpointslice_row),
+    'endpoints': (['NAME', 'ENDPOINTS', 'AGE'], [], endpoints_row),
     'nodes': (['NAME', 'STATUS', 'ROLES', 'AGE', 'VERSION'],
               ['INTERNAL-IP', 'EXTERNAL-IP', 'OS-IMAGE', 'KERNEL-VERSION',
                'CONTAINER-RUNTIME'], node_row),
@@ -586,7 +600,7 @@ _register_more()
 
 def render(kind: str, objs: list[dict], output: str | None, now: datetime,
            *, namespace: str = 'default', single: bool = False,
-           all_namespaces: bool = False) -> str:
+           all_namespaces: bool = False, show_labels: bool = False) -> str:
     """Print ``objs`` of canonical ``kind`` in ``output`` format.
 
     ``single`` prints one object by itself for json/yaml (``kubectl get pod
@@ -620,6 +634,11 @@ def render(kind: str, objs: list[dict], output: str | None, now: datetime,
         objs = sorted(objs, key=order)
     rows = [row(obj, now, wide) for obj in objs]
     header = header + (wide_header if wide else [])
+    if show_labels:                                         # kubectl get --show-labels
+        header = header + ['LABELS']
+        rows = [r + [','.join(f'{k}={v}' for k, v in sorted(
+            (_meta(obj).get('labels') or {}).items())) or '<none>']
+            for obj, r in zip(objs, rows)]
     if all_namespaces and kind not in CLUSTER_SCOPED:      # kubectl get -A
         header = ['NAMESPACE'] + header
         rows = [[_meta(obj).get('namespace', 'default')] + r for obj, r in zip(objs, rows)]

@@ -468,6 +468,12 @@ def validate(obj: dict) -> dict:
         chk.error('kind', f'must be a string, got {describe(kind)}; '
                           f'supported kinds: {supported}')
         raise ApplyError(chk.errors)
+    if kind == 'Endpoints':
+        chk.error('kind', 'v1 Endpoints are read-only in kubelab (`kubelab get endpoints` '
+                          'derives them from the EndpointSlices); for a Service without a '
+                          'selector write a discovery.k8s.io/v1 EndpointSlice labelled '
+                          'kubernetes.io/service-name: <service>')
+        raise ApplyError(chk.errors)
     if kind not in SUPPORTED_KINDS:
         later = ' yet' if kind in LATER_KINDS else ''
         hint = suggestion(kind, SUPPORTED_KINDS) or ';'

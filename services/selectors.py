@@ -9,6 +9,8 @@ Two kinds, as in Kubernetes:
   matches nothing, an empty one (``{}``) matches everything.
 """
 
+import re
+
 #: Operators of ``matchExpressions``.
 SELECTOR_OPERATORS = ('In', 'NotIn', 'Exists', 'DoesNotExist')
 
@@ -74,3 +76,45 @@ def format_label_selector(sel: dict | None) -> str:
         else:
             parts.append(f'!{key}')
     return ','.join(parts)
+
+
+def parse_selector(text: str) -> dict:
+    """A ``-l`` selector string, as kubectl reads it, into a LabelSelector:
+    ``k=v`` / ``k==v`` (In), ``k!=v`` (NotIn), ``k in (a,b)``, ``k notin (a,b)``,
+    ``k`` (Exists), ``!k`` (DoesNotExist), joined by commas; every one must hold.
+    A malformed requirement raises ValueError naming it."""
+    expressions, depth, part = [], 0, ''
+    for char in text + ',':
+        depth += {'(': 1, ')': -1}.get(char, 0)
+        if char == ',' and depth == 0:
+            expressions.append(_requirement(part.strip(), text))
+            part = ''
+        else:
+            part += char
+    return {'matchExpressions': expressions}
+
+
+def _requirement(part: str, whole: str) -> dict:
+    key_re = r'[A-Za-z0-9]([-A-Za-z0-9_./]*[A-Za-z0-9])?'
+    value_re = r'([A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?)?'
+    problem = f'unable to parse requirement "{part}" of selector "{whole}"'
+    if not part:
+        raise ValueError(f'{problem}: an empty requirement')
+    m = re.fullmatch(rf'({key_re})\s+(in|notin)\s*\(([^()]*)\)', part)
+    if m:
+        values = [v.strip() for v in m.group(4).split(',')]
+        if not all(re.fullmatch(value_re, v) for v in values):
+            raise ValueError(f'{problem}: invalid value in ({m.group(4)})')
+        return {'key': m.group(1), 'operator': 'In' if m.group(3) == 'in' else 'NotIn',
+                'values': values}
+    m = re.fullmatch(rf'({key_re})\s*(!=|==|=)\s*(.*)', part)
+    if m:
+        if not re.fullmatch(value_re, m.group(4)):
+            raise ValueError(f'{problem}: invalid label value "{m.group(4)}"')
+        return {'key': m.group(1), 'operator': 'NotIn' if m.group(3) == '!=' else 'In',
+                'values': [m.group(4)]}
+    m = re.fullmatch(rf'(!?)\s*({key_re})', part)
+    if m:
+        return {'key': m.group(2), 'operator': 'DoesNotExist' if m.group(1) else 'Exists'}
+    raise ValueError(f'{problem}: use k=v, k==v, k!=v, "k in (a,b)", "k notin (a,b)", k '
+                     'or !k')

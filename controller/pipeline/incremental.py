@@ -172,7 +172,7 @@ def _node_changes(plan: Plan, new, removed: list, added: list,
     ctx = node_switch.NodeBridge(new, plan.node)
     new_parts = []
     for sp in added:
-        templates = front_templates(sp, plan.node)
+        templates = front_templates(sp, plan.node, new.cluster.cluster_cidr)
         probed = set()
         gids = group_ids(sp, templates, taken, probed)
         if probed or {g for ids in gids for g in ids} & plan.spans:

@@ -82,9 +82,10 @@ class NodeBridge:
         (stage name -> flows, 'groups' -> its groups, 'vip' -> its ClusterIP's REJECT
         of other ports): memoized (memo.py), as are its fronts before group ids."""
         ports = self.state.proxied_ports
+        pods = self.state.cluster.cluster_cidr
         templates = memo.per_service(('fronts', self.node.name),
-                                     [(sp, self.node, sp) for sp in ports],
-                                     lambda sp: front_templates(sp, self.node))
+                                     [(sp, (self.node, pods), sp) for sp in ports],
+                                     lambda sp: front_templates(sp, self.node, pods))
         taken, items = self.groups_taken, []
         for sp, mine in zip(ports, templates):
             gids = group_ids(sp, mine, taken, self.group_spans)

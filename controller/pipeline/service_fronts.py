@@ -18,7 +18,8 @@ from dataclasses import dataclass
 
 from controller.pipeline import shared
 from controller.pipeline.tables import (CT_MARK_NODE_MASQ, ETH_IP, MAX_GROUP_BUCKETS,
-                                        PRIORITY_NODEPORT_FROM_NODE, PRIORITY_NORMAL,
+                                        PRIORITY_NODEPORT_FROM_NODE,
+                                        PRIORITY_NODEPORT_FROM_POD, PRIORITY_NORMAL,
                                         REG0_LOCAL_ORIGIN)
 
 
@@ -55,7 +56,7 @@ def service_fronts(state, node) -> list[Front]:
     past collisions; fronts with the same group key share one group."""
     taken, fronts = set(), []
     for sp in state.proxied_ports:
-        templates = front_templates(sp, node)
+        templates = front_templates(sp, node, state.cluster.cluster_cidr)
         fronts += bind_fronts(sp, templates, group_ids(sp, templates, taken))
     return fronts
 
@@ -110,9 +111,9 @@ def split_count(endpoints: int) -> int:
     return parts
 
 
-def front_templates(sp, node) -> list[tuple]:
+def front_templates(sp, node, cluster_cidr: str) -> list[tuple]:
     """``sp``'s fronts on ``node`` before group ids: (match, endpoints, group key,
-    Front's other fields)."""
+    Front's other fields); ``cluster_cidr``: the pods' addresses (detect-local)."""
     templates = []
 
     def front(match, sp, endpoints, key, **kw):
@@ -125,11 +126,11 @@ def front_templates(sp, node) -> list[tuple]:
     front(dict(base, ipv4_dst=sp.vip, **{l4_dst: sp.port}), sp, eps,
           sp.key + ('@' + node.name if sp.internal_local else ''),
           affinity=sp.affinity_timeout)
-    external_fronts(front, sp, node, base, l4_dst)
+    external_fronts(front, sp, node, base, l4_dst, cluster_cidr)
     return templates
 
 
-def external_fronts(front, sp, node, base: dict, l4_dst: str) -> None:
+def external_fronts(front, sp, node, base: dict, l4_dst: str, cluster_cidr: str) -> None:
     """kube-proxy's KUBE-EXT chain of a Service port, once per address it catches on
     this node: this node's IP at the nodePort, the load balancer address and every
     external IP at the Service port (on every node: a pod's connection to them never
@@ -137,8 +138,12 @@ def external_fronts(front, sp, node, base: dict, l4_dst: str) -> None:
 
     externalTrafficPolicy Cluster: any endpoint, masqueraded as this node (so replies
     come back here). Local: this node's endpoints, client IP kept; the node itself and
-    its own pods are not external clients (KUBE-EXT's ``--src-type LOCAL`` and
-    pod-CIDR rules) and reach every endpoint, at a higher priority. A load balancer
+    every pod of the cluster are not external clients (KUBE-EXT's ``--src-type LOCAL``
+    and ``-s <cluster CIDR>`` rules, kube-proxy's default ``--detect-local-mode
+    ClusterCIDR``) and reach every endpoint unmasqueraded, at a higher priority. A pod
+    of another node whose connection lands on an endpoint of a third node (or of its
+    own) then gets the answer straight from that endpoint and refuses it, as in a
+    cluster (kubernetes#74383). A load balancer
     address with ``loadBalancerSourceRanges`` is caught only from those ranges
     (kube-proxy's KUBE-FW; ``lb_firewall`` drops the rest)."""
     suffix = '/nodeport' if sp.node_port else '/external'
@@ -161,3 +166,11 @@ def external_fronts(front, sp, node, base: dict, l4_dst: str) -> None:
                 front(dict(allowed, reg0=(REG0_LOCAL_ORIGIN, REG0_LOCAL_ORIGIN)), sp,
                       sp.endpoints, sp.key + suffix + '-from-node',
                       priority=PRIORITY_NODEPORT_FROM_NODE)
+                if source is None:
+                    # kube-proxy's default --detect-local-mode ClusterCIDR: any pod of
+                    # the cluster, whatever its node, is "local" traffic.
+                    pods = ipaddress.IPv4Network(cluster_cidr)
+                    front(dict(allowed, ipv4_src=(str(pods.network_address),
+                                                  str(pods.netmask))), sp, sp.endpoints,
+                          sp.key + suffix + '-from-node',
+                          priority=PRIORITY_NODEPORT_FROM_POD)

@@ -119,6 +119,10 @@ PRIORITY_NODEPORT_FROM_NODE = 205
                              # ServiceLB: a NodePort, load balancer address or external IP
                              # with externalTrafficPolicy Local reached from the node itself
                              # or its pods, over the address's NORMAL flow
+PRIORITY_NODEPORT_FROM_POD = 206
+                             # ServiceLB: the same reached from any pod of the cluster
+                             # (source in the cluster CIDR, kube-proxy's detect-local
+                             # mode ClusterCIDR), over FROM_NODE, which it overlaps
 PRIORITY_HAIRPIN = 220       # L3Forwarding: a pod that reached itself through a Service,
                              # over its route (NORMAL) and its own port's HIGH flow
 PRIORITY_NODEPORT_MASQ_ROUTE = 230

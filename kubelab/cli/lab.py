@@ -245,7 +245,9 @@ def cmd_node(args) -> int:
 
 def cmd_wait(args) -> int:
     Client().wait_ready(args.namespace, timeout=args.timeout)
-    print('All pods are ready and every switch carries the current state.')
+    where = f' in namespace {args.namespace}' if args.namespace else ''
+    print(f'All pods{where} are ready, every deployment is rolled out, and every switch '
+          'carries the current state.')
     return 0
 
 

@@ -3,7 +3,7 @@
   kubelab up [-f cluster.yaml] [-f manifest-or-dir ...] [--cloud none] [--detach]
   kubelab down
   kubelab apply -f FILE|DIR [--wait]      kubelab delete -f FILE | KIND NAME
-  kubelab get KIND [NAME] [-o wide|json|yaml|name] [-n NS | -A]
+  kubelab get KIND [NAME] [-o wide|json|yaml|name] [-n NS | -A] [-l SELECTOR] [--show-labels]
   kubelab diagram -o FILE.svg|FILE.png [-n NS | -A]   (a picture of the lab)
   kubelab label pod|namespace|... NAME k=v [k-] [--overwrite]
   kubelab scale deployment NAME --replicas N
@@ -13,6 +13,7 @@
   kubelab node stop-kubelet|start-kubelet NAME (the node's kubelet stops; its pods run on)
   kubelab exec POD|node/NAME|host/NAME [-c CONTAINER] -- CMD...
   kubelab logs POD [-c CONTAINER]
+  kubelab capture POD|node/NAME|host/NAME [-w FILE.pcap] [-c N] [--seconds S] [FILTER]
   kubelab wait                             (every pod ready, the dataplane caught up)
   kubelab flows [--service NAME] [--node NAME] [-n NS] [-o json]  (flows, counters, owners)
   kubelab top [--interval 1] [-n NS | -A] [--once]   (connections per Service and endpoint)
@@ -64,8 +65,10 @@ def _node(add):
 
 
 def _wait(add):
-    sp = add('wait', lab.cmd_wait, 'wait until all pods are ready and the dataplane caught up')
+    sp = add('wait', lab.cmd_wait, 'wait until all pods are ready (of every namespace, or '
+             "-n's) and the dataplane caught up")
     sp.add_argument('--timeout', type=float, default=60)
+    sp.set_defaults(namespace=None)              # every namespace unless -n NS
 
 
 def _lab(add):
@@ -118,7 +121,11 @@ def _delete(add):
     sp.add_argument('name', nargs='?')
     sp.add_argument('-f', '--filename', action='append')
     sp.add_argument('--grace-period', type=int, default=None)
-    sp.add_argument('--wait', action='store_true')
+    sp.add_argument('--wait', nargs='?', const=True, default=True, type=objects.parse_bool,
+                    metavar='true|false', help='wait until the objects are gone, as '
+                    'kubectl does (default true; --wait=false returns at once)')
+    sp.add_argument('--timeout', type=objects.parse_duration, default=120.0,
+                    help='how long --wait waits, e.g. 60s (default 120s)')
 
 
 def _get(add):
@@ -127,6 +134,11 @@ def _get(add):
     sp.add_argument('name', nargs='?')
     sp.add_argument('-o', '--output', choices=['wide', 'json', 'yaml', 'name'])
     sp.add_argument('-A', '--all-namespaces', action='store_true')
+    sp.add_argument('-l', '--selector', metavar='SELECTOR',
+                    help='only objects with these labels, as kubectl: k=v, k==v, k!=v, '
+                         "'k in (a,b)', 'k notin (a,b)', k, !k, joined by commas")
+    sp.add_argument('--show-labels', action='store_true',
+                    help='a LABELS column with every label')
 
 
 def _create(add):
@@ -181,6 +193,19 @@ def _exec(add):
     sp.set_defaults(command=[])
 
 
+def _capture(add):
+    sp = add('capture', pods.cmd_capture, "tcpdump on a pod's, node/NAME's or host/NAME's "
+             'interface: summary lines, or a pcap file for Wireshark')
+    sp.add_argument('target', metavar='POD|node/NAME|host/NAME')
+    sp.add_argument('filter', nargs='*', metavar='FILTER',
+                    help="a tcpdump filter, e.g. 'tcp port 80' or icmp")
+    sp.add_argument('-w', '--write', metavar='FILE.pcap', help='write the packets to a '
+                    'pcap file (open it with Wireshark) instead of printing them')
+    sp.add_argument('-c', '--count', type=int, help='stop after this many packets')
+    sp.add_argument('--seconds', type=float, help='stop after this many seconds')
+    sp.set_defaults(rest_into='filter')          # a filter may also follow the options
+
+
 def _logs(add):
     sp = add('logs', pods.cmd_logs, "print a container's log")
     sp.add_argument('pod')
@@ -205,6 +230,9 @@ def _trace(add):
     sp.add_argument('destination', metavar='DST', help='IP:PORT or svc/NAME[:PORT]')
     sp.add_argument('--proto', choices=['tcp', 'udp'])
     sp.add_argument('--endpoint', help="follow the Service's bucket of this endpoint IP")
+    sp.add_argument('--host', default='', help='to an Ingress or Gateway: the Host of the '
+                    'request whose second leg (proxy -> backend) to trace')
+    sp.add_argument('--path', default='/', help='to an Ingress or Gateway: its path')
 
 
 def _flows(add):
@@ -232,7 +260,7 @@ def _top(add):
 # ---------------------------------------------------------------- parser
 #: The commands in the order ``kubelab --help`` lists them.
 COMMANDS = (_up, _down, _apply, _delete, _get, _diagram, _trace, _create, _label, _scale,
-            _node, _rollout, _exec, _logs, _wait, _flows, _top, _lab, _demo, _bench)
+            _node, _rollout, _exec, _logs, _capture, _wait, _flows, _top, _lab, _demo, _bench)
 
 
 def build_parser() -> argparse.ArgumentParser:

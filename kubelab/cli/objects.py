@@ -16,7 +16,7 @@ from datetime import datetime, timezone
 
 from kubelab import printers
 from kubelab.client import Client
-from services import manifests
+from services import manifests, selectors
 from services.errors import KubelabError, NotFound
 from services.labels import parse_label_args
 from services.manifests import read_paths
@@ -73,17 +73,32 @@ def cmd_delete(args) -> int:
         except KubelabError as exc:
             print(f'error: {exc}', file=sys.stderr)
             code = 1
-    if args.wait:
+    if args.wait and code == 0:
+        # kubectl's --wait (default true): until every object is gone from the API (a
+        # pod after its graceful termination), so that applying it again creates it anew.
+        deadline = time.monotonic() + args.timeout
         for kind, ns, name in targets:
             def gone(kind=kind, ns=ns, name=name):
                 try:
                     client.get(kind, ns, name)
                     return False
-                except KubelabError:
+                except NotFound:
                     return True
-            client.wait_for(gone, f'{kind} {name} to be deleted', timeout=60)
+            client.wait_for(gone, f'{manifests.resource_name(kind)} "{name}" to be '
+                            'deleted (--wait=false does not wait)',
+                            timeout=max(0.0, deadline - time.monotonic()))
         client.wait_dataplane()
     return code
+
+
+def parse_bool(text: str) -> bool:
+    """kubectl's boolean flag values (``--wait=false``)."""
+    value = {'true': True, 't': True, '1': True, 'false': False, 'f': False,
+             '0': False}.get(text.lower())
+    if value is None:
+        raise argparse.ArgumentTypeError(f'invalid boolean value "{text}": use true or '
+                                         'false (e.g. --wait=false)')
+    return value
 
 
 def cmd_get(args) -> int:
@@ -98,6 +113,9 @@ def cmd_get(args) -> int:
             objs = [o for o in objs if o['metadata']['name'] == args.name]
             if not objs:
                 raise KubelabError(f'hosts "{args.name}" not found')
+    elif kind == 'endpoints':
+        objs = v1_endpoints(client, None if args.all_namespaces else args.namespace,
+                            args.name)
     else:
         ns = None if args.all_namespaces or kind in printers.CLUSTER_SCOPED \
             else args.namespace
@@ -105,10 +123,42 @@ def cmd_get(args) -> int:
             objs = [client.get(STORE_KIND[kind], ns, args.name)]
         else:
             objs = client.list(STORE_KIND[kind], ns)
+    if args.selector is not None:
+        if args.name:
+            raise KubelabError('when specifying a name, a selector (-l) is not allowed '
+                               f'(`kubelab get {args.kind} -l {args.selector}`)')
+        try:
+            sel = selectors.parse_selector(args.selector)
+        except ValueError as exc:
+            raise KubelabError(str(exc)) from None
+        objs = [o for o in objs if selectors.matches_label_selector(
+            sel, (o.get('metadata') or {}).get('labels'))]
     out = printers.render(kind, objs, args.output, now, namespace=args.namespace,
-                          single=bool(args.name), all_namespaces=args.all_namespaces)
+                          single=bool(args.name), all_namespaces=args.all_namespaces,
+                          show_labels=args.show_labels)
     print(out)
     return 0
+
+
+def v1_endpoints(client: Client, namespace: str | None, name: str | None) -> list[dict]:
+    """The v1 Endpoints a v1.31 API server serves, derived from the EndpointSlices
+    (services/controllers/endpoints_v1.py); read-only, as the note on stderr says."""
+    from services.controllers.endpoints_v1 import endpoints_for
+    slices = client.list('EndpointSlice', namespace)
+    try:
+        services = [client.get('Service', namespace, name)] if name else \
+            client.list('Service', namespace)
+    except NotFound:
+        services = []
+    objs = [ep for ep in (endpoints_for(svc, slices) for svc in services) if ep]
+    if name and not objs:
+        raise NotFound(f'endpoints "{name}" not found'
+                       + (f' in namespace "{namespace}"' if namespace else ''))
+    print('Note: kubelab derives v1 Endpoints from the EndpointSlices, read-only. '
+          'EndpointSlice (discovery.k8s.io/v1, GA in v1.21) replaced them for kube-proxy, '
+          'the DNS and the Ingress controllers: `kubelab get endpointslices`.',
+          file=sys.stderr)
+    return objs
 
 
 def cmd_create(args) -> int:

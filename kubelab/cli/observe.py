@@ -10,7 +10,6 @@ inspection modules are imported inside the commands: they load the pipeline, and
 from __future__ import annotations
 
 import json
-import os
 import sys
 import time
 from datetime import datetime
@@ -21,46 +20,13 @@ from services.errors import KubelabError, NotFound
 
 def cmd_trace(args) -> int:
     """``kubelab trace SRC DST[:PORT]``: a new connection's path through the live
-    switches (ofproto/trace), in the seed's words."""
-    from kubelab.inspect import switches, trace  # here: see the module's docstring
-    from services.cluster import load_cluster_file
-    client = Client()
-    switches.use_lab_openvswitch(client.state_dir)
-    info = client.lab()
-    cluster = load_cluster_file(os.path.join(info['stateDir'], 'cluster.json'))
-    objects = {kind: client.list(kind) for kind in (
-        'Pod', 'Service', 'EndpointSlice', 'Node', 'LoadBalancerHealth', 'L2Announcement',
-        'Namespace', 'NetworkPolicy')}
-    src = args.source
-    if src.startswith(('node/', 'host/')):
-        kind, name = src.split('/', 1)
-        src_ip = (cluster.node(name) if kind == 'node' else cluster.client(name)).ip
-    else:
-        pod = client.get('Pod', args.namespace, src.split('/', 1)[-1])
-        src_ip = (pod.get('status') or {}).get('podIP')
-        if not src_ip:
-            raise KubelabError(f'pod {src} has no IP yet')
-    dst, port = args.destination, None
-    if dst.startswith(('svc/', 'service/')):
-        name, _, port = dst.split('/', 1)[1].partition(':')
-        svc = client.get('Service', args.namespace, name)
-        ports = svc['spec'].get('ports') or []
-        chosen = next((p for p in ports if port in (str(p['port']), p.get('name'))),
-                      None) if port else (ports[0] if ports else None)
-        if chosen is None or svc['spec'].get('clusterIP') in (None, 'None'):
-            raise KubelabError(f'service {name} has no ClusterIP port {port or ""}; ports: '
-                               + ', '.join(str(p['port']) for p in ports))
-        dst_ip, port = svc['spec']['clusterIP'], chosen['port']
-        proto = args.proto or chosen.get('protocol', 'TCP').lower()
-    else:
-        dst_ip, _, text = dst.partition(':')
-        if not text.isdigit():
-            raise KubelabError(f'destination "{dst}": give IP:PORT or svc/NAME[:PORT]')
-        port, proto = int(text), args.proto or 'tcp'
-    tracer = trace.Tracer(cluster, objects,
-                          router_pid=(info.get('router') or {}).get('pid'))
-    print(trace.render(trace.trace_connection(tracer, src_ip, dst_ip, int(port), proto,
-                                              args.endpoint), tracer))
+    switches (ofproto/trace), in the seed's words (kubelab/api.py resolves and walks)."""
+    from kubelab import api
+    from kubelab.inspect import trace  # here: see the module's docstring
+    tracer, result = api.trace(args.source, args.destination, namespace=args.namespace,
+                               proto=args.proto, endpoint=args.endpoint, host=args.host,
+                               path=args.path)
+    print(trace.render(result, tracer))
     return 0
 
 

@@ -50,3 +50,39 @@ def cmd_logs(args) -> int:
     except KeyboardInterrupt:
         pass
     return 0
+
+
+def cmd_capture(args) -> int:
+    """``kubelab capture TARGET [-w FILE.pcap] [-c N] [--seconds S] [FILTER...]``:
+    tcpdump on the interface of a pod, node/NAME or host/NAME (its network namespace's
+    one non-loopback interface, the pod's eth0 as a CNI would name it), one summary
+    line per packet, or a pcap file for Wireshark with -w. Until Ctrl-C, N packets or S
+    seconds."""
+    import shutil
+    import subprocess
+    if shutil.which('tcpdump') is None:
+        raise KubelabError('tcpdump is not installed: `sudo apt-get install tcpdump` '
+                           '(scripts/install.sh installs it)')
+    client = Client()
+    pid, env = exec_target(client, args.target, args.namespace, None)
+    netns = f'--net=/proc/{pid}/ns/net'
+    links = subprocess.run(['nsenter', netns, '--', 'ip', '-o', 'link', 'show'],
+                           capture_output=True, text=True).stdout
+    names = [line.split(':')[1].strip().split('@')[0] for line in links.splitlines()
+             if ':' in line and ' lo:' not in line and 'LOOPBACK' not in line]
+    iface = names[0] if len(names) == 1 else 'any'
+    argv = ['nsenter', netns, '--', 'tcpdump', '-i', iface, '-n', '-l', '-Z', 'root']
+    if args.count:
+        argv += ['-c', str(args.count)]
+    if args.write:
+        argv += ['-w', os.path.abspath(args.write), '-U']
+    argv += list(args.filter)
+    print(f'Capturing on {args.target} ({iface}); Ctrl-C stops.', file=sys.stderr,
+          flush=True)
+    try:
+        proc = subprocess.run(argv, env=env, timeout=args.seconds or None)
+        return proc.returncode
+    except subprocess.TimeoutExpired:
+        return 0
+    except KeyboardInterrupt:
+        return 0

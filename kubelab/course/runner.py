@@ -17,7 +17,7 @@ import json
 import os
 
 from kubelab import printers
-from kubelab.client import Client
+from kubelab.client import Client, NoLab
 from kubelab.course.ctx import Ctx, Failed, record_path, wait
 from kubelab.course.exercise import LABEL, Exercise
 from kubelab.labctl import LabControl
@@ -177,8 +177,9 @@ def start(ex: Exercise, client: Client):
         with open(path, 'w') as f:
             json.dump({'clusterIP': client.get('Service', ex.namespace, 'web')['spec'][
                 'clusterIP']}, f)
-    print(f'\nExercise {ex.number}: {ex.title}. Read {os.path.relpath(ex.directory)}'
-          f'/README.md; `kubelab lab check {ex.number}` checks your work.')
+    print(f'\nExercise {ex.number}: {ex.title}. Read '
+          f'{os.path.join(os.path.abspath(ex.directory), "README.md")}; '
+          f'`kubelab lab check {ex.number}` checks your work.')
 
 
 def solve(ex: Exercise, client: Client):
@@ -254,11 +255,20 @@ def run(args) -> int:
         raise KubelabError(f'`kubelab lab {action}` needs the exercise number, e.g. '
                            f'`kubelab lab {action} 1`')
     ex = exercise(args.number)
+    try:
+        client = Client()
+    except NoLab:
+        if action != 'start':
+            raise
+        # As a course platform does: the exercise needs a lab, so bring up the default.
+        print('No lab is running: starting the default lab (`kubelab up --detach`; '
+              '`kubelab down` stops it)...', flush=True)
+        print(LabControl().up().stdout, end='', flush=True)
+        client = Client()
     if action != 'reset':
-        needs_cloud(ex, Client())
+        needs_cloud(ex, client)
     if action == 'check':
         return 0 if check(ex, LabControl()) else 1
-    client = Client()
     if action == 'start':
         start(ex, client)
     elif action == 'reset':

@@ -492,6 +492,8 @@ class Trace:
     described: str
     forward: Leg
     reply: Leg | None
+    proxy: object = None           # an L7 proxy's second leg (trace_legs.ProxyLeg)
+    backend: 'Trace | None' = None     # and its connection to the backend, traced
 
 
 SERVICE_WORDS = {'DNAT': 'DNAT', 'SNAT': 'SNAT (masquerade)', 'un-DNAT': 'un-DNAT',
@@ -572,9 +574,11 @@ def path_words(tracer: Tracer, trace: Trace) -> str:
 
 
 def render(trace: Trace, tracer: Tracer | None = None) -> str:
+    from kubelab.inspect.trace_legs import render_proxy, service_notes
     lines = [f'{trace.proto.upper()} {trace.src} -> {trace.dst} ({trace.described})']
     if tracer is not None:
         lines.append(f'  {path_words(tracer, trace)}')
+        lines += [f'  {note}' for note in service_notes(tracer, trace)]
     lines.append('')
     lines += _render_leg(trace.forward)
     if trace.reply is not None:
@@ -586,7 +590,11 @@ def render(trace: Trace, tracer: Tracer | None = None) -> str:
             same = got == trace.dst
             lines.append(f'  the answer comes from {got}: '
                          + ('the address the client called (conntrack un-NATed it)'
-                            if same else f'NOT the address the client called ({trace.dst})'))
+                            if same else f'NOT the address the client called ({trace.dst}):'
+                            ' its kernel refuses the answer and the connection never '
+                            'opens'))
+    if trace.proxy is not None:
+        lines += render_proxy(trace.proxy, trace.backend and render(trace.backend, tracer))
     return '\n'.join(lines)
 
 

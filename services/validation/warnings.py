@@ -10,8 +10,8 @@
   always sets no_new_privs);
 * a Pod or Deployment template naming a ``spec.nodeName`` that is no node: the pod
   stays Pending;
-* a Service whose selector matches no pod, stored or in the same apply (a
-  Deployment's template counts): it rejects connections until a ready pod matches;
+* (not: a Service whose selector matches no pod. A real API server says nothing there,
+  and finding it is an exercise's first task: `kubelab get endpointslices` shows it);
 * a Service that asks for something nothing in the lab provides, or that kube-proxy
   leaves alone (``service_warnings``): a ``loadBalancerClass`` (no address, EXTERNAL-IP
   ``<pending>``), ``trafficDistribution`` (the lab's nodes have no zones), an external
@@ -23,7 +23,7 @@
 
 from __future__ import annotations
 
-from services import selectors, wiring
+from services import wiring
 from services.endpoints import HEADLESS_LABEL, SERVICE_PROXY_NAME_LABEL
 from services.manifests import object_ref
 
@@ -47,22 +47,6 @@ def apply_warnings(objs: list[dict], stored, cluster=None) -> list[str]:
         if node and node not in nodes:
             out.append(f'{object_ref(obj)}: spec.nodeName: node "{node}" does '
                        f'not exist, the pod stays Pending; nodes: {", ".join(nodes)}')
-    pods = [o for o in stored if o['kind'] == 'Pod']
-    templates = [o for o in objs if o['kind'] in ('Pod', 'Deployment')]
-    for obj in objs:
-        sel = obj['kind'] == 'Service' and obj['spec'].get('selector')
-        if not sel:
-            continue
-        ns = obj['metadata']['namespace']
-        labels = [p['metadata'].get('labels', {}) for p in pods
-                  if p['metadata']['namespace'] == ns]
-        labels += [(t['spec']['template']['metadata'].get('labels', {})
-                    if t['kind'] == 'Deployment' else t['metadata'].get('labels', {}))
-                   for t in templates if t['metadata']['namespace'] == ns]
-        if not any(selectors.matches(sel, lab) for lab in labels):
-            out.append(f'{object_ref(obj)}: spec.selector '
-                       f'{selectors.format_selector(sel)} matches no pods (yet); the '
-                       f'Service rejects connections until a ready pod matches')
     return out
 
 

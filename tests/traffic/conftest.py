@@ -9,7 +9,7 @@ import subprocess
 
 import pytest
 
-from kubelab.labctl import LabControl
+from kubelab.api import Lab
 from topo import ovs
 
 # The Open vSwitch the lab runs on (the lab's own build on a userspace-datapath machine):
@@ -39,8 +39,9 @@ def lab_leftovers() -> dict:
 
 @pytest.fixture(scope='module')
 def lab():
-    ctl = LabControl()
-    ctl.up()
+    """The default lab for one module: kubelab's own Python API (kubelab/api.py), as
+    its pytest plugin's ``kubelab`` fixture gives it to users."""
+    ctl = Lab.start()
     try:
         yield ctl
     finally:

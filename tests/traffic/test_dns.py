@@ -181,7 +181,8 @@ def test_a_new_service_resolves_and_a_deleted_one_is_gone_within_a_second(dns_la
 def test_dns_keeps_answering_when_a_dns_pod_is_deleted(dns_lab):
     vip = dns_lab.cluster_ip('web', 'shop')
     [victim, _] = dns_lab.pods({'k8s-app': 'kube-dns'}, namespace='kube-system')
-    dns_lab.kubelab('delete', 'pod', victim['metadata']['name'], '-n', 'kube-system')
+    dns_lab.kubelab('delete', 'pod', victim['metadata']['name'], '-n', 'kube-system',
+                    '--wait=false')
     for _ in range(10):
         assert resolve(dns_lab, 'outsider', 'web.shop')['answers'] == [vip]
     dns_lab.client.wait_ready(namespace='kube-system')

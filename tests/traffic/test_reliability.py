@@ -235,7 +235,7 @@ def test_a_udp_flow_moves_when_its_endpoint_goes_away(rel):
                           sport=40053)
     time.sleep(0.5)
     deleted_at = time.time()
-    rel.kubelab('delete', 'pod', first)
+    rel.kubelab('delete', 'pod', first, '--wait=false')
     time.sleep(2)
     result = flow.stop()
     after = [(t, body) for t, outcome, body in result['events']

@@ -201,7 +201,7 @@ def test_a_terminating_pod_serves_until_its_end_under_load(svc_lab, applied):
                                 interval=0.05, timeout=1)
     time.sleep(1)
     first_at = time.time()
-    svc_lab.kubelab('delete', 'pod', 'term-1')
+    svc_lab.kubelab('delete', 'pod', 'term-1', '--wait=false')
     svc_lab.client.wait_for(lambda: endpoint_conditions(svc_lab, 'term', 'term-1') == {
         'ready': False, 'serving': True, 'terminating': True},
         'term-1 to be serving and terminating', timeout=5)
@@ -209,7 +209,7 @@ def test_a_terminating_pod_serves_until_its_end_under_load(svc_lab, applied):
                             'term-1 to be gone', timeout=PRESTOP + 10)
     # Now term-2 is the only pod: deleted, it still serves (no ready endpoint is left).
     second_at = time.time()
-    svc_lab.kubelab('delete', 'pod', 'term-2')
+    svc_lab.kubelab('delete', 'pod', 'term-2', '--wait=false')
     svc_lab.client.wait_for(lambda: endpoint_conditions(svc_lab, 'term', 'term-2') is None,
                             'term-2 to be gone', timeout=PRESTOP + 10)
     gone_at = time.time()
@@ -237,7 +237,7 @@ def test_the_local_fallback_is_per_node_and_its_health_check_says_503(svc_lab, n
     node_port, health = svc['spec']['ports'][0]['nodePort'], svc['spec']['healthCheckNodePort']
     [ok] = svc_lab.http('host/client-1', nodes['worker-1'], health, '/healthz')
     assert ok['status'] == 200, ok
-    svc_lab.kubelab('delete', 'pod', 'loc-1')
+    svc_lab.kubelab('delete', 'pod', 'loc-1', '--wait=false')
     svc_lab.client.wait_for(lambda: (endpoint_conditions(svc_lab, 'loc', 'loc-1') or {}).get(
         'terminating'), 'loc-1 to be terminating', timeout=5)
     deleted = time.time()

@@ -2,7 +2,9 @@
 examples/demo.yaml applied (tests/data/ovs/, the objects of its API at the same moment),
 parsed, joined with the desired configuration, filtered, turned into rates, rendered.
 kl-n1.flows also holds, written as OVS prints them (no packets yet), the seven flows for
-the load balancer addresses that the pipeline added after the dump was taken."""
+the load balancer addresses and the seven for the cluster's pods at a Local policy's
+addresses (kube-proxy's detect-local ClusterCIDR) that the pipeline added after the dump
+was taken."""
 
 import copy
 import json
@@ -80,7 +82,7 @@ def ovs_line(spec, n_packets=0, n_bytes=0, cookie=None) -> str:
 # ---------------------------------------------------------------- parsing
 def test_dump_flows_is_parsed_line_by_line():
     flows = ovsdump.parse_flows(text('kl-n1.flows'))
-    assert len(flows) == 89
+    assert len(flows) == 96
     first = flows[0]
     assert first.cookie == 0x4b7db5b615500c2c
     assert (first.table, first.priority, first.actions) == ('Classifier', 210, 'drop')
@@ -307,7 +309,7 @@ def test_stale_foreign_and_missing_flows_are_shown_never_silently(cluster, objec
     assert "unknown [stale (being replaced)]" in out
     assert "[not kubelab's]" in out
     assert 'pod default/client [missing (being added)]' in out
-    header = re.search(r'kl-n1  node control-plane \(datapath 0x1\): 91 flows, 17 groups'
+    header = re.search(r'kl-n1  node control-plane \(datapath 0x1\): 98 flows, 17 groups'
                        r'(, .*)\n', out).group(1)
     assert ", 1 not kubelab's" in header
     assert re.search(r', [12] missing \(being added\)', header)  # + SNAT p250, changed since
@@ -425,7 +427,7 @@ def test_service_filter_keeps_what_the_service_owns(report):
 def test_text_rendering(report):
     out = observe.render_flows(report)
     assert out.startswith('note: the objects have no LoadBalancerHealth')
-    assert '\nkl-n1  node control-plane (datapath 0x1): 89 flows, 17 groups' in out
+    assert '\nkl-n1  node control-plane (datapath 0x1): 96 flows, 17 groups' in out
     assert '\nkl-lb  cloud load balancer (datapath 0x102): 35 flows, 3 groups\n' in out
     assert '  table 40 ServiceLB  [nat PREROUTING: KUBE-SERVICES -> KUBE-SVC -> KUBE-SEP ' \
            '(DNAT)]' in out
@@ -593,7 +595,7 @@ def test_a_bridge_that_cannot_be_read_is_named(cluster, objects):
            'OpenFlow13 --names dump-flows kl-n4` failed: ovs-ofctl: kl-n4 is not a ' \
            'bridge or a socket' in out
     assert 'kl-n2  node worker-1 (datapath 0x2): error: cannot read its flows' in out
-    assert '89 flows, 17 groups' in out
+    assert '96 flows, 17 groups' in out
 
 
 class FakeClient:
@@ -643,7 +645,7 @@ def fake_lab(monkeypatch, objects, cluster):
 def test_flows_command(fake_lab, capsys):
     assert cli.main(['flows', '--node', 'control-plane']) == 0
     out = capsys.readouterr().out
-    assert out.startswith('kl-n1  node control-plane (datapath 0x1): 89 flows, 17 groups')
+    assert out.startswith('kl-n1  node control-plane (datapath 0x1): 96 flows, 17 groups')
     assert ['ovs-ofctl', '-O', 'OpenFlow13', '--names', 'dump-flows', 'kl-n1'] in fake_lab
     assert cli.main(['flows', '--service', 'web-lb', '-o', 'json']) == 1   # n2, n3... fail
     captured = capsys.readouterr()

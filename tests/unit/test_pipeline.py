@@ -645,7 +645,23 @@ NODEPORT = [
 ]
 
 
-@pytest.mark.parametrize('case', NODEPORT, ids=[c['name'] for c in NODEPORT])
+# kube-proxy's default detect-local mode, ClusterCIDR: any pod of the cluster is no
+# external client of a Local NodePort: every endpoint, its address kept. The answer then
+# comes straight from the endpoint, not from the address called (kubernetes#74383).
+NODEPORT_FROM_PODS = [
+    {'name': 'pod to a Local NodePort of another node without a local endpoint',
+     'src': CLIENT, 'dst': W2.ip, 'port': LOCAL_NP, 'bucket': 1, 'want': f'{WEB_2}:8080',
+     'seen': CLIENT, 'path': ['control-plane', 'underlay', 'worker-2', 'underlay',
+                              'worker-1']},
+    {'name': 'pod to a Local NodePort of another node, the endpoint of its own node',
+     'src': CLIENT_W2, 'dst': W1.ip, 'port': LOCAL_NP, 'bucket': 0, 'want': f'{WEB_1}:8080',
+     'seen': CLIENT_W2, 'path': ['worker-2', 'underlay', 'worker-1', 'underlay',
+                                 'control-plane']},
+]
+
+
+@pytest.mark.parametrize('case', NODEPORT + NODEPORT_FROM_PODS,
+                         ids=[c['name'] for c in NODEPORT + NODEPORT_FROM_PODS])
 def test_node_port_traffic_arrives(np_lab, case):
     _, trip = send(np_lab, case)
     assert trip.dpids == switches(case['path'])
@@ -667,6 +683,18 @@ def test_node_port_reply_comes_back_from_the_node_port(np_lab, case):
         assert receiver(np_lab, more) == host
         assert more.outcome[2]['ipv4_src'] == case['seen']
 
+
+@pytest.mark.parametrize('case', NODEPORT_FROM_PODS, ids=[c['name'] for c in NODEPORT_FROM_PODS])
+def test_a_pods_answer_from_a_local_node_ports_endpoint_comes_straight_back(np_lab, case):
+    """Unmasqueraded, the endpoint answers the pod directly, from its own address and
+    port, which the pod never called (its kernel would refuse it, kubernetes#74383);
+    the node bridge that sees this answer without its connection drops it as invalid.
+    Either way no answer comes from the address the pod called."""
+    _, trip = send(np_lab, case)
+    back = np_lab.send(answer(trip.outcome[2]), sender=receiver(np_lab, trip))
+    got = back.outcome[2] if receiver(np_lab, back) == case['src'] else None
+    assert got is None or (got['ipv4_src'], l4(got)[0]) != (case['dst'], case['port'])
+    assert got is not None or back.outcome[:2] == ('drop', 'ConntrackState')
 
 def test_the_node_port_tables_on_a_node_without_the_endpoint(np_lab):
     """worker-2 DNATs (zone 3, ct_mark 1), masquerades (zone 1003, recirculating into
@@ -732,7 +760,8 @@ def test_a_local_policy_leaves_each_node_its_own_endpoints(node, want, service_n
     dst = vip or CLUSTER.nodes[dpid - 1].ip
     [lb] = [f for f in config.flows if f.table == T['ServiceLB']
             and f.match_dict().get('ipv4_dst') == dst and f.match_dict().get('tcp_dst') == port
-            and 'reg0' not in f.match_dict()]          # not the node's own pods' flow
+            and 'reg0' not in f.match_dict()        # not the flows of the node itself
+            and 'ipv4_src' not in f.match_dict()]   # and of the cluster's pods
     groups = {g.group_id: g for g in config.groups}
     if want is None:
         assert lb.actions == () and lb.goto is None           # drop
