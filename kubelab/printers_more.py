@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 from datetime import datetime
 
-from kubelab import printers as base
+from kubelab import ages as base
 
 ALIASES = {
     'leases': ('lease', 'leases'),

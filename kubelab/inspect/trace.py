@@ -268,8 +268,14 @@ class Tracer:
                 return leg
             bridge, in_port, fields = nxt
 
-    def states(self, reply: bool) -> list[str]:
-        return ['trk,est,rpl' if reply else 'trk,new'] * MAX_RECIRCULATIONS
+    def states(self, reply: bool, dnat: bool = False) -> list[str]:
+        """The conntrack states ofproto/trace gives each recirculation: a reply is
+        established; a new connection is new, and once a Service's group has DNATed it
+        (``dnat``), conntrack says so too (``+dnat``), as the datapath does: the flows
+        that judge a Service connection's NetworkPolicy after its DNAT match on it."""
+        if reply:
+            return ['trk,est,rpl'] * MAX_RECIRCULATIONS
+        return ['trk,new,dnat' if dnat else 'trk,new'] * MAX_RECIRCULATIONS
 
     def one_bridge(self, leg: Leg, bridge: str, flow: dict, reply: bool, unnat: dict,
                    endpoint: str | None):
@@ -452,7 +458,8 @@ class Tracer:
             endpoint = None           # the cloud's choice is a node, not the endpoint
         for dp_hash in range(1, 65):          # 0 reads as "not hashed yet"
             flow = dict(fields, recirc_id=recirc_id, dp_hash=hex(dp_hash))
-            text = self.run(bridge, format_fields(flow), self.states(reply))
+            # A select group's bucket is a Service's endpoint: it DNATs and commits.
+            text = self.run(bridge, format_fields(flow), self.states(reply, dnat=True))
             used = BUCKET_USED.search(text)
             nat = NAT_LINE.search(text)
             if not used:

@@ -380,6 +380,31 @@ def test_egress_is_judged_on_the_service_endpoint_after_the_dnat(lab, model, pol
     assert reach(lab, 'a', 'z', model.pods['x/b']['ip'], 81)['error'] == 'timeout'
 
 
+def test_the_trace_of_a_service_connection_shows_the_egress_verdict(lab, model, policies):
+    """kubelab trace agrees with the switches on a Service connection's egress policy,
+    which is judged after the group's DNAT (conntrack then says +dnat): allowed by the
+    rule that admits the endpoint, and dropped on the client's own node when none does."""
+    vip = lab.cluster_ip('svc', 'x')             # in front of x/b
+    policies(netpol('to-b', 'z', """
+  podSelector: {matchLabels: {pod: a}}
+  policyTypes: [Egress]
+  egress:
+  - to: [{namespaceSelector: {matchLabels: {ns: x}}, podSelector: {matchLabels: {pod: b}}}]
+    ports: [{port: 80}]
+"""), netpol('no-out', 'y', """
+  podSelector: {matchLabels: {pod: a}}
+  policyTypes: [Egress]
+"""))
+    allowed = lab.kubelab('trace', 'a', '-n', 'z', f'{vip}:80').stdout
+    assert 'egress allowed by rule z/to-b egress[0]' in allowed, allowed
+    assert '=> delivered to pod x/b' in allowed, allowed
+    assert reach(lab, 'a', 'z', vip, 80)['ok']
+    denied = lab.kubelab('trace', 'a', '-n', 'y', f'{vip}:80').stdout
+    assert 'egress DENIED: pod y/a is isolated by y/no-out' in denied, denied
+    assert '=> DROPPED at kl-n1 table PolicyVerdict' in denied, denied    # y/a's own node
+    assert reach(lab, 'a', 'y', vip, 80)['error'] == 'timeout'
+
+
 def test_ingress_through_a_cluster_ip_sees_the_client_pod(lab, model, policies):
     vip = lab.cluster_ip('svc', 'x')
     policies(netpol('from-y-b', 'x', """

@@ -6,7 +6,8 @@ from datetime import datetime, timedelta, timezone
 import pytest
 import yaml
 
-from kubelab.printers import human_duration, kind_alias, render
+from kubelab.ages import human_duration
+from kubelab.printers import kind_alias, render
 
 NOW = datetime(2026, 11, 26, 3, 15, 12, tzinfo=timezone.utc)
 CREATED = '2026-11-26T03:10:00Z'  # 5m12s before NOW
