@@ -122,7 +122,13 @@ def lab_state(client) -> dict:
     on its own (status, resourceVersion, endpoint conditions)."""
     objects = client._call('GET', '/lab/v1/snapshot?since=0')['objects']
     return {kind: sorted((stable_view(obj) for obj in items), key=json.dumps)
-            for kind, items in objects.items()}
+            for kind, items in objects.items() if kind not in CHANGING_ON_THEIR_OWN}
+
+
+#: Kinds the lab writes by itself all the time: Events (a log, not state).
+CHANGING_ON_THEIR_OWN = ('Event',)
+#: Fields the lab renews by itself: a node's Lease is renewed by its kubelet's heartbeat.
+RENEWED = {'Lease': ('renewTime', 'acquireTime')}
 
 
 def stable_view(obj: dict) -> dict:
@@ -130,6 +136,9 @@ def stable_view(obj: dict) -> dict:
     view = {'namespace': meta.get('namespace', ''), 'name': meta.get('name'),
             'uid': meta.get('uid'), 'labels': meta.get('labels', {}),
             'annotations': meta.get('annotations', {}), 'spec': obj.get('spec')}
+    renewed = RENEWED.get(obj.get('kind'), ())
+    if renewed and isinstance(view['spec'], dict):
+        view['spec'] = {k: v for k, v in view['spec'].items() if k not in renewed}
     if obj.get('kind') == 'EndpointSlice':
         view['endpoints'] = sorted(tuple(ep.get('addresses', ()))
                                    for ep in obj.get('endpoints') or [])
