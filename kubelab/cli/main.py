@@ -67,7 +67,8 @@ def _node(add):
 def _wait(add):
     sp = add('wait', lab.cmd_wait, 'wait until all pods are ready (of every namespace, or '
              "-n's) and the dataplane caught up")
-    sp.add_argument('--timeout', type=float, default=60)
+    sp.add_argument('--timeout', type=objects.parse_duration, default=60.0,
+                    help='how long to wait, e.g. 90s or 2m (default 60s)')
     sp.set_defaults(namespace=None)              # every namespace unless -n NS
 
 
@@ -112,7 +113,8 @@ def _apply(add):
     sp.add_argument('--dry-run', action='store_true', help='validate only')
     sp.add_argument('--wait', action='store_true',
                     help='wait until pods are ready and the switches carry the change')
-    sp.add_argument('--timeout', type=float, default=60)
+    sp.add_argument('--timeout', type=objects.parse_duration, default=60.0,
+                    help='how long --wait waits, e.g. 90s or 2m (default 60s)')
 
 
 def _delete(add):

@@ -726,3 +726,14 @@ def test_rollout_status_times_out(store, monkeypatch, capsys):
     assert out == 'Waiting for deployment "web" rollout to finish: 0 of 2 updated ' \
                   'replicas are available...\n'
     assert 'timed out after 0.05s waiting for deployment "web" rollout to finish' in err
+
+
+def test_wait_and_apply_take_kubectl_durations():
+    """kubectl's --timeout is a duration (5s, 2m, 1m30s); a plain number is seconds."""
+    parse = build_parser().parse_args
+    assert parse(['wait']).timeout == 60
+    assert parse(['wait', '--timeout', '5s']).timeout == 5
+    assert parse(['wait', '--timeout', '90']).timeout == 90
+    assert parse(['apply', '-f', 'x.yaml', '--wait', '--timeout', '2m']).timeout == 120
+    with pytest.raises(SystemExit):
+        parse(['wait', '--timeout', '5 parsecs'])
