@@ -134,16 +134,6 @@ def uplink_mac(lab, node) -> str:
     return wiring.router_mac(ip)
 
 
-def wait_until(predicate, what, timeout=15.0):
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        assert time.monotonic() < deadline, f'timed out waiting for {what}'
-        time.sleep(0.2)
-
-
 def test_exercise_12_bare_metal_metallb(lab):
     # First, while MetalLB has no pool of the tests' own.
     from tests.traffic.test_labs import run_exercise
@@ -160,11 +150,11 @@ def test_a_load_balancer_stays_pending_until_metallb_has_a_pool(lab):
     assert 'AllocationFailed: Failed to allocate IP for "default/web-lb": no available IPs' \
         in events(lab, 'web-lb')
     lab.apply(POOLS)
-    ip = wait_until(lambda: address(lab, 'web-lb'), 'an address')
+    ip = lab.client.wait_for(lambda: address(lab, 'web-lb'), 'an address')
     assert ip.startswith('10.128.0.20') and ip in lab.kubelab('get', 'svc', 'web-lb').stdout
     svc = lab.client.get('Service', 'default', 'web-lb')
     assert svc['metadata']['annotations']['metallb.io/ip-allocated-from-pool'] == 'lan'
-    owner = wait_until(lambda: announcer(lab, 'web-lb'), 'a ServiceL2Status')
+    owner = lab.client.wait_for(lambda: announcer(lab, 'web-lb'), 'a ServiceL2Status')
     assert owner in ('worker-1', 'worker-2')        # the advertisement excludes the CP
     assert f'nodeAssigned: announcing from node "{owner}" with protocol "layer2"' in \
         events(lab, 'web-lb')
@@ -176,8 +166,8 @@ def test_a_load_balancer_stays_pending_until_metallb_has_a_pool(lab):
 def test_exactly_one_node_answers_arp_and_the_router_sees_its_mac(pools):
     lab = pools
     lab.apply(lb_service('web-lb', 'web'))
-    ip = wait_until(lambda: address(lab, 'web-lb'), 'an address')
-    owner = wait_until(lambda: announcer(lab, 'web-lb'), 'a ServiceL2Status')
+    ip = lab.client.wait_for(lambda: address(lab, 'web-lb'), 'an address')
+    owner = lab.client.wait_for(lambda: announcer(lab, 'web-lb'), 'a ServiceL2Status')
     replies = arp_replies(lab, ip)
     assert replies and set(replies) == {uplink_mac(lab, owner)}, replies
     assert len(replies) == 3                       # one answer per request, not two
@@ -194,8 +184,8 @@ def test_local_policy_announces_from_the_node_with_the_endpoint_and_keeps_the_cl
     lab = pools
     lab.apply(lb_service('solo-lb', 'solo', etp='Local'))
     try:
-        ip = wait_until(lambda: address(lab, 'solo-lb'), 'an address')
-        assert wait_until(lambda: announcer(lab, 'solo-lb'), 'its announcer') == 'worker-2'
+        ip = lab.client.wait_for(lambda: address(lab, 'solo-lb'), 'an address')
+        assert lab.client.wait_for(lambda: announcer(lab, 'solo-lb'), 'its announcer') == 'worker-2'
         assert set(arp_replies(lab, ip)) == {uplink_mac(lab, 'worker-2')}
         client_ip = lab.get_json('hosts')['items'][0]['status']['addresses'][0]['address']
         seen = lab.http('host/client-1', ip, 80, '/clientip', count=6)
@@ -215,9 +205,9 @@ def test_an_exhausted_pool_leaves_a_service_pending_until_its_address_frees(pool
         assert 'AllocationFailed: Failed to allocate IP for "default/tiny-b": no available ' \
                'IPs' in events(lab, 'tiny-b')
         lab.kubelab('delete', 'service', 'tiny-a')
-        assert wait_until(lambda: address(lab, 'tiny-b'), 'the freed address') == \
+        assert lab.client.wait_for(lambda: address(lab, 'tiny-b'), 'the freed address') == \
             '10.128.0.250'
-        wait_until(lambda: announcer(lab, 'tiny-b'), 'its announcer')
+        lab.client.wait_for(lambda: announcer(lab, 'tiny-b'), 'its announcer')
         assert all(r['ok'] for r in lab.http('host/client-1', '10.128.0.250', 80,
                                              '/hostname', count=3))
     finally:
@@ -241,8 +231,8 @@ def test_an_address_without_an_l2advertisement_is_given_but_nobody_answers(pools
 def test_trace_shows_the_router_the_announcing_node_and_the_service_path(pools):
     lab = pools
     lab.apply(lb_service('web-lb', 'web'))
-    ip = wait_until(lambda: address(lab, 'web-lb'), 'an address')
-    owner = wait_until(lambda: announcer(lab, 'web-lb'), 'its announcer')
+    ip = lab.client.wait_for(lambda: address(lab, 'web-lb'), 'an address')
+    owner = lab.client.wait_for(lambda: announcer(lab, 'web-lb'), 'its announcer')
     out = lab.kubelab('trace', 'host/client-1', f'{ip}:80').stdout
     assert f'announced by {owner} (MetalLB, layer 2)' in out
     assert f'LoadBalancer IP {ip}:80 on {owner} (MetalLB L2) -> EndpointSlice of ' \
@@ -255,8 +245,8 @@ def test_trace_shows_the_router_the_announcing_node_and_the_service_path(pools):
 def test_the_announcing_node_fails_and_another_takes_over(pools):
     lab = pools
     lab.apply(lb_service('steady-lb', 'steady'))
-    ip = wait_until(lambda: address(lab, 'steady-lb'), 'an address')
-    owner = wait_until(lambda: announcer(lab, 'steady-lb'), 'its announcer')
+    ip = lab.client.wait_for(lambda: address(lab, 'steady-lb'), 'an address')
+    owner = lab.client.wait_for(lambda: announcer(lab, 'steady-lb'), 'its announcer')
     other = {'worker-1': 'worker-2', 'worker-2': 'worker-1'}[owner]
     lab.http('host/client-1', ip, 80, '/hostname')
     assert neighbour(lab, ip) == uplink_mac(lab, owner)
@@ -265,14 +255,14 @@ def test_the_announcing_node_fails_and_another_takes_over(pools):
     time.sleep(1.5)
     cut = lab.client.node_network(owner, False)['time']
     try:
-        wait_until(lambda: neighbour(lab, ip) == uplink_mac(lab, other),
+        lab.client.wait_for(lambda: neighbour(lab, ip) == uplink_mac(lab, other),
                    "the router's entry to move", 20)
         moved = time.time() - cut
         time.sleep(2)
         result = stream.stop()
         # The new speaker records itself; the cut-off one cannot remove its record (it
         # cannot reach the API server), as a dead speaker's stays in MetalLB.
-        wait_until(lambda: other in announcers(lab, 'steady-lb'), 'the status', 10)
+        lab.client.wait_for(lambda: other in announcers(lab, 'steady-lb'), 'the status', 10)
     finally:
         lab.client.node_network(owner, True)
     failures = [t - cut for t, outcome, _ in result['events'] if outcome != 'ok' and t > cut]
@@ -284,5 +274,5 @@ def test_the_announcing_node_fails_and_another_takes_over(pools):
     after = [o for t, o, _ in result['events'] if t - cut > last]
     assert after and all(o == 'ok' for o in after)
     # Back on the LAN, the two speakers hear each other again and one of them withdraws.
-    wait_until(lambda: len(set(arp_replies(lab, ip, 2))) == 1, 'a single owner again', 20)
+    lab.client.wait_for(lambda: len(set(arp_replies(lab, ip, 2))) == 1, 'a single owner again', 20)
     assert all(r['ok'] for r in lab.http('host/client-1', ip, 80, '/hostname', count=3))

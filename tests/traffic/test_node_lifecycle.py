@@ -90,16 +90,6 @@ def endpoints(lab) -> dict:
             for ep in sl.get('endpoints') or []}
 
 
-def wait_until(predicate, what, timeout=30.0):
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        assert time.monotonic() < deadline, f'timed out waiting for {what}'
-        time.sleep(0.2)
-
-
 def test_heartbeats_renew_leases_and_pods_get_the_default_tolerations(lab):
     leases = {l['metadata']['name']: l for l in lab.client.list('Lease', 'kube-node-lease')}
     assert set(leases) == {'control-plane', 'worker-1', 'worker-2'}
@@ -123,7 +113,7 @@ def test_a_failed_node_turns_not_ready_its_endpoints_leave_its_pods_are_replaced
     time.sleep(1.5)
     cut = lab.client.node_network('worker-2', False)['time']
     try:
-        wait_until(lambda: ready(node(lab, 'worker-2')) == 'Unknown', 'NotReady', 3 * GRACE)
+        lab.client.wait_for(lambda: ready(node(lab, 'worker-2')) == 'Unknown', 'NotReady', 3 * GRACE)
         not_ready_after = time.time() - cut
         assert 'NotReady' in lab.kubelab('get', 'node', 'worker-2').stdout
         taints = node(lab, 'worker-2')['spec']['taints']
@@ -131,7 +121,7 @@ def test_a_failed_node_turns_not_ready_its_endpoints_leave_its_pods_are_replaced
             ('node.kubernetes.io/unreachable', 'NoSchedule'),
             ('node.kubernetes.io/unreachable', 'NoExecute')}
         worker_2_ips = {p['status']['podIP'] for p in on['worker-2']}
-        wait_until(lambda: all(not endpoints(lab)[ip] for ip in worker_2_ips),
+        lab.client.wait_for(lambda: all(not endpoints(lab)[ip] for ip in worker_2_ips),
                    "worker-2's endpoints to turn not ready", 5)
         # NotReady may come before the grace period after the cut (the grace runs from
         # the last renewal): the stream runs on until 2 s past the bound checked below.
@@ -147,7 +137,7 @@ def test_a_failed_node_turns_not_ready_its_endpoints_leave_its_pods_are_replaced
         assert late and all(o == 'ok' and b.startswith('web-') for _, o, b in result[
             'events'] if _ > cut + GRACE + 1.5)
         # After tolerationSeconds: evicted, Terminating there, replaced on worker-1.
-        wait_until(lambda: all(p['metadata'].get('deletionTimestamp')
+        lab.client.wait_for(lambda: all(p['metadata'].get('deletionTimestamp')
                                for p in pods_by_node(lab)['worker-2']),
                    'the eviction', GRACE + TOLERATION + 15)
         table = lab.kubelab('get', 'pods').stdout
@@ -155,7 +145,7 @@ def test_a_failed_node_turns_not_ready_its_endpoints_leave_its_pods_are_replaced
                    next(line for line in table.splitlines() if name in line)
                    for name in doomed)
         from services.conditions import pod_ready
-        live = wait_until(lambda: [p for p in lab.pods({'app': 'web'}) if pod_ready(p)]
+        live = lab.client.wait_for(lambda: [p for p in lab.pods({'app': 'web'}) if pod_ready(p)]
                           if len([p for p in lab.pods({'app': 'web'}) if pod_ready(p)]) == 4
                           else None, 'the replacements to be ready', 30)
         lab.client.wait_dataplane()
@@ -167,10 +157,10 @@ def test_a_failed_node_turns_not_ready_its_endpoints_leave_its_pods_are_replaced
     finally:
         lab.client.node_network('worker-2', True)
     # Back: Ready, no taints, the evicted pods killed and gone by its kubelet.
-    wait_until(lambda: ready(node(lab, 'worker-2')) == 'True', 'Ready again', 15)
-    wait_until(lambda: not node(lab, 'worker-2')['spec'].get('taints'), 'the taints to go',
+    lab.client.wait_for(lambda: ready(node(lab, 'worker-2')) == 'True', 'Ready again', 15)
+    lab.client.wait_for(lambda: not node(lab, 'worker-2')['spec'].get('taints'), 'the taints to go',
                5)
-    wait_until(lambda: not pods_by_node(lab).get('worker-2'), 'the evicted pods to go', 40)
+    lab.client.wait_for(lambda: not pods_by_node(lab).get('worker-2'), 'the evicted pods to go', 40)
 
 
 def test_a_stopped_kubelet_takes_its_pods_out_though_they_still_answer(lab):
@@ -180,8 +170,8 @@ def test_a_stopped_kubelet_takes_its_pods_out_though_they_still_answer(lab):
     assert endpoints(lab)[ip] is True
     lab.kubelab('node', 'stop-kubelet', 'worker-2')
     try:
-        wait_until(lambda: ready(node(lab, 'worker-2')) == 'Unknown', 'NotReady', 3 * GRACE)
-        wait_until(lambda: endpoints(lab).get(ip) is False, 'the endpoint to leave', 5)
+        lab.client.wait_for(lambda: ready(node(lab, 'worker-2')) == 'Unknown', 'NotReady', 3 * GRACE)
+        lab.client.wait_for(lambda: endpoints(lab).get(ip) is False, 'the endpoint to leave', 5)
         lab.client.wait_dataplane()
         # The pod runs on: it answers at its own address ...
         [direct] = lab.http('client', ip, 8080, '/hostname')
@@ -191,8 +181,8 @@ def test_a_stopped_kubelet_takes_its_pods_out_though_they_still_answer(lab):
         assert all(r['ok'] for r in seen) and 'solo' not in {r['body'] for r in seen}
     finally:
         lab.kubelab('node', 'start-kubelet', 'worker-2')
-    wait_until(lambda: ready(node(lab, 'worker-2')) == 'True', 'Ready again', 10)
-    wait_until(lambda: endpoints(lab).get(ip) is True, 'the endpoint back', 10)
+    lab.client.wait_for(lambda: ready(node(lab, 'worker-2')) == 'True', 'Ready again', 10)
+    lab.client.wait_for(lambda: endpoints(lab).get(ip) is True, 'the endpoint back', 10)
     lab.client.wait_dataplane()
     seen = lab.http('client', lab.cluster_ip('web'), 80, '/hostname', count=20)
     assert 'solo' in {r['body'] for r in seen}
@@ -209,16 +199,16 @@ def test_a_node_back_before_the_eviction_serves_its_pods_again(lab):
         assert endpoints(lab)[ip] is True
         lab.kubelab('node', 'fail', 'worker-2')
         try:
-            wait_until(lambda: 'NotReady' in lab.kubelab('get', 'node', 'worker-2').stdout,
+            lab.client.wait_for(lambda: 'NotReady' in lab.kubelab('get', 'node', 'worker-2').stdout,
                        'NotReady', 3 * GRACE)
-            wait_until(lambda: endpoints(lab).get(ip) is False, 'the endpoint to leave', 5)
+            lab.client.wait_for(lambda: endpoints(lab).get(ip) is False, 'the endpoint to leave', 5)
             assert node(lab, 'worker-2')['spec'].get('taints')
         finally:
             lab.kubelab('node', 'restore', 'worker-2')
-        wait_until(lambda: ready(node(lab, 'worker-2')) == 'True', 'Ready again', 10)
-        wait_until(lambda: not node(lab, 'worker-2')['spec'].get('taints'),
+        lab.client.wait_for(lambda: ready(node(lab, 'worker-2')) == 'True', 'Ready again', 10)
+        lab.client.wait_for(lambda: not node(lab, 'worker-2')['spec'].get('taints'),
                    'the taints to go', 5)
-        wait_until(lambda: endpoints(lab).get(ip) is True, 'the endpoint back', 10)
+        lab.client.wait_for(lambda: endpoints(lab).get(ip) is True, 'the endpoint back', 10)
         lab.client.wait_dataplane()
         again = lab.client.get('Pod', 'default', 'back')
         assert again['metadata']['uid'] == uid and \
@@ -238,12 +228,12 @@ def test_when_the_control_plane_is_cut_off_the_workers_dataplane_keeps_serving(l
     worker_1 = next(n['ip'] for n in lab.client.lab()['nodes'] if n['name'] == 'worker-1')
     lab.client.node_network('control-plane', False)
     try:
-        wait_until(lambda: ready(node(lab, 'worker-1')) == 'Unknown', 'worker-1 NotReady',
+        lab.client.wait_for(lambda: ready(node(lab, 'worker-1')) == 'Unknown', 'worker-1 NotReady',
                    3 * GRACE)
         assert ready(node(lab, 'control-plane')) == 'True'
         # The evictions the workers never see (one node's taint every 10 s, as
         # kube-controller-manager's --node-eviction-rate).
-        wait_until(lambda: all(p['metadata'].get('deletionTimestamp')
+        lab.client.wait_for(lambda: all(p['metadata'].get('deletionTimestamp')
                                for p in pods_by_node(lab).get('worker-1', [])),
                    "worker-1's evictions", TOLERATION + 10 + 10)
         answers = lab.http('host/client-1', worker_1, node_port, '/hostname', count=10)
@@ -251,10 +241,10 @@ def test_when_the_control_plane_is_cut_off_the_workers_dataplane_keeps_serving(l
         assert {r['body'] for r in answers} <= live
     finally:
         lab.client.node_network('control-plane', True)
-    wait_until(lambda: all(ready(n) == 'True' for n in lab.client.list('Node')),
+    lab.client.wait_for(lambda: all(ready(n) == 'True' for n in lab.client.list('Node')),
                'every node Ready again', 20)
     from services.conditions import pod_ready
-    wait_until(lambda: len([p for p in lab.pods({'app': 'web'}) if pod_ready(p)]) == 4,
+    lab.client.wait_for(lambda: len([p for p in lab.pods({'app': 'web'}) if pod_ready(p)]) == 4,
                'the Deployment whole again', 60)
 
 
