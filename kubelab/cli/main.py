@@ -30,12 +30,15 @@ Every command is declared by a small function below, grouped by subject, and
 
 A ``KubelabError`` is the user's to fix: ``main`` prints it as one ``error:`` line (an
 ``ApplyError`` one line per problem, ``NotFound`` as kubectl does) and returns 1. Any
-other exception is a bug of kubelab's and shows its traceback.
+other exception is a bug of kubelab's and shows its traceback. A reader that leaves
+(``kubelab flows | head``) ends the command quietly, as kubectl.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
+import signal
 import sys
 
 from kubelab.cli import lab, objects, observe, pods
@@ -308,3 +311,8 @@ def main(argv=None) -> int:
     except KubelabError as exc:
         print(f'error: {exc}', file=sys.stderr)
         return 1
+    except BrokenPipeError:
+        # `kubelab flows | head`: the reader is gone. End quietly, as kubectl does (killed
+        # by SIGPIPE); Python would flush stdout again at exit and print a traceback.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 128 + signal.SIGPIPE
