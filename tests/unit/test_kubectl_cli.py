@@ -115,3 +115,22 @@ def test_a_reader_that_leaves_ends_the_command_quietly(monkeypatch, capsys):
         out.flush()                       # stdout now goes nowhere, without an error
     finally:
         os.close(saved)
+
+
+@pytest.mark.parametrize('argv, name', [
+    (['get', 'svc', '-o', 'yaml', 'web-lb'], 'web-lb'),
+    (['get', 'svc', '-n', 'ingress-nginx', 'ingress-nginx-controller', '-o', 'json'],
+     'ingress-nginx-controller'),
+    (['get', 'pods'], None),
+    (['delete', 'pod', '-n', 'shop', 'client'], 'client'),
+    (['scale', 'deployment', '--replicas', '3', 'web'], 'web'),
+])
+def test_a_name_may_follow_the_options_as_with_kubectl(argv, name):
+    from kubelab.cli.main import parse
+    assert parse(argv).name == name
+
+
+def test_two_names_are_still_refused():
+    from kubelab.cli.main import parse
+    with pytest.raises(SystemExit):
+        parse(['get', 'svc', '-o', 'yaml', 'a', 'b'])
