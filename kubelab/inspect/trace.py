@@ -7,8 +7,9 @@ seed's words:
 
 * one ofproto/trace per bridge: a packet that leaves through a patch port continues
   as a fresh trace on the peer bridge (its registers and conntrack state start anew,
-  as in the datapath), one that leaves through the cloud edge's veth continues on the
-  underlay; one delivered to a pod, node or external host ends there;
+  as in the datapath), one that leaves through the cloud edge's veth (where the lab
+  uses one: services/wiring.py) continues on the underlay; one delivered to a pod, node
+  or external host ends there;
 * a Service's select group is chosen by the datapath's hash (``hash(...),recirc``),
   which ofproto/trace cannot know: the trace resumes from that recirculation with a
   ``dp_hash`` that picks the bucket of the endpoint asked for (``--endpoint``), else
