@@ -638,7 +638,9 @@ def _render_leg(leg: Leg) -> list[str]:
             out.append(f'  {bridge}')
         # ofproto/trace prints "drop" after a ct() that does not recirculate, though the
         # actions go on: only a last "drop" drops.
-        shown = [a for a in step.actions if not a.startswith('bucket ')]
+        # The group action shows again where the trace resumes at the chosen bucket.
+        shown = [a for i, a in enumerate(step.actions) if not a.startswith('bucket ')
+                 and not (a.startswith('group:') and a in step.actions[:i])]
         actions = '; '.join(a for i, a in enumerate(shown)
                             if a != 'drop' or i == len(shown) - 1)
         out.append(f'    {step.table_name:16} {step.owner or "-":40.40} '
