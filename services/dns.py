@@ -244,6 +244,21 @@ class _Pointers:
         self.pod: dict[str, set] = {}
 
 
+def headless_services(services) -> set[tuple[str, str]]:
+    """(namespace, name), in lower case, of the headless Services: the only ones whose
+    EndpointSlices ``records`` reads."""
+    return {_meta(s) for s in services if (s.get('spec') or {}).get('clusterIP') == 'None'}
+
+
+def reads_slice(headless: set, endpoint_slice: dict) -> bool:
+    """Whether ``records`` reads ``endpoint_slice`` (a slice of one of ``headless``): a
+    caller may leave the others out (at 10,000 Services, the slices of ClusterIP
+    Services are nearly all of the store)."""
+    labels = (endpoint_slice.get('metadata') or {}).get('labels') or {}
+    return bool(labels.get(SERVICE_NAME_LABEL)) and (
+        _meta(endpoint_slice)[0], str(labels[SERVICE_NAME_LABEL]).lower()) in headless
+
+
 def _slices_by_service(objects: dict) -> dict[tuple, list]:
     """EndpointSlices by the (namespace, Service name) of their label, in lower case."""
     slices: dict[tuple, list] = {}

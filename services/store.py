@@ -136,6 +136,7 @@ class Store(StoreReads, LifecycleWrites):
         self.node_ports = NodePortAllocator(*cluster.node_port_range)
         self.lifecycle = NodeLifecycle(cluster.node_monitor_grace_period)
         self._lb_notes: dict[str, tuple] = {}     # Service uid -> the last address event
+        self._lb_seen = None      # the Service and pool changes the addresses were decided at
         created = naming.now_rfc3339()
         for node in cluster.nodes:
             self._put(node_object(node, created))
@@ -157,7 +158,10 @@ class Store(StoreReads, LifecycleWrites):
         """What persistence keeps of the store now, safe to write out: the objects from
         ``view`` (copies no one changes), the rest deep-copied."""
         with self.cond:
-            objects = [o for kind in sorted(self.objects.kinds()) for o in self.view(kind)]
+            # Only what is kept is copied: not the 10,000 managed slices a pod behind
+            # 10,000 Services changes.
+            objects = [o for kind in sorted(self.objects.kinds()) if kind not in
+                       persistence.DERIVED_KINDS for o in self.view(kind, where=persistence.kept)]
             document = persistence.saved(objects, copy.deepcopy(self.replica_sets),
                                          cluster_doc)
             document['cluster'] = copy.deepcopy(document['cluster'])

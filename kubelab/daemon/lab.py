@@ -285,7 +285,10 @@ class Lab:
         version = self.store.version_of(kinds)
         if version == self._dns_version:     # nothing it reads changed: same records
             return False
-        objects = {kind: self.store.view(kind) for kind in kinds}
+        objects = {kind: self.store.view(kind) for kind in kinds if kind != 'EndpointSlice'}
+        headless = dns.headless_services(objects['Service'])
+        objects['EndpointSlice'] = self.store.view(
+            'EndpointSlice', where=lambda s: dns.reads_slice(headless, s))
         text = json.dumps(dns.records(objects, networks=(self.cluster.service_cidr,
                                                          self.cluster.cluster_cidr)),
                           sort_keys=True)
@@ -336,7 +339,9 @@ class Lab:
             if version == seen:
                 return           # the health checks go on by themselves
             services = self.store.view('Service')
-            slices = self.store.view('EndpointSlice')
+            checked = cloudlb.health_checked(services)
+            slices = self.store.view(          # only the slices the health checks read
+                'EndpointSlice', where=lambda s: cloudlb.slice_service(s) in checked)
             for server in self.proxy_health:
                 server.sync(services, slices)
             if self.checker is None:
