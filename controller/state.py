@@ -26,6 +26,7 @@ with only its MetalLB speaker's announcements (which need no API server) current
 from __future__ import annotations
 
 import dataclasses
+import functools
 import ipaddress
 from dataclasses import dataclass, field
 
@@ -281,6 +282,11 @@ class StateBuilder:
         if hit is not None and hit[0] == signature:
             return hit[1]
         value = compute()
+        if hit is not None and hit[1] == value:
+            # Equal: keep the very objects (the pipeline's memo and the incremental
+            # path know Service ports by identity; a pod that is not ready yet changes
+            # 10,000 slices but no endpoint).
+            value = hit[1]
         self.memo[key] = (signature, value)
         return value
 
@@ -344,12 +350,14 @@ def _service_ports(svc: dict, slices: dict) -> list:
         protocol = port.get('protocol', 'TCP')
         if protocol not in PROTOCOL_NUMBERS:
             continue
-        served, local = _served(slices.get((ns, meta['name']), []), (name, protocol))
+        external_local = spec.get('externalTrafficPolicy') == 'Local'
+        internal_local = spec.get('internalTrafficPolicy') == 'Local'
+        served, local = _served(slices.get((ns, meta['name']), []), (name, protocol),
+                                external_local or internal_local)
         out.append(ServicePort(
             ns, meta['name'], name, protocol, vip, port['port'], served,
             node_port=port.get('nodePort') if external else None,
-            external_local=spec.get('externalTrafficPolicy') == 'Local',
-            internal_local=spec.get('internalTrafficPolicy') == 'Local',
+            external_local=external_local, internal_local=internal_local,
             affinity_timeout=(spec.get('sessionAffinityConfig') or {}).get(
                 'clientIP', {}).get('timeoutSeconds', 10800)
             if spec.get('sessionAffinity') == 'ClientIP' else None,
@@ -359,14 +367,22 @@ def _service_ports(svc: dict, slices: dict) -> list:
     return out
 
 
-def _served(slices: list, port: tuple) -> tuple[tuple, tuple]:
+@functools.lru_cache(maxsize=65536)
+def _endpoint(ip: str, port: int, node: str) -> Endpoint:
+    """One object per endpoint, shared by every Service port it serves (a pod behind
+    10,000 Services): compared by identity first, built once."""
+    return Endpoint(ip, port, node)
+
+
+def _served(slices: list, port: tuple, local_policy: bool) -> tuple[tuple, tuple]:
     """kube-proxy's endpoints of one Service port: for the Cluster policies the ready
-    ones, else (none anywhere) the terminating ones still serving; for the Local ones,
-    per node, ((node, endpoints), ...) with the fallback among the node's own."""
+    ones, else (none anywhere) the terminating ones still serving; for the Local ones
+    (only when ``local_policy``: nothing else reads them), per node, ((node,
+    endpoints), ...) with the fallback among the node's own."""
     def endpoints(addresses) -> tuple:
-        return tuple(sorted({Endpoint(a.address, a.port, a.node) for a in addresses},
-                            key=lambda e: (e.ip, e.port)))
+        unique = {(a.address, a.port, a.node): None for a in addresses}
+        return tuple(_endpoint(*key) for key in sorted(unique, key=lambda k: (k[0], k[1])))
     served = endpoints(endpoint_addresses(slices, port, terminating_fallback=True))
     local = tuple((node, endpoints(addresses)) for node, addresses in
-                  local_endpoint_addresses(slices, port).items())
+                  local_endpoint_addresses(slices, port).items()) if local_policy else ()
     return served, local

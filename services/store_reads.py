@@ -9,7 +9,8 @@ read (services/store.py's ``Store`` inherits it; every method takes the store's 
   10,000 Services every deep copy of every object after every change cost seconds;
 * ``snapshot`` waits for a new version and gives every object; ``changes`` (and
   ``changes_json``, encoded for the wire) only what changed since a version: kube-proxy's
-  watch (controller/state.py's ``StateBuilder`` applies it).
+  watch (controller/state.py's ``StateBuilder`` applies it), with EndpointSlices
+  without what kube-proxy does not read (``for_proxy``).
 """
 
 from __future__ import annotations
@@ -99,13 +100,13 @@ class StoreReads:
         everything, ``full``): the objects put, grouped by kind, and the keys removed.
         kube-proxy follows the store this way: a change among 10,000 Services sends one
         Service, not all of them."""
-        return self._changes(since, epoch, timeout, clone)
+        return self._changes(since, epoch, timeout, lambda obj: clone(for_proxy(obj)))
 
     def changes_json(self, since: int = 0, epoch: str = '', timeout: float = 0) -> bytes:
         """``changes`` as the API server sends it: JSON, encoded under the store's lock
         from the objects themselves (no deep copy first: a pod that backs 10,000
         Services changes 10,000 slices, 33 MB of JSON)."""
-        return self._changes(since, epoch, timeout, lambda obj: obj, json.dumps)
+        return self._changes(since, epoch, timeout, for_proxy, json.dumps)
 
     def _changes(self, since: int, epoch: str, timeout: float, copy_object,
                  encode=lambda body: body):
@@ -136,6 +137,22 @@ class StoreReads:
 
 
 _ATOMS = (str, int, float, bool, type(None))
+_SLICE_META = ('name', 'namespace', 'labels', 'resourceVersion')
+
+
+def for_proxy(obj: dict) -> dict:
+    """``obj`` as the change stream sends it: an EndpointSlice without what kube-proxy
+    does not read (its endpoints' ``targetRef``, its owner references, uid and creation
+    time), half of its bytes: a pod behind 10,000 Services changes 10,000 slices. The
+    result shares the rest with ``obj``: encode it at once, under the store's lock."""
+    if obj.get('kind') != 'EndpointSlice':
+        return obj
+    meta = obj['metadata']
+    out = dict(obj, metadata={k: meta[k] for k in _SLICE_META if k in meta})
+    if obj.get('endpoints'):
+        out['endpoints'] = [{k: v for k, v in e.items() if k != 'targetRef'}
+                            if isinstance(e, dict) else e for e in obj['endpoints']]
+    return out
 
 
 def clone(obj):

@@ -16,7 +16,10 @@ It answers None (the caller then computes everything: ``full``) wherever a Servi
 reaches beyond its own part, so that the answer is always what ``full`` would send:
 anything but Service ports changed (pods, policies, nodes, health, namespaces, MetalLB's
 announcements); many
-Service ports changed (a batch: the full pass is as fast); a changed Service port is
+Service ports changed (a batch: the full pass is as fast; but any number of Service
+ports whose endpoints alone changed, as when a pod behind 10,000 Services becomes
+ready, is answered with their groups' new buckets: endpoint_moves.py); a changed
+Service port is
 sticky (ConntrackState's flow depends on whether any is), has a load balancer address or
 external IPs (the cloud edge and the external switch read those, and
 ``loadBalancerSourceRanges`` adds ServiceLB flows outside the part); its ClusterIP is
@@ -34,7 +37,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 
 from controller.flows import SwitchConfig
-from controller.pipeline import node_switch
+from controller.pipeline import endpoint_moves, node_switch
 from controller.pipeline.service_fronts import bind_fronts, front_templates, group_ids
 from controller.pipeline.tables import check_pipeline
 from controller.reconcile import Changes, Installed
@@ -110,6 +113,7 @@ def _take(plan: Plan, sp, part: dict, sign: int) -> None:
 
 
 _LAST_DELTA: list = [None, None, None]       # old, new, their service_delta
+_LAST_MOVES: list = [None, None]             # a service_delta, its _moves
 
 
 def service_delta(old, new) -> tuple[list, list] | None:
@@ -149,20 +153,41 @@ def changes(plan: Plan | None, old, new, installed: Installed) -> Changes | None
     delta = service_delta(old, new) if plan is not None else None
     if delta is None:
         return None
-    removed, added = delta
+    if _LAST_MOVES[0] is not delta:          # every switch asks for the same
+        _LAST_MOVES[:] = [delta, _moves(*delta)]
+    moves, removed, added = _LAST_MOVES[1]
     if len(removed) + len(added) > MAX_CHANGED or not all(
-            _local(sp) for sp in removed + added):
+            _local(sp) for sp in removed + added + [sp for _, sp in moves]):
         return None
     if plan.kind != 'node':
         return Changes()            # only a node bridge reads such Service ports
     return _node_changes(plan, new, [sp for sp in removed if sp.proxied],
-                         [sp for sp in added if sp.proxied], installed)
+                         [sp for sp in added if sp.proxied], installed,
+                         [(was, sp) for was, sp in moves if sp.proxied])
+
+
+def _moves(removed: list, added: list) -> tuple[list, list, list]:
+    """(the (old, new) pairs of a Service port whose endpoints alone changed
+    (endpoint_moves.py), the other removed ones, the other added ones). The pairs may
+    be many (a pod behind 10,000 Services): each costs only its groups' new buckets."""
+    if not removed or not added:
+        return [], removed, added
+    gone = {sp.key: sp for sp in removed}
+    moves, rest = [], []
+    for sp in added:
+        was = gone.get(sp.key)
+        if was is not None and endpoint_moves.moved(was, sp):
+            moves.append((was, sp))
+            del gone[sp.key]
+        else:
+            rest.append(sp)
+    return moves, [sp for sp in removed if gone.get(sp.key) is sp], rest
 
 
 def _node_changes(plan: Plan, new, removed: list, added: list,
-                  installed: Installed) -> Changes | None:
+                  installed: Installed, moves: list = ()) -> Changes | None:
     plan.index()
-    if any(id(sp) not in plan.parts for sp in removed):
+    if any(id(sp) not in plan.parts for sp in removed + [was for was, _ in moves]):
         return None
     old_parts = [plan.parts[id(sp)][1] for sp in removed]
     old_gids = {g.group_id for part in old_parts for g in part['groups']}
@@ -191,6 +216,10 @@ def _node_changes(plan: Plan, new, removed: list, added: list,
     flows = {f.cookie: f for part in new_parts for f in _part_flows(part)}
     gone = {f.cookie for part in old_parts for f in _part_flows(part)}
     groups = {g.group_id: g for part in new_parts for g in part['groups']}
+    for was, sp in moves:           # the same flows and group ids: new buckets
+        part = endpoint_moves.regrouped(was, plan.parts.pop(id(was))[1], sp)
+        plan.parts[id(sp)] = (sp, part)
+        groups.update((g.group_id, g) for g in part['groups'])
     changed = [g for g in groups.values()
                if installed.groups.get(g.group_id, 'absent') != g.content]
     return Changes(

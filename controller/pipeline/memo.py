@@ -31,19 +31,31 @@ def bypassed():
         _ENABLED[0] = True
 
 
-def per_service(bridge, items: list[tuple], compute: Callable) -> list:
+def per_service(bridge, items: list[tuple], compute: Callable,
+                derive: Callable | None = None) -> list:
     """``compute(arg)`` for every ``(sp, signature, arg)`` of ``items``, or the part
     remembered from the last build of ``bridge`` for the same ``sp`` object and an
-    equal signature."""
+    equal signature. On a miss, ``derive(old_sp, old_part, sp)`` may give the part
+    from the one remembered for the Service port of the same key and an equal
+    signature (endpoint_moves.py: only the endpoints changed), or None."""
     if not _ENABLED[0]:
         return [compute(arg) for _, _, arg in items]
     old, new, out = _MEMO.get(bridge, {}), {}, []
+    by_key = None
     for sp, signature, arg in items:
         hit = old.get(id(sp))
         if hit is not None and hit[0] is sp and hit[1] == signature:
             part = hit[2]
         else:
-            part = compute(arg)
+            part = None
+            if derive is not None:
+                if by_key is None:
+                    by_key = {entry[0].key: entry for entry in old.values()}
+                was = by_key.get(sp.key)
+                if was is not None and was[1] == signature:
+                    part = derive(was[0], was[2], sp)
+            if part is None:
+                part = compute(arg)
         new[id(sp)] = (sp, signature, part)
         out.append(part)
     _MEMO[bridge] = new
