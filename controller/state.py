@@ -32,7 +32,7 @@ from dataclasses import dataclass, field
 
 from services import networkpolicy
 from services.conditions import node_ready
-from services.endpoints import (SERVICE_NAME_LABEL, by_service, endpoint_addresses,
+from services.endpoints import (SERVICE_NAME_LABEL, by_service, endpoint_keys,
                                 kube_proxy_ignores, local_endpoint_addresses)
 
 PROTOCOL_NUMBERS = {'TCP': 6, 'UDP': 17}
@@ -95,8 +95,8 @@ class ServicePort:
         return ((self.lb_ip,) if self.lb_ip else ()) + tuple(
             ip for ip in self.external_ips if ip != self.lb_ip)
 
-    @property
-    def key(self) -> str:
+    @functools.cached_property
+    def key(self) -> str:       # (cached in the instance's dict: not a field)
         return f'{self.namespace}/{self.service}/{self.protocol.lower()}/' \
                f'{self.port_name or "p" + str(self.port)}'
 
@@ -379,10 +379,11 @@ def _served(slices: list, port: tuple, local_policy: bool) -> tuple[tuple, tuple
     ones, else (none anywhere) the terminating ones still serving; for the Local ones
     (only when ``local_policy``: nothing else reads them), per node, ((node,
     endpoints), ...) with the fallback among the node's own."""
-    def endpoints(addresses) -> tuple:
-        unique = {(a.address, a.port, a.node): None for a in addresses}
-        return tuple(_endpoint(*key) for key in sorted(unique, key=lambda k: (k[0], k[1])))
-    served = endpoints(endpoint_addresses(slices, port, terminating_fallback=True))
-    local = tuple((node, endpoints(addresses)) for node, addresses in
-                  local_endpoint_addresses(slices, port).items()) if local_policy else ()
+    def endpoints(keys) -> tuple:
+        return tuple(_endpoint(*key) for key in sorted(dict.fromkeys(keys),
+                                                       key=lambda k: (k[0], k[1])))
+    served = endpoints(endpoint_keys(slices, port, terminating_fallback=True))
+    local = tuple((node, endpoints((a.address, a.port, a.node) for a in addresses))
+                  for node, addresses in local_endpoint_addresses(slices, port).items()) \
+        if local_policy else ()
     return served, local

@@ -66,12 +66,13 @@ def moved_templates(old, templates: list, new) -> list | None:
     return [(match, new.endpoints, key, kw) for match, _, key, kw in templates]
 
 
-def regrouped(old, part: dict, new) -> dict | None:
+def regrouped(old, part: dict, new, known: bool = False) -> dict | None:
     """``old``'s ``part`` of a node bridge for ``new`` (None unless ``moved``): the same
     flows, each group with the buckets of the new endpoints. A front's groups follow
     one another in its part, one per slice of ``split_endpoints``; every bucket of a
-    group carries the same zone, next table and mark."""
-    if not moved(old, new):
+    group carries the same zone, next table and mark. ``known``: the caller checked
+    ``moved`` already."""
+    if not known and not moved(old, new):
         return None
     if not part['groups']:
         return part                 # no endpoint before, none now

@@ -217,7 +217,7 @@ def _node_changes(plan: Plan, new, removed: list, added: list,
     gone = {f.cookie for part in old_parts for f in _part_flows(part)}
     groups = {g.group_id: g for part in new_parts for g in part['groups']}
     for was, sp in moves:           # the same flows and group ids: new buckets
-        part = endpoint_moves.regrouped(was, plan.parts.pop(id(was))[1], sp)
+        part = endpoint_moves.regrouped(was, plan.parts.pop(id(was))[1], sp, known=True)
         plan.parts[id(sp)] = (sp, part)
         groups.update((g.group_id, g) for g in part['groups'])
     changed = [g for g in groups.values()
