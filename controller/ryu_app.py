@@ -40,6 +40,7 @@ import socket                                        # noqa: E402
 import struct                                        # noqa: E402
 import subprocess                                    # noqa: E402
 import sys                                           # noqa: E402
+import time                                          # noqa: E402
 
 from ryu.base import app_manager                     # noqa: E402
 from ryu.controller import controller as ofp_controller  # noqa: E402
@@ -286,6 +287,7 @@ class _EncodedBucket:
 # connection and whenever incremental.changes cannot tell): a check that costs one
 # pass over every Service port now and then.
 FULL_PASS_EVERY = 50
+SLOW_S = 0.05           # a step that took longer is logged with its times
 INDEX_AFTER_S = 1.0
 
 
@@ -327,6 +329,7 @@ class KubeProxy(app_manager.RyuApp):
         self.flushes = []          # conntrack entries to delete once the flows are in
         self.policy_cookies = set()   # every NetworkPolicy flow cookie ever wanted
         self.purge = False         # a policy flow changed: purge the datapath's cache
+        self.received = 0.0        # when the newest version's changes arrived
         hub.spawn(self._watch)
 
     # ------------------------------------------------------------ API watch
@@ -339,6 +342,7 @@ class KubeProxy(app_manager.RyuApp):
                     self.api, 'GET', f'/lab/v1/changes?since={version}&epoch={epoch}'
                     '&timeout=20', headers={'Authorization': f'Bearer {self.token}'},
                     timeout=30)
+                received = time.monotonic()
                 if code != 200:
                     raise RuntimeError(f'HTTP {code}: {raw[:200]!r}')
                 body = json.loads(raw)
@@ -350,15 +354,22 @@ class KubeProxy(app_manager.RyuApp):
                 continue
             version, epoch = body['resourceVersion'], body['epoch']
             try:
+                self.received = began = time.monotonic()
                 builder.apply(body)
                 old, self.state = self.state, builder.state()
                 self.version = int(version)
                 # After the switches hold the new flows (see _barrier): flushed any
                 # earlier, a datagram could re-create an entry to the gone endpoint.
                 self.flushes.extend(stale_udp_flushes(old, self.state))
+                built = time.monotonic()
                 for sw in list(self.switches.values()):
                     if sw.ready:
                         self._sync(sw)
+                done = time.monotonic()
+                if done - began > SLOW_S:
+                    LOG.info('version %s: %d bytes of changes read in %.3f s, state '
+                             'built in %.3f s, switches given it in %.3f s', version,
+                             len(raw), began - received, built - began, done - built)
             except Exception:      # a bad object must not stop every later update
                 LOG.exception('computing the flows of version %s failed', version)
 
@@ -456,6 +467,7 @@ class KubeProxy(app_manager.RyuApp):
         role = wiring.switch_role(self.cluster, dp.id)
         node = role.node.name if role is not None and role.kind == 'node' else None
         seen = as_seen_by(node, self.state, sw.state)
+        began = time.monotonic()
         if not same_dataplane(sw.state, seen):    # else: nothing to send
             todo = None
             if sw.steps < FULL_PASS_EVERY:
@@ -478,11 +490,17 @@ class KubeProxy(app_manager.RyuApp):
                     self.purge = True
             else:           # only Service ports changed: no policy flow did
                 sw.steps += 1
+            computed = time.monotonic()
             batch = _Batch(dp)
-            for op, kind, item in todo.steps():
+            steps = todo.steps()
+            for op, kind, item in steps:
                 batch.add(op, kind, item)
             batch.flush()
             sw.installed.apply(todo)
+            if time.monotonic() - began > SLOW_S:
+                LOG.info('switch %#x: %s pass in %.3f s, %d messages encoded and sent in '
+                         '%.3f s', dp.id, 'incremental' if sw.steps else 'full',
+                         computed - began, len(steps), time.monotonic() - computed)
         sw.state = seen
         barrier = parser.OFPBarrierRequest(dp)
         dp.set_xid(barrier)
@@ -495,6 +513,9 @@ class KubeProxy(app_manager.RyuApp):
         if sw is not None and sw.barrier and sw.barrier[0] == ev.msg.xid:
             sw.version = sw.barrier[1]
             sw.barrier = None
+            if sw.version == self.version and time.monotonic() - self.received > SLOW_S:
+                LOG.info('switch %#x carries version %s %.3f s after it arrived',
+                         sw.dp.id, sw.version, time.monotonic() - self.received)
             if (self.flushes or self.purge) and all(
                     s.version == self.version for s in self.switches.values() if s.ready):
                 flushes, self.flushes = self.flushes, []
