@@ -57,14 +57,14 @@ def kept(obj: dict) -> bool:
 def saved(objects: list[dict], replica_sets: dict, cluster_doc: dict) -> dict:
     """The document kept on disk: ``objects`` (every object of the store), the
     Deployment controller's ReplicaSet records, the cluster they ran on."""
-    keep = [_without_runtime(o) for o in objects if kept(o)]
+    keep = [without_runtime(o) for o in objects if kept(o)]
     records = {uid: {h: {f: getattr(rs, f) for f in RS_FIELDS} for h, rs in sets.items()}
                for uid, sets in replica_sets.items()}
     return {'format': FORMAT, 'cluster': cluster_doc, 'objects': keep,
             'replicaSets': records}
 
 
-def _without_runtime(obj: dict) -> dict:
+def without_runtime(obj: dict) -> dict:
     """The object without what changes all the time and is not restored (a pod's
     status, every resourceVersion), so the file changes only when objects do."""
     obj = dict(obj, metadata={k: v for k, v in obj['metadata'].items()
