@@ -233,11 +233,25 @@ def _group_mod_bytes(ofp, op: str, item, xid: int) -> bytes:
         command, gid, body = ofp.OFPGC_DELETE, item, b''
     else:
         command = ofp.OFPGC_ADD if op == 'add' else ofp.OFPGC_MODIFY
-        gid, body = item.group_id, b''.join(
-            _bucket_bytes(b, ofproto_v1_3_parser, ofp) for b in item.buckets)
+        gid, body = item.group_id, _buckets_bytes(item.buckets, item.content, ofp)
     length = ofp.OFP_GROUP_MOD_SIZE + len(body)
     return struct.pack('!BBHIHBxI', ofp.OFP_VERSION, ofp.OFPT_GROUP_MOD, length, xid,
                        command, ofp.OFPGT_SELECT, gid) + body
+
+
+_BODIES: dict = {}           # a bucket list's content hash -> its bytes (see below)
+
+
+def _buckets_bytes(buckets: tuple, content: int, ofp) -> bytes:
+    """A group's bucket list on the wire, once per content (10,000 Services over the
+    same pods have the same bucket list in 10,000 groups); forgotten by the thousand."""
+    body = _BODIES.get(content)
+    if body is None or len(body[0]) != len(buckets) or body[0] != buckets:
+        if len(_BODIES) >= 4096:
+            _BODIES.clear()
+        body = _BODIES[content] = (buckets, b''.join(
+            _bucket_bytes(b, ofproto_v1_3_parser, ofp) for b in buckets))
+    return body[1]
 
 
 class _Batch:
