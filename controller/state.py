@@ -34,6 +34,7 @@ from services import networkpolicy
 from services.conditions import node_ready
 from services.endpoints import (SERVICE_NAME_LABEL, by_service, endpoint_keys,
                                 kube_proxy_ignores, local_endpoint_addresses)
+from services.store_reads import with_endpoints
 
 PROTOCOL_NUMBERS = {'TCP': 6, 'UDP': 17}
 
@@ -246,7 +247,9 @@ class StateBuilder:
         self.dirty: set | None = None     # Services whose ports may have changed (None: all)
 
     def apply(self, body: dict) -> None:
-        """One answer of ``Store.changes``."""
+        """One answer of ``Store.changes`` (its slices' endpoints by index into the
+        answer's table: services/store_reads.py's ``for_proxy``)."""
+        with_endpoints(body)
         if body.get('full'):
             self.kinds, self.slices, self.dirty = {}, {}, None
         for kind, items in body.get('objects', {}).items():
