@@ -77,6 +77,12 @@ class StoreReads:
                 return None
             return self.objects.changed_since(since)
 
+    def read(self, key: tuple, fn):
+        """``fn(the object key names, or None)``, under the store's lock: ``fn`` reads
+        the store's own object and returns what it needs of it (never the object)."""
+        with self.cond:
+            return fn(self.objects.get(key))
+
     def label_of(self, key: tuple, label: str) -> str | None:
         """The value of one label of the object ``key`` (None: no such label or object)."""
         with self.cond:
