@@ -76,11 +76,25 @@ def regrouped(old, part: dict, new, known: bool = False) -> dict | None:
         return None
     if not part['groups']:
         return part                 # no endpoint before, none now
-    chunks = split_endpoints(new.endpoints)
+    chunks = None
     groups = []
     for i, group in enumerate(part['groups']):
         ct = group.buckets[0].actions[0]
-        groups.append(GroupSpec(group.group_id, tuple(
-            bucket(ct.zone, ct.table, ep.ip, ep.port, ct.mark)
-            for ep in chunks[i % len(chunks)]), owner=group.owner))
+        key = (ct.zone, ct.table, ct.mark, id(new.endpoints), i)
+        hit = _BUCKETS.get(key)
+        if hit is None or hit[0] is not new.endpoints:
+            if chunks is None:
+                chunks = split_endpoints(new.endpoints)
+            if len(_BUCKETS) >= 65536:
+                _BUCKETS.clear()
+            hit = _BUCKETS[key] = (new.endpoints, tuple(
+                bucket(ct.zone, ct.table, ep.ip, ep.port, ct.mark)
+                for ep in chunks[i % len(chunks)]))
+        groups.append(GroupSpec(group.group_id, hit[1], owner=group.owner))
     return dict(part, groups=groups)
+
+
+# (zone, table, mark, id(endpoints), group index) -> (endpoints, the group's buckets):
+# the Service ports over the same pods share one endpoints tuple (controller/state.py),
+# and so their groups one bucket tuple (its content hash computed once).
+_BUCKETS: dict = {}
