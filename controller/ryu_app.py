@@ -344,7 +344,9 @@ class KubeProxy(app_manager.RyuApp):
         self.policy_cookies = set()   # every NetworkPolicy flow cookie ever wanted
         self.purge = False         # a policy flow changed: purge the datapath's cache
         self.received = 0.0        # when the newest version's changes arrived
+        self.report_due = hub.Event()     # a report to send (_reporter)
         hub.spawn(self._watch)
+        hub.spawn(self._reporter)
 
     # ------------------------------------------------------------ API watch
     def _watch(self):
@@ -386,6 +388,16 @@ class KubeProxy(app_manager.RyuApp):
                              len(raw), began - received, built - began, done - built)
             except Exception:      # a bad object must not stop every later update
                 LOG.exception('computing the flows of version %s failed', version)
+
+    def _reporter(self):
+        """Send the reports asked for, one at a time, each with the newest state (so
+        the API server never sees a version go back), off the event loop that takes
+        the barrier replies (a report per reply, each an HTTP round trip, delayed the
+        next switch's reply by as much)."""
+        while True:
+            self.report_due.wait()
+            self.report_due.clear()
+            self._report()
 
     def _report(self):
         """Tell the API server which switches carry the newest version (once each
@@ -538,7 +550,8 @@ class KubeProxy(app_manager.RyuApp):
                 if self.purge:
                     self.purge = False
                     purge_datapath_flows()
-            self._report()
+            if all(s.version == self.version for s in self.switches.values() if s.ready):
+                self.report_due.set()       # every switch carries it: say so once
 
     # ------------------------------------------------------------ REJECT
     @set_ev_cls(ofp_event.EventOFPPacketIn, MAIN_DISPATCHER)
