@@ -306,9 +306,11 @@ INDEX_AFTER_S = 1.0
 
 
 def _index_if_current(sw, plan) -> None:
-    """Index ``plan`` unless a later full pass replaced it (a batch of Services)."""
-    if sw.plan is plan:
-        plan.index()
+    """Index ``plan`` unless a later full pass replaced it (a batch of Services), a
+    thousand Service ports at a time: the event loop takes barrier replies and
+    changes in between (an incremental step that comes first finishes the index)."""
+    while sw.plan is plan and not plan.index(1000):
+        hub.sleep(0)
 
 
 class Switch:

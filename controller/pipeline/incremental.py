@@ -58,20 +58,26 @@ class Plan:
     taken: set = field(default_factory=set)     # every group id of the parts
     spans: frozenset = frozenset()              # the ids probes touched
     vips: dict = field(default_factory=dict)    # ClusterIP -> Counter of its Services
-    pending: tuple | None = None                # (ports, parts, flows) not yet indexed
+    pending: tuple | None = None                # (ports, parts, flows, next) to index
 
-    def index(self) -> None:
-        """Count the parts and flows of the full pass in (once)."""
+    def index(self, budget: int | None = None) -> bool:
+        """Count the parts and flows of the full pass in (once); with ``budget``, at
+        most that many parts now (the caller goes on later). True once done."""
         if self.pending is None:
-            return
-        ports, parts, flows = self.pending
+            return True
+        ports, parts, flows, start = self.pending
+        end = len(ports) if budget is None else min(len(ports), start + budget)
+        for i in range(start, end):
+            _take(self, ports[i], parts[i], +1)
+        if end < len(ports):
+            self.pending = (ports, parts, flows, end)
+            return False
         self.pending = None
-        for sp, part in zip(ports, parts):
-            _take(self, sp, part, +1)
         # The flows outside the parts count once each (a part's flow equal to one of
         # them stays while either wants it).
         mine = {id(f) for _, part in self.parts.values() for f in _part_flows(part)}
         self.refs.update(f.cookie for f in flows if id(f) not in mine)
+        return True
 
 
 def full(state, dpid: int) -> tuple[SwitchConfig, Plan]:
@@ -84,7 +90,7 @@ def full(state, dpid: int) -> tuple[SwitchConfig, Plan]:
     config = node_switch.node_bridge_context(ctx)
     plan = Plan(kind='node', node=role.node, taken=ctx.groups_taken,
                 spans=frozenset(ctx.group_spans),
-                pending=(state.proxied_ports, ctx.service_parts, config.flows))
+                pending=(state.proxied_ports, ctx.service_parts, config.flows, 0))
     config.flows = list({f.cookie: f for f in config.flows}.values())
     check_pipeline(config)
     return config, plan

@@ -83,6 +83,12 @@ class NodeBridge:
         of other ports): memoized (memo.py), as are its fronts before group ids."""
         ports = self.state.proxied_ports
         pods = self.state.cluster.cluster_cidr
+        same = memo.same_ports(('parts', self.node.name), (self.node, pods), ports)
+        if same is not None:     # the very Service ports of the last build: its parts
+            parts, taken, spans = same
+            self.groups_taken.update(taken)
+            self.group_spans.update(spans)
+            return parts
         templates = memo.per_service(('fronts', self.node.name),
                                      [(sp, (self.node, pods), sp) for sp in ports],
                                      lambda sp: front_templates(sp, self.node, pods),
@@ -91,8 +97,11 @@ class NodeBridge:
         for sp, mine in zip(ports, templates):
             gids = group_ids(sp, mine, taken, self.group_spans)
             items.append((sp, (self.node, gids), (sp, mine, gids)))
-        return memo.per_service(('node', self.node.name), items, lambda arg: service_part(
+        parts = memo.per_service(('node', self.node.name), items, lambda arg: service_part(
             self, bind_fronts(*arg)), endpoint_moves.regrouped)
+        memo.remember_ports(('parts', self.node.name), (self.node, pods), ports,
+                            (parts, frozenset(taken), frozenset(self.group_spans)))
+        return parts
 
     @cached_property
     def groups_taken(self) -> set:

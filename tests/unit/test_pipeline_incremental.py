@@ -205,3 +205,20 @@ def test_anything_but_service_ports_changed_is_left_to_the_full_pass():
                          ('namespaces', {'x': {}})):
         assert incremental.service_delta(
             state, dataclasses.replace(state, **{field: value})) is None, field
+
+
+def test_an_index_in_steps_equals_one_at_once():
+    store = Store(default_cluster(), rng=random.Random(9))
+    rng = random.Random(9)
+    store.apply([_service(f's{i}', 'default', 'a', rng) for i in range(40)])
+    _ready_pod(store, 'p', '192.168.2.5')
+    builder = StateBuilder(store.cluster)
+    builder.apply(store.changes(0))
+    dpid = wiring.node_dpid(store.cluster.nodes[1])
+    whole = incremental.full(builder.state(), dpid)[1]
+    steps = incremental.full(builder.state(), dpid)[1]
+    whole.index()
+    done = [steps.index(7) for _ in range(10)]
+    assert done[-1] and not done[0]
+    assert (steps.refs, steps.vips, set(steps.parts)) == (whole.refs, whole.vips,
+                                                          set(whole.parts))
