@@ -254,6 +254,29 @@ def _buckets_bytes(buckets: tuple, content: int, ofp) -> bytes:
     return body[1]
 
 
+_FLOW_ADDS: dict = {}         # a flow's cookie -> its flow_mod with xid 0
+
+
+def _flow_add_bytes(dp, spec) -> bytes:
+    """A flow's add message with xid 0, encoded by Ryu once per flow: the node bridges
+    get the same ServiceLB flows (a flow is its content cookie: controller/flows.py),
+    and Ryu takes about 0.04 ms a message."""
+    data = _FLOW_ADDS.get(spec.cookie)
+    if data is None:
+        msg = _message(dp, 'add', 'flow', spec)
+        msg.xid = 0
+        msg.serialize()
+        if len(_FLOW_ADDS) >= 65536:
+            _FLOW_ADDS.clear()
+        data = _FLOW_ADDS[spec.cookie] = bytes(msg.buf)
+    return data
+
+
+def _with_xid(data: bytes, xid: int) -> bytes:
+    """An OpenFlow message with its transaction id (bytes 4-7 of the header) set."""
+    return data[:4] + struct.pack('!I', xid) + data[8:]
+
+
 class _Batch:
     """Messages to one switch, sent in large writes rather than one queue entry each
     (Ryu's send queue holds a few entries: 30,000 group messages were 30,000 waits)."""
@@ -269,6 +292,8 @@ class _Batch:
     def add(self, op: str, kind: str, item) -> None:
         if kind == 'group':
             data = _group_mod_bytes(self.dp.ofproto, op, item, self._next_xid())
+        elif kind == 'flow' and op == 'add':
+            data = _with_xid(_flow_add_bytes(self.dp, item), self._next_xid())
         else:
             msg = _message(self.dp, op, kind, item)
             self.dp.set_xid(msg)
