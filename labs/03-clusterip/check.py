@@ -57,6 +57,11 @@ def ex3_readiness(ctx: Ctx):
     if bad:
         state = 'ready' if ctx.ready(warm) else 'not ready'
         hint = ctx.diagnose('web')
+        if hint and ctx.ready(warm) and not any(
+                c.get('readinessProbe') for c in warm['spec']['containers']):
+            hint += ('; pod web-warming has no readinessProbe, so it counts as ready. A '
+                     "running pod's containers cannot change: delete web-warming and "
+                     'apply it again with the probe')
         if hint or not ctx.ready(warm):
             raise Failed(f'{sum(bad.values())} of 24 requests through the ClusterIP failed'
                          f': {hint or "see the EndpointSlice of web"}')

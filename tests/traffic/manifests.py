@@ -16,6 +16,26 @@ spec:
 ---"""
 
 
+def netexec_deployment(name: str = 'web', replicas: int = 2, udp: bool = True) -> str:
+    """A Deployment of agnhost netexec pods (HTTP 8080, UDP 8081 unless ``udp`` is
+    false) labelled ``app: NAME``, as YAML followed by ``---``."""
+    udp_flag = '8081' if udp else '-1'
+    return f"""
+apiVersion: apps/v1
+kind: Deployment
+metadata: {{name: {name}}}
+spec:
+  replicas: {replicas}
+  selector: {{matchLabels: {{app: {name}}}}}
+  template:
+    metadata: {{labels: {{app: {name}}}}}
+    spec:
+      containers:
+      - {{name: netexec, image: registry.k8s.io/e2e-test-images/agnhost:2.53,
+         args: [netexec, --http-port=8080, --udp-port={udp_flag}]}}
+---"""
+
+
 def shell_pods(*placed: tuple[str, str]) -> str:
     """Idle busybox pods, one per (name, node), to send traffic from; they tolerate the
     control-plane taint. As YAML, each document preceded by ``---``."""

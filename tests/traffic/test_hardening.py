@@ -18,22 +18,9 @@ import pytest
 
 from kubelab.daemon.statedir import running_daemon, state_path
 from services import wiring
-from tests.traffic.manifests import echo_pod, shell_pods
+from tests.traffic.manifests import echo_pod, netexec_deployment, shell_pods
 
-APP = echo_pod('web-1', 'worker-1', 'web') + """
-apiVersion: apps/v1
-kind: Deployment
-metadata: {name: web}
-spec:
-  replicas: 2
-  selector: {matchLabels: {app: web}}
-  template:
-    metadata: {labels: {app: web}}
-    spec:
-      containers:
-      - {name: netexec, image: registry.k8s.io/e2e-test-images/agnhost:2.53,
-         args: [netexec, --http-port=8080, --udp-port=8081]}
----
+APP = echo_pod('web-1', 'worker-1', 'web') + netexec_deployment('web') + """
 apiVersion: v1
 kind: Service
 metadata: {name: web}

@@ -152,3 +152,21 @@ spec:
     finally:
         course.kubelab('delete', 'service', 'mine', check=False)
         course.kubelab('delete', 'service', 'from-lab', check=False)
+
+
+def test_exercise_3_says_to_recreate_a_bare_pod_without_probe(course):
+    """The Deployment has its probe, web-warming (a bare pod) still has none: the hint
+    says that a running pod cannot get one and must be re-created."""
+    ex = labs.exercise(3)
+    try:
+        course.kubelab('lab', 'start', '3')
+        course.kubelab('lab', 'solve', '3')
+        start = [o for o in labs._read(os.path.join(ex.directory, 'start'))
+                 if o['kind'] == 'Pod' and o['metadata']['name'] == 'web-warming']
+        labs.apply_objects(ex, course.client, start)     # replaced: the spec changes
+        code, _, failed = check(course, 3)
+        assert code == 1
+        assert_hints(failed, ['pod web-warming has no readinessProbe',
+                              'delete web-warming and apply it again'], 'exercise 3')
+    finally:
+        course.kubelab('lab', 'reset', '3')

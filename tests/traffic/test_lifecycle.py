@@ -8,22 +8,9 @@ import time
 from kubelab.daemon.statedir import running_daemon
 from kubelab.labctl import LabControl
 from tests.traffic.conftest import lab_leftovers
-from tests.traffic.manifests import echo_pod
+from tests.traffic.manifests import echo_pod, netexec_deployment
 
-DEPLOY = """
-apiVersion: apps/v1
-kind: Deployment
-metadata: {name: web}
-spec:
-  replicas: 2
-  selector: {matchLabels: {app: web}}
-  template:
-    metadata: {labels: {app: web}}
-    spec:
-      containers:
-      - {name: c, image: registry.k8s.io/e2e-test-images/agnhost:2.53,
-         args: [netexec, --http-port=8080]}
-"""
+DEPLOY = netexec_deployment('web', udp=False)
 
 
 def alive(pid: int) -> bool:

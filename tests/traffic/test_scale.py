@@ -1,10 +1,11 @@
 """Services at scale, with real traffic (issue 20).
 
-* A Service with more endpoints than one OpenFlow group message carries (~700
-  buckets): 4 agnhost ``porter`` pods each serving 200 ports are the 800 endpoints of a
-  selectorless Service (200 EndpointSlices, one per port number). The switches hold it
-  as two select groups of 400 chosen by the client's source port, and connections are
-  answered by endpoints beyond bucket 700 of the Service's sorted endpoints.
+* A Service with 5,000 endpoints, far more than one OpenFlow group message carries
+  (~700 buckets): 4 agnhost ``porter`` pods each serving 1,250 ports are the endpoints
+  of a selectorless Service (1,250 EndpointSlices, one per port number). The switches
+  hold it as 16 select groups of 312 or 313 chosen by the client's source port, and
+  connections are answered by endpoints of every group, far beyond bucket 700 of the
+  Service's sorted endpoints.
 * 1,000 Services over the same pods: every switch carries them, ``kubelab wait``
   returns, and one more Service among them answers as soon as the switches carry it.
 """
@@ -15,7 +16,8 @@ import time
 
 import pytest
 
-PORTS = 200
+PORTS = 1250                      # x 4 pods: 5,000 endpoints
+GROUPS = 16
 PODS = [('porter-0', 'worker-1'), ('porter-1', 'worker-2'), ('porter-2', 'worker-1'),
         ('porter-3', 'worker-2')]
 
@@ -97,18 +99,20 @@ def sorted_endpoints(lab) -> list[str]:
     return [f'{name}:{port}' for _, port, name in sorted(eps)]
 
 
-def test_a_service_with_800_endpoints_is_answered_beyond_bucket_700(big):
+def test_a_service_with_5000_endpoints_is_answered_by_every_group(big):
     order = sorted_endpoints(big)
     results = big.probe('client', 'http', big.cluster_ip('big'), 80, '/', count=300)
     answers = [r['body'] for r in results if r['ok']]
     assert len(answers) == 300, [r for r in results if not r['ok']][:3]
     assert set(answers) <= set(order)
     positions = [order.index(a) for a in answers]
-    assert max(positions) >= 700
-    assert {p % 2 for p in positions} == {0, 1}     # both groups (dealt round-robin)
+    assert max(positions) >= 4000
+    # Dealt round-robin: endpoint i is in group i mod 16; 300 connections from
+    # ephemeral source ports reach every group (all but one: p < 1e-7).
+    assert {p % GROUPS for p in positions} == set(range(GROUPS))
 
 
-def test_the_switch_holds_it_as_two_groups_of_400(big):
+def test_the_switch_holds_it_as_16_groups_of_312_or_313(big):
     bridge = next(n['bridge'] for n in big.client.lab()['nodes']
                   if n['name'] == 'control-plane')
     out = subprocess.run(['ovs-ofctl', '-O', 'OpenFlow13', 'dump-groups', bridge],
@@ -116,13 +120,13 @@ def test_the_switch_holds_it_as_two_groups_of_400(big):
     ips = {big.pod_ip(name) for name, _ in PODS}
     mine = [line for line in out.splitlines()
             if any(f'nat(dst={ip}:' in line for ip in ips)]
-    assert sorted(line.count('bucket=') for line in mine) == [400, 400]
+    assert sorted(line.count('bucket=') for line in mine) == [312] * 8 + [313] * 8
     flows = subprocess.run(['ovs-ofctl', '-O', 'OpenFlow13', 'dump-flows', bridge],
                            capture_output=True, text=True, check=True).stdout
     vip = big.cluster_ip('big')
     split = [line for line in flows.splitlines()
              if f'nw_dst={vip},' in line and 'tp_dst=80' in line and 'group:' in line]
-    assert len(split) == 2 and all('tp_src=' in line for line in split), split
+    assert len(split) == GROUPS and all('tp_src=' in line for line in split), split
 
 
 def test_1000_services_reach_the_switches_and_one_more_answers_at_once(big):

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from topo.images import agnhost
+from topo.images import goflags
 from topo.images.runtime import container_argv, container_env
 
 REPO = Path(__file__).resolve().parents[2]
@@ -290,27 +290,27 @@ def test_pause_exits_zero_on_signal(run, sig):
 
 def test_flags_follow_go_flag_rules():
     defaults = {'port': 9376, 'tcp': False, 'http': True}
-    parse = agnhost.parse_flags
+    parse = goflags.parse_flags
     assert parse(['--port', '80'], defaults)['port'] == 80
     assert parse(['-port=0x50'], defaults)['port'] == 80
     assert parse(['--tcp', '--http=false'], defaults) == {
         'port': 9376, 'tcp': True, 'http': False}
-    with pytest.raises(agnhost.UsageError, match='received 1'):
+    with pytest.raises(goflags.UsageError, match='received 1'):
         parse(['--tcp', 'false'], defaults)  # a bool takes no separate value
-    with pytest.raises(agnhost.UsageError, match='not defined: -nope'):
+    with pytest.raises(goflags.UsageError, match='not defined: -nope'):
         parse(['--nope'], defaults)
-    with pytest.raises(agnhost.UsageError, match='invalid boolean'):
+    with pytest.raises(goflags.UsageError, match='invalid boolean'):
         parse(['--tcp=maybe'], defaults)
 
 
 def test_go_durations():
-    assert agnhost.go_duration('1.5s') == 1.5
-    assert agnhost.go_duration('1m30s') == 90
-    assert agnhost.go_duration('0') == 0
-    assert agnhost.go_duration('250ms') == pytest.approx(0.25)
+    assert goflags.go_duration('1.5s') == 1.5
+    assert goflags.go_duration('1m30s') == 90
+    assert goflags.go_duration('0') == 0
+    assert goflags.go_duration('250ms') == pytest.approx(0.25)
     for bad in ('5', 's', '1x', ''):
         with pytest.raises(ValueError):
-            agnhost.go_duration(bad)
+            goflags.go_duration(bad)
 
 
 # --- runtime: container spec -> argv and env ---------------------------------
