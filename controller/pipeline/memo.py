@@ -62,6 +62,13 @@ def per_service(bridge, items: list[tuple], compute: Callable,
     return out
 
 
+def put(bridge, sp, signature, part) -> None:
+    """Remember ``part`` for ``sp`` as ``per_service`` would have (the incremental path
+    computes the parts of the Service ports it adds: the next full pass finds them)."""
+    if _ENABLED[0]:
+        _MEMO.setdefault(bridge, {})[id(sp)] = (sp, signature, part)
+
+
 _WHOLE: dict = {}        # bridge -> (signature, the Service ports, what was built of them)
 
 

@@ -103,6 +103,13 @@ class NodeBridge:
                             (parts, frozenset(taken), frozenset(self.group_spans)))
         return parts
 
+    def remember(self, sp, templates: list, gids: tuple, part: dict) -> None:
+        """Keep what the incremental path computed for ``sp`` in the memo, as
+        ``service_parts`` would have."""
+        memo.put(('fronts', self.node.name), sp,
+                 (self.node, self.state.cluster.cluster_cidr), templates)
+        memo.put(('node', self.node.name), sp, (self.node, gids), part)
+
     @cached_property
     def groups_taken(self) -> set:
         """Every group id ``service_parts`` gave (filled as it gives them)."""
