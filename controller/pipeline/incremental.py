@@ -230,6 +230,8 @@ def _node_changes(plan: Plan, new, removed: list, added: list,
         groups.update((g.group_id, g) for g in part['groups'])
     changed = [g for g in groups.values()
                if installed.groups.get(g.group_id, 'absent') != g.content]
+    ctx.remember_all([plan.parts[id(sp)][1] for sp in new.proxied_ports], plan.taken,
+                     plan.spans)
     return Changes(
         groups_to_add=tuple(g for g in changed if g.group_id not in installed.groups),
         groups_to_modify=tuple(g for g in changed if g.group_id in installed.groups),

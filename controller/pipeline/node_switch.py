@@ -110,6 +110,15 @@ class NodeBridge:
                  (self.node, self.state.cluster.cluster_cidr), templates)
         memo.put(('node', self.node.name), sp, (self.node, gids), part)
 
+    def remember_all(self, parts: list, taken, spans) -> None:
+        """Keep ``parts`` (the incremental path's, one per proxied Service port of the
+        state, in order) as ``service_parts`` would have: a full pass over the same
+        Service ports (a pod's address next) takes them as they are."""
+        memo.remember_ports(('parts', self.node.name),
+                            (self.node, self.state.cluster.cluster_cidr),
+                            self.state.proxied_ports, (parts, frozenset(taken),
+                                                       frozenset(spans)))
+
     @cached_property
     def groups_taken(self) -> set:
         """Every group id ``service_parts`` gave (filled as it gives them)."""
