@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# kubelab's entry point on a fresh Debian/Ubuntu machine, as root:
+# kubelab's entry point on a fresh Debian 12 machine, as root (tried there only):
 #   ./run.sh demo    install what is missing, bring up the default lab, show traffic
 #                    through it, take it down
 #   ./run.sh test    install what is missing, run the whole test suite

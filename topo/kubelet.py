@@ -58,6 +58,17 @@ SANDBOX_RETRY = 5.0           # a pod whose sandbox could not be made tries agai
 METRICS_EVERY, METRICS_WINDOW = 1.0, 10.0   # cgroup samples: how often, how far back
 
 
+def restart_delay(backoff: float, backoff_at: float, now: float) -> tuple[float, float]:
+    """How long a container that exited at ``now`` waits before it starts again, and the
+    back-off after that, as kubelet's per-container back-off does: the first exit
+    restarts at once, each further one waits 10 s, 20 s, 40 s... up to 5 min
+    (CrashLoopBackOff meanwhile); a container that ran 10 min (twice the cap) since its
+    last restart starts over, its next exit restarting at once again."""
+    if not backoff or now - backoff_at > 2 * MAX_BACKOFF:
+        return 0.0, BACKOFF
+    return backoff, min(MAX_BACKOFF, 2 * backoff)
+
+
 @dataclass
 class Container:
     spec: dict
@@ -71,6 +82,8 @@ class Container:
     restarts: int = 0
     last_exit: dict | None = None
     next_start: float = 0.0      # backoff: when it may start again
+    backoff: float = 0.0         # the next back-off (0: none yet), as kubelet's
+    backoff_at: float = 0.0      # per-container entry, and when it last grew
     ready: bool = False
     probe_ok: int = 0
     probe_fail: int = 0
@@ -292,7 +305,8 @@ class NodeAgent:
                 again = rt.restart_policy == 'Always' or (
                     rt.restart_policy == 'OnFailure' and code != 0)
                 if again:
-                    c.next_start = now + min(MAX_BACKOFF, BACKOFF * 2 ** c.restarts)
+                    delay, c.backoff = restart_delay(c.backoff, c.backoff_at, now)
+                    c.next_start = c.backoff_at = now + delay
                 else:
                     c.next_start = float('inf')
             if c.proc is None and now >= c.next_start:

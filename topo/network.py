@@ -93,7 +93,7 @@ class ClusterTopo(Topo):
     """Node bridges on an underlay, node hosts, the cloud edge, an external network with
     clients."""
 
-    def build(self, cluster):
+    def build(self, cluster, edge_patch: bool = False):
         ul = self.addSwitch(wiring.UNDERLAY_BRIDGE, dpid=f'{wiring.UNDERLAY_DPID:016x}')
         ex = self.addSwitch(wiring.EXTERNAL_BRIDGE, dpid=f'{wiring.EXTERNAL_DPID:016x}')
         if cluster.bare_metal:
@@ -102,8 +102,9 @@ class ClusterTopo(Topo):
             lb = self.addSwitch(wiring.EDGE_BRIDGE, dpid=f'{wiring.EDGE_DPID:016x}')
             self.addLink(ex, lb, port1=wiring.EXTERNAL_UPLINK_PORT,
                          port2=wiring.EDGE_EXTERNAL_PORT, cls=OVSLink)
-            self.addLink(lb, ul, port1=wiring.EDGE_UNDERLAY_PORT,
-                         port2=wiring.UNDERLAY_EXTERNAL_PORT)   # a veth pair (see wiring)
+            self.addLink(lb, ul, port1=wiring.EDGE_UNDERLAY_PORT,   # see wiring
+                         port2=wiring.UNDERLAY_EXTERNAL_PORT,
+                         **({'cls': OVSLink} if edge_patch else {}))
         node_prefix = ipaddress.IPv4Network(cluster.node_cidr).prefixlen
         for node in cluster.nodes:
             br = self.addSwitch(wiring.node_bridge(node), dpid=f'{wiring.node_dpid(node):016x}')
@@ -153,13 +154,17 @@ class LabNetwork:
 
     def __init__(self, cluster, controller: str, mark: str, datapath: str | None = None,
                  table_names: dict[int, str] | None = None,
-                 conntrack_zones: list[int] | None = None):
+                 conntrack_zones: list[int] | None = None, recirculation_limit: int = 0):
         self.cluster = cluster
         self.table_names = table_names or {}    # OpenFlow table id -> its pipeline name
         self.conntrack_zones = conntrack_zones or []   # the zones the pipeline uses
         self.controller = controller          # an OVS target: unix:<OVS rundir>/kubelab-ofp.sock
         self.mark = mark
         self.datapath = datapath or detect_datapath()
+        # The cloud edge's cable to the underlay (services/wiring.py): a patch port
+        # where the userspace datapath lets the deepest path through in one pass.
+        self.edge_patch = (self.datapath == 'user'
+                           and recirculation_limit >= wiring.DEEPEST_PASS)
         self.lock = threading.RLock()
         self.net = None
         self._pod_count = 0
@@ -175,7 +180,8 @@ class LabNetwork:
                 'del NAME), or stop the lab they belong to')
         switch = partial(MarkedSwitch, mark=self.mark, datapath=self.datapath,
                          protocols='OpenFlow13', failMode='secure')
-        self.net = Mininet(topo=ClusterTopo(cluster=self.cluster), switch=switch,
+        self.net = Mininet(topo=ClusterTopo(cluster=self.cluster, edge_patch=self.edge_patch),
+                           switch=switch,
                            controller=None, autoSetMacs=False, build=False,
                            waitConnected=False)
         self.net.build()

@@ -61,6 +61,15 @@ class OpenVSwitch:
         first = proc.stdout.splitlines()[0] if proc.stdout else ''
         return first.split()[-1] if first else 'unknown'
 
+    def recirculation_limit(self) -> int:
+        """How many recirculations its userspace datapath allows a packet in one pass
+        (dpif-netdev's MAX_RECIRC_DEPTH): 8 in 4.0; 6 in Debian 12's 3.1, which drops
+        the seventh ("Max recirculation depth exceeded")."""
+        try:
+            return 8 if int(self.version().split('.')[0]) >= 4 else 6
+        except ValueError:
+            return 6
+
     def describe(self) -> str:
         where = (f'the lab\'s own build in {os.path.realpath(self.prefix)}' if self.own
                  else "the machine's package")

@@ -30,12 +30,15 @@ Every command is declared by a small function below, grouped by subject, and
 
 A ``KubelabError`` is the user's to fix: ``main`` prints it as one ``error:`` line (an
 ``ApplyError`` one line per problem, ``NotFound`` as kubectl does) and returns 1. Any
-other exception is a bug of kubelab's and shows its traceback.
+other exception is a bug of kubelab's and shows its traceback. A reader that leaves
+(``kubelab flows | head``) ends the command quietly, as kubectl.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
+import signal
 import sys
 
 from kubelab.cli import lab, objects, observe, pods
@@ -128,6 +131,7 @@ def _delete(add):
                     'kubectl does (default true; --wait=false returns at once)')
     sp.add_argument('--timeout', type=objects.parse_duration, default=120.0,
                     help='how long --wait waits, e.g. 60s (default 120s)')
+    sp.set_defaults(late_name=True)          # `delete pod -n shop client`
 
 
 def _get(add):
@@ -141,6 +145,7 @@ def _get(add):
                          "'k in (a,b)', 'k notin (a,b)', k, !k, joined by commas")
     sp.add_argument('--show-labels', action='store_true',
                     help='a LABELS column with every label')
+    sp.set_defaults(late_name=True)          # `get svc -o yaml web`
 
 
 def _create(add):
@@ -165,6 +170,7 @@ def _scale(add):
     sp.add_argument('kind')
     sp.add_argument('name', nargs='?')
     sp.add_argument('--replicas', type=int, required=True)
+    sp.set_defaults(late_name=True)          # `scale deployment --replicas 3 web`
 
 
 def _rollout(add):
@@ -281,8 +287,11 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def main(argv=None) -> int:
-    argv = list(sys.argv[1:] if argv is None else argv)
+def parse(argv: list[str]) -> argparse.Namespace:
+    """The command line as kubectl reads it: a command after ``--``, labels and capture
+    filters after the options, and an object's name after them too (``get svc -o yaml
+    web``, ``scale deployment --replicas 3 web``), which argparse alone refuses."""
+    argv = list(argv)
     command = []
     if '--' in argv:                      # kubelab exec TARGET [-c C] -- CMD...
         i = argv.index('--')
@@ -291,10 +300,18 @@ def main(argv=None) -> int:
     args, rest = parser.parse_known_args(argv)
     if rest and getattr(args, 'rest_into', None):    # `label pod a -n y app=web`
         getattr(args, args.rest_into).extend(rest)
+    elif len(rest) == 1 and getattr(args, 'late_name', False) and args.name is None \
+            and not rest[0].startswith('-'):
+        args.name = rest[0]
     elif rest:
         parser.error(f'unrecognized arguments: {" ".join(rest)}')
     if command:
         args.command = command
+    return args
+
+
+def main(argv=None) -> int:
+    args = parse(sys.argv[1:] if argv is None else argv)
     try:
         return args.fn(args) or 0
     except ApplyError as exc:
@@ -308,3 +325,8 @@ def main(argv=None) -> int:
     except KubelabError as exc:
         print(f'error: {exc}', file=sys.stderr)
         return 1
+    except BrokenPipeError:
+        # `kubelab flows | head`: the reader is gone. End quietly, as kubectl does (killed
+        # by SIGPIPE); Python would flush stdout again at exit and print a traceback.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 128 + signal.SIGPIPE

@@ -147,7 +147,8 @@ class Lab:
         self._start_controller(state_path(transport.SOCKET_NAME), self.ofp_socket)
         self.network = LabNetwork(self.cluster, 'unix:' + self.ofp_socket, lab_mark(),
                                   table_names=TABLE_NAMES,
-                                  conntrack_zones=conntrack_zones(self.cluster))
+                                  conntrack_zones=conntrack_zones(self.cluster),
+                                  recirculation_limit=ovs.recirculation_limit())
         self.network.start()
         for host in self.network.net.hosts:
             self.registry.add(host.pid, f'host {host.name}')

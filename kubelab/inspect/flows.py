@@ -37,10 +37,12 @@ from __future__ import annotations
 
 import dataclasses
 import ipaddress
+import re
 from dataclasses import dataclass, field
 
 from controller import pipeline
 from controller.flows import Ct, Group, LearnAffinity
+from controller.pipeline.tables import CT_MARK_NODE_MASQ
 from controller.state import ClusterState
 from kubelab.inspect import ovsdump, policy_counters
 from kubelab.inspect.matching import canonical_live, canonical_spec, table_id
@@ -549,6 +551,17 @@ def _owner_cell(owner: str, status: str) -> str:
     return owner if status == CURRENT else f'{owner} [{status}]'
 
 
+_CT_MARK_SET = re.compile(r'set_field:(0x[0-9a-f]+)(?:/0x[0-9a-f]+)?->ct_mark')
+
+
+def _masq_note(actions: str | None) -> str:
+    """What a bucket's ct_mark asks for: the node masquerade (KUBE-MARK-MASQ's part)."""
+    found = _CT_MARK_SET.search(actions or '')
+    if found and int(found.group(1), 16) & CT_MARK_NODE_MASQ:
+        return '  + ct_mark masquerade (SNAT to the node)'
+    return ''
+
+
 def render_flows(report: Report) -> str:
     """``kubelab flows``: per bridge, per table in pipeline order, every flow with its
     counters and owner; then the groups with their buckets."""
@@ -598,7 +611,7 @@ def render_flows(report: Report) -> str:
                         not b.target.startswith('node ') else None) if x)
                     lines.append(['', _cell(b.n_packets), f'  bucket {b.index}',
                                   f'-> {b.endpoint or b.actions or "?"}'
-                                  + (f'  {where}' if where else '')])
+                                  + (f'  {where}' if where else '') + _masq_note(b.actions)])
             table = format_table(['GROUP', 'PACKETS', 'OWNER', 'ENTRY / ENDPOINT'], lines)
             out.extend('    ' + line for line in table.splitlines())
     verdicts = policy_counters.table(report)

@@ -7,8 +7,9 @@ seed's words:
 
 * one ofproto/trace per bridge: a packet that leaves through a patch port continues
   as a fresh trace on the peer bridge (its registers and conntrack state start anew,
-  as in the datapath), one that leaves through the cloud edge's veth continues on the
-  underlay; one delivered to a pod, node or external host ends there;
+  as in the datapath), one that leaves through the cloud edge's veth (where the lab
+  uses one: services/wiring.py) continues on the underlay; one delivered to a pod, node
+  or external host ends there;
 * a Service's select group is chosen by the datapath's hash (``hash(...),recirc``),
   which ofproto/trace cannot know: the trace resumes from that recirculation with a
   ``dp_hash`` that picks the bucket of the endpoint asked for (``--endpoint``), else
@@ -637,7 +638,9 @@ def _render_leg(leg: Leg) -> list[str]:
             out.append(f'  {bridge}')
         # ofproto/trace prints "drop" after a ct() that does not recirculate, though the
         # actions go on: only a last "drop" drops.
-        shown = [a for a in step.actions if not a.startswith('bucket ')]
+        # The group action shows again where the trace resumes at the chosen bucket.
+        shown = [a for i, a in enumerate(step.actions) if not a.startswith('bucket ')
+                 and not (a.startswith('group:') and a in step.actions[:i])]
         actions = '; '.join(a for i, a in enumerate(shown)
                             if a != 'drop' or i == len(shown) - 1)
         out.append(f'    {step.table_name:16} {step.owner or "-":40.40} '

@@ -23,9 +23,10 @@ from services.l7.ingress import ingress_fronts
 
 def service_notes(tracer, trace) -> list[str]:
     """A line per external front the connection went through, naming the Service's
-    ClusterIP and saying that kube-proxy skips it."""
+    ClusterIP and saying that kube-proxy skips it (once a Service port: the cloud's
+    DNAT to a NodePort and the node's DNAT from it tell one story)."""
     nodes = {n.ip for n in tracer.cluster.nodes}
-    out = []
+    out, told = [], set()
     for t in trace.forward.translations:
         if t.kind != 'DNAT':
             continue
@@ -39,8 +40,9 @@ def service_notes(tracer, trace) -> list[str]:
                 front = f'external IP {t.before}'
             else:
                 continue
-            if sp.vip in (None, '', 'None'):
+            if sp.vip in (None, '', 'None') or id(sp) in told:
                 break
+            told.add(id(sp))
             how = ('the cloud sends it on to a NodeIP:NodePort, where ' if
                    t.after.split(':')[0] in nodes else '')
             out.append(f'The {front} belongs to Service {sp.namespace}/{sp.service}, whose '

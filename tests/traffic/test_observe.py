@@ -76,6 +76,10 @@ def test_trace_of_a_load_balancer_starts_at_the_cloud_edge(obs):
     assert f'External Client -> Cloud LB {lb}:80 -> NodeIP:NodePort' in out
     assert 'DNAT on kl-lb (conntrack zone 2000)' in out
     assert f'the answer comes from {lb}:80: the address the client called' in out
+    # One note for the Service: the cloud's DNAT to a NodePort and the node's from it.
+    assert out.count('belongs to Service default/web-lb') == 1, out
+    assert f'The load balancer address {lb}:80 belongs to Service default/web-lb' in out
+    assert 'the cloud sends it on to a NodeIP:NodePort' in out
 
 
 def test_trace_says_where_a_packet_is_dropped_or_rejected(obs):

@@ -197,7 +197,7 @@ def test_killing_a_pods_processes_sends_new_connections_elsewhere_within_a_secon
             new_connections_elsewhere_after=f'{converged * 1000:.0f} ms')
     assert converged < 1.0
     assert result['sent'] > 100
-    rel.client.wait_ready(timeout=60)        # the kubelet restarts it (back-off 10 s)
+    rel.client.wait_ready(timeout=60)        # the kubelet restarts it (at once)
 
 
 # ---------------------------------------------------------------- conntrack

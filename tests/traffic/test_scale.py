@@ -94,8 +94,8 @@ def big(lab):
 def sorted_endpoints(lab) -> list[str]:
     """The Service's endpoints as kube-proxy orders them (by IP, then port): the order
     of the buckets before they are dealt over the groups."""
-    eps = [(ipaddress.IPv4Address(lab.pod_ip(name)), 20000 + i, name)
-           for name, _ in PODS for i in range(PORTS)]
+    ips = {name: ipaddress.IPv4Address(lab.pod_ip(name)) for name, _ in PODS}
+    eps = [(ips[name], 20000 + i, name) for name, _ in PODS for i in range(PORTS)]
     return [f'{name}:{port}' for _, port, name in sorted(eps)]
 
 

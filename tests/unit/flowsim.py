@@ -98,10 +98,15 @@ from tests.unit.flowsim_conntrack import (  # noqa: F401 (the tests import them 
     TCP_FLAGS, TRANSLATED, Connection, Conntrack, SimError, five_tuple, l4, reply_tuple)
 
 MAX_TABLE_VISITS = 64
+#: A select group with at most this many buckets is chosen by the datapath's hash:
+#: ``hash(l4(0)),recirc(...)``, a recirculation (Open vSwitch's dp_hash method; a
+#: larger group is hashed in the slow path instead, without one).
+DP_HASH_MAX_BUCKETS = 64
 MAC_FIELDS = ('eth_src', 'eth_dst', 'arp_sha', 'arp_tha')
 IP_FIELDS = ('ipv4_src', 'ipv4_dst', 'arp_spa', 'arp_tpa')
 REGISTERS = tuple(f'reg{i}' for i in range(16))
-METADATA = ('in_port', 'ct_state', 'ct_zone', 'ct_mark', 'ct_conn', 'conj_id') + REGISTERS
+METADATA = ('in_port', 'ct_state', 'ct_zone', 'ct_mark', 'ct_conn', 'conj_id',
+            'recirc') + REGISTERS
 # Pipeline fields an OpenFlow match sees as 0 on a packet that never set them.
 ZERO_DEFAULT = ('ct_state', 'ct_mark', 'conj_id') + REGISTERS
 LEARNED_OWNER = 'learned'    # the owner of the flows a ``learn`` action installs
@@ -213,6 +218,7 @@ class Walk:
     trace: list = field(default_factory=list)    # (table name, owner, ofctl text)
     outcome: tuple = ()
     meters: list = field(default_factory=list)   # meter ids the packet passed
+    recirculations: int = 0      # of the packet that left: ct(table=...), dp_hash groups
 
     @property
     def tables(self) -> list[str]:
@@ -322,6 +328,7 @@ class _Run:
                 if action.port != 'in_port' and port == pkt['in_port']:
                     continue         # OpenFlow never outputs to the ingress port
                 self.sent.append(('output', port, _wire(pkt)))
+                self.result.recirculations = pkt.get('recirc', 0)
             elif isinstance(action, ToController):
                 self.sent.append(('controller', _wire(pkt)))
             elif isinstance(action, Group):
@@ -331,11 +338,15 @@ class _Run:
                 chosen = group.buckets[_choose(self.bucket, pkt, len(group.buckets))]
                 self.result.trace.append((f'group:{group.group_id}', group.owner,
                                           ','.join(a.ofctl() for a in chosen.actions)))
-                forks += self.apply(chosen.actions, dict(pkt), threads)
+                hashed = dict(pkt)
+                if len(group.buckets) <= DP_HASH_MAX_BUCKETS:
+                    hashed['recirc'] = pkt.get('recirc', 0) + 1
+                forks += self.apply(chosen.actions, hashed, threads)
             elif isinstance(action, Ct):
                 tracked = self.conntrack.execute(action, pkt)
                 pkt['ct_conn'] = tracked['ct_conn']    # the datapath keeps it
-                if action.table is not None:
+                if action.table is not None:         # a recirculation
+                    tracked['recirc'] = pkt.get('recirc', 0) + 1
                     forks.append((tracked, action.table))
                     continue
                 if action.nat is not None and action.commit:
@@ -439,6 +450,7 @@ class Attachment:
 class Trip:
     """A packet's way through several switches: one (dpid, Walk) per switch."""
     hops: list
+    passes: tuple = (0,)         # the hops where a datapath pass starts (after a veth)
 
     @property
     def outcome(self) -> tuple:
@@ -448,13 +460,23 @@ class Trip:
     def dpids(self) -> list[int]:
         return [dpid for dpid, _ in self.hops]
 
+    @property
+    def recirculations(self) -> int:
+        """The most recirculations of one datapath pass: a packet crosses patch ports
+        within one pass, its count going on from switch to switch; a veth pair starts a
+        new pass, and a new count."""
+        ends = list(self.passes[1:]) + [len(self.hops)]
+        return max(sum(walk.recirculations for _, walk in self.hops[start:end])
+                   for start, end in zip(self.passes, ends))
+
 
 class Lab:
     """Every switch of one cluster state, cabled as services/wiring.py builds them, sharing
     one conntrack table (as the userspace datapath does)."""
 
-    def __init__(self, state, conntrack: Conntrack | None = None):
+    def __init__(self, state, conntrack: Conntrack | None = None, edge_patch: bool = True):
         self.state = state
+        self.edge_patch = edge_patch      # else the cloud edge's cable is a veth pair
         self.cluster = state.cluster
         self.conntrack = Conntrack() if conntrack is None else conntrack
         self.configs = {dpid: desired(state, dpid)
@@ -519,17 +541,21 @@ class Lab:
 
     def travel(self, dpid: int, pkt: dict, in_port: int, bucket=None) -> Trip:
         """Follow ``pkt`` over the cables until it leaves on a host port or stops."""
-        hops = []
+        hops, passes = [], [0]
+        veth = {(wiring.EDGE_DPID, wiring.EDGE_UNDERLAY_PORT),
+                (wiring.UNDERLAY_DPID, wiring.UNDERLAY_EXTERNAL_PORT)}
         while True:
             step = self.walk(dpid, pkt, in_port, bucket)
             hops.append((dpid, step))
             if step.outcome[0] != 'output':
-                return Trip(hops)
+                return Trip(hops, tuple(passes))
             far = self.cable(dpid, step.outcome[1])
             if far is None:
-                return Trip(hops)
+                return Trip(hops, tuple(passes))
             if len(hops) > 8:
                 raise SimError(f'packet bounces between switches: {[d for d, _ in hops]}')
+            if not self.edge_patch and (dpid, step.outcome[1]) in veth:
+                passes.append(len(hops))
             (dpid, in_port), pkt = far, step.outcome[2]
 
     def send(self, pkt: dict, sender: str | None = None, bucket=None) -> Trip:

@@ -89,3 +89,48 @@ def test_a_service_that_selects_no_pod_gets_no_warning():
            'metadata': {'name': 'web', 'namespace': 'default'},
            'spec': {'selector': {'app': 'nothing'}, 'ports': [{'port': 80}]}}
     assert apply_warnings([svc], [pod('a', {'app': 'web'})]) == []
+
+
+def test_a_reader_that_leaves_ends_the_command_quietly(monkeypatch, capsys):
+    """`kubelab flows | head`: no BrokenPipeError traceback, the exit status of a
+    program killed by SIGPIPE (as kubectl's)."""
+    import os
+    import sys
+    from kubelab.cli import observe
+    from kubelab.cli.main import main
+
+    def flows(args):
+        for i in range(100000):
+            print(f'flow {i}')
+    monkeypatch.setattr(observe, 'cmd_flows', flows)
+    read, write = os.pipe()
+    os.close(read)
+    saved = os.dup(write)
+    out = os.fdopen(write, 'w')
+    monkeypatch.setattr(sys, 'stdout', out)
+    try:
+        assert main(['flows']) == 141
+        assert 'Traceback' not in capsys.readouterr().err
+        out.write('x' * 100000)
+        out.flush()                       # stdout now goes nowhere, without an error
+    finally:
+        os.close(saved)
+
+
+@pytest.mark.parametrize('argv, name', [
+    (['get', 'svc', '-o', 'yaml', 'web-lb'], 'web-lb'),
+    (['get', 'svc', '-n', 'ingress-nginx', 'ingress-nginx-controller', '-o', 'json'],
+     'ingress-nginx-controller'),
+    (['get', 'pods'], None),
+    (['delete', 'pod', '-n', 'shop', 'client'], 'client'),
+    (['scale', 'deployment', '--replicas', '3', 'web'], 'web'),
+])
+def test_a_name_may_follow_the_options_as_with_kubectl(argv, name):
+    from kubelab.cli.main import parse
+    assert parse(argv).name == name
+
+
+def test_two_names_are_still_refused():
+    from kubelab.cli.main import parse
+    with pytest.raises(SystemExit):
+        parse(['get', 'svc', '-o', 'yaml', 'a', 'b'])

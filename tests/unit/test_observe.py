@@ -7,6 +7,7 @@ addresses (kube-proxy's detect-local ClusterCIDR) that the pipeline added after 
 was taken."""
 
 import copy
+import itertools
 import json
 import re
 import subprocess
@@ -438,6 +439,15 @@ def test_text_rendering(report):
                      r'10.110.210.92:80\n +0 +bucket 0 +-> 192.168.2.4:8080  pod '
                      r'default/web-74f5d576b4-5lll7 \(worker-1\)\n', out)
     assert re.search(r'bucket 2 +-> 10.128.0.13:30212  node worker-2\n', out)
+    # A NodePort's buckets set the masquerade mark, a ClusterIP's do not.
+    def buckets(entry):
+        lines = out.split(entry + '\n')[1].splitlines()
+        return [line for line in itertools.takewhile(lambda x: 'bucket ' in x, lines)]
+    nodeport, cluster_ip = buckets('NodePort 10.128.0.11:30212'), buckets(
+        'ClusterIP 10.101.227.177:80')
+    assert nodeport and all(line.endswith('  + ct_mark masquerade (SNAT to the node)')
+                            for line in nodeport), nodeport
+    assert cluster_ip and not any('masquerade' in line for line in cluster_ip), cluster_ip
     # Tables in pipeline order on every bridge.
     n1 = out.split('\nkl-n1')[1].split('\nkl-lb')[0]
     names = re.findall(r'\n  table \d+ (\w+)', n1)

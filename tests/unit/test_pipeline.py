@@ -1439,6 +1439,40 @@ def test_a_load_balancer_address_reaches_a_pod_through_a_node_port_and_answers_b
         assert (got['ipv4_src'], l4(got)[0]) == (LB_IP, 80)      # from the LB address
 
 
+def deepest_paths(lab) -> dict:
+    """Recirculations in one datapath pass, per path from outside or to another node's
+    NodePort, each group picking bucket 0, 1 or 2 (the last when it has fewer)."""
+    depths = {}
+    for i in range(3):
+        def bucket(pkt, count, i=i):
+            return min(i, count - 1)
+        cases = {f'load balancer, bucket {i}': (EXTERNAL_1, LB_IP, 80),
+                 f'NodePort from outside, bucket {i}': (EXTERNAL_1, W2.ip, 30090),
+                 f'NodePort of another node from a pod, bucket {i}': (CLIENT_W2, CP.ip,
+                                                                      30090)}
+        for name, (src, dst, port) in cases.items():
+            trip = lab.send(lab.packet(src, dst, port, sport=42000 + i), bucket=bucket)
+            assert receiver(lab, trip) in (WEB_1, WEB_2), name
+            depths[name] = trip.recirculations
+    return depths
+
+
+def test_the_deepest_path_from_outside_is_the_edges_budget_in_one_pass():
+    """With a patch port between the cloud edge and the underlay a packet from outside
+    crosses the lab in one datapath pass: the deepest path, a load balancer's SYN sent
+    on by its node to an endpoint on another node, takes wiring.DEEPEST_PASS
+    recirculations (Open vSwitch 4.0 allows 8; the lab uses the patch only where the
+    datapath allows that many, topo/network.py). With the veth pair the edge's pass and
+    the cluster's are separate, and a pod's SYN to another node's NodePort sent on to a
+    third node is the deepest, within Debian 12's 3.1 (6)."""
+    one_pass = deepest_paths(Lab(LB_STATE))
+    assert max(one_pass.values()) == wiring.DEEPEST_PASS, one_pass
+    assert one_pass['load balancer, bucket 2'] == wiring.DEEPEST_PASS, one_pass
+    two_passes = deepest_paths(Lab(LB_STATE, edge_patch=False))
+    assert max(two_passes.values()) == 6, two_passes
+    assert two_passes['NodePort of another node from a pod, bucket 1'] == 6, two_passes
+
+
 def test_cluster_policy_targets_every_ready_node_and_local_only_nodes_with_endpoints():
     assert edge_targets(LB_STATE, 'lb') == sorted((n.ip, 30090) for n in CLUSTER.nodes)
     assert edge_targets(LB_STATE, 'lb-local') == [(CP.ip, 30091), (W1.ip, 30091)]
