@@ -293,8 +293,7 @@ class GroupSpec:
 
     @cached_property
     def content(self) -> int:
-        digest = hashlib.blake2b(b''.join(b.digest for b in self.buckets), digest_size=8)
-        return int.from_bytes(digest.digest(), 'big')
+        return _content(self.buckets)
 
     def to_ofctl(self) -> str:
         buckets = ','.join(
@@ -326,3 +325,20 @@ class SwitchConfig:
 
     def by_cookie(self) -> dict[int, FlowSpec]:
         return {f.cookie: f for f in self.flows}
+
+
+_CONTENTS: dict = {}      # id(buckets) -> (buckets, content): held, so an id stays theirs
+
+
+def _content(buckets: tuple) -> int:
+    """A hash of a bucket list, once per tuple (10,000 groups over the same endpoints
+    share one: endpoint_moves.py)."""
+    hit = _CONTENTS.get(id(buckets))
+    if hit is not None and hit[0] is buckets:
+        return hit[1]
+    digest = hashlib.blake2b(b''.join(b.digest for b in buckets), digest_size=8)
+    value = int.from_bytes(digest.digest(), 'big')
+    if len(_CONTENTS) >= 65536:
+        _CONTENTS.clear()
+    _CONTENTS[id(buckets)] = (buckets, value)
+    return value

@@ -26,13 +26,15 @@ with only its MetalLB speaker's announcements (which need no API server) current
 from __future__ import annotations
 
 import dataclasses
+import functools
 import ipaddress
 from dataclasses import dataclass, field
 
 from services import networkpolicy
 from services.conditions import node_ready
-from services.endpoints import (SERVICE_NAME_LABEL, by_service, endpoint_addresses,
+from services.endpoints import (SERVICE_NAME_LABEL, by_service, endpoint_keys,
                                 kube_proxy_ignores, local_endpoint_addresses)
+from services.store_reads import with_endpoints
 
 PROTOCOL_NUMBERS = {'TCP': 6, 'UDP': 17}
 
@@ -94,8 +96,8 @@ class ServicePort:
         return ((self.lb_ip,) if self.lb_ip else ()) + tuple(
             ip for ip in self.external_ips if ip != self.lb_ip)
 
-    @property
-    def key(self) -> str:
+    @functools.cached_property
+    def key(self) -> str:       # (cached in the instance's dict: not a field)
         return f'{self.namespace}/{self.service}/{self.protocol.lower()}/' \
                f'{self.port_name or "p" + str(self.port)}'
 
@@ -245,7 +247,9 @@ class StateBuilder:
         self.dirty: set | None = None     # Services whose ports may have changed (None: all)
 
     def apply(self, body: dict) -> None:
-        """One answer of ``Store.changes``."""
+        """One answer of ``Store.changes`` (its slices' endpoints by index into the
+        answer's table: services/store_reads.py's ``for_proxy``)."""
+        with_endpoints(body)
         if body.get('full'):
             self.kinds, self.slices, self.dirty = {}, {}, None
         for kind, items in body.get('objects', {}).items():
@@ -281,6 +285,11 @@ class StateBuilder:
         if hit is not None and hit[0] == signature:
             return hit[1]
         value = compute()
+        if hit is not None and hit[1] == value:
+            # Equal: keep the very objects (the pipeline's memo and the incremental
+            # path know Service ports by identity; a pod that is not ready yet changes
+            # 10,000 slices but no endpoint).
+            value = hit[1]
         self.memo[key] = (signature, value)
         return value
 
@@ -305,7 +314,7 @@ class StateBuilder:
                 (name, sl['metadata'].get('resourceVersion')) for name, sl in mine.items())))
             ports.extend(self._memo(key, signature, lambda svc=svc, mine=mine: _service_ports(
                 svc, {(svc['metadata'].get('namespace', 'default'), svc['metadata']['name']):
-                      [mine[n] for n in sorted(mine)]})))
+                      [mine[n] for n in sorted(mine)]}, memo=True)))
             used[key] = self.memo[key]
         for key, policy in self.kinds.get('NetworkPolicy', {}).items():
             policies.append(self._memo(key, policy['metadata'].get('resourceVersion'),
@@ -328,7 +337,7 @@ def _inside(ip: str, net) -> bool:
         0, 1, net.num_addresses - 1)
 
 
-def _service_ports(svc: dict, slices: dict) -> list:
+def _service_ports(svc: dict, slices: dict, memo: bool = False) -> list:
     spec = svc.get('spec', {})
     vip = spec.get('clusterIP')
     if not vip or vip == 'None' or spec.get('type') == 'ExternalName':
@@ -344,12 +353,14 @@ def _service_ports(svc: dict, slices: dict) -> list:
         protocol = port.get('protocol', 'TCP')
         if protocol not in PROTOCOL_NUMBERS:
             continue
-        served, local = _served(slices.get((ns, meta['name']), []), (name, protocol))
+        external_local = spec.get('externalTrafficPolicy') == 'Local'
+        internal_local = spec.get('internalTrafficPolicy') == 'Local'
+        served, local = _served(slices.get((ns, meta['name']), []), (name, protocol),
+                                external_local or internal_local, memo)
         out.append(ServicePort(
             ns, meta['name'], name, protocol, vip, port['port'], served,
             node_port=port.get('nodePort') if external else None,
-            external_local=spec.get('externalTrafficPolicy') == 'Local',
-            internal_local=spec.get('internalTrafficPolicy') == 'Local',
+            external_local=external_local, internal_local=internal_local,
             affinity_timeout=(spec.get('sessionAffinityConfig') or {}).get(
                 'clientIP', {}).get('timeoutSeconds', 10800)
             if spec.get('sessionAffinity') == 'ClientIP' else None,
@@ -359,14 +370,58 @@ def _service_ports(svc: dict, slices: dict) -> list:
     return out
 
 
-def _served(slices: list, port: tuple) -> tuple[tuple, tuple]:
+@functools.lru_cache(maxsize=65536)
+def _endpoint(ip: str, port: int, node: str) -> Endpoint:
+    """One object per endpoint, shared by every Service port it serves (a pod behind
+    10,000 Services): compared by identity first, built once."""
+    return Endpoint(ip, port, node)
+
+
+@functools.lru_cache(maxsize=65536)
+def _endpoints(keys: tuple) -> tuple:
+    """One tuple per set of endpoints, shared by every Service port over the same pods
+    (the incremental path then builds their groups' buckets once)."""
+    return tuple(_endpoint(*key) for key in keys)
+
+
+_SERVED: dict = {}       # _served's memo: key -> (the endpoint objects it read, answer)
+
+
+def _served(slices: list, port: tuple, local_policy: bool,
+            memo: bool = False) -> tuple[tuple, tuple]:
     """kube-proxy's endpoints of one Service port: for the Cluster policies the ready
-    ones, else (none anywhere) the terminating ones still serving; for the Local ones,
-    per node, ((node, endpoints), ...) with the fallback among the node's own."""
-    def endpoints(addresses) -> tuple:
-        return tuple(sorted({Endpoint(a.address, a.port, a.node) for a in addresses},
-                            key=lambda e: (e.ip, e.port)))
-    served = endpoints(endpoint_addresses(slices, port, terminating_fallback=True))
-    local = tuple((node, endpoints(addresses)) for node, addresses in
-                  local_endpoint_addresses(slices, port).items())
+    ones, else (none anywhere) the terminating ones still serving; for the Local ones
+    (only when ``local_policy``: nothing else reads them), per node, ((node,
+    endpoints), ...) with the fallback among the node's own.
+
+    Read once per set of endpoint objects: the slices of Services over the same pods
+    share them (the store's controller gives them the same objects, the change stream
+    sends each once, and nothing changes them), so a pod behind 10,000 Services is one
+    read, not 10,000. The memo holds the objects it keyed by id (an id stays theirs);
+    only ``StateBuilder`` asks for it (``memo``), whose objects nothing changes."""
+    if not memo:
+        return _read_served(slices, port, local_policy)
+    try:
+        key = (port, local_policy, tuple(
+            (tuple((p.get('name') or '', p.get('protocol', 'TCP'), p.get('port'))
+                   for p in sl.get('ports') or ()),
+             tuple(map(id, sl.get('endpoints') or ()))) for sl in slices))
+    except (AttributeError, TypeError):          # not the shape of a valid slice
+        return _read_served(slices, port, local_policy)
+    hit = _SERVED.get(key)
+    if hit is None:
+        if len(_SERVED) >= 65536:
+            _SERVED.clear()
+        hit = _SERVED[key] = ([sl.get('endpoints') for sl in slices],
+                              _read_served(slices, port, local_policy))
+    return hit[1]
+
+
+def _read_served(slices: list, port: tuple, local_policy: bool) -> tuple[tuple, tuple]:
+    def endpoints(keys) -> tuple:
+        return _endpoints(tuple(sorted(dict.fromkeys(keys), key=lambda k: (k[0], k[1]))))
+    served = endpoints(endpoint_keys(slices, port, terminating_fallback=True))
+    local = tuple((node, endpoints((a.address, a.port, a.node) for a in addresses))
+                  for node, addresses in local_endpoint_addresses(slices, port).items()) \
+        if local_policy else ()
     return served, local

@@ -109,8 +109,15 @@ class Client:
     def lab(self) -> dict:
         return self._call('GET', '/lab/v1/lab')
 
-    def dataplane(self) -> dict:
-        return self._call('GET', '/lab/v1/dataplane')
+    def dataplane(self, until: int | None = None, switches: int = 0,
+                  timeout: float = 0) -> dict:
+        """Which version the switches and the proxies carry; with ``until``, once
+        ``switches`` switches report version ``until`` or later (the server waits at
+        most ``timeout`` seconds, and never more than 30)."""
+        if until is None:
+            return self._call('GET', '/lab/v1/dataplane')
+        return self._call('GET', f'/lab/v1/dataplane?until={until}&switches={switches}'
+                                 f'&timeout={timeout:.3f}', timeout=min(timeout, 30) + 30)
 
     def pod_metrics(self) -> list[dict]:
         """Every running pod's PodMetrics (metrics.k8s.io's shape)."""
@@ -126,18 +133,27 @@ class Client:
         start = time.monotonic()
         info = self.lab()
         switches = info.get('switches') or len(info['nodes']) + 3   # + underlay, edge, ext.
+        dp = self.dataplane()
         while True:
-            dp = self.dataplane()
             proxies = dp.get('proxies') or {'version': dp['storeVersion'], 'pending': []}
-            if dp['version'] >= dp['storeVersion'] and len(dp['switches']) >= switches \
-                    and proxies['version'] >= dp['storeVersion'] and not proxies['pending']:
+            carried = dp['version'] >= dp['storeVersion'] and len(dp['switches']) >= switches
+            if carried and proxies['version'] >= dp['storeVersion'] and not proxies['pending']:
                 return time.monotonic() - start
-            if time.monotonic() - start > timeout:
+            left = timeout - (time.monotonic() - start)
+            if left < 0:
                 raise KubelabError(
                     f'the dataplane is at version {dp["version"]}, the proxies at '
                     f'{proxies["version"]} ({"; ".join(proxies["pending"]) or "loaded"}), '
                     f'the store at {dp["storeVersion"]}, after {timeout} s')
-            time.sleep(0.02)
+            if carried:              # only the proxies are behind: they load by themselves
+                time.sleep(0.02)
+                dp = self.dataplane()
+                continue
+            # The server answers as soon as the switches report the version (no poll).
+            until = dp['storeVersion']
+            dp = self.dataplane(until, switches, min(left, 20))
+            if dp['version'] < until and time.monotonic() - start < timeout:
+                time.sleep(0.02)     # not there yet (the server's wait ended): again
 
     def wait_for(self, predicate, what: str, timeout: float = 30, interval: float = 0.1):
         deadline = time.monotonic() + timeout

@@ -81,6 +81,7 @@ it changes exactly when the answers do.
 import hashlib
 import ipaddress
 import json
+from functools import lru_cache
 
 from services.endpoints import endpoint_addresses
 
@@ -127,12 +128,18 @@ def reverse_zones(networks) -> list[str]:
 
 def _ipv4(value) -> str | None:
     """``value`` as a canonical IPv4 address, or None."""
+    return _ipv4_text(value) if isinstance(value, str) else None
+
+
+@lru_cache(maxsize=65536)
+def _ipv4_text(value: str) -> str | None:
     try:
         return str(ipaddress.IPv4Address(value))
-    except (ipaddress.AddressValueError, ValueError, TypeError):
+    except (ipaddress.AddressValueError, ValueError):
         return None
 
 
+@lru_cache(maxsize=262144)
 def _valid_name(name: str) -> bool:
     """True when absolute ``name`` can be a DNS name (RFC 1035 lengths)."""
     labels = name[:-1].split('.')
@@ -160,8 +167,8 @@ class _Records:
 
 
 def _sort_key(rdtype: str):
-    if rdtype == 'A':
-        return lambda data: ipaddress.IPv4Address(data)
+    if rdtype == 'A':          # canonical addresses (``_ipv4``): by their octets
+        return lambda data: tuple(int(octet) for octet in data.split('.'))
     return None
 
 
@@ -242,6 +249,21 @@ class _Pointers:
         self.cluster: dict[str, set] = {}
         self.endpoint: dict[str, set] = {}
         self.pod: dict[str, set] = {}
+
+
+def headless_services(services) -> set[tuple[str, str]]:
+    """(namespace, name), in lower case, of the headless Services: the only ones whose
+    EndpointSlices ``records`` reads."""
+    return {_meta(s) for s in services if (s.get('spec') or {}).get('clusterIP') == 'None'}
+
+
+def reads_slice(headless: set, endpoint_slice: dict) -> bool:
+    """Whether ``records`` reads ``endpoint_slice`` (a slice of one of ``headless``): a
+    caller may leave the others out (at 10,000 Services, the slices of ClusterIP
+    Services are nearly all of the store)."""
+    labels = (endpoint_slice.get('metadata') or {}).get('labels') or {}
+    return bool(labels.get(SERVICE_NAME_LABEL)) and (
+        _meta(endpoint_slice)[0], str(labels[SERVICE_NAME_LABEL]).lower()) in headless
 
 
 def _slices_by_service(objects: dict) -> dict[tuple, list]:
@@ -343,6 +365,8 @@ def _complete_zones(table: _Records, zone: str, networks) -> set:
         while name != apex:                  # the empty non-terminals up to the apex
             table.add(name)
             name = name.split('.', 1)[1]
+            if name in table.names:          # its own walk (done or to come) goes on
+                break
     for apex in zones:
         table.add(apex)
     return zones
@@ -352,8 +376,8 @@ def _finish(table: _Records, domain: str, zone: str, zones: set) -> dict:
     """The sorted content, its generation, and each zone's SOA (serial from it)."""
     content = {
         'domain': domain, 'ttl': TTL, 'zones': sorted(zones),
-        'records': {name: {rdtype: sorted(data, key=_sort_key(rdtype))
-                           for rdtype, data in sorted(node.items())}
+        'records': {name: {rdtype: sorted(data, key=_sort_key(rdtype)) if len(data) > 1
+                           else list(data) for rdtype, data in sorted(node.items())}
                     for name, node in sorted(table.names.items())},
     }
     generation = hashlib.sha256(

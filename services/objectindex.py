@@ -31,6 +31,7 @@ class ObjectIndex(dict):
         self._log: dict[tuple, int] = {}       # key -> version of its last change, in order
         self._pending: set[tuple] = set()
         self._kind_version: dict[str, int] = {}     # kind -> version of its last change
+        self._kind_count: dict[str, int] = {}       # kind -> changes ever (puts, removals)
         self.floor = 0          # changed_since(v) is complete for v >= floor
 
     def put(self, key: tuple, obj: dict, version: int) -> None:
@@ -60,11 +61,18 @@ class ObjectIndex(dict):
         self._log[key] = version
         self._pending.add(key)
         self._kind_version[key[0]] = version
+        self._kind_count[key[0]] = self._kind_count.get(key[0], 0) + 1
 
     def version_of(self, kinds) -> int:
         """The version of the last change to an object of one of ``kinds`` (0: none):
         a reader of only these kinds may skip a run when it has not moved."""
         return max((self._kind_version.get(kind, 0) for kind in kinds), default=0)
+
+    def count_of(self, kinds) -> tuple:
+        """How often objects of each of ``kinds`` changed: unlike ``version_of`` it moves
+        with every change, also the second of one version (a controller's own write
+        during a reconcile round)."""
+        return tuple(self._kind_count.get(kind, 0) for kind in kinds)
 
     def of_kind(self, kind: str) -> dict[tuple, dict]:
         """key -> object for one kind (the index's own dict: do not change it)."""

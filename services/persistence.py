@@ -32,8 +32,8 @@ from services.errors import AllocationError, KubelabError
 
 FORMAT = 1
 #: Kinds the store computes again, never restored.
-_DERIVED_KINDS = {'Node', 'LoadBalancerHealth', 'Lease', 'Event', 'ServiceL2Status',
-                  'L2Announcement', 'LabNetwork'}
+DERIVED_KINDS = {'Node', 'LoadBalancerHealth', 'Lease', 'Event', 'ServiceL2Status',
+                 'L2Announcement', 'LabNetwork'}
 #: The ReplicaSet record's fields that are its spec (the rest is status, recomputed).
 RS_FIELDS = ('name', 'hash', 'template', 'created', 'revision', 'replicas', 'desired',
              'max_replicas')
@@ -48,19 +48,23 @@ def _managed_slice(obj: dict) -> bool:
         'endpointslice.kubernetes.io/managed-by', '').startswith('endpointslice-controller')
 
 
+def kept(obj: dict) -> bool:
+    """Whether the saved document keeps ``obj`` (the store asks before copying it)."""
+    return obj['kind'] not in DERIVED_KINDS and not _managed_slice(obj) \
+        and not (obj['kind'] == 'Pod' and obj['metadata'].get('deletionTimestamp'))
+
+
 def saved(objects: list[dict], replica_sets: dict, cluster_doc: dict) -> dict:
     """The document kept on disk: ``objects`` (every object of the store), the
     Deployment controller's ReplicaSet records, the cluster they ran on."""
-    keep = [_without_runtime(o) for o in objects if o['kind'] not in _DERIVED_KINDS
-            and not _managed_slice(o)
-            and not (o['kind'] == 'Pod' and o['metadata'].get('deletionTimestamp'))]
+    keep = [without_runtime(o) for o in objects if kept(o)]
     records = {uid: {h: {f: getattr(rs, f) for f in RS_FIELDS} for h, rs in sets.items()}
                for uid, sets in replica_sets.items()}
     return {'format': FORMAT, 'cluster': cluster_doc, 'objects': keep,
             'replicaSets': records}
 
 
-def _without_runtime(obj: dict) -> dict:
+def without_runtime(obj: dict) -> dict:
     """The object without what changes all the time and is not restored (a pod's
     status, every resourceVersion), so the file changes only when objects do."""
     obj = dict(obj, metadata={k: v for k, v in obj['metadata'].items()

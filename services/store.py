@@ -136,6 +136,8 @@ class Store(StoreReads, LifecycleWrites):
         self.node_ports = NodePortAllocator(*cluster.node_port_range)
         self.lifecycle = NodeLifecycle(cluster.node_monitor_grace_period)
         self._lb_notes: dict[str, tuple] = {}     # Service uid -> the last address event
+        self._lb_seen = None      # the Service and pool changes the addresses were decided at
+        self._saved_texts: dict = {}      # key -> (object, version, its saved JSON)
         created = naming.now_rfc3339()
         for node in cluster.nodes:
             self._put(node_object(node, created))
@@ -157,11 +159,42 @@ class Store(StoreReads, LifecycleWrites):
         """What persistence keeps of the store now, safe to write out: the objects from
         ``view`` (copies no one changes), the rest deep-copied."""
         with self.cond:
-            objects = [o for kind in sorted(self.objects.kinds()) for o in self.view(kind)]
+            # Only what is kept is copied: not the 10,000 managed slices a pod behind
+            # 10,000 Services changes.
+            objects = [o for kind in sorted(self.objects.kinds()) if kind not in
+                       persistence.DERIVED_KINDS for o in self.view(kind, where=persistence.kept)]
             document = persistence.saved(objects, copy.deepcopy(self.replica_sets),
                                          cluster_doc)
             document['cluster'] = copy.deepcopy(document['cluster'])
             return document
+
+    def saved_json(self, cluster_doc: dict) -> str:
+        """``json.dumps(self.saved(cluster_doc), sort_keys=True)``, with each object's
+        text kept while the object stays (by identity and resourceVersion): at 10,000
+        Services the whole document took 0.1 s to encode after every change; now only
+        what changed is encoded again."""
+        with self.cond:
+            texts, fresh = [], {}
+            for kind in sorted(self.objects.kinds()):
+                if kind in persistence.DERIVED_KINDS:
+                    continue
+                for key, obj in sorted(self.objects.of_kind(kind).items()):
+                    if not persistence.kept(obj):
+                        continue
+                    version = obj['metadata'].get('resourceVersion')
+                    hit = self._saved_texts.get(key)
+                    if hit is None or hit[0] is not obj or hit[1] != version:
+                        hit = (obj, version, json.dumps(persistence.without_runtime(obj),
+                                                        sort_keys=True))
+                    fresh[key] = hit
+                    texts.append(hit[2])
+            self._saved_texts = fresh
+            rest = persistence.saved([], copy.deepcopy(self.replica_sets), cluster_doc)
+        # As json.dumps(document, sort_keys=True) writes it, the objects from their texts.
+        return '{' + ', '.join(
+            json.dumps(field) + ': ' + ('[' + ', '.join(texts) + ']' if field == 'objects'
+                                        else json.dumps(rest[field], sort_keys=True))
+            for field in sorted(rest)) + '}'
 
     def restore(self, document: dict) -> list[str]:
         """Load what ``saved`` kept (into a store that holds only its own start-up

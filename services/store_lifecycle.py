@@ -112,7 +112,12 @@ class LifecycleWrites:
     def _assign_load_balancers(self) -> bool:
         """Give every LoadBalancer Service the address its controller decides, clear
         the address of what is no longer one; an event when a Service gets one or
-        cannot (once per reason)."""
+        cannot (once per reason). Skipped while no Service and no address pool changed
+        (it runs after every change of the store: at 10,000 Services, a pod's status
+        or a node's Lease cost a pass over every Service)."""
+        seen = self.objects.count_of(('Service', 'IPAddressPool'))
+        if seen == self._lb_seen:
+            return False
         services = list(self.objects.of_kind('Service').values())
         if self.cluster.metallb:
             from services.metallb import ipam
@@ -129,6 +134,7 @@ class LifecycleWrites:
             key = cloud_lb.service_key(svc)
             got = decided.get(key, cloud_lb.Assignment())
             changed |= self._set_load_balancer(svc, got, component)
+        self._lb_seen = self.objects.count_of(('Service', 'IPAddressPool'))
         return changed
 
     def _set_load_balancer(self, svc: dict, got, component: str) -> bool:

@@ -44,7 +44,8 @@ from email.utils import formatdate
 from http import HTTPStatus
 from typing import Callable
 
-from services.endpoints import ANY_PORT, by_service, endpoint_addresses, kube_proxy_ignores
+from services.endpoints import ANY_PORT, SERVICE_NAME_LABEL, by_service, endpoint_addresses, \
+    kube_proxy_ignores
 from services.naming import now_rfc3339
 
 LOG = logging.getLogger('kubelab.cloudlb')
@@ -68,17 +69,39 @@ def health_checks(services: list[dict], slices: list[dict],
     answers 503 while its NodePort still serves them (the Local fallback), as
     kube-proxy's does: the load balancer stops sending it new clients. A Service
     kube-proxy does not watch (services/endpoints.kube_proxy_ignores) gets no port."""
-    local = {key: {a.address for a in endpoint_addresses(items, ANY_PORT, node=node_name)}
-             for key, items in by_service(slices).items()}
-    wanted = {}
+    checked = _checked(services)
+    # Only the checked Services' slices are read (at 10,000 Services, reading every
+    # slice's endpoints after each change cost a quarter of a second).
+    keys = set(checked.values())
+    mine = by_service([s for s in slices if slice_service(s) in keys]) if keys else {}
+    return {port: (*key, len({a.address for a in endpoint_addresses(
+        mine.get(key, ()), ANY_PORT, node=node_name)})) for port, key in checked.items()}
+
+
+def _checked(services: list[dict]) -> dict[int, tuple[str, str]]:
+    """healthCheckNodePort -> (namespace, name) of the Services kube-proxy serves a
+    health check for."""
+    checked = {}
     for svc in services:
         spec = svc.get('spec') or {}
         port = spec.get('healthCheckNodePort')
         if port and spec.get('type') == 'LoadBalancer' and not kube_proxy_ignores(svc) \
                 and spec.get('externalTrafficPolicy') == 'Local':
-            key = (svc['metadata'].get('namespace', 'default'), svc['metadata']['name'])
-            wanted[port] = (*key, len(local.get(key, ())))
-    return wanted
+            checked[port] = (svc['metadata'].get('namespace', 'default'),
+                             svc['metadata']['name'])
+    return checked
+
+
+def health_checked(services: list[dict]) -> set[tuple[str, str]]:
+    """(namespace, name) of the Services whose slices ``health_checks`` reads."""
+    return set(_checked(services).values())
+
+
+def slice_service(endpoint_slice: dict) -> tuple[str, str | None]:
+    """(namespace, Service name) of an EndpointSlice, as ``by_service`` reads it."""
+    meta = endpoint_slice.get('metadata') or {}
+    return (meta.get('namespace') or 'default',
+            (meta.get('labels') or {}).get(SERVICE_NAME_LABEL))
 
 
 def _listening_socket(port: int) -> socket.socket:

@@ -31,20 +31,59 @@ def bypassed():
         _ENABLED[0] = True
 
 
-def per_service(bridge, items: list[tuple], compute: Callable) -> list:
+def per_service(bridge, items: list[tuple], compute: Callable,
+                derive: Callable | None = None) -> list:
     """``compute(arg)`` for every ``(sp, signature, arg)`` of ``items``, or the part
     remembered from the last build of ``bridge`` for the same ``sp`` object and an
-    equal signature."""
+    equal signature. On a miss, ``derive(old_sp, old_part, sp)`` may give the part
+    from the one remembered for the Service port of the same key and an equal
+    signature (endpoint_moves.py: only the endpoints changed), or None."""
     if not _ENABLED[0]:
         return [compute(arg) for _, _, arg in items]
     old, new, out = _MEMO.get(bridge, {}), {}, []
+    by_key = None
     for sp, signature, arg in items:
         hit = old.get(id(sp))
         if hit is not None and hit[0] is sp and hit[1] == signature:
             part = hit[2]
         else:
-            part = compute(arg)
+            part = None
+            if derive is not None:
+                if by_key is None:
+                    by_key = {entry[0].key: entry for entry in old.values()}
+                was = by_key.get(sp.key)
+                if was is not None and was[1] == signature:
+                    part = derive(was[0], was[2], sp)
+            if part is None:
+                part = compute(arg)
         new[id(sp)] = (sp, signature, part)
         out.append(part)
     _MEMO[bridge] = new
     return out
+
+
+def put(bridge, sp, signature, part) -> None:
+    """Remember ``part`` for ``sp`` as ``per_service`` would have (the incremental path
+    computes the parts of the Service ports it adds: the next full pass finds them)."""
+    if _ENABLED[0]:
+        _MEMO.setdefault(bridge, {})[id(sp)] = (sp, signature, part)
+
+
+_WHOLE: dict = {}        # bridge -> (signature, the Service ports, what was built of them)
+
+
+def same_ports(bridge, signature, ports: list):
+    """What ``remember_ports`` kept for ``bridge`` when it was built from the very same
+    Service port objects in the same order and an equal signature, else None: a change
+    of pods, policies or nodes alone (a new pod's address) keeps every Service port, and
+    its full pass then takes every part as it was, without a pass over 10,000 of them."""
+    hit = _WHOLE.get(bridge) if _ENABLED[0] else None
+    if hit is None or hit[0] != signature or len(hit[1]) != len(ports) or not all(
+            a is b for a, b in zip(hit[1], ports)):
+        return None
+    return hit[2]
+
+
+def remember_ports(bridge, signature, ports: list, built) -> None:
+    if _ENABLED[0]:
+        _WHOLE[bridge] = (signature, list(ports), built)

@@ -21,12 +21,12 @@ from __future__ import annotations
 
 import ipaddress
 from dataclasses import dataclass
-from functools import cached_property, lru_cache
+from functools import cached_property
 
-from controller.flows import (Bucket, Ct, Group, GroupSpec, LearnAffinity, MeterSpec, Nat,
+from controller.flows import (Ct, Group, GroupSpec, LearnAffinity, MeterSpec, Nat,
                               Output, Resubmit, SetField, SwitchConfig, ToController,
                               ct_state, flow)
-from controller.pipeline import l2_announce, memo, network_policy, shared
+from controller.pipeline import endpoint_moves, l2_announce, memo, network_policy, shared
 from controller.pipeline.service_fronts import (Front, bind_fronts, front_templates,
                                                 group_ids, source_port_bits,
                                                 split_endpoints)
@@ -83,15 +83,41 @@ class NodeBridge:
         of other ports): memoized (memo.py), as are its fronts before group ids."""
         ports = self.state.proxied_ports
         pods = self.state.cluster.cluster_cidr
+        same = memo.same_ports(('parts', self.node.name), (self.node, pods), ports)
+        if same is not None:     # the very Service ports of the last build: its parts
+            parts, taken, spans = same
+            self.groups_taken.update(taken)
+            self.group_spans.update(spans)
+            return parts
         templates = memo.per_service(('fronts', self.node.name),
                                      [(sp, (self.node, pods), sp) for sp in ports],
-                                     lambda sp: front_templates(sp, self.node, pods))
+                                     lambda sp: front_templates(sp, self.node, pods),
+                                     endpoint_moves.moved_templates)
         taken, items = self.groups_taken, []
         for sp, mine in zip(ports, templates):
             gids = group_ids(sp, mine, taken, self.group_spans)
             items.append((sp, (self.node, gids), (sp, mine, gids)))
-        return memo.per_service(('node', self.node.name), items, lambda arg: service_part(
-            self, bind_fronts(*arg)))
+        parts = memo.per_service(('node', self.node.name), items, lambda arg: service_part(
+            self, bind_fronts(*arg)), endpoint_moves.regrouped)
+        memo.remember_ports(('parts', self.node.name), (self.node, pods), ports,
+                            (parts, frozenset(taken), frozenset(self.group_spans)))
+        return parts
+
+    def remember(self, sp, templates: list, gids: tuple, part: dict) -> None:
+        """Keep what the incremental path computed for ``sp`` in the memo, as
+        ``service_parts`` would have."""
+        memo.put(('fronts', self.node.name), sp,
+                 (self.node, self.state.cluster.cluster_cidr), templates)
+        memo.put(('node', self.node.name), sp, (self.node, gids), part)
+
+    def remember_all(self, parts: list, taken, spans) -> None:
+        """Keep ``parts`` (the incremental path's, one per proxied Service port of the
+        state, in order) as ``service_parts`` would have: a full pass over the same
+        Service ports (a pod's address next) takes them as they are."""
+        memo.remember_ports(('parts', self.node.name),
+                            (self.node, self.state.cluster.cluster_cidr),
+                            self.state.proxied_ports, (parts, frozenset(taken),
+                                                       frozenset(spans)))
 
     @cached_property
     def groups_taken(self) -> set:
@@ -286,14 +312,6 @@ def service_lb_groups(ctx: NodeBridge) -> list:
     return [g for part in ctx.service_parts for g in part['groups']]
 
 
-@lru_cache(maxsize=65536)
-def _bucket(zone: int, after: int, ip: str, port: int, mark: int | None) -> Bucket:
-    """A bucket that DNATs to one endpoint: one object for every group that has it (a
-    pod behind 10,000 Services), so its content hash is computed once."""
-    return Bucket((Ct(zone=zone, commit=True, table=after, nat=Nat(dst=ip, port=port),
-                      mark=mark),))
-
-
 def _groups(ctx: NodeBridge, fronts: list) -> list:
     groups, done = [], set()
     for front in fronts:
@@ -303,7 +321,8 @@ def _groups(ctx: NodeBridge, fronts: list) -> list:
         after = T['AffinityLearn'] if front.affinity else T['L3Forwarding']
         for gid, endpoints in zip(front.split or (front.group,),
                                   split_endpoints(front.endpoints)):
-            buckets = tuple(_bucket(ctx.zone, after, ep.ip, ep.port, front.mark)
+            buckets = tuple(endpoint_moves.bucket(ctx.zone, after, ep.ip, ep.port,
+                                                  front.mark)
                             for ep in endpoints)
             groups.append(GroupSpec(gid, buckets, owner=front.owner))
     return groups

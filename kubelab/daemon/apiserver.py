@@ -22,7 +22,8 @@ Routes (all under /lab/v1):
   POST rollout/restart  {"namespace", "name"}   a Deployment's pods replaced anew
   POST node/fail, node/restore  {"name"}        cut a node off the network / reconnect it
   POST node/kubelet  {"name", "running"}        stop or start a node's kubelet
-  GET  dataplane / POST dataplane {"version": N, "switches": [dpid...]}
+  GET  dataplane[?until=N&switches=K&timeout=S]   (once K switches carry version N)
+  POST dataplane {"version": N, "switches": [dpid...]}
   GET  lab       the cluster's nodes, external hosts, sandbox and container pids (exec)
   GET  metrics/pods  every running pod's CPU and memory (metrics.k8s.io PodMetrics)
   POST shutdown
@@ -191,6 +192,9 @@ class _Handler(GuardedHandler):
                 return 200, store.get(kind, ns, name)
             return 200, {'items': store.list(kind, ns), 'resourceVersion': str(store.rv)}
         if path == '/lab/v1/dataplane':
+            if 'until' in q:        # a long poll: once the switches carry that version
+                self.api.wait_dataplane(int(q.number('until')), int(q.number('switches', 0)),
+                                        min(q.number('timeout', 0), 30))
             proxies = self.api.proxies() if self.api.proxies else None
             return 200, dict(self.api.dataplane, storeVersion=store.rv, proxies=proxies)
         if path == '/lab/v1/lab':

@@ -29,7 +29,7 @@ import threading
 
 from kubelab.daemon import persist
 from kubelab.daemon.statedir import STATE_DIR, append_fd, lab_mark, state_path, write_file
-from services import transport
+from services import dns_inputs, transport
 from services.errors import KubelabError
 from services.watch import follow
 from topo import cloudlb
@@ -91,6 +91,7 @@ class Lab:
         self.dns_records = None
         self.cgroups = None
         self._dns_version = None      # the store version of the kinds the records read
+        self._dns_inputs = None       # what they read (services/dns_inputs.py)
         self.saver = None
         self.ofp_socket = None
         self.openvswitch = None       # which Open vSwitch runs the lab (topo/ovs.py)
@@ -133,6 +134,7 @@ class Lab:
             {'prefix': self.openvswitch_prefix, 'description': self.openvswitch}).encode())
 
         self.store = Store(self.cluster)
+        self._dns_inputs = dns_inputs.DNSInputs(self.store)
         self._restore(doc)
         self.api = APIServer(self.store, token, self.lab_info, self.done.set,
                              path=state_path(transport.SOCKET_NAME),
@@ -282,11 +284,13 @@ class Lab:
     def _write_dns(self) -> bool:
         from services import dns
         from topo.l7files import write_if_changed
-        kinds = ('Service', 'EndpointSlice', 'Pod', 'Namespace')
-        version = self.store.version_of(kinds)
+        version = self.store.version_of(dns_inputs.KINDS)
         if version == self._dns_version:     # nothing it reads changed: same records
             return False
-        objects = {kind: self.store.view(kind) for kind in kinds}
+        if self._dns_inputs.unchanged():     # a pod's readiness, a ClusterIP's slices
+            self._dns_version = version
+            return False
+        objects = self._dns_inputs.objects()
         text = json.dumps(dns.records(objects, networks=(self.cluster.service_cidr,
                                                          self.cluster.cluster_cidr)),
                           sort_keys=True)
@@ -337,7 +341,9 @@ class Lab:
             if version == seen:
                 return           # the health checks go on by themselves
             services = self.store.view('Service')
-            slices = self.store.view('EndpointSlice')
+            checked = cloudlb.health_checked(services)
+            slices = self.store.view(          # only the slices the health checks read
+                'EndpointSlice', where=lambda s: cloudlb.slice_service(s) in checked)
             for server in self.proxy_health:
                 server.sync(services, slices)
             if self.checker is None:

@@ -39,7 +39,7 @@ class Saver:
         version = self.store.rv
         if version == self.version:      # nothing changed since the last save
             return
-        data = json.dumps(self.store.saved(self.cluster_doc), sort_keys=True).encode()
+        data = self.store.saved_json(self.cluster_doc).encode()
         with self.lock:
             if data != self.last:
                 write_file(self.path, data)

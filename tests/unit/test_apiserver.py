@@ -261,3 +261,22 @@ def test_fuzz_leaves_the_store_as_it_was(api):
         except ConnectionResetError:
             pass
     unchanged(api, before)
+
+
+def test_the_dataplane_wait_answers_when_the_switches_report_not_before(api):
+    """``kubelab wait``'s long poll (issue 20: no polling sleep between the switches'
+    report and the answer)."""
+    def report():
+        time.sleep(0.3)
+        call(api, 'POST', '/lab/v1/dataplane', {'version': 7, 'switches': [1, 2]})
+    threading.Thread(target=report).start()
+    began = time.monotonic()
+    code, body = call(api, 'GET', '/lab/v1/dataplane?until=7&switches=2&timeout=5')
+    assert code == 200 and body['version'] == 7 and body['switches'] == [1, 2]
+    assert 0.25 < time.monotonic() - began < 2
+    began = time.monotonic()          # already there: at once
+    assert call(api, 'GET', '/lab/v1/dataplane?until=5&switches=2&timeout=5')[1][
+        'version'] == 7
+    assert time.monotonic() - began < 0.5
+    code, body = call(api, 'GET', '/lab/v1/dataplane?until=9&switches=2&timeout=0.2')
+    assert code == 200 and body['version'] == 7          # the wait ran out: as it is

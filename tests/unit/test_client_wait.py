@@ -38,7 +38,7 @@ class FakeClient(Client):
     def list(self, kind, namespace=None):
         return [READY_POD] if kind == 'Pod' else []
 
-    def dataplane(self):
+    def dataplane(self, until=None, switches=0, timeout=0):
         self.clock.now += 0.5          # each request takes half a second
         version = 29 if self.clock.now - self.start >= self.catch_up else 28
         return {'version': version, 'switches': list(range(6)), 'storeVersion': 29,

@@ -205,3 +205,54 @@ def test_anything_but_service_ports_changed_is_left_to_the_full_pass():
                          ('namespaces', {'x': {}})):
         assert incremental.service_delta(
             state, dataclasses.replace(state, **{field: value})) is None, field
+
+
+def test_an_index_in_steps_equals_one_at_once():
+    store = Store(default_cluster(), rng=random.Random(9))
+    rng = random.Random(9)
+    store.apply([_service(f's{i}', 'default', 'a', rng) for i in range(40)])
+    _ready_pod(store, 'p', '192.168.2.5')
+    builder = StateBuilder(store.cluster)
+    builder.apply(store.changes(0))
+    dpid = wiring.node_dpid(store.cluster.nodes[1])
+    whole = incremental.full(builder.state(), dpid)[1]
+    steps = incremental.full(builder.state(), dpid)[1]
+    whole.index()
+    done = [steps.index(7) for _ in range(10)]
+    assert done[-1] and not done[0]
+    assert (steps.refs, steps.vips, set(steps.parts)) == (whole.refs, whole.vips,
+                                                          set(whole.parts))
+
+
+def test_a_batch_of_services_goes_incrementally_and_feeds_the_memo(monkeypatch):
+    """A batch of Services among many takes the incremental path (not a pass over every
+    Service), and the parts it computed are the memo's: the next full pass computes no
+    part again."""
+    from controller.pipeline import node_switch
+    store = Store(default_cluster(), rng=random.Random(11))
+    rng = random.Random(11)
+    store.apply([_service(f's{i}', 'default', 'a', rng) for i in range(100)])
+    _ready_pod(store, 'p', '192.168.2.5')
+    builder = StateBuilder(store.cluster)
+    builder.apply(store.changes(0))
+    version, switches = store.rv, [Switch(d) for d in _dpids(store.cluster)]
+    for sw in switches:
+        sw.sync(builder.state())
+    store.apply([{'apiVersion': 'v1', 'kind': 'Service',
+                  'metadata': {'name': f'b{i}', 'namespace': 'default'},
+                  'spec': {'selector': {'app': 'a'}, 'ports': [{'port': 80}]}}
+                 for i in range(300)])
+    builder.apply(store.changes(version, epoch=store.epoch))
+    state = builder.state()
+    for sw in switches:
+        sw.sync(state)
+        assert sw.incremental == 1
+        _holds(sw, state)
+    computed = []
+    real = node_switch.service_part
+    monkeypatch.setattr(node_switch, 'service_part',
+                        lambda ctx, fronts: computed.append(fronts[0].sp.service)
+                        or real(ctx, fronts))
+    for sw in switches:
+        incremental.full(state, sw.dpid)
+    assert computed == []

@@ -96,3 +96,23 @@ def test_a_batch_sends_the_messages_in_order_in_few_writes():
 def test_the_largest_group_fits_one_message():
     spec = GroupSpec(9, tuple(_bucket(i % 250, 1, 1) for i in range(MAX_GROUP_BUCKETS)))
     assert len(_bytes(_message(Datapath(), 'add', 'group', spec))) < 65535
+
+
+def test_a_flow_encoded_once_is_ryus_own_encoding_with_each_xid():
+    """A flow's add message is encoded once (the node bridges share ServiceLB flows) and
+    sent with each message's own transaction id: the bytes Ryu would write."""
+    from controller.flows import Group, ToController, flow
+    from controller.pipeline.tables import T
+    from controller.ryu_app import _flow_add_bytes, _with_xid
+    specs = [flow(T['ServiceLB'], 200, {'eth_type': 0x800, 'ip_proto': 6,
+                                        'ipv4_dst': '10.96.0.10', 'tcp_dst': 80},
+                  (Group(7),), owner='service default/web/tcp/p80'),
+             flow(T['ServiceLB'], 1, {'eth_type': 0x800, 'ipv4_dst': '10.96.0.10'},
+                  (ToController(),), meter=1, owner='service default/web')]
+    dp = Datapath()
+    for spec in specs:
+        for xid in (7, 0x12345678):
+            msg = _message(dp, 'add', 'flow', spec)
+            msg.xid = xid
+            msg.serialize()
+            assert _with_xid(_flow_add_bytes(dp, spec), xid) == bytes(msg.buf)

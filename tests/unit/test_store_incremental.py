@@ -182,3 +182,18 @@ def test_forgotten_removals_make_a_follower_that_far_behind_read_everything(monk
     store.delete('Service', 'default', 'new')
     body = store.changes(recent, epoch=store.epoch)
     assert not body['full'] and ['Service', 'default', 'new'] in body['deleted']
+
+
+@pytest.mark.parametrize('seed', range(3))
+def test_the_saved_text_is_the_saved_document_encoded(seed):
+    """The daemon writes ``saved_json`` (each object's text kept while it stays): always
+    ``json.dumps`` of ``saved``, through random changes (issue 20)."""
+    import json
+    rng = random.Random(seed)
+    store = Store(default_cluster(), rng=random.Random(seed))
+    store.apply([{'apiVersion': 'v1', 'kind': 'Namespace', 'metadata': {'name': 'team'}}])
+    cluster_doc = {'kind': 'Cluster', 'metadata': {'name': 'x'}, 'objects': ['not these']}
+    for serial in range(60):
+        random_step(store, rng, serial)
+        assert store.saved_json(cluster_doc) == json.dumps(store.saved(cluster_doc),
+                                                           sort_keys=True)

@@ -1,0 +1,70 @@
+"""The DNS records writer skips a run only when the records would be the same
+(services/dns_inputs.py, issue 20): on random change sequences (Services created,
+re-selected and deleted, headless ones among them; pods created, readied, relabelled,
+terminated, gone), whenever ``unchanged`` says so, the records computed afresh equal
+the ones last written; and a pod's readiness or a ClusterIP Service's slices alone
+are skipped."""
+
+import random
+
+import pytest
+
+from services import dns
+from services.cluster import default_cluster
+from services.dns_inputs import DNSInputs
+from services.store import Store
+from tests.unit.test_store_incremental import _pod, _service, random_step
+
+NETWORKS = ('10.96.0.0/12', '192.168.0.0/16')
+
+
+def _records(inputs):
+    return dns.records(inputs.objects(), networks=NETWORKS)
+
+
+def _fresh(store):
+    return dns.records(DNSInputs(store).objects(), networks=NETWORKS)
+
+
+def _headless(name, ns, app):
+    svc = _service(name, ns, app)
+    svc['spec']['clusterIP'] = 'None'
+    return svc
+
+
+@pytest.mark.parametrize('seed', range(5))
+def test_a_skipped_run_would_have_written_the_same_records(seed):
+    rng = random.Random(seed)
+    store = Store(default_cluster(), rng=random.Random(seed))
+    store.apply([{'apiVersion': 'v1', 'kind': 'Namespace', 'metadata': {'name': 'team'}},
+                 _headless('h', 'default', 'a'), _headless('h', 'team', 'b')])
+    inputs = DNSInputs(store)
+    written, skipped = _records(inputs), 0
+    for serial in range(150):
+        random_step(store, rng, serial)
+        if inputs.unchanged():
+            skipped += 1
+            assert _fresh(store) == written, f'after step {serial}'
+        else:
+            written = _records(inputs)
+    assert skipped > 10
+
+
+def test_readiness_and_clusterip_slices_alone_are_skipped():
+    store = Store(default_cluster(), rng=random.Random(1))
+    store.apply([_service(f's{i}', 'default', 'a') for i in range(5)] + [_pod('p', 'default', 'a')])
+    pod = store.get('Pod', 'default', 'p')
+    status = {'phase': 'Running', 'podIP': '192.168.2.9',
+              'conditions': [{'type': 'Ready', 'status': 'False'}]}
+    store.update_pod_status('default', 'p', pod['metadata']['uid'], status)
+    inputs = DNSInputs(store)
+    _records(inputs)
+    store.update_pod_status('default', 'p', pod['metadata']['uid'], dict(
+        status, conditions=[{'type': 'Ready', 'status': 'True'}]))     # 5 slices change
+    assert inputs.unchanged()
+    store.update_pod_status('default', 'p', pod['metadata']['uid'], dict(
+        status, podIP='192.168.2.10'))
+    assert not inputs.unchanged()
+    _records(inputs)
+    store.apply([_service('more', 'default', 'a')])
+    assert not inputs.unchanged()

@@ -1,0 +1,141 @@
+"""A Service port whose endpoints alone changed (controller/pipeline/endpoint_moves.py):
+its part derived from the old one equals the part computed afresh, in the memo (a full
+pass) and on the incremental path, which answers a pod behind many Services becoming
+ready with their groups' new buckets only (issue 20)."""
+
+import dataclasses
+import random
+
+from controller import pipeline
+from controller.pipeline import endpoint_moves, incremental, memo
+from controller.state import Endpoint, ServicePort, StateBuilder
+from services.cluster import default_cluster
+from services.store import Store
+from tests.unit.test_pipeline_incremental import Switch, _dpids, _holds
+from tests.unit.test_store_incremental import _pod
+
+
+def _kind(i):
+    """Service ``i``: now and then with Local policies or two ports or a NodePort.
+    (A sticky one sends every change to the full pass: ConntrackState reads them.)"""
+    spec = {'selector': {'app': 'a'}, 'ports': [{'name': 'a', 'port': 80,
+                                                 'targetPort': 8080}]}
+    if i % 25 == 12:
+        spec.update(type='NodePort', externalTrafficPolicy='Local',
+                    internalTrafficPolicy='Local')
+    elif i % 3 == 1:
+        spec['type'] = 'NodePort'
+    elif i % 3 == 2:
+        spec['ports'].append({'name': 'b', 'port': 81, 'targetPort': 8080})
+    return {'apiVersion': 'v1', 'kind': 'Service',
+            'metadata': {'name': f's{i}', 'namespace': 'default'}, 'spec': spec}
+
+
+def _status(store, name, ip, ready):
+    pod = store.get('Pod', 'default', name)
+    store.update_pod_status('default', name, pod['metadata']['uid'], {
+        'phase': 'Running', 'podIP': ip,
+        'conditions': [{'type': 'Ready', 'status': 'True' if ready else 'False'}]})
+
+
+class Lab:
+    """A store, kube-proxy's state builder and every switch, kept in step."""
+
+    def __init__(self, seed, services):
+        self.store = Store(default_cluster(), rng=random.Random(seed))
+        self.store.apply([_kind(i) for i in range(services)]
+                         + [_pod(f'p{i}', 'default', 'a') for i in range(3)])
+        for i in range(3):
+            _status(self.store, f'p{i}', f'192.168.{2 + i % 2}.{10 + i}', True)
+        self.builder, self.version = StateBuilder(self.store.cluster), 0
+        self.switches = [Switch(d) for d in _dpids(self.store.cluster)]
+        self.sync()
+
+    def sync(self):
+        self.builder.apply(self.store.changes(self.version, epoch=self.store.epoch
+                                              if self.version else ''))
+        self.version = self.store.rv
+        state = self.builder.state()
+        todos = [sw.sync(state) for sw in self.switches]
+        for sw in self.switches:
+            _holds(sw, state)
+        return state, todos
+
+
+def test_a_pod_behind_every_service_becoming_ready_sends_only_new_buckets(monkeypatch):
+    monkeypatch.setattr(incremental, 'MAX_CHANGED', 16)     # far fewer than the moves
+    lab = Lab(1, 150)
+    lab.store.apply([_pod('new', 'default', 'a')])
+    _status(lab.store, 'new', '192.168.2.40', False)     # an address, not ready
+    lab.sync()
+    before = [sw.incremental for sw in lab.switches]
+    _status(lab.store, 'new', '192.168.2.40', True)
+    after, todos = lab.sync()
+    nodes = [sw for sw in lab.switches if sw.plan.kind == 'node']
+    for sw, todo in zip(lab.switches, todos):
+        assert sw.incremental == before[lab.switches.index(sw)] + 1, f'{sw.dpid:#x}'
+        if sw not in nodes:
+            assert not todo
+            continue
+        assert not todo.flows_to_add and not todo.flows_to_delete
+        assert not todo.groups_to_add and not todo.groups_to_delete
+        assert todo.groups_to_modify
+        assert all('192.168.2.40' in g.to_ofctl() for g in todo.groups_to_modify)
+    # Far more Service ports than the incremental path takes otherwise; the Local
+    # ones among them went its usual way.
+    assert sum(not sp.internal_local for sp in after.service_ports) \
+        > 2 * incremental.MAX_CHANGED
+    assert any(sp.internal_local for sp in after.service_ports)
+
+
+def test_the_not_ready_address_keeps_every_service_port_object():
+    lab = Lab(2, 40)
+    old = lab.builder.state().service_ports
+    lab.store.apply([_pod('new', 'default', 'a')])
+    _status(lab.store, 'new', '192.168.2.41', False)
+    lab.builder.apply(lab.store.changes(lab.version, epoch=lab.store.epoch))
+    assert all(a is b for a, b in zip(old, lab.builder.state().service_ports))
+
+
+def _sp(endpoints, **kw):
+    return ServicePort('default', 'web', '', 'TCP', '10.96.0.20', 80, tuple(
+        Endpoint(f'192.168.{2 + i // 250}.{i % 250 + 2}', 8080, 'worker-1')
+        for i in range(endpoints)), **kw)
+
+
+def test_moved_only_where_the_flows_stay():
+    assert endpoint_moves.moved(_sp(3), _sp(4))
+    assert endpoint_moves.moved(_sp(600), _sp(700))          # two groups both times
+    assert not endpoint_moves.moved(_sp(400), _sp(600))      # one group, then two
+    assert not endpoint_moves.moved(_sp(0), _sp(1))          # REJECT, then a group
+    assert not endpoint_moves.moved(_sp(1), _sp(0))
+    assert not endpoint_moves.moved(_sp(3, affinity_timeout=60), _sp(4, affinity_timeout=60))
+    assert not endpoint_moves.moved(_sp(3, external_local=True),
+                                    _sp(4, external_local=True))
+    assert not endpoint_moves.moved(_sp(3), dataclasses.replace(_sp(4), port=81))
+    assert not endpoint_moves.moved(_sp(3, node_port=30080), _sp(4))
+
+
+def _state_with(sp):
+    from controller.state import ClusterState
+    return ClusterState(default_cluster(), service_ports=[sp])
+
+
+def test_derived_parts_equal_parts_computed_afresh():
+    cluster = default_cluster()
+    node = [n for n in cluster.nodes if n.name == 'worker-1'][0]
+    from services import wiring
+    dpid = wiring.node_dpid(node)
+    for old, new in ((_sp(3), _sp(5)), (_sp(600), _sp(900)), (_sp(2, node_port=30080),
+                                                             _sp(7, node_port=30080))):
+        first = _state_with(old)
+        first.cluster = cluster
+        second = _state_with(new)
+        second.cluster = cluster
+        pipeline.desired(first, dpid)                  # remembered
+        derived = pipeline.desired(second, dpid)       # derived from it
+        with memo.bypassed():
+            fresh = pipeline.desired(second, dpid)
+        assert [f.to_ofctl() for f in derived.flows] == [f.to_ofctl() for f in fresh.flows]
+        assert [g.to_ofctl() for g in derived.groups] == [g.to_ofctl() for g in fresh.groups]
+        assert len(fresh.groups) >= (2 if len(new.endpoints) > 512 else 1)
