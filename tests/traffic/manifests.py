@@ -16,12 +16,10 @@ spec:
 ---"""
 
 
-def netexec_deployment(name: str = 'web', replicas: int = 2, udp: bool = True) -> str:
-    """A Deployment of agnhost netexec pods (HTTP 8080, UDP 8081 unless ``udp`` is
-    false) labelled ``app: NAME``, as YAML followed by ``---``."""
-    udp_flag = '8081' if udp else '-1'
-    return f"""
-apiVersion: apps/v1
+def deployment_head(name: str, replicas: int) -> str:
+    """A Deployment's YAML up to its containers' list: ``replicas`` pods labelled
+    ``app: NAME``."""
+    return f"""apiVersion: apps/v1
 kind: Deployment
 metadata: {{name: {name}}}
 spec:
@@ -31,7 +29,15 @@ spec:
     metadata: {{labels: {{app: {name}}}}}
     spec:
       containers:
-      - {{name: netexec, image: registry.k8s.io/e2e-test-images/agnhost:2.53,
+"""
+
+
+def netexec_deployment(name: str = 'web', replicas: int = 2, udp: bool = True) -> str:
+    """A Deployment of agnhost netexec pods (HTTP 8080, UDP 8081 unless ``udp`` is
+    false) labelled ``app: NAME``, as YAML followed by ``---``."""
+    udp_flag = '8081' if udp else '-1'
+    return f"""
+{deployment_head(name, replicas)}      - {{name: netexec, image: registry.k8s.io/e2e-test-images/agnhost:2.53,
          args: [netexec, --http-port=8080, --udp-port={udp_flag}]}}
 ---"""
 
@@ -61,17 +67,7 @@ def echo_backend(name: str, replicas: int = 1, port: int = 80) -> str:
     JSON naming its pod) and a ClusterIP Service of the same name on ``port``; as the
     conformance suite's infra-backend-v1.. are. As YAML, preceded by ``---``."""
     return f"""---
-apiVersion: apps/v1
-kind: Deployment
-metadata: {{name: {name}}}
-spec:
-  replicas: {replicas}
-  selector: {{matchLabels: {{app: {name}}}}}
-  template:
-    metadata: {{labels: {{app: {name}}}}}
-    spec:
-      containers:
-      - name: echo
+{deployment_head(name, replicas)}      - name: echo
         image: {ECHO_BASIC}
         ports: [{{containerPort: 3000}}]
         env:
