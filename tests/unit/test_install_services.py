@@ -15,6 +15,11 @@ from pathlib import Path
 LIB = Path(__file__).resolve().parents[2] / 'scripts' / 'lib' / 'services.sh'
 
 
+def _default_signals():
+    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        signal.signal(sig, signal.SIG_DFL)
+
+
 def bash(script: str, **kw) -> subprocess.CompletedProcess:
     return subprocess.run(['bash', '-c', f'. {LIB}\n{script}'], capture_output=True,
                           text=True, timeout=30, **kw)
@@ -76,7 +81,10 @@ def test_an_install_interrupted_by_a_signal_removes_it_through_its_trap(tmp_path
         script = (f'policy={policy}\n' + '\n'.join(traps[:2]) + '\n'
                   f'kubelab_block_starts "$policy" $$ nginx\n'
                   f'touch {ready}\nsleep 30 & wait\n')
-        proc = subprocess.Popen(['bash', '-c', f'. {LIB}\n{script}'])
+        # Bash cannot trap a signal that was ignored when it started (as SIGINT is in a
+        # job a non-interactive shell started with &): start it with the defaults.
+        proc = subprocess.Popen(['bash', '-c', f'. {LIB}\n{script}'],
+                                preexec_fn=_default_signals)
         deadline = time.monotonic() + 10
         while not ready.exists():
             assert time.monotonic() < deadline
