@@ -207,13 +207,20 @@ def test_anything_but_service_ports_changed_is_left_to_the_full_pass():
             state, dataclasses.replace(state, **{field: value})) is None, field
 
 
-def test_an_index_in_steps_equals_one_at_once():
-    store = Store(default_cluster(), rng=random.Random(9))
-    rng = random.Random(9)
-    store.apply([_service(f's{i}', 'default', 'a', rng) for i in range(40)])
+def _services_over_one_pod(count: int, seed: int):
+    """A store with ``count`` Services selecting one ready pod, and kube-proxy's state
+    built from its changes."""
+    store = Store(default_cluster(), rng=random.Random(seed))
+    rng = random.Random(seed)
+    store.apply([_service(f's{i}', 'default', 'a', rng) for i in range(count)])
     _ready_pod(store, 'p', '192.168.2.5')
     builder = StateBuilder(store.cluster)
     builder.apply(store.changes(0))
+    return store, builder
+
+
+def test_an_index_in_steps_equals_one_at_once():
+    store, builder = _services_over_one_pod(40, seed=9)
     dpid = wiring.node_dpid(store.cluster.nodes[1])
     whole = incremental.full(builder.state(), dpid)[1]
     steps = incremental.full(builder.state(), dpid)[1]
@@ -229,12 +236,7 @@ def test_a_batch_of_services_goes_incrementally_and_feeds_the_memo(monkeypatch):
     Service), and the parts it computed are the memo's: the next full pass computes no
     part again."""
     from controller.pipeline import node_switch
-    store = Store(default_cluster(), rng=random.Random(11))
-    rng = random.Random(11)
-    store.apply([_service(f's{i}', 'default', 'a', rng) for i in range(100)])
-    _ready_pod(store, 'p', '192.168.2.5')
-    builder = StateBuilder(store.cluster)
-    builder.apply(store.changes(0))
+    store, builder = _services_over_one_pod(100, seed=11)
     version, switches = store.rv, [Switch(d) for d in _dpids(store.cluster)]
     for sw in switches:
         sw.sync(builder.state())
