@@ -17,9 +17,9 @@ the API server keeps it.
 
 import base64
 
-from services.validation.common import Checker, describe, map_key
+from services.validation.common import Checker, map_key
 from services.validation.secret import (IMMUTABLE, MAX_SECRET_SIZE, base64_problem,
-                                        key_problem)
+                                        string_map)
 
 CONFIGMAP_FIELDS = ('apiVersion', 'kind', 'metadata', 'data', 'binaryData', 'immutable')
 #: The API server's limit on the data of one ConfigMap (the same as a Secret's).
@@ -61,23 +61,9 @@ def validate_configmap(chk: Checker, obj: dict) -> None:
 
 
 def _entries(chk, obj, field) -> dict | None:
-    """The map ``obj[field]``, its keys and the types of its values checked."""
-    values = chk.mapping(obj, field, '')
-    if values is None:
-        return None
-    for key, value in values.items():
-        if not isinstance(key, str):
-            chk.error(field, f'keys must be strings, got {describe(key)}')
-            continue
-        problem = key_problem(key)
-        if problem:
-            chk.error(map_key(field, key), problem)
-        if not isinstance(value, str):
-            what = 'a base64-encoded string' if field == 'binaryData' else 'a string'
-            chk.error(map_key(field, key),
-                      f'must be {what}, got {describe(value)}'
-                      + (' (quote it)' if not isinstance(value, (dict, list)) else ''))
-    return values
+    """``data`` (strings) or ``binaryData`` (base64 strings), checked; None when absent
+    or no map."""
+    return string_map(chk, obj, field, encoded=field == 'binaryData')
 
 
 def validate_configmap_update(chk: Checker, obj: dict, old: dict) -> None:

@@ -145,13 +145,13 @@ def validate_secret(chk: Checker, obj: dict) -> None:
                           f'private key in {TLS_PRIVATE_KEY_KEY}')
 
 
-def _entries(chk, obj, field) -> dict | None:
-    """The map ``obj[field]`` with its keys and the types of its values
-    checked ({} when absent); None when it is no map. ``stringData`` values
-    must be strings, ``data`` values strings or null."""
+def string_map(chk, obj, field, encoded: bool, nullable: bool = False) -> dict | None:
+    """The map ``obj[field]`` of a Secret or ConfigMap, its keys checked as the API
+    server checks them (``key_problem``) and its values strings (``encoded``: base64
+    ones; ``nullable``: or null); None when absent or no map."""
     values = chk.mapping(obj, field, '')
     if values is None:
-        return None if field in obj else {}
+        return None
     for key, value in values.items():
         if not isinstance(key, str):
             chk.error(field, f'keys must be strings, got {describe(key)}')
@@ -159,14 +159,20 @@ def _entries(chk, obj, field) -> dict | None:
         problem = key_problem(key)
         if problem:
             chk.error(map_key(field, key), problem)
-        if isinstance(value, str) or (value is None and field == 'data'):
+        if isinstance(value, str) or (value is None and nullable):
             continue
-        what = 'a base64-encoded string' if field == 'data' else 'a string'
+        what = 'a base64-encoded string' if encoded else 'a string'
         chk.error(map_key(field, key),
                   f'must be {what}, got {describe(value)}'
-                  + (' (quote it)' if not isinstance(value, (dict, list))
-                     else ''))
+                  + (' (quote it)' if not isinstance(value, (dict, list)) else ''))
     return values
+
+
+def _entries(chk, obj, field) -> dict | None:
+    """``data`` (base64 strings or null) or ``stringData`` (strings), checked: {} when
+    absent, None when it is no map."""
+    values = string_map(chk, obj, field, encoded=field == 'data', nullable=field == 'data')
+    return {} if values is None and field not in obj else values
 
 
 def validate_secret_update(chk: Checker, obj: dict, old: dict) -> None:
