@@ -365,15 +365,19 @@ def reach(lab, source: str, namespace: str, host: str, port: int, proto='tcp',
     return result
 
 
-def test_egress_is_judged_on_the_service_endpoint_after_the_dnat(lab, model, policies):
-    vip = lab.cluster_ip('svc', 'x')             # in front of x/b
-    policies(netpol('to-b', 'z', """
+#: z/a may call x/b on port 80, nothing else.
+TO_B = netpol('to-b', 'z', """
   podSelector: {matchLabels: {pod: a}}
   policyTypes: [Egress]
   egress:
   - to: [{namespaceSelector: {matchLabels: {ns: x}}, podSelector: {matchLabels: {pod: b}}}]
     ports: [{port: 80}]
-"""))
+""")
+
+
+def test_egress_is_judged_on_the_service_endpoint_after_the_dnat(lab, model, policies):
+    vip = lab.cluster_ip('svc', 'x')             # in front of x/b
+    policies(TO_B)
     assert reach(lab, 'a', 'z', vip, 80)['ok']
     assert reach(lab, 'a', 'z', model.pods['x/b']['ip'], 80)['ok']
     assert reach(lab, 'a', 'z', model.pods['x/c']['ip'], 80)['error'] == 'timeout'
@@ -385,13 +389,7 @@ def test_the_trace_of_a_service_connection_shows_the_egress_verdict(lab, model, 
     which is judged after the group's DNAT (conntrack then says +dnat): allowed by the
     rule that admits the endpoint, and dropped on the client's own node when none does."""
     vip = lab.cluster_ip('svc', 'x')             # in front of x/b
-    policies(netpol('to-b', 'z', """
-  podSelector: {matchLabels: {pod: a}}
-  policyTypes: [Egress]
-  egress:
-  - to: [{namespaceSelector: {matchLabels: {ns: x}}, podSelector: {matchLabels: {pod: b}}}]
-    ports: [{port: 80}]
-"""), netpol('no-out', 'y', """
+    policies(TO_B, netpol('no-out', 'y', """
   podSelector: {matchLabels: {pod: a}}
   policyTypes: [Egress]
 """))
