@@ -83,6 +83,8 @@ class ServicePort:
     external_ips: tuple = ()          # spec.externalIPs
     node_local: tuple = ()            # ((node, endpoints), ...): the Local policies' own
     proxied: bool = True              # False: a label gives the Service to another proxy
+    selects: str | None = None        # what chooses its endpoints (``selection``): Services
+                                      # that select alike may share their groups
 
     def local_endpoints(self, node_name: str) -> tuple:
         """The endpoints a Local traffic policy uses on ``node_name``: its ready ones,
@@ -134,6 +136,33 @@ class ClusterState:
         if sp.external_local:
             nodes = [n for n in nodes if sp.local_endpoints(n.name)]
         return nodes
+
+    @functools.cached_property
+    def selections(self) -> dict:
+        """``selects`` -> (the endpoints of the first proxied Service port without
+        session affinity that selects so, in order: the one whose groups the others of
+        its kind share when their endpoints are the same; every such Service port):
+        see ``shares``."""
+        out: dict = {}
+        for sp in self.service_ports:
+            if sp.selects is not None and sp.proxied and not sp.affinity_timeout:
+                hit = out.get(sp.selects)
+                if hit is None:
+                    out[sp.selects] = (sp.endpoints, [sp])
+                else:
+                    hit[1].append(sp)
+        return out
+
+    def shares(self, sp) -> bool:
+        """True when ``sp``'s groups are the ones every Service port that selects the
+        same pods alike shares (``selections``): it has no session affinity, and its
+        endpoints are those of the first of them (the EndpointSlice controller writes
+        each Service's slices in turn, so two such Services can differ for a moment).
+        A datapath saving only: kube-proxy's chains are per Service."""
+        if sp.selects is None or sp.affinity_timeout or not sp.proxied:
+            return False
+        first = self.selections.get(sp.selects)
+        return first is not None and (first[0] is sp.endpoints or first[0] == sp.endpoints)
 
     def vips(self) -> dict[str, str]:
         """Every ClusterIP -> the Service that owns it."""
@@ -366,8 +395,23 @@ def _service_ports(svc: dict, slices: dict, memo: bool = False) -> list:
             if spec.get('sessionAffinity') == 'ClientIP' else None,
             lb_ip=lb_ip, source_ranges=tuple(spec.get('loadBalancerSourceRanges') or ()),
             external_ips=tuple(spec.get('externalIPs') or ()), node_local=local,
-            proxied=not kube_proxy_ignores(svc)))
+            proxied=not kube_proxy_ignores(svc), selects=selection(ns, spec, port)))
     return out
+
+
+def selection(namespace: str, spec: dict, port: dict) -> str | None:
+    """What chooses a Service port's endpoints, as a key (None: no selector, its slices
+    are someone's own): its namespace, selector, target port and protocol, and whether
+    unready pods are published. The EndpointSlice controller gives Service ports that
+    select alike the same endpoints (services/controllers/endpointslices.py memoizes
+    them on the same terms)."""
+    selector = spec.get('selector')
+    if not selector or not isinstance(selector, dict):
+        return None
+    labels = ','.join(f'{k}={v}' for k, v in sorted(selector.items()))
+    target = port.get('targetPort', port.get('port'))
+    ready = ' (with unready pods)' if spec.get('publishNotReadyAddresses') else ''
+    return f'{namespace}/{labels} -> {target}/{port.get("protocol", "TCP")}{ready}'
 
 
 @functools.lru_cache(maxsize=65536)

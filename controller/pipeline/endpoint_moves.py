@@ -76,25 +76,48 @@ def regrouped(old, part: dict, new, known: bool = False) -> dict | None:
         return None
     if not part['groups']:
         return part                 # no endpoint before, none now
-    chunks = None
-    groups = []
-    for i, group in enumerate(part['groups']):
-        ct = group.buckets[0].actions[0]
-        key = (ct.zone, ct.table, ct.mark, id(new.endpoints), i)
-        hit = _BUCKETS.get(key)
-        if hit is None or hit[0] is not new.endpoints:
-            if chunks is None:
-                chunks = split_endpoints(new.endpoints)
-            if len(_BUCKETS) >= 65536:
-                _BUCKETS.clear()
-            hit = _BUCKETS[key] = (new.endpoints, tuple(
-                bucket(ct.zone, ct.table, ep.ip, ep.port, ct.mark)
-                for ep in chunks[i % len(chunks)]))
-        groups.append(GroupSpec(group.group_id, hit[1], owner=group.owner))
+    groups, parts = [], split_count(len(new.endpoints))
+    for i, g in enumerate(part['groups']):
+        ct = g.buckets[0].actions[0]
+        groups.append(group(g.group_id, ct.zone, ct.table, ct.mark, new.endpoints,
+                            i % parts, g.owner))
     return dict(part, groups=groups)
+
+
+def group(gid: int, zone: int, after: int, mark: int | None, endpoints: tuple,
+          index: int, owner: str) -> GroupSpec:
+    """Group ``gid``: slice ``index`` of ``endpoints`` (``split_endpoints``), a bucket
+    each that DNATs to it in ``zone``, marks the connection ``mark`` and goes on to
+    table ``after``. One object for every part that has it (the Service ports over the
+    same pods: their groups' bucket tuple, and a shared group itself), so its content
+    hash is computed once."""
+    key = (gid, zone, after, mark, id(endpoints), index, owner)
+    hit = _GROUPS.get(key)
+    if hit is None or hit[0] is not endpoints:
+        if len(_GROUPS) >= 65536:
+            _GROUPS.clear()
+        hit = _GROUPS[key] = (endpoints, GroupSpec(
+            gid, _buckets(zone, after, mark, endpoints, index), owner=owner))
+    return hit[1]
+
+
+def _buckets(zone: int, after: int, mark: int | None, endpoints: tuple,
+             index: int) -> tuple:
+    key = (zone, after, mark, id(endpoints), index)
+    hit = _BUCKETS.get(key)
+    if hit is None or hit[0] is not endpoints:
+        chunks = split_endpoints(endpoints)
+        if len(_BUCKETS) >= 65536:
+            _BUCKETS.clear()
+        hit = _BUCKETS[key] = (endpoints, tuple(
+            bucket(zone, after, ep.ip, ep.port, mark)
+            for ep in chunks[index % len(chunks)]))
+    return hit[1]
 
 
 # (zone, table, mark, id(endpoints), group index) -> (endpoints, the group's buckets):
 # the Service ports over the same pods share one endpoints tuple (controller/state.py),
 # and so their groups one bucket tuple (its content hash computed once).
 _BUCKETS: dict = {}
+# (group id, zone, table, mark, id(endpoints), group index, owner) -> (endpoints, group)
+_GROUPS: dict = {}

@@ -56,6 +56,8 @@ class Plan:
     parts: dict = field(default_factory=dict)   # id(sp) -> (sp, its part)
     refs: Counter = field(default_factory=Counter)   # flow cookie -> parts wanting it
     taken: set = field(default_factory=set)     # every group id of the parts
+    given: dict = field(default_factory=dict)   # shared group key -> its ids
+    group_refs: Counter = field(default_factory=Counter)    # group id -> parts using it
     spans: frozenset = frozenset()              # the ids probes touched
     vips: dict = field(default_factory=dict)    # ClusterIP -> Counter of its Services
     pending: tuple | None = None                # (ports, parts, flows, next) to index
@@ -89,7 +91,7 @@ def full(state, dpid: int) -> tuple[SwitchConfig, Plan]:
     ctx = node_switch.NodeBridge(state, role.node)
     config = node_switch.node_bridge_context(ctx)
     plan = Plan(kind='node', node=role.node, taken=ctx.groups_taken,
-                spans=frozenset(ctx.group_spans),
+                given=ctx.groups_given, spans=frozenset(ctx.group_spans),
                 pending=(state.proxied_ports, ctx.service_parts, config.flows, 0))
     config.flows = list({f.cookie: f for f in config.flows}.values())
     check_pipeline(config)
@@ -110,6 +112,10 @@ def _take(plan: Plan, sp, part: dict, sign: int) -> None:
         plan.refs[f.cookie] += sign
         if not plan.refs[f.cookie]:
             del plan.refs[f.cookie]
+    for g in part['groups']:            # once each: a part builds a shared group once
+        plan.group_refs[g.group_id] += sign
+        if not plan.group_refs[g.group_id]:
+            del plan.group_refs[g.group_id]
     owners = plan.vips.setdefault(sp.vip, Counter())
     owners[(sp.namespace, sp.service)] += sign
     if not owners[(sp.namespace, sp.service)]:
@@ -119,7 +125,7 @@ def _take(plan: Plan, sp, part: dict, sign: int) -> None:
 
 
 _LAST_DELTA: list = [None, None, None]       # old, new, their service_delta
-_LAST_MOVES: list = [None, None]             # a service_delta, its _moves
+_LAST_MOVES: list = [None, None, None]       # a service_delta, its _moves, _sharing_kept
 
 
 def service_delta(old, new) -> tuple[list, list] | None:
@@ -147,6 +153,27 @@ def _service_delta(old, new) -> tuple[list, list] | None:
             [sp for key, sp in after.items() if key not in before])
 
 
+def _sharing_kept(old, new, moves: list, removed: list, added: list) -> bool:
+    """True when every Service port that did not change shares its selection's groups
+    (``ClusterState.shares``) in ``new`` as it did in ``old``: only then is what
+    changed all there is to send. A selection's shared endpoints are those of its first
+    Service port; when they changed, a Service port of it that did not change shares
+    them no more (or now does)."""
+    touched = {sp.selects for sp in removed + added + [sp for _, sp in moves]} - {None}
+    if not touched:
+        return True
+    fresh = {id(sp) for sp in added} | {id(sp) for _, sp in moves}
+    for selects in touched:
+        before = old.selections.get(selects, ((), ()))[0]
+        after = new.selections.get(selects, ((), ()))[0]
+        if before is after or before == after:
+            continue
+        for sp in new.selections.get(selects, ((), ()))[1]:
+            if id(sp) not in fresh and (sp.endpoints == before) != (sp.endpoints == after):
+                return False
+    return True
+
+
 def _local(sp) -> bool:
     """True when ``sp`` reaches no further than its own part of a node bridge."""
     return not (sp.affinity_timeout or sp.lb_ip or sp.external_ips)
@@ -160,9 +187,10 @@ def changes(plan: Plan | None, old, new, installed: Installed) -> Changes | None
     if delta is None:
         return None
     if _LAST_MOVES[0] is not delta:          # every switch asks for the same
-        _LAST_MOVES[:] = [delta, _moves(*delta)]
+        moves = _moves(old, new, *delta)
+        _LAST_MOVES[:] = [delta, moves, _sharing_kept(old, new, *moves)]
     moves, removed, added = _LAST_MOVES[1]
-    if len(removed) + len(added) > MAX_CHANGED or not all(
+    if len(removed) + len(added) > MAX_CHANGED or not _LAST_MOVES[2] or not all(
             _local(sp) for sp in removed + added + [sp for _, sp in moves]):
         return None
     if plan.kind != 'node':
@@ -172,17 +200,19 @@ def changes(plan: Plan | None, old, new, installed: Installed) -> Changes | None
                          [(was, sp) for was, sp in moves if sp.proxied])
 
 
-def _moves(removed: list, added: list) -> tuple[list, list, list]:
+def _moves(old, new, removed: list, added: list) -> tuple[list, list, list]:
     """(the (old, new) pairs of a Service port whose endpoints alone changed
-    (endpoint_moves.py), the other removed ones, the other added ones). The pairs may
-    be many (a pod behind 10,000 Services): each costs only its groups' new buckets."""
+    (endpoint_moves.py) and that shares its selection's groups in both states or in
+    neither, the other removed ones, the other added ones). The pairs may be many (a
+    pod behind 10,000 Services): each costs only its groups' new buckets."""
     if not removed or not added:
         return [], removed, added
     gone = {sp.key: sp for sp in removed}
     moves, rest = [], []
     for sp in added:
         was = gone.get(sp.key)
-        if was is not None and endpoint_moves.moved(was, sp):
+        if was is not None and endpoint_moves.moved(was, sp) and \
+                old.shares(was) == new.shares(sp):
             moves.append((was, sp))
             del gone[sp.key]
         else:
@@ -196,16 +226,21 @@ def _node_changes(plan: Plan, new, removed: list, added: list,
     if any(id(sp) not in plan.parts for sp in removed + [was for was, _ in moves]):
         return None
     old_parts = [plan.parts[id(sp)][1] for sp in removed]
-    old_gids = {g.group_id for part in old_parts for g in part['groups']}
-    if old_gids & plan.spans:
+    old_gids = Counter(g.group_id for part in old_parts for g in part['groups'])
+    if set(old_gids) & plan.spans:
         return None
-    taken = plan.taken - old_gids
+    # The groups no Service port uses once the removed ones are gone (a shared one
+    # stays while another uses it).
+    freed = {gid for gid, n in old_gids.items() if plan.group_refs[gid] == n}
+    taken = plan.taken - freed
+    given = {key: ids for key, ids in plan.given.items() if not freed.intersection(ids)}
     ctx = node_switch.NodeBridge(new, plan.node)
     new_parts = []
     for sp in added:
-        templates = front_templates(sp, plan.node, new.cluster.cluster_cidr)
+        templates = front_templates(sp, plan.node, new.cluster.cluster_cidr,
+                                    new.shares(sp))
         probed = set()
-        gids = group_ids(sp, templates, taken, probed)
+        gids = group_ids(sp, templates, taken, probed, given)
         if probed or {g for ids in gids for g in ids} & plan.spans:
             return None
         new_parts.append(node_switch.service_part(ctx, bind_fronts(sp, templates, gids)))
@@ -220,7 +255,7 @@ def _node_changes(plan: Plan, new, removed: list, added: list,
         # The full pass decides which Service's reject flow a shared ClusterIP keeps
         # (the plan, already changed, is replaced by the caller's full pass).
         return None
-    plan.taken = taken
+    plan.taken, plan.given = taken, given
     flows = {f.cookie: f for part in new_parts for f in _part_flows(part)}
     gone = {f.cookie for part in old_parts for f in _part_flows(part)}
     groups = {g.group_id: g for part in new_parts for g in part['groups']}
@@ -231,7 +266,7 @@ def _node_changes(plan: Plan, new, removed: list, added: list,
     changed = [g for g in groups.values()
                if installed.groups.get(g.group_id, 'absent') != g.content]
     ctx.remember_all([plan.parts[id(sp)][1] for sp in new.proxied_ports], plan.taken,
-                     plan.spans)
+                     plan.spans, plan.given)
     return Changes(
         groups_to_add=tuple(g for g in changed if g.group_id not in installed.groups),
         groups_to_modify=tuple(g for g in changed if g.group_id in installed.groups),
@@ -239,5 +274,6 @@ def _node_changes(plan: Plan, new, removed: list, added: list,
                            if not before[cookie] and cookie not in installed.flows),
         flows_to_delete=tuple(sorted(c for c in gone if c not in plan.refs
                                      and c in installed.flows)),
-        groups_to_delete=tuple(sorted(gid for gid in old_gids - set(groups)
-                                      if gid in installed.groups)))
+        groups_to_delete=tuple(sorted(gid for gid in old_gids
+                                      if gid not in plan.group_refs
+                                      and gid in installed.groups)))

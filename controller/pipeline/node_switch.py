@@ -23,13 +23,12 @@ import ipaddress
 from dataclasses import dataclass
 from functools import cached_property
 
-from controller.flows import (Ct, Group, GroupSpec, LearnAffinity, MeterSpec, Nat,
+from controller.flows import (Ct, Group, LearnAffinity, MeterSpec, Nat,
                               Output, Resubmit, SetField, SwitchConfig, ToController,
                               ct_state, flow)
 from controller.pipeline import endpoint_moves, l2_announce, memo, network_policy, shared
 from controller.pipeline.service_fronts import (Front, bind_fronts, front_templates,
-                                                group_ids, source_port_bits,
-                                                split_endpoints)
+                                                group_ids, source_port_bits)
 from controller.pipeline.tables import (
     AFFINITY_COOKIE, CT_MARK_NODE_MASQ, ETH_IP, PRIORITY_AFFINITY_PER_SOURCE_PORT,
     PRIORITY_FALLBACK, PRIORITY_HAIRPIN, PRIORITY_HIGH, PRIORITY_LOW, PRIORITY_MISS,
@@ -85,44 +84,54 @@ class NodeBridge:
         pods = self.state.cluster.cluster_cidr
         same = memo.same_ports(('parts', self.node.name), (self.node, pods), ports)
         if same is not None:     # the very Service ports of the last build: its parts
-            parts, taken, spans = same
+            parts, taken, spans, given = same
             self.groups_taken.update(taken)
             self.group_spans.update(spans)
+            self.groups_given.update(given)
             return parts
-        templates = memo.per_service(('fronts', self.node.name),
-                                     [(sp, (self.node, pods), sp) for sp in ports],
-                                     lambda sp: front_templates(sp, self.node, pods),
-                                     endpoint_moves.moved_templates)
-        taken, items = self.groups_taken, []
+        shares = self.state.shares
+        templates = memo.per_service(
+            ('fronts', self.node.name),
+            [(sp, (self.node, pods, shares(sp)), sp) for sp in ports],
+            lambda sp: front_templates(sp, self.node, pods, shares(sp)),
+            endpoint_moves.moved_templates)
+        taken, given, items = self.groups_taken, self.groups_given, []
         for sp, mine in zip(ports, templates):
-            gids = group_ids(sp, mine, taken, self.group_spans)
+            gids = group_ids(sp, mine, taken, self.group_spans, given)
             items.append((sp, (self.node, gids), (sp, mine, gids)))
         parts = memo.per_service(('node', self.node.name), items, lambda arg: service_part(
             self, bind_fronts(*arg)), endpoint_moves.regrouped)
         memo.remember_ports(('parts', self.node.name), (self.node, pods), ports,
-                            (parts, frozenset(taken), frozenset(self.group_spans)))
+                            (parts, frozenset(taken), frozenset(self.group_spans),
+                             dict(given)))
         return parts
 
     def remember(self, sp, templates: list, gids: tuple, part: dict) -> None:
         """Keep what the incremental path computed for ``sp`` in the memo, as
         ``service_parts`` would have."""
         memo.put(('fronts', self.node.name), sp,
-                 (self.node, self.state.cluster.cluster_cidr), templates)
+                 (self.node, self.state.cluster.cluster_cidr, self.state.shares(sp)),
+                 templates)
         memo.put(('node', self.node.name), sp, (self.node, gids), part)
 
-    def remember_all(self, parts: list, taken, spans) -> None:
+    def remember_all(self, parts: list, taken, spans, given: dict) -> None:
         """Keep ``parts`` (the incremental path's, one per proxied Service port of the
         state, in order) as ``service_parts`` would have: a full pass over the same
         Service ports (a pod's address next) takes them as they are."""
         memo.remember_ports(('parts', self.node.name),
                             (self.node, self.state.cluster.cluster_cidr),
                             self.state.proxied_ports, (parts, frozenset(taken),
-                                                       frozenset(spans)))
+                                                       frozenset(spans), dict(given)))
 
     @cached_property
     def groups_taken(self) -> set:
         """Every group id ``service_parts`` gave (filled as it gives them)."""
         return set()
+
+    @cached_property
+    def groups_given(self) -> dict:
+        """The ids of the shared group keys (service_fronts.py's ``SHARED``) given."""
+        return {}
 
     @cached_property
     def group_spans(self) -> set:
@@ -309,7 +318,9 @@ def _balance(front: Front) -> list:
 def service_lb_groups(ctx: NodeBridge) -> list:
     """ServiceLB's select groups: per front with endpoints, a bucket per endpoint that
     DNATs to it and commits the connection (with the front's mark)."""
-    return [g for part in ctx.service_parts for g in part['groups']]
+    # Service ports that select alike share a group (service_fronts.py): once each.
+    return list({g.group_id: g for part in ctx.service_parts for g in part['groups']}
+                .values())
 
 
 def _groups(ctx: NodeBridge, fronts: list) -> list:
@@ -319,12 +330,9 @@ def _groups(ctx: NodeBridge, fronts: list) -> list:
             continue            # a group several fronts share is built once
         done.add(front.group)
         after = T['AffinityLearn'] if front.affinity else T['L3Forwarding']
-        for gid, endpoints in zip(front.split or (front.group,),
-                                  split_endpoints(front.endpoints)):
-            buckets = tuple(endpoint_moves.bucket(ctx.zone, after, ep.ip, ep.port,
-                                                  front.mark)
-                            for ep in endpoints)
-            groups.append(GroupSpec(gid, buckets, owner=front.owner))
+        for i, gid in enumerate(front.split or (front.group,)):
+            groups.append(endpoint_moves.group(gid, ctx.zone, after, front.mark,
+                                               front.endpoints, i, front.group_owner))
     return groups
 
 

@@ -9,6 +9,15 @@ endpoints the traffic policies leave it (node_switch.py memoizes them per Servic
 collisions (fronts with the same group key share one). A front with more endpoints than
 one group message carries is split over 2^k groups (``split_endpoints``), chosen by bits
 of the client's source port (``source_port_bits``).
+
+Service ports that select the same pods alike (``ServicePort.selects``: namespace,
+selector, target port) share their groups on a bridge when their endpoints are the same
+(``ClusterState.shares``): one group for the ClusterIP fronts of all of them (and the
+Local policies' fronts for the node and pods, which balance over the same endpoints
+unmasqueraded), one for their masquerading external fronts. The group's id comes from
+the selection, not the Service, so a pod that backs 10,000 such Services becoming ready
+is one new bucket list per bridge, every ServiceLB flow as it was. kube-proxy has a
+chain per Service; the difference shows only in the number of groups a bridge holds.
 """
 
 from __future__ import annotations
@@ -35,10 +44,16 @@ class Front:
     affinity: int | None = None     # sessionAffinity ClientIP: its timeout (seconds)
     priority: int = PRIORITY_NORMAL     # NODEPORT_FROM_NODE: a Local policy's own node
     split: tuple = ()           # more endpoints than a group holds: the 2^k groups
+    shared: bool = False        # its groups are its selection's (``SHARED``)
 
     @property
     def owner(self) -> str:
         return f'service {self.sp.key}'
+
+    @property
+    def group_owner(self) -> str:
+        """Who its groups belong to: the Service port, or every one that selects alike."""
+        return f'services selecting {self.sp.selects}' if self.shared else self.owner
 
     @property
     def l4_dst(self) -> str:
@@ -50,25 +65,31 @@ class Front:
         return bool(self.affinity) and self.group is not None
 
 
+SHARED = '~'        # the group key of a selection's shared groups starts so
+
+
 def service_fronts(state, node) -> list[Front]:
     """Per Service port kube-proxy implements, in order: its ClusterIP, then its
     external fronts (``external_fronts``). Group ids are given in this order, probing
     past collisions; fronts with the same group key share one group."""
-    taken, fronts = set(), []
+    taken, fronts, given = set(), [], {}
     for sp in state.proxied_ports:
-        templates = front_templates(sp, node, state.cluster.cluster_cidr)
-        fronts += bind_fronts(sp, templates, group_ids(sp, templates, taken))
+        templates = front_templates(sp, node, state.cluster.cluster_cidr, state.shares(sp))
+        fronts += bind_fronts(sp, templates, group_ids(sp, templates, taken, None, given))
     return fronts
 
 
-def group_ids(sp, templates: list, taken: set, spans: set | None = None) -> tuple:
+def group_ids(sp, templates: list, taken: set, spans: set | None = None,
+              given: dict | None = None) -> tuple:
     """The group id of each front template of ``sp`` (None: no group), fronts with the
     same group key sharing one; ``taken`` holds the ids given to earlier ones (``spans``:
-    see ``shared.group_id``)."""
-    groups, gids = {}, []
+    see ``shared.group_id``); ``given``: the ids of the shared keys (``SHARED``) given
+    so far, which Service ports of the same selection take again."""
+    own, gids = {}, []
     for _, endpoints, key, _ in templates:
         ids = ()
         if sp.endpoints and endpoints:
+            groups = given if given is not None and key.startswith(SHARED) else own
             ids = groups.get(key)
             if ids is None:
                 parts = split_count(len(endpoints))
@@ -81,8 +102,8 @@ def group_ids(sp, templates: list, taken: set, spans: set | None = None) -> tupl
 
 def bind_fronts(sp, templates: list, gids: tuple) -> list[Front]:
     return [Front(sp, match, tuple(endpoints), ids[0] if ids else None,
-                  split=ids if len(ids) > 1 else (), **kw)
-            for (match, endpoints, _, kw), ids in zip(templates, gids)]
+                  split=ids if len(ids) > 1 else (), shared=key.startswith(SHARED), **kw)
+            for (match, endpoints, key, kw), ids in zip(templates, gids)]
 
 
 def source_port_bits(index: int, parts: int) -> tuple[int, int]:
@@ -111,10 +132,13 @@ def split_count(endpoints: int) -> int:
     return parts
 
 
-def front_templates(sp, node, cluster_cidr: str) -> list[tuple]:
+def front_templates(sp, node, cluster_cidr: str, share: bool = False) -> list[tuple]:
     """``sp``'s fronts on ``node`` before group ids: (match, endpoints, group key,
-    Front's other fields); ``cluster_cidr``: the pods' addresses (detect-local)."""
+    Front's other fields); ``cluster_cidr``: the pods' addresses (detect-local);
+    ``share``: its fronts that balance over all its endpoints take its selection's
+    shared groups (``ClusterState.shares``)."""
     templates = []
+    common = SHARED + sp.selects if share else None
 
     def front(match, sp, endpoints, key, **kw):
         templates.append((match, endpoints, key, kw))
@@ -124,13 +148,14 @@ def front_templates(sp, node, cluster_cidr: str) -> list[tuple]:
     # internalTrafficPolicy Local: a node's pods reach only the node's endpoints.
     eps = sp.local_endpoints(node.name) if sp.internal_local else sp.endpoints
     front(dict(base, ipv4_dst=sp.vip, **{l4_dst: sp.port}), sp, eps,
-          sp.key + ('@' + node.name if sp.internal_local else ''),
+          sp.key + '@' + node.name if sp.internal_local else common or sp.key,
           affinity=sp.affinity_timeout)
-    external_fronts(front, sp, node, base, l4_dst, cluster_cidr)
+    external_fronts(front, sp, node, base, l4_dst, cluster_cidr, common)
     return templates
 
 
-def external_fronts(front, sp, node, base: dict, l4_dst: str, cluster_cidr: str) -> None:
+def external_fronts(front, sp, node, base: dict, l4_dst: str, cluster_cidr: str,
+                    common: str | None = None) -> None:
     """kube-proxy's KUBE-EXT chain of a Service port, once per address it catches on
     this node: this node's IP at the nodePort, the load balancer address and every
     external IP at the Service port (on every node: a pod's connection to them never
@@ -147,7 +172,8 @@ def external_fronts(front, sp, node, base: dict, l4_dst: str, cluster_cidr: str)
     address with ``loadBalancerSourceRanges`` is caught only from those ranges
     (kube-proxy's KUBE-FW; ``lb_firewall`` drops the rest)."""
     suffix = '/nodeport' if sp.node_port else '/external'
-    key = sp.key + suffix + ('@' + node.name if sp.external_local else '')
+    key = sp.key + suffix + '@' + node.name if sp.external_local else \
+        common + '/masquerade' if common else sp.key + suffix
     eps = sp.local_endpoints(node.name) if sp.external_local else sp.endpoints
     addresses = [(node.ip, sp.node_port, ())] if sp.node_port else []
     addresses += [(ip, sp.port, sp.source_ranges if ip == sp.lb_ip else ())
@@ -163,14 +189,13 @@ def external_fronts(front, sp, node, base: dict, l4_dst: str, cluster_cidr: str)
                   mark=None if sp.external_local else CT_MARK_NODE_MASQ,
                   affinity=sp.affinity_timeout)
             if sp.external_local:
+                inside = common or sp.key + suffix + '-from-node'
                 front(dict(allowed, reg0=(REG0_LOCAL_ORIGIN, REG0_LOCAL_ORIGIN)), sp,
-                      sp.endpoints, sp.key + suffix + '-from-node',
-                      priority=PRIORITY_NODEPORT_FROM_NODE)
+                      sp.endpoints, inside, priority=PRIORITY_NODEPORT_FROM_NODE)
                 if source is None:
                     # kube-proxy's default --detect-local-mode ClusterCIDR: any pod of
                     # the cluster, whatever its node, is "local" traffic.
                     pods = ipaddress.IPv4Network(cluster_cidr)
                     front(dict(allowed, ipv4_src=(str(pods.network_address),
                                                   str(pods.netmask))), sp, sp.endpoints,
-                          sp.key + suffix + '-from-node',
-                          priority=PRIORITY_NODEPORT_FROM_POD)
+                          inside, priority=PRIORITY_NODEPORT_FROM_POD)

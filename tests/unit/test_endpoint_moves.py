@@ -79,8 +79,15 @@ def test_a_pod_behind_every_service_becoming_ready_sends_only_new_buckets(monkey
             continue
         assert not todo.flows_to_add and not todo.flows_to_delete
         assert not todo.groups_to_add and not todo.groups_to_delete
-        assert todo.groups_to_modify
         assert all('192.168.2.40' in g.to_ofctl() for g in todo.groups_to_modify)
+        # The Services over the same pods share a group for their ClusterIPs and one
+        # for their NodePorts; only the Local ones have groups of their own (their
+        # ClusterIP's and their NodePort's, over the node's own endpoints).
+        shared = [g for g in todo.groups_to_modify if g.owner.startswith('services ')]
+        assert [g.owner for g in shared] == [
+            'services selecting default/app=a -> 8080/TCP'] * 2
+        assert len(todo.groups_to_modify) - 2 <= 2 * sum(
+            sp.internal_local for sp in after.service_ports)
     # Far more Service ports than the incremental path takes otherwise; the Local
     # ones among them went its usual way.
     assert sum(not sp.internal_local for sp in after.service_ports) \
@@ -139,3 +146,45 @@ def test_derived_parts_equal_parts_computed_afresh():
         assert [f.to_ofctl() for f in derived.flows] == [f.to_ofctl() for f in fresh.flows]
         assert [g.to_ofctl() for g in derived.groups] == [g.to_ofctl() for g in fresh.groups]
         assert len(fresh.groups) >= (2 if len(new.endpoints) > 512 else 1)
+
+
+def _selecting(name, endpoints, port=80):
+    return ServicePort('default', name, '', 'TCP', f'10.96.1.{port - 70}', port, endpoints,
+                       selects='default/app=a -> 8080/TCP')
+
+
+def test_services_that_select_alike_share_a_group_while_their_endpoints_agree():
+    """The EndpointSlice controller writes each Service's slices in turn: Services that
+    select alike can differ for a moment. Those whose endpoints are not the first one's
+    get groups of their own, and share again once they agree; the incremental path
+    holds what the full pass computes at every step."""
+    from controller.state import ClusterState
+    cluster = default_cluster()
+
+    def eps(*last):
+        return tuple(Endpoint(f'192.168.2.{i}', 8080, 'worker-1') for i in last)
+
+    e1, e2, e3 = eps(5, 6), eps(5, 6, 7), eps(5, 7)
+    a, b, c = _selecting('a', e1, 80), _selecting('b', e1, 81), _selecting('c', e1, 82)
+    steps = [[a, b, c],
+             [a, _selecting('b', e2, 81), c],                    # b ahead of the first
+             [_selecting('a', e2, 80), _selecting('b', e2, 81), _selecting('c', e2, 82)],
+             [_selecting('a', e3, 80), _selecting('b', e2, 81), _selecting('c', e2, 82)],
+             [_selecting('a', e3, 80), _selecting('b', e3, 81), _selecting('c', e3, 82)]]
+    switches = [Switch(d) for d in _dpids(cluster)]
+    owned = []
+    for ports in steps:
+        state = ClusterState(cluster, service_ports=ports)
+        for sw in switches:
+            sw.sync(state)
+            _holds(sw, state)
+        node = next(sw for sw in switches if sw.plan.kind == 'node')
+        with memo.bypassed():
+            groups = pipeline.desired(state, node.dpid).groups
+        owned.append(sorted(g.owner.split()[-1] for g in groups
+                            if g.owner.startswith('service ')))
+        assert sum(g.owner.startswith('services selecting') for g in groups) == 1
+    assert owned == [[], ['default/b/tcp/p81'], [],
+                     ['default/b/tcp/p81', 'default/c/tcp/p82'], []]
+    # Steps 2 and 4 reached every node bridge by the incremental path, or by the full
+    # pass when sharing changed for a Service port that did not: both hold the same.

@@ -166,12 +166,18 @@ def test_one_service_more_among_many_touches_only_its_flows():
         if sw.plan.kind != 'node':
             assert not todo
             continue
-        # Its ServiceLB flow, its ClusterIP's reject flow, its group: nothing else.
-        assert [g.owner for g in todo.groups_to_add] == ['service default/more/tcp/p80']
+        # Its ServiceLB flow and its ClusterIP's reject flow: nothing else. It selects
+        # the pods the 300 others select, so its flow jumps to their shared group.
+        assert not todo.groups_to_add and not todo.groups_to_modify
         assert {f.owner for f in todo.flows_to_add} == {'service default/more/tcp/p80',
                                                        'service default/more'}
         assert all(more.vip in str(f.match) for f in todo.flows_to_add)
         assert not todo.flows_to_delete and not todo.groups_to_delete
+        shared = [g for g in pipeline.desired(state, sw.dpid).groups
+                  if g.owner.startswith('services selecting')]
+        assert [g.owner for g in shared] == ['services selecting default/app=a -> 80/TCP']
+        assert any(a.group_id == shared[0].group_id for f in todo.flows_to_add
+                   for a in f.actions if hasattr(a, 'group_id'))
 
 
 def test_the_shell_indexes_only_the_plan_a_switch_still_has():
