@@ -530,7 +530,7 @@ class KubeProxy(app_manager.RyuApp):
                     LOG.exception('the incremental diff of switch %#x failed', dp.id)
                     todo = None
             if todo is None:
-                want, sw.plan = incremental.full(seen, dp.id)
+                want, sw.plan = incremental.full(seen, dp.id, sw.plan)
                 todo = reconcile.changes(sw.installed, want)
                 sw.steps = 0
                 # The plan's index (0.08 s a node bridge at 10,000 Services) once the

@@ -61,6 +61,8 @@ class Plan:
     spans: frozenset = frozenset()              # the ids probes touched
     vips: dict = field(default_factory=dict)    # ClusterIP -> Counter of its Services
     pending: tuple | None = None                # (ports, parts, flows, next) to index
+    outside: tuple = ()         # the cookies of the flows outside the parts, once each
+    checked: set = field(default_factory=set)   # ids of the parts' flows (full pass)
 
     def index(self, budget: int | None = None) -> bool:
         """Count the parts and flows of the full pass in (once); with ``budget``, at
@@ -77,13 +79,37 @@ class Plan:
         self.pending = None
         # The flows outside the parts count once each (a part's flow equal to one of
         # them stays while either wants it).
-        mine = {id(f) for _, part in self.parts.values() for f in _part_flows(part)}
-        self.refs.update(f.cookie for f in flows if id(f) not in mine)
+        self.outside = tuple(f.cookie for f in flows if id(f) not in self.checked)
+        self.refs.update(self.outside)
         return True
 
+    def carry(self, previous: 'Plan | None') -> None:
+        """Take ``previous``'s index when this full pass has the very parts it had
+        (a pod's address changed, not a Service port: the memo gave every part as it
+        was), so that the incremental step that follows (the pod becoming ready)
+        does not wait for an index of 10,000 parts."""
+        ports, parts, flows, _ = self.pending
+        if previous is None or previous.pending is not None or \
+                previous.kind != 'node' or previous.node is not self.node or \
+                len(previous.parts) != len(parts):
+            return
+        get = previous.parts.get
+        if not all((hit := get(id(sp))) is not None and hit[1] is part
+                   for sp, part in zip(ports, parts)):
+            return
+        self.parts, self.group_refs, self.vips = previous.parts, previous.group_refs, \
+            previous.vips
+        self.refs = previous.refs
+        self.refs.subtract(previous.outside)
+        self.pending = None
+        self.outside = tuple(f.cookie for f in flows if id(f) not in self.checked)
+        self.refs.update(self.outside)
+        self.refs += Counter()          # drop the counts that fell to zero
 
-def full(state, dpid: int) -> tuple[SwitchConfig, Plan]:
-    """``pipeline.desired(state, dpid)``, and the plan of it for ``changes``."""
+
+def full(state, dpid: int, previous: Plan | None = None) -> tuple[SwitchConfig, Plan]:
+    """``pipeline.desired(state, dpid)``, and the plan of it for ``changes``
+    (``previous``: the switch's plan until now, whose index it may take)."""
     from controller import pipeline
     role = wiring.switch_role(state.cluster, dpid)
     if role is None or role.kind != 'node':
@@ -92,7 +118,9 @@ def full(state, dpid: int) -> tuple[SwitchConfig, Plan]:
     config = node_switch.node_bridge_context(ctx)
     plan = Plan(kind='node', node=role.node, taken=ctx.groups_taken,
                 given=ctx.groups_given, spans=frozenset(ctx.group_spans),
-                pending=(state.proxied_ports, ctx.service_parts, config.flows, 0))
+                pending=(state.proxied_ports, ctx.service_parts, config.flows, 0),
+                checked=config.checked)
+    plan.carry(previous)
     config.flows = list({f.cookie: f for f in config.flows}.values())
     check_pipeline(config)
     return config, plan

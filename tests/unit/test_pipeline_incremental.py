@@ -80,7 +80,7 @@ class Switch:
     def sync(self, state):
         todo = incremental.changes(self.plan, self.state, state, self.installed)
         if todo is None:
-            want, self.plan = incremental.full(state, self.dpid)
+            want, self.plan = incremental.full(state, self.dpid, self.plan)
             todo = reconcile.changes(self.installed, want)
         else:
             self.incremental += 1
