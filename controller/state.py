@@ -273,6 +273,7 @@ class StateBuilder:
         self.kinds: dict[str, dict[tuple, dict]] = {}
         self.slices: dict[tuple, dict[str, dict]] = {}    # (ns, service) -> name -> slice
         self.memo: dict[tuple, tuple] = {}                # key -> (signature, value)
+        self.templates: dict[tuple, tuple] = {}   # Service -> (version, port_templates)
         self.dirty: set | None = None     # Services whose ports may have changed (None: all)
 
     def apply(self, body: dict) -> None:
@@ -322,6 +323,14 @@ class StateBuilder:
         self.memo[key] = (signature, value)
         return value
 
+    def _templates(self, key, version, svc: dict) -> list:
+        """``port_templates`` of Service ``key``, read again when its resourceVersion
+        moved (its slices changing leaves them)."""
+        hit = self.templates.get(key)
+        if hit is None or hit[0] != version:
+            hit = self.templates[key] = (version, port_templates(svc))
+        return hit[1]
+
     def state(self) -> 'ClusterState':
         used = {}
         pods, ports, policies = [], [], []
@@ -339,17 +348,21 @@ class StateBuilder:
                 continue
             ns = key[1] or 'default'
             mine = self.slices.get((ns, key[2]), {})
-            signature = (svc['metadata'].get('resourceVersion'), tuple(sorted(
+            version = svc['metadata'].get('resourceVersion')
+            signature = (version, tuple(sorted(
                 (name, sl['metadata'].get('resourceVersion')) for name, sl in mine.items())))
+            templates = self._templates(key, version, svc)
             ports.extend(self._memo(key, signature, lambda svc=svc, mine=mine: _service_ports(
                 svc, {(svc['metadata'].get('namespace', 'default'), svc['metadata']['name']):
-                      [mine[n] for n in sorted(mine)]}, memo=True)))
+                      [mine[n] for n in sorted(mine)]}, memo=True, templates=templates)))
             used[key] = self.memo[key]
         for key, policy in self.kinds.get('NetworkPolicy', {}).items():
             policies.append(self._memo(key, policy['metadata'].get('resourceVersion'),
                                        lambda policy=policy: networkpolicy.from_object(policy)))
             used[key] = self.memo[key]
         self.memo = used
+        if len(self.templates) > len(self.kinds.get('Service', ())):   # some are gone
+            self.templates = {k: v for k, v in self.templates.items() if k in used}
         objects = {kind: list(self.kinds.get(kind, {}).values())
                    for kind in ('Node', 'LoadBalancerHealth', 'Namespace', 'LabNetwork',
                                 'L2Announcement')}
@@ -366,7 +379,25 @@ def _inside(ip: str, net) -> bool:
         0, 1, net.num_addresses - 1)
 
 
-def _service_ports(svc: dict, slices: dict, memo: bool = False) -> list:
+def _service_ports(svc: dict, slices: dict, memo: bool = False,
+                   templates: list | None = None) -> list:
+    """The Service's ports with their endpoints from ``slices`` (``templates``: its
+    ``port_templates``, when the caller has them)."""
+    if templates is None:
+        templates = port_templates(svc)
+    if not templates:
+        return []
+    meta = svc['metadata']
+    mine = slices.get((meta.get('namespace', 'default'), meta['name']), [])
+    return [_with_endpoints(template, *_served(mine, port, local_policy, memo))
+            for template, port, local_policy in templates]
+
+
+def port_templates(svc: dict) -> list[tuple]:
+    """Per port of the Service that kube-proxy reads: (its ServicePort without
+    endpoints, the (name, protocol) its slices' ports carry, whether a Local policy
+    reads its endpoints per node). What a Service object alone decides; a change of
+    its slices alone keeps them (``StateBuilder``)."""
     spec = svc.get('spec', {})
     vip = spec.get('clusterIP')
     if not vip or vip == 'None' or spec.get('type') == 'ExternalName':
@@ -384,19 +415,31 @@ def _service_ports(svc: dict, slices: dict, memo: bool = False) -> list:
             continue
         external_local = spec.get('externalTrafficPolicy') == 'Local'
         internal_local = spec.get('internalTrafficPolicy') == 'Local'
-        served, local = _served(slices.get((ns, meta['name']), []), (name, protocol),
-                                external_local or internal_local, memo)
-        out.append(ServicePort(
-            ns, meta['name'], name, protocol, vip, port['port'], served,
+        template = ServicePort(
+            ns, meta['name'], name, protocol, vip, port['port'],
             node_port=port.get('nodePort') if external else None,
             external_local=external_local, internal_local=internal_local,
             affinity_timeout=(spec.get('sessionAffinityConfig') or {}).get(
                 'clientIP', {}).get('timeoutSeconds', 10800)
             if spec.get('sessionAffinity') == 'ClientIP' else None,
             lb_ip=lb_ip, source_ranges=tuple(spec.get('loadBalancerSourceRanges') or ()),
-            external_ips=tuple(spec.get('externalIPs') or ()), node_local=local,
-            proxied=not kube_proxy_ignores(svc), selects=selection(ns, spec, port)))
+            external_ips=tuple(spec.get('externalIPs') or ()),
+            proxied=not kube_proxy_ignores(svc), selects=selection(ns, spec, port))
+        template.key               # computed once, carried to every copy
+        out.append((template, (name, protocol), external_local or internal_local))
     return out
+
+
+def _with_endpoints(template: ServicePort, endpoints: tuple, node_local: tuple):
+    """``template`` with these endpoints: a copy of its fields (and its cached key)
+    without ``__init__``, which costs several times more and is all a pod behind
+    10,000 Services costs here. The fields are set before anyone sees the object."""
+    sp = object.__new__(ServicePort)
+    fields = sp.__dict__
+    fields.update(template.__dict__)
+    fields['endpoints'] = endpoints
+    fields['node_local'] = node_local
+    return sp
 
 
 def selection(namespace: str, spec: dict, port: dict) -> str | None:

@@ -76,12 +76,39 @@ def regrouped(old, part: dict, new, known: bool = False) -> dict | None:
         return None
     if not part['groups']:
         return part                 # no endpoint before, none now
-    groups, parts = [], split_count(len(new.endpoints))
-    for i, g in enumerate(part['groups']):
+    return dict(part, groups=new_groups(part['groups'], new.endpoints))
+
+
+def new_groups(groups: tuple, endpoints: tuple) -> tuple:
+    """``groups`` (a part's, from ``interned``) over ``endpoints``: the same ids, zones,
+    next tables and marks, new buckets. Once per groups tuple and endpoints (the parts
+    of the Service ports that share a selection's groups have the same tuple)."""
+    key = (id(groups), id(endpoints))
+    hit = _MOVED.get(key)
+    if hit is not None and hit[0] is groups and hit[1] is endpoints:
+        return hit[2]
+    out, parts = [], split_count(len(endpoints))
+    for i, g in enumerate(groups):
         ct = g.buckets[0].actions[0]
-        groups.append(group(g.group_id, ct.zone, ct.table, ct.mark, new.endpoints,
-                            i % parts, g.owner))
-    return dict(part, groups=groups)
+        out.append(group(g.group_id, ct.zone, ct.table, ct.mark, endpoints, i % parts,
+                         g.owner))
+    if len(_MOVED) >= 65536:
+        _MOVED.clear()
+    answer = interned(out)
+    _MOVED[key] = (groups, endpoints, answer)
+    return answer
+
+
+def interned(groups: list) -> tuple:
+    """One tuple for every part with the same group objects (``group`` gives one object
+    per content): a move of 10,000 such parts is then one ``new_groups``."""
+    key = tuple(map(id, groups))
+    hit = _TUPLES.get(key)
+    if hit is None:
+        if len(_TUPLES) >= 65536:
+            _TUPLES.clear()
+        hit = _TUPLES[key] = tuple(groups)      # holds its groups: their ids stay theirs
+    return hit
 
 
 def group(gid: int, zone: int, after: int, mark: int | None, endpoints: tuple,
@@ -121,3 +148,5 @@ def _buckets(zone: int, after: int, mark: int | None, endpoints: tuple,
 _BUCKETS: dict = {}
 # (group id, zone, table, mark, id(endpoints), group index, owner) -> (endpoints, group)
 _GROUPS: dict = {}
+_TUPLES: dict = {}      # the ids of a part's groups -> the one tuple of them
+_MOVED: dict = {}       # (id(groups), id(endpoints)) -> (groups, endpoints, new_groups)

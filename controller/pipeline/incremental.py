@@ -287,10 +287,14 @@ def _node_changes(plan: Plan, new, removed: list, added: list,
     flows = {f.cookie: f for part in new_parts for f in _part_flows(part)}
     gone = {f.cookie for part in old_parts for f in _part_flows(part)}
     groups = {g.group_id: g for part in new_parts for g in part['groups']}
+    parts, seen = plan.parts, set()
     for was, sp in moves:           # the same flows and group ids: new buckets
-        part = endpoint_moves.regrouped(was, plan.parts.pop(id(was))[1], sp, known=True)
-        plan.parts[id(sp)] = (sp, part)
-        groups.update((g.group_id, g) for g in part['groups'])
+        part = endpoint_moves.regrouped(was, parts.pop(id(was))[1], sp, known=True)
+        parts[id(sp)] = (sp, part)
+        mine = part['groups']       # the same tuple for the parts sharing their groups
+        if id(mine) not in seen:
+            seen.add(id(mine))
+            groups.update((g.group_id, g) for g in mine)
     changed = [g for g in groups.values()
                if installed.groups.get(g.group_id, 'absent') != g.content]
     ctx.remember_all([plan.parts[id(sp)][1] for sp in new.proxied_ports], plan.taken,

@@ -323,7 +323,7 @@ def service_lb_groups(ctx: NodeBridge) -> list:
                 .values())
 
 
-def _groups(ctx: NodeBridge, fronts: list) -> list:
+def _groups(ctx: NodeBridge, fronts: list) -> tuple:
     groups, done = [], set()
     for front in fronts:
         if front.group is None or front.group in done:
@@ -333,7 +333,7 @@ def _groups(ctx: NodeBridge, fronts: list) -> list:
         for i, gid in enumerate(front.split or (front.group,)):
             groups.append(endpoint_moves.group(gid, ctx.zone, after, front.mark,
                                                front.endpoints, i, front.group_owner))
-    return groups
+    return endpoint_moves.interned(groups)
 
 
 def endpoint_dnat(ctx: NodeBridge) -> list:
