@@ -42,6 +42,8 @@ import subprocess                                    # noqa: E402
 import sys                                           # noqa: E402
 import time                                          # noqa: E402
 
+import msgspec                                       # noqa: E402
+
 from ryu.base import app_manager                     # noqa: E402
 from ryu.controller import controller as ofp_controller  # noqa: E402
 from ryu.controller import ofp_event                 # noqa: E402
@@ -388,7 +390,7 @@ class KubeProxy(app_manager.RyuApp):
                 received = time.monotonic()
                 if code != 200:
                     raise RuntimeError(f'HTTP {code}: {raw[:200]!r}')
-                body = json.loads(raw)
+                body = msgspec.json.decode(raw)
             except Exception as exc:       # the API may be starting or gone: retry
                 LOG.warning('watching the API server: %s', exc)
                 hub.sleep(0.5)

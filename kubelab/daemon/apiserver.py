@@ -185,7 +185,7 @@ class _Handler(GuardedHandler):
         if path == '/lab/v1/changes':
             return 200, RawJSON(store.changes_json(
                 int(q.number('since', 0)), q.get('epoch', ''),
-                min(q.number('timeout', 0), 60)).encode())
+                min(q.number('timeout', 0), 60)))
         if path == '/lab/v1/objects':
             kind, ns, name = q['kind'], q.get('namespace'), q.get('name')
             if name:
