@@ -538,13 +538,14 @@ class KubeProxy(app_manager.RyuApp):
                 # The plan's index (0.08 s a node bridge at 10,000 Services) once the
                 # switch is likely quiet, not while a batch of changes streams in.
                 hub.spawn_after(INDEX_AFTER_S, _index_if_current, sw, sw.plan)
-                wanted_policy = policy_cookies(want)
-                self.policy_cookies |= wanted_policy
-                if any(f.cookie in wanted_policy for f in todo.flows_to_add) or \
-                        self.policy_cookies & set(todo.flows_to_delete):
-                    self.purge = True
-            else:           # only Service ports changed: no policy flow did
+            else:
                 sw.steps += 1
+                want = F.SwitchConfig(flows=list(todo.flows_to_add))
+            wanted_policy = policy_cookies(want)
+            self.policy_cookies |= wanted_policy
+            if any(f.cookie in wanted_policy for f in todo.flows_to_add) or \
+                    self.policy_cookies & set(todo.flows_to_delete):
+                self.purge = True
             computed = time.monotonic()
             batch = _Batch(dp)
             steps = todo.steps()

@@ -202,6 +202,37 @@ def _sharing_kept(old, new, moves: list, removed: list, added: list) -> bool:
     return True
 
 
+def _outside(plan: Plan | None, old, new, installed: Installed) -> Changes | None:
+    """What changes on a node bridge when its Service ports stayed the very same
+    objects and something else changed (a pod's address, a policy, a node's health):
+    the flows outside the Service parts, computed afresh and diffed against those the
+    plan counted; the parts, their groups and the meter stay. None where the full pass
+    must answer (another kind of switch, a changed Service port)."""
+    if plan is None or plan.kind != 'node' or old is None or old.cluster is not new.cluster \
+            or len(old.service_ports) != len(new.service_ports) or not all(
+                a is b for a, b in zip(old.service_ports, new.service_ports)):
+        return None
+    plan.index()
+    ctx = node_switch.NodeBridge(new, plan.node)
+    ctx.__dict__['service_parts'] = ()          # the stages without the parts
+    config = node_switch.node_bridge_context(ctx)
+    check_pipeline(config)
+    wanted = {f.cookie: f for f in config.flows}
+    was = set(plan.outside)
+    plan.refs.subtract(plan.outside)
+    plan.outside = tuple(f.cookie for f in config.flows)
+    plan.refs.update(plan.outside)
+    gone = tuple(sorted(c for c in was if plan.refs[c] <= 0 and c in installed.flows))
+    for cookie in was:
+        if plan.refs[cookie] <= 0:
+            del plan.refs[cookie]
+    ctx.remember_all([plan.parts[id(sp)][1] for sp in new.proxied_ports], plan.taken,
+                     plan.spans, plan.given)
+    return Changes(flows_to_add=tuple(f for cookie, f in wanted.items()
+                                      if cookie not in installed.flows),
+                   flows_to_delete=gone)
+
+
 def _local(sp) -> bool:
     """True when ``sp`` reaches no further than its own part of a node bridge."""
     return not (sp.affinity_timeout or sp.lb_ip or sp.external_ips)
@@ -213,7 +244,7 @@ def changes(plan: Plan | None, old, new, installed: Installed) -> Changes | None
     updated as if the answer were sent."""
     delta = service_delta(old, new) if plan is not None else None
     if delta is None:
-        return None
+        return _outside(plan, old, new, installed)
     if _LAST_MOVES[0] is not delta:          # every switch asks for the same
         moves = _moves(old, new, *delta)
         _LAST_MOVES[:] = [delta, moves, _sharing_kept(old, new, *moves)]

@@ -95,6 +95,28 @@ def test_a_pod_behind_every_service_becoming_ready_sends_only_new_buckets(monkey
     assert any(sp.internal_local for sp in after.service_ports)
 
 
+def test_a_new_pod_changes_only_the_flows_outside_the_service_parts():
+    """A pod's address changes no Service port (it is not ready): each node bridge
+    gets the flows that changed outside the Service parts (the pod's port guard and
+    route on its node), from a pass over those flows alone."""
+    lab = Lab(3, 60)
+    lab.store.apply([_pod('new', 'default', 'a')])
+    lab.sync()
+    node = lab.store.get('Pod', 'default', 'new')['spec']['nodeName']
+    cidr = next(n.pod_cidr for n in lab.store.cluster.nodes if n.name == node)
+    before = [sw.incremental for sw in lab.switches]
+    _status(lab.store, 'new', cidr.rsplit('.', 1)[0] + '.77', False)
+    _, todos = lab.sync()           # every switch holds what the full pass computes
+    for sw, todo, n in zip(lab.switches, todos, before):
+        if sw.plan.kind != 'node':
+            assert sw.incremental == n          # the full pass: not a node bridge
+            continue
+        assert sw.incremental == n + 1
+        assert not (todo.groups_to_add or todo.groups_to_modify or todo.groups_to_delete)
+        owners = {f.owner for f in todo.flows_to_add}
+        assert owners == ({'pod default/new'} if sw.plan.node.name == node else set())
+
+
 def test_the_not_ready_address_keeps_every_service_port_object():
     lab = Lab(2, 40)
     old = lab.builder.state().service_ports
