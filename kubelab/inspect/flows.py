@@ -153,9 +153,12 @@ class GroupRow:
     n_bytes: int | None
     buckets: list = field(default_factory=list)
     note: str | None = None
+    selection: str | None = None       # shared by the Service ports that select so
 
     @property
     def owner(self) -> str:
+        if len(self.owners) > 1 and self.owners[0].startswith('services selecting'):
+            return f'{self.owners[0]} ({len(self.owners) - 1} Service ports)'
         return ', '.join(self.owners)
 
     def to_json(self) -> dict:
@@ -163,7 +166,7 @@ class GroupRow:
                 'status': self.status, 'entry': f'{self.entry_kind} {self.entry}'.strip(),
                 'used_by': list(self.used_by), 'n_packets': self.n_packets,
                 'n_bytes': self.n_bytes, 'buckets': [b.to_json() for b in self.buckets],
-                'note': self.note}
+                'note': self.note, 'selection': self.selection}
 
 
 @dataclass
@@ -445,13 +448,46 @@ def _entry(state, spec) -> tuple[str, str]:
     return '', address
 
 
+def _entries(found: list) -> tuple[str, str]:
+    """(kind, 'IP:PORT') of a group from the ServiceLB flows that lead to it: the
+    first, and how many more (Services that select alike share a group)."""
+    kind, entry = found[0]
+    kinds = sorted({k.replace(' (from the node)', '') for k, _ in found if k})
+    if len(found) > 1:
+        return '/'.join(kinds) or kind, f'{entry} (+{len(found) - 1} more)'
+    return kind, entry
+
+
+def _selection(spec) -> str | None:
+    """What the Service ports sharing group ``spec`` select (None: not shared)."""
+    if spec is None or not spec.owner.startswith(SHARED_OWNER):
+        return None
+    return spec.owner[len(SHARED_OWNER):]
+
+
+SHARED_OWNER = 'services selecting '
+
+
+def _group_owners(spec, sharers: dict) -> tuple:
+    """A group's owner: the Service port whose flows use it, or for one that Service
+    ports that select alike share (node_switch's ``services selecting ...``) that, and
+    each of them (``--service`` keeps it for any)."""
+    users = tuple(sharers.get(spec.group_id, ()))
+    if not spec.owner.startswith('services selecting') or len(users) < 2:
+        return users if len(users) == 1 else (spec.owner,)
+    return (spec.owner, *users)
+
+
 def _group_rows(state, dump, config, owners) -> list[GroupRow]:
     wanted = {g.group_id: g for g in config.groups}
-    entries: dict[int, tuple] = {}
+    ways: dict[int, dict] = {}          # a group -> the (kind, address) that lead to it
+    sharers: dict[int, dict] = {}       # a group -> the owners of the flows that use it
     for spec in config.flows:
         for action in spec.actions:
             if isinstance(action, Group):
-                entries.setdefault(action.group_id, _entry(state, spec))
+                ways.setdefault(action.group_id, {})[_entry(state, spec)] = None
+                sharers.setdefault(action.group_id, {})[spec.owner] = None
+    entries = {gid: _entries(list(found)) for gid, found in ways.items()}
     users: dict[int, list] = {}
     user_owners: dict[int, list] = {}
     for live in dump.flows or []:
@@ -483,7 +519,7 @@ def _group_rows(state, dump, config, owners) -> list[GroupRow]:
             kind, entry = '', ''
             note = 'no group of the current state has this id'
         else:
-            who = (spec.owner,)
+            who = _group_owners(spec, sharers)
             kind, entry = entries.get(live.group_id, ('', ''))
             if described:
                 same = len(described) == len(spec_buckets) and all(
@@ -503,7 +539,7 @@ def _group_rows(state, dump, config, owners) -> list[GroupRow]:
                     'the group changed between the dumps of its buckets and their counters'
         rows.append(GroupRow(dump.name, live.group_id, who, status, kind, entry,
                              tuple(users.get(live.group_id, ())), live.n_packets,
-                             live.n_bytes, buckets, note))
+                             live.n_bytes, buckets, note, _selection(spec)))
     present = {g.group_id for g in dump.groups}
     for gid, spec in wanted.items():
         if gid in present:
@@ -516,8 +552,8 @@ def _group_rows(state, dump, config, owners) -> list[GroupRow]:
             who, node = _endpoint_target(state, target[0] if target else None)
             buckets.append(BucketRow(i, f'{target[0]}:{target[1]}' if target else None,
                                      who, node, None, None, text))
-        rows.append(GroupRow(dump.name, gid, (spec.owner,), MISSING, kind, entry, (),
-                             None, None, buckets))
+        rows.append(GroupRow(dump.name, gid, _group_owners(spec, sharers), MISSING, kind,
+                             entry, (), None, None, buckets, None, _selection(spec)))
     rows.sort(key=lambda g: (g.owner, g.entry_kind, g.entry, g.group_id))
     return rows
 

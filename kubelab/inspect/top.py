@@ -58,6 +58,8 @@ class ServiceTop:
     conns: int
     conns_per_s: float
     endpoints: list
+    shared_with: int = 0               # other Service ports whose groups are its own:
+                                       # the endpoints' counts are theirs too
 
 
 @dataclass
@@ -95,7 +97,9 @@ def _counters(report: Report) -> dict:
         for g in bridge.groups:
             if g.status == MISSING:
                 continue
-            for key in _service_key(g.owners)[:1]:
+            # A group the Service ports that select alike share counts for all of them.
+            keys = [SELECTION + g.selection] if g.selection else _service_key(g.owners)[:1]
+            for key in keys:
                 for b in g.buckets:
                     if b.n_packets is None or b.endpoint is None:
                         continue
@@ -110,6 +114,10 @@ def _counters(report: Report) -> dict:
         for row in bridge.flows:
             if row.n_packets is None:
                 continue
+            if row.table_id == pipeline.T['ServiceLB'] and 'group:' in (row.actions or ''):
+                # A Service port's own new connections, whichever group they take.
+                for key in _service_key(row.owners):
+                    out[('front', key, (bridge.name, row.cookie))] = row.n_packets
             if row.table_id == pipeline.T['EndpointDNAT'] and row.priority == 200:
                 # A client with session affinity: its new connection skips the group.
                 target = ovsdump.nat_target(row.actions)
@@ -132,6 +140,17 @@ def _counters(report: Report) -> dict:
                 out[('pod', pod.ip, 'out', (bridge.name, row.cookie))] = row.n_bytes
     out.update(policy_counters.counters(report))
     return out
+
+
+SELECTION = 'selection '       # the counters of a group Service ports share are keyed so
+
+
+def _sharing(state, sp) -> int:
+    """How many Service ports share ``sp``'s groups (node_switch.py: those that select
+    alike with the same endpoints), ``sp`` among them; 0 when it has its own."""
+    if not state.shares(sp):
+        return 0
+    return sum(1 for other in state.selections[sp.selects][1] if state.shares(other))
 
 
 def _read_bridges(report: Report) -> set:
@@ -177,8 +196,10 @@ def top_view(prev: Poll, cur: Poll, namespace: str | None = None) -> TopView:
         if sp.lb_ip:
             kind = f'LoadBalancer {sp.lb_ip}'
         endpoints = {f'{ep.ip}:{ep.port}': ep.node for ep in sp.endpoints}
+        sharing = _sharing(state, sp)
+        counted = SELECTION + sp.selects if sharing else sp.key
         for key in now:
-            if key[0] == 'conn' and key[1] == sp.key:
+            if key[0] == 'conn' and key[1] in (sp.key, counted):
                 endpoints.setdefault(key[2], None)
         rows = []
         for endpoint in sorted(endpoints, key=_address_order):
@@ -186,15 +207,21 @@ def top_view(prev: Poll, cur: Poll, namespace: str | None = None) -> TopView:
             pod = pods_by_ip.get(ip)
             has_in = ('pod', ip, 'in') in totals
             has_out = ('pod', ip, 'out') in totals
+            conn = [('conn', key, endpoint) for key in {sp.key, counted}]
             rows.append(EndpointTop(
                 endpoint, pod.owner if pod else None,
                 endpoints[endpoint] or (pod.node if pod else None),
-                total(('conn', sp.key, endpoint)), rate(('conn', sp.key, endpoint)),
+                sum(map(total, conn)), sum(map(rate, conn)),
                 rate(('pod', ip, 'in')) if has_in else None,
                 rate(('pod', ip, 'out')) if has_out else None))
-        services.append(ServiceTop(sp.key, f'{sp.vip}:{sp.port}', kind,
-                                   sum(r.conns for r in rows),
-                                   sum(r.conns_per_s for r in rows), rows))
+        if sharing > 1:     # the endpoints' counts are theirs all: its own from its flows
+            services.append(ServiceTop(sp.key, f'{sp.vip}:{sp.port}', kind,
+                                       total(('front', sp.key)), rate(('front', sp.key)),
+                                       rows, sharing - 1))
+        else:
+            services.append(ServiceTop(sp.key, f'{sp.vip}:{sp.port}', kind,
+                                       sum(r.conns for r in rows),
+                                       sum(r.conns_per_s for r in rows), rows))
         if sp.lb_ip:
             address = f'{sp.lb_ip}:{sp.port}'
             nodes = sorted({key[3] for key in now if key[0] == 'lb' and key[1] == sp.key})
@@ -237,8 +264,11 @@ TOP_LEGEND = (
     "packets of its select groups' buckets on every node bridge (a connection passes the "
     'group once, on the node it entered) plus the EndpointDNAT hits of clients with '
     'session affinity (they skip the group). CONNS counts since each switch last '
-    'programmed the group: it starts again when the endpoints change. Load balancer: '
-    "the cloud edge group's buckets, one per node.",
+    'programmed the group: it starts again when the endpoints change. Service ports '
+    'that select the same pods alike share their groups (kube-proxy gives each its own '
+    "chain): their endpoints' counts are theirs together, and each one's own total "
+    "comes from its ServiceLB flows. Load balancer: the cloud edge group's buckets, one "
+    'per node.',
     "POD IN/S, POD OUT/S: bytes per second the endpoint's pod received and sent (its "
     "route and spoof-guard flows on its node's bridge): all of its traffic, not only "
     "this Service's.",
@@ -304,6 +334,10 @@ def render_top(view: TopView, now: str = '', pods: list | None = None) -> str:
         namespace = svc.key.split('/')[0]
         rows.append([svc.key, svc.kind, svc.address, f'{svc.conns_per_s:.1f}',
                      str(svc.conns), '', ''])
+        if svc.shared_with:
+            rows.append([f'  (its endpoints\' counts include {svc.shared_with} more Service '
+                         f'port{"s" if svc.shared_with > 1 else ""} selecting the same pods: '
+                         'one group)', '', '', '', '', '', ''])
         for ep in svc.endpoints:
             pod = ep.pod[len('pod '):] if ep.pod else '(no pod)'
             if pod.startswith(namespace + '/'):
