@@ -272,8 +272,8 @@ class StateBuilder:
         self.cidrs = _pod_cidrs(cluster)
         self.kinds: dict[str, dict[tuple, dict]] = {}
         self.slices: dict[tuple, dict[str, dict]] = {}    # (ns, service) -> name -> slice
-        self.memo: dict[tuple, tuple] = {}                # key -> (signature, value)
-        self.templates: dict[tuple, tuple] = {}   # Service -> (version, port_templates)
+        self.memo: dict[tuple, tuple] = {}    # key -> (signature, value); for a Service
+                                              # (version, port_templates, its ports)
         self.dirty: set | None = None     # Services whose ports may have changed (None: all)
 
     def apply(self, body: dict) -> None:
@@ -323,13 +323,27 @@ class StateBuilder:
         self.memo[key] = (signature, value)
         return value
 
-    def _templates(self, key, version, svc: dict) -> list:
-        """``port_templates`` of Service ``key``, read again when its resourceVersion
-        moved (its slices changing leaves them)."""
-        hit = self.templates.get(key)
-        if hit is None or hit[0] != version:
-            hit = self.templates[key] = (version, port_templates(svc))
-        return hit[1]
+    def _service(self, key, svc: dict, hit: tuple | None) -> tuple:
+        """(its resourceVersion, its ``port_templates``, its Service ports) for Service
+        ``key``, whose object or slices changed: the templates read again only when its
+        resourceVersion moved, the endpoints read from its slices (``_served``, once per
+        set of endpoint objects), and the very Service ports of ``hit`` kept when every
+        port has the endpoints it had (a pod that is not ready yet changes 10,000
+        slices but no endpoint; the pipeline's memo knows Service ports by identity)."""
+        version = svc['metadata'].get('resourceVersion')
+        templates = hit[1] if hit is not None and hit[0] == version else \
+            port_templates(svc)
+        mine = self.slices.get((key[1] or 'default', key[2]), {})
+        slices = [mine[n] for n in sorted(mine)]
+        served = [_served(slices, port, local, memo=True) for _, port, local in templates]
+        if hit is not None and hit[1] is templates and all(
+                sp.endpoints == endpoints and sp.node_local == local
+                for sp, (endpoints, local) in zip(hit[2], served)):
+            return hit
+        entry = self.memo[key] = (version, templates, [
+            _with_endpoints(template, *endpoints)
+            for (template, _, _), endpoints in zip(templates, served)])
+        return entry
 
     def state(self) -> 'ClusterState':
         used = {}
@@ -342,27 +356,16 @@ class StateBuilder:
                 pods.append(net)
         dirty, self.dirty = self.dirty, set()
         for key, svc in self.kinds.get('Service', {}).items():
-            if dirty is not None and key not in dirty and key in self.memo:
-                ports.extend(self.memo[key][1])     # neither it nor its slices changed
-                used[key] = self.memo[key]
-                continue
-            ns = key[1] or 'default'
-            mine = self.slices.get((ns, key[2]), {})
-            version = svc['metadata'].get('resourceVersion')
-            signature = (version, tuple(sorted(
-                (name, sl['metadata'].get('resourceVersion')) for name, sl in mine.items())))
-            templates = self._templates(key, version, svc)
-            ports.extend(self._memo(key, signature, lambda svc=svc, mine=mine: _service_ports(
-                svc, {(svc['metadata'].get('namespace', 'default'), svc['metadata']['name']):
-                      [mine[n] for n in sorted(mine)]}, memo=True, templates=templates)))
-            used[key] = self.memo[key]
+            hit = self.memo.get(key)
+            if dirty is None or key in dirty or hit is None:
+                hit = self._service(key, svc, hit)
+            ports.extend(hit[2])
+            used[key] = hit
         for key, policy in self.kinds.get('NetworkPolicy', {}).items():
             policies.append(self._memo(key, policy['metadata'].get('resourceVersion'),
                                        lambda policy=policy: networkpolicy.from_object(policy)))
             used[key] = self.memo[key]
         self.memo = used
-        if len(self.templates) > len(self.kinds.get('Service', ())):   # some are gone
-            self.templates = {k: v for k, v in self.templates.items() if k in used}
         objects = {kind: list(self.kinds.get(kind, {}).values())
                    for kind in ('Node', 'LoadBalancerHealth', 'Namespace', 'LabNetwork',
                                 'L2Announcement')}
@@ -483,16 +486,17 @@ def _served(slices: list, port: tuple, local_policy: bool,
 
     Read once per set of endpoint objects: the slices of Services over the same pods
     share them (the store's controller gives them the same objects, the change stream
-    sends each once, and nothing changes them), so a pod behind 10,000 Services is one
-    read, not 10,000. The memo holds the objects it keyed by id (an id stays theirs);
-    only ``StateBuilder`` asks for it (``memo``), whose objects nothing changes."""
+    sends each once, and ``with_endpoints`` gives slices with the same ones one list),
+    so a pod behind 10,000 Services is one read, not 10,000. The memo holds the lists
+    it keyed by id (an id stays theirs); only ``StateBuilder`` asks for it (``memo``),
+    whose lists nothing changes."""
     if not memo:
         return _read_served(slices, port, local_policy)
     try:
         key = (port, local_policy, tuple(
             (tuple((p.get('name') or '', p.get('protocol', 'TCP'), p.get('port'))
                    for p in sl.get('ports') or ()),
-             tuple(map(id, sl.get('endpoints') or ()))) for sl in slices))
+             id(sl.get('endpoints'))) for sl in slices))
     except (AttributeError, TypeError):          # not the shape of a valid slice
         return _read_served(slices, port, local_policy)
     hit = _SERVED.get(key)

@@ -189,13 +189,19 @@ def for_proxy(obj: dict, endpoints: EndpointTable) -> dict:
 
 def with_endpoints(body: dict) -> dict:
     """An answer of the change stream with each slice's endpoints put back from the
-    answer's table (the slices then share those objects: read them, never change
-    them)."""
+    answer's table (the slices then share those objects, and slices with the same
+    endpoints one list: read them, never change them)."""
     table = body.get('endpoints')
     if table is not None:
+        lists: dict = {}        # the same references: one list (Services that select alike)
         for endpoint_slice in body.get('objects', {}).get('EndpointSlice', ()):
-            if isinstance(endpoint_slice.get('endpoints'), list):
-                endpoint_slice['endpoints'] = [table[i] for i in endpoint_slice['endpoints']]
+            refs = endpoint_slice.get('endpoints')
+            if isinstance(refs, list):
+                key = tuple(refs)
+                found = lists.get(key)
+                if found is None:
+                    found = lists[key] = [table[i] for i in refs]
+                endpoint_slice['endpoints'] = found
     return body
 
 
