@@ -258,6 +258,12 @@ def _pod_net(pod: dict, cidrs: dict) -> PodNet | None:
                   networkpolicy.named_ports(pod['spec']))
 
 
+def _service_of(endpoint_slice: dict | None) -> str | None:
+    """The Service a slice belongs to (its ``kubernetes.io/service-name`` label)."""
+    return ((endpoint_slice or {}).get('metadata', {}).get('labels') or {}).get(
+        SERVICE_NAME_LABEL)
+
+
 class StateBuilder:
     """``ClusterState`` kept up to date from the store's changes (``/lab/v1/changes``):
     a mirror of the objects, and each Pod, Service port list and NetworkPolicy read
@@ -297,9 +303,17 @@ class StateBuilder:
         if kind == 'Service' and self.dirty is not None:
             self.dirty.add(key)
         if kind == 'EndpointSlice':
+            service = _service_of(obj)
+            if old is not None and obj is not None and service and \
+                    _service_of(old) == service:      # the common case: new endpoints
+                if self.dirty is not None:
+                    self.dirty.add(('Service', ns, service))
+                    if ns == 'default':
+                        self.dirty.add(('Service', '', service))
+                self.slices[(ns or 'default', service)][name] = obj
+                return
             for sl, drop in ((old, True), (obj, False)):
-                service = ((sl or {}).get('metadata', {}).get('labels') or {}).get(
-                    SERVICE_NAME_LABEL)
+                service = _service_of(sl)
                 if service and self.dirty is not None:
                     self.dirty.update((('Service', ns, service),
                                        ('Service', '' if ns == 'default' else ns, service)))
