@@ -456,7 +456,15 @@ def _with_endpoints(template: ServicePort, endpoints: tuple, node_local: tuple):
     fields.update(template.__dict__)
     fields['endpoints'] = endpoints
     fields['node_local'] = node_local
-    return sp
+    fields['template'] = template   # not a field: Service ports from one template
+    return sp                        # differ in their endpoints alone (``same_shape``)
+
+
+def same_shape(a: ServicePort, b: ServicePort) -> bool | None:
+    """True when ``a`` and ``b`` were built from the same template (every field but
+    their endpoints is the same object); None when that cannot tell."""
+    first = a.__dict__.get('template')
+    return True if first is not None and first is b.__dict__.get('template') else None
 
 
 def selection(namespace: str, spec: dict, port: dict) -> str | None:

@@ -26,7 +26,7 @@ from typing import Callable
 
 from controller.flows import Bucket, Ct, GroupSpec, Nat
 from controller.pipeline.service_fronts import split_count, split_endpoints
-from controller.state import ServicePort
+from controller.state import ServicePort, same_shape
 
 
 def _rest_of(cls) -> Callable:
@@ -55,7 +55,7 @@ def moved(old, new) -> bool:
     if bool(old.endpoints) != bool(new.endpoints) or \
             split_count(len(old.endpoints)) != split_count(len(new.endpoints)):
         return False
-    return _shape(old) == _shape(new)
+    return same_shape(old, new) or _shape(old) == _shape(new)
 
 
 def moved_templates(old, templates: list, new) -> list | None:

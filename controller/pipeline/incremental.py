@@ -153,7 +153,8 @@ def _take(plan: Plan, sp, part: dict, sign: int) -> None:
 
 
 _LAST_DELTA: list = [None, None, None]       # old, new, their service_delta
-_LAST_MOVES: list = [None, None, None]       # a service_delta, its _moves, _sharing_kept
+_LAST_MOVES: list = [None, None, None]       # a service_delta, its _moves, and
+                                             # whether they may go incrementally
 
 
 def service_delta(old, new) -> tuple[list, list] | None:
@@ -247,10 +248,12 @@ def changes(plan: Plan | None, old, new, installed: Installed) -> Changes | None
         return _outside(plan, old, new, installed)
     if _LAST_MOVES[0] is not delta:          # every switch asks for the same
         moves = _moves(old, new, *delta)
-        _LAST_MOVES[:] = [delta, moves, _sharing_kept(old, new, *moves)]
+        moved, removed, added = moves
+        _LAST_MOVES[:] = [delta, moves, len(removed) + len(added) <= MAX_CHANGED and all(
+            _local(sp) for sp in removed + added + [sp for _, sp in moved])
+            and _sharing_kept(old, new, *moves)]
     moves, removed, added = _LAST_MOVES[1]
-    if len(removed) + len(added) > MAX_CHANGED or not _LAST_MOVES[2] or not all(
-            _local(sp) for sp in removed + added + [sp for _, sp in moves]):
+    if not _LAST_MOVES[2]:
         return None
     if plan.kind != 'node':
         return Changes()            # only a node bridge reads such Service ports
