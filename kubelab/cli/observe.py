@@ -2,9 +2,10 @@
 
 Each fetches what it needs from the lab (its objects, its cluster file, the switches'
 dumps) and hands it to the inspection wing, kubelab/inspect/, which does the work and
-the text: trace.py, flows.py, top.py, diagram.py; switches.py reads the switches. The
-inspection modules are imported inside the commands: they load the pipeline, and
-``kubelab get`` should not wait for that.
+the text: trace.py, flows.py, top.py, diagram.py (trace_render.py and flows_render.py
+write the text of the first two); switches.py reads the switches. The inspection
+modules are imported inside the commands: they load the pipeline, and ``kubelab get``
+should not wait for that.
 """
 
 from __future__ import annotations
@@ -22,11 +23,11 @@ def cmd_trace(args) -> int:
     """``kubelab trace SRC DST[:PORT]``: a new connection's path through the live
     switches (ofproto/trace), in the seed's words (kubelab/api.py resolves and walks)."""
     from kubelab import api
-    from kubelab.inspect import trace  # here: see the module's docstring
+    from kubelab.inspect import trace_render  # here: see the module's docstring
     tracer, result = api.trace(args.source, args.destination, namespace=args.namespace,
                                proto=args.proto, endpoint=args.endpoint, host=args.host,
                                path=args.path)
-    print(trace.render(result, tracer))
+    print(trace_render.render(result, tracer))
     return 0
 
 
