@@ -34,7 +34,7 @@ def cmd_trace(args) -> int:
 def cmd_flows(args) -> int:
     """``kubelab flows``: the switches' flows and groups, each with its counters and the
     object that owns it (kubelab/inspect/flows.py)."""
-    from kubelab.inspect import flows, switches  # here: see the module's docstring
+    from kubelab.inspect import flows, flows_render, switches  # here: see the docstring
     from kubelab.inspect.switches import dump_bridges, lab_bridges, lab_cluster
     client = Client()
     switches.use_lab_openvswitch(client.state_dir)
@@ -64,7 +64,7 @@ def cmd_flows(args) -> int:
     if args.output == 'json':
         print(json.dumps(report.to_json(), indent=2))
     else:
-        print(flows.render_flows(report))
+        print(flows_render.render_flows(report))
     failed = [d for d in dumps if d.error]
     if args.output == 'json':        # the text names them in place
         for dump in failed:
