@@ -1,7 +1,7 @@
 """The EndpointSlice controller as the store runs it: incrementally.
 
-The store runs its controllers after every change (services/store_controllers.py).
-This one recomputes the slices (services/controllers/endpointslices.py, the pure rules) only of
+The store (services/store.py) runs its controllers after every change. This one
+recomputes the slices (services/controllers/endpointslices.py, the pure rules) only of
 the Services the keys changed since its last run concern: a Service put or removed, a
 pod put or removed (the Services of its namespace that select it by its labels of
 before or of now: ``pod_labels`` remembers them), a managed slice a user deleted (it
