@@ -20,18 +20,6 @@ from datetime import datetime
 from kubelab.ages import age
 
 
-def _meta(obj):
-    return obj.get('metadata') or {}
-
-
-def _spec(obj):
-    return obj.get('spec') or {}
-
-
-def _status(obj):
-    return obj.get('status') or {}
-
-
 #: kubectl cuts an Ingress's ADDRESS to this width (unless -o wide).
 LOAD_BALANCER_WIDTH = 16
 
@@ -68,12 +56,12 @@ def ingress_address(status: dict, wide: bool) -> str:
 
 def ingress_row(ing: dict, now: datetime, wide: bool) -> list[str]:
     """NAME CLASS HOSTS ADDRESS PORTS AGE (no wide columns)."""
-    meta, spec = _meta(ing), _spec(ing)
+    meta, spec = ing.get('metadata') or {}, ing.get('spec') or {}
     class_name = spec.get('ingressClassName')
     return [meta.get('name', ''),
             '<none>' if class_name is None else class_name,
             ingress_hosts(spec.get('rules') or []),
-            ingress_address(_status(ing), wide),
+            ingress_address(ing.get('status') or {}, wide),
             '80, 443' if spec.get('tls') else '80',
             age(meta.get('creationTimestamp'), now)]
 
@@ -81,7 +69,7 @@ def ingress_row(ing: dict, now: datetime, wide: bool) -> list[str]:
 def ingressclass_row(cls: dict, now: datetime, wide: bool) -> list[str]:
     """NAME CONTROLLER PARAMETERS AGE; PARAMETERS is
     ``Kind[.apiGroup]/name``."""
-    meta, spec = _meta(cls), _spec(cls)
+    meta, spec = cls.get('metadata') or {}, cls.get('spec') or {}
     params = spec.get('parameters')
     text = '<none>'
     if params:
@@ -96,7 +84,7 @@ def ingressclass_row(cls: dict, now: datetime, wide: bool) -> list[str]:
 def condition_status(obj: dict, condition: str) -> str:
     """The status of a condition, ``Unknown`` when there is none (the
     Gateway API CRDs default their conditions to Unknown)."""
-    for entry in _status(obj).get('conditions') or []:
+    for entry in (obj.get('status') or {}).get('conditions') or []:
         if entry.get('type') == condition:
             return entry.get('status') or 'Unknown'
     return 'Unknown'
@@ -104,7 +92,7 @@ def condition_status(obj: dict, condition: str) -> str:
 
 def gatewayclass_row(gc: dict, now: datetime, wide: bool) -> list[str]:
     """NAME CONTROLLER ACCEPTED AGE [DESCRIPTION]."""
-    meta, spec = _meta(gc), _spec(gc)
+    meta, spec = gc.get('metadata') or {}, gc.get('spec') or {}
     cells = [meta.get('name', ''), spec.get('controllerName') or '',
              condition_status(gc, 'Accepted'),
              age(meta.get('creationTimestamp'), now)]
@@ -117,8 +105,8 @@ def gateway_row(gw: dict, now: datetime, wide: bool) -> list[str]:
     """NAME CLASS ADDRESS PROGRAMMED AGE; ADDRESS is the first of
     ``status.addresses`` (kubectl shows the first match of the CRD's
     JSONPath)."""
-    meta, spec = _meta(gw), _spec(gw)
-    addresses = [a.get('value') for a in _status(gw).get('addresses') or []
+    meta, spec = gw.get('metadata') or {}, gw.get('spec') or {}
+    addresses = [a.get('value') for a in (gw.get('status') or {}).get('addresses') or []
                  if a.get('value')]
     return [meta.get('name', ''), spec.get('gatewayClassName') or '',
             addresses[0] if addresses else '',
@@ -130,7 +118,7 @@ def httproute_row(route: dict, now: datetime, wide: bool) -> list[str]:
     """NAME HOSTNAMES AGE; HOSTNAMES is the list as JSON
     (``["foo.com","bar.com"]``), as kubectl prints a list-valued column,
     empty without hostnames."""
-    meta, spec = _meta(route), _spec(route)
+    meta, spec = route.get('metadata') or {}, route.get('spec') or {}
     hostnames = spec.get('hostnames')
     text = json.dumps(hostnames, separators=(',', ':')) \
         if isinstance(hostnames, list) else ''
