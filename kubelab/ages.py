@@ -1,5 +1,6 @@
 """Ages as kubectl prints them (AGE, LAST SEEN): apimachinery's HumanDuration over
-RFC 3339 timestamps. Shared by kubelab/printers.py and kubelab/printers_more.py."""
+RFC 3339 timestamps. Shared by kubelab/printers.py, kubelab/printers_l7.py and
+kubelab/printers_more.py."""
 
 from __future__ import annotations
 

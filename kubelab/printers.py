@@ -6,8 +6,9 @@ entry point: a table (``-o wide`` adds columns), ``json``, ``yaml`` or
 ``name``. Columns and cell rules follow kubectl's printers (STATUS of a pod,
 EXTERNAL-IP of a Service, ``+ N more...`` of an EndpointSlice, HOSTS and
 PORTS of an Ingress, ...) so what a learner reads here reads the same on a
-real cluster. The Gateway API kinds print the columns their CRDs declare
-(``additionalPrinterColumns``), as kubectl prints a custom resource. A Secret's
+real cluster. The rows of the Ingress and Gateway API kinds are in
+kubelab/printers_l7.py, those of the node lifecycle's and MetalLB's kinds in
+kubelab/printers_more.py; both are registered here. A Secret's
 table shows its type and how many keys it holds, never their values (a ConfigMap's: how
 many keys). ``hosts`` is the lab's
 own kind: the external client hosts of the cluster file. ``rollout_status`` is
@@ -373,111 +374,6 @@ def secret_row(secret: dict, now: datetime, wide: bool) -> list[str]:
             age(meta.get('creationTimestamp'), now)]
 
 
-#: kubectl cuts an Ingress's ADDRESS to this width (unless -o wide).
-LOAD_BALANCER_WIDTH = 16
-
-
-def ingress_hosts(rules: list[dict]) -> str:
-    """HOSTS: the first three rule hosts, ``+ N more...`` when there are
-    more rules (kubectl counts every further rule, host or not), ``*``
-    when no rule names a host."""
-    hosts, more = [], False
-    for rule in rules:
-        if len(hosts) == 3:
-            more = True
-        if not more and rule.get('host'):
-            hosts.append(rule['host'])
-    if not hosts:
-        return '*'
-    text = ','.join(hosts)
-    return f'{text} + {len(rules) - 3} more...' if more else text
-
-
-def ingress_address(status: dict, wide: bool) -> str:
-    """ADDRESS: the load balancer's IPs (or hostnames), sorted and
-    comma-joined; cut to 16 characters unless wide; empty when none."""
-    found = set()
-    for entry in (status.get('loadBalancer') or {}).get('ingress') or []:
-        address = entry.get('ip') or entry.get('hostname')
-        if address:
-            found.add(address)
-    text = ','.join(sorted(found))
-    if not wide and len(text) > LOAD_BALANCER_WIDTH:
-        text = text[:LOAD_BALANCER_WIDTH - 3] + '...'
-    return text
-
-
-def ingress_row(ing: dict, now: datetime, wide: bool) -> list[str]:
-    """NAME CLASS HOSTS ADDRESS PORTS AGE (no wide columns)."""
-    meta, spec = _meta(ing), _spec(ing)
-    class_name = spec.get('ingressClassName')
-    return [meta.get('name', ''),
-            '<none>' if class_name is None else class_name,
-            ingress_hosts(spec.get('rules') or []),
-            ingress_address(_status(ing), wide),
-            '80, 443' if spec.get('tls') else '80',
-            age(meta.get('creationTimestamp'), now)]
-
-
-def ingressclass_row(cls: dict, now: datetime, wide: bool) -> list[str]:
-    """NAME CONTROLLER PARAMETERS AGE; PARAMETERS is
-    ``Kind[.apiGroup]/name``."""
-    meta, spec = _meta(cls), _spec(cls)
-    params = spec.get('parameters')
-    text = '<none>'
-    if params:
-        text = params.get('kind', '')
-        if params.get('apiGroup') is not None:
-            text += '.' + params['apiGroup']
-        text += '/' + params.get('name', '')
-    return [meta.get('name', ''), spec.get('controller', ''), text,
-            age(meta.get('creationTimestamp'), now)]
-
-
-def condition_status(obj: dict, condition: str) -> str:
-    """The status of a condition, ``Unknown`` when there is none (the
-    Gateway API CRDs default their conditions to Unknown)."""
-    for entry in _status(obj).get('conditions') or []:
-        if entry.get('type') == condition:
-            return entry.get('status') or 'Unknown'
-    return 'Unknown'
-
-
-def gatewayclass_row(gc: dict, now: datetime, wide: bool) -> list[str]:
-    """NAME CONTROLLER ACCEPTED AGE [DESCRIPTION]."""
-    meta, spec = _meta(gc), _spec(gc)
-    cells = [meta.get('name', ''), spec.get('controllerName') or '',
-             condition_status(gc, 'Accepted'),
-             age(meta.get('creationTimestamp'), now)]
-    if wide:
-        cells.append(spec.get('description') or '')
-    return cells
-
-
-def gateway_row(gw: dict, now: datetime, wide: bool) -> list[str]:
-    """NAME CLASS ADDRESS PROGRAMMED AGE; ADDRESS is the first of
-    ``status.addresses`` (kubectl shows the first match of the CRD's
-    JSONPath)."""
-    meta, spec = _meta(gw), _spec(gw)
-    addresses = [a.get('value') for a in _status(gw).get('addresses') or []
-                 if a.get('value')]
-    return [meta.get('name', ''), spec.get('gatewayClassName') or '',
-            addresses[0] if addresses else '',
-            condition_status(gw, 'Programmed'),
-            age(meta.get('creationTimestamp'), now)]
-
-
-def httproute_row(route: dict, now: datetime, wide: bool) -> list[str]:
-    """NAME HOSTNAMES AGE; HOSTNAMES is the list as JSON
-    (``["foo.com","bar.com"]``), as kubectl prints a list-valued column,
-    empty without hostnames."""
-    meta, spec = _meta(route), _spec(route)
-    hostnames = spec.get('hostnames')
-    text = json.dumps(hostnames, separators=(',', ':')) \
-        if isinstance(hostnames, list) else ''
-    return [meta.get('name', ''), text, age(meta.get('creationTimestamp'), now)]
-
-
 def networkpolicy_row(policy: dict, now: datetime, wide: bool) -> list[str]:
     return [_meta(policy).get('name', ''),
             format_label_selector(_spec(policy).get('podSelector')),
@@ -527,22 +423,15 @@ ROWS = {
     'namespaces': (['NAME', 'STATUS', 'AGE'], [], namespace_row),
     'secrets': (['NAME', 'TYPE', 'DATA', 'AGE'], [], secret_row),
     'configmaps': (['NAME', 'DATA', 'AGE'], [], configmap_row),
-    'ingresses': (['NAME', 'CLASS', 'HOSTS', 'ADDRESS', 'PORTS', 'AGE'], [],
-                  ingress_row),
-    'ingressclasses': (['NAME', 'CONTROLLER', 'PARAMETERS', 'AGE'], [],
-                       ingressclass_row),
-    'gatewayclasses': (['NAME', 'CONTROLLER', 'ACCEPTED', 'AGE'],
-                       ['DESCRIPTION'], gatewayclass_row),
-    'gateways': (['NAME', 'CLASS', 'ADDRESS', 'PROGRAMMED', 'AGE'], [],
-                 gateway_row),
-    'httproutes': (['NAME', 'HOSTNAMES', 'AGE'], [], httproute_row),
     'networkpolicies': (['NAME', 'POD-SELECTOR', 'AGE'], [], networkpolicy_row),
 }
 
 
 def _register_more():
-    """The node lifecycle's and MetalLB's kinds (kubelab/printers_more.py)."""
-    from kubelab import printers_more as more
+    """The rows of the Ingress and Gateway API kinds (kubelab/printers_l7.py); the node
+    lifecycle's and MetalLB's kinds (kubelab/printers_more.py)."""
+    from kubelab import printers_l7 as l7, printers_more as more
+    ROWS.update(l7.ROWS)
     KIND_ALIASES.update(more.ALIASES)
     NAME_PREFIX.update(more.PREFIXES)
     ROWS.update(more.ROWS)

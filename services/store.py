@@ -3,9 +3,10 @@
 Objects are plain dicts in Kubernetes shape, keyed by (kind, namespace, name). Every
 change runs, under one lock, the controllers a real control plane runs after it:
 the Deployment controller (pods from templates), the scheduler (a node for each pod) and
-the EndpointSlice controller (slices from selectors and readiness). Then the store's
-resourceVersion goes up once and watchers wake (``wait``, ``snapshot``; the loop that
-follows them is services/watch.py).
+the EndpointSlice controller (slices from selectors and readiness), as
+services/store_controllers.py runs them. Then the store's resourceVersion goes up once
+and watchers wake (``wait``, ``snapshot``; the loop that follows them is
+services/watch.py).
 
 ``apply`` is all-or-nothing: every object of the request is validated and checked
 against the cluster (names, ClusterIPs, NodePorts, load balancer addresses) before
@@ -36,11 +37,12 @@ The store keeps the objects and runs the rules; the rules live by subject:
   the reading side (copies, views, snapshots, changes) in services/store_reads.py.
 
 ``saved`` and ``restore`` keep the store on disk across a daemon that died
-(services/persistence.py says what is kept and what becomes of pods); ``apply``
+(services/store_disk.py; services/persistence.py says what is kept and what becomes of
+pods); ``apply``
 refuses more pods than the cluster can run (``pod_capacity``).
 
 ``tick`` re-runs the controllers for what time alone changes (minReadySeconds, a
-node's silence, tolerationSeconds). The kubelet, the cloud's health checks and the L7
+node's silence, tolerationSeconds; services/store_controllers.py). The kubelet, the cloud's health checks and the L7
 controller write back through ``update_pod_status``, ``pod_gone``, ``renew_lease``,
 ``set_lb_health`` and ``set_status``. Pods get the DefaultTolerationSeconds admission's
 tolerations when they are created.
@@ -54,21 +56,22 @@ import random
 import threading
 import time
 
-from services import manifests, naming, persistence
+from services import manifests, naming
 from services.allocation.allocators import ClusterIPAllocator, NodePortAllocator
 from services.allocation.cluster_ips import assign_cluster_ip, release_cluster_ip
 from services.allocation.load_balancer_ips import class_change_problems
 from services.allocation.node_ports import assign_node_ports, release_node_ports
-from services.controllers import scheduler
 from services.controllers.endpointslice_sync import EndpointSliceController
 from services.controllers.node_lifecycle import NEVER_MESSAGE, NodeLifecycle, \
     default_tolerations
-from services.controllers.deployments import MAX_PASSES, DeploymentController, ReplicaSet, \
+from services.controllers.deployments import DeploymentController, ReplicaSet, \
     keep_rollout_marks, new_pod, owned_by, stamp_restart
 from services.errors import ApplyError, KubelabError, NotFound, ValidationError
 from services.labels import relabel
 from services.metallb.ipam import admission_problems as metallb_admission
 from services.objectindex import ObjectIndex
+from services.store_controllers import ControllerLoop
+from services.store_disk import StoreDisk
 from services.store_lifecycle import POOL_ANNOTATION, LifecycleWrites
 from services.store_reads import StoreReads
 from services.validation.common import Checker
@@ -120,7 +123,7 @@ SYSTEM_NAMESPACES = ('default', 'kube-system', 'kube-node-lease')
 METALLB_NAMESPACE = 'metallb-system'
 
 
-class Store(StoreReads, LifecycleWrites):
+class Store(StoreReads, LifecycleWrites, ControllerLoop, StoreDisk):
     def __init__(self, cluster, rng: random.Random | None = None, clock=time.time):
         self.cluster = cluster
         self.rng = rng or random.Random()
@@ -153,63 +156,6 @@ class Store(StoreReads, LifecycleWrites):
         """The deployment controller's records: Deployment uid -> pod-template-hash ->
         its ReplicaSet."""
         return self.deployments.replica_sets
-
-    # ------------------------------------------------------------ kept on disk
-    def saved(self, cluster_doc: dict) -> dict:
-        """What persistence keeps of the store now, safe to write out: the objects from
-        ``view`` (copies no one changes), the rest deep-copied."""
-        with self.cond:
-            # Only what is kept is copied: not the 10,000 managed slices a pod behind
-            # 10,000 Services changes.
-            objects = [o for kind in sorted(self.objects.kinds()) if kind not in
-                       persistence.DERIVED_KINDS for o in self.view(kind, where=persistence.kept)]
-            document = persistence.saved(objects, copy.deepcopy(self.replica_sets),
-                                         cluster_doc)
-            document['cluster'] = copy.deepcopy(document['cluster'])
-            return document
-
-    def saved_json(self, cluster_doc: dict) -> str:
-        """``json.dumps(self.saved(cluster_doc), sort_keys=True)``, with each object's
-        text kept while the object stays (by identity and resourceVersion): at 10,000
-        Services the whole document took 0.1 s to encode after every change; now only
-        what changed is encoded again."""
-        with self.cond:
-            texts, fresh = [], {}
-            for kind in sorted(self.objects.kinds()):
-                if kind in persistence.DERIVED_KINDS:
-                    continue
-                for key, obj in sorted(self.objects.of_kind(kind).items()):
-                    if not persistence.kept(obj):
-                        continue
-                    version = obj['metadata'].get('resourceVersion')
-                    hit = self._saved_texts.get(key)
-                    if hit is None or hit[0] is not obj or hit[1] != version:
-                        hit = (obj, version, json.dumps(persistence.without_runtime(obj),
-                                                        sort_keys=True))
-                    fresh[key] = hit
-                    texts.append(hit[2])
-            self._saved_texts = fresh
-            rest = persistence.saved([], copy.deepcopy(self.replica_sets), cluster_doc)
-        # As json.dumps(document, sort_keys=True) writes it, the objects from their texts.
-        return '{' + ', '.join(
-            json.dumps(field) + ': ' + ('[' + ', '.join(texts) + ']' if field == 'objects'
-                                        else json.dumps(rest[field], sort_keys=True))
-            for field in sorted(rest)) + '}'
-
-    def restore(self, document: dict) -> list[str]:
-        """Load what ``saved`` kept (into a store that holds only its own start-up
-        objects); the allocators are rebuilt from the Services. Returns problems
-        (addresses two saved Services claim: there should be none)."""
-        with self.cond:
-            problems = []
-            for obj in persistence.restored_objects(document):
-                self._put(obj)
-                if obj['kind'] == 'Service':
-                    problems += persistence.reserve_addresses(
-                        obj, self.cluster_ips, self.node_ports, None)
-            self.deployments.restore(document.get('replicaSets') or {})
-            self._changed()
-            return problems
 
     # ------------------------------------------------------------ writing
     def apply(self, docs: list[dict], dry_run: bool = False) -> dict:
@@ -395,6 +341,10 @@ class Store(StoreReads, LifecycleWrites):
             release_node_ports(obj, self.node_ports)
         return obj
 
+    def _pods(self, namespace=None) -> list[dict]:
+        return [o for (_, ns, _), o in self.objects.of_kind('Pod').items()
+                if namespace is None or ns == namespace]
+
     def delete(self, kind: str, namespace: str | None, name: str,
                grace_seconds: int | None = None) -> str:
         with self.cond:
@@ -442,6 +392,17 @@ class Store(StoreReads, LifecycleWrites):
         grace = pod['spec'].get('terminationGracePeriodSeconds', 30)
         meta['deletionTimestamp'] = naming.now_rfc3339()
         meta['deletionGracePeriodSeconds'] = grace if grace_seconds is None else grace_seconds
+        self._put(pod)
+
+    def _create_pod(self, dep: dict, rs: ReplicaSet):
+        ns = dep['metadata']['namespace']
+        while True:
+            name = f'{rs.name}-{naming.random_suffix(5, self.rng)}'
+            if ('Pod', ns, name) not in self.objects:
+                break
+        pod = new_pod(dep, rs, name)
+        default_tolerations(pod['spec'], self.cluster.default_toleration_seconds)
+        pod['status'] = _initial_status(pod)
         self._put(pod)
 
     def label(self, kind: str, namespace: str | None, name: str, labels: dict,
@@ -502,15 +463,6 @@ class Store(StoreReads, LifecycleWrites):
             self._changed()
             return f'deployment.apps/{name} restarted'
 
-    def tick(self):
-        """Run the controllers again although nothing changed: time alone makes a pod
-        that has been Ready for minReadySeconds available (from its Ready condition's
-        lastTransitionTime), which may let a rollout take its next step. The daemon
-        calls this about once a second."""
-        with self.cond:
-            if self._reconcile():
-                self._changed()
-
     # ------------------------------------------------------------ the kubelet's side
     def update_pod_status(self, namespace: str, name: str, uid: str, status: dict):
         with self.cond:
@@ -567,87 +519,6 @@ class Store(StoreReads, LifecycleWrites):
     def set_node_ready(self, name: str, ready: bool = True):
         """The kubelet's first status post (``renew_lease`` does it with its Lease)."""
         self.renew_lease(name)
-
-    # ------------------------------------------------------------ controllers
-    def _changed(self):
-        for _ in range(5):       # controllers may feed each other; settle in a few rounds
-            if not self._reconcile():
-                break
-        self.rv += 1
-        self.cond.notify_all()
-
-    def _pods(self, namespace=None) -> list[dict]:
-        return [o for (_, ns, _), o in self.objects.of_kind('Pod').items()
-                if namespace is None or ns == namespace]
-
-    def _reconcile(self) -> bool:
-        before = self.rv, len(self.objects)
-        changed = False
-        for dep in list(self.objects.of_kind('Deployment').values()):
-            changed |= self._reconcile_deployment(dep)
-        changed |= self._node_lifecycle()
-        changed |= self._schedule()
-        changed |= self.endpoint_slices.reconcile(self)
-        changed |= self._assign_load_balancers()
-        return changed or before != (self.rv, len(self.objects))
-
-    # ------------------------------------------------------------ the deployment controller
-    def _reconcile_deployment(self, dep: dict) -> bool:
-        """Bring a Deployment's pods one rollout step closer to its template, then write
-        its status. Each pass of the deployment controller scales one ReplicaSet record
-        and the ReplicaSet controller makes the pods match at once; passes repeat (a
-        scale-up, a scale-down, a scale-up into the room it left) until nothing more may
-        move without a pod becoming ready, as the real controllers do between events."""
-        before = copy.deepcopy((dep['metadata'].get('annotations'), dep.get('status')))
-        dep.setdefault('status', {})
-        ns, now = dep['metadata']['namespace'], self.clock()
-        changed = self._manage_pods(dep, now)
-        for _ in range(MAX_PASSES):
-            if not self.deployments.sync(dep, self._pods(ns), now):
-                break
-            self._manage_pods(dep, now)
-            changed = True
-        dep['status'] = self.deployments.status(dep, self._pods(ns), now, before[1] or {})
-        if (dep['metadata'].get('annotations'), dep['status']) != before:
-            self._put(dep)
-            changed = True
-        return changed
-
-    def _manage_pods(self, dep: dict, now: float) -> bool:
-        """Make and terminate the pods the ReplicaSet controller asks for; True when it
-        asked for any."""
-        pods = self._pods(dep['metadata']['namespace'])
-        changes = self.deployments.pod_changes(dep, pods, now)
-        for rs, missing, surplus in changes:
-            for _ in range(missing):
-                self._create_pod(dep, rs)
-            for pod in surplus:
-                self._terminate_pod(pod, None)
-        return bool(changes)
-
-    def _create_pod(self, dep: dict, rs: ReplicaSet):
-        ns = dep['metadata']['namespace']
-        while True:
-            name = f'{rs.name}-{naming.random_suffix(5, self.rng)}'
-            if ('Pod', ns, name) not in self.objects:
-                break
-        pod = new_pod(dep, rs, name)
-        default_tolerations(pod['spec'], self.cluster.default_toleration_seconds)
-        pod['status'] = _initial_status(pod)
-        self._put(pod)
-
-    def _schedule(self) -> bool:
-        """Bind the pending pods to the nodes kube-scheduler chooses
-        (services/controllers/scheduler.py)."""
-        nodes = list(self.objects.of_kind('Node').values())
-        decisions = scheduler.schedule(nodes, self._pods())
-        for pod, node, conditions in decisions:
-            if node is not None:
-                pod['spec']['nodeName'] = node
-            pod['status']['conditions'] = conditions
-            self._put(pod)
-        return bool(decisions)
-
 
 LB_HEALTH_KIND = 'LoadBalancerHealth'
 def _same(a: dict, b: dict) -> bool:

@@ -5,9 +5,9 @@ node's pod CIDR (host-local IPAM: a replaced pod gets a new address), a pod sand
 one sandboxed process tree per container through the node's container runtime
 (topo/cri.py: namespaces, cgroups, volumes), restarts per ``restartPolicy`` (a restarted
 container keeps the pod's sandbox, so its IP), readiness probes sent from the node's own
-address, graceful termination (SIGTERM to each container's PID 1, then SIGKILL to its
-whole cgroup after the grace period) and the pod's status written back to the store: a
-container that could not be given its ConfigMaps or Secrets waits
+address (topo/prober.py), graceful termination (SIGTERM to each container's PID 1, then
+SIGKILL to its whole cgroup after the grace period) and the pod's status written back to
+the store: a container that could not be given its ConfigMaps or Secrets waits
 (``CreateContainerConfigError``, ``ContainerCreating``), one killed for its memory limit
 ends ``OOMKilled``, its termination message is read back. Every second it samples each
 container's CPU and memory from its cgroup (``pod_metrics``, for ``kubelab top pods``).
@@ -28,11 +28,9 @@ containers run on.
 from __future__ import annotations
 
 import collections
-import http.client
 import logging
 import os
 import signal
-import socket
 import subprocess
 import threading
 import time
@@ -46,13 +44,11 @@ from services.watch import follow
 from topo.cgroups import CgroupError
 from topo.cri import ContainerRuntime
 from topo.netns import netns_executor
+from topo.prober import check_ready, run_probe
 
 LOG = logging.getLogger('kubelab.kubelet')
 TICK = 0.2
 BACKOFF, MAX_BACKOFF = 10.0, 300.0    # kubelet's CrashLoopBackOff: 10 s, 20 s, 40 s...
-UNPROBED_READY_AFTER = 2.0    # a container without a readiness probe whose declared
-                              # ports never open is called ready after this long
-EMULATED_START_LIMIT = 15.0   # an emulated image that never says it serves: started
 CONFIG_RETRY = 1.0            # a container waiting for a ConfigMap or Secret tries again
 SANDBOX_RETRY = 5.0           # a pod whose sandbox could not be made tries again
 METRICS_EVERY, METRICS_WINDOW = 1.0, 10.0   # cgroup samples: how often, how far back
@@ -312,7 +308,7 @@ class NodeAgent:
             if c.proc is None and now >= c.next_start:
                 self._start_container(rt, c)
             if c.proc is not None:
-                self._check_ready(rt, c, now)
+                check_ready(self.prober, rt, c, now)
 
     def _exited(self, rt: PodRuntime, c: Container) -> int:
         """Record how a container ended: its exit code (128+N for signal N, 128 when
@@ -340,38 +336,6 @@ class NodeAgent:
         c.ready = False
         return code
 
-    def _check_ready(self, rt: PodRuntime, c: Container, now: float):
-        if not _serving(c, now):
-            return                # an emulated image still starting: no probe yet
-        probe = c.spec.get('readinessProbe')
-        if probe is None:
-            if not c.ready:
-                c.ready = (now - c.started_mono > UNPROBED_READY_AFTER
-                           or _ports_bound(c.proc.pid, c.spec.get('ports') or []))
-            return
-        if c.probing or now < c.next_probe:
-            return
-        c.probing = True
-        c.next_probe = now + probe.get('periodSeconds', 10)
-        future = self.prober.submit(run_probe, probe, rt.ip, c.spec)
-
-        def done(fut, c=c, probe=probe):
-            ok = False
-            try:
-                ok = fut.result()
-            except Exception:
-                ok = False
-            if ok:
-                c.probe_ok, c.probe_fail = c.probe_ok + 1, 0
-                if c.probe_ok >= probe.get('successThreshold', 1):
-                    c.ready = True
-            else:
-                c.probe_fail, c.probe_ok = c.probe_fail + 1, 0
-                if c.probe_fail >= probe.get('failureThreshold', 3) or not c.ready:
-                    c.ready = False
-            c.probing = False
-        future.add_done_callback(done)
-
     def _terminate(self, rt: PodRuntime, pod):
         if rt.terminating_until is None:
             grace = pod['metadata'].get('deletionGracePeriodSeconds',
@@ -396,7 +360,7 @@ class NodeAgent:
             now, alive = time.monotonic(), {id(c) for c in running}
             for c in rt.containers.values():
                 if id(c) in alive:
-                    self._check_ready(rt, c, now)
+                    check_ready(self.prober, rt, c, now)
                 else:
                     c.ready = False
             self._report(rt, pod)
@@ -583,72 +547,3 @@ def _log_tail(path: str, lines: int = 80, limit: int = 2048) -> str:
     except OSError:
         return ''
     return '\n'.join(text.splitlines()[-lines:])
-
-
-def _serving(c: Container, now: float) -> bool:
-    """Has the container's program started? An emulated image says so once it serves
-    (topo/images/__init__.py: Python takes a second where the real binary takes
-    milliseconds), at the latest ``EMULATED_START_LIMIT`` after its start; any other
-    program at once, as the kubelet counts a container started at its exec."""
-    path = c.run.started_file if c.run is not None else None
-    if path is None or now - c.started_mono > EMULATED_START_LIMIT:
-        return True
-    try:
-        return os.path.getsize(path) > 0
-    except OSError:
-        return False
-
-
-def _ports_bound(pid: int, ports: list) -> bool:
-    """Are all the container's declared ports bound inside its network namespace?"""
-    want = {(p.get('protocol', 'TCP'), p['containerPort']) for p in ports}
-    if not want:
-        return True
-    have = set()
-    for proto, path, listen_state in (('TCP', 'tcp', '0A'), ('TCP', 'tcp6', '0A'),
-                                      ('UDP', 'udp', '07'), ('UDP', 'udp6', '07')):
-        try:
-            with open(f'/proc/{pid}/net/{path}') as f:
-                next(f)
-                for line in f:
-                    cols = line.split()
-                    if cols[3] == listen_state:
-                        have.add((proto, int(cols[1].rsplit(':', 1)[1], 16)))
-        except OSError:
-            if not path.endswith('6'):           # (a machine without IPv6 has no tcp6)
-                return False
-    return want <= have
-
-
-def _resolve_port(port, spec: dict) -> int:
-    if isinstance(port, int):
-        return port
-    for p in spec.get('ports') or []:
-        if p.get('name') == port:
-            return p['containerPort']
-    raise ValueError(f'no container port named {port!r}')
-
-
-def run_probe(probe: dict, ip: str, spec: dict) -> bool:
-    """One readiness probe, from the node's network namespace, as kubelet sends it."""
-    timeout = probe.get('timeoutSeconds', 1)
-    if 'httpGet' in probe:
-        get = probe['httpGet']
-        conn = http.client.HTTPConnection(ip, _resolve_port(get['port'], spec),
-                                          timeout=timeout)
-        try:
-            conn.request('GET', get.get('path', '/'),
-                         headers={'User-Agent': 'kube-probe/1.31'})
-            return 200 <= conn.getresponse().status < 400
-        except OSError:
-            return False
-        finally:
-            conn.close()
-    if 'tcpSocket' in probe:
-        try:
-            with socket.create_connection((ip, _resolve_port(probe['tcpSocket']['port'], spec)),
-                                          timeout=timeout):
-                return True
-        except OSError:
-            return False
-    return False

@@ -2,9 +2,10 @@
 
 Each fetches what it needs from the lab (its objects, its cluster file, the switches'
 dumps) and hands it to the inspection wing, kubelab/inspect/, which does the work and
-the text: trace.py, flows.py, top.py, diagram.py; switches.py reads the switches. The
-inspection modules are imported inside the commands: they load the pipeline, and
-``kubelab get`` should not wait for that.
+the text: trace.py, flows.py, top.py, diagram.py (trace_render.py and flows_render.py
+write the text of the first two); switches.py reads the switches. The inspection
+modules are imported inside the commands: they load the pipeline, and ``kubelab get``
+should not wait for that.
 """
 
 from __future__ import annotations
@@ -22,18 +23,18 @@ def cmd_trace(args) -> int:
     """``kubelab trace SRC DST[:PORT]``: a new connection's path through the live
     switches (ofproto/trace), in the seed's words (kubelab/api.py resolves and walks)."""
     from kubelab import api
-    from kubelab.inspect import trace  # here: see the module's docstring
+    from kubelab.inspect import trace_render  # here: see the module's docstring
     tracer, result = api.trace(args.source, args.destination, namespace=args.namespace,
                                proto=args.proto, endpoint=args.endpoint, host=args.host,
                                path=args.path)
-    print(trace.render(result, tracer))
+    print(trace_render.render(result, tracer))
     return 0
 
 
 def cmd_flows(args) -> int:
     """``kubelab flows``: the switches' flows and groups, each with its counters and the
     object that owns it (kubelab/inspect/flows.py)."""
-    from kubelab.inspect import flows, switches  # here: see the module's docstring
+    from kubelab.inspect import flows, flows_render, switches  # here: see the docstring
     from kubelab.inspect.switches import dump_bridges, lab_bridges, lab_cluster
     client = Client()
     switches.use_lab_openvswitch(client.state_dir)
@@ -63,7 +64,7 @@ def cmd_flows(args) -> int:
     if args.output == 'json':
         print(json.dumps(report.to_json(), indent=2))
     else:
-        print(flows.render_flows(report))
+        print(flows_render.render_flows(report))
     failed = [d for d in dumps if d.error]
     if args.output == 'json':        # the text names them in place
         for dump in failed:

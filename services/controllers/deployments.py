@@ -12,7 +12,7 @@ carries the counts and the Available and Progressing conditions, the Deployment 
 ``deployment.kubernetes.io/revision`` annotation.
 
 Who does what: a ``DeploymentController`` keeps the records and decides; the store
-(services/store.py) acts. Each of its calls takes the Deployment, the pods of its
+(services/store_controllers.py) acts. Each of its calls takes the Deployment, the pods of its
 namespace and the time, and counts the records' pods afresh: ``sync`` is one pass of
 the deployment controller (it resizes a record), ``pod_changes`` the ReplicaSet
 controller's answer (the pods to make and to terminate, which the store makes and

@@ -15,7 +15,8 @@ A pod that fits no node stays Pending with the condition kube-scheduler writes:
 by why they were filtered out (``0/3 nodes are available: 1 node(s) had untolerated
 taint {...}, 2 node(s) didn't match Pod's node affinity/selector.``).
 
-``schedule`` decides; the store (services/store.py) writes the bindings into the pods.
+``schedule`` decides; the store (services/store_controllers.py) writes the bindings into
+the pods.
 """
 
 from __future__ import annotations

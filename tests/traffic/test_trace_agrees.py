@@ -237,5 +237,5 @@ def test_an_ingress_trace_shows_both_legs_as_the_traffic_goes(tl, where, applied
 
 
 def trace_text(result, tracer) -> str:
-    from kubelab.inspect.trace import render
+    from kubelab.inspect.trace_render import render
     return render(result, tracer)

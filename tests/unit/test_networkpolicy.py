@@ -12,7 +12,7 @@ import yaml
 from controller.flows import flow
 from controller.pipeline.tables import T
 from kubelab import printers
-from kubelab.inspect import policy_counters, trace
+from kubelab.inspect import policy_counters, trace, trace_render
 from kubelab.inspect.diagram import dot_source
 from services import manifests, networkpolicy as np
 from services.cluster import default_cluster
@@ -229,7 +229,7 @@ def test_a_trace_names_the_rule_that_allowed_and_the_isolation_that_dropped():
                    owner='node control-plane (reaches its own pods)'),
         trace.Step('kl-n3', T['IngressDefaultRule'], 'ip,nw_dst=192.168.3.4', 200, '0x3',
                    owner='networkpolicy x/deny,x/web isolates pod x/c for ingress')])
-    assert trace.policy_verdicts(leg) == [
+    assert trace_render.policy_verdicts(leg) == [
         'NetworkPolicy on kl-n2: egress allowed by rule z/to-b egress[0]',
         'NetworkPolicy on kl-n1: ingress allowed by node control-plane (reaches its own '
         'pods)',

@@ -21,6 +21,7 @@ from kubelab import cli
 from kubelab.cli import observe as cli_observe
 from kubelab.inspect import ovsdump
 from kubelab.inspect import flows as observe
+from kubelab.inspect.flows_render import render_flows
 from kubelab.inspect import switches, top
 from services.cluster import default_cluster
 from services.errors import KubelabError
@@ -314,7 +315,7 @@ def test_stale_foreign_and_missing_flows_are_shown_never_silently(cluster, objec
                  and r.owner == 'pod default/client']
     assert (missing.table, missing.priority) == ('L3Forwarding', 200)
     assert missing.n_packets is None
-    out = observe.render_flows(rep)
+    out = render_flows(rep)
     assert 'service default/web/tcp/http [stale (being replaced)]' in out
     assert "unknown [stale (being replaced)]" in out
     assert "[not kubelab's]" in out
@@ -401,7 +402,7 @@ def test_learned_affinity_flows_belong_to_the_service_that_learns_them(cluster, 
     assert {r.cookie for r in shared} <= {r.cookie for r in only.flows}
     assert {r.table for r in only.flows} == {'SessionAffinity', 'ServiceLB',
                                              'EndpointDNAT', 'AffinityLearn'}
-    assert 'service default/web/tcp/http [learned]' in observe.render_flows(rep)
+    assert 'service default/web/tcp/http [learned]' in render_flows(rep)
 
 
 # ---------------------------------------------------------------- --service
@@ -423,7 +424,7 @@ def test_service_filter_keeps_what_the_service_owns(report):
     assert {g.entry_kind for g in n1.groups} == {'ClusterIP/NodePort', 'LoadBalancer/NodePort'}
     assert len(lb.flows) == 4 and {r.table for r in lb.flows} == {'Classifier', 'ServiceLB'}
     assert [g.group_id for g in lb.groups] == [974497988]
-    out = observe.render_flows(web_lb)
+    out = render_flows(web_lb)
     assert 'kl-lb  cloud load balancer (datapath 0x102): 4 flows, 1 group of service ' \
            'default/web-lb' in out
 
@@ -435,7 +436,7 @@ def test_service_filter_keeps_what_the_service_owns(report):
 
 # ---------------------------------------------------------------- rendering
 def test_text_rendering(report):
-    out = observe.render_flows(report)
+    out = render_flows(report)
     assert out.startswith('note: the objects have no LoadBalancerHealth')
     assert '\nkl-n1  node control-plane (datapath 0x1): 96 flows, 9 groups' in out
     assert '\nkl-lb  cloud load balancer (datapath 0x102): 35 flows, 3 groups\n' in out
@@ -619,7 +620,7 @@ def test_a_bridge_that_cannot_be_read_is_named(cluster, objects):
     assert garbled.flows is None and 'cannot read its flows: dump-flows line 1' in \
         garbled.error
     rep = observe.annotate(cluster, objects, [n1_dump(), broken, garbled])
-    out = observe.render_flows(rep)
+    out = render_flows(rep)
     assert 'kl-n4  not a bridge of this lab (datapath 0x4): error: `ovs-ofctl -O ' \
            'OpenFlow13 --names dump-flows kl-n4` failed: ovs-ofctl: kl-n4 is not a ' \
            'bridge or a socket' in out

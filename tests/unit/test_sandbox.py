@@ -244,7 +244,7 @@ def test_an_emulated_image_counts_as_started_once_it_says_it_serves(tmp_path, mo
     """Python takes a second where the real binary takes milliseconds: the kubelet
     probes and calls ready an emulated container only once it has said it serves, at
     the latest EMULATED_START_LIMIT after its start; other programs at once."""
-    from topo import cri, kubelet
+    from topo import cri, kubelet, prober
     from topo.images import announce_started, runtime
     marker = tmp_path / 'started'
     marker.write_text('')
@@ -255,12 +255,12 @@ def test_an_emulated_image_counts_as_started_once_it_says_it_serves(tmp_path, mo
                                     'command': ['sh']})
     c = kubelet.Container(agnhost, started_mono=100.0)
     c.run = cri.Started(None, 1, RunAs(0, 0, (0,)), [], {}, [], str(marker))
-    assert not kubelet._serving(c, 101.0)
-    assert kubelet._serving(c, 100.0 + kubelet.EMULATED_START_LIMIT + 0.1)
+    assert not prober._serving(c, 101.0)
+    assert prober._serving(c, 100.0 + prober.EMULATED_START_LIMIT + 0.1)
     monkeypatch.setenv('KUBELAB_STARTED', str(marker))
     announce_started()
-    assert kubelet._serving(c, 101.0)
+    assert prober._serving(c, 101.0)
     c.run.started_file = None                   # not an emulated image
-    assert kubelet._serving(c, 100.0)
+    assert prober._serving(c, 100.0)
     monkeypatch.delenv('KUBELAB_STARTED')
     announce_started()                          # outside a lab container: nothing

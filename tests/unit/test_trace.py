@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from kubelab.inspect import trace
+from kubelab.inspect import trace, trace_render
 from services.cluster import default_cluster
 
 DATA = json.loads((Path(__file__).resolve().parents[1] / 'data' / 'ovs' / 'traces.json')
@@ -51,7 +51,7 @@ def test_the_recorded_trace_renders_as_it_did_live(name):
     case = DATA['cases'][name]
     tracer = Replay(case)
     got = trace.trace_connection(tracer, *case['args'])
-    assert trace.render(got, tracer) == case['render']
+    assert trace_render.render(got, tracer) == case['render']
 
 
 def test_a_cluster_ip_trace_follows_the_chosen_endpoint_and_un_nats_the_answer():
