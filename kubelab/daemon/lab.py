@@ -31,7 +31,7 @@ from kubelab.daemon import persist
 from kubelab.daemon.statedir import STATE_DIR, append_fd, lab_mark, state_path, write_file
 from services import dns_inputs, transport
 from services.errors import KubelabError
-from services.watch import follow
+from services.watch import WRITER_SETTLE, follow
 from topo import cloudlb
 
 LOG = logging.getLogger('kubelab.daemon')
@@ -301,7 +301,8 @@ class Lab:
 
     def _sync_dns(self):
         # A failure keeps answering the old records; the next change retries.
-        follow(self.store, self.done, self._write_dns, 'writing the DNS records', log=LOG)
+        follow(self.store, self.done, self._write_dns, 'writing the DNS records',
+               settle=WRITER_SETTLE, log=LOG)
 
     # ------------------------------------------------------------ Ingress, Gateway API
     def _start_l7(self):
@@ -334,25 +335,35 @@ class Lab:
     def _sync_cloud(self):
         keys = set()             # the load balancers checked, to forget the ones gone
         seen = None              # the version of what the step read last time
+        read = (None, [], set())  # (Services' version, the Services, those checked)
 
         def step():
-            nonlocal keys, seen
+            nonlocal keys, seen, read
             version = self.store.version_of(('Service', 'EndpointSlice'))
             if version == seen:
                 return           # the health checks go on by themselves
-            services = self.store.view('Service')
-            checked = cloudlb.health_checked(services)
-            slices = self.store.view(          # only the slices the health checks read
-                'EndpointSlice', where=lambda s: cloudlb.slice_service(s) in checked)
-            for server in self.proxy_health:
-                server.sync(services, slices)
-            if self.checker is None:
-                return
-            targets = cloudlb.health_check_targets(self.cluster, services)
-            self.checker.set_targets(targets)
-            for key in keys - set(targets):
-                self.store.set_lb_health(*key.split('/', 1), None)
-            keys = set(targets)
+            # At 10,000 Services a pod's readiness changes 10,000 slices and no Service:
+            # the Services are read again only when one changed, the slices only when a
+            # Service's health check counts its endpoints (externalTrafficPolicy Local).
+            services_version = self.store.version_of(('Service',))
+            changed = services_version != read[0]
+            if changed:
+                services = self.store.view('Service')
+                checked = cloudlb.health_checked(services)
+            else:
+                _, services, checked = read
+            if changed or checked:
+                slices = self.store.view(      # only the slices the health checks read
+                    'EndpointSlice', where=lambda s: cloudlb.slice_service(s) in checked)
+                for server in self.proxy_health:
+                    server.sync(services, slices)
+            if self.checker is not None and changed:
+                targets = cloudlb.health_check_targets(self.cluster, services)
+                self.checker.set_targets(targets)
+                for key in keys - set(targets):
+                    self.store.set_lb_health(*key.split('/', 1), None)
+                keys = set(targets)
+            read = (services_version, services, checked)
             seen = version
         follow(self.store, self.done, step, 'syncing the cloud load balancer', log=LOG)
 

@@ -19,7 +19,7 @@ import threading
 from kubelab.daemon.statedir import read_text, write_file
 from services.errors import KubelabError
 from services.persistence import check_cluster
-from services.watch import follow
+from services.watch import WRITER_SETTLE, follow
 
 LOG = logging.getLogger('kubelab.persist')
 
@@ -49,7 +49,8 @@ class Saver:
     def follow(self, stop: threading.Event):
         threading.Thread(target=follow, args=(self.store, stop, self.save,
                                               'saving the objects'),
-                         kwargs={'log': LOG}, name='persist', daemon=True).start()
+                         kwargs={'log': LOG, 'settle': WRITER_SETTLE}, name='persist',
+                         daemon=True).start()
 
 
 def load(path: str, cluster_doc: dict) -> dict | None:
