@@ -10,6 +10,14 @@ with instance targets). The targets are every Ready node with
 un-DNATed on the way back out; all other traffic passes by its destination MAC,
 untracked.
 
+What it costs the datapath: a packet from outside to the pool is looked up with a
+recirculation (its route is the lookup's verdict: new, or which node it went to), a SYN
+recirculates twice more (the group's hash, the commit of the DNAT); an answer from a node
+not at all (its un-DNAT needs no verdict). Committing the DNAT in the bucket without a
+recirculation and routing by the bucket's node would save one more on a SYN, but Open
+vSwitch would go on translating the pass with the packet's old addresses, across the
+patch ports into the node's bridge, whose flows match the NodePort's address: not done.
+
 ``cloud_edge(state)`` builds it as the node bridge is built: one function per table
 it uses, in pipeline order (``STAGES``), over the node bridge's table names.
 """
