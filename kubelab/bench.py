@@ -2,8 +2,10 @@
 
 One lab, a server pod on worker-2 and client pods on worker-1 (so every packet
 crosses two node bridges and the underlay), one Service in front of the server. Each
-measurement runs direct (pod IP) and through the ClusterIP alternately, several rounds,
-so that a noisy machine slows both sides alike; the table shows the ratio VIP/direct.
+measurement runs direct (pod IP) and through each path in turn, several rounds
+(``--rounds``, 4 by default; every other round in reverse order), so that a noisy
+machine slows every side alike; the table shows the ratio via/direct of the rounds'
+means, and a note each round's connections/s. ``--paths-only``: only these rows.
 
   throughput      iperf3 TCP, client pod -> server pod:5201 vs -> ClusterIP:5201
   connections/s   new TCP connections (connect, GET, close) back to back
@@ -11,10 +13,11 @@ so that a noisy machine slows both sides alike; the table shows the ratio VIP/di
   NodePort        an external host through a NodePort of the control-plane node, which
                   runs no endpoint (two hops: DNAT and SNAT there, then the underlay),
                   against pod -> pod direct
-  LoadBalancer    the same external host through the cloud load balancer (kl-lb: DNAT to
-                  a NodeIP:NodePort, then the NodePort path), against the NodePort path;
-                  and the time from a node's failure until the cloud sends it no new
-                  connection (kubelab/bench_failover.py)
+  LoadBalancer    an external host of its own through the cloud load balancer (kl-lb:
+                  DNAT to a NodeIP:NodePort, then the NodePort path), against pod -> pod
+                  direct (and, in a note, against the NodePort path); and the time from
+                  a node's failure until the cloud sends it no new connection
+                  (kubelab/bench_failover.py)
   node failure    a second server pod, then one node cut off under streams through the
                   ClusterIP, a NodePort and the load balancer: the last failure of each,
                   the node monitor's grace period plus a little (the lab runs with a
@@ -197,6 +200,8 @@ def wrk(lab: LabControl, source: str, url: str, host: str, seconds: float,
 
 
 def run_bench(args) -> int:
+    if getattr(args, 'rounds', 4) < 1:
+        raise KubelabError(f'--rounds: must be at least 1, got {args.rounds}')
     if running_daemon():
         raise KubelabError('the benchmark brings up its own lab: `kubelab down` first')
     lab = LabControl()
@@ -212,7 +217,8 @@ def run_bench(args) -> int:
         code = _measure(lab, args)
     finally:
         lab.down()
-    if getattr(args, 'policies_only', False) or getattr(args, 'scale_only', False):
+    if any(getattr(args, only, False) for only in ('policies_only', 'scale_only',
+                                                    'paths_only')):
         return code
     print('Bringing up a bare-metal lab for MetalLB\'s failover...', flush=True)
     lab.up(cloud='none')
@@ -246,11 +252,13 @@ def _measure(lab: LabControl, args) -> int:
     iperf_server = subprocess.Popen(['nsenter', f'--net=/proc/{pid}/ns/net', '--',
                                      'iperf3', '-s', '-p', '5201'],
                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    rounds = 2
     try:
         time.sleep(0.5)
-        tput, conns = _measure_paths(lab, args, to, rounds)
-        http = _measure_http(lab, args, to, rounds)
+        tput, conns = _measure_paths(lab, args, to, getattr(args, 'rounds', 4))
+        if getattr(args, 'paths_only', False):
+            _print_ratios(tput, conns, None)
+            return 0
+        http = _measure_http(lab, args, to, 2)
         runs = getattr(args, 'runs', 1)
         print(f'Opening {runs} x {args.connections} short connections through the '
               'ClusterIP from one client, back to back...', flush=True)
@@ -314,18 +322,21 @@ def _targets(lab: LabControl) -> Targets:
 
 def _measure_paths(lab: LabControl, args, to: Targets, rounds: int) -> tuple[dict, dict]:
     """iperf3 Gbit/s and new connections/s per path (direct, vip, nodeport, lb), the
-    paths taken in turn, ``rounds`` times."""
+    paths taken in turn, ``rounds`` times, every other round in reverse order: a path
+    measured last in one round is first in the next, so that what a path leaves behind
+    (its connections' conntrack entries expiring, say) and a machine's load rising or
+    falling through the run weigh on every path alike."""
     tput = {'direct': [], 'vip': [], 'nodeport': [], 'lb': []}
     conns = {'direct': [], 'vip': [], 'nodeport': [], 'lb': []}
-    print(f'Measuring: {rounds} rounds, direct, through the ClusterIP and through a '
-          'NodePort alternately', flush=True)
+    print(f'Measuring: {rounds} rounds, direct, through the ClusterIP, a NodePort and the '
+          'load balancer in turn (every other round in reverse order)', flush=True)
     paths = (('direct', 'bench-direct', to.server_ip, 5201, 8080),
              ('vip', 'bench-vip', to.vip, 5201, 80),
              ('nodeport', to.outside['nodeport'], to.cp_ip, to.node_ports['iperf'],
               to.node_ports['http']),
              ('lb', to.outside['lb'], to.lb_ip, 5201, 80))
-    for _ in range(rounds):
-        for side, source, host, iperf_port, http_port in paths:
+    for i in range(rounds):
+        for side, source, host, iperf_port, http_port in paths[::-1] if i % 2 else paths:
             tput[side].append(iperf(lab, host, args.seconds, iperf_port, source))
             r = rate(lab, host, http_port, 10 ** 9, args.seconds, not args.fin_close,
                      source)
@@ -361,22 +372,26 @@ def _print_ratios(tput: dict, conns: dict, http: dict):
          0.9),
         ('NodePort, other node: connections/s', mean(conns['direct']),
          mean(conns['nodeport']), 0.9),
-        ('LoadBalancer vs NodePort: TCP Gbit/s', mean(tput['nodeport']), mean(tput['lb']),
-         0.9),
-        ('LoadBalancer vs NodePort: conns/s', mean(conns['nodeport']), mean(conns['lb']),
-         0.9),
+        ('LoadBalancer: TCP Gbit/s', mean(tput['direct']), mean(tput['lb']), 0.9),
+        ('LoadBalancer: connections/s', mean(conns['direct']), mean(conns['lb']), 0.9),
     ]
+    print()
+    print(f'{"measure":36} {"direct":>10} {"via":>10} {"ratio":>7} {"target":>7}')
+    for name, direct, vip_value, target in rows:
+        ratio = vip_value / direct if direct else 0.0
+        print(f'{name:36} {direct:10.2f} {vip_value:10.2f} {ratio:7.2f} {">=" + str(target):>7}')
+    print('  (connections/s round by round: ' + '; '.join(
+        f'{side} ' + ' '.join(f'{r:.0f}' for r in runs) for side, runs in conns.items()) +
+        f'; the load balancer against the NodePort: {_ratio(tput, "nodeport", "lb"):.2f} '
+        f'(Gbit/s), {_ratio(conns, "nodeport", "lb"):.2f} (connections/s))')
+    if http is None:
+        return
     ingress_rows = [(f'Ingress vs NodePort{suffix}: {label}',
                      mean(r[key] for r in http[side]),
                      mean(r[key] for r in http['ingress']))
                     for suffix, side in (('', 'nodeport'), (' (close)', 'close'))
                     for label, key in (('requests/s', 'rps'), ('p50 ms', '50%'),
                                        ('p99 ms', '99%'))]
-    print()
-    print(f'{"measure":36} {"direct":>10} {"via":>10} {"ratio":>7} {"target":>7}')
-    for name, direct, vip_value, target in rows:
-        ratio = vip_value / direct if direct else 0.0
-        print(f'{name:36} {direct:10.2f} {vip_value:10.2f} {ratio:7.2f} {">=" + str(target):>7}')
     for name, direct, via in ingress_rows:
         print(f'{name:36} {direct:10.2f} {via:10.2f} {via / direct if direct else 0:7.2f} '
               f'{"-":>7}')
@@ -384,6 +399,11 @@ def _print_ratios(tput: dict, conns: dict, http: dict):
     print('  (wrk -c 8 from an external host with keep-alive, or (close) a new connection '
           'per request;\n   nginx opens a new connection to the ClusterIP per request; '
           f'socket errors: {errors})')
+
+
+def _ratio(measures: dict, base: str, via: str) -> float:
+    base_mean = statistics.mean(measures[base])
+    return statistics.mean(measures[via]) / base_mean if base_mean else 0.0
 
 
 def _print_failures(args, long_runs: list[dict]):
@@ -412,4 +432,4 @@ def _print_failures(args, long_runs: list[dict]):
 
 if __name__ == '__main__':
     sys.exit(run_bench(type('A', (), {'seconds': 5, 'connections': 10000, 'runs': 4,
-                                      'fin_close': False})()))
+                                      'rounds': 4, 'fin_close': False})()))

@@ -10,6 +10,14 @@ with instance targets). The targets are every Ready node with
 un-DNATed on the way back out; all other traffic passes by its destination MAC,
 untracked.
 
+What it costs the datapath: a packet from outside to the pool is looked up with a
+recirculation (its route is the lookup's verdict: new, or which node it went to), a SYN
+recirculates twice more (the group's hash, the commit of the DNAT); an answer from a node
+not at all (its un-DNAT needs no verdict). Committing the DNAT in the bucket without a
+recirculation and routing by the bucket's node would save one more on a SYN, but Open
+vSwitch would go on translating the pass with the packet's old addresses, across the
+patch ports into the node's bridge, whose flows match the NodePort's address: not done.
+
 ``cloud_edge(state)`` builds it as the node bridge is built: one function per table
 it uses, in pipeline order (``STAGES``), over the node bridge's table names.
 """
@@ -24,7 +32,7 @@ from controller.flows import (Bucket, Ct, Group, GroupSpec, Nat, Output, SetFiel
                               SwitchConfig, ct_state, flow)
 from controller.pipeline.shared import group_id
 from controller.pipeline.tables import (EDGE_ZONE, ETH_IP, PRIORITY_EDGE_DNATED,
-                                        PRIORITY_HIGH, PRIORITY_LOW, PRIORITY_MISS,
+                                        PRIORITY_HIGH, PRIORITY_MISS,
                                         PRIORITY_NORMAL, T)
 from services import wiring
 
@@ -74,8 +82,12 @@ class CloudEdge:
 def classifier(ctx: CloudEdge) -> list:
     """Classifier: conntrack only for what a load balancer has to do with: new
     connections to the pool from outside, and the replies of the nodes' NodePorts
-    behind a load balancer (to un-DNAT them). Everything else passes by its
-    destination MAC, untracked."""
+    behind a load balancer. A reply needs only its un-DNAT and its destination MAC,
+    neither of which depends on what conntrack finds: it is looked up without a
+    recirculation (the datapath translates it in place) and goes on to Output, which
+    routes by the MAC the node set. Whatever else comes from such a NodePort (a client
+    that called it directly: not the edge's connection) passes unchanged the same way.
+    Everything else passes by its destination MAC, untracked."""
     pool = ipaddress.IPv4Network(ctx.cluster.lb_pool)
     flows = [flow(T['Classifier'], PRIORITY_HIGH,
                   {'in_port': wiring.EDGE_EXTERNAL_PORT, 'eth_type': ETH_IP,
@@ -86,7 +98,7 @@ def classifier(ctx: CloudEdge) -> list:
             'in_port': wiring.EDGE_UNDERLAY_PORT, 'eth_type': ETH_IP,
             'ip_proto': sp.proto_number, 'ipv4_src': node.ip,
             ('tcp_src' if sp.protocol == 'TCP' else 'udp_src'): sp.node_port},
-            goto=T['ConntrackZone'], owner=f'service {sp.key}')
+            (Ct(zone=EDGE_ZONE, nat=Nat()),), goto=T['Output'], owner=f'service {sp.key}')
             for node in ctx.cluster.nodes]
     flows += [flow(T['Classifier'], PRIORITY_NORMAL, {'in_port': port, 'eth_type': ETH_IP},
                    goto=T['Output'], owner=OWNER)
@@ -95,14 +107,16 @@ def classifier(ctx: CloudEdge) -> list:
 
 
 def conntrack_zone(ctx: CloudEdge) -> list:
-    """ConntrackZone: the edge's own zone; a load balancer's replies are un-DNATed."""
+    """ConntrackZone: the edge's own zone, for packets from outside to the pool: a
+    load balancer's connection gets its node's NodePort as destination."""
     return [flow(T['ConntrackZone'], PRIORITY_NORMAL, {'eth_type': ETH_IP},
                  (Ct(zone=EDGE_ZONE, table=T['ConntrackState'], nat=Nat()),), owner=OWNER)]
 
 
 def conntrack_state(ctx: CloudEdge) -> list:
-    """ConntrackState: from outside, drop invalid, balance new, route the rest; from the
-    nodes, out by the destination MAC."""
+    """ConntrackState (only packets from outside come here): drop invalid, balance new,
+    route a load balancer's connection to its node; anything else misses (it was sent
+    to the edge's own MAC, which Output would not route either)."""
     return [
         flow(T['ConntrackState'], PRIORITY_HIGH,
              {'eth_type': ETH_IP, 'ct_state': ct_state('+trk+inv'),
@@ -113,14 +127,7 @@ def conntrack_state(ctx: CloudEdge) -> list:
         # A load balancer's connection from outside, DNATed to a node: routed to it.
         flow(T['ConntrackState'], PRIORITY_EDGE_DNATED,
              {'eth_type': ETH_IP, 'in_port': wiring.EDGE_EXTERNAL_PORT,
-              'ct_state': ct_state('+trk-new+dnat')}, goto=T['L3Forwarding'], owner=OWNER),
-        # From the nodes: a load balancer's replies, un-DNATed, and whatever else came
-        # from a NodePort that also serves a load balancer (a client that used the
-        # NodePort directly: not the edge's connection, so untracked here or INVALID):
-        # out by their destination MAC.
-        flow(T['ConntrackState'], PRIORITY_LOW, {'eth_type': ETH_IP,
-                                                 'ct_state': ct_state('+trk')},
-             goto=T['Output'], owner=OWNER)]
+              'ct_state': ct_state('+trk-new+dnat')}, goto=T['L3Forwarding'], owner=OWNER)]
 
 
 def service_lb(ctx: CloudEdge) -> list:

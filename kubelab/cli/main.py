@@ -94,6 +94,11 @@ def _bench(add):
     sp.add_argument('--runs', type=int, default=4,
                     help='runs of --connections from one client, back to back (default 4)')
     sp.add_argument('--seconds', type=float, default=5)
+    sp.add_argument('--rounds', type=int, default=4,
+                    help='rounds of the path rows (direct, ClusterIP, NodePort, load '
+                         'balancer in turn; default 4)')
+    sp.add_argument('--paths-only', action='store_true',
+                    help='only the path rows (no HTTP, failures or MetalLB)')
     sp.add_argument('--fin-close', action='store_true',
                     help='end short connections with FIN (server TIME_WAIT) instead of RST')
     sp.add_argument('--policies', type=int, default=0, metavar='N',

@@ -300,6 +300,7 @@ class Tracer:
                                                    last_output)
             if rejected:
                 return None
+            self.unnat_in_place(leg, bridge, chunk, current, reply, unnat)
             if header_crossed(lines, bridge) and last_output is not None:
                 break
             recirc = HASH_RECIRC.search(chunk)
@@ -433,22 +434,22 @@ class Tracer:
         if not recirc or not todo:
             return False
         fields = dict(current)
-        for t in todo:
-            ip, _, port = t.before.partition(':')
-            # A DNAT's reply comes from its new destination, an SNAT's goes to its new
-            # source: give that address back.
-            side = 'src' if t.kind == 'DNAT' else 'dst'
-            if fields.get(f'nw_{side}') == t.after.partition(':')[0]:
-                fields[f'nw_{side}'] = ip
-                if port:
-                    fields[f'tp_{side}'] = port
-                leg.translations.append(Translation(bridge, t.zone, f'un-{t.kind}',
-                                                    t.after, t.before))
+        reverse(leg, bridge, fields, todo)
         rest = {z: v for z, v in unnat.items() if z not in zones}
         flow = dict(fields, recirc_id=recirc.group(1), ct_state='est|rpl|trk',
                     ct_zone=str(zones[-1]))
         text = self.run(bridge, format_fields(flow), self.states(reply))
         return self.consume(leg, bridge, text, flow, reply, rest, endpoint)
+
+    @staticmethod
+    def unnat_in_place(leg, bridge, chunk, current, reply, unnat):
+        """A reply's ``ct(zone=Z,nat)`` in a pass that ends without a recirculation (the
+        cloud edge's): the datapath translates the packet in place and it goes on; so
+        the translations the way in made in zone Z are reversed on ``current``."""
+        dp = DATAPATH.search(chunk) if reply else None
+        if dp and not RECIRC_END.search(dp.group(1)):
+            reverse(leg, bridge, current, [t for z in CT_NAT_ZONES.findall(dp.group(1))
+                                           for t in unnat.get(int(z), ())])
 
     def choose_bucket(self, leg, bridge, recirc_id, fields, reply, unnat, endpoint):
         """Resume after a select group's hash: try dp_hash values until the bucket of
@@ -484,6 +485,20 @@ class Tracer:
         targets = self.groups.get(bridge, {}).get(int(group.group(1)), []) if group else []
         leg.choices.append((bridge, sorted(targets or {t for t, _ in seen.values()}), target))
         return self.consume(leg, bridge, text, fields, reply, unnat, endpoint)
+
+
+def reverse(leg, bridge, fields: dict, todo: list):
+    """Give a reply the addresses the way in translated (``todo``, in their zones): a
+    DNAT's reply comes from its new destination, an SNAT's goes to its new source."""
+    for t in todo:
+        ip, _, port = t.before.partition(':')
+        side = 'src' if t.kind == 'DNAT' else 'dst'
+        if fields.get(f'nw_{side}') == t.after.partition(':')[0]:
+            fields[f'nw_{side}'] = ip
+            if port:
+                fields[f'tp_{side}'] = port
+            leg.translations.append(Translation(bridge, t.zone, f'un-{t.kind}',
+                                                t.after, t.before))
 
 
 def header_crossed(lines, bridge) -> bool:

@@ -439,7 +439,7 @@ def test_text_rendering(report):
     out = render_flows(report)
     assert out.startswith('note: the objects have no LoadBalancerHealth')
     assert '\nkl-n1  node control-plane (datapath 0x1): 96 flows, 9 groups' in out
-    assert '\nkl-lb  cloud load balancer (datapath 0x102): 35 flows, 3 groups\n' in out
+    assert '\nkl-lb  cloud load balancer (datapath 0x102): 34 flows, 3 groups\n' in out
     assert '  table 40 ServiceLB  [nat PREROUTING: KUBE-SERVICES -> KUBE-SVC -> KUBE-SEP ' \
            '(DNAT)]' in out
     assert re.search(r'\n    PRIORITY +PACKETS +BYTES +OWNER +FLOW\n', out)
@@ -487,7 +487,7 @@ def test_json_output(report):
     group = [g for g in lb['groups'] if g['group_id'] == 974497988][0]
     assert group['entry'] == 'LoadBalancer 198.51.100.2:80'
     assert [b['node'] for b in group['buckets']] == ['control-plane', 'worker-1', 'worker-2']
-    assert sum(len(t['flows']) for t in lb['tables']) == 35
+    assert sum(len(t['flows']) for t in lb['tables']) == 34
 
 
 # ---------------------------------------------------------------- top

@@ -1439,6 +1439,32 @@ def test_a_load_balancer_address_reaches_a_pod_through_a_node_port_and_answers_b
         assert (got['ipv4_src'], l4(got)[0]) == (LB_IP, 80)      # from the LB address
 
 
+def test_the_edge_un_dnats_an_answer_without_a_recirculation():
+    """At the edge an answer needs only its un-DNAT, which the datapath does in place,
+    and its destination MAC, which the node set: it is looked up without a table to
+    recirculate to. A packet from outside needs the lookup's verdict (new, or which
+    node) and recirculates once. A client that called the same NodePort directly gets
+    its answer through the edge as the node sent it."""
+    lab = Lab(LB_STATE)
+    edge = wiring.EDGE_DPID
+    syn = lab.send(lab.packet(EXTERNAL_1, LB_IP, 80, sport=41500))
+    back = lab.send(answer(syn.outcome[2]), sender=receiver(lab, syn))
+    [(tables, recirculations)] = [(w.tables, w.recirculations) for d, w in back.hops
+                                  if d == edge]
+    assert (tables, recirculations) == (['Classifier', 'Output'], 0)
+    assert receiver(lab, back) == EXTERNAL_1
+    assert (back.outcome[2]['ipv4_src'], l4(back.outcome[2])[0]) == (LB_IP, 80)
+    ack = lab.send(lab.packet(EXTERNAL_1, LB_IP, 80, sport=41500, flags='A'))
+    assert receiver(lab, ack) == receiver(lab, syn)
+    [edge_in] = [w for d, w in ack.hops if d == edge]
+    assert edge_in.tables == ['Classifier', 'ConntrackZone', 'ConntrackState',
+                              'L3Forwarding'] and edge_in.recirculations == 1
+    direct = lab.send(lab.packet(EXTERNAL_1, W2.ip, 30090, sport=41501))
+    reply = lab.send(answer(direct.outcome[2]), sender=receiver(lab, direct))
+    assert receiver(lab, reply) == EXTERNAL_1
+    assert (reply.outcome[2]['ipv4_src'], l4(reply.outcome[2])[0]) == (W2.ip, 30090)
+
+
 def deepest_paths(lab) -> dict:
     """Recirculations in one datapath pass, per path from outside or to another node's
     NodePort, each group picking bucket 0, 1 or 2 (the last when it has fewer)."""

@@ -113,3 +113,24 @@ def test_a_register_set_on_one_bridge_is_not_carried_into_the_next():
     starts = [(b, f) for b, f in asked if f.startswith('in_port=')]   # a bridge entered
     assert [b for b, _ in starts][:4] == ['kl-ex', 'kl-lb', 'kl-ul', 'kl-n1']
     assert [b for b, f in starts if 'reg0' in f] == []
+
+
+def test_an_answer_un_nated_without_a_recirculation_goes_on_translated():
+    """The cloud edge looks a load balancer's answer up with ``ct(zone=2000,nat)`` and no
+    recirculation: the datapath translates it in place and sends it on, so the tracer
+    gives it the load balancer's address back on that bridge; a pass that ends in a
+    recirculation is left to the resumed trace (``unnat_reply``)."""
+    dnat = trace.Translation('kl-lb', 2000, 'DNAT', '198.51.100.2:80', '10.128.0.11:30090')
+    answer = {'nw_src': '10.128.0.11', 'tp_src': '30090', 'nw_dst': '203.0.113.10',
+              'tp_dst': '41000'}
+    leg, current = trace.Leg(), dict(answer)
+    trace.Tracer.unnat_in_place(leg, 'kl-lb', 'Datapath actions: ct(zone=2000,nat),'
+                                'set(eth(src=0a:5a:c6:33:64:00)),3\n', current, True,
+                                {2000: [dnat]})
+    assert trace.endpoint_of(current, 'src') == '198.51.100.2:80'
+    assert [(t.kind, t.zone, t.before) for t in leg.translations] == [
+        ('un-DNAT', 2000, '10.128.0.11:30090')]
+    leg, current = trace.Leg(), dict(answer)
+    trace.Tracer.unnat_in_place(leg, 'kl-lb', 'Datapath actions: ct(zone=2000,nat),'
+                                'recirc(0x2a)\n', current, True, {2000: [dnat]})
+    assert current == answer and leg.translations == []
