@@ -160,6 +160,15 @@ class EndpointTable:
         self.items: list = []
         self._index: dict[int, int] = {}      # id(endpoint) -> its index in items
         self._held: list = []                 # the endpoints indexed (ids stay theirs)
+        self._lists: dict[int, tuple] = {}    # id(a slice's endpoints) -> (it, refs)
+
+    def refs(self, endpoints: list) -> list:
+        """``ref`` of each of a slice's ``endpoints``: once per list (the controller
+        gives the slices of Services that select alike the very same list)."""
+        hit = self._lists.get(id(endpoints))
+        if hit is None or hit[0] is not endpoints:
+            hit = self._lists[id(endpoints)] = (endpoints, [self.ref(e) for e in endpoints])
+        return hit[1]
 
     def ref(self, endpoint) -> int:
         index = self._index.get(id(endpoint))
@@ -183,7 +192,7 @@ def for_proxy(obj: dict, endpoints: EndpointTable) -> dict:
     meta = obj['metadata']
     out = dict(obj, metadata={k: meta[k] for k in _SLICE_META if k in meta})
     if isinstance(obj.get('endpoints'), list):
-        out['endpoints'] = [endpoints.ref(e) for e in obj['endpoints']]
+        out['endpoints'] = endpoints.refs(obj['endpoints'])
     return out
 
 
