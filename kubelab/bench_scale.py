@@ -23,6 +23,8 @@ from __future__ import annotations
 import statistics
 import time
 
+import yaml
+
 from kubelab.bench_policy import connect_latency
 from kubelab.daemon.statedir import running_daemon
 from kubelab.labctl import LabControl
@@ -86,8 +88,10 @@ def latencies(lab: LabControl, last: int) -> dict:
 
 
 def one_more(lab: LabControl, index: int) -> float:
-    """Apply Service ``index``; seconds from the API's answer to every switch."""
-    lab.apply(services_manifest(index, index + 1), wait=False)
+    """Apply Service ``index``; seconds from the API's answer to every switch. Through
+    the API client itself: after ``kubelab apply`` the answer is a process exit old,
+    and the controller may have carried the Service meanwhile."""
+    lab.client.apply([yaml.safe_load(services_manifest(index, index + 1))])
     accepted = time.monotonic()
     lab.client.wait_dataplane(timeout=120)
     return time.monotonic() - accepted
