@@ -249,17 +249,18 @@ def changes(plan: Plan | None, old, new, installed: Installed) -> Changes | None
     if _LAST_MOVES[0] is not delta:          # every switch asks for the same
         moves = _moves(old, new, *delta)
         moved, removed, added = moves
-        _LAST_MOVES[:] = [delta, moves, len(removed) + len(added) <= MAX_CHANGED and all(
-            _local(sp) for sp in removed + added + [sp for _, sp in moved])
+        _LAST_MOVES[:] = [delta, (
+            [(was, sp) for was, sp in moved if sp.proxied],
+            [sp for sp in removed if sp.proxied], [sp for sp in added if sp.proxied]),
+            len(removed) + len(added) <= MAX_CHANGED and all(
+                _local(sp) for sp in removed + added + [sp for _, sp in moved])
             and _sharing_kept(old, new, *moves)]
-    moves, removed, added = _LAST_MOVES[1]
     if not _LAST_MOVES[2]:
         return None
     if plan.kind != 'node':
         return Changes()            # only a node bridge reads such Service ports
-    return _node_changes(plan, new, [sp for sp in removed if sp.proxied],
-                         [sp for sp in added if sp.proxied], installed,
-                         [(was, sp) for was, sp in moves if sp.proxied])
+    moves, removed, added = _LAST_MOVES[1]      # those the node bridges proxy
+    return _node_changes(plan, new, removed, added, installed, moves)
 
 
 def _moves(old, new, removed: list, added: list) -> tuple[list, list, list]:
@@ -285,8 +286,8 @@ def _moves(old, new, removed: list, added: list) -> tuple[list, list, list]:
 def _node_changes(plan: Plan, new, removed: list, added: list,
                   installed: Installed, moves: list = ()) -> Changes | None:
     plan.index()
-    if any(id(sp) not in plan.parts for sp in removed + [was for was, _ in moves]):
-        return None
+    if any(id(sp) not in plan.parts for sp in removed):
+        return None         # (a move's is checked as it goes: the plan is replaced)
     old_parts = [plan.parts[id(sp)][1] for sp in removed]
     old_gids = Counter(g.group_id for part in old_parts for g in part['groups'])
     if set(old_gids) & plan.spans:
@@ -321,14 +322,20 @@ def _node_changes(plan: Plan, new, removed: list, added: list,
     flows = {f.cookie: f for part in new_parts for f in _part_flows(part)}
     gone = {f.cookie for part in old_parts for f in _part_flows(part)}
     groups = {g.group_id: g for part in new_parts for g in part['groups']}
-    parts, seen = plan.parts, set()
+    parts, seen, pop = plan.parts, set(), plan.parts.pop
     for was, sp in moves:           # the same flows and group ids: new buckets
-        part = endpoint_moves.regrouped(was, parts.pop(id(was))[1], sp, known=True)
+        hit = pop(id(was), None)
+        if hit is None:
+            return None             # the caller replaces the plan with a full pass
+        part = hit[1]
+        if part['groups']:          # endpoint_moves.regrouped, inline
+            part = dict(part, groups=endpoint_moves.new_groups(part['groups'],
+                                                               sp.endpoints))
+            mine = part['groups']   # the same tuple for the parts sharing their groups
+            if id(mine) not in seen:
+                seen.add(id(mine))
+                groups.update((g.group_id, g) for g in mine)
         parts[id(sp)] = (sp, part)
-        mine = part['groups']       # the same tuple for the parts sharing their groups
-        if id(mine) not in seen:
-            seen.add(id(mine))
-            groups.update((g.group_id, g) for g in mine)
     changed = [g for g in groups.values()
                if installed.groups.get(g.group_id, 'absent') != g.content]
     ctx.remember_all([plan.parts[id(sp)][1] for sp in new.proxied_ports], plan.taken,
