@@ -98,15 +98,19 @@ from tests.unit.flowsim_conntrack import (  # noqa: F401 (the tests import them 
     TCP_FLAGS, TRANSLATED, Connection, Conntrack, SimError, five_tuple, l4, reply_tuple)
 
 MAX_TABLE_VISITS = 64
-#: A select group with at most this many buckets is chosen by the datapath's hash:
-#: ``hash(l4(0)),recirc(...)``, a recirculation (Open vSwitch's dp_hash method; a
-#: larger group is hashed in the slow path instead, without one).
-DP_HASH_MAX_BUCKETS = 64
+#: A select group with at most this many buckets (of equal weight) is chosen by the
+#: datapath's hash: ``hash(l4(0)),recirc(...)``, a recirculation (Open vSwitch's dp_hash
+#: method, up to 256 hash values: ofproto-dpif.c's group_setup_dp_hash_table; a larger
+#: group is hashed in the slow path instead, without one). A packet that already has a
+#: hash in this datapath pass (an earlier group: the cloud edge's, across a patch port)
+#: is not hashed again: the group picks from that hash, without a recirculation
+#: (ofproto-dpif-xlate.c, pick_dp_hash_select_group).
+DP_HASH_MAX_BUCKETS = 256
 MAC_FIELDS = ('eth_src', 'eth_dst', 'arp_sha', 'arp_tha')
 IP_FIELDS = ('ipv4_src', 'ipv4_dst', 'arp_spa', 'arp_tpa')
 REGISTERS = tuple(f'reg{i}' for i in range(16))
 METADATA = ('in_port', 'ct_state', 'ct_zone', 'ct_mark', 'ct_conn', 'conj_id',
-            'recirc') + REGISTERS
+            'recirc', 'dp_hash') + REGISTERS
 # Pipeline fields an OpenFlow match sees as 0 on a packet that never set them.
 ZERO_DEFAULT = ('ct_state', 'ct_mark', 'conj_id') + REGISTERS
 LEARNED_OWNER = 'learned'    # the owner of the flows a ``learn`` action installs
@@ -219,6 +223,7 @@ class Walk:
     outcome: tuple = ()
     meters: list = field(default_factory=list)   # meter ids the packet passed
     recirculations: int = 0      # of the packet that left: ct(table=...), dp_hash groups
+    dp_hash: bool = False        # the packet that left had the datapath's hash
 
     @property
     def tables(self) -> list[str]:
@@ -249,16 +254,19 @@ def walk_all(config, packet: dict, in_port: int) -> list[tuple]:
 
 
 def walk(config, packet: dict, in_port: int, conntrack: Conntrack | None = None,
-         bucket=None, table_names: dict | None = None) -> Walk:
+         bucket=None, table_names: dict | None = None, dp_hash: bool = False) -> Walk:
     """Send ``packet`` into the switch holding ``config`` on ``in_port``.
 
     ``bucket`` picks the bucket of a select group: an index, a function
     ``(packet, bucket count) -> index``, or None for a hash of the 5-tuple. Flows that
-    ``learn`` installs are added to ``config.flows`` (the switch keeps them)."""
+    ``learn`` installs are added to ``config.flows`` (the switch keeps them).
+    ``dp_hash``: the packet comes with the datapath's hash (``DP_HASH_MAX_BUCKETS``)."""
     run = _Run(config, Conntrack() if conntrack is None else conntrack, bucket,
                TABLE_NAMES if table_names is None else table_names)
     start = {k: v for k, v in packet.items() if k not in METADATA}
     start['in_port'] = in_port
+    if dp_hash:
+        start['dp_hash'] = True
     threads = [(start, 0)]           # (packet, table): forks of ct(table=...) queue up
     while threads:
         pkt, table = threads.pop(0)
@@ -329,6 +337,7 @@ class _Run:
                     continue         # OpenFlow never outputs to the ingress port
                 self.sent.append(('output', port, _wire(pkt)))
                 self.result.recirculations = pkt.get('recirc', 0)
+                self.result.dp_hash = bool(pkt.get('dp_hash'))
             elif isinstance(action, ToController):
                 self.sent.append(('controller', _wire(pkt)))
             elif isinstance(action, Group):
@@ -339,8 +348,9 @@ class _Run:
                 self.result.trace.append((f'group:{group.group_id}', group.owner,
                                           ','.join(a.ofctl() for a in chosen.actions)))
                 hashed = dict(pkt)
-                if len(group.buckets) <= DP_HASH_MAX_BUCKETS:
+                if len(group.buckets) <= DP_HASH_MAX_BUCKETS and not pkt.get('dp_hash'):
                     hashed['recirc'] = pkt.get('recirc', 0) + 1
+                    hashed['dp_hash'] = True
                 forks += self.apply(chosen.actions, hashed, threads)
             elif isinstance(action, Ct):
                 tracked = self.conntrack.execute(action, pkt)
@@ -536,16 +546,19 @@ class Lab:
                 return ip
         return None
 
-    def walk(self, dpid: int, pkt: dict, in_port: int, bucket=None) -> Walk:
-        return walk(self.configs[dpid], pkt, in_port, self.conntrack, bucket)
+    def walk(self, dpid: int, pkt: dict, in_port: int, bucket=None,
+             dp_hash: bool = False) -> Walk:
+        return walk(self.configs[dpid], pkt, in_port, self.conntrack, bucket,
+                    dp_hash=dp_hash)
 
     def travel(self, dpid: int, pkt: dict, in_port: int, bucket=None) -> Trip:
         """Follow ``pkt`` over the cables until it leaves on a host port or stops."""
-        hops, passes = [], [0]
+        hops, passes, hashed = [], [0], False
         veth = {(wiring.EDGE_DPID, wiring.EDGE_UNDERLAY_PORT),
                 (wiring.UNDERLAY_DPID, wiring.UNDERLAY_EXTERNAL_PORT)}
         while True:
-            step = self.walk(dpid, pkt, in_port, bucket)
+            step = self.walk(dpid, pkt, in_port, bucket, dp_hash=hashed)
+            hashed = step.dp_hash       # across a patch port the pass goes on
             hops.append((dpid, step))
             if step.outcome[0] != 'output':
                 return Trip(hops, tuple(passes))
@@ -556,6 +569,7 @@ class Lab:
                 raise SimError(f'packet bounces between switches: {[d for d, _ in hops]}')
             if not self.edge_patch and (dpid, step.outcome[1]) in veth:
                 passes.append(len(hops))
+                hashed = False          # a new pass: the datapath hashes again
             (dpid, in_port), pkt = far, step.outcome[2]
 
     def send(self, pkt: dict, sender: str | None = None, bucket=None) -> Trip:

@@ -1488,7 +1488,8 @@ def test_the_deepest_path_from_outside_is_the_edges_budget_in_one_pass():
     crosses the lab in one datapath pass: the deepest path, a load balancer's SYN sent
     on by its node to an endpoint on another node, takes wiring.DEEPEST_PASS
     recirculations (Open vSwitch 4.0 allows 8; the lab uses the patch only where the
-    datapath allows that many, topo/network.py). With the veth pair the edge's pass and
+    datapath allows that many, topo/network.py): 7, the node's select group picking
+    from the hash the edge's group computed. With the veth pair the edge's pass and
     the cluster's are separate, and a pod's SYN to another node's NodePort sent on to a
     third node is the deepest, within Debian 12's 3.1 (6)."""
     one_pass = deepest_paths(Lab(LB_STATE))
