@@ -24,19 +24,16 @@ from __future__ import annotations
 import http.client
 import os
 import socket
-from typing import TYPE_CHECKING
-
-if TYPE_CHECKING:
-    from topo.kubelet import Container, PodRuntime
 
 UNPROBED_READY_AFTER = 2.0    # a container without a readiness probe whose declared
                               # ports never open is called ready after this long
 EMULATED_START_LIMIT = 15.0   # an emulated image that never says it serves: started
 
 
-def check_ready(prober, rt: PodRuntime, c: Container, now: float):
-    """Update a running container's readiness: its probe's result when one is due (run
-    on ``prober``, the node's executor), counted against the probe's thresholds."""
+def check_ready(prober, rt, c, now: float):
+    """Update a running container's readiness (``c``, a topo/kubelet.py ``Container`` of
+    the pod ``rt``, its ``PodRuntime``): its probe's result when one is due (run on
+    ``prober``, the node's executor), counted against the probe's thresholds."""
     if not _serving(c, now):
         return                # an emulated image still starting: no probe yet
     probe = c.spec.get('readinessProbe')
@@ -69,7 +66,7 @@ def check_ready(prober, rt: PodRuntime, c: Container, now: float):
     future.add_done_callback(done)
 
 
-def _serving(c: Container, now: float) -> bool:
+def _serving(c, now: float) -> bool:
     """Has the container's program started? An emulated image says so once it serves
     (topo/images/__init__.py: Python takes a second where the real binary takes
     milliseconds), at the latest ``EMULATED_START_LIMIT`` after its start; any other
