@@ -54,6 +54,13 @@ def ex7_docs(ctx: Ctx):
 
 def ex7_canary(ctx: Ctx):
     got = _gw_requests(ctx, '/', 40)
+    # The split is the question here, not one request lost on a busy machine (seen once
+    # in a CI-sized run: 39 of 40 answered): a request that got no answer is sent again,
+    # once; one that fails again counts against the split.
+    lost = [r for r in got if r.get('status') is None]
+    if lost:
+        got = [r for r in got if r.get('status') is not None] + _gw_requests(
+            ctx, '/', len(lost))
     who = Counter((who_answered(r) or '').rsplit('-', 2)[0] for r in got if r.get('status') == 200)
     v1, v2 = who.get('app-v1', 0), who.get('app-v2', 0)
     if v1 + v2 != 40:
