@@ -330,10 +330,7 @@ class StateBuilder:
             return hit[1]
         value = compute()
         if hit is not None and hit[1] == value:
-            # Equal: keep the very objects (the pipeline's memo and the incremental
-            # path know Service ports by identity; a pod that is not ready yet changes
-            # 10,000 slices but no endpoint).
-            value = hit[1]
+            value = hit[1]          # equal: keep the very objects (as ``_service`` does)
         self.memo[key] = (signature, value)
         return value
 
@@ -396,17 +393,15 @@ def _inside(ip: str, net) -> bool:
         0, 1, net.num_addresses - 1)
 
 
-def _service_ports(svc: dict, slices: dict, memo: bool = False,
-                   templates: list | None = None) -> list:
-    """The Service's ports with their endpoints from ``slices`` (``templates``: its
-    ``port_templates``, when the caller has them)."""
-    if templates is None:
-        templates = port_templates(svc)
+def _service_ports(svc: dict, slices: dict) -> list:
+    """The Service's ports with their endpoints from ``slices`` (a snapshot's; the
+    ``StateBuilder`` keeps the templates and reads the endpoints itself)."""
+    templates = port_templates(svc)
     if not templates:
         return []
     meta = svc['metadata']
     mine = slices.get((meta.get('namespace', 'default'), meta['name']), [])
-    return [_with_endpoints(template, *_served(mine, port, local_policy, memo))
+    return [_with_endpoints(template, *_served(mine, port, local_policy))
             for template, port, local_policy in templates]
 
 

@@ -77,11 +77,21 @@ class Plan:
             self.pending = (ports, parts, flows, end)
             return False
         self.pending = None
-        # The flows outside the parts count once each (a part's flow equal to one of
-        # them stays while either wants it).
-        self.outside = tuple(f.cookie for f in flows if id(f) not in self.checked)
-        self.refs.update(self.outside)
+        self.recount(tuple(f.cookie for f in flows if id(f) not in self.checked))
         return True
+
+    def recount(self, outside: tuple) -> set:
+        """Count ``outside`` (the cookies of the flows outside the parts, once each: a
+        part's flow equal to one of them stays while either wants it) in place of the
+        ones counted until now; the cookies no flow wants any more."""
+        was = self.outside
+        self.refs.subtract(was)
+        self.outside = outside
+        self.refs.update(outside)
+        gone = {cookie for cookie in was if self.refs[cookie] <= 0}
+        for cookie in gone:
+            del self.refs[cookie]
+        return gone
 
     def carry(self, previous: 'Plan | None') -> None:
         """Take ``previous``'s index when this full pass has the very parts it had
@@ -99,12 +109,8 @@ class Plan:
             return
         self.parts, self.group_refs, self.vips = previous.parts, previous.group_refs, \
             previous.vips
-        self.refs = previous.refs
-        self.refs.subtract(previous.outside)
-        self.pending = None
-        self.outside = tuple(f.cookie for f in flows if id(f) not in self.checked)
-        self.refs.update(self.outside)
-        self.refs += Counter()          # drop the counts that fell to zero
+        self.refs, self.outside, self.pending = previous.refs, previous.outside, None
+        self.recount(tuple(f.cookie for f in flows if id(f) not in self.checked))
 
 
 def full(state, dpid: int, previous: Plan | None = None) -> tuple[SwitchConfig, Plan]:
@@ -219,19 +225,12 @@ def _outside(plan: Plan | None, old, new, installed: Installed) -> Changes | Non
     config = node_switch.node_bridge_context(ctx)
     check_pipeline(config)
     wanted = {f.cookie: f for f in config.flows}
-    was = set(plan.outside)
-    plan.refs.subtract(plan.outside)
-    plan.outside = tuple(f.cookie for f in config.flows)
-    plan.refs.update(plan.outside)
-    gone = tuple(sorted(c for c in was if plan.refs[c] <= 0 and c in installed.flows))
-    for cookie in was:
-        if plan.refs[cookie] <= 0:
-            del plan.refs[cookie]
+    gone = plan.recount(tuple(f.cookie for f in config.flows))
     ctx.remember_all([plan.parts[id(sp)][1] for sp in new.proxied_ports], plan.taken,
                      plan.spans, plan.given)
     return Changes(flows_to_add=tuple(f for cookie, f in wanted.items()
                                       if cookie not in installed.flows),
-                   flows_to_delete=gone)
+                   flows_to_delete=tuple(sorted(c for c in gone if c in installed.flows)))
 
 
 def _local(sp) -> bool:
@@ -327,14 +326,11 @@ def _node_changes(plan: Plan, new, removed: list, added: list,
         hit = pop(id(was), None)
         if hit is None:
             return None             # the caller replaces the plan with a full pass
-        part = hit[1]
-        if part['groups']:          # endpoint_moves.regrouped, inline
-            part = dict(part, groups=endpoint_moves.new_groups(part['groups'],
-                                                               sp.endpoints))
-            mine = part['groups']   # the same tuple for the parts sharing their groups
-            if id(mine) not in seen:
-                seen.add(id(mine))
-                groups.update((g.group_id, g) for g in mine)
+        part = endpoint_moves.regrouped(was, hit[1], sp, known=True)
+        mine = part['groups']       # the same tuple for the parts sharing their groups
+        if id(mine) not in seen:
+            seen.add(id(mine))
+            groups.update((g.group_id, g) for g in mine)
         parts[id(sp)] = (sp, part)
     changed = [g for g in groups.values()
                if installed.groups.get(g.group_id, 'absent') != g.content]

@@ -145,12 +145,12 @@ def _counters(report: Report) -> dict:
 SELECTION = 'selection '       # the counters of a group Service ports share are keyed so
 
 
-def _sharing(state, sp) -> int:
-    """How many Service ports share ``sp``'s groups (node_switch.py: those that select
-    alike with the same endpoints), ``sp`` among them; 0 when it has its own."""
-    if not state.shares(sp):
-        return 0
-    return sum(1 for other in state.selections[sp.selects][1] if state.shares(other))
+def _sharing(state) -> dict:
+    """Per selection, how many Service ports share its groups (node_switch.py: those
+    that select alike with the same endpoints as the first); a Service port that does
+    not share counts 0 (``state.shares``)."""
+    return {selects: sum(1 for sp in members if state.shares(sp))
+            for selects, (_, members) in state.selections.items()}
 
 
 def _read_bridges(report: Report) -> set:
@@ -186,7 +186,7 @@ def top_view(prev: Poll, cur: Poll, namespace: str | None = None) -> TopView:
         return totals.get(group, [0, 0])[0]
 
     pods_by_ip = {p.ip: p for p in state.pods}
-    services, lbs = [], []
+    services, lbs, shared = [], [], _sharing(state)
     for sp in state.service_ports:
         if namespace is not None and sp.namespace != namespace:
             continue
@@ -196,7 +196,7 @@ def top_view(prev: Poll, cur: Poll, namespace: str | None = None) -> TopView:
         if sp.lb_ip:
             kind = f'LoadBalancer {sp.lb_ip}'
         endpoints = {f'{ep.ip}:{ep.port}': ep.node for ep in sp.endpoints}
-        sharing = _sharing(state, sp)
+        sharing = shared.get(sp.selects, 0) if state.shares(sp) else 0
         counted = SELECTION + sp.selects if sharing else sp.key
         for key in now:
             if key[0] == 'conn' and key[1] in (sp.key, counted):
