@@ -53,7 +53,7 @@ class Front:
     @property
     def group_owner(self) -> str:
         """Who its groups belong to: the Service port, or every one that selects alike."""
-        return f'services selecting {self.sp.selects}' if self.shared else self.owner
+        return SHARED_OWNER + self.sp.selects if self.shared else self.owner
 
     @property
     def l4_dst(self) -> str:
@@ -66,6 +66,7 @@ class Front:
 
 
 SHARED = '~'        # the group key of a selection's shared groups starts so
+SHARED_OWNER = 'services selecting '    # and their owner (kubelab flows, top read it)
 
 
 def service_fronts(state, node) -> list[Front]:

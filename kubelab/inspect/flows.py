@@ -42,6 +42,7 @@ from dataclasses import dataclass, field
 
 from controller import pipeline
 from controller.flows import Ct, Group, LearnAffinity
+from controller.pipeline.service_fronts import SHARED_OWNER
 from controller.state import ClusterState
 from kubelab.inspect import ovsdump
 from kubelab.inspect.matching import canonical_live, canonical_spec, table_id
@@ -155,7 +156,7 @@ class GroupRow:
 
     @property
     def owner(self) -> str:
-        if len(self.owners) > 1 and self.owners[0].startswith('services selecting'):
+        if len(self.owners) > 1 and self.owners[0].startswith(SHARED_OWNER):
             return f'{self.owners[0]} ({len(self.owners) - 1} Service ports)'
         return ', '.join(self.owners)
 
@@ -463,15 +464,12 @@ def _selection(spec) -> str | None:
     return spec.owner[len(SHARED_OWNER):]
 
 
-SHARED_OWNER = 'services selecting '
-
-
 def _group_owners(spec, sharers: dict) -> tuple:
     """A group's owner: the Service port whose flows use it, or for one that Service
     ports that select alike share (node_switch's ``services selecting ...``) that, and
     each of them (``--service`` keeps it for any)."""
     users = tuple(sharers.get(spec.group_id, ()))
-    if not spec.owner.startswith('services selecting') or len(users) < 2:
+    if not spec.owner.startswith(SHARED_OWNER) or len(users) < 2:
         return users if len(users) == 1 else (spec.owner,)
     return (spec.owner, *users)
 
