@@ -252,8 +252,8 @@ def _match_ofctl(match: dict) -> list[str]:
             continue
         if key == 'ct_state':
             out.append(f'ct_state={ct_state_text(*value)}')
-        elif key == 'ct_mark' and isinstance(value, tuple):
-            out.append(f'ct_mark={value[0]:#x}/{value[1]:#x}')
+        elif key in ('ct_mark', 'tcp_src', 'udp_src') and isinstance(value, tuple):
+            out.append(f'{key}={value[0]:#x}/{value[1]:#x}')
         elif isinstance(value, tuple):
             out.append(f'{OFCTL_FIELD.get(key, key)}={value[0]}/{value[1]}')
         else:

@@ -1,20 +1,42 @@
 """The cloud's load balancer, between the external network and the nodes.
 
 A new connection from outside to a LoadBalancer Service's address and port (from a
-``loadBalancerSourceRanges`` address, when it has some) goes to a select group over
-the Service's target nodes, whose buckets DNAT it to NodeIP:NodePort: a passthrough
-load balancer, the client's address kept (Google's network load balancer, AWS's NLB
-with instance targets). The targets are every Ready node with
-``externalTrafficPolicy: Cluster``, and the nodes with an endpoint of their own with
-``Local`` (what the health checks of ``healthCheckNodePort`` find). Replies are
-un-DNATed on the way back out; all other traffic passes by its destination MAC,
-untracked.
+``loadBalancerSourceRanges`` address, when it has some) is DNATed to one target node's
+NodeIP:NodePort and committed: a passthrough load balancer, the client's address kept
+(Google's network load balancer, AWS's NLB with instance targets). The targets are every
+Ready node with ``externalTrafficPolicy: Cluster``, and the nodes with an endpoint of
+their own with ``Local`` (what the health checks of ``healthCheckNodePort`` find).
+Replies are un-DNATed on the way back out; all other traffic passes by its destination
+MAC, untracked.
+
+How it picks the node: from the client's source port, not with a select group. A real
+cloud load balancer hashes the connection's 5-tuple; the lab stands in for that hash
+with ``SLOT_BITS`` bits of the source port, bits 1 to 6 (64 slots; bit 0 is left out:
+Linux's connect() prefers even source ports, so it is almost always 0). The slots are
+numbered bit-reversed (slot ``s`` of port ``p`` is ``(p >> 1) & 63``, its place
+``reverse6(s)``), and each target gets an equal contiguous run of places (its share
+within 1/64 of the others'). An aligned power-of-two block of places is a fixed value of
+the low bits of ``p >> 1``: one masked ``tcp_src``/``udp_src`` match, so a target takes
+a few flows (3 targets: 3, 5 and 3), a single target one flow without a port match.
+And since consecutive source ports (a client's connections step by 2) walk the slots
+in order, their places jump by halves and quarters of the range: consecutive
+connections of one client go to different nodes. ``pick(port, n)`` says which target
+a port gets, as the flows do (``kubelab trace`` explains the edge's step with it).
+
+Why not a select group, as the nodes balance to their endpoints: on the lab's own Open
+vSwitch 4.0 the edge's cable to the underlay is a patch port (services/wiring.py), so
+the edge and the node behind it are one datapath pass, and Open vSwitch's dp_hash select
+method hashes a packet only once a pass (a packet whose dp_hash is set keeps it: it is
+read-only; ofproto-dpif-xlate.c ``pick_dp_hash_select_group``). The node's group then
+picked its endpoint from the edge's hash, and each node sent the load balancer's
+connections to only some of the endpoints (4 of 6, measured). With no hash at the edge
+the node's group hashes the packet itself, as a real node picks on its own.
 
 What it costs the datapath: a packet from outside to the pool is looked up with a
 recirculation (its route is the lookup's verdict: new, or which node it went to), a SYN
-recirculates twice more (the group's hash, the commit of the DNAT); an answer from a node
-not at all (its un-DNAT needs no verdict). Committing the DNAT in the bucket without a
-recirculation and routing by the bucket's node would save one more on a SYN, but Open
+recirculates once more (the commit of the DNAT, in the ServiceLB flow); an answer from a
+node not at all (its un-DNAT needs no verdict). Committing the DNAT without a
+recirculation and routing by the flow's node would save one more on a SYN, but Open
 vSwitch would go on translating the pass with the packet's old addresses, across the
 patch ports into the node's bridge, whose flows match the NodePort's address: not done.
 
@@ -28,15 +50,55 @@ import ipaddress
 from dataclasses import dataclass
 from functools import cached_property
 
-from controller.flows import (Bucket, Ct, Group, GroupSpec, Nat, Output, SetField,
-                              SwitchConfig, ct_state, flow)
-from controller.pipeline.shared import group_id
+from controller.flows import Ct, Nat, Output, SetField, SwitchConfig, ct_state, flow
 from controller.pipeline.tables import (EDGE_ZONE, ETH_IP, PRIORITY_EDGE_DNATED,
                                         PRIORITY_HIGH, PRIORITY_MISS,
                                         PRIORITY_NORMAL, T)
 from services import wiring
 
 OWNER = 'cloud load balancer'
+#: The source port bits the edge picks a node from: bits 1..SLOT_BITS (bit 0 left out).
+SLOT_BITS = 6
+SLOTS = 1 << SLOT_BITS
+
+
+def _reverse(value: int, bits: int) -> int:
+    """``value``'s ``bits`` low bits in reverse order."""
+    return int(format(value, f'0{bits}b')[::-1], 2) if bits else 0
+
+
+def place(port: int) -> int:
+    """A source port's place among the SLOTS: its slot ``(port >> 1) & 63``, bit-reversed."""
+    return _reverse((port >> 1) & (SLOTS - 1), SLOT_BITS)
+
+
+def shares(count: int) -> list[range]:
+    """The places of each of ``count`` targets: equal contiguous runs (within one)."""
+    return [range(i * SLOTS // count, (i + 1) * SLOTS // count) for i in range(count)]
+
+
+def pick(port: int, count: int) -> int:
+    """The target (0 .. count-1) a connection from source port ``port`` goes to."""
+    return next(i for i, run in enumerate(shares(count)) if place(port) in run)
+
+
+def port_matches(run: range) -> list[tuple[int, int] | None]:
+    """The (value, mask) matches on the source port that cover the places ``run``: one
+    per aligned power-of-two block of it (places ``a .. a + 2**k - 1`` share their top
+    ``SLOT_BITS - k`` bits, which are the slot's low bits reversed). None: every port."""
+    matches, start = [], run.start
+    while start < run.stop:
+        size = SLOTS
+        while start % size or start + size > run.stop:
+            size //= 2
+        fixed = SLOT_BITS - size.bit_length() + 1      # the slot bits the block fixes
+        if not fixed:
+            matches.append(None)
+        else:
+            value = _reverse(start >> (SLOT_BITS - fixed), fixed)
+            matches.append((value << 1, ((1 << fixed) - 1) << 1))
+        start += size
+    return matches
 
 
 @dataclass(frozen=True)
@@ -44,12 +106,15 @@ class EdgeFront:
     """A LoadBalancer Service port's address and port, and the nodes it balances to."""
     sp: object              # the ServicePort (with lb_ip and node_port)
     match: dict             # protocol, load balancer address, port
-    targets: tuple          # the nodes whose NodePort takes its connections
-    group: int | None       # the select group over them; None: no healthy target
+    targets: tuple          # the nodes whose NodePort takes its connections (none: drop)
 
     @property
     def owner(self) -> str:
         return f'service {self.sp.key}'
+
+    @property
+    def port_field(self) -> str:
+        return 'tcp_src' if self.sp.protocol == 'TCP' else 'udp_src'
 
 
 @dataclass(frozen=True)
@@ -68,13 +133,11 @@ class CloudEdge:
 
     @cached_property
     def fronts(self) -> list[EdgeFront]:
-        taken, fronts = set(), []
+        fronts = []
         for sp in self.balanced:
             match = {'eth_type': ETH_IP, 'ip_proto': sp.proto_number, 'ipv4_dst': sp.lb_ip,
                      ('tcp_dst' if sp.protocol == 'TCP' else 'udp_dst'): sp.port}
-            targets = tuple(self.state.lb_targets(sp))
-            gid = group_id(f'{sp.key}/loadbalancer', taken) if targets else None
-            fronts.append(EdgeFront(sp, match, targets, gid))
+            fronts.append(EdgeFront(sp, match, tuple(self.state.lb_targets(sp))))
         return fronts
 
 
@@ -131,27 +194,26 @@ def conntrack_state(ctx: CloudEdge) -> list:
 
 
 def service_lb(ctx: CloudEdge) -> list:
-    """ServiceLB: a load balancer's address and port (per allowed source range) -> its
-    group of target nodes; dropped when no target is healthy."""
+    """ServiceLB: a load balancer's address and port (per allowed source range) and a
+    block of source port slots -> DNAT to that block's target node, committed, on to
+    L3Forwarding; dropped when no target is healthy."""
     flows = [flow(T['ServiceLB'], PRIORITY_MISS, owner=OWNER)]
     for front in ctx.fronts:
-        actions = () if front.group is None else (Group(front.group),)
+        picks = [({}, ())] if not front.targets else [
+            ({} if ports is None else {front.port_field: ports},
+             (Ct(zone=EDGE_ZONE, commit=True, table=T['L3Forwarding'],
+                 nat=Nat(dst=node.ip, port=front.sp.node_port)),))
+            for node, run in zip(front.targets, shares(len(front.targets)))
+            for ports in port_matches(run)]
         for source in front.sp.source_ranges or ('0.0.0.0/0',):
             net = ipaddress.IPv4Network(source)
             sources = {} if net.prefixlen == 0 else {
                 'ipv4_src': (str(net.network_address), str(net.netmask))}
-            flows.append(flow(T['ServiceLB'], PRIORITY_NORMAL, dict(front.match, **sources),
-                              actions, owner=front.owner))
+            flows += [flow(T['ServiceLB'], PRIORITY_NORMAL,
+                           dict(front.match, **sources, **ports), actions,
+                           owner=front.owner)
+                      for ports, actions in picks]
     return flows
-
-
-def service_lb_groups(ctx: CloudEdge) -> list:
-    """ServiceLB's select groups: a bucket per target node, DNAT to NodeIP:NodePort."""
-    return [GroupSpec(front.group, tuple(
-                Bucket((Ct(zone=EDGE_ZONE, commit=True, table=T['L3Forwarding'],
-                           nat=Nat(dst=node.ip, port=front.sp.node_port)),))
-                for node in front.targets), owner=front.owner)
-            for front in ctx.fronts if front.group is not None]
 
 
 def l3_forwarding(ctx: CloudEdge) -> list:
@@ -180,8 +242,6 @@ STAGES = (classifier, conntrack_zone, conntrack_state, service_lb, l3_forwarding
 
 
 def cloud_edge(state) -> SwitchConfig:
-    """Every flow and group of the cloud edge: the stages in pipeline order, and
-    ServiceLB's groups."""
+    """Every flow of the cloud edge (it has no groups): the stages in pipeline order."""
     ctx = CloudEdge(state)
-    return SwitchConfig(flows=[f for stage in STAGES for f in stage(ctx)],
-                        groups=service_lb_groups(ctx))
+    return SwitchConfig(flows=[f for stage in STAGES for f in stage(ctx)], groups=[])

@@ -101,10 +101,12 @@ MAX_TABLE_VISITS = 64
 #: A select group with at most this many buckets (of equal weight) is chosen by the
 #: datapath's hash: ``hash(l4(0)),recirc(...)``, a recirculation (Open vSwitch's dp_hash
 #: method, up to 256 hash values: ofproto-dpif.c's group_setup_dp_hash_table; a larger
-#: group is hashed in the slow path instead, without one). A packet that already has a
-#: hash in this datapath pass (an earlier group: the cloud edge's, across a patch port)
-#: is not hashed again: the group picks from that hash, without a recirculation
-#: (ofproto-dpif-xlate.c, pick_dp_hash_select_group).
+#: group is hashed in the slow path instead, without one). The bucket is the hash's low
+#: bits (``dp_hash_slots``) dealt round robin over the buckets, as that table's Webster
+#: method does with equal weights. A packet that already has a hash in this datapath
+#: pass (an earlier group's, across a patch port) is not hashed again: the group picks
+#: from that hash, without a recirculation (ofproto-dpif-xlate.c,
+#: pick_dp_hash_select_group), so two such groups in one pass pick alike.
 DP_HASH_MAX_BUCKETS = 256
 MAC_FIELDS = ('eth_src', 'eth_dst', 'arp_sha', 'arp_tha')
 IP_FIELDS = ('ipv4_src', 'ipv4_dst', 'arp_spa', 'arp_tpa')
@@ -223,16 +225,28 @@ class Walk:
     outcome: tuple = ()
     meters: list = field(default_factory=list)   # meter ids the packet passed
     recirculations: int = 0      # of the packet that left: ct(table=...), dp_hash groups
-    dp_hash: bool = False        # the packet that left had the datapath's hash
+    dp_hash: int = 0             # the datapath's hash of the packet that left (0: none)
 
     @property
     def tables(self) -> list[str]:
         return [step[0] for step in self.trace]
 
 
+def dp_hash_slots(count: int) -> int:
+    """The hash values of a dp_hash group of ``count`` equal buckets (16 for 3, 32 for 6)."""
+    return max(16, 1 << (max(count, min(count * 4, DP_HASH_MAX_BUCKETS)) - 1).bit_length())
+
+
+def _hash(pkt: dict) -> int:
+    """The datapath's hash of a packet's 5-tuple (never 0: 0 reads as not hashed)."""
+    return zlib.crc32(repr(five_tuple(pkt)).encode()) or 1
+
+
 def _choose(bucket, pkt: dict, count: int) -> int:
     if bucket is None:
-        return zlib.crc32(repr(five_tuple(pkt)).encode()) % count
+        if count <= DP_HASH_MAX_BUCKETS:     # from the packet's dp_hash (see above)
+            return (pkt['dp_hash'] & (dp_hash_slots(count) - 1)) % count
+        return _hash(pkt) % count
     index = bucket(pkt, count) if callable(bucket) else bucket
     if not 0 <= index < count:
         raise SimError(f'bucket {index} of a group with {count} buckets')
@@ -254,19 +268,19 @@ def walk_all(config, packet: dict, in_port: int) -> list[tuple]:
 
 
 def walk(config, packet: dict, in_port: int, conntrack: Conntrack | None = None,
-         bucket=None, table_names: dict | None = None, dp_hash: bool = False) -> Walk:
+         bucket=None, table_names: dict | None = None, dp_hash: int = 0) -> Walk:
     """Send ``packet`` into the switch holding ``config`` on ``in_port``.
 
     ``bucket`` picks the bucket of a select group: an index, a function
     ``(packet, bucket count) -> index``, or None for a hash of the 5-tuple. Flows that
     ``learn`` installs are added to ``config.flows`` (the switch keeps them).
-    ``dp_hash``: the packet comes with the datapath's hash (``DP_HASH_MAX_BUCKETS``)."""
+    ``dp_hash``: the packet comes with this datapath hash (``DP_HASH_MAX_BUCKETS``)."""
     run = _Run(config, Conntrack() if conntrack is None else conntrack, bucket,
                TABLE_NAMES if table_names is None else table_names)
     start = {k: v for k, v in packet.items() if k not in METADATA}
     start['in_port'] = in_port
     if dp_hash:
-        start['dp_hash'] = True
+        start['dp_hash'] = dp_hash
     threads = [(start, 0)]           # (packet, table): forks of ct(table=...) queue up
     while threads:
         pkt, table = threads.pop(0)
@@ -337,20 +351,20 @@ class _Run:
                     continue         # OpenFlow never outputs to the ingress port
                 self.sent.append(('output', port, _wire(pkt)))
                 self.result.recirculations = pkt.get('recirc', 0)
-                self.result.dp_hash = bool(pkt.get('dp_hash'))
+                self.result.dp_hash = pkt.get('dp_hash', 0)
             elif isinstance(action, ToController):
                 self.sent.append(('controller', _wire(pkt)))
             elif isinstance(action, Group):
                 group = self.groups.get(action.group_id)
                 if group is None:
                     raise SimError(f'group {action.group_id} is not on the switch')
-                chosen = group.buckets[_choose(self.bucket, pkt, len(group.buckets))]
-                self.result.trace.append((f'group:{group.group_id}', group.owner,
-                                          ','.join(a.ofctl() for a in chosen.actions)))
                 hashed = dict(pkt)
                 if len(group.buckets) <= DP_HASH_MAX_BUCKETS and not pkt.get('dp_hash'):
                     hashed['recirc'] = pkt.get('recirc', 0) + 1
-                    hashed['dp_hash'] = True
+                    hashed['dp_hash'] = _hash(pkt)
+                chosen = group.buckets[_choose(self.bucket, hashed, len(group.buckets))]
+                self.result.trace.append((f'group:{group.group_id}', group.owner,
+                                          ','.join(a.ofctl() for a in chosen.actions)))
                 forks += self.apply(chosen.actions, hashed, threads)
             elif isinstance(action, Ct):
                 tracked = self.conntrack.execute(action, pkt)
@@ -547,13 +561,13 @@ class Lab:
         return None
 
     def walk(self, dpid: int, pkt: dict, in_port: int, bucket=None,
-             dp_hash: bool = False) -> Walk:
+             dp_hash: int = 0) -> Walk:
         return walk(self.configs[dpid], pkt, in_port, self.conntrack, bucket,
                     dp_hash=dp_hash)
 
     def travel(self, dpid: int, pkt: dict, in_port: int, bucket=None) -> Trip:
         """Follow ``pkt`` over the cables until it leaves on a host port or stops."""
-        hops, passes, hashed = [], [0], False
+        hops, passes, hashed = [], [0], 0
         veth = {(wiring.EDGE_DPID, wiring.EDGE_UNDERLAY_PORT),
                 (wiring.UNDERLAY_DPID, wiring.UNDERLAY_EXTERNAL_PORT)}
         while True:
@@ -569,7 +583,7 @@ class Lab:
                 raise SimError(f'packet bounces between switches: {[d for d, _ in hops]}')
             if not self.edge_patch and (dpid, step.outcome[1]) in veth:
                 passes.append(len(hops))
-                hashed = False          # a new pass: the datapath hashes again
+                hashed = 0              # a new pass: the datapath hashes again
             (dpid, in_port), pkt = far, step.outcome[2]
 
     def send(self, pkt: dict, sender: str | None = None, bucket=None) -> Trip:
