@@ -77,11 +77,14 @@ def destination_address(client: Client, destination: str, namespace: str = 'defa
 
 def trace(source: str, destination: str, *, namespace: str = 'default',
           proto: str | None = None, endpoint: str | None = None, host: str = '',
-          path: str = '/', client: Client | None = None):
+          path: str = '/', client: Client | None = None, sport: int = 40000):
     """A new connection's path through the live switches: (tracer, Trace). When it
     reaches an Ingress controller or a Gateway's proxy, the Trace also holds the second
     leg: the proxy's route for ``host`` + ``path`` (``proxy``) and its own connection to
-    the backend's ClusterIP (``backend``, a Trace)."""
+    the backend's ClusterIP (``backend``, a Trace). ``sport``: the client's source port
+    (the cloud's load balancer picks a node from it)."""
+    if not 1 <= sport <= 65535:
+        raise KubelabError(f'--sport {sport}: give a port from 1 to 65535')
     from kubelab.inspect import switches
     from kubelab.inspect import trace as tracing
     from services.cluster import load_cluster_file
@@ -94,7 +97,7 @@ def trace(source: str, destination: str, *, namespace: str = 'default',
     dst_ip, port, proto = destination_address(client, destination, namespace, proto)
     from kubelab.inspect.trace_legs import proxy_leg
     tracer = tracing.Tracer(cluster, objects, router_pid=(info.get('router') or {}).get('pid'))
-    result = tracing.trace_connection(tracer, src_ip, dst_ip, port, proto, endpoint)
+    result = tracing.trace_connection(tracer, src_ip, dst_ip, port, proto, endpoint, sport)
     result.proxy = proxy_leg(tracer, objects, result, host, path)
     if result.proxy is not None and result.proxy.address:
         ip, _, backend_port = result.proxy.address.rpartition(':')

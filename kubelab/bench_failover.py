@@ -6,8 +6,9 @@ connections, per path, and where that time goes.
   address; a node is cut off (through the API, so the clock starts at the cut itself,
   not at a command's Python start-up), and the bench watches, every 50 ms, when the
   cloud's health checks drop the node (the LoadBalancerHealth the checker publishes)
-  and when the edge switch's group stops holding it (``ovs-ofctl dump-groups``): after
-  that no new connection can be sent to it. A failed request of the stream is not
+  and when the edge switch's ServiceLB flows stop sending to it (``ovs-ofctl
+  dump-flows``; the edge picks a node with a few flows a node, from the client's
+  source port): after that no new connection can be sent to it. A failed request of the stream is not
   necessarily one sent to the failed node (a lost SYN looks the same), so the last
   failure is shown beside the switch's figure, not instead of it.
 * ``node_failover``: the node lifecycle. Endpoints on two nodes; one node is cut off
@@ -26,6 +27,7 @@ import subprocess
 import threading
 import time
 
+from controller.pipeline.tables import T
 from services import wiring
 
 
@@ -56,10 +58,10 @@ class Poll:
 
 
 def edge_holds(node_ip: str, node_port: int) -> bool:
-    """The cloud edge's groups still DNAT to ``node_ip:node_port``."""
-    out = subprocess.run(['ovs-ofctl', '-O', 'OpenFlow13', 'dump-groups',
-                          wiring.EDGE_BRIDGE], capture_output=True, text=True,
-                         timeout=5).stdout
+    """The cloud edge's ServiceLB flows still DNAT to ``node_ip:node_port``."""
+    out = subprocess.run(['ovs-ofctl', '-O', 'OpenFlow13', 'dump-flows',
+                          wiring.EDGE_BRIDGE, f'table={T["ServiceLB"]}'],
+                         capture_output=True, text=True, timeout=5, check=True).stdout
     return f'nat(dst={node_ip}:{node_port})' in out
 
 
@@ -71,7 +73,7 @@ def lb_failover(lab, source: str, lb_ip: str, service: str, node: str,
                 watch: float = 6.0) -> dict:
     """Fail ``node`` under a stream through the load balancer of ``service`` (in
     ``default``): seconds from the cut to the health checks' verdict (``published``),
-    to the edge's group without the node (``switched``) and to the stream's last
+    to the edge's flows without the node (``switched``) and to the stream's last
     failure (``last``), with the counts."""
     svc = lab.client.get('Service', 'default', service)
     node_port = svc['spec']['ports'][0]['nodePort']
@@ -134,7 +136,7 @@ def print_lb_failover(failover: dict):
           f'{fmt(failover["switched"]):>10} {"":7} {"<=2.5s":>7}')
     print(f'  from the cloud LB (no new connection can reach it after that): health checks '
           f'every 1 s, two failures in a row, 0.4 s timeout; the checks\' verdict after '
-          f'{fmt(failover["published"])}, the edge switch\'s group after '
+          f'{fmt(failover["published"])}, the edge switch\'s flows after '
           f'{fmt(failover["switched"])}; the stream (one new connection every 50 ms from an '
           f'external host) failed {failover["failed"]} of {failover["sent"]}, the last '
           f'sent {fmt(failover["last"])} after the failure ('

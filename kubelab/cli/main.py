@@ -243,6 +243,9 @@ def _trace(add):
     sp.add_argument('destination', metavar='DST', help='IP:PORT or svc/NAME[:PORT]')
     sp.add_argument('--proto', choices=['tcp', 'udp'])
     sp.add_argument('--endpoint', help="follow the Service's bucket of this endpoint IP")
+    sp.add_argument('--sport', type=int, default=40000,
+                    help="the client's source port (default 40000; the cloud's load "
+                    'balancer picks a node from it)')
     sp.add_argument('--host', default='', help='to an Ingress or Gateway: the Host of the '
                     'request whose second leg (proxy -> backend) to trace')
     sp.add_argument('--path', default='/', help='to an Ingress or Gateway: its path')

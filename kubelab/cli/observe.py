@@ -26,7 +26,7 @@ def cmd_trace(args) -> int:
     from kubelab.inspect import trace_render  # here: see the module's docstring
     tracer, result = api.trace(args.source, args.destination, namespace=args.namespace,
                                proto=args.proto, endpoint=args.endpoint, host=args.host,
-                               path=args.path)
+                               path=args.path, sport=args.sport)
     print(trace_render.render(result, tracer))
     return 0
 

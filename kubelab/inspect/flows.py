@@ -24,14 +24,15 @@ dpid)``) and joined with the dump on the cookie:
 
 Desired flows the switch lacks are listed as ``missing (being added)``. Groups are
 joined on their id (a Service port's group id is a hash of its name), their buckets on
-the ``nat(dst=...)`` target: a pod endpoint, or for the cloud edge a node.
+the ``nat(dst=...)`` target: a pod endpoint (the cloud edge has no groups).
 
 One input the controller reads is not a Kubernetes object: ``LoadBalancerHealth`` (what
-the cloud's health checks found), which decides the edge's flow for a load balancer
-address (a group over the healthy nodes, or a drop with none). When the objects lack it
-for a LoadBalancer Service (a snapshot taken without that kind, or before the first
-checks), the edge's own dump says what the checks found: a drop means no healthy node,
-a group the nodes of its buckets; the join uses that and says so in ``Report.notes``.
+the cloud's health checks found), which decides the edge's flows for a load balancer
+address (a DNAT to each healthy node for its blocks of source ports, or a drop with
+none). When the objects lack it for a LoadBalancer Service (a snapshot taken without
+that kind, or before the first checks), the edge's own dump says what the checks found:
+a drop means no healthy node, DNAT flows the nodes they DNAT to; the join uses that and
+says so in ``Report.notes``.
 """
 
 from __future__ import annotations
@@ -239,7 +240,6 @@ def _desired(state: ClusterState, dpid: int):
 def _lb_health_from_edge(state: ClusterState, edge: BridgeDump) -> tuple:
     """(state with the health the edge shows for LoadBalancer Services the objects say
     nothing about, notes)."""
-    groups = {g.group_id: g for g in edge.groups or []}
     node_by_ip = {n.ip: n.name for n in state.cluster.nodes}
     lb_flows = [(f, canonical_live(f.fields())) for f in edge.flows or []
                 if table_id(f.table) == pipeline.T['ServiceLB'] and f.priority == 200]
@@ -252,14 +252,11 @@ def _lb_health_from_edge(state: ClusterState, edge: BridgeDump) -> tuple:
             if (canon.get('ipv4_dst'), canon.get('l4_dst'), canon.get('ip_proto')) != \
                     (sp.lb_ip, sp.port, sp.proto_number):
                 continue
-            refs = ovsdump.group_refs(flow.actions)
-            if not refs and flow.actions == 'drop':
+            target = ovsdump.nat_target(flow.actions)     # one flow a block of ports
+            if flow.actions == 'drop':
                 found.setdefault(key, set())
-            elif refs and refs[0] in groups and groups[refs[0]].buckets and all(
-                    b.actions for b in groups[refs[0]].buckets):
-                targets = (ovsdump.nat_target(b.actions) for b in groups[refs[0]].buckets)
-                found.setdefault(key, set()).update(
-                    node_by_ip[t[0]] for t in targets if t and t[0] in node_by_ip)
+            elif target and target[0] in node_by_ip:
+                found.setdefault(key, set()).add(node_by_ip[target[0]])
     if not found:
         return state, []
     notes = []

@@ -6,7 +6,8 @@ groups' bucket packet counters (each new connection passes its Service's group o
 the node it entered), plus the EndpointDNAT hits of clients with session affinity (which
 skip the group); per endpoint the bytes its pod received and sent (the pod's route and
 spoof-guard flows: all of the pod's traffic, not only this Service's); per load balancer
-address the edge group's buckets (connections per node); per NetworkPolicy rule the new
+address the edge's ServiceLB flows, summed per node they DNAT to (a node has one flow
+for each block of source ports it takes: connections per node); per NetworkPolicy rule the new
 connections it allowed, and per policy those dropped at the pods it isolates
 (kubelab/inspect/policy_counters.py). ``render_top`` prints one frame, with each pod's
 CPU and memory below the Services and policies.
@@ -103,12 +104,11 @@ def _counters(report: Report) -> dict:
                 for b in g.buckets:
                     if b.n_packets is None or b.endpoint is None:
                         continue
-                    if bridge.kind == 'edge':
-                        out[('lb', key, g.entry, b.node or b.endpoint,
-                             (bridge.name, g.group_id))] = b.n_packets
-                    elif bridge.kind == 'node':
+                    if bridge.kind == 'node':
                         out[('conn', key, b.endpoint, (bridge.name, g.group_id))] = \
                             b.n_packets
+        if bridge.kind == 'edge':
+            out.update(_edge_counters(report, bridge))
         if bridge.kind != 'node':
             continue
         for row in bridge.flows:
@@ -139,6 +139,26 @@ def _counters(report: Report) -> dict:
                     match.get('ipv4_src') == pod.ip:
                 out[('pod', pod.ip, 'out', (bridge.name, row.cookie))] = row.n_bytes
     out.update(policy_counters.counters(report))
+    return out
+
+
+def _edge_counters(report: Report, bridge) -> dict:
+    """('lb', svc key, LB address, node, where) -> packets of the edge's ServiceLB flows
+    that DNAT to that node (one a block of source ports: their sum is its connections)."""
+    nodes = {n.ip: n.name for n in report.state.cluster.nodes}
+    out = {}
+    for row in bridge.flows:
+        if row.n_packets is None or row.spec is None or \
+                row.table_id != pipeline.T['ServiceLB']:
+            continue
+        target = ovsdump.nat_target(row.actions)
+        match = row.spec.match_dict()
+        if not target or target[0] not in nodes:
+            continue
+        address = f"{match.get('ipv4_dst')}:{match.get('tcp_dst', match.get('udp_dst'))}"
+        for key in _service_key(row.owners)[:1]:
+            out[('lb', key, address, nodes[target[0]], (bridge.name, row.cookie))] = \
+                row.n_packets
     return out
 
 
@@ -267,8 +287,9 @@ TOP_LEGEND = (
     'programmed the group: it starts again when the endpoints change. Service ports '
     'that select the same pods alike share their groups (kube-proxy gives each its own '
     "chain): their endpoints' counts are theirs together, and each one's own total "
-    "comes from its ServiceLB flows. Load balancer: the cloud edge group's buckets, one "
-    'per node.',
+    "comes from its ServiceLB flows. Load balancer: the cloud edge's ServiceLB flows, "
+    "summed per node they send to (the edge picks a node from the client's source "
+    'port: a few flows a node).',
     "POD IN/S, POD OUT/S: bytes per second the endpoint's pod received and sent (its "
     "route and spoof-guard flows on its node's bridge): all of its traffic, not only "
     "this Service's.",

@@ -13,7 +13,8 @@ which it simulates. This module drives it hop by hop and records what each switc
 * a Service's select group is chosen by the datapath's hash (``hash(...),recirc``),
   which ofproto/trace cannot know: the trace resumes from that recirculation with a
   ``dp_hash`` that picks the bucket of the endpoint asked for (``--endpoint``), else
-  the first bucket, and names the others;
+  the first bucket, and names the others. The cloud edge has no group: its flows pick
+  the node from the source port, which the trace sets (``--sport``, 40000 by default);
 * every flow that matched is shown with its table's name and the Kubernetes object
   that owns it (the cookie joined with the pipeline's own owners); every address
   translation (DNAT to an endpoint, the NodePort's masquerade, the cloud's DNAT to a
@@ -456,8 +457,6 @@ class Tracer:
         ``endpoint`` (else the first) is taken; record the choice."""
         seen: dict[int, tuple[str, str]] = {}
         pick = None
-        if bridge == wiring.EDGE_BRIDGE:
-            endpoint = None           # the cloud's choice is a node, not the endpoint
         for dp_hash in range(1, 65):          # 0 reads as "not hashed yet"
             flow = dict(fields, recirc_id=recirc_id, dp_hash=hex(dp_hash))
             # A select group's bucket is a Service's endpoint: it DNATs and commits.

@@ -5,6 +5,10 @@
   endpoints, the same as its ClusterIP's; no packet is ever addressed to the ClusterIP,
   yet the seed's "NodePort -> ClusterIP -> Pod" names it because it is the same Service
   with the same endpoints. ``service_notes`` says so with the ClusterIP's address;
+* the cloud edge's pick of a node: from the client's source port (bits 1-6 of it, the
+  slots of controller/pipeline/edge_switch.py), a stand-in for the hash of the
+  connection a cloud's load balancer computes. ``edge_pick_notes`` says which node, why,
+  and that another source port may go to another;
 * the second leg of an Ingress or Gateway path: a connection delivered to an L7 proxy
   pod (the ingress-nginx controller, a Gateway's nginx) ends there, and the proxy opens
   its own connection to the backend Service's ClusterIP. ``proxy_leg`` finds the proxy's
@@ -16,6 +20,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from controller.pipeline.edge_switch import SLOT_BITS, SLOTS, place, shares
+from services import wiring
 from services.l7 import routes
 from services.l7.gateway import gateway_fronts
 from services.l7.ingress import ingress_fronts
@@ -50,6 +56,33 @@ def service_notes(tracer, trace) -> list[str]:
                        'kube-proxy DNATs straight to one of them, so no packet is ever '
                        'addressed to the ClusterIP.')
             break
+    return out
+
+
+def edge_pick_notes(tracer, trace) -> list[str]:
+    """Why the cloud edge sent the connection to the node it DNATed it to: the bits of
+    the client's source port its ServiceLB flows match."""
+    sport = int(trace.src.rpartition(':')[2])
+    nodes = {n.ip: n.name for n in tracer.cluster.nodes}
+    out = []
+    for t in trace.forward.translations:
+        node_ip = t.after.split(':')[0]
+        if t.kind != 'DNAT' or t.bridge != wiring.EDGE_BRIDGE or node_ip not in nodes:
+            continue
+        ip, _, port = t.before.partition(':')
+        sp = next((sp for sp in tracer.state.service_ports
+                   if sp.lb_ip == ip and str(sp.port) == port), None)
+        targets = [n.ip for n in tracer.state.lb_targets(sp)] if sp is not None else []
+        text = (f"The cloud's load balancer picked node {nodes[node_ip]} from the client's "
+                f'source port {sport}: bits 1-{SLOT_BITS} of it are slot '
+                f'{(sport >> 1) & (SLOTS - 1)}, place {place(sport)} of {SLOTS} counted '
+                'bit-reversed')
+        if node_ip in targets:
+            run = shares(len(targets))[targets.index(node_ip)]
+            text += (f', and {nodes[node_ip]} takes places {run.start}-{run.stop - 1} '
+                     f'(one share of {len(targets)} target nodes)')
+        out.append(text + ". A cloud's load balancer hashes the connection's addresses "
+                   'and ports instead: another source port may go to another node.')
     return out
 
 

@@ -10,7 +10,8 @@ walk stays about ofproto/trace's output and the words can change without touchin
   DNAT came from: a ClusterIP, a NodePort, an external IP, the cloud's load balancer or
   a MetalLB address with the node that announces it;
 * ``render``: the whole report, each leg bridge by bridge: every flow that matched with
-  its table's name and owner, the Service group's choice, every translation with its
+  its table's name and owner, the Service group's choice (and the cloud edge's pick of
+  a node, from the source port: trace_legs.py), every translation with its
   conntrack zone, the NetworkPolicy verdicts, then where the packet went (delivered,
   DROPPED, REJECTED) and whether the answer comes back from the address the client
   called; an L7 proxy's second leg follows (kubelab/inspect/trace_legs.py);
@@ -75,11 +76,12 @@ def path_words(tracer: Tracer, trace: Trace) -> str:
 
 
 def render(trace: Trace, tracer: Tracer | None = None) -> str:
-    from kubelab.inspect.trace_legs import render_proxy, service_notes
+    from kubelab.inspect.trace_legs import edge_pick_notes, render_proxy, service_notes
     lines = [f'{trace.proto.upper()} {trace.src} -> {trace.dst} ({trace.described})']
     if tracer is not None:
         lines.append(f'  {path_words(tracer, trace)}')
         lines += [f'  {note}' for note in service_notes(tracer, trace)]
+        lines += [f'  {note}' for note in edge_pick_notes(tracer, trace)]
     lines.append('')
     lines += _render_leg(trace.forward)
     if trace.reply is not None:

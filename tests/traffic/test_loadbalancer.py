@@ -5,11 +5,13 @@ Two web pods run on worker-1 and worker-2; the control-plane node runs none of t
 """
 
 import json
+import re
 import time
 
 import pytest
 
 from kubelab.bench_failover import Poll, edge_holds
+from services import wiring
 from tests.traffic.manifests import echo_pod
 
 # web-1 and web-2 behind "web"; solo (worker-2 only) for the node failure test, so that
@@ -24,10 +26,10 @@ APP = (echo_pod('web-1', 'worker-1', 'web') + echo_pod('web-2', 'worker-2', 'web
 FAILOVER_BOUND = 5.0
 #: The design, from the cut itself (the API's answer to the failure): health checks
 #: every second, two failures in a row, 0.4 s timeout (2.4 s), then about 20 ms until the
-#: edge switch's group no longer holds the node: no new connection can reach it after.
+#: edge switch's flows no longer send to the node: no new connection can reach it after.
 DESIGN_BOUND = 2.5
-#: What the measurement itself adds: the 50 ms poll of the edge's groups and an
-#: `ovs-ofctl dump-groups` run on a machine shared with the lab.
+#: What the measurement itself adds: the 50 ms poll of the edge's flows and an
+#: `ovs-ofctl dump-flows` run on a machine shared with the lab.
 POLL_MARGIN = 0.3
 
 
@@ -65,6 +67,26 @@ def nodes(lb_lab):
             for n in lb_lab.get_json('nodes')['items']}
 
 
+def edge_blocks(lab, service) -> dict:
+    """{(value, mask) of the source port: node IP} of the edge's ServiceLB flows for
+    ``service``, as `kubelab flows` reads them from the switch."""
+    report = json.loads(lab.kubelab('flows', '--service', service, '-o', 'json').stdout)
+    blocks = {}
+    for bridge in report['bridges']:
+        if bridge['dpid'] != wiring.EDGE_DPID:
+            continue
+        for table in bridge['tables']:
+            for f in table['flows']:
+                nat = re.search(r'nat\(dst=([0-9.]+):', f['actions'])
+                if table['name'] != 'ServiceLB' or not nat:
+                    continue
+                port = re.search(r'tp_src=(0x[0-9a-f]+|\d+)(?:/(0x[0-9a-f]+))?', f['match'])
+                value, mask = (int(port.group(1), 0), int(port.group(2) or '0xffff', 0)) \
+                    if port else (0, 0)
+                blocks[(value, mask)] = nat.group(1)
+    return blocks
+
+
 def lb_address(lab, name):
     svc = lab.client.get('Service', 'default', name)
     return svc['status']['loadBalancer']['ingress'][0]['ip']
@@ -85,6 +107,14 @@ def test_a_load_balancer_address_reaches_the_pods_through_every_node(lb_lab, cli
         # externalTrafficPolicy Cluster: each node the LB picked masquerades as itself.
         via = {r['body'].split(':')[0] for r in seen}
         assert via <= set(nodes.values()) and len(via) >= 2, via
+        # ... the node whose edge flow matches the client's source port (which the
+        # masquerade keeps: the pod sees NodeIP:port).
+        blocks = edge_blocks(lb_lab, 'web')
+        assert set(blocks.values()) == set(nodes.values()), blocks
+        for r in seen:
+            node_ip, _, sport = r['body'].partition(':')
+            assert [ip for (value, mask), ip in blocks.items()
+                    if int(sport) & mask == value] == [node_ip], (r['body'], blocks)
         names = lb_lab.http(host, ip, 80, '/hostname', count=20)
         assert {r['body'] for r in names} == {'web-1', 'web-2'}
         # The Service's other faces still work: its NodePort on a node, its ClusterIP.
@@ -236,12 +266,6 @@ def test_a_node_port_spreads_connections_over_every_endpoint(lb_lab, clients, no
     assert {r['body'] for r in seen} == {f'spread-{i}' for i in range(6)}, seen
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    'known, not fixed: on the lab\'s Open vSwitch 4.0 the cloud edge and the node are '
-    'one datapath pass (a patch port), and the node\'s select group reuses the hash the '
-    'edge\'s group computed (ofproto-dpif-xlate.c pick_dp_hash_select_group), so each '
-    'node sends the load balancer\'s connections to only some endpoints (README: "What '
-    'is not here yet")'))
 def test_each_node_spreads_the_load_balancers_connections_over_every_endpoint(
         lb_lab, clients, spread):
     ip, _ = spread
@@ -256,5 +280,7 @@ def test_each_node_spreads_the_load_balancers_connections_over_every_endpoint(
             if 'LoadBalancer' in group['entry'] and bridge['role'].startswith('node'):
                 reached[bridge['bridge']] = {b['target'] for b in group['buckets']
                                              if b['n_packets']}
+    print('endpoints each node reached through the load balancer:',
+          {bridge: len(targets) for bridge, targets in reached.items()})
     assert len(reached) == 3, report
     assert all(len(targets) == 6 for targets in reached.values()), reached
