@@ -4,7 +4,10 @@ parsed, joined with the desired configuration, filtered, turned into rates, rend
 kl-n1.flows also holds, written as OVS prints them (no packets yet), the seven flows for
 the load balancer addresses and the seven for the cluster's pods at a Local policy's
 addresses (kube-proxy's detect-local ClusterCIDR) that the pipeline added after the dump
-was taken."""
+was taken; kl-lb.flows's ServiceLB flows are the pipeline's since the edge picks a node
+from the client's source port instead of a select group (written as a live dump of the
+new edge prints them: ``tp_src=0x4/0x1e``), and kl-lb.groupstats is the edge's empty
+reply."""
 
 import copy
 import itertools
@@ -138,11 +141,9 @@ def test_dump_groups_and_their_statistics_are_merged():
     assert all((b.n_packets, b.n_bytes) == (0, 0) for b in web.buckets)
     marked = groups[753563630].buckets[0].actions
     assert marked.endswith('exec(set_field:0x1->ct_mark))')
-    # The cloud edge's dump holds only statistics: buckets without actions.
-    edge = ovsdump.merge_groups(None, ovsdump.parse_group_stats(text('kl-lb.groupstats')))
-    assert [(g.group_id, len(g.buckets)) for g in edge] == [
-        (974497988, 3), (1487847369, 1), (1716729135, 1)]
-    assert edge[0].buckets[0].actions is None and edge[0].buckets[0].n_packets == 0
+    # The cloud edge has no groups (its ServiceLB flows pick the node): an empty reply.
+    assert ovsdump.merge_groups(None, ovsdump.parse_group_stats(text('kl-lb.groupstats'))) \
+        == []
 
 
 def test_group_dumps_with_weights_several_replies_and_counters():
@@ -208,7 +209,11 @@ def test_the_edge_shows_the_cloud_health_the_objects_lack(cluster, objects, repo
     assert report.notes == [
         "the objects have no LoadBalancerHealth for default/demo-gw-nginx (the cloud's "
         'health checks); kl-lb shows no healthy node, and the join uses that']
-    assert report.state.lb_health == {('default', 'demo-gw-nginx'): frozenset()}
+    # The edge's DNAT flows show the others' targets too: the nodes the objects give.
+    assert report.state.lb_health == {
+        ('default', 'demo-gw-nginx'): frozenset(),
+        ('default', 'web-lb'): frozenset({'control-plane', 'worker-1', 'worker-2'}),
+        ('ingress-nginx', 'ingress-nginx-controller'): frozenset({'worker-1'})}
     # With the health in the objects (as the API's snapshot has it), nothing is inferred.
     with_health = dict(objects, LoadBalancerHealth=[{
         'metadata': {'name': 'demo-gw-nginx', 'namespace': 'default'},
@@ -275,15 +280,18 @@ def test_groups_buckets_are_endpoints(report):
     assert groups[1990381825].owners == ('service default/web-v2/tcp/http',)
     assert [b.target for b in groups[2049250242].buckets] == [
         'pod kube-system/coredns-c9d7fdf6d-2rl9t', 'pod kube-system/coredns-c9d7fdf6d-b29jb']
-    edge = {g.group_id: g for g in bridge(report, 'kl-lb').groups}
-    lb = edge[974497988]
-    assert (lb.owner, lb.entry_kind, lb.entry) == (
-        'service default/web-lb/tcp/http', 'LoadBalancer', '198.51.100.2:80')
-    assert [(b.endpoint, b.target) for b in lb.buckets] == [
-        ('10.128.0.11:30212', 'node control-plane'), ('10.128.0.12:30212', 'node worker-1'),
-        ('10.128.0.13:30212', 'node worker-2')]
-    assert 'only statistics dumped' in lb.note
-    assert [b.target for b in edge[1716729135].buckets] == ['node worker-1']
+    # The cloud edge has none: its ServiceLB flows DNAT to a node, a few flows a node
+    # (blocks of the client's source port: 3, 5 and 3 of the 64 slots' flows).
+    edge = bridge(report, 'kl-lb')
+    assert edge.groups == []
+    lb = [r for r in edge.flows if r.table == 'ServiceLB' and '198.51.100.2' in r.match]
+    per_node = {}
+    for r in lb:
+        assert r.status == observe.CURRENT and r.owner == 'service default/web-lb/tcp/http'
+        node = ovsdump.nat_target(r.actions)
+        per_node[node] = per_node.get(node, 0) + 1
+    assert per_node == {('10.128.0.11', 30212): 3, ('10.128.0.12', 30212): 5,
+                        ('10.128.0.13', 30212): 3}
 
 
 def test_stale_foreign_and_missing_flows_are_shown_never_silently(cluster, objects):
@@ -422,10 +430,10 @@ def test_service_filter_keeps_what_the_service_owns(report):
         'ip,nw_dst=10.101.227.177', 'tcp,nw_dst=10.101.227.177,tp_dst=80',
         'tcp,nw_dst=10.128.0.11,tp_dst=30212', 'tcp,nw_dst=198.51.100.2,tp_dst=80']
     assert {g.entry_kind for g in n1.groups} == {'ClusterIP/NodePort', 'LoadBalancer/NodePort'}
-    assert len(lb.flows) == 4 and {r.table for r in lb.flows} == {'Classifier', 'ServiceLB'}
-    assert [g.group_id for g in lb.groups] == [974497988]
+    assert len(lb.flows) == 14 and {r.table for r in lb.flows} == {'Classifier', 'ServiceLB'}
+    assert lb.groups == []
     out = render_flows(web_lb)
-    assert 'kl-lb  cloud load balancer (datapath 0x102): 4 flows, 1 group of service ' \
+    assert 'kl-lb  cloud load balancer (datapath 0x102): 14 flows, 0 groups of service ' \
            'default/web-lb' in out
 
     ingress = observe.only_service(report, 'ingress-nginx', 'ingress-nginx-controller')
@@ -439,7 +447,7 @@ def test_text_rendering(report):
     out = render_flows(report)
     assert out.startswith('note: the objects have no LoadBalancerHealth')
     assert '\nkl-n1  node control-plane (datapath 0x1): 96 flows, 9 groups' in out
-    assert '\nkl-lb  cloud load balancer (datapath 0x102): 34 flows, 3 groups\n' in out
+    assert '\nkl-lb  cloud load balancer (datapath 0x102): 44 flows, 0 groups\n' in out
     assert '  table 40 ServiceLB  [nat PREROUTING: KUBE-SERVICES -> KUBE-SVC -> KUBE-SEP ' \
            '(DNAT)]' in out
     assert re.search(r'\n    PRIORITY +PACKETS +BYTES +OWNER +FLOW\n', out)
@@ -451,7 +459,9 @@ def test_text_rendering(report):
                      r'default/web-74f5d576b4-5lll7 \(worker-1\)\n', out)
     assert re.search(r'\n    1990381825 +0 +service default/web-v2/tcp/http +ClusterIP '
                      r'10.98.229.171:80\n', out)
-    assert re.search(r'bucket 2 +-> 10.128.0.13:30212  node worker-2\n', out)
+    assert re.search(r'\n    200 +0 +0 +service default/web-lb/tcp/http +tcp,nw_dst=198.51.100.2,'
+                     r'tp_src=0x4/0x1e,tp_dst=80 actions=ct\(commit,table=L3Forwarding,'
+                     r'zone=2000,nat\(dst=10.128.0.11:30212\)\)\n', out)
     # A NodePort's buckets set the masquerade mark, a ClusterIP's do not.
     def buckets(entry):
         lines = out.split(entry + '\n')[1].splitlines()
@@ -484,10 +494,13 @@ def test_json_output(report):
                     'cookie': '0x4b70563fe0f5f885', 'owner': 'service default/web/tcp/http',
                     'owners': ['service default/web/tcp/http'], 'status': 'current',
                     'note': None}
-    group = [g for g in lb['groups'] if g['group_id'] == 974497988][0]
-    assert group['entry'] == 'LoadBalancer 198.51.100.2:80'
-    assert [b['node'] for b in group['buckets']] == ['control-plane', 'worker-1', 'worker-2']
-    assert sum(len(t['flows']) for t in lb['tables']) == 34
+    assert lb['groups'] == []
+    edge_lb = [f for t in lb['tables'] if t['name'] == 'ServiceLB' for f in t['flows']
+               if 'tp_src=0x4/0x1e' in f['match']]
+    assert [(f['owner'], f['actions']) for f in edge_lb] == [(
+        'service default/web-lb/tcp/http',
+        'ct(commit,table=L3Forwarding,zone=2000,nat(dst=10.128.0.11:30212))')]
+    assert sum(len(t['flows']) for t in lb['tables']) == 44
 
 
 # ---------------------------------------------------------------- top
@@ -511,10 +524,21 @@ def flow_counters(flows: str, needle: str, packets: int, nbytes: int) -> str:
     return flows.replace(line, new)
 
 
+def edge_counters(counts: dict) -> str:
+    """kl-lb.flows with the packets of web-lb's ServiceLB flows (by their source port
+    match) set: a node's connections are the sum of its flows'."""
+    flows = text('kl-lb.flows')
+    for block, packets in counts.items():
+        flows = flow_counters(flows, f'nw_dst=198.51.100.2,tp_src={block},', packets, 0)
+    return flows
+
+
 def test_top_rates_are_counter_deltas_over_the_time_between_polls(cluster, objects):
+    # web-lb's edge flows: 0x0/0x6 and 0x4/0x1e DNAT to control-plane, 0x54/0x7e to
+    # worker-1, 0x6/0x6 and 0x1a/0x1e to worker-2.
     first = top.Poll(100.0, observe.annotate(cluster, objects, [
         n1_dump(stats=stats_with(text('kl-n1.groupstats'), 211627740, [4, 0, 1])),
-        lb_dump(stats=stats_with(text('kl-lb.groupstats'), 974497988, [1, 1, 0]))]))
+        lb_dump(flows=edge_counters({'0x0/0x6': 1, '0x54/0x7e': 1}))]))
     coredns_in = 'nw_dst=192.168.1.2 actions=set_field:0a:58:c0:a8:01:01->eth_src,' \
                  'set_field:0a:58:c0:a8:01:02->eth_dst,output'
     coredns_out = 'in_port="kl-n1-eth1002",dl_src=0a:58:c0:a8:01:02,nw_src=192.168.1.2 ' \
@@ -528,7 +552,8 @@ def test_top_rates_are_counter_deltas_over_the_time_between_polls(cluster, objec
     stats = stats_with(stats, 2049250242, [6, 2])
     second = top.Poll(102.0, observe.annotate(cluster, objects, [
         n1_dump(flows=flows, stats=stats),
-        lb_dump(stats=stats_with(text('kl-lb.groupstats'), 974497988, [3, 1, 8]))]))
+        lb_dump(flows=edge_counters({'0x0/0x6': 2, '0x4/0x1e': 1, '0x54/0x7e': 1,
+                                     '0x6/0x6': 5, '0x1a/0x1e': 3}))]))
     view = top.top_view(first, second, namespace=None)
     assert view.elapsed == 2.0
     services = {s.key: s for s in view.services}
@@ -684,7 +709,9 @@ def test_flows_command(fake_lab, capsys):
     assert [b['bridge'] for b in data['bridges']] == ['kl-n1', 'kl-n2', 'kl-n3', 'kl-ul',
                                                      'kl-lb', 'kl-ex']
     lb = data['bridges'][4]
-    assert lb['error'] is None and [g['group_id'] for g in lb['groups']] == [974497988]
+    assert lb['error'] is None and lb['groups'] == []
+    assert {f['owner'] for t in lb['tables'] for f in t['flows']} == {
+        'service default/web-lb/tcp/http'}
     assert 'error: kl-n2: `ovs-ofctl -O OpenFlow13 --names dump-flows kl-n2` failed: ' \
            'ovs-ofctl: kl-n2 is not a bridge or a socket' in captured.err
     assert cli.main(['flows', '--service', 'nope']) == 1
