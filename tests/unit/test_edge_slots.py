@@ -16,6 +16,7 @@ import pytest
 from controller.flows import Ct
 from controller.pipeline import desired
 from controller.pipeline.edge_switch import SLOTS, pick, port_matches, shares
+from controller.pipeline.service_fronts import split_endpoints
 from controller.pipeline.tables import T
 from controller.state import ClusterState
 from services import wiring
@@ -23,6 +24,10 @@ from tests.unit.flowsim import Lab, dp_hash_slots, matches
 from tests.unit.test_pipeline import (CLUSTER, EXTERNAL_1, HTTP_EP, LB_IP, LB_STATE,
                                       endpoint_slice, lb_objects, lb_service, pod,
                                       receiver)
+
+BIG_IP = '198.51.100.40'
+BIG_PODS = [('big-0', 'worker-1', '192.168.2.50'), ('big-1', 'worker-2', '192.168.3.50'),
+            ('big-2', 'control-plane', '192.168.1.50'), ('big-3', 'worker-2', '192.168.3.51')]
 
 SPREAD_IP = '198.51.100.20'
 #: Six endpoints, two on each node (the traffic test's shape).
@@ -125,3 +130,29 @@ def test_each_node_spreads_the_load_balancers_connections_over_every_endpoint():
     assert reached == {ip: endpoints for ip in reached}, {
         ip: len(hosts) for ip, hosts in reached.items()}
 
+
+
+def test_each_node_reaches_every_group_of_a_split_service_behind_the_load_balancer():
+    """A Service of 600 endpoints is split over 2 groups on each node, chosen by a bit
+    of the source port (service_fronts.py). With bit 1, which the edge's pick also
+    reads, control-plane reached only group 0 and worker-2 only group 1 through the
+    load balancer; the split's bits sit above the edge's (bit 7 here)."""
+    slices = [endpoint_slice('big', [{'name': 'http', 'port': 20000 + i, 'protocol': 'TCP'}],
+                             *[(ip, node, True) for _, node, ip in BIG_PODS], suffix=f'p{i}')
+              for i in range(150)]
+    state = ClusterState.from_objects(CLUSTER, {
+        'Pod': [pod(name, node, ip) for name, node, ip in BIG_PODS],
+        'Service': [lb_service('big', '10.96.0.99', BIG_IP, 30099)],
+        'EndpointSlice': slices})
+    parts = split_endpoints(state.service_ports[0].endpoints)
+    assert len(parts) == 2
+    group_of = {(e.ip, e.port): i for i, part in enumerate(parts) for e in part}
+    lab = Lab(state)
+    node_dpids = {wiring.node_dpid(node): node.name for node in CLUSTER.nodes}
+    reached = {}
+    for port in range(33000, 33000 + 2 * 300, 2):
+        trip = lab.send(lab.packet(EXTERNAL_1, BIG_IP, 80, sport=port))
+        node = next(node_dpids[d] for d in trip.dpids if d in node_dpids)
+        got = trip.outcome[2]
+        reached.setdefault(node, set()).add(group_of[(got['ipv4_dst'], got['tcp_dst'])])
+    assert reached == {node.name: {0, 1} for node in CLUSTER.nodes}, reached
