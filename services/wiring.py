@@ -59,10 +59,9 @@ EDGE_EXTERNAL_PORT = 1
 EDGE_UNDERLAY_PORT = 2
 #: The recirculations of the deepest path from outside in one datapath pass: a load
 #: balancer's SYN to a node that sends it on to an endpoint on another node (the edge's
-#: conntrack lookup, select group and DNAT; the node's un-SNAT lookup, DNAT and
-#: masquerade, its select group picking from the hash the edge's computed, without a
-#: recirculation of its own; the endpoint node's lookup). tests/unit/test_pipeline.py
-#: counts it.
+#: conntrack lookup and DNAT, its node picked by flows on the source port, without a
+#: group; the node's un-SNAT lookup, select group hash, DNAT and masquerade; the
+#: endpoint node's lookup). tests/unit/test_pipeline.py counts it.
 DEEPEST_PASS = 7
 ROUTER_HOST = f'{PREFIX}rt'       # bare metal: the router between the two networks
 BROADCAST = 'ff:ff:ff:ff:ff:ff'

@@ -404,7 +404,7 @@ class HealthChecker:
     t + interval, so the ``unhealthy_threshold``-th failed probe ends, and publish drops
     the node, at most ``unhealthy_threshold * interval + timeout`` after t (defaults:
     2.4 s; the timeout is 0.4 s so that the bound plus the dataplane's update, about
-    20 ms from publish to the edge's new group, stays under the 2.5 s a design of checks
+    20 ms from publish to the edge's new flows, stays under the 2.5 s a design of checks
     every second and two failures in a row promises). A node that answers again is
     published back within ``healthy_threshold * interval + timeout``. Both hold while
     ``executor`` has a free worker for every target of a round.
