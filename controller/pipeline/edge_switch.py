@@ -12,7 +12,8 @@ MAC, untracked.
 How it picks the node: from the client's source port, not with a select group. A real
 cloud load balancer hashes the connection's 5-tuple; the lab stands in for that hash
 with ``SLOT_BITS`` bits of the source port, bits 1 to 6 (64 slots; bit 0 is left out:
-Linux's connect() prefers even source ports, so it is almost always 0). The slots are
+Linux's connect() prefers even source ports, so it is almost always 0; more than 16
+targets take more bits, four slots a target at least: ``slot_bits``). The slots are
 numbered bit-reversed (slot ``s`` of port ``p`` is ``(p >> 1) & 63``, its place
 ``reverse6(s)``), and each target gets an equal contiguous run of places (its share
 within 1/64 of the others'). An aligned power-of-two block of places is a fixed value of
@@ -21,7 +22,11 @@ a few flows (3 targets: 3, 5 and 3), a single target one flow without a port mat
 And since consecutive source ports (a client's connections step by 2) walk the slots
 in order, their places jump by halves and quarters of the range: consecutive
 connections of one client go to different nodes. ``pick(port, n)`` says which target
-a port gets, as the flows do (``kubelab trace`` explains the edge's step with it).
+a port gets, as the flows do (``kubelab trace`` explains the edge's step with it). A
+node splits a Service of more than 512 endpoints over groups by bits 7 and up
+(service_fronts.py), above these, so that each node reaches all of them; past 16
+targets the edge's bits reach into those, and such a Service's groups get unequal shares
+of a node's connections.
 
 Why not a select group, as the nodes balance to their endpoints: on the lab's own Open
 vSwitch 4.0 the edge's cable to the underlay is a patch port (services/wiring.py), so
@@ -57,9 +62,17 @@ from controller.pipeline.tables import (EDGE_ZONE, ETH_IP, PRIORITY_EDGE_DNATED,
 from services import wiring
 
 OWNER = 'cloud load balancer'
-#: The source port bits the edge picks a node from: bits 1..SLOT_BITS (bit 0 left out).
+#: The source port bits the edge picks a node from: bits 1..SLOT_BITS (bit 0 left out),
+#: more for more than 16 targets (``slot_bits``).
 SLOT_BITS = 6
 SLOTS = 1 << SLOT_BITS
+
+
+def slot_bits(count: int) -> int:
+    """How many bits of the port pick one of ``count`` targets: 6, or enough for four
+    slots a target (17 to 200 nodes: 7 to 10 bits), so that every target has a share
+    and the shares stay within a quarter of each other."""
+    return max(SLOT_BITS, (count - 1).bit_length() + 2)
 
 
 def _reverse(value: int, bits: int) -> int:
@@ -67,35 +80,39 @@ def _reverse(value: int, bits: int) -> int:
     return int(format(value, f'0{bits}b')[::-1], 2) if bits else 0
 
 
-def place(port: int) -> int:
-    """A source port's place among the SLOTS: its slot ``(port >> 1) & 63``, bit-reversed."""
-    return _reverse((port >> 1) & (SLOTS - 1), SLOT_BITS)
+def place(port: int, bits: int = SLOT_BITS) -> int:
+    """A source port's place among the 2**bits slots: its slot ``(port >> 1) & (2**bits
+    - 1)``, bit-reversed."""
+    return _reverse((port >> 1) & ((1 << bits) - 1), bits)
 
 
 def shares(count: int) -> list[range]:
     """The places of each of ``count`` targets: equal contiguous runs (within one)."""
-    return [range(i * SLOTS // count, (i + 1) * SLOTS // count) for i in range(count)]
+    slots = 1 << slot_bits(count)
+    return [range(i * slots // count, (i + 1) * slots // count) for i in range(count)]
 
 
 def pick(port: int, count: int) -> int:
     """The target (0 .. count-1) a connection from source port ``port`` goes to."""
-    return next(i for i, run in enumerate(shares(count)) if place(port) in run)
+    spot = place(port, slot_bits(count))
+    return next(i for i, run in enumerate(shares(count)) if spot in run)
 
 
-def port_matches(run: range) -> list[tuple[int, int] | None]:
-    """The (value, mask) matches on the source port that cover the places ``run``: one
-    per aligned power-of-two block of it (places ``a .. a + 2**k - 1`` share their top
-    ``SLOT_BITS - k`` bits, which are the slot's low bits reversed). None: every port."""
+def port_matches(run: range, bits: int = SLOT_BITS) -> list[tuple[int, int] | None]:
+    """The (value, mask) matches on the source port that cover the places ``run`` (of
+    2**bits): one per aligned power-of-two block of it (places ``a .. a + 2**k - 1``
+    share their top ``bits - k`` bits, which are the slot's low bits reversed). None:
+    every port."""
     matches, start = [], run.start
     while start < run.stop:
-        size = SLOTS
+        size = 1 << bits
         while start % size or start + size > run.stop:
             size //= 2
-        fixed = SLOT_BITS - size.bit_length() + 1      # the slot bits the block fixes
+        fixed = bits - size.bit_length() + 1          # the slot bits the block fixes
         if not fixed:
             matches.append(None)
         else:
-            value = _reverse(start >> (SLOT_BITS - fixed), fixed)
+            value = _reverse(start >> (bits - fixed), fixed)
             matches.append((value << 1, ((1 << fixed) - 1) << 1))
         start += size
     return matches
@@ -204,7 +221,7 @@ def service_lb(ctx: CloudEdge) -> list:
              (Ct(zone=EDGE_ZONE, commit=True, table=T['L3Forwarding'],
                  nat=Nat(dst=node.ip, port=front.sp.node_port)),))
             for node, run in zip(front.targets, shares(len(front.targets)))
-            for ports in port_matches(run)]
+            for ports in port_matches(run, slot_bits(len(front.targets)))]
         for source in front.sp.source_ranges or ('0.0.0.0/0',):
             net = ipaddress.IPv4Network(source)
             sources = {} if net.prefixlen == 0 else {

@@ -111,6 +111,7 @@ def bind_fronts(sp, templates: list, gids: tuple) -> list[Front]:
 #: The lowest source port bit that picks one of a split front's groups: above the bits
 #: 1..SLOT_BITS the cloud edge picks a node by (edge_switch.py), so that each node behind
 #: the load balancer, which gets only some values of those bits, reaches every group.
+#: (A load balancer over more than 16 nodes reads more bits: it overlaps, see there.)
 SPLIT_SHIFT = SLOT_BITS + 1
 
 

@@ -15,7 +15,7 @@ import pytest
 
 from controller.flows import Ct
 from controller.pipeline import desired
-from controller.pipeline.edge_switch import SLOTS, pick, port_matches, shares
+from controller.pipeline.edge_switch import SLOTS, pick, port_matches, shares, slot_bits
 from controller.pipeline.service_fronts import split_endpoints
 from controller.pipeline.tables import T
 from controller.state import ClusterState
@@ -55,9 +55,9 @@ def node_of(flow_spec) -> str | None:
                  if isinstance(a, Ct) and a.nat is not None), None)
 
 
-@pytest.mark.parametrize('count', [1, 2, 3, 4, 5, 7])
+@pytest.mark.parametrize('count', [1, 2, 3, 4, 5, 7, 16, 17, 200])
 def test_the_port_matches_of_each_share_cover_exactly_the_ports_pick_gives_it(count):
-    matched = [port_matches(run) for run in shares(count)]
+    matched = [port_matches(run, slot_bits(count)) for run in shares(count)]
     for port in range(0, 1 << 16, 3):
         owners = [i for i, blocks in enumerate(matched) for m in blocks
                   if m is None or port & m[1] == m[0]]
@@ -66,9 +66,11 @@ def test_the_port_matches_of_each_share_cover_exactly_the_ports_pick_gives_it(co
 
 
 def test_the_shares_are_equal_within_one_slot_and_bit_0_is_ignored():
-    for count in range(1, 9):
+    for count in range(1, 201):
         sizes = [len(run) for run in shares(count)]
-        assert sum(sizes) == SLOTS and max(sizes) - min(sizes) <= 1, (count, sizes)
+        assert sum(sizes) == 1 << slot_bits(count) and min(sizes) >= 4, (count, sizes)
+        assert max(sizes) - min(sizes) <= 1, (count, sizes)
+    assert slot_bits(16) == 6 and sum(len(r) for r in shares(3)) == SLOTS
     got = Counter(pick(port, 3) for port in range(32768, 61000))
     assert max(got.values()) / min(got.values()) < 1.05, got
     assert all(pick(port, 2) == pick(port + 1, 2) for port in range(0, 65535, 2))
