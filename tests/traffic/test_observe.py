@@ -7,6 +7,7 @@ address the answer came from.
 
 import json
 import os
+import re
 import tempfile
 import xml.etree.ElementTree as ET
 
@@ -80,6 +81,18 @@ def test_trace_of_a_load_balancer_starts_at_the_cloud_edge(obs):
     assert out.count('belongs to Service default/web-lb') == 1, out
     assert f'The load balancer address {lb}:80 belongs to Service default/web-lb' in out
     assert 'the cloud sends it on to a NodeIP:NodePort' in out
+    # The edge's pick: the node its DNAT went to, said from the source port; another
+    # port (--sport) may go to another node (test_loadbalancer checks real connections).
+    names = {n['ip']: n['name'] for n in obs.client.lab()['nodes']}
+    picked = {}
+    for sport in (40000, 40002, 40004, 40006):
+        out = trace(obs, 'host/client-1', f'{lb}:80', '--sport', str(sport))
+        node_ip = re.search(r'DNAT on kl-lb \(conntrack zone 2000\): \S+ -> ([0-9.]+):',
+                            out).group(1)
+        assert (f"The cloud's load balancer picked node {names[node_ip]} from the client's "
+                f'source port {sport}:') in out, out
+        picked[sport] = node_ip
+    assert len(set(picked.values())) >= 2, picked      # consecutive ports rotate
 
 
 def test_trace_says_where_a_packet_is_dropped_or_rejected(obs):
