@@ -80,8 +80,9 @@ it changes exactly when the answers do.
 
 import hashlib
 import ipaddress
-import json
 from functools import lru_cache
+
+import msgspec
 
 from services.endpoints import endpoint_addresses
 
@@ -380,14 +381,19 @@ def _finish(table: _Records, domain: str, zone: str, zones: set) -> dict:
                            else list(data) for rdtype, data in sorted(node.items())}
                     for name, node in sorted(table.names.items())},
     }
-    generation = hashlib.sha256(
-        json.dumps(content, sort_keys=True).encode()).hexdigest()[:8]
+    generation = hashlib.sha256(encode(content)).hexdigest()[:8]
     refresh, retry, expire = SOA_TIMERS
     for apex in content['zones']:
         content['records'][apex]['SOA'] = [
             f'ns.dns.{zone} hostmaster.{zone} {int(generation, 16)} '
             f'{refresh} {retry} {expire} {TTL}']
     return {'version': FORMAT_VERSION, 'generation': generation, **content}
+
+
+def encode(records_doc: dict) -> bytes:
+    """``records``'s answer as the DNS servers read it: JSON with sorted keys (msgspec:
+    at 10,000 Services the json module took 30 ms of the daemon's interpreter)."""
+    return msgspec.json.encode(records_doc, order='sorted')
 
 
 def _zone_of(name: str, zones) -> str | None:

@@ -141,6 +141,7 @@ class Store(StoreReads, LifecycleWrites, ControllerLoop, StoreDisk):
         self._lb_notes: dict[str, tuple] = {}     # Service uid -> the last address event
         self._lb_seen = None      # the Service and pool changes the addresses were decided at
         self._saved_texts: dict = {}      # key -> (object, version, its saved JSON)
+        self._saved_rest: dict | None = None   # the rest of the document last saved
         created = naming.now_rfc3339()
         for node in cluster.nodes:
             self._put(node_object(node, created))

@@ -291,11 +291,10 @@ class Lab:
             self._dns_version = version
             return False
         objects = self._dns_inputs.objects()
-        text = json.dumps(dns.records(objects, networks=(self.cluster.service_cidr,
-                                                         self.cluster.cluster_cidr)),
-                          sort_keys=True)
+        text = dns.encode(dns.records(objects, networks=(self.cluster.service_cidr,
+                                                         self.cluster.cluster_cidr)))
         # By rename: the DNS servers never read half a file.
-        written = write_if_changed(self.dns_records, text.encode())
+        written = write_if_changed(self.dns_records, text)
         self._dns_version = version
         return written
 

@@ -39,6 +39,10 @@ class Saver:
         version = self.store.rv
         if version == self.version:      # nothing changed since the last save
             return
+        if self.version is not None and \
+                self.store.saved_since(self.version, self.cluster_doc) is False:
+            self.version = version       # nothing it keeps changed (a pod's readiness)
+            return
         data = self.store.saved_json(self.cluster_doc).encode()
         with self.lock:
             if data != self.last:

@@ -197,3 +197,31 @@ def test_the_saved_text_is_the_saved_document_encoded(seed):
         random_step(store, rng, serial)
         assert store.saved_json(cluster_doc) == json.dumps(store.saved(cluster_doc),
                                                            sort_keys=True)
+
+
+@pytest.mark.parametrize('seed', range(3))
+def test_the_saver_skips_a_change_only_when_the_saved_text_stays(seed):
+    """``saved_since`` says False (the daemon's saver then writes nothing) exactly when
+    the saved text is the one of the last save: a pod's status and managed slices are
+    not kept, a Service's change is."""
+    rng = random.Random(seed)
+    store = Store(default_cluster(), rng=random.Random(seed))
+    store.apply([{'apiVersion': 'v1', 'kind': 'Namespace', 'metadata': {'name': 'team'}}])
+    cluster_doc = {'kind': 'Cluster', 'metadata': {'name': 'x'}}
+    text, version, skipped = store.saved_json(cluster_doc), store.rv, 0
+    for serial in range(80):
+        random_step(store, rng, serial)
+        if serial % 3 == 0:     # a pod's status alone: nothing kept changes
+            pods = store.list('Pod')
+            if pods:
+                pod = rng.choice(pods)
+                store.update_pod_status(pod['metadata'].get('namespace', 'default'),
+                                        pod['metadata']['name'], pod['metadata']['uid'],
+                                        {'phase': 'Running', 'podIP': f'10.244.1.{serial + 2}'})
+        changed = store.saved_since(version, cluster_doc)
+        now = store.saved_json(cluster_doc)
+        if changed is not None:
+            assert changed == (now != text), serial
+            skipped += not changed
+        text, version = now, store.rv
+    assert skipped, 'no step left the saved text as it was'
