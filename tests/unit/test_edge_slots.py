@@ -21,9 +21,9 @@ from controller.pipeline.tables import T
 from controller.state import ClusterState
 from services import wiring
 from tests.unit.flowsim import Lab, dp_hash_slots, matches
-from tests.unit.test_pipeline import (CLUSTER, EXTERNAL_1, HTTP_EP, LB_IP, LB_STATE,
-                                      endpoint_slice, lb_objects, lb_service, pod,
-                                      receiver)
+from tests.unit.test_pipeline import (CLUSTER, DNS, DNS_EP, EXTERNAL_1, HTTP_EP, LB_IP,
+                                      LB_STATE, WEB_1, WEB_2, endpoint_slice, lb_objects,
+                                      lb_service, node_port_service, pod, receiver)
 
 BIG_IP = '198.51.100.40'
 BIG_PODS = [('big-0', 'worker-1', '192.168.2.50'), ('big-1', 'worker-2', '192.168.3.50'),
@@ -158,3 +158,23 @@ def test_each_node_reaches_every_group_of_a_split_service_behind_the_load_balanc
         got = trip.outcome[2]
         reached.setdefault(node, set()).add(group_of[(got['ipv4_dst'], got['tcp_dst'])])
     assert reached == {node.name: {0, 1} for node in CLUSTER.nodes}, reached
+
+
+def test_a_udp_load_balancer_picks_the_node_from_the_udp_source_port():
+    svc = node_port_service('dns-lb', '10.96.0.94', dict(DNS, nodePort=30094))
+    svc['spec']['type'] = 'LoadBalancer'
+    svc['status'] = {'loadBalancer': {'ingress': [{'ip': '198.51.100.30', 'ipMode': 'VIP'}]}}
+    objs = lb_objects()
+    objs['Service'].append(svc)
+    objs['EndpointSlice'].append(endpoint_slice(
+        'dns-lb', [DNS_EP], (WEB_1, 'control-plane', True), (WEB_2, 'worker-1', True)))
+    state = ClusterState.from_objects(CLUSTER, objs)
+    flows = service_lb_flows(state, 'dns-lb')
+    assert flows and all('udp_src' in f.match_dict() for f in flows)
+    lab = Lab(state)
+    node_dpids = {wiring.node_dpid(node): node.ip for node in CLUSTER.nodes}
+    for port in range(40000, 40012, 2):
+        trip = lab.send(lab.packet(EXTERNAL_1, '198.51.100.30', 53, proto='udp', sport=port))
+        assert receiver(lab, trip) in (WEB_1, WEB_2), port
+        first_node = next(node_dpids[d] for d in trip.dpids if d in node_dpids)
+        assert first_node == CLUSTER.nodes[pick(port, 3)].ip, port
