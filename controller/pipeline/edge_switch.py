@@ -23,10 +23,9 @@ And since consecutive source ports (a client's connections step by 2) walk the s
 in order, their places jump by halves and quarters of the range: consecutive
 connections of one client go to different nodes. ``pick(port, n)`` says which target
 a port gets, as the flows do (``kubelab trace`` explains the edge's step with it). A
-node splits a Service of more than 512 endpoints over groups by bits 7 and up
-(service_fronts.py), above these, so that each node reaches all of them; past 16
-targets the edge's bits reach into those, and such a Service's groups get unequal shares
-of a node's connections.
+node splits a Service of more than 512 endpoints over 2^k groups by bits 1..k of the
+source port (service_fronts.py); for such a Service the edge reads the bits above those
+(``port_shift``), or each node would reach only the groups of its own slots.
 
 Why not a select group, as the nodes balance to their endpoints: on the lab's own Open
 vSwitch 4.0 the edge's cable to the underlay is a patch port (services/wiring.py), so
@@ -56,6 +55,7 @@ from dataclasses import dataclass
 from functools import cached_property
 
 from controller.flows import Ct, Nat, Output, SetField, SwitchConfig, ct_state, flow
+from controller.pipeline.service_fronts import split_count
 from controller.pipeline.tables import (EDGE_ZONE, ETH_IP, PRIORITY_EDGE_DNATED,
                                         PRIORITY_HIGH, PRIORITY_MISS,
                                         PRIORITY_NORMAL, T)
@@ -80,10 +80,16 @@ def _reverse(value: int, bits: int) -> int:
     return int(format(value, f'0{bits}b')[::-1], 2) if bits else 0
 
 
-def place(port: int, bits: int = SLOT_BITS) -> int:
-    """A source port's place among the 2**bits slots: its slot ``(port >> 1) & (2**bits
-    - 1)``, bit-reversed."""
-    return _reverse((port >> 1) & ((1 << bits) - 1), bits)
+def port_shift(sp) -> int:
+    """How many bits above bit 0 the edge skips for ``sp``: the k of the 2^k groups its
+    nodes split it over by bits 1..k (more than 512 endpoints), else 0."""
+    return split_count(len(sp.endpoints)).bit_length() - 1
+
+
+def place(port: int, bits: int = SLOT_BITS, shift: int = 0) -> int:
+    """A source port's place among the 2**bits slots: its slot ``(port >> (1 + shift)) &
+    (2**bits - 1)``, bit-reversed."""
+    return _reverse((port >> (1 + shift)) & ((1 << bits) - 1), bits)
 
 
 def shares(count: int) -> list[range]:
@@ -92,17 +98,18 @@ def shares(count: int) -> list[range]:
     return [range(i * slots // count, (i + 1) * slots // count) for i in range(count)]
 
 
-def pick(port: int, count: int) -> int:
+def pick(port: int, count: int, shift: int = 0) -> int:
     """The target (0 .. count-1) a connection from source port ``port`` goes to."""
-    spot = place(port, slot_bits(count))
+    spot = place(port, slot_bits(count), shift)
     return next(i for i, run in enumerate(shares(count)) if spot in run)
 
 
-def port_matches(run: range, bits: int = SLOT_BITS) -> list[tuple[int, int] | None]:
+def port_matches(run: range, bits: int = SLOT_BITS,
+                 shift: int = 0) -> list[tuple[int, int] | None]:
     """The (value, mask) matches on the source port that cover the places ``run`` (of
     2**bits): one per aligned power-of-two block of it (places ``a .. a + 2**k - 1``
-    share their top ``bits - k`` bits, which are the slot's low bits reversed). None:
-    every port."""
+    share their top ``bits - k`` bits, which are the slot's low bits reversed; the slot
+    starts at bit ``1 + shift``). None: every port."""
     matches, start = [], run.start
     while start < run.stop:
         size = 1 << bits
@@ -113,7 +120,7 @@ def port_matches(run: range, bits: int = SLOT_BITS) -> list[tuple[int, int] | No
             matches.append(None)
         else:
             value = _reverse(start >> (bits - fixed), fixed)
-            matches.append((value << 1, ((1 << fixed) - 1) << 1))
+            matches.append((value << (1 + shift), ((1 << fixed) - 1) << (1 + shift)))
         start += size
     return matches
 
@@ -221,7 +228,8 @@ def service_lb(ctx: CloudEdge) -> list:
              (Ct(zone=EDGE_ZONE, commit=True, table=T['L3Forwarding'],
                  nat=Nat(dst=node.ip, port=front.sp.node_port)),))
             for node, run in zip(front.targets, shares(len(front.targets)))
-            for ports in port_matches(run, slot_bits(len(front.targets)))]
+            for ports in port_matches(run, slot_bits(len(front.targets)),
+                                      port_shift(front.sp))]
         for source in front.sp.source_ranges or ('0.0.0.0/0',):
             net = ipaddress.IPv4Network(source)
             sources = {} if net.prefixlen == 0 else {

@@ -302,7 +302,7 @@ def _balance(front: Front) -> list:
     # so that AffinityLearn, after the DNAT, can learn the client's endpoint.
     remember = (SetField('reg7', int(ipaddress.IPv4Address(match['ipv4_dst']))),
                 SetField('reg8', match[front.l4_dst])) if front.affinity else ()
-    # A front split over 2^k groups: bits 7..6+k of the source port choose one.
+    # A front split over 2^k groups: bits 1..k of the source port choose one.
     l4_src = front.l4_dst.replace('dst', 'src')
     flows = [flow(T['ServiceLB'], front.priority, dict(match, **{l4_src: source_port_bits(
                  i, len(front.split))}) if front.split else match,

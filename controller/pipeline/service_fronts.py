@@ -26,7 +26,6 @@ import ipaddress
 from dataclasses import dataclass
 
 from controller.pipeline import shared
-from controller.pipeline.edge_switch import SLOT_BITS
 from controller.pipeline.tables import (CT_MARK_NODE_MASQ, ETH_IP, MAX_GROUP_BUCKETS,
                                         PRIORITY_NODEPORT_FROM_NODE,
                                         PRIORITY_NODEPORT_FROM_POD, PRIORITY_NORMAL,
@@ -108,26 +107,17 @@ def bind_fronts(sp, templates: list, gids: tuple) -> list[Front]:
             for (match, endpoints, key, kw), ids in zip(templates, gids)]
 
 
-#: The lowest source port bit that picks one of a split front's groups: above the bits
-#: 1..SLOT_BITS the cloud edge picks a node by (edge_switch.py), so that each node behind
-#: the load balancer, which gets only some values of those bits, reaches every group.
-#: (A load balancer over more than 16 nodes reads more bits: it overlaps, see there.)
-SPLIT_SHIFT = SLOT_BITS + 1
-
-
 def source_port_bits(index: int, parts: int) -> tuple[int, int]:
     """(value, mask) of the source ports whose connections go to group ``index`` of
-    ``parts``: bits 7..6+k. Not bit 0: Linux gives connect() even ephemeral ports (odd
-    ones are left to bind()), so bit 0 is the same for nearly every client connection
-    (seen: every connection of a test went to the first of two groups). Not bits 1-6:
-    the cloud edge sends each node only some values of them (with bits 1..k, a node
-    behind the load balancer reached half of a 600-endpoint Service's groups)."""
-    return index << SPLIT_SHIFT, (parts - 1) << SPLIT_SHIFT
+    ``parts``: bits 1..k, not bit 0, because Linux gives connect() even ephemeral ports
+    (odd ones are left to bind()), so bit 0 is the same for nearly every client
+    connection (seen: every connection of a test went to the first of two groups)."""
+    return index << 1, (parts - 1) << 1
 
 
 def split_endpoints(endpoints) -> list[tuple]:
     """``endpoints`` dealt round-robin over the fewest 2^k groups of at most
-    MAX_GROUP_BUCKETS each (one group when they fit): group i is chosen by bits 7..6+k of
+    MAX_GROUP_BUCKETS each (one group when they fit): group i is chosen by bits 1..k of
     the connection's source port (``source_port_bits``), then its buckets by the
     datapath's hash; the groups' sizes differ by one at most, so every endpoint keeps an
     equal share."""

@@ -68,7 +68,7 @@ AFFINITY_COOKIE = 0x4B41FF0000000000    # the cookie of learned affinity flows (
 REJECT_METER = 1
 #: The most buckets one select group gets. An OpenFlow message carries at most 64 KiB, a
 #: group_mod about 700 of ServiceLB's buckets (DNAT and commit: ~90 bytes each); a front
-#: with more endpoints is split by bits 7..6+k of the client's source port over 2^k
+#: with more endpoints is split by bits 1..k of the client's source port over 2^k
 #: groups of at most this many (service_fronts.py: ``split_endpoints``).
 MAX_GROUP_BUCKETS = 512
 REJECT_RATE_PPS = 200

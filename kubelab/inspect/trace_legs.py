@@ -20,7 +20,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from controller.pipeline.edge_switch import place, shares, slot_bits
+from controller.pipeline.edge_switch import place, port_shift, shares, slot_bits
 from services import wiring
 from services.l7 import routes
 from services.l7.gateway import gateway_fronts
@@ -74,10 +74,11 @@ def edge_pick_notes(tracer, trace) -> list[str]:
                    if sp.lb_ip == ip and str(sp.port) == port), None)
         targets = [n.ip for n in tracer.state.lb_targets(sp)] if sp is not None else []
         bits = slot_bits(len(targets) or 1)
+        shift = port_shift(sp) if sp is not None else 0
         text = (f"The cloud's load balancer picked node {nodes[node_ip]} from the client's "
-                f'source port {sport}: bits 1-{bits} of it are slot '
-                f'{(sport >> 1) & ((1 << bits) - 1)}, place {place(sport, bits)} of '
-                f'{1 << bits} counted bit-reversed')
+                f'source port {sport}: bits {1 + shift}-{bits + shift} of it are slot '
+                f'{(sport >> (1 + shift)) & ((1 << bits) - 1)}, place '
+                f'{place(sport, bits, shift)} of {1 << bits} counted bit-reversed')
         if node_ip in targets:
             run = shares(len(targets))[targets.index(node_ip)]
             text += (f', and {nodes[node_ip]} takes places {run.start}-{run.stop - 1} '

@@ -1,10 +1,8 @@
 """A Service with more endpoints than one OpenFlow group message carries (about 700
 ServiceLB buckets in 64 KiB; issue 20 asks for 5,000): the node bridges split its front
-over 2^k select groups of at most MAX_GROUP_BUCKETS, chosen by bits 7..6+k of the
-client's source port (above the cloud edge's bits 1-6). Every endpoint is in exactly one
-group, the groups' sizes differ by one at most, a connection reaches an endpoint far
-beyond bucket 700, and every node behind the load balancer reaches every group
-(flowsim)."""
+over 2^k select groups of at most MAX_GROUP_BUCKETS, chosen by bits 1..k of the
+client's source port. Every endpoint is in exactly one group, the groups' sizes differ
+by one at most, and a connection reaches an endpoint far beyond bucket 700 (flowsim)."""
 
 from controller import pipeline
 from controller.pipeline.service_fronts import split_endpoints
@@ -53,8 +51,7 @@ def test_5000_endpoints_make_16_groups_with_every_endpoint_once():
     assert sorted(seen) == sorted(f'{e.ip}:{e.port}' for e in endpoints)
     lb = [f for f in config.flows if f.owner == 'service default/big/tcp/http'
           and dict(f.match).get('ipv4_dst') == VIP and f.actions]
-    assert sorted(dict(f.match)['tcp_src'] for f in lb) == [(i << 7, 15 << 7)
-                                                           for i in range(16)]
+    assert sorted(dict(f.match)['tcp_src'] for f in lb) == [(i << 1, 30) for i in range(16)]
 
 
 def test_a_small_service_keeps_one_group_and_no_source_port_match():
@@ -71,13 +68,12 @@ def test_a_connection_reaches_an_endpoint_beyond_bucket_700():
     part = next(i for i, p in enumerate(parts) if last in p)
     index = parts[part].index(last)
     lab = Lab(state)
-    base = 40960                              # 320 << 7: bits 7-8 are 0
-    for sport in (base + 128 * part, base + 128 * part + 9):     # bits 7-8 alike
+    for sport in (40000 + 2 * part, 40009 + 2 * part):     # bits 1-2 alike: one group
         trip = lab.send(lab.packet(CLIENT, VIP, 80, sport=sport), bucket=index)
         assert trip.outcome[0] == 'output'
         assert trip.outcome[2]['ipv4_dst'] == last.ip
         assert trip.outcome[2]['tcp_dst'] == last.port
-    other = lab.send(lab.packet(CLIENT, VIP, 80, sport=base + 128 * ((part + 1) % 4)),
+    other = lab.send(lab.packet(CLIENT, VIP, 80, sport=40000 + 2 * ((part + 1) % 4)),
                      bucket=0)
     assert (other.outcome[2]['ipv4_dst'], other.outcome[2]['tcp_dst']) == (
         parts[(part + 1) % 4][0].ip, parts[(part + 1) % 4][0].port)

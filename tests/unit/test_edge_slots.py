@@ -15,7 +15,8 @@ import pytest
 
 from controller.flows import Ct
 from controller.pipeline import desired
-from controller.pipeline.edge_switch import SLOTS, pick, port_matches, shares, slot_bits
+from controller.pipeline.edge_switch import (SLOTS, pick, port_matches, port_shift,
+                                             shares, slot_bits)
 from controller.pipeline.service_fronts import split_endpoints
 from controller.pipeline.tables import T
 from controller.state import ClusterState
@@ -55,13 +56,14 @@ def node_of(flow_spec) -> str | None:
                  if isinstance(a, Ct) and a.nat is not None), None)
 
 
-@pytest.mark.parametrize('count', [1, 2, 3, 4, 5, 7, 16, 17, 200])
-def test_the_port_matches_of_each_share_cover_exactly_the_ports_pick_gives_it(count):
-    matched = [port_matches(run, slot_bits(count)) for run in shares(count)]
+@pytest.mark.parametrize('count,shift', [(1, 0), (2, 0), (3, 0), (4, 0), (5, 0), (7, 0),
+                                         (16, 0), (17, 0), (200, 0), (3, 1), (3, 4)])
+def test_the_port_matches_of_each_share_cover_exactly_the_ports_pick_gives_it(count, shift):
+    matched = [port_matches(run, slot_bits(count), shift) for run in shares(count)]
     for port in range(0, 1 << 16, 3):
         owners = [i for i, blocks in enumerate(matched) for m in blocks
                   if m is None or port & m[1] == m[0]]
-        assert owners == [pick(port, count)], port
+        assert owners == [pick(port, count, shift)], port
     assert sum(len(b) for b in matched) <= 4 * count     # few flows a target
 
 
@@ -135,10 +137,10 @@ def test_each_node_spreads_the_load_balancers_connections_over_every_endpoint():
 
 
 def test_each_node_reaches_every_group_of_a_split_service_behind_the_load_balancer():
-    """A Service of 600 endpoints is split over 2 groups on each node, chosen by a bit
-    of the source port (service_fronts.py). With bit 1, which the edge's pick also
-    reads, control-plane reached only group 0 and worker-2 only group 1 through the
-    load balancer; the split's bits sit above the edge's (bit 7 here)."""
+    """A Service of 600 endpoints is split over 2 groups on each node, chosen by bit 1 of
+    the source port (service_fronts.py). With the edge on bits 1-6 too, control-plane
+    reached only group 0 and worker-2 only group 1 through the load balancer; for such
+    a Service the edge reads the bits above the split's (2-7 here)."""
     slices = [endpoint_slice('big', [{'name': 'http', 'port': 20000 + i, 'protocol': 'TCP'}],
                              *[(ip, node, True) for _, node, ip in BIG_PODS], suffix=f'p{i}')
               for i in range(150)]
@@ -147,7 +149,9 @@ def test_each_node_reaches_every_group_of_a_split_service_behind_the_load_balanc
         'Service': [lb_service('big', '10.96.0.99', BIG_IP, 30099)],
         'EndpointSlice': slices})
     parts = split_endpoints(state.service_ports[0].endpoints)
-    assert len(parts) == 2
+    assert len(parts) == 2 and port_shift(state.service_ports[0]) == 1
+    masks = {f.match_dict()['tcp_src'][1] for f in service_lb_flows(state, 'big')}
+    assert masks and all(mask & 0b11 == 0 for mask in masks), masks  # not bits 0-1
     group_of = {(e.ip, e.port): i for i, part in enumerate(parts) for e in part}
     lab = Lab(state)
     node_dpids = {wiring.node_dpid(node): node.name for node in CLUSTER.nodes}
@@ -157,6 +161,7 @@ def test_each_node_reaches_every_group_of_a_split_service_behind_the_load_balanc
         node = next(node_dpids[d] for d in trip.dpids if d in node_dpids)
         got = trip.outcome[2]
         reached.setdefault(node, set()).add(group_of[(got['ipv4_dst'], got['tcp_dst'])])
+        assert node == CLUSTER.nodes[pick(port, 3, shift=1)].name, port
     assert reached == {node.name: {0, 1} for node in CLUSTER.nodes}, reached
 
 
