@@ -168,9 +168,10 @@ class ClusterState:
         """Every ClusterIP -> the Service that owns it."""
         return {sp.vip: f'{sp.namespace}/{sp.service}' for sp in self.service_ports}
 
-    @property
+    @functools.cached_property
     def proxied_ports(self) -> list:
-        """The Service ports kube-proxy (the node bridges) implements."""
+        """The Service ports kube-proxy (the node bridges) implements (read by every
+        switch's pass: once a state)."""
         return [sp for sp in self.service_ports if sp.proxied]
 
     @classmethod
@@ -289,11 +290,36 @@ class StateBuilder:
         if body.get('full'):
             self.kinds, self.slices, self.dirty = {}, {}, None
         for kind, items in body.get('objects', {}).items():
+            if kind == 'EndpointSlice' and self.dirty is not None:
+                items = self._new_endpoints(items)
             for obj in items:
                 meta = obj['metadata']
                 self._put((kind, meta.get('namespace', ''), meta['name']), obj)
         for kind, ns, name in body.get('deleted', []):
             self._put((kind, ns, name), None)
+
+    def _new_endpoints(self, items: list) -> list:
+        """``_put`` of the slices that only replace a slice of the same Service (new
+        endpoints: a pod behind 10,000 Services changes 10,000 of them), inline; the
+        others are returned for ``_put``."""
+        mirror = self.kinds.setdefault('EndpointSlice', {})
+        slices, dirty, rest = self.slices, self.dirty, []
+        for obj in items:
+            meta = obj['metadata']
+            ns, name = meta.get('namespace', ''), meta['name']
+            key = ('EndpointSlice', ns, name)
+            old = mirror.get(key)
+            service = (meta.get('labels') or {}).get(SERVICE_NAME_LABEL)
+            if old is None or not service or (old['metadata'].get('labels') or {}).get(
+                    SERVICE_NAME_LABEL) != service:
+                rest.append(obj)
+                continue
+            mirror[key] = obj
+            dirty.add(('Service', ns, service))
+            if ns == 'default':
+                dirty.add(('Service', '', service))
+            slices[(ns or 'default', service)][name] = obj
+        return rest
 
     def _put(self, key: tuple, obj: dict | None) -> None:
         kind, ns, name = key
@@ -345,7 +371,7 @@ class StateBuilder:
         templates = hit[1] if hit is not None and hit[0] == version else \
             port_templates(svc)
         mine = self.slices.get((key[1] or 'default', key[2]), {})
-        slices = [mine[n] for n in sorted(mine)]
+        slices = list(mine.values()) if len(mine) < 2 else [mine[n] for n in sorted(mine)]
         served = [_served(slices, port, local, memo=True) for _, port, local in templates]
         if hit is not None and hit[1] is templates and all(
                 sp.endpoints == endpoints and sp.node_local == local
@@ -504,23 +530,22 @@ def _served(slices: list, port: tuple, local_policy: bool,
     Read once per set of endpoint objects: the slices of Services over the same pods
     share them (the store's controller gives them the same objects, the change stream
     sends each once, and ``with_endpoints`` gives slices with the same ones one list),
-    so a pod behind 10,000 Services is one read, not 10,000. The memo holds the lists
-    it keyed by id (an id stays theirs); only ``StateBuilder`` asks for it (``memo``),
-    whose lists nothing changes."""
+    so a pod behind 10,000 Services is one read, not 10,000 (their ports lists are
+    shared the same way). The memo holds the lists it keyed by id (an id stays
+    theirs); only ``StateBuilder`` asks for it (``memo``), whose lists nothing changes."""
     if not memo:
         return _read_served(slices, port, local_policy)
     try:
-        key = (port, local_policy, tuple(
-            (tuple((p.get('name') or '', p.get('protocol', 'TCP'), p.get('port'))
-                   for p in sl.get('ports') or ()),
-             id(sl.get('endpoints'))) for sl in slices))
-    except (AttributeError, TypeError):          # not the shape of a valid slice
+        key = (port, local_policy, id(slices[0]['ports']), id(slices[0]['endpoints'])) \
+            if len(slices) == 1 else (port, local_policy, tuple(
+                (id(sl['ports']), id(sl['endpoints'])) for sl in slices))
+    except (KeyError, TypeError):          # not the shape of a valid slice
         return _read_served(slices, port, local_policy)
     hit = _SERVED.get(key)
     if hit is None:
         if len(_SERVED) >= 65536:
             _SERVED.clear()
-        hit = _SERVED[key] = ([sl.get('endpoints') for sl in slices],
+        hit = _SERVED[key] = ([(sl['ports'], sl['endpoints']) for sl in slices],
                               _read_served(slices, port, local_policy))
     return hit[1]
 

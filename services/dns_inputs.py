@@ -56,15 +56,14 @@ class DNSInputs:
         if self.version is None:
             return False
         now = self.store.rv
-        keys = self.store.changed_since(self.version)
-        if keys is None:
+        changes = self.store.changed_with_label(self.version, SERVICE_NAME_LABEL)
+        if changes is None:
             return False
-        for key in keys:
+        for key, service in changes:
             kind = key[0]
             if kind in ('Service', 'Namespace'):
                 return False
             if kind == 'EndpointSlice':
-                service = self.store.label_of(key, SERVICE_NAME_LABEL)
                 if key in self.slices or (service is not None and (
                         (key[1] or 'default').lower(), str(service).lower())
                         in self.headless):

@@ -142,6 +142,7 @@ class Store(StoreReads, LifecycleWrites, ControllerLoop, StoreDisk):
         self._lb_seen = None      # the Service and pool changes the addresses were decided at
         self._saved_texts: dict = {}      # key -> (object, version, its saved JSON)
         self._saved_rest: dict | None = None   # the rest of the document last saved
+        self._labelled: tuple | None = None    # changed_with_label's last answer
         created = naming.now_rfc3339()
         for node in cluster.nodes:
             self._put(node_object(node, created))

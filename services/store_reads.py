@@ -78,6 +78,28 @@ class StoreReads:
                 return None
             return self.objects.changed_since(since)
 
+    def changed_with_label(self, since: int, label: str) -> list[tuple] | None:
+        """``changed_since`` with each key's value of ``label`` (None: no such label, or
+        the object is gone): [(key, value)], read under one hold of the lock, and kept
+        for the next reader asking the same (the DNS writer, the L7 controller and the
+        cloud's health checks follow the same changes, and at 10,000 Services a pod's
+        readiness changes 10,000 slices: a ``label_of`` for each took the lock 10,000
+        times in each of them)."""
+        with self.cond:
+            asked = (since, self.rv, label)
+            memo = self._labelled
+            if memo is not None and memo[0] == asked:
+                return memo[1]
+            if since < self.objects.floor or since > self.rv:
+                return None
+            get, out = self.objects.get, []
+            for key in self.objects.changed_since(since):
+                obj = get(key)
+                out.append((key, None if obj is None else
+                            (obj['metadata'].get('labels') or {}).get(label)))
+            self._labelled = (asked, out)
+            return out
+
     def read(self, key: tuple, fn):
         """``fn(the object key names, or None)``, under the store's lock: ``fn`` reads
         the store's own object and returns what it needs of it (never the object)."""
@@ -136,7 +158,7 @@ class StoreReads:
                     objects.setdefault(key[0], []).append(for_proxy(obj, endpoints))
             return finish({'resourceVersion': str(self.rv), 'epoch': self.epoch,
                            'full': full, 'objects': objects, 'deleted': deleted,
-                           'endpoints': endpoints.items})
+                           'endpoints': endpoints.items, 'portLists': endpoints.port_lists})
 
     def wait(self, since: int, timeout: float) -> int:
         deadline = time.monotonic() + timeout
@@ -154,13 +176,24 @@ class EndpointTable:
     """The endpoints of the slices one answer of the change stream sends, each once:
     the store's EndpointSlice controller gives every slice of Services that select
     alike the very same endpoint objects (and never changes a slice in place), so a pod
-    behind 10,000 Services is 110,000 endpoints in 10,000 slices but 11 entries here."""
+    behind 10,000 Services is 110,000 endpoints in 10,000 slices but 11 entries here.
+    The same for the slices' lists of ports (``port_lists``): one list per ports."""
 
     def __init__(self):
         self.items: list = []
         self._index: dict[int, int] = {}      # id(endpoint) -> its index in items
         self._held: list = []                 # the endpoints indexed (ids stay theirs)
         self._lists: dict[int, tuple] = {}    # id(a slice's endpoints) -> (it, refs)
+        self.port_lists: list = []
+        self._ports: dict[int, tuple] = {}    # id(a slice's ports) -> (it, its index)
+
+    def ports_ref(self, ports: list) -> int:
+        """The index of a slice's list of ports in ``port_lists``."""
+        hit = self._ports.get(id(ports))
+        if hit is None or hit[0] is not ports:
+            hit = self._ports[id(ports)] = (ports, len(self.port_lists))
+            self.port_lists.append(ports)
+        return hit[1]
 
     def refs(self, endpoints: list) -> list:
         """``ref`` of each of a slice's ``endpoints``: once per list (the controller
@@ -193,14 +226,22 @@ def for_proxy(obj: dict, endpoints: EndpointTable) -> dict:
     out = dict(obj, metadata={k: meta[k] for k in _SLICE_META if k in meta})
     if isinstance(obj.get('endpoints'), list):
         out['endpoints'] = endpoints.refs(obj['endpoints'])
+    if isinstance(obj.get('ports'), list):
+        out['ports'] = endpoints.ports_ref(obj['ports'])
     return out
 
 
 def with_endpoints(body: dict) -> dict:
-    """An answer of the change stream with each slice's endpoints put back from the
-    answer's table (the slices then share those objects, and slices with the same
-    endpoints one list: read them, never change them)."""
-    table = body.get('endpoints')
+    """An answer of the change stream with each slice's endpoints and ports put back
+    from the answer's tables (the slices then share those objects, and slices with the
+    same endpoints one list, with the same ports one list: read them, never change
+    them)."""
+    table, port_lists = body.get('endpoints'), body.get('portLists')
+    if port_lists is not None:
+        for endpoint_slice in body.get('objects', {}).get('EndpointSlice', ()):
+            index = endpoint_slice.get('ports')
+            if type(index) is int:
+                endpoint_slice['ports'] = port_lists[index]
     if table is not None:
         lists: dict = {}        # the same references: one list (Services that select alike)
         for endpoint_slice in body.get('objects', {}).get('EndpointSlice', ()):

@@ -30,6 +30,7 @@ import threading
 from kubelab.daemon import persist
 from kubelab.daemon.statedir import STATE_DIR, append_fd, lab_mark, state_path, write_file
 from services import dns_inputs, transport
+from services.endpoints import SERVICE_NAME_LABEL
 from services.errors import KubelabError
 from services.watch import WRITER_SETTLE, follow
 from topo import cloudlb
@@ -335,10 +336,12 @@ class Lab:
         keys = set()             # the load balancers checked, to forget the ones gone
         seen = None              # the version of what the step read last time
         read = (None, [], set())  # (Services' version, the Services, those checked)
+        since = 0                # the store's version at the last step
 
         def step():
-            nonlocal keys, seen, read
+            nonlocal keys, seen, read, since
             version = self.store.version_of(('Service', 'EndpointSlice'))
+            last, since = since, self.store.rv
             if version == seen:
                 return           # the health checks go on by themselves
             # At 10,000 Services a pod's readiness changes 10,000 slices and no Service:
@@ -351,7 +354,7 @@ class Lab:
                 checked = cloudlb.health_checked(services)
             else:
                 _, services, checked = read
-            if changed or checked:
+            if changed or checked and _checked_slices_moved(self.store, last, checked):
                 slices = self.store.view(      # only the slices the health checks read
                     'EndpointSlice', where=lambda s: cloudlb.slice_service(s) in checked)
                 for server in self.proxy_health:
@@ -468,3 +471,12 @@ class Lab:
                 os.unlink(path)
             except FileNotFoundError:
                 pass
+
+
+def _checked_slices_moved(store, since: int, checked: set) -> bool:
+    """Whether a slice of one of the ``checked`` Services ((namespace, name)) changed
+    after store version ``since`` (True when the store cannot tell)."""
+    changes = store.changed_with_label(since, SERVICE_NAME_LABEL)
+    return changes is None or any(
+        key[0] == 'EndpointSlice' and (key[1] or 'default', service) in checked
+        for key, service in changes)

@@ -25,6 +25,7 @@ names depend on ``rng``. The consumers of the slices (kube-proxy's dataplane, th
 DNS, the L7 backends, the health server) read them through services/endpoints.py.
 """
 
+import functools
 import ipaddress
 import json
 import random
@@ -89,7 +90,11 @@ def _slice_ports(endpoint_slice: dict) -> tuple:
                  for port in endpoint_slice.get('ports') or ())
 
 
+@functools.lru_cache(maxsize=4096)
 def _render_ports(key: tuple) -> list[dict]:
+    """A slice's ports: one list for every slice with these ports (the slices of
+    Services that select alike: the change stream then sends it once), which nothing
+    changes in place, as their endpoints."""
     ports = []
     for name, number, protocol, app_protocol in key:
         port = {'name': name, 'port': number, 'protocol': protocol}

@@ -201,10 +201,10 @@ class L7Controller:
         objects of other kinds, and Services and slices no Ingress, route or Gateway
         refers to (at 10,000 Services a sync costs 0.1 s; one Service more, or a pod
         behind all of them, should not make the proxies' version wait for it)."""
-        keys = self.store.changed_since(since)
-        if keys is None:
+        changes = self.store.changed_with_label(since, SERVICE_NAME_LABEL)
+        if changes is None:
             return False
-        for key in keys:
+        for key, service in changes:
             kind, namespace = key[0], key[1] or 'default'
             if kind not in WATCHED_KINDS:
                 continue
@@ -213,7 +213,6 @@ class L7Controller:
                         key, addons.GATEWAY_NAME_LABEL) is not None:
                     return False
             elif kind == 'EndpointSlice':
-                service = self.store.label_of(key, SERVICE_NAME_LABEL)
                 if key in self.watched_slices or (namespace, service) in self.watched:
                     return False
             else:

@@ -101,6 +101,34 @@ def test_the_changes_the_api_sends_are_the_changes_encoded():
     assert json.loads(store.changes_json(0)) == store.changes(0)
 
 
+def test_the_change_stream_sends_the_endpoints_and_ports_of_services_alike_once():
+    """A pod behind many Services changes a slice of each: the change stream sends its
+    endpoints and their list of ports once (``for_proxy``), and ``with_endpoints``
+    gives the slices back as the store holds them, sharing one list of each."""
+    import json
+    from services.store_reads import with_endpoints
+    store = Store(default_cluster(), rng=random.Random(3))
+    store.apply([_pod(f'p{i}', 'default', 'a') for i in range(3)] +
+                [_service(f's{i}', 'default', 'a') for i in range(40)])
+    version = store.rv
+    pod = store.get('Pod', 'default', 'p0')
+    store.update_pod_status('default', 'p0', pod['metadata']['uid'], {
+        'phase': 'Running', 'podIP': '10.244.1.7',
+        'conditions': [{'type': 'Ready', 'status': 'True'}]})
+    body = json.loads(store.changes_json(version, store.epoch))
+    sent = body['objects']['EndpointSlice']
+    assert len(sent) == 40 and len(body['portLists']) == 1 and len(body['endpoints']) == 1
+    assert {json.dumps(s['ports']) for s in sent} == {'0'}
+    slices = with_endpoints(body)['objects']['EndpointSlice']
+    assert len({id(s['ports']) for s in slices}) == 1
+    assert len({id(s['endpoints']) for s in slices}) == 1
+    for got in slices:
+        held = store.get('EndpointSlice', 'default', got['metadata']['name'])
+        assert got['ports'] == held['ports']
+        assert got['endpoints'] == [{k: v for k, v in e.items() if k != 'targetRef'}
+                                    for e in held['endpoints']]
+
+
 def test_the_lab_network_and_the_speakers_announcements_follow_by_deltas():
     """A cut cable (who is cut off) and a MetalLB speaker's announcements reach the
     controller's state by deltas; a new announcement alone changes the dataplane (the

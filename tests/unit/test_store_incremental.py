@@ -138,6 +138,29 @@ def test_changed_since_lists_puts_and_removals_once_each():
     assert store.objects.changed_since(store.rv) == []
 
 
+@pytest.mark.parametrize('seed', range(3))
+def test_the_changes_with_a_label_are_the_changes_and_their_labels(seed):
+    """``changed_with_label``, which the DNS writer, the L7 controller and the cloud's
+    health checks share: each changed key with its object's label (None once gone),
+    one answer for every reader of the same changes."""
+    rng = random.Random(seed)
+    store = Store(default_cluster(), rng=random.Random(seed))
+    store.apply([{'apiVersion': 'v1', 'kind': 'Namespace', 'metadata': {'name': 'team'}}])
+    label = 'kubernetes.io/service-name'
+    version, labelled = store.rv, 0
+    for serial in range(30):
+        random_step(store, rng, serial)
+        answer = store.changed_with_label(version, label)
+        labelled += sum(1 for _, value in answer if value)
+        assert answer == [(key, store.label_of(key, label))
+                          for key in store.changed_since(version)]
+        assert store.changed_with_label(version, label) is answer
+        if serial % 7 == 6:
+            version = store.rv
+    assert labelled, 'no slice changed'
+    assert store.changed_with_label(store.rv + 1, label) is None
+
+
 def test_a_view_equals_a_list_and_copies_only_what_changed():
     store = Store(default_cluster(), rng=random.Random(4))
     store.apply([_service('web', 'default', 'a'), _service('db', 'default', 'b'),
