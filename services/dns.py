@@ -217,13 +217,20 @@ def _live_pod_ip(pod: dict) -> str | None:
     return _ipv4(status.get('podIP'))
 
 
-def records(objects: dict, domain: str = DEFAULT_DOMAIN, networks=()) -> dict:
+def records(objects: dict, domain: str = DEFAULT_DOMAIN, networks=(),
+            memo: dict | None = None) -> dict:
     """Every DNS record of the cluster whose objects are ``objects`` (kind -> items:
     'Service', 'EndpointSlice', 'Pod', 'Namespace'; other kinds are ignored).
 
     ``domain`` is the cluster domain; ``networks`` the IPv4 CIDRs whose reverse zones
     are served with authority even where no address has a record (the lab's Service
     and pod subnets). See the module's docstring for the records and the format.
+
+    ``memo``, a dict the caller keeps from one call to the next, holds each Service's
+    own records (a ClusterIP's or an ExternalName's, which read nothing else) by the
+    identity of its object: a caller that passes the same objects while they stay
+    (``Store.view``) pays for the records of the Services that changed only. At
+    10,000 Services a pod's new address then costs the daemon a fraction of a build.
     """
     domain = domain.strip('.').lower()
     zone = domain + '.'
@@ -231,9 +238,10 @@ def records(objects: dict, domain: str = DEFAULT_DOMAIN, networks=()) -> dict:
     pods = {_meta(p): p for p in objects.get('Pod') or ()}
     ptr = _Pointers()
     table.add(f'dns-version.{zone}', 'TXT', f'"{SCHEMA_VERSION}"')
-    nameserver = _service_records(table, ptr, objects, pods, zone)
+    nameserver = _service_records(table, ptr, objects, pods, zone,
+                                  {} if memo is None else memo)
     _pod_records(table, ptr, pods, zone)
-    for ip in sorted(set(ptr.cluster) | set(ptr.endpoint) | set(ptr.pod)):
+    for ip in set(ptr.cluster) | set(ptr.endpoint) | set(ptr.pod):
         for target in ptr.cluster.get(ip) or ptr.endpoint.get(ip) or ptr.pod[ip]:
             table.add(reverse_name(ip), 'PTR', target)
     _namespace_records(table, objects, zone, nameserver)
@@ -280,35 +288,61 @@ def _slices_by_service(objects: dict) -> dict[tuple, list]:
 
 
 def _service_records(table: _Records, ptr: _Pointers, objects: dict, pods: dict,
-                     zone: str) -> str | None:
+                     zone: str, memo: dict) -> str | None:
     """Every Service's records (ClusterIP, headless, ExternalName); returns the
-    nameserver's address (kube-dns's ClusterIP), if any."""
+    nameserver's address (kube-dns's ClusterIP), if any. ``memo``: see ``records``
+    (the order of the Services does not matter: records are sets)."""
     slices = _slices_by_service(objects)
-    nameserver = None
-    for service in sorted(objects.get('Service') or (), key=_meta):
-        namespace, name = _meta(service)
+    nameserver, used, names = None, {}, table.names
+    for service in objects.get('Service') or ():
         spec = service.get('spec') or {}
-        owner = f'{name}.{namespace}.svc.{zone}'
-        cluster_ip = spec.get('clusterIP')
-        if spec.get('type') == 'ExternalName':
-            if spec.get('externalName'):
-                table.add(owner, 'CNAME', str(spec['externalName']).strip('.').lower() + '.')
-        elif cluster_ip == 'None':
-            _headless_records(table, ptr, owner,
+        if spec.get('clusterIP') == 'None' and spec.get('type') != 'ExternalName':
+            namespace, name = _meta(service)
+            _headless_records(table, ptr, f'{name}.{namespace}.svc.{zone}',
                               _ready_endpoints(service, slices.get((namespace, name), ()),
                                                pods))
-        elif _ipv4(cluster_ip):
-            ip = _ipv4(cluster_ip)
-            table.add(owner, 'A', ip)
-            ptr.cluster.setdefault(ip, set()).add(owner)
-            for port in spec.get('ports') or ():
-                if port.get('name') and isinstance(port.get('port'), int):
-                    protocol = str(port.get('protocol') or 'TCP').lower()
-                    table.add(f'_{str(port["name"]).lower()}._{protocol}.{owner}', 'SRV',
-                              f'0 100 {port["port"]} {owner}')
-            if (namespace, name) == DNS_SERVICE:
-                nameserver = ip
+            continue
+        hit = memo.get(id(service))
+        if hit is None or hit[0] is not service or hit[1] != zone:
+            hit = (service, zone, *_own_records(service, zone))
+        used[id(service)] = hit
+        _, _, own, pointer, serves_dns = hit
+        for name, node in own.items():
+            if name in names:                 # (no other Service has its names)
+                for rdtype, data in node.items():
+                    for item in data:
+                        table.add(name, rdtype, item)
+            else:
+                names[name] = node            # shared with the memo: never changed
+        if pointer:
+            ptr.cluster.setdefault(pointer[0], set()).add(pointer[1])
+            if serves_dns:
+                nameserver = pointer[0]
+    memo.clear()
+    memo.update(used)
     return nameserver
+
+
+def _own_records(service: dict, zone: str) -> tuple[dict, tuple | None, bool]:
+    """A ClusterIP's or an ExternalName Service's records: (name -> type -> data, its
+    (ClusterIP, name) for the PTR or None, whether it is the cluster's nameserver)."""
+    namespace, name = _meta(service)
+    spec = service.get('spec') or {}
+    owner = f'{name}.{namespace}.svc.{zone}'
+    own, pointer = _Records(), None
+    if spec.get('type') == 'ExternalName':
+        if spec.get('externalName'):
+            own.add(owner, 'CNAME', str(spec['externalName']).strip('.').lower() + '.')
+    elif _ipv4(spec.get('clusterIP')):
+        ip = _ipv4(spec.get('clusterIP'))
+        own.add(owner, 'A', ip)
+        pointer = (ip, owner)
+        for port in spec.get('ports') or ():
+            if port.get('name') and isinstance(port.get('port'), int):
+                protocol = str(port.get('protocol') or 'TCP').lower()
+                own.add(f'_{str(port["name"]).lower()}._{protocol}.{owner}', 'SRV',
+                        f'0 100 {port["port"]} {owner}')
+    return own.names, pointer, (namespace, name) == DNS_SERVICE
 
 
 def _headless_records(table: _Records, ptr: _Pointers, owner: str, endpoints: list) -> None:

@@ -36,6 +36,7 @@ class DNSInputs:
         self.pods: dict = {}         # pod key -> pod_inputs
         self.headless: set = set()   # (namespace, name) in lower case
         self.slices: set = set()     # the keys of the slices read
+        self.memo: dict = {}         # dns.records' memo of each Service's own records
 
     def objects(self) -> dict:
         """What ``dns.records`` reads, now (and remembered for ``unchanged``)."""

@@ -34,7 +34,7 @@ sequences.
 from __future__ import annotations
 
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from controller.flows import SwitchConfig
 from controller.pipeline import endpoint_moves, node_switch
@@ -233,6 +233,56 @@ def _outside(plan: Plan | None, old, new, installed: Installed) -> Changes | Non
                    flows_to_delete=tuple(sorted(c for c in gone if c in installed.flows)))
 
 
+_LAST_MIDWAY: list = [None, None, None]      # old, new, their _midway
+
+
+def _midway(old, new):
+    """``new`` with ``old``'s pods, when the two differ in their pods and Service ports
+    alone (else None); one object for every switch asking."""
+    if _LAST_MIDWAY[0] is old and _LAST_MIDWAY[1] is new:
+        return _LAST_MIDWAY[2]
+    mid = None
+    if old is not None and old.cluster is new.cluster and (
+            old.not_ready, old.lb_health, old.namespaces, old.announced, old.cut_off) == (
+            new.not_ready, new.lb_health, new.namespaces, new.announced, new.cut_off) \
+            and len(old.policies) == len(new.policies) and all(
+                a is b or a == b for a, b in zip(old.policies, new.policies)):
+        mid = replace(new, pods=old.pods)
+    _LAST_MIDWAY[:] = [old, new, mid]
+    return mid
+
+
+@dataclass
+class _Held:
+    flows: set          # what ``_outside`` reads of an ``Installed``
+
+
+def _both(plan: Plan, old, new, installed: Installed) -> Changes | None:
+    """A version that changes pods and Service ports (a pod's address and readiness
+    read in one answer of the change stream, as when kube-proxy was busy with the
+    version before): the Service ports' changes, as from ``old`` to ``new`` with
+    ``old``'s pods (no Service part reads a pod), then the flows outside the parts for
+    ``new``'s pods. None where either needs the full pass (the plan may have changed
+    by then: the caller replaces it)."""
+    mid = _midway(old, new)
+    if mid is None:
+        return None
+    first = changes(plan, old, mid, installed)
+    if first is None:
+        return None
+    held = (installed.flows | {f.cookie for f in first.flows_to_add}).difference(
+        first.flows_to_delete)
+    second = _outside(plan, mid, new, _Held(held))
+    if second is None:
+        return None
+    gone = set(second.flows_to_delete)
+    adds = {f.cookie: f for f in first.flows_to_add + second.flows_to_add
+            if f.cookie not in gone}
+    return replace(first, flows_to_add=tuple(adds.values()), flows_to_delete=tuple(sorted(
+        c for c in gone.union(first.flows_to_delete)
+        if c not in adds and c in installed.flows)))
+
+
 def _local(sp) -> bool:
     """True when ``sp`` reaches no further than its own part of a node bridge."""
     return not (sp.affinity_timeout or sp.lb_ip or sp.external_ips)
@@ -244,7 +294,10 @@ def changes(plan: Plan | None, old, new, installed: Installed) -> Changes | None
     updated as if the answer were sent."""
     delta = service_delta(old, new) if plan is not None else None
     if delta is None:
-        return _outside(plan, old, new, installed)
+        answer = _outside(plan, old, new, installed)
+        if answer is None and plan is not None and plan.kind == 'node':
+            answer = _both(plan, old, new, installed)
+        return answer
     if _LAST_MOVES[0] is not delta:          # every switch asks for the same
         moves = _moves(old, new, *delta)
         moved, removed, added = moves

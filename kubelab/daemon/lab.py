@@ -293,7 +293,8 @@ class Lab:
             return False
         objects = self._dns_inputs.objects()
         text = dns.encode(dns.records(objects, networks=(self.cluster.service_cidr,
-                                                         self.cluster.cluster_cidr)))
+                                                         self.cluster.cluster_cidr),
+                                      memo=self._dns_inputs.memo))
         # By rename: the DNS servers never read half a file.
         written = write_if_changed(self.dns_records, text)
         self._dns_version = version

@@ -50,6 +50,29 @@ def test_a_skipped_run_would_have_written_the_same_records(seed):
     assert skipped > 10
 
 
+@pytest.mark.parametrize('seed', range(3))
+def test_the_records_from_the_memo_are_the_records_afresh(seed):
+    """The writer's ``records`` keeps each Service's own records by its object
+    (``memo``): through random changes (Services of every kind changed and deleted, an
+    ExternalName among them) they equal the records computed without it."""
+    rng = random.Random(seed)
+    store = Store(default_cluster(), rng=random.Random(seed))
+    store.apply([{'apiVersion': 'v1', 'kind': 'Namespace', 'metadata': {'name': 'team'}},
+                 _headless('h', 'default', 'a'),
+                 {'apiVersion': 'v1', 'kind': 'Service',
+                  'metadata': {'name': 'ext', 'namespace': 'kube-system'},
+                  'spec': {'type': 'ExternalName', 'externalName': 'db.example.com'}}])
+    inputs, kept = DNSInputs(store), 0
+    for serial in range(60):
+        random_step(store, rng, serial)
+        objects = inputs.objects()
+        before = dict(inputs.memo)
+        got = dns.records(objects, networks=NETWORKS, memo=inputs.memo)
+        assert got == dns.records(objects, networks=NETWORKS), f'after step {serial}'
+        kept += sum(1 for key, hit in inputs.memo.items() if before.get(key) is hit)
+    assert kept > 100, 'the memo kept no Service records from one run to the next'
+
+
 def test_readiness_and_clusterip_slices_alone_are_skipped():
     store = Store(default_cluster(), rng=random.Random(1))
     store.apply([_service(f's{i}', 'default', 'a') for i in range(5)] + [_pod('p', 'default', 'a')])

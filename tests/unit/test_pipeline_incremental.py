@@ -225,6 +225,41 @@ def _services_over_one_pod(count: int, seed: int):
     return store, builder
 
 
+def test_a_pods_address_and_readiness_in_one_version_go_incrementally():
+    """kube-proxy busy with one version reads a pod's address and its readiness in the
+    next answer at once: its pods and 30 Services' endpoints change together. The node
+    bridges take it incrementally (the Service ports' moves, then the flows outside the
+    parts) and hold what the full pass computes."""
+    from tests.unit.test_store_incremental import _service as plain_service
+    store = Store(default_cluster(), rng=random.Random(5))
+    store.apply([plain_service(f's{i}', 'default', 'a') for i in range(30)])
+    _ready_pod(store, 'p', '192.168.2.5')
+    builder = StateBuilder(store.cluster)
+    builder.apply(store.changes(0))
+    switches = [Switch(d) for d in _dpids(store.cluster)]
+    state = builder.state()
+    for sw in switches:
+        sw.sync(state)
+    version = store.rv
+    store.apply([_pod('q', 'default', 'a')])
+    pod = store.get('Pod', 'default', 'q')
+    node = store.cluster.node(pod['spec']['nodeName'])
+    store.update_pod_status('default', 'q', pod['metadata']['uid'], {   # before kube-proxy
+        'phase': 'Running', 'podIP': node.pod_cidr.rsplit('.', 1)[0] + '.77',   # reads
+        'conditions': [{'type': 'Ready', 'status': 'True'}]})
+    builder.apply(store.changes(version, epoch=store.epoch))
+    new = builder.state()
+    assert len(new.pods) == len(state.pods) + 1
+    assert all(len(sp.endpoints) == 2 for sp in new.service_ports if sp.service != 'kubernetes')
+    nodes = [sw for sw in switches if wiring.switch_role(store.cluster, sw.dpid).kind == 'node']
+    for sw in switches:
+        before = sw.incremental
+        sw.sync(new)
+        _holds(sw, new)
+        if sw in nodes:
+            assert sw.incremental == before + 1, f'{sw.dpid:#x} took the full pass'
+
+
 def test_an_index_in_steps_equals_one_at_once():
     store, builder = _services_over_one_pod(40, seed=9)
     dpid = wiring.node_dpid(store.cluster.nodes[1])
