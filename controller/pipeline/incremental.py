@@ -182,8 +182,13 @@ def _service_delta(old, new) -> tuple[list, list] | None:
     for xs, ys in ((old.pods, new.pods), (old.policies, new.policies)):
         if len(xs) != len(ys) or not all(x is y or x == y for x, y in zip(xs, ys)):
             return None
-    before = {id(sp): sp for sp in old.service_ports}
-    after = {id(sp): sp for sp in new.service_ports}
+    xs, ys = old.service_ports, new.service_ports
+    if len(xs) == len(ys):          # (both in key order, keys unique) the common case:
+        pairs = [(x, y) for x, y in zip(xs, ys) if x is not y]    # the same Services
+        if all(x.key == y.key for x, y in pairs):
+            return [x for x, _ in pairs], [y for _, y in pairs]
+    before = {id(sp): sp for sp in xs}
+    after = {id(sp): sp for sp in ys}
     return ([sp for key, sp in before.items() if key not in after],
             [sp for key, sp in after.items() if key not in before])
 
@@ -226,7 +231,7 @@ def _outside(plan: Plan | None, old, new, installed: Installed) -> Changes | Non
     check_pipeline(config)
     wanted = {f.cookie: f for f in config.flows}
     gone = plan.recount(tuple(f.cookie for f in config.flows))
-    ctx.remember_all([plan.parts[id(sp)][1] for sp in new.proxied_ports], plan.taken,
+    ctx.remember_all(_parts_of(plan, new.proxied_ports), plan.taken,
                      plan.spans, plan.given)
     return Changes(flows_to_add=tuple(f for cookie, f in wanted.items()
                                       if cookie not in installed.flows),
@@ -281,6 +286,21 @@ def _both(plan: Plan, old, new, installed: Installed) -> Changes | None:
     return replace(first, flows_to_add=tuple(adds.values()), flows_to_delete=tuple(sorted(
         c for c in gone.union(first.flows_to_delete)
         if c not in adds and c in installed.flows)))
+
+
+def _parts_of(plan: Plan, ports: list):
+    """A function that gives the parts of ``ports`` in ``plan`` (``remember_all``), when
+    asked: None once the plan holds another part for one of them. A pass over 10,000
+    Service ports each switch, done only for a full pass over the very same ones."""
+    def parts():
+        out = []
+        for sp in ports:
+            hit = plan.parts.get(id(sp))
+            if hit is None or hit[0] is not sp:
+                return None
+            out.append(hit[1])
+        return out
+    return parts
 
 
 def _local(sp) -> bool:
@@ -376,23 +396,26 @@ def _node_changes(plan: Plan, new, removed: list, added: list,
     groups = {g.group_id: g for part in new_parts for g in part['groups']}
     parts, pop = plan.parts, plan.parts.pop
     regrouped: dict = {}            # (id(groups), id(endpoints)) -> the new groups
+    last = (None, None, None)       # the last (groups, endpoints, new groups)
     for was, sp in moves:           # the same flows and group ids: new buckets
         hit = pop(id(was), None)
         if hit is None:
             return None             # the caller replaces the plan with a full pass
         part = hit[1]
         if part['groups']:          # (endpoint_moves.regrouped, inline: 10,000 a pod)
-            key = (id(part['groups']), id(sp.endpoints))
-            mine = regrouped.get(key)
-            if mine is None:        # once for the parts that share their groups
-                mine = regrouped[key] = endpoint_moves.new_groups(part['groups'],
-                                                                  sp.endpoints)
-                groups.update((g.group_id, g) for g in mine)
-            part = dict(part, groups=mine)
+            if part['groups'] is not last[0] or sp.endpoints is not last[1]:
+                key = (id(part['groups']), id(sp.endpoints))
+                mine = regrouped.get(key)
+                if mine is None:    # once for the parts that share their groups
+                    mine = regrouped[key] = endpoint_moves.new_groups(part['groups'],
+                                                                      sp.endpoints)
+                    groups.update((g.group_id, g) for g in mine)
+                last = (part['groups'], sp.endpoints, mine)
+            part = dict(part, groups=last[2])
         parts[id(sp)] = (sp, part)
     changed = [g for g in groups.values()
                if installed.groups.get(g.group_id, 'absent') != g.content]
-    ctx.remember_all([plan.parts[id(sp)][1] for sp in new.proxied_ports], plan.taken,
+    ctx.remember_all(_parts_of(plan, new.proxied_ports), plan.taken,
                      plan.spans, plan.given)
     return Changes(
         groups_to_add=tuple(g for g in changed if g.group_id not in installed.groups),

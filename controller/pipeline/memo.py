@@ -81,9 +81,14 @@ def same_ports(bridge, signature, ports: list):
     if hit is None or hit[0] != signature or len(hit[1]) != len(ports) or not all(
             a is b for a, b in zip(hit[1], ports)):
         return None
+    if callable(hit[2]):                # read when first asked for (``remember_ports``)
+        built = hit[2]()
+        _WHOLE[bridge] = hit = (hit[0], hit[1], built)
     return hit[2]
 
 
 def remember_ports(bridge, signature, ports: list, built) -> None:
+    """Keep ``built`` for ``same_ports``; a callable is asked for it then, once (None:
+    nothing to give any more)."""
     if _ENABLED[0]:
         _WHOLE[bridge] = (signature, list(ports), built)

@@ -114,14 +114,19 @@ class NodeBridge:
                  templates)
         memo.put(('node', self.node.name), sp, (self.node, gids), part)
 
-    def remember_all(self, parts: list, taken, spans, given: dict) -> None:
+    def remember_all(self, parts, taken, spans, given: dict) -> None:
         """Keep ``parts`` (the incremental path's, one per proxied Service port of the
-        state, in order) as ``service_parts`` would have: a full pass over the same
-        Service ports (a pod's address next) takes them as they are."""
+        state, in order; or a function that gives them, None when it cannot any more)
+        as ``service_parts`` would have: a full pass over the same Service ports (a
+        pod's address next) takes them as they are."""
+        kept = (frozenset(taken), frozenset(spans), dict(given))
+
+        def built():
+            mine = parts() if callable(parts) else parts
+            return None if mine is None else (mine, *kept)
         memo.remember_ports(('parts', self.node.name),
                             (self.node, self.state.cluster.cluster_cidr),
-                            self.state.proxied_ports, (parts, frozenset(taken),
-                                                       frozenset(spans), dict(given)))
+                            self.state.proxied_ports, built)
 
     @cached_property
     def groups_taken(self) -> set:
