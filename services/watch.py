@@ -20,6 +20,9 @@ LOG = logging.getLogger('kubelab.watch')
 #: How long the writers nothing waits for (the saved objects, the DNS records) let a
 #: change settle before they follow it (``follow``'s ``settle``).
 WRITER_SETTLE = 0.05
+#: The saved objects (kubelab/daemon/persist.py) follow later: what they keep changes
+#: with a user's apply, not with a pod's readiness, and a crash loses at most that.
+SAVE_SETTLE = 0.5
 
 
 def follow(store, stop: threading.Event, step: Callable[[], object], what: str, *,

@@ -327,7 +327,7 @@ class Lab:
 
     def _sync_l7(self):
         follow(self.store, self.done, self.l7.sync, 'syncing Ingress and Gateway API',
-               log=LOG)
+               settle=WRITER_SETTLE, log=LOG)
 
     def _publish_health(self, key: str, healthy: list[str]):
         namespace, name = key.split('/', 1)
@@ -368,7 +368,8 @@ class Lab:
                 keys = set(targets)
             read = (services_version, services, checked)
             seen = version
-        follow(self.store, self.done, step, 'syncing the cloud load balancer', log=LOG)
+        follow(self.store, self.done, step, 'syncing the cloud load balancer',
+               settle=WRITER_SETTLE, log=LOG)
 
     def node_network(self, name: str, up: bool) -> str:
         """``kubelab node fail|restore``: the node's cable to the underlay cut or put back.

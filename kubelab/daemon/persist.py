@@ -19,7 +19,7 @@ import threading
 from kubelab.daemon.statedir import read_text, write_file
 from services.errors import KubelabError
 from services.persistence import check_cluster
-from services.watch import WRITER_SETTLE, follow
+from services.watch import SAVE_SETTLE, follow
 
 LOG = logging.getLogger('kubelab.persist')
 
@@ -53,7 +53,7 @@ class Saver:
     def follow(self, stop: threading.Event):
         threading.Thread(target=follow, args=(self.store, stop, self.save,
                                               'saving the objects'),
-                         kwargs={'log': LOG, 'settle': WRITER_SETTLE}, name='persist',
+                         kwargs={'log': LOG, 'settle': SAVE_SETTLE}, name='persist',
                          daemon=True).start()
 
 
