@@ -20,8 +20,9 @@ LOG = logging.getLogger('kubelab.watch')
 #: How long the writers nothing waits for (the saved objects, the DNS records) let a
 #: change settle before they follow it (``follow``'s ``settle``).
 WRITER_SETTLE = 0.05
-#: The saved objects (kubelab/daemon/persist.py) follow later: what they keep changes
-#: with a user's apply, not with a pod's readiness, and a crash loses at most that.
+#: The saved objects (kubelab/daemon/persist.py) follow the controllers' changes later:
+#: what an API request changed is saved before its answer, and what the saver keeps
+#: rarely changes otherwise (not a pod's status, not a managed slice).
 SAVE_SETTLE = 0.5
 
 

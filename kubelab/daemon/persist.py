@@ -3,7 +3,9 @@
 ``Saver`` writes services/persistence.py's document to ``objects.json`` in the state
 directory: at once after every API request that changed objects (before its answer, so
 what a caller was told "created" is on disk) and after any other change (the
-controllers', followed like any watcher). Each write replaces the file atomically
+controllers', followed like any watcher, SAVE_SETTLE after it). A change of nothing it
+keeps (a pod's status, the managed slices) writes nothing and costs a look at the
+changed keys (``Store.saved_since``). Each write replaces the file atomically
 (statedir.write_file); an unchanged document is not written again. ``load`` reads it
 back for the next daemon, checked against the cluster it belongs to; ``kubelab down``
 removes it (``discard``), which is what ends the objects.
