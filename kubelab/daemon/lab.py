@@ -326,8 +326,10 @@ class Lab:
         return self.l7.proxies() if self.l7 is not None else None
 
     def _sync_l7(self):
+        # No settle: `kubelab wait` waits for the proxies' version (its check of a
+        # change no Ingress, route or Gateway reads is one shared pass: changed_with_label).
         follow(self.store, self.done, self.l7.sync, 'syncing Ingress and Gateway API',
-               settle=WRITER_SETTLE, log=LOG)
+               log=LOG)
 
     def _publish_health(self, key: str, healthy: list[str]):
         namespace, name = key.split('/', 1)
