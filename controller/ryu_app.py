@@ -333,16 +333,6 @@ FULL_PASS_EVERY = 50
 RECHECK_AFTER_S = 1.0
 SLOW_S = 0.05           # a step that took longer is logged with its times
 INDEX_AFTER_S = 1.0
-#: Python's garbage collector runs when kube-proxy is quiet, not by itself: left alone
-#: it ran in the middle of a version, a collection of what the versions since the last
-#: one built (at 10,000 Services 20-150 ms, as long as the rest of the version).
-#: COLLECT_AFTER_S after a report, unless another version came meanwhile (at most
-#: COLLECT_POSTPONED times in a row), it collects the young objects; every
-#: COLLECT_ALL_EVERY collections, and after COLLECT_IDLE_S of quiet, everything.
-COLLECT_AFTER_S = 1.0
-COLLECT_POSTPONED = 10
-COLLECT_ALL_EVERY = 50
-COLLECT_IDLE_S = 30.0
 
 
 def _index_if_current(sw, plan) -> None:
@@ -388,8 +378,6 @@ class KubeProxy(app_manager.RyuApp):
         self.purge = False         # a policy flow changed: purge the datapath's cache
         self.received = 0.0        # when the newest version's changes arrived
         self.report_due = hub.Event()     # a report to send (_reporter)
-        self.postponed = 0         # collections put off in a row (_collect)
-        self.collections = 0
         hub.spawn(self._watch)
         hub.spawn(self._reporter)
 
@@ -440,22 +428,9 @@ class KubeProxy(app_manager.RyuApp):
         the barrier replies (a report per reply, each an HTTP round trip, delayed the
         next switch's reply by as much)."""
         while True:
-            if not self.report_due.wait(timeout=COLLECT_IDLE_S):
-                gc.collect()                  # quiet: everything, while nothing waits
-                continue
+            self.report_due.wait()
             self.report_due.clear()
             self._report()
-            hub.spawn_after(COLLECT_AFTER_S, self._collect, self.received)
-
-    def _collect(self, received: float):
-        """The collection after a report (COLLECT_AFTER_S), unless a version came since
-        the one reported (its own report brings the next)."""
-        if self.received != received and self.postponed < COLLECT_POSTPONED:
-            self.postponed += 1
-            return
-        self.postponed = 0
-        self.collections += 1
-        gc.collect(2 if self.collections % COLLECT_ALL_EVERY == 0 else 1)
 
     def _report(self):
         """Tell the API server which switches carry the newest version (once each
@@ -688,7 +663,6 @@ def main(argv=None):
     from ryu.cmd import manager
     import services
     gc.set_threshold(*services.GC_THRESHOLDS)     # as the daemon: a large, acyclic heap
-    gc.disable()                                  # (and collections at its pace: _reporter)
     args = list(sys.argv[1:] if argv is None else argv)
     i = args.index('--ofp-socket')
     path = args[i + 1]
