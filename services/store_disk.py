@@ -52,12 +52,7 @@ class StoreDisk:
                 for key, obj in sorted(self.objects.of_kind(kind).items()):
                     if not persistence.kept(obj):
                         continue
-                    version = obj['metadata'].get('resourceVersion')
-                    hit = self._saved_texts.get(key)
-                    if hit is None or hit[0] is not obj or hit[1] != version:
-                        hit = (obj, version, json.dumps(persistence.without_runtime(obj),
-                                                        sort_keys=True))
-                    fresh[key] = hit
+                    hit = fresh[key] = self._saved_text(key, obj)
                     texts.append(hit[2])
             self._saved_texts = fresh
             rest = persistence.saved([], copy.deepcopy(self.replica_sets), cluster_doc)
@@ -87,17 +82,23 @@ class StoreDisk:
                     if hit is not None:
                         return True           # a kept object gone
                     continue
-                version = obj['metadata'].get('resourceVersion')
                 if hit is None:
                     return True
-                if hit[0] is obj and hit[1] == version:
-                    continue
-                text = json.dumps(persistence.without_runtime(obj), sort_keys=True)
-                if text != hit[2]:
+                now = self._saved_texts[key] = self._saved_text(key, obj)
+                if now[2] != hit[2]:
                     return True
-                self._saved_texts[key] = (obj, version, text)
             return persistence.saved([], copy.deepcopy(self.replica_sets),
                                      cluster_doc) != self._saved_rest
+
+    def _saved_text(self, key: tuple, obj: dict) -> tuple:
+        """(``obj``, its resourceVersion, its saved JSON): the one kept while the object
+        and its version stay, else encoded again."""
+        version = obj['metadata'].get('resourceVersion')
+        hit = self._saved_texts.get(key)
+        if hit is None or hit[0] is not obj or hit[1] != version:
+            hit = (obj, version, json.dumps(persistence.without_runtime(obj),
+                                            sort_keys=True))
+        return hit
 
     def restore(self, document: dict) -> list[str]:
         """Load what ``saved`` kept (into a store that holds only its own start-up

@@ -174,14 +174,22 @@ def service_delta(old, new) -> tuple[list, list] | None:
     return delta
 
 
-def _service_delta(old, new) -> tuple[list, list] | None:
+def _alike(old, new, pods: bool = True) -> bool:
+    """True when ``old`` and ``new`` hold the same of everything the pipeline reads but
+    their Service ports (and, unless ``pods``, their pods)."""
     if old is None or old.cluster is not new.cluster or (
             old.not_ready, old.lb_health, old.namespaces, old.announced) != (
             new.not_ready, new.lb_health, new.namespaces, new.announced):
+        return False
+    pairs = ((old.pods, new.pods), (old.policies, new.policies)) if pods else \
+        ((old.policies, new.policies),)
+    return all(len(xs) == len(ys) and all(x is y or x == y for x, y in zip(xs, ys))
+               for xs, ys in pairs)
+
+
+def _service_delta(old, new) -> tuple[list, list] | None:
+    if not _alike(old, new):
         return None
-    for xs, ys in ((old.pods, new.pods), (old.policies, new.policies)):
-        if len(xs) != len(ys) or not all(x is y or x == y for x, y in zip(xs, ys)):
-            return None
     xs, ys = old.service_ports, new.service_ports
     if len(xs) == len(ys):          # (both in key order, keys unique) the common case:
         pairs = [(x, y) for x, y in zip(xs, ys) if x is not y]    # the same Services
@@ -246,13 +254,7 @@ def _midway(old, new):
     alone (else None); one object for every switch asking."""
     if _LAST_MIDWAY[0] is old and _LAST_MIDWAY[1] is new:
         return _LAST_MIDWAY[2]
-    mid = None
-    if old is not None and old.cluster is new.cluster and (
-            old.not_ready, old.lb_health, old.namespaces, old.announced, old.cut_off) == (
-            new.not_ready, new.lb_health, new.namespaces, new.announced, new.cut_off) \
-            and len(old.policies) == len(new.policies) and all(
-                a is b or a == b for a, b in zip(old.policies, new.policies)):
-        mid = replace(new, pods=old.pods)
+    mid = replace(new, pods=old.pods) if _alike(old, new, pods=False) else None
     _LAST_MIDWAY[:] = [old, new, mid]
     return mid
 
@@ -395,21 +397,17 @@ def _node_changes(plan: Plan, new, removed: list, added: list,
     gone = {f.cookie for part in old_parts for f in _part_flows(part)}
     groups = {g.group_id: g for part in new_parts for g in part['groups']}
     parts, pop = plan.parts, plan.parts.pop
-    regrouped: dict = {}            # (id(groups), id(endpoints)) -> the new groups
     last = (None, None, None)       # the last (groups, endpoints, new groups)
     for was, sp in moves:           # the same flows and group ids: new buckets
         hit = pop(id(was), None)
         if hit is None:
             return None             # the caller replaces the plan with a full pass
         part = hit[1]
-        if part['groups']:          # (endpoint_moves.regrouped, inline: 10,000 a pod)
+        if part['groups']:          # (endpoint_moves.regrouped, inline: 10,000 a pod;
+            # the parts that share their groups follow one another: new_groups once)
             if part['groups'] is not last[0] or sp.endpoints is not last[1]:
-                key = (id(part['groups']), id(sp.endpoints))
-                mine = regrouped.get(key)
-                if mine is None:    # once for the parts that share their groups
-                    mine = regrouped[key] = endpoint_moves.new_groups(part['groups'],
-                                                                      sp.endpoints)
-                    groups.update((g.group_id, g) for g in mine)
+                mine = endpoint_moves.new_groups(part['groups'], sp.endpoints)
+                groups.update((g.group_id, g) for g in mine)
                 last = (part['groups'], sp.endpoints, mine)
             part = dict(part, groups=last[2])
         parts[id(sp)] = (sp, part)
