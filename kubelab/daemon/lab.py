@@ -370,8 +370,8 @@ class Lab:
                 keys = set(targets)
             read = (services_version, services, checked)
             seen = version
-        follow(self.store, self.done, step, 'syncing the cloud load balancer',
-               settle=WRITER_SETTLE, log=LOG)
+        # No settle: a Service's health check node port answers as soon as it can.
+        follow(self.store, self.done, step, 'syncing the cloud load balancer', log=LOG)
 
     def node_network(self, name: str, up: bool) -> str:
         """``kubelab node fail|restore``: the node's cable to the underlay cut or put back.
