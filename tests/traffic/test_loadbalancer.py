@@ -191,6 +191,7 @@ def test_the_health_check_node_port_says_which_nodes_have_an_endpoint(lb_lab, cl
         answers = {}
         for name, ip in nodes.items():
             [r] = lb_lab.http(host, ip, port, '/healthz')
+            assert 'status' in r, (name, r)       # an answer, whatever its code
             answers[name] = (r['status'], json.loads(r['body'])['localEndpoints'])
         assert answers == {'control-plane': (503, 0), 'worker-1': (200, 1),
                            'worker-2': (200, 1)}
@@ -271,6 +272,7 @@ def test_each_node_spreads_the_load_balancers_connections_over_every_endpoint(
     ip, _ = spread
     host, _ = clients[0]
     seen = lb_lab.http(host, ip, 80, '/hostname', count=180)
+    assert all(r['ok'] for r in seen), [r for r in seen if not r['ok']]
     assert {r['body'] for r in seen} == {f'spread-{i}' for i in range(6)}, seen
     # Which endpoints each node's NodePort group sent them to (its buckets' counters).
     report = json.loads(lb_lab.kubelab('flows', '--service', 'spread', '-o', 'json').stdout)
