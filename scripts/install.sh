@@ -33,7 +33,7 @@ fi
 
 packages=(openvswitch-switch mininet busybox iperf3 ethtool iputils-ping iproute2 curl
           tcpdump util-linux python3 python3-venv python3-dev nginx openssl wrk graphviz
-          dpkg-dev gcc make xz-utils jq bubblewrap iputils-arping)
+          dpkg-dev gcc make xz-utils jq bubblewrap iputils-arping libjemalloc-dev patch)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -70,10 +70,20 @@ class OpenVSwitch:
         except ValueError:
             return 6
 
+    def recipe(self) -> str:
+        """How the lab's own build was made (scripts/build-ovs.sh's RECIPE: jemalloc,
+        which patches); '' for the machine's package or an older build."""
+        try:
+            with open(os.path.join(self.prefix, 'share', 'kubelab-build')) as f:
+                return f.read().strip()
+        except OSError:
+            return ''
+
     def describe(self) -> str:
         where = (f'the lab\'s own build in {os.path.realpath(self.prefix)}' if self.own
                  else "the machine's package")
-        return f'Open vSwitch {self.version()}, {where}'
+        recipe = self.recipe() if self.own else ''
+        return f'Open vSwitch {self.version()}, {where}' + (f' ({recipe})' if recipe else '')
 
 
 def kernel_module() -> bool:

@@ -237,6 +237,10 @@ def test_a_failed_node_stops_getting_connections_within_the_bound_and_comes_back
           f'{switched_at - cut:.2f} s after the cut; back in the load '
           f'balancer {back - restored_at:.1f} s after the restore' if back and switched_at
           else 'never back or never dropped')
+    print('failed requests (s after the failure, what, when restored at '
+          f'{restored_at - failed_at:.1f} s):',
+          [(round(t - failed_at, 2), outcome, body) for t, outcome, body in events
+           if outcome != 'ok'])
     assert switched_at is not None and switched_at - cut <= DESIGN_BOUND + POLL_MARGIN
     assert any(t < failed_at for t in via_w1)           # it was a target before
     assert last_failure <= FAILOVER_BOUND
