@@ -2,7 +2,7 @@
 
 The pipeline computes flows, groups and meters as plain values (controller/flows.py)
 and reconcile says which to add, modify or delete (``Changes.steps``); this module turns
-each step into the message a switch reads, and ``_Batch`` writes a switch's messages in
+each step into the message a switch reads, and ``Batch`` writes a switch's messages in
 large writes. It imports nothing from Ryu: Ryu's OpenFlow 1.3 ``parser`` and ``ofproto``
 modules come in as arguments, or with the datapath (``dp.ofproto_parser``,
 ``dp.ofproto``), which the shell (controller/ryu_app.py, the only module that imports
@@ -199,7 +199,7 @@ def _with_xid(data: bytes, xid: int) -> bytes:
     return data[:4] + struct.pack('!I', xid) + data[8:]
 
 
-class _Batch:
+class Batch:
     """Messages to one switch, sent in large writes rather than one queue entry each
     (Ryu's send queue holds a few entries: 30,000 group messages were 30,000 waits)."""
     SIZE = 256 * 1024

@@ -56,7 +56,7 @@ from ryu.ofproto import ofproto_v1_3, ofproto_v1_3_parser  # noqa: E402
 
 from controller import flows as F                    # noqa: E402
 from controller import reconcile                     # noqa: E402
-from controller.ofp_encode import _Batch             # noqa: E402
+from controller.ofp_encode import Batch             # noqa: E402
 from controller.pipeline import incremental          # noqa: E402
 from controller.pipeline.conntrack_cleanup import stale_udp_flushes  # noqa: E402
 from controller.pipeline.network_policy import policy_cookies  # noqa: E402
@@ -358,7 +358,7 @@ class KubeProxy(app_manager.RyuApp):
                     self.policy_cookies & set(todo.flows_to_delete):
                 self.purge = True
             computed = time.monotonic()
-            batch = _Batch(dp)
+            batch = Batch(dp)
             steps = todo.steps()
             for op, kind, item in steps:
                 batch.add(op, kind, item)

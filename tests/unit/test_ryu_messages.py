@@ -10,7 +10,7 @@ from ryu.ofproto import ofproto_v1_3_parser as parser
 
 import controller.ryu_app  # noqa: F401  (Ryu patched as the controller runs it: NAT's padding)
 from controller.flows import Bucket, Ct, GroupSpec, Nat
-from controller.ofp_encode import _Batch, _action, _group_mod_bytes, _message
+from controller.ofp_encode import Batch, _action, _group_mod_bytes, _message
 from controller.pipeline.tables import MAX_GROUP_BUCKETS
 
 
@@ -77,7 +77,7 @@ def test_a_batch_sends_the_messages_in_order_in_few_writes():
         def send(self, buf):
             self.sent.append(buf)
     dp = Sending()
-    batch = _Batch(dp)
+    batch = Batch(dp)
     specs = [GroupSpec(i + 1, tuple(_bucket(j) for j in range(11))) for i in range(2000)]
     for spec in specs:
         batch.add('add', 'group', spec)
