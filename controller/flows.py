@@ -60,15 +60,32 @@ class Move:
         return f'move:{src}[0..{self.n_bits - 1}]->{dst}[0..{self.n_bits - 1}]'
 
 
-@dataclass(frozen=True)
+#: The source ports a fully random masquerade picks from: kube-proxy's ``MASQUERADE
+#: --random-fully`` (nftables: ``masquerade fully-random``) over Linux's range for a
+#: source port of 1024 and above.
+SNAT_PORTS = (1024, 65535)
+
+
+@dataclass(frozen=True, repr=False)
 class Nat:
     """``nat`` alone applies an existing translation (and reverses it on replies);
-    ``Nat(dst=IP, port=P)`` is DNAT, ``Nat(src=IP)`` SNAT (masquerade)."""
+    ``Nat(dst=IP, port=P)`` is DNAT, ``Nat(src=IP)`` SNAT keeping the source port when it
+    is free, ``Nat(src=IP, random_port=True)`` SNAT to a random port of ``SNAT_PORTS``
+    (kube-proxy's masquerade)."""
     dst: str | None = None
     port: int | None = None
     src: str | None = None
+    random_port: bool = False
+
+    def __repr__(self):
+        # The cookie hashes the repr: a Nat without a random port keeps the cookie it
+        # had before there was one (the switches' flows stay untouched on an upgrade).
+        text = f'Nat(dst={self.dst!r}, port={self.port!r}, src={self.src!r}'
+        return text + (', random_port=True)' if self.random_port else ')')
 
     def ofctl(self):
+        if self.src is not None and self.random_port:
+            return f'nat(src={self.src}:{SNAT_PORTS[0]}-{SNAT_PORTS[1]},random)'
         if self.src is not None:
             return f'nat(src={self.src})'
         if self.dst is None:

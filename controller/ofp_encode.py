@@ -60,8 +60,12 @@ def _action(parser, ofp, action):
         nat = []
         if action.nat is not None:
             if action.nat.src is not None:
-                nat = [parser.NXActionNAT(flags=1, range_ipv4_min=action.nat.src,   # SNAT
-                                          range_ipv4_max=action.nat.src)]
+                kw = dict(range_ipv4_min=action.nat.src, range_ipv4_max=action.nat.src)
+                if action.nat.random_port:      # 16: NX_NAT_F_PROTO_RANDOM
+                    kw.update(range_proto_min=F.SNAT_PORTS[0],
+                              range_proto_max=F.SNAT_PORTS[1])
+                nat = [parser.NXActionNAT(flags=1 | (16 if action.nat.random_port else 0),
+                                          **kw)]                             # 1: SNAT
             elif action.nat.dst is None:
                 nat = [parser.NXActionNAT(flags=0)]
             else:

@@ -52,6 +52,7 @@ def http_get(host: str, port: int, path: str, timeout: float) -> dict:
     start = time.monotonic()
     try:
         with socket.create_connection((host, port), timeout=timeout) as s:
+            sport = s.getsockname()[1]            # the client's own source port
             s.sendall(f'GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n'
                       .encode())
             data = b''
@@ -65,7 +66,7 @@ def http_get(host: str, port: int, path: str, timeout: float) -> dict:
     head, _, body = data.partition(b'\r\n\r\n')
     status = int(head.split(b' ', 2)[1]) if head.startswith(b'HTTP/') else 0
     return {'ok': 200 <= status < 300, 'status': status, 'body': body.decode(errors='replace'),
-            'ms': _ms(start)}
+            'sport': sport, 'ms': _ms(start)}
 
 
 def request(host: str, port: int, path: str, timeout: float, method: str = 'GET',

@@ -474,7 +474,10 @@ def l3_forwarding(ctx: NodeBridge) -> list:
 
 def snat(ctx: NodeBridge) -> list:
     """SNAT: masquerade a NodePort connection (then route it again), a hairpin (as the
-    gateway) and what leaves for the outside (as the node)."""
+    gateway) and what leaves for the outside (as the node), each to a random source port
+    (``Nat.random_port``: kube-proxy's ``MASQUERADE --random-fully``, which CNI plugins'
+    egress masquerade uses too; keeping the client's port and probing on from it when it
+    is taken runs out of ports under many clients sooner than a real node does)."""
     node = ctx.node
     pod_net = ipaddress.IPv4Network(node.pod_cidr)
     return [
@@ -485,11 +488,12 @@ def snat(ctx: NodeBridge) -> list:
              # that ofproto/trace (kubelab trace), which keeps one ct_mark across zones,
              # does not send the packet back into SNAT forever.
              (Ct(zone=ctx.snat_zone, commit=True, table=T['L3Forwarding'],
-                 nat=Nat(src=node.ip), mark=0),), owner='nodeport masquerade'),
+                 nat=Nat(src=node.ip, random_port=True), mark=0),),
+             owner='nodeport masquerade'),
         flow(T['SNAT'], PRIORITY_NORMAL, {'eth_type': ETH_IP, 'ipv4_dst': (
              node.pod_cidr.split('/')[0], str(pod_net.netmask))},
              (Ct(zone=ctx.snat_zone, commit=True, table=T['Output'],
-                 nat=Nat(src=ctx.gateway)),), owner='hairpin masquerade'),
+                 nat=Nat(src=ctx.gateway, random_port=True)),), owner='hairpin masquerade'),
         # The pods' and the node's own connections share one SNAT zone, so their ports
         # never clash. Replies (to connections that came in from outside) leave as they
         # are.
@@ -498,7 +502,7 @@ def snat(ctx: NodeBridge) -> list:
              goto=T['Output'], owner='egress masquerade'),
         flow(T['SNAT'], PRIORITY_FALLBACK, {'eth_type': ETH_IP},
              (Ct(zone=ctx.snat_zone, commit=True, table=T['Output'],
-                 nat=Nat(src=node.ip)),), owner='egress masquerade'),
+                 nat=Nat(src=node.ip, random_port=True)),), owner='egress masquerade'),
         flow(T['SNAT'], PRIORITY_MISS, owner='egress masquerade')]
 
 
