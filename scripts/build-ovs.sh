@@ -37,7 +37,7 @@ ROOT="${KUBELAB_OVS_ROOT:-/opt/kubelab}"      # another root: for the tests only
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 RECIPE="jemalloc, patches $(cat "$here"/ovs-patches/*.patch | sha256sum | cut -c1-12)"
 say() { echo "[build-ovs] $*"; }
-recipe_of() { cat "$1/share/kubelab-build" 2>/dev/null || true; }
+recipe_of() { head -1 "$1/share/kubelab-build" 2>/dev/null || true; }   # line 1
 
 version_ok() {   # version_ok 4.0.0 -> true when >= MIN_VERSION
   [ "$(printf '%s\n%s\n' "$MIN_VERSION" "$1" | sort -V | head -1)" = "$MIN_VERSION" ]
@@ -100,11 +100,13 @@ grep -o 'debian/[A-Za-z0-9_.+-]*' Makefile.in | sort -u | while read -r f; do
   [ -e "$f" ] || touch -d '2000-01-01 00:00:00' "$f"
 done
 # A patch that no longer applies (the unstable source moved on) is left out, said here.
+left_out=()
 for p in "$here"/ovs-patches/*.patch; do
   if patch -p1 --forward --silent <"$p" >"$work/patch.log" 2>&1; then
     say "patched: $(basename "$p")"
   else
     say "warning: $(basename "$p") does not apply to $version: building without it"
+    left_out+=("$(basename "$p")")
   fi
 done
 say "building Open vSwitch $version (no DPDK, no SSL, jemalloc) into $prefix: a few minutes"
@@ -120,6 +122,8 @@ for build in "$(readlink -f "$ROOT/ovs" 2>/dev/null || true)" "$prefix"; do
 done
 rm -rf "$prefix"
 make install >"$work/install.log" 2>&1 || { tail -20 "$work/install.log"; rm -rf "$prefix"; exit 1; }
-echo "$RECIPE" >"$prefix/share/kubelab-build"
+# Line 1 the recipe (what the cache compares), then what the build had to leave out.
+{ echo "$RECIPE"; [ "${#left_out[@]}" -eq 0 ] || echo "left out: ${left_out[*]}"; } \
+  >"$prefix/share/kubelab-build"
 ln -sfn "$prefix" "$ROOT/ovs"
 say "built: $("$ROOT/ovs/sbin/ovs-vswitchd" --version | head -1) ($RECIPE)"

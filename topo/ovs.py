@@ -72,10 +72,11 @@ class OpenVSwitch:
 
     def recipe(self) -> str:
         """How the lab's own build was made (scripts/build-ovs.sh's RECIPE: jemalloc,
-        which patches); '' for the machine's package or an older build."""
+        which patches, then any patch it had to leave out); '' for the machine's package
+        or an older build."""
         try:
             with open(os.path.join(self.prefix, 'share', 'kubelab-build')) as f:
-                return f.read().strip()
+                return '; '.join(line.strip() for line in f if line.strip())
         except OSError:
             return ''
 

@@ -69,5 +69,11 @@ def test_the_description_says_how_the_labs_own_build_was_made(tmp_path):
     assert own.recipe() == recipe()
     assert own.describe() == (f"Open vSwitch 4.0.0, the lab's own build in {prefix} "
                               f'({recipe()})')
+    # A patch the newer source would not take is said, and the cache still holds.
+    (prefix / 'share' / 'kubelab-build').write_text(
+        f'{recipe()}\nleft out: accept-when-ready.patch\n')
+    assert own.describe().endswith(f'({recipe()}; left out: accept-when-ready.patch)')
+    done = build(tmp_path)
+    assert done.returncode == 0 and 'cached:' in done.stdout, done.stdout + done.stderr
     (prefix / 'share' / 'kubelab-build').unlink()          # a build from before recipes
     assert own.describe() == f"Open vSwitch 4.0.0, the lab's own build in {prefix}"
