@@ -11,8 +11,11 @@ turns it into Open vSwitch bridges and Mininet hosts, connects the bridges to th
 controller, and adds and removes pod hosts while the lab runs. Every Mininet call goes
 through one lock: Mininet's host shells are not thread-safe.
 
-On the userspace datapath (no Open vSwitch kernel module) TCP through a bridge only works
-with TX checksum offload off on every veth: ``_offload_off`` does that for every link.
+On the userspace datapath (no Open vSwitch kernel module) the veths keep the kernel's
+offloads (TCP segmentation, checksums) only where ovs-vswitchd reads and writes their
+offload metadata (the lab's own build, topo/ovs.py: each port's status says
+``tx_tcp_csum_offload="true"``); elsewhere TCP through a bridge only works with TX
+checksum offload off on every veth, and ``_offload_off`` does that for every link.
 
 Everything the network creates on the machine carries the lab's mark (topo/cleanup.py):
 ``external_ids:kubelab-lab`` on each bridge, set in the command that creates it, and the
@@ -27,6 +30,7 @@ possibility for remote exploit"), so the socket lives there, mode 0600.
 from __future__ import annotations
 
 import ipaddress
+import json
 import logging
 import os
 import shlex
@@ -75,6 +79,18 @@ def detect_datapath() -> str:
 
 #: The pod's interface, inside its network namespace.
 POD_INTERFACE = 'eth0'
+
+
+def ports_offload(names: list[str]) -> bool:
+    """Whether Open vSwitch takes the kernel's TCP checksum offload on every one of these
+    ports (its Interface status, set when ovs-vswitchd runs with userspace TSO)."""
+    proc = subprocess.run(['ovs-vsctl', '--timeout=10', '--format=json', '--columns=name,status',
+                           'list', 'Interface', *names], capture_output=True, text=True)
+    if proc.returncode != 0:
+        return False
+    rows = json.loads(proc.stdout)['data']
+    return len(rows) == len(names) and all(
+        dict(status[1]).get('tx_tcp_csum_offload') == 'true' for _, status in rows)
 
 
 class MarkedSwitch(OVSSwitch):
@@ -167,6 +183,7 @@ class LabNetwork:
                            and recirculation_limit >= wiring.DEEPEST_PASS)
         self.lock = threading.RLock()
         self.net = None
+        self.offloads = False     # the veths keep their offloads (see the docstring)
         self._pod_count = 0
 
     # ------------------------------------------------------------ start / stop
@@ -188,9 +205,11 @@ class LabNetwork:
         self.net.start()
         self._mark_links([intf.name for sw in self.net.switches for intf in sw.intfList()
                           if intf.name != 'lo'] + [sw.name for sw in self.net.switches])
-        for link in self.net.links:
-            if not isinstance(link, OVSLink):
-                self._offload_off(link)
+        veths = [link for link in self.net.links if not isinstance(link, OVSLink)]
+        self.offloads = self.datapath == 'user' and bool(veths) and ports_offload(
+            [link.intf2.name for link in veths])
+        for link in veths:
+            self._offload_off(link)
         self._name_tables()
         self._connect_controller()
         self._conntrack_timeouts()
@@ -235,7 +254,7 @@ class LabNetwork:
                 self._conntrack_timeouts_off()
 
     def _offload_off(self, link):
-        if self.datapath != 'user':
+        if self.datapath != 'user' or self.offloads:
             return
         for intf in (link.intf1, link.intf2):
             intf.node.cmd(f'ethtool -K {intf.name} tx off >/dev/null 2>&1')

@@ -20,6 +20,17 @@ controller's, the CLI's, the tests') talks to the instance the lab runs on: each
 installation's tools find their own daemons through their compiled-in run directory.
 ``python -m topo.ovs start`` starts it (the install does, and the daemon when it does not
 answer); ``python -m topo.ovs`` says which one the lab uses.
+
+The lab's own build (4.0 and later) runs with ``other_config:userspace-tso-enable``: its
+userspace datapath then reads and writes the kernel's offload metadata on the veths
+(AF_PACKET's virtio-net header), so a TCP sender hands it 64 KB segments with the
+checksum left to the receiver, as on a real node where the veths keep their offloads.
+4.0 dropped the feature's experimental tag; without it (Debian 12's 3.1) TCP through the
+userspace datapath only works with TX checksum offload off on every veth, and every
+1500-byte packet is a trip through ovs-vswitchd. The setting is read when ovs-vswitchd
+starts: ``start`` sets it first, and restarts an ovs-vswitchd that runs without it (never
+under a running lab's bridges). topo/network.py reads what each port does from its
+status, not from here.
 """
 
 from __future__ import annotations
@@ -65,10 +76,19 @@ class OpenVSwitch:
         """How many recirculations its userspace datapath allows a packet in one pass
         (dpif-netdev's MAX_RECIRC_DEPTH): 8 in 4.0; 6 in Debian 12's 3.1, which drops
         the seventh ("Max recirculation depth exceeded")."""
+        return 8 if self.major() >= 4 else 6
+
+    @property
+    def offloads(self) -> bool:
+        """Whether the lab runs its userspace datapath with the kernel's TCP segmentation
+        and checksum offloads (the module docstring): its own build, 4.0 or later."""
+        return self.own and self.major() >= 4
+
+    def major(self) -> int:
         try:
-            return 8 if int(self.version().split('.')[0]) >= 4 else 6
+            return int(self.version().split('.')[0])
         except ValueError:
-            return 6
+            return 0
 
     def recipe(self) -> str:
         """How the lab's own build was made (scripts/build-ovs.sh's RECIPE: jemalloc,
@@ -118,23 +138,53 @@ def activate(ovs: OpenVSwitch | None = None) -> OpenVSwitch:
 
 
 def answers() -> bool:
+    """Whether its database answers (``ovs-vsctl``)."""
     return subprocess.run(['ovs-vsctl', '--timeout=5', 'show'],
                           capture_output=True).returncode == 0
 
 
+def switch_answers() -> bool:
+    """Whether ovs-vswitchd answers: the database alone answers ``ovs-vsctl``, but
+    adding a bridge then waits for ever."""
+    return subprocess.run(['ovs-appctl', '--timeout=5', '-t', 'ovs-vswitchd', 'version'],
+                          capture_output=True).returncode == 0
+
+
+TSO_KEY = 'other_config:userspace-tso-enable'
+
+
+def _vsctl(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(['ovs-vsctl', '--timeout=5', *args], capture_output=True,
+                          text=True)
+
+
+def _lab_bridges() -> list[str]:
+    return [b for b in _vsctl('list-br').stdout.split() if b.startswith('kl-')]
+
+
 def start(ovs: OpenVSwitch | None = None) -> OpenVSwitch:
-    """Make sure the chosen Open vSwitch runs (started if ``ovs-vsctl`` gets no answer).
-    Raises RuntimeError with what to do when it will not start."""
+    """Make sure the chosen Open vSwitch runs, its database and ovs-vswitchd (each started
+    if it does not answer), ovs-vswitchd with the offloads setting ``ovs`` wants (the
+    module docstring). Raises RuntimeError with what to do when it will not start."""
     ovs = activate(ovs)
     if shutil.which('ovs-vsctl') is None:
         raise RuntimeError('Open vSwitch is not installed: run `sudo ./run.sh install`')
-    if answers():
-        return ovs
-    proc = subprocess.run([ovs.ctl, 'start', '--system-id=random'], capture_output=True,
-                          text=True)
+    steps = []
     if not answers():
+        steps.append(subprocess.run([ovs.ctl, 'start', '--no-ovs-vswitchd',
+                                     '--system-id=random'], capture_output=True, text=True))
+    if ovs.offloads and answers() \
+            and _vsctl('get', 'Open_vSwitch', '.', TSO_KEY).stdout.strip() != '"true"':
+        _vsctl('--no-wait', 'set', 'Open_vSwitch', '.', f'{TSO_KEY}=true')
+        if switch_answers() and not _lab_bridges():     # started without it: restart
+            subprocess.run([ovs.ctl, 'stop', '--no-ovsdb-server'], capture_output=True)
+    if answers() and not switch_answers():
+        steps.append(subprocess.run([ovs.ctl, 'start', '--no-ovsdb-server',
+                                     '--system-id=random'], capture_output=True, text=True))
+    if not (answers() and switch_answers()):
+        said = ' '.join(f'{p.stdout.strip()} {p.stderr.strip()}'.strip() for p in steps)
         raise RuntimeError(f'Open vSwitch does not answer and would not start ({ovs.ctl} '
-                           f'start: {proc.stdout.strip()} {proc.stderr.strip()})'.strip())
+                           f'start: {said})')
     return ovs
 
 
