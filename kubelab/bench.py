@@ -68,6 +68,7 @@ from dataclasses import dataclass
 from kubelab import bench_failover, bench_metallb
 from kubelab.daemon.statedir import running_daemon
 from kubelab.labctl import LabControl
+from kubelab.printers import datapath_text
 from services.errors import KubelabError
 
 #: The benchmark's cluster: the default one with an external host per path from
@@ -212,8 +213,7 @@ def run_bench(args) -> int:
         lab.up(f.name)
     try:
         info = lab.client.lab()
-        print(f'Datapath: {info["datapath"]}, {info.get("openvswitch") or "Open vSwitch"}',
-              flush=True)
+        print(f'Datapath: {datapath_text(info)}', flush=True)
         code = _measure(lab, args)
     finally:
         lab.down()

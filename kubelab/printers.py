@@ -493,3 +493,13 @@ def print_apply_results(result: dict):
         print(f'Warning: {warning}', file=sys.stderr)
     for ref, action in result['results']:
         print(f'{ref} {"created (dry run)" if action == "validated" else action}')
+
+
+def datapath_text(info: dict) -> str:
+    """Which datapath and Open vSwitch run the lab, and on the userspace datapath whether
+    the veths keep the kernel's TCP offloads (topo/network.py)."""
+    text = f'{info["datapath"]} ({info.get("openvswitch") or "Open vSwitch"})'
+    if info['datapath'] == 'user':
+        text += ('; the veths keep their TCP offloads (userspace TSO)' if info.get('offloads')
+                 else '; TX checksum offload off on the veths')
+    return text

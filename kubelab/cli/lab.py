@@ -20,6 +20,7 @@ import time
 
 from kubelab.client import STATE_DIR, Client
 from kubelab.daemon import persist
+from kubelab.printers import datapath_text
 from kubelab.daemon.instance import InstanceLock
 from kubelab.daemon.statedir import append_fd, check_state_dir, lab_mark, read_text, \
     running_daemon, state_path, write_file
@@ -172,8 +173,9 @@ def wait_until_up(proc: subprocess.Popen, log_path: str):
 def print_lab(info: dict):
     print(f'Nodes: {", ".join(n["name"] + " " + n["ip"] for n in info["nodes"])}')
     print(f'External hosts: {", ".join(h["name"] + " " + h["ip"] for h in info["hosts"])}')
-    print(f'Datapath: {info["datapath"]} ({info.get("openvswitch") or "Open vSwitch"}); '
-          f'controller pid {info["controllerPid"]}; state in {STATE_DIR}')
+    print(f'Datapath: {datapath_text(info)}; controller pid {info["controllerPid"]}; '
+          f'state in {STATE_DIR}')
+
 
 
 def _pythonpath() -> str:

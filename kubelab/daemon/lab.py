@@ -419,6 +419,7 @@ class Lab:
                 'cloud': self.cluster.cloud,
                 'nodeMonitorGracePeriod': self.cluster.node_monitor_grace_period,
                 'datapath': net.datapath if net else None,
+                'offloads': net.offloads if net else None,
                 'openvswitch': self.openvswitch,
                 'openvswitchPrefix': self.openvswitch_prefix,
                 'controllerPid': self.controller.pid if self.controller else None,
