@@ -27,10 +27,11 @@ userspace datapath then reads and writes the kernel's offload metadata on the ve
 checksum left to the receiver, as on a real node where the veths keep their offloads.
 4.0 dropped the feature's experimental tag; without it (Debian 12's 3.1) TCP through the
 userspace datapath only works with TX checksum offload off on every veth, and every
-1500-byte packet is a trip through ovs-vswitchd. The setting is read when ovs-vswitchd
-starts: ``start`` sets it first, and restarts an ovs-vswitchd that runs without it (never
-under a running lab's bridges). topo/network.py reads what each port does from its
-status, not from here.
+1500-byte packet is a trip through ovs-vswitchd. A running ovs-vswitchd takes the setting
+as it reads it, but only for the ports it adds from then on, and never drops it: so
+``start`` sets it with ovs-vswitchd stopped (stopping one that runs without it), and
+never under a running lab's bridges, which keep what they have. topo/network.py reads
+what each port does from its status, not from here.
 """
 
 from __future__ import annotations
@@ -173,11 +174,13 @@ def start(ovs: OpenVSwitch | None = None) -> OpenVSwitch:
     if not answers():
         steps.append(subprocess.run([ovs.ctl, 'start', '--no-ovs-vswitchd',
                                      '--system-id=random'], capture_output=True, text=True))
-    if ovs.offloads and answers() \
+    if ovs.offloads and answers() and not _lab_bridges() \
             and _vsctl('get', 'Open_vSwitch', '.', TSO_KEY).stdout.strip() != '"true"':
-        _vsctl('--no-wait', 'set', 'Open_vSwitch', '.', f'{TSO_KEY}=true')
-        if switch_answers() and not _lab_bridges():     # started without it: restart
+        # A running ovs-vswitchd turns the setting on as it reads it, for the ports it
+        # adds from then on only: stop it first, so that all of them have it.
+        if switch_answers():
             subprocess.run([ovs.ctl, 'stop', '--no-ovsdb-server'], capture_output=True)
+        _vsctl('--no-wait', 'set', 'Open_vSwitch', '.', f'{TSO_KEY}=true')
     if answers() and not switch_answers():
         steps.append(subprocess.run([ovs.ctl, 'start', '--no-ovsdb-server',
                                      '--system-id=random'], capture_output=True, text=True))
