@@ -46,8 +46,8 @@ from services.errors import KubelabError
 MAX_RECIRCULATIONS = 12
 TABLE_LINE = re.compile(r'^\s*(\d+)\. (.*?),? ?priority (\d+)(?:, cookie (0x[0-9a-f]+))?$')
 BRIDGE_LINE = re.compile(r'^bridge\("([^"]+)"\)$')
-#: A translation: nat(dst|src=IP[:PORT]) ; a port range (the masquerade's random port of
-#: 1024-65535, ``nat(src=IP:1024-65535,random)``) is no port the trace can know.
+#: A translation: nat(dst|src=IP[:PORT]) ; a port range (the masquerade's
+#: ``nat(src=IP:1024-65535)``, a port conntrack picks) is no port the trace can know.
 NAT_LINE = re.compile(r'nat\((dst|src)=([0-9.]+)(?::(\d+)(-\d+)?)?(?:,[a-z]+)*\)')
 ZONE = re.compile(r'zone=(\d+)')
 OUTPUT = re.compile(r'^\s*output:"?([^"\s]+)"?$')

@@ -147,9 +147,9 @@ def _render_leg(leg: Leg) -> list[str]:
                    f'{", ".join(targets)}; followed: {chosen}')
     for t in leg.translations:
         zone = f' (conntrack zone {t.zone})' if t.zone is not None else ''
-        # The masquerade gives a random source port (kube-proxy's --random-fully): the
+        # The masquerade gives a source port of 1024-65535 that conntrack picks: the
         # trace cannot know it and follows the packet with the client's.
-        port = ':random-port' if t.kind == 'SNAT' and ':' in t.before and \
+        port = ':1024-65535' if t.kind == 'SNAT' and ':' in t.before and \
             ':' not in t.after else ''
         out.append(f'  {SERVICE_WORDS.get(t.kind, t.kind)} on {t.bridge}{zone}: '
                    f'{t.before} -> {t.after}{port}')

@@ -88,6 +88,25 @@ def test_every_node_answers_the_node_port_even_without_a_local_pod(np_lab, nodes
         np_lab.kubelab('delete', 'service', 'web')
 
 
+def test_connections_the_server_closes_pass_the_masquerade_without_a_retried_syn(
+        np_lab, nodes, client):
+    """New connections back to back from one external host through a NodePort that
+    masquerades (control-plane runs no endpoint), each closed by the server, which keeps
+    it in TIME_WAIT: none waits for a SYN retransmit. A random masquerade port (kube-proxy's
+    --random-fully) often lands on one the server holds in TIME_WAIT for another client
+    connection; the server refuses that SYN and Open vSwitch drops its answer, so the
+    client's SYN fails again and again (docs/pipeline.md, SNAT)."""
+    np_lab.apply(service('web'))
+    try:
+        host, _ = client
+        got = np_lab.probe(host, 'rate', nodes['control-plane'], node_port(np_lab, 'web'),
+                           count=10 ** 9, seconds=4, timeout=3)
+        assert got['failed'] == 0 and got['ok'] >= 1000, got
+        assert got['stalled'] == 0, got
+    finally:
+        np_lab.kubelab('delete', 'service', 'web')
+
+
 def test_pods_reach_a_node_port_on_any_node_even_when_the_endpoint_is_on_a_third(
         np_lab, nodes):
     # probe-w1 on worker-1 -> control-plane's IP (no endpoint there) -> web-2 on worker-2:
