@@ -20,10 +20,10 @@ import time
 
 from kubelab.client import STATE_DIR, Client
 from kubelab.daemon import persist
-from kubelab.printers import datapath_text
 from kubelab.daemon.instance import InstanceLock
 from kubelab.daemon.statedir import append_fd, check_state_dir, lab_mark, read_text, \
     running_daemon, state_path, write_file
+from kubelab.printers import datapath_text
 from services import manifests
 from services.errors import ApplyError, KubelabError, ValidationError
 from services.manifests import read_paths
@@ -175,7 +175,6 @@ def print_lab(info: dict):
     print(f'External hosts: {", ".join(h["name"] + " " + h["ip"] for h in info["hosts"])}')
     print(f'Datapath: {datapath_text(info)}; controller pid {info["controllerPid"]}; '
           f'state in {STATE_DIR}')
-
 
 
 def _pythonpath() -> str:
