@@ -60,33 +60,15 @@ class Move:
         return f'move:{src}[0..{self.n_bits - 1}]->{dst}[0..{self.n_bits - 1}]'
 
 
-#: The source ports the masquerade picks from: Linux's range for a source port of 1024
-#: and above, the range kube-proxy's ``MASQUERADE --random-fully`` picks from too.
-SNAT_PORTS = (1024, 65535)
-
-
-@dataclass(frozen=True, repr=False)
+@dataclass(frozen=True)
 class Nat:
     """``nat`` alone applies an existing translation (and reverses it on replies);
-    ``Nat(dst=IP, port=P)`` is DNAT, ``Nat(src=IP)`` SNAT keeping the source port when it
-    is free, ``Nat(src=IP, port_range=True)`` SNAT to a port of ``SNAT_PORTS`` that
-    conntrack picks for the connection (the masquerade, node_switch.snat: Open vSwitch's
-    userspace conntrack starts from a hash of the connection's addresses and ports and
-    takes the next free one; Linux keeps the client's port when it is free)."""
+    ``Nat(dst=IP, port=P)`` is DNAT, ``Nat(src=IP)`` SNAT (masquerade)."""
     dst: str | None = None
     port: int | None = None
     src: str | None = None
-    port_range: bool = False
-
-    def __repr__(self):
-        # The cookie hashes the repr: a Nat without a port range keeps the cookie it
-        # had before there was one (the switches' flows stay untouched on an upgrade).
-        text = f'Nat(dst={self.dst!r}, port={self.port!r}, src={self.src!r}'
-        return text + (', port_range=True)' if self.port_range else ')')
 
     def ofctl(self):
-        if self.src is not None and self.port_range:
-            return f'nat(src={self.src}:{SNAT_PORTS[0]}-{SNAT_PORTS[1]})'
         if self.src is not None:
             return f'nat(src={self.src})'
         if self.dst is None:

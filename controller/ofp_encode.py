@@ -60,11 +60,8 @@ def _action(parser, ofp, action):
         nat = []
         if action.nat is not None:
             if action.nat.src is not None:
-                kw = dict(range_ipv4_min=action.nat.src, range_ipv4_max=action.nat.src)
-                if action.nat.port_range:
-                    kw.update(range_proto_min=F.SNAT_PORTS[0],
-                              range_proto_max=F.SNAT_PORTS[1])
-                nat = [parser.NXActionNAT(flags=1, **kw)]                    # 1: SNAT
+                nat = [parser.NXActionNAT(flags=1, range_ipv4_min=action.nat.src,   # SNAT
+                                          range_ipv4_max=action.nat.src)]
             elif action.nat.dst is None:
                 nat = [parser.NXActionNAT(flags=0)]
             else:

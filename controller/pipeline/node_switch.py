@@ -474,18 +474,13 @@ def l3_forwarding(ctx: NodeBridge) -> list:
 
 def snat(ctx: NodeBridge) -> list:
     """SNAT: masquerade a NodePort connection (then route it again), a hairpin (as the
-    gateway) and what leaves for the outside (as the node), each to a source port of
-    1024-65535 that conntrack picks from a hash of the connection (``Nat.port_range``).
-    kube-proxy masquerades with ``--random-fully``, a random port per connection (CNI
-    plugins' egress masquerade too); the lab does not, on purpose (docs/pipeline.md,
-    SNAT): a random port often lands on one the server still holds in TIME_WAIT for an
-    earlier client, whose timestamps (random per connection on Linux) it then refuses;
-    Linux's conntrack lets the server's answer through and the client's RST clears it
-    (a 1 s stall), Open vSwitch's drops it as invalid, and the client retries for
-    seconds. The hash gives a client's connection the port its earlier one had, as
-    keeping the client's port does, but without keeping it: many clients' port
-    sequences overlap, and probing on from a port held runs out of ports sooner than a
-    real node does."""
+    gateway) and what leaves for the outside (as the node), keeping the client's source
+    port when no other connection of the zone holds it (``nat(src=IP)``). kube-proxy
+    masquerades with ``--random-fully`` (a random port per connection); the lab does
+    not, on purpose (docs/pipeline.md, SNAT): a masqueraded connection that meets the
+    server's TIME_WAIT socket of another client's connection has its SYN refused, and
+    Open vSwitch's conntrack, unlike Linux's, drops the server's answer, so the SYN fails
+    until the TIME_WAIT ends; a port that follows the client's meets that least often."""
     node = ctx.node
     pod_net = ipaddress.IPv4Network(node.pod_cidr)
     return [
@@ -496,12 +491,11 @@ def snat(ctx: NodeBridge) -> list:
              # that ofproto/trace (kubelab trace), which keeps one ct_mark across zones,
              # does not send the packet back into SNAT forever.
              (Ct(zone=ctx.snat_zone, commit=True, table=T['L3Forwarding'],
-                 nat=Nat(src=node.ip, port_range=True), mark=0),),
-             owner='nodeport masquerade'),
+                 nat=Nat(src=node.ip), mark=0),), owner='nodeport masquerade'),
         flow(T['SNAT'], PRIORITY_NORMAL, {'eth_type': ETH_IP, 'ipv4_dst': (
              node.pod_cidr.split('/')[0], str(pod_net.netmask))},
              (Ct(zone=ctx.snat_zone, commit=True, table=T['Output'],
-                 nat=Nat(src=ctx.gateway, port_range=True)),), owner='hairpin masquerade'),
+                 nat=Nat(src=ctx.gateway)),), owner='hairpin masquerade'),
         # The pods' and the node's own connections share one SNAT zone, so their ports
         # never clash. Replies (to connections that came in from outside) leave as they
         # are.
@@ -510,7 +504,7 @@ def snat(ctx: NodeBridge) -> list:
              goto=T['Output'], owner='egress masquerade'),
         flow(T['SNAT'], PRIORITY_FALLBACK, {'eth_type': ETH_IP},
              (Ct(zone=ctx.snat_zone, commit=True, table=T['Output'],
-                 nat=Nat(src=node.ip, port_range=True)),), owner='egress masquerade'),
+                 nat=Nat(src=node.ip)),), owner='egress masquerade'),
         flow(T['SNAT'], PRIORITY_MISS, owner='egress masquerade')]
 
 

@@ -46,9 +46,7 @@ from services.errors import KubelabError
 MAX_RECIRCULATIONS = 12
 TABLE_LINE = re.compile(r'^\s*(\d+)\. (.*?),? ?priority (\d+)(?:, cookie (0x[0-9a-f]+))?$')
 BRIDGE_LINE = re.compile(r'^bridge\("([^"]+)"\)$')
-#: A translation: nat(dst|src=IP[:PORT]) ; a port range (the masquerade's
-#: ``nat(src=IP:1024-65535)``, a port conntrack picks) is no port the trace can know.
-NAT_LINE = re.compile(r'nat\((dst|src)=([0-9.]+)(?::(\d+)(-\d+)?)?(?:,[a-z]+)*\)')
+NAT_LINE = re.compile(r'nat\((dst|src)=([0-9.]+)(?::(\d+))?\)')
 ZONE = re.compile(r'zone=(\d+)')
 OUTPUT = re.compile(r'^\s*output:"?([^"\s]+)"?$')
 HASH_RECIRC = re.compile(r'hash\(.*\),recirc\((0x[0-9a-f]+)\)')
@@ -368,8 +366,7 @@ class Tracer:
             current[{'eth_src': 'dl_src', 'eth_dst': 'dl_dst'}.get(name, name)] = value
         nat = NAT_LINE.search(stripped)
         if stripped.startswith('ct(') and 'commit' in stripped and nat:
-            kind, ip, port, ports = nat.groups()
-            port = None if ports else port
+            kind, ip, port = nat.groups()
             side = 'dst' if kind == 'dst' else 'src'
             before = endpoint_of(current, side)
             zone = ZONE.search(stripped)

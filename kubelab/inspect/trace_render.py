@@ -147,12 +147,8 @@ def _render_leg(leg: Leg) -> list[str]:
                    f'{", ".join(targets)}; followed: {chosen}')
     for t in leg.translations:
         zone = f' (conntrack zone {t.zone})' if t.zone is not None else ''
-        # The masquerade gives a source port of 1024-65535 that conntrack picks: the
-        # trace cannot know it and follows the packet with the client's.
-        port = ':1024-65535' if t.kind == 'SNAT' and ':' in t.before and \
-            ':' not in t.after else ''
         out.append(f'  {SERVICE_WORDS.get(t.kind, t.kind)} on {t.bridge}{zone}: '
-                   f'{t.before} -> {t.after}{port}')
+                   f'{t.before} -> {t.after}')
     out += [f'  {line}' for line in policy_verdicts(leg)]
     verdict = {'delivered': 'delivered to', 'dropped': 'DROPPED at',
                'rejected': 'REJECTED at', 'loop': 'stopped (a loop?) at'}[leg.outcome]

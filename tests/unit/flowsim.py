@@ -30,11 +30,7 @@ walks (a SYN, then its reply) and several switches:
   action carries ``nat(dst=...)`` and the SNAT source when it carries ``nat(src=...)``.
   SNAT keeps the source port unless the reply tuple it gives is already taken in the
   zone; then it takes the first free port of the ephemeral range (1024-65535), as
-  conntrack does for ``nat(src=IP)`` without a port range. The masquerade's
-  ``nat(src=IP:1024-65535)`` is simulated the same way: the port stands in for the one
-  conntrack picks (Linux's keeps it when it is free, Open vSwitch's userspace one starts
-  from a hash), so a test can follow a connection by its client's port (the traffic
-  tests see the real one: tests/traffic/test_loadbalancer.py);
+  conntrack does for ``nat(src=IP)`` without a port range;
 - a ``ct`` without a table to recirculate to runs in the datapath (a ``nat`` translates
   the packet in place, a ``commit`` records the connection) but *hides* conntrack from
   the rest of the pipeline, as OVS does: ``ct_state``, ``ct_zone`` and ``ct_mark`` read

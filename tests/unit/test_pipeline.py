@@ -1058,10 +1058,10 @@ table=Output,priority=100,ip,nw_dst=203.0.113.0/255.255.255.0 actions=set_field:
 table=Output,priority=101,ip,in_port=1,nw_dst=203.0.113.0/255.255.255.0 actions=set_field:0a:5a:0a:80:00:0b->eth_src,set_field:0a:5a:cb:00:71:01->eth_dst,IN_PORT
 table=Output,priority=200,ip,nw_dst=192.168.1.10 actions=set_field:0a:58:c0:a8:01:01->eth_src,set_field:0a:58:c0:a8:01:0a->eth_dst,IN_PORT
 table=SNAT,priority=0 actions=drop
-table=SNAT,priority=100,ip actions=ct(commit,table=80,zone=1001,nat(src=10.128.0.11:1024-65535))
+table=SNAT,priority=100,ip actions=ct(commit,table=80,zone=1001,nat(src=10.128.0.11))
 table=SNAT,priority=110,ip,ct_state=+rpl+trk actions=goto_table:Output
-table=SNAT,priority=200,ip,nw_dst=192.168.1.0/255.255.255.0 actions=ct(commit,table=80,zone=1001,nat(src=192.168.1.1:1024-65535))
-table=SNAT,priority=250,ip,ct_mark=0x1/0x1,ct_state=-rpl+trk actions=ct(commit,table=70,zone=1001,nat(src=10.128.0.11:1024-65535),exec(set_field:0x0->ct_mark))
+table=SNAT,priority=200,ip,nw_dst=192.168.1.0/255.255.255.0 actions=ct(commit,table=80,zone=1001,nat(src=192.168.1.1))
+table=SNAT,priority=250,ip,ct_mark=0x1/0x1,ct_state=-rpl+trk actions=ct(commit,table=70,zone=1001,nat(src=10.128.0.11),exec(set_field:0x0->ct_mark))
 table=ServiceLB,priority=0 actions=goto_table:ConntrackCommit
 table=ServiceLB,priority=100,ip,nw_dst=10.96.0.20 actions=meter:1,controller(max_len=128)
 table=ServiceLB,priority=200,tcp,nw_dst=10.128.0.11,tp_dst=30080 actions=group:2114320505
