@@ -42,6 +42,8 @@ import subprocess
 import sys
 from dataclasses import dataclass
 
+from topo.cleanup import lab_bridges
+
 LAB_PREFIX = '/opt/kubelab/ovs'          # scripts/build-ovs.sh's symlink
 SYSTEM_PREFIX = '/usr'
 
@@ -159,10 +161,6 @@ def _vsctl(*args: str) -> subprocess.CompletedProcess:
                           text=True)
 
 
-def _lab_bridges() -> list[str]:
-    return [b for b in _vsctl('list-br').stdout.split() if b.startswith('kl-')]
-
-
 def start(ovs: OpenVSwitch | None = None) -> OpenVSwitch:
     """Make sure the chosen Open vSwitch runs, its database and ovs-vswitchd (each started
     if it does not answer), ovs-vswitchd with the offloads setting ``ovs`` wants (the
@@ -174,7 +172,7 @@ def start(ovs: OpenVSwitch | None = None) -> OpenVSwitch:
     if not answers():
         steps.append(subprocess.run([ovs.ctl, 'start', '--no-ovs-vswitchd',
                                      '--system-id=random'], capture_output=True, text=True))
-    if ovs.offloads and answers() and not _lab_bridges() \
+    if ovs.offloads and answers() and not lab_bridges() \
             and _vsctl('get', 'Open_vSwitch', '.', TSO_KEY).stdout.strip() != '"true"':
         # A running ovs-vswitchd turns the setting on as it reads it, for the ports it
         # adds from then on only: stop it first, so that all of them have it.
