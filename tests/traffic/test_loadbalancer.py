@@ -266,7 +266,7 @@ def test_a_node_port_spreads_connections_over_every_endpoint(lb_lab, clients, no
                                                              spread):
     _, port = spread
     host, _ = clients[0]
-    seen = lb_lab.http(host, nodes['worker-1'], port, '/hostname', count=60)
+    seen = lb_lab.http(host, nodes['worker-1'], port, '/hostname', count=120)
     assert {r['body'] for r in seen} == {f'spread-{i}' for i in range(6)}, seen
 
 

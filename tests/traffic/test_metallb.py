@@ -158,7 +158,7 @@ def test_a_load_balancer_stays_pending_until_metallb_has_a_pool(lab):
     assert owner in ('worker-1', 'worker-2')        # the advertisement excludes the CP
     assert f'nodeAssigned: announcing from node "{owner}" with protocol "layer2"' in \
         events(lab, 'web-lb')
-    answers = lab.http('host/client-1', ip, 80, '/hostname', count=10)
+    answers = lab.http('host/client-1', ip, 80, '/hostname', count=30)
     assert all(r['ok'] for r in answers) and {r['body'] for r in answers} == {'web-1',
                                                                               'web-2'}
 

@@ -165,28 +165,33 @@ def test_a_failed_node_turns_not_ready_its_endpoints_leave_its_pods_are_replaced
 
 def test_a_stopped_kubelet_takes_its_pods_out_though_they_still_answer(lab):
     lab.apply(echo_pod('solo', 'worker-2', 'web'))    # one of web's endpoints
-    pod = lab.client.get('Pod', 'default', 'solo')
-    ip = pod['status']['podIP']
-    assert endpoints(lab)[ip] is True
-    lab.kubelab('node', 'stop-kubelet', 'worker-2')
     try:
-        lab.client.wait_for(lambda: ready(node(lab, 'worker-2')) == 'Unknown', 'NotReady', 3 * GRACE)
-        lab.client.wait_for(lambda: endpoints(lab).get(ip) is False, 'the endpoint to leave', 5)
+        pod = lab.client.get('Pod', 'default', 'solo')
+        ip = pod['status']['podIP']
+        assert endpoints(lab)[ip] is True
+        lab.kubelab('node', 'stop-kubelet', 'worker-2')
+        try:
+            lab.client.wait_for(lambda: ready(node(lab, 'worker-2')) == 'Unknown', 'NotReady',
+                                3 * GRACE)
+            lab.client.wait_for(lambda: endpoints(lab).get(ip) is False, 'the endpoint to leave',
+                                5)
+            lab.client.wait_dataplane()
+            # The pod runs on: it answers at its own address ...
+            [direct] = lab.http('client', ip, 8080, '/hostname')
+            assert direct['ok'] and direct['body'] == 'solo', direct
+            # ... but the Service sends it nothing.
+            seen = lab.http('client', lab.cluster_ip('web'), 80, '/hostname', count=12)
+            assert all(r['ok'] for r in seen) and 'solo' not in {r['body'] for r in seen}
+        finally:
+            lab.kubelab('node', 'start-kubelet', 'worker-2')
+        lab.client.wait_for(lambda: ready(node(lab, 'worker-2')) == 'True', 'Ready again', 10)
+        lab.client.wait_for(lambda: endpoints(lab).get(ip) is True, 'the endpoint back', 10)
         lab.client.wait_dataplane()
-        # The pod runs on: it answers at its own address ...
-        [direct] = lab.http('client', ip, 8080, '/hostname')
-        assert direct['ok'] and direct['body'] == 'solo', direct
-        # ... but the Service sends it nothing.
-        seen = lab.http('client', lab.cluster_ip('web'), 80, '/hostname', count=12)
-        assert all(r['ok'] for r in seen) and 'solo' not in {r['body'] for r in seen}
+        # One endpoint of five: 60 connections all miss it once in about 650,000 runs.
+        seen = lab.http('client', lab.cluster_ip('web'), 80, '/hostname', count=60)
+        assert all(r['ok'] for r in seen) and 'solo' in {r['body'] for r in seen}, seen
     finally:
-        lab.kubelab('node', 'start-kubelet', 'worker-2')
-    lab.client.wait_for(lambda: ready(node(lab, 'worker-2')) == 'True', 'Ready again', 10)
-    lab.client.wait_for(lambda: endpoints(lab).get(ip) is True, 'the endpoint back', 10)
-    lab.client.wait_dataplane()
-    seen = lab.http('client', lab.cluster_ip('web'), 80, '/hostname', count=20)
-    assert 'solo' in {r['body'] for r in seen}
-    lab.kubelab('delete', 'pod', 'solo')
+        lab.kubelab('delete', 'pod', 'solo', check=False)
 
 
 def test_a_node_back_before_the_eviction_serves_its_pods_again(lab):
@@ -213,7 +218,7 @@ def test_a_node_back_before_the_eviction_serves_its_pods_again(lab):
         again = lab.client.get('Pod', 'default', 'back')
         assert again['metadata']['uid'] == uid and \
             not again['metadata'].get('deletionTimestamp')
-        seen = lab.http('client', lab.cluster_ip('web'), 80, '/hostname', count=40)
+        seen = lab.http('client', lab.cluster_ip('web'), 80, '/hostname', count=60)
         assert all(r['ok'] for r in seen) and 'back' in {r['body'] for r in seen}, seen
     finally:
         lab.kubelab('delete', 'pod', 'back', check=False)

@@ -90,7 +90,7 @@ def test_pods_and_nodes_reach_a_load_balancer_address_on_their_own_node(svc_lab,
     got = svc_lab.http('probe-cp', lb, 80, '/clientip', count=8)
     assert all(r['ok'] for r in got), got
     assert seen(got) == {nodes['control-plane']}
-    names = svc_lab.http('probe-cp', lb, 80, '/hostname', count=12)
+    names = svc_lab.http('probe-cp', lb, 80, '/hostname', count=30)
     assert {r['body'] for r in names} == {'web-1', 'web-2'}
     # Local: a pod is no external client: any endpoint, its own address kept.
     got = svc_lab.http('probe-cp', lbl, 80, '/clientip', count=8)
