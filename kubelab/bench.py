@@ -42,10 +42,11 @@ Each path has a client of its own: a pod on worker-1 for the paths from inside, 
 external host for each path from outside (the benchmark's cluster has six), as separate
 clients would be: a
 server keeps a closed connection in TIME_WAIT for 60 s, keyed by the client's address
-and port, and a client's TCP timestamps start at a random offset for every connection
-(Linux 6.18, measured). One client that went to the pod IP and then to the ClusterIP with
-the same source port would meet its own TIME_WAIT socket with an older-looking timestamp
-half the time, and Linux drops that SYN (PAWS) whatever the dataplane does.
+and port, and a Linux client's TCP timestamps start at an offset drawn from the
+connection's source and destination addresses (a secret hash, fixed per boot). One
+client that went to the pod IP and then to the ClusterIP with the same source port would
+meet its own TIME_WAIT socket with a timestamp that jumped, backwards for about half of
+such address pairs, and Linux refuses that SYN (PAWS) whatever the dataplane does.
 
 Short connections end with an RST from the client once it has read the whole answer
 (``--fin-close``: an ordinary close). Each round opens more connections than a client

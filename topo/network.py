@@ -51,12 +51,19 @@ from topo.cleanup import MARK_KEY, foreign
 
 LOG = logging.getLogger('kubelab.topo')
 #: The Linux kernel's conntrack timeouts (nf_conntrack's defaults, seconds), as Open
-#: vSwitch names them: what kube-proxy's connections live with on a real node.
+#: vSwitch names them: what kube-proxy's connections live with on a real node. One is
+#: not the kernel's under the same name: Open vSwitch's "close" is a connection both
+#: sides have ended, with FINs (the kernel's TIME_WAIT, 120 s) or a RST (the kernel's
+#: CLOSE, 10 s). It gets the TIME_WAIT's 120 s: a masquerade must not hand a (node
+#: address, port) pair to a new connection while the server may still hold it in
+#: TIME_WAIT (60 s); a reset connection is remembered longer than on a real node.
 KERNEL_CONNTRACK_TIMEOUTS = {
     'tcp_syn_sent': 120, 'tcp_syn_recv': 60, 'tcp_established': 432000,
     'tcp_fin_wait': 120, 'tcp_close_wait': 60, 'tcp_last_ack': 30,
-    'tcp_time_wait': 120, 'tcp_close': 10, 'udp_first': 30, 'udp_single': 30,
+    'tcp_time_wait': 120, 'tcp_close': 120, 'udp_first': 30, 'udp_single': 30,
     'udp_multiple': 120, 'icmp_first': 30, 'icmp_reply': 30}
+#: The userspace datapath, whose conntrack ``_tcp_window_check`` sets.
+NETDEV_DATAPATH = 'netdev@ovs-netdev'
 
 
 def ovs_rundir() -> str:
@@ -185,6 +192,7 @@ class LabNetwork:
         self.net = None
         self.offloads = False     # the veths keep their offloads (see the docstring)
         self._pod_count = 0
+        self._seq_chk_was_on = False    # Open vSwitch's TCP sequence checks, before start
 
     # ------------------------------------------------------------ start / stop
     def start(self):
@@ -213,6 +221,7 @@ class LabNetwork:
         self._name_tables()
         self._connect_controller()
         self._conntrack_timeouts()
+        self._tcp_window_check(False)
         for node in self.cluster.nodes:
             host = self.node_host(node.name)
             for cidr in (self.cluster.cluster_cidr, self.cluster.service_cidr,
@@ -252,6 +261,7 @@ class LabNetwork:
                 self.net.stop()
                 self.net = None
                 self._conntrack_timeouts_off()
+                self._tcp_window_check(True)
 
     def _offload_off(self, link):
         if self.datapath != 'user' or self.offloads:
@@ -294,10 +304,9 @@ class LabNetwork:
     def _conntrack_timeouts(self):
         """On the userspace datapath, give the lab's conntrack zones the Linux kernel's
         conntrack timeouts, which kube-proxy's rules live with (the kernel datapath uses
-        the kernel's own). Open vSwitch's userspace conntrack forgets a closed TCP
-        connection after 45 s of TIME_WAIT where the kernel keeps it 120 s: a masquerade
-        could then reuse a (node address, port) pair a server still holds in TIME_WAIT
-        (60 s), and the server would drop the SYN."""
+        the kernel's own). Open vSwitch's own forget a connection both sides closed
+        after 30 s where the kernel keeps it 120 s in TIME_WAIT: a masquerade could then
+        reuse a (node address, port) pair a server still holds in TIME_WAIT (60 s)."""
         if self.datapath != 'user' or not self.conntrack_zones:
             return
         have = subprocess.run(['ovs-vsctl', 'get', 'Open_vSwitch', '.', 'datapaths'],
@@ -320,6 +329,41 @@ class LabNetwork:
         for zone in self.conntrack_zones:
             args += ['--', '--if-exists', 'del-zone-tp', 'netdev', f'zone={zone}']
         subprocess.run(['ovs-vsctl', *args], capture_output=True)
+
+    def _tcp_window_check(self, enabled: bool):
+        """On the userspace datapath, turn Open vSwitch's TCP sequence checks off while
+        the lab runs (on again when it stops, if they were on), so that its conntrack
+        passes what Linux's passes where kube-proxy works.
+
+        The case that needs it: a new connection arrives at an address and port the
+        server still holds in TIME_WAIT (two clients' connections masqueraded to one
+        node address and port, say). The server refuses about half of those SYNs
+        (PAWS: a Linux client's TCP timestamps start at an offset drawn from the source
+        and destination addresses, so two clients masqueraded as one address look like
+        one client whose clock jumps) and answers with the old connection's ACK; the
+        client answers that with a RST carrying the old connection's sequence number,
+        which clears the TIME_WAIT, and its SYN goes through when retried a second
+        later. Linux's
+        conntrack lets that RST pass; Open vSwitch's drops it as out of its window
+        (``conntrack_tcp_seq_chk_failed``), so the SYN fails until the TIME_WAIT ends.
+        Without the checks Open vSwitch's conntrack is as lenient as Linux's with
+        ``nf_conntrack_tcp_be_liberal`` (kube-proxy's ``--conntrack-tcp-be-liberal``): an
+        out-of-window segment is not INVALID. The checks are the datapath's, not a
+        zone's: every bridge of the lab's Open vSwitch shares them."""
+        if self.datapath != 'user':
+            return
+        if not enabled:
+            now = subprocess.run(['ovs-appctl', '--timeout=5', 'dpctl/ct-get-tcp-seq-chk',
+                                  NETDEV_DATAPATH], capture_output=True, text=True)
+            self._seq_chk_was_on = 'enabled' in now.stdout
+        elif not self._seq_chk_was_on:
+            return
+        verb = 'enable' if enabled else 'disable'
+        proc = subprocess.run(['ovs-appctl', '--timeout=5', f'dpctl/ct-{verb}-tcp-seq-chk',
+                               NETDEV_DATAPATH], capture_output=True, text=True)
+        if proc.returncode != 0 and not enabled:
+            raise KubelabError('could not turn off the TCP sequence checks of Open '
+                               f'vSwitch\'s conntrack: {proc.stderr.strip()}')
 
     # ------------------------------------------------------------ hosts
     def node_host(self, node_name: str):

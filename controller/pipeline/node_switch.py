@@ -478,9 +478,10 @@ def snat(ctx: NodeBridge) -> list:
     port when no other connection of the zone holds it (``nat(src=IP)``). kube-proxy
     masquerades with ``--random-fully`` (a random port per connection); the lab does
     not, on purpose (docs/pipeline.md, SNAT): a masqueraded connection that meets the
-    server's TIME_WAIT socket of another client's connection has its SYN refused, and
-    Open vSwitch's conntrack, unlike Linux's, drops the server's answer, so the SYN fails
-    until the TIME_WAIT ends; a port that follows the client's meets that least often."""
+    server's TIME_WAIT socket of another client's connection has its SYN refused about
+    half the time and waits a second for its retry (as on a real node, once the lab has
+    turned off Open vSwitch's TCP sequence checks: topo/network.py); a port that follows
+    the client's meets that least often."""
     node = ctx.node
     pod_net = ipaddress.IPv4Network(node.pod_cidr)
     return [

@@ -94,8 +94,8 @@ def test_connections_the_server_closes_pass_the_masquerade_without_a_retried_syn
     masquerades (control-plane runs no endpoint), each closed by the server, which keeps
     it in TIME_WAIT: none waits for a SYN retransmit. A random masquerade port (kube-proxy's
     --random-fully) often lands on one the server holds in TIME_WAIT for another client
-    connection; the server refuses that SYN and Open vSwitch drops its answer, so the
-    client's SYN fails again and again (docs/pipeline.md, SNAT)."""
+    connection, and the server refuses about half of those SYNs (docs/pipeline.md, SNAT):
+    each such connection waits a second for its SYN's retry."""
     np_lab.apply(service('web'))
     try:
         host, _ = client
