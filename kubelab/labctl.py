@@ -105,13 +105,15 @@ class LabControl:
 
     def probe(self, target: str, mode: str, host: str, port: int, extra: str | None = None,
               count: int = 1, timeout: float = 2, seconds: float = 30,
-              namespace: str = 'default', reset: bool = False):
+              namespace: str = 'default', reset: bool = False, sport: int = 0):
         argv = [self.python, '-m', 'kubelab.netprobe', mode, host, str(port)]
         if extra is not None:
             argv.append(extra)
         argv += ['--count', str(count), '--timeout', str(timeout), '--seconds', str(seconds)]
         if reset:
             argv.append('--reset')
+        if sport:
+            argv += ['--sport', str(sport)]
         env_path = os.pathsep.join(p for p in sys.path if p)
         proc = self.run_in(target, ['env', f'PYTHONPATH={env_path}', *argv],
                            timeout=(seconds if mode == 'rate' else count * timeout) + 30,
@@ -162,8 +164,9 @@ class LabControl:
         return Background(proc, until)
 
     def http(self, target: str, host: str, port: int, path: str, count: int = 1,
-             timeout: float = 2) -> list[dict]:
-        return self.probe(target, 'http', host, port, path, count=count, timeout=timeout)
+             timeout: float = 2, sport: int = 0) -> list[dict]:
+        return self.probe(target, 'http', host, port, path, count=count, timeout=timeout,
+                          sport=sport)
 
     def request(self, target: str, host: str, port: int, path: str = '/', *,
                 count: int = 1, host_header: str | None = None, method: str = 'GET',

@@ -5,7 +5,9 @@ saw, whether a connection was refused (RST / ICMP port-unreachable) or timed out
 The tests, the benchmark and the demo run it with ``kubelab exec TARGET -- python -m
 kubelab.netprobe ...`` semantics (see ``kubelab.labctl.LabControl.probe``).
 
-  http HOST PORT PATH [--count N] [--timeout S]   one new connection per request
+  http HOST PORT PATH [--count N] [--timeout S] [--sport P]
+                                                  one new connection per request (from
+                                                  source port P, if given)
   tcp  HOST PORT [--timeout S]                    connect only
   udp  HOST PORT PAYLOAD [--count N] [--timeout S]
   rate HOST PORT [--count N] [--seconds S]        short connections back to back
@@ -48,10 +50,35 @@ def _error(exc: OSError | socket.timeout) -> str:
         exc.errno, errno.errorcode.get(exc.errno, str(exc)))
 
 
-def http_get(host: str, port: int, path: str, timeout: float) -> dict:
+def _connect(host: str, port: int, timeout: float, sport: int = 0) -> socket.socket:
+    """A TCP connection to (host, port), from source port ``sport`` if not 0. The
+    client's previous connection from that port may hold it a moment more (LAST_ACK,
+    until the server acknowledges its FIN): connect waits for it, up to ``timeout``."""
+    if not sport:
+        return socket.create_connection((host, port), timeout=timeout)
+    deadline = time.monotonic() + timeout
+    while True:
+        s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        try:
+            s.settimeout(timeout)
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            s.bind(('', sport))
+            s.connect((host, port))
+            return s
+        except OSError as exc:
+            s.close()
+            if exc.errno != errno.EADDRNOTAVAIL or time.monotonic() > deadline:
+                raise
+        except BaseException:
+            s.close()
+            raise
+        time.sleep(0.005)
+
+
+def http_get(host: str, port: int, path: str, timeout: float, sport: int = 0) -> dict:
     start = time.monotonic()
     try:
-        with socket.create_connection((host, port), timeout=timeout) as s:
+        with _connect(host, port, timeout, sport) as s:
             sport = s.getsockname()[1]            # the client's own source port
             s.sendall(f'GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n'
                       .encode())
@@ -277,7 +304,8 @@ def main(argv=None) -> int:
     p.add_argument('--reset', action='store_true', help='rate: end connections with RST')
     p.add_argument('--interval', type=float, default=0.02)
     p.add_argument('--until', help='stream modes: stop once this file exists')
-    p.add_argument('--sport', type=int, default=0, help='udpstream: the source port')
+    p.add_argument('--sport', type=int, default=0,
+                   help='http, udpstream: the source port (0: any)')
     p.add_argument('--method', default='GET', help='request: the HTTP method')
     p.add_argument('--host-header', help='request: the Host header (default: the host)')
     p.add_argument('--header', action='append', default=[], help="request: 'Name: value'")
@@ -304,7 +332,7 @@ def main(argv=None) -> int:
     elif a.mode == 'udp':
         out = [udp_request(a.host, a.port, a.extra, a.timeout) for _ in range(a.count)]
     else:
-        out = [http_get(a.host, a.port, a.extra, a.timeout) for _ in range(a.count)]
+        out = [http_get(a.host, a.port, a.extra, a.timeout, a.sport) for _ in range(a.count)]
     json.dump(out, sys.stdout)
     return 0
 

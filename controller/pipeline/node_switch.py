@@ -479,9 +479,9 @@ def snat(ctx: NodeBridge) -> list:
     masquerades with ``--random-fully`` (a random port per connection); the lab does
     not, on purpose (docs/pipeline.md, SNAT): a masqueraded connection that meets the
     server's TIME_WAIT socket of another client's connection has its SYN refused about
-    half the time and waits a second for its retry (as on a real node, once the lab has
-    turned off Open vSwitch's TCP sequence checks: topo/network.py); a port that follows
-    the client's meets that least often."""
+    half the time and goes through when the client retries it, a few ms later (as on a
+    real node, once the lab has turned off Open vSwitch's TCP sequence checks:
+    topo/network.py); a port that follows the client's meets that least often."""
     node = ctx.node
     pod_net = ipaddress.IPv4Network(node.pod_cidr)
     return [

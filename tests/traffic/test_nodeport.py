@@ -95,7 +95,7 @@ def test_connections_the_server_closes_pass_the_masquerade_without_a_retried_syn
     it in TIME_WAIT: none waits for a SYN retransmit. A random masquerade port (kube-proxy's
     --random-fully) often lands on one the server holds in TIME_WAIT for another client
     connection, and the server refuses about half of those SYNs (docs/pipeline.md, SNAT):
-    each such connection waits a second for its SYN's retry."""
+    each such connection retries its SYN."""
     np_lab.apply(service('web'))
     try:
         host, _ = client
