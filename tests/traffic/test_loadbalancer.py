@@ -275,9 +275,6 @@ def test_a_masqueraded_connection_that_meets_the_servers_time_wait_is_retried_no
         sport, seconds = 20480, []
         refused_before = server_paws_refusals(lb_lab, 'solo')
         for name in names:
-            lb_lab.client.wait_for(lambda name=name: lb_lab.client.get(
-                'Service', 'default', name)['status'].get('loadBalancer', {}).get('ingress'),
-                'an address', 10)
             ip = lb_address(lb_lab, name)
             node_port = lb_lab.client.get('Service', 'default', name)['spec']['ports'][0][
                 'nodePort']

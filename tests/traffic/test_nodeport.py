@@ -88,14 +88,14 @@ def test_every_node_answers_the_node_port_even_without_a_local_pod(np_lab, nodes
         np_lab.kubelab('delete', 'service', 'web')
 
 
-def test_connections_the_server_closes_pass_the_masquerade_without_a_retried_syn(
+def test_connections_the_server_closes_pass_the_masquerade_without_a_syn_timeout(
         np_lab, nodes, client):
     """New connections back to back from one external host through a NodePort that
     masquerades (control-plane runs no endpoint), each closed by the server, which keeps
-    it in TIME_WAIT: none waits for a SYN retransmit. A random masquerade port (kube-proxy's
-    --random-fully) often lands on one the server holds in TIME_WAIT for another client
-    connection, and the server refuses about half of those SYNs (docs/pipeline.md, SNAT):
-    each such connection retries its SYN."""
+    it in TIME_WAIT: none fails, none waits for a SYN retransmitted after its 1 s timeout.
+    A SYN the server refuses by PAWS, when a masqueraded connection meets one of its
+    TIME_WAIT sockets, is retried within milliseconds, which this allows (docs/pipeline.md,
+    SNAT); with Open vSwitch's TCP sequence checks on, a random masquerade port failed it."""
     np_lab.apply(service('web'))
     try:
         host, _ = client
