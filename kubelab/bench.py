@@ -255,9 +255,9 @@ def _measure(lab: LabControl, args) -> int:
                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         time.sleep(0.5)
-        tput, conns = _measure_paths(lab, args, to, getattr(args, 'rounds', 4))
+        tput, conns, paws = _measure_paths(lab, args, to, getattr(args, 'rounds', 4), pid)
         if getattr(args, 'paths_only', False):
-            _print_ratios(tput, conns, None)
+            _print_ratios(tput, conns, None, paws)
             return 0
         http = _measure_http(lab, args, to, 2)
         runs = getattr(args, 'runs', 1)
@@ -280,7 +280,7 @@ def _measure(lab: LabControl, args) -> int:
     finally:
         iperf_server.terminate()
         iperf_server.wait()
-    _print_ratios(tput, conns, http)
+    _print_ratios(tput, conns, http, paws)
     _print_failures(args, long_runs)
     bench_failover.print_lb_failover(failover)
     bench_failover.print_node_failover(lifecycle, GRACE)
@@ -321,14 +321,17 @@ def _targets(lab: LabControl) -> Targets:
     return Targets(server_ip, vip, node_ports, cp_ip, outside, lb_ip, ingress_ip)
 
 
-def _measure_paths(lab: LabControl, args, to: Targets, rounds: int) -> tuple[dict, dict]:
+def _measure_paths(lab: LabControl, args, to: Targets, rounds: int,
+                   server_pid: int) -> tuple[dict, dict, dict]:
     """iperf3 Gbit/s and new connections/s per path (direct, vip, nodeport, lb), the
     paths taken in turn, ``rounds`` times, every other round in reverse order: a path
     measured last in one round is first in the next, so that what a path leaves behind
     (its connections' conntrack entries expiring, say) and a machine's load rising or
-    falling through the run weigh on every path alike."""
+    falling through the run weigh on every path alike. Also, per path and round, the
+    SYNs the server refused by PAWS (``paws_refusals``)."""
     tput = {'direct': [], 'vip': [], 'nodeport': [], 'lb': []}
     conns = {'direct': [], 'vip': [], 'nodeport': [], 'lb': []}
+    paws = {'direct': [], 'vip': [], 'nodeport': [], 'lb': []}
     print(f'Measuring: {rounds} rounds, direct, through the ClusterIP, a NodePort and the '
           'load balancer in turn (every other round in reverse order)', flush=True)
     paths = (('direct', 'bench-direct', to.server_ip, 5201, 8080),
@@ -339,10 +342,25 @@ def _measure_paths(lab: LabControl, args, to: Targets, rounds: int) -> tuple[dic
     for i in range(rounds):
         for side, source, host, iperf_port, http_port in paths[::-1] if i % 2 else paths:
             tput[side].append(iperf(lab, host, args.seconds, iperf_port, source))
+            before = paws_refusals(server_pid)
             r = rate(lab, host, http_port, 10 ** 9, args.seconds, not args.fin_close,
                      source)
             conns[side].append(r['per_second'])
-    return tput, conns
+            paws[side].append(paws_refusals(server_pid) - before)
+    return tput, conns, paws
+
+
+def paws_refusals(pid: int) -> int:
+    """The SYNs that the network namespace of process ``pid`` refused at a TIME_WAIT
+    socket by PAWS (TcpExt PAWSTimewait): a connection from an address and port the
+    server still held in TIME_WAIT, with timestamps that went backwards. The client's
+    RST clears that socket and its retried SYN gets through, milliseconds later."""
+    with open(f'/proc/{pid}/net/netstat', encoding='ascii') as f:
+        lines = f.read().splitlines()
+    for names, values in zip(lines[::2], lines[1::2]):
+        if names.startswith('TcpExt:'):
+            return int(dict(zip(names.split(), values.split()))['PAWSTimewait'])
+    return 0
 
 
 def _measure_http(lab: LabControl, args, to: Targets, rounds: int) -> dict:
@@ -363,7 +381,7 @@ def _measure_http(lab: LabControl, args, to: Targets, rounds: int) -> dict:
     return http
 
 
-def _print_ratios(tput: dict, conns: dict, http: dict):
+def _print_ratios(tput: dict, conns: dict, http: dict, paws: dict):
     """The table: each measure direct and via, their ratio, the target ratio."""
     mean = statistics.mean
     rows = [
@@ -385,6 +403,12 @@ def _print_ratios(tput: dict, conns: dict, http: dict):
         f'{side} ' + ' '.join(f'{r:.0f}' for r in runs) for side, runs in conns.items()) +
         f'; the load balancer against the NodePort: {_ratio(tput, "nodeport", "lb"):.2f} '
         f'(Gbit/s), {_ratio(conns, "nodeport", "lb"):.2f} (connections/s))')
+    if any(any(runs) for runs in paws.values()):
+        print('  (SYNs the server refused by PAWS, round by round: ' + '; '.join(
+            f'{side} ' + ' '.join(str(n) for n in runs) for side, runs in paws.items()) +
+            ': connections masqueraded as a node and its port, which the server still '
+            'held in TIME_WAIT for another client; each retried within ms, as on a '
+            'real node)')
     if http is None:
         return
     ingress_rows = [(f'Ingress vs NodePort{suffix}: {label}',

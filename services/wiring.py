@@ -18,12 +18,12 @@ Bridges (all Open vSwitch, all named ``kl-*`` so the lab can find and remove its
 - the cloud edge ``kl-lb`` (datapath id ``0x102``) between them, the emulated cloud load
   balancer: port 1 to the external network, port 2 to the underlay (port 250 there).
   On the userspace datapath that second cable is a patch port when the Open vSwitch
-  allows a packet ``DEEPEST_PASS`` recirculations in one pass (4.0: 8): a packet from
-  outside then crosses the whole lab in one pass. Otherwise (Debian 12's 3.1 allows 6)
-  and on the kernel datapath it is a veth pair: the packet leaves the datapath and
+  allows a packet ``DEEPEST_PASS`` recirculations in one pass (4.0: 8; Debian 12's 3.1:
+  6): a packet from outside then crosses the whole lab in one pass. On the kernel
+  datapath it is a veth pair: the packet leaves the datapath and
   comes back in with a fresh budget, as it would cross from a cloud's load balancer
-  into the cluster's network; on the userspace datapath that second pass costs about
-  40% of the NodePort's and the load balancer's new-connection rate.
+  into the cluster's network (on the userspace datapath such a second pass cost about
+  40% of the NodePort's and the load balancer's new-connection rate).
 
 A bare-metal cluster (``cloud: none``) has no cloud edge and no health checker: a router
 host ``kl-rt`` (a Linux network namespace with IP forwarding and a real neighbour cache)
@@ -60,9 +60,9 @@ EDGE_UNDERLAY_PORT = 2
 #: The recirculations of the deepest path from outside in one datapath pass: a load
 #: balancer's SYN to a node that sends it on to an endpoint on another node (the edge's
 #: conntrack lookup and DNAT, its node picked by flows on the source port, without a
-#: group; the node's un-SNAT lookup, select group hash, DNAT and masquerade; the
-#: endpoint node's lookup). tests/unit/test_pipeline.py counts it.
-DEEPEST_PASS = 7
+#: group; the node's un-SNAT lookup, select group hash and DNAT (its masquerade does
+#: not recirculate); the endpoint node's lookup). tests/unit/test_pipeline.py counts it.
+DEEPEST_PASS = 6
 ROUTER_HOST = f'{PREFIX}rt'       # bare metal: the router between the two networks
 BROADCAST = 'ff:ff:ff:ff:ff:ff'
 

@@ -31,8 +31,8 @@ flows around them, on the model of Antrea's K8s NetworkPolicy tables:
   retransmission is allowed (the policies changed), PolicyVerdict clears the bit.
 
 No flow here recirculates on the way of an allowed or denied first packet (the
-userspace datapath drops a packet at its seventh recirculation; the longest path
-through the lab takes six); only a retransmission of a denied Service connection that
+userspace datapath of Debian 12's Open vSwitch drops a packet at its seventh
+recirculation; the longest path through the lab takes six); only a retransmission of a denied Service connection that
 is now allowed recirculates, to clear its mark.
 
 The source an ingress rule judges is the one the pod will see. A connection through a

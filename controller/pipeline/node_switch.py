@@ -33,8 +33,8 @@ from controller.pipeline.tables import (
     AFFINITY_COOKIE, CT_MARK_NODE_MASQ, ETH_IP, PRIORITY_AFFINITY_PER_SOURCE_PORT,
     PRIORITY_FALLBACK, PRIORITY_HAIRPIN, PRIORITY_HIGH, PRIORITY_LOW, PRIORITY_MISS,
     PRIORITY_NODEPORT_MASQ_ROUTE, PRIORITY_NODEPORT_MASQ_SNAT, PRIORITY_NORMAL,
-    PRIORITY_REPLY_UNMASQUERADED, REJECT_METER, REJECT_RATE_PPS, SNAT_ZONE_BASE, T,
-    check_pipeline)
+    PRIORITY_REPLY_UNMASQUERADED, REG1_MASQUERADED, REJECT_METER, REJECT_RATE_PPS,
+    SNAT_ZONE_BASE, T, check_pipeline)
 from controller.state import PROTOCOL_NUMBERS
 from services import wiring
 
@@ -189,9 +189,9 @@ def un_snat(ctx: NodeBridge) -> list:
     """UnSNAT: replies to the addresses this node masquerades as."""
     # Both lookups in one flow, the first without recirculation: every bridge is a port
     # set of one userspace datapath, a packet keeps its recirculation count from bridge
-    # to bridge, and the datapath drops it at the seventh. A pod's SYN to a NodePort on
-    # another node, to an endpoint on a third, takes six this way (seven with a
-    # recirculation here).
+    # to bridge, and Debian 12's datapath drops it at the seventh. A load balancer's SYN
+    # to a node that sends it to an endpoint on another node takes six this way (seven
+    # with a recirculation here; services/wiring.py, DEEPEST_PASS).
     flows = [flow(T['UnSNAT'], PRIORITY_NORMAL, {'eth_type': ETH_IP, 'ipv4_dst': addr},
                   (Ct(zone=ctx.snat_zone, nat=Nat()),
                    Ct(zone=ctx.zone, table=T['ConntrackState'], nat=Nat())), owner=why)
@@ -444,9 +444,11 @@ def l3_forwarding(ctx: NodeBridge) -> list:
         # Hairpin: the pod reached itself through a Service. OpenFlow never outputs to
         # the in_port, and the pod would drop a packet from its own address: masquerade
         # it as the gateway and send it back out the pod's own port (IN_PORT, Output).
+        # Not once the NodePort masquerade has made its source the node's (reg1).
         flows += [flow(T['L3Forwarding'], PRIORITY_HAIRPIN,
                        {'eth_type': ETH_IP, 'in_port': port, 'ipv4_src': pod.ip,
-                        'ipv4_dst': pod.ip}, goto=T['SNAT'], owner=pod.owner),
+                        'ipv4_dst': pod.ip, 'reg1': (0, REG1_MASQUERADED)},
+                       goto=T['SNAT'], owner=pod.owner),
                   flow(T['L3Forwarding'], PRIORITY_HIGH,
                        {'eth_type': ETH_IP, 'in_port': port, 'ipv4_dst': pod.ip},
                        goto=T['Output'], owner=pod.owner)]
@@ -473,7 +475,7 @@ def l3_forwarding(ctx: NodeBridge) -> list:
 
 
 def snat(ctx: NodeBridge) -> list:
-    """SNAT: masquerade a NodePort connection (then route it again), a hairpin (as the
+    """SNAT: masquerade a NodePort connection (then route it), a hairpin (as the
     gateway) and what leaves for the outside (as the node), keeping the client's source
     port when no other connection of the zone holds it (``nat(src=IP)``). kube-proxy
     masquerades with ``--random-fully`` (a random port per connection); the lab does
@@ -481,18 +483,22 @@ def snat(ctx: NodeBridge) -> list:
     server's TIME_WAIT socket of another client's connection has its SYN refused about
     half the time and goes through when the client retries it, a few ms later (as on a
     real node, once the lab has turned off Open vSwitch's TCP sequence checks:
-    topo/network.py); a port that follows the client's meets that least often."""
+    topo/network.py); a port that follows the client's meets that least often.
+
+    The NodePort masquerade does not recirculate: its ``ct`` has no table, so the
+    datapath translates the packet and the same pass routes it (L3Forwarding again,
+    where the tables still read the client's source and no conntrack state: reg1 keeps
+    the hairpin flows off it). Every packet of such a connection, its SYN included,
+    takes one datapath pass less (docs/pipeline.md, SNAT)."""
     node = ctx.node
     pod_net = ipaddress.IPv4Network(node.pod_cidr)
     return [
         flow(T['SNAT'], PRIORITY_NODEPORT_MASQ_SNAT,
              {'eth_type': ETH_IP, 'ct_state': ct_state('+trk-rpl'),
               'ct_mark': (CT_MARK_NODE_MASQ, CT_MARK_NODE_MASQ)},
-             # mark 0: the masquerade zone's connection has none anyway; said here so
-             # that ofproto/trace (kubelab trace), which keeps one ct_mark across zones,
-             # does not send the packet back into SNAT forever.
-             (Ct(zone=ctx.snat_zone, commit=True, table=T['L3Forwarding'],
-                 nat=Nat(src=node.ip), mark=0),), owner='nodeport masquerade'),
+             (Ct(zone=ctx.snat_zone, commit=True, nat=Nat(src=node.ip)),
+              SetField('reg1', REG1_MASQUERADED), Resubmit(T['L3Forwarding'])),
+             owner='nodeport masquerade'),
         flow(T['SNAT'], PRIORITY_NORMAL, {'eth_type': ETH_IP, 'ipv4_dst': (
              node.pod_cidr.split('/')[0], str(pod_net.netmask))},
              (Ct(zone=ctx.snat_zone, commit=True, table=T['Output'],

@@ -92,6 +92,10 @@ REG0_LOCAL_ORIGIN = 0x1      # [0]: sent by this node or one of its pods (Classi
 REG1_POLICY_JUDGED = 0x1     # [0]: NetworkPolicy allowed the packet (PolicyVerdict): it
                              #      is not sent to the policy tables again
 REG1_POLICY_DENIED = 0x2     # [1]: a *DefaultRule table denied it: PolicyVerdict drops
+REG1_MASQUERADED = 0x4       # [2]: SNAT masqueraded it in this pass and sent it back to
+                             #      L3Forwarding, where its source still reads as before
+                             #      (a ct without a table changes the packet, not the
+                             #      fields the tables match): no hairpin flow takes it
 
 # ---------------------------------------------------------------- flow priorities
 # The general levels.
@@ -129,7 +133,8 @@ PRIORITY_NODEPORT_MASQ_ROUTE = 230
                              # L3Forwarding: a NodePort connection marked for masquerade
                              # goes to SNAT first, over the hairpin
 PRIORITY_NODEPORT_MASQ_SNAT = 250
-                             # SNAT: that masquerade, over the hairpin's (NORMAL)
+                             # SNAT: that masquerade (then routed), over the hairpin's
+                             # (NORMAL)
 PRIORITY_POLICY_FROM_ISOLATED = 11
                              # ServiceLB: a new connection no Service balanced, from a
                              # pod isolated for egress, goes to EgressRule (over the

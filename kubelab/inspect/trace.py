@@ -352,7 +352,8 @@ class Tracer:
     @staticmethod
     def read_action(leg, bridge, stripped, current):
         """One line of actions: shown under the last step on ``bridge``; a set_field
-        changes ``current``; a committing ct() with a NAT is a translation."""
+        changes ``current``; a committing ct() with a NAT is a translation (applied to
+        ``current`` at once when the ct has no table to recirculate to)."""
         if leg.steps and leg.steps[-1].bridge == bridge and stripped and \
                 not stripped.startswith(('->', 'thaw', 'Resuming', 'Restoring',
                                          'unroll_xlate', 'restored state',
@@ -374,6 +375,13 @@ class Tracer:
                 bridge, int(zone.group(1)) if zone else None,
                 'DNAT' if kind == 'dst' else 'SNAT', before,
                 f'{ip}:{port}' if port else ip))
+            if 'table=' not in stripped:
+                # No recirculation (the NodePort masquerade): the datapath translates
+                # the packet and it goes on in this pass, where ofproto/trace's fields
+                # keep the old address; the next bridge gets the translated packet.
+                current[f'nw_{side}'] = ip
+                if port:
+                    current[f'tp_{side}'] = port
 
     def leave(self, leg, bridge, current, last_output):
         """Where the packet goes after ``bridge``: dropped there (no output), delivered

@@ -583,7 +583,8 @@ def test_trace_flows_top_and_diagram_name_the_policy(lab, model, policies, tmp_p
 
 def test_the_longest_path_judged_at_both_ends(lab, model, policies):
     """A pod's connection to a NodePort of another node whose endpoint is on a third
-    (six recirculations in the userspace datapath, which drops a packet at its seventh):
+    (five recirculations in the userspace datapath, which drops a packet at its seventh on
+    Debian 12's Open vSwitch):
     z/a (control-plane) isolated for egress, x/b (worker-1) for ingress, through
     worker-2's NodePort; the policy tables add no recirculation."""
     policies(netpol('out', 'z', """

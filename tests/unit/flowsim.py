@@ -32,9 +32,12 @@ walks (a SYN, then its reply) and several switches:
   zone; then it takes the first free port of the ephemeral range (1024-65535), as
   conntrack does for ``nat(src=IP)`` without a port range;
 - a ``ct`` without a table to recirculate to runs in the datapath (a ``nat`` translates
-  the packet in place, a ``commit`` records the connection) but *hides* conntrack from
+  the packet there, a ``commit`` records the connection) but *hides* conntrack from
   the rest of the pipeline, as OVS does: ``ct_state``, ``ct_zone`` and ``ct_mark`` read
-  0 in the tables after it (the packet is untracked, ``-trk``);
+  0 in the tables after it (the packet is untracked, ``-trk``), and its translation too:
+  the tables go on matching the addresses and ports the packet had (xlate's flow is not
+  updated), while a later ``ct``, a select group's hash and the packet that leaves
+  have them translated (the packet that recirculates is parsed anew);
 - ``nat`` (with or without arguments) on a packet of a recorded connection applies the
   recorded translation: an original-direction packet gets the DNAT target as
   destination and the SNAT address as source; a reply gets the original destination
@@ -112,7 +115,7 @@ MAC_FIELDS = ('eth_src', 'eth_dst', 'arp_sha', 'arp_tha')
 IP_FIELDS = ('ipv4_src', 'ipv4_dst', 'arp_spa', 'arp_tpa')
 REGISTERS = tuple(f'reg{i}' for i in range(16))
 METADATA = ('in_port', 'ct_state', 'ct_zone', 'ct_mark', 'ct_conn', 'conj_id',
-            'recirc', 'dp_hash') + REGISTERS
+            'recirc', 'dp_hash', 'datapath_nat') + REGISTERS
 # Pipeline fields an OpenFlow match sees as 0 on a packet that never set them.
 ZERO_DEFAULT = ('ct_state', 'ct_mark', 'conj_id') + REGISTERS
 LEARNED_OWNER = 'learned'    # the owner of the flows a ``learn`` action installs
@@ -246,7 +249,7 @@ def _choose(bucket, pkt: dict, count: int) -> int:
     if bucket is None:
         if count <= DP_HASH_MAX_BUCKETS:     # from the packet's dp_hash (see above)
             return (pkt['dp_hash'] & (dp_hash_slots(count) - 1)) % count
-        return _hash(pkt) % count
+        return _hash(_datapath(pkt)) % count
     index = bucket(pkt, count) if callable(bucket) else bucket
     if not 0 <= index < count:
         raise SimError(f'bucket {index} of a group with {count} buckets')
@@ -335,6 +338,7 @@ class _Run:
         for action in actions:
             if isinstance(action, SetField):
                 pkt[action.field] = action.value
+                pkt.get('datapath_nat', {}).pop(action.field, None)
             elif isinstance(action, (Move, Load)):
                 if isinstance(action, Move):     # bits 0.. of src to bits 0.. of dst
                     value, offset = _number(action.src, pkt.get(action.src, 0)), 0
@@ -361,24 +365,23 @@ class _Run:
                 hashed = dict(pkt)
                 if len(group.buckets) <= DP_HASH_MAX_BUCKETS and not pkt.get('dp_hash'):
                     hashed['recirc'] = pkt.get('recirc', 0) + 1
-                    hashed['dp_hash'] = _hash(pkt)
+                    hashed['dp_hash'] = _hash(_datapath(pkt))
                 chosen = group.buckets[_choose(self.bucket, hashed, len(group.buckets))]
                 self.result.trace.append((f'group:{group.group_id}', group.owner,
                                           ','.join(a.ofctl() for a in chosen.actions)))
                 forks += self.apply(chosen.actions, hashed, threads)
             elif isinstance(action, Ct):
-                tracked = self.conntrack.execute(action, pkt)
+                tracked = self.conntrack.execute(action, _datapath(pkt))
+                tracked.pop('datapath_nat', None)
                 pkt['ct_conn'] = tracked['ct_conn']    # the datapath keeps it
-                if action.table is not None:         # a recirculation
+                if action.table is not None:         # a recirculation: parsed anew
                     tracked['recirc'] = pkt.get('recirc', 0) + 1
                     forks.append((tracked, action.table))
                     continue
-                if action.nat is not None and action.commit:
-                    raise SimError(f'{action.ofctl()}: a committing NAT without '
-                                   f'recirculation is not modelled')
-                # The datapath translates the packet; the pipeline no longer sees
-                # conntrack's results (xlate's flow_clear_conntrack): untracked.
-                pkt.update({k: tracked[k] for k in TRANSLATED if k in tracked})
+                # The datapath translates the packet; the pipeline sees neither that
+                # nor conntrack's results (xlate's flow_clear_conntrack): untracked.
+                pkt['datapath_nat'] = {k: tracked[k] for k in TRANSLATED
+                                       if k in tracked and tracked[k] != pkt.get(k)}
                 for name in ('ct_state', 'ct_zone', 'ct_mark'):
                     pkt.pop(name, None)
             elif isinstance(action, Resubmit):
@@ -456,8 +459,15 @@ def _complete(soft: list) -> set:
 
 
 def _wire(pkt: dict) -> dict:
-    """The packet as it leaves the switch: no pipeline metadata."""
-    return {k: v for k, v in pkt.items() if k not in METADATA}
+    """The packet as it leaves the switch: no pipeline metadata, the datapath's
+    translations made."""
+    return {k: v for k, v in _datapath(pkt).items() if k not in METADATA}
+
+
+def _datapath(pkt: dict) -> dict:
+    """The packet as the datapath has it: with the translations of the ``ct`` actions
+    without a table that the tables do not see."""
+    return dict(pkt, **pkt['datapath_nat']) if pkt.get('datapath_nat') else pkt
 
 
 # ---------------------------------------------------------------- the lab

@@ -134,3 +134,24 @@ def test_an_answer_un_nated_without_a_recirculation_goes_on_translated():
     trace.Tracer.unnat_in_place(leg, 'kl-lb', 'Datapath actions: ct(zone=2000,nat),'
                                 'recirc(0x2a)\n', current, True, {2000: [dnat]})
     assert current == answer and leg.translations == []
+
+
+def test_a_masquerade_without_a_recirculation_goes_on_translated():
+    """The NodePort masquerade commits ``ct(commit,zone=Z,nat(src=NODE))`` with no table:
+    the datapath translates the packet and the same pass goes on to the next bridge,
+    while ofproto/trace's fields keep the client's address. The tracer records the SNAT
+    and hands the next bridge the translated packet; a committing NAT that recirculates
+    is left to the resumed trace's own fields."""
+    syn = {'nw_src': '203.0.113.10', 'tp_src': '40000', 'nw_dst': '192.168.1.10',
+           'tp_dst': '8080'}
+    leg, current = trace.Leg(), dict(syn)
+    leg.steps.append(trace.Step('kl-n3', 75, 'ip', 250, '', owner='nodeport masquerade'))
+    trace.Tracer.read_action(leg, 'kl-n3', 'ct(commit,zone=1003,nat(src=10.128.0.13))',
+                             current)
+    assert trace.endpoint_of(current, 'src') == '10.128.0.13:40000'
+    assert [(t.kind, t.zone, t.before, t.after) for t in leg.translations] == [
+        ('SNAT', 1003, '203.0.113.10:40000', '10.128.0.13')]
+    leg, current = trace.Leg(), dict(syn)
+    trace.Tracer.read_action(leg, 'kl-n3', 'ct(commit,table=80,zone=1003,'
+                             'nat(src=10.128.0.13))', current)
+    assert current == syn and [t.kind for t in leg.translations] == ['SNAT']
