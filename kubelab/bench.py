@@ -53,7 +53,14 @@ Short connections end with an RST from the client once it has read the whole ans
 has source ports for one destination (about 14,000), so ports are reused; with an
 ordinary close, a reused port whose previous connection through the ClusterIP is still
 in the userspace conntrack's TIME_WAIT (30 s) loses some SYNs on Open vSwitch 3.1 (the
-README's benchmark section has the figures).
+README's benchmark section has the figures). The server closes first, so with an
+ordinary close it keeps each connection in TIME_WAIT for 60 s, keyed by the address and
+port it saw: for the NodePort and the load balancer, a node's address and the client's
+port, which two clients masqueraded by one node can share. Such a SYN meets the other
+client's TIME_WAIT with timestamps that jump, and the server refuses about half of them
+(PAWS) until the client's RST clears the socket and its SYN, retried a few ms later,
+gets through, as on a real node: the note under the table counts those refusals per
+path and round when there are any.
 """
 
 from __future__ import annotations
