@@ -32,8 +32,8 @@ flows around them, on the model of Antrea's K8s NetworkPolicy tables:
 
 No flow here recirculates on the way of an allowed or denied first packet (the
 userspace datapath of Debian 12's Open vSwitch drops a packet at its seventh
-recirculation; the longest path through the lab takes six); only a retransmission of a denied Service connection that
-is now allowed recirculates, to clear its mark.
+recirculation; the longest path through the lab takes six); only a retransmission of a
+denied Service connection that is now allowed recirculates, to clear its mark.
 
 The source an ingress rule judges is the one the pod will see. A connection through a
 NodePort with ``externalTrafficPolicy: Cluster`` is masqueraded as this node after

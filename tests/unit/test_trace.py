@@ -5,7 +5,8 @@ examples/demo.yaml, every ofproto/trace the tracer asked (bridge, flow, answer),
 each output port led (patch peers, veths) and the objects at that moment. Replaying
 them checks, without root, that the tracer follows the bridges, resumes the Service's
 group at the chosen bucket, records each translation with its zone, un-NATs the answer
-and renders the path in the seed's words; the traffic tests run it live.
+and renders the path in the seed's words; the traffic tests run it live. When the flows
+change, record it again: tests/tools/record_traces.py.
 """
 
 import json
