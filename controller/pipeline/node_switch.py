@@ -485,11 +485,12 @@ def snat(ctx: NodeBridge) -> list:
     real node, once the lab has turned off Open vSwitch's TCP sequence checks:
     topo/network.py); a port that follows the client's meets that least often.
 
-    The NodePort masquerade does not recirculate: its ``ct`` has no table, so the
-    datapath translates the packet and the same pass routes it (L3Forwarding again,
-    where the tables still read the client's source and no conntrack state: reg1 keeps
-    the hairpin flows off it). Every packet of such a connection, its SYN included,
-    takes one datapath pass less (docs/pipeline.md, SNAT)."""
+    No masquerade recirculates: its ``ct`` has no table, so the datapath translates the
+    packet and the same pass goes on, to Output (hairpin, egress: routed already) or,
+    for a NodePort, to L3Forwarding to be routed (where the tables still read the
+    client's source and no conntrack state: reg1 keeps the hairpin flows off it). Every
+    masqueraded packet, a SYN included, takes one datapath pass less (docs/pipeline.md,
+    SNAT)."""
     node = ctx.node
     pod_net = ipaddress.IPv4Network(node.pod_cidr)
     return [
@@ -501,8 +502,8 @@ def snat(ctx: NodeBridge) -> list:
              owner='nodeport masquerade'),
         flow(T['SNAT'], PRIORITY_NORMAL, {'eth_type': ETH_IP, 'ipv4_dst': (
              node.pod_cidr.split('/')[0], str(pod_net.netmask))},
-             (Ct(zone=ctx.snat_zone, commit=True, table=T['Output'],
-                 nat=Nat(src=ctx.gateway)),), owner='hairpin masquerade'),
+             (Ct(zone=ctx.snat_zone, commit=True, nat=Nat(src=ctx.gateway)),),
+             goto=T['Output'], owner='hairpin masquerade'),
         # The pods' and the node's own connections share one SNAT zone, so their ports
         # never clash. Replies (to connections that came in from outside) leave as they
         # are.
@@ -510,8 +511,8 @@ def snat(ctx: NodeBridge) -> list:
              {'eth_type': ETH_IP, 'ct_state': ct_state('+trk+rpl')},
              goto=T['Output'], owner='egress masquerade'),
         flow(T['SNAT'], PRIORITY_FALLBACK, {'eth_type': ETH_IP},
-             (Ct(zone=ctx.snat_zone, commit=True, table=T['Output'],
-                 nat=Nat(src=node.ip)),), owner='egress masquerade'),
+             (Ct(zone=ctx.snat_zone, commit=True, nat=Nat(src=node.ip)),),
+             goto=T['Output'], owner='egress masquerade'),
         flow(T['SNAT'], PRIORITY_MISS, owner='egress masquerade')]
 
 

@@ -1,7 +1,9 @@
 """ClusterIP Services through the switches: DNAT to ready endpoints, un-NAT on the way
 back, REJECT when nothing is ready, and changes that reach the switches fast."""
 
+import os
 import subprocess
+import sys
 import time
 from collections import Counter
 
@@ -267,6 +269,37 @@ def test_a_pod_reaches_itself_through_its_own_service(web):
     finally:
         web.kubelab('scale', 'deployment', 'web', '--replicas', '3')
         web.client.wait_ready()
+
+
+def test_a_pod_reaches_an_external_host_as_its_node(web):
+    """Egress: the external network routes only the nodes' addresses, so a pod's
+    connection to an external host leaves masqueraded as its node (SNAT, without a
+    recirculation), and the answers come back to the pod, over TCP and UDP."""
+    [host] = [h for h in web.client.lab()['hosts'] if h['name'] == 'client-1']
+    pid = web.netns_pid('host/client-1')
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in sys.path if p))
+    server = subprocess.Popen(['nsenter', f'--net=/proc/{pid}/ns/net', '--', web.python,
+                               '-m', 'topo.images.agnhost', 'netexec', '--http-port=8090',
+                               '--udp-port=8091'], env=env, stdout=subprocess.DEVNULL,
+                              stderr=subprocess.DEVNULL)
+    try:
+        pods = web_pods(web)
+        seen = {}
+        for name, pod in pods.items():
+            deadline = time.monotonic() + 15
+            while not web.http(f'pod/{name}', host['ip'], 8090, '/clientip')[0]['ok'] \
+                    and time.monotonic() < deadline:
+                time.sleep(0.3)       # the server's first seconds
+            tcp = web.http(f'pod/{name}', host['ip'], 8090, '/clientip', count=3)
+            udp = web.probe(f'pod/{name}', 'udp', host['ip'], 8091, 'clientip', count=3)
+            assert all(r['ok'] for r in tcp + udp), tcp + udp
+            seen[name] = ({r['body'].split(':')[0] for r in tcp + udp},
+                          pod['status']['hostIP'])
+        assert all(got == {node} for got, node in seen.values()), seen
+        assert len({node for _, node in seen.values()}) > 1, seen   # pods on two nodes
+    finally:
+        server.terminate()
+        server.wait()
 
 
 def test_a_rejected_apply_changes_nothing_in_the_running_lab(web):

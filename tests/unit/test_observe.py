@@ -7,9 +7,9 @@ addresses (kube-proxy's detect-local ClusterCIDR) that the pipeline added after 
 was taken; kl-lb.flows's ServiceLB flows are the pipeline's since the edge picks a node
 from the client's source port instead of a select group (written as a live dump of the
 new edge prints them: ``tp_src=0x4/0x1e``), and kl-lb.groupstats is the edge's empty
-reply. kl-n1.flows's two hairpin flows (L3Forwarding, priority 220) and its NodePort
-masquerade (SNAT, 250) are the pipeline's since that masquerade stopped recirculating
-(written as a live dump prints them)."""
+reply. kl-n1.flows's two hairpin flows (L3Forwarding, priority 220) and its three
+masquerades (SNAT, 250, 200, 100) are the pipeline's since the masquerades stopped
+recirculating (written as a live dump prints them)."""
 
 import copy
 import itertools

@@ -318,10 +318,13 @@ def without_flags(pkt):
 def test_the_hairpin_tables(lab):
     case = HAIRPIN[0]
     gid = group_id('default/web/tcp/http', set())
-    [(_, there)] = hairpin(lab, case).hops
+    trip = hairpin(lab, case)
+    [(_, there)] = trip.hops
     assert there.tables == ['Classifier', 'UnSNAT', 'ConntrackZone', 'ConntrackState',
                             'ServiceLB', f'group:{gid}', 'L3Forwarding', 'SNAT', 'Output']
     assert there.trace[-1][2].endswith('IN_PORT')
+    # The lookup, the group's hash and the DNAT recirculate; the masquerade does not.
+    assert trip.recirculations == 3
     [(_, back)] = lab.send(answer(there.outcome[2]), sender=case['pod']).hops
     assert back.tables == ['Classifier', 'UnSNAT', 'ConntrackState',
                            'L3Forwarding', 'Output']
@@ -372,6 +375,7 @@ def test_the_egress_tables(lab):
     assert trip.hops[0][1].tables == ['Classifier', 'UnSNAT', 'ConntrackZone',
                                       'ConntrackState', 'ServiceLB', 'ConntrackCommit',
                                       'L3Forwarding', 'SNAT', 'Output']
+    assert trip.recirculations == 1       # the lookup; the masquerade does not recirculate
     back = lab.send(answer(trip.outcome[2]), sender=EXTERNAL_1)
     assert back.hops[-1][1].tables == ['Classifier', 'UnSNAT',
                                        'ConntrackState', 'L3Forwarding']
@@ -1073,9 +1077,9 @@ table=Output,priority=100,ip,nw_dst=203.0.113.0/255.255.255.0 actions=set_field:
 table=Output,priority=101,ip,in_port=1,nw_dst=203.0.113.0/255.255.255.0 actions=set_field:0a:5a:0a:80:00:0b->eth_src,set_field:0a:5a:cb:00:71:01->eth_dst,IN_PORT
 table=Output,priority=200,ip,nw_dst=192.168.1.10 actions=set_field:0a:58:c0:a8:01:01->eth_src,set_field:0a:58:c0:a8:01:0a->eth_dst,IN_PORT
 table=SNAT,priority=0 actions=drop
-table=SNAT,priority=100,ip actions=ct(commit,table=80,zone=1001,nat(src=10.128.0.11))
+table=SNAT,priority=100,ip actions=ct(commit,zone=1001,nat(src=10.128.0.11)),goto_table:Output
 table=SNAT,priority=110,ip,ct_state=+rpl+trk actions=goto_table:Output
-table=SNAT,priority=200,ip,nw_dst=192.168.1.0/255.255.255.0 actions=ct(commit,table=80,zone=1001,nat(src=192.168.1.1))
+table=SNAT,priority=200,ip,nw_dst=192.168.1.0/255.255.255.0 actions=ct(commit,zone=1001,nat(src=192.168.1.1)),goto_table:Output
 table=SNAT,priority=250,ip,ct_mark=0x1/0x1,ct_state=-rpl+trk actions=ct(commit,zone=1001,nat(src=10.128.0.11)),set_field:4->reg1,resubmit(,70)
 table=ServiceLB,priority=0 actions=goto_table:ConntrackCommit
 table=ServiceLB,priority=100,ip,nw_dst=10.96.0.20 actions=meter:1,controller(max_len=128)
