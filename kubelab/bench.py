@@ -262,7 +262,7 @@ def _measure(lab: LabControl, args) -> int:
                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         time.sleep(0.5)
-        tput, conns, paws = _measure_paths(lab, args, to, getattr(args, 'rounds', 4), pid)
+        tput, conns, paws = _measure_paths(lab, args, to, getattr(args, 'rounds', 4))
         if getattr(args, 'paths_only', False):
             _print_ratios(tput, conns, None, paws)
             return 0
@@ -328,14 +328,14 @@ def _targets(lab: LabControl) -> Targets:
     return Targets(server_ip, vip, node_ports, cp_ip, outside, lb_ip, ingress_ip)
 
 
-def _measure_paths(lab: LabControl, args, to: Targets, rounds: int,
-                   server_pid: int) -> tuple[dict, dict, dict]:
+def _measure_paths(lab: LabControl, args, to: Targets,
+                   rounds: int) -> tuple[dict, dict, dict]:
     """iperf3 Gbit/s and new connections/s per path (direct, vip, nodeport, lb), the
     paths taken in turn, ``rounds`` times, every other round in reverse order: a path
     measured last in one round is first in the next, so that what a path leaves behind
     (its connections' conntrack entries expiring, say) and a machine's load rising or
     falling through the run weigh on every path alike. Also, per path and round, the
-    SYNs the server refused by PAWS (``paws_refusals``)."""
+    SYNs the server refused by PAWS (``LabControl.paws_refusals``)."""
     tput = {'direct': [], 'vip': [], 'nodeport': [], 'lb': []}
     conns = {'direct': [], 'vip': [], 'nodeport': [], 'lb': []}
     paws = {'direct': [], 'vip': [], 'nodeport': [], 'lb': []}
@@ -349,25 +349,12 @@ def _measure_paths(lab: LabControl, args, to: Targets, rounds: int,
     for i in range(rounds):
         for side, source, host, iperf_port, http_port in paths[::-1] if i % 2 else paths:
             tput[side].append(iperf(lab, host, args.seconds, iperf_port, source))
-            before = paws_refusals(server_pid)
+            before = lab.paws_refusals('bench-server')
             r = rate(lab, host, http_port, 10 ** 9, args.seconds, not args.fin_close,
                      source)
             conns[side].append(r['per_second'])
-            paws[side].append(paws_refusals(server_pid) - before)
+            paws[side].append(lab.paws_refusals('bench-server') - before)
     return tput, conns, paws
-
-
-def paws_refusals(pid: int) -> int:
-    """The SYNs that the network namespace of process ``pid`` refused at a TIME_WAIT
-    socket by PAWS (TcpExt PAWSTimewait): a connection from an address and port the
-    server still held in TIME_WAIT, with timestamps that went backwards. The client's
-    RST clears that socket and its retried SYN gets through, milliseconds later."""
-    with open(f'/proc/{pid}/net/netstat', encoding='ascii') as f:
-        lines = f.read().splitlines()
-    for names, values in zip(lines[::2], lines[1::2]):
-        if names.startswith('TcpExt:'):
-            return int(dict(zip(names.split(), values.split()))['PAWSTimewait'])
-    return 0
 
 
 def _measure_http(lab: LabControl, args, to: Targets, rounds: int) -> dict:

@@ -97,6 +97,19 @@ class LabControl:
     def netns_pid(self, target: str, namespace: str = 'default') -> int:
         return exec_target(self.client, target, namespace, None)[0]
 
+    def paws_refusals(self, target: str, namespace: str = 'default') -> int:
+        """The SYNs ``target``'s network namespace refused at a TIME_WAIT socket by PAWS
+        (TcpExt PAWSTimewait): a connection from an address and port it still held in
+        TIME_WAIT, with timestamps that went backwards. The client's RST clears that
+        socket and its retried SYN gets through, milliseconds later."""
+        pid = self.netns_pid(target, namespace)
+        with open(f'/proc/{pid}/net/netstat', encoding='ascii') as f:
+            lines = f.read().splitlines()
+        for names, values in zip(lines[::2], lines[1::2]):
+            if names.startswith('TcpExt:'):
+                return int(dict(zip(names.split(), values.split()))['PAWSTimewait'])
+        return 0
+
     def run_in(self, target: str, argv: list[str], timeout: float = 120,
                namespace: str = 'default') -> subprocess.CompletedProcess:
         pid = self.netns_pid(target, namespace)

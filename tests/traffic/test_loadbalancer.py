@@ -247,13 +247,6 @@ def test_a_failed_node_stops_getting_connections_within_the_bound_and_comes_back
     assert back is not None and back - restored_at <= FAILOVER_BOUND
 
 
-def server_paws_refusals(lab, pod: str) -> int:
-    """How many SYNs the pod's kernel refused at a TIME_WAIT socket by PAWS."""
-    out = lab.run_in(pod, ['nstat', '-az', 'TcpExtPAWSTimewait']).stdout
-    return sum(int(line.split()[1]) for line in out.splitlines()
-               if line.startswith('TcpExtPAWSTimewait'))
-
-
 def test_a_masqueraded_connection_that_meets_the_servers_time_wait_is_retried_not_lost(
         lb_lab, clients):
     """From one source port, a connection through a node's NodePort, then one through
@@ -273,7 +266,7 @@ def test_a_masqueraded_connection_that_meets_the_servers_time_wait_is_retried_no
     lb_lab.apply('---\n'.join(lb_service(name, app='solo') for name in names))
     try:
         sport, seconds = 20480, []
-        refused_before = server_paws_refusals(lb_lab, 'solo')
+        refused_before = lb_lab.paws_refusals('solo')
         for name in names:
             ip = lb_address(lb_lab, name)
             node_port = lb_lab.client.get('Service', 'default', name)['spec']['ports'][0][
@@ -293,7 +286,7 @@ def test_a_masqueraded_connection_that_meets_the_servers_time_wait_is_retried_no
                     assert first['ok'] and first['body'] == f'{node_ip}:{sport}', first
                     assert then['ok'] and then['body'] == f'{node_ip}:{sport}', then
                     seconds.append(round(then['ms'] / 1000, 3))
-        refused = server_paws_refusals(lb_lab, 'solo') - refused_before
+        refused = lb_lab.paws_refusals('solo') - refused_before
         print(f'through the load balancer after the NodePort: {refused} SYNs refused by '
               f'PAWS, each connection in s: {seconds}')
         assert refused >= 1                  # some met the TIME_WAIT with an older clock
