@@ -105,6 +105,7 @@ def dashed(ip: str) -> str:
     return ip.replace('.', '-')
 
 
+@lru_cache(maxsize=65536)
 def reverse_name(ip: str) -> str:
     """``10.1.2.3`` -> ``3.2.1.10.in-addr.arpa.``."""
     return '.'.join(reversed(ip.split('.'))) + '.in-addr.arpa.'
@@ -238,15 +239,25 @@ def records(objects: dict, domain: str = DEFAULT_DOMAIN, networks=(),
     pods = {_meta(p): p for p in objects.get('Pod') or ()}
     ptr = _Pointers()
     table.add(f'dns-version.{zone}', 'TXT', f'"{SCHEMA_VERSION}"')
-    nameserver = _service_records(table, ptr, objects, pods, zone,
-                                  {} if memo is None else memo)
+    memo = {} if memo is None else memo
+    finished = memo.pop(_FINISHED, {})
+    nameserver = _service_records(table, ptr, objects, pods, zone, memo)
     _pod_records(table, ptr, pods, zone)
     for ip in set(ptr.cluster) | set(ptr.endpoint) | set(ptr.pod):
-        for target in ptr.cluster.get(ip) or ptr.endpoint.get(ip) or ptr.pod[ip]:
+        named = ptr.cluster.get(ip)
+        if named is not None and len(named) == 1 and ptr.nodes.get(ip) is not None:
+            table.names[reverse_name(ip)] = ptr.nodes[ip]   # the Service's, from the memo
+            continue
+        for target in named or ptr.endpoint.get(ip) or ptr.pod[ip]:
             table.add(reverse_name(ip), 'PTR', target)
     _namespace_records(table, objects, zone, nameserver)
     zones = _complete_zones(table, zone, networks)
-    return _finish(table, domain, zone, zones)
+    doc, memo[_FINISHED] = _finish(table, domain, zone, zones, finished)
+    return doc
+
+
+#: ``records``'s memo keeps there what ``_finish`` made of the nodes it saw.
+_FINISHED = 'finished'
 
 
 class _Pointers:
@@ -256,6 +267,7 @@ class _Pointers:
 
     def __init__(self):
         self.cluster: dict[str, set] = {}
+        self.nodes: dict[str, dict] = {}     # a ClusterIP -> its Service's PTR node
         self.endpoint: dict[str, set] = {}
         self.pod: dict[str, set] = {}
 
@@ -316,6 +328,7 @@ def _service_records(table: _Records, ptr: _Pointers, objects: dict, pods: dict,
                 names[name] = node            # shared with the memo: never changed
         if pointer:
             ptr.cluster.setdefault(pointer[0], set()).add(pointer[1])
+            ptr.nodes[pointer[0]] = pointer[2]
             if serves_dns:
                 nameserver = pointer[0]
     memo.clear()
@@ -325,7 +338,8 @@ def _service_records(table: _Records, ptr: _Pointers, objects: dict, pods: dict,
 
 def _own_records(service: dict, zone: str) -> tuple[dict, tuple | None, bool]:
     """A ClusterIP's or an ExternalName Service's records: (name -> type -> data, its
-    (ClusterIP, name) for the PTR or None, whether it is the cluster's nameserver)."""
+    (ClusterIP, name, the PTR's node when the name is valid) for the PTR or None,
+    whether it is the cluster's nameserver)."""
     namespace, name = _meta(service)
     spec = service.get('spec') or {}
     owner = f'{name}.{namespace}.svc.{zone}'
@@ -336,7 +350,9 @@ def _own_records(service: dict, zone: str) -> tuple[dict, tuple | None, bool]:
     elif _ipv4(spec.get('clusterIP')):
         ip = _ipv4(spec.get('clusterIP'))
         own.add(owner, 'A', ip)
-        pointer = (ip, owner)
+        reverse = _Records()
+        reverse.add(reverse_name(ip), 'PTR', owner)
+        pointer = (ip, owner, reverse.names.get(reverse_name(ip)))
         for port in spec.get('ports') or ():
             if port.get('name') and isinstance(port.get('port'), int):
                 protocol = str(port.get('protocol') or 'TCP').lower()
@@ -391,37 +407,64 @@ def _namespace_records(table: _Records, objects: dict, zone: str,
 def _complete_zones(table: _Records, zone: str, networks) -> set:
     """The zones served (the cluster domain, the reverse zones of ``networks`` and of
     every other address with a PTR), with their apexes and empty non-terminals added."""
-    zones = set(reverse_zones(networks)) | {zone}
-    for name in list(table.names):
-        apex = _zone_of(name, zones)
+    served = frozenset(reverse_zones(networks)) | {zone}
+    zones, names = set(served), table.names
+    for name in list(names):
+        apex, parents = _walk(name, served)
         if apex is None:                     # an address outside ``networks``
             apex = name.split('.', 1)[1]
             zones.add(apex)
-        while name != apex:                  # the empty non-terminals up to the apex
-            table.add(name)
-            name = name.split('.', 1)[1]
-            if name in table.names:          # its own walk (done or to come) goes on
+            parents = _parents(name, apex)
+        for parent in parents:               # the empty non-terminals up to the apex
+            if parent in names:              # its own walk (done or to come) goes on
                 break
+            names[parent] = {}
     for apex in zones:
         table.add(apex)
     return zones
 
 
-def _finish(table: _Records, domain: str, zone: str, zones: set) -> dict:
-    """The sorted content, its generation, and each zone's SOA (serial from it)."""
-    content = {
-        'domain': domain, 'ttl': TTL, 'zones': sorted(zones),
-        'records': {name: {rdtype: sorted(data, key=_sort_key(rdtype)) if len(data) > 1
-                           else list(data) for rdtype, data in sorted(node.items())}
-                    for name, node in sorted(table.names.items())},
-    }
+@lru_cache(maxsize=262144)
+def _walk(name: str, zones: frozenset) -> tuple[str | None, tuple]:
+    """(the zone ``name`` is in, the names between them: ``_parents``); (None, ()) when
+    it is in none of ``zones``. Once per name (a build walks every name)."""
+    apex = _zone_of(name, zones)
+    return (apex, _parents(name, apex)) if apex is not None else (None, ())
+
+
+def _parents(name: str, apex: str) -> tuple:
+    """The names above ``name`` and below ``apex``, nearest first (valid: shorter than
+    a valid ``name``)."""
+    out = []
+    while name != apex:
+        name = name.split('.', 1)[1]
+        if name != apex:
+            out.append(name)
+    return tuple(out)
+
+
+def _finish(table: _Records, domain: str, zone: str, zones: set,
+            finished: dict) -> tuple[dict, dict]:
+    """The sorted content, its generation, and each zone's SOA (serial from it); and
+    what each node became, by its id (``finished`` holds the last call's: a Service's
+    own nodes stay from one call to the next, ``_service_records``)."""
+    kept: dict = {}
+    out = {}
+    for name, node in sorted(table.names.items()):
+        hit = finished.get(id(node))
+        if hit is None or hit[0] is not node:
+            hit = (node, {rdtype: sorted(data, key=_sort_key(rdtype)) if len(data) > 1
+                          else list(data) for rdtype, data in sorted(node.items())})
+        kept[id(node)] = hit
+        out[name] = hit[1]
+    content = {'domain': domain, 'ttl': TTL, 'zones': sorted(zones), 'records': out}
     generation = hashlib.sha256(encode(content)).hexdigest()[:8]
     refresh, retry, expire = SOA_TIMERS
-    for apex in content['zones']:
-        content['records'][apex]['SOA'] = [
+    for apex in content['zones']:        # (a copy: the finished node may be kept)
+        out[apex] = dict(out[apex], SOA=[
             f'ns.dns.{zone} hostmaster.{zone} {int(generation, 16)} '
-            f'{refresh} {retry} {expire} {TTL}']
-    return {'version': FORMAT_VERSION, 'generation': generation, **content}
+            f'{refresh} {retry} {expire} {TTL}'])
+    return {'version': FORMAT_VERSION, 'generation': generation, **content}, kept
 
 
 def encode(records_doc: dict) -> bytes:

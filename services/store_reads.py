@@ -22,6 +22,7 @@ import time
 import msgspec
 
 from services import manifests
+from services.endpoints import HEADLESS_LABEL, SERVICE_NAME_LABEL, SERVICE_PROXY_NAME_LABEL
 from services.errors import NotFound
 
 
@@ -170,6 +171,9 @@ class StoreReads:
 
 _ATOMS = (str, int, float, bool, type(None))
 _SLICE_META = ('name', 'namespace', 'labels', 'resourceVersion')
+#: The labels of a slice kube-proxy reads: its Service's, and the two with which it
+#: leaves the slice alone (``kube_proxy_ignores``); not the EndpointSlice controller's.
+_SLICE_LABELS = (SERVICE_NAME_LABEL, SERVICE_PROXY_NAME_LABEL, HEADLESS_LABEL)
 
 
 class EndpointTable:
@@ -215,15 +219,19 @@ class EndpointTable:
 
 def for_proxy(obj: dict, endpoints: EndpointTable) -> dict:
     """``obj`` as the change stream sends it: an EndpointSlice without what kube-proxy
-    does not read (its endpoints' ``targetRef``, its owner references, uid and creation
-    time), its endpoints as indexes into ``endpoints`` (``with_endpoints`` puts them
+    does not read (its endpoints' ``targetRef``, its owner references, uid, creation
+    time, apiVersion, and the labels but ``_SLICE_LABELS``), its endpoints as indexes into ``endpoints`` (``with_endpoints`` puts them
     back): a pod behind 10,000 Services changes 10,000 slices, 33 MB of JSON in full.
     The result shares the rest with ``obj``: encode or copy it at once, under the
     store's lock."""
     if obj.get('kind') != 'EndpointSlice':
         return obj
     meta = obj['metadata']
-    out = dict(obj, metadata={k: meta[k] for k in _SLICE_META if k in meta})
+    out = {k: v for k, v in obj.items() if k != 'apiVersion'}
+    out['metadata'] = slim = {k: meta[k] for k in _SLICE_META if k in meta}
+    labels = meta.get('labels')
+    if isinstance(labels, dict):
+        slim['labels'] = {k: labels[k] for k in _SLICE_LABELS if k in labels}
     if isinstance(obj.get('endpoints'), list):
         out['endpoints'] = endpoints.refs(obj['endpoints'])
     if isinstance(obj.get('ports'), list):

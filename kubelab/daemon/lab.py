@@ -36,6 +36,8 @@ from services.watch import WRITER_SETTLE, follow
 from topo import cloudlb
 
 LOG = logging.getLogger('kubelab.daemon')
+#: How long the DNS records writer waits for kube-proxy to carry a change first.
+PROXY_FIRST_S = 1.0
 
 
 def cluster_document(cluster) -> dict:
@@ -302,8 +304,17 @@ class Lab:
 
     def _sync_dns(self):
         # A failure keeps answering the old records; the next change retries.
-        follow(self.store, self.done, self._write_dns, 'writing the DNS records',
-               settle=WRITER_SETTLE, log=LOG)
+        follow(self.store, self.done, self._write_dns_after_proxy,
+               'writing the DNS records', settle=WRITER_SETTLE, log=LOG)
+
+    def _write_dns_after_proxy(self) -> bool:
+        """``_write_dns`` once kube-proxy carries what the store holds (at most
+        ``PROXY_FIRST_S`` later). On a real cluster CoreDNS and kube-proxy run apart;
+        here they share two cores and this interpreter, and at 10,000 Services a new
+        pod's address costs the records a rebuild (0.1 s) that would slow the proxy's
+        part of the same pod becoming ready (``kubelab bench --scale``)."""
+        self.api.wait_dataplane(self.store.rv, 0, timeout=PROXY_FIRST_S)
+        return self._write_dns()
 
     # ------------------------------------------------------------ Ingress, Gateway API
     def _start_l7(self):
@@ -352,8 +363,8 @@ class Lab:
             # Service's health check counts its endpoints (externalTrafficPolicy Local).
             services_version = self.store.version_of(('Service',))
             changed = services_version != read[0]
-            if changed:
-                services = self.store.view('Service')
+            if changed:          # (the cloud reads only the LoadBalancers)
+                services = self.store.view('Service', where=_load_balancer)
                 checked = cloudlb.health_checked(services)
             else:
                 _, services, checked = read
@@ -476,6 +487,10 @@ class Lab:
                 os.unlink(path)
             except FileNotFoundError:
                 pass
+
+
+def _load_balancer(svc: dict) -> bool:
+    return (svc.get('spec') or {}).get('type') == 'LoadBalancer'
 
 
 def _checked_slices_moved(store, since: int, checked: set) -> bool:

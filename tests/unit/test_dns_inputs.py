@@ -62,7 +62,7 @@ def test_the_records_from_the_memo_are_the_records_afresh(seed):
                  {'apiVersion': 'v1', 'kind': 'Service',
                   'metadata': {'name': 'ext', 'namespace': 'kube-system'},
                   'spec': {'type': 'ExternalName', 'externalName': 'db.example.com'}}])
-    inputs, kept = DNSInputs(store), 0
+    inputs, kept, finished = DNSInputs(store), 0, 0
     for serial in range(60):
         random_step(store, rng, serial)
         objects = inputs.objects()
@@ -70,7 +70,11 @@ def test_the_records_from_the_memo_are_the_records_afresh(seed):
         got = dns.records(objects, networks=NETWORKS, memo=inputs.memo)
         assert got == dns.records(objects, networks=NETWORKS), f'after step {serial}'
         kept += sum(1 for key, hit in inputs.memo.items() if before.get(key) is hit)
+        was = before.get(dns._FINISHED, {})
+        finished += sum(1 for key, hit in inputs.memo[dns._FINISHED].items()
+                        if was.get(key) is hit)
     assert kept > 100, 'the memo kept no Service records from one run to the next'
+    assert finished > 100, 'no sorted record of a Service was kept from one run to the next'
 
 
 def test_readiness_and_clusterip_slices_alone_are_skipped():
