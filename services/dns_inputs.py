@@ -2,7 +2,8 @@
 changed since they were last written.
 
 The daemon writes the records after every change of the store; at 10,000 Services one
-run takes 0.15 s of the interpreter the API server shares. Most changes do not touch
+run takes 0.05 s of the interpreter the API server shares (0.02 s of reading, then
+``dns.records`` from its memo). Most changes do not touch
 them: a pod's readiness (its record needs only its address, phase and deletion), the
 slices of ClusterIP Services (only a headless Service's slices make records), a Lease,
 an Event. ``DNSInputs.objects`` reads what ``records`` needs (the views, and of the
