@@ -211,7 +211,9 @@ def _hostname(endpoint: dict, namespace: str, service: str, pods: dict):
     return hostname
 
 
-def _live_pod_ip(pod: dict) -> str | None:
+def live_pod_ip(pod: dict) -> str | None:
+    """The pod's IPv4 address while it holds it (None: none yet, finished, or
+    terminating)."""
     meta, status = pod.get('metadata') or {}, pod.get('status') or {}
     if meta.get('deletionTimestamp') or status.get('phase') in ('Succeeded', 'Failed'):
         return None
@@ -381,7 +383,7 @@ def _headless_records(table: _Records, ptr: _Pointers, owner: str, endpoints: li
 def _pod_records(table: _Records, ptr: _Pointers, pods: dict, zone: str) -> None:
     """``<a-b-c-d>.<ns>.pod.<zone>`` for every live pod address."""
     for (namespace, _), pod in sorted(pods.items()):
-        ip = _live_pod_ip(pod)
+        ip = live_pod_ip(pod)
         if ip:
             owner = f'{dashed(ip)}.{namespace}.pod.{zone}'
             table.add(owner, 'A', ip)

@@ -4,7 +4,8 @@ changed since they were last written.
 The daemon writes the records after every change of the store; at 10,000 Services one
 run takes 0.05 s of the interpreter the API server shares (0.02 s of reading, then
 ``dns.records`` from its memo). Most changes do not touch
-them: a pod's readiness (its record needs only its address, phase and deletion), the
+them: a pod's readiness and a new pod without an address (its record needs only its
+live address, a headless Service's endpoint its hostname and subdomain), the
 slices of ClusterIP Services (only a headless Service's slices make records), a Lease,
 an Event. ``DNSInputs.objects`` reads what ``records`` needs (the views, and of the
 slices only the headless Services') and remembers it; ``unchanged`` then tells, from
@@ -20,14 +21,18 @@ from services.endpoints import SERVICE_NAME_LABEL
 KINDS = ('Service', 'EndpointSlice', 'Pod', 'Namespace')
 
 
-def pod_inputs(pod: dict | None) -> tuple | None:
-    """What the records read of a pod (None: no pod)."""
+#: ``pod_inputs`` of no pod: a pod without an address, hostname or subdomain reads
+#: the same (a new pod changes the records only once it has an address).
+NO_POD = (None, None, None)
+
+
+def pod_inputs(pod: dict | None) -> tuple:
+    """What the records read of a pod: its live address (``dns.live_pod_ip``), and the
+    hostname and subdomain a headless Service's endpoint may take from it."""
     if pod is None:
-        return None
-    meta, spec, status = pod.get('metadata') or {}, pod.get('spec') or {}, \
-        pod.get('status') or {}
-    return (status.get('podIP'), status.get('phase'), bool(meta.get('deletionTimestamp')),
-            spec.get('hostname'), spec.get('subdomain'))
+        return NO_POD
+    spec = pod.get('spec') or {}
+    return dns.live_pod_ip(pod), spec.get('hostname'), spec.get('subdomain')
 
 
 class DNSInputs:
@@ -38,40 +43,62 @@ class DNSInputs:
         self.headless: set = set()   # (namespace, name) in lower case
         self.slices: set = set()     # the keys of the slices read
         self.memo: dict = {}         # dns.records' memo of each Service's own records
+        self.read: dict | None = None    # what ``objects`` gave last
 
     def objects(self) -> dict:
-        """What ``dns.records`` reads, now (and remembered for ``unchanged``)."""
+        """What ``dns.records`` reads, now (and remembered for ``unchanged``): the kinds
+        that changed as the records read them viewed again, the others as last time (a
+        new pod's address: the pods alone, not 10,000 Services and their slices)."""
         version = self.store.rv
-        objects = {kind: self.store.view(kind) for kind in KINDS if kind != 'EndpointSlice'}
-        headless = dns.headless_services(objects['Service'])
-        objects['EndpointSlice'] = self.store.view(
-            'EndpointSlice', where=lambda s: dns.reads_slice(headless, s))
-        self.version, self.headless = version, headless
-        self.pods = {('Pod', p['metadata'].get('namespace', ''), p['metadata']['name']):
-                     pod_inputs(p) for p in objects['Pod']}
-        self.slices = {('EndpointSlice', s['metadata'].get('namespace', ''),
-                        s['metadata']['name']) for s in objects['EndpointSlice']}
+        moved = self._moved() if self.read is not None else None
+        objects = {kind: self.read[kind] if moved is not None and kind not in moved
+                   else self.store.view(kind) for kind in ('Service', 'Pod', 'Namespace')}
+        headless = self.headless if moved is not None and 'Service' not in moved else \
+            dns.headless_services(objects['Service'])
+        if moved is None or moved & {'Service', 'EndpointSlice'}:
+            objects['EndpointSlice'] = self.store.view(
+                'EndpointSlice', where=lambda s: dns.reads_slice(headless, s))
+            self.slices = {('EndpointSlice', s['metadata'].get('namespace', ''),
+                            s['metadata']['name']) for s in objects['EndpointSlice']}
+        else:
+            objects['EndpointSlice'] = self.read['EndpointSlice']
+        if moved is None or 'Pod' in moved:
+            self.pods = {('Pod', p['metadata'].get('namespace', ''), p['metadata']['name']):
+                         pod_inputs(p) for p in objects['Pod']}
+        self.version, self.headless, self.read = version, headless, objects
         return objects
 
     def unchanged(self) -> bool:
         """True when nothing the records read changed since ``objects``."""
-        if self.version is None:
-            return False
         now = self.store.rv
-        changes = self.store.changed_with_label(self.version, SERVICE_NAME_LABEL)
-        if changes is None:
+        if self.version is None or self._moved(first=True) != set():
             return False
-        for key, service in changes:
-            kind = key[0]
-            if kind in ('Service', 'Namespace'):
-                return False
-            if kind == 'EndpointSlice':
-                if key in self.slices or (service is not None and (
-                        (key[1] or 'default').lower(), str(service).lower())
-                        in self.headless):
-                    return False
-            elif kind == 'Pod':
-                if self.store.read(key, pod_inputs) != self.pods.get(key):
-                    return False
         self.version = now           # the same records as at ``now``
         return True
+
+    def _moved(self, first: bool = False) -> set | None:
+        """The kinds of which something the records read changed since ``version``
+        (None: the store's log of changes does not reach back that far); with
+        ``first``, only the first of them."""
+        changes = self.store.changed_with_label(self.version, SERVICE_NAME_LABEL)
+        if changes is None:
+            return None
+        moved = set()
+        for key, service in changes:
+            kind = key[0]
+            if kind in moved:
+                continue
+            if kind == 'EndpointSlice':
+                if key not in self.slices and (service is None or (
+                        (key[1] or 'default').lower(), str(service).lower())
+                        not in self.headless):
+                    continue
+            elif kind == 'Pod':
+                if self.store.read(key, pod_inputs) == self.pods.get(key, NO_POD):
+                    continue
+            elif kind not in ('Service', 'Namespace'):
+                continue
+            moved.add(kind)
+            if first:
+                break
+        return moved

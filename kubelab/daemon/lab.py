@@ -36,8 +36,6 @@ from services.watch import WRITER_SETTLE, follow
 from topo import cloudlb
 
 LOG = logging.getLogger('kubelab.daemon')
-#: How long the DNS records writer waits for kube-proxy to carry a change first.
-PROXY_FIRST_S = 1.0
 
 
 def cluster_document(cluster) -> dict:
@@ -304,17 +302,8 @@ class Lab:
 
     def _sync_dns(self):
         # A failure keeps answering the old records; the next change retries.
-        follow(self.store, self.done, self._write_dns_after_proxy,
-               'writing the DNS records', settle=WRITER_SETTLE, log=LOG)
-
-    def _write_dns_after_proxy(self) -> bool:
-        """``_write_dns`` once kube-proxy carries what the store holds (at most
-        ``PROXY_FIRST_S`` later). On a real cluster CoreDNS and kube-proxy run apart;
-        here they share two cores and this interpreter, and at 10,000 Services a new
-        pod's address costs the records a rebuild (0.1 s) that would slow the proxy's
-        part of the same pod becoming ready (``kubelab bench --scale``)."""
-        self.api.wait_dataplane(self.store.rv, 0, timeout=PROXY_FIRST_S)
-        return self._write_dns()
+        follow(self.store, self.done, self._write_dns, 'writing the DNS records',
+               settle=WRITER_SETTLE, log=LOG)
 
     # ------------------------------------------------------------ Ingress, Gateway API
     def _start_l7(self):

@@ -50,6 +50,27 @@ def test_a_skipped_run_would_have_written_the_same_records(seed):
     assert skipped > 10
 
 
+@pytest.mark.parametrize('seed', range(5))
+def test_what_objects_reads_again_gives_the_records_of_everything_read_afresh(seed):
+    """``objects`` views again only the kinds that changed as the records read them;
+    after each random step (a check of ``unchanged`` between some of them, as the
+    writer does) its records equal those of a fresh read of the store."""
+    rng = random.Random(seed)
+    store = Store(default_cluster(), rng=random.Random(seed))
+    store.apply([{'apiVersion': 'v1', 'kind': 'Namespace', 'metadata': {'name': 'team'}},
+                 _headless('h', 'default', 'a'), _headless('h', 'team', 'b')])
+    inputs, reused = DNSInputs(store), 0
+    _records(inputs)
+    for serial in range(150):
+        random_step(store, rng, serial)
+        if rng.random() < 0.3 and inputs.unchanged():
+            continue
+        before = dict(inputs.read)
+        assert _records(inputs) == _fresh(store), f'after step {serial}'
+        reused += sum(1 for kind, items in inputs.read.items() if before[kind] is items)
+    assert reused > 50, 'objects viewed every kind again after every change'
+
+
 @pytest.mark.parametrize('seed', range(3))
 def test_the_records_from_the_memo_are_the_records_afresh(seed):
     """The writer's ``records`` keeps each Service's own records by its object
@@ -94,4 +115,24 @@ def test_readiness_and_clusterip_slices_alone_are_skipped():
     assert not inputs.unchanged()
     _records(inputs)
     store.apply([_service('more', 'default', 'a')])
+    assert not inputs.unchanged()
+    _records(inputs)
+    store.apply([_pod('new', 'default', 'a')])      # no address yet: no record
+    assert inputs.unchanged()
+    new = store.get('Pod', 'default', 'new')
+    store.update_pod_status('default', 'new', new['metadata']['uid'], dict(
+        status, podIP='192.168.2.11'))
+    assert not inputs.unchanged()
+
+
+def test_a_new_pod_with_a_hostname_is_read_again():
+    """A headless Service's endpoint takes its hostname from the pod its targetRef
+    names: a new pod of that name with a hostname may change the records before it has
+    an address of its own."""
+    store = Store(default_cluster(), rng=random.Random(1))
+    inputs = DNSInputs(store)
+    _records(inputs)
+    pod = _pod('web-0', 'default', 'a')
+    pod['spec'].update(hostname='web-0', subdomain='h')
+    store.apply([pod])
     assert not inputs.unchanged()
