@@ -27,8 +27,9 @@ DNS, the L7 backends, the health server) read them through services/endpoints.py
 
 import functools
 import ipaddress
-import json
 import random
+
+import msgspec
 
 from services.conditions import pod_ready
 from services.naming import random_suffix
@@ -207,7 +208,8 @@ def compute_endpoint_slices(service: dict, pods: list[dict],
     if memo is None:
         chunks = _chunks(pods, namespace, selector, ports, publish)
     else:
-        signature = (namespace, json.dumps([selector, ports, publish], sort_keys=True))
+        signature = (namespace, msgspec.json.encode([selector, ports, publish],
+                                                    order='sorted'))
         if signature not in memo:
             memo[signature] = _chunks(pods, namespace, selector, ports, publish)
         chunks = memo[signature]
