@@ -27,6 +27,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 import socket
 import socketserver
 import stat
@@ -42,6 +43,8 @@ REQUEST_DEADLINE = 10.0
 MAX_BODY_BYTES = 8 * 1024 * 1024
 #: How deep a request body's JSON may nest (Kubernetes objects need about 15 levels).
 MAX_JSON_DEPTH = 100
+#: A JSON escape of a UTF-16 surrogate: the body may hold a string that is not text.
+_SURROGATE_ESCAPE = re.compile(rb'\\u[dD][89a-fA-F]')
 
 
 class RawJSON:
@@ -253,7 +256,39 @@ class GuardedHandler(BaseHTTPRequestHandler):
             raise RequestProblem(400, f'the body is not JSON: {exc}'[:300]) from None
         if json_depth(body) > MAX_JSON_DEPTH:
             raise RequestProblem(400, f'the body nests more than {MAX_JSON_DEPTH} levels')
+        if _SURROGATE_ESCAPE.search(data):
+            where = lone_surrogate(body)
+            if where is not None:
+                raise RequestProblem(400, f'{where}: a string holds an unpaired UTF-16 '
+                                          f'surrogate (\\ud800-\\udfff), which is not text; '
+                                          f'the lab API takes UTF-8 text only'[:300])
         return body
+
+
+def lone_surrogate(value) -> str | None:
+    """The path (``objects[0].spec.ports[0].name``) of a string, key or value, of a
+    decoded JSON value that holds an unpaired surrogate (``json.loads`` takes
+    ``"\\ud800"``; it cannot be encoded as UTF-8, so no answer or stream that carries it
+    could be written), or None."""
+    todo = [(value, '')]
+    while todo:
+        item, path = todo.pop()
+        if isinstance(item, str):
+            try:
+                item.encode('utf-8')
+            except UnicodeEncodeError:
+                return path or '(the body)'
+        elif isinstance(item, dict):
+            for key, sub in item.items():
+                where = f'{path}.{key}' if path else str(key)
+                try:
+                    str(key).encode('utf-8')
+                except UnicodeEncodeError:
+                    return (path or '(the body)') + ' (a key)'
+                todo.append((sub, where))
+        elif isinstance(item, list):
+            todo.extend((sub, f'{path}[{i}]') for i, sub in enumerate(item))
+    return None
 
 
 def json_depth(value) -> int:

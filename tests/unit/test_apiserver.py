@@ -13,6 +13,7 @@ import time
 import pytest
 
 from kubelab.daemon import httpserver
+from kubelab.daemon.httpserver import lone_surrogate
 from kubelab.daemon.apiserver import APIServer
 from services import transport
 from services.cluster import default_cluster
@@ -121,12 +122,20 @@ def unchanged(api, before):
     assert code == 200 and body['items'] == before
 
 
+#: A Service whose port's appProtocol holds a lone surrogate (``json.loads`` takes it;
+#: no answer or change stream carrying it could be encoded as UTF-8).
+SURROGATE = (b'{"objects": [{"apiVersion": "v1", "kind": "Service", "metadata": {"name": '
+             b'"s"}, "spec": {"ports": [{"port": 80, "appProtocol": "x\\ud800"}]}}]}')
+
+
 @pytest.mark.parametrize('request_bytes, code, says', [
     (post(b'{"objects": [', '13'), 400, b'not JSON'),
     (post(b'\xff\xfe', '2'), 400, b'not JSON'),
     (post(b'[' * 5000 + b']' * 5000, '10000'), 400, b'not JSON'),
     (post(b'{"objects": ' + b'[' * 150 + b']' * 150 + b'}', str(12 + 300 + 1)), 400,
      b'nests more than'),
+    (post(SURROGATE, str(len(SURROGATE))), 400,
+     b'objects[0].spec.ports[0].appProtocol: a string holds an unpaired UTF-16 surrogate'),
     (post(b'{}', '-1'), 400, b'Content-Length must be a whole number'),
     (post(b'{}', 'abc'), 400, b'Content-Length must be a whole number'),
     (post(b'{}', str(10 ** 12)), 413, b'at most'),
@@ -280,3 +289,12 @@ def test_the_dataplane_wait_answers_when_the_switches_report_not_before(api):
     assert time.monotonic() - began < 0.5
     code, body = call(api, 'GET', '/lab/v1/dataplane?until=9&switches=2&timeout=0.2')
     assert code == 200 and body['version'] == 7          # the wait ran out: as it is
+
+
+def test_a_surrogate_pair_is_text_and_a_lone_one_is_found_by_its_path():
+    """``json.loads`` turns an escaped pair into one character (text) and keeps a lone
+    surrogate as it is (not text): only the second is named, key or value."""
+    assert lone_surrogate(json.loads('{"a": ["\\ud83d\\ude00"], "b": "ok"}')) is None
+    assert lone_surrogate(json.loads('{"a": [{"b": "x"}, {"c": "\\udc00"}]}')) == 'a[1].c'
+    assert lone_surrogate(json.loads('{"a": {"\\ud800": 1}}')) == 'a (a key)'
+    assert lone_surrogate(json.loads('"\\ud800"')) == '(the body)'
