@@ -144,7 +144,7 @@ class LifecycleWrites:
         """False when ``_set_load_balancer`` would leave ``svc`` as it is whatever the
         pools hold: not a LoadBalancer, its status already empty, no pool noted, no
         event remembered."""
-        return (svc.get('spec') or {}).get('type') == 'LoadBalancer' or \
+        return cloud_lb.is_load_balancer(svc) or \
             svc.get('status') != _NO_LOAD_BALANCER or \
             POOL_ANNOTATION in (svc['metadata'].get('annotations') or ()) or \
             svc['metadata'].get('uid') in self._lb_notes

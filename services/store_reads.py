@@ -220,8 +220,8 @@ class EndpointTable:
 def for_proxy(obj: dict, endpoints: EndpointTable) -> dict:
     """``obj`` as the change stream sends it: an EndpointSlice without what kube-proxy
     does not read (its endpoints' ``targetRef``, its owner references, uid, creation
-    time, apiVersion, and the labels but ``_SLICE_LABELS``), its endpoints as indexes into ``endpoints`` (``with_endpoints`` puts them
-    back): a pod behind 10,000 Services changes 10,000 slices, 33 MB of JSON in full.
+    time, apiVersion, and the labels but ``_SLICE_LABELS``), its endpoints as indexes
+    into ``endpoints`` (``with_endpoints`` puts them back): a pod behind 10,000 Services changes 10,000 slices, 33 MB of JSON in full.
     The result shares the rest with ``obj``: encode or copy it at once, under the
     store's lock."""
     if obj.get('kind') != 'EndpointSlice':

@@ -343,8 +343,8 @@ class LabNetwork:
         one client whose clock jumps) and answers with the old connection's ACK; the
         client answers that with a RST carrying the old connection's sequence number,
         which clears the TIME_WAIT, and its SYN goes through when retried a few
-        milliseconds later. Linux's conntrack lets that RST pass; Open vSwitch's drops it as out of its window
-        (``conntrack_tcp_seq_chk_failed``), so the SYN fails until the TIME_WAIT ends.
+        milliseconds later. Linux's conntrack lets that RST pass; Open vSwitch's drops
+        it as out of its window (``conntrack_tcp_seq_chk_failed``), so the SYN fails until the TIME_WAIT ends.
         Without the checks Open vSwitch's conntrack is as lenient as Linux's with
         ``nf_conntrack_tcp_be_liberal`` (kube-proxy's ``--conntrack-tcp-be-liberal``): an
         out-of-window segment is not INVALID. The checks are the datapath's, not a

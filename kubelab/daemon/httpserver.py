@@ -259,9 +259,10 @@ class GuardedHandler(BaseHTTPRequestHandler):
         if _SURROGATE_ESCAPE.search(data):
             where = lone_surrogate(body)
             if where is not None:
-                raise RequestProblem(400, f'{where}: a string holds an unpaired UTF-16 '
-                                          f'surrogate (\\ud800-\\udfff), which is not text; '
-                                          f'the lab API takes UTF-8 text only'[:300])
+                raise RequestProblem(400, (
+                    f'{where}: a string holds an unpaired UTF-16 surrogate '
+                    f'(\\ud800-\\udfff), which is not text; the lab API takes UTF-8 text '
+                    f'only (a real API server would keep U+FFFD in its place)')[:300])
         return body
 
 

@@ -30,6 +30,7 @@ import threading
 from kubelab.daemon import persist
 from kubelab.daemon.statedir import STATE_DIR, append_fd, lab_mark, state_path, write_file
 from services import dns_inputs, transport
+from services.allocation.load_balancer_ips import is_load_balancer
 from services.endpoints import SERVICE_NAME_LABEL
 from services.errors import KubelabError
 from services.watch import WRITER_SETTLE, follow
@@ -353,7 +354,7 @@ class Lab:
             services_version = self.store.version_of(('Service',))
             changed = services_version != read[0]
             if changed:          # (the cloud reads only the LoadBalancers)
-                services = self.store.view('Service', where=_load_balancer)
+                services = self.store.view('Service', where=is_load_balancer)
                 checked = cloudlb.health_checked(services)
             else:
                 _, services, checked = read
@@ -476,10 +477,6 @@ class Lab:
                 os.unlink(path)
             except FileNotFoundError:
                 pass
-
-
-def _load_balancer(svc: dict) -> bool:
-    return (svc.get('spec') or {}).get('type') == 'LoadBalancer'
 
 
 def _checked_slices_moved(store, since: int, checked: set) -> bool:

@@ -56,10 +56,14 @@ def by_age(services: list[dict]) -> list[dict]:
                                            *service_key(s)))
 
 
+def is_load_balancer(svc: dict) -> bool:
+    """A Service of type LoadBalancer (of any class)."""
+    return (svc.get('spec') or {}).get('type') == 'LoadBalancer'
+
+
 def wants_cloud(svc: dict) -> bool:
     """A LoadBalancer Service without a class: the cloud's service controller's."""
-    spec = svc.get('spec') or {}
-    return spec.get('type') == 'LoadBalancer' and not spec.get('loadBalancerClass')
+    return is_load_balancer(svc) and not svc['spec'].get('loadBalancerClass')
 
 
 def assign(services: list[dict], pool: str) -> dict[tuple[str, str], Assignment]:
