@@ -66,6 +66,27 @@ from services import transport, wiring               # noqa: E402
 LOG = logging.getLogger('kubelab.controller')
 
 
+class _GcClock:
+    """The garbage collections run and the seconds they took (``gc.callbacks``): the
+    log of a slow version says how much of it they were."""
+
+    def __init__(self):
+        self.runs, self.seconds, self._began = 0, 0.0, 0.0
+
+    def __call__(self, phase, info):
+        if phase == 'start':
+            self._began = time.monotonic()
+        else:
+            self.runs += 1
+            self.seconds += time.monotonic() - self._began
+
+    def read(self) -> tuple[int, float]:
+        return self.runs, self.seconds
+
+
+GC_CLOCK = _GcClock()
+
+
 # ---------------------------------------------------------------- the OpenFlow socket
 class _UnixSocket:
     """A Unix socket as Ryu's Datapath wants a TCP one: TCP options are skipped."""
@@ -184,6 +205,7 @@ class KubeProxy(app_manager.RyuApp):
         version, epoch = '0', ''
         builder = StateBuilder(self.cluster)
         while True:
+            gc_before = GC_CLOCK.read()
             try:
                 code, raw = transport.request(
                     self.api, 'GET', f'/lab/v1/changes?since={version}&epoch={epoch}'
@@ -214,9 +236,12 @@ class KubeProxy(app_manager.RyuApp):
                         self._sync(sw)
                 done = time.monotonic()
                 if done - began > SLOW_S:
+                    runs, seconds = (now - then for now, then in
+                                     zip(GC_CLOCK.read(), gc_before))
                     LOG.info('version %s: %d bytes of changes read in %.3f s, state '
-                             'built in %.3f s, switches given it in %.3f s', version,
-                             len(raw), began - received, built - began, done - built)
+                             'built in %.3f s, switches given it in %.3f s (garbage '
+                             'collections since the request: %d, %.3f s)', version, len(raw),
+                             began - received, built - began, done - built, runs, seconds)
             except Exception:      # a bad object must not stop every later update
                 LOG.exception('computing the flows of version %s failed', version)
 
@@ -461,6 +486,7 @@ def main(argv=None):
     from ryu.cmd import manager
     import services
     gc.set_threshold(*services.GC_THRESHOLDS)     # as the daemon: a large, acyclic heap
+    gc.callbacks.append(GC_CLOCK)
     args = list(sys.argv[1:] if argv is None else argv)
     i = args.index('--ofp-socket')
     path = args[i + 1]

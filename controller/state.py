@@ -120,6 +120,10 @@ class ClusterState:
     cut_off: frozenset = frozenset()                   # nodes that cannot reach the API
     namespaces: dict = field(default_factory=dict)     # name -> its labels
     policies: list = field(default_factory=list)       # [networkpolicy.NetworkPolicy]
+    # (the state before, [(its Service port, this one)]): every Service port that
+    # changed from it, each only in its endpoints (``StateBuilder``: a pod behind
+    # 10,000 Services); None when that is not known.
+    moves: tuple | None = field(default=None, compare=False, repr=False)
 
     def pods_on(self, node_name: str) -> list:
         return [p for p in self.pods if p.node == node_name]
@@ -282,6 +286,9 @@ class StateBuilder:
         self.memo: dict[tuple, tuple] = {}    # key -> (signature, value); for a Service
                                               # (version, port_templates, its ports)
         self.dirty: set | None = None     # Services whose ports may have changed (None: all)
+        self.moved: list = []     # (old, new) Service ports whose endpoints alone moved
+        self.other = False        # a Service came, went or changed itself since
+        self.last: ClusterState | None = None     # the state built last
 
     def apply(self, body: dict) -> None:
         """One answer of ``Store.changes`` (its slices' endpoints by index into the
@@ -289,6 +296,7 @@ class StateBuilder:
         with_endpoints(body)
         if body.get('full'):
             self.kinds, self.slices, self.dirty = {}, {}, None
+            self.other = True
         for kind, items in body.get('objects', {}).items():
             if kind == 'EndpointSlice' and self.dirty is not None:
                 items = self._new_endpoints(items)
@@ -328,6 +336,8 @@ class StateBuilder:
             self.kinds[kind][key] = obj
         if kind == 'Service' and self.dirty is not None:
             self.dirty.add(key)
+            if old is None or obj is None:
+                self.other = True
         if kind == 'EndpointSlice':
             service = _service_of(obj)
             if old is not None and obj is not None and service and \
@@ -366,20 +376,28 @@ class StateBuilder:
         resourceVersion moved, the endpoints read from its slices (``_served``, once per
         set of endpoint objects), and the very Service ports of ``hit`` kept when every
         port has the endpoints it had (a pod that is not ready yet changes 10,000
-        slices but no endpoint; the pipeline's memo knows Service ports by identity)."""
+        slices but no endpoint; the pipeline's memo knows Service ports by identity).
+        A Service port whose template stayed and whose endpoints moved is recorded in
+        ``moved`` with the one it replaces (``ClusterState.moves``)."""
         version = svc['metadata'].get('resourceVersion')
-        templates = hit[1] if hit is not None and hit[0] == version else \
-            port_templates(svc)
+        kept = hit is not None and hit[0] == version
+        templates = hit[1] if kept else port_templates(svc)
         mine = self.slices.get((key[1] or 'default', key[2]), {})
         slices = list(mine.values()) if len(mine) < 2 else [mine[n] for n in sorted(mine)]
         served = [_served(slices, port, local, memo=True) for _, port, local in templates]
-        if hit is not None and hit[1] is templates and all(
-                sp.endpoints == endpoints and sp.node_local == local
-                for sp, (endpoints, local) in zip(hit[2], served)):
-            return hit
-        entry = self.memo[key] = (version, templates, [
-            _with_endpoints(template, *endpoints)
-            for (template, _, _), endpoints in zip(templates, served)])
+        if kept:
+            old = hit[2]
+            if all((sp.endpoints is endpoints or sp.endpoints == endpoints)
+                   and sp.node_local == local
+                   for sp, (endpoints, local) in zip(old, served)):
+                return hit
+        ports = [_with_endpoints(template, *endpoints)
+                 for (template, _, _), endpoints in zip(templates, served)]
+        if kept:
+            self.moved.extend(zip(old, ports))
+        else:
+            self.other = True
+        entry = self.memo[key] = (version, templates, ports)
         return entry
 
     def state(self) -> 'ClusterState':
@@ -392,11 +410,32 @@ class StateBuilder:
             if net is not None:
                 pods.append(net)
         dirty, self.dirty = self.dirty, set()
+        get, extend, slices_of, moved = self.memo.get, ports.extend, self.slices, self.moved
         for key, svc in self.kinds.get('Service', {}).items():
-            hit = self.memo.get(key)
-            if dirty is None or key in dirty or hit is None:
-                hit = self._service(key, svc, hit)
-            ports.extend(hit[2])
+            hit = get(key)
+            if hit is None or dirty is None or key in dirty:
+                # The common case inline (a pod behind 10,000 Services: each is one
+                # port over one slice, read before): else ``_service``.
+                templates = hit[1] if hit is not None else ()
+                mine = slices_of.get((key[1] or 'default', key[2])) \
+                    if len(templates) == 1 else None
+                found = None
+                if mine is not None and len(mine) == 1 and \
+                        hit[0] == svc['metadata'].get('resourceVersion'):
+                    for only in mine.values():
+                        (template, port, local), = templates
+                        found = _SERVED.get((port, local, id(only.get('ports')),
+                                             id(only.get('endpoints'))))
+                if found is None:
+                    hit = self._service(key, svc, hit)
+                else:
+                    (was,), (endpoints, node_local) = hit[2], found[1]
+                    if not (was.endpoints is endpoints or was.endpoints == endpoints) \
+                            or node_local != was.node_local:
+                        sp = _with_endpoints(template, endpoints, node_local)
+                        moved.append((was, sp))
+                        hit = (hit[0], templates, [sp])
+            extend(hit[2])
             used[key] = hit
         for key, policy in self.kinds.get('NetworkPolicy', {}).items():
             policies.append(self._memo(key, policy['metadata'].get('resourceVersion'),
@@ -406,7 +445,13 @@ class StateBuilder:
         objects = {kind: list(self.kinds.get(kind, {}).values())
                    for kind in ('Node', 'LoadBalancerHealth', 'Namespace', 'LabNetwork',
                                 'L2Announcement')}
-        return ClusterState._assemble(self.cluster, objects, pods, ports, policies)
+        state = ClusterState._assemble(self.cluster, objects, pods, ports, policies)
+        if self.last is not None:
+            self.last.moves = None          # (no chain of every state before)
+            if not self.other:
+                state.moves = (self.last, self.moved)
+        self.moved, self.other, self.last = [], False, state
+        return state
 
 
 def _inside(ip: str, net) -> bool:

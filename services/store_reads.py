@@ -143,33 +143,59 @@ class StoreReads:
     def _changes(self, since: int, epoch: str, timeout: float, finish):
         deadline = time.monotonic() + timeout
         with self.cond:
-            while self.rv <= since and time.monotonic() < deadline:
-                self.cond.wait(deadline - time.monotonic())
-            full = since <= 0 or epoch != self.epoch or since > self.rv \
-                or since < self.objects.floor     # removals that old were forgotten
-            keys = sorted(self.objects) if full else self.objects.changed_since(since)
-            objects: dict[str, list] = {}
-            deleted = []
-            endpoints = EndpointTable()
-            for key in keys:
-                obj = self.objects.get(key)
-                if obj is None:
-                    deleted.append(list(key))
-                else:
-                    objects.setdefault(key[0], []).append(for_proxy(obj, endpoints))
-            return finish({'resourceVersion': str(self.rv), 'epoch': self.epoch,
-                           'full': full, 'objects': objects, 'deleted': deleted,
-                           'endpoints': endpoints.items, 'portLists': endpoints.port_lists})
+            self.streams += 1
+            try:
+                while self.rv <= since and time.monotonic() < deadline:
+                    self.cond.wait(deadline - time.monotonic())
+                answer = self._changes_answer(since, epoch, finish)
+            finally:
+                self.streams -= 1
+            if self.rv > self.streamed:
+                self.streamed = self.rv
+                self.cond.notify_all()      # the followers that let it go first
+            return answer
+
+    def _changes_answer(self, since: int, epoch: str, finish):
+        """What ``_changes`` answers (under the store's lock)."""
+        full = since <= 0 or epoch != self.epoch or since > self.rv \
+            or since < self.objects.floor     # removals that old were forgotten
+        keys = sorted(self.objects) if full else self.objects.changed_since(since)
+        objects: dict[str, list] = {}
+        deleted = []
+        endpoints = EndpointTable()
+        for key in keys:
+            obj = self.objects.get(key)
+            if obj is None:
+                deleted.append(list(key))
+            else:
+                objects.setdefault(key[0], []).append(for_proxy(obj, endpoints))
+        return finish({'resourceVersion': str(self.rv), 'epoch': self.epoch,
+                       'full': full, 'objects': objects, 'deleted': deleted,
+                       'endpoints': endpoints.items, 'portLists': endpoints.port_lists})
 
     def wait(self, since: int, timeout: float) -> int:
+        """The store's version once it passes ``since`` (or ``timeout`` passed). The
+        daemon's followers wait here; a new version goes to kube-proxy's change
+        stream first when one is waiting for it (for at most ``STREAM_FIRST_S``):
+        they share the interpreter, and at 10,000 Services a pod's readiness is 10,000
+        slices that the L7 controller, the kubelets and the cloud would each look
+        through before kube-proxy got them (in a cluster, other processes)."""
         deadline = time.monotonic() + timeout
         with self.cond:
             while self.rv <= since and time.monotonic() < deadline:
                 self.cond.wait(deadline - time.monotonic())
+            if self.rv > since:
+                first = time.monotonic() + STREAM_FIRST_S
+                while self.streams and self.streamed < self.rv and \
+                        time.monotonic() < first:
+                    self.cond.wait(first - time.monotonic())
             return self.rv
 
 
 _ATOMS = (str, int, float, bool, type(None))
+#: How long a follower of the store lets a waiting change stream have a new version
+#: first (``StoreReads.wait``).
+STREAM_FIRST_S = 0.25
 _SLICE_META = ('name', 'namespace', 'labels', 'resourceVersion')
 #: The labels of a slice kube-proxy reads: its Service's, and the two with which it
 #: leaves the slice alone (``kube_proxy_ignores``); not the EndpointSlice controller's.

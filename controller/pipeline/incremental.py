@@ -190,6 +190,9 @@ def _alike(old, new, pods: bool = True) -> bool:
 def _service_delta(old, new) -> tuple[list, list] | None:
     if not _alike(old, new):
         return None
+    pairs = _builder_moves(old, new)
+    if pairs is not None:
+        return [x for x, _ in pairs], [y for _, y in pairs]
     xs, ys = old.service_ports, new.service_ports
     if len(xs) == len(ys):          # (both in key order, keys unique) the common case:
         pairs = [(x, y) for x, y in zip(xs, ys) if x is not y]    # the same Services
@@ -337,6 +340,14 @@ def changes(plan: Plan | None, old, new, installed: Installed) -> Changes | None
     return _node_changes(plan, new, removed, added, installed, moves)
 
 
+def _builder_moves(old, new) -> list | None:
+    """The (old, new) pairs of every Service port that changed from ``old`` to ``new``,
+    each only in its endpoints, as ``StateBuilder`` recorded them (``ClusterState.moves``);
+    None when it did not (another state before, a Service that came, went or changed)."""
+    moves = new.moves
+    return moves[1] if moves is not None and moves[0] is old else None
+
+
 def _moves(old, new, removed: list, added: list) -> tuple[list, list, list]:
     """(the (old, new) pairs of a Service port whose endpoints alone changed
     (endpoint_moves.py) and that shares its selection's groups in both states or in
@@ -344,6 +355,17 @@ def _moves(old, new, removed: list, added: list) -> tuple[list, list, list]:
     pod behind 10,000 Services): each costs only its groups' new buckets."""
     if not removed or not added:
         return [], removed, added
+    pairs = _builder_moves(old, new)
+    if pairs is not None and len(pairs) == len(added):      # the delta is the pairs
+        moves, rest = [], []
+        moved, shares_before, shares_now = endpoint_moves.moved, old.shares, new.shares
+        for was, sp in pairs:
+            if moved(was, sp) and shares_before(was) == shares_now(sp):
+                moves.append((was, sp))
+            else:
+                rest.append((was, sp))
+        rest.sort(key=lambda pair: pair[0].key)      # (in the order of the states)
+        return moves, [was for was, _ in rest], [sp for _, sp in rest]
     gone = {sp.key: sp for sp in removed}
     moves, rest = [], []
     for sp in added:

@@ -5,6 +5,7 @@ the flows, groups and meters computed afresh; one Service more among many is ans
 incrementally, touching only its own flows and groups; group id collisions resolved in
 Service order fall back."""
 
+import dataclasses
 import random
 
 import pytest
@@ -104,16 +105,37 @@ def _run(seed, steps):
     store.apply([{'apiVersion': 'v1', 'kind': 'Namespace', 'metadata': {'name': 'team'}}])
     builder, version = StateBuilder(store.cluster), 0
     switches = [Switch(d) for d in _dpids(store.cluster)]
+    state = None
     for serial in range(steps):
         _step(store, rng, serial)
         _kubelet(store, serial)
         builder.apply(store.changes(version, epoch=store.epoch if version else ''))
         version = store.rv
-        state = builder.state()
+        last, state = state, builder.state()
+        _same_moves_as_the_diff(last, state)
         for sw in switches:
             sw.sync(state)
             _holds(sw, state)
     return switches
+
+
+def _same_moves_as_the_diff(old, new):
+    """The Service ports ``StateBuilder`` says moved from ``old`` to ``new`` (their
+    endpoints alone) are the ones a diff of the two states finds."""
+    if new.moves is None or new.moves[0] is not old:
+        return
+    blind = dataclasses.replace(new, moves=None)        # the diff of the states
+    told, found = incremental._service_delta(old, new), incremental._service_delta(old, blind)
+    assert (told is None) == (found is None)
+    if told is None:
+        return
+    ids = [[id(sp) for sp in ports] for ports in told]
+    assert [sorted(i) for i in ids] == [sorted(id(sp) for sp in ports) for ports in found]
+    moves, removed, added = incremental._moves(old, new, *told)
+    again = incremental._moves(old, blind, *found)
+    assert sorted((id(a), id(b)) for a, b in moves) == sorted(
+        (id(a), id(b)) for a, b in again[0])
+    assert (removed, added) == (again[1], again[2])
 
 
 @pytest.mark.parametrize('seed', range(6))

@@ -566,6 +566,33 @@ def test_a_snapshot_waits_for_a_change(store):
     assert newer == rv + 1 and [o['metadata']['name'] for o in objs['Pod']] == ['a']
 
 
+def test_a_new_version_goes_to_a_waiting_change_stream_before_the_followers(store):
+    """The daemon's followers (DNS, L7, kubelets, cloud) share the interpreter with
+    kube-proxy's change stream: a follower woken by a version returns from ``wait``
+    only once the stream waiting for it has its answer."""
+    rv = store.rv
+    order = []
+
+    def stream():
+        store._changes(rv, store.epoch, 5, lambda doc: order.append(
+            ('stream', doc['resourceVersion'])))
+
+    def follower():
+        order.append(('follower', store.wait(rv, 5)))
+    threads = [threading.Thread(target=follower), threading.Thread(target=stream)]
+    threads[0].start()                # the follower waits first: woken first
+    time.sleep(0.05)
+    threads[1].start()
+    while not store.streams:
+        time.sleep(0.001)
+    store.apply([pod('a')])
+    for t in threads:
+        t.join(5)
+    assert order == [('stream', str(rv + 1)), ('follower', rv + 1)]
+    begun = time.monotonic()         # no stream waiting: no wait
+    assert store.wait(rv, 5) == rv + 1 and time.monotonic() - begun < 0.1
+
+
 def test_a_snapshot_without_a_change_returns_after_the_timeout(store):
     rv, _ = store.snapshot()
     begun = time.monotonic()
