@@ -401,6 +401,13 @@ class StateBuilder:
         return entry
 
     def state(self) -> 'ClusterState':
+        try:
+            return self._state()
+        except BaseException:       # (the caller goes on): read everything again next time
+            self.dirty, self.moved, self.other = None, [], True
+            raise
+
+    def _state(self) -> 'ClusterState':
         used = {}
         pods, ports, policies = [], [], []
         for key, pod in self.kinds.get('Pod', {}).items():

@@ -141,19 +141,26 @@ class StoreReads:
         return self._changes(since, epoch, timeout, msgspec.json.encode)
 
     def _changes(self, since: int, epoch: str, timeout: float, finish):
+        """Wait while the caller has this store's version ``since``, then answer. Only
+        such a waiting stream counts in ``streams`` (the followers let it go first,
+        ``wait``): one of another store (an earlier daemon's epoch) or ahead of this
+        one is answered at once, with everything."""
         deadline = time.monotonic() + timeout
         with self.cond:
+            if epoch != self.epoch or since != self.rv:
+                return self._changes_answer(since, epoch, finish)
             self.streams += 1
             try:
                 while self.rv <= since and time.monotonic() < deadline:
                     self.cond.wait(deadline - time.monotonic())
-                answer = self._changes_answer(since, epoch, finish)
             finally:
                 self.streams -= 1
-            if self.rv > self.streamed:
-                self.streamed = self.rv
-                self.cond.notify_all()      # the followers that let it go first
-            return answer
+            try:
+                return self._changes_answer(since, epoch, finish)
+            finally:
+                if self.rv > self.streamed:         # (answered or failed: go on)
+                    self.streamed = self.rv
+                    self.cond.notify_all()          # the followers that let it go first
 
     def _changes_answer(self, since: int, epoch: str, finish):
         """What ``_changes`` answers (under the store's lock)."""

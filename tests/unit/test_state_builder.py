@@ -61,6 +61,35 @@ def test_an_unchanged_service_keeps_its_service_port_objects():
         ['192.168.2.7']
 
 
+def test_a_state_that_failed_midway_is_built_whole_the_next_time(monkeypatch):
+    """The controller logs a failed version and goes on: the next state must still
+    equal the snapshot's, with no claim of Service ports that moved alone."""
+    store = Store(default_cluster(), rng=random.Random(3))
+    store.apply([_service('a', 'default', 'a'), _service('b', 'default', 'b'),
+                 _pod('p', 'default', 'b')])
+    builder = StateBuilder(store.cluster)
+    builder.apply(store.changes(0))
+    builder.state()
+    version = store.rv
+    pod = store.get('Pod', 'default', 'p')
+    store.update_pod_status('default', 'p', pod['metadata']['uid'], {
+        'phase': 'Running', 'podIP': '192.168.2.7',
+        'conditions': [{'type': 'Ready', 'status': 'True'}]})
+    builder.apply(store.changes(version, epoch=store.epoch))
+
+    def fails(*args):
+        raise RuntimeError('a policy the pipeline cannot read')
+    with monkeypatch.context() as patched:
+        patched.setattr(ClusterState, '_assemble', classmethod(fails))
+        with pytest.raises(RuntimeError):
+            builder.state()
+    again = builder.state()
+    _same(again, ClusterState.from_objects(store.cluster, store.snapshot()[1]))
+    assert again.moves is None
+    assert [e.ip for sp in again.service_ports if sp.service == 'b'
+            for e in sp.endpoints] == ['192.168.2.7']
+
+
 def test_another_store_gives_everything_again():
     store = Store(default_cluster())
     body = store.changes(5, epoch='an-earlier-daemon')

@@ -593,6 +593,26 @@ def test_a_new_version_goes_to_a_waiting_change_stream_before_the_followers(stor
     assert store.wait(rv, 5) == rv + 1 and time.monotonic() - begun < 0.1
 
 
+def test_a_stream_of_another_store_is_answered_at_once_and_holds_no_follower(store):
+    """A kube-proxy still holding an earlier daemon's version (its epoch), or one ahead
+    of the store, gets everything at once, and the followers never wait for it."""
+    for since, epoch in ((store.rv, 'an-earlier-daemon'), (store.rv + 5, store.epoch)):
+        begun = time.monotonic()
+        assert store.changes(since, epoch, timeout=5)['full']
+        assert time.monotonic() - begun < 1
+    rv = store.rv
+    stream = threading.Thread(target=store.changes, args=(rv, store.epoch, 5))
+    stream.start()                   # waits for the next version: held for
+    while not store.streams:
+        time.sleep(0.001)
+    store.apply([pod('a')])
+    stream.join(5)
+    later = store.rv
+    begun = time.monotonic()
+    store.apply([pod('b')])          # no stream waits: the follower goes on at once
+    assert store.wait(later, 5) == later + 1 and time.monotonic() - begun < 0.2
+
+
 def test_a_snapshot_without_a_change_returns_after_the_timeout(store):
     rv, _ = store.snapshot()
     begun = time.monotonic()
