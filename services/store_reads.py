@@ -126,9 +126,10 @@ class StoreReads:
             return self.rv, out
 
     def changes(self, since: int = 0, epoch: str = '', timeout: float = 0) -> dict:
-        """Wait as ``snapshot`` does, then return what changed after version ``since``
-        of this store (``epoch``: another store, as after a daemon restart, or 0 gives
-        everything, ``full``): the objects put, grouped by kind, and the keys removed.
+        """Wait while ``since`` is this store's version (up to ``timeout``), then return
+        what changed after it (``epoch``: another store, as after a daemon restart, or 0
+        gives everything at once, ``full``): the objects put, grouped by kind, and the
+        keys removed.
         kube-proxy follows the store this way: a change among 10,000 Services sends one
         Service, not all of them."""
         return self._changes(since, epoch, timeout, clone)
