@@ -152,12 +152,17 @@ FULL_PASS_EVERY = 50
 RECHECK_AFTER_S = 1.0
 SLOW_S = 0.05           # a step that took longer is logged with its times
 INDEX_AFTER_S = 1.0
+# The parts of Service ports whose endpoints alone moved are re-keyed in the plan
+# (incremental.Plan.settle) this long after the switch was given their new buckets:
+# once every switch has them and the barrier replies are in.
+SETTLE_AFTER_S = 0.1
 
 
 def _index_if_current(sw, plan) -> None:
     """Index ``plan`` unless a later full pass replaced it (a batch of Services), a
     thousand Service ports at a time: the event loop takes barrier replies and
-    changes in between (an incremental step that comes first finishes the index)."""
+    changes in between (an incremental step that comes first finishes the index).
+    Its moved parts are re-keyed first (``Plan.settle``)."""
     while sw.plan is plan and not plan.index(1000):
         hub.sleep(0)
 
@@ -377,6 +382,8 @@ class KubeProxy(app_manager.RyuApp):
             else:
                 sw.steps += 1
                 want = F.SwitchConfig(flows=list(todo.flows_to_add))
+                if sw.plan is not None and sw.plan.moved:
+                    hub.spawn_after(SETTLE_AFTER_S, _index_if_current, sw, sw.plan)
             wanted_policy = policy_cookies(want)
             self.policy_cookies |= wanted_policy
             if any(f.cookie in wanted_policy for f in todo.flows_to_add) or \

@@ -63,10 +63,13 @@ class Plan:
     pending: tuple | None = None                # (ports, parts, flows, next) to index
     outside: tuple = ()         # the cookies of the flows outside the parts, once each
     checked: set = field(default_factory=set)   # ids of the parts' flows (full pass)
+    moved: list = field(default_factory=list)   # moves whose parts are still to re-key
 
     def index(self, budget: int | None = None) -> bool:
         """Count the parts and flows of the full pass in (once); with ``budget``, at
-        most that many parts now (the caller goes on later). True once done."""
+        most that many parts now (the caller goes on later). True once done. First
+        the parts of the last moves are re-keyed (``settle``)."""
+        self.settle()
         if self.pending is None:
             return True
         ports, parts, flows, start = self.pending
@@ -93,12 +96,33 @@ class Plan:
             del self.refs[cookie]
         return gone
 
+    def settle(self) -> None:
+        """Key the parts of the Service ports that moved (``_node_changes``: their
+        endpoints alone changed) by the new Service ports, each with its new groups.
+        Left until the switches were given the moves' new buckets: 10,000 of them (a
+        pod behind 10,000 Services) take 10 ms a node bridge, which the switch after it
+        need not wait for."""
+        parts, pop = self.parts, self.parts.pop
+        for moves in self.moved:
+            last = (None, None, None)       # the last (groups, endpoints, new groups)
+            for was, sp in moves:
+                part = pop(id(was))[1]
+                if part['groups']:
+                    if part['groups'] is not last[0] or sp.endpoints is not last[1]:
+                        last = (part['groups'], sp.endpoints,
+                                endpoint_moves.new_groups(part['groups'], sp.endpoints))
+                    part = dict(part, groups=last[2])
+                parts[id(sp)] = (sp, part)
+        self.moved = []
+
     def carry(self, previous: 'Plan | None') -> None:
         """Take ``previous``'s index when this full pass has the very parts it had
         (a pod's address changed, not a Service port: the memo gave every part as it
         was), so that the incremental step that follows (the pod becoming ready)
         does not wait for an index of 10,000 parts."""
         ports, parts, flows, _ = self.pending
+        if previous is not None:
+            previous.settle()
         if previous is None or previous.pending is not None or \
                 previous.kind != 'node' or previous.node is not self.node or \
                 len(previous.parts) != len(parts):
@@ -298,6 +322,7 @@ def _parts_of(plan: Plan, ports: list):
     asked: None once the plan holds another part for one of them. A pass over 10,000
     Service ports each switch, done only for a full pass over the very same ones."""
     def parts():
+        plan.settle()
         out = []
         for sp in ports:
             hit = plan.parts.get(id(sp))
@@ -418,21 +443,20 @@ def _node_changes(plan: Plan, new, removed: list, added: list,
     flows = {f.cookie: f for part in new_parts for f in _part_flows(part)}
     gone = {f.cookie for part in old_parts for f in _part_flows(part)}
     groups = {g.group_id: g for part in new_parts for g in part['groups']}
-    parts, pop = plan.parts, plan.parts.pop
-    last = (None, None, None)       # the last (groups, endpoints, new groups)
+    get = plan.parts.get
+    last = (None, None)             # the last (groups, endpoints) given new buckets
     for was, sp in moves:           # the same flows and group ids: new buckets
-        hit = pop(id(was), None)
-        if hit is None:
+        hit = get(id(was))
+        if hit is None or hit[0] is not was:
             return None             # the caller replaces the plan with a full pass
-        part = hit[1]
-        if part['groups']:          # (endpoint_moves.regrouped, inline: 10,000 a pod;
-            # the parts that share their groups follow one another: new_groups once)
-            if part['groups'] is not last[0] or sp.endpoints is not last[1]:
-                mine = endpoint_moves.new_groups(part['groups'], sp.endpoints)
-                groups.update((g.group_id, g) for g in mine)
-                last = (part['groups'], sp.endpoints, mine)
-            part = dict(part, groups=last[2])
-        parts[id(sp)] = (sp, part)
+        mine = hit[1]['groups']     # (endpoint_moves.regrouped, inline: 10,000 a pod;
+        # the parts that share their groups follow one another: new_groups once)
+        if mine and (mine is not last[0] or sp.endpoints is not last[1]):
+            groups.update((g.group_id, g)
+                          for g in endpoint_moves.new_groups(mine, sp.endpoints))
+            last = (mine, sp.endpoints)
+    if moves:
+        plan.moved.append(moves)    # their parts re-keyed once the switch has them
     changed = [g for g in groups.values()
                if installed.groups.get(g.group_id, 'absent') != g.content]
     ctx.remember_all(_parts_of(plan, new.proxied_ports), plan.taken,

@@ -282,6 +282,40 @@ def test_a_pods_address_and_readiness_in_one_version_go_incrementally():
             assert sw.incremental == before + 1, f'{sw.dpid:#x} took the full pass'
 
 
+def test_the_parts_of_moved_service_ports_are_rekeyed_after_the_switch_has_them():
+    """A pod behind many Services: the node bridge gets the shared groups' new buckets
+    at once, and its plan keys the moved parts by the new Service ports only later
+    (``Plan.settle``, on the next use of the plan): then every part is the one a full
+    pass over the new state gives."""
+    from tests.unit.test_store_incremental import _service as plain_service
+    store = Store(default_cluster(), rng=random.Random(4))
+    store.apply([plain_service(f's{i}', 'default', 'a') for i in range(40)])
+    _ready_pod(store, 'p', '192.168.2.5')
+    builder = StateBuilder(store.cluster)
+    builder.apply(store.changes(0))
+    dpid = wiring.node_dpid(store.cluster.nodes[1])
+    sw = Switch(dpid)
+    sw.sync(builder.state())
+    sw.plan.index()
+    version = store.rv
+    _ready_pod(store, 'q', '192.168.2.9')
+    builder.apply(store.changes(version, epoch=store.epoch))
+    new = builder.state()
+    todo = sw.sync(new)
+    assert sw.incremental == 1 and todo.groups_to_modify and not todo.flows_to_add
+    moved = {id(sp) for sp in new.proxied_ports} - set(sw.plan.parts)
+    assert len(moved) >= 40 and len(sw.plan.moved) == 1     # not re-keyed yet
+    sw.plan.index()
+    assert not sw.plan.moved and not moved - set(sw.plan.parts)
+    with memo.bypassed():                   # (the memo holds the plan's own parts)
+        fresh = incremental.full(new, dpid)[1]
+    fresh.index()
+    for sp in new.proxied_ports:
+        mine, theirs = sw.plan.parts[id(sp)], fresh.parts[id(sp)]
+        assert mine[0] is sp and [g.content for g in mine[1]['groups']] == [
+            g.content for g in theirs[1]['groups']], sp.key
+
+
 def test_an_index_in_steps_equals_one_at_once():
     store, builder = _services_over_one_pod(40, seed=9)
     dpid = wiring.node_dpid(store.cluster.nodes[1])
