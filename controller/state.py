@@ -417,32 +417,11 @@ class StateBuilder:
             if net is not None:
                 pods.append(net)
         dirty, self.dirty = self.dirty, set()
-        get, extend, slices_of, moved = self.memo.get, ports.extend, self.slices, self.moved
         for key, svc in self.kinds.get('Service', {}).items():
-            hit = get(key)
-            if hit is None or dirty is None or key in dirty:
-                # The common case inline (a pod behind 10,000 Services: each is one
-                # port over one slice, read before): else ``_service``.
-                templates = hit[1] if hit is not None else ()
-                mine = slices_of.get((key[1] or 'default', key[2])) \
-                    if len(templates) == 1 else None
-                found = None
-                if mine is not None and len(mine) == 1 and \
-                        hit[0] == svc['metadata'].get('resourceVersion'):
-                    for only in mine.values():
-                        (template, port, local), = templates
-                        found = _SERVED.get((port, local, id(only.get('ports')),
-                                             id(only.get('endpoints'))))
-                if found is None:
-                    hit = self._service(key, svc, hit)
-                else:
-                    (was,), (endpoints, node_local) = hit[2], found[1]
-                    if not (was.endpoints is endpoints or was.endpoints == endpoints) \
-                            or node_local != was.node_local:
-                        sp = _with_endpoints(template, endpoints, node_local)
-                        moved.append((was, sp))
-                        hit = (hit[0], templates, [sp])
-            extend(hit[2])
+            hit = self.memo.get(key)
+            if dirty is None or key in dirty or hit is None:
+                hit = self._service(key, svc, hit)
+            ports.extend(hit[2])
             used[key] = hit
         for key, policy in self.kinds.get('NetworkPolicy', {}).items():
             policies.append(self._memo(key, policy['metadata'].get('resourceVersion'),

@@ -3,13 +3,14 @@ changed since they were last written.
 
 The daemon writes the records after every change of the store; at 10,000 Services one
 run takes 0.05 s of the interpreter the API server shares (0.02 s of reading, then
-``dns.records`` from its memo). Most changes do not touch them: a pod's readiness and
-a new pod without an address (its record needs only its live address, a headless
-Service's endpoint its hostname and subdomain), the slices of ClusterIP Services (only a headless Service's slices make records), a Lease,
-an Event. ``DNSInputs.objects`` reads what ``records`` needs (the views, and of the
-slices only the headless Services') and remembers it; ``unchanged`` then tells, from
-the keys changed since (the store's change log), that a run would write the same
-records. tests/unit/test_dns_inputs.py compares the answers with the records.
+``dns.records`` from its memo). Most changes do not touch them: a pod's readiness and a
+new pod without an address (its record needs only its live address, a headless Service's
+endpoint its hostname and subdomain), the slices of ClusterIP Services (only a headless
+Service's slices make records), a Lease, an Event. ``DNSInputs.objects`` reads what
+``records`` needs (the views, and of the slices only the headless Services') and
+remembers it; ``unchanged`` then tells, from the keys changed since (the store's change
+log), that a run would write the same records. tests/unit/test_dns_inputs.py compares
+the answers with the records.
 """
 
 from __future__ import annotations
