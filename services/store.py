@@ -143,7 +143,8 @@ class Store(StoreReads, LifecycleWrites, ControllerLoop, StoreDisk):
         self._saved_texts: dict = {}      # key -> (object, version, its saved JSON)
         self._saved_rest: dict | None = None   # the rest of the document last saved
         self._labelled: tuple | None = None    # changed_with_label's last answer
-        self.streams = 0         # kube-proxy's change streams waiting for a version
+        self.streams = 0         # kube-proxy's change streams asking for a new version
+        self.stream_arrivals = threading.Lock()   # (they count in before the store's lock)
         self.streamed = 0        # the newest version one of them was answered at
         created = naming.now_rfc3339()
         for node in cluster.nodes:

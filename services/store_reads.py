@@ -142,26 +142,32 @@ class StoreReads:
         return self._changes(since, epoch, timeout, msgspec.json.encode)
 
     def _changes(self, since: int, epoch: str, timeout: float, finish):
-        """Wait while the caller has this store's version ``since``, then answer. Only
-        such a waiting stream counts in ``streams`` (the followers let it go first,
-        ``wait``): one of another store (an earlier daemon's epoch) or ahead of this
-        one is answered at once, with everything."""
+        """Wait while the caller has this store's version ``since``, then answer. A
+        stream of this store counts in ``streams`` from its arrival, before it takes
+        the store's lock (the followers let it go first, ``wait``): it often comes while
+        a write holds the lock (a pod's readiness, its EndpointSlice controller writing
+        10,000 slices), and would else meet every follower that write woke. One of
+        another store (an earlier daemon's epoch) or ahead of this one is answered at
+        once, with everything, and holds no follower."""
         deadline = time.monotonic() + timeout
-        with self.cond:
-            if epoch != self.epoch or since != self.rv:
+        if epoch != self.epoch or since > self.rv:       # (``rv`` only grows)
+            with self.cond:
                 return self._changes_answer(since, epoch, finish)
+        with self.stream_arrivals:
             self.streams += 1
-            try:
+        try:
+            with self.cond:
                 while self.rv <= since and time.monotonic() < deadline:
                     self.cond.wait(deadline - time.monotonic())
-            finally:
+                try:
+                    return self._changes_answer(since, epoch, finish)
+                finally:
+                    if self.rv > self.streamed:         # (answered or failed: go on)
+                        self.streamed = self.rv
+                        self.cond.notify_all()          # the followers that let it go first
+        finally:
+            with self.stream_arrivals:
                 self.streams -= 1
-            try:
-                return self._changes_answer(since, epoch, finish)
-            finally:
-                if self.rv > self.streamed:         # (answered or failed: go on)
-                    self.streamed = self.rv
-                    self.cond.notify_all()          # the followers that let it go first
 
     def _changes_answer(self, since: int, epoch: str, finish):
         """What ``_changes`` answers (under the store's lock)."""

@@ -593,6 +593,31 @@ def test_a_new_version_goes_to_a_waiting_change_stream_before_the_followers(stor
     assert store.wait(rv, 5) == rv + 1 and time.monotonic() - begun < 0.1
 
 
+def test_a_stream_that_comes_while_a_write_holds_the_lock_goes_before_the_followers(store):
+    """kube-proxy often asks again while a write holds the store's lock (a pod's
+    readiness: its EndpointSlice controller writes 10,000 slices under it). Counted from
+    its arrival, it still has the new version before the followers that write woke."""
+    rv = store.rv
+    order = []
+    follower = threading.Thread(
+        target=lambda: order.append(('follower', store.wait(rv, 5))))
+    follower.start()
+    time.sleep(0.05)
+    stream = threading.Thread(target=store._changes, args=(
+        rv, store.epoch, 5, lambda doc: order.append(('stream', doc['resourceVersion']))))
+    with store.cond:                   # the write, begun before the stream came
+        stream.start()
+        deadline = time.monotonic() + 2
+        while not store.streams and time.monotonic() < deadline:
+            time.sleep(0.001)
+        assert store.streams == 1      # counted before it takes the lock
+        store.apply([pod('a')])
+    for t in (follower, stream):
+        t.join(5)
+    assert order == [('stream', str(rv + 1)), ('follower', rv + 1)]
+    assert store.streams == 0 and store.streamed == rv + 1
+
+
 def test_a_stream_of_another_store_is_answered_at_once_and_holds_no_follower(store):
     """A kube-proxy still holding an earlier daemon's version (its epoch), or one ahead
     of the store, gets everything at once, and the followers never wait for it."""
