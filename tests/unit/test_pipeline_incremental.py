@@ -316,6 +316,27 @@ def test_the_parts_of_moved_service_ports_are_rekeyed_after_the_switch_has_them(
             g.content for g in theirs[1]['groups']], sp.key
 
 
+def test_services_of_every_kind_over_one_pod_are_moved_only_where_their_kind_allows():
+    """A pod behind Services of every kind that select alike: the builder's pairs are
+    answered once per kind of Service port and pair of endpoint lists, and exactly as
+    a diff of the states answers them. The plain ones move by new buckets; the sticky
+    ones (their flows name each endpoint) and the Local ones (their fronts balance over
+    a node's own endpoints) do not."""
+    store, builder = _services_over_one_pod(60, seed=11)
+    old, version = builder.state(), store.rv
+    _ready_pod(store, 'q', '192.168.2.9')
+    builder.apply(store.changes(version, epoch=store.epoch))
+    new = builder.state()
+    assert new.moves is not None and new.moves[0] is old
+    _same_moves_as_the_diff(old, new)
+    moves, removed, added = incremental._moves(old, new, *incremental.service_delta(old, new))
+    kinds = {sp.key: (sp.affinity_timeout, sp.external_local) for sp in new.service_ports}
+    assert {kinds[sp.key] for _, sp in moves} == {(None, False)}
+    held = {kinds[sp.key] for sp in added}
+    assert (10800, False) in held and (None, True) in held
+    assert len(moves) + len(added) == len(new.moves[1]) > 60
+
+
 def test_an_index_in_steps_equals_one_at_once():
     store, builder = _services_over_one_pod(40, seed=9)
     dpid = wiring.node_dpid(store.cluster.nodes[1])
