@@ -3,8 +3,9 @@
 A pure function, ``records``, with the rules of the Kubernetes DNS-based service
 discovery specification (schema 1.1.0, github.com/kubernetes/dns
 docs/specification.md) as CoreDNS's ``kubernetes`` plugin serves them. The lab's
-daemon writes its result to a file on every store change; the cluster DNS pods
-(``topo/images/coredns.py``) answer from that file.
+daemon writes its result to a file on every store change, the pods' own records apart
+(``pod_records``, in a file of their own: a pod's new address rewrites that one); the
+cluster DNS pods (``topo/images/coredns.py``) answer from both as one (``merged_node``).
 
 Records, for the cluster domain ``<zone>`` (``cluster.local``), every TTL 5 s (the
 CoreDNS kubernetes plugin's default):
@@ -221,7 +222,7 @@ def live_pod_ip(pod: dict) -> str | None:
 
 
 def records(objects: dict, domain: str = DEFAULT_DOMAIN, networks=(),
-            memo: dict | None = None) -> dict:
+            memo: dict | None = None, pods: bool = True) -> dict:
     """Every DNS record of the cluster whose objects are ``objects`` (kind -> items:
     'Service', 'EndpointSlice', 'Pod', 'Namespace'; other kinds are ignored).
 
@@ -234,17 +235,24 @@ def records(objects: dict, domain: str = DEFAULT_DOMAIN, networks=(),
     identity of its object: a caller that passes the same objects while they stay
     (``Store.view``) pays for the records of the Services that changed only. At
     10,000 Services a pod's new address then costs the daemon a fraction of a build.
+
+    Without ``pods``, the pods' own records (their A and, where nothing else names
+    their address, their PTR) are left to ``pod_records``: the daemon writes those to a
+    file of their own (``pod_records_path``), so that a pod's new address rewrites a
+    small file and not 24,000 names; the DNS servers serve both files as one
+    (``merged_node`` says how).
     """
     domain = domain.strip('.').lower()
     zone = domain + '.'
     table = _Records()
-    pods = {_meta(p): p for p in objects.get('Pod') or ()}
+    with_pods, pods = pods, {_meta(p): p for p in objects.get('Pod') or ()}
     ptr = _Pointers()
     table.add(f'dns-version.{zone}', 'TXT', f'"{SCHEMA_VERSION}"')
     memo = {} if memo is None else memo
     finished = memo.pop(_FINISHED, {})
     nameserver = _service_records(table, ptr, objects, pods, zone, memo)
-    _pod_records(table, ptr, pods, zone)
+    if with_pods:
+        _pod_records(table, ptr, pods, zone)
     for ip in set(ptr.cluster) | set(ptr.endpoint) | set(ptr.pod):
         named = ptr.cluster.get(ip)
         if named is not None and len(named) == 1 and ptr.nodes.get(ip) is not None:
@@ -260,6 +268,41 @@ def records(objects: dict, domain: str = DEFAULT_DOMAIN, networks=(),
 
 #: ``records``'s memo keeps there what ``_finish`` made of the nodes it saw.
 _FINISHED = 'finished'
+
+
+def pod_records(pods, domain: str = DEFAULT_DOMAIN, networks=()) -> dict:
+    """The records ``records(..., pods=False)`` leaves out, in the same format: every
+    live pod address's A record and PTR (``merged_node``: a PTR the other file has for
+    the same name wins, as a headless Service's endpoint names the address before its
+    pod does), the names between them and their zones' apexes, and the zones of pod
+    addresses outside ``networks`` (a hostNetwork pod's), with their SOA."""
+    domain = domain.strip('.').lower()
+    zone = domain + '.'
+    table, ptr = _Records(), _Pointers()
+    _pod_records(table, ptr, {_meta(p): p for p in pods or ()}, zone)
+    for ip, owners in ptr.pod.items():
+        for owner in owners:
+            table.add(reverse_name(ip), 'PTR', owner)
+    zones = _complete_zones(table, zone, networks)
+    return _finish(table, domain, zone, zones, {})[0]
+
+
+def pod_records_path(records_path: str) -> str:
+    """The file of ``pod_records`` beside the records file at ``records_path``."""
+    base, dot, ext = records_path.rpartition('.')
+    return f'{base}.pods.{ext}' if dot and '/' not in ext else records_path + '.pods'
+
+
+def merged_node(main: dict | None, pods: dict | None) -> dict | None:
+    """A name's records served from the records file (``main``) and the pods' file
+    (``pods``), each the name's {type: data} there or None: both files' types, the
+    records file's where both have one (its PTR and every apex's SOA); None when
+    neither has the name."""
+    if pods is None:
+        return main
+    if main is None:
+        return pods
+    return {**pods, **main}
 
 
 class _Pointers:

@@ -9,8 +9,9 @@ endpoint its hostname and subdomain), the slices of ClusterIP Services (only a h
 Service's slices make records), a Lease, an Event. ``DNSInputs.objects`` reads what
 ``records`` needs (the views, and of the slices only the headless Services') and
 remembers it; ``unchanged`` then tells, from the keys changed since (the store's change
-log), that a run would write the same records. tests/unit/test_dns_inputs.py compares
-the answers with the records.
+log), that a run would write the same records, and ``files_moved`` which of the two
+files the daemon writes may have changed (a pod's new address: the pods' file alone).
+tests/unit/test_dns_inputs.py compares the answers with the records.
 """
 
 from __future__ import annotations
@@ -44,6 +45,7 @@ class DNSInputs:
         self.slices: set = set()     # the keys of the slices read
         self.memo: dict = {}         # dns.records' memo of each Service's own records
         self.read: dict | None = None    # what ``objects`` gave last
+        self.moved: set | None = None    # the kinds it read again for it (None: all)
 
     def objects(self) -> dict:
         """What ``dns.records`` reads, now (and remembered for ``unchanged``): the kinds
@@ -66,7 +68,18 @@ class DNSInputs:
             self.pods = {('Pod', p['metadata'].get('namespace', ''), p['metadata']['name']):
                          pod_inputs(p) for p in objects['Pod']}
         self.version, self.headless, self.read = version, headless, objects
+        self.moved = moved
         return objects
+
+    def files_moved(self) -> tuple[bool, bool]:
+        """After ``objects``: whether the records file (``dns.records`` without the
+        pods') and whether the pods' file (``dns.pod_records``) may have changed. A
+        pod's new address alone, with no headless Service to name it, moves the pods'
+        file alone: at 10,000 Services, a few pods' records and not 24,000 names."""
+        if self.moved is None:
+            return True, True
+        pods = 'Pod' in self.moved
+        return bool(self.moved - {'Pod'}) or (pods and bool(self.headless)), pods
 
     def unchanged(self) -> bool:
         """True when nothing the records read changed since ``objects``."""

@@ -275,7 +275,8 @@ class Lab:
     # ------------------------------------------------------------ cluster DNS
     def _start_dns(self):
         """kube-dns at the tenth address of the Service range, two coredns pods behind
-        it, answering from the records file this daemon rewrites on every change."""
+        it, answering from the records file this daemon rewrites on every change and
+        the pods' file beside it (a pod's new address rewrites that one alone)."""
         from services import addons
         self.dns_records = state_path('dns', 'records.json')
         os.makedirs(os.path.dirname(self.dns_records), exist_ok=True)
@@ -293,11 +294,16 @@ class Lab:
             self._dns_version = version
             return False
         objects = self._dns_inputs.objects()
-        text = dns.encode(dns.records(objects, networks=(self.cluster.service_cidr,
-                                                         self.cluster.cluster_cidr),
-                                      memo=self._dns_inputs.memo))
+        networks = (self.cluster.service_cidr, self.cluster.cluster_cidr)
+        records, pods = self._dns_inputs.files_moved()
+        written = False
         # By rename: the DNS servers never read half a file.
-        written = write_if_changed(self.dns_records, text)
+        if pods:
+            written |= write_if_changed(dns.pod_records_path(self.dns_records), dns.encode(
+                dns.pod_records(objects['Pod'], networks=networks)))
+        if records:
+            written |= write_if_changed(self.dns_records, dns.encode(dns.records(
+                objects, networks=networks, memo=self._dns_inputs.memo, pods=False)))
         self._dns_version = version
         return written
 

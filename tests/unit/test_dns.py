@@ -5,8 +5,8 @@ and CoreDNS's kubernetes plugin say; and the resolv.conf of a ClusterFirst pod."
 import json
 import random
 
-from services.dns import (SCHEMA_VERSION, TTL, dashed, records,
-                          reverse_name, reverse_zones)
+from services.dns import (SCHEMA_VERSION, TTL, dashed, merged_node, pod_records,
+                          pod_records_path, records, reverse_name, reverse_zones)
 
 Z = 'cluster.local.'
 
@@ -266,6 +266,75 @@ def test_ptr_cluster_ip_then_headless_endpoint_then_pod():
         [f'192-168-2-5.db.default.svc.{Z}']
     assert rr(result, '6.2.168.192.in-addr.arpa.', 'PTR') == \
         [f'192-168-2-6.default.pod.{Z}']
+
+
+def _served_apart(objects, networks):
+    """What the DNS servers serve from the daemon's two files (``records`` without the
+    pods', ``pod_records``): every name's records by type (SOAs aside: their serial
+    comes from both files' generations), and the zones."""
+    main = records(objects, networks=networks, pods=False)
+    pods = pod_records(objects.get('Pod'), networks=networks)
+    names = set(main['records']) | set(pods['records'])
+    served = {name: merged_node(main['records'].get(name), pods['records'].get(name))
+              for name in names}
+    return ({name: {t: d for t, d in node.items() if t != 'SOA'} for name, node in
+             served.items()}, {name for name, node in served.items() if 'SOA' in node},
+            set(main['zones']) | set(pods['zones']))
+
+
+def _served_at_once(objects, networks):
+    one = records(objects, networks=networks)
+    return ({name: {t: d for t, d in node.items() if t != 'SOA'} for name, node in
+             one['records'].items()},
+            {name for name, node in one['records'].items() if 'SOA' in node},
+            set(one['zones']))
+
+
+def test_the_pods_file_and_the_rest_serve_what_one_file_serves():
+    """The daemon writes the pods' records to a file of their own (a pod's address
+    then rewrites that small file, not every Service's names): served together, the two
+    files answer every name as one file would, a headless endpoint's PTR winning over
+    its pod's, a pod outside the networks (host network) with a zone of its own."""
+    objects = {'Service': [svc(cluster_ip='10.96.0.20'), headless()],
+               'EndpointSlice': [eps('db', ep('192.168.2.5', hostname='db-0'))],
+               'Pod': [pod('db-0', '192.168.2.5'), pod('b', '192.168.2.6'),
+                       pod('host', '10.0.0.2', namespace='kube-system'),
+                       pod('gone', '192.168.2.7', phase='Succeeded')],
+               'Namespace': [ns('default'), ns('kube-system')]}
+    for networks in (['10.96.0.0/12', '192.168.0.0/16'], ()):
+        assert _served_apart(objects, networks) == _served_at_once(objects, networks)
+    main = records(objects, networks=['10.96.0.0/12', '192.168.0.0/16'], pods=False)
+    pods = pod_records(objects['Pod'], networks=['10.96.0.0/12', '192.168.0.0/16'])
+    assert f'192-168-2-6.default.pod.{Z}' not in main['records']
+    assert rr(pods, '5.2.168.192.in-addr.arpa.', 'PTR') == [f'192-168-2-5.default.pod.{Z}']
+    assert rr(main, '5.2.168.192.in-addr.arpa.', 'PTR') == [f'db-0.db.default.svc.{Z}']
+    assert merged_node(main['records']['5.2.168.192.in-addr.arpa.'], pods['records'][
+        '5.2.168.192.in-addr.arpa.'])['PTR'] == [f'db-0.db.default.svc.{Z}']
+    assert '0.0.10.in-addr.arpa.' in pods['zones'] and \
+        rr(pods, '0.0.10.in-addr.arpa.', 'SOA')
+    assert pod_records_path('/run/kubelab/dns/records.json') == \
+        '/run/kubelab/dns/records.pods.json'
+    assert pod_records_path('/tmp/records') == '/tmp/records.pods'
+
+
+def test_the_two_files_serve_what_one_serves_on_random_clusters():
+    from services.cluster import default_cluster
+    from services.dns_inputs import DNSInputs
+    from services.store import Store
+    from tests.unit.test_store_incremental import _service, random_step
+    networks = ('10.96.0.0/12', '192.168.0.0/16')
+    for seed in range(4):
+        rng = random.Random(seed)
+        store = Store(default_cluster(), rng=random.Random(seed))
+        lone = [_service('h', namespace, app) for namespace, app in (('default', 'a'),
+                                                                      ('team', 'b'))]
+        for service in lone:
+            service['spec']['clusterIP'] = 'None'
+        store.apply([ns('team')] + lone)
+        for serial in range(60):
+            random_step(store, rng, serial)
+            objects = DNSInputs(store).objects()
+            assert _served_apart(objects, networks) == _served_at_once(objects, networks)
 
 
 def test_an_endpoint_of_two_headless_services_has_two_ptrs():

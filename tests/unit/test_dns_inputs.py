@@ -136,3 +136,55 @@ def test_a_new_pod_with_a_hostname_is_read_again():
     pod['spec'].update(hostname='web-0', subdomain='h')
     store.apply([pod])
     assert not inputs.unchanged()
+
+
+@pytest.mark.parametrize('seed', range(5))
+def test_a_file_said_unmoved_would_be_written_the_same(seed):
+    """The daemon writes the records without the pods' (``dns.records(...,
+    pods=False)``) and the pods' (``dns.pod_records``) to two files, each only when
+    ``files_moved`` says it may have changed: on random change sequences, a file said
+    unmoved is what a fresh computation gives."""
+    rng = random.Random(seed)
+    store = Store(default_cluster(), rng=random.Random(seed))
+    store.apply([{'apiVersion': 'v1', 'kind': 'Namespace', 'metadata': {'name': 'team'}}]
+                + ([_headless('h', 'default', 'a')] if seed % 2 else []))
+    inputs = DNSInputs(store)
+
+    def files(objects):
+        return (dns.records(objects, networks=NETWORKS, pods=False),
+                dns.pod_records(objects['Pod'], networks=NETWORKS))
+    written, alone = files(inputs.objects()), 0
+    for serial in range(120):
+        random_step(store, rng, serial)
+        if inputs.unchanged():
+            continue
+        now = files(inputs.objects())
+        moved = inputs.files_moved()
+        for i in (0, 1):
+            if not moved[i]:
+                assert now[i] == written[i], f'after step {serial}'
+        alone += moved == (False, True)
+        written = now
+    assert alone > 3 or seed % 2
+
+
+def test_a_pods_new_address_moves_the_pods_file_alone():
+    store = Store(default_cluster(), rng=random.Random(1))
+    store.apply([_service(f's{i}', 'default', 'a') for i in range(5)] + [_pod('p', 'default', 'a')])
+    inputs = DNSInputs(store)
+    inputs.objects()
+    assert inputs.files_moved() == (True, True)              # the first run: both
+    pod = store.get('Pod', 'default', 'p')
+    store.update_pod_status('default', 'p', pod['metadata']['uid'], {
+        'phase': 'Running', 'podIP': '192.168.2.9'})
+    inputs.objects()
+    assert inputs.files_moved() == (False, True)
+    store.apply([_service('more', 'default', 'a')])
+    inputs.objects()
+    assert inputs.files_moved() == (True, False)
+    store.apply([_headless('h', 'default', 'a')])          # now a pod may name an endpoint
+    inputs.objects()
+    store.update_pod_status('default', 'p', pod['metadata']['uid'], {
+        'phase': 'Running', 'podIP': '192.168.2.10'})
+    inputs.objects()
+    assert inputs.files_moved() == (True, True)

@@ -49,11 +49,21 @@ seconds idle (8, miekg/dns's default). Our EDNS0 answers advertise 1232 bytes. W
 several A records, their order is shuffled in each answer (CoreDNS's loadbalance
 plugin; ``--no-loadbalance`` keeps the file's order).
 
-The file is polled every 0.1 s (mtime, size and inode), so a change is served within
-0.2 s. A file that is missing, half-written or invalid is logged once and the records
-in force stay (the lab writes it atomically by rename, but a reader must not trust
-that). A new generation is logged as one line; rewriting the same records logs
-nothing.
+The pods' records (``services.dns.pod_records``) come from a second file beside the
+first (``services.dns.pod_records_path``: ``records.pods.json``), which the lab
+rewrites alone when only a pod's address changed: at 10,000 Services the records file
+holds 24,000 names, which each server would read again for one pod. The two are served
+as one (``services.dns.merged_node``: where both have a name, both files' types, the
+records file's PTR first, as a headless Service's endpoint names an address before its
+pod does), each zone's SOA serial from both files' generations. Without the second
+file, the records file alone is served (it may hold the pods' records itself).
+
+Both files are polled every 0.1 s (mtime, size and inode), so a change is served within
+0.2 s, and only a file that changed is read again. A records file that is missing,
+half-written or invalid is logged once and the records in force stay (the lab writes it
+atomically by rename, but a reader must not trust that); likewise a pods' file that is
+invalid, while one that is removed takes the pods' records with it. A new generation is
+logged as one line; rewriting the same records logs nothing.
 
 HTTP, as CoreDNS's plugins: ``GET /health`` on ``--health-port`` (8080) answers 200
 ``OK`` while the process runs; ``GET /ready`` on ``--ready-port`` (8181) answers 200
@@ -73,6 +83,8 @@ The real image's flag ``-conf FILE`` is accepted and ignored (the records come f
 
 import argparse
 import asyncio
+import copy
+import hashlib
 import json
 import os
 import random
@@ -93,7 +105,7 @@ import dns.rdataclass
 import dns.rdatatype
 import dns.rrset
 
-from services.dns import FORMAT_VERSION
+from services.dns import FORMAT_VERSION, merged_node, pod_records_path
 from topo.images import announce_started
 
 #: Where the records are read from when neither --records nor $KUBELAB_DNS_RECORDS
@@ -170,10 +182,38 @@ class Records:
                              f'{FORMAT_VERSION}')
         return cls(data, previous)
 
+    pods: 'Records | None' = None      # the pods' file's (``with_pods``)
+    apexes: dict = {}                   # with it: each apex's node, SOA serial of both
+
+    def with_pods(self, pods: 'Records | None') -> 'Records':
+        """These records served together with those of the pods' file
+        (``services.dns.pod_records``, beside the records file: a pod's new address
+        rewrites it alone): every name of either, with both files' types
+        (``services.dns.merged_node``), every zone of either, and each apex's SOA
+        serial from both files' generations (it moves when either does, as CoreDNS's
+        moves with any object it watches)."""
+        out = copy.copy(self)
+        out.pods, out.apexes = pods, {}
+        if pods is None:
+            return out
+        out.generation = f'{self.generation}+{pods.generation}'
+        out.zones = {**pods.zones, **self.zones}
+        serial = int(hashlib.sha256(out.generation.encode()).hexdigest()[:8], 16)
+        for key in out.zones:
+            node = merged_node(self.names.get(key), pods.names.get(key))
+            out.apexes[key] = {**node, dns.rdatatype.SOA: [
+                soa.replace(serial=serial) for soa in node[dns.rdatatype.SOA]]}
+        return out
+
     def node(self, name: dns.name.Name) -> dict | None:
         """``name``'s records by type ({} for a name without any), None when it does
         not exist."""
-        return self.names.get(name.to_text().lower())
+        key = name.to_text().lower()
+        apex = self.apexes.get(key)
+        if apex is not None:
+            return apex
+        return merged_node(self.names.get(key),
+                           self.pods.names.get(key) if self.pods is not None else None)
 
     def zone_of(self, name: dns.name.Name) -> dns.name.Name | None:
         """The closest zone apex at or above ``name``, or None."""
@@ -308,41 +348,53 @@ class DnsServer:
     def __init__(self, path: str, log_queries: bool = False, shuffle: bool = True,
                  idle_timeout: float = TCP_IDLE_SECONDS):
         self.path = path
+        self.pod_path = pod_records_path(path)
         self.log_queries = log_queries
         self.shuffle = shuffle
         self.idle_timeout = idle_timeout
-        self.records: Records | None = None
-        self._seen = ()                       # (mtime, size, inode) last looked at
+        self.records: Records | None = None     # both files', as served
+        self._files: dict = {path: None, self.pod_path: None}    # path -> its Records
+        self._seen: dict = {}                   # path -> (mtime, size, inode) last seen
 
     # ------------------------------------------------------------------ records
     def reload(self) -> None:
-        """Read the file if it changed since the last look; keep the records in force
-        when it is missing or invalid (logged once per change)."""
+        """Read the records file and the pods' file beside it if either changed since
+        the last look; keep the records in force when one is missing or invalid
+        (logged once per change; the pods' file may be absent: a records file may
+        hold the pods' records itself)."""
+        changed = [path for path in self._files if self._reload(path)]
+        if changed and self._files[self.path] is not None:
+            self.records = self._files[self.path].with_pods(self._files[self.pod_path])
+
+    def _reload(self, path: str) -> bool:
         try:
-            stat = os.stat(self.path)
+            stat = os.stat(path)
             key = (stat.st_mtime_ns, stat.st_size, stat.st_ino)
         except FileNotFoundError:
             key = None
-        if key == self._seen:
-            return
-        self._seen = key
-        keeping = (f'still serving generation {self.records.generation}'
-                   if self.records else 'not ready')
+        if key == self._seen.get(path, ()):
+            return False
+        self._seen[path] = key
+        now = self._files[path]
+        keeping = f'still serving generation {now.generation}' if now else 'not ready'
         if key is None:
-            log(f'[WARNING] plugin/kubernetes: records file {self.path} does not exist; '
-                f'{keeping}')
-            return
+            if path == self.path:
+                log(f'[WARNING] plugin/kubernetes: records file {path} does not exist; '
+                    f'{keeping}')
+                return False
+            self._files[path] = None
+            return now is not None
         try:
-            records = Records.load(self.path, self.records)
+            records = Records.load(path, now)
         except (OSError, ValueError) as error:
-            log(f'[ERROR] plugin/kubernetes: records file {self.path} is not valid '
+            log(f'[ERROR] plugin/kubernetes: records file {path} is not valid '
                 f'({error}); {keeping}')
-            return
-        if self.records is None or records.generation != self.records.generation:
+            return False
+        if now is None or records.generation != now.generation:
             log(f'[INFO] plugin/reload: records generation {records.generation} loaded '
-                f'from {self.path}: {len(records.names)} names in '
-                f'{len(records.zones)} zones')
-        self.records = records
+                f'from {path}: {len(records.names)} names in {len(records.zones)} zones')
+        self._files[path] = records
+        return True
 
     async def watch(self) -> None:
         while True:
