@@ -152,22 +152,35 @@ class StoreReads:
         deadline = time.monotonic() + timeout
         if epoch != self.epoch or since > self.rv:       # (``rv`` only grows)
             with self.cond:
-                return self._changes_answer(since, epoch, finish)
-        with self.stream_arrivals:
-            self.streams += 1
-        try:
-            with self.cond:
-                while self.rv <= since and time.monotonic() < deadline:
-                    self.cond.wait(deadline - time.monotonic())
                 try:
                     return self._changes_answer(since, epoch, finish)
                 finally:
-                    if self.rv > self.streamed:         # (answered or failed: go on)
-                        self.streamed = self.rv
-                        self.cond.notify_all()          # the followers that let it go first
+                    self._streamed()
+        with self.stream_arrivals:
+            self.streams += 1
+        counted = True
+        try:
+            with self.cond:
+                try:
+                    while self.rv <= since and time.monotonic() < deadline:
+                        self.cond.wait(deadline - time.monotonic())
+                    return self._changes_answer(since, epoch, finish)
+                finally:            # (answered or failed: the followers go on)
+                    with self.stream_arrivals:      # (under the store's lock: a write
+                        self.streams -= 1           # after it finds it counted out)
+                    counted = False
+                    self._streamed()
         finally:
-            with self.stream_arrivals:
-                self.streams -= 1
+            if counted:
+                with self.stream_arrivals:
+                    self.streams -= 1
+
+    def _streamed(self):
+        """A change stream has the store's version now (under the store's lock): the
+        followers that let it go first go on."""
+        if self.rv > self.streamed:
+            self.streamed = self.rv
+            self.cond.notify_all()
 
     def _changes_answer(self, since: int, epoch: str, finish):
         """What ``_changes`` answers (under the store's lock)."""

@@ -618,6 +618,38 @@ def test_a_stream_that_comes_while_a_write_holds_the_lock_goes_before_the_follow
     assert store.streams == 0 and store.streamed == rv + 1
 
 
+def test_a_stream_counts_out_under_the_store_lock_whatever_its_end(store):
+    """A stream counts out of ``streams`` while it holds the store's lock, answered,
+    timed out or failed: a write right after its answer never finds it counted (its
+    followers would wait ``STREAM_FIRST_S`` for nothing); one behind the store is
+    answered at once and moves ``streamed`` too."""
+    held = []
+    real = store.stream_arrivals
+
+    class Watched:
+        def __enter__(self):
+            held.append(store.cond._is_owned())
+            return real.__enter__()
+
+        def __exit__(self, *exc):
+            return real.__exit__(*exc)
+    store.stream_arrivals = Watched()
+    rv = store.rv
+    store.apply([pod('a')])
+    assert store._changes(rv, store.epoch, 5, lambda doc: doc)['resourceVersion'] == \
+        str(rv + 1)                                  # behind: at once
+    assert store.streamed == rv + 1
+    assert store._changes(rv + 1, store.epoch, 0.05, lambda doc: doc)['objects'] == {}
+
+    def fails(doc):
+        raise RuntimeError('the encoder failed')
+    store.apply([pod('b')])
+    with pytest.raises(RuntimeError):
+        store._changes(rv + 1, store.epoch, 5, fails)
+    assert store.streams == 0 and store.streamed == rv + 2
+    assert held == [False, True] * 3             # in before the lock, out under it
+
+
 def test_a_stream_of_another_store_is_answered_at_once_and_holds_no_follower(store):
     """A kube-proxy still holding an earlier daemon's version (its epoch), or one ahead
     of the store, gets everything at once, and the followers never wait for it."""
@@ -625,6 +657,7 @@ def test_a_stream_of_another_store_is_answered_at_once_and_holds_no_follower(sto
         begun = time.monotonic()
         assert store.changes(since, epoch, timeout=5)['full']
         assert time.monotonic() - begun < 1
+        assert store.streamed == store.rv      # (a follower behind need not wait for it)
     rv = store.rv
     stream = threading.Thread(target=store.changes, args=(rv, store.epoch, 5))
     stream.start()                   # waits for the next version: held for
