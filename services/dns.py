@@ -45,7 +45,8 @@ CoreDNS kubernetes plugin's default):
   that is a ready endpoint of headless Services names those endpoints (the
   specification, and CoreDNS); else a pod's address names the pod,
   ``<a-b-c-d>.<ns>.pod.<zone>.`` (a name that answers A, unlike CoreDNS, which
-  would ask its upstream). Several names for one address: several PTRs, sorted.
+  would ask its upstream). Several names for one address: several PTRs, sorted. An
+  endpoint name too long for DNS names nothing: the next in line names the address.
 * Each zone's apex: SOA ``ns.dns.<zone>. hostmaster.<zone>. <serial> 7200 1800 86400
   5`` (CoreDNS's values; the serial comes from ``generation``); the cluster domain
   also has NS ``ns.dns.<zone>.``, with an A record when the Service
@@ -258,7 +259,8 @@ def records(objects: dict, domain: str = DEFAULT_DOMAIN, networks=(),
         if named is not None and len(named) == 1 and ptr.nodes.get(ip) is not None:
             table.names[reverse_name(ip)] = ptr.nodes[ip]   # the Service's, from the memo
             continue
-        for target in named or ptr.endpoint.get(ip) or ptr.pod[ip]:
+        endpoints = {name for name in ptr.endpoint.get(ip, ()) if _valid_name(name)}
+        for target in named or endpoints or ptr.pod.get(ip, ()):
             table.add(reverse_name(ip), 'PTR', target)
     _namespace_records(table, objects, zone, nameserver)
     zones = _complete_zones(table, zone, networks)

@@ -93,6 +93,7 @@ class Lab:
         self.dns_records = None
         self.cgroups = None
         self._dns_version = None      # the store version of the kinds the records read
+        self._dns_pending = (False, False)   # (records file, pods file) a failed run left
         self._dns_inputs = None       # what they read (services/dns_inputs.py)
         self.saver = None
         self.ofp_socket = None
@@ -290,20 +291,24 @@ class Lab:
         version = self.store.version_of(dns_inputs.KINDS)
         if version == self._dns_version:     # nothing it reads changed: same records
             return False
-        if self._dns_inputs.unchanged():     # a pod's readiness, a ClusterIP's slices
-            self._dns_version = version
+        pending = self._dns_pending        # files a failed run left to write
+        if not any(pending) and self._dns_inputs.unchanged():
+            self._dns_version = version      # a pod's readiness, a ClusterIP's slices
             return False
         objects = self._dns_inputs.objects()
         networks = (self.cluster.service_cidr, self.cluster.cluster_cidr)
-        records, pods = self._dns_inputs.files_moved()
+        moved = self._dns_inputs.files_moved()
+        records, pods = self._dns_pending = (moved[0] or pending[0], moved[1] or pending[1])
         written = False
         # By rename: the DNS servers never read half a file.
         if pods:
             written |= write_if_changed(dns.pod_records_path(self.dns_records), dns.encode(
                 dns.pod_records(objects['Pod'], networks=networks)))
+            self._dns_pending = (records, False)
         if records:
             written |= write_if_changed(self.dns_records, dns.encode(dns.records(
                 objects, networks=networks, memo=self._dns_inputs.memo, pods=False)))
+        self._dns_pending = (False, False)
         self._dns_version = version
         return written
 

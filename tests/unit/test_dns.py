@@ -296,8 +296,10 @@ def test_the_pods_file_and_the_rest_serve_what_one_file_serves():
     files answer every name as one file would, a headless endpoint's PTR winning over
     its pod's, a pod outside the networks (host network) with a zone of its own."""
     objects = {'Service': [svc(cluster_ip='10.96.0.20'), headless()],
-               'EndpointSlice': [eps('db', ep('192.168.2.5', hostname='db-0'))],
+               'EndpointSlice': [eps('db', ep('192.168.2.5', hostname='db-0'),
+                                     ep('192.168.2.8', hostname='x' * 64))],
                'Pod': [pod('db-0', '192.168.2.5'), pod('b', '192.168.2.6'),
+                       pod('long', '192.168.2.8'),
                        pod('host', '10.0.0.2', namespace='kube-system'),
                        pod('gone', '192.168.2.7', phase='Succeeded')],
                'Namespace': [ns('default'), ns('kube-system')]}
@@ -312,6 +314,9 @@ def test_the_pods_file_and_the_rest_serve_what_one_file_serves():
         '5.2.168.192.in-addr.arpa.'])['PTR'] == [f'db-0.db.default.svc.{Z}']
     assert '0.0.10.in-addr.arpa.' in pods['zones'] and \
         rr(pods, '0.0.10.in-addr.arpa.', 'SOA')
+    # an endpoint named beyond DNS's limits names nothing: its pod names the address
+    assert rr(pods, '8.2.168.192.in-addr.arpa.', 'PTR') == [f'192-168-2-8.default.pod.{Z}']
+    assert '8.2.168.192.in-addr.arpa.' not in main['records']
     assert pod_records_path('/run/kubelab/dns/records.json') == \
         '/run/kubelab/dns/records.pods.json'
     assert pod_records_path('/tmp/records') == '/tmp/records.pods'
@@ -321,20 +326,18 @@ def test_the_two_files_serve_what_one_serves_on_random_clusters():
     from services.cluster import default_cluster
     from services.dns_inputs import DNSInputs
     from services.store import Store
-    from tests.unit.test_store_incremental import _service, random_step
-    networks = ('10.96.0.0/12', '192.168.0.0/16')
+    from tests.unit.test_dns_inputs import risky_step
+    from tests.unit.test_store_incremental import random_step
     for seed in range(4):
         rng = random.Random(seed)
         store = Store(default_cluster(), rng=random.Random(seed))
-        lone = [_service('h', namespace, app) for namespace, app in (('default', 'a'),
-                                                                      ('team', 'b'))]
-        for service in lone:
-            service['spec']['clusterIP'] = 'None'
-        store.apply([ns('team')] + lone)
-        for serial in range(60):
-            random_step(store, rng, serial)
+        store.apply([ns('team')])
+        for serial in range(100):
+            (risky_step if rng.random() < 0.6 else random_step)(store, rng, serial)
             objects = DNSInputs(store).objects()
-            assert _served_apart(objects, networks) == _served_at_once(objects, networks)
+            for networks in (('10.96.0.0/12', '192.168.0.0/16'), ()):
+                assert _served_apart(objects, networks) == \
+                    _served_at_once(objects, networks), f'after step {serial}'
 
 
 def test_an_endpoint_of_two_headless_services_has_two_ptrs():

@@ -12,6 +12,7 @@ import pytest
 from services import dns
 from services.cluster import default_cluster
 from services.dns_inputs import DNSInputs
+from services.errors import KubelabError
 from services.store import Store
 from tests.unit.test_store_incremental import _pod, _service, random_step
 
@@ -138,34 +139,82 @@ def test_a_new_pod_with_a_hostname_is_read_again():
     assert not inputs.unchanged()
 
 
-@pytest.mark.parametrize('seed', range(5))
-def test_a_file_said_unmoved_would_be_written_the_same(seed):
-    """The daemon writes the records without the pods' (``dns.records(...,
-    pods=False)``) and the pods' (``dns.pod_records``) to two files, each only when
-    ``files_moved`` says it may have changed: on random change sequences, a file said
-    unmoved is what a fresh computation gives."""
+def _files(objects):
+    """The daemon's two files: the records but the pods', and the pods'."""
+    return (dns.records(objects, networks=NETWORKS, pods=False),
+            dns.pod_records(objects['Pod'], networks=NETWORKS))
+
+
+def risky_step(store, rng, serial):
+    """A change of what the two files divide: a headless Service coming or going, a
+    pod with a hostname and subdomain, a pod's address (in the pod network or the
+    host's), a Namespace, a pod gone, an ExternalName Service naming a pod."""
+    namespace = rng.choice(('default', 'team'))
+    op = rng.choice(['headless', 'unheadless', 'named-pod', 'ip', 'hostip', 'namespace',
+                     'delete-pod', 'externalname'])
+    try:
+        if op == 'headless':
+            store.apply([_headless(rng.choice(['h', 'g']), namespace, rng.choice('abc'))])
+        elif op == 'unheadless':
+            store.delete('Service', namespace, rng.choice(['h', 'g']))
+        elif op == 'named-pod':
+            pod = _pod(f'n{serial}', namespace, rng.choice('abc'))
+            pod['spec'].update(hostname=f'host{serial}', subdomain=rng.choice(['h', 'g']))
+            store.apply([pod])
+        elif op in ('ip', 'hostip'):
+            pods = [p for p in store.list('Pod', namespace)
+                    if not p['metadata'].get('deletionTimestamp')]
+            if pods:
+                pod = rng.choice(pods)
+                ip = f'10.0.0.{rng.randint(2, 4)}' if op == 'hostip' else \
+                    f'192.168.{rng.randint(1, 3)}.{rng.randint(2, 30)}'
+                store.update_pod_status(namespace, pod['metadata']['name'],
+                                        pod['metadata']['uid'], {
+                    'phase': 'Running', 'podIP': ip,
+                    'conditions': [{'type': 'Ready', 'status': rng.choice(['True', 'False'])}]})
+        elif op == 'namespace':
+            store.apply([{'apiVersion': 'v1', 'kind': 'Namespace',
+                          'metadata': {'name': rng.choice(['x', 'y'])}}])
+        elif op == 'delete-pod':
+            pods = store.list('Pod', namespace)
+            if pods:
+                pod = rng.choice(pods)
+                store.delete('Pod', namespace, pod['metadata']['name'], 0)
+                store.pod_gone(namespace, pod['metadata']['name'], pod['metadata']['uid'])
+        else:
+            store.apply([{'apiVersion': 'v1', 'kind': 'Service',
+                          'metadata': {'name': 'ext', 'namespace': 'kube-system'},
+                          'spec': {'type': 'ExternalName', 'externalName':
+                                   f'192-168-1-{serial % 9 + 2}.default.pod.cluster.local'}}])
+    except KubelabError:              # refused (nothing to delete): no change
+        pass
+
+
+@pytest.mark.parametrize('seed', range(8))
+def test_a_file_said_unmoved_is_what_a_fresh_read_writes(seed):
+    """The daemon writes each of its two files only when ``files_moved`` says it may
+    have changed: on random changes (half of them to what the two files divide), a
+    file said unmoved is what a fresh read of the store computes."""
     rng = random.Random(seed)
     store = Store(default_cluster(), rng=random.Random(seed))
-    store.apply([{'apiVersion': 'v1', 'kind': 'Namespace', 'metadata': {'name': 'team'}}]
-                + ([_headless('h', 'default', 'a')] if seed % 2 else []))
+    store.apply([{'apiVersion': 'v1', 'kind': 'Namespace', 'metadata': {'name': 'team'}}])
     inputs = DNSInputs(store)
-
-    def files(objects):
-        return (dns.records(objects, networks=NETWORKS, pods=False),
-                dns.pod_records(objects['Pod'], networks=NETWORKS))
-    written, alone = files(inputs.objects()), 0
-    for serial in range(120):
-        random_step(store, rng, serial)
+    written, seen = list(_files(inputs.objects())), set()
+    for serial in range(160):
+        (risky_step if rng.random() < 0.6 else random_step)(store, rng, serial)
+        fresh = _files(DNSInputs(store).objects())
         if inputs.unchanged():
+            assert fresh == tuple(written), f'after step {serial}'
             continue
-        now = files(inputs.objects())
+        inputs.objects()
         moved = inputs.files_moved()
+        seen.add(moved)
         for i in (0, 1):
-            if not moved[i]:
-                assert now[i] == written[i], f'after step {serial}'
-        alone += moved == (False, True)
-        written = now
-    assert alone > 3 or seed % 2
+            if moved[i]:
+                written[i] = fresh[i]
+            else:
+                assert fresh[i] == written[i], f'file {i} after step {serial}'
+    assert {(False, True), (True, False)} <= seen
 
 
 def test_a_pods_new_address_moves_the_pods_file_alone():
@@ -188,3 +237,40 @@ def test_a_pods_new_address_moves_the_pods_file_alone():
         'phase': 'Running', 'podIP': '192.168.2.10'})
     inputs.objects()
     assert inputs.files_moved() == (True, True)
+
+
+def test_a_file_whose_write_failed_is_written_with_the_next_run(tmp_path, monkeypatch):
+    """The daemon's writer (``Lab._write_dns``): a run that failed to write the records
+    file (a full disk) leaves it to the next run, which writes it even when what moved
+    since is a pod's address alone (the pods' file's)."""
+    import json
+    import types
+
+    import topo.l7files
+    from kubelab.daemon.lab import Lab
+    store = Store(default_cluster(), rng=random.Random(1))
+    store.apply([_pod('p', 'default', 'a')])
+    lab = types.SimpleNamespace(store=store, cluster=store.cluster, _dns_version=None,
+                                _dns_pending=(False, False), _dns_inputs=DNSInputs(store),
+                                dns_records=str(tmp_path / 'records.json'))
+    Lab._write_dns(lab)
+    store.apply([_service('web', 'default', 'a')])
+    real = topo.l7files.write_if_changed
+
+    def full_disk(path, data):
+        if path == lab.dns_records:
+            raise OSError(28, 'No space left on device')
+        return real(path, data)
+    monkeypatch.setattr(topo.l7files, 'write_if_changed', full_disk)
+    with pytest.raises(OSError):
+        Lab._write_dns(lab)
+    monkeypatch.setattr(topo.l7files, 'write_if_changed', real)
+    pod = store.get('Pod', 'default', 'p')
+    store.update_pod_status('default', 'p', pod['metadata']['uid'],
+                            {'phase': 'Running', 'podIP': '192.168.2.9'})
+    assert Lab._write_dns(lab)
+    with open(lab.dns_records) as f:
+        assert 'web.default.svc.cluster.local.' in json.load(f)['records']
+    with open(dns.pod_records_path(lab.dns_records)) as f:
+        assert '192-168-2-9.default.pod.cluster.local.' in json.load(f)['records']
+    assert lab._dns_pending == (False, False)
