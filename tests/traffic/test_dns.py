@@ -204,3 +204,35 @@ def test_same_name_in_two_namespaces_are_two_services_and_namespaces_delete_thei
     assert resolve(dns_lab, 'outsider', 'web.other')['rcode'] == 'NXDOMAIN'
     with pytest.raises(Exception):
         dns_lab.client.get('Service', 'other', 'web')
+
+
+def test_a_new_pods_name_is_served_from_the_pods_file_alone(dns_lab):
+    """Without a headless Service (which may name a pod), a pod's new address rewrites
+    the pods' records file alone (the records file holds every Service's names: at
+    10,000 Services, 24,000 of them): the pod's name and its address's PTR answer
+    within a second of its address, the records file untouched. (The module's last
+    test: it deletes the headless Service db.)"""
+    from kubelab.daemon.statedir import state_path
+    from services.dns import pod_records_path
+    records = state_path('dns', 'records.json')
+    dns_lab.kubelab('delete', 'service', 'db', '-n', 'shop')
+    dns_lab.client.wait_for(
+        lambda: resolve(dns_lab, 'outsider', 'db.shop.svc.cluster.local.')['rcode']
+        == 'NXDOMAIN', 'the headless Service to go', timeout=10)
+    written = os.stat(records).st_mtime_ns
+    dns_lab.apply(shell_pods(('late', 'worker-2')), wait=False)
+    ip = dns_lab.client.wait_for(lambda: dns_lab.pod_ip('late'), 'the pod\'s address',
+                                 interval=0.02)
+    addressed = time.monotonic()
+    dashed = ip.replace('.', '-')
+    dns_lab.client.wait_for(
+        lambda: resolve(dns_lab, 'outsider', f'{dashed}.default.pod.cluster.local.').get(
+            'answers') == [ip], 'the pod\'s name to resolve', timeout=5, interval=0)
+    took = time.monotonic() - addressed
+    reverse = '.'.join(reversed(ip.split('.'))) + '.in-addr.arpa.'
+    assert resolve(dns_lab, 'outsider', reverse, 'PTR')['answers'] == [
+        f'{dashed}.default.pod.cluster.local.']
+    print(f'\nthe pod\'s name resolvable {took:.2f} s after its address')
+    assert took < 1.5        # (each look is a `kubelab exec` of ~0.3 s)
+    assert os.stat(records).st_mtime_ns == written
+    assert os.stat(pod_records_path(records)).st_mtime_ns > written
